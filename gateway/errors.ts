@@ -1,0 +1,46 @@
+/**
+ * One vocabulary of failures. Every error carries a stable code, a sentence a mail
+ * admin can act on, and the SMTP reply it becomes when it reaches a client
+ * (smtp-server sends `err.responseCode || 450` and `err.message`).
+ */
+export class MailgateError extends Error {
+  /** Stable machine-readable code, e.g. `STORE_WRITE_FAILED`. */
+  readonly code: string;
+  /** SMTP reply code sent to a client that caused or suffers this error. */
+  readonly responseCode: number;
+  /** Enhanced status code (RFC 3463), e.g. `4.3.0`. */
+  readonly enhancedCode: string;
+
+  constructor(code: string, responseCode: number, enhancedCode: string, sentence: string, options?: { cause?: unknown }) {
+    // smtp-server sends err.message as the reply text; lead with the enhanced code as Postfix does.
+    super(`${enhancedCode} ${sentence}`, options);
+    this.name = 'MailgateError';
+    this.code = code;
+    this.responseCode = responseCode;
+    this.enhancedCode = enhancedCode;
+  }
+}
+
+export const errors = {
+  messageTooBig: (limit: number) =>
+    new MailgateError('MESSAGE_TOO_BIG', 552, '5.3.4', `Message too large: the limit is ${limit} bytes`),
+  relayDenied: (rcpt: string) =>
+    new MailgateError('RELAY_DENIED', 550, '5.7.1', `Relay access denied: we do not accept mail for <${rcpt}>`),
+  encryptionRequired: () =>
+    new MailgateError('ENCRYPTION_REQUIRED', 538, '5.7.11', 'Encryption required: issue STARTTLS before AUTH'),
+  authFailed: () =>
+    new MailgateError('AUTH_FAILED', 535, '5.7.8', 'Authentication credentials invalid'),
+  authNotEnabled: () =>
+    new MailgateError('AUTH_NOT_ENABLED', 503, '5.5.1', 'Authentication is not enabled on this listener'),
+  storeFailed: (cause: unknown) =>
+    new MailgateError('STORE_WRITE_FAILED', 451, '4.3.0', 'Temporary local problem: the message could not be stored, try again later', { cause }),
+  pipelineFailed: (stage: string, cause: unknown) =>
+    new MailgateError('PIPELINE_FAILED', 451, '4.3.0', `Temporary local problem in the ${stage} stage, try again later`, { cause }),
+  shuttingDown: () =>
+    new MailgateError('SHUTTING_DOWN', 421, '4.3.2', 'Service shutting down, try again later'),
+};
+
+/** Turns anything thrown into an error with an SMTP reply: unknown failures are temporary (4xx), never 250. */
+export function asMailgateError(err: unknown, fallback: (cause: unknown) => MailgateError = errors.storeFailed): MailgateError {
+  return err instanceof MailgateError ? err : fallback(err);
+}
