@@ -1,0 +1,80 @@
+/**
+ * Checks that span several tables of `mailgate.toml`. Each problem carries the path of the key to
+ * blame, so the loader can point at its line, and a message phrased as what was expected.
+ */
+
+/** What the checks read; a structural slice of `Config`, so this file does not depend on the schema. */
+interface Tables {
+  department: { name: string }[];
+  alias: {
+    name: string;
+    address: string;
+    department?: string | undefined;
+    status: string;
+    default: boolean;
+    redirection_addresses: string[];
+  }[];
+}
+
+/** A broken invariant: the key to blame, the expectation, and the value found there. */
+export interface InvariantIssue {
+  path: (string | number)[];
+  message: string;
+  input: unknown;
+}
+
+const quote = (s: string) => JSON.stringify(s);
+
+/** Reports `[[table]] name` values that repeat an earlier one. */
+function duplicateNames(table: string, rows: { name: string }[]): InvariantIssue[] {
+  const first = new Map<string, number>();
+  const issues: InvariantIssue[] = [];
+  rows.forEach((row, i) => {
+    const j = first.get(row.name);
+    if (j === undefined) first.set(row.name, i);
+    else issues.push({ path: [table, i, 'name'], input: row.name, message: `a unique name (${table}[${j}] is also named ${quote(row.name)})` });
+  });
+  return issues;
+}
+
+/** All broken cross-table invariants of a config, in file order of the tables they concern. */
+export function invariantIssues(c: Tables): InvariantIssue[] {
+  const issues = [...duplicateNames('department', c.department), ...duplicateNames('alias', c.alias)];
+  const aliasLabel = (i: number) => `alias[${i}] ${quote(c.alias[i]?.name ?? '')}`;
+
+  // Addresses compare case-insensitively: mail servers treat local parts that way in practice.
+  const owner = new Map<string, number>();
+  c.alias.forEach((a, i) => {
+    const key = a.address.toLowerCase();
+    const j = owner.get(key);
+    if (j === undefined) owner.set(key, i);
+    else issues.push({ path: ['alias', i, 'address'], input: a.address, message: `an address no other alias uses (${aliasLabel(j)} has it)` });
+  });
+  // Redirecting to an alias's own address would feed the message back into mailgate.
+  c.alias.forEach((a, i) => {
+    a.redirection_addresses.forEach((r, k) => {
+      const j = owner.get(r.toLowerCase());
+      if (j !== undefined) {
+        issues.push({ path: ['alias', i, 'redirection_addresses', k], input: r, message: `an address outside mailgate (${aliasLabel(j)} receives it)` });
+      }
+    });
+  });
+
+  const departments = [...new Set(c.department.map((d) => d.name))];
+  const defaults = new Map<string | undefined, number>();
+  c.alias.forEach((a, i) => {
+    if (a.department !== undefined && !departments.includes(a.department)) {
+      const known = departments.length ? `one of the configured departments: ${departments.map(quote).join(', ')}` : 'the name of a [[department]] (none is configured)';
+      issues.push({ path: ['alias', i, 'department'], input: a.department, message: known });
+    }
+    if (!a.default) return;
+    const where = a.department === undefined ? 'among aliases without a department' : `in department ${quote(a.department)}`;
+    const j = defaults.get(a.department);
+    if (j === undefined) defaults.set(a.department, i);
+    else issues.push({ path: ['alias', i, 'default'], input: true, message: `at most one default alias ${where} (${aliasLabel(j)} is already the default)` });
+    if (a.status !== 'active') {
+      issues.push({ path: ['alias', i, 'status'], input: a.status, message: `"active" for the default alias ${where}` });
+    }
+  });
+  return issues;
+}

@@ -1,0 +1,114 @@
+/**
+ * Loading `mailgate.toml`: TOML -> `${ENV}` expansion -> schema -> paths made absolute -> frozen.
+ * Every failure is a ConfigError listing each problem with its file, line and key.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { z } from 'zod';
+import { configSchema, type Config } from './schema.js';
+import { formatProblem, loadToml, type ConfigProblem } from './toml.js';
+
+export type { ConfigProblem } from './toml.js';
+export { hashPassword, verifyPassword } from './password.js';
+
+/** Environment variables that `${NAME}` references are expanded from. */
+export type ConfigEnv = Readonly<Record<string, string | undefined>>;
+
+/** The configuration is invalid; `message` has one `FILE:LINE: KEY: ...` line per problem. */
+export class ConfigError extends Error {
+  /** Stable code, as MailgateError has. */
+  readonly code = 'CONFIG_INVALID';
+  /** Each problem found, in file order. */
+  readonly problems: ConfigProblem[];
+
+  constructor(problems: ConfigProblem[]) {
+    super(problems.map(formatProblem).join('\n'));
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+}
+
+/** The file name mailgate looks for in the working directory when none is given. */
+export const DEFAULT_CONFIG_FILE = 'mailgate.toml';
+
+/** Reads, validates and freezes the config in `file`; relative paths in it are taken from the file's directory. */
+export function loadConfigFile(file: string, env: ConfigEnv = process.env): Config {
+  return fromFile(path.resolve(file), file, env);
+}
+
+/** Validates config `text` as if read from `file` (used in problems and to resolve relative paths). */
+export function loadConfigText(text: string, file: string, env: ConfigEnv = process.env): Config {
+  return fromText(text, file, path.dirname(path.resolve(file)), env);
+}
+
+/** The built-in configuration, used when there is no file; relative paths are taken from `cwd`. */
+export function defaultConfig(cwd: string = process.cwd()): Config {
+  return finish(configSchema.parse({}), cwd);
+}
+
+/**
+ * The configuration a command runs with: `file` when given (relative to `cwd`), else
+ * `./mailgate.toml` in `cwd` when it exists, else the built-in defaults. `file` in the answer is
+ * the absolute path of the file read, absent for the defaults.
+ */
+export function resolveConfig(opts: { file?: string | undefined; cwd?: string | undefined; env?: ConfigEnv | undefined } = {}): { config: Config; file?: string } {
+  const cwd = opts.cwd ?? process.cwd();
+  const env = opts.env ?? process.env;
+  if (opts.file !== undefined) {
+    const file = path.resolve(cwd, opts.file);
+    return { config: fromFile(file, opts.file, env), file };
+  }
+  const found = path.join(cwd, DEFAULT_CONFIG_FILE);
+  if (existsSync(found)) return { config: fromFile(found, DEFAULT_CONFIG_FILE, env), file: found };
+  return { config: defaultConfig(cwd) };
+}
+
+/** JSON Schema of the file's contents (the input side: defaults shown, none required), for editors. */
+export function configJsonSchema(): object {
+  return {
+    ...z.toJSONSchema(configSchema, { io: 'input' }),
+    title: 'mailgate configuration (mailgate.toml)',
+  };
+}
+
+/** Reads the file at `absolute`, naming it `shown` in problems. */
+function fromFile(absolute: string, shown: string, env: ConfigEnv): Config {
+  let text: string;
+  try {
+    text = readFileSync(absolute, 'utf8');
+  } catch (err) {
+    const reason = err instanceof Error ? err.message : String(err);
+    const code = (err as { code?: unknown }).code;
+    throw new ConfigError([
+      { file: shown, key: '', expected: 'a readable file', given: typeof code === 'string' ? code : reason, message: `cannot read the configuration file: ${reason}` },
+    ]);
+  }
+  return fromText(text, shown, path.dirname(absolute), env);
+}
+
+function fromText(text: string, shown: string, baseDir: string, env: ConfigEnv): Config {
+  const result = loadToml(text, shown, configSchema, { env });
+  if (!result.ok) throw new ConfigError(result.problems);
+  return finish(result.value, baseDir);
+}
+
+/** Makes relative paths absolute against `baseDir` and freezes the whole object. */
+function finish(config: Config, baseDir: string): Config {
+  const at = (p: string) => path.resolve(baseDir, p);
+  const tls = config.smtp.tls;
+  return deepFreeze({
+    ...config,
+    data_dir: at(config.data_dir),
+    smtp: { ...config.smtp, tls: tls && { cert: at(tls.cert), key: at(tls.key) } },
+    department: config.department.map((d) => (d.policy === undefined ? d : { ...d, policy: at(d.policy) })),
+  });
+}
+
+// fastify does the same with its options: nothing downstream can change the config it was given.
+function deepFreeze<T>(value: T): T {
+  if (value !== null && typeof value === 'object' && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const v of Object.values(value)) deepFreeze(v);
+  }
+  return value;
+}

@@ -1,0 +1,297 @@
+/**
+ * The shape of `mailgate.toml`: every key, its type and its default. Defaults that depend on
+ * other keys (ports, `accept_all`, `reverse_dns`, `hostname`) are filled in by transforms, so the
+ * inferred output types below are what the rest of mailgate sees. Relative paths are resolved
+ * later, in load.ts, against the config file's directory.
+ *
+ * Custom error messages are written as what was expected ("an email address"): loadToml prints
+ * them as `KEY: expected MESSAGE, got GIVEN`.
+ */
+import os from 'node:os';
+import net from 'node:net';
+import { z } from 'zod';
+import { isPasswordHash } from './password.js';
+import { invariantIssues } from './invariants.js';
+
+const is = (phrase: string) => ({ error: phrase });
+
+const PORT = 'an integer from 1 to 65535';
+const port = z.int(is(PORT)).min(1, is(PORT)).max(65535, is(PORT));
+const positive = (unit: string) => z.int(is(`a positive integer (${unit})`)).min(1, is(`a positive integer (${unit})`));
+const text = z.string().min(1, is('a non-empty string'));
+
+const LABEL = '[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?';
+const DOMAIN_RE = new RegExp(`^${LABEL}(?:\\.${LABEL})*\\.?$`);
+const ATOM = "[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+";
+const EMAIL_RE = new RegExp(`^${ATOM}(?:\\.${ATOM})*@${LABEL}(?:\\.${LABEL})*$`);
+
+const DOMAIN = 'a domain name such as "example.com"';
+/** A domain name, lower-cased so that comparisons need not care. */
+const domain = z.string(is(DOMAIN)).regex(DOMAIN_RE, is(DOMAIN)).transform((d) => d.toLowerCase());
+/** A host name or IP address of a remote server. */
+const host = z.string(is('a host name or IP address')).regex(/^[A-Za-z0-9.:_-]+$/, is('a host name or IP address'));
+// Single-label domains are allowed (`postmaster@localhost`); a self-hosted gateway sees them.
+const EMAIL = 'an email address';
+const email = z.string(is(EMAIL)).regex(EMAIL_RE, is(EMAIL));
+
+/** Host and port of a `host:port` listen address; undefined when it is not one. IPv6 goes in brackets. */
+export function parseListenAddress(address: string): { host: string; port: number } | undefined {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(address);
+  if (!m) return undefined;
+  const port = Number(m[3]);
+  const hostName = m[1] ?? m[2] ?? '';
+  if (port > 65535) return undefined;
+  if (m[1] !== undefined && !net.isIPv6(hostName)) return undefined;
+  if (/^[\d.]+$/.test(hostName) && !net.isIPv4(hostName)) return undefined;
+  return { host: hostName, port };
+}
+
+const loopback = new net.BlockList();
+loopback.addSubnet('127.0.0.0', 8, 'ipv4');
+loopback.addAddress('::1', 'ipv6');
+
+/** True when a listen address only accepts connections from this machine. */
+export function isLoopbackAddress(address: string): boolean {
+  const host = parseListenAddress(address)?.host;
+  return host !== undefined && isLoopbackHost(host);
+}
+
+/** True for `localhost`, 127.0.0.0/8, ::1 and IPv4-mapped loopback (`::ffff:127.0.0.1`, as client addresses arrive). */
+export function isLoopbackHost(host: string): boolean {
+  if (host === 'localhost') return true;
+  const h = host.toLowerCase().startsWith('::ffff:') && net.isIPv4(host.slice(7)) ? host.slice(7) : host;
+  const family = net.isIP(h);
+  return family !== 0 && loopback.check(h, family === 4 ? 'ipv4' : 'ipv6');
+}
+
+const LISTEN = 'a "host:port" address such as "127.0.0.1:2525" or "[::1]:2525"';
+const listenAddress = z.string(is(LISTEN)).refine((a) => parseListenAddress(a) !== undefined, is(LISTEN));
+
+const HASH = 'a password hash "scrypt$N$r$p$salt$hash" (made by hashPassword)';
+
+/** Default mail-fetch port: POP3 110, POP3 over TLS 995, IMAP 143, IMAP over TLS 993. */
+export function defaultFetchPort(type: 'pop3' | 'imap', tls: boolean): number {
+  return type === 'pop3' ? (tls ? 995 : 110) : tls ? 993 : 143;
+}
+
+/** Default SMTP port. Cisco guide: 25, or 587 when the SSL ("SMTP") flag is set. */
+export const defaultSmtpPort = (ssl: boolean) => (ssl ? 587 : 25);
+
+const smtpTls = z
+  .strictObject({
+    /** Certificate chain file (PEM). Needs `key`. */
+    cert: text.optional(),
+    /** Private key file (PEM). Needs `cert`. */
+    key: text.optional(),
+  })
+  .superRefine((t, ctx) => {
+    if (t.cert !== undefined && t.key === undefined) ctx.addIssue({ code: 'custom', path: ['key'], message: 'the key file that goes with cert' });
+    if (t.key !== undefined && t.cert === undefined) ctx.addIssue({ code: 'custom', path: ['cert'], message: 'the certificate file that goes with key' });
+  })
+  .transform((t) => (t.cert !== undefined && t.key !== undefined ? { cert: t.cert, key: t.key } : undefined));
+
+const smtpUser = z.strictObject({
+  /** Login name for SMTP AUTH. */
+  name: text,
+  /** scrypt hash of the password, `scrypt$N$r$p$saltBase64$hashBase64`. */
+  password_hash: z.string(is(HASH)).refine(isPasswordHash, is(HASH)),
+});
+
+const smtp = z
+  .strictObject({
+    /** Addresses the SMTP listener binds, `host:port`; IPv6 as `[::1]:2525`. */
+    listen: z.array(listenAddress).min(1, is('at least one listen address')).default(['127.0.0.1:2525']),
+    /** Name announced in the greeting and EHLO reply. Default: this machine's host name. */
+    hostname: domain.optional(),
+    /** Largest message accepted, in bytes. */
+    max_message_size: positive('bytes').default(26214400),
+    /** Accept any recipient. Default: true only when every listen address is loopback. */
+    accept_all: z.boolean().optional(),
+    /** Domains we accept mail for (besides alias addresses). */
+    domains: z.array(domain).default([]),
+    /** Look up the client's reverse DNS name. Default: false when every listen address is loopback. */
+    reverse_dns: z.boolean().optional(),
+    /** How long a reverse DNS lookup may take, in milliseconds. */
+    reverse_dns_timeout_ms: positive('milliseconds').default(1000),
+    /** Certificate for STARTTLS: both `cert` and `key`, or neither. */
+    tls: smtpTls.optional(),
+    /** SMTP AUTH settings. */
+    auth: z
+      .strictObject({
+        /** Allow AUTH without TLS on loopback connections. */
+        allow_insecure_on_loopback: z.boolean().default(false),
+      })
+      .prefault({}),
+    /** Users who may authenticate, one `[[smtp.user]]` table each. */
+    user: z.array(smtpUser).default([]),
+  })
+  .superRefine((s, ctx) => {
+    const seen = new Map<string, number>();
+    s.user.forEach((u, i) => {
+      const first = seen.get(u.name);
+      if (first === undefined) seen.set(u.name, i);
+      else ctx.addIssue({ code: 'custom', path: ['user', i, 'name'], input: u.name, message: `a unique user name (smtp.user[${first}] has it too)` });
+    });
+  })
+  .transform((s) => {
+    const local = s.listen.every(isLoopbackAddress);
+    return { ...s, hostname: s.hostname ?? os.hostname(), accept_all: s.accept_all ?? local, reverse_dns: s.reverse_dns ?? !local };
+  });
+
+const smtpProtocol = z.enum(['smtp', 'esmtp']);
+
+// Cisco guide: the partition's six default SMTP settings.
+const defaultSmtp = z
+  .strictObject({
+    /** SMTP server used when an alias has no `[alias.outgoing]`. */
+    server: host.optional(),
+    /** `smtp` or `esmtp` (ESMTP can authenticate). */
+    protocol: smtpProtocol.default('smtp'),
+    /** Server port. Default: 25, or 587 when `ssl` is true. */
+    port: port.optional(),
+    /** The guide's "SMTP flag": use TLS. */
+    ssl: z.boolean().default(false),
+    /** Login name, for ESMTP. */
+    user: z.string().optional(),
+    /** Password, for ESMTP. Use `${ENV_NAME}` rather than writing it here. */
+    password: z.string().optional(),
+  })
+  .transform((d) => ({ ...d, port: d.port ?? defaultSmtpPort(d.ssl) }));
+
+const partition = z
+  .strictObject({
+    /** Partition name. */
+    name: text.default('default'),
+    /** Domain added to addresses that have none. */
+    default_domain: domain.default('localhost'),
+    /** Default outgoing server for the partition; the table may be absent. */
+    default_smtp: defaultSmtp.optional(),
+  })
+  .prefault({});
+
+const department = z.strictObject({
+  /** Department name, unique; aliases refer to it. */
+  name: text,
+  /** Policy TOML file, relative to the config file's directory. */
+  policy: text.optional(),
+});
+
+const incoming = z
+  .strictObject({
+    /** `pop3` or `imap` (Cisco guide default: POP3). */
+    type: z.enum(['pop3', 'imap']).default('pop3'),
+    /** Mail server to fetch from. */
+    host,
+    /** Port. Default: POP3 110, POP3 with TLS 995, IMAP 143, IMAP with TLS 993. */
+    port: port.optional(),
+    /** `tls` (TLS on connect), `starttls`, `none`, or `auto` (TLS on connect for ports 993/995, else STARTTLS when offered). */
+    security: z.enum(['auto', 'tls', 'starttls', 'none']).default('auto'),
+    /** Login name. */
+    user: z.string().optional(),
+    /** Password. Use `${ENV_NAME}` rather than writing it here. */
+    password: z.string().optional(),
+    /** IMAP folder to fetch from. */
+    folder: text.default('INBOX'),
+  })
+  .transform((i) => ({ ...i, port: i.port ?? defaultFetchPort(i.type, i.security === 'tls') }));
+
+const outgoing = z
+  .strictObject({
+    /** `smtp` or `esmtp` (ESMTP can authenticate). */
+    type: smtpProtocol.default('smtp'),
+    /** Cisco guide "Use SMTP": fall back to plain SMTP `never` or `when_auth_fails` (ESMTP only). */
+    use_smtp: z.enum(['never', 'when_auth_fails']).default('never'),
+    /** Mail server to send through. */
+    host,
+    /** Use TLS. */
+    ssl: z.boolean().default(false),
+    /** Port. Default: 25, or 587 when `ssl` is true (Cisco guide). */
+    port: port.optional(),
+    /** Login name; ESMTP only. */
+    user: z.string().optional(),
+    /** Password; ESMTP only. Use `${ENV_NAME}` rather than writing it here. */
+    password: z.string().optional(),
+  })
+  .superRefine((o, ctx) => {
+    if (o.use_smtp === 'when_auth_fails' && o.type !== 'esmtp') {
+      ctx.addIssue({ code: 'custom', path: ['use_smtp'], input: o.use_smtp, message: '"never" unless type = "esmtp" (only ESMTP authenticates)' });
+    }
+    for (const key of ['user', 'password'] as const) {
+      if (o.type === 'smtp' && o[key] !== undefined) {
+        ctx.addIssue({ code: 'custom', path: [key], input: o[key], message: `no ${key} with type = "smtp" (set type = "esmtp" to authenticate)` });
+      }
+    }
+  })
+  .transform((o) => ({ ...o, port: o.port ?? defaultSmtpPort(o.ssl) }));
+
+const alias = z.strictObject({
+  /** Alias name, unique. */
+  name: text,
+  /** Free text for the admin. */
+  description: z.string().optional(),
+  /** The alias's email address; unique across aliases, ignoring case. */
+  address: email,
+  /** Name of the `[[department]]` this alias belongs to. */
+  department: text.optional(),
+  /** `active` or `inactive`. */
+  status: z.enum(['active', 'inactive']).default('active'),
+  /** The department's default alias (at most one per department, and it must be active). */
+  default: z.boolean().default(false),
+  /** Address that gets a blind copy of every message. */
+  automatic_bcc: email.optional(),
+  /** Address that mail for this alias is sent to. */
+  send_mail_to: email.optional(),
+  /** Addresses that mail for this alias is redirected to. */
+  redirection_addresses: z.array(email).default([]),
+  /** Server this alias fetches mail from. */
+  incoming: incoming.optional(),
+  /** Server this alias sends mail through. */
+  outgoing: outgoing.optional(),
+});
+
+const configTables = z.strictObject({
+  /** Where messages and state are stored; relative to the config file. */
+  data_dir: text.default('./data'),
+  /** Least severe log level written. */
+  log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
+  /** The SMTP listener. */
+  smtp: smtp.prefault({}),
+  /** The partition this gateway serves. */
+  partition,
+  /** Departments, one `[[department]]` table each. */
+  department: z.array(department).default([]),
+  /** Aliases, one `[[alias]]` table each. */
+  alias: z.array(alias).default([]),
+});
+
+/** The `mailgate.toml` schema, with the checks that span tables (unique names, departments that exist). */
+export const configSchema = configTables.superRefine((c, ctx) => {
+  for (const issue of invariantIssues(c)) ctx.addIssue({ code: 'custom', ...issue });
+});
+
+/** The whole configuration, defaults applied. */
+export type Config = z.output<typeof configSchema>;
+/** The configuration as written in the file, before defaults. */
+export type ConfigInput = z.input<typeof configSchema>;
+/** `[smtp]`: the SMTP listener. */
+export type SmtpListenerConfig = Config['smtp'];
+/** `[smtp.tls]`: certificate and key, when STARTTLS is configured. */
+export type SmtpTlsConfig = NonNullable<SmtpListenerConfig['tls']>;
+/** `[smtp.auth]`. */
+export type SmtpAuthConfig = SmtpListenerConfig['auth'];
+/** One `[[smtp.user]]`. */
+export type SmtpUserConfig = SmtpListenerConfig['user'][number];
+/** `[partition]`. */
+export type PartitionConfig = Config['partition'];
+/** `[partition.default_smtp]`. */
+export type DefaultSmtpConfig = NonNullable<PartitionConfig['default_smtp']>;
+/** One `[[department]]`. */
+export type DepartmentConfig = Config['department'][number];
+/** One `[[alias]]`. */
+export type AliasConfig = Config['alias'][number];
+/** `[alias.incoming]`: where an alias fetches mail from. */
+export type IncomingServerConfig = NonNullable<AliasConfig['incoming']>;
+/** `[alias.outgoing]`: where an alias sends mail through. */
+export type OutgoingServerConfig = NonNullable<AliasConfig['outgoing']>;
+/** One of `fatal`, `error`, `warn`, `info`, `debug`, `trace`. */
+export type LogLevel = Config['log_level'];

@@ -1,0 +1,350 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import {
+  ConfigError,
+  configJsonSchema,
+  defaultConfig,
+  hashPassword,
+  loadConfigFile,
+  loadConfigText,
+  resolveConfig,
+  verifyPassword,
+  type ConfigProblem,
+} from '../gateway/config/load.js';
+import type { Config } from '../gateway/config/schema.js';
+import { projectRoot, tempDir } from './helpers/paths.js';
+
+const FILE = 'mailgate.toml';
+const exampleFile = path.join(projectRoot, 'config.example.toml');
+
+/** Joins lines into a TOML text; the line holding `# <-` is where the problem must be reported. */
+const toml = (...lines: string[]) => lines.join('\n') + '\n';
+const markedLine = (text: string) => text.split('\n').findIndex((l) => l.includes('# <-')) + 1;
+
+function load(text: string, env: Record<string, string> = {}): Config {
+  return loadConfigText(text, path.join(projectRoot, FILE), env);
+}
+
+/** The problems loading `text` raises; fails the test when it loads. */
+function problemsOf(text: string, env: Record<string, string> = {}): ConfigProblem[] {
+  try {
+    loadConfigText(text, FILE, env);
+  } catch (err) {
+    assert.ok(err instanceof ConfigError, String(err));
+    return err.problems;
+  }
+  assert.fail(`expected a ConfigError for:\n${text}`);
+}
+
+/** Asserts exactly one problem, at the marked line, for `key`; returns it. */
+function oneProblem(text: string, key: string, env: Record<string, string> = {}): ConfigProblem {
+  const problems = problemsOf(text, env);
+  assert.equal(problems.length, 1, problems.map((p) => p.message).join('\n'));
+  const [p] = problems as [ConfigProblem];
+  assert.equal(p.file, FILE);
+  assert.equal(p.key, key);
+  assert.equal(p.line, markedLine(text), `line of ${key}`);
+  return p;
+}
+
+const twoAliases = (first: string[], second: string[]) =>
+  toml('[[alias]]', 'name = "a"', 'address = "a@example.com"', ...first, '', '[[alias]]', 'name = "b"', 'address = "b@example.com"', ...second);
+
+test('config.example.toml is a valid config with departments, aliases and servers', async () => {
+  const config = loadConfigFile(exampleFile, {});
+  assert.equal(config.department.length, 2);
+  assert.equal(config.alias.length, 3);
+  const withServers = config.alias.find((a) => a.incoming && a.outgoing);
+  assert.ok(withServers, 'one alias has incoming and outgoing servers');
+  assert.ok(config.partition.default_smtp);
+});
+
+test('config.example.toml mentions every key of the schema', async () => {
+  const text = await readFile(exampleFile, 'utf8');
+  type Node = { properties?: Record<string, Node>; items?: Node };
+  const missing: string[] = [];
+  const walk = (node: Node, at: string) => {
+    const props = node.properties ?? node.items?.properties ?? {};
+    for (const [key, child] of Object.entries(props)) {
+      const shown = new RegExp(`^#? ?(${key} =|\\[\\[?[a-z_.]*\\b${key}\\]\\]?)`, 'm');
+      if (!shown.test(text)) missing.push(`${at}${key}`);
+      walk(child, `${at}${key}.`);
+    }
+  };
+  walk(configJsonSchema() as Node, '');
+  assert.deepEqual(missing, []);
+});
+
+test('typo in a key names the file, the line and the key', async (t) => {
+  const cases: { name: string; text: string; key: string }[] = [
+    { name: 'top level', text: toml('data_dir = "d"', 'log_lvl = "debug"  # <-'), key: 'log_lvl' },
+    {
+      name: 'inside [smtp]',
+      text: toml('[smtp]', 'listen = ["127.0.0.1:2525"]', 'max_mesage_size = 1000  # <-'),
+      key: 'smtp.max_mesage_size',
+    },
+    { name: 'inside the second [[alias]]', text: twoAliases(['status = "active"'], ['', 'descripton = "x"  # <-']), key: 'alias[1].descripton' },
+    {
+      name: 'inside the second alias\'s [alias.outgoing]',
+      text: twoAliases(['[alias.outgoing]', 'host = "smtp.example.com"', 'prot = 25'], ['[alias.outgoing]', 'host = "smtp.example.com"', 'prot = 25  # <-']).replace(
+        'prot = 25\n',
+        'port = 25\n',
+      ),
+      key: 'alias[1].outgoing.prot',
+    },
+    { name: 'a misspelt table', text: toml('[smpt]  # <-', 'listen = ["127.0.0.1:2525"]'), key: 'smpt' },
+    { name: 'a dotted key', text: toml('[smtp]', 'auth.allow_insecure = true  # <-'), key: 'smtp.auth.allow_insecure' },
+  ];
+  for (const c of cases) {
+    await t.test(c.name, () => {
+      const p = oneProblem(c.text, c.key);
+      assert.match(p.message, /^unknown key \(expected one of: /);
+    });
+  }
+  await t.test('the message lists the keys that are allowed', () => {
+    const text = toml('[smtp]', 'listen = ["127.0.0.1:2525"]', 'max_mesage_size = 1000');
+    assert.throws(() => loadConfigText(text, FILE, {}), {
+      name: 'ConfigError',
+      message: /^mailgate\.toml:3: smtp\.max_mesage_size: unknown key \(expected one of: listen, hostname, max_message_size, /,
+    });
+  });
+});
+
+test('a wrong type names what was expected and what was given', async (t) => {
+  const cases: { text: string; key: string; expected: string | RegExp; given: string }[] = [
+    { text: twoAliases(['[alias.outgoing]', 'host = "mx"', 'port = "abc"  # <-'], []), key: 'alias[0].outgoing.port', expected: 'an integer from 1 to 65535', given: '"abc"' },
+    { text: twoAliases([], ['[alias.incoming]', 'host = "mx"', 'port = 70000  # <-']), key: 'alias[1].incoming.port', expected: 'an integer from 1 to 65535', given: '70000' },
+    { text: toml('[smtp]', 'max_message_size = "25M"  # <-'), key: 'smtp.max_message_size', expected: /positive integer/, given: '"25M"' },
+    { text: toml('[smtp]', 'accept_all = "yes"  # <-'), key: 'smtp.accept_all', expected: 'true or false', given: '"yes"' },
+    { text: toml('log_level = "verbose"  # <-'), key: 'log_level', expected: /^one of "fatal", "error"/, given: '"verbose"' },
+    { text: toml('[smtp]', 'listen = "127.0.0.1:25"  # <-'), key: 'smtp.listen', expected: 'an array', given: '"127.0.0.1:25"' },
+    { text: toml('[smtp]', 'listen = ["::1:25"]  # <-'), key: 'smtp.listen[0]', expected: /"host:port" address/, given: '"::1:25"' },
+    { text: toml('smtp = 5  # <-'), key: 'smtp', expected: 'a table', given: '5' },
+    { text: twoAliases([], ['address = "not an address"  # <-']).replace('address = "b@example.com"\n', ''), key: 'alias[1].address', expected: 'an email address', given: '"not an address"' },
+    { text: twoAliases(['[alias.incoming]', 'type = "exchange"  # <-', 'host = "mx"'], []), key: 'alias[0].incoming.type', expected: 'one of "pop3", "imap"', given: '"exchange"' },
+    { text: toml('[[smtp.user]]', 'name = "u"', 'password_hash = "secret"  # <-'), key: 'smtp.user[0].password_hash', expected: /scrypt\$N\$r\$p/, given: 'a hidden string' },
+    { text: toml('[[department]]  # <-', 'policy = "p.toml"'), key: 'department[0].name', expected: 'a string', given: 'nothing' },
+  ];
+  for (const c of cases) {
+    await t.test(c.key, () => {
+      const p = oneProblem(c.text, c.key);
+      if (typeof c.expected === 'string') assert.equal(p.expected, c.expected);
+      else assert.match(p.expected, c.expected);
+      assert.equal(p.given, c.given);
+    });
+  }
+  await t.test('message format', () => {
+    const text = toml(...Array<string>(13).fill('#'), '[[alias]]', 'name = "a"', 'address = "a@b.c"', '[alias.outgoing]', 'host = "mx"', 'port = "abc"');
+    assert.throws(() => loadConfigText(text, FILE, {}), {
+      message: 'mailgate.toml:19: alias[0].outgoing.port: expected an integer from 1 to 65535, got "abc"',
+    });
+  });
+  await t.test('a missing key points at its table and says it is missing', () => {
+    const p = oneProblem(twoAliases([], ['[alias.outgoing]  # <-', 'ssl = true']), 'alias[1].outgoing.host');
+    assert.equal(p.message, 'missing (expected a host name or IP address)');
+  });
+});
+
+test('${ENV} references are expanded from the environment', async (t) => {
+  const env = { MAILGATE_SMTP_PASS: 's3cret', MAILGATE_HOST: 'smtp.example.com', ALIAS: 'a' };
+  await t.test('in nested tables and arrays', () => {
+    const config = load(
+      toml('[[alias]]', 'name = "${ALIAS}"', 'address = "${ALIAS}@example.com"', 'redirection_addresses = ["${ALIAS}-copy@example.net"]', '[alias.outgoing]', 'type = "esmtp"', 'host = "${MAILGATE_HOST}"', 'user = "u"', 'password = "pre-${MAILGATE_SMTP_PASS}-post"'),
+      env,
+    );
+    const alias = config.alias[0];
+    assert.equal(alias?.address, 'a@example.com');
+    assert.deepEqual(alias?.redirection_addresses, ['a-copy@example.net']);
+    assert.equal(alias?.outgoing?.host, 'smtp.example.com');
+    assert.equal(alias?.outgoing?.password, 'pre-s3cret-post');
+  });
+  await t.test('$${ is a literal ${', () => {
+    const config = load(toml('[[alias]]', 'name = "cost $${ALIAS} ${ALIAS}"', 'address = "a@example.com"'), env);
+    assert.equal(config.alias[0]?.name, 'cost ${ALIAS} a');
+  });
+  await t.test('a missing variable names the key and the line', () => {
+    const text = toml('[partition.default_smtp]', 'protocol = "esmtp"', 'password = "${MAILGATE_SMTP_PASS}"  # <-');
+    const p = oneProblem(text, 'partition.default_smtp.password');
+    assert.equal(p.message, 'expected environment variable MAILGATE_SMTP_PASS to be set');
+    assert.throws(() => loadConfigText(text, FILE, {}), {
+      message: 'mailgate.toml:3: partition.default_smtp.password: expected environment variable MAILGATE_SMTP_PASS to be set',
+    });
+  });
+  await t.test('an unterminated reference is an error', () => {
+    const p = oneProblem(toml('[smtp]', 'hostname = "${HOST"  # <-'), 'smtp.hostname');
+    assert.match(p.expected, /\$\{NAME\}/);
+  });
+});
+
+test('invariants between tables each give a clear problem at the offending key', async (t) => {
+  const depts = ['[[department]]', 'name = "sales"', '[[department]]', 'name = "support"'];
+  const alias = (name: string, address: string, ...rest: string[]) => ['[[alias]]', `name = "${name}"`, `address = "${address}"`, ...rest];
+  const cases: { name: string; lines: string[]; key: string; expected: RegExp }[] = [
+    { name: 'department names are unique', lines: [...depts, '[[department]]', 'name = "sales"  # <-'], key: 'department[2].name', expected: /unique name \(department\[0\]/ },
+    { name: 'alias names are unique', lines: [...alias('a', 'a@x.org'), ...alias('a', 'b@x.org').map((l) => (l.startsWith('name') ? `${l}  # <-` : l))], key: 'alias[1].name', expected: /unique name \(alias\[0\]/ },
+    { name: 'alias addresses are unique ignoring case', lines: [...alias('a', 'sales@x.org'), '[[alias]]', 'name = "b"', 'address = "Sales@X.org"  # <-'], key: 'alias[1].address', expected: /no other alias uses \(alias\[0\] "a"/ },
+    { name: 'a redirection address is not an alias address', lines: [...alias('a', 'a@x.org'), ...alias('b', 'b@x.org', 'redirection_addresses = ["A@x.org"]  # <-')], key: 'alias[1].redirection_addresses[0]', expected: /outside mailgate \(alias\[0\] "a"/ },
+    { name: 'alias.department exists', lines: [...depts, ...alias('a', 'a@x.org', 'department = "salse"  # <-')], key: 'alias[0].department', expected: /one of the configured departments: "sales", "support"/ },
+    {
+      name: 'at most one default alias per department',
+      lines: [...depts, ...alias('a', 'a@x.org', 'department = "sales"', 'default = true'), ...alias('b', 'b@x.org', 'department = "sales"', 'default = true  # <-')],
+      key: 'alias[1].default',
+      expected: /at most one default alias in department "sales"/,
+    },
+    { name: 'the default alias is active', lines: [...depts, ...alias('a', 'a@x.org', 'department = "sales"', 'default = true', 'status = "inactive"  # <-')], key: 'alias[0].status', expected: /"active" for the default alias/ },
+    { name: 'use_smtp = when_auth_fails needs esmtp', lines: [...alias('a', 'a@x.org'), '[alias.outgoing]', 'host = "mx"', 'use_smtp = "when_auth_fails"  # <-'], key: 'alias[0].outgoing.use_smtp', expected: /unless type = "esmtp"/ },
+    { name: 'no user for plain smtp', lines: [...alias('a', 'a@x.org'), '[alias.outgoing]', 'host = "mx"', 'user = "bob"  # <-'], key: 'alias[0].outgoing.user', expected: /no user with type = "smtp"/ },
+    { name: 'tls needs both cert and key', lines: ['[smtp.tls]  # <-', 'cert = "cert.pem"'], key: 'smtp.tls.key', expected: /key file/ },
+    { name: 'smtp user names are unique', lines: [`[[smtp.user]]`, 'name = "u"', `password_hash = "${hashPassword('x')}"`, '[[smtp.user]]', 'name = "u"  # <-', `password_hash = "${hashPassword('y')}"`], key: 'smtp.user[1].name', expected: /unique user name/ },
+  ];
+  for (const c of cases) {
+    await t.test(c.name, () => assert.match(oneProblem(toml(...c.lines), c.key).expected, c.expected));
+  }
+});
+
+test('ports default by protocol and security', async (t) => {
+  const incoming = (lines: string[]) => load(toml('[[alias]]', 'name = "a"', 'address = "a@x.org"', '[alias.incoming]', 'host = "mx"', ...lines)).alias[0]?.incoming?.port;
+  const outgoing = (lines: string[]) => load(toml('[[alias]]', 'name = "a"', 'address = "a@x.org"', '[alias.outgoing]', 'host = "mx"', ...lines)).alias[0]?.outgoing?.port;
+  const partition = (lines: string[]) => load(toml('[partition.default_smtp]', 'server = "mx"', ...lines)).partition.default_smtp?.port;
+  const cases: [string, () => number | undefined, number][] = [
+    ['pop3 (the default type)', () => incoming([]), 110],
+    ['pop3 with tls', () => incoming(['security = "tls"']), 995],
+    ['pop3 with starttls', () => incoming(['security = "starttls"']), 110],
+    ['imap', () => incoming(['type = "imap"']), 143],
+    ['imap with tls', () => incoming(['type = "imap"', 'security = "tls"']), 993],
+    ['imap with an explicit port', () => incoming(['type = "imap"', 'port = 1993']), 1993],
+    ['outgoing smtp', () => outgoing([]), 25],
+    ['outgoing with ssl', () => outgoing(['ssl = true']), 587],
+    ['outgoing with an explicit port', () => outgoing(['ssl = true', 'port = 465']), 465],
+    ['partition default smtp', () => partition([]), 25],
+    ['partition default smtp with ssl', () => partition(['ssl = true']), 587],
+  ];
+  for (const [name, port, expected] of cases) await t.test(name, () => assert.equal(port(), expected));
+  await t.test('other incoming defaults', () => {
+    const config = load(toml('[[alias]]', 'name = "a"', 'address = "a@x.org"', '[alias.incoming]', 'host = "mx"'));
+    assert.deepEqual(config.alias[0]?.incoming, { type: 'pop3', host: 'mx', security: 'auto', folder: 'INBOX', port: 110 });
+  });
+});
+
+test('accept_all and reverse_dns default by whether every listen address is loopback', async (t) => {
+  const cases: [string[], boolean][] = [
+    [['127.0.0.1:2525'], true],
+    [['[::1]:2525', 'localhost:25'], true],
+    [['0.0.0.0:25'], false],
+    [['127.0.0.1:2525', '192.0.2.1:25'], false],
+  ];
+  for (const [listen, local] of cases) {
+    await t.test(listen.join(' '), () => {
+      const { smtp } = load(toml('[smtp]', `listen = ${JSON.stringify(listen)}`));
+      assert.equal(smtp.accept_all, local);
+      assert.equal(smtp.reverse_dns, !local);
+    });
+  }
+  await t.test('explicit values win', () => {
+    const { smtp } = load(toml('[smtp]', 'listen = ["0.0.0.0:25"]', 'accept_all = true', 'reverse_dns = false'));
+    assert.equal(smtp.accept_all, true);
+    assert.equal(smtp.reverse_dns, false);
+  });
+});
+
+test('a TOML syntax error gives the file and the line', () => {
+  const problems = problemsOf(toml('[smtp]', 'listen = ["127.0.0.1:2525"]', 'hostname = mail.example.com'));
+  assert.equal(problems.length, 1);
+  assert.equal(problems[0]?.file, FILE);
+  assert.equal(problems[0]?.line, 3);
+  assert.throws(() => loadConfigText('a = \n', FILE, {}), { message: /^mailgate\.toml:1: invalid TOML: / });
+});
+
+test('the line locator is not fooled by strings, comments and multi-line values', () => {
+  const text = toml(
+    '[[alias]]',
+    'name = "a"',
+    'description = """',
+    '[[alias]]',
+    'port = 1',
+    '"""',
+    'address = "a@x.org"',
+    'redirection_addresses = [',
+    '  "b@x.org",  # [alias.outgoing]',
+    '  "c@x.org",',
+    ']',
+    '"quoted key" = 1  # <-',
+  );
+  oneProblem(text, 'alias[0]."quoted key"');
+});
+
+test('defaults need no file', async (t) => {
+  await t.test('defaultConfig', () => {
+    const config = defaultConfig('/srv/mail');
+    assert.equal(config.data_dir, '/srv/mail/data');
+    assert.equal(config.log_level, 'info');
+    assert.deepEqual(config.smtp.listen, ['127.0.0.1:2525']);
+    assert.equal(config.smtp.max_message_size, 26214400);
+    assert.equal(config.smtp.accept_all, true);
+    assert.equal(config.smtp.reverse_dns, false);
+    assert.equal(config.smtp.reverse_dns_timeout_ms, 1000);
+    assert.ok(config.smtp.hostname.length > 0);
+    assert.deepEqual(config.partition, { name: 'default', default_domain: 'localhost' });
+    assert.deepEqual([config.department, config.alias, config.smtp.user], [[], [], []]);
+  });
+  const { dir, cleanup } = await tempDir();
+  t.after(cleanup);
+  await t.test('resolveConfig with no mailgate.toml in cwd', () => {
+    const resolved = resolveConfig({ cwd: dir, env: {} });
+    assert.equal(resolved.file, undefined);
+    assert.equal(resolved.config.data_dir, path.join(dir, 'data'));
+  });
+  await t.test('resolveConfig finds ./mailgate.toml, or takes a file relative to cwd', async () => {
+    await writeFile(path.join(dir, FILE), toml('data_dir = "store"'));
+    assert.equal(resolveConfig({ cwd: dir, env: {} }).config.data_dir, path.join(dir, 'store'));
+    await mkdir(path.join(dir, 'etc'));
+    await writeFile(path.join(dir, 'etc', 'other.toml'), toml('log_level = "debug"'));
+    const other = resolveConfig({ cwd: dir, file: 'etc/other.toml', env: {} });
+    assert.equal(other.file, path.join(dir, 'etc', 'other.toml'));
+    assert.equal(other.config.data_dir, path.join(dir, 'etc', 'data'));
+  });
+});
+
+test('relative paths are resolved against the config file directory', () => {
+  const text = toml('data_dir = "var/data"', '[smtp.tls]', 'cert = "tls/cert.pem"', 'key = "/etc/key.pem"', '[[department]]', 'name = "d"', 'policy = "policies/d.toml"');
+  const config = loadConfigText(text, '/etc/mailgate/mailgate.toml', {});
+  assert.equal(config.data_dir, '/etc/mailgate/var/data');
+  assert.deepEqual(config.smtp.tls, { cert: '/etc/mailgate/tls/cert.pem', key: '/etc/key.pem' });
+  assert.equal(config.department[0]?.policy, '/etc/mailgate/policies/d.toml');
+});
+
+test('the returned config is deep-frozen', () => {
+  const config = loadConfigFile(exampleFile, {});
+  assert.ok(Object.isFrozen(config) && Object.isFrozen(config.smtp.listen) && Object.isFrozen(config.alias[2]?.outgoing));
+  assert.throws(() => {
+    (config.smtp as { max_message_size: number }).max_message_size = 1;
+  }, TypeError);
+});
+
+test('an unreadable file is a ConfigError naming it', () => {
+  assert.throws(() => loadConfigFile('/nonexistent/mailgate.toml', {}), (err: unknown) => {
+    return err instanceof ConfigError && err.problems[0]?.file === '/nonexistent/mailgate.toml' && /ENOENT/.test(err.message);
+  });
+});
+
+test('the JSON schema describes the file, alias properties included', () => {
+  const schema = configJsonSchema() as { properties: Record<string, { items?: { properties?: Record<string, unknown> } }> };
+  JSON.stringify(schema);
+  assert.ok(schema.properties.smtp);
+  const alias = schema.properties.alias?.items?.properties ?? {};
+  for (const key of ['name', 'address', 'department', 'status', 'default', 'automatic_bcc', 'send_mail_to', 'redirection_addresses', 'incoming', 'outgoing']) {
+    assert.ok(key in alias, key);
+  }
+});
+
+test('password hashes verify in constant time and are accepted by the schema', () => {
+  const hash = hashPassword('correct horse');
+  assert.match(hash, /^scrypt\$16384\$8\$1\$[A-Za-z0-9+/=]+\$[A-Za-z0-9+/=]+$/);
+  assert.equal(verifyPassword('correct horse', hash), true);
+  assert.equal(verifyPassword('wrong', hash), false);
+  assert.equal(verifyPassword('correct horse', 'scrypt$3$8$1$AAAA$AAAA'), false);
+  const config = load(toml('[[smtp.user]]', 'name = "u"', `password_hash = "${hash}"`));
+  assert.equal(config.smtp.user[0]?.password_hash, hash);
+});
