@@ -1,0 +1,153 @@
+/**
+ * The on-disk layout of the store: one LevelDB database, keys and values utf8 unless said.
+ *
+ *   schema                          layout version, a decimal string (see `migrations`)
+ *   !messages!<id>                  MessageMeta as JSON, written once at commit
+ *   !chunks!<id>!<8-digit seq>      up to 64 KiB of the message's bytes (Buffer), seq from 00000000
+ *   !by-alias!<alias>\x00<id>       '' : index of messages by source.alias
+ *   !pending!<id>                   '' while a message is being written; swept at open
+ *
+ * `<id>` is a message id from ids.ts (26 chars, sorts by time). A message is committed when
+ * its `messages` key exists; the last chunk, the metadata, the index entry and the removal
+ * of `pending` are one synced batch. The `pending` key goes in the same batch as the first
+ * chunk (or before it), and LevelDB recovers a prefix of its log, so after a crash every
+ * surviving chunk of an unfinished message still has its `pending` key.
+ *
+ * To add a sublevel: add one line to `openSublevels` and one line above; if existing data
+ * must change, append a migration to `migrations`.
+ */
+import { Level } from 'level';
+import type { BatchOperation } from 'level';
+import type { MessageMeta } from './message-meta.js';
+import { storeErrors } from './errors.js';
+
+/** The root database: utf8 keys and values. */
+export type RootDb = Level<string, string>;
+
+/** Opens the sublevels of the layout on `db`. */
+export function openSublevels(db: RootDb) {
+  return {
+    /** id → MessageMeta. */
+    messages: db.sublevel<string, MessageMeta>('messages', { valueEncoding: 'json' }),
+    /** `<id>!<seq>` → bytes. */
+    chunks: db.sublevel<string, Buffer>('chunks', { valueEncoding: 'buffer' }),
+    /** `<alias>\x00<id>` → ''. */
+    byAlias: db.sublevel<string, string>('by-alias', {}),
+    /** id → '' while the message is being written. */
+    pending: db.sublevel<string, string>('pending', {}),
+  };
+}
+
+/** The sublevels of the layout, by name. */
+export type Sublevels = ReturnType<typeof openSublevels>;
+
+/** One put or del in a store batch; `sublevel` names where it goes, as in abstract-level. */
+export type StoreOp = BatchOperation<RootDb, string, unknown>;
+
+/** Root key of the layout version. */
+export const SCHEMA_KEY = 'schema';
+
+/** A step from layout `version - 1` to `version`. */
+export interface Migration {
+  /** The layout version the store has after this step. */
+  version: number;
+  /** What the step changes, for the log. */
+  description: string;
+  /**
+   * Rewrites the data. It must be safe to run again: a crash after it but before the new
+   * version is recorded runs it again at the next open.
+   */
+  up(db: RootDb): Promise<void>;
+}
+
+/** Every migration, in order; the last one's version is the layout this code writes. */
+export const migrations: readonly Migration[] = [
+  { version: 1, description: 'initial layout: messages, chunks, by-alias, pending', up: async () => {} },
+];
+
+/** The layout version this code reads and writes. */
+export const SCHEMA_VERSION = migrations[migrations.length - 1]?.version ?? 0;
+
+/** Width of the chunk sequence number in chunk keys, so keys sort in order. */
+const SEQ_WIDTH = 8;
+
+/** Key of chunk `seq` of message `id` in the `chunks` sublevel. */
+export function chunkKey(id: string, seq: number): string {
+  return `${id}!${String(seq).padStart(SEQ_WIDTH, '0')}`;
+}
+
+/** Range of all chunk keys of message `id`. */
+export function chunkRange(id: string): { gte: string; lt: string } {
+  // '"' is the character after '!', so this covers exactly the keys `<id>!...`.
+  return { gte: `${id}!`, lt: `${id}"` };
+}
+
+/** Key of message `id` in the `by-alias` index. */
+export function aliasKey(alias: string, id: string): string {
+  return `${alias}\x00${id}`;
+}
+
+/** Range of the `by-alias` keys of `alias`, from id `fromId` on when given. */
+export function aliasRange(alias: string, fromId = ''): { gte: string; lt: string } {
+  return { gte: `${alias}\x00${fromId}`, lt: `${alias}\x01` };
+}
+
+/** Id part of a `by-alias` key. */
+export function idOfAliasKey(key: string): string {
+  return key.slice(key.lastIndexOf('\x00') + 1);
+}
+
+/** Minimal logger: pino's `info/warn/error(obj, msg)` fit. */
+export interface StoreLogger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+/**
+ * Opens the database, turning "locked by another process" into `STORE_LOCKED` so the CLI
+ * can fall back to talking to the running gateway.
+ */
+export async function openDatabase(dir: string): Promise<RootDb> {
+  const db: RootDb = new Level<string, string>(dir, { keyEncoding: 'utf8', valueEncoding: 'utf8' });
+  try {
+    await db.open();
+  } catch (err) {
+    // classic-level: LEVEL_DATABASE_NOT_OPEN with cause LEVEL_LOCKED, also within one process.
+    if (codeOf(err) === 'LEVEL_DATABASE_NOT_OPEN' && codeOf((err as { cause?: unknown }).cause) === 'LEVEL_LOCKED') {
+      throw storeErrors.storeLocked(dir, err);
+    }
+    throw err;
+  }
+  return db;
+}
+
+/**
+ * Brings the layout to `SCHEMA_VERSION` (or the last of `steps`), running each missing step
+ * in order and recording each new version durably. Refuses a store newer than this code.
+ */
+export async function runMigrations(db: RootDb, dir: string, logger: StoreLogger, steps: readonly Migration[] = migrations): Promise<number> {
+  const target = steps[steps.length - 1]?.version ?? 0;
+  steps.forEach((step, i) => {
+    if (step.version !== i + 1) throw new Error(`store migrations out of order: step ${i} has version ${step.version}`);
+  });
+  const stored = await db.get(SCHEMA_KEY);
+  let version = 0;
+  if (stored !== undefined) {
+    version = Number(stored);
+    if (!/^\d+$/.test(stored) || !Number.isSafeInteger(version)) throw storeErrors.schemaInvalid(dir, stored);
+  }
+  if (version > target) throw storeErrors.schemaTooNew(dir, version, target);
+  for (const step of steps) {
+    if (step.version <= version) continue;
+    logger.info({ dir, from: version, to: step.version }, `store migration: ${step.description}`);
+    await step.up(db);
+    await db.put(SCHEMA_KEY, String(step.version), { sync: true });
+    version = step.version;
+  }
+  return version;
+}
+
+function codeOf(err: unknown): unknown {
+  return typeof err === 'object' && err !== null ? (err as { code?: unknown }).code : undefined;
+}

@@ -1,0 +1,165 @@
+/**
+ * The writable end of the store for one message. Bytes go to LevelDB in 64 KiB chunks as
+ * they arrive, unsynced; only `commit()` is synced. `_write` calls back after its batch is
+ * written, so a slow disk slows the sender instead of filling memory.
+ */
+import { Writable } from 'node:stream';
+import { finished } from 'node:stream/promises';
+import type { MessageMeta } from './message-meta.js';
+import type { GroupCommit } from './group-commit.js';
+import { aliasKey, chunkKey, chunkRange, type RootDb, type StoreOp, type Sublevels } from './layout.js';
+
+/** Size of a stored chunk: small values keep LevelDB's memory use low (RECIPES.md). */
+export const CHUNK_SIZE = 64 * 1024;
+// Bounds one unsynced batch (and the copies it holds) when a caller writes a huge buffer at once.
+const CHUNKS_PER_BATCH = 16;
+
+/** What a writer needs from its store. */
+export interface WriterContext {
+  db: RootDb;
+  sublevels: Sublevels;
+  groupCommit: GroupCommit<StoreOp>;
+}
+
+type WriterState = 'writing' | 'committing' | 'committed' | 'failed' | 'aborted';
+
+/**
+ * A `Writable` of one message's bytes. Pipe the message into it, then `commit(meta)` to make
+ * it durable and visible, or `abort()` to remove what was written.
+ *
+ * @example
+ * const writer = store.createMessageWriter(newMessageId());
+ * try {
+ *   await pipeline(source, writer);
+ *   await writer.commit(meta);
+ * } catch (err) {
+ *   await writer.abort();
+ *   throw errors.storeFailed(err);
+ * }
+ */
+export class MessageWriter extends Writable {
+  /** The id the message is stored under. */
+  readonly id: string;
+  readonly #ctx: WriterContext;
+  #state: WriterState = 'writing';
+  #bytesWritten = 0;
+  #stage = Buffer.allocUnsafe(CHUNK_SIZE);
+  #staged = 0;
+  #seq = 0;
+  #pendingWritten = false;
+  #inflight: Promise<void> = Promise.resolve();
+  #aborting: Promise<void> | undefined;
+
+  /** Use `store.createMessageWriter(id)`. */
+  constructor(ctx: WriterContext, id: string) {
+    super();
+    this.#ctx = ctx;
+    this.id = id;
+  }
+
+  /** Bytes received so far; after `commit()`, the stored size. */
+  get bytesWritten(): number {
+    return this.#bytesWritten;
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    if (this.#state !== 'writing') {
+      callback(new Error(`message ${this.id}: write after the writer was ${this.#state}`));
+      return;
+    }
+    this.#bytesWritten += chunk.length;
+    const written = this.#append(chunk);
+    this.#inflight = written.then(noop, noop);
+    written.then(() => callback(), (err: unknown) => callback(asError(err)));
+  }
+
+  // Copies into our own chunk buffers: the caller may reuse its buffer once we call back.
+  async #append(chunk: Buffer): Promise<void> {
+    const { db, sublevels } = this.#ctx;
+    let offset = 0;
+    do {
+      const ops: StoreOp[] = [];
+      if (!this.#pendingWritten) ops.push({ type: 'put', sublevel: sublevels.pending, key: this.id, value: '' });
+      let chunks = 0;
+      while (offset < chunk.length && chunks < CHUNKS_PER_BATCH) {
+        const copied = chunk.copy(this.#stage, this.#staged, offset, offset + CHUNK_SIZE - this.#staged);
+        offset += copied;
+        this.#staged += copied;
+        if (this.#staged === CHUNK_SIZE) {
+          ops.push({ type: 'put', sublevel: sublevels.chunks, key: chunkKey(this.id, this.#seq++), value: this.#stage });
+          this.#stage = Buffer.allocUnsafe(CHUNK_SIZE);
+          this.#staged = 0;
+          chunks++;
+        }
+      }
+      if (ops.length > 0) {
+        await db.batch<string, unknown>(ops, {});
+        this.#pendingWritten = true;
+      }
+    } while (offset < chunk.length);
+  }
+
+  /**
+   * Makes the message durable and visible: the last chunk, the metadata (with `size` set to
+   * the bytes actually stored), the by-alias entry and the removal of the pending mark go in
+   * one synced batch, shared with concurrent commits. Call after the stream has ended.
+   * Rejects with the cause on failure; then call `abort()`.
+   */
+  async commit(meta: MessageMeta): Promise<void> {
+    if (this.#state !== 'writing') throw new Error(`message ${this.id}: cannot commit, the writer was ${this.#state}`);
+    if (meta.id !== this.id) throw new TypeError(`message ${this.id}: commit with metadata of ${meta.id}`);
+    const alias = meta.source.alias;
+    if (alias?.includes('\x00')) throw new TypeError(`message ${this.id}: alias contains NUL`);
+    if (!this.writableEnded) throw new Error(`message ${this.id}: commit before the stream was ended`);
+    this.#state = 'committing';
+    try {
+      await finished(this);
+      const { sublevels, groupCommit } = this.#ctx;
+      const ops: StoreOp[] = [];
+      if (this.#staged > 0) {
+        ops.push({ type: 'put', sublevel: sublevels.chunks, key: chunkKey(this.id, this.#seq++), value: this.#stage.subarray(0, this.#staged) });
+      }
+      const stored: MessageMeta = { ...meta, size: this.#bytesWritten };
+      ops.push({ type: 'put', sublevel: sublevels.messages, key: this.id, value: stored });
+      if (alias !== undefined) ops.push({ type: 'put', sublevel: sublevels.byAlias, key: aliasKey(alias, this.id), value: '' });
+      if (this.#pendingWritten) ops.push({ type: 'del', sublevel: sublevels.pending, key: this.id });
+      await groupCommit.commit(ops);
+      this.#state = 'committed';
+    } catch (err) {
+      this.#state = 'failed';
+      throw err;
+    }
+  }
+
+  /**
+   * Removes whatever chunks were written and the pending mark, e.g. when the message is
+   * refused or the pipeline fails. Stops the stream if it is still open. Safe to call twice;
+   * refuses once `commit()` has begun.
+   */
+  abort(): Promise<void> {
+    if (this.#state === 'committing' || this.#state === 'committed') {
+      return Promise.reject(new Error(`message ${this.id}: cannot abort, the writer was ${this.#state}`));
+    }
+    this.#state = 'aborted';
+    this.#aborting ??= this.#removeWritten().catch((err: unknown) => {
+      this.#aborting = undefined; // let a later abort() try again
+      throw err;
+    });
+    return this.#aborting;
+  }
+
+  async #removeWritten(): Promise<void> {
+    if (!this.destroyed) this.destroy();
+    await this.#inflight;
+    const { sublevels } = this.#ctx;
+    // Chunks first: if we crash in between, the pending mark makes the next open finish the job.
+    await sublevels.chunks.clear(chunkRange(this.id));
+    await sublevels.pending.del(this.id);
+  }
+}
+
+function noop(): void {}
+
+function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}

@@ -1,0 +1,185 @@
+/**
+ * The message store: metadata and bytes of every accepted message in one LevelDB database.
+ * The key layout, its version and its migrations are documented in layout.ts; writing one
+ * message is message-writer.ts; shared synced writes are group-commit.ts.
+ */
+import { Readable } from 'node:stream';
+import type { MessageMeta } from './message-meta.js';
+import { GroupCommit } from './group-commit.js';
+import { MessageWriter } from './message-writer.js';
+import { storeErrors } from './errors.js';
+import { idFloor, isMessageId } from './ids.js';
+import {
+  aliasRange, chunkRange, idOfAliasKey, openDatabase, openSublevels, runMigrations,
+  type RootDb, type StoreLogger, type StoreOp, type Sublevels,
+} from './layout.js';
+
+export { newMessageId, isMessageId, idTime } from './ids.js';
+export { MessageWriter, CHUNK_SIZE } from './message-writer.js';
+export { SCHEMA_VERSION, type StoreLogger, type StoreOp, type Sublevels } from './layout.js';
+
+/** Options for {@link Store.open}. */
+export interface StoreOptions {
+  /** Where to report the sweep and migrations; pino fits. Default: silent. */
+  logger?: StoreLogger;
+}
+
+/** What {@link Store.listMessages} returns. */
+export interface ListOptions {
+  /** Only messages whose `source.alias` is this. */
+  alias?: string;
+  /** Only messages whose id was made at or after this time (ids follow arrival). */
+  since?: Date;
+  /** At most this many, newest first. Default 100. */
+  limit?: number;
+}
+
+/** Counters, for tests and metrics. */
+export interface StoreStats {
+  /** Synced batches written by group commit. */
+  syncedBatches: number;
+  /** Commits those batches carried. */
+  commits: number;
+}
+
+const DEFAULT_LIST_LIMIT = 100;
+const silentLogger: StoreLogger = { info() {}, warn() {}, error() {} };
+
+/** The message store. Open with {@link Store.open}; one process at a time. */
+export class Store {
+  /** The data directory. */
+  readonly dir: string;
+  /** The layout's sublevels, for storage modules that build their own {@link StoreOp}s. */
+  readonly sublevels: Sublevels;
+  readonly #db: RootDb;
+  readonly #logger: StoreLogger;
+  readonly #groupCommit: GroupCommit<StoreOp>;
+  #closing: Promise<void> | undefined;
+
+  private constructor(dir: string, db: RootDb, logger: StoreLogger) {
+    this.dir = dir;
+    this.#db = db;
+    this.#logger = logger;
+    this.sublevels = openSublevels(db);
+    this.#groupCommit = new GroupCommit<StoreOp>((ops) => db.batch<string, unknown>(ops, { sync: true }));
+  }
+
+  /**
+   * Opens (creating if needed) the store in `dir`, runs pending migrations and sweeps
+   * messages left unfinished by a crash. Rejects with code `STORE_LOCKED` when another
+   * process holds the directory, `STORE_SCHEMA_TOO_NEW` when a newer mailgate wrote it.
+   */
+  static async open(dir: string, opts: StoreOptions = {}): Promise<Store> {
+    const logger = opts.logger ?? silentLogger;
+    const db = await openDatabase(dir);
+    try {
+      await runMigrations(db, dir, logger);
+      const store = new Store(dir, db, logger);
+      await store.#sweep();
+      return store;
+    } catch (err) {
+      await db.close().catch(() => {});
+      throw err;
+    }
+  }
+
+  /** Counters since open. */
+  get stats(): StoreStats {
+    return { syncedBatches: this.#groupCommit.batches, commits: this.#groupCommit.commits };
+  }
+
+  /** A writer for a new message; `id` comes from `newMessageId()`. */
+  createMessageWriter(id: string): MessageWriter {
+    this.#assertOpen();
+    if (!isMessageId(id)) throw new TypeError(`not a message id: ${JSON.stringify(id)}`);
+    return new MessageWriter({ db: this.#db, sublevels: this.sublevels, groupCommit: this.#groupCommit }, id);
+  }
+
+  /**
+   * Writes `ops` atomically and durably, sharing the synced write with concurrent commits.
+   * Resolves once durable; rejects with the cause (a batch fails as a whole).
+   */
+  async commitBatch(ops: readonly StoreOp[]): Promise<void> {
+    this.#assertOpen();
+    await this.#groupCommit.commit(ops);
+  }
+
+  /** The metadata of a committed message, or undefined. */
+  getMessage(id: string): Promise<MessageMeta | undefined> {
+    return this.sublevels.messages.get(id);
+  }
+
+  /** Committed messages, newest first; `since` and `alias` narrow the key range read. */
+  async listMessages(opts: ListOptions = {}): Promise<MessageMeta[]> {
+    const limit = opts.limit ?? DEFAULT_LIST_LIMIT;
+    if (!(limit > 0)) return [];
+    const levelLimit = Number.isFinite(limit) ? Math.floor(limit) : -1;
+    const fromId = opts.since ? idFloor(opts.since) : undefined;
+    const { messages, byAlias } = this.sublevels;
+    if (opts.alias === undefined) {
+      // Range options must be absent, not undefined: classic-level reads `gte: undefined` as a bound.
+      const range = fromId === undefined ? {} : { gte: fromId };
+      return messages.values({ ...range, reverse: true, limit: levelLimit }).all();
+    }
+    if (opts.alias.includes('\x00')) throw new TypeError('alias contains NUL');
+    const keys = await byAlias.keys({ ...aliasRange(opts.alias, fromId), reverse: true, limit: levelLimit }).all();
+    const ids = keys.map(idOfAliasKey);
+    const metas = await messages.getMany(ids);
+    const found: MessageMeta[] = [];
+    metas.forEach((meta, i) => {
+      if (meta) found.push(meta);
+      else this.#logger.warn({ id: ids[i], alias: opts.alias }, 'by-alias entry without a message');
+    });
+    return found;
+  }
+
+  /**
+   * The stored bytes of a message, read chunk by chunk. The stream errors with code
+   * `MESSAGE_NOT_FOUND` if there is no such committed message, `MESSAGE_DAMAGED` if the
+   * chunks do not add up to the recorded size.
+   */
+  openRaw(id: string): Readable {
+    const { messages, chunks } = this.sublevels;
+    async function* bytes(): AsyncGenerator<Buffer> {
+      const meta = await messages.get(id);
+      if (!meta) throw storeErrors.messageNotFound(id);
+      let total = 0;
+      // for-await closes the iterator when the consumer destroys the stream early.
+      for await (const chunk of chunks.values(chunkRange(id))) {
+        total += chunk.length;
+        yield chunk;
+      }
+      if (total !== meta.size) throw storeErrors.messageDamaged(id, meta.size, total);
+    }
+    return Readable.from(bytes(), { objectMode: false });
+  }
+
+  /** Waits for queued commits, then closes the database. Safe to call twice. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      await this.#groupCommit.idle();
+      await this.#db.close();
+    })();
+    return this.#closing;
+  }
+
+  #assertOpen(): void {
+    if (this.#closing) throw new Error(`store ${this.dir} is closed`);
+  }
+
+  // A crash mid-write leaves the pending mark and some chunks; see layout.ts for why every
+  // surviving chunk still has its mark.
+  async #sweep(): Promise<void> {
+    const { pending, messages, chunks } = this.sublevels;
+    const ids = await pending.keys().all();
+    for (const id of ids) {
+      if (await messages.has(id)) {
+        this.#logger.warn({ id }, 'pending mark on a committed message; keeping the message');
+      } else {
+        await chunks.clear(chunkRange(id));
+      }
+      await pending.del(id);
+    }
+    this.#logger.info({ dir: this.dir, swept: ids.length }, `store opened; swept ${ids.length} unfinished message(s)`);
+  }
+}
