@@ -1,0 +1,23 @@
+import { pino, type Logger, type LevelWithSilent } from 'pino';
+
+export type { Logger };
+
+/**
+ * Structured JSON logs (one object per line) for log shippers; a readable form when
+ * stdout is a terminal, since an admin watching `mailgate serve` reads it by eye.
+ */
+export function createLogger(level: LevelWithSilent = 'info', opts: { pretty?: boolean; destination?: NodeJS.WritableStream } = {}): Logger {
+  const pretty = opts.pretty ?? Boolean(process.stdout.isTTY);
+  if (pretty && !opts.destination) {
+    return pino({
+      level,
+      transport: { target: 'pino-pretty', options: { translateTime: 'SYS:standard', ignore: 'pid,hostname' } },
+    });
+  }
+  return pino({ level, base: { service: 'mailgate' } }, (opts.destination ?? process.stdout) as pino.DestinationStream);
+}
+
+/** A logger that drops everything, for CLI commands that read the store and for tests. */
+export function silentLogger(): Logger {
+  return pino({ level: 'silent' });
+}

@@ -1,0 +1,33 @@
+import type { Transform } from 'node:stream';
+import type { Logger } from 'pino';
+import type { Envelope, MessageSource } from '../storage/message-meta.js';
+
+/** Which way a message is going: into the store from outside, or out through the dispatcher. */
+export type Direction = 'inbound' | 'outbound';
+
+/** What a stage knows about the message it is working on, besides the bytes. */
+export interface MessageContext {
+  readonly id: string;
+  readonly envelope: Envelope;
+  readonly source: MessageSource;
+  readonly direction: Direction;
+  /** The department the message belongs to, when known (selects the policy file). */
+  readonly department?: string;
+  /** What each stage found and did, by stage name; copied onto the stored metadata. */
+  readonly findings: Record<string, unknown>;
+  /** Labels for the message, e.g. `email-permanent-undeliverable`. */
+  readonly tags: Set<string>;
+  readonly log: Logger;
+}
+
+/**
+ * A policy stage. For each message it may return a Transform over mailsplit chunks
+ * (the objects a mailsplit Splitter emits: `node`, `data` and `body`), which can rewrite
+ * bodies and headers and record findings on `ctx.findings[name]`; or null when it has
+ * nothing to do for this message. Stages never see the whole message at once.
+ */
+export interface Stage {
+  /** Stable name, used as the key of the stage's findings. */
+  readonly name: string;
+  create(ctx: MessageContext): Transform | null;
+}

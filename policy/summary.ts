@@ -1,0 +1,83 @@
+import { Transform, type TransformCallback } from 'node:stream';
+import libmime from 'libmime';
+import addressparser from 'nodemailer/lib/addressparser';
+import type { MimeNode, SplitterChunk } from '@zone-eu/mailsplit';
+import type { AttachmentInfo } from '../storage/message-meta.js';
+
+/** The header fields and attachment list that go onto a stored message's metadata. */
+export interface MessageSummary {
+  subject?: string;
+  from?: string;
+  to: string[];
+  cc: string[];
+  messageId?: string;
+  attachments: AttachmentInfo[];
+}
+
+/**
+ * Passes mailsplit chunks through unchanged and notes what an admin wants to see in a
+ * listing. It runs after the policy stages, so it describes the message as stored.
+ */
+export class SummaryCollector extends Transform {
+  readonly summary: MessageSummary = { to: [], cc: [], attachments: [] };
+  private current: AttachmentInfo | undefined;
+
+  constructor() {
+    super({ objectMode: true });
+  }
+
+  override _transform(chunk: SplitterChunk, _enc: BufferEncoding, done: TransformCallback): void {
+    try {
+      if (chunk.type === 'node') this.onNode(chunk);
+      else if (chunk.type === 'body' && this.current) this.current.size += chunk.value.length;
+    } catch {
+      // A header we cannot describe must not stop the message; the listing just shows less.
+    }
+    done(null, chunk);
+  }
+
+  private onNode(node: MimeNode): void {
+    this.current = undefined;
+    if (node.root && !node.parentNode && node.headers) {
+      const headers = node.headers;
+      const subject = headers.getFirst('subject');
+      if (subject) this.summary.subject = decodeWords(subject);
+      const from = headers.getFirst('from');
+      if (from) this.summary.from = decodeWords(from);
+      this.summary.to = addresses(headers.get('to'));
+      this.summary.cc = addresses(headers.get('cc'));
+      const messageId = headers.getFirst('message-id').replace(/^\s*<|>\s*$/g, '');
+      if (messageId) this.summary.messageId = messageId;
+      return;
+    }
+    if (node.multipart) return;
+    const isAttachment = node.disposition === 'attachment' || Boolean(node.filename);
+    if (!isAttachment) return;
+    this.current = {
+      fileName: node.filename || 'unnamed',
+      contentType: node.contentType || 'application/octet-stream',
+      size: 0,
+    };
+    this.summary.attachments.push(this.current);
+  }
+}
+
+function decodeWords(value: string): string {
+  try {
+    return libmime.decodeWords(value).trim();
+  } catch {
+    return value.trim();
+  }
+}
+
+/** Addresses from full header lines (`To: a@b, c@d`), flattening groups. */
+function addresses(lines: string[]): string[] {
+  const out: string[] = [];
+  for (const line of lines) {
+    const value = line.slice(line.indexOf(':') + 1);
+    for (const entry of addressparser(value, { flatten: true })) {
+      if ('address' in entry && entry.address) out.push(entry.address);
+    }
+  }
+  return out;
+}
