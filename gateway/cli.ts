@@ -1,0 +1,49 @@
+#!/usr/bin/env node
+import { Command, CommanderError } from 'commander';
+import { ConfigError } from './config/load.js';
+import { serveCommand } from './commands/serve.js';
+import { messagesCommand } from './commands/messages.js';
+import { configCommand } from './commands/config.js';
+import { UsageError } from './commands/common.js';
+
+/** Exit codes, as Unix tools use them: 0 ok, 1 runtime failure, 2 usage or configuration error. */
+const EXIT_RUNTIME = 1;
+const EXIT_USAGE = 2;
+
+const program = new Command('mailgate')
+  .description('Self-hosted mail gateway: SMTP and IMAP/POP3 in, policy stages, LevelDB store, SMTP out')
+  .version('0.1.0')
+  .option('-c, --config <file>', 'configuration file (default: ./mailgate.toml if present, else built-in defaults)')
+  .showHelpAfterError('(run with --help for usage)')
+  .exitOverride();
+
+program.addCommand(serveCommand());
+program.addCommand(messagesCommand());
+program.addCommand(configCommand());
+// Commands built with `new Command()` don't inherit these settings, so apply them to the whole tree.
+(function inherit(cmd: Command) {
+  for (const sub of cmd.commands) {
+    sub.exitOverride().showHelpAfterError('(run with --help for usage)');
+    inherit(sub);
+  }
+})(program);
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  process.exitCode = exitCodeFor(err);
+}
+
+function exitCodeFor(err: unknown): number {
+  if (err instanceof CommanderError) {
+    // commander has already printed its message (or the help).
+    return err.exitCode === 0 ? 0 : EXIT_USAGE;
+  }
+  if (err instanceof ConfigError || err instanceof UsageError) {
+    process.stderr.write(`mailgate: ${err.message}\n`);
+    return EXIT_USAGE;
+  }
+  const e = err as { message?: string };
+  process.stderr.write(`mailgate: ${e.message ?? String(err)}\n`);
+  return EXIT_RUNTIME;
+}

@@ -1,0 +1,54 @@
+import { existsSync } from 'node:fs';
+import type { Command } from 'commander';
+import { resolveConfig } from '../config/load.js';
+import type { Config } from '../config/schema.js';
+import { Store } from '../../storage/store.js';
+import { ControlClient, controlSocketPath, type StoreReader } from '../control.js';
+
+/** A command line that makes no sense (bad option value); exits 2 like commander's own errors. */
+export class UsageError extends Error {}
+
+/** The configuration every command uses: `--config FILE` anywhere on the line, else `./mailgate.toml`, else defaults. */
+export function commandConfig(cmd: Command): { config: Config; file?: string } {
+  const { config } = cmd.optsWithGlobals<{ config?: string }>();
+  return resolveConfig({ file: config, cwd: process.cwd() });
+}
+
+/**
+ * Opens the store for reading. While the gateway runs it holds LevelDB's lock, so then
+ * the request goes to the gateway over its control socket instead.
+ */
+export async function openStoreReader(config: Config): Promise<StoreReader> {
+  if (!existsSync(config.data_dir)) {
+    throw new Error(`no store at ${config.data_dir} (has the gateway run with this configuration?)`);
+  }
+  try {
+    return await Store.open(config.data_dir);
+  } catch (err) {
+    if ((err as { code?: string }).code !== 'STORE_LOCKED') throw err;
+    const socket = controlSocketPath(config.data_dir);
+    if (!existsSync(socket)) throw new Error(`the store at ${config.data_dir} is locked by another process and no gateway answers on ${socket}`);
+    return new ControlClient(socket);
+  }
+}
+
+/** Parses `--since`: an ISO 8601 time, or an age such as `30m`, `2h`, `7d`. */
+export function parseSince(value: string): Date {
+  const age = /^(\d+)([smhd])$/.exec(value);
+  if (age) {
+    const unit = { s: 1e3, m: 60e3, h: 3600e3, d: 86400e3 }[age[2] as 's' | 'm' | 'h' | 'd'];
+    return new Date(Date.now() - Number(age[1]) * unit);
+  }
+  const t = new Date(value);
+  if (Number.isNaN(t.getTime())) throw new UsageError(`--since: expected an ISO 8601 time or an age like 2h or 7d, got "${value}"`);
+  return t;
+}
+
+/** Parses a positive whole number option. */
+export function parsePositive(name: string) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 1) throw new UsageError(`${name}: expected a whole number of at least 1, got "${value}"`);
+    return n;
+  };
+}

@@ -1,0 +1,42 @@
+import { mkdirSync } from 'node:fs';
+import { Command } from 'commander';
+import { createLogger } from '../logger.js';
+import { Store } from '../../storage/store.js';
+import { startGateway } from '../gateway.js';
+import { commandConfig } from './common.js';
+
+export function serveCommand(): Command {
+  return new Command('serve')
+    .description('run the gateway (SMTP listener and store) until SIGTERM or SIGINT')
+    .action(async (_opts: unknown, cmd: Command) => {
+      const { config, file } = commandConfig(cmd);
+      const logger = createLogger(config.log_level);
+      logger.info({ config: file ?? 'built-in defaults', data_dir: config.data_dir }, 'starting mailgate');
+      mkdirSync(config.data_dir, { recursive: true, mode: 0o700 });
+      let store: Store;
+      try {
+        store = await Store.open(config.data_dir, { logger });
+      } catch (err) {
+        if ((err as { code?: string }).code === 'STORE_LOCKED') throw new Error(`another mailgate is already running on ${config.data_dir}`);
+        throw err;
+      }
+      const gateway = await startGateway({ config, store, logger }).catch(async (err: unknown) => {
+        await store.close();
+        throw err;
+      });
+      logger.info({ smtp: gateway.smtp.addresses }, 'mailgate ready');
+
+      await new Promise<void>((resolve) => {
+        const stop = (signal: string) => {
+          logger.info({ signal }, 'stopping: finishing messages in progress');
+          resolve();
+        };
+        process.once('SIGTERM', () => stop('SIGTERM'));
+        process.once('SIGINT', () => stop('SIGINT'));
+      });
+      await gateway.stop();
+      await store.close();
+      logger.info('mailgate stopped');
+      logger.flush();
+    });
+}

@@ -1,0 +1,102 @@
+import { spawn } from 'node:child_process';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { createInterface } from 'node:readline';
+import { loadConfigFile } from '../../gateway/config/load.js';
+import type { Config } from '../../gateway/config/schema.js';
+import { startGateway, type Gateway } from '../../gateway/gateway.js';
+import { silentLogger } from '../../gateway/logger.js';
+import { Store } from '../../storage/store.js';
+import type { Stage } from '../../policy/stage.js';
+import { cliPath, tempDir } from './paths.js';
+
+/** A gateway running in this process on an ephemeral port, with its own data directory and config file. */
+export interface TestGateway {
+  port: number;
+  config: Config;
+  configFile: string;
+  dir: string;
+  store: Store;
+  gateway: Gateway;
+  /** Stops the gateway and closes the store; the directory stays until cleanup. */
+  stop(): Promise<void>;
+  cleanup(): Promise<void>;
+}
+
+/** Writes a config file (the given TOML after a listen/data_dir header) and starts a gateway on it. */
+export async function startTestGateway(toml = '', opts: { stages?: () => readonly Stage[] } = {}): Promise<TestGateway> {
+  const { dir, cleanup } = await tempDir();
+  const configFile = path.join(dir, 'mailgate.toml');
+  await writeFile(configFile, testConfigText(dir, toml));
+  const config = loadConfigFile(configFile);
+  const store = await Store.open(config.data_dir);
+  const gateway = await startGateway({ config, store, logger: silentLogger(), ...(opts.stages ? { stages: opts.stages } : {}) });
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    await gateway.stop();
+    await store.close();
+  };
+  return {
+    port: gateway.smtp.addresses[0]!.port,
+    config,
+    configFile,
+    dir,
+    store,
+    gateway,
+    stop,
+    cleanup: async () => {
+      await stop();
+      await cleanup();
+    },
+  };
+}
+
+/** A config for tests: data under DIR, SMTP on an ephemeral loopback port, then the caller's TOML. */
+export function testConfigText(dir: string, toml = ''): string {
+  // Keys of [smtp] the caller gives replace ours; TOML forbids defining a key twice.
+  const callerSmtp = /^\[smtp\]\s*$/m.test(toml);
+  const header = `data_dir = ${JSON.stringify(path.join(dir, "data"))}\n`;
+  if (callerSmtp) return header + toml.replace(/^\[smtp\]\s*$/m, '[smtp]\nlisten = ["127.0.0.1:0"]');
+  return header + toml + '\n[smtp]\nlisten = ["127.0.0.1:0"]\n';
+}
+
+export interface CliResult {
+  code: number | null;
+  stdout: Buffer;
+  stderr: string;
+}
+
+/** Runs the compiled `mailgate` CLI and collects its output. */
+export function runCli(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv } = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [cliPath, ...args], { cwd: opts.cwd, env: { ...process.env, ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const out: Buffer[] = [];
+    let err = '';
+    child.stdout.on('data', (c: Buffer) => out.push(c));
+    child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout: Buffer.concat(out), stderr: err }));
+  });
+}
+
+/** Starts `mailgate serve` as a child process and resolves with its SMTP port once it logs that it is ready. */
+export function spawnServe(configFile: string): Promise<{ port: number; child: ReturnType<typeof spawn>; exited: Promise<number | null> }> {
+  const child = spawn(process.execPath, [cliPath, 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  let stderr = '';
+  child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+  return new Promise((resolve, reject) => {
+    const lines = createInterface({ input: child.stdout! });
+    lines.on('line', (line) => {
+      try {
+        const entry = JSON.parse(line) as { msg?: string; smtp?: { port: number }[] };
+        if (entry.msg === 'mailgate ready' && entry.smtp?.[0]) resolve({ port: entry.smtp[0].port, child, exited });
+      } catch {
+        // not a log line
+      }
+    });
+    void exited.then((code) => reject(new Error(`mailgate serve exited with ${code} before it was ready: ${stderr}`)));
+  });
+}
