@@ -1,0 +1,29 @@
+/**
+ * `npm run bench`: measurements that must not be timed assertions in tests. Figures are
+ * printed with the baseline measured in the same run, since machines here are shared and noisy.
+ */
+import { formatMemory, measureMemory } from './memory.js';
+
+const MB = 1024 * 1024;
+const only = process.argv.slice(2);
+const want = (name: string) => only.length === 0 || only.includes(name);
+
+if (want('memory')) {
+  console.log('# Memory: resident growth of `mailgate serve` while messages pass (limit for 100 MB: 64 MB)');
+  const small = await measureMemory('1 x 1 MB message (baseline)', [1 * MB]);
+  console.log(formatMemory(small));
+  const big = await measureMemory('1 x 100 MB message', [100 * MB]);
+  console.log(formatMemory(big));
+  const many = await measureMemory('50 x 5 MB messages at once', Array.from({ length: 50 }, () => 5 * MB));
+  console.log(formatMemory(many));
+  console.log(`100 MB growth / 1 MB growth: ${(big.growth / Math.max(small.growth, 1)).toFixed(2)}x`);
+  const ok = big.growth < 64 * MB;
+  console.log(`100 MB message: growth ${(big.growth / MB).toFixed(1)} MB ${ok ? '<' : '>='} 64 MB: ${ok ? 'PASS' : 'FAIL'}`);
+  if (!ok) process.exitCode = 1;
+}
+
+if (want('ingest')) {
+  const { ingestBench } = await import('./ingest.js');
+  console.log('\n# Ingest: 20 parallel SMTP sessions; mailgate (durable store) against a bare smtp-server sink, medians of 3 interleaved runs');
+  for (const line of await ingestBench()) console.log(line);
+}
