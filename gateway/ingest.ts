@@ -69,6 +69,9 @@ export async function ingestMessage(deps: IngestDeps, input: Readable, req: Inge
     findings: {},
     tags: new Set(),
     log: deps.logger.child({ msg_id: id }),
+    dryRun: false,
+    store: deps.store,
+    commitOps: [],
   };
   const writer = deps.store.createMessageWriter(id);
   try {
@@ -87,7 +90,7 @@ export async function ingestMessage(deps: IngestDeps, input: Readable, req: Inge
       tags: [...ctx.tags],
     };
     try {
-      await writer.commit(meta);
+      await writer.commit(meta, ctx.commitOps);
     } catch (err) {
       throw errors.storeFailed(err);
     }

@@ -1,6 +1,7 @@
 import type { Transform } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Envelope, MessageSource } from '../storage/message-meta.js';
+import type { Store, StoreOp } from '../storage/store.js';
 
 /** Which way a message is going: into the store from outside, or out through the dispatcher. */
 export type Direction = 'inbound' | 'outbound';
@@ -13,11 +14,32 @@ export interface MessageContext {
   readonly direction: Direction;
   /** The department the message belongs to, when known (selects the policy file). */
   readonly department?: string;
-  /** What each stage found and did, by stage name; copied onto the stored metadata. */
-  readonly findings: Record<string, unknown>;
+  /**
+   * What each stage found and did, by stage name; copied onto the stored metadata. Each
+   * stage's entry has a `summary` of sentences an admin can read (`policy test` prints them)
+   * next to its details.
+   */
+  readonly findings: Record<string, StageFindings>;
   /** Labels for the message, e.g. `email-permanent-undeliverable`. */
   readonly tags: Set<string>;
   readonly log: Logger;
+  /** True for `mailgate policy test`: stages say what they would do and write nothing. */
+  readonly dryRun: boolean;
+  /** The store; absent in a dry run. Stages that keep data (quarantine) write it here. */
+  readonly store?: Store;
+  /**
+   * Store operations that become visible with the message, in its one synced commit
+   * (e.g. quarantine records). Bytes a stage writes ahead under keys prefixed by the
+   * message id are removed if the message is aborted (see storage/layout.ts).
+   */
+  readonly commitOps: StoreOp[];
+}
+
+/** What one stage recorded about one message. */
+export interface StageFindings {
+  /** Sentences for an admin: what the stage did and why. */
+  summary: string[];
+  [detail: string]: unknown;
 }
 
 /**

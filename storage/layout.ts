@@ -6,6 +6,9 @@
  *   !chunks!<id>!<8-digit seq>      up to 64 KiB of the message's bytes (Buffer), seq from 00000000
  *   !by-alias!<alias>\x00<id>       '' : index of messages by source.alias
  *   !pending!<id>                   '' while a message is being written; swept at open
+ *   !spool!<id>!<8-digit seq>       the message as received, while the pipeline runs (for wrapping); removed before commit
+ *   !quarantine!<qid>               QuarantineRecord as JSON; `<qid>` is `<message id>.<n>`
+ *   !quarantine-chunks!<qid>!<seq>  the blocked part's bytes (Buffer)
  *
  * `<id>` is a message id from ids.ts (26 chars, sorts by time). A message is committed when
  * its `messages` key exists; the last chunk, the metadata, the index entry and the removal
@@ -35,7 +38,25 @@ export function openSublevels(db: RootDb) {
     byAlias: db.sublevel<string, string>('by-alias', {}),
     /** id → '' while the message is being written. */
     pending: db.sublevel<string, string>('pending', {}),
+    /** `<id>!<seq>` → bytes of the message as received, kept only while its pipeline runs. */
+    spool: db.sublevel<string, Buffer>('spool', { valueEncoding: 'buffer' }),
+    /** `<message id>.<n>` → quarantine record (JSON). */
+    quarantine: db.sublevel<string, unknown>('quarantine', { valueEncoding: 'json' }),
+    /** `<message id>.<n>!<seq>` → bytes of a blocked part. */
+    quarantineChunks: db.sublevel<string, Buffer>('quarantine-chunks', { valueEncoding: 'buffer' }),
   };
+}
+
+/**
+ * Removes everything an unfinished message may have written besides its pending mark:
+ * its chunks, its spool and the bytes of parts it quarantined. Used by abort and the sweep.
+ */
+export async function clearUnfinished(sublevels: Sublevels, id: string): Promise<void> {
+  await sublevels.chunks.clear(chunkRange(id));
+  await sublevels.spool.clear(chunkRange(id));
+  // '/' is the character after '.', so this covers the quarantine ids `<id>.<n>`.
+  await sublevels.quarantineChunks.clear({ gte: `${id}.`, lt: `${id}/` });
+  await sublevels.quarantine.clear({ gte: `${id}.`, lt: `${id}/` });
 }
 
 /** The sublevels of the layout, by name. */
@@ -63,6 +84,7 @@ export interface Migration {
 /** Every migration, in order; the last one's version is the layout this code writes. */
 export const migrations: readonly Migration[] = [
   { version: 1, description: 'initial layout: messages, chunks, by-alias, pending', up: async () => {} },
+  { version: 2, description: 'spool and quarantine sublevels (new, nothing to rewrite)', up: async () => {} },
 ];
 
 /** The layout version this code reads and writes. */

@@ -64,7 +64,7 @@ export interface MessageMeta {
   /** Details of the attachments. */
   attachments: AttachmentInfo[];
   /** What each pipeline stage found and did, by stage name. */
-  findings: Record<string, unknown>;
+  findings: Record<string, { summary: string[]; [detail: string]: unknown }>;
   /** Labels set by stages, e.g. `email-permanent-undeliverable`. */
   tags: string[];
 }

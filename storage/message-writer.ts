@@ -7,7 +7,7 @@ import { Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import type { MessageMeta } from './message-meta.js';
 import type { GroupCommit } from './group-commit.js';
-import { aliasKey, chunkKey, chunkRange, type RootDb, type StoreOp, type Sublevels } from './layout.js';
+import { aliasKey, chunkKey, clearUnfinished, type RootDb, type StoreOp, type Sublevels } from './layout.js';
 
 /** Size of a stored chunk: small values keep LevelDB's memory use low (RECIPES.md). */
 export const CHUNK_SIZE = 64 * 1024;
@@ -105,7 +105,7 @@ export class MessageWriter extends Writable {
    * one synced batch, shared with concurrent commits. Call after the stream has ended.
    * Rejects with the cause on failure; then call `abort()`.
    */
-  async commit(meta: MessageMeta): Promise<void> {
+  async commit(meta: MessageMeta, extraOps: readonly StoreOp[] = []): Promise<void> {
     if (this.#state !== 'writing') throw new Error(`message ${this.id}: cannot commit, the writer was ${this.#state}`);
     if (meta.id !== this.id) throw new TypeError(`message ${this.id}: commit with metadata of ${meta.id}`);
     const alias = meta.source.alias;
@@ -123,6 +123,8 @@ export class MessageWriter extends Writable {
       ops.push({ type: 'put', sublevel: sublevels.messages, key: this.id, value: stored });
       if (alias !== undefined) ops.push({ type: 'put', sublevel: sublevels.byAlias, key: aliasKey(alias, this.id), value: '' });
       if (this.#pendingWritten) ops.push({ type: 'del', sublevel: sublevels.pending, key: this.id });
+      // Records that belong to the message (e.g. its quarantined parts) become visible with it.
+      ops.push(...extraOps);
       await groupCommit.commit(ops);
       this.#state = 'committed';
     } catch (err) {
@@ -153,7 +155,7 @@ export class MessageWriter extends Writable {
     await this.#inflight;
     const { sublevels } = this.#ctx;
     // Chunks first: if we crash in between, the pending mark makes the next open finish the job.
-    await sublevels.chunks.clear(chunkRange(this.id));
+    await clearUnfinished(sublevels, this.id);
     await sublevels.pending.del(this.id);
   }
 }

@@ -10,7 +10,7 @@ import { MessageWriter } from './message-writer.js';
 import { storeErrors } from './errors.js';
 import { idFloor, isMessageId } from './ids.js';
 import {
-  aliasRange, chunkRange, idOfAliasKey, openDatabase, openSublevels, runMigrations,
+  aliasRange, chunkRange, clearUnfinished, idOfAliasKey, openDatabase, openSublevels, runMigrations,
   type RootDb, type StoreLogger, type StoreOp, type Sublevels,
 } from './layout.js';
 
@@ -170,13 +170,13 @@ export class Store {
   // A crash mid-write leaves the pending mark and some chunks; see layout.ts for why every
   // surviving chunk still has its mark.
   async #sweep(): Promise<void> {
-    const { pending, messages, chunks } = this.sublevels;
+    const { pending, messages } = this.sublevels;
     const ids = await pending.keys().all();
     for (const id of ids) {
       if (await messages.has(id)) {
         this.#logger.warn({ id }, 'pending mark on a committed message; keeping the message');
       } else {
-        await chunks.clear(chunkRange(id));
+        await clearUnfinished(this.sublevels, id);
       }
       await pending.del(id);
     }

@@ -21,7 +21,7 @@ function sampleMeta(id: string, over: Partial<MessageMeta> = {}): MessageMeta {
     subject: 'Hello', from: 'Sender <sender@example.org>', to: ['info@example.com'], cc: [],
     messageId: `${id}@example.org`, _AttachmentFileNames: ['a.pdf'],
     attachments: [{ fileName: 'a.pdf', contentType: 'application/pdf', size: 10 }],
-    findings: { phrases: { matched: ['urgent'] } }, tags: ['test'],
+    findings: { phrases: { summary: ['matched'], matched: ['urgent'] } }, tags: ['test'],
     ...over,
   };
 }
