@@ -1,0 +1,237 @@
+/**
+ * The streaming masker: text goes in in pieces of any size, masked text comes out, and a match
+ * that straddles two pieces is still found. It keeps a bounded tail between pieces and never
+ * holds a whole part: at most `window` characters wait for what follows, plus `window`
+ * characters already written kept as context for look-behinds such as `(?<!\d)`.
+ *
+ * The bound: a match is found wherever the pieces are cut as long as it is at most `window`
+ * characters long (64 by default, `[masking] max_match_length`; a 19-digit card with
+ * separators is 37, an IBAN in groups at most 42). A longer match is still found whole when
+ * it arrives within one piece.
+ */
+import type { MaskingPattern } from './masking-patterns.js';
+
+/** How many matches each pattern masked, by pattern name. Never the values. */
+export type MaskCounts = Record<string, number>;
+
+/** The default window, in characters (see the module comment). */
+export const defaultMaskWindow = 64;
+
+interface Match {
+  start: number;
+  end: number;
+  pattern: MaskingPattern;
+  priority: number;
+}
+
+const maskable = /[\p{L}\p{N}]/u;
+
+/**
+ * The match with its letters and digits replaced by the mask character, except the last
+ * `visibleTrailing` of them. Separators (spaces, dashes) keep their place, so
+ * `4111 1111 1111 1111` reads `**** **** **** 1111` and the length of the text is unchanged
+ * (one mask character per character).
+ */
+export function maskMatch(text: string, pattern: Pick<MaskingPattern, 'maskChar' | 'visibleTrailing'>): string {
+  const chars = Array.from(text);
+  let visible = pattern.visibleTrailing;
+  for (let i = chars.length - 1; i >= 0; i--) {
+    if (!maskable.test(chars[i]!)) continue;
+    if (visible > 0) {
+      visible--;
+      continue;
+    }
+    chars[i] = pattern.maskChar;
+  }
+  return chars.join('');
+}
+
+/** Masks a stream of text written in pieces. One instance per text (a part, a subject). */
+export class TextMasker {
+  /** Text kept between pieces: `emitted` characters of context, then text not yet written out. */
+  private buf = '';
+  private emitted = 0;
+
+  constructor(
+    private readonly patterns: readonly MaskingPattern[],
+    readonly counts: MaskCounts,
+    private readonly window = defaultMaskWindow,
+  ) {}
+
+  /** Masks what can be decided so far and returns it; the rest waits for the next piece. */
+  write(text: string): string {
+    this.buf += text;
+    return this.drain(false);
+  }
+
+  /** Ends the text: masks and returns everything still held, and forgets the context. */
+  end(): string {
+    const out = this.drain(true);
+    this.buf = '';
+    this.emitted = 0;
+    return out;
+  }
+
+  private drain(final: boolean): string {
+    const { buf, emitted } = this;
+    // Text closer than `window` to the end may still be the start of a match.
+    const safe = final ? buf.length : buf.length - this.window;
+    if (safe <= emitted) return '';
+    const matches = this.matches(emitted, safe);
+    let outEnd = safe;
+    const last = matches[matches.length - 1];
+    if (last && last.end > outEnd) outEnd = last.end;
+    // Never cut a surrogate pair: its halves would be encoded apart.
+    if (!final && outEnd > (last?.end ?? emitted) && isHighSurrogate(buf.charCodeAt(outEnd - 1))) outEnd--;
+    let out = '';
+    let at = emitted;
+    for (const m of matches) {
+      out += buf.slice(at, m.start) + maskMatch(buf.slice(m.start, m.end), m.pattern);
+      this.counts[m.pattern.name] = (this.counts[m.pattern.name] ?? 0) + 1;
+      at = m.end;
+    }
+    out += buf.slice(at, outEnd);
+    const keepFrom = Math.max(0, outEnd - this.window);
+    this.buf = buf.slice(keepFrom);
+    this.emitted = outEnd - keepFrom;
+    return out;
+  }
+
+  /** Matches starting in [from, before), none overlapping: the earliest wins, then the pattern listed first. */
+  private matches(from: number, before: number): Match[] {
+    const found: Match[] = [];
+    this.patterns.forEach((pattern, priority) => {
+      const re = pattern.regex;
+      re.lastIndex = from;
+      let m: RegExpExecArray | null;
+      while ((m = re.exec(this.buf)) !== null && m.index < before) {
+        if (m[0].length === 0) {
+          re.lastIndex = m.index + 1;
+          continue;
+        }
+        const length = pattern.accept ? pattern.accept(m[0]) : m[0].length;
+        if (length > 0) {
+          found.push({ start: m.index, end: m.index + length, pattern, priority });
+          re.lastIndex = m.index + length;
+        }
+      }
+    });
+    found.sort((a, b) => a.start - b.start || a.priority - b.priority || b.end - a.end);
+    const chosen: Match[] = [];
+    let end = from;
+    for (const m of found) {
+      if (m.start < end) continue;
+      chosen.push(m);
+      end = m.end;
+    }
+    return chosen;
+  }
+}
+
+const isHighSurrogate = (code: number) => code >= 0xd800 && code <= 0xdbff;
+
+/**
+ * Masks the text of an HTML document, leaving markup alone: tags and their attributes (an
+ * `href` holding a number stays as it is, or the link would break), comments and declarations.
+ * Text between two tags is one run; a number split by a tag (`4111<b>1111...`) is not seen as
+ * one. Character references (`&#52;`) are not decoded: `4&#49;11...` is not matched.
+ */
+export class HtmlMasker {
+  private state: 'text' | 'tag' | 'comment' = 'text';
+  private quote = '';
+  /** Characters that cannot be classified yet (a `<` or `<!-` at the end of a piece). */
+  private hold = '';
+
+  constructor(private readonly text: TextMasker) {}
+
+  get counts(): MaskCounts {
+    return this.text.counts;
+  }
+
+  write(piece: string): string {
+    const s = this.hold + piece;
+    this.hold = '';
+    let out = '';
+    let i = 0;
+    while (i < s.length) {
+      if (this.state === 'text') {
+        const lt = s.indexOf('<', i);
+        if (lt < 0) {
+          out += this.text.write(s.slice(i));
+          break;
+        }
+        out += this.text.write(s.slice(i, lt));
+        const rest = s.slice(lt, lt + 4);
+        if (rest.length < 2 || ('<!--'.startsWith(rest) && rest.length < 4)) {
+          this.hold = s.slice(lt);
+          break;
+        }
+        if (!/^<[A-Za-z/!?]/.test(rest)) {
+          // "a < b" is text (HTML parsing: a `<` not followed by a tag name).
+          out += this.text.write('<');
+          i = lt + 1;
+          continue;
+        }
+        out += this.text.end();
+        if (rest === '<!--') {
+          this.state = 'comment';
+          out += '<!--';
+          i = lt + 4;
+        } else {
+          this.state = 'tag';
+          out += '<';
+          i = lt + 1;
+        }
+      } else if (this.state === 'comment') {
+        const close = s.indexOf('-->', i);
+        if (close < 0) {
+          // Keep a possible "--" start of the end marker for the next piece.
+          const keep = s.endsWith('--') ? 2 : s.endsWith('-') ? 1 : 0;
+          out += s.slice(i, s.length - keep);
+          this.hold = s.slice(s.length - keep);
+          break;
+        }
+        out += s.slice(i, close + 3);
+        this.state = 'text';
+        i = close + 3;
+      } else {
+        // Inside a tag: attribute values may hold `>` when quoted.
+        let j = i;
+        for (; j < s.length; j++) {
+          const c = s[j]!;
+          if (this.quote) {
+            if (c === this.quote) this.quote = '';
+          } else if (c === '"' || c === "'") {
+            this.quote = c;
+          } else if (c === '>') {
+            break;
+          }
+        }
+        if (j >= s.length) {
+          out += s.slice(i);
+          break;
+        }
+        out += s.slice(i, j + 1);
+        this.state = 'text';
+        i = j + 1;
+      }
+    }
+    return out;
+  }
+
+  end(): string {
+    const rest = this.hold;
+    this.hold = '';
+    if (this.state === 'text') return this.text.write(rest) + this.text.end();
+    return this.text.end() + rest;
+  }
+}
+
+/** Either masker: plain text or HTML. */
+export type Masker = Pick<TextMasker, 'write' | 'end' | 'counts'>;
+
+/** Masks a whole short text at once (a subject line). */
+export function maskWhole(text: string, patterns: readonly MaskingPattern[], counts: MaskCounts): string {
+  const masker = new TextMasker(patterns, counts, Number.MAX_SAFE_INTEGER);
+  return masker.write(text) + masker.end();
+}
