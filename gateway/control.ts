@@ -6,6 +6,9 @@ import { PassThrough, Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Store } from '../storage/store.js';
 import type { MessageMeta } from '../storage/message-meta.js';
+import {
+  deleteQuarantined, getQuarantined, listQuarantine, openQuarantinedContent, restoreQuarantined, type QuarantineRecord,
+} from '../storage/quarantine.js';
 
 /**
  * The running gateway holds LevelDB's lock on the data directory, so CLI commands that
@@ -22,6 +25,16 @@ export interface StoreReader {
   close(): Promise<void>;
 }
 
+/** Quarantine management, whether the store is opened directly or through the gateway. */
+export interface QuarantineAccess {
+  listQuarantine(opts: { messageId?: string }): Promise<QuarantineRecord[]>;
+  getQuarantined(id: string): Promise<QuarantineRecord | undefined>;
+  restoreQuarantined(id: string): Promise<QuarantineRecord>;
+  deleteQuarantined(id: string): Promise<QuarantineRecord>;
+  /** The attachment's decoded content. */
+  openQuarantinedContent(id: string): Readable;
+}
+
 type Method = (store: Store, args: unknown[]) => Promise<unknown> | Readable;
 
 // Only these are reachable over the socket; later commands add theirs here.
@@ -32,6 +45,11 @@ const methods: Record<string, Method> = {
     return store.listMessages({ ...o, since: o.since ? new Date(o.since) : undefined });
   },
   openRaw: (store, [id]) => store.openRaw(String(id)),
+  listQuarantine: (store, [opts]) => listQuarantine(store, (opts ?? {}) as { messageId?: string }),
+  getQuarantined: (store, [id]) => getQuarantined(store, String(id)),
+  restoreQuarantined: (store, [id]) => restoreQuarantined(store, String(id)),
+  deleteQuarantined: (store, [id]) => deleteQuarantined(store, String(id)),
+  openQuarantinedContent: (store, [id]) => openQuarantinedContent(store, String(id)),
 };
 
 export const controlSocketPath = (dataDir: string) => path.join(dataDir, 'control.sock');
@@ -146,7 +164,7 @@ class RemoteError extends Error {
 }
 
 /** A StoreReader that asks the running gateway. */
-export class ControlClient implements StoreReader {
+export class ControlClient implements StoreReader, QuarantineAccess {
   constructor(private readonly socketPath: string) {}
 
   getMessage(id: string): Promise<MessageMeta | undefined> {
@@ -157,9 +175,33 @@ export class ControlClient implements StoreReader {
     return this.call('listMessages', [{ ...opts, since: opts.since?.toISOString() }]) as Promise<MessageMeta[]>;
   }
 
+  listQuarantine(opts: { messageId?: string }): Promise<QuarantineRecord[]> {
+    return this.call('listQuarantine', [opts]) as Promise<QuarantineRecord[]>;
+  }
+
+  getQuarantined(id: string): Promise<QuarantineRecord | undefined> {
+    return this.call('getQuarantined', [id]) as Promise<QuarantineRecord | undefined>;
+  }
+
+  restoreQuarantined(id: string): Promise<QuarantineRecord> {
+    return this.call('restoreQuarantined', [id]) as Promise<QuarantineRecord>;
+  }
+
+  deleteQuarantined(id: string): Promise<QuarantineRecord> {
+    return this.call('deleteQuarantined', [id]) as Promise<QuarantineRecord>;
+  }
+
+  openQuarantinedContent(id: string): Readable {
+    return this.stream('openQuarantinedContent', [id]);
+  }
+
   openRaw(id: string): Readable {
+    return this.stream('openRaw', [id]);
+  }
+
+  private stream(method: string, args: unknown[]): Readable {
     const out = new PassThrough();
-    const socket = this.request('openRaw', [id]);
+    const socket = this.request(method, args);
     readReply(socket).then(
       (reply) => {
         if (!reply.ok) return out.destroy(new RemoteError(reply.error?.code, reply.error?.message ?? 'failed'));

@@ -51,6 +51,18 @@ export class SummaryCollector extends Transform {
       return;
     }
     if (node.multipart) return;
+    // A part the attachments stage replaced still names the removed file (policy/attachment-blocking.ts).
+    const blockedFile = node.headers ? node.headers.getFirst('x-mailgate-blocked-file') : '';
+    if (blockedFile) {
+      this.current = {
+        fileName: decodeWords(blockedFile),
+        contentType: (node.headers && node.headers.getFirst('x-mailgate-blocked-type')) || 'application/octet-stream',
+        size: 0,
+        blocked: true,
+      };
+      this.summary.attachments.push(this.current);
+      return;
+    }
     const isAttachment = node.disposition === 'attachment' || Boolean(node.filename);
     if (!isAttachment) return;
     this.current = {
@@ -60,6 +72,17 @@ export class SummaryCollector extends Transform {
     };
     this.summary.attachments.push(this.current);
   }
+}
+
+/** Marks blocked attachments in a file name list. */
+export const BLOCKED_MARK = ' [blocked]';
+
+/**
+ * The Genesys `_AttachmentFileNames` list: file names in message order, a blocked one
+ * followed by ` [blocked]` (its placeholder stands where it was).
+ */
+export function attachmentFileNames(attachments: readonly AttachmentInfo[]): string[] {
+  return attachments.map((a) => (a.blocked ? a.fileName + BLOCKED_MARK : a.fileName));
 }
 
 function decodeWords(value: string): string {

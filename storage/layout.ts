@@ -8,7 +8,16 @@
  *   !pending!<id>                   '' while a message is being written; swept at open
  *   !spool!<id>!<8-digit seq>       the message as received, while the pipeline runs (for wrapping); removed before commit
  *   !quarantine!<qid>               QuarantineRecord as JSON; `<qid>` is `<message id>.<n>`
- *   !quarantine-chunks!<qid>!<seq>  the blocked part's bytes (Buffer)
+ *   !quarantine-chunks!<qid>!<seq>  the blocked part's bytes (Buffer): raw header block and encoded body as received
+ *   !generations!<id>               n (JSON number) when the message's bytes were rewritten (restore from quarantine):
+ *                                   its chunks are then `!chunks!<id>#<n>!<seq>`; absent means generation 0, `!chunks!<id>!<seq>`
+ *   !rewrites!<id>                  {generation, quarantineId?} (JSON): chunks of that generation (and that quarantined
+ *                                   part) are garbage if we stop now; removed once they are gone; swept at open
+ *
+ * A rewrite writes the new generation's chunks under a `rewrites` mark naming the new
+ * generation, then in one synced batch records the new generation and metadata, deletes
+ * the quarantine record and points the mark at the old generation; it then removes the old
+ * chunks and the mark. Readers see the old bytes or the new, never a mix.
  *
  * `<id>` is a message id from ids.ts (26 chars, sorts by time). A message is committed when
  * its `messages` key exists; the last chunk, the metadata, the index entry and the removal
@@ -44,6 +53,10 @@ export function openSublevels(db: RootDb) {
     quarantine: db.sublevel<string, unknown>('quarantine', { valueEncoding: 'json' }),
     /** `<message id>.<n>!<seq>` → bytes of a blocked part. */
     quarantineChunks: db.sublevel<string, Buffer>('quarantine-chunks', { valueEncoding: 'buffer' }),
+    /** id → generation of the message's chunks, when not 0 (see the header comment). */
+    generations: db.sublevel<string, number>('generations', { valueEncoding: 'json' }),
+    /** id → chunks left over by a rewrite, to remove (see the header comment). */
+    rewrites: db.sublevel<string, RewriteMark>('rewrites', { valueEncoding: 'json' }),
   };
 }
 
@@ -57,6 +70,20 @@ export async function clearUnfinished(sublevels: Sublevels, id: string): Promise
   // '/' is the character after '.', so this covers the quarantine ids `<id>.<n>`.
   await sublevels.quarantineChunks.clear({ gte: `${id}.`, lt: `${id}/` });
   await sublevels.quarantine.clear({ gte: `${id}.`, lt: `${id}/` });
+}
+
+/** What a rewrite of a message's bytes may leave behind if it stops: see the header comment. */
+export interface RewriteMark {
+  /** Generation whose chunks are garbage. */
+  generation: number;
+  /** Quarantined part whose chunks are garbage (restored into the message). */
+  quarantineId?: string;
+}
+
+/** Removes what a rewrite mark names (old or unfinished generation, restored quarantine bytes). */
+export async function clearRewriteGarbage(chunks: Sublevels['chunks'], quarantineChunks: Sublevels['quarantineChunks'], id: string, mark: RewriteMark): Promise<void> {
+  await chunks.clear(chunkRange(id, mark.generation));
+  if (mark.quarantineId) await quarantineChunks.clear({ gte: `${mark.quarantineId}!`, lt: `${mark.quarantineId}"` });
 }
 
 /** The sublevels of the layout, by name. */
@@ -85,6 +112,7 @@ export interface Migration {
 export const migrations: readonly Migration[] = [
   { version: 1, description: 'initial layout: messages, chunks, by-alias, pending', up: async () => {} },
   { version: 2, description: 'spool and quarantine sublevels (new, nothing to rewrite)', up: async () => {} },
+  { version: 3, description: 'generations and rewrites sublevels for rewritten messages (new, nothing to rewrite)', up: async () => {} },
 ];
 
 /** The layout version this code reads and writes. */
@@ -93,15 +121,22 @@ export const SCHEMA_VERSION = migrations[migrations.length - 1]?.version ?? 0;
 /** Width of the chunk sequence number in chunk keys, so keys sort in order. */
 const SEQ_WIDTH = 8;
 
-/** Key of chunk `seq` of message `id` in the `chunks` sublevel. */
-export function chunkKey(id: string, seq: number): string {
-  return `${id}!${String(seq).padStart(SEQ_WIDTH, '0')}`;
+/** Key prefix of the chunks of generation `generation` of message `id`. */
+function chunkPrefix(id: string, generation: number): string {
+  return generation === 0 ? id : `${id}#${generation}`;
 }
 
-/** Range of all chunk keys of message `id`. */
-export function chunkRange(id: string): { gte: string; lt: string } {
-  // '"' is the character after '!', so this covers exactly the keys `<id>!...`.
-  return { gte: `${id}!`, lt: `${id}"` };
+/** Key of chunk `seq` of message `id` (of a rewritten generation when given) in the `chunks` sublevel. */
+export function chunkKey(id: string, seq: number, generation = 0): string {
+  return `${chunkPrefix(id, generation)}!${String(seq).padStart(SEQ_WIDTH, '0')}`;
+}
+
+/** Range of all chunk keys of message `id` (of one generation; default the first). */
+export function chunkRange(id: string, generation = 0): { gte: string; lt: string } {
+  // '"' is the character after '!', so this covers exactly the keys `<prefix>!...`; '#' sorts
+  // after '"', so a rewritten generation's keys are outside generation 0's range.
+  const prefix = chunkPrefix(id, generation);
+  return { gte: `${prefix}!`, lt: `${prefix}"` };
 }
 
 /** Key of message `id` in the `by-alias` index. */

@@ -10,7 +10,7 @@ import { MessageWriter } from './message-writer.js';
 import { storeErrors } from './errors.js';
 import { idFloor, isMessageId } from './ids.js';
 import {
-  aliasRange, chunkRange, clearUnfinished, idOfAliasKey, openDatabase, openSublevels, runMigrations,
+  aliasRange, chunkRange, clearRewriteGarbage, clearUnfinished, idOfAliasKey, openDatabase, openSublevels, runMigrations,
   type RootDb, type StoreLogger, type StoreOp, type Sublevels,
 } from './layout.js';
 
@@ -139,13 +139,15 @@ export class Store {
    * chunks do not add up to the recorded size.
    */
   openRaw(id: string): Readable {
-    const { messages, chunks } = this.sublevels;
+    const { messages, chunks, generations } = this.sublevels;
     async function* bytes(): AsyncGenerator<Buffer> {
       const meta = await messages.get(id);
       if (!meta) throw storeErrors.messageNotFound(id);
+      // A message rewritten by a restore reads from its current generation (layout.ts).
+      const generation = (await generations.get(id)) ?? 0;
       let total = 0;
       // for-await closes the iterator when the consumer destroys the stream early.
-      for await (const chunk of chunks.values(chunkRange(id))) {
+      for await (const chunk of chunks.values(chunkRange(id, generation))) {
         total += chunk.length;
         yield chunk;
       }
@@ -179,6 +181,13 @@ export class Store {
         await clearUnfinished(this.sublevels, id);
       }
       await pending.del(id);
+    }
+    // Chunks a rewrite (quarantine restore) left behind: see layout.ts.
+    const { rewrites, chunks, quarantineChunks, generations } = this.sublevels;
+    for await (const [id, mark] of rewrites.iterator()) {
+      // Never the generation in use (a mark is only ever moved off it, but be sure).
+      if (((await generations.get(id)) ?? 0) !== mark.generation) await clearRewriteGarbage(chunks, quarantineChunks, id, mark);
+      await rewrites.del(id);
     }
     this.#logger.info({ dir: this.dir, swept: ids.length }, `store opened; swept ${ids.length} unfinished message(s)`);
   }

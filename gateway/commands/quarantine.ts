@@ -1,0 +1,109 @@
+import { createWriteStream } from 'node:fs';
+import { pipeline } from 'node:stream/promises';
+import { Command } from 'commander';
+import { Store } from '../../storage/store.js';
+import {
+  deleteQuarantined, getQuarantined, listQuarantine, openQuarantinedContent, restoreQuarantined, type QuarantineRecord,
+} from '../../storage/quarantine.js';
+import { ControlClient, type QuarantineAccess } from '../control.js';
+import { commandConfig, openStoreReader } from './common.js';
+
+/** `mailgate quarantine ...`: attachments blocked by the attachments stage (Cisco guide, "Viewing/Restoring/Deleting Blocked Attachments"). */
+export function quarantineCommand(): Command {
+  const quarantine = new Command('quarantine').description('list, restore, delete and export quarantined attachments');
+
+  quarantine
+    .command('list')
+    .description('list quarantined attachments, newest message first')
+    .option('--message <id>', 'only the attachments of this message')
+    .option('--json', 'print JSON instead of a table')
+    .action(async (opts: { message?: string; json?: boolean }, cmd: Command) => {
+      await withQuarantine(cmd, async (q) => {
+        const list = await q.listQuarantine(opts.message ? { messageId: opts.message } : {});
+        process.stdout.write(opts.json ? JSON.stringify(list, null, 2) + '\n' : table(list));
+      });
+    });
+
+  quarantine
+    .command('restore')
+    .description('put a quarantined attachment back into its message, byte for byte as received, and remove it from quarantine')
+    .argument('<id>', 'quarantine id (as `quarantine list` shows it)')
+    .action(async (id: string, _opts: unknown, cmd: Command) => {
+      await withQuarantine(cmd, async (q) => {
+        const record = await q.restoreQuarantined(id);
+        process.stdout.write(`restored "${record.fileName}" into message ${record.messageId}\n`);
+      });
+    });
+
+  quarantine
+    .command('delete')
+    .description('delete a quarantined attachment for good (the notice in the message stays)')
+    .argument('<id>', 'quarantine id')
+    .action(async (id: string, _opts: unknown, cmd: Command) => {
+      await withQuarantine(cmd, async (q) => {
+        const record = await q.deleteQuarantined(id);
+        process.stdout.write(`deleted "${record.fileName}" (${id})\n`);
+      });
+    });
+
+  quarantine
+    .command('export')
+    .description('write the attachment\'s decoded content (the file as the sender attached it, not the MIME part) to FILE')
+    .argument('<id>', 'quarantine id')
+    .argument('<file>', 'where to write it ("-" for stdout); an existing file is not overwritten')
+    .action(async (id: string, file: string, _opts: unknown, cmd: Command) => {
+      await withQuarantine(cmd, async (q) => {
+        if (!(await q.getQuarantined(id))) throw new Error(`no quarantined attachment with id ${id}`);
+        if (file === '-') await pipeline(q.openQuarantinedContent(id), process.stdout, { end: false });
+        else await pipeline(q.openQuarantinedContent(id), createWriteStream(file, { flags: 'wx', mode: 0o600 }));
+      });
+    });
+
+  return quarantine;
+}
+
+async function withQuarantine(cmd: Command, run: (q: QuarantineAccess) => Promise<void>): Promise<void> {
+  const reader = await openStoreReader(commandConfig(cmd).config);
+  const access: QuarantineAccess = reader instanceof ControlClient ? reader : direct(reader as Store);
+  try {
+    await run(access);
+  } finally {
+    await reader.close();
+  }
+}
+
+/** The same operations on a store this process opened. */
+function direct(store: Store): QuarantineAccess {
+  return {
+    listQuarantine: (opts) => listQuarantine(store, opts),
+    getQuarantined: (id) => getQuarantined(store, id),
+    restoreQuarantined: (id) => restoreQuarantined(store, id),
+    deleteQuarantined: (id) => deleteQuarantined(store, id),
+    openQuarantinedContent: (id) => openQuarantinedContent(store, id),
+  };
+}
+
+function table(list: QuarantineRecord[]): string {
+  if (list.length === 0) return '';
+  const head = `${'ID'.padEnd(29)}  ${'DATE'.padEnd(19)}  ${'SIZE'.padStart(9)}  ${'FILE'.padEnd(30)}  ${'MESSAGE'.padEnd(26)}  RULE\n`;
+  return (
+    head +
+    list
+      .map((r) =>
+        [
+          r.id.padEnd(29),
+          r.date.slice(0, 19).replace('T', ' '),
+          String(r.size).padStart(9),
+          clip(r.fileName, 30),
+          r.messageId,
+          r.rule,
+        ].join('  ') + '\n',
+      )
+      .join('')
+  );
+}
+
+function clip(text: string, width: number): string {
+  const t = text.replace(/\s+/g, ' ');
+  return (t.length > width ? t.slice(0, width - 1) + '…' : t).padEnd(width);
+}

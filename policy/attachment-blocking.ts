@@ -1,0 +1,317 @@
+/**
+ * The `attachments` stage: blocks attachments by extension, by content and by what archives
+ * and attached messages hold (Cisco guide, "Blocked File Extensions"). A blocked part is
+ * replaced in the stored message by a short text part naming the file and the rule; with
+ * `action = "quarantine"` the original part (raw header block and encoded body, exactly as
+ * received) is kept in the quarantine store under `<message id>.<n>`, and restore puts it
+ * back byte for byte (storage/quarantine.ts).
+ *
+ * Streaming: a part judged by its name is replaced at once and its bytes go straight to the
+ * quarantine. Otherwise its first chunks wait until a few decoded bytes show what it is; an
+ * archive or attached message is then spooled to the store (not memory) until its end and
+ * played back if it passes.
+ */
+import { Transform, type TransformCallback } from 'node:stream';
+import libmime from 'libmime';
+import { Headers, type MimeNode, type SplitterChunk } from '@zone-eu/mailsplit';
+import type { MessageContext, Stage, StageFindings } from './stage.js';
+import { attachmentRules, attachmentsSectionSchema, type AttachmentRules, type AttachmentsSection } from './attachment-rules.js';
+import { PartInspector, type PartVerdict } from './part-inspector.js';
+import { visible } from './attachment-names.js';
+import { QuarantineSpool } from '../storage/quarantine-spool.js';
+import type { QuarantineRecord } from '../storage/quarantine.js';
+
+export { attachmentsSectionSchema, type AttachmentsSection };
+
+/** Header on a replacement part naming the removed file (RFC 2047 encoded when not ASCII). */
+export const BLOCKED_FILE_HEADER = 'X-Mailgate-Blocked-File';
+/** Header on a replacement part giving the removed part's content type. */
+export const BLOCKED_TYPE_HEADER = 'X-Mailgate-Blocked-Type';
+/** Header on a replacement part giving the quarantine id, so restore can find the place. */
+export const QUARANTINE_ID_HEADER = 'X-Mailgate-Quarantine-Id';
+
+const STAGE = 'attachments';
+// A body that decodes to nothing for this long (whitespace) is judged without a sniff.
+const MAX_HELD_BYTES = 256 * 1024;
+
+/** One attachment as the findings list it. */
+export interface AttachmentFinding {
+  fileName: string;
+  contentType: string;
+  /** Every name the part gave, when it gave more than one. */
+  names?: string[];
+  blocked: boolean;
+  rule?: string;
+  evidence: string[];
+  quarantineId?: string;
+  /** What happened: quarantined, deleted, or (dry run) would be. */
+  action?: string;
+}
+
+/** The stage; partition rules supersede department rules (see attachment-rules.ts). */
+export function attachmentsStage(partition: AttachmentsSection | undefined, department: AttachmentsSection | undefined): Stage {
+  const rules = attachmentRules(partition, department);
+  return {
+    name: STAGE,
+    create(ctx) {
+      if (ctx.direction === 'outbound' && rules.scan === 'inbound') {
+        ctx.findings[STAGE] = { summary: ['Outbound mail is not scanned for attachments (scan = "inbound").'], attachments: [] };
+        return null;
+      }
+      if (!ctx.dryRun && !ctx.store) throw new Error('the attachments stage needs the store outside a dry run');
+      return new AttachmentBlocker(ctx, rules);
+    },
+  };
+}
+
+type Mode = 'sniff' | 'block' | 'defer' | 'pass';
+
+interface Part {
+  node: MimeNode;
+  inspector: PartInspector;
+  mode: Mode;
+  /** Raw header block as received. */
+  original: Buffer;
+  held: SplitterChunk[];
+  heldBytes: number;
+  rawBodyBytes: number;
+  spool?: QuarantineSpool;
+  verdict?: PartVerdict;
+}
+
+class AttachmentBlocker extends Transform {
+  readonly #ctx: MessageContext;
+  readonly #rules: AttachmentRules;
+  readonly #found: AttachmentFinding[] = [];
+  #part: Part | undefined;
+  #n = 0;
+  #readWaiter: (() => void) | undefined;
+
+  constructor(ctx: MessageContext, rules: AttachmentRules) {
+    super({ objectMode: true });
+    this.#ctx = ctx;
+    this.#rules = rules;
+  }
+
+  override _transform(chunk: SplitterChunk, _enc: BufferEncoding, done: TransformCallback): void {
+    this.#handle(chunk).then(() => done(), done);
+  }
+
+  override _flush(done: TransformCallback): void {
+    this.#finish().then(() => {
+      this.#record();
+      done();
+    }, done);
+  }
+
+  override _read(size: number): void {
+    const waiter = this.#readWaiter;
+    this.#readWaiter = undefined;
+    waiter?.();
+    super._read(size);
+  }
+
+  // Playing a spooled part back can push many chunks: wait for the reader between them.
+  async #pushPaced(chunk: SplitterChunk): Promise<void> {
+    if (!this.push(chunk)) await new Promise<void>((resolve) => (this.#readWaiter = resolve));
+  }
+
+  async #handle(chunk: SplitterChunk): Promise<void> {
+    const part = this.#part;
+    if (part && (chunk.type !== 'body' || chunk.node !== part.node)) await this.#finish();
+    if (chunk.type === 'node') {
+      if (!(await this.#start(chunk))) this.push(chunk);
+    } else if (chunk.type === 'body' && this.#part) {
+      await this.#body(this.#part, chunk);
+    } else this.push(chunk);
+  }
+
+  /** Returns true when the node is held or replaced (not to be passed on as is). */
+  async #start(node: MimeNode): Promise<boolean> {
+    const inspector = new PartInspector(node, this.#rules);
+    if (!inspector.isAttachment) return false;
+    const part: Part = { node, inspector, mode: 'sniff', original: node.getHeaders(), held: [], heldBytes: 0, rawBodyBytes: 0 };
+    this.#part = part;
+    if (inspector.nameVerdict) await this.#block(part, inspector.nameVerdict);
+    return true;
+  }
+
+  async #body(part: Part, chunk: SplitterChunk & { type: 'data' | 'body' }): Promise<void> {
+    part.rawBodyBytes += chunk.value.length;
+    if (part.mode === 'pass') return void this.push(chunk);
+    if (part.mode === 'block') part.inspector.count(chunk.value);
+    else {
+      part.inspector.push(chunk.value);
+      await part.inspector.room();
+    }
+    if (part.mode === 'block' || part.mode === 'defer') {
+      if (part.spool) await part.spool.write(chunk.value);
+      else if (this.#ctx.dryRun || part.mode === 'defer') this.push(chunk); // dry run: output unchanged
+      return;
+    }
+    part.held.push(chunk);
+    part.heldBytes += chunk.value.length;
+    if (part.inspector.sniffed || part.heldBytes > MAX_HELD_BYTES) await this.#afterSniff(part);
+  }
+
+  async #afterSniff(part: Part): Promise<void> {
+    const verdict = part.inspector.sniffVerdict;
+    if (verdict) return this.#block(part, verdict);
+    if (part.inspector.needsWholeBody) {
+      part.mode = 'defer';
+      if (!this.#ctx.dryRun) {
+        part.spool = new QuarantineSpool(this.#ctx.store!.sublevels, this.#nextId());
+        await part.spool.write(part.original);
+        for (const c of part.held) if (c.type === 'body') await part.spool.write(c.value);
+      } else this.#release(part);
+      part.held = [];
+      return;
+    }
+    part.mode = 'pass';
+    this.#release(part);
+  }
+
+  #release(part: Part): void {
+    this.push(part.node);
+    for (const c of part.held) this.push(c);
+    part.held = [];
+  }
+
+  async #block(part: Part, verdict: PartVerdict): Promise<void> {
+    part.mode = 'block';
+    part.verdict = verdict;
+    if (this.#ctx.dryRun) return this.#release(part);
+    if (this.#rules.action === 'quarantine') {
+      part.spool = new QuarantineSpool(this.#ctx.store!.sublevels, this.#nextId());
+      await part.spool.write(part.original);
+      for (const c of part.held) if (c.type === 'body') await part.spool.write(c.value);
+    }
+    part.held = [];
+    this.#replace(part, verdict);
+  }
+
+  async #finish(): Promise<void> {
+    const part = this.#part;
+    if (!part) return;
+    this.#part = undefined;
+    if (part.mode === 'sniff') {
+      // The body ended before the first bytes decided anything: judge it whole (it is small).
+      const verdict = await part.inspector.end();
+      if (verdict.rule) await this.#block(part, verdict);
+      else {
+        this.#release(part);
+        return this.#note(part, verdict);
+      }
+    }
+    if (part.mode === 'pass') return this.#note(part, { rule: undefined, evidence: [] });
+    if (part.mode === 'block') part.inspector.endCount();
+    if (part.mode === 'defer') {
+      const verdict = await part.inspector.end();
+      part.verdict = verdict;
+      if (!verdict.rule) {
+        if (part.spool) {
+          await part.spool.close();
+          this.push(part.node);
+          for await (const value of part.spool.replay(part.original.length)) await this.#pushPaced({ node: part.node, type: 'body', value });
+          await part.spool.discard();
+        }
+        return this.#note(part, verdict);
+      }
+      if (!this.#ctx.dryRun) {
+        if (this.#rules.action === 'delete') {
+          await part.spool?.discard();
+          delete part.spool;
+        }
+        this.#replace(part, verdict);
+      }
+    }
+    // Blocked: keep the quarantined bytes and make the record visible with the message.
+    const verdict = part.verdict!;
+    if (part.spool) {
+      await part.spool.close();
+      const record = this.#quarantineRecord(part, part.spool, verdict);
+      this.#ctx.commitOps.push({ type: 'put', sublevel: this.#ctx.store!.sublevels.quarantine, key: record.id, value: record });
+    }
+    this.#note(part, verdict);
+  }
+
+  #nextId(): string {
+    return `${this.#ctx.id}.${++this.#n}`;
+  }
+
+  #fileName(part: Part): string {
+    return part.inspector.names[0]?.normalised || part.node.filename || 'unnamed';
+  }
+
+  /** Emits the text part that stands where the blocked part was. */
+  #replace(part: Part, verdict: PartVerdict): void {
+    const fileName = this.#fileName(part);
+    const qid = part.spool?.id;
+    const text =
+      `The attachment "${fileName}" was removed by the mail gateway: ${verdict.rule}.\r\n` +
+      (qid ? `It is kept in quarantine as ${qid}; an administrator can restore it (mailgate quarantine restore ${qid}).\r\n` : 'It was deleted.\r\n');
+    const ascii = /^[\x20-\x7e\r\n]*$/.test(text);
+    const lines = [
+      'Content-Type: text/plain; charset=utf-8',
+      `Content-Transfer-Encoding: ${ascii ? '7bit' : '8bit'}`,
+      'Content-Disposition: inline',
+      `${BLOCKED_FILE_HEADER}: ${headerText(fileName)}`,
+      `${BLOCKED_TYPE_HEADER}: ${part.node.contentType || 'application/octet-stream'}`,
+      ...(qid ? [`${QUARANTINE_ID_HEADER}: ${qid}`] : []),
+    ];
+    const headers = part.node.headers;
+    if (part.node.root && headers) {
+      // A single-part message that is itself the file: keep the message's own headers.
+      const kept = headers.getList().filter((l) => !l.key.startsWith('content-')).map((l) => l.line);
+      lines.unshift(...kept);
+    }
+    part.node.headers = new Headers(Buffer.from(lines.join('\r\n') + '\r\n\r\n'));
+    this.push(part.node);
+    this.push({ node: part.node, type: 'body', value: Buffer.from(text.replace(/\r\n$/, '')) });
+  }
+
+  #quarantineRecord(part: Part, spool: QuarantineSpool, verdict: PartVerdict): QuarantineRecord {
+    return {
+      id: spool.id,
+      messageId: this.#ctx.id,
+      fileName: this.#fileName(part),
+      contentType: part.node.contentType || 'application/octet-stream',
+      size: part.inspector.decodedSize,
+      storedBytes: spool.bytes,
+      rule: verdict.rule ?? '',
+      evidence: verdict.evidence,
+      date: new Date().toISOString(),
+      ...(this.#ctx.department ? { department: this.#ctx.department } : {}),
+    };
+  }
+
+  #note(part: Part, verdict: PartVerdict): void {
+    const names = [...new Set(part.inspector.names.map((n) => n.given))];
+    const blocked = Boolean(verdict.rule);
+    const action = !blocked ? undefined : this.#ctx.dryRun ? `would be ${this.#rules.action === 'quarantine' ? 'quarantined' : 'deleted'}` : this.#rules.action === 'quarantine' ? 'quarantined' : 'deleted';
+    this.#found.push({
+      fileName: visible(this.#fileName(part)),
+      contentType: part.node.contentType || 'application/octet-stream',
+      ...(names.length > 1 ? { names } : {}),
+      blocked,
+      ...(verdict.rule ? { rule: verdict.rule } : {}),
+      evidence: verdict.evidence,
+      ...(blocked && part.spool && !this.#ctx.dryRun ? { quarantineId: part.spool.id } : {}),
+      ...(action ? { action } : {}),
+    });
+  }
+
+  #record(): void {
+    const summary = this.#found.map((a) =>
+      a.blocked ? `"${a.fileName}" ${a.action}: ${a.rule}.` : `"${a.fileName}" allowed.`,
+    );
+    if (summary.length === 0) summary.push('No attachments.');
+    const findings: StageFindings = { summary, attachments: this.#found, action: this.#rules.action };
+    this.#ctx.findings[STAGE] = findings;
+  }
+}
+
+function headerText(value: string): string {
+  const clean = value.replace(/[\r\n]/g, ' ');
+  return /^[\x20-\x7e]*$/.test(clean) ? clean : libmime.encodeWord(clean, 'Q', 52);
+}

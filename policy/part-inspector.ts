@@ -1,0 +1,230 @@
+/**
+ * Judges one MIME leaf part against the attachment rules: its names first (known at once),
+ * then its first decoded bytes (content sniffing), then, for archives and attached
+ * messages, what is inside (known only at the end of the part). The caller feeds the raw
+ * encoded body chunks; nothing is kept beyond a few bytes and the names found.
+ */
+import { Splitter, type MimeNode, type SplitterChunk } from '@zone-eu/mailsplit';
+import { presentedNames, type PresentedName } from './attachment-names.js';
+import { sniffContent, SNIFF_BYTES, type ContentKind } from './file-sniff.js';
+import { bodyDecoder, type BodyDecoder } from './transfer-decode.js';
+import { ZipLister } from './zip-listing.js';
+import type { AttachmentRules, BlockRule } from './attachment-rules.js';
+import { normaliseName } from './attachment-names.js';
+
+/** The judgement on a part. */
+export interface PartVerdict {
+  /** The rule that blocks it, or undefined when it passes. */
+  rule: BlockRule | undefined;
+  /** What was found on the way: normalisations, sniffed type, archive entries, problems. */
+  evidence: string[];
+}
+
+// Parts that are the message's own text or machine reports, not files a user opens.
+const NOT_FILES = new Set(['message/delivery-status', 'message/disposition-notification', 'text/rfc822-headers', 'message/global-delivery-status']);
+
+/** Whether a leaf part is an attachment for blocking purposes (named, disposed as one, or not text). */
+export function isAttachmentPart(node: MimeNode, names: readonly PresentedName[]): boolean {
+  if (node.multipart || node.messageNode) return false;
+  if (names.length > 0 || node.disposition === 'attachment') return true;
+  const type = node.contentType || 'text/plain';
+  return !type.startsWith('text/') && !NOT_FILES.has(type) && !(node.root && !node.parentNode && type === 'text/plain');
+}
+
+/** Judges one part; see the module comment. */
+export class PartInspector {
+  readonly names: PresentedName[];
+  readonly isAttachment: boolean;
+  /** Set when the names (or block-all) already block the part. */
+  readonly nameVerdict: PartVerdict | undefined;
+  /** Bytes of decoded content seen. */
+  decodedSize = 0;
+  readonly #rules: AttachmentRules;
+  readonly #depth: number;
+  readonly #decoder: BodyDecoder;
+  #head = Buffer.alloc(0);
+  #kind: ContentKind | undefined;
+  #sniffed = false;
+  #zip: ZipLister | undefined;
+  #message: NestedMessage | undefined;
+  #evidence: string[] = [];
+
+  constructor(node: MimeNode, rules: AttachmentRules, depth = 1) {
+    this.#rules = rules;
+    this.#depth = depth;
+    this.names = presentedNames(node);
+    this.isAttachment = isAttachmentPart(node, this.names);
+    this.#decoder = bodyDecoder(node.encoding);
+    for (const n of this.names) this.#evidence.push(...n.evidence.map((e) => `${n.source} "${n.given}": ${e}`));
+    const distinct = new Set(this.names.map((n) => n.normalised.toLowerCase()));
+    if (distinct.size > 1) this.#evidence.push(`the part gives different names: ${[...distinct].map((n) => `"${n}"`).join(', ')}; all are checked`);
+    this.nameVerdict = this.#judgeNames(node);
+    if (node.contentType === 'message/rfc822' && this.isAttachment && depth < rules.limits.maxDepth) {
+      this.#message = new NestedMessage(rules, depth + 1);
+    }
+  }
+
+  /** True once enough bytes were seen to know the content kind. */
+  get sniffed(): boolean {
+    return this.#sniffed;
+  }
+
+  /** Whether the verdict needs the whole body (archives, attached messages). */
+  get needsWholeBody(): boolean {
+    return Boolean(this.#zip || this.#message);
+  }
+
+  /** The verdict from the first bytes, once {@link sniffed}: blocks disguised content. */
+  get sniffVerdict(): PartVerdict | undefined {
+    const kind = this.#kind;
+    if (!kind) return undefined;
+    const rule = this.#rules.blockedKinds.get(kind.id);
+    const declared = this.names.map((n) => n.extension);
+    // Content that matches its declared type was judged by its name already.
+    if (!rule || (declared.length > 0 && declared.every((ext) => kind.extensions.includes(ext)))) return undefined;
+    return { rule, evidence: [...this.#evidence, `content is a ${kind.label} (magic bytes) but is named ${declared.join(', ') || 'nothing'}`] };
+  }
+
+  /** Feeds one raw (encoded) body chunk. */
+  push(raw: Buffer): void {
+    const decoded = this.#decoder.push(raw);
+    this.#decoded(decoded);
+  }
+
+  /** Counts the decoded size of a chunk of a part already judged, without inspecting it. */
+  count(raw: Buffer): void {
+    this.decodedSize += this.#decoder.push(raw).length;
+  }
+
+  /** Counts what the decoder held back, at the end of a part already judged. */
+  endCount(): void {
+    this.decodedSize += this.#decoder.end().length;
+  }
+
+  /** Resolves when nested parsers have caught up (backpressure). */
+  async room(): Promise<void> {
+    await this.#zip?.room();
+    await this.#message?.room();
+  }
+
+  /** The final verdict, at the end of the part. */
+  async end(): Promise<PartVerdict> {
+    this.#decoded(this.#decoder.end());
+    if (!this.#sniffed) this.#sniff();
+    if (this.nameVerdict) return this.nameVerdict;
+    const sniff = this.sniffVerdict;
+    if (sniff) return sniff;
+    const evidence = [...this.#evidence];
+    if (this.#zip) {
+      const listing = await this.#zip.end();
+      if (listing.names.length) evidence.push(`archive lists ${listing.names.length} entr${listing.names.length === 1 ? 'y' : 'ies'}`);
+      for (const name of listing.names) {
+        const entry = normaliseName('archive entry', name);
+        const rule = this.#rules.extensionRule(entry.extension);
+        if (rule) return { rule: `archive contains ${entry.normalised}: ${rule}`, evidence: [...evidence, ...entry.evidence, `entry "${entry.given}"`] };
+      }
+      if (listing.problems.length) return { rule: `archive cannot be inspected safely: ${listing.problems[0]}`, evidence: [...evidence, ...listing.problems] };
+    }
+    if (this.#message) {
+      const inner = await this.#message.end();
+      if (inner) return { rule: `attached message contains ${inner.name}: ${inner.verdict.rule}`, evidence: [...evidence, ...inner.verdict.evidence] };
+    }
+    return { rule: undefined, evidence };
+  }
+
+  #judgeNames(node: MimeNode): PartVerdict | undefined {
+    if (!this.isAttachment) return undefined;
+    for (const name of this.names) {
+      const rule = this.#rules.extensionRule(name.extension);
+      if (rule) return { rule, evidence: [...this.#evidence, `${name.source} "${name.given}" ends in ${name.extension}`] };
+    }
+    const ext = this.names[0]?.extension ?? '';
+    const all = this.#rules.blockAllRule(ext);
+    if (all) return { rule: all, evidence: [...this.#evidence, `${node.contentType || 'part'} is an attachment`] };
+    return undefined;
+  }
+
+  #decoded(bytes: Buffer): void {
+    if (bytes.length === 0) return;
+    this.decodedSize += bytes.length;
+    if (!this.#sniffed) {
+      const take = Math.min(SNIFF_BYTES - this.#head.length, bytes.length);
+      this.#head = Buffer.concat([this.#head, bytes.subarray(0, take)]);
+      bytes = bytes.subarray(take);
+      if (this.#head.length < SNIFF_BYTES) return;
+      this.#sniff();
+    }
+    if (bytes.length === 0) return;
+    this.#zip?.push(bytes);
+    this.#message?.push(bytes);
+  }
+
+  // Decides the content kind from the first bytes, then hands those bytes on to the archive
+  // or message parser: they are the start of what it parses.
+  #sniff(): void {
+    this.#sniffed = true;
+    if (this.isAttachment) {
+      this.#kind = sniffContent(this.#head);
+      if (this.#kind?.id === 'zip') this.#zip = new ZipLister(this.#rules.limits, 1);
+    }
+    if (this.#head.length === 0) return;
+    this.#zip?.push(this.#head);
+    this.#message?.push(this.#head);
+  }
+}
+
+/**
+ * An attached `message/rfc822` part the splitter left whole (it parses only inline ones):
+ * parsed here as it streams, every part inside judged like a top-level one.
+ */
+class NestedMessage {
+  readonly #splitter = new Splitter({ maxChildNodes: 1000 });
+  readonly #done: Promise<void>;
+  #current: { node: MimeNode; inspector: PartInspector } | undefined;
+  #finished: Promise<{ name: string; verdict: PartVerdict } | undefined>[] = [];
+  #room: Promise<unknown> | undefined;
+
+  constructor(rules: AttachmentRules, depth: number) {
+    this.#splitter.on('data', (chunk: SplitterChunk) => {
+      if (chunk.type === 'node') {
+        this.#close();
+        const inspector = new PartInspector(chunk, rules, depth);
+        if (inspector.isAttachment) this.#current = { node: chunk, inspector };
+      } else if (chunk.type === 'body' && this.#current?.node === chunk.node) {
+        this.#current.inspector.push(chunk.value);
+      } else if (chunk.type === 'data') this.#close();
+    });
+    const events = this.#splitter as NodeJS.EventEmitter;
+    this.#done = new Promise((resolve) => {
+      events.on('end', resolve);
+      // An attached message we cannot parse is judged by what was seen up to there.
+      events.on('error', resolve);
+    });
+  }
+
+  push(bytes: Buffer): void {
+    if (!this.#splitter.write(bytes)) this.#room = new Promise((r) => (this.#splitter as NodeJS.EventEmitter).once('drain', r));
+  }
+
+  async room(): Promise<void> {
+    const room = this.#room;
+    this.#room = undefined;
+    await room;
+  }
+
+  async end(): Promise<{ name: string; verdict: PartVerdict } | undefined> {
+    this.#splitter.end();
+    await this.#done;
+    this.#close();
+    for (const result of await Promise.all(this.#finished)) if (result) return result;
+    return undefined;
+  }
+
+  #close(): void {
+    const current = this.#current;
+    this.#current = undefined;
+    if (!current) return;
+    const name = current.inspector.names[0]?.normalised || current.node.contentType || 'unnamed part';
+    this.#finished.push(current.inspector.end().then((verdict) => (verdict.rule ? { name, verdict } : undefined)));
+  }
+}
