@@ -1,17 +1,25 @@
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import { finished } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import type { Store } from '../storage/store.js';
 import { newMessageId } from '../storage/ids.js';
 import type { Envelope, MessageMeta, MessageSource } from '../storage/message-meta.js';
-import { runPipeline, stageOf, type PipelineLimits } from '../policy/pipeline.js';
+import { defaultPipelineLimits, runPipeline, stageOf, type PipelineLimits } from '../policy/pipeline.js';
 import type { Direction, MessageContext, Stage } from '../policy/stage.js';
+import { SpoolTee, storeSpool, type Spool } from '../policy/spool.js';
+import { unparsableFrom, type UnparsableMessage } from '../policy/unparsable.js';
+import { wrappingMessage } from '../policy/wrapping-message.js';
+import { defaultMimeLimits } from '../policy/mime-check.js';
+import { attachmentFileNames } from '../policy/summary.js';
+import { rawMasker, type MaskingStage } from '../policy/data-masking.js';
 import { errors, MailgateError } from './errors.js';
 
 /** What ingest needs from the running gateway. Stages are read per message so a policy reload applies to the next one. */
 export interface IngestDeps {
   store: Store;
   logger: Logger;
-  stages: () => readonly Stage[];
+  /** The stages for a message of this department (the partition's policy when none). */
+  stages: (department?: string) => readonly Stage[];
   limits?: PipelineLimits;
 }
 
@@ -23,6 +31,8 @@ export interface IngestRequest {
   department?: string;
   /** Refuse (552) a message whose bytes exceed this many. */
   maxSize?: number;
+  /** Domain of `unknown@<domain>`, the From of a wrapping message whose original has no valid From (Genesys `default_domain`). Default `localhost`. */
+  defaultDomain?: string;
 }
 
 /**
@@ -43,14 +53,23 @@ class SizeGuard extends Transform {
 
 /**
  * Takes one message from a byte stream through the policy pipeline into the store, and
- * resolves only once message and metadata are durable. Any failure rejects with an error
- * carrying an SMTP reply (4xx unless the message itself is at fault) and leaves nothing
- * visible in the store. The input is always read to its end, so an SMTP session can answer.
+ * resolves only once message and metadata are durable. The received bytes are teed into the
+ * spool; if the pipeline fails for any reason other than the store, the size limit or the
+ * client going away, a wrapping message with the original attached is stored instead (Genesys
+ * seed, "Handling Unparsable E-Mails"), so no message is lost because it could not be parsed.
+ * Any other failure rejects with an error carrying an SMTP reply (4xx unless the message
+ * itself is at fault) and leaves nothing visible in the store. The input is always read to its
+ * end, so an SMTP session can answer.
  */
 export async function ingestMessage(deps: IngestDeps, input: Readable, req: IngestRequest): Promise<MessageMeta> {
   const id = newMessageId();
   const receivedAt = new Date();
   const guard = new SizeGuard(req.maxSize ?? Number.POSITIVE_INFINITY);
+  const spool = storeSpool(deps.store);
+  const tee = new SpoolTee(spool);
+  // Resolves once every received byte is in the spool; rejects with the size limit or the client gone.
+  const spooled = finished(tee);
+  spooled.catch(() => {});
   // The input is piped rather than handed to pipeline(): pipeline would destroy it on a
   // failure, and an SMTP data stream must instead be drained so the session can reply.
   const onInputGone = () => {
@@ -58,9 +77,82 @@ export async function ingestMessage(deps: IngestDeps, input: Readable, req: Inge
   };
   input.once('close', onInputGone);
   input.once('error', (err) => guard.destroy(err));
-  input.pipe(guard);
+  guard.once('error', (err) => tee.destroy(err));
+  input.pipe(guard).pipe(tee);
 
-  const ctx: MessageContext = {
+  const ctx = messageContext(deps, req, id);
+  const log = ctx.log;
+  let writer = deps.store.createMessageWriter(id);
+  const base = { id, version: 1 as const, receivedAt: receivedAt.toISOString(), envelope: req.envelope, source: req.source };
+  const drain = () => {
+    input.unpipe(guard);
+    if (!input.readableEnded && !input.destroyed) input.resume();
+  };
+  const discard = async () => {
+    await writer.abort().catch((err: unknown) => log.error({ err }, 'could not discard a refused message from the store'));
+    await spool.discard().catch((err: unknown) => log.error({ err }, 'could not discard the spool of a refused message'));
+  };
+  try {
+    let failure: unknown;
+    let summary: Awaited<ReturnType<typeof runPipeline>> | undefined;
+    try {
+      summary = await runPipeline(tee.branch, ctx, deps.stages(req.department), writer, deps.limits);
+    } catch (err) {
+      failure = err;
+    }
+    if (summary) {
+      try {
+        await spooled;
+        // Before the commit: nothing unmasked may outlive the message's one durable write.
+        await spool.discard();
+        const meta: MessageMeta = {
+          ...base,
+          size: writer.bytesWritten,
+          receivedSize: guard.bytes,
+          ...summary,
+          _AttachmentFileNames: attachmentFileNames(summary.attachments),
+          findings: ctx.findings,
+          tags: [...ctx.tags],
+        };
+        await writer.commit(meta, ctx.commitOps);
+        return meta;
+      } catch (err) {
+        drain();
+        await discard();
+        throw err instanceof MailgateError ? err : errors.storeFailed(err);
+      }
+    }
+    if (!isWrappable(failure)) {
+      drain();
+      await discard();
+      if (failure instanceof MailgateError) throw failure;
+      throw errors.storeFailed(failure);
+    }
+
+    // The message itself could not be processed: store a wrapping message instead.
+    const unparsable = unparsableFrom(failure, stageOf(failure) ?? 'MIME splitter');
+    try {
+      await writer.abort();
+      await spooled;
+      writer = deps.store.createMessageWriter(id);
+      const meta = await storeWrapped(deps, req, writer, spool, unparsable, { ...base, receivedSize: guard.bytes });
+      log.warn({ reason: unparsable.reason, detail: unparsable.detail, err: failure, size: meta.receivedSize }, 'message could not be processed; stored a wrapping message with the original attached');
+      return meta;
+    } catch (wrapErr) {
+      drain();
+      await discard();
+      if (wrapErr instanceof MailgateError && (wrapErr.responseCode === 552 || wrapErr.responseCode === 421)) throw wrapErr;
+      // Never drop: the client keeps the message and tries again.
+      log.error({ err: wrapErr, reason: unparsable.reason }, 'could not store a wrapping message');
+      throw errors.pipelineFailed('wrapping', wrapErr);
+    }
+  } finally {
+    input.off('close', onInputGone);
+  }
+}
+
+function messageContext(deps: IngestDeps, req: IngestRequest, id: string): MessageContext {
+  return {
     id,
     envelope: req.envelope,
     source: req.source,
@@ -73,37 +165,84 @@ export async function ingestMessage(deps: IngestDeps, input: Readable, req: Inge
     store: deps.store,
     commitOps: [],
   };
-  const writer = deps.store.createMessageWriter(id);
+}
+
+/**
+ * Whether a pipeline failure is the message's own (wrap it) rather than ours or the client's:
+ * not the size limit (552), not the client going away or a shutdown (421), not the store (a
+ * store or LevelDB error, from the writer, the spool or a stage that writes, e.g. quarantine).
+ */
+function isWrappable(err: unknown): boolean {
+  if (err instanceof MailgateError) {
+    return !(err.responseCode === 552 || err.responseCode === 421 || err.code.startsWith('STORE_'));
+  }
+  return !isStoreError(err);
+}
+
+function isStoreError(err: unknown): boolean {
+  for (let e = err, depth = 0; typeof e === 'object' && e !== null && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && code.startsWith('LEVEL_')) return true;
+  }
+  return false;
+}
+
+/**
+ * Writes the wrapping message for `unparsable` from the spool through `writer` (no policy
+ * stage runs on it: they are what failed) and commits it. The spool is removed first, so that
+ * nothing unmasked outlives the commit.
+ */
+async function storeWrapped(
+  deps: IngestDeps,
+  req: IngestRequest,
+  writer: ReturnType<Store['createMessageWriter']>,
+  spool: Spool,
+  unparsable: UnparsableMessage,
+  base: Pick<MessageMeta, 'id' | 'version' | 'receivedAt' | 'envelope' | 'source' | 'receivedSize'>,
+): Promise<MessageMeta> {
+  const wrapCtx = messageContext(deps, req, base.id);
+  const limits = { maxHeaderSize: deps.limits?.maxHeadSize ?? defaultPipelineLimits.maxHeadSize, maxHeaderLine: defaultMimeLimits.maxHeaderLine };
+  // Masking promises nothing unmasked is stored; where it is on, that wins over "byte for
+  // byte" and the attached original is masked as raw text (it cannot be parsed).
+  const direction = req.direction ?? 'inbound';
+  const masking = deps.stages(req.department).find((s): s is MaskingStage => s.name === 'masking' && 'policy' in s);
+  let counts: Record<string, number> = {};
+  const original = () => {
+    counts = {}; // the wrapper reads the original twice (header, then whole): count the last pass
+    const raw = spool.open();
+    const masker = masking && rawMasker(masking.policy, direction, counts);
+    return masker ? raw.pipe(masker) : raw;
+  };
+  const wrapper = wrappingMessage({ failure: unparsable, original, defaultDomain: req.defaultDomain ?? 'localhost', limits });
+  let summary: Awaited<ReturnType<typeof runPipeline>>;
   try {
-    const summary = await runPipeline(guard, ctx, deps.stages(), writer, deps.limits);
+    summary = await runPipeline(wrapper, wrapCtx, [], writer, deps.limits);
+  } catch (err) {
+    throw isStoreError(err) ? errors.storeFailed(err) : err;
+  }
+  try {
+    await spool.discard();
     const meta: MessageMeta = {
-      id,
-      version: 1,
-      receivedAt: receivedAt.toISOString(),
+      ...base,
       size: writer.bytesWritten,
-      receivedSize: guard.bytes,
-      envelope: req.envelope,
-      source: req.source,
       ...summary,
-      _AttachmentFileNames: summary.attachments.map((a) => a.fileName),
-      findings: ctx.findings,
-      tags: [...ctx.tags],
+      _AttachmentFileNames: attachmentFileNames(summary.attachments),
+      _WrappingMessageReason: `${unparsable.reason}: ${unparsable.detail}`,
+      findings: {
+        wrapping: {
+          summary: [`Stored as a wrapping message with the original attached: ${unparsable.detail}.`],
+          reason: unparsable.reason,
+          detail: unparsable.detail,
+        },
+        ...(Object.keys(counts).length
+          ? { masking: { summary: [`Masked the attached original as raw text, since it could not be parsed: ${Object.entries(counts).map(([k, v]) => `${k} ${v}`).join(', ')}.`], masked: counts, raw: true } }
+          : {}),
+      },
+      tags: ['wrapped'],
     };
-    try {
-      await writer.commit(meta, ctx.commitOps);
-    } catch (err) {
-      throw errors.storeFailed(err);
-    }
+    await writer.commit(meta);
     return meta;
   } catch (err) {
-    input.unpipe(guard);
-    if (!input.readableEnded && !input.destroyed) input.resume();
-    await writer.abort().catch((abortErr: unknown) => ctx.log.error({ err: abortErr }, 'could not discard a refused message from the store'));
-    if (err instanceof MailgateError) throw err;
-    if (writer.errored === err) throw errors.storeFailed(err);
-    // Not the store and not a stage: the MIME splitter refused the message.
-    throw errors.pipelineFailed(stageOf(err) ?? 'MIME parsing', err);
-  } finally {
-    input.off('close', onInputGone);
+    throw errors.storeFailed(err);
   }
 }

@@ -63,6 +63,13 @@ export interface MessageMeta {
   _AttachmentFileNames: string[];
   /** Details of the attachments. */
   attachments: AttachmentInfo[];
+  /**
+   * Set when the message as received could not be processed and a wrapping message (the
+   * original attached byte for byte) was stored in its place: the reason code, a colon and what
+   * exactly was wrong, e.g. `header_nul: The message header has a NUL byte at offset 12`. The
+   * codes are listed in policy/unparsable.ts (Genesys `_WrappingMessageReason`).
+   */
+  _WrappingMessageReason?: string;
   /** What each pipeline stage found and did, by stage name. */
   findings: Record<string, { summary: string[]; [detail: string]: unknown }>;
   /** Labels set by stages, e.g. `email-permanent-undeliverable`. */

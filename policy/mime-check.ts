@@ -1,0 +1,267 @@
+/**
+ * The checks that decide whether a message can be parsed, done on mailsplit chunks as they
+ * stream past: header sections when a node arrives, multipart structure at the end. Nothing
+ * is buffered beyond what mailsplit already holds (one header section at a time).
+ */
+import { Transform, type TransformCallback } from 'node:stream';
+import libmime from 'libmime';
+import type { MimeNode, SplitterChunk } from '@zone-eu/mailsplit';
+import type { MessageContext } from './stage.js';
+import { printable, unparsableReasons, UnparsableMessage } from './unparsable.js';
+
+/** The limits a message must stay within to count as parsable. */
+export interface MimeLimits {
+  /** Largest header section of one MIME node, in bytes. */
+  maxHeaderSize: number;
+  /** Longest header line in octets, line end excluded (RFC 5322 2.1.1: 998). */
+  maxHeaderLine: number;
+  /** Most MIME parts below the top-level message. */
+  maxParts: number;
+  /** Deepest nesting of MIME parts; the message itself is depth 0. */
+  maxDepth: number;
+}
+
+/** Defaults: mailsplit's maxHeadSize, RFC 5322's line limit, mailsplit/Haraka's 1000 parts. */
+export const defaultMimeLimits: Readonly<MimeLimits> = { maxHeaderSize: 1024 * 1024, maxHeaderLine: 998, maxParts: 1000, maxDepth: 50 };
+
+/** Subject markers that make a message fail on purpose (Emplifi seed: PCEmail Quarantine Test). */
+export const quarantineTestMarkers = ['[mailgate quarantine test message]', '[pcemail quarantine test message]'] as const;
+
+// RFC 5322 3.6.8 field name (printable ASCII but ':'); obs-field allows blanks before the colon.
+const FIELD_LINE = /^[\x21-\x39\x3b-\x7e]+[ \t]*:/;
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * What is wrong with one raw header section, or undefined when nothing is. `where` names it for
+ * the admin ("the message header", "the header of part 1.2"); with `root` the first line may be
+ * an mbox `From ` line. A section without its empty line is fine if every line is a field: the
+ * body is optional (RFC 5322 3.5), and a part may end right after its header.
+ */
+export function headerProblem(raw: Buffer, limits: Pick<MimeLimits, 'maxHeaderSize' | 'maxHeaderLine'>, where: string, root = true): UnparsableMessage | undefined {
+  if (raw.length > limits.maxHeaderSize) {
+    return new UnparsableMessage('header_too_large', `${cap(where)} is ${raw.length} bytes, over the limit of ${limits.maxHeaderSize}`);
+  }
+  const nul = raw.indexOf(0);
+  if (nul >= 0) return new UnparsableMessage('header_nul', `${cap(where)} has a NUL byte at offset ${nul}`);
+  if (hasHighBytes(raw)) {
+    try {
+      utf8.decode(raw);
+    } catch {
+      return new UnparsableMessage('header_undecodable', `${cap(where)} has bytes that are neither ASCII nor UTF-8`);
+    }
+  }
+  let lineNo = 0;
+  let start = 0;
+  while (start < raw.length) {
+    let end = raw.indexOf(0x0a, start);
+    const next = end < 0 ? raw.length : end + 1;
+    if (end < 0) end = raw.length;
+    const contentEnd = end > start && raw[end - 1] === 0x0d ? end - 1 : end;
+    lineNo++;
+    const length = contentEnd - start;
+    if (length > limits.maxHeaderLine) {
+      return new UnparsableMessage('header_line_too_long', `Line ${lineNo} of ${where} is ${length} octets, over the limit of ${limits.maxHeaderLine}`);
+    }
+    if (length === 0) break; // the empty line that ends the section
+    const first = raw[start];
+    if (first !== 0x20 && first !== 0x09) {
+      const line = raw.toString('latin1', start, Math.min(contentEnd, start + 200));
+      const mbox = root && lineNo === 1 && line.startsWith('From ');
+      if (!mbox && !FIELD_LINE.test(line)) {
+        return new UnparsableMessage(
+          'header_no_end',
+          `Line ${lineNo} of ${where} is not a header field (${JSON.stringify(printable(line, 60))}): the empty line that ends the header section is missing`,
+        );
+      }
+    }
+    start = next;
+  }
+  return undefined;
+}
+
+/** The quarantine test marker in a (raw) Subject value, or undefined. */
+export function quarantineMarker(subject: string): string | undefined {
+  let text = subject;
+  try {
+    text = libmime.decodeWords(subject);
+  } catch {
+    // an undecodable word: look at the raw text
+  }
+  const lower = text.toLowerCase();
+  return quarantineTestMarkers.find((m) => lower.includes(m));
+}
+
+interface MultipartState {
+  node: MimeNode;
+  /** Where it is, for the admin ("part 1.2"). */
+  where: string;
+  closing: Buffer;
+  parts: number;
+  closed: boolean;
+}
+
+/** Counts of what the checker saw, for the findings of a message that passed. */
+export interface MimeCheckResult {
+  parts: number;
+  depth: number;
+}
+
+/**
+ * Passes mailsplit chunks through unchanged and fails with UnparsableMessage as soon as one of
+ * the checks fails: header sections when their node arrives, the part count and depth per node,
+ * multipart boundaries at the end. Runs first, so it sees the headers exactly as received.
+ */
+export class MimeChecker extends Transform {
+  readonly result: MimeCheckResult = { parts: 0, depth: 0 };
+  readonly #limits: MimeLimits;
+  readonly #quarantineTest: boolean;
+  readonly #wrapUnterminated: boolean;
+  readonly #depth = new WeakMap<object, number>();
+  readonly #names = new WeakMap<object, string>();
+  readonly #multiparts = new Map<object, MultipartState>();
+  /** The part the last opening delimiter announced, until its node arrives. */
+  #announced: MimeNode | undefined;
+  /** Set by the stage to record findings: called once, with the failure or with none when the message passed. */
+  onDone?: (failure?: UnparsableMessage) => void;
+
+  constructor(limits: MimeLimits, opts: { quarantineTest: boolean; wrapUnterminated: boolean }) {
+    super({ objectMode: true });
+    this.#limits = limits;
+    this.#quarantineTest = opts.quarantineTest;
+    this.#wrapUnterminated = opts.wrapUnterminated;
+  }
+
+  override _transform(chunk: SplitterChunk, _enc: BufferEncoding, done: TransformCallback): void {
+    try {
+      if (chunk.type === 'node') this.#onNode(chunk);
+      else if (chunk.type === 'data') this.#onData(chunk.node, chunk.value);
+    } catch (err) {
+      return done(this.#fail(err));
+    }
+    done(null, chunk);
+  }
+
+  override _flush(done: TransformCallback): void {
+    for (const state of this.#multiparts.values()) {
+      if (state.closed || (state.parts > 0 && !this.#wrapUnterminated)) continue;
+      const boundary = JSON.stringify(printable(state.closing.subarray(2, -2).toString('latin1'), 80));
+      const err = state.parts === 0
+        ? new UnparsableMessage('boundary_missing', `The boundary ${boundary} of ${state.where} never appears in its body`)
+        : new UnparsableMessage('boundary_unterminated', `The multipart ${state.where} never reaches its closing boundary ${boundary} (${state.parts} part(s) seen)`);
+      return done(this.#fail(err));
+    }
+    this.onDone?.();
+    done();
+  }
+
+  #fail(err: unknown): Error {
+    const failure = err instanceof UnparsableMessage ? err : new UnparsableMessage('parser_exception', `the wrapping checks failed: ${String(err)}`, { cause: err });
+    this.onDone?.(failure);
+    return failure;
+  }
+
+  #onNode(node: MimeNode): void {
+    const parent = node.parentNode || undefined;
+    const depth = parent ? (this.#depth.get(parent) ?? 0) + 1 : 0;
+    this.#depth.set(node, depth);
+    const where = this.#nameOf(node, parent);
+    if (parent) {
+      this.result.parts++;
+      if (this.result.parts > this.#limits.maxParts) {
+        throw new UnparsableMessage('too_many_parts', `The message has more than ${this.#limits.maxParts} MIME parts`);
+      }
+      const owner = this.#multiparts.get(parent);
+      if (owner) owner.parts++;
+    }
+    if (depth > this.result.depth) this.result.depth = depth;
+    if (depth > this.#limits.maxDepth) {
+      throw new UnparsableMessage('nesting_too_deep', `${cap(where)} is nested ${depth} deep, over the limit of ${this.#limits.maxDepth}`);
+    }
+    const raw = node.getHeaders();
+    const isMessage = !parent;
+    const problem = headerProblem(raw, this.#limits, isMessage ? 'the message header' : `the header of ${where}`, isMessage);
+    // A header section that runs to the end of the input is fine when every line is a field
+    // (RFC 5322 3.5: the body is optional); the field check is what catches a missing end.
+    if (problem) throw problem;
+    if (node.multipart) {
+      if (!node._boundary) {
+        throw new UnparsableMessage('boundary_missing', `${cap(where)} is multipart/${printable(node.multipart, 40)} without a usable boundary parameter`);
+      }
+      this.#multiparts.set(node, { node, where, closing: Buffer.concat([Buffer.from('--'), node._boundary, Buffer.from('--')]), parts: 0, closed: false });
+    }
+    if (isMessage && this.#quarantineTest && node.headers) {
+      const marker = quarantineMarker(node.headers.getFirst('subject'));
+      if (marker) throw new UnparsableMessage('quarantine_test', `The subject holds the quarantine test marker ${marker}; the message is wrapped on purpose`);
+    }
+  }
+
+  // A closing delimiter is reported as a `data` chunk of the multipart it closes (mailsplit
+  // attributes delimiter lines to the multipart whose boundary matched). A delimiter that opens
+  // a part comes as a `data` chunk of the new part, before that part's node.
+  #onData(node: MimeNode, value: Buffer | undefined): void {
+    if (!this.#depth.has(node)) {
+      // mailsplit 5.4 drops a part whose header is cut off by the next delimiter (no empty
+      // line between them): its node never arrives, and its header bytes would be lost.
+      const announced = this.#announced;
+      if (announced && announced !== node && !this.#depth.has(announced) && announced._headerlen > 0) {
+        const parent = announced.parentNode || undefined;
+        const where = parent ? this.#multiparts.get(parent)?.where ?? 'the message' : 'the message';
+        throw new UnparsableMessage('header_no_end', `A part of ${where} has a header with no end: a boundary line follows it directly`);
+      }
+      this.#announced = node;
+      return;
+    }
+    const state = this.#multiparts.get(node);
+    if (!state || state.closed || !value) return;
+    for (let at = value.indexOf(state.closing); at >= 0; at = value.indexOf(state.closing, at + 1)) {
+      if (at > 0 && value[at - 1] !== 0x0a && value[at - 1] !== 0x0d) continue;
+      let i = at + state.closing.length;
+      while (i < value.length && (value[i] === 0x20 || value[i] === 0x09)) i++;
+      if (i === value.length || value[i] === 0x0d || value[i] === 0x0a) {
+        state.closed = true;
+        return;
+      }
+    }
+  }
+
+  // IMAP-style part numbers ("part 1.2"), so an admin can find the part in a mail client.
+  #nameOf(node: MimeNode, parent: MimeNode | undefined): string {
+    if (!parent) {
+      this.#names.set(node, '');
+      return 'the message';
+    }
+    const base = this.#names.get(parent) ?? '';
+    const state = this.#multiparts.get(parent);
+    const index = state ? state.parts + 1 : 1;
+    const name = parent.multipart ? (base ? `${base}.${index}` : String(index)) : base || '1';
+    this.#names.set(node, name);
+    return `part ${name}`;
+  }
+}
+
+function hasHighBytes(raw: Buffer): boolean {
+  for (let i = 0; i < raw.length; i++) if (raw[i]! >= 0x80) return true;
+  return false;
+}
+
+function cap(text: string): string {
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
+/** The findings of the wrapping stage, for a message that passed or one that failed. */
+export function wrappingFindings(ctx: MessageContext, result: MimeCheckResult, failure?: UnparsableMessage): void {
+  if (failure) {
+    const outcome = ctx.dryRun ? 'would be stored as a wrapping message' : 'is stored as a wrapping message';
+    ctx.findings.wrapping = {
+      summary: [`The message cannot be processed: ${unparsableReasons[failure.reason]} (${failure.reason}). ${failure.detail}. It ${outcome} with the original attached.`],
+      reason: failure.reason,
+      detail: failure.detail,
+    };
+    return;
+  }
+  ctx.findings.wrapping = {
+    summary: [`The message parsed cleanly: ${result.parts} MIME part(s), nested ${result.depth} deep.`],
+    parts: result.parts,
+    depth: result.depth,
+  };
+}

@@ -1,0 +1,187 @@
+/**
+ * The wrapping message (Genesys seed, "Handling Unparsable E-Mails"): the original's header,
+ * a short text that says what went wrong, and the original attached byte for byte. Built as a
+ * stream from a reopenable source (the spool, or the file `policy test` reads), so the
+ * original is never held in memory.
+ *
+ * The original is attached as `application/octet-stream` named `original-message.eml`, base64
+ * encoded, rather than as `message/rfc822`: RFC 2046 5.2.1 allows only 7bit, 8bit or binary
+ * for message/rfc822, and only base64 carries every byte of a broken message (NUL, bare CR,
+ * overlong lines) through any later hop intact. It also keeps mail clients and our own stages
+ * from parsing, inline, the very message that could not be parsed; an agent opens the .eml
+ * in a mail client when needed.
+ */
+import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { Headers } from '@zone-eu/mailsplit';
+import addressparser from 'nodemailer/lib/addressparser';
+import { defaultMimeLimits, headerProblem, type MimeLimits } from './mime-check.js';
+import { printable, unparsableReasons, type UnparsableReason } from './unparsable.js';
+
+/** What {@link wrappingMessage} needs. */
+export interface WrappingMessageOptions {
+  /** Why the original is wrapped. */
+  failure: { reason: UnparsableReason; detail: string };
+  /**
+   * Opens the original bytes from their first byte, as received. Called twice: once for the
+   * header (the stream is destroyed once the header is read), once for the attachment.
+   */
+  original: () => Readable;
+  /** Domain for `From: unknown@<domain>` when the original From is not a valid address (Genesys `default_domain`). */
+  defaultDomain: string;
+  /** When the original header counts as parsable enough to copy; defaults as the stage's. */
+  limits?: Pick<MimeLimits, 'maxHeaderSize' | 'maxHeaderLine'>;
+  /** The Date of a wrapping message whose original header could not be read. */
+  now?: Date;
+}
+
+/** Name of the attached original. */
+export const ORIGINAL_FILE_NAME = 'original-message.eml';
+const CRLF = '\r\n';
+// Base64 line of 76 characters (RFC 2045 6.8) = 57 input bytes.
+const BASE64_LINE_BYTES = 57;
+
+/**
+ * The wrapping message as a stream of bytes (CRLF line ends). Headers of the original are
+ * copied when its header section passes the same checks the wrapping stage makes, except
+ * those that describe the body (`Content-*`, `MIME-Version`), which would contradict the
+ * wrapper's own. Otherwise the subject is `Unknown subject`; either way, a From that is not a
+ * valid address becomes `unknown@<defaultDomain>`.
+ */
+export function wrappingMessage(opts: WrappingMessageOptions): Readable {
+  const limits = opts.limits ?? defaultMimeLimits;
+  const boundary = `mailgate-wrap-${randomBytes(12).toString('hex')}`;
+  async function* bytes(): AsyncGenerator<Buffer> {
+    const header = await readHeaderBlock(opts.original(), limits.maxHeaderSize);
+    const copied = header && !headerProblem(header, limits, 'the message header') ? copiedHeaderLines(header) : undefined;
+    const lines: string[] = [];
+    if (copied) {
+      lines.push(...copied.lines);
+      if (!copied.validFrom) lines.unshift(`From: unknown@${opts.defaultDomain}`);
+    } else {
+      lines.push(
+        `From: unknown@${opts.defaultDomain}`,
+        'Subject: Unknown subject',
+        `Date: ${(opts.now ?? new Date()).toUTCString().replace('GMT', '+0000')}`,
+        `Message-ID: <wrapped.${randomBytes(8).toString('hex')}@${opts.defaultDomain}>`,
+      );
+    }
+    lines.push(
+      `X-Mailgate-Wrapped: ${opts.failure.reason}`,
+      'MIME-Version: 1.0',
+      `Content-Type: multipart/mixed; boundary="${boundary}"`,
+    );
+    yield Buffer.from(lines.join(CRLF) + CRLF + CRLF, 'latin1');
+    yield Buffer.from(
+      [
+        'This is a wrapping message in MIME format: the original message is attached.',
+        '',
+        `--${boundary}`,
+        'Content-Type: text/plain; charset=us-ascii',
+        'Content-Transfer-Encoding: 7bit',
+        '',
+        ...explanation(opts.failure),
+        `--${boundary}`,
+        `Content-Type: application/octet-stream; name="${ORIGINAL_FILE_NAME}"`,
+        `Content-Disposition: attachment; filename="${ORIGINAL_FILE_NAME}"`,
+        'Content-Description: Original Incoming Email',
+        'Content-Transfer-Encoding: base64',
+        '',
+        '',
+      ].join(CRLF),
+      'latin1',
+    );
+    yield* base64Lines(opts.original());
+    yield Buffer.from(`--${boundary}--${CRLF}`, 'latin1');
+  }
+  return Readable.from(bytes(), { objectMode: false });
+}
+
+/** The text part: the Genesys sentence, the reason, and where the original is. */
+function explanation(failure: { reason: UnparsableReason; detail: string }): string[] {
+  return [
+    `Error encountered during preprocessing of this message: ${unparsableReasons[failure.reason]} [${failure.reason}].`,
+    printable(failure.detail, 600),
+    '',
+    'Original Incoming Email is attached to this Email.',
+    '',
+  ];
+}
+
+/**
+ * The header section at the start of `input`, up to and including the empty line that ends
+ * it (or all of the input when it has none); undefined when it is longer than `limit`. The
+ * stream is destroyed once the header is read.
+ */
+export async function readHeaderBlock(input: Readable, limit: number): Promise<Buffer | undefined> {
+  let held = Buffer.alloc(0);
+  try {
+    for await (const chunk of input as AsyncIterable<Buffer>) {
+      const from = Math.max(0, held.length - 3);
+      held = Buffer.concat([held, chunk]);
+      const end = headerEnd(held, from);
+      if (end >= 0) return end > limit ? undefined : held.subarray(0, end);
+      if (held.length > limit) return undefined;
+    }
+    return held;
+  } finally {
+    input.destroy();
+  }
+}
+
+/** Offset just after the empty line ending a header section, searching from `from`; -1 if none yet. */
+function headerEnd(buf: Buffer, from: number): number {
+  // An empty header: the message starts with its empty line.
+  if (from === 0 && (buf[0] === 0x0a || (buf[0] === 0x0d && buf[1] === 0x0a))) return buf[0] === 0x0a ? 1 : 2;
+  for (let i = buf.indexOf(0x0a, from); i >= 0 && i + 1 < buf.length; i = buf.indexOf(0x0a, i + 1)) {
+    if (buf[i + 1] === 0x0a) return i + 2;
+    if (buf[i + 1] === 0x0d && buf[i + 2] === 0x0a) return i + 3;
+  }
+  return -1;
+}
+
+/** Header lines of the original worth copying, folded with CRLF, and whether its From is a valid address. */
+function copiedHeaderLines(raw: Buffer): { lines: string[]; validFrom: boolean } {
+  const headers = new Headers(raw);
+  const lines: string[] = [];
+  let validFrom = false;
+  let sawFrom = false;
+  for (const { key, line } of headers.getList()) {
+    if (!key || key.startsWith('content-') || key === 'mime-version') continue;
+    if (key === 'from') {
+      // Only the first From counts (RFC 5322 3.6: exactly one); an invalid one is replaced.
+      if (sawFrom || !isValidFrom(line)) continue;
+      sawFrom = validFrom = true;
+    }
+    lines.push(line.replace(/\r?\n/g, CRLF));
+  }
+  return { lines, validFrom };
+}
+
+const ADDRESS = /^[^\s@<>()",;:]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$/;
+
+/** Whether a `From:` line names at least one mailbox and every mailbox it names is an address. */
+function isValidFrom(line: string): boolean {
+  const value = Buffer.from(line, 'latin1').toString('utf8');
+  const entries = addressparser(value.slice(value.indexOf(':') + 1), { flatten: true });
+  if (entries.length === 0) return false;
+  return entries.every((e) => 'address' in e && typeof e.address === 'string' && ADDRESS.test(e.address));
+}
+
+/** The bytes of `input` in base64, 76 characters a line, CRLF line ends; streams in constant memory. */
+export async function* base64Lines(input: Readable): AsyncGenerator<Buffer> {
+  let rest = Buffer.alloc(0);
+  for await (const chunk of input as AsyncIterable<Buffer>) {
+    const data = rest.length ? Buffer.concat([rest, chunk]) : chunk;
+    const whole = data.length - (data.length % BASE64_LINE_BYTES);
+    if (whole > 0) yield encodeLines(data.subarray(0, whole));
+    rest = Buffer.from(data.subarray(whole));
+  }
+  if (rest.length) yield encodeLines(rest);
+}
+
+function encodeLines(data: Buffer): Buffer {
+  const out: string[] = [];
+  for (let i = 0; i < data.length; i += BASE64_LINE_BYTES) out.push(data.toString('base64', i, Math.min(i + BASE64_LINE_BYTES, data.length)));
+  return Buffer.from(out.join(CRLF) + CRLF, 'latin1');
+}

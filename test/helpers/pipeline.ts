@@ -1,0 +1,84 @@
+import { createReadStream } from 'node:fs';
+import { Readable, Transform, Writable } from 'node:stream';
+import { runPipeline, type PipelineLimits } from '../../policy/pipeline.js';
+import type { Direction, MessageContext, Stage } from '../../policy/stage.js';
+import type { MessageSummary } from '../../policy/summary.js';
+import type { Envelope } from '../../storage/message-meta.js';
+import { silentLogger } from '../../gateway/logger.js';
+
+/** Options for {@link runStages} and {@link dryRunContext}. */
+export interface StageRunOptions {
+  department?: string;
+  direction?: Direction;
+  envelope?: Envelope;
+  /** Splitter limits; default as the gateway's. */
+  limits?: PipelineLimits;
+}
+
+/** What running stages on one message gave. */
+export interface StageRun {
+  /** The bytes the store would get (as far as the pipeline got before an error). */
+  output: Buffer;
+  /** The context the stages saw: findings, tags, commitOps. */
+  ctx: MessageContext;
+  /** Header summary of the output; absent when the pipeline failed. */
+  summary?: MessageSummary;
+  /** What the pipeline failed with, if it did. */
+  error?: unknown;
+}
+
+/** A hand-made context for a dry run (no store), as `mailgate policy test` uses. */
+export function dryRunContext(opts: StageRunOptions = {}): MessageContext {
+  return {
+    id: 'dry-run',
+    envelope: opts.envelope ?? { mailFrom: 'sender@example.org', rcptTo: ['support@example.com'] },
+    source: { kind: 'cli' },
+    direction: opts.direction ?? 'inbound',
+    ...(opts.department ? { department: opts.department } : {}),
+    findings: {},
+    tags: new Set(),
+    log: silentLogger(),
+    dryRun: true,
+    commitOps: [],
+  };
+}
+
+/**
+ * Runs `stages` on one message in a dry run: `input` is a file path (a string) or the bytes
+ * themselves. Never throws for a pipeline failure: it comes back as `error`, next to what the
+ * stages recorded, so a test can assert on both.
+ */
+export async function runStages(input: string | Buffer, stages: readonly Stage[], opts: StageRunOptions = {}): Promise<StageRun> {
+  const ctx = dryRunContext(opts);
+  const parts: Buffer[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      parts.push(chunk);
+      done();
+    },
+  });
+  const source = typeof input === 'string' ? createReadStream(input) : Readable.from([input]);
+  try {
+    const summary = await runPipeline(source, ctx, stages, sink, opts.limits);
+    return { output: Buffer.concat(parts), ctx, summary };
+  } catch (error) {
+    return { output: Buffer.concat(parts), ctx, error };
+  }
+}
+
+/** A stage that fails after passing a few chunks, as a buggy stage would. */
+export function failingStage(afterChunks = 2, name = 'flaky'): Stage {
+  return {
+    name,
+    create() {
+      let seen = 0;
+      return new Transform({
+        objectMode: true,
+        transform(chunk, _enc, done) {
+          if (++seen > afterChunks) return done(new TypeError('Cannot read properties of undefined (reading "charset")'));
+          done(null, chunk);
+        },
+      });
+    },
+  };
+}
