@@ -4,6 +4,8 @@ import { ConfigError } from './config/load.js';
 import { serveCommand } from './commands/serve.js';
 import { messagesCommand } from './commands/messages.js';
 import { configCommand } from './commands/config.js';
+import { quarantineCommand } from './commands/quarantine.js';
+import { policyCommand } from './commands/policy.js';
 import { UsageError } from './commands/common.js';
 
 /** Exit codes, as Unix tools use them: 0 ok, 1 runtime failure, 2 usage or configuration error. */
@@ -20,6 +22,8 @@ const program = new Command('mailgate')
 program.addCommand(serveCommand());
 program.addCommand(messagesCommand());
 program.addCommand(configCommand());
+program.addCommand(quarantineCommand());
+program.addCommand(policyCommand());
 // Commands built with `new Command()` don't inherit these settings, so apply them to the whole tree.
 (function inherit(cmd: Command) {
   for (const sub of cmd.commands) {

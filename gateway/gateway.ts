@@ -4,38 +4,67 @@ import type { Store } from '../storage/store.js';
 import type { Stage } from '../policy/stage.js';
 import { startSmtpListener, type SmtpListener } from './smtp-listener.js';
 import { startControlServer } from './control.js';
+import { PolicySet, policySources } from '../policy/policy-set.js';
+import { watchPolicies } from '../policy/policy-watcher.js';
+import { Metrics, startMetricsServer } from './metrics.js';
+import { parseListenAddress } from './config/schema.js';
 
 /** Everything a gateway needs, passed in so tests can run several side by side. */
 export interface GatewayDeps {
   config: Config;
   store: Store;
   logger: Logger;
-  /** The policy stages for the next message; defaults to none. */
-  stages?: () => readonly Stage[];
+  /**
+   * The policy stages for the next message of a department. Default: built from the policy
+   * files the config names, reloaded when they change.
+   */
+  stages?: (department?: string) => readonly Stage[];
 }
 
 /** A running gateway. */
 export interface Gateway {
   readonly smtp: SmtpListener;
+  readonly metrics: Metrics;
+  /** Port of the metrics server, when `[metrics] listen` is set. */
+  readonly metricsPort?: number;
   /** Stops listening, lets messages in progress finish, and closes the control socket. The store stays open for the caller to close. */
   stop(): Promise<void>;
 }
 
 export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
   const { config, store, logger } = deps;
-  const stages = deps.stages ?? (() => []);
+  // An invalid policy file at start is a config error (there is no last good policy yet).
+  const metrics = new Metrics();
+  let policy = deps.stages ? undefined : PolicySet.load(policySources(config));
+  const watcher =
+    policy &&
+    watchPolicies(policy, logger, (next, result) => {
+      metrics.inc('mailgate_policy_reloads_total', { result });
+      if (next) policy = next;
+    });
+  const stages = deps.stages ?? ((department?: string) => policy!.stagesFor(department));
   const control = await startControlServer(store, config.data_dir, logger);
-  let smtp: SmtpListener;
+  let smtp: SmtpListener | undefined;
+  let metricsServer: Awaited<ReturnType<typeof startMetricsServer>> | undefined;
   try {
-    smtp = await startSmtpListener(config, { store, logger, stages });
+    smtp = await startSmtpListener(config, { store, logger, stages }, metrics);
+    const at = config.metrics.listen ? parseListenAddress(config.metrics.listen) : undefined;
+    if (at) metricsServer = await startMetricsServer(metrics, at.host, at.port);
   } catch (err) {
+    watcher?.close();
+    await smtp?.close();
     await control.close();
     throw err;
   }
+  const listener = smtp;
   return {
-    smtp,
+    smtp: listener,
+    metrics,
+    ...(metricsServer ? { metricsPort: metricsServer.port } : {}),
     async stop() {
-      await smtp.close();
+      watcher?.close();
+      await metricsServer?.close();
+      await listener.close();
       await control.close();
     },
   };

@@ -6,6 +6,7 @@ import { isLoopbackHost, parseListenAddress, type Config } from './config/schema
 import { verifyPassword } from './config/password.js';
 import { errors, MailgateError } from './errors.js';
 import { ingestMessage, type IngestDeps } from './ingest.js';
+import { Metrics } from './metrics.js';
 
 /** A running SMTP listener: one smtp-server per configured address. */
 export interface SmtpListener {
@@ -32,6 +33,26 @@ export function recipientAcceptor(config: Config): (address: string) => boolean 
   };
 }
 
+/**
+ * The alias a message is for: the first recipient that is an alias address or one of its
+ * redirection addresses (Cisco guide: mail redirected from other addresses belongs to the
+ * alias). Its department selects the policy.
+ */
+export function aliasResolver(config: Config): (recipients: readonly string[]) => Config['alias'][number] | undefined {
+  const byAddress = new Map<string, Config['alias'][number]>();
+  for (const alias of config.alias) {
+    byAddress.set(alias.address.toLowerCase(), alias);
+    for (const r of alias.redirection_addresses) if (!byAddress.has(r.toLowerCase())) byAddress.set(r.toLowerCase(), alias);
+  }
+  return (recipients) => {
+    for (const r of recipients) {
+      const alias = byAddress.get(r.toLowerCase());
+      if (alias) return alias;
+    }
+    return undefined;
+  };
+}
+
 /** The reverse DNS lookup smtp-server does per connection, with our own (short) timeout. */
 function reverseResolver(timeoutMs: number): SMTPServerOptions['resolver'] {
   const resolver = new Resolver({ timeout: timeoutMs, tries: 1 });
@@ -47,9 +68,10 @@ function remoteIsLoopback(session: SMTPServerSession): boolean {
 }
 
 /** Builds the smtp-server options shared by every listen address. */
-function serverOptions(config: Config, deps: IngestDeps, inFlight: Set<Promise<unknown>>): SMTPServerOptions {
+function serverOptions(config: Config, deps: IngestDeps, inFlight: Set<Promise<unknown>>, metrics: Metrics): SMTPServerOptions {
   const smtp = config.smtp;
   const accepts = recipientAcceptor(config);
+  const aliasFor = aliasResolver(config);
   const users = new Map(smtp.user.map((u) => [u.name, u.password_hash]));
   const disabled: string[] = [];
   if (!smtp.tls) disabled.push('STARTTLS'); // no certificate: don't offer TLS we cannot do properly
@@ -106,15 +128,17 @@ function serverOptions(config: Config, deps: IngestDeps, inFlight: Set<Promise<u
         mailFrom: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
         rcptTo: session.envelope.rcptTo.map((r) => r.address),
       };
+      const alias = aliasFor(envelope.rcptTo);
       const source = {
         kind: 'smtp' as const,
+        ...(alias ? { alias: alias.name } : {}),
         remoteAddress: session.remoteAddress,
         ...(session.clientHostname && session.clientHostname !== `[${session.remoteAddress}]` ? { clientHostname: session.clientHostname } : {}),
         ...(session.hostNameAppearsAs ? { helo: session.hostNameAppearsAs } : {}),
         ...(typeof session.user === 'string' ? { user: session.user } : {}),
         secure: session.secure,
       };
-      const ingest = ingestMessage(deps, stream, { envelope, source, maxSize: smtp.max_message_size });
+      const ingest = ingestMessage(deps, stream, { envelope, source, maxSize: smtp.max_message_size, defaultDomain: config.partition.default_domain, ...(alias?.department ? { department: alias.department } : {}) });
       inFlight.add(ingest);
       void ingest.finally(() => inFlight.delete(ingest)).catch(() => undefined);
       ingest.then(
@@ -123,6 +147,8 @@ function serverOptions(config: Config, deps: IngestDeps, inFlight: Set<Promise<u
             { msg_id: meta.id, outcome: 'stored', size: meta.size, source: 'smtp', remote: session.remoteAddress, from: envelope.mailFrom, rcpt: envelope.rcptTo },
             'message stored',
           );
+          metrics.inc('mailgate_messages_total', { source: 'smtp', outcome: meta.tags.includes('wrapped') ? 'wrapped' : 'stored' });
+          metrics.inc('mailgate_message_bytes_total', { source: 'smtp' }, meta.size);
           callback(null, `2.0.0 Ok: queued as ${meta.id}`);
         },
         (err: MailgateError) => {
@@ -131,6 +157,8 @@ function serverOptions(config: Config, deps: IngestDeps, inFlight: Set<Promise<u
             { outcome: 'refused', code: err.responseCode, reason: err.code, err: err.cause ?? err, source: 'smtp', remote: session.remoteAddress, from: envelope.mailFrom, rcpt: envelope.rcptTo },
             err.message,
           );
+          metrics.inc('mailgate_messages_total', { source: 'smtp', outcome: 'refused' });
+          metrics.inc('mailgate_refusals_total', { code: String(err.responseCode) });
           callback(err);
         },
       );
@@ -139,9 +167,9 @@ function serverOptions(config: Config, deps: IngestDeps, inFlight: Set<Promise<u
 }
 
 /** Starts the SMTP listener on every address in `[smtp] listen`. */
-export async function startSmtpListener(config: Config, deps: IngestDeps): Promise<SmtpListener> {
+export async function startSmtpListener(config: Config, deps: IngestDeps, metrics = new Metrics()): Promise<SmtpListener> {
   const inFlight = new Set<Promise<unknown>>();
-  const options = serverOptions(config, deps, inFlight);
+  const options = serverOptions(config, deps, inFlight, metrics);
   const servers: SMTPServer[] = [];
   const addresses: { host: string; port: number }[] = [];
   try {

@@ -100,6 +100,7 @@ function finish(config: Config, baseDir: string): Config {
     ...config,
     data_dir: at(config.data_dir),
     smtp: { ...config.smtp, tls: tls && { cert: at(tls.cert), key: at(tls.key) } },
+    partition: config.partition.policy === undefined ? config.partition : { ...config.partition, policy: at(config.partition.policy) },
     department: config.department.map((d) => (d.policy === undefined ? d : { ...d, policy: at(d.policy) })),
   });
 }

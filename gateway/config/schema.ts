@@ -166,6 +166,11 @@ const partition = z
     default_domain: domain.default('localhost'),
     /** Default outgoing server for the partition; the table may be absent. */
     default_smtp: defaultSmtp.optional(),
+    /**
+     * Partition policy TOML file, relative to the config file's directory. Its attachment
+     * allow/block rules supersede the departments' (Cisco guide); masking patterns live here.
+     */
+    policy: text.optional(),
   })
   .prefault({});
 
@@ -239,9 +244,9 @@ const alias = z.strictObject({
   default: z.boolean().default(false),
   /** Address that gets a blind copy of every message. */
   automatic_bcc: email.optional(),
-  /** Address that mail for this alias is sent to. */
+  /** For testing: every outgoing message from this alias goes only to this address, not to its recipients (Cisco guide, "Send mail to"). */
   send_mail_to: email.optional(),
-  /** Addresses that mail for this alias is redirected to. */
+  /** Other addresses whose mail is redirected to this alias; mail for them belongs to it (Cisco guide). */
   redirection_addresses: z.array(email).default([]),
   /** Server this alias fetches mail from. */
   incoming: incoming.optional(),
@@ -256,6 +261,13 @@ const configTables = z.strictObject({
   log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
   /** The SMTP listener. */
   smtp: smtp.prefault({}),
+  /** Prometheus metrics over HTTP; off unless `listen` is set. */
+  metrics: z
+    .strictObject({
+      /** "host:port" to serve `/metrics` on, e.g. "127.0.0.1:9425". Default: off. */
+      listen: listenAddress.optional(),
+    })
+    .prefault({}),
   /** The partition this gateway serves. */
   partition,
   /** Departments, one `[[department]]` table each. */

@@ -5,7 +5,8 @@ import { createInterface } from 'node:readline';
 import { loadConfigFile } from '../../gateway/config/load.js';
 import type { Config } from '../../gateway/config/schema.js';
 import { startGateway, type Gateway } from '../../gateway/gateway.js';
-import { silentLogger } from '../../gateway/logger.js';
+import { silentLogger, type Logger } from '../../gateway/logger.js';
+import { pino } from 'pino';
 import { Store } from '../../storage/store.js';
 import type { Stage } from '../../policy/stage.js';
 import { cliPath, tempDir } from './paths.js';
@@ -24,13 +25,13 @@ export interface TestGateway {
 }
 
 /** Writes a config file (the given TOML after a listen/data_dir header) and starts a gateway on it. */
-export async function startTestGateway(toml = '', opts: { stages?: () => readonly Stage[] } = {}): Promise<TestGateway> {
+export async function startTestGateway(toml = '', opts: { stages?: (department?: string) => readonly Stage[]; logger?: Logger } = {}): Promise<TestGateway> {
   const { dir, cleanup } = await tempDir();
   const configFile = path.join(dir, 'mailgate.toml');
   await writeFile(configFile, testConfigText(dir, toml));
   const config = loadConfigFile(configFile);
   const store = await Store.open(config.data_dir);
-  const gateway = await startGateway({ config, store, logger: silentLogger(), ...(opts.stages ? { stages: opts.stages } : {}) });
+  const gateway = await startGateway({ config, store, logger: opts.logger ?? silentLogger(), ...(opts.stages ? { stages: opts.stages } : {}) });
   let stopped = false;
   const stop = async () => {
     if (stopped) return;
@@ -99,4 +100,23 @@ export function spawnServe(configFile: string): Promise<{ port: number; child: R
     });
     void exited.then((code) => reject(new Error(`mailgate serve exited with ${code} before it was ready: ${stderr}`)));
   });
+}
+
+/** A logger that keeps every entry, for tests that assert what an admin would read in the log. */
+export function capturingLogger(): { logger: Logger; entries: Record<string, unknown>[]; waitFor(match: (e: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>> } {
+  const entries: Record<string, unknown>[] = [];
+  const logger = pino({ level: 'info' }, { write: (line: string) => void entries.push(JSON.parse(line) as Record<string, unknown>) });
+  return {
+    logger,
+    entries,
+    async waitFor(match, timeoutMs = 10_000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const found = entries.find(match);
+        if (found) return found;
+        if (Date.now() > deadline) throw new Error(`no such log entry within ${timeoutMs} ms; have: ${entries.map((e) => e.msg).join(' | ')}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    },
+  };
 }

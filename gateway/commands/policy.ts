@@ -1,0 +1,115 @@
+import { createReadStream } from 'node:fs';
+import { Writable } from 'node:stream';
+import { Command, Option } from 'commander';
+import { loadPolicyFile, policyJsonSchema } from '../../policy/policy-file.js';
+import { PolicySet, policySources } from '../../policy/policy-set.js';
+import { runPipeline } from '../../policy/pipeline.js';
+import type { Direction, MessageContext, StageFindings } from '../../policy/stage.js';
+import { silentLogger } from '../logger.js';
+import { commandConfig, UsageError } from './common.js';
+
+export function policyCommand(): Command {
+  const policy = new Command('policy').description('check policy files and try them on a message');
+
+  policy
+    .command('check')
+    .description('validate a policy file; every problem names the file, line and key; exit 2 when invalid')
+    .argument('<file>', 'policy TOML file')
+    .action((file: string) => {
+      const parsed = loadPolicyFile(file);
+      const sections = Object.keys(parsed).filter((k) => parsed[k as keyof typeof parsed] !== undefined);
+      process.stdout.write(`${file}: ok (${sections.length ? sections.join(', ') : 'no sections: built-in defaults'})\n`);
+    });
+
+  policy
+    .command('test')
+    .description('run the policy stages on a message file without storing anything, and say what each stage would do and why')
+    .argument('<message>', 'the message, as an .eml file')
+    .option('--department <name>', "apply this department's policy (default: the partition's alone)")
+    .addOption(new Option('--direction <direction>', 'which way the message goes').choices(['inbound', 'outbound']).default('inbound'))
+    .option('--json', 'print JSON')
+    .action(async (file: string, opts: { department?: string; direction: Direction; json?: boolean }, cmd: Command) => {
+      const { config } = commandConfig(cmd);
+      if (opts.department && !config.department.some((d) => d.name === opts.department)) {
+        throw new UsageError(`--department: no department "${opts.department}" in the configuration (have: ${config.department.map((d) => d.name).join(', ') || 'none'})`);
+      }
+      const set = PolicySet.load(policySources(config));
+      const report = await tryPolicy(file, set, opts.department, opts.direction);
+      process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : describe(report));
+    });
+
+  policy
+    .command('schema')
+    .description('print the JSON Schema of a policy file, for editors')
+    .action(() => {
+      process.stdout.write(JSON.stringify(policyJsonSchema(), null, 2) + '\n');
+    });
+
+  return policy;
+}
+
+/** What `policy test` found. */
+interface PolicyReport {
+  file: string;
+  department?: string;
+  direction: Direction;
+  /** `stored` when the message would be stored (rewritten as the stages say), `wrapped` when it could not be processed. */
+  outcome: 'stored' | 'wrapped';
+  /** Why it would be wrapped. */
+  reason?: string;
+  stages: { stage: string; summary: string[]; details: Record<string, unknown> }[];
+  tags: string[];
+  /** Bytes the stored message would have. */
+  size?: number;
+}
+
+async function tryPolicy(file: string, set: PolicySet, department: string | undefined, direction: Direction): Promise<PolicyReport> {
+  const ctx: MessageContext = {
+    id: 'policy-test',
+    envelope: { mailFrom: '', rcptTo: [] },
+    source: { kind: 'cli' },
+    direction,
+    ...(department ? { department } : {}),
+    findings: {},
+    tags: new Set(),
+    log: silentLogger(),
+    dryRun: true,
+    commitOps: [],
+  };
+  let size = 0;
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, done) {
+      size += chunk.length;
+      done();
+    },
+  });
+  const stages = set.stagesFor(department);
+  const report: PolicyReport = { file, ...(department ? { department } : {}), direction, outcome: 'stored', stages: [], tags: [] };
+  try {
+    await runPipeline(createReadStream(file), ctx, stages, sink);
+    report.size = size;
+  } catch (err) {
+    const e = err as { code?: string; message?: string; reason?: string };
+    if (e.code === 'ENOENT' || e.code === 'EACCES') throw err;
+    report.outcome = 'wrapped';
+    report.reason = e.reason ? `${e.reason}: ${e.message}` : (e.message ?? String(err));
+  }
+  for (const stage of stages) {
+    const found: StageFindings | undefined = ctx.findings[stage.name];
+    const { summary = [], ...details } = found ?? { summary: [] };
+    report.stages.push({ stage: stage.name, summary: summary.length ? summary : ['nothing to do'], details });
+  }
+  report.tags = [...ctx.tags];
+  return report;
+}
+
+function describe(r: PolicyReport): string {
+  let out = `${r.file} (${r.direction}, ${r.department ? `department ${r.department}` : 'partition policy'})\n`;
+  for (const s of r.stages) {
+    out += `${s.stage}:\n`;
+    for (const line of s.summary) out += `  ${line}\n`;
+  }
+  if (r.tags.length) out += `tags: ${r.tags.join(', ')}\n`;
+  out += r.outcome === 'stored' ? `result: would be stored (${r.size} bytes)\n` : `result: would be wrapped: ${r.reason}\n`;
+  return out;
+}

@@ -1,0 +1,156 @@
+/**
+ * Reading POP3 multi-line responses (RFC 1939 section 3) as they arrive: lines that begin
+ * with the termination octet are byte-stuffed by the server, and the response ends with a
+ * line holding a single ".". The decoder works chunk by chunk, so a message of any size
+ * passes through without being buffered whole.
+ */
+
+const CR = 0x0d;
+const LF = 0x0a;
+const DOT = 0x2e;
+
+/** Where the decoder stands between chunks. */
+const enum State {
+  /** At the first byte of a line. */
+  LineStart,
+  /** Inside a line. */
+  InLine,
+  /** A line began with "."; it was dropped (stuffing) unless the line turns out to be the terminator. */
+  Dot,
+  /** A line began with ".\r". */
+  DotCr,
+}
+
+/** What one chunk gave: decoded pieces to pass on, and, once the terminator is seen, the bytes after it. */
+export interface DotDecodeResult {
+  /** Decoded bytes, as slices of the input chunk (no copy). */
+  out: Buffer[];
+  /** Null while the response goes on; the bytes that followed the terminating line once it is seen. */
+  rest: Buffer | null;
+}
+
+/**
+ * Removes dot-stuffing from a multi-line POP3 response and finds its end. Feed it the bytes
+ * after the status line; it returns the decoded bytes with the line ends as the server sent
+ * them. The terminating ".CRLF" (or a bare ".LF") is not part of the output.
+ */
+export class DotDecoder {
+  private state: State = State.LineStart;
+  private finished = false;
+
+  /** True once the terminating line has been seen. */
+  get done(): boolean {
+    return this.finished;
+  }
+
+  /** Decodes one chunk. After the terminator, further calls are an error. */
+  write(chunk: Buffer): DotDecodeResult {
+    if (this.finished) throw new Error('DotDecoder: write after the terminating line');
+    const out: Buffer[] = [];
+    let pos = 0;
+    // Start of the current run of bytes copied through unchanged.
+    let runStart = 0;
+    const flush = (end: number) => {
+      if (end > runStart) out.push(chunk.subarray(runStart, end));
+    };
+    while (pos < chunk.length) {
+      switch (this.state) {
+        case State.LineStart:
+          if (chunk[pos] === DOT) {
+            flush(pos);
+            pos++;
+            runStart = pos;
+            this.state = State.Dot;
+          } else {
+            this.state = State.InLine;
+          }
+          break;
+        case State.Dot: {
+          const b = chunk[pos];
+          if (b === CR) {
+            this.state = State.DotCr;
+            pos++;
+          } else if (b === LF) {
+            // A bare ".LF" terminator: lenient towards servers that do not send CRLF.
+            return this.end(out, chunk, pos + 1);
+          } else {
+            // A stuffed line: the dot is gone, the rest of the line passes through.
+            this.state = State.InLine;
+          }
+          break;
+        }
+        case State.DotCr:
+          if (chunk[pos] === LF) return this.end(out, chunk, pos + 1);
+          // ".\r" then something else: not the terminator. The CR may sit in an earlier chunk.
+          if (pos === 0) out.push(Buffer.from([CR]));
+          else runStart = pos - 1;
+          this.state = State.InLine;
+          break;
+        case State.InLine: {
+          const nl = chunk.indexOf(LF, pos);
+          if (nl < 0) {
+            pos = chunk.length;
+          } else {
+            pos = nl + 1;
+            this.state = State.LineStart;
+          }
+          break;
+        }
+      }
+    }
+    // A chunk ending in ".\r" holds the CR back until the next byte decides.
+    if (this.state === State.DotCr) flush(chunk.length - 1 >= runStart ? chunk.length - 1 : runStart);
+    else flush(chunk.length);
+    return { out, rest: null };
+  }
+
+  private end(out: Buffer[], chunk: Buffer, after: number): DotDecodeResult {
+    this.finished = true;
+    return { out, rest: chunk.subarray(after) };
+  }
+}
+
+/**
+ * Splits a buffer into CRLF (or LF) terminated lines. Holds at most one partial line, and
+ * refuses lines longer than `maxLine` so a broken server cannot grow it without bound.
+ */
+export class LineBuffer {
+  private pending: Buffer = Buffer.alloc(0);
+
+  constructor(private readonly maxLine: number) {}
+
+  /** Appends bytes received from the server. */
+  push(chunk: Buffer): void {
+    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
+  }
+
+  /** The next complete line without its line end, or null. Throws when a line exceeds the limit. */
+  shift(): Buffer | null {
+    const nl = this.pending.indexOf(LF);
+    if (nl < 0) {
+      if (this.pending.length > this.maxLine) throw new Error(`line longer than ${this.maxLine} bytes`);
+      return null;
+    }
+    const end = nl > 0 && this.pending[nl - 1] === CR ? nl - 1 : nl;
+    const line = this.pending.subarray(0, end);
+    this.pending = this.pending.subarray(nl + 1);
+    return line;
+  }
+
+  /** Takes every byte not yet read as lines (to hand to a multi-line decoder). */
+  drain(): Buffer {
+    const all = this.pending;
+    this.pending = Buffer.alloc(0);
+    return all;
+  }
+
+  /** Puts bytes back in front (what followed a multi-line response). */
+  unshift(bytes: Buffer): void {
+    if (bytes.length > 0) this.pending = this.pending.length === 0 ? bytes : Buffer.concat([bytes, this.pending]);
+  }
+
+  /** Forgets everything buffered (after STLS: bytes sent in clear before the handshake must not be trusted, RFC 2595 section 4). */
+  clear(): void {
+    this.pending = Buffer.alloc(0);
+  }
+}

@@ -1,0 +1,85 @@
+import type { Config } from '../gateway/config/schema.js';
+import type { Stage } from './stage.js';
+import { loadPolicyFile, type PolicyFile } from './policy-file.js';
+import { wrappingStage } from './wrap-unparsable.js';
+import { attachmentsStage } from './attachment-blocking.js';
+import { deliveryExceptionsStage } from './delivery-exceptions.js';
+import { maskingStage } from './data-masking.js';
+
+/** The policy files of a configuration, by path: the partition's and each department's. */
+export interface PolicySources {
+  partition?: string;
+  departments: ReadonlyMap<string, string | undefined>;
+}
+
+export function policySources(config: Config): PolicySources {
+  return {
+    ...(config.partition.policy ? { partition: config.partition.policy } : {}),
+    departments: new Map(config.department.map((d) => [d.name, d.policy])),
+  };
+}
+
+/**
+ * The policy in force: parsed files, and the stages built from them per department. Built
+ * whole and swapped whole, so a message sees one consistent policy from start to end.
+ */
+export class PolicySet {
+  readonly #stages = new Map<string, readonly Stage[]>();
+
+  constructor(
+    readonly sources: PolicySources,
+    /** Parsed policy files by path; a department without a file has none. */
+    readonly files: ReadonlyMap<string, PolicyFile>,
+  ) {
+    this.#stages.set('', buildStages(this.partitionPolicy(), undefined));
+    for (const name of sources.departments.keys()) this.#stages.set(name, buildStages(this.partitionPolicy(), this.departmentPolicy(name)));
+  }
+
+  /** Loads every file; throws ConfigError (file, line, key) at the first invalid one. */
+  static load(sources: PolicySources): PolicySet {
+    const files = new Map<string, PolicyFile>();
+    for (const file of allFiles(sources)) files.set(file, loadPolicyFile(file));
+    return new PolicySet(sources, files);
+  }
+
+  /** A new set with one file replaced (after an edit). */
+  withFile(file: string, policy: PolicyFile): PolicySet {
+    return new PolicySet(this.sources, new Map(this.files).set(file, policy));
+  }
+
+  partitionPolicy(): PolicyFile | undefined {
+    return this.sources.partition ? this.files.get(this.sources.partition) : undefined;
+  }
+
+  departmentPolicy(department: string): PolicyFile | undefined {
+    const file = this.sources.departments.get(department);
+    return file ? this.files.get(file) : undefined;
+  }
+
+  /** Stages for a message of `department` (partition policy alone when unknown), in pipeline order. */
+  stagesFor(department?: string): readonly Stage[] {
+    return this.#stages.get(department ?? '') ?? this.#stages.get('')!;
+  }
+}
+
+/** Every policy file named by the sources, each once. */
+export function allFiles(sources: PolicySources): string[] {
+  const files = new Set<string>();
+  if (sources.partition) files.add(sources.partition);
+  for (const file of sources.departments.values()) if (file) files.add(file);
+  return [...files];
+}
+
+/**
+ * The stages in the order the pipeline runs them: wrapping first (it watches the raw
+ * structure), then attachment blocking, delivery-exception tagging, and masking last so
+ * that nothing after it sees unmasked text.
+ */
+export function buildStages(partition: PolicyFile | undefined, department: PolicyFile | undefined): readonly Stage[] {
+  return [
+    wrappingStage(partition?.wrapping, department?.wrapping),
+    attachmentsStage(partition?.attachments, department?.attachments),
+    deliveryExceptionsStage(partition?.delivery_exceptions, department?.delivery_exceptions),
+    maskingStage(partition?.masking, department?.masking),
+  ];
+}

@@ -1,0 +1,127 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { writeFile, rename } from 'node:fs/promises';
+import path from 'node:path';
+import nodemailer from 'nodemailer';
+import type { MessageMeta } from '../storage/message-meta.js';
+import { capturingLogger, runCli, startTestGateway } from './helpers/gateway.js';
+import { fixture, projectRoot, tempDir } from './helpers/paths.js';
+import { parseWrapped, storedMessage } from './helpers/wrapped.js';
+
+const phrasePolicy = (failure: string) => `
+[delivery_exceptions]
+[[delivery_exceptions.phrase]]
+name = "zebra"
+type = "subject"
+phrase = "Zebra alert"
+failure = "${failure}"
+`;
+
+/** Saves a file the way editors do: write a new file, rename it over the old one. */
+async function save(file: string, text: string): Promise<void> {
+  await writeFile(`${file}.tmp`, text);
+  await rename(`${file}.tmp`, file);
+}
+
+async function send(port: number, subject: string): Promise<MessageMeta['id']> {
+  const info = await nodemailer.createTransport({ host: '127.0.0.1', port, ignoreTLS: true }).sendMail({
+    envelope: { from: 'someone@example.org', to: ['support@example.com'] },
+    raw: `From: someone@example.org\r\nTo: support@example.com\r\nSubject: ${subject}\r\n\r\nbody\r\n`,
+  });
+  return /queued as (\S+)/.exec(info.response)![1]!;
+}
+
+test('a policy edit takes effect for the next message; a broken edit is refused and the last good policy stays', async (t) => {
+  const { dir, cleanup } = await tempDir();
+  t.after(cleanup);
+  const policyFile = path.join(dir, 'support.toml');
+  await writeFile(policyFile, phrasePolicy('permanent'));
+  const log = capturingLogger();
+  const gw = await startTestGateway(
+    `[[department]]\nname = "support"\npolicy = ${JSON.stringify(policyFile)}\n\n[[alias]]\nname = "support"\naddress = "support@example.com"\ndepartment = "support"\n`,
+    { logger: log.logger },
+  );
+  t.after(() => gw.cleanup());
+
+  const first = await gw.store.getMessage(await send(gw.port, 'Zebra alert: first'));
+  assert.ok(first?.tags.includes('email-permanent-undeliverable'), `tagged permanent: ${first?.tags}`);
+  assert.equal(first?.source.alias, 'support');
+
+  await save(policyFile, phrasePolicy('temporary'));
+  await log.waitFor((e) => e.msg === 'policy reloaded; the next message follows it');
+  const second = await gw.store.getMessage(await send(gw.port, 'Zebra alert: second'));
+  assert.ok(second?.tags.includes('email-temporary-undeliverable'), `tagged temporary after the edit: ${second?.tags}`);
+
+  await save(policyFile, phrasePolicy('sometimes'));
+  const refused = await log.waitFor((e) => typeof e.msg === 'string' && e.msg.startsWith('policy edit refused'));
+  assert.match(String(refused.msg), /support\.toml:7: delivery_exceptions\.phrase\[0\]\.failure: expected .*permanent.*temporary.*, got "sometimes"/);
+  const third = await gw.store.getMessage(await send(gw.port, 'Zebra alert: third'));
+  assert.ok(third?.tags.includes('email-temporary-undeliverable'), `the last good policy is still in force: ${third?.tags}`);
+});
+
+test('policy check validates a file and names file, line and key of a problem', async (t) => {
+  const { dir, cleanup } = await tempDir();
+  t.after(cleanup);
+  const bad = path.join(dir, 'bad.toml');
+  await writeFile(bad, '[attachments]\nblocked_extensions = [".exe"]\nblock_all = true\n');
+  const r = await runCli(['policy', 'check', bad]);
+  assert.equal(r.code, 2);
+  assert.match(r.stderr, /bad\.toml:3: attachments\.block_all: unknown key/);
+
+  for (const example of ['partition.toml', 'department.toml']) {
+    const ok = await runCli(['policy', 'check', path.join(projectRoot, 'policy', 'examples', example)]);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout.toString(), /: ok/);
+  }
+});
+
+test('policy test says stage by stage what would happen, without storing anything', async (t) => {
+  const { dir, cleanup } = await tempDir();
+  t.after(cleanup);
+  const configFile = path.join(dir, 'mailgate.toml');
+  await writeFile(
+    configFile,
+    `data_dir = "data"\n[partition]\npolicy = ${JSON.stringify(path.join(projectRoot, 'policy', 'examples', 'partition.toml'))}\n\n[[department]]\nname = "support"\npolicy = ${JSON.stringify(path.join(projectRoot, 'policy', 'examples', 'department.toml'))}\n`,
+  );
+  const r = await runCli(['policy', 'test', fixture('policy', 'bounce-with-exe.eml'), '--department', 'support', '--config', configFile]);
+  assert.equal(r.code, 0, r.stderr);
+  const text = r.stdout.toString();
+  assert.match(text, /^attachments:\n.*tool\.exe/m);
+  assert.match(text, /delivery_exceptions:\n.*Undeliverable/);
+  assert.match(text, /masking:\n.*card/);
+  assert.match(text, /result: would be stored/);
+
+  const json = await runCli(['policy', 'test', fixture('policy', 'bounce-with-exe.eml'), '--department', 'support', '--json', '--config', configFile]);
+  const report = JSON.parse(json.stdout.toString()) as { stages: { stage: string }[]; tags: string[] };
+  assert.deepEqual(report.stages.map((s) => s.stage), ['wrapping', 'attachments', 'delivery_exceptions', 'masking']);
+  assert.ok(report.tags.includes('email-temporary-undeliverable'));
+
+  const unknown = await runCli(['policy', 'test', fixture('policy', 'bounce-with-exe.eml'), '--department', 'nope', '--config', configFile]);
+  assert.equal(unknown.code, 2);
+  assert.match(unknown.stderr, /no department "nope"/);
+  assert.equal((await import('node:fs')).existsSync(path.join(dir, 'data')), false, 'nothing stored, not even a store created');
+});
+
+test('where masking is on, the original attached to a wrapping message is masked too', async (t) => {
+  const { dir, cleanup } = await tempDir();
+  t.after(cleanup);
+  const policyFile = path.join(dir, 'partition.toml');
+  await writeFile(policyFile, '[masking]\nenabled = true\n');
+  const gw = await startTestGateway(`[partition]\npolicy = ${JSON.stringify(policyFile)}\n`);
+  t.after(() => gw.cleanup());
+  const raw = 'From: a@example.org\r\nSubject: card 4111 1111 1111 1111 [mailgate quarantine test message]\r\n\r\nMy card is 5500-0000-0000-0004, thanks.\r\n';
+  const id = await sendRaw(gw.port, raw);
+  const { meta, raw: stored } = await storedMessage(gw.store, id);
+  assert.deepEqual(meta.tags, ['wrapped']);
+  const view = await parseWrapped(stored, meta);
+  const original = view.original.toString('latin1');
+  assert.doesNotMatch(stored.toString('latin1') + original, /4111 1111 1111 1111|5500-0000-0000-0004/);
+  assert.match(original, /\*\*\*\* \*\*\*\* \*\*\*\* 1111/);
+  assert.match(original, /\*\*\*\*-\*\*\*\*-\*\*\*\*-0004/);
+  assert.deepEqual((meta.findings.masking as { masked?: Record<string, number> } | undefined)?.masked, { card: 2 });
+});
+
+async function sendRaw(port: number, raw: string): Promise<string> {
+  const info = await nodemailer.createTransport({ host: '127.0.0.1', port, ignoreTLS: true }).sendMail({ envelope: { from: 'a@example.org', to: ['support@example.com'] }, raw });
+  return /queued as (\S+)/.exec(info.response)![1]!;
+}
