@@ -4,6 +4,7 @@ import type { Store } from '../storage/store.js';
 import type { Stage } from '../policy/stage.js';
 import { startSmtpListener, type SmtpListener } from './smtp-listener.js';
 import { startControlServer } from './control.js';
+import { resetSpoolDir } from '../policy/spool.js';
 import { PolicySet, policySources } from '../policy/policy-set.js';
 import { watchPolicies } from '../policy/policy-watcher.js';
 import { Metrics, startMetricsServer } from './metrics.js';
@@ -43,6 +44,7 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
       if (next) policy = next;
     });
   const stages = deps.stages ?? ((department?: string) => policy!.stagesFor(department));
+  resetSpoolDir(store.dir);
   const control = await startControlServer(store, config.data_dir, logger);
   let smtp: SmtpListener | undefined;
   let metricsServer: Awaited<ReturnType<typeof startMetricsServer>> | undefined;

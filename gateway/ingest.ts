@@ -6,7 +6,7 @@ import { newMessageId } from '../storage/ids.js';
 import type { Envelope, MessageMeta, MessageSource } from '../storage/message-meta.js';
 import { defaultPipelineLimits, runPipeline, stageOf, type PipelineLimits } from '../policy/pipeline.js';
 import type { Direction, MessageContext, Stage } from '../policy/stage.js';
-import { SpoolTee, storeSpool, type Spool } from '../policy/spool.js';
+import { SpoolTee, fileSpool, spoolDir, type Spool } from '../policy/spool.js';
 import { unparsableFrom, type UnparsableMessage } from '../policy/unparsable.js';
 import { wrappingMessage } from '../policy/wrapping-message.js';
 import { defaultMimeLimits } from '../policy/mime-check.js';
@@ -65,7 +65,7 @@ export async function ingestMessage(deps: IngestDeps, input: Readable, req: Inge
   const id = newMessageId();
   const receivedAt = new Date();
   const guard = new SizeGuard(req.maxSize ?? Number.POSITIVE_INFINITY);
-  const spool = storeSpool(deps.store);
+  const spool = fileSpool(spoolDir(deps.store.dir));
   const tee = new SpoolTee(spool);
   // Resolves once every received byte is in the spool; rejects with the size limit or the client gone.
   const spooled = finished(tee);

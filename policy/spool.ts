@@ -2,22 +2,21 @@
  * The spool: the message as received, kept while its pipeline runs so that a wrapping message
  * can still be built from the original when the pipeline fails (wrap-unparsable.ts).
  *
- * Data masking promises that unmasked text never reaches storage, so spooled chunks are
- * encrypted with AES-256-CTR under a random key that lives only in this process's memory:
- * after a crash the spool cannot be read by anyone, and the store's sweep removes it. Chunks
- * are 64 KiB (storage/layout.ts `!spool!<id>!<seq>`), written unsynced and one at a time, so a
- * slow disk slows the sender instead of filling memory. The last partial chunk stays in memory
- * only, so a message under 64 KiB (most mail) costs the spool no write at all.
- *
- * The spool has its own id, registered in the `pending` sublevel with its first chunk: the
- * message writer's `abort()` clears the spool of the message's own id, and the wrapper is built
- * after that abort. The sweep at open clears a spool left by a crash like any unfinished message.
+ * It is a file in `<data_dir>/spool/`, not a LevelDB record: the bytes live only for the
+ * length of one pipeline, and writing them through LevelDB doubled its write and compaction
+ * load and grew the gateway's resident memory by a hundred MB for a 100 MB message (LevelDB
+ * maps the tables it compacts). Data masking promises that unmasked text never reaches
+ * storage, so the file is encrypted with AES-256-CTR under a random key that lives only in
+ * this process's memory: after a crash it cannot be read by anyone, and the gateway removes
+ * left-over spool files when it starts. The last partial 64 KiB stays in memory only, so a
+ * message under 64 KiB (most mail) costs the spool no write at all.
  */
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createReadStream, mkdirSync, rmSync } from 'node:fs';
+import { mkdir, open as openFile, rm, type FileHandle } from 'node:fs/promises';
+import path from 'node:path';
 import { PassThrough, Readable, Writable } from 'node:stream';
-import type { Store } from '../storage/store.js';
-import { CHUNK_SIZE, newMessageId } from '../storage/store.js';
-import { chunkKey, chunkRange } from '../storage/layout.js';
+import { CHUNK_SIZE } from '../storage/store.js';
 
 /** Where the received bytes go while the pipeline runs, and how to read them back. */
 export interface Spool {
@@ -29,55 +28,62 @@ export interface Spool {
   discard(): Promise<void>;
 }
 
-/** A spool in the store, encrypted under a key held in memory only. */
-export function storeSpool(store: Store): Spool {
-  const id = newMessageId();
-  const { spool, pending } = store.sublevels;
+/** The spool directory under a data directory. */
+export const spoolDir = (dataDir: string) => path.join(dataDir, 'spool');
+
+/** Empties the spool directory at start: files left by a crash are unreadable without their key. */
+export function resetSpoolDir(dataDir: string): void {
+  rmSync(spoolDir(dataDir), { recursive: true, force: true });
+  mkdirSync(spoolDir(dataDir), { recursive: true, mode: 0o700 });
+}
+
+/** A spool file in `dir`, encrypted under a key held in memory only. */
+export function fileSpool(dir: string): Spool {
+  const file = path.join(dir, `${randomBytes(12).toString('hex')}.spool`);
   const key = randomBytes(32);
   const iv = randomBytes(16);
   const cipher = createCipheriv('aes-256-ctr', key, iv);
+  let handle: Promise<FileHandle> | undefined;
   let stage = Buffer.allocUnsafe(CHUNK_SIZE);
   let staged = 0;
-  let seq = 0;
+  let written = 0;
   let discarded = false;
 
   return {
     async write(chunk) {
-      if (discarded) throw new Error(`spool ${id}: write after discard`);
+      if (discarded) throw new Error(`spool ${file}: write after discard`);
       let offset = 0;
       while (offset < chunk.length) {
         const copied = chunk.copy(stage, staged, offset);
         offset += copied;
         staged += copied;
         if (staged < CHUNK_SIZE) continue;
-        // The pending mark goes first: LevelDB recovers a prefix of its log, so a chunk that
-        // survives a crash always has its mark, and the sweep finds it.
-        if (seq === 0) await pending.put(id, '');
-        await spool.put(chunkKey(id, seq++), cipher.update(stage));
+        handle ??= mkdir(dir, { recursive: true, mode: 0o700 }).then(() => openFile(file, 'wx', 0o600));
+        await (await handle).write(cipher.update(stage));
+        written += staged;
         staged = 0;
       }
     },
     open() {
-      const decipher = createDecipheriv('aes-256-ctr', key, iv);
       const tail = Buffer.from(stage.subarray(0, staged));
-      const chunks = seq;
-      async function* bytes(): AsyncGenerator<Buffer> {
-        if (chunks > 0) {
-          // for-await closes the iterator when the reader stops early (the header read does).
-          for await (const sealed of spool.values(chunkRange(id))) yield decipher.update(sealed);
-        }
-        if (tail.length) yield tail;
-      }
-      return Readable.from(bytes(), { objectMode: false });
+      if (written === 0) return Readable.from([tail]);
+      const decipher = createDecipheriv('aes-256-ctr', key, iv);
+      const out = new PassThrough();
+      // Reads exactly what was written so far, then the tail still in memory.
+      const sealed = createReadStream(file, { start: 0, end: written - 1 });
+      sealed.on('error', (err) => out.destroy(err));
+      sealed.pipe(decipher).on('end', () => out.end(tail)).pipe(out, { end: false });
+      out.on('close', () => sealed.destroy());
+      return out;
     },
     async discard() {
       if (discarded) return;
       discarded = true;
       stage = Buffer.alloc(0);
       staged = 0;
-      if (seq > 0) {
-        await spool.clear(chunkRange(id));
-        await pending.del(id);
+      if (handle) {
+        await (await handle).close().catch(() => {});
+        await rm(file, { force: true });
       }
     },
   };

@@ -6,7 +6,6 @@
  *   !chunks!<id>!<8-digit seq>      up to 64 KiB of the message's bytes (Buffer), seq from 00000000
  *   !by-alias!<alias>\x00<id>       '' : index of messages by source.alias
  *   !pending!<id>                   '' while a message is being written; swept at open
- *   !spool!<id>!<8-digit seq>       the message as received, while the pipeline runs (for wrapping); removed before commit
  *   !quarantine!<qid>               QuarantineRecord as JSON; `<qid>` is `<message id>.<n>`
  *   !quarantine-chunks!<qid>!<seq>  the blocked part's bytes (Buffer): raw header block and encoded body as received
  *   !generations!<id>               n (JSON number) when the message's bytes were rewritten (restore from quarantine):
@@ -47,8 +46,6 @@ export function openSublevels(db: RootDb) {
     byAlias: db.sublevel<string, string>('by-alias', {}),
     /** id → '' while the message is being written. */
     pending: db.sublevel<string, string>('pending', {}),
-    /** `<id>!<seq>` → bytes of the message as received, kept only while its pipeline runs. */
-    spool: db.sublevel<string, Buffer>('spool', { valueEncoding: 'buffer' }),
     /** `<message id>.<n>` → quarantine record (JSON). */
     quarantine: db.sublevel<string, unknown>('quarantine', { valueEncoding: 'json' }),
     /** `<message id>.<n>!<seq>` → bytes of a blocked part. */
@@ -62,11 +59,10 @@ export function openSublevels(db: RootDb) {
 
 /**
  * Removes everything an unfinished message may have written besides its pending mark:
- * its chunks, its spool and the bytes of parts it quarantined. Used by abort and the sweep.
+ * its chunks and the bytes of parts it quarantined. Used by abort and the sweep.
  */
 export async function clearUnfinished(sublevels: Sublevels, id: string): Promise<void> {
   await sublevels.chunks.clear(chunkRange(id));
-  await sublevels.spool.clear(chunkRange(id));
   // '/' is the character after '.', so this covers the quarantine ids `<id>.<n>`.
   await sublevels.quarantineChunks.clear({ gte: `${id}.`, lt: `${id}/` });
   await sublevels.quarantine.clear({ gte: `${id}.`, lt: `${id}/` });
@@ -111,7 +107,7 @@ export interface Migration {
 /** Every migration, in order; the last one's version is the layout this code writes. */
 export const migrations: readonly Migration[] = [
   { version: 1, description: 'initial layout: messages, chunks, by-alias, pending', up: async () => {} },
-  { version: 2, description: 'spool and quarantine sublevels (new, nothing to rewrite)', up: async () => {} },
+  { version: 2, description: 'quarantine sublevels (new, nothing to rewrite)', up: async () => {} },
   { version: 3, description: 'generations and rewrites sublevels for rewritten messages (new, nothing to rewrite)', up: async () => {} },
 ];
 
