@@ -7,8 +7,8 @@ import { tempDir } from '../helpers/paths.js';
 import { mb, memoryOf, resetPeak } from './proc.js';
 
 /** A message of about `size` bytes, made as it is sent: the client holds none of it. */
-export function generatedMessage(size: number, subject: string): Readable {
-  const header = `From: bench@example.org\r\nTo: support@example.com\r\nSubject: ${subject}\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="bench"\r\n\r\n--bench\r\nContent-Type: text/plain\r\n\r\nA large attachment follows.\r\n--bench\r\nContent-Type: application/octet-stream; name="big.bin"\r\nContent-Disposition: attachment; filename="big.bin"\r\nContent-Transfer-Encoding: base64\r\n\r\n`;
+export function generatedMessage(size: number, subject: string, fileName = 'big.bin'): Readable {
+  const header = `From: bench@example.org\r\nTo: support@example.com\r\nSubject: ${subject}\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="bench"\r\n\r\n--bench\r\nContent-Type: text/plain\r\n\r\nA large attachment follows.\r\n--bench\r\nContent-Type: application/octet-stream; name="${fileName}"\r\nContent-Disposition: attachment; filename="${fileName}"\r\nContent-Transfer-Encoding: base64\r\n\r\n`;
   const line = Buffer.from('QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNkZWZnaGlqa2xtbm9wcXJzdHV2d3h5ejAxMjM0\r\n');
   const linesPerChunk = 1024;
   const chunk = Buffer.concat(Array.from({ length: linesPerChunk }, () => line));
@@ -41,7 +41,7 @@ export interface MemoryResult {
 }
 
 /** Resident memory growth of a `mailgate serve` process while messages of the given sizes pass through it at once. */
-export async function measureMemory(label: string, sizes: number[], toml = ''): Promise<MemoryResult> {
+export async function measureMemory(label: string, sizes: number[], toml = '', fileName = 'big.bin'): Promise<MemoryResult> {
   const { dir, cleanup } = await tempDir('mailgate-bench-');
   try {
     const configFile = path.join(dir, 'mailgate.toml');
@@ -60,7 +60,7 @@ export async function measureMemory(label: string, sizes: number[], toml = ''): 
       sizes.map((size, i) =>
         nodemailer
           .createTransport({ host: '127.0.0.1', port, ignoreTLS: true })
-          .sendMail({ envelope: { from: 'bench@example.org', to: ['support@example.com'] }, raw: generatedMessage(size, `bench ${i}`) }),
+          .sendMail({ envelope: { from: 'bench@example.org', to: ['support@example.com'] }, raw: generatedMessage(size, `bench ${i}`, fileName) }),
       ),
     );
     clearInterval(sampler);

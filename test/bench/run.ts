@@ -2,7 +2,9 @@
  * `npm run bench`: measurements that must not be timed assertions in tests. Figures are
  * printed with the baseline measured in the same run, since machines here are shared and noisy.
  */
+import path from 'node:path';
 import { formatMemory, measureMemory } from './memory.js';
+import { projectRoot } from '../helpers/paths.js';
 
 const MB = 1024 * 1024;
 const only = process.argv.slice(2);
@@ -17,9 +19,17 @@ if (want('memory')) {
   const many = await measureMemory('50 x 5 MB messages at once', Array.from({ length: 50 }, () => 5 * MB));
   console.log(formatMemory(many));
   console.log(`100 MB growth / 1 MB growth: ${(big.growth / Math.max(small.growth, 1)).toFixed(2)}x`);
-  const ok = big.growth < 64 * MB;
-  console.log(`100 MB message: growth ${(big.growth / MB).toFixed(1)} MB ${ok ? '<' : '>='} 64 MB: ${ok ? 'PASS' : 'FAIL'}`);
-  if (!ok) process.exitCode = 1;
+  // All four stages on: the example partition policy masks, blocks .exe and more, tags bounces.
+  const policy = `[partition]\npolicy = ${JSON.stringify(path.join(projectRoot, 'policy', 'examples', 'partition.toml'))}\n`;
+  const staged = await measureMemory('1 x 100 MB attachment, all four stages', [100 * MB], policy);
+  console.log(formatMemory(staged));
+  const quarantined = await measureMemory('1 x 100 MB .exe, blocked and quarantined', [100 * MB], policy, 'big.exe');
+  console.log(formatMemory(quarantined));
+  for (const [name, r] of [['100 MB message', big], ['100 MB attachment, all stages', staged], ['100 MB .exe quarantined', quarantined]] as const) {
+    const ok = r.growth < 64 * MB;
+    console.log(`${name}: growth ${(r.growth / MB).toFixed(1)} MB ${ok ? '<' : '>='} 64 MB: ${ok ? 'PASS' : 'FAIL'}`);
+    if (!ok) process.exitCode = 1;
+  }
 }
 
 if (want('ingest')) {
