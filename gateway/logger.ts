@@ -14,7 +14,8 @@ export function createLogger(level: LevelWithSilent = 'info', opts: { pretty?: b
       transport: { target: 'pino-pretty', options: { translateTime: 'SYS:standard', ignore: 'pid,hostname' } },
     });
   }
-  return pino({ level, base: { service: 'mailgate' } }, (opts.destination ?? process.stdout) as pino.DestinationStream);
+  // Asynchronous writes keep a busy gateway's event loop off the disk; flushed on stop.
+  return pino({ level, base: { service: 'mailgate' } }, (opts.destination as pino.DestinationStream | undefined) ?? pino.destination({ dest: 1, sync: false }));
 }
 
 /** A logger that drops everything, for CLI commands that read the store and for tests. */

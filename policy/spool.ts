@@ -39,38 +39,42 @@ export function resetSpoolDir(dataDir: string): void {
 
 /** A spool file in `dir`, encrypted under a key held in memory only. */
 export function fileSpool(dir: string): Spool {
-  const file = path.join(dir, `${randomBytes(12).toString('hex')}.spool`);
-  const key = randomBytes(32);
-  const iv = randomBytes(16);
-  const cipher = createCipheriv('aes-256-ctr', key, iv);
-  let handle: Promise<FileHandle> | undefined;
+  // Key, iv and file are made with the first full chunk: most mail never gets that far.
+  let sealing: { file: string; key: Buffer; iv: Buffer; cipher: ReturnType<typeof createCipheriv>; handle: Promise<FileHandle> } | undefined;
   let stage = Buffer.allocUnsafe(CHUNK_SIZE);
   let staged = 0;
   let written = 0;
   let discarded = false;
+  const seal = () => {
+    const key = randomBytes(32);
+    const iv = randomBytes(16);
+    const file = path.join(dir, `${randomBytes(12).toString('hex')}.spool`);
+    const handle = mkdir(dir, { recursive: true, mode: 0o700 }).then(() => openFile(file, 'wx', 0o600));
+    return { file, key, iv, cipher: createCipheriv('aes-256-ctr', key, iv), handle };
+  };
 
   return {
     async write(chunk) {
-      if (discarded) throw new Error(`spool ${file}: write after discard`);
+      if (discarded) throw new Error('spool: write after discard');
       let offset = 0;
       while (offset < chunk.length) {
         const copied = chunk.copy(stage, staged, offset);
         offset += copied;
         staged += copied;
         if (staged < CHUNK_SIZE) continue;
-        handle ??= mkdir(dir, { recursive: true, mode: 0o700 }).then(() => openFile(file, 'wx', 0o600));
-        await (await handle).write(cipher.update(stage));
+        sealing ??= seal();
+        await (await sealing.handle).write(sealing.cipher.update(stage));
         written += staged;
         staged = 0;
       }
     },
     open() {
       const tail = Buffer.from(stage.subarray(0, staged));
-      if (written === 0) return Readable.from([tail]);
-      const decipher = createDecipheriv('aes-256-ctr', key, iv);
+      if (!sealing || written === 0) return Readable.from([tail]);
+      const decipher = createDecipheriv('aes-256-ctr', sealing.key, sealing.iv);
       const out = new PassThrough();
       // Reads exactly what was written so far, then the tail still in memory.
-      const sealed = createReadStream(file, { start: 0, end: written - 1 });
+      const sealed = createReadStream(sealing.file, { start: 0, end: written - 1 });
       sealed.on('error', (err) => out.destroy(err));
       sealed.pipe(decipher).on('end', () => out.end(tail)).pipe(out, { end: false });
       out.on('close', () => sealed.destroy());
@@ -81,9 +85,9 @@ export function fileSpool(dir: string): Spool {
       discarded = true;
       stage = Buffer.alloc(0);
       staged = 0;
-      if (handle) {
-        await (await handle).close().catch(() => {});
-        await rm(file, { force: true });
+      if (sealing) {
+        await (await sealing.handle).close().catch(() => {});
+        await rm(sealing.file, { force: true });
       }
     },
   };
