@@ -99,7 +99,7 @@ export class DotDecoder {
       }
     }
     // A chunk ending in ".\r" holds the CR back until the next byte decides.
-    if (this.state === State.DotCr) flush(chunk.length - 1 >= runStart ? chunk.length - 1 : runStart);
+    if (this.state === State.DotCr) flush(chunk.length - 1);
     else flush(chunk.length);
     return { out, rest: null };
   }

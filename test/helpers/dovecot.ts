@@ -1,0 +1,346 @@
+import { execFile, spawn } from 'node:child_process';
+import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { closeSync, existsSync, openSync } from 'node:fs';
+import { createServer, connect, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { fixture } from './paths.js';
+
+const run = promisify(execFile);
+
+/** A mailbox user of the test Dovecot. */
+export interface DovecotUser {
+  name: string;
+  password: string;
+}
+
+/** How to start a test Dovecot. Every option has a default that suits most tests. */
+export interface DovecotOptions {
+  /** Mailbox users (default: one user `agent` with password `secret`). */
+  users?: DovecotUser[];
+  /** `ssl = yes` (default; STARTTLS/STLS offered, imaps/pop3s listening), `no` (no TLS at all, TLS ports are 0) or `required`. */
+  ssl?: 'yes' | 'no' | 'required';
+  /**
+   * `disable_plaintext_auth` (default false). Dovecot counts a connection whose remote address
+   * equals the local one (127.0.0.1 to 127.0.0.1) as secure, so to see the refusal a test must
+   * connect from another loopback address, e.g. `localAddress: '127.0.0.2'`.
+   */
+  disablePlaintextAuth?: boolean;
+  /** Adds an OAuth2 passdb (mechanisms XOAUTH2 and OAUTHBEARER) checking tokens at this introspection URL (RECIPES.md). */
+  oauth?: { introspectionUrl: string };
+  /** `pop3_lock_session = yes`: a second POP3 session on the same mailbox gets `-ERR [IN-USE]`. */
+  pop3LockSession?: boolean;
+  /** Extra lines appended to the generated dovecot.conf. */
+  extraConfig?: string;
+}
+
+/** A Dovecot running for a test, on ephemeral loopback ports, with its own directories. */
+export interface TestDovecot {
+  host: '127.0.0.1';
+  imapPort: number;
+  /** 0 when started with `ssl: 'no'`. */
+  imapsPort: number;
+  pop3Port: number;
+  /** 0 when started with `ssl: 'no'`. */
+  pop3sPort: number;
+  users: DovecotUser[];
+  /** The certificate Dovecot presents (PEM), to pass as `ca` to clients that should trust it. */
+  certPem: string;
+  /** The temporary directory holding config, state, logs and home directories. */
+  dir: string;
+  configFile: string;
+  logPath: string;
+  /** Drops a message into the user's Maildir/new (or into FOLDER's maildir, created when missing). Returns the file name. */
+  deliver(user: string, rawMessage: string | Buffer, folder?: string): Promise<string>;
+  /** File names in cur/ and new/ of the user's INBOX or FOLDER (its length is the message count). */
+  listMessages(user: string, folder?: string): Promise<string[]>;
+  /** Dovecot's log so far, for assertion messages. */
+  readLog(): Promise<string>;
+  /** Stops Dovecot and removes its directory. Safe to call twice. */
+  stop(): Promise<void>;
+}
+
+const PACKAGES = ['dovecot-imapd', 'dovecot-pop3d'];
+
+/** True when the Dovecot master and its IMAP and POP3 servers are installed. */
+function dovecotInstalled(): boolean {
+  return ['/usr/sbin/dovecot', '/usr/lib/dovecot/imap', '/usr/lib/dovecot/pop3'].every((f) => existsSync(f));
+}
+
+/**
+ * Installs Debian's Dovecot packages when they are missing (we run as root on a fresh Debian
+ * machine in CI). Concurrent test files serialise on a lock file, so apt runs once.
+ * Throws an error saying what to do when installing is impossible.
+ */
+export async function ensureDovecot(): Promise<void> {
+  if (dovecotInstalled()) return;
+  const how = `install them by hand: apt-get install ${PACKAGES.join(' ')}`;
+  if (process.platform !== 'linux' || !existsSync('/usr/bin/apt-get')) {
+    throw new Error(`Dovecot (${PACKAGES.join(', ')}) is not installed and this is not a Debian-like system with apt-get; ${how}`);
+  }
+  if (process.getuid?.() !== 0) {
+    throw new Error(`Dovecot (${PACKAGES.join(', ')}) is not installed and the tests are not running as root, so they cannot install it; ${how}`);
+  }
+  // flock: two test files may start at once; the second waits and then finds Dovecot installed.
+  const script = [
+    'set -e',
+    '[ -x /usr/lib/dovecot/pop3 ] && [ -x /usr/lib/dovecot/imap ] && [ -x /usr/sbin/dovecot ] && exit 0',
+    'apt-get update -q',
+    `DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ${PACKAGES.join(' ')}`,
+  ].join('\n');
+  try {
+    await run('flock', [path.join(tmpdir(), 'mailgate-dovecot-install.lock'), 'sh', '-c', script], {
+      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+      maxBuffer: 64 * 1024 * 1024,
+      timeout: 10 * 60 * 1000,
+    });
+  } catch (err) {
+    const e = err as { stderr?: string; message: string };
+    const tail = (e.stderr ?? '').trim().split('\n').slice(-15).join('\n');
+    throw new Error(`Installing Dovecot with apt-get failed (${e.message.split('\n')[0]}); ${how}\n${tail}`, { cause: err });
+  }
+  if (!dovecotInstalled()) throw new Error(`apt-get reported success but Dovecot's binaries are missing; ${how}`);
+}
+
+/** Distinct free loopback ports: bind port 0 for each (all at once, so they differ), then close. */
+async function freePorts(count: number): Promise<number[]> {
+  const servers = await Promise.all(
+    Array.from({ length: count }, () => new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
+      const s = createServer();
+      s.once('error', reject);
+      s.listen(0, '127.0.0.1', () => resolve(s));
+    })),
+  );
+  const ports = servers.map((s) => (s.address() as AddressInfo).port);
+  await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
+  return ports;
+}
+
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    socket.once('connect', () => { socket.destroy(); resolve(true); });
+    socket.once('error', () => resolve(false));
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** The numeric uid/gid of the `mail` user: Dovecot refuses uid 0 for mail users (RECIPES.md). */
+async function mailOwner(): Promise<{ uid: number; gid: number }> {
+  const passwd = await readFile('/etc/passwd', 'utf8');
+  const line = passwd.split('\n').find((l) => l.startsWith('mail:'));
+  const fields = line?.split(':');
+  if (!fields || fields.length < 4) throw new Error('No `mail` user in /etc/passwd: Dovecot needs a non-root uid for mailboxes');
+  return { uid: Number(fields[2]), gid: Number(fields[3]) };
+}
+
+/** Maildir++ directory of FOLDER under a Maildir root: INBOX is the root, `A/B` is `.A.B`. */
+function folderDir(maildir: string, folder?: string): string {
+  if (!folder || folder.toUpperCase() === 'INBOX') return maildir;
+  return path.join(maildir, '.' + folder.replace(/\//g, '.'));
+}
+
+/**
+ * Starts a real Dovecot (IMAP and POP3, plus imaps/pop3s unless `ssl: 'no'`) with a generated,
+ * self-contained configuration in a temporary directory, and resolves once every port accepts
+ * connections. Call `stop()` in `t.after`.
+ */
+export async function startDovecot(opts: DovecotOptions = {}): Promise<TestDovecot> {
+  await ensureDovecot();
+  const users = opts.users ?? [{ name: 'agent', password: 'secret' }];
+  const ssl = opts.ssl ?? 'yes';
+  const { uid, gid } = await mailOwner();
+  const dir = await mkdtemp(path.join(tmpdir(), 'mailgate-dovecot-'));
+  // Login processes (dovenull) and mail processes (mail) must traverse it.
+  await chmod(dir, 0o755);
+  const [imapPort, pop3Port, imapsPort, pop3sPort] = (await freePorts(4)) as [number, number, number, number];
+  const tlsPorts = ssl === 'no' ? { imaps: 0, pop3s: 0 } : { imaps: imapsPort, pop3s: pop3sPort };
+
+  const homes = path.join(dir, 'home');
+  await mkdir(homes, { mode: 0o755 });
+  for (const u of users) {
+    if (/[:\n]/.test(u.name) || /[:\n]/.test(u.password)) throw new Error(`user ${u.name}: ':' and newlines cannot appear in a passwd-file`);
+    const home = path.join(homes, u.name);
+    for (const sub of ['', 'Maildir', 'Maildir/cur', 'Maildir/new', 'Maildir/tmp']) {
+      await mkdir(path.join(home, sub), { recursive: true, mode: 0o700 });
+      await chown(path.join(home, sub), uid, gid);
+    }
+  }
+  const passwdFile = path.join(dir, 'users.passwd');
+  await writeFile(passwdFile, users.map((u) => `${u.name}:{PLAIN}${u.password}:${uid}:${gid}::${path.join(homes, u.name)}::\n`).join(''), { mode: 0o644 });
+
+  const certPem = await readFile(fixture('tls', 'cert.pem'), 'utf8');
+  const configFile = path.join(dir, 'dovecot.conf');
+  const logPath = path.join(dir, 'dovecot.log');
+  const oauthFile = path.join(dir, 'oauth2.conf');
+  if (opts.oauth) {
+    await writeFile(oauthFile, [
+      'introspection_mode = post',
+      `introspection_url = ${opts.oauth.introspectionUrl}`,
+      'username_attribute = username',
+      'active_attribute = active',
+      'active_value = true',
+      '',
+    ].join('\n'), { mode: 0o644 });
+  }
+  const mechanisms = opts.oauth ? 'plain login xoauth2 oauthbearer' : 'plain login';
+  const config = [
+    `base_dir = ${path.join(dir, 'run')}`,
+    `state_dir = ${path.join(dir, 'state')}`,
+    `instance_name = ${path.basename(dir)}`,
+    `log_path = ${logPath}`,
+    'auth_verbose = yes',
+    'protocols = imap pop3',
+    'listen = 127.0.0.1',
+    `ssl = ${ssl}`,
+    ...(ssl === 'no' ? [] : [`ssl_cert = <${fixture('tls', 'cert.pem')}`, `ssl_key = <${fixture('tls', 'key.pem')}`]),
+    `disable_plaintext_auth = ${opts.disablePlaintextAuth ? 'yes' : 'no'}`,
+    `auth_mechanisms = ${mechanisms}`,
+    // Tests check wrong passwords; the failure delay only slows them down. Dovecot's auth penalty
+    // (anvil, per client IP) still delays every login from an IP after its failures: tests that
+    // fail logins on purpose connect from their own loopback address (localAddress 127.0.0.N).
+    'auth_failure_delay = 0',
+    'first_valid_uid = 1',
+    'mail_location = maildir:~/Maildir',
+    'pop3_uidl_format = %08Xu%08Xv',
+    `pop3_lock_session = ${opts.pop3LockSession ? 'yes' : 'no'}`,
+    'passdb {',
+    '  driver = passwd-file',
+    `  args = scheme=PLAIN username_format=%u ${passwdFile}`,
+    ...(opts.oauth ? ['  mechanisms = plain login'] : []),
+    '}',
+    ...(opts.oauth ? ['passdb {', '  driver = oauth2', '  mechanisms = xoauth2 oauthbearer', `  args = ${oauthFile}`, '}'] : []),
+    'userdb {',
+    '  driver = passwd-file',
+    `  args = username_format=%u ${passwdFile}`,
+    '}',
+    'service imap-login {',
+    '  chroot =',
+    `  inet_listener imap {\n    address = 127.0.0.1\n    port = ${imapPort}\n  }`,
+    `  inet_listener imaps {\n    address = 127.0.0.1\n    port = ${tlsPorts.imaps}\n  }`,
+    '}',
+    'service pop3-login {',
+    '  chroot =',
+    `  inet_listener pop3 {\n    address = 127.0.0.1\n    port = ${pop3Port}\n  }`,
+    `  inet_listener pop3s {\n    address = 127.0.0.1\n    port = ${tlsPorts.pop3s}\n  }`,
+    '}',
+    'service anvil {',
+    '  chroot =',
+    '}',
+    opts.extraConfig ?? '',
+    '',
+  ].join('\n');
+  await writeFile(configFile, config, { mode: 0o644 });
+
+  const pidFile = path.join(dir, 'run', 'master.pid');
+  const readLog = () => readFile(logPath, 'utf8').catch(() => '');
+  let stopped = false;
+
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    const pid = Number((await readFile(pidFile, 'utf8').catch(() => '')).trim());
+    await run('doveadm', ['-c', configFile, 'stop']).catch(() => undefined);
+    if (pid > 0) {
+      // doveadm stop only signals the master; wait for it to go, then insist.
+      for (let i = 0; i < 50 && alive(pid); i++) await sleep(100);
+      if (alive(pid)) {
+        try { process.kill(pid, 'SIGKILL'); } catch { /* already gone */ }
+      }
+    }
+    await rm(dir, { recursive: true, force: true });
+  };
+
+  try {
+    await startMaster(configFile, path.join(dir, 'dovecot.stderr'));
+    const ports = [imapPort, pop3Port, ...(ssl === 'no' ? [] : [imapsPort, pop3sPort])];
+    const deadline = Date.now() + 15_000;
+    for (const port of ports) {
+      while (!(await accepts(port))) {
+        if (Date.now() > deadline) throw new Error(`port ${port} does not accept connections`);
+        await sleep(50);
+      }
+    }
+  } catch (err) {
+    const log = await readLog();
+    const stderr = (err as { stderr?: string }).stderr ?? '';
+    await stop();
+    throw new Error(`Dovecot did not start: ${(err as Error).message}\n${stderr}\n${log.split('\n').slice(-20).join('\n')}`, { cause: err });
+  }
+
+  const maildirOf = (user: string) => {
+    if (!users.some((u) => u.name === user)) throw new Error(`no Dovecot user ${user}`);
+    return path.join(homes, user, 'Maildir');
+  };
+  let sequence = 0;
+
+  return {
+    host: '127.0.0.1',
+    imapPort,
+    imapsPort: tlsPorts.imaps,
+    pop3Port,
+    pop3sPort: tlsPorts.pop3s,
+    users,
+    certPem,
+    dir,
+    configFile,
+    logPath,
+    async deliver(user, rawMessage, folder) {
+      const target = folderDir(maildirOf(user), folder);
+      for (const sub of ['', 'cur', 'new', 'tmp']) {
+        const d = path.join(target, sub);
+        if (!existsSync(d)) {
+          await mkdir(d, { mode: 0o700 });
+          await chown(d, uid, gid);
+        }
+      }
+      const bytes = typeof rawMessage === 'string' ? Buffer.from(rawMessage) : rawMessage;
+      // Maildir delivery: write under tmp/, then rename into new/ so Dovecot never sees half a file.
+      const name = `${Date.now()}.M${++sequence}P${process.pid}.mailgate,S=${bytes.length}`;
+      const tmp = path.join(target, 'tmp', name);
+      await writeFile(tmp, bytes, { mode: 0o600 });
+      await chown(tmp, uid, gid);
+      await rename(tmp, path.join(target, 'new', name));
+      return name;
+    },
+    async listMessages(user, folder) {
+      const target = folderDir(maildirOf(user), folder);
+      const names: string[] = [];
+      for (const sub of ['cur', 'new']) names.push(...(await readdir(path.join(target, sub)).catch(() => [])));
+      return names.sort();
+    },
+    readLog,
+    stop,
+  };
+}
+
+/**
+ * Runs `dovecot -c FILE` and waits for it to daemonize. Its output goes to a file: the daemon
+ * keeps the stdio it inherited, so pipes would never close and execFile would never return.
+ */
+async function startMaster(configFile: string, stderrFile: string): Promise<void> {
+  const fd = openSync(stderrFile, 'w');
+  try {
+    const code = await new Promise<number | null>((resolve, reject) => {
+      const child = spawn('dovecot', ['-c', configFile], { stdio: ['ignore', fd, fd] });
+      child.once('error', reject);
+      child.once('exit', (c) => resolve(c));
+    });
+    if (code !== 0) {
+      throw Object.assign(new Error(`dovecot -c ${configFile} exited with code ${code}`), { stderr: await readFile(stderrFile, 'utf8').catch(() => '') });
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,385 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import { createServer, type AddressInfo, type Server } from 'node:net';
+import { readFile } from 'node:fs/promises';
+import path from 'node:path';
+import type { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Pop3Client, Pop3Error, type Pop3Options } from '../gateway/fetch/pop3.js';
+import { DotDecoder } from '../gateway/fetch/pop3-stream.js';
+import { startDovecot, type TestDovecot } from './helpers/dovecot.js';
+
+// One user per test, so no test sees another's mailbox.
+const USERS = ['logins', 'wrongpw', 'oauth', 'uidl', 'retr', 'top', 'dele', 'rset', 'big', 'abandon', 'order'];
+// Microsoft's access tokens run to well over a thousand characters: longer than an AUTH line may be (RFC 5034).
+const GOOD_TOKEN = 'eyJ0eXAiOiJKV1QiLCJhbGciOiJSUzI1NiJ9.' + 'a'.repeat(1500);
+
+let dovecot: TestDovecot;
+let introspection: HttpServer;
+
+before(async () => {
+  // Dovecot's oauth2 passdb asks this endpoint about every token (RECIPES.md, OAuth2 section).
+  introspection = createHttpServer((req, res) => {
+    let body = '';
+    req.on('data', (c: Buffer) => (body += c.toString()));
+    req.on('end', () => {
+      const token = new URLSearchParams(body).get('token');
+      res.setHeader('content-type', 'application/json');
+      res.end(JSON.stringify(token === GOOD_TOKEN ? { active: true, username: 'oauth' } : { active: false }));
+    });
+  });
+  await new Promise<void>((resolve) => introspection.listen(0, '127.0.0.1', resolve));
+  const introspectionUrl = `http://127.0.0.1:${(introspection.address() as AddressInfo).port}/introspect`;
+  dovecot = await startDovecot({ users: USERS.map((name) => ({ name, password: `pw-${name}` })), oauth: { introspectionUrl } });
+});
+
+after(async () => {
+  await dovecot?.stop();
+  await new Promise((resolve) => introspection?.close(resolve));
+});
+
+/** Options for the test Dovecot's POP3 port for SECURITY, trusting its certificate. */
+function pop3(security: Pop3Options['security'], extra: Partial<Pop3Options> = {}): Pop3Options {
+  return {
+    host: '127.0.0.1',
+    port: security === 'tls' ? dovecot.pop3sPort : dovecot.pop3Port,
+    security,
+    tls: { ca: dovecot.certPem },
+    connectTimeoutMs: 10_000,
+    commandTimeoutMs: 10_000,
+    ...extra,
+  };
+}
+
+let lastLocal = 10;
+/**
+ * A loopback source address of its own, for a login meant to fail: Dovecot's auth penalty delays
+ * every later login from an address that failed, which would slow the tests after it.
+ */
+const elsewhere = () => ({ localAddress: `127.0.0.${++lastLocal}` });
+
+async function session(user: string, security: Pop3Options['security'] = 'starttls'): Promise<Pop3Client> {
+  const client = await Pop3Client.connect(pop3(security));
+  await client.login(user, `pw-${user}`);
+  return client;
+}
+
+async function readAll(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/** Rejects with a Pop3Error of KIND, and returns it for further checks. */
+async function failsWith(promise: Promise<unknown>, kind: Pop3Error['kind']): Promise<Pop3Error> {
+  try {
+    await promise;
+  } catch (err) {
+    assert.ok(err instanceof Pop3Error, `expected a Pop3Error, got ${String(err)}`);
+    assert.equal(err.kind, kind, err.message);
+    return err;
+  }
+  assert.fail(`expected a Pop3Error of kind ${kind}`);
+}
+
+/** A message whose body has lines that POP3 must dot-stuff: ".", "..", ".x". */
+function dottedMessage(subject: string): Buffer {
+  return Buffer.from([
+    'From: Customer <customer@example.org>',
+    'To: support@example.com',
+    `Subject: ${subject}`,
+    `Message-ID: <${subject.replace(/\W/g, '')}@test.example>`,
+    '',
+    'Line one.',
+    '.',
+    '..',
+    '.hidden line',
+    '...three dots',
+    ' . not at the start',
+    '.',
+    '',
+  ].join('\r\n'));
+}
+
+/** A message of about SIZE bytes: base64 lines, with dotted lines sprinkled in. */
+function bigMessage(subject: string, size: number): Buffer {
+  const head = Buffer.from(`From: a@example.org\r\nTo: b@example.com\r\nSubject: ${subject}\r\n\r\n`);
+  const lines = randomBytes(Math.ceil((size * 3) / 4)).toString('base64').match(/.{1,76}/g)!;
+  for (let i = 0; i < lines.length; i += 997) lines[i] = i % 2 ? '.' : '.' + lines[i];
+  return Buffer.concat([head, Buffer.from(lines.join('\r\n') + '\r\n')]);
+}
+
+async function deliveredBytes(user: string, name: string): Promise<Buffer> {
+  return readFile(path.join(dovecot.dir, 'home', user, 'Maildir', 'new', name));
+}
+
+test('logs in with USER/PASS and AUTH PLAIN, over STLS and over TLS on connect', async () => {
+  await dovecot.deliver('logins', dottedMessage('login check'));
+  for (const security of ['starttls', 'tls'] as const) {
+    for (const method of ['USER/PASS', 'AUTH PLAIN'] as const) {
+      const client = await Pop3Client.connect(pop3(security));
+      assert.equal(client.secure, true, `${security}: the session is encrypted`);
+      assert.ok(client.capabilities.has('UIDL'), 'CAPA after TLS is known');
+      if (method === 'USER/PASS') await client.login('logins', 'pw-logins');
+      else await client.authPlain('logins', 'pw-logins');
+      assert.equal((await client.stat()).count, 1, `${security} ${method}`);
+      await client.quit();
+    }
+  }
+});
+
+test('security none talks in clear, where the server allows it', async () => {
+  const client = await Pop3Client.connect(pop3('none'));
+  assert.equal(client.secure, false);
+  assert.ok(client.capabilities.has('STLS'));
+  await client.authPlain('logins', 'pw-logins');
+  await client.noop();
+  await client.quit();
+});
+
+test('a wrong password is kind auth and carries the server text', async () => {
+  const viaPass = await Pop3Client.connect(pop3('starttls', elsewhere()));
+  const err = await failsWith(viaPass.login('wrongpw', 'nope'), 'auth');
+  assert.match(err.serverText ?? '', /Authentication failed/);
+  viaPass.close();
+  const viaPlain = await Pop3Client.connect(pop3('tls', elsewhere()));
+  await failsWith(viaPlain.authPlain('wrongpw', 'nope'), 'auth');
+  viaPlain.close();
+});
+
+test('AUTH XOAUTH2 logs in with a valid token and reports a refused one as auth', async () => {
+  await dovecot.deliver('oauth', dottedMessage('oauth'));
+  const good = await Pop3Client.connect(pop3('tls'));
+  await good.authXoauth2('oauth', GOOD_TOKEN);
+  assert.equal((await good.stat()).count, 1);
+  await good.quit();
+
+  // The server answers a bad token with a JSON status as a continuation, then -ERR (RFC 7628 section 3.2.2).
+  const bad = await Pop3Client.connect(pop3('tls', elsewhere()));
+  const err = await failsWith(bad.authXoauth2('oauth', 'expired-token'), 'auth');
+  assert.match(err.message, /"status"/, 'the decoded status from the error continuation is in the message');
+  bad.close();
+});
+
+test('connection refused is kind tcp_refused', async () => {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  await new Promise((resolve) => server.close(resolve));
+  const err = await failsWith(Pop3Client.connect({ host: '127.0.0.1', port, security: 'none' }), 'tcp_refused');
+  assert.equal(err.code, 'ECONNREFUSED');
+});
+
+test('a host name that does not resolve is kind dns', async () => {
+  await failsWith(Pop3Client.connect({ host: 'pop.mailgate-test.invalid', port: 110, security: 'none', connectTimeoutMs: 10_000 }), 'dns');
+});
+
+test('a self-signed certificate that is not trusted is kind tls_certificate, on connect and after STLS', async () => {
+  for (const security of ['tls', 'starttls'] as const) {
+    const err = await failsWith(Pop3Client.connect({ ...pop3(security), tls: {} }), 'tls_certificate');
+    assert.match(err.message, /not trusted/);
+  }
+});
+
+test('TLS on connect against a clear-text port is kind tls', async () => {
+  await failsWith(Pop3Client.connect({ ...pop3('tls'), port: dovecot.pop3Port }), 'tls');
+});
+
+test('no greeting within the connect timeout is kind timeout; so is a command left unanswered', async (t) => {
+  let answer = true;
+  const server: Server = createServer((socket) => {
+    socket.on('error', () => undefined);
+    if (!answer) return; // never greets
+    socket.write('+OK fake\r\n');
+    socket.on('data', (d: Buffer) => {
+      if (d.toString().startsWith('CAPA')) socket.write('+OK\r\nUIDL\r\n.\r\n');
+      // NOOP: silence
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.after(() => new Promise((resolve) => server.close(resolve)));
+  const port = (server.address() as AddressInfo).port;
+  const client = await Pop3Client.connect({ host: '127.0.0.1', port, security: 'none', commandTimeoutMs: 300 });
+  const err = await failsWith(client.noop(), 'timeout');
+  assert.match(err.message, /NOOP/);
+  answer = false;
+  await failsWith(Pop3Client.connect({ host: '127.0.0.1', port, security: 'none', connectTimeoutMs: 300 }), 'timeout');
+});
+
+test('STLS is required with security starttls: a server without it is refused, nothing sent in clear', async (t) => {
+  const plain = await startDovecot({ ssl: 'no', users: [{ name: 'clear', password: 'pw-clear' }] });
+  t.after(() => plain.stop());
+  const err = await failsWith(Pop3Client.connect({ host: '127.0.0.1', port: plain.pop3Port, security: 'starttls' }), 'tls');
+  assert.match(err.message, /does not offer STLS/);
+  assert.doesNotMatch(await plain.readLog(), /user=<clear>/, 'no login was attempted');
+  // The same server is fine when clear text is what the admin chose.
+  const clear = await Pop3Client.connect({ host: '127.0.0.1', port: plain.pop3Port, security: 'none' });
+  await clear.login('clear', 'pw-clear');
+  await clear.quit();
+});
+
+test('a mailbox locked by another session is kind in_use', async (t) => {
+  const locking = await startDovecot({ pop3LockSession: true, users: [{ name: 'shared', password: 'pw-shared' }] });
+  t.after(() => locking.stop());
+  const opts = { host: '127.0.0.1', port: locking.pop3Port, security: 'none' as const, commandTimeoutMs: 30_000 };
+  const first = await Pop3Client.connect(opts);
+  await first.login('shared', 'pw-shared');
+  const second = await Pop3Client.connect(opts);
+  const err = await failsWith(second.login('shared', 'pw-shared'), 'in_use');
+  assert.match(err.serverText ?? '', /IN-USE/);
+  second.close();
+  await first.quit();
+});
+
+test('UIDL is stable across sessions and as mail arrives', async () => {
+  for (let i = 0; i < 3; i++) await dovecot.deliver('uidl', dottedMessage(`uidl ${i}`));
+  const one = await session('uidl');
+  const first = await one.uidl();
+  assert.equal(first.length, 3);
+  assert.deepEqual(first.map((u) => u.msgno), [1, 2, 3]);
+  assert.equal(new Set(first.map((u) => u.uid)).size, 3, 'UIDs are unique');
+  await one.quit();
+
+  await dovecot.deliver('uidl', dottedMessage('uidl 3'));
+  const two = await session('uidl', 'tls');
+  const second = await two.uidl();
+  assert.equal(second.length, 4);
+  assert.deepEqual(second.slice(0, 3), first);
+  await two.quit();
+});
+
+test('RETR gives the delivered bytes exactly, dotted lines and a message of several MB included', async () => {
+  const small = dottedMessage('retr dots');
+  const big = bigMessage('retr big', 3 * 1024 * 1024);
+  // Read back from Maildir/new before a session moves the files to cur/.
+  const expected = [await deliveredBytes('retr', await dovecot.deliver('retr', small)), await deliveredBytes('retr', await dovecot.deliver('retr', big))];
+  const client = await session('retr');
+  const sizes = await client.list();
+  for (const [i, bytes] of expected.entries()) {
+    assert.equal(sizes[i]?.size, bytes.length, 'LIST counts the bytes as stored (CRLF)');
+    const got = await readAll(await client.retr(i + 1));
+    assert.ok(got.equals(bytes), `message ${i + 1}: ${got.length} bytes read, ${bytes.length} delivered`);
+  }
+  await client.quit();
+});
+
+test('TOP n 0 gives the header only', async () => {
+  const raw = dottedMessage('top');
+  await dovecot.deliver('top', raw);
+  const client = await session('top', 'tls');
+  const head = await readAll(await client.top(1, 0));
+  const end = raw.indexOf('\r\n\r\n') + 4;
+  assert.equal(head.toString(), raw.subarray(0, end).toString());
+  await client.quit();
+});
+
+test('DELE then QUIT removes the message; DELE then RSET keeps it; DELE without QUIT keeps it', async () => {
+  await dovecot.deliver('dele', dottedMessage('dele 1'));
+  await dovecot.deliver('dele', dottedMessage('dele 2'));
+  const client = await session('dele');
+  const [, second] = await client.uidl();
+  await client.dele(1);
+  await client.quit();
+  assert.equal((await dovecot.listMessages('dele')).length, 1);
+  const again = await session('dele');
+  assert.deepEqual((await again.uidl()).map((u) => u.uid), [second!.uid]);
+  await again.dele(1);
+  again.close(); // no QUIT, no UPDATE state: nothing is removed (RFC 1939 section 6)
+  await sleep(200);
+  assert.equal((await dovecot.listMessages('dele')).length, 1);
+
+  await dovecot.deliver('rset', dottedMessage('rset'));
+  const r = await session('rset');
+  await r.dele(1);
+  await r.rset();
+  await r.quit();
+  assert.equal((await dovecot.listMessages('rset')).length, 1);
+  // Deleting a message twice is a protocol error from the server, and the session goes on.
+  const d = await session('rset');
+  await d.dele(1);
+  await failsWith(d.dele(1), 'protocol');
+  await d.quit();
+  assert.equal((await dovecot.listMessages('rset')).length, 0);
+});
+
+test('RETR of a 20 MB message streams with bounded buffering and the same hash', async () => {
+  let raw: Buffer | null = bigMessage('big', 20 * 1024 * 1024);
+  const expectedHash = createHash('sha256').update(raw).digest('hex');
+  const length = raw.length;
+  await dovecot.deliver('big', raw);
+  raw = null;
+  const client = await session('big', 'none');
+  const stream = await client.retr(1);
+  const hash = createHash('sha256');
+  let bytes = 0;
+  let most = 0;
+  let chunks = 0;
+  for await (const chunk of stream) {
+    hash.update(chunk as Buffer);
+    bytes += (chunk as Buffer).length;
+    // The iterator takes everything buffered at once, so a chunk's size is what the stream held.
+    most = Math.max(most, (chunk as Buffer).length + stream.readableLength);
+    // A slow reader: the client must stop reading the socket rather than queue the message.
+    if (++chunks % 20 === 0) await sleep(1);
+  }
+  assert.equal(bytes, length);
+  assert.equal(hash.digest('hex'), expectedHash);
+  // highWaterMark (64 KiB) plus at most one socket chunk past it.
+  assert.ok(most <= 256 * 1024, `the stream held at most ${most} bytes`);
+  await client.quit();
+});
+
+test('a RETR stream dropped halfway leaves the session usable', async () => {
+  const big = bigMessage('abandoned', 2 * 1024 * 1024);
+  const small = dottedMessage('after abandon');
+  await dovecot.deliver('abandon', big);
+  const expected = await deliveredBytes('abandon', await dovecot.deliver('abandon', small));
+  const client = await session('abandon', 'tls');
+  const stream = await client.retr(1);
+  for await (const _ of stream) break; // for await destroys the stream on break
+  const got = await readAll(await client.retr(2));
+  assert.ok(got.equals(expected));
+  await client.noop();
+  await client.quit();
+});
+
+test('commands issued while a RETR stream is unread run after it, in order', async () => {
+  const first = dottedMessage('order 1');
+  await dovecot.deliver('order', first);
+  await dovecot.deliver('order', dottedMessage('order 2'));
+  const client = await session('order');
+  const retr = client.retr(1);
+  const uidl = client.uidl();
+  const stream = await retr;
+  await sleep(50);
+  const body = await readAll(stream);
+  assert.equal((await uidl).length, 2);
+  assert.equal(body.toString(), first.toString());
+  await client.quit();
+  await failsWith(client.noop(), 'network');
+});
+
+test('the dot decoder handles every split of a response across chunks', () => {
+  const wire = Buffer.from('line\r\n..stuffed\r\n.\r\r\n.x\r\n\r\n...\r\nend\r\n.\r\n+OK next\r\n');
+  const decoded = 'line\r\n.stuffed\r\n\r\r\nx\r\n\r\n..\r\nend\r\n';
+  for (let a = 0; a <= wire.length; a++) {
+    for (let b = a; b <= wire.length; b++) {
+      const decoder = new DotDecoder();
+      const out: Buffer[] = [];
+      let rest: Buffer | null = null;
+      for (const piece of [wire.subarray(0, a), wire.subarray(a, b), wire.subarray(b)]) {
+        if (decoder.done) {
+          rest = Buffer.concat([rest!, piece]);
+          continue;
+        }
+        const r = decoder.write(piece);
+        out.push(...r.out);
+        if (r.rest) rest = r.rest;
+      }
+      assert.equal(Buffer.concat(out).toString(), decoded, `split at ${a}, ${b}`);
+      assert.equal(rest?.toString(), '+OK next\r\n', `split at ${a}, ${b}`);
+    }
+  }
+});
