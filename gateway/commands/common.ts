@@ -52,3 +52,19 @@ export function parsePositive(name: string) {
     return n;
   };
 }
+
+/** Runs `run` with the store (directly, or through the running gateway) and closes it after. */
+export async function withStoreReader<T>(cmd: Command, run: (store: StoreReader) => Promise<T>): Promise<T> {
+  const store = await openStoreReader(commandConfig(cmd).config);
+  try {
+    return await run(store);
+  } finally {
+    await store.close();
+  }
+}
+
+/** One line of text cut to `width` columns with an ellipsis, padded, for tables. */
+export function clip(text: string | undefined, width: number): string {
+  const t = (text ?? '').replace(/\s+/g, ' ');
+  return (t.length > width ? t.slice(0, width - 1) + '…' : t).padEnd(width);
+}

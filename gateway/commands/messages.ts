@@ -1,7 +1,7 @@
 import { pipeline } from 'node:stream/promises';
 import { Command } from 'commander';
 import type { MessageMeta } from '../../storage/message-meta.js';
-import { commandConfig, openStoreReader, parsePositive, parseSince } from './common.js';
+import { clip, parsePositive, parseSince, withStoreReader } from './common.js';
 
 export function messagesCommand(): Command {
   const messages = new Command('messages').description('list and read stored messages');
@@ -16,13 +16,10 @@ export function messagesCommand(): Command {
     .action(async (opts: { alias?: string; since?: string; limit: string; json?: boolean }, cmd: Command) => {
       const limit = parsePositive('--limit')(opts.limit);
       const since = opts.since ? parseSince(opts.since) : undefined;
-      const store = await openStoreReader(commandConfig(cmd).config);
-      try {
+      await withStoreReader(cmd, async (store) => {
         const list = await store.listMessages({ ...(opts.alias ? { alias: opts.alias } : {}), ...(since ? { since } : {}), limit });
         process.stdout.write(opts.json ? JSON.stringify(list, null, 2) + '\n' : table(list));
-      } finally {
-        await store.close();
-      }
+      });
     });
 
   messages
@@ -31,14 +28,11 @@ export function messagesCommand(): Command {
     .argument('<id>', 'message id')
     .option('--json', 'print JSON')
     .action(async (id: string, opts: { json?: boolean }, cmd: Command) => {
-      const store = await openStoreReader(commandConfig(cmd).config);
-      try {
+      await withStoreReader(cmd, async (store) => {
         const meta = await store.getMessage(id);
         if (!meta) throw new Error(`no message with id ${id}`);
         process.stdout.write(opts.json ? JSON.stringify(meta, null, 2) + '\n' : describe(meta));
-      } finally {
-        await store.close();
-      }
+      });
     });
 
   messages
@@ -46,21 +40,12 @@ export function messagesCommand(): Command {
     .description('write the stored bytes of a message to stdout')
     .argument('<id>', 'message id')
     .action(async (id: string, _opts: unknown, cmd: Command) => {
-      const store = await openStoreReader(commandConfig(cmd).config);
-      try {
-        await pipeline(store.openRaw(id), process.stdout, { end: false });
-      } finally {
-        await store.close();
-      }
+      await withStoreReader(cmd, (store) => pipeline(store.openRaw(id), process.stdout, { end: false }));
     });
 
   return messages;
 }
 
-function clip(text: string | undefined, width: number): string {
-  const t = (text ?? '').replace(/\s+/g, ' ');
-  return (t.length > width ? t.slice(0, width - 1) + '…' : t).padEnd(width);
-}
 
 function table(list: MessageMeta[]): string {
   if (list.length === 0) return '';

@@ -6,7 +6,7 @@ import {
   deleteQuarantined, getQuarantined, listQuarantine, openQuarantinedContent, restoreQuarantined, type QuarantineRecord,
 } from '../../storage/quarantine.js';
 import { ControlClient, type QuarantineAccess } from '../control.js';
-import { commandConfig, openStoreReader } from './common.js';
+import { clip, withStoreReader } from './common.js';
 
 /** `mailgate quarantine ...`: attachments blocked by the attachments stage (Cisco guide, "Viewing/Restoring/Deleting Blocked Attachments"). */
 export function quarantineCommand(): Command {
@@ -62,14 +62,8 @@ export function quarantineCommand(): Command {
   return quarantine;
 }
 
-async function withQuarantine(cmd: Command, run: (q: QuarantineAccess) => Promise<void>): Promise<void> {
-  const reader = await openStoreReader(commandConfig(cmd).config);
-  const access: QuarantineAccess = reader instanceof ControlClient ? reader : direct(reader as Store);
-  try {
-    await run(access);
-  } finally {
-    await reader.close();
-  }
+function withQuarantine(cmd: Command, run: (q: QuarantineAccess) => Promise<void>): Promise<void> {
+  return withStoreReader(cmd, (reader) => run(reader instanceof ControlClient ? reader : direct(reader as Store)));
 }
 
 /** The same operations on a store this process opened. */
@@ -103,7 +97,3 @@ function table(list: QuarantineRecord[]): string {
   );
 }
 
-function clip(text: string, width: number): string {
-  const t = text.replace(/\s+/g, ' ');
-  return (t.length > width ? t.slice(0, width - 1) + '…' : t).padEnd(width);
-}
