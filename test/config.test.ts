@@ -224,7 +224,14 @@ test('ports default by protocol and security', async (t) => {
   for (const [name, port, expected] of cases) await t.test(name, () => assert.equal(port(), expected));
   await t.test('other incoming defaults', () => {
     const config = load(toml('[[alias]]', 'name = "a"', 'address = "a@x.org"', '[alias.incoming]', 'host = "mx"'));
-    assert.deepEqual(config.alias[0]?.incoming, { type: 'pop3', host: 'mx', security: 'auto', folder: 'INBOX', port: 110 });
+    assert.deepEqual(config.alias[0]?.incoming, {
+      type: 'pop3', host: 'mx', security: 'auto', folder: 'INBOX', port: 110,
+      poll_interval: 60, reconnect_interval: 60, idle: true, max_items: 50, max_message_size: 6_000_000,
+      on_stored: 'delete', processed_folder: 'Processed', on_invalid: 'keep', invalid_folder: 'Invalid',
+    });
+    const imap = load(toml('[[alias]]', 'name = "a"', 'address = "a@x.org"', '[alias.incoming]', 'type = "imap"', 'host = "mx"')).alias[0]?.incoming;
+    assert.equal(imap?.on_stored, 'move');
+    assert.equal(imap?.on_invalid, 'move');
   });
 });
 

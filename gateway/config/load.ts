@@ -102,6 +102,7 @@ function finish(config: Config, baseDir: string): Config {
     smtp: { ...config.smtp, tls: tls && { cert: at(tls.cert), key: at(tls.key) } },
     partition: config.partition.policy === undefined ? config.partition : { ...config.partition, policy: at(config.partition.policy) },
     department: config.department.map((d) => (d.policy === undefined ? d : { ...d, policy: at(d.policy) })),
+    alias: config.alias.map((a) => (a.incoming?.ca_file === undefined ? a : { ...a, incoming: { ...a.incoming, ca_file: at(a.incoming.ca_file) } })),
   });
 }
 

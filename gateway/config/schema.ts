@@ -12,6 +12,7 @@ import net from 'node:net';
 import { z } from 'zod';
 import { isPasswordHash } from './password.js';
 import { invariantIssues } from './invariants.js';
+import { incoming } from './incoming.js';
 
 const is = (phrase: string) => ({ error: phrase });
 
@@ -69,10 +70,7 @@ const listenAddress = z.string(is(LISTEN)).refine((a) => parseListenAddress(a) !
 
 const HASH = 'a password hash "scrypt$N$r$p$salt$hash" (made by hashPassword)';
 
-/** Default mail-fetch port: POP3 110, POP3 over TLS 995, IMAP 143, IMAP over TLS 993. */
-export function defaultFetchPort(type: 'pop3' | 'imap', tls: boolean): number {
-  return type === 'pop3' ? (tls ? 995 : 110) : tls ? 993 : 143;
-}
+export { defaultFetchPort } from './incoming.js';
 
 /** Default SMTP port. Cisco guide: 25, or 587 when the SSL ("SMTP") flag is set. */
 export const defaultSmtpPort = (ssl: boolean) => (ssl ? 587 : 25);
@@ -180,25 +178,6 @@ const department = z.strictObject({
   /** Policy TOML file, relative to the config file's directory. */
   policy: text.optional(),
 });
-
-const incoming = z
-  .strictObject({
-    /** `pop3` or `imap` (Cisco guide default: POP3). */
-    type: z.enum(['pop3', 'imap']).default('pop3'),
-    /** Mail server to fetch from. */
-    host,
-    /** Port. Default: POP3 110, POP3 with TLS 995, IMAP 143, IMAP with TLS 993. */
-    port: port.optional(),
-    /** `tls` (TLS on connect), `starttls`, `none`, or `auto` (TLS on connect for ports 993/995, else STARTTLS when offered). */
-    security: z.enum(['auto', 'tls', 'starttls', 'none']).default('auto'),
-    /** Login name. */
-    user: z.string().optional(),
-    /** Password. Use `${ENV_NAME}` rather than writing it here. */
-    password: z.string().optional(),
-    /** IMAP folder to fetch from. */
-    folder: text.default('INBOX'),
-  })
-  .transform((i) => ({ ...i, port: i.port ?? defaultFetchPort(i.type, i.security === 'tls') }));
 
 const outgoing = z
   .strictObject({

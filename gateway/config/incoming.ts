@@ -1,0 +1,83 @@
+/**
+ * `[alias.incoming]`: the mailbox an alias fetches from, and how the retriever treats it.
+ * Kept apart from schema.ts so that file stays small; the same conventions apply (custom
+ * messages say what was expected).
+ */
+import net from 'node:net';
+import { z } from 'zod';
+
+const is = (phrase: string) => ({ error: phrase });
+const PORT = 'an integer from 1 to 65535';
+const port = z.int(is(PORT)).min(1, is(PORT)).max(65535, is(PORT));
+const positive = (unit: string) => z.int(is(`a positive integer (${unit})`)).min(1, is(`a positive integer (${unit})`));
+const text = z.string().min(1, is('a non-empty string'));
+const host = z.string(is('a host name or IP address')).regex(/^[A-Za-z0-9.:_-]+$/, is('a host name or IP address'));
+
+/** Default mail-fetch port: POP3 110, POP3 over TLS 995, IMAP 143, IMAP over TLS 993. */
+export function defaultFetchPort(type: 'pop3' | 'imap', tls: boolean): number {
+  return type === 'pop3' ? (tls ? 995 : 110) : tls ? 993 : 143;
+}
+
+const action = z.enum(['move', 'delete', 'keep']);
+
+function loopbackHost(h: string): boolean {
+  return h === 'localhost' || h === '::1' || (net.isIPv4(h) && h.startsWith('127.'));
+}
+
+/** The `[alias.incoming]` table. */
+export const incoming = z
+  .strictObject({
+    /** `pop3` or `imap` (Cisco guide default: POP3). */
+    type: z.enum(['pop3', 'imap']).default('pop3'),
+    /** Mail server to fetch from. */
+    host,
+    /** Port. Default: POP3 110, POP3 with TLS 995, IMAP 143, IMAP with TLS 993. */
+    port: port.optional(),
+    /** `tls` (TLS on connect), `starttls`, `none` (loopback hosts only), or `auto` (TLS on connect for ports 993/995, else STARTTLS; IMAP goes on in clear when the server offers no STARTTLS). */
+    security: z.enum(['auto', 'tls', 'starttls', 'none']).default('auto'),
+    /** Extra CA certificate file (PEM) to trust for this server, e.g. a private CA; relative to the config file. Default: the system's CAs only. */
+    ca_file: text.optional(),
+    /** Login name. */
+    user: z.string().optional(),
+    /** Password. Use `${ENV_NAME}` rather than writing it here. */
+    password: z.string().optional(),
+    /** IMAP folder to fetch from. */
+    folder: text.default('INBOX'),
+    /** Seconds between polls (Emplifi "poll interval"). */
+    poll_interval: positive('seconds').default(60),
+    /** Seconds to wait before connecting again after an error. */
+    reconnect_interval: positive('seconds').default(60),
+    /** IMAP: wait for new mail with IDLE where the server supports it, so it arrives within seconds; polling stays as the fallback. */
+    idle: z.boolean().default(true),
+    /** Most messages fetched in one poll (CCaaS default 50). */
+    max_items: positive('messages').default(50),
+    /** Messages larger than this many bytes are not downloaded: a record with their headers is stored and `on_invalid` applies (CCaaS default 6000000). */
+    max_message_size: positive('bytes').default(6_000_000),
+    /** After a message is stored: `move` to `processed_folder` (IMAP only; the IMAP default), `delete` (the POP3 default) or `keep` (tracked by UID or UIDL so it is not stored again). */
+    on_stored: action.optional(),
+    /** IMAP folder stored messages are moved to; created when missing. */
+    processed_folder: text.default('Processed'),
+    /** For a message that cannot be fetched for good (over `max_message_size`): `move` to `invalid_folder` (IMAP only; the IMAP default), `delete`, or `keep` (the POP3 default). */
+    on_invalid: action.optional(),
+    /** IMAP folder invalid messages are moved to; created when missing. */
+    invalid_folder: text.default('Invalid'),
+  })
+  .superRefine((i, ctx) => {
+    for (const key of ['on_stored', 'on_invalid'] as const) {
+      if (i.type === 'pop3' && i[key] === 'move') {
+        ctx.addIssue({ code: 'custom', path: [key], input: i[key], message: '"delete" or "keep" with type = "pop3" (POP3 has no folders to move to)' });
+      }
+    }
+    if (i.security === 'none' && !loopbackHost(i.host)) {
+      ctx.addIssue({ code: 'custom', path: ['security'], input: i.security, message: '"tls", "starttls" or "auto" for a host that is not loopback (the password would cross in clear)' });
+    }
+  })
+  .transform((i) => {
+    const imap = i.type === 'imap';
+    return {
+      ...i,
+      port: i.port ?? defaultFetchPort(i.type, i.security === 'tls'),
+      on_stored: i.on_stored ?? (imap ? 'move' : 'delete'),
+      on_invalid: i.on_invalid ?? (imap ? 'move' : 'keep'),
+    };
+  });
