@@ -9,6 +9,7 @@ import { PolicySet, policySources } from '../policy/policy-set.js';
 import { watchPolicies } from '../policy/policy-watcher.js';
 import { Metrics, startMetricsServer } from './metrics.js';
 import { parseListenAddress } from './config/schema.js';
+import { startRetriever, type Retriever, type RetrieverHooks } from './fetch/retriever.js';
 
 /** Everything a gateway needs, passed in so tests can run several side by side. */
 export interface GatewayDeps {
@@ -20,12 +21,18 @@ export interface GatewayDeps {
    * files the config names, reloaded when they change.
    */
   stages?: (department?: string) => readonly Stage[];
+  /** Fetch from the aliases' incoming mailboxes (default true); tests that do not want it pass false. */
+  retriever?: boolean;
+  /** Test seams of the retriever. */
+  retrieverHooks?: RetrieverHooks;
 }
 
 /** A running gateway. */
 export interface Gateway {
   readonly smtp: SmtpListener;
   readonly metrics: Metrics;
+  /** The retriever, unless disabled. */
+  readonly retriever?: Retriever;
   /** Port of the metrics server, when `[metrics] listen` is set. */
   readonly metricsPort?: number;
   /** Stops listening, lets messages in progress finish, and closes the control socket. The store stays open for the caller to close. */
@@ -58,12 +65,20 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
     await control.close();
     throw err;
   }
+  // After the SMTP listener, so a config problem there stops the start before any mailbox is touched.
+  const retriever =
+    deps.retriever === false
+      ? undefined
+      : startRetriever({ store, logger, stages, config, metrics, ...(deps.retrieverHooks ? { hooks: deps.retrieverHooks } : {}) });
   const listener = smtp;
   return {
     smtp: listener,
     metrics,
     ...(metricsServer ? { metricsPort: metricsServer.port } : {}),
+    ...(retriever ? { retriever } : {}),
     async stop() {
+      // First: a fetch in progress finishes while the store and everything else are still up.
+      await retriever?.stop();
       watcher?.close();
       await metricsServer?.close();
       await listener.close();

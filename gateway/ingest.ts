@@ -1,7 +1,7 @@
 import { Transform, type Readable, type TransformCallback } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import type { Logger } from 'pino';
-import type { Store } from '../storage/store.js';
+import type { Store, StoreOp } from '../storage/store.js';
 import { newMessageId } from '../storage/ids.js';
 import type { Envelope, MessageMeta, MessageSource } from '../storage/message-meta.js';
 import { defaultPipelineLimits, runPipeline, stageOf, type PipelineLimits } from '../policy/pipeline.js';
@@ -33,6 +33,12 @@ export interface IngestRequest {
   maxSize?: number;
   /** Domain of `unknown@<domain>`, the From of a wrapping message whose original has no valid From (Genesys `default_domain`). Default `localhost`. */
   defaultDomain?: string;
+  /** The id to store the message under (from `newMessageId()`), when the caller must know it before the commit. Default: a new one. */
+  id?: string;
+  /** Writes that must become durable with the message, in its one synced batch (the retriever records the fetched UID so). */
+  commitOps?: readonly StoreOp[];
+  /** Tags the message starts with (e.g. `oversize` on the record of a message too big to fetch). */
+  tags?: readonly string[];
 }
 
 /**
@@ -62,7 +68,7 @@ class SizeGuard extends Transform {
  * end, so an SMTP session can answer.
  */
 export async function ingestMessage(deps: IngestDeps, input: Readable, req: IngestRequest): Promise<MessageMeta> {
-  const id = newMessageId();
+  const id = req.id ?? newMessageId();
   const receivedAt = new Date();
   const guard = new SizeGuard(req.maxSize ?? Number.POSITIVE_INFINITY);
   const spool = fileSpool(spoolDir(deps.store.dir));
@@ -114,7 +120,7 @@ export async function ingestMessage(deps: IngestDeps, input: Readable, req: Inge
           findings: ctx.findings,
           tags: [...ctx.tags],
         };
-        await writer.commit(meta, ctx.commitOps);
+        await writer.commit(meta, [...ctx.commitOps, ...(req.commitOps ?? [])]);
         return meta;
       } catch (err) {
         drain();
@@ -159,7 +165,7 @@ function messageContext(deps: IngestDeps, req: IngestRequest, id: string): Messa
     direction: req.direction ?? 'inbound',
     ...(req.department ? { department: req.department } : {}),
     findings: {},
-    tags: new Set(),
+    tags: new Set(req.tags),
     log: deps.logger.child({ msg_id: id }),
     dryRun: false,
     store: deps.store,
@@ -238,9 +244,10 @@ async function storeWrapped(
           ? { masking: { summary: [`Masked the attached original as raw text, since it could not be parsed: ${Object.entries(counts).map(([k, v]) => `${k} ${v}`).join(', ')}.`], masked: counts, raw: true } }
           : {}),
       },
-      tags: ['wrapped'],
+      tags: ['wrapped', ...(req.tags ?? [])],
     };
-    await writer.commit(meta);
+    // The retriever's record of the fetched message must be durable with whatever is stored for it.
+    await writer.commit(meta, req.commitOps ?? []);
     return meta;
   } catch (err) {
     throw errors.storeFailed(err);

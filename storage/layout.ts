@@ -12,6 +12,9 @@
  *                                   its chunks are then `!chunks!<id>#<n>!<seq>`; absent means generation 0, `!chunks!<id>!<seq>`
  *   !rewrites!<id>                  {generation, quarantineId?} (JSON): chunks of that generation (and that quarantined
  *                                   part) are garbage if we stop now; removed once they are gone; swept at open
+ *   !fetched!<alias>\x00<uidvalidity>:<uid>   FetchedRecord (JSON): an IMAP message the retriever stored; or
+ *   !fetched!<alias>\x00pop3:<uidl>            a POP3 one. Written in the message's own synced batch, so a
+ *                                   message found again after a crash gets only its post-store action
  *
  * A rewrite writes the new generation's chunks under a `rewrites` mark naming the new
  * generation, then in one synced batch records the new generation and metadata, deletes
@@ -54,6 +57,8 @@ export function openSublevels(db: RootDb) {
     generations: db.sublevel<string, number>('generations', { valueEncoding: 'json' }),
     /** id → chunks left over by a rewrite, to remove (see the header comment). */
     rewrites: db.sublevel<string, RewriteMark>('rewrites', { valueEncoding: 'json' }),
+    /** `<alias>\x00<uidvalidity>:<uid>` or `<alias>\x00pop3:<uidl>` → what the retriever stored for it. */
+    fetched: db.sublevel<string, FetchedRecord>('fetched', { valueEncoding: 'json' }),
   };
 }
 
@@ -74,6 +79,14 @@ export interface RewriteMark {
   generation: number;
   /** Quarantined part whose chunks are garbage (restored into the message). */
   quarantineId?: string;
+}
+
+/** A mailbox message the retriever has stored (the fetched sublevel). */
+export interface FetchedRecord {
+  /** The stored message: the message itself, or the record of an over-size one. */
+  id: string;
+  /** Set when the message was invalid (over-size): it gets `on_invalid`, not `on_stored`. */
+  invalid?: true;
 }
 
 /** Removes what a rewrite mark names (old or unfinished generation, restored quarantine bytes). */
@@ -109,6 +122,7 @@ export const migrations: readonly Migration[] = [
   { version: 1, description: 'initial layout: messages, chunks, by-alias, pending', up: async () => {} },
   { version: 2, description: 'quarantine sublevels (new, nothing to rewrite)', up: async () => {} },
   { version: 3, description: 'generations and rewrites sublevels for rewritten messages (new, nothing to rewrite)', up: async () => {} },
+  { version: 4, description: 'fetched sublevel: mailbox messages the retriever stored (new, nothing to rewrite)', up: async () => {} },
 ];
 
 /** The layout version this code reads and writes. */

@@ -1,0 +1,147 @@
+/**
+ * The retriever's view of an IMAP folder (mailbox.ts), with imapflow. Every command runs
+ * under a mailbox lock released in `finally`, and no command is issued inside a
+ * `for await (client.fetch(...))` loop (imapflow issues 110, 159, 284): listings are
+ * collected first (fetchAll), acted on afterwards.
+ */
+import { finished } from 'node:stream';
+import type { Readable } from 'node:stream';
+import { ImapFlow } from 'imapflow';
+import type { IncomingServerConfig } from '../config/schema.js';
+import { tlsOptionsFor, type Mailbox, type MailboxItem } from './mailbox.js';
+
+/** An IMAP folder session for the retriever. */
+export class ImapMailbox implements Mailbox {
+  #client: ImapFlow | undefined;
+  #onNewMail: () => void = () => {};
+  readonly #folders = new Set<string>();
+
+  constructor(private readonly server: IncomingServerConfig) {}
+
+  /** With IDLE the session stays open between polls so the server can tell us about new mail. */
+  get persistent(): boolean {
+    return this.server.idle;
+  }
+
+  get usable(): boolean {
+    return this.#client?.usable ?? false;
+  }
+
+  async open(): Promise<void> {
+    const s = this.server;
+    const tlsOnConnect = s.security === 'tls' || (s.security === 'auto' && s.port === 993);
+    const client = new ImapFlow({
+      host: s.host,
+      port: s.port,
+      secure: tlsOnConnect,
+      // auto: upgrade when offered; starttls: refuse to go on in clear; none: stay in clear.
+      ...(s.security === 'starttls' ? { doSTARTTLS: true } : s.security === 'none' ? { doSTARTTLS: false } : {}),
+      tls: tlsOptionsFor(s),
+      auth: { user: s.user ?? '', pass: s.password ?? '' },
+      logger: false,
+      disableAutoIdle: !s.idle,
+      // Start IDLE soon after a poll, so mail delivered right after it is seen at once.
+      autoIdleDelay: 1000,
+    });
+    client.on('error', () => {
+      // Reported by the command that fails, or seen as `usable` turning false.
+    });
+    client.on('exists', (e: { count: number; prevCount: number }) => {
+      if (e.count > e.prevCount) this.#onNewMail();
+    });
+    client.on('close', () => this.#onNewMail()); // wake the retriever so it reconnects
+    try {
+      await client.connect();
+      await client.mailboxOpen(s.folder);
+    } catch (err) {
+      client.close();
+      throw err;
+    }
+    this.#client = client;
+  }
+
+  async list(): Promise<MailboxItem[]> {
+    return this.#locked(async (client) => {
+      const mailbox = client.mailbox;
+      if (!mailbox || mailbox.exists === 0) return [];
+      const validity = String(mailbox.uidValidity);
+      const found = await client.fetchAll('1:*', { uid: true, size: true });
+      return found.map((m) => ({ key: `${validity}:${m.uid}`, size: m.size ?? 0, ref: m.uid }));
+    });
+  }
+
+  async message(item: MailboxItem): Promise<Readable> {
+    const client = this.#session();
+    const lock = await client.getMailboxLock(this.server.folder);
+    try {
+      const download = await client.download(String(item.ref), undefined, { uid: true });
+      if (!download.content) throw new Error(`IMAP message UID ${item.ref} is gone from ${this.server.folder}`);
+      // The lock is held until the caller has read the message (or given up on it).
+      finished(download.content, () => lock.release());
+      return download.content;
+    } catch (err) {
+      lock.release();
+      throw err;
+    }
+  }
+
+  headers(item: MailboxItem): Promise<Buffer> {
+    return this.#locked(async (client) => {
+      const msg = await client.fetchOne(String(item.ref), { headers: true }, { uid: true });
+      if (!msg || !msg.headers) throw new Error(`IMAP message UID ${item.ref} is gone from ${this.server.folder}`);
+      return msg.headers;
+    });
+  }
+
+  markStored(item: MailboxItem): Promise<void> {
+    return this.#apply(item, this.server.on_stored, this.server.processed_folder);
+  }
+
+  markInvalid(item: MailboxItem): Promise<void> {
+    return this.#apply(item, this.server.on_invalid, this.server.invalid_folder);
+  }
+
+  onNewMail(callback: () => void): void {
+    this.#onNewMail = callback;
+  }
+
+  async close(): Promise<void> {
+    const client = this.#client;
+    this.#client = undefined;
+    if (!client) return;
+    this.#onNewMail = () => {};
+    await client.logout().catch(() => client.close());
+  }
+
+  async #apply(item: MailboxItem, action: 'move' | 'delete' | 'keep', folder: string): Promise<void> {
+    if (action === 'keep') return;
+    if (action === 'move') await this.#ensureFolder(folder);
+    await this.#locked(async (client) => {
+      const uid = String(item.ref);
+      if (action === 'move') await client.messageMove(uid, folder, { uid: true });
+      else await client.messageDelete(uid, { uid: true });
+    });
+  }
+
+  async #ensureFolder(folder: string): Promise<void> {
+    if (this.#folders.has(folder)) return;
+    // Answers `created: false` when it exists already.
+    await this.#session().mailboxCreate(folder);
+    this.#folders.add(folder);
+  }
+
+  async #locked<T>(run: (client: ImapFlow) => Promise<T>): Promise<T> {
+    const client = this.#session();
+    const lock = await client.getMailboxLock(this.server.folder);
+    try {
+      return await run(client);
+    } finally {
+      lock.release();
+    }
+  }
+
+  #session(): ImapFlow {
+    if (!this.#client) throw new Error('IMAP session is not open');
+    return this.#client;
+  }
+}

@@ -1,0 +1,49 @@
+/**
+ * What the retriever needs from a mailbox, whatever the protocol: imap.ts and pop3-mailbox.ts
+ * implement it. One session at a time; calls are made one after another, never concurrently.
+ */
+import { readFileSync } from 'node:fs';
+import tls from 'node:tls';
+import type { Readable } from 'node:stream';
+import type { IncomingServerConfig } from '../config/schema.js';
+
+/** A message waiting in the mailbox. */
+export interface MailboxItem {
+  /** Stable across sessions: `<uidvalidity>:<uid>` for IMAP, `pop3:<uidl>` for POP3. The `fetched` key is `<alias>\x00<key>`. */
+  key: string;
+  /** Size in octets as the server reports it (IMAP RFC822.SIZE, POP3 LIST). */
+  size: number;
+  /** The protocol's handle for this session: IMAP UID or POP3 message number. */
+  ref: number;
+}
+
+/** One open session on a mailbox. */
+export interface Mailbox {
+  /** Connects, secures, logs in and (IMAP) selects the folder. */
+  open(): Promise<void>;
+  /** The messages in the mailbox now, in mailbox order. */
+  list(): Promise<MailboxItem[]>;
+  /** The whole message as a stream; read it to the end or destroy it. */
+  message(item: MailboxItem): Promise<Readable>;
+  /** The message's header block only (IMAP `BODY.PEEK[HEADER]`, POP3 `TOP n 0`). */
+  headers(item: MailboxItem): Promise<Buffer>;
+  /** Applies `on_stored`: move to the processed folder, delete, or keep. */
+  markStored(item: MailboxItem): Promise<void>;
+  /** Applies `on_invalid`: move to the invalid folder, delete, or keep. */
+  markInvalid(item: MailboxItem): Promise<void>;
+  /** Registers the callback called when the server says new mail arrived (IMAP IDLE). */
+  onNewMail(callback: () => void): void;
+  /** False once the connection is gone; the retriever then opens a new session. */
+  readonly usable: boolean;
+  /** Whether the session should stay open between polls (IMAP with IDLE); otherwise it is closed after each poll. */
+  readonly persistent: boolean;
+  /** Ends the session: POP3 QUIT (which applies deletions), IMAP LOGOUT. Never rejects. */
+  close(): Promise<void>;
+}
+
+/** TLS options for a server: the `ca_file` is trusted in addition to the system's CAs. */
+export function tlsOptionsFor(server: IncomingServerConfig): { ca?: string[] } {
+  if (!server.ca_file) return {};
+  // Node replaces the default CAs when `ca` is given: keep them.
+  return { ca: [...tls.rootCertificates, readFileSync(server.ca_file, 'utf8')] };
+}

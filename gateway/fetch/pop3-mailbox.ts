@@ -1,0 +1,85 @@
+/**
+ * The retriever's view of a POP3 mailbox (mailbox.ts) over our client in pop3.ts. POP3 has no
+ * folders: stored and invalid messages are deleted or kept. Deletions apply at QUIT, so the
+ * session is closed after every poll.
+ */
+import type { Readable } from 'node:stream';
+import type { IncomingServerConfig } from '../config/schema.js';
+import { Pop3Client, type Pop3Security } from './pop3.js';
+import { tlsOptionsFor, type Mailbox, type MailboxItem } from './mailbox.js';
+
+/** `auto` is TLS on connect on port 995, else STLS (never clear text unless asked for). */
+function pop3Security(server: IncomingServerConfig): Pop3Security {
+  if (server.security === 'auto') return server.port === 995 ? 'tls' : 'starttls';
+  return server.security;
+}
+
+async function readAll(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/** A POP3 mailbox session for the retriever. */
+export class Pop3Mailbox implements Mailbox {
+  readonly persistent = false;
+  #client: Pop3Client | undefined;
+
+  constructor(private readonly server: IncomingServerConfig) {}
+
+  get usable(): boolean {
+    return this.#client !== undefined;
+  }
+
+  async open(): Promise<void> {
+    const s = this.server;
+    const client = await Pop3Client.connect({ host: s.host, port: s.port, security: pop3Security(s), tls: tlsOptionsFor(s) });
+    try {
+      await client.login(s.user ?? '', s.password ?? '');
+    } catch (err) {
+      client.close();
+      throw err;
+    }
+    this.#client = client;
+  }
+
+  async list(): Promise<MailboxItem[]> {
+    const client = this.#session();
+    const uids = await client.uidl();
+    const sizes = new Map((await client.list()).map((s) => [s.msgno, s.size]));
+    return uids.map((u) => ({ key: `pop3:${u.uid}`, size: sizes.get(u.msgno) ?? 0, ref: u.msgno }));
+  }
+
+  message(item: MailboxItem): Promise<Readable> {
+    return this.#session().retr(item.ref);
+  }
+
+  async headers(item: MailboxItem): Promise<Buffer> {
+    return readAll(await this.#session().top(item.ref, 0));
+  }
+
+  async markStored(item: MailboxItem): Promise<void> {
+    if (this.server.on_stored === 'delete') await this.#session().dele(item.ref);
+  }
+
+  async markInvalid(item: MailboxItem): Promise<void> {
+    if (this.server.on_invalid === 'delete') await this.#session().dele(item.ref);
+  }
+
+  onNewMail(): void {
+    // POP3 cannot tell: polling only.
+  }
+
+  async close(): Promise<void> {
+    const client = this.#client;
+    this.#client = undefined;
+    if (!client) return;
+    // QUIT applies the DELEs; if it fails they are simply done again at the next poll (the UIDLs are recorded).
+    await client.quit().catch(() => client.close());
+  }
+
+  #session(): Pop3Client {
+    if (!this.#client) throw new Error('POP3 session is not open');
+    return this.#client;
+  }
+}

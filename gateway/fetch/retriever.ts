@@ -1,0 +1,236 @@
+/**
+ * The retriever: brings mail in from each active alias's `[alias.incoming]` mailbox through
+ * ingestMessage, exactly once. The mailbox key (IMAP UIDVALIDITY:UID, POP3 UIDL) is recorded in
+ * the `fetched` sublevel in the message's own synced batch; only then is the message moved or
+ * deleted, so after a crash at any point a message found again gets only its post-store action.
+ * One worker per alias; a failing alias never holds up another.
+ */
+import { Readable } from 'node:stream';
+import type { AliasConfig, Config, IncomingServerConfig } from '../config/schema.js';
+import { ingestMessage, type IngestDeps, type IngestRequest } from '../ingest.js';
+import { MailgateError } from '../errors.js';
+import { newMessageId, type StoreOp } from '../../storage/store.js';
+import type { FetchedRecord } from '../../storage/layout.js';
+import type { Metrics } from '../metrics.js';
+import { Pop3Error } from './pop3.js';
+import { ImapMailbox } from './imap.js';
+import { Pop3Mailbox } from './pop3-mailbox.js';
+import { oversizeRecord } from './oversize.js';
+import type { Mailbox, MailboxItem } from './mailbox.js';
+
+/** CCaaS "lightweight" size: messages up to this many bytes are fetched before larger ones in a poll. */
+export const LIGHTWEIGHT_SIZE = 10_000;
+
+/** Test seams: a test simulates a crash by throwing from `afterStore`, and waits for polls with `afterPoll`. */
+export interface RetrieverHooks {
+  /** Called after a message (or its over-size record) is durable and before its post-store action. */
+  afterStore?(alias: string, item: MailboxItem): void | Promise<void>;
+  /** Called after each poll that completed. */
+  afterPoll?(alias: string, result: PollResult): void;
+}
+
+/** What one poll did. */
+export interface PollResult {
+  /** Messages stored in this poll (over-size records included). */
+  stored: number;
+  /** Messages found already stored that got their post-store action again. */
+  finished: number;
+  /** Messages left for a later poll by `max_items`. */
+  deferred: number;
+}
+
+/** What the retriever needs. */
+export interface RetrieverDeps extends IngestDeps {
+  config: Config;
+  metrics?: Metrics;
+  hooks?: RetrieverHooks;
+}
+
+/** The running retriever. */
+export interface Retriever {
+  /** Names of the aliases being fetched. */
+  readonly aliases: readonly string[];
+  /** Stops every worker; waits for the message being fetched to be stored, then closes the sessions. */
+  stop(): Promise<void>;
+}
+
+/** Starts one worker per alias that has an `[alias.incoming]` server and `status = "active"`. */
+export function startRetriever(deps: RetrieverDeps): Retriever {
+  const workers = deps.config.alias.filter((a) => a.incoming && a.status === 'active').map((a) => new AliasWorker(deps, a, a.incoming!));
+  return {
+    aliases: workers.map((w) => w.alias.name),
+    async stop() {
+      await Promise.all(workers.map((w) => w.stop()));
+    },
+  };
+}
+
+/** Key of a mailbox message in the `fetched` sublevel. */
+export function fetchedKey(alias: string, itemKey: string): string {
+  return `${alias}\x00${itemKey}`;
+}
+
+const DNS_ERRORS = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME', 'EAI_FAIL', 'EAI_NODATA']);
+
+/** The kind of a fetch failure, in the words of Pop3ErrorKind, for the log (and later the alias health). */
+export function fetchErrorKind(err: unknown): string {
+  if (err instanceof Pop3Error) return err.kind;
+  if (err instanceof MailgateError) return err.code.startsWith('STORE_') ? 'store' : 'ingest';
+  const e = (err ?? {}) as { authenticationFailed?: boolean; code?: unknown };
+  const code = typeof e.code === 'string' ? e.code : '';
+  if (e.authenticationFailed) return 'auth';
+  if (DNS_ERRORS.has(code)) return 'dns';
+  if (code === 'ECONNREFUSED') return 'tcp_refused';
+  if (code === 'ETIMEDOUT' || code === 'ETIMEOUT') return 'timeout';
+  if (/CERT|SELF_SIGNED|ISSUER|LEAF_SIGNATURE|HOSTNAME_MISMATCH/.test(code)) return 'tls_certificate';
+  if (code.startsWith('ERR_SSL') || code === 'StartTLSFailed') return 'tls';
+  if (code === 'ECONNRESET' || code === 'EPIPE' || code === 'NoConnection') return 'network';
+  return 'protocol';
+}
+
+class AliasWorker {
+  readonly #log: IngestDeps['logger'];
+  #stopping = false;
+  #wake: (() => void) | undefined;
+  #woken = false;
+  readonly #running: Promise<void>;
+
+  constructor(private readonly deps: RetrieverDeps, readonly alias: AliasConfig, private readonly server: IncomingServerConfig) {
+    this.#log = deps.logger.child({ alias: alias.name, source: server.type });
+    this.#running = this.#loop();
+  }
+
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    this.#wakeUp();
+    await this.#running;
+  }
+
+  #wakeUp(): void {
+    this.#woken = true;
+    this.#wake?.();
+  }
+
+  /** Waits `ms`, or less when woken (new mail, a lost connection, stop). */
+  async #sleep(ms: number): Promise<void> {
+    if (this.#woken || this.#stopping) return;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.#wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+    this.#wake = undefined;
+  }
+
+  async #loop(): Promise<void> {
+    let mailbox: Mailbox | undefined;
+    while (!this.#stopping) {
+      let delay = this.server.poll_interval * 1000;
+      this.#woken = false;
+      try {
+        if (!mailbox?.usable) {
+          await mailbox?.close();
+          mailbox = this.server.type === 'imap' ? new ImapMailbox(this.server) : new Pop3Mailbox(this.server);
+          mailbox.onNewMail(() => this.#wakeUp());
+          await mailbox.open();
+        }
+        const result = await this.#poll(mailbox);
+        if (!mailbox.persistent) {
+          await mailbox.close();
+          mailbox = undefined;
+        }
+        this.deps.hooks?.afterPoll?.(this.alias.name, result);
+      } catch (err) {
+        this.#log.error({ err, kind: fetchErrorKind(err), retry_in_s: this.server.reconnect_interval }, `fetching for alias ${this.alias.name} failed; connecting again later`);
+        await mailbox?.close();
+        mailbox = undefined;
+        this.#woken = false;
+        delay = this.server.reconnect_interval * 1000;
+      }
+      await this.#sleep(delay);
+    }
+    await mailbox?.close();
+  }
+
+  async #poll(mailbox: Mailbox): Promise<PollResult> {
+    const { fetched } = this.deps.store.sublevels;
+    const items = await mailbox.list();
+    const records = items.length ? await fetched.getMany(items.map((i) => fetchedKey(this.alias.name, i.key))) : [];
+    const result: PollResult = { stored: 0, finished: 0, deferred: 0 };
+    const fresh: MailboxItem[] = [];
+    for (const [i, item] of items.entries()) {
+      const record = records[i];
+      if (!record) fresh.push(item);
+      else if (!this.#stopping) {
+        // Stored before a crash or a failed move: only the post-store action is left to do.
+        await (record.invalid ? mailbox.markInvalid(item) : mailbox.markStored(item));
+        if ((record.invalid ? this.server.on_invalid : this.server.on_stored) !== 'keep') result.finished++;
+      }
+    }
+    // A small message never waits behind a large one (CCaaS lightweight size).
+    const ordered = [...fresh.filter((i) => i.size <= LIGHTWEIGHT_SIZE), ...fresh.filter((i) => i.size > LIGHTWEIGHT_SIZE)];
+    const batch = ordered.slice(0, this.server.max_items);
+    result.deferred = ordered.length - batch.length;
+    for (const item of batch) {
+      if (this.#stopping) break;
+      await this.#fetch(mailbox, item);
+      result.stored++;
+    }
+    return result;
+  }
+
+  /** Stores one message, records its key in the same synced batch, then applies `on_stored`. */
+  async #fetch(mailbox: Mailbox, item: MailboxItem): Promise<void> {
+    if (item.size > this.server.max_message_size) return this.#storeOversize(mailbox, item, item.size);
+    const id = newMessageId();
+    let meta;
+    try {
+      meta = await ingestMessage(this.deps, await mailbox.message(item), this.#request(id, item, {}));
+    } catch (err) {
+      // 5xx: the message itself is refused for good (bigger than the server said); anything else is retried.
+      if (err instanceof MailgateError && err.responseCode >= 500) return this.#storeOversize(mailbox, item, item.size);
+      throw err;
+    }
+    this.#log.info({ msg_id: meta.id, outcome: meta.tags.includes('wrapped') ? 'wrapped' : 'stored', size: meta.size, mailbox_key: item.key }, 'message fetched');
+    this.deps.metrics?.inc('mailgate_messages_total', { source: this.server.type, outcome: meta.tags.includes('wrapped') ? 'wrapped' : 'stored' });
+    this.deps.metrics?.inc('mailgate_message_bytes_total', { source: this.server.type }, meta.size);
+    await this.deps.hooks?.afterStore?.(this.alias.name, item);
+    await mailbox.markStored(item);
+  }
+
+  /** Stores a record of a message too big to fetch (its headers and size), then applies `on_invalid`. */
+  async #storeOversize(mailbox: Mailbox, item: MailboxItem, size: number): Promise<void> {
+    const headers = await mailbox.headers(item);
+    const record = oversizeRecord(headers, {
+      size,
+      limit: this.server.max_message_size,
+      alias: this.alias.name,
+      action: this.server.on_invalid,
+      folder: this.server.invalid_folder,
+    });
+    const id = newMessageId();
+    const meta = await ingestMessage(this.deps, Readable.from([record]), this.#request(id, item, { invalid: true, tags: ['oversize'] }));
+    this.#log.warn({ msg_id: meta.id, outcome: 'oversize', size, limit: this.server.max_message_size, mailbox_key: item.key }, 'message over max_message_size not fetched; stored a record of it');
+    this.deps.metrics?.inc('mailgate_messages_total', { source: this.server.type, outcome: 'oversize' });
+    await this.deps.hooks?.afterStore?.(this.alias.name, item);
+    await mailbox.markInvalid(item);
+  }
+
+  #request(id: string, item: MailboxItem, opts: { invalid?: true; tags?: string[] }): IngestRequest {
+    const record: FetchedRecord = opts.invalid ? { id, invalid: true } : { id };
+    const op: StoreOp = { type: 'put', sublevel: this.deps.store.sublevels.fetched, key: fetchedKey(this.alias.name, item.key), value: record };
+    return {
+      id,
+      envelope: { mailFrom: '', rcptTo: [this.alias.address] },
+      source: { kind: this.server.type, alias: this.alias.name },
+      ...(this.alias.department ? { department: this.alias.department } : {}),
+      // The record of an over-size message is ours, not the sender's: no limit on it.
+      ...(opts.invalid ? {} : { maxSize: this.server.max_message_size }),
+      defaultDomain: this.deps.config.partition.default_domain,
+      commitOps: [op],
+      ...(opts.tags ? { tags: opts.tags } : {}),
+    };
+  }
+}
