@@ -37,3 +37,9 @@ if (want('ingest')) {
   console.log('\n# Ingest: 20 parallel SMTP sessions; mailgate (durable store) against a bare smtp-server sink, medians of 3 interleaved runs');
   for (const line of await ingestBench()) console.log(line);
 }
+
+if (want('fetch')) {
+  const { fetchBench } = await import('./fetch.js');
+  console.log(`\n# Fetch: 500 messages of 4 KB from a real Dovecot; mailgate's retriever against a plain imapflow download, medians of 3 interleaved runs`);
+  for (const line of await fetchBench()) console.log(line);
+}

@@ -1,0 +1,100 @@
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { ImapFlow } from 'imapflow';
+import { loadConfigText } from '../../gateway/config/load.js';
+import { silentLogger } from '../../gateway/logger.js';
+import { startRetriever } from '../../gateway/fetch/retriever.js';
+import { PolicySet, policySources } from '../../policy/policy-set.js';
+import { Store } from '../../storage/store.js';
+import { ensureDovecot, startDovecot, type TestDovecot } from '../helpers/dovecot.js';
+import { fixture, tempDir } from '../helpers/paths.js';
+
+const COUNT = 500;
+
+function message(n: number): string {
+  const body = `${'Lorem ipsum dolor sit amet, consectetur adipiscing elit. '.repeat(1)}\r\n`.repeat(70);
+  return `From: customer${n}@example.net\r\nTo: support@example.com\r\nSubject: fetch bench ${n}\r\nMessage-ID: <bench-${n}@example.net>\r\n\r\n${body}`;
+}
+
+async function fill(dovecot: TestDovecot, user: string): Promise<void> {
+  for (let n = 0; n < COUNT; n++) await dovecot.deliver(user, message(n));
+}
+
+/** The baseline: a plain imapflow download of the whole mailbox, nothing stored. */
+async function plainImapflow(dovecot: TestDovecot, user: string): Promise<number> {
+  const client = new ImapFlow({ host: '127.0.0.1', port: dovecot.imapPort, secure: false, auth: { user, pass: 'pw' }, logger: false, tls: { ca: [readFileSync(fixture('tls', 'cert.pem'))] } });
+  const start = process.hrtime.bigint();
+  await client.connect();
+  const lock = await client.getMailboxLock('INBOX');
+  let n = 0;
+  try {
+    for await (const msg of client.fetch('1:*', { uid: true, source: true })) if (msg.source) n++;
+  } finally {
+    lock.release();
+  }
+  await client.logout();
+  if (n !== COUNT) throw new Error(`imapflow fetched ${n} of ${COUNT}`);
+  return Number(process.hrtime.bigint() - start) / 1e9;
+}
+
+/** mailgate's retriever: fetch, policy stages (default policy), durable store, move to Processed or delete. */
+async function retriever(dovecot: TestDovecot, user: string, type: 'imap' | 'pop3'): Promise<number> {
+  const { dir, cleanup } = await tempDir('mailgate-bench-');
+  try {
+    const port = type === 'imap' ? dovecot.imapPort : dovecot.pop3Port;
+    const toml = [
+      `data_dir = ${JSON.stringify(path.join(dir, 'data'))}`,
+      '[[alias]]', `name = "${user}"`, `address = "${user}@example.com"`,
+      '[alias.incoming]', `type = "${type}"`, 'host = "127.0.0.1"', `port = ${port}`, 'security = "starttls"',
+      `ca_file = ${JSON.stringify(fixture('tls', 'cert.pem'))}`, `user = "${user}"`, 'password = "pw"',
+      'poll_interval = 3600', 'idle = false', `max_items = ${COUNT}`,
+    ].join('\n');
+    const config = loadConfigText(toml, path.join(dir, 'mailgate.toml'), {});
+    const store = await Store.open(config.data_dir);
+    const policy = PolicySet.load(policySources(config));
+    const start = process.hrtime.bigint();
+    let stored = 0;
+    const done = new Promise<void>((resolve) => {
+      const r = startRetriever({
+        config, store, logger: silentLogger(), stages: (d) => policy.stagesFor(d),
+        hooks: { afterPoll: (_a, result) => { stored += result.stored; if (stored >= COUNT) void r.stop().then(resolve); } },
+      });
+    });
+    await done;
+    const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+    await store.close();
+    return seconds;
+  } finally {
+    await cleanup();
+  }
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
+
+/** Fetch throughput from a real Dovecot, as a ratio against a plain imapflow download in the same run. */
+export async function fetchBench(runs = 3): Promise<string[]> {
+  await ensureDovecot();
+  const dovecot = await startDovecot({ users: [{ name: 'base', password: 'pw' }, { name: 'imap', password: 'pw' }, { name: 'pop', password: 'pw' }] });
+  try {
+    const base: number[] = [];
+    const imap: number[] = [];
+    const pop: number[] = [];
+    await fill(dovecot, 'base');
+    for (let i = 0; i < runs; i++) {
+      base.push(await plainImapflow(dovecot, 'base'));
+      await fill(dovecot, 'imap');
+      imap.push(await retriever(dovecot, 'imap', 'imap'));
+      await fill(dovecot, 'pop');
+      pop.push(await retriever(dovecot, 'pop', 'pop3'));
+    }
+    const rate = (s: number) => (COUNT / s).toFixed(0).padStart(6);
+    const b = median(base);
+    return [
+      `plain imapflow download (baseline)       ${rate(b)} msg/s`,
+      `mailgate retriever, IMAP (store + move)  ${rate(median(imap))} msg/s  ratio ${(b / median(imap)).toFixed(2)}`,
+      `mailgate retriever, POP3 (store + DELE)  ${rate(median(pop))} msg/s  ratio ${(b / median(pop)).toFixed(2)}`,
+    ];
+  } finally {
+    await dovecot.stop();
+  }
+}
