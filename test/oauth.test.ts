@@ -10,7 +10,7 @@ import { ClientCredentialsTokenProvider, DelegatedTokenProvider, OAuthError, typ
 import { encryptedCacheStore, loadSecretKey, SecretKeyError } from '../gateway/fetch/oauth-cache.js';
 import { ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot.js';
 import { startOAuthServer, type TestOAuthServer } from './helpers/oauth-server.js';
-import { tempDir } from './helpers/paths.js';
+import { fixture, tempDir } from './helpers/paths.js';
 
 const REDIRECT = 'http://localhost:8400/oauth/callback';
 
@@ -23,12 +23,11 @@ before(async () => {
   await ensureDovecot();
   // `agent` is the mailbox the app-only token opens; `alice` signs in for the delegated flow.
   idp = await startOAuthServer({ appUser: 'agent', user: 'alice' });
-  // Dovecot 2.3's oauth2 passdb trusts a private CA only through `tls_ca_cert_file` in its own args
-  // file (ssl_client_ca_file is not used for introspection), which helpers/dovecot.ts does not
-  // write: it asks the provider's plain-HTTP introspection listener instead.
+  // Dovecot 2.3's oauth2 passdb trusts a private CA only through `tls_ca_cert_file` in its own
+  // args file (ssl_client_ca_file is not used for introspection).
   dovecot = await startDovecot({
     users: [{ name: 'agent', password: 'pw-agent' }, { name: 'alice', password: 'pw-alice' }],
-    oauth: { introspectionUrl: idp.introspectionHttpUrl },
+    oauth: { introspectionUrl: idp.introspectionUrl, caFile: fixture('tls', 'cert.pem') },
   });
   ({ dir, cleanup } = await tempDir('mailgate-oauth-'));
 });

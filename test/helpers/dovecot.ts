@@ -28,7 +28,7 @@ export interface DovecotOptions {
    */
   disablePlaintextAuth?: boolean;
   /** Adds an OAuth2 passdb (mechanisms XOAUTH2 and OAUTHBEARER) checking tokens at this introspection URL (RECIPES.md). */
-  oauth?: { introspectionUrl: string };
+  oauth?: { introspectionUrl: string; /** PEM file Dovecot trusts for an https introspection URL (its oauth2 `tls_ca_cert_file`). */ caFile?: string };
   /** `pop3_lock_session = yes`: a second POP3 session on the same mailbox gets `-ERR [IN-USE]`. */
   pop3LockSession?: boolean;
   /** Extra lines appended to the generated dovecot.conf. */
@@ -179,6 +179,7 @@ export async function startDovecot(opts: DovecotOptions = {}): Promise<TestDovec
     await writeFile(oauthFile, [
       'introspection_mode = post',
       `introspection_url = ${opts.oauth.introspectionUrl}`,
+      ...(opts.oauth.caFile ? [`tls_ca_cert_file = ${opts.oauth.caFile}`] : []),
       'username_attribute = username',
       'active_attribute = active',
       'active_value = true',

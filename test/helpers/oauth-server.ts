@@ -9,7 +9,7 @@
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:https';
-import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { fixture } from './paths.js';
 
@@ -54,8 +54,6 @@ export interface TestOAuthServer {
   caPem: string;
   /** `https://127.0.0.1:PORT/introspect`. Dovecot 2.3 trusts it only with `tls_ca_cert_file` in its oauth2 args file, which test/helpers/dovecot.ts does not write (yet). */
   introspectionUrl: string;
-  /** `http://127.0.0.1:PORT2/introspect`: the same introspection on a plain-HTTP listener of its own (it serves nothing else), for Dovecot. */
-  introspectionHttpUrl: string;
   /** Access token lifetime for tokens issued from now on. */
   tokenLifetimeSeconds: number;
   /** The current client secret; change it (or call `expireSecret`) to make the old one fail. */
@@ -100,7 +98,7 @@ export async function startOAuthServer(opts: OAuthServerOptions = {}): Promise<T
   const issuer = () => `${base()}/${tenant}/v2.0`;
 
   const state: TestOAuthServer = {
-    port: 0, tenant, clientId, authority: '', host: '', authorityMetadata: '', cloudDiscoveryMetadata: '', caPem, introspectionUrl: '', introspectionHttpUrl: '',
+    port: 0, tenant, clientId, authority: '', host: '', authorityMetadata: '', cloudDiscoveryMetadata: '', caPem, introspectionUrl: '',
     tokenLifetimeSeconds: opts.tokenLifetimeSeconds ?? 3600,
     clientSecret: opts.clientSecret ?? 'test-secret',
     user: opts.user ?? 'agent',
@@ -253,19 +251,10 @@ export async function startOAuthServer(opts: OAuthServerOptions = {}): Promise<T
       json(res, 404, { error: 'not_found' });
     }, () => res.destroy());
   });
-  // Introspection only: tokens are never issued in clear.
-  const plain = createHttpServer((req, res) => {
-    readBody(req).then((body) => {
-      if (req.method === 'POST' && new URL(req.url ?? '/', 'http://x').pathname === '/introspect') return introspect(new URLSearchParams(body), res);
-      json(res, 404, { error: 'not_found' });
-    }, () => res.destroy());
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
   });
-  for (const s of [server, plain]) {
-    await new Promise<void>((resolve, reject) => {
-      s.once('error', reject);
-      s.listen(0, '127.0.0.1', () => resolve());
-    });
-  }
   port = (server.address() as AddressInfo).port;
   const host = `127.0.0.1:${port}`;
   Object.assign(state, {
@@ -273,7 +262,6 @@ export async function startOAuthServer(opts: OAuthServerOptions = {}): Promise<T
     host,
     authority: `${base()}/${tenant}`,
     introspectionUrl: `${base()}/introspect`,
-    introspectionHttpUrl: `http://127.0.0.1:${(plain.address() as AddressInfo).port}/introspect`,
     authorityMetadata: JSON.stringify({
       token_endpoint: `${base()}/${tenant}/oauth2/v2.0/token`,
       authorization_endpoint: `${base()}/${tenant}/oauth2/v2.0/authorize`,
@@ -294,10 +282,8 @@ export async function startOAuthServer(opts: OAuthServerOptions = {}): Promise<T
   state.stop = async () => {
     if (stopped) return;
     stopped = true;
-    for (const s of [server, plain]) {
-      s.closeAllConnections();
-      await new Promise((resolve) => s.close(resolve));
-    }
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
   };
   return state;
 }
