@@ -9,6 +9,9 @@ import type { MessageMeta } from '../storage/message-meta.js';
 import {
   deleteQuarantined, getQuarantined, listQuarantine, openQuarantinedContent, restoreQuarantined, type QuarantineRecord,
 } from '../storage/quarantine.js';
+import { listAliasStates, type AliasState, type AliasStatus } from '../storage/alias-state.js';
+import { setAliasStatusInStore } from './fetch/alias-health.js';
+import type { Retriever } from './fetch/retriever.js';
 
 /**
  * The running gateway holds LevelDB's lock on the data directory, so CLI commands that
@@ -35,7 +38,21 @@ export interface QuarantineAccess {
   openQuarantinedContent(id: string): Readable;
 }
 
-type Method = (store: Store, args: unknown[]) => Promise<unknown> | Readable;
+/** Alias health (`mailgate aliases ...`), whether the store is opened directly or through the gateway. */
+export interface AliasStateAccess {
+  /** Every recorded alias state, by alias name. */
+  listAliasStates(): Promise<Record<string, AliasState>>;
+  /** An admin's change of status; a running retriever applies it at once. */
+  setAliasStatus(alias: string, status: AliasStatus): Promise<AliasState>;
+}
+
+/** What the running gateway lends the control socket besides the store. */
+export interface ControlContext {
+  /** The running retriever, when there is one: admin status changes go through it. */
+  retriever?: () => Retriever | undefined;
+}
+
+type Method = (store: Store, args: unknown[], ctx: ControlContext) => Promise<unknown> | Readable;
 
 // Only these are reachable over the socket; later commands add theirs here.
 const methods: Record<string, Method> = {
@@ -50,6 +67,13 @@ const methods: Record<string, Method> = {
   restoreQuarantined: (store, [id]) => restoreQuarantined(store, String(id)),
   deleteQuarantined: (store, [id]) => deleteQuarantined(store, String(id)),
   openQuarantinedContent: (store, [id]) => openQuarantinedContent(store, String(id)),
+  listAliasStates: (store) => listAliasStates(store),
+  setAliasStatus: async (store, [alias, status], ctx) => {
+    if (status !== 'active' && status !== 'inactive') throw Object.assign(new Error(`status must be active or inactive, got ${String(status)}`), { code: 'BAD_REQUEST' });
+    const name = String(alias);
+    // The worker is the only writer of its alias's state while it runs: ask it, so the change takes effect now.
+    return (await ctx.retriever?.()?.setStatus(name, status)) ?? setAliasStatusInStore(store, name, status);
+  },
 };
 
 export const controlSocketPath = (dataDir: string) => path.join(dataDir, 'control.sock');
@@ -62,11 +86,11 @@ interface Reply {
 }
 
 /** Serves the control socket for as long as the gateway runs. */
-export async function startControlServer(store: Store, dataDir: string, logger: Logger): Promise<{ close(): Promise<void> }> {
+export async function startControlServer(store: Store, dataDir: string, logger: Logger, ctx: ControlContext = {}): Promise<{ close(): Promise<void> }> {
   const socketPath = controlSocketPath(dataDir);
   // A socket file left by a killed gateway would make listen() fail; we hold the store lock, so it is stale.
   await rm(socketPath, { force: true });
-  const server: Server = createServer((socket) => handle(store, socket, logger));
+  const server: Server = createServer((socket) => handle(store, socket, logger, ctx));
   server.listen(socketPath);
   await once(server, 'listening');
   await chmod(socketPath, 0o600); // the store's contents are as private as the data directory
@@ -78,7 +102,7 @@ export async function startControlServer(store: Store, dataDir: string, logger: 
   };
 }
 
-function handle(store: Store, socket: Socket, logger: Logger): void {
+function handle(store: Store, socket: Socket, logger: Logger, ctx: ControlContext): void {
   let buffered = '';
   socket.setEncoding('utf8');
   const onData = (text: string) => {
@@ -89,7 +113,7 @@ function handle(store: Store, socket: Socket, logger: Logger): void {
       return;
     }
     socket.off('data', onData);
-    void answer(store, socket, buffered.slice(0, nl)).catch((err: unknown) => {
+    void answer(store, socket, buffered.slice(0, nl), ctx).catch((err: unknown) => {
       logger.warn({ err }, 'control request failed');
       socket.destroy();
     });
@@ -98,7 +122,7 @@ function handle(store: Store, socket: Socket, logger: Logger): void {
   socket.on('error', () => socket.destroy());
 }
 
-async function answer(store: Store, socket: Socket, line: string): Promise<void> {
+async function answer(store: Store, socket: Socket, line: string, ctx: ControlContext): Promise<void> {
   const send = (reply: Reply) => socket.write(JSON.stringify(reply) + '\n');
   let request: { method?: string; args?: unknown[] };
   try {
@@ -113,7 +137,7 @@ async function answer(store: Store, socket: Socket, line: string): Promise<void>
     return void socket.end();
   }
   try {
-    const result = method(store, request.args ?? []);
+    const result = method(store, request.args ?? [], ctx);
     if (result instanceof Readable) {
       // Read the first chunk before promising a stream, so "not found" is an error reply, not a truncated body.
       const first = await firstChunk(result);
@@ -164,8 +188,16 @@ class RemoteError extends Error {
 }
 
 /** A StoreReader that asks the running gateway. */
-export class ControlClient implements StoreReader, QuarantineAccess {
+export class ControlClient implements StoreReader, QuarantineAccess, AliasStateAccess {
   constructor(private readonly socketPath: string) {}
+
+  listAliasStates(): Promise<Record<string, AliasState>> {
+    return this.call('listAliasStates', []) as Promise<Record<string, AliasState>>;
+  }
+
+  setAliasStatus(alias: string, status: AliasStatus): Promise<AliasState> {
+    return this.call('setAliasStatus', [alias, status]) as Promise<AliasState>;
+  }
 
   getMessage(id: string): Promise<MessageMeta | undefined> {
     return this.call('getMessage', [id]) as Promise<MessageMeta | undefined>;

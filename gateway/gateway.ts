@@ -52,7 +52,9 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
     });
   const stages = deps.stages ?? ((department?: string) => policy!.stagesFor(department));
   resetSpoolDir(store.dir);
-  const control = await startControlServer(store, config.data_dir, logger);
+  // The retriever starts last; the control socket reaches it through this getter once it runs.
+  let retriever: Retriever | undefined;
+  const control = await startControlServer(store, config.data_dir, logger, { retriever: () => retriever });
   let smtp: SmtpListener | undefined;
   let metricsServer: Awaited<ReturnType<typeof startMetricsServer>> | undefined;
   try {
@@ -66,7 +68,7 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
     throw err;
   }
   // After the SMTP listener, so a config problem there stops the start before any mailbox is touched.
-  const retriever =
+  retriever =
     deps.retriever === false
       ? undefined
       : startRetriever({ store, logger, stages, config, metrics, ...(deps.retrieverHooks ? { hooks: deps.retrieverHooks } : {}) });

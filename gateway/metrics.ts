@@ -15,6 +15,7 @@ export class Metrics {
     this.#define('mailgate_message_bytes_total', 'Bytes of messages stored, by source.');
     this.#define('mailgate_refusals_total', 'Messages refused, by SMTP reply code.');
     this.#define('mailgate_policy_reloads_total', 'Policy file reloads, by result (ok, refused).');
+    this.#define('mailgate_alias_status_changes_total', 'Alias status changes, by alias, new status (active, inactive), who changed it (retriever, admin) and failure kind.');
   }
 
   #define(name: string, help: string): void {

@@ -15,6 +15,8 @@
  *   !fetched!<alias>\x00<uidvalidity>:<uid>   FetchedRecord (JSON): an IMAP message the retriever stored; or
  *   !fetched!<alias>\x00pop3:<uidl>            a POP3 one. Written in the message's own synced batch, so a
  *                                   message found again after a crash gets only its post-store action
+ *   !alias-state!<alias>            AliasState (JSON, alias-state.ts): the alias's health as the retriever or
+ *                                   an admin last set it (status, failures, last error and its reason)
  *
  * A rewrite writes the new generation's chunks under a `rewrites` mark naming the new
  * generation, then in one synced batch records the new generation and metadata, deletes
@@ -59,6 +61,8 @@ export function openSublevels(db: RootDb) {
     rewrites: db.sublevel<string, RewriteMark>('rewrites', { valueEncoding: 'json' }),
     /** `<alias>\x00<uidvalidity>:<uid>` or `<alias>\x00pop3:<uidl>` → what the retriever stored for it. */
     fetched: db.sublevel<string, FetchedRecord>('fetched', { valueEncoding: 'json' }),
+    /** alias name → its health: status, failures, last error (alias-state.ts). */
+    aliasState: db.sublevel<string, unknown>('alias-state', { valueEncoding: 'json' }),
   };
 }
 
@@ -123,6 +127,7 @@ export const migrations: readonly Migration[] = [
   { version: 2, description: 'quarantine sublevels (new, nothing to rewrite)', up: async () => {} },
   { version: 3, description: 'generations and rewrites sublevels for rewritten messages (new, nothing to rewrite)', up: async () => {} },
   { version: 4, description: 'fetched sublevel: mailbox messages the retriever stored (new, nothing to rewrite)', up: async () => {} },
+  { version: 5, description: 'alias-state sublevel: alias health kept by the retriever and admins (new, nothing to rewrite)', up: async () => {} },
 ];
 
 /** The layout version this code reads and writes. */

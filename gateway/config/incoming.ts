@@ -47,6 +47,8 @@ export const incoming = z
     poll_interval: positive('seconds').default(60),
     /** Seconds to wait before connecting again after an error. */
     reconnect_interval: positive('seconds').default(60),
+    /** Seconds after which an alias the retriever made inactive for a network, server or mailbox-in-use failure is tried again; it becomes active when that connection succeeds (Cisco guide: ten minutes). */
+    health_retry_interval: positive('seconds').default(600),
     /** IMAP: wait for new mail with IDLE where the server supports it, so it arrives within seconds; polling stays as the fallback. */
     idle: z.boolean().default(true),
     /** Most messages fetched in one poll (CCaaS default 50). */

@@ -17,6 +17,8 @@ import { ImapMailbox } from './imap.js';
 import { Pop3Mailbox } from './pop3-mailbox.js';
 import { oversizeRecord } from './oversize.js';
 import type { Mailbox, MailboxItem } from './mailbox.js';
+import { AliasHealth } from './alias-health.js';
+import type { AliasState, AliasStatus } from '../../storage/alias-state.js';
 
 /** CCaaS "lightweight" size: messages up to this many bytes are fetched before larger ones in a poll. */
 export const LIGHTWEIGHT_SIZE = 10_000;
@@ -52,6 +54,12 @@ export interface Retriever {
   readonly aliases: readonly string[];
   /** Stops every worker; waits for the message being fetched to be stored, then closes the sessions. */
   stop(): Promise<void>;
+  /**
+   * An admin's `mailgate aliases activate|deactivate`: persisted, and the alias's worker is woken
+   * (it connects, or closes its session and pauses) without a restart. Undefined when the retriever
+   * does not run the alias (then the caller records the change in the store itself).
+   */
+  setStatus(alias: string, status: AliasStatus): Promise<AliasState | undefined>;
 }
 
 /** Starts one worker per alias that has an `[alias.incoming]` server and `status = "active"`. */
@@ -61,6 +69,10 @@ export function startRetriever(deps: RetrieverDeps): Retriever {
     aliases: workers.map((w) => w.alias.name),
     async stop() {
       await Promise.all(workers.map((w) => w.stop()));
+    },
+    async setStatus(alias, status) {
+      const worker = workers.find((w) => w.alias.name === alias);
+      return worker ? worker.setStatus(status) : undefined;
     },
   };
 }
@@ -72,19 +84,31 @@ export function fetchedKey(alias: string, itemKey: string): string {
 
 const DNS_ERRORS = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME', 'EAI_FAIL', 'EAI_NODATA']);
 
-/** The kind of a fetch failure, in the words of Pop3ErrorKind, for the log (and later the alias health). */
+/** imapflow's own codes for a session that ended under us, and Node's for unreachable networks. */
+const NETWORK_CODES = new Set(['ECONNRESET', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'ENETDOWN', 'NoConnection', 'EConnectionClosed', 'ClosedAfterConnectText', 'ClosedAfterConnectTLS']);
+const TIMEOUT_CODES = new Set(['ETIMEDOUT', 'ETIMEOUT', 'CONNECT_TIMEOUT', 'GREETING_TIMEOUT', 'UPGRADE_TIMEOUT']);
+
+/**
+ * The kind of a fetch failure, in the words of Pop3ErrorKind (plus `folder_missing` for IMAP),
+ * for the log and the alias health (alias-health.ts).
+ */
 export function fetchErrorKind(err: unknown): string {
   if (err instanceof Pop3Error) return err.kind;
   if (err instanceof MailgateError) return err.code.startsWith('STORE_') ? 'store' : 'ingest';
-  const e = (err ?? {}) as { authenticationFailed?: boolean; code?: unknown };
+  const e = (err ?? {}) as { authenticationFailed?: boolean; code?: unknown; serverResponseCode?: unknown };
   const code = typeof e.code === 'string' ? e.code : '';
+  const response = typeof e.serverResponseCode === 'string' ? e.serverResponseCode.toUpperCase() : '';
   if (e.authenticationFailed) return 'auth';
+  // RFC 5530 response codes
+  if (response === 'NONEXISTENT') return 'folder_missing';
+  if (response === 'INUSE') return 'in_use';
+  if (response === 'UNAVAILABLE' || response === 'SERVERBUG') return 'server';
   if (DNS_ERRORS.has(code)) return 'dns';
   if (code === 'ECONNREFUSED') return 'tcp_refused';
-  if (code === 'ETIMEDOUT' || code === 'ETIMEOUT') return 'timeout';
+  if (TIMEOUT_CODES.has(code)) return 'timeout';
   if (/CERT|SELF_SIGNED|ISSUER|LEAF_SIGNATURE|HOSTNAME_MISMATCH/.test(code)) return 'tls_certificate';
   if (code.startsWith('ERR_SSL') || code === 'StartTLSFailed') return 'tls';
-  if (code === 'ECONNRESET' || code === 'EPIPE' || code === 'NoConnection') return 'network';
+  if (NETWORK_CODES.has(code)) return 'network';
   return 'protocol';
 }
 
@@ -93,11 +117,22 @@ class AliasWorker {
   #stopping = false;
   #wake: (() => void) | undefined;
   #woken = false;
+  readonly #health: Promise<AliasHealth>;
   readonly #running: Promise<void>;
 
   constructor(private readonly deps: RetrieverDeps, readonly alias: AliasConfig, private readonly server: IncomingServerConfig) {
     this.#log = deps.logger.child({ alias: alias.name, source: server.type });
-    this.#running = this.#loop();
+    this.#health = AliasHealth.load({ store: deps.store, logger: deps.logger, ...(deps.metrics ? { metrics: deps.metrics } : {}) }, alias.name, server);
+    // A health that cannot be read (store closing) leaves the worker stopped, not crashed.
+    this.#health.catch((err: unknown) => this.#log.error({ err }, `cannot read the health of alias ${alias.name}; not fetching it`));
+    this.#running = this.#health.then((health) => this.#loop(health), () => {});
+  }
+
+  /** An admin's change: persisted, then the loop is woken to connect or to pause. */
+  async setStatus(status: AliasStatus): Promise<AliasState> {
+    const state = await (await this.#health).setByAdmin(status);
+    this.#wakeUp();
+    return state;
   }
 
   async stop(): Promise<void> {
@@ -111,11 +146,11 @@ class AliasWorker {
     this.#wake?.();
   }
 
-  /** Waits `ms`, or less when woken (new mail, a lost connection, stop). */
+  /** Waits `ms` (Infinity: until woken), or less when woken (new mail, a lost connection, an admin, stop). */
   async #sleep(ms: number): Promise<void> {
     if (this.#woken || this.#stopping) return;
     await new Promise<void>((resolve) => {
-      const timer = setTimeout(resolve, ms);
+      const timer = Number.isFinite(ms) ? setTimeout(resolve, ms) : undefined;
       this.#wake = () => {
         clearTimeout(timer);
         resolve();
@@ -124,11 +159,19 @@ class AliasWorker {
     this.#wake = undefined;
   }
 
-  async #loop(): Promise<void> {
+  async #loop(health: AliasHealth): Promise<void> {
     let mailbox: Mailbox | undefined;
     while (!this.#stopping) {
       let delay = this.server.poll_interval * 1000;
       this.#woken = false;
+      // Inactive: not fetched, except the retriever's timed retry (Cisco guide, ten minutes).
+      const hold = health.holdMs();
+      if (hold > 0) {
+        await mailbox?.close();
+        mailbox = undefined;
+        await this.#sleep(hold);
+        continue;
+      }
       try {
         if (!mailbox?.usable) {
           await mailbox?.close();
@@ -137,17 +180,22 @@ class AliasWorker {
           await mailbox.open();
         }
         const result = await this.#poll(mailbox);
+        // Our own store failing to record it is not the mailbox's fault: not counted against the alias.
+        await health.succeeded().catch((err: unknown) => this.#log.error({ err }, 'cannot record the alias health'));
         if (!mailbox.persistent) {
           await mailbox.close();
           mailbox = undefined;
         }
         this.deps.hooks?.afterPoll?.(this.alias.name, result);
       } catch (err) {
-        this.#log.error({ err, kind: fetchErrorKind(err), retry_in_s: this.server.reconnect_interval }, `fetching for alias ${this.alias.name} failed; connecting again later`);
+        const kind = fetchErrorKind(err);
+        this.#log.error({ err, kind, retry_in_s: this.server.reconnect_interval }, `fetching for alias ${this.alias.name} failed; connecting again later`);
         await mailbox?.close();
         mailbox = undefined;
         this.#woken = false;
-        delay = this.server.reconnect_interval * 1000;
+        await health.failed(err, kind).catch((e: unknown) => this.#log.error({ err: e }, 'cannot record the alias health'));
+        // Made inactive now (or still inactive after a timed retry): the hold decides the wait.
+        delay = health.active ? this.server.reconnect_interval * 1000 : 0;
       }
       await this.#sleep(delay);
     }

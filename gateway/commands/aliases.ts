@@ -1,0 +1,157 @@
+import { existsSync } from 'node:fs';
+import { Command } from 'commander';
+import type { AliasConfig, Config } from '../config/schema.js';
+import { Store } from '../../storage/store.js';
+import { listAliasStates, type AliasState, type AliasStatus } from '../../storage/alias-state.js';
+import { setAliasStatusInStore } from '../fetch/alias-health.js';
+import { testAliasConnection, type ConnectionStep } from '../fetch/connection-test.js';
+import { ControlClient, type AliasStateAccess } from '../control.js';
+import { clip, commandConfig, UsageError, withStoreReader } from './common.js';
+
+/** One row of `mailgate aliases list`. */
+export interface AliasRow {
+  name: string;
+  address: string;
+  department?: string;
+  /** `type host:port` of the incoming server, when there is one. */
+  incoming?: string;
+  /** `status` in the configuration file. */
+  configuredStatus: AliasStatus;
+  /** What the retriever does now: inactive when the config says so, else the recorded health. */
+  status: AliasStatus;
+  failures: number;
+  lastError?: string;
+  lastErrorKind?: string;
+  reason?: string;
+  changedAt?: string;
+  changedBy?: AliasState['changedBy'];
+  retryAt?: string;
+}
+
+/** `mailgate aliases ...`: alias health (Cisco guide, "Changing the Status of Aliases" and "Test Connection"). */
+export function aliasesCommand(): Command {
+  const aliases = new Command('aliases').description('alias health: list status and failures, activate, deactivate, test connections');
+
+  aliases
+    .command('list')
+    .description('list aliases with their configured and current status, failures, last error and its reason, next retry')
+    .option('--json', 'print JSON instead of a table')
+    .action(async (opts: { json?: boolean }, cmd: Command) => {
+      const { config } = commandConfig(cmd);
+      // No store yet (the gateway never ran): every alias is as configured.
+      const states = existsSync(config.data_dir) ? await withAliasStates(cmd, (a) => a.listAliasStates()) : {};
+      const rows = config.alias.map((a) => row(a, states[a.name]));
+      process.stdout.write(opts.json ? JSON.stringify(rows, null, 2) + '\n' : table(rows));
+    });
+
+  for (const status of ['active', 'inactive'] as const) {
+    const verb = status === 'active' ? 'activate' : 'deactivate';
+    aliases
+      .command(verb)
+      .description(status === 'active'
+        ? 'make an alias active: the retriever fetches it again (at once, while the gateway runs); failures are reset'
+        : 'make an alias inactive: the retriever stops fetching it (mail is still sent from it)')
+      .argument('<name>', 'alias name')
+      .action(async (name: string, _opts: unknown, cmd: Command) => {
+        const { config, file } = commandConfig(cmd);
+        const alias = knownAlias(config, name);
+        if (status === 'active' && alias.status === 'inactive') {
+          throw new UsageError(`alias ${name} has status = "inactive" in ${file ?? 'the configuration'}; set status = "active" there to fetch it`);
+        }
+        const state = await withAliasStates(cmd, (a) => a.setAliasStatus(name, status));
+        process.stdout.write(`alias ${name} is ${state.status}${alias.incoming ? '' : ' (it has no [alias.incoming] server: nothing to fetch)'}\n`);
+      });
+  }
+
+  aliases
+    .command('test')
+    .description('test the alias\'s incoming server (DNS, TCP, TLS, login, folder or STAT) and outgoing server (EHLO, STARTTLS, AUTH); exit 0 only when every step passes')
+    .argument('<name>', 'alias name')
+    .option('--json', 'print JSON instead of text')
+    .action(async (name: string, opts: { json?: boolean }, cmd: Command) => {
+      const { config } = commandConfig(cmd);
+      const alias = knownAlias(config, name);
+      if (!alias.incoming && !alias.outgoing) throw new UsageError(`alias ${name} has neither [alias.incoming] nor [alias.outgoing]: nothing to test`);
+      const steps = await testAliasConnection(alias);
+      const ok = steps.every((s) => s.result !== 'fail');
+      process.stdout.write(opts.json ? JSON.stringify({ alias: name, ok, steps }, null, 2) + '\n' : report(alias, steps, ok));
+      if (!ok) process.exitCode = 1;
+    });
+
+  return aliases;
+}
+
+/** The alias named NAME; exit 2 naming the known ones when there is none. */
+function knownAlias(config: Config, name: string): AliasConfig {
+  const alias = config.alias.find((a) => a.name === name);
+  if (alias) return alias;
+  const known = config.alias.map((a) => a.name);
+  throw new UsageError(`no alias named "${name}"; known aliases: ${known.length ? known.join(', ') : '(none configured)'}`);
+}
+
+function withAliasStates<T>(cmd: Command, run: (a: AliasStateAccess) => Promise<T>): Promise<T> {
+  return withStoreReader(cmd, (reader) => run(reader instanceof ControlClient ? reader : direct(reader as Store)));
+}
+
+/** The same operations on a store this process opened (the gateway is not running). */
+function direct(store: Store): AliasStateAccess {
+  return {
+    listAliasStates: () => listAliasStates(store),
+    setAliasStatus: (alias, status) => setAliasStatusInStore(store, alias, status),
+  };
+}
+
+function row(alias: AliasConfig, state: AliasState | undefined): AliasRow {
+  const r: AliasRow = {
+    name: alias.name,
+    address: alias.address,
+    configuredStatus: alias.status,
+    status: alias.status === 'inactive' ? 'inactive' : state?.status ?? 'active',
+    failures: state?.failures ?? 0,
+  };
+  if (alias.department) r.department = alias.department;
+  if (alias.incoming) r.incoming = `${alias.incoming.type} ${alias.incoming.host}:${alias.incoming.port}`;
+  if (state) {
+    for (const key of ['lastError', 'lastErrorKind', 'reason', 'changedAt', 'changedBy', 'retryAt'] as const) {
+      if (state[key] !== undefined) (r as unknown as Record<string, unknown>)[key] = state[key];
+    }
+  }
+  if (alias.status === 'inactive') r.reason = 'status = "inactive" in the configuration';
+  return r;
+}
+
+function table(rows: AliasRow[]): string {
+  if (rows.length === 0) return '';
+  const head = `${'NAME'.padEnd(16)}  ${'ADDRESS'.padEnd(28)}  ${'DEPARTMENT'.padEnd(12)}  ${'CONFIG'.padEnd(8)}  ${'STATUS'.padEnd(8)}  ${'FAIL'.padStart(4)}  ${'RETRY AT'.padEnd(19)}  REASON (LAST ERROR)\n`;
+  return head + rows.map((r) => [
+    clip(r.name, 16),
+    clip(r.address, 28),
+    clip(r.department ?? '-', 12),
+    r.configuredStatus.padEnd(8),
+    r.status.padEnd(8),
+    String(r.failures).padStart(4),
+    (r.retryAt ? r.retryAt.slice(0, 19).replace('T', ' ') : '-').padEnd(19),
+    r.reason ? `${r.reason}${r.lastError ? ` (${r.lastError})` : ''}` : r.incoming ? '' : 'no incoming server',
+  ].join('  ') + '\n').join('');
+}
+
+function report(alias: AliasConfig, steps: ConnectionStep[], ok: boolean): string {
+  const title = (server: ConnectionStep['server']) => {
+    if (server === 'incoming') {
+      const s = alias.incoming!;
+      return `incoming ${s.type.toUpperCase()} ${s.host}:${s.port} (security ${s.security}, user ${JSON.stringify(s.user ?? '')}${s.type === 'imap' ? `, folder ${s.folder}` : ''})`;
+    }
+    const s = alias.outgoing!;
+    return `outgoing ${s.type.toUpperCase()} ${s.host}:${s.port} (ssl ${s.ssl}${s.user ? `, user ${JSON.stringify(s.user)}` : ''})`;
+  };
+  let out = `alias ${alias.name} <${alias.address}>\n`;
+  let current: string | undefined;
+  for (const s of steps) {
+    if (s.server !== current) {
+      current = s.server;
+      out += `${title(s.server)}\n`;
+    }
+    out += `  ${s.result.toUpperCase().padEnd(4)}  ${s.step.padEnd(8)}  ${s.detail}\n`;
+  }
+  return out + (ok ? 'all steps passed\n' : `failed: ${steps.filter((s) => s.result === 'fail').map((s) => `${s.server} ${s.step}`).join(', ')}\n`);
+}

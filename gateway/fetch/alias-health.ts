@@ -1,0 +1,206 @@
+/**
+ * Alias health (Cisco guide, "Changing the Status of Aliases"): the retriever tries to connect
+ * three times; after the third failure in a row the alias becomes inactive. When the cause was
+ * the network or the server being unreachable, or the mailbox being in use elsewhere, it tries
+ * again after `health_retry_interval` (the guide's ten minutes) and makes the alias active when
+ * it connects. Bad credentials or the IMAP/POP3 service not running keep it inactive until an
+ * admin reactivates it. Failures are counted with a reason in words (Enate, "Missing Emails").
+ */
+import { createHash } from 'node:crypto';
+import type { IncomingServerConfig } from '../config/schema.js';
+import type { Metrics } from '../metrics.js';
+import type { Store } from '../../storage/store.js';
+import { getAliasState, putAliasState, type AliasChangedBy, type AliasState, type AliasStatus } from '../../storage/alias-state.js';
+
+/** Consecutive failures after which the retriever makes an alias inactive (Cisco guide). */
+export const FAILURES_BEFORE_INACTIVE = 3;
+
+/**
+ * Failure kinds after which the retriever tries again by itself. The guide names the network,
+ * a stopped server and a mailbox in use; a name that does not resolve is a network problem to
+ * the guide (often a resolver outage), and a server reporting trouble on its side is a stopped
+ * server. Anything we cannot classify (`protocol`) is retried too: giving up on an unknown
+ * cause would lose mail silently.
+ */
+const RETRIED = new Set(['dns', 'network', 'timeout', 'server', 'in_use', 'protocol']);
+
+/**
+ * Not retried: only an admin's fix helps. `tcp_refused` is the guide's "service not started"
+ * (the host answers, nothing listens on the port); TLS certificate and negotiation failures
+ * and a missing folder are configuration problems like bad credentials.
+ */
+export function retriesBySelf(kind: string): boolean {
+  return RETRIED.has(kind);
+}
+
+/** Kinds that say nothing about the mailbox (our own store or pipeline failed): not counted against the alias. */
+const NOT_THE_ALIAS = new Set(['store', 'ingest']);
+
+/** Whether a failure of this kind counts against the alias's health. */
+export function countsAgainstAlias(kind: string): boolean {
+  return !NOT_THE_ALIAS.has(kind);
+}
+
+const REASONS: Record<string, string> = {
+  dns: 'DNS: host not found (check the host name and the resolver)',
+  tcp_refused: 'TCP connection refused: is the POP3/IMAP service running? (check the host and port)',
+  network: 'server unreachable (connection lost or reset)',
+  timeout: 'server unreachable (timeout): check the host, port and firewall',
+  tls_certificate: 'TLS certificate not trusted: install a valid certificate on the server or trust its CA with ca_file',
+  tls: 'TLS negotiation failed: check the security setting (TLS on connect is usually port 993/995, STARTTLS 143/110)',
+  auth: 'authentication failed: check user and password',
+  in_use: 'mailbox in use by another client',
+  folder_missing: 'folder missing: check the folder name',
+  server: 'the server reports a problem on its side',
+  protocol: 'unexpected answer from the server',
+};
+
+/** A failure kind in words a mail admin can act on. */
+export function reasonFor(kind: string): string {
+  return REASONS[kind] ?? `fetch failed (${kind})`;
+}
+
+/** Fingerprint of the incoming settings: when an admin edits them, a state reached with the old ones no longer holds. */
+export function incomingHash(server: IncomingServerConfig): string {
+  const { host, port, type, security, ca_file, user, password, folder } = server;
+  return createHash('sha256').update(JSON.stringify({ host, port, type, security, ca_file, user, password, folder })).digest('base64url').slice(0, 16);
+}
+
+/** Where health changes are reported. */
+export interface HealthDeps {
+  store: Store;
+  logger: { info(obj: object, msg?: string): void; warn(obj: object, msg?: string): void };
+  metrics?: Metrics;
+  /** The clock, for tests. */
+  now?: () => number;
+}
+
+/**
+ * One alias's health, in memory and in the store. The retriever's worker is its only writer
+ * while the gateway runs (admin changes reach it through the worker), so no write is lost.
+ */
+export class AliasHealth {
+  #state: AliasState;
+  readonly #now: () => number;
+
+  private constructor(private readonly deps: HealthDeps, readonly alias: string, private readonly server: IncomingServerConfig, state: AliasState) {
+    this.#state = state;
+    this.#now = deps.now ?? Date.now;
+  }
+
+  /** Loads the stored state; a state the retriever reached with other incoming settings starts afresh. */
+  static async load(deps: HealthDeps, alias: string, server: IncomingServerConfig): Promise<AliasHealth> {
+    const hash = incomingHash(server);
+    const stored = await getAliasState(deps.store, alias);
+    const now = new Date((deps.now ?? Date.now)()).toISOString();
+    const fresh: AliasState = { status: 'active', failures: 0, changedAt: now, changedBy: 'retriever', configHash: hash };
+    const health = new AliasHealth(deps, alias, server, stored ?? fresh);
+    if (stored && stored.configHash !== undefined && stored.configHash !== hash && stored.changedBy === 'retriever' && stored.status === 'inactive') {
+      await health.#change({ ...fresh, reason: 'incoming settings changed' }, 'info', 'alias active again: its incoming settings were changed');
+    }
+    return health;
+  }
+
+  /** A copy of the current state. */
+  get state(): AliasState {
+    return { ...this.#state };
+  }
+
+  get active(): boolean {
+    return this.#state.status === 'active';
+  }
+
+  /** Milliseconds to wait before the next connection: 0 when active or a retry is due, Infinity when only an admin can bring it back. */
+  holdMs(): number {
+    if (this.#state.status === 'active') return 0;
+    if (this.#state.changedBy === 'admin' || !this.#state.retryAt) return Infinity;
+    return Math.max(0, Date.parse(this.#state.retryAt) - this.#now());
+  }
+
+  /** A connection and poll succeeded: failures back to 0, and active again if the retriever had made it inactive. */
+  async succeeded(): Promise<void> {
+    const s = this.#state;
+    if (s.status === 'active' && s.failures === 0) return;
+    // A poll that was under way when an admin deactivated the alias does not undo the admin.
+    if (s.status === 'inactive' && s.changedBy === 'admin') return;
+    const next: AliasState = { status: 'active', failures: 0, changedAt: s.changedAt, changedBy: s.changedBy, configHash: incomingHash(this.server) };
+    if (s.status === 'inactive') {
+      await this.#change({ ...next, changedAt: this.#iso(), changedBy: 'retriever', reason: `connected again after: ${s.reason ?? 'a failure'}` }, 'info', 'alias active again: the retriever connected');
+    } else {
+      this.#state = next;
+      await putAliasState(this.deps.store, this.alias, next);
+    }
+  }
+
+  /** A connection or poll failed with KIND: counted; the third in a row makes the alias inactive. */
+  async failed(err: unknown, kind: string): Promise<void> {
+    if (!countsAgainstAlias(kind)) return;
+    const s = this.#state;
+    const failures = s.failures + 1;
+    const reason = reasonFor(kind);
+    const lastError = errorText(err);
+    const retry = retriesBySelf(kind);
+    const base: AliasState = { ...s, failures, lastError, lastErrorKind: kind, reason, configHash: incomingHash(this.server) };
+    delete base.retryAt;
+    if (s.status === 'active' && failures >= FAILURES_BEFORE_INACTIVE) {
+      const next: AliasState = { ...base, status: 'inactive', changedAt: this.#iso(), changedBy: 'retriever', ...(retry ? { retryAt: this.#retryAt() } : {}) };
+      await this.#change(next, 'warn', retry
+        ? `alias inactive after ${failures} failed connections: ${reason}; trying again in ${this.server.health_retry_interval} s`
+        : `alias inactive after ${failures} failed connections: ${reason}; an admin must fix it and run \`mailgate aliases activate ${this.alias}\``);
+      return;
+    }
+    // Still active (fewer than three), or the timed retry of an inactive alias failed again.
+    const next: AliasState = s.status === 'inactive' && retry ? { ...base, retryAt: this.#retryAt() } : base;
+    this.#state = next;
+    await putAliasState(this.deps.store, this.alias, next);
+  }
+
+  /** An admin's change (`mailgate aliases activate|deactivate`): failures reset, no timed retry. */
+  async setByAdmin(status: AliasStatus): Promise<AliasState> {
+    const next: AliasState = {
+      status,
+      failures: 0,
+      changedAt: this.#iso(),
+      changedBy: 'admin',
+      reason: status === 'active' ? 'activated by an admin' : 'deactivated by an admin',
+      configHash: incomingHash(this.server),
+    };
+    await this.#change(next, 'info', `alias ${status === 'active' ? 'activated' : 'deactivated'} by an admin`);
+    return this.state;
+  }
+
+  async #change(next: AliasState, level: 'info' | 'warn', msg: string): Promise<void> {
+    const from = this.#state.status;
+    this.#state = next;
+    await putAliasState(this.deps.store, this.alias, next);
+    this.deps.logger[level]({ alias: this.alias, from, to: next.status, by: next.changedBy, reason: next.reason, kind: next.lastErrorKind, failures: next.failures, ...(next.retryAt ? { retry_at: next.retryAt } : {}) }, msg);
+    if (from !== next.status) this.deps.metrics?.inc('mailgate_alias_status_changes_total', { alias: this.alias, to: next.status, by: next.changedBy, kind: next.status === 'inactive' ? next.lastErrorKind ?? 'admin' : 'none' });
+  }
+
+  #iso(): string {
+    return new Date(this.#now()).toISOString();
+  }
+
+  #retryAt(): string {
+    return new Date(this.#now() + this.server.health_retry_interval * 1000).toISOString();
+  }
+}
+
+/** An admin change made while no retriever runs the alias (gateway stopped, or the alias not fetched). */
+export async function setAliasStatusInStore(store: Store, alias: string, status: AliasStatus, by: AliasChangedBy = 'admin'): Promise<AliasState> {
+  const next: AliasState = {
+    status,
+    failures: 0,
+    changedAt: new Date().toISOString(),
+    changedBy: by,
+    reason: status === 'active' ? 'activated by an admin' : 'deactivated by an admin',
+  };
+  await putAliasState(store, alias, next);
+  return next;
+}
+
+function errorText(err: unknown): string {
+  const e = err as { message?: unknown; responseText?: unknown };
+  const text = typeof e?.responseText === 'string' && e.responseText ? `${String(e.message)}: ${e.responseText}` : typeof e?.message === 'string' ? e.message : String(err);
+  return text.split('\n')[0]!.slice(0, 500);
+}

@@ -1,0 +1,218 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer, connect, type Server, type Socket, type AddressInfo } from 'node:net';
+import { readFile, writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { loadConfigText } from '../gateway/config/load.js';
+import { startRetriever } from '../gateway/fetch/retriever.js';
+import { AliasHealth } from '../gateway/fetch/alias-health.js';
+import { Metrics } from '../gateway/metrics.js';
+import { Store } from '../storage/store.js';
+import { getAliasState, type AliasState } from '../storage/alias-state.js';
+import { ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot.js';
+import { capturingLogger } from './helpers/gateway.js';
+import { fixture, tempDir } from './helpers/paths.js';
+
+const USERS = ['auth', 'net', 'refused', 'pause'];
+let dovecot: TestDovecot;
+
+before(async () => {
+  await ensureDovecot();
+  dovecot = await startDovecot({ users: USERS.map((name) => ({ name, password: `pw-${name}` })) });
+});
+after(async () => {
+  await dovecot?.stop();
+});
+
+/** Changes a Dovecot user's password by rewriting its passwd-file (Dovecot rereads it when it changes). */
+async function setDovecotPassword(d: TestDovecot, user: string, password: string): Promise<void> {
+  const file = path.join(d.dir, 'users.passwd');
+  const lines = (await readFile(file, 'utf8')).split('\n').map((l) => (l.startsWith(`${user}:`) ? l.replace(/^([^:]*):\{PLAIN\}[^:]*:/, `$1:{PLAIN}${password}:`) : l));
+  await writeFile(file, lines.join('\n'));
+}
+
+const message = (n: number) => `From: c${n}@example.net\r\nTo: desk@example.com\r\nSubject: Health ${n}\r\nMessage-ID: <health-${n}-${Date.now()}@example.net>\r\n\r\nBody ${n}\r\n`;
+
+type Incoming = Record<string, string | number | boolean>;
+
+async function retrieve(t: { after(fn: () => Promise<void>): void }, name: string, incoming: Incoming) {
+  const { dir, cleanup } = await tempDir();
+  const settings: Incoming = {
+    type: 'imap', host: '127.0.0.1', port: dovecot.imapPort, security: 'starttls', ca_file: fixture('tls', 'cert.pem'),
+    user: name, password: `pw-${name}`, poll_interval: 1, reconnect_interval: 1, health_retry_interval: 1, idle: false, ...incoming,
+  };
+  const toml = [`data_dir = ${JSON.stringify(path.join(dir, 'data'))}`, '[[alias]]', `name = "${name}"`, `address = "${name}@example.com"`, '[alias.incoming]', ...Object.entries(settings).map(([k, v]) => `${k} = ${JSON.stringify(v)}`)].join('\n');
+  const config = loadConfigText(toml, path.join(dir, 'mailgate.toml'), {});
+  const store = await Store.open(config.data_dir);
+  const log = capturingLogger();
+  const metrics = new Metrics();
+  const retriever = startRetriever({ config, store, logger: log.logger, stages: () => [], metrics });
+  t.after(async () => {
+    await retriever.stop();
+    await store.close();
+    await cleanup();
+  });
+  const failuresLogged = () => log.entries.filter((e) => e.msg === `fetching for alias ${name} failed; connecting again later`).length;
+  const waitForState = async (match: (s: AliasState) => boolean, timeoutMs = 30_000): Promise<AliasState> => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const s = await getAliasState(store, name);
+      if (s && match(s)) return s;
+      if (Date.now() > deadline) throw new Error(`alias state not reached in ${timeoutMs} ms: ${JSON.stringify(s)}; log: ${log.entries.map((e) => `${String(e.msg)} ${String(e.kind ?? '')}`).join(' | ')}`);
+      await sleep(50);
+    }
+  };
+  return { store, log, metrics, retriever, failuresLogged, waitForState };
+}
+
+/** A TCP proxy to TARGET that can be "down" (accepts, then closes at once: the server appears stopped) or "up". */
+async function startProxy(target: number): Promise<{ port: number; up: boolean; close(): Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const state = { up: false };
+  const server: Server = createServer((client) => {
+    sockets.add(client);
+    client.on('close', () => sockets.delete(client));
+    client.on('error', () => {});
+    if (!state.up) return void client.destroy();
+    const upstream = connect(target, '127.0.0.1');
+    upstream.on('error', () => client.destroy());
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+    client.pipe(upstream).pipe(client);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    get up() { return state.up; },
+    set up(v: boolean) { state.up = v; },
+    async close() {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** A loopback port with nothing listening on it. */
+async function closedPort(): Promise<number> {
+  const s = createServer();
+  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
+  const port = (s.address() as AddressInfo).port;
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+  return port;
+}
+
+test('wrong password: inactive after the third failure with an authentication reason, no retry; an admin activates it once the password is fixed', async (t) => {
+  await setDovecotPassword(dovecot, 'auth', 'changed-on-the-server');
+  await dovecot.deliver('auth', message(1));
+  const r = await retrieve(t, 'auth', {});
+  const state = await r.waitForState((s) => s.status === 'inactive');
+  assert.equal(state.failures, 3);
+  assert.equal(state.lastErrorKind, 'auth');
+  assert.match(state.reason ?? '', /^authentication failed: check user and password/);
+  assert.equal(state.changedBy, 'retriever');
+  assert.equal(state.retryAt, undefined, 'bad credentials are not retried');
+  const change = r.log.entries.find((e) => e.level === 40 && e.alias === 'auth' && e.to === 'inactive');
+  assert.ok(change, 'the change is logged as a warning');
+  assert.equal(change.kind, 'auth');
+  assert.match(String(change.reason), /authentication failed/);
+  assert.match(r.metrics.render(), /mailgate_alias_status_changes_total\{alias="auth",to="inactive",by="retriever",kind="auth"\} 1/);
+
+  // Well past health_retry_interval (1 s): no further attempt.
+  await sleep(2500);
+  assert.equal(r.failuresLogged(), 3);
+  assert.equal((await getAliasState(r.store, 'auth'))?.status, 'inactive');
+  assert.equal((await dovecot.listMessages('auth')).length, 1, 'not fetched');
+
+  await setDovecotPassword(dovecot, 'auth', 'pw-auth');
+  const activated = await r.retriever.setStatus('auth', 'active');
+  assert.equal(activated?.status, 'active');
+  assert.equal(activated?.changedBy, 'admin');
+  await r.waitForState((s) => s.status === 'active' && s.failures === 0);
+  const deadline = Date.now() + 15_000;
+  while ((await r.store.listMessages({ alias: 'auth' })).length === 0) {
+    assert.ok(Date.now() < deadline, 'fetched after activation');
+    await sleep(50);
+  }
+  assert.match(r.metrics.render(), /mailgate_alias_status_changes_total\{alias="auth",to="active",by="admin",kind="none"\} 1/);
+});
+
+test('server unreachable (accepts then closes): inactive with a retry time, active again by itself once the server answers', async (t) => {
+  const proxy = await startProxy(dovecot.pop3Port);
+  t.after(() => proxy.close());
+  await dovecot.deliver('net', message(2));
+  const r = await retrieve(t, 'net', { type: 'pop3', port: proxy.port, health_retry_interval: 2 });
+  const state = await r.waitForState((s) => s.status === 'inactive');
+  assert.equal(state.failures, 3);
+  assert.equal(state.lastErrorKind, 'network');
+  assert.match(state.reason ?? '', /server unreachable/);
+  assert.ok(state.retryAt && Date.parse(state.retryAt) > Date.now() - 2000, `retry time set: ${state.retryAt}`);
+  proxy.up = true;
+  const back = await r.waitForState((s) => s.status === 'active', 15_000);
+  assert.equal(back.failures, 0);
+  assert.equal(back.changedBy, 'retriever');
+  assert.ok(r.log.entries.some((e) => e.level === 30 && e.alias === 'net' && e.to === 'active'), 'the recovery is logged');
+  const deadline = Date.now() + 10_000;
+  while ((await r.store.listMessages({ alias: 'net' })).length === 0) {
+    assert.ok(Date.now() < deadline, 'fetched after recovery');
+    await sleep(50);
+  }
+});
+
+test('service not running (connection refused): inactive, reason says so, and it stays inactive after the retry interval', async (t) => {
+  const r = await retrieve(t, 'refused', { type: 'pop3', port: await closedPort() });
+  const state = await r.waitForState((s) => s.status === 'inactive');
+  assert.equal(state.lastErrorKind, 'tcp_refused');
+  assert.match(state.reason ?? '', /^TCP connection refused: is the POP3\/IMAP service running\?/);
+  assert.equal(state.retryAt, undefined);
+  await sleep(2500);
+  assert.equal(r.failuresLogged(), 3);
+  assert.equal((await getAliasState(r.store, 'refused'))?.status, 'inactive');
+});
+
+test('DNS failure (.invalid) counts as the network: inactive with a retry time', async (t) => {
+  const r = await retrieve(t, 'dns', { type: 'pop3', host: 'mail.mailgate-test.invalid', port: 110, security: 'starttls', health_retry_interval: 600 });
+  const state = await r.waitForState((s) => s.status === 'inactive');
+  assert.equal(state.lastErrorKind, 'dns');
+  assert.match(state.reason ?? '', /^DNS: host not found/);
+  assert.ok(state.retryAt && Date.parse(state.retryAt) > Date.now() + 500_000, 'retried after health_retry_interval');
+});
+
+test('an admin deactivation pauses the worker at once; activation resumes it', async (t) => {
+  const r = await retrieve(t, 'pause', {});
+  await sleep(1500); // a poll or two while active
+  await r.retriever.setStatus('pause', 'inactive');
+  await sleep(300);
+  await dovecot.deliver('pause', message(3));
+  await sleep(2000);
+  assert.equal((await r.store.listMessages({ alias: 'pause' })).length, 0, 'not fetched while inactive');
+  assert.equal((await getAliasState(r.store, 'pause'))?.changedBy, 'admin');
+  await r.retriever.setStatus('pause', 'active');
+  const deadline = Date.now() + 10_000;
+  while ((await r.store.listMessages({ alias: 'pause' })).length === 0) {
+    assert.ok(Date.now() < deadline, 'fetched after activation');
+    await sleep(50);
+  }
+  assert.equal(await r.retriever.setStatus('nobody', 'active'), undefined, 'an alias the retriever does not run');
+});
+
+test('persisted across restarts: an admin deactivation holds; a retriever-made inactive state is dropped when the incoming settings change', async () => {
+  const { dir, cleanup } = await tempDir();
+  try {
+    const store = await Store.open(path.join(dir, 'data'));
+    const server = loadConfigText(['[[alias]]', 'name = "a"', 'address = "a@example.com"', '[alias.incoming]', 'host = "127.0.0.1"', 'password = "one"'].join('\n'), path.join(dir, 'm.toml'), {}).alias[0]!.incoming!;
+    const log = capturingLogger();
+    const deps = { store, logger: log.logger };
+    const h = await AliasHealth.load(deps, 'a', server);
+    for (let i = 0; i < 3; i++) await h.failed(Object.assign(new Error('refused'), { code: 'ECONNREFUSED' }), 'tcp_refused');
+    assert.equal((await AliasHealth.load(deps, 'a', server)).holdMs(), Infinity, 'still inactive after a restart with the same settings');
+    const edited = await AliasHealth.load(deps, 'a', { ...server, password: 'two' });
+    assert.equal(edited.active, true);
+    assert.equal((await getAliasState(store, 'a'))?.status, 'active');
+    await edited.setByAdmin('inactive');
+    assert.equal((await AliasHealth.load(deps, 'a', { ...server, password: 'three' })).holdMs(), Infinity, 'an admin decision is not undone by an edit');
+    await store.close();
+  } finally {
+    await cleanup();
+  }
+});
