@@ -43,6 +43,8 @@ export const incoming = z
     password: z.string().optional(),
     /** IMAP folder to fetch from. */
     folder: text.default('INBOX'),
+    /** Store one message per unique To/Cc recipient instead of one per message (Genesys). */
+    split_recipients: z.boolean().default(false),
     /** Seconds between polls (Emplifi "poll interval"). */
     poll_interval: positive('seconds').default(60),
     /** Seconds to wait before connecting again after an error. */

@@ -17,7 +17,9 @@ import { ImapMailbox } from './imap.js';
 import { Pop3Mailbox } from './pop3-mailbox.js';
 import { oversizeRecord } from './oversize.js';
 import type { Mailbox, MailboxItem } from './mailbox.js';
+import { deliveryTargets, mailboxIdentity, needsTargets, type DeliveryTarget } from './recipients.js';
 import { AliasHealth } from './alias-health.js';
+import type { TokenProvider } from './oauth.js';
 import type { AliasState, AliasStatus } from '../../storage/alias-state.js';
 
 /** CCaaS "lightweight" size: messages up to this many bytes are fetched before larger ones in a poll. */
@@ -46,6 +48,8 @@ export interface RetrieverDeps extends IngestDeps {
   config: Config;
   metrics?: Metrics;
   hooks?: RetrieverHooks;
+  /** The alias's OAuth2 token provider when it sets `oauth2` (oauth-store.ts aliasTokenProviders). */
+  tokenProvider?: (alias: AliasConfig) => TokenProvider | undefined;
 }
 
 /** The running retriever. */
@@ -64,7 +68,14 @@ export interface Retriever {
 
 /** Starts one worker per alias that has an `[alias.incoming]` server and `status = "active"`. */
 export function startRetriever(deps: RetrieverDeps): Retriever {
-  const workers = deps.config.alias.filter((a) => a.incoming && a.status === 'active').map((a) => new AliasWorker(deps, a, a.incoming!));
+  // Aliases that fetch the same mailbox share one worker (the first configured leads it), so
+  // a message for several of them is fetched once and stored once per alias (CCaaS).
+  const groups = new Map<string, AliasConfig[]>();
+  for (const a of deps.config.alias.filter((a) => a.incoming && a.status === 'active')) {
+    const key = mailboxIdentity(a);
+    groups.set(key, [...(groups.get(key) ?? []), a]);
+  }
+  const workers = [...groups.values()].map((group) => new AliasWorker(deps, group[0]!, group[0]!.incoming!, group));
   return {
     aliases: workers.map((w) => w.alias.name),
     async stop() {
@@ -75,6 +86,11 @@ export function startRetriever(deps: RetrieverDeps): Retriever {
       return worker ? worker.setStatus(status) : undefined;
     },
   };
+}
+
+/** Key of one stored copy: the alias it is for, and the recipient with `split_recipients`. */
+function targetKey(target: DeliveryTarget, item: MailboxItem): string {
+  return fetchedKey(target.alias.name, target.recipient ? `${item.key}#${target.recipient}` : item.key);
 }
 
 /** Key of a mailbox message in the `fetched` sublevel. */
@@ -120,7 +136,13 @@ class AliasWorker {
   readonly #health: Promise<AliasHealth>;
   readonly #running: Promise<void>;
 
-  constructor(private readonly deps: RetrieverDeps, readonly alias: AliasConfig, private readonly server: IncomingServerConfig) {
+  constructor(
+    private readonly deps: RetrieverDeps,
+    readonly alias: AliasConfig,
+    private readonly server: IncomingServerConfig,
+    /** Every alias served by this mailbox, the leading one first. */
+    private readonly group: readonly AliasConfig[] = [alias],
+  ) {
     this.#log = deps.logger.child({ alias: alias.name, source: server.type });
     this.#health = AliasHealth.load({ store: deps.store, logger: deps.logger, ...(deps.metrics ? { metrics: deps.metrics } : {}) }, alias.name, server);
     // A health that cannot be read (store closing) leaves the worker stopped, not crashed.
@@ -175,7 +197,8 @@ class AliasWorker {
       try {
         if (!mailbox?.usable) {
           await mailbox?.close();
-          mailbox = this.server.type === 'imap' ? new ImapMailbox(this.server) : new Pop3Mailbox(this.server);
+          const tokens = this.deps.tokenProvider?.(this.alias);
+          mailbox = this.server.type === 'imap' ? new ImapMailbox(this.server, tokens) : new Pop3Mailbox(this.server, tokens);
           mailbox.onNewMail(() => this.#wakeUp());
           await mailbox.open();
         }
@@ -229,21 +252,34 @@ class AliasWorker {
     return result;
   }
 
-  /** Stores one message, records its key in the same synced batch, then applies `on_stored`. */
+  /**
+   * Stores one message (once per alias it is for, or per recipient with `split_recipients`),
+   * each copy recording its own key in its own synced batch and the last one also the
+   * mailbox key, then applies `on_stored`. After a crash between copies, the copies already
+   * recorded are skipped.
+   */
   async #fetch(mailbox: Mailbox, item: MailboxItem): Promise<void> {
     if (item.size > this.server.max_message_size) return this.#storeOversize(mailbox, item, item.size);
-    const id = newMessageId();
-    let meta;
-    try {
-      meta = await ingestMessage(this.deps, await mailbox.message(item), this.#request(id, item, {}));
-    } catch (err) {
-      // 5xx: the message itself is refused for good (bigger than the server said); anything else is retried.
-      if (err instanceof MailgateError && err.responseCode >= 500) return this.#storeOversize(mailbox, item, item.size);
-      throw err;
+    const targets: DeliveryTarget[] = needsTargets(this.group) ? deliveryTargets(await mailbox.headers(item), this.group) : [{ alias: this.alias }];
+    const keys = targets.map((t) => targetKey(t, item));
+    const done = await this.deps.store.sublevels.fetched.getMany(keys);
+    for (const [i, target] of targets.entries()) {
+      if (done[i]) continue;
+      const last = targets.slice(i + 1).every((_, j) => done[i + 1 + j]);
+      const id = newMessageId();
+      let meta;
+      try {
+        meta = await ingestMessage(this.deps, await mailbox.message(item), this.#request(id, item, { target, mailboxKey: last }));
+      } catch (err) {
+        // 5xx: the message itself is refused for good (bigger than the server said); anything else is retried.
+        if (err instanceof MailgateError && err.responseCode >= 500) return this.#storeOversize(mailbox, item, item.size);
+        throw err;
+      }
+      const outcome = meta.tags.includes('wrapped') ? 'wrapped' : 'stored';
+      this.#log.info({ msg_id: meta.id, outcome, size: meta.size, mailbox_key: item.key, for_alias: target.alias.name, ...(target.recipient ? { recipient: target.recipient } : {}) }, 'message fetched');
+      this.deps.metrics?.inc('mailgate_messages_total', { source: this.server.type, outcome });
+      this.deps.metrics?.inc('mailgate_message_bytes_total', { source: this.server.type }, meta.size);
     }
-    this.#log.info({ msg_id: meta.id, outcome: meta.tags.includes('wrapped') ? 'wrapped' : 'stored', size: meta.size, mailbox_key: item.key }, 'message fetched');
-    this.deps.metrics?.inc('mailgate_messages_total', { source: this.server.type, outcome: meta.tags.includes('wrapped') ? 'wrapped' : 'stored' });
-    this.deps.metrics?.inc('mailgate_message_bytes_total', { source: this.server.type }, meta.size);
     await this.deps.hooks?.afterStore?.(this.alias.name, item);
     await mailbox.markStored(item);
   }
@@ -266,18 +302,22 @@ class AliasWorker {
     await mailbox.markInvalid(item);
   }
 
-  #request(id: string, item: MailboxItem, opts: { invalid?: true; tags?: string[] }): IngestRequest {
+  #request(id: string, item: MailboxItem, opts: { invalid?: true; tags?: string[]; target?: DeliveryTarget; mailboxKey?: boolean }): IngestRequest {
     const record: FetchedRecord = opts.invalid ? { id, invalid: true } : { id };
-    const op: StoreOp = { type: 'put', sublevel: this.deps.store.sublevels.fetched, key: fetchedKey(this.alias.name, item.key), value: record };
+    const target = opts.target ?? { alias: this.alias };
+    const alias = target.alias;
+    // The copy's own key, and with the last copy the mailbox key that says "all stored".
+    const keys = new Set([targetKey(target, item), ...(opts.mailboxKey !== false ? [fetchedKey(this.alias.name, item.key)] : [])]);
+    const ops: StoreOp[] = [...keys].map((key) => ({ type: 'put', sublevel: this.deps.store.sublevels.fetched, key, value: record }));
     return {
       id,
-      envelope: { mailFrom: '', rcptTo: [this.alias.address] },
-      source: { kind: this.server.type, alias: this.alias.name },
-      ...(this.alias.department ? { department: this.alias.department } : {}),
+      envelope: { mailFrom: '', rcptTo: [target.recipient ?? alias.address] },
+      source: { kind: this.server.type, alias: alias.name },
+      ...(alias.department ? { department: alias.department } : {}),
       // The record of an over-size message is ours, not the sender's: no limit on it.
       ...(opts.invalid ? {} : { maxSize: this.server.max_message_size }),
       defaultDomain: this.deps.config.partition.default_domain,
-      commitOps: [op],
+      commitOps: ops,
       ...(opts.tags ? { tags: opts.tags } : {}),
     };
   }

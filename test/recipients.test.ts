@@ -1,0 +1,104 @@
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { ImapFlow } from 'imapflow';
+import { loadConfigText } from '../gateway/config/load.js';
+import { silentLogger } from '../gateway/logger.js';
+import { fetchedKey, startRetriever, type PollResult } from '../gateway/fetch/retriever.js';
+import { deliveryTargets } from '../gateway/fetch/recipients.js';
+import { Store } from '../storage/store.js';
+import { ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot.js';
+import { fixture, tempDir } from './helpers/paths.js';
+
+let dovecot: TestDovecot;
+before(async () => {
+  await ensureDovecot();
+  dovecot = await startDovecot({ users: [{ name: 'shared', password: 'pw' }, { name: 'team', password: 'pw' }] });
+});
+after(() => dovecot?.stop());
+
+const aliasToml = (name: string, address: string, user: string, extra: string[] = []) => [
+  '[[alias]]', `name = "${name}"`, `address = "${address}"`, ...extra.filter((e) => !e.startsWith('incoming:')),
+  '[alias.incoming]', 'type = "imap"', 'host = "127.0.0.1"', `port = ${dovecot.imapPort}`, 'security = "starttls"',
+  `ca_file = ${JSON.stringify(fixture('tls', 'cert.pem'))}`, `user = "${user}"`, 'password = "pw"', 'poll_interval = 3600', 'idle = false',
+  ...extra.filter((e) => e.startsWith('incoming:')).map((e) => e.slice('incoming:'.length)),
+].join('\n');
+
+async function runOnce(t: { after(fn: () => Promise<void>): void }, toml: string, prepare?: (store: Store) => Promise<void>) {
+  const { dir, cleanup } = await tempDir();
+  const config = loadConfigText(`data_dir = ${JSON.stringify(path.join(dir, 'data'))}\n${toml}`, path.join(dir, 'mailgate.toml'), {});
+  const store = await Store.open(config.data_dir);
+  t.after(async () => {
+    await store.close();
+    await cleanup();
+  });
+  await prepare?.(store);
+  const polls: PollResult[] = [];
+  const retriever = startRetriever({ config, store, logger: silentLogger(), stages: () => [], hooks: { afterPoll: (_a, r) => polls.push(r) } });
+  const deadline = Date.now() + 15_000;
+  while (polls.length === 0) {
+    assert.ok(Date.now() < deadline, 'a poll completes');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  await retriever.stop();
+  return { store, retriever, poll: polls[0]! };
+}
+
+const msg = (headers: string[]) => Buffer.from([...headers, 'Subject: hello', 'Message-ID: <m@example.net>', '', 'body', ''].join('\r\n'));
+
+test('a message for two aliases of one mailbox is fetched once and stored once per alias; unmatched mail goes to the first alias', async (t) => {
+  await dovecot.deliver('shared', msg(['From: c@example.net', 'To: sales@example.com, Billing <billing@example.com>']));
+  await dovecot.deliver('shared', msg(['From: c@example.net', 'To: someone@else.example', 'Delivered-To: invoices@old.example.net']));
+  await dovecot.deliver('shared', msg(['From: c@example.net', 'To: nobody@else.example']));
+  const { store, retriever } = await runOnce(
+    t,
+    [aliasToml('sales', 'sales@example.com', 'shared'), aliasToml('billing', 'billing@example.com', 'shared', ['redirection_addresses = ["invoices@old.example.net"]'])].join('\n'),
+  );
+  assert.deepEqual(retriever.aliases, ['sales'], 'one worker for the shared mailbox');
+  const sales = await store.listMessages({ alias: 'sales' });
+  const billing = await store.listMessages({ alias: 'billing' });
+  assert.equal(sales.length, 2, 'the message to both, and the unmatched one');
+  assert.equal(billing.length, 2, 'the message to both, and the redirected one');
+  assert.deepEqual(billing.map((m) => m.envelope.rcptTo).sort(), [['billing@example.com'], ['billing@example.com']]);
+  assert.deepEqual(await dovecot.listMessages('shared'), [], 'each mailbox message moved once all its copies were stored');
+  assert.equal((await dovecot.listMessages('shared', 'Processed')).length, 3);
+});
+
+test('split_recipients stores one message per unique To/Cc recipient', async (t) => {
+  await dovecot.deliver('team', msg(['From: c@example.net', 'To: team@example.com, Ann <ann@example.com>', 'Cc: bob@example.com, ANN@example.com']));
+  const { store } = await runOnce(t, aliasToml('team', 'team@example.com', 'team', ['incoming:split_recipients = true']));
+  const stored = await store.listMessages({ alias: 'team' });
+  assert.deepEqual(stored.map((m) => m.envelope.rcptTo[0]).sort(), ['ann@example.com', 'bob@example.com', 'team@example.com']);
+});
+
+test('after a crash between copies, only the missing copies are stored, then the message is moved', async (t) => {
+  await dovecot.deliver('shared', msg(['From: c@example.net', 'To: sales@example.com, billing@example.com']));
+  // The mailbox key the retriever will see: UIDVALIDITY:UID of the only message.
+  const client = new ImapFlow({ host: '127.0.0.1', port: dovecot.imapPort, secure: false, auth: { user: 'shared', pass: 'pw' }, logger: false, tls: { ca: [readFileSync(fixture('tls', 'cert.pem'))] } });
+  await client.connect();
+  const mailbox = await client.mailboxOpen('INBOX');
+  const only = ((await client.search({ all: true }, { uid: true })) || [])[0];
+  await client.logout();
+  const itemKey = `${mailbox.uidValidity}:${only}`;
+  const { store } = await runOnce(
+    t,
+    [aliasToml('sales', 'sales@example.com', 'shared'), aliasToml('billing', 'billing@example.com', 'shared')].join('\n'),
+    // The billing copy was stored before a crash: its own key is recorded, the mailbox key
+    // (the leading alias's, written with the last copy) is not.
+    (s) => s.sublevels.fetched.put(fetchedKey('billing', itemKey), { id: '01JPRESTOREDXXXXXXXXXXXXXX' }),
+  );
+  assert.equal((await store.listMessages({ alias: 'billing' })).length, 0, 'the copy already recorded is not stored again');
+  assert.equal((await store.listMessages({ alias: 'sales' })).length, 1, 'the missing copy is stored');
+  assert.deepEqual(await dovecot.listMessages('shared'), [], 'then the message is moved');
+});
+
+test('deliveryTargets reads To, Cc and delivery headers, case-insensitively', () => {
+  const alias = (name: string, address: string, extra: object = {}) => ({ name, address, redirection_addresses: [], status: 'active', default: false, ...extra }) as never;
+  const group = [alias('a', 'a@x.example'), alias('b', 'B@x.example', { redirection_addresses: ['old@y.example'] })];
+  const names = (h: string) => deliveryTargets(Buffer.from(h + '\r\n\r\n'), group).map((t) => t.alias['name' as never]);
+  assert.deepEqual(names('To: b@X.example'), ['b']);
+  assert.deepEqual(names('To: z@z.example\r\nX-Original-To: old@y.example'), ['b']);
+  assert.deepEqual(names('To: z@z.example'), ['a']);
+  assert.deepEqual(names('To: a@x.example\r\nCc: "B" <b@x.example>'), ['a', 'b']);
+});
