@@ -7,6 +7,7 @@ import { configCommand } from './commands/config.js';
 import { quarantineCommand } from './commands/quarantine.js';
 import { policyCommand } from './commands/policy.js';
 import { aliasesCommand } from './commands/aliases.js';
+import { oauthCommand } from './commands/oauth.js';
 import { UsageError } from './commands/common.js';
 
 /** Exit codes, as Unix tools use them: 0 ok, 1 runtime failure, 2 usage or configuration error. */
@@ -26,6 +27,7 @@ program.addCommand(configCommand());
 program.addCommand(quarantineCommand());
 program.addCommand(policyCommand());
 program.addCommand(aliasesCommand());
+program.addCommand(oauthCommand());
 // Commands built with `new Command()` don't inherit these settings, so apply them to the whole tree.
 (function inherit(cmd: Command) {
   for (const sub of cmd.commands) {

@@ -10,6 +10,7 @@ import { watchPolicies } from '../policy/policy-watcher.js';
 import { Metrics, startMetricsServer } from './metrics.js';
 import { parseListenAddress } from './config/schema.js';
 import { startRetriever, type Retriever, type RetrieverHooks } from './fetch/retriever.js';
+import { aliasTokenProviders, gatewaySecretKey } from './fetch/oauth-store.js';
 
 /** Everything a gateway needs, passed in so tests can run several side by side. */
 export interface GatewayDeps {
@@ -41,6 +42,8 @@ export interface Gateway {
 
 export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
   const { config, store, logger } = deps;
+  // Before anything listens: an OAuth alias without a usable secret key is a configuration error.
+  const secretKey = deps.retriever === false ? undefined : await gatewaySecretKey(config);
   // An invalid policy file at start is a config error (there is no last good policy yet).
   const metrics = new Metrics();
   let policy = deps.stages ? undefined : PolicySet.load(policySources(config));
@@ -71,7 +74,7 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
   retriever =
     deps.retriever === false
       ? undefined
-      : startRetriever({ store, logger, stages, config, metrics, ...(deps.retrieverHooks ? { hooks: deps.retrieverHooks } : {}) });
+      : startRetriever({ store, logger, stages, config, metrics, tokenProvider: aliasTokenProviders(config, store, secretKey), ...(deps.retrieverHooks ? { hooks: deps.retrieverHooks } : {}) });
   const listener = smtp;
   return {
     smtp: listener,

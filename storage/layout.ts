@@ -17,6 +17,8 @@
  *                                   message found again after a crash gets only its post-store action
  *   !alias-state!<alias>            AliasState (JSON, alias-state.ts): the alias's health as the retriever or
  *                                   an admin last set it (status, failures, last error and its reason)
+ *   !oauth-cache!<alias>            the alias's msal token cache (Buffer), AES-256-GCM sealed by oauth-cache.ts
+ *                                   (refresh tokens are as good as a password: never in clear)
  *
  * A rewrite writes the new generation's chunks under a `rewrites` mark naming the new
  * generation, then in one synced batch records the new generation and metadata, deletes
@@ -63,6 +65,8 @@ export function openSublevels(db: RootDb) {
     fetched: db.sublevel<string, FetchedRecord>('fetched', { valueEncoding: 'json' }),
     /** alias name → its health: status, failures, last error (alias-state.ts). */
     aliasState: db.sublevel<string, unknown>('alias-state', { valueEncoding: 'json' }),
+    /** alias name → its encrypted OAuth token cache (oauth-cache.ts). */
+    oauthCache: db.sublevel<string, Buffer>('oauth-cache', { valueEncoding: 'buffer' }),
   };
 }
 
@@ -128,6 +132,7 @@ export const migrations: readonly Migration[] = [
   { version: 3, description: 'generations and rewrites sublevels for rewritten messages (new, nothing to rewrite)', up: async () => {} },
   { version: 4, description: 'fetched sublevel: mailbox messages the retriever stored (new, nothing to rewrite)', up: async () => {} },
   { version: 5, description: 'alias-state sublevel: alias health kept by the retriever and admins (new, nothing to rewrite)', up: async () => {} },
+  { version: 6, description: 'oauth-cache sublevel: encrypted OAuth token caches per alias (new, nothing to rewrite)', up: async () => {} },
 ];
 
 /** The layout version this code reads and writes. */

@@ -226,7 +226,7 @@ test('ports default by protocol and security', async (t) => {
     const config = load(toml('[[alias]]', 'name = "a"', 'address = "a@x.org"', '[alias.incoming]', 'host = "mx"'));
     assert.deepEqual(config.alias[0]?.incoming, {
       type: 'pop3', host: 'mx', security: 'auto', folder: 'INBOX', port: 110,
-      poll_interval: 60, reconnect_interval: 60, health_retry_interval: 600, idle: true, max_items: 50, max_message_size: 6_000_000,
+      split_recipients: false, poll_interval: 60, reconnect_interval: 60, health_retry_interval: 600, idle: true, max_items: 50, max_message_size: 6_000_000,
       on_stored: 'delete', processed_folder: 'Processed', on_invalid: 'keep', invalid_folder: 'Invalid',
     });
     const imap = load(toml('[[alias]]', 'name = "a"', 'address = "a@x.org"', '[alias.incoming]', 'type = "imap"', 'host = "mx"')).alias[0]?.incoming;

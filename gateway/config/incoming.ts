@@ -39,8 +39,12 @@ export const incoming = z
     ca_file: text.optional(),
     /** Login name. */
     user: z.string().optional(),
-    /** Password. Use `${ENV_NAME}` rather than writing it here. */
+    /** Password. Use `${ENV_NAME}` rather than writing it here. Not used with `oauth2`. */
     password: z.string().optional(),
+    /** Name of the `[[oauth_app]]` to log in with (SASL XOAUTH2) instead of a password; `user` is then the mailbox to log in as. */
+    oauth2: text.optional(),
+    /** Authorization identity, for a shared mailbox (Enate "Authorization Identity", Cisco "Shared Mailbox"): the PLAIN authzid with a password; with `oauth2`, the mailbox named in XOAUTH2's `user=`. */
+    auth_identity: text.optional(),
     /** IMAP folder to fetch from. */
     folder: text.default('INBOX'),
     /** Store one message per unique To/Cc recipient instead of one per message (Genesys). */
@@ -71,6 +75,12 @@ export const incoming = z
       if (i.type === 'pop3' && i[key] === 'move') {
         ctx.addIssue({ code: 'custom', path: [key], input: i[key], message: '"delete" or "keep" with type = "pop3" (POP3 has no folders to move to)' });
       }
+    }
+    if (i.oauth2 !== undefined && i.password !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['password'], input: i.password, message: 'no password with oauth2 (the OAuth token replaces it)' });
+    }
+    if (i.oauth2 !== undefined && (i.user === undefined || i.user === '')) {
+      ctx.addIssue({ code: 'custom', path: ['user'], message: 'the mailbox to log in as (needed with oauth2)' });
     }
     if (i.security === 'none' && !loopbackHost(i.host)) {
       ctx.addIssue({ code: 'custom', path: ['security'], input: i.security, message: '"tls", "starttls" or "auto" for a host that is not loopback (the password would cross in clear)' });

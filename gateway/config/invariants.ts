@@ -13,7 +13,9 @@ interface Tables {
     status: string;
     default: boolean;
     redirection_addresses: string[];
+    incoming?: { oauth2?: string | undefined } | undefined;
   }[];
+  oauth_app: { name: string }[];
 }
 
 /** A broken invariant: the key to blame, the expectation, and the value found there. */
@@ -39,7 +41,7 @@ function duplicateNames(table: string, rows: { name: string }[]): InvariantIssue
 
 /** All broken cross-table invariants of a config, in file order of the tables they concern. */
 export function invariantIssues(c: Tables): InvariantIssue[] {
-  const issues = [...duplicateNames('department', c.department), ...duplicateNames('alias', c.alias)];
+  const issues = [...duplicateNames('department', c.department), ...duplicateNames('alias', c.alias), ...duplicateNames('oauth_app', c.oauth_app)];
   const aliasLabel = (i: number) => `alias[${i}] ${quote(c.alias[i]?.name ?? '')}`;
 
   // Addresses compare case-insensitively: mail servers treat local parts that way in practice.
@@ -58,6 +60,14 @@ export function invariantIssues(c: Tables): InvariantIssue[] {
         issues.push({ path: ['alias', i, 'redirection_addresses', k], input: r, message: `an address outside mailgate (${aliasLabel(j)} receives it)` });
       }
     });
+  });
+
+  const apps = [...new Set(c.oauth_app.map((a) => a.name))];
+  c.alias.forEach((a, i) => {
+    const app = a.incoming?.oauth2;
+    if (app === undefined || apps.includes(app)) return;
+    const known = apps.length ? `one of the configured OAuth apps: ${apps.map(quote).join(', ')}` : 'the name of an [[oauth_app]] (none is configured)';
+    issues.push({ path: ['alias', i, 'incoming', 'oauth2'], input: app, message: known });
   });
 
   const departments = [...new Set(c.department.map((d) => d.name))];

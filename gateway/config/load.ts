@@ -103,6 +103,8 @@ function finish(config: Config, baseDir: string): Config {
     partition: config.partition.policy === undefined ? config.partition : { ...config.partition, policy: at(config.partition.policy) },
     department: config.department.map((d) => (d.policy === undefined ? d : { ...d, policy: at(d.policy) })),
     alias: config.alias.map((a) => (a.incoming?.ca_file === undefined ? a : { ...a, incoming: { ...a.incoming, ca_file: at(a.incoming.ca_file) } })),
+    oauth_app: config.oauth_app.map((o) => (o.ca_file === undefined ? o : { ...o, ca_file: at(o.ca_file) })),
+    ...(config.secret_key_file === undefined ? {} : { secret_key_file: at(config.secret_key_file) }),
   });
 }
 

@@ -13,6 +13,7 @@ import { z } from 'zod';
 import { isPasswordHash } from './password.js';
 import { invariantIssues } from './invariants.js';
 import { incoming } from './incoming.js';
+import { oauthApp } from './oauth-app.js';
 
 const is = (phrase: string) => ({ error: phrase });
 
@@ -253,6 +254,10 @@ const configTables = z.strictObject({
   department: z.array(department).default([]),
   /** Aliases, one `[[alias]]` table each. */
   alias: z.array(alias).default([]),
+  /** OAuth2 app registrations aliases log in with, one `[[oauth_app]]` table each. */
+  oauth_app: z.array(oauthApp).default([]),
+  /** File holding the 32-byte key the OAuth token cache is encrypted with (64 hex digits, base64, or raw); relative to the config file. Default: the MAILGATE_SECRET_KEY environment variable, which wins when both are set. Needed only when an alias uses `oauth2`. */
+  secret_key_file: text.optional(),
 });
 
 /** The `mailgate.toml` schema, with the checks that span tables (unique names, departments that exist). */
@@ -284,5 +289,7 @@ export type AliasConfig = Config['alias'][number];
 export type IncomingServerConfig = NonNullable<AliasConfig['incoming']>;
 /** `[alias.outgoing]`: where an alias sends mail through. */
 export type OutgoingServerConfig = NonNullable<AliasConfig['outgoing']>;
+/** One `[[oauth_app]]`. */
+export type OAuthAppConfig = Config['oauth_app'][number];
 /** One of `fatal`, `error`, `warn`, `info`, `debug`, `trace`. */
 export type LogLevel = Config['log_level'];

@@ -10,6 +10,7 @@ import { createHash } from 'node:crypto';
 import type { IncomingServerConfig } from '../config/schema.js';
 import type { Metrics } from '../metrics.js';
 import type { Store } from '../../storage/store.js';
+import { OAuthError } from './oauth.js';
 import { getAliasState, putAliasState, type AliasChangedBy, type AliasState, type AliasStatus } from '../../storage/alias-state.js';
 
 /** Consecutive failures after which the retriever makes an alias inactive (Cisco guide). */
@@ -22,7 +23,7 @@ export const FAILURES_BEFORE_INACTIVE = 3;
  * server. Anything we cannot classify (`protocol`) is retried too: giving up on an unknown
  * cause would lose mail silently.
  */
-const RETRIED = new Set(['dns', 'network', 'timeout', 'server', 'in_use', 'protocol']);
+const RETRIED = new Set(['dns', 'network', 'timeout', 'server', 'in_use', 'protocol', 'oauth_network']);
 
 /**
  * Not retried: only an admin's fix helps. `tcp_refused` is the guide's "service not started"
@@ -31,6 +32,17 @@ const RETRIED = new Set(['dns', 'network', 'timeout', 'server', 'in_use', 'proto
  */
 export function retriesBySelf(kind: string): boolean {
   return RETRIED.has(kind);
+}
+
+/**
+ * The health kind of a token failure (oauth.ts OAuthError): revoked consent or an expired
+ * refresh token, and a rejected client secret, need an admin (issue 4: "re-authorization
+ * needed"); an unreachable identity provider is the network. `oauth` (anything else, such as a
+ * cache that no longer decrypts with the secret key) needs an admin too.
+ */
+export function oauthKind(err: unknown): string | undefined {
+  if (!(err instanceof OAuthError)) return undefined;
+  return { reauthorization_needed: 'oauth_reauthorization', bad_client_secret: 'oauth_client_secret', network: 'oauth_network', other: 'oauth' }[err.kind];
 }
 
 /** Kinds that say nothing about the mailbox (our own store or pipeline failed): not counted against the alias. */
@@ -53,6 +65,10 @@ const REASONS: Record<string, string> = {
   folder_missing: 'folder missing: check the folder name',
   server: 'the server reports a problem on its side',
   protocol: 'unexpected answer from the server',
+  oauth_reauthorization: 're-authorization needed: consent was revoked or the sign-in expired; run `mailgate oauth authorize ALIAS`',
+  oauth_client_secret: 'client secret rejected: the oauth_app client_secret is wrong or expired; renew it in Entra ID and in the configuration',
+  oauth_network: 'identity provider unreachable (OAuth token endpoint)',
+  oauth: 'OAuth token request failed (see the last error)',
 };
 
 /** A failure kind in words a mail admin can act on. */
@@ -62,8 +78,8 @@ export function reasonFor(kind: string): string {
 
 /** Fingerprint of the incoming settings: when an admin edits them, a state reached with the old ones no longer holds. */
 export function incomingHash(server: IncomingServerConfig): string {
-  const { host, port, type, security, ca_file, user, password, folder } = server;
-  return createHash('sha256').update(JSON.stringify({ host, port, type, security, ca_file, user, password, folder })).digest('base64url').slice(0, 16);
+  const { host, port, type, security, ca_file, user, password, folder, oauth2, auth_identity } = server;
+  return createHash('sha256').update(JSON.stringify({ host, port, type, security, ca_file, user, password, folder, oauth2, auth_identity })).digest('base64url').slice(0, 16);
 }
 
 /** Where health changes are reported. */
@@ -133,7 +149,9 @@ export class AliasHealth {
   }
 
   /** A connection or poll failed with KIND: counted; the third in a row makes the alias inactive. */
-  async failed(err: unknown, kind: string): Promise<void> {
+  async failed(err: unknown, fetchKind: string): Promise<void> {
+    // The retriever classifies mailbox errors; a token failure says more about itself.
+    const kind = oauthKind(err) ?? fetchKind;
     if (!countsAgainstAlias(kind)) return;
     const s = this.#state;
     const failures = s.failures + 1;

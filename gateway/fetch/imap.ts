@@ -9,6 +9,7 @@ import type { Readable } from 'node:stream';
 import { ImapFlow } from 'imapflow';
 import type { IncomingServerConfig } from '../config/schema.js';
 import { tlsOptionsFor, type Mailbox, type MailboxItem } from './mailbox.js';
+import type { TokenProvider } from './oauth.js';
 
 /** An IMAP folder session for the retriever. */
 export class ImapMailbox implements Mailbox {
@@ -16,7 +17,8 @@ export class ImapMailbox implements Mailbox {
   #onNewMail: () => void = () => {};
   readonly #folders = new Set<string>();
 
-  constructor(private readonly server: IncomingServerConfig) {}
+  /** TOKENS, when the alias sets `oauth2`: the session logs in with a fresh access token instead of the password. */
+  constructor(private readonly server: IncomingServerConfig, private readonly tokens?: TokenProvider) {}
 
   /** With IDLE the session stays open between polls so the server can tell us about new mail. */
   get persistent(): boolean {
@@ -30,6 +32,11 @@ export class ImapMailbox implements Mailbox {
   async open(): Promise<void> {
     const s = this.server;
     const tlsOnConnect = s.security === 'tls' || (s.security === 'auto' && s.port === 993);
+    // The token first: an OAuthError then fails the session before any connection is made.
+    const auth = this.tokens
+      // XOAUTH2/OAUTHBEARER name the mailbox to open: the shared one when there is one.
+      ? { user: s.auth_identity ?? s.user ?? '', accessToken: await this.tokens.getAccessToken() }
+      : { user: s.user ?? '', pass: s.password ?? '', ...(s.auth_identity ? { authzid: s.auth_identity } : {}) };
     const client = new ImapFlow({
       host: s.host,
       port: s.port,
@@ -37,7 +44,7 @@ export class ImapMailbox implements Mailbox {
       // auto: upgrade when offered; starttls: refuse to go on in clear; none: stay in clear.
       ...(s.security === 'starttls' ? { doSTARTTLS: true } : s.security === 'none' ? { doSTARTTLS: false } : {}),
       tls: tlsOptionsFor(s),
-      auth: { user: s.user ?? '', pass: s.password ?? '' },
+      auth,
       logger: false,
       disableAutoIdle: !s.idle,
       // Start IDLE soon after a poll, so mail delivered right after it is seen at once.

@@ -7,6 +7,7 @@ import type { Readable } from 'node:stream';
 import type { IncomingServerConfig } from '../config/schema.js';
 import { Pop3Client, type Pop3Security } from './pop3.js';
 import { tlsOptionsFor, type Mailbox, type MailboxItem } from './mailbox.js';
+import type { TokenProvider } from './oauth.js';
 
 /** `auto` is TLS on connect on port 995, else STLS (never clear text unless asked for). */
 function pop3Security(server: IncomingServerConfig): Pop3Security {
@@ -25,7 +26,8 @@ export class Pop3Mailbox implements Mailbox {
   readonly persistent = false;
   #client: Pop3Client | undefined;
 
-  constructor(private readonly server: IncomingServerConfig) {}
+  /** TOKENS, when the alias sets `oauth2`: the session logs in with SASL XOAUTH2 instead of the password. */
+  constructor(private readonly server: IncomingServerConfig, private readonly tokens?: TokenProvider) {}
 
   get usable(): boolean {
     return this.#client !== undefined;
@@ -33,9 +35,14 @@ export class Pop3Mailbox implements Mailbox {
 
   async open(): Promise<void> {
     const s = this.server;
+    // The token first: an OAuthError then fails the session before any connection is made.
+    const token = this.tokens ? await this.tokens.getAccessToken() : undefined;
     const client = await Pop3Client.connect({ host: s.host, port: s.port, security: pop3Security(s), tls: tlsOptionsFor(s) });
     try {
-      await client.login(s.user ?? '', s.password ?? '');
+      // XOAUTH2's user= is the mailbox to open: the shared one when there is one.
+      if (token !== undefined) await client.authXoauth2(s.auth_identity ?? s.user ?? '', token);
+      else if (s.auth_identity) await client.authPlain(s.user ?? '', s.password ?? '', s.auth_identity);
+      else await client.login(s.user ?? '', s.password ?? '');
     } catch (err) {
       client.close();
       throw err;

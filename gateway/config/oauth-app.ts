@@ -1,0 +1,41 @@
+/**
+ * `[[oauth_app]]`: an OAuth2 app registration aliases log in with (issue 4, "OAuth2"). Kept apart
+ * from schema.ts so that file stays small; the same conventions apply.
+ */
+import { z } from 'zod';
+
+const is = (phrase: string) => ({ error: phrase });
+const text = z.string().min(1, is('a non-empty string'));
+
+/** One `[[oauth_app]]` table. */
+export const oauthApp = z.strictObject({
+  /** Name aliases use in `[alias.incoming] oauth2`; unique. */
+  name: text,
+  /** Identity provider; only `microsoft365` for now. */
+  provider: z.enum(['microsoft365']),
+  /** Directory (tenant) id, a GUID, or a verified domain. */
+  tenant_id: text,
+  /** Application (client) id. */
+  client_id: text,
+  /** Client secret value. Use `${ENV_NAME}` rather than writing it here. */
+  client_secret: text,
+  /** `client_credentials` (app-only access) or `authorization_code` (a user signs in once with `mailgate oauth authorize ALIAS`). */
+  flow: z.enum(['client_credentials', 'authorization_code']),
+  /** Scopes to ask for. Default: `https://outlook.office365.com/.default` for client credentials; IMAP, POP and SMTP as the user plus `offline_access` for authorization code. */
+  scopes: z.array(text).min(1, is('at least one scope')).optional(),
+  /** Cloud endpoint host (default `login.microsoftonline.com`; e.g. `login.microsoftonline.us`). For sovereign clouds; leave unset for Microsoft 365. */
+  authority_host: text.optional(),
+  /** Full authority URL, overriding `https://AUTHORITY_HOST/TENANT_ID`. For testing or sovereign clouds; leave unset for Microsoft 365. */
+  authority: z.url(is('an https URL')).optional(),
+  /** Hosts trusted as authorities without asking Microsoft. For testing or sovereign clouds; leave unset for Microsoft 365. */
+  known_authorities: z.array(text).optional(),
+  /** OpenID configuration JSON, so no discovery request is made. For testing or sovereign clouds; leave unset for Microsoft 365. */
+  authority_metadata: text.optional(),
+  /** Instance discovery JSON. For testing or sovereign clouds; leave unset for Microsoft 365. */
+  cloud_discovery_metadata: text.optional(),
+  /** Extra CA certificate file (PEM) to trust for the token endpoint; relative to the config file. For testing or sovereign clouds; leave unset for Microsoft 365. */
+  ca_file: text.optional(),
+});
+
+/** One `[[oauth_app]]`, as the rest of mailgate sees it. */
+export type OAuthAppConfig = z.output<typeof oauthApp>;
