@@ -100,8 +100,8 @@ export class ImapMailbox implements Mailbox {
     });
   }
 
-  markStored(item: MailboxItem): Promise<void> {
-    return this.#apply(item, this.server.on_stored, this.server.processed_folder);
+  markStored(items: readonly MailboxItem[]): Promise<void> {
+    return items.length ? this.#apply(items, this.server.on_stored, this.server.processed_folder) : Promise.resolve();
   }
 
   markInvalid(item: MailboxItem): Promise<void> {
@@ -120,11 +120,12 @@ export class ImapMailbox implements Mailbox {
     await client.logout().catch(() => client.close());
   }
 
-  async #apply(item: MailboxItem, action: 'move' | 'delete' | 'keep', folder: string): Promise<void> {
+  // One UID MOVE (or STORE + EXPUNGE) for many messages: a command per message cost more than the download.
+  async #apply(items: MailboxItem | readonly MailboxItem[], action: 'move' | 'delete' | 'keep', folder: string): Promise<void> {
     if (action === 'keep') return;
     if (action === 'move') await this.#ensureFolder(folder);
     await this.#locked(async (client) => {
-      const uid = String(item.ref);
+      const uid = (Array.isArray(items) ? items : [items]).map((i: MailboxItem) => String(i.ref)).join(',');
       if (action === 'move') await client.messageMove(uid, folder, { uid: true });
       else await client.messageDelete(uid, { uid: true });
     });

@@ -27,8 +27,8 @@ export interface Mailbox {
   message(item: MailboxItem): Promise<Readable>;
   /** The message's header block only (IMAP `BODY.PEEK[HEADER]`, POP3 `TOP n 0`). */
   headers(item: MailboxItem): Promise<Buffer>;
-  /** Applies `on_stored`: move to the processed folder, delete, or keep. */
-  markStored(item: MailboxItem): Promise<void>;
+  /** Applies `on_stored` to messages already recorded as stored: move to the processed folder, delete, or keep; in as few commands as the protocol allows. */
+  markStored(items: readonly MailboxItem[]): Promise<void>;
   /** Applies `on_invalid`: move to the invalid folder, delete, or keep. */
   markInvalid(item: MailboxItem): Promise<void>;
   /** Registers the callback called when the server says new mail arrived (IMAP IDLE). */

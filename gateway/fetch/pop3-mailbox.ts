@@ -65,8 +65,9 @@ export class Pop3Mailbox implements Mailbox {
     return readAll(await this.#session().top(item.ref, 0));
   }
 
-  async markStored(item: MailboxItem): Promise<void> {
-    if (this.server.on_stored === 'delete') await this.#session().dele(item.ref);
+  async markStored(items: readonly MailboxItem[]): Promise<void> {
+    if (this.server.on_stored !== 'delete') return;
+    for (const item of items) await this.#session().dele(item.ref);
   }
 
   async markInvalid(item: MailboxItem): Promise<void> {

@@ -231,23 +231,33 @@ class AliasWorker {
     const records = items.length ? await fetched.getMany(items.map((i) => fetchedKey(this.alias.name, i.key))) : [];
     const result: PollResult = { stored: 0, finished: 0, deferred: 0 };
     const fresh: MailboxItem[] = [];
+    const leftover: MailboxItem[] = [];
     for (const [i, item] of items.entries()) {
       const record = records[i];
       if (!record) fresh.push(item);
       else if (!this.#stopping) {
         // Stored before a crash or a failed move: only the post-store action is left to do.
-        await (record.invalid ? mailbox.markInvalid(item) : mailbox.markStored(item));
+        if (record.invalid) await mailbox.markInvalid(item);
+        else leftover.push(item);
         if ((record.invalid ? this.server.on_invalid : this.server.on_stored) !== 'keep') result.finished++;
       }
     }
+    await mailbox.markStored(leftover);
     // A small message never waits behind a large one (CCaaS lightweight size).
     const ordered = [...fresh.filter((i) => i.size <= LIGHTWEIGHT_SIZE), ...fresh.filter((i) => i.size > LIGHTWEIGHT_SIZE)];
     const batch = ordered.slice(0, this.server.max_items);
     result.deferred = ordered.length - batch.length;
-    for (const item of batch) {
-      if (this.#stopping) break;
-      await this.#fetch(mailbox, item);
-      result.stored++;
+    // Stored messages are moved or deleted together, after their keys are durable. A failure
+    // or a crash before that leaves them recorded: the next poll only finishes them.
+    const stored: MailboxItem[] = [];
+    try {
+      for (const item of batch) {
+        if (this.#stopping) break;
+        if (await this.#fetch(mailbox, item)) stored.push(item);
+        result.stored++;
+      }
+    } finally {
+      if (stored.length) await mailbox.markStored(stored);
     }
     return result;
   }
@@ -255,11 +265,11 @@ class AliasWorker {
   /**
    * Stores one message (once per alias it is for, or per recipient with `split_recipients`),
    * each copy recording its own key in its own synced batch and the last one also the
-   * mailbox key, then applies `on_stored`. After a crash between copies, the copies already
-   * recorded are skipped.
+   * mailbox key. After a crash between copies, the copies already recorded are skipped.
+   * True when the message is ready for `on_stored` (false: it got `on_invalid` instead).
    */
-  async #fetch(mailbox: Mailbox, item: MailboxItem): Promise<void> {
-    if (item.size > this.server.max_message_size) return this.#storeOversize(mailbox, item, item.size);
+  async #fetch(mailbox: Mailbox, item: MailboxItem): Promise<boolean> {
+    if (item.size > this.server.max_message_size) return this.#storeOversize(mailbox, item, item.size).then(() => false);
     const targets: DeliveryTarget[] = needsTargets(this.group) ? deliveryTargets(await mailbox.headers(item), this.group) : [{ alias: this.alias }];
     const keys = targets.map((t) => targetKey(t, item));
     const done = await this.deps.store.sublevels.fetched.getMany(keys);
@@ -272,7 +282,7 @@ class AliasWorker {
         meta = await ingestMessage(this.deps, await mailbox.message(item), this.#request(id, item, { target, mailboxKey: last }));
       } catch (err) {
         // 5xx: the message itself is refused for good (bigger than the server said); anything else is retried.
-        if (err instanceof MailgateError && err.responseCode >= 500) return this.#storeOversize(mailbox, item, item.size);
+        if (err instanceof MailgateError && err.responseCode >= 500) return this.#storeOversize(mailbox, item, item.size).then(() => false);
         throw err;
       }
       const outcome = meta.tags.includes('wrapped') ? 'wrapped' : 'stored';
@@ -281,7 +291,7 @@ class AliasWorker {
       this.deps.metrics?.inc('mailgate_message_bytes_total', { source: this.server.type }, meta.size);
     }
     await this.deps.hooks?.afterStore?.(this.alias.name, item);
-    await mailbox.markStored(item);
+    return true; // to be marked stored with the rest of the poll's
   }
 
   /** Stores a record of a message too big to fetch (its headers and size), then applies `on_invalid`. */
