@@ -73,7 +73,8 @@ export function aliasesCommand(): Command {
       const alias = knownAlias(config, name);
       if (!alias.incoming && !alias.outgoing) throw new UsageError(`alias ${name} has neither [alias.incoming] nor [alias.outgoing]: nothing to test`);
       const steps = await testAliasConnection(alias);
-      const ok = steps.every((s) => s.result !== 'fail');
+      // A login that could not be tried (OAuth2) is not a pass.
+      const ok = steps.every((s) => s.result !== 'fail' && !(s.step === 'login' && s.result === 'skip'));
       process.stdout.write(opts.json ? JSON.stringify({ alias: name, ok, steps }, null, 2) + '\n' : report(alias, steps, ok));
       if (!ok) process.exitCode = 1;
     });
@@ -153,5 +154,8 @@ function report(alias: AliasConfig, steps: ConnectionStep[], ok: boolean): strin
     }
     out += `  ${s.result.toUpperCase().padEnd(4)}  ${s.step.padEnd(8)}  ${s.detail}\n`;
   }
-  return out + (ok ? 'all steps passed\n' : `failed: ${steps.filter((s) => s.result === 'fail').map((s) => `${s.server} ${s.step}`).join(', ')}\n`);
+  const untested = steps.filter((s) => s.step === 'login' && s.result === 'skip' && !steps.some((f) => f.result === 'fail'));
+  if (ok) return out + 'all steps passed\n';
+  if (untested.length) return out + `not tested: ${untested.map((s) => `${s.server} ${s.step}`).join(', ')}\n`;
+  return out + `failed: ${steps.filter((s) => s.result === 'fail').map((s) => `${s.server} ${s.step}`).join(', ')}\n`;
 }
