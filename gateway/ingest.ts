@@ -1,4 +1,4 @@
-import { Transform, type Readable, type TransformCallback } from 'node:stream';
+import { Readable, Transform, Writable, type TransformCallback } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import type { Store, StoreOp } from '../storage/store.js';
@@ -8,7 +8,7 @@ import { defaultPipelineLimits, runPipeline, stageOf, type PipelineLimits } from
 import type { Direction, MessageContext, Stage } from '../policy/stage.js';
 import { SpoolTee, fileSpool, spoolDir, type Spool } from '../policy/spool.js';
 import { unparsableFrom, type UnparsableMessage } from '../policy/unparsable.js';
-import { wrappingMessage } from '../policy/wrapping-message.js';
+import { readHeaderBlock, wrappingMessage } from '../policy/wrapping-message.js';
 import { defaultMimeLimits } from '../policy/mime-check.js';
 import { attachmentFileNames } from '../policy/summary.js';
 import { rawMasker, type MaskingStage } from '../policy/data-masking.js';
@@ -226,6 +226,7 @@ async function storeWrapped(
   } catch (err) {
     throw isStoreError(err) ? errors.storeFailed(err) : err;
   }
+  const tagged = await tagWrapped(deps, req, base.id, original, limits.maxHeaderSize);
   try {
     await spool.discard();
     const meta: MessageMeta = {
@@ -243,13 +244,43 @@ async function storeWrapped(
         ...(Object.keys(counts).length
           ? { masking: { summary: [`Masked the attached original as raw text, since it could not be parsed: ${Object.entries(counts).map(([k, v]) => `${k} ${v}`).join(', ')}.`], masked: counts, raw: true } }
           : {}),
+        ...tagged.findings,
       },
-      tags: ['wrapped', ...(req.tags ?? [])],
+      tags: ['wrapped', ...tagged.tags, ...(req.tags ?? [])],
     };
     // The retriever's record of the fetched message must be durable with whatever is stored for it.
     await writer.commit(meta, req.commitOps ?? []);
     return meta;
   } catch (err) {
     throw errors.storeFailed(err);
+  }
+}
+
+/**
+ * Delivery-exception tagging for a wrapped message, from the original's own header block (not
+ * the wrapper's, whose From may be a synthesized `unknown@`, which the guide's address phrase
+ * "unknown" would match): a truncated bounce (an unterminated multipart/report is common) is
+ * still a bounce. The report's body is not read, so phrases and header signals decide. No
+ * tagging when the header has no end or is over the limit. Never fails the wrap.
+ */
+async function tagWrapped(
+  deps: IngestDeps,
+  req: IngestRequest,
+  id: string,
+  original: () => Readable,
+  maxHeaderSize: number,
+): Promise<{ findings: MessageMeta['findings']; tags: string[] }> {
+  const tagging = deps.stages(req.department).filter((s) => s.name === 'delivery_exceptions');
+  if (tagging.length === 0) return { findings: {}, tags: [] };
+  const ctx = messageContext(deps, req, id);
+  try {
+    const header = await readHeaderBlock(original(), maxHeaderSize);
+    if (!header) return { findings: {}, tags: [] };
+    const discard = new Writable({ write: (_c, _e, done) => done() });
+    await runPipeline(Readable.from([header, Buffer.from('\r\n\r\n')]), ctx, tagging, discard, deps.limits);
+    return { findings: ctx.findings, tags: [...ctx.tags] };
+  } catch (err) {
+    ctx.log.warn({ err }, 'could not tag a wrapped message from its original header');
+    return { findings: {}, tags: [] };
   }
 }

@@ -172,3 +172,38 @@ test('if even the wrapping message cannot be stored, the reply is 451 and nothin
   assert.deepEqual(await store.listMessages({}), []);
   await assertNoSpoolLeft(store);
 });
+
+test('a truncated bounce is wrapped and still tagged as a delivery exception from its header', async (t) => {
+  const gw = await startTestGateway(); // the default policy: all four stages
+  t.after(() => gw.cleanup());
+  const bounce = Buffer.from(
+    [
+      'From: Mail Delivery System <MAILER-DAEMON@mx.example.net>',
+      'To: support@example.com',
+      'Subject: Undelivered Mail Returned to Sender',
+      'Auto-Submitted: auto-replied',
+      'MIME-Version: 1.0',
+      'Content-Type: multipart/report; report-type=delivery-status; boundary="cut"',
+      '',
+      '--cut',
+      'Content-Type: text/plain',
+      '',
+      'I could not deliver your message to customer@example.org.',
+      '--cut',
+      'Content-Type: message/delivery-status',
+      '',
+      'Final-Recipient: rfc822; customer@example.org',
+      'Action: failed',
+      'Status: 5.1.1',
+      '',
+    ].join('\r\n'),
+  );
+  const info = await transport(gw.port).sendMail({ envelope: { from: '', to: ['support@example.com'] }, raw: bounce });
+  const id = /queued as (\S+)/.exec(info.response)![1]!;
+  const { meta } = await storedMessage(gw.store, id);
+  assert.match(meta._WrappingMessageReason ?? '', /^boundary_unterminated/);
+  assert.ok(meta.tags.includes('wrapped'), `${meta.tags}`);
+  assert.ok(meta.tags.some((tag) => /^email-(permanent|temporary)-undeliverable$/.test(tag)), `tagged as a delivery exception: ${meta.tags}`);
+  assert.ok(meta.tags.includes('exception-queue'));
+  assert.ok(meta.findings.delivery_exceptions?.summary.length);
+});
