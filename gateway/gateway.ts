@@ -44,8 +44,8 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
   const { config, store, logger } = deps;
   // Before anything listens: an OAuth alias without a usable secret key is a configuration error.
   const secretKey = deps.retriever === false ? undefined : await gatewaySecretKey(config);
-  // An invalid policy file at start is a config error (there is no last good policy yet).
   const metrics = new Metrics();
+  // An invalid policy file at start is a config error (there is no last good policy yet).
   let policy = deps.stages ? undefined : PolicySet.load(policySources(config));
   const watcher =
     policy &&

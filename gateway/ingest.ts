@@ -87,6 +87,8 @@ export async function ingestMessage(deps: IngestDeps, input: Readable, req: Inge
   input.pipe(guard).pipe(tee);
 
   const ctx = messageContext(deps, req, id);
+  // One policy for the whole message, wrapping included, even if a reload lands meanwhile.
+  const stages = deps.stages(req.department);
   const log = ctx.log;
   let writer = deps.store.createMessageWriter(id);
   const base = { id, version: 1 as const, receivedAt: receivedAt.toISOString(), envelope: req.envelope, source: req.source };
@@ -102,7 +104,7 @@ export async function ingestMessage(deps: IngestDeps, input: Readable, req: Inge
     let failure: unknown;
     let summary: Awaited<ReturnType<typeof runPipeline>> | undefined;
     try {
-      summary = await runPipeline(tee.branch, ctx, deps.stages(req.department), writer, deps.limits);
+      summary = await runPipeline(tee.branch, ctx, stages, writer, deps.limits);
     } catch (err) {
       failure = err;
     }
@@ -141,7 +143,7 @@ export async function ingestMessage(deps: IngestDeps, input: Readable, req: Inge
       await writer.abort();
       await spooled;
       writer = deps.store.createMessageWriter(id);
-      const meta = await storeWrapped(deps, req, writer, spool, unparsable, { ...base, receivedSize: guard.bytes });
+      const meta = await storeWrapped(deps, req, stages, writer, spool, unparsable, { ...base, receivedSize: guard.bytes });
       log.warn({ reason: unparsable.reason, detail: unparsable.detail, err: failure, size: meta.receivedSize }, 'message could not be processed; stored a wrapping message with the original attached');
       return meta;
     } catch (wrapErr) {
@@ -201,6 +203,7 @@ function isStoreError(err: unknown): boolean {
 async function storeWrapped(
   deps: IngestDeps,
   req: IngestRequest,
+  stages: readonly Stage[],
   writer: ReturnType<Store['createMessageWriter']>,
   spool: Spool,
   unparsable: UnparsableMessage,
@@ -211,7 +214,7 @@ async function storeWrapped(
   // Masking promises nothing unmasked is stored; where it is on, that wins over "byte for
   // byte" and the attached original is masked as raw text (it cannot be parsed).
   const direction = req.direction ?? 'inbound';
-  const masking = deps.stages(req.department).find((s): s is MaskingStage => s.name === 'masking' && 'policy' in s);
+  const masking = stages.find((s): s is MaskingStage => s.name === 'masking' && 'policy' in s);
   let counts: Record<string, number> = {};
   const original = () => {
     counts = {}; // the wrapper reads the original twice (header, then whole): count the last pass
@@ -226,7 +229,7 @@ async function storeWrapped(
   } catch (err) {
     throw isStoreError(err) ? errors.storeFailed(err) : err;
   }
-  const tagged = await tagWrapped(deps, req, base.id, original, limits.maxHeaderSize);
+  const tagged = await tagWrapped(deps, req, base.id, stages, original, limits.maxHeaderSize);
   try {
     await spool.discard();
     const meta: MessageMeta = {
@@ -267,10 +270,11 @@ async function tagWrapped(
   deps: IngestDeps,
   req: IngestRequest,
   id: string,
+  stages: readonly Stage[],
   original: () => Readable,
   maxHeaderSize: number,
 ): Promise<{ findings: MessageMeta['findings']; tags: string[] }> {
-  const tagging = deps.stages(req.department).filter((s) => s.name === 'delivery_exceptions');
+  const tagging = stages.filter((s) => s.name === 'delivery_exceptions');
   if (tagging.length === 0) return { findings: {}, tags: [] };
   const ctx = messageContext(deps, req, id);
   try {

@@ -37,7 +37,7 @@ const pua = (byte: number) => String.fromCharCode(PUA + byte);
 
 class ByteCodec implements TextCodec {
   constructor(
-    private readonly table: readonly string[],
+    table: readonly string[],
     private readonly reverse: ReadonlyMap<string, number>,
   ) {
     this.codes = Uint16Array.from(table, (ch) => ch.charCodeAt(0));

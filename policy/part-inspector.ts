@@ -40,7 +40,6 @@ export class PartInspector {
   /** Bytes of decoded content seen. */
   decodedSize = 0;
   readonly #rules: AttachmentRules;
-  readonly #depth: number;
   readonly #decoder: BodyDecoder;
   #head = Buffer.alloc(0);
   #kind: ContentKind | undefined;
@@ -51,7 +50,6 @@ export class PartInspector {
 
   constructor(node: MimeNode, rules: AttachmentRules, depth = 1) {
     this.#rules = rules;
-    this.#depth = depth;
     this.names = presentedNames(node);
     this.isAttachment = isAttachmentPart(node, this.names);
     this.#decoder = bodyDecoder(node.encoding);
