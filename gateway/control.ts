@@ -12,6 +12,9 @@ import {
 import { listAliasStates, type AliasState, type AliasStatus } from '../storage/alias-state.js';
 import { setAliasStatusInStore } from './fetch/alias-health.js';
 import type { Retriever } from './fetch/retriever.js';
+import type { Dispatcher } from './dispatch/dispatcher.js';
+import type { Config } from './config/schema.js';
+import type { Stage } from '../policy/stage.js';
 
 /**
  * The running gateway holds LevelDB's lock on the data directory, so CLI commands that
@@ -50,6 +53,11 @@ export interface AliasStateAccess {
 export interface ControlContext {
   /** The running retriever, when there is one: admin status changes go through it. */
   retriever?: () => Retriever | undefined;
+  /** The running dispatcher: queue commands and `mailgate send` go through it. */
+  dispatcher?: Dispatcher;
+  /** The gateway's configuration and policy, for messages submitted over the socket. */
+  config?: Config;
+  stages?: (department?: string) => readonly Stage[];
 }
 
 type Method = (store: Store, args: unknown[], ctx: ControlContext) => Promise<unknown> | Readable;

@@ -36,6 +36,14 @@ export const errors = {
     new MailgateError('STORE_WRITE_FAILED', 451, '4.3.0', 'Temporary local problem: the message could not be stored, try again later', { cause }),
   pipelineFailed: (stage: string, cause: unknown) =>
     new MailgateError('PIPELINE_FAILED', 451, '4.3.0', `Temporary local problem in the ${stage} stage, try again later`, { cause }),
+  unprocessable: (detail: string, cause: unknown) =>
+    new MailgateError('MESSAGE_UNPROCESSABLE', 554, '5.6.0', `The message could not be processed and was not accepted: ${detail.replace(/[\r\n]+/g, ' ')}`, { cause }),
+  sendAsDenied: (address: string) =>
+    new MailgateError('SEND_AS_DENIED', 550, '5.7.1', `Sender address rejected: you may not send as <${address}>`),
+  fromHeaderDenied: (from: string, alias: string) =>
+    new MailgateError('FROM_HEADER_DENIED', 550, '5.7.1', `The From header ${from ? `<${from}>` : '(none)'} is not an address of alias "${alias}", which this message is sent as`),
+  authRequired: () =>
+    new MailgateError('AUTH_REQUIRED', 530, '5.7.0', 'Authentication required'),
   shuttingDown: () =>
     new MailgateError('SHUTTING_DOWN', 421, '4.3.2', 'Service shutting down, try again later'),
 };

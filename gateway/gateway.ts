@@ -11,6 +11,8 @@ import { Metrics, startMetricsServer } from './metrics.js';
 import { parseListenAddress } from './config/schema.js';
 import { startRetriever, type Retriever, type RetrieverHooks } from './fetch/retriever.js';
 import { aliasTokenProviders, gatewaySecretKey } from './fetch/oauth-store.js';
+import { Dispatcher } from './dispatch/dispatcher.js';
+import { startSubmissionListener, submissionEnabled } from './submission-listener.js';
 
 /** Everything a gateway needs, passed in so tests can run several side by side. */
 export interface GatewayDeps {
@@ -31,6 +33,10 @@ export interface GatewayDeps {
 /** A running gateway. */
 export interface Gateway {
   readonly smtp: SmtpListener;
+  /** The submission listener, when `[submission]` runs. */
+  readonly submission?: SmtpListener;
+  /** Works the outbound queue. */
+  readonly dispatcher: Dispatcher;
   readonly metrics: Metrics;
   /** The retriever, unless disabled. */
   readonly retriever?: Retriever;
@@ -43,7 +49,9 @@ export interface Gateway {
 export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
   const { config, store, logger } = deps;
   // Before anything listens: an OAuth alias without a usable secret key is a configuration error.
-  const secretKey = deps.retriever === false ? undefined : await gatewaySecretKey(config);
+  const sendsWithOAuth = config.alias.some((a) => a.outgoing?.oauth2 !== undefined);
+  const secretKey = deps.retriever === false && !sendsWithOAuth ? undefined : await gatewaySecretKey(config);
+  const tokens = aliasTokenProviders(config, store, secretKey);
   const metrics = new Metrics();
   // An invalid policy file at start is a config error (there is no last good policy yet).
   let policy = deps.stages ? undefined : PolicySet.load(policySources(config));
@@ -57,16 +65,23 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
   resetSpoolDir(store.dir);
   // The retriever starts last; the control socket reaches it through this getter once it runs.
   let retriever: Retriever | undefined;
-  const control = await startControlServer(store, config.data_dir, logger, { retriever: () => retriever });
+  const dispatcher = new Dispatcher({ store, config, logger, stages, metrics, tokens });
+  const control = await startControlServer(store, config.data_dir, logger, { retriever: () => retriever, dispatcher, config, stages });
   let smtp: SmtpListener | undefined;
+  let submission: SmtpListener | undefined;
   let metricsServer: Awaited<ReturnType<typeof startMetricsServer>> | undefined;
   try {
-    smtp = await startSmtpListener(config, { store, logger, stages }, metrics);
+    await dispatcher.start();
+    smtp = await startSmtpListener(config, { store, logger, stages, dispatcher }, metrics);
+    if (submissionEnabled(config)) submission = await startSubmissionListener(config, { store, logger, stages, dispatcher }, metrics);
+    else logger.info('submission listener off: no [[submission.user]] (set [submission] enabled = true to force it)');
     const at = config.metrics.listen ? parseListenAddress(config.metrics.listen) : undefined;
     if (at) metricsServer = await startMetricsServer(metrics, at.host, at.port);
   } catch (err) {
     watcher?.close();
     await smtp?.close();
+    await submission?.close();
+    await dispatcher.stop();
     await control.close();
     throw err;
   }
@@ -74,10 +89,13 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
   retriever =
     deps.retriever === false
       ? undefined
-      : startRetriever({ store, logger, stages, config, metrics, tokenProvider: aliasTokenProviders(config, store, secretKey), ...(deps.retrieverHooks ? { hooks: deps.retrieverHooks } : {}) });
+      : startRetriever({ store, logger, stages, config, metrics, tokenProvider: tokens, ...(deps.retrieverHooks ? { hooks: deps.retrieverHooks } : {}) });
   const listener = smtp;
+  const submitter = submission;
   return {
     smtp: listener,
+    ...(submitter ? { submission: submitter } : {}),
+    dispatcher,
     metrics,
     ...(metricsServer ? { metricsPort: metricsServer.port } : {}),
     ...(retriever ? { retriever } : {}),
@@ -87,6 +105,9 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
       watcher?.close();
       await metricsServer?.close();
       await listener.close();
+      await submitter?.close();
+      // After the listeners: a message they just queued is scheduled, then the dispatcher lets attempts in progress finish.
+      await dispatcher.stop();
       await control.close();
     },
   };

@@ -39,6 +39,14 @@ export interface IngestRequest {
   commitOps?: readonly StoreOp[];
   /** Tags the message starts with (e.g. `oversize` on the record of a message too big to fetch). */
   tags?: readonly string[];
+  /**
+   * Store a wrapping message when this one cannot be processed (default true). Outbound mail
+   * passes false: a wrapper must not go out to a customer, so the submitter is refused (554)
+   * and keeps the message.
+   */
+  wrapUnparsable?: boolean;
+  /** Last check before the commit, with the message as it will be stored; throw a MailgateError to refuse it (nothing is stored). */
+  beforeCommit?: (meta: MessageMeta) => void;
 }
 
 /**
@@ -121,7 +129,9 @@ export async function ingestMessage(deps: IngestDeps, input: Readable, req: Inge
           _AttachmentFileNames: attachmentFileNames(summary.attachments),
           findings: ctx.findings,
           tags: [...ctx.tags],
+          ...(req.direction === 'outbound' ? { direction: 'outbound' as const } : {}),
         };
+        req.beforeCommit?.(meta);
         await writer.commit(meta, [...ctx.commitOps, ...(req.commitOps ?? [])]);
         return meta;
       } catch (err) {
@@ -139,6 +149,11 @@ export async function ingestMessage(deps: IngestDeps, input: Readable, req: Inge
 
     // The message itself could not be processed: store a wrapping message instead.
     const unparsable = unparsableFrom(failure, stageOf(failure) ?? 'MIME splitter');
+    if (req.wrapUnparsable === false) {
+      drain();
+      await discard();
+      throw errors.unprocessable(unparsable.detail, failure);
+    }
     try {
       await writer.abort();
       await spooled;

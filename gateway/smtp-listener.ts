@@ -1,10 +1,12 @@
 import { Resolver } from 'node:dns/promises';
-import { readFileSync } from 'node:fs';
-
-import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
-import { isLoopbackHost, parseListenAddress, type Config } from './config/schema.js';
-import { verifyPassword } from './config/password.js';
+import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
+import { parseListenAddress, type Config } from './config/schema.js';
 import { errors, MailgateError } from './errors.js';
+import { newMessageId } from '../storage/ids.js';
+import { queuePutOp } from '../storage/queue.js';
+import { relayEntry, relayMatcher } from './dispatch/entries.js';
+import type { Dispatcher } from './dispatch/dispatcher.js';
+import { authSettings } from './smtp-auth.js';
 import { ingestMessage, type IngestDeps } from './ingest.js';
 import { Metrics } from './metrics.js';
 
@@ -23,7 +25,8 @@ export function recipientAcceptor(config: Config): (address: string) => boolean 
     exact.add(alias.address.toLowerCase());
     for (const r of alias.redirection_addresses) exact.add(r.toLowerCase());
   }
-  const domains = new Set(config.smtp.domains.map((d) => d.toLowerCase().replace(/\.$/, '')));
+  // Relayed domains are ours to accept too (Postfix: relay_domains).
+  const domains = new Set([...config.smtp.domains, ...config.relay.flatMap((r) => r.domains)].map((d) => d.toLowerCase().replace(/\.$/, '')));
   return (address) => {
     if (config.smtp.accept_all) return true;
     const lower = address.toLowerCase();
@@ -63,19 +66,13 @@ function reverseResolver(timeoutMs: number): SMTPServerOptions['resolver'] {
   };
 }
 
-function remoteIsLoopback(session: SMTPServerSession): boolean {
-  return isLoopbackHost(session.remoteAddress);
-}
-
 /** Builds the smtp-server options shared by every listen address. */
-function serverOptions(config: Config, deps: IngestDeps, inFlight: Set<Promise<unknown>>, metrics: Metrics): SMTPServerOptions {
+function serverOptions(config: Config, deps: IngestDeps & { dispatcher?: Dispatcher | undefined }, inFlight: Set<Promise<unknown>>, metrics: Metrics): SMTPServerOptions {
   const smtp = config.smtp;
   const accepts = recipientAcceptor(config);
   const aliasFor = aliasResolver(config);
-  const users = new Map(smtp.user.map((u) => [u.name, u.password_hash]));
-  const disabled: string[] = [];
-  if (!smtp.tls) disabled.push('STARTTLS'); // no certificate: don't offer TLS we cannot do properly
-  if (users.size === 0) disabled.push('AUTH');
+  const relayFor = relayMatcher(config);
+  const auth = authSettings({ users: smtp.user, tls: smtp.tls, allowInsecureOnLoopback: smtp.auth.allow_insecure_on_loopback, required: false, logger: deps.logger });
 
   return {
     name: smtp.hostname,
@@ -85,38 +82,9 @@ function serverOptions(config: Config, deps: IngestDeps, inFlight: Set<Promise<u
     rejectOversized: true,
     // Our replies carry their own enhanced status codes (550 5.7.1 for relay, not smtp-server's 5.1.1 for every 550).
     hideENHANCEDSTATUSCODES: true,
-    authOptional: true,
-    authMethods: ['PLAIN', 'LOGIN'],
-    // smtp-server hides AUTH before TLS unless told otherwise; the loopback exception is checked in onAuth.
-    allowInsecureAuth: smtp.auth.allow_insecure_on_loopback,
-    disabledCommands: disabled,
     disableReverseLookup: !smtp.reverse_dns,
     resolver: reverseResolver(smtp.reverse_dns_timeout_ms),
-    ...(smtp.tls ? { key: readFileSync(smtp.tls.key), cert: readFileSync(smtp.tls.cert) } : {}),
-
-    // RFC 4954 section 4: don't offer PLAIN or LOGIN where the password would cross in
-    // clear text. Hide AUTH for the session until TLS is up (Postfix: smtpd_tls_auth_only).
-    onConnect(session, callback) {
-      if (!smtp.auth.allow_insecure_on_loopback || !remoteIsLoopback(session)) session.disabledCommands = [...disabled, 'AUTH'];
-      callback();
-    },
-
-    onSecure(_socket, session, callback) {
-      session.disabledCommands = disabled;
-      callback();
-    },
-
-    onAuth(auth, session, callback) {
-      if (!session.secure && !(smtp.auth.allow_insecure_on_loopback && remoteIsLoopback(session))) {
-        return callback(errors.encryptionRequired());
-      }
-      const hash = auth.username ? users.get(auth.username) : undefined;
-      if (!hash || auth.method === 'XOAUTH2' || !verifyPassword(auth.password ?? '', hash)) {
-        deps.logger.warn({ remote: session.remoteAddress, user: auth.username }, 'authentication failed');
-        return callback(errors.authFailed());
-      }
-      callback(null, { user: auth.username });
-    },
+    ...auth,
 
     onRcptTo(address, _session, callback) {
       if (accepts(address.address)) return callback();
@@ -138,7 +106,18 @@ function serverOptions(config: Config, deps: IngestDeps, inFlight: Set<Promise<u
         ...(typeof session.user === 'string' ? { user: session.user } : {}),
         secure: session.secure,
       };
-      const ingest = ingestMessage(deps, stream, { envelope, source, maxSize: smtp.max_message_size, defaultDomain: config.partition.default_domain, ...(alias?.department ? { department: alias.department } : {}) });
+      // Recipients forwarded downstream (MX in front of an internal server) are queued with the message, in its one write.
+      const id = newMessageId();
+      const relay = relayEntry(id, relayFor, envelope);
+      const ingest = ingestMessage(deps, stream, {
+        id,
+        envelope,
+        source,
+        maxSize: smtp.max_message_size,
+        defaultDomain: config.partition.default_domain,
+        ...(alias?.department ? { department: alias.department } : {}),
+        ...(relay ? { commitOps: [queuePutOp(deps.store, relay)] } : {}),
+      });
       inFlight.add(ingest);
       void ingest.finally(() => inFlight.delete(ingest)).catch(() => undefined);
       ingest.then(
@@ -149,6 +128,7 @@ function serverOptions(config: Config, deps: IngestDeps, inFlight: Set<Promise<u
           );
           metrics.inc('mailgate_messages_total', { source: 'smtp', outcome: meta.tags.includes('wrapped') ? 'wrapped' : 'stored' });
           metrics.inc('mailgate_message_bytes_total', { source: 'smtp' }, meta.size);
+          if (relay) deps.dispatcher?.queued(relay);
           callback(null, `2.0.0 Ok: queued as ${meta.id}`);
         },
         (err: MailgateError) => {
@@ -167,17 +147,32 @@ function serverOptions(config: Config, deps: IngestDeps, inFlight: Set<Promise<u
 }
 
 /** Starts the SMTP listener on every address in `[smtp] listen`. */
-export async function startSmtpListener(config: Config, deps: IngestDeps, metrics = new Metrics()): Promise<SmtpListener> {
+export async function startSmtpListener(config: Config, deps: IngestDeps & { dispatcher?: Dispatcher | undefined }, metrics = new Metrics()): Promise<SmtpListener> {
   const inFlight = new Set<Promise<unknown>>();
   const options = serverOptions(config, deps, inFlight, metrics);
+  return bindSmtpServers('SMTP listener', config.smtp.listen, options, deps.logger, inFlight, { accept_all: config.smtp.accept_all, tls: Boolean(config.smtp.tls) });
+}
+
+/**
+ * One smtp-server per listen address, all with the same options. `close` stops them and waits
+ * for messages still being taken in (`inFlight`) so the store is not closed under them.
+ */
+export async function bindSmtpServers(
+  what: string,
+  listen: readonly string[],
+  options: SMTPServerOptions,
+  logger: IngestDeps['logger'],
+  inFlight: Set<Promise<unknown>>,
+  logFields: object = {},
+): Promise<SmtpListener> {
   const servers: SMTPServer[] = [];
   const addresses: { host: string; port: number }[] = [];
   try {
-    for (const listen of config.smtp.listen) {
+    for (const address of listen) {
       // validated by the config schema
-      const { host, port } = parseListenAddress(listen)!;
+      const { host, port } = parseListenAddress(address)!;
       const server = new SMTPServer(options);
-      server.on('error', (err) => deps.logger.error({ err, listen }, 'SMTP listener error'));
+      server.on('error', (err) => logger.error({ err, listen: address }, `${what} error`));
       await new Promise<void>((resolve, reject) => {
         server.server.once('error', reject);
         server.listen(port, host, () => {
@@ -189,7 +184,7 @@ export async function startSmtpListener(config: Config, deps: IngestDeps, metric
       const bound = server.server.address();
       const boundPort = bound && typeof bound === 'object' ? bound.port : port;
       addresses.push({ host, port: boundPort });
-      deps.logger.info({ host, port: boundPort, accept_all: config.smtp.accept_all, tls: Boolean(config.smtp.tls) }, 'SMTP listener ready');
+      logger.info({ host, port: boundPort, ...logFields }, `${what} ready`);
     }
   } catch (err) {
     await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
@@ -204,4 +199,3 @@ export async function startSmtpListener(config: Config, deps: IngestDeps, metric
     },
   };
 }
-

@@ -58,6 +58,8 @@ export function deliveryExceptionsStage(partition: DeliveryExceptionsSection | u
         ctx.findings[DELIVERY_EXCEPTIONS] = { summary: ['Delivery-exception checks are off in the policy (enabled = false).'], tagged: false };
         return null;
       }
+      // Bounces and auto-replies come in; a reply going out that quotes "undeliverable" is not one.
+      if (ctx.direction === 'outbound') return null;
       return new DeliveryExceptionScan(rules, ctx);
     },
   };

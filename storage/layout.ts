@@ -19,6 +19,9 @@
  *                                   an admin last set it (status, failures, last error and its reason)
  *   !oauth-cache!<alias>            the alias's msal token cache (Buffer), AES-256-GCM sealed by oauth-cache.ts
  *                                   (refresh tokens are as good as a password: never in clear)
+ *   !queue!<id>                     QueueEntry (JSON, queue.ts): a stored message still to be sent (outbound) or
+ *                                   forwarded (relay), recipient by recipient. Put in the message's own synced
+ *                                   batch; removed in the batch that records the outcome on the message's metadata
  *
  * A rewrite writes the new generation's chunks under a `rewrites` mark naming the new
  * generation, then in one synced batch records the new generation and metadata, deletes
@@ -37,6 +40,7 @@
 import { Level } from 'level';
 import type { BatchOperation } from 'level';
 import type { MessageMeta } from './message-meta.js';
+import type { QueueEntry } from './queue.js';
 import { storeErrors } from './errors.js';
 
 /** The root database: utf8 keys and values. */
@@ -67,6 +71,8 @@ export function openSublevels(db: RootDb) {
     aliasState: db.sublevel<string, unknown>('alias-state', { valueEncoding: 'json' }),
     /** alias name → its encrypted OAuth token cache (oauth-cache.ts). */
     oauthCache: db.sublevel<string, Buffer>('oauth-cache', { valueEncoding: 'buffer' }),
+    /** message id → its delivery still to do (queue.ts). */
+    queue: db.sublevel<string, QueueEntry>('queue', { valueEncoding: 'json' }),
   };
 }
 
@@ -133,6 +139,7 @@ export const migrations: readonly Migration[] = [
   { version: 4, description: 'fetched sublevel: mailbox messages the retriever stored (new, nothing to rewrite)', up: async () => {} },
   { version: 5, description: 'alias-state sublevel: alias health kept by the retriever and admins (new, nothing to rewrite)', up: async () => {} },
   { version: 6, description: 'oauth-cache sublevel: encrypted OAuth token caches per alias (new, nothing to rewrite)', up: async () => {} },
+  { version: 7, description: 'queue sublevel: outbound and relayed messages still to deliver (new, nothing to rewrite)', up: async () => {} },
 ];
 
 /** The layout version this code reads and writes. */

@@ -1,3 +1,5 @@
+import type { DeliveryRecord } from './queue.js';
+
 /** What the client said in MAIL FROM and RCPT TO. `mailFrom` is '' for the null reverse path. */
 export interface Envelope {
   mailFrom: string;
@@ -6,8 +8,8 @@ export interface Envelope {
 
 /** Where a message came from. */
 export interface MessageSource {
-  /** smtp: the SMTP listener; imap/pop3: the retriever; cli: `mailgate send` and friends. */
-  kind: 'smtp' | 'imap' | 'pop3' | 'cli';
+  /** smtp: the SMTP listener; submission: the submission listener; imap/pop3: the retriever; cli: `mailgate send`; dsn: a delivery status notification mailgate made. */
+  kind: 'smtp' | 'submission' | 'imap' | 'pop3' | 'cli' | 'dsn';
   /** The alias the message arrived for or was fetched by, when one is known. */
   alias?: string;
   /** Client IP address for SMTP. */
@@ -74,4 +76,8 @@ export interface MessageMeta {
   findings: Record<string, { summary: string[]; [detail: string]: unknown }>;
   /** Labels set by stages, e.g. `email-permanent-undeliverable`. */
   tags: string[];
+  /** `outbound` for mail going out through the dispatcher; absent for inbound mail. */
+  direction?: 'outbound';
+  /** Set when the message left the outbound queue: delivered, failed (with the notification sent back) or dropped. */
+  delivery?: DeliveryRecord;
 }

@@ -14,8 +14,11 @@ interface Tables {
     default: boolean;
     redirection_addresses: string[];
     incoming?: { oauth2?: string | undefined } | undefined;
+    outgoing?: { oauth2?: string | undefined } | undefined;
   }[];
   oauth_app: { name: string }[];
+  submission: { user: { send_as: string[] }[] };
+  relay: { name: string; aliases: string[] }[];
 }
 
 /** A broken invariant: the key to blame, the expectation, and the value found there. */
@@ -41,7 +44,12 @@ function duplicateNames(table: string, rows: { name: string }[]): InvariantIssue
 
 /** All broken cross-table invariants of a config, in file order of the tables they concern. */
 export function invariantIssues(c: Tables): InvariantIssue[] {
-  const issues = [...duplicateNames('department', c.department), ...duplicateNames('alias', c.alias), ...duplicateNames('oauth_app', c.oauth_app)];
+  const issues = [
+    ...duplicateNames('department', c.department),
+    ...duplicateNames('alias', c.alias),
+    ...duplicateNames('oauth_app', c.oauth_app),
+    ...duplicateNames('relay', c.relay),
+  ];
   const aliasLabel = (i: number) => `alias[${i}] ${quote(c.alias[i]?.name ?? '')}`;
 
   // Addresses compare case-insensitively: mail servers treat local parts that way in practice.
@@ -64,10 +72,31 @@ export function invariantIssues(c: Tables): InvariantIssue[] {
 
   const apps = [...new Set(c.oauth_app.map((a) => a.name))];
   c.alias.forEach((a, i) => {
-    const app = a.incoming?.oauth2;
-    if (app === undefined || apps.includes(app)) return;
-    const known = apps.length ? `one of the configured OAuth apps: ${apps.map(quote).join(', ')}` : 'the name of an [[oauth_app]] (none is configured)';
-    issues.push({ path: ['alias', i, 'incoming', 'oauth2'], input: app, message: known });
+    for (const side of ['incoming', 'outgoing'] as const) {
+      const app = a[side]?.oauth2;
+      if (app === undefined || apps.includes(app)) continue;
+      const known = apps.length ? `one of the configured OAuth apps: ${apps.map(quote).join(', ')}` : 'the name of an [[oauth_app]] (none is configured)';
+      issues.push({ path: ['alias', i, side, 'oauth2'], input: app, message: known });
+    }
+    // One alias, one token cache (one signed-in account): both sides use the same app.
+    const inApp = a.incoming?.oauth2;
+    const outApp = a.outgoing?.oauth2;
+    if (inApp !== undefined && outApp !== undefined && inApp !== outApp) {
+      issues.push({ path: ['alias', i, 'outgoing', 'oauth2'], input: outApp, message: `the same OAuth app as incoming (${quote(inApp)}): an alias signs in once` });
+    }
+  });
+
+  const aliasNames = new Set(c.alias.map((a) => a.name));
+  const aliasList = aliasNames.size ? `the name of an alias: ${[...aliasNames].map(quote).join(', ')}` : 'the name of an [[alias]] (none is configured)';
+  c.submission.user.forEach((u, i) => {
+    u.send_as.forEach((name, k) => {
+      if (name !== '*' && !aliasNames.has(name)) issues.push({ path: ['submission', 'user', i, 'send_as', k], input: name, message: `"*" or ${aliasList}` });
+    });
+  });
+  c.relay.forEach((r, i) => {
+    r.aliases.forEach((name, k) => {
+      if (!aliasNames.has(name)) issues.push({ path: ['relay', i, 'aliases', k], input: name, message: aliasList });
+    });
   });
 
   const departments = [...new Set(c.department.map((d) => d.name))];

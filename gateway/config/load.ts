@@ -96,13 +96,27 @@ function fromText(text: string, shown: string, baseDir: string, env: ConfigEnv):
 function finish(config: Config, baseDir: string): Config {
   const at = (p: string) => path.resolve(baseDir, p);
   const tls = config.smtp.tls;
+  const subTls = config.submission.tls;
+  // `ca_file` keys wherever they are: relative to the config file.
+  const withCa = <T extends { ca_file?: string | undefined }>(t: T): T => (t.ca_file === undefined ? t : { ...t, ca_file: at(t.ca_file) });
+  const partition = config.partition;
   return deepFreeze({
     ...config,
     data_dir: at(config.data_dir),
     smtp: { ...config.smtp, tls: tls && { cert: at(tls.cert), key: at(tls.key) } },
-    partition: config.partition.policy === undefined ? config.partition : { ...config.partition, policy: at(config.partition.policy) },
+    submission: { ...config.submission, tls: subTls && { cert: at(subTls.cert), key: at(subTls.key) } },
+    partition: {
+      ...partition,
+      ...(partition.policy === undefined ? {} : { policy: at(partition.policy) }),
+      ...(partition.default_smtp ? { default_smtp: withCa(partition.default_smtp) } : {}),
+    },
     department: config.department.map((d) => (d.policy === undefined ? d : { ...d, policy: at(d.policy) })),
-    alias: config.alias.map((a) => (a.incoming?.ca_file === undefined ? a : { ...a, incoming: { ...a.incoming, ca_file: at(a.incoming.ca_file) } })),
+    alias: config.alias.map((a) => ({
+      ...a,
+      ...(a.incoming ? { incoming: withCa(a.incoming) } : {}),
+      ...(a.outgoing ? { outgoing: withCa(a.outgoing) } : {}),
+    })),
+    relay: config.relay.map(withCa),
     oauth_app: config.oauth_app.map((o) => (o.ca_file === undefined ? o : { ...o, ca_file: at(o.ca_file) })),
     ...(config.secret_key_file === undefined ? {} : { secret_key_file: at(config.secret_key_file) }),
   });

@@ -14,6 +14,7 @@ import { isPasswordHash } from './password.js';
 import { invariantIssues } from './invariants.js';
 import { incoming } from './incoming.js';
 import { oauthApp } from './oauth-app.js';
+import { queueSchema, relaySchema, submissionSchema } from './outbound.js';
 
 const is = (phrase: string) => ({ error: phrase });
 
@@ -154,6 +155,8 @@ const defaultSmtp = z
     user: z.string().optional(),
     /** Password, for ESMTP. Use `${ENV_NAME}` rather than writing it here. */
     password: z.string().optional(),
+    /** Extra CA certificate file (PEM) to trust for this server; relative to the config file. */
+    ca_file: text.optional(),
   })
   .transform((d) => ({ ...d, port: d.port ?? defaultSmtpPort(d.ssl) }));
 
@@ -188,20 +191,30 @@ const outgoing = z
     use_smtp: z.enum(['never', 'when_auth_fails']).default('never'),
     /** Mail server to send through. */
     host,
-    /** Use TLS. */
+    /** Use TLS, certificate verified: TLS on connect on port 465, STARTTLS (required) on any other port. When false, STARTTLS is still used where offered, unverified (as Postfix's "may"). */
     ssl: z.boolean().default(false),
     /** Port. Default: 25, or 587 when `ssl` is true (Cisco guide). */
     port: port.optional(),
-    /** Login name; ESMTP only. */
+    /** Login name; ESMTP only. With `oauth2`, the mailbox to send as. */
     user: z.string().optional(),
     /** Password; ESMTP only. Use `${ENV_NAME}` rather than writing it here. */
     password: z.string().optional(),
+    /** Name of the `[[oauth_app]]` to authenticate with (SASL XOAUTH2, e.g. Office 365 SMTP) instead of a password; ESMTP only. */
+    oauth2: text.optional(),
+    /** Extra CA certificate file (PEM) to trust for this server; relative to the config file. */
+    ca_file: text.optional(),
   })
   .superRefine((o, ctx) => {
     if (o.use_smtp === 'when_auth_fails' && o.type !== 'esmtp') {
       ctx.addIssue({ code: 'custom', path: ['use_smtp'], input: o.use_smtp, message: '"never" unless type = "esmtp" (only ESMTP authenticates)' });
     }
-    for (const key of ['user', 'password'] as const) {
+    if (o.oauth2 !== undefined && o.password !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['password'], input: o.password, message: 'no password with oauth2 (the OAuth token replaces it)' });
+    }
+    if (o.oauth2 !== undefined && (o.user === undefined || o.user === '')) {
+      ctx.addIssue({ code: 'custom', path: ['user'], message: 'the mailbox to send as (needed with oauth2)' });
+    }
+    for (const key of ['user', 'password', 'oauth2'] as const) {
       if (o.type === 'smtp' && o[key] !== undefined) {
         ctx.addIssue({ code: 'custom', path: [key], input: o[key], message: `no ${key} with type = "smtp" (set type = "esmtp" to authenticate)` });
       }
@@ -241,6 +254,12 @@ const configTables = z.strictObject({
   log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
   /** The SMTP listener. */
   smtp: smtp.prefault({}),
+  /** The submission listener, where applications hand over mail to send (AUTH required). */
+  submission: submissionSchema(listenAddress),
+  /** The outbound queue: retries, limits, delivery status notifications. */
+  queue: queueSchema,
+  /** Downstream servers inbound mail is forwarded to once stored, one `[[relay]]` table each. */
+  relay: z.array(relaySchema).default([]),
   /** Prometheus metrics over HTTP; off unless `listen` is set. */
   metrics: z
     .strictObject({
@@ -263,6 +282,15 @@ const configTables = z.strictObject({
 /** The `mailgate.toml` schema, with the checks that span tables (unique names, departments that exist). */
 export const configSchema = configTables.superRefine((c, ctx) => {
   for (const issue of invariantIssues(c)) ctx.addIssue({ code: 'custom', ...issue });
+  const sub = c.submission;
+  // AUTH is required there and never offered in clear: without a certificate or the loopback exception nobody could submit.
+  if ((sub.enabled ?? sub.user.length > 0) && !sub.tls && !c.smtp.tls && !sub.auth.allow_insecure_on_loopback) {
+    ctx.addIssue({
+      code: 'custom',
+      path: ['submission', 'tls'],
+      message: 'a certificate ([submission.tls] or [smtp.tls]), or [submission.auth] allow_insecure_on_loopback = true: submission requires AUTH, which is never offered without TLS',
+    });
+  }
 });
 
 /** The whole configuration, defaults applied. */
@@ -289,6 +317,12 @@ export type AliasConfig = Config['alias'][number];
 export type IncomingServerConfig = NonNullable<AliasConfig['incoming']>;
 /** `[alias.outgoing]`: where an alias sends mail through. */
 export type OutgoingServerConfig = NonNullable<AliasConfig['outgoing']>;
+/** `[submission]`. */
+export type SubmissionConfig = Config['submission'];
+/** `[queue]`. */
+export type QueueConfig = Config['queue'];
+/** One `[[relay]]`. */
+export type RelayConfig = Config['relay'][number];
 /** One `[[oauth_app]]`. */
 export type OAuthAppConfig = Config['oauth_app'][number];
 /** One of `fatal`, `error`, `warn`, `info`, `debug`, `trace`. */

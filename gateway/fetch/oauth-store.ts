@@ -10,9 +10,9 @@ import type { Store } from '../../storage/store.js';
 import { ClientCredentialsTokenProvider, DelegatedTokenProvider, type OAuthApp, type TokenProvider } from './oauth.js';
 import { encryptedCacheStore, loadSecretKey, SecretKeyError, type TokenCacheStore } from './oauth-cache.js';
 
-/** The `[[oauth_app]]` an alias logs in with, or undefined when it uses a password. */
+/** The `[[oauth_app]]` an alias logs in with (fetching or sending: the same app, see invariants.ts), or undefined when it uses a password. */
 export function oauthAppOf(config: Config, alias: AliasConfig): OAuthAppConfig | undefined {
-  const name = alias.incoming?.oauth2;
+  const name = alias.incoming?.oauth2 ?? alias.outgoing?.oauth2;
   return name === undefined ? undefined : config.oauth_app.find((a) => a.name === name);
 }
 
@@ -42,7 +42,7 @@ export function aliasTokenCache(store: Store, app: string, alias: string, key: B
  * secret_key_file, and the aliases that need it.
  */
 export async function gatewaySecretKey(config: Config, env: NodeJS.ProcessEnv = process.env): Promise<Buffer | undefined> {
-  const users = config.alias.filter((a) => a.incoming?.oauth2 !== undefined).map((a) => a.name);
+  const users = config.alias.filter((a) => oauthAppOf(config, a) !== undefined).map((a) => a.name);
   if (users.length === 0) return undefined;
   try {
     return await loadSecretKey({ env, ...(config.secret_key_file ? { keyFile: config.secret_key_file } : {}) });

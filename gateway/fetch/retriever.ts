@@ -197,7 +197,7 @@ class AliasWorker {
       try {
         if (!mailbox?.usable) {
           await mailbox?.close();
-          const tokens = this.deps.tokenProvider?.(this.alias);
+          const tokens = this.server.oauth2 !== undefined ? this.deps.tokenProvider?.(this.alias) : undefined;
           mailbox = this.server.type === 'imap' ? new ImapMailbox(this.server, tokens) : new Pop3Mailbox(this.server, tokens);
           mailbox.onNewMail(() => this.#wakeUp());
           await mailbox.open();

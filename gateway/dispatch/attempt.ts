@@ -1,0 +1,161 @@
+/**
+ * One delivery attempt of a queued message: its pending recipients, grouped by route, each
+ * group sent in one SMTP transaction of the stored bytes; every recipient's outcome recorded
+ * on the (returned) entry. What is permanent (5xx) fails now; everything else stays pending
+ * for the next attempt. The caller saves the entry and decides about retries.
+ */
+import { Readable } from 'node:stream';
+import type { Logger } from 'pino';
+import type { Config } from '../config/schema.js';
+import type { Store } from '../../storage/store.js';
+import type { MessageMeta } from '../../storage/message-meta.js';
+import type { DeliveryResult, QueueEntry, QueueRecipient } from '../../storage/queue.js';
+import { outboundRouting, relayRouting, type Route, type Routing } from './routes.js';
+import type { SendResult, Transports } from './transports.js';
+
+export interface AttemptDeps {
+  store: Store;
+  config: Config;
+  transports: Transports;
+  logger: Logger;
+}
+
+/** What one transaction did, recipient by recipient, or the failure that hit them all. */
+interface GroupOutcome {
+  route: Route;
+  sent?: SendResult;
+  /** A failure that is not about one recipient: connection, TLS, authentication, MAIL FROM, DATA. */
+  failure?: DeliveryResult;
+  authFailed?: boolean;
+}
+
+/** Runs one attempt; returns the entry as it stands after it (not yet saved). */
+export async function attemptDelivery(deps: AttemptDeps, entry: QueueEntry, meta: MessageMeta): Promise<QueueEntry> {
+  const now = new Date();
+  const next: QueueEntry = { ...entry, recipients: entry.recipients.map((r) => ({ ...r })) };
+  delete next.held;
+  const groups = new Map<string, QueueRecipient[]>();
+  for (const r of next.recipients) {
+    if (r.status !== 'pending') continue;
+    const key = entry.kind === 'relay' ? (r.relay ?? '') : '';
+    groups.set(key, [...(groups.get(key) ?? []), r]);
+  }
+  let tried = false;
+  for (const [relay, recipients] of groups) {
+    const routing: Routing = entry.kind === 'relay' ? relayRouting(deps.config, relay) : outboundRouting(deps.config, entry.alias);
+    if (routing.held !== undefined) {
+      next.held = routing.held;
+      continue;
+    }
+    tried = true;
+    let outcome = await sendGroup(deps, routing.route, entry, meta, recipients);
+    const fallback = routing.route.withoutAuth;
+    if (outcome.authFailed && fallback) {
+      // Cisco guide, "Use SMTP: When authorization fails": the same server, as plain SMTP.
+      deps.logger.warn({ msg_id: entry.id, route: routing.route.name, reason: outcome.failure?.message }, 'ESMTP authentication failed; sending through the same server without authentication (use_smtp = "when_auth_fails")');
+      outcome = await sendGroup(deps, fallback, entry, meta, recipients);
+    }
+    record(outcome, recipients, now, deps.logger.child({ msg_id: entry.id }));
+    if (outcome.failure) next.lastError = outcome.failure;
+  }
+  if (tried) {
+    next.attempts = entry.attempts + 1;
+    next.lastAttemptAt = now.toISOString();
+  }
+  return next;
+}
+
+async function sendGroup(deps: AttemptDeps, route: Route, entry: QueueEntry, meta: MessageMeta, recipients: QueueRecipient[]): Promise<GroupOutcome> {
+  const raw = Readable.from(withHeaders(deps, entry, meta, recipients));
+  try {
+    const sent = await deps.transports.send(route, { from: entry.mailFrom, to: recipients.map((r) => r.address) }, raw);
+    return { route, sent };
+  } catch (err) {
+    raw.destroy();
+    return { route, ...classify(err, route) };
+  } 
+}
+
+/** Turns a nodemailer error into what it means for the recipients of the transaction. */
+function classify(err: unknown, route: Route): Omit<GroupOutcome, 'route'> {
+  const e = err as { code?: string; responseCode?: number; response?: string; message?: string; command?: string; rejectedErrors?: { recipient?: string; responseCode?: number; response?: string; message: string }[] };
+  const at = new Date().toISOString();
+  const text = oneLine(e.response ?? e.message ?? String(err));
+  if (e.code === 'EAUTH') {
+    return { authFailed: true, failure: { at, ...(e.responseCode ? { code: e.responseCode } : {}), message: `authentication failed at ${route.name}: ${text}`, permanent: false } };
+  }
+  if (e.rejectedErrors?.length && e.command === 'RCPT TO') {
+    // Every recipient refused: each keeps its own reply (some may be 4xx, some 5xx).
+    return {
+      sent: {
+        accepted: [],
+        rejected: e.rejectedErrors.map((r) => ({ address: r.recipient ?? '', ...(r.responseCode ? { code: r.responseCode } : {}), message: oneLine(r.response ?? r.message) })),
+        response: text,
+      },
+    };
+  }
+  const code = e.responseCode;
+  const permanent = code !== undefined && code >= 500 && code < 600;
+  const what = code !== undefined ? `${e.command ?? 'the server'} refused: ${text}` : `${route.name}: ${text}`;
+  return { failure: { at, ...(code ? { code } : {}), message: what, permanent } };
+}
+
+function record(outcome: GroupOutcome, recipients: QueueRecipient[], now: Date, log: Logger): void {
+  const at = now.toISOString();
+  const accepted = new Set(outcome.sent?.accepted.map((a) => a.toLowerCase()));
+  const refused = new Map(outcome.sent?.rejected.map((r) => [r.address.toLowerCase(), r]));
+  for (const r of recipients) {
+    r.attempts += 1;
+    const key = r.address.toLowerCase();
+    const refusal = refused.get(key);
+    let last: DeliveryResult;
+    if (outcome.failure) last = outcome.failure;
+    else if (accepted.has(key)) {
+      r.status = 'delivered';
+      r.deliveredAt = at;
+      r.route = outcome.route.name;
+      last = { at, code: 250, message: oneLine(outcome.sent?.response ?? ''), permanent: false };
+    } else {
+      // Refused, or (should not happen) neither: a temporary failure that the next attempt settles.
+      const code = refusal?.code;
+      last = { at, ...(code ? { code } : {}), message: refusal?.message ?? 'the server gave no reply for this recipient', permanent: code !== undefined && code >= 500 };
+    }
+    if (r.status === 'pending' && last.permanent) r.status = 'failed';
+    r.last = last;
+  }
+  const delivered = recipients.filter((r) => r.status === 'delivered').map((r) => r.address);
+  const failed = recipients.filter((r) => r.status === 'failed').map((r) => r.address);
+  const deferred = recipients.filter((r) => r.status === 'pending').map((r) => r.address);
+  const reason = outcome.failure?.message ?? recipients.find((r) => r.status !== 'delivered')?.last?.message;
+  log[deferred.length || failed.length ? 'warn' : 'info']({ route: outcome.route.name, delivered, failed, deferred, ...(reason && (failed.length || deferred.length) ? { reason } : {}) }, 'delivery attempt');
+}
+
+/**
+ * The stored bytes, with trace headers in front for relayed mail: a Received line (the
+ * downstream counts hops and sees where it came from) and the gateway's findings as
+ * X-Mailgate-* headers. Outbound mail to customers gets nothing added.
+ */
+async function* withHeaders(deps: AttemptDeps, entry: QueueEntry, meta: MessageMeta, recipients: QueueRecipient[]): AsyncGenerator<Buffer> {
+  if (entry.kind === 'relay') yield Buffer.from(relayHeaders(deps.config, meta, recipients), 'utf8');
+  yield* deps.store.openRaw(entry.id) as AsyncIterable<Buffer>;
+}
+
+function relayHeaders(config: Config, meta: MessageMeta, recipients: QueueRecipient[]): string {
+  const s = meta.source;
+  const proto = `ESMTP${s.secure ? 'S' : ''}${s.user ? 'A' : ''}`;
+  const from = s.kind === 'smtp' ? `from ${s.helo ?? 'unknown'} (${s.clientHostname ? `${s.clientHostname} ` : ''}[${s.remoteAddress ?? 'unknown'}])\r\n\t` : '';
+  const via = s.kind === 'smtp' ? `with ${proto}` : `with ${s.kind.toUpperCase()}`;
+  const only = recipients.length === 1 ? `\r\n\tfor <${recipients[0]!.address}>` : '';
+  const lines = [`Received: ${from}by ${config.smtp.hostname} (mailgate) ${via} id ${meta.id}${only};\r\n\t${rfc5322Date(new Date(meta.receivedAt))}`, `X-Mailgate-Id: ${meta.id}`];
+  if (meta.tags.length) lines.push(`X-Mailgate-Tags: ${meta.tags.join(', ')}`);
+  return lines.join('\r\n') + '\r\n';
+}
+
+/** `Mon, 23 Nov 2026 10:00:00 +0000`. */
+export function rfc5322Date(d: Date): string {
+  return d.toUTCString().replace(/GMT$/, '+0000');
+}
+
+function oneLine(text: string): string {
+  return text.replace(/[\r\n]+/g, ' ').trim().slice(0, 500);
+}

@@ -1,0 +1,269 @@
+/**
+ * The dispatcher: works the durable queue (storage/queue.ts). Each entry is attempted when
+ * due, at most `[queue] concurrency` at once; after an attempt the entry is saved before
+ * anything else, so a recipient the server accepted is never sent again. Temporary failures
+ * wait on the retry schedule (with jitter); past `give_up_after`, or on a permanent reply,
+ * recipients fail and a delivery status notification goes back to the sender. A restart
+ * picks the queue up from the store where it stopped.
+ */
+import type { Logger } from 'pino';
+import type { Config } from '../config/schema.js';
+import type { Store } from '../../storage/store.js';
+import { newMessageId } from '../../storage/ids.js';
+import {
+  finishOps, getQueueEntry, listQueue, outcomeOf, queuePutOp, saveQueueEntry, type DeliveryRecord, type QueueEntry,
+} from '../../storage/queue.js';
+import type { Stage } from '../../policy/stage.js';
+import type { AliasConfig } from '../config/schema.js';
+import type { TokenProvider } from '../fetch/oauth.js';
+import { ingestMessage } from '../ingest.js';
+import { Metrics } from '../metrics.js';
+import { attemptDelivery } from './attempt.js';
+import { outboundEntry } from './entries.js';
+import { deliveryStatusNotification } from './dsn.js';
+import { Transports } from './transports.js';
+
+export interface DispatcherDeps {
+  store: Store;
+  config: Config;
+  logger: Logger;
+  /** Policy stages (for the notifications the dispatcher stores and sends). */
+  stages: (department?: string) => readonly Stage[];
+  metrics?: Metrics;
+  /** OAuth token providers, for aliases that send with XOAUTH2. */
+  tokens?: (alias: AliasConfig) => TokenProvider | undefined;
+}
+
+/** Queue management, whether through the running gateway or on a stopped one's store. */
+export interface QueueAccess {
+  listQueue(): Promise<QueueEntry[]>;
+  getQueueEntry(id: string): Promise<QueueEntry | undefined>;
+  /** Makes the entry (or every entry) due now, held ones included; returns how many. */
+  retryQueued(id?: string): Promise<number>;
+  /** Takes an entry out of the queue unsent; its metadata records the drop. */
+  dropQueued(id: string): Promise<QueueEntry>;
+}
+
+/** Retried sooner than the schedule when our own store failed to save an attempt. */
+const STORE_RETRY_MS = 60_000;
+// setTimeout takes at most a signed 32-bit delay.
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+export class Dispatcher implements QueueAccess {
+  readonly #deps: DispatcherDeps;
+  readonly #transports: Transports;
+  readonly #metrics: Metrics;
+  readonly #log: Logger;
+  readonly #timers = new Map<string, NodeJS.Timeout>();
+  readonly #due: string[] = [];
+  readonly #active = new Map<string, Promise<void>>();
+  #stopped = false;
+
+  constructor(deps: DispatcherDeps) {
+    this.#deps = deps;
+    this.#transports = new Transports(deps.tokens);
+    this.#metrics = deps.metrics ?? new Metrics();
+    this.#log = deps.logger.child({ component: 'dispatcher' });
+  }
+
+  /** Loads the queue and schedules every entry. Held entries are tried once at start: the configuration may have changed. */
+  async start(): Promise<void> {
+    const entries = await listQueue(this.#deps.store);
+    for (const entry of entries) this.#schedule(entry, true);
+    this.#log.info({ queued: entries.length, held: entries.filter((e) => e.held).length }, `dispatcher started with ${entries.length} queued message(s)`);
+  }
+
+  /** A new entry, just committed with its message. */
+  queued(entry: QueueEntry): void {
+    this.#schedule(entry, false);
+  }
+
+  /** Stops scheduling, waits for attempts in progress, closes connections. */
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    for (const t of this.#timers.values()) clearTimeout(t);
+    this.#timers.clear();
+    await Promise.allSettled([...this.#active.values()]);
+    this.#transports.close();
+  }
+
+  listQueue(): Promise<QueueEntry[]> {
+    return listQueue(this.#deps.store);
+  }
+
+  getQueueEntry(id: string): Promise<QueueEntry | undefined> {
+    return getQueueEntry(this.#deps.store, id);
+  }
+
+  async retryQueued(id?: string): Promise<number> {
+    const entries = id === undefined ? await listQueue(this.#deps.store) : [await this.#existing(id)];
+    let count = 0;
+    for (const entry of entries) {
+      if (this.#active.has(entry.id)) {
+        count++; // being sent right now: that is as soon as it gets
+        continue;
+      }
+      const now: QueueEntry = { ...entry, nextAttemptAt: new Date().toISOString() };
+      delete now.held;
+      await saveQueueEntry(this.#deps.store, now);
+      this.#schedule(now, true);
+      count++;
+    }
+    return count;
+  }
+
+  async dropQueued(id: string): Promise<QueueEntry> {
+    const entry = await this.#existing(id);
+    if (this.#active.has(id)) throw Object.assign(new Error(`message ${id} is being sent right now; try again in a moment`), { code: 'QUEUE_BUSY' });
+    this.#unschedule(id);
+    const record: DeliveryRecord = { kind: entry.kind, status: 'dropped', finishedAt: new Date().toISOString(), attempts: entry.attempts, recipients: entry.recipients, reason: 'dropped by an admin (mailgate queue drop)' };
+    await this.#deps.store.commitBatch(await finishOps(this.#deps.store, entry, record));
+    this.#metrics.inc('mailgate_queue_finished_total', { kind: entry.kind, status: 'dropped' });
+    this.#log.warn({ msg_id: id, pending: entry.recipients.filter((r) => r.status === 'pending').map((r) => r.address) }, 'queued message dropped by an admin');
+    return entry;
+  }
+
+  async #existing(id: string): Promise<QueueEntry> {
+    const entry = await getQueueEntry(this.#deps.store, id);
+    if (!entry) throw Object.assign(new Error(`no queued message with id ${id}`), { code: 'QUEUE_ENTRY_NOT_FOUND' });
+    return entry;
+  }
+
+  #schedule(entry: QueueEntry, includeHeld: boolean): void {
+    if (this.#stopped) return;
+    this.#unschedule(entry.id);
+    if (entry.held !== undefined && !includeHeld) return;
+    const delay = includeHeld && entry.held !== undefined ? 0 : Math.max(0, Date.parse(entry.nextAttemptAt) - Date.now());
+    const timer = setTimeout(() => {
+      this.#timers.delete(entry.id);
+      this.#due.push(entry.id);
+      this.#pump();
+    }, Math.min(delay, MAX_TIMER_MS));
+    this.#timers.set(entry.id, timer);
+  }
+
+  #unschedule(id: string): void {
+    const timer = this.#timers.get(id);
+    if (timer) clearTimeout(timer);
+    this.#timers.delete(id);
+  }
+
+  #pump(): void {
+    while (!this.#stopped && this.#active.size < this.#deps.config.queue.concurrency && this.#due.length > 0) {
+      const id = this.#due.shift()!;
+      if (this.#active.has(id)) continue;
+      const run = this.#run(id)
+        .catch((err: unknown) => {
+          this.#log.error({ err, msg_id: id }, 'a delivery attempt failed in mailgate itself; trying again in a minute');
+          void getQueueEntry(this.#deps.store, id).then((e) => e && this.#schedule({ ...e, nextAttemptAt: new Date(Date.now() + STORE_RETRY_MS).toISOString() }, false), () => undefined);
+        })
+        .finally(() => {
+          this.#active.delete(id);
+          this.#pump();
+        });
+      this.#active.set(id, run);
+    }
+  }
+
+  async #run(id: string): Promise<void> {
+    const { store, config } = this.#deps;
+    const entry = await getQueueEntry(store, id);
+    if (!entry) return; // dropped meanwhile
+    const meta = await store.getMessage(id);
+    if (!meta) {
+      this.#log.error({ msg_id: id }, 'queued message has no stored message; removing it from the queue');
+      await store.commitBatch(await finishOps(store, entry, { kind: entry.kind, status: 'failed', finishedAt: new Date().toISOString(), attempts: entry.attempts, recipients: entry.recipients, reason: 'the stored message is gone' }));
+      return;
+    }
+    const before = new Map(entry.recipients.filter((r) => r.status === 'pending').map((r) => [r.address, r.attempts]));
+    let next = await attemptDelivery({ store, config, transports: this.#transports, logger: this.#log }, entry, meta);
+    this.#count(next, before);
+    const pending = next.recipients.filter((r) => r.status === 'pending');
+    if (pending.length === 0) return this.#finish(next);
+    if (next.held !== undefined && next.attempts === entry.attempts) {
+      // Nothing could be tried: it waits for an admin (config change and restart, or `queue retry`).
+      this.#log.warn({ msg_id: id, reason: next.held }, 'queued message held: no route to send it');
+      await saveQueueEntry(store, next);
+      return;
+    }
+    const age = Date.now() - Date.parse(next.queuedAt);
+    if (age >= config.queue.give_up_after * 1000) {
+      const at = new Date().toISOString();
+      const hours = Math.round(age / 360_000) / 10;
+      for (const r of pending) {
+        r.status = 'failed';
+        r.last = { at, ...(r.last?.code ? { code: r.last.code } : {}), message: `gave up after ${next.attempts} attempts in ${hours} hours; last: ${r.last?.message ?? 'no reply'}`, permanent: true };
+      }
+      return this.#finish(next);
+    }
+    next = { ...next, nextAttemptAt: new Date(Date.now() + this.#retryDelay(next.attempts)).toISOString() };
+    await saveQueueEntry(store, next);
+    this.#schedule(next, false);
+  }
+
+  /** The wait before retry number `attempts` (1 after the first attempt): the schedule's entry, moved by the jitter. */
+  #retryDelay(attempts: number): number {
+    const { retry_intervals: steps, retry_jitter: jitter } = this.#deps.config.queue;
+    const base = steps[Math.min(Math.max(attempts, 1), steps.length) - 1]! * 1000;
+    return Math.round(base * (1 + jitter * (2 * Math.random() - 1)));
+  }
+
+  /** Counts what this attempt did to the recipients that were pending before it. */
+  #count(next: QueueEntry, before: Map<string, number>): void {
+    for (const r of next.recipients) {
+      const attempts = before.get(r.address);
+      if (attempts === undefined || r.attempts === attempts) continue;
+      this.#metrics.inc('mailgate_outbound_recipients_total', { kind: next.kind, result: r.status === 'pending' ? 'deferred' : r.status });
+    }
+  }
+
+  /** Takes a finished entry out of the queue, recording the outcome; a failure goes back to the sender as a notification. */
+  async #finish(entry: QueueEntry): Promise<void> {
+    const { store, config } = this.#deps;
+    const status = outcomeOf(entry);
+    const record: DeliveryRecord = {
+      kind: entry.kind, status, finishedAt: new Date().toISOString(), attempts: entry.attempts, recipients: entry.recipients,
+      ...(entry.lastError && status !== 'delivered' ? { reason: entry.lastError.message } : {}),
+    };
+    const failed = entry.recipients.filter((r) => r.status === 'failed');
+    // Never a notification about a notification (null sender): that is how loops start.
+    if (failed.length === 0 || entry.mailFrom === '' || entry.dsn) {
+      await store.commitBatch(await finishOps(store, entry, record));
+    } else {
+      const dsnId = newMessageId();
+      const alias = config.alias.find((a) => a.name === entry.alias);
+      const dsnEntry: QueueEntry = { ...outboundEntry(dsnId, undefined, { mailFrom: '', rcptTo: [entry.mailFrom] }, new Date(), { dsn: true }), ...(entry.alias ? { alias: entry.alias } : {}) };
+      const meta = await store.getMessage(entry.id);
+      const dsn = deliveryStatusNotification({
+        reportingMta: config.smtp.hostname,
+        from: config.queue.dsn_from ?? `MAILER-DAEMON@${config.smtp.hostname}`,
+        to: entry.mailFrom,
+        ...(meta?.messageId ? { originalMessageId: meta.messageId } : {}),
+        originalEnvelopeId: entry.id,
+        arrivalDate: meta?.receivedAt ?? entry.queuedAt,
+        recipients: failed.map((r) => ({
+          address: r.address,
+          status: 'failed' as const,
+          ...(r.last?.code ? { code: r.last.code } : {}),
+          message: r.last?.message ?? 'failed',
+          ...(r.last?.at ? { lastAttemptAt: r.last.at } : {}),
+        })),
+        originalHeaders: () => store.openRaw(entry.id),
+      });
+      await ingestMessage({ store, logger: this.#log, stages: this.#deps.stages }, dsn, {
+        envelope: { mailFrom: '', rcptTo: [entry.mailFrom] },
+        source: { kind: 'dsn', ...(entry.alias ? { alias: entry.alias } : {}) },
+        direction: 'outbound',
+        ...(alias?.department ? { department: alias.department } : {}),
+        id: dsnId,
+        // The original leaves the queue in the same synced batch that stores and queues its notification.
+        commitOps: [...(await finishOps(store, entry, { ...record, dsnId })), queuePutOp(store, dsnEntry)],
+        wrapUnparsable: false,
+      });
+      this.#log.info({ msg_id: entry.id, dsn_id: dsnId, to: entry.mailFrom }, 'delivery status notification queued for the sender');
+      this.queued(dsnEntry);
+    }
+    this.#metrics.inc('mailgate_queue_finished_total', { kind: entry.kind, status });
+    this.#log[status === 'delivered' ? 'info' : 'warn']({ msg_id: entry.id, status, attempts: entry.attempts, failed: failed.map((r) => r.address) }, `message left the queue: ${status.replace('_', ' ')}`);
+  }
+}

@@ -1,0 +1,64 @@
+/**
+ * Taking in a message to send: the outbound side of the pipeline (masking and attachment
+ * blocking where the department's policy covers outbound mail), then stored and queued in one
+ * synced write. Both the submission listener and `mailgate send` come through here.
+ */
+import type { Readable } from 'node:stream';
+import addressparser from 'nodemailer/lib/addressparser';
+import type { AliasConfig, Config } from '../config/schema.js';
+import type { MessageMeta, MessageSource } from '../../storage/message-meta.js';
+import { newMessageId } from '../../storage/ids.js';
+import { queuePutOp, type QueueEntry } from '../../storage/queue.js';
+import { ingestMessage, type IngestDeps } from '../ingest.js';
+import { errors } from '../errors.js';
+import { outboundEntry } from './entries.js';
+
+export interface SubmitDeps extends IngestDeps {
+  config: Config;
+  /** The running dispatcher, told about the new entry; absent when the gateway is stopped (it is sent at the next start). */
+  dispatcher?: { queued(entry: QueueEntry): void } | undefined;
+}
+
+export interface Submission {
+  alias: AliasConfig;
+  envelope: { mailFrom: string; rcptTo: string[] };
+  source: MessageSource;
+  maxSize?: number;
+}
+
+/** Every address mail from `alias` may carry: its own and its redirection addresses (Cisco guide: replies may show the redirection address). */
+export function aliasAddresses(alias: AliasConfig): string[] {
+  return [alias.address, ...alias.redirection_addresses].map((a) => a.toLowerCase());
+}
+
+/** The alias an address belongs to, if any. */
+export function aliasOfAddress(config: Config, address: string): AliasConfig | undefined {
+  const lower = address.toLowerCase();
+  return config.alias.find((a) => aliasAddresses(a).includes(lower));
+}
+
+/** Stores and queues a message sent as `alias`; resolves once both are durable. */
+export async function submitOutbound(deps: SubmitDeps, input: Readable, sub: Submission): Promise<{ meta: MessageMeta; entry: QueueEntry }> {
+  const id = newMessageId();
+  const entry = outboundEntry(id, sub.alias, sub.envelope);
+  const allowed = aliasAddresses(sub.alias);
+  const meta = await ingestMessage(deps, input, {
+    envelope: sub.envelope,
+    source: sub.source,
+    direction: 'outbound',
+    ...(sub.alias.department ? { department: sub.alias.department } : {}),
+    id,
+    ...(sub.maxSize ? { maxSize: sub.maxSize } : {}),
+    defaultDomain: deps.config.partition.default_domain,
+    commitOps: [queuePutOp(deps.store, entry)],
+    // A wrapper must not go out to a customer: refuse (the submitter keeps the message).
+    wrapUnparsable: false,
+    beforeCommit(stored) {
+      // What recipients see must be the alias too, not only the envelope.
+      const from = stored.from ? addressparser(stored.from, { flatten: true })[0]?.address ?? '' : '';
+      if (!allowed.includes(from.toLowerCase())) throw errors.fromHeaderDenied(from, sub.alias.name);
+    },
+  });
+  deps.dispatcher?.queued(entry);
+  return { meta, entry };
+}

@@ -1,0 +1,81 @@
+/**
+ * The submission listener (RFC 6409 style, default 127.0.0.1:2587): where a helpdesk or any
+ * application hands over mail for an alias to send. AUTH is required; the user may send only
+ * as the aliases `send_as` lists, and MAIL FROM and the From header both pick the alias.
+ * Accepted (250) once the message is stored and queued, durably.
+ */
+import type { SMTPServerOptions } from 'smtp-server';
+import type { Config } from './config/schema.js';
+import { errors, MailgateError } from './errors.js';
+import type { IngestDeps } from './ingest.js';
+import { Metrics } from './metrics.js';
+import { authSettings } from './smtp-auth.js';
+import { bindSmtpServers, type SmtpListener } from './smtp-listener.js';
+import { aliasOfAddress, submitOutbound } from './dispatch/submit.js';
+import type { Dispatcher } from './dispatch/dispatcher.js';
+
+/** Whether `[submission]` runs: explicitly, or because there are users who could use it. */
+export function submissionEnabled(config: Config): boolean {
+  return config.submission.enabled ?? config.submission.user.length > 0;
+}
+
+export async function startSubmissionListener(config: Config, deps: IngestDeps & { dispatcher?: Dispatcher | undefined }, metrics = new Metrics()): Promise<SmtpListener> {
+  const sub = config.submission;
+  const tls = sub.tls ?? config.smtp.tls;
+  const sendAs = new Map(sub.user.map((u) => [u.name, new Set(u.send_as)]));
+  const maxSize = sub.max_message_size ?? config.smtp.max_message_size;
+  const inFlight = new Set<Promise<unknown>>();
+  const options: SMTPServerOptions = {
+    name: config.smtp.hostname,
+    banner: 'mailgate ESMTP submission',
+    logger: false,
+    size: maxSize,
+    rejectOversized: true,
+    hideENHANCEDSTATUSCODES: true,
+    disableReverseLookup: true,
+    ...authSettings({ users: sub.user, tls, allowInsecureOnLoopback: sub.auth.allow_insecure_on_loopback, required: true, logger: deps.logger }),
+
+    onMailFrom(address, session, callback) {
+      const user = typeof session.user === 'string' ? session.user : undefined;
+      if (!user) return callback(errors.authRequired());
+      const alias = aliasOfAddress(config, address.address);
+      const allowed = sendAs.get(user);
+      if (!alias || !allowed || !(allowed.has('*') || allowed.has(alias.name))) {
+        deps.logger.warn({ user, from: address.address, remote: session.remoteAddress }, 'submission refused: not an alias this user may send as');
+        return callback(errors.sendAsDenied(address.address));
+      }
+      callback();
+    },
+
+    onData(stream, session, callback) {
+      const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+      // onMailFrom checked it; the alias is found again from the address.
+      const alias = aliasOfAddress(config, mailFrom)!;
+      const envelope = { mailFrom, rcptTo: session.envelope.rcptTo.map((r) => r.address) };
+      const source = {
+        kind: 'submission' as const,
+        alias: alias.name,
+        remoteAddress: session.remoteAddress,
+        ...(typeof session.user === 'string' ? { user: session.user } : {}),
+        secure: session.secure,
+      };
+      const submit = submitOutbound({ ...deps, config }, stream, { alias, envelope, source, maxSize });
+      inFlight.add(submit);
+      void submit.finally(() => inFlight.delete(submit)).catch(() => undefined);
+      submit.then(
+        ({ meta, entry }) => {
+          deps.logger.info({ msg_id: meta.id, outcome: 'queued', alias: alias.name, user: source.user, rcpt: entry.recipients.map((r) => r.address) }, 'message submitted and queued');
+          metrics.inc('mailgate_messages_total', { source: 'submission', outcome: 'queued' });
+          callback(null, `2.0.0 Ok: queued as ${meta.id}`);
+        },
+        (err: unknown) => {
+          const e = err instanceof MailgateError ? err : errors.storeFailed(err);
+          deps.logger[e.responseCode >= 500 ? 'info' : 'error']({ outcome: 'refused', code: e.responseCode, reason: e.code, err: e.cause ?? e, source: 'submission', user: source.user }, e.message);
+          metrics.inc('mailgate_messages_total', { source: 'submission', outcome: 'refused' });
+          callback(e);
+        },
+      );
+    },
+  };
+  return bindSmtpServers('submission listener', sub.listen, options, deps.logger, inFlight, { tls: Boolean(tls) });
+}
