@@ -24,7 +24,7 @@ export function serveCommand(): Command {
         await store.close();
         throw err;
       });
-      logger.info({ smtp: gateway.smtp.addresses, ...(gateway.metricsPort ? { metrics: gateway.metricsPort } : {}) }, 'mailgate ready');
+      logger.info({ smtp: gateway.smtp.addresses, ...(gateway.submission ? { submission: gateway.submission.addresses } : {}), ...(gateway.metricsPort ? { metrics: gateway.metricsPort } : {}) }, 'mailgate ready');
 
       await new Promise<void>((resolve) => {
         const stop = (signal: string) => {

@@ -83,7 +83,7 @@ export function runCli(args: string[], opts: { cwd?: string; env?: NodeJS.Proces
 }
 
 /** Starts `mailgate serve` as a child process and resolves with its SMTP port once it logs that it is ready. */
-export function spawnServe(configFile: string): Promise<{ port: number; child: ReturnType<typeof spawn>; exited: Promise<number | null> }> {
+export function spawnServe(configFile: string): Promise<{ port: number; submissionPort?: number; child: ReturnType<typeof spawn>; exited: Promise<number | null> }> {
   const child = spawn(process.execPath, [cliPath, 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   let stderr = '';
@@ -92,8 +92,9 @@ export function spawnServe(configFile: string): Promise<{ port: number; child: R
     const lines = createInterface({ input: child.stdout! });
     lines.on('line', (line) => {
       try {
-        const entry = JSON.parse(line) as { msg?: string; smtp?: { port: number }[] };
-        if (entry.msg === 'mailgate ready' && entry.smtp?.[0]) resolve({ port: entry.smtp[0].port, child, exited });
+        const entry = JSON.parse(line) as { msg?: string; smtp?: { port: number }[]; submission?: { port: number }[] };
+        const submission = entry.submission?.[0]?.port;
+        if (entry.msg === 'mailgate ready' && entry.smtp?.[0]) resolve({ port: entry.smtp[0].port, ...(submission ? { submissionPort: submission } : {}), child, exited });
       } catch {
         // not a log line
       }

@@ -27,6 +27,8 @@ export interface UpstreamOptions {
   rcpt?: (address: string) => [number, string] | undefined;
   /** Decide the reply to DATA once the message is read: undefined accepts. May wait (to hold a message open). */
   data?: (message: Received) => Promise<[number, string] | undefined> | [number, string] | undefined;
+  /** Listen on this port (e.g. one a stopped upstream had). Default: an ephemeral one. */
+  port?: number;
 }
 
 /** A real smtp-server on an ephemeral loopback port, standing in for an alias's mail server, the partition default, or a downstream. */
@@ -46,6 +48,8 @@ export async function startUpstream(opts: UpstreamOptions = {}): Promise<Upstrea
   const hasAuth = Boolean(opts.users || opts.xoauth2);
   const options: SMTPServerOptions = {
     logger: false,
+    // A gateway's pooled connection may still be open when a test ends: don't wait 30 s for it.
+    closeTimeout: 200,
     secure: Boolean(opts.secure),
     authOptional: true,
     allowInsecureAuth: !opts.authOnlyOverTls,
@@ -86,7 +90,7 @@ export async function startUpstream(opts: UpstreamOptions = {}): Promise<Upstrea
   };
   const server = new SMTPServer(options);
   server.on('error', () => undefined);
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  await new Promise<void>((resolve) => server.listen(opts.port ?? 0, '127.0.0.1', resolve));
   const address = server.server.address();
   const port = typeof address === 'object' && address ? address.port : 0;
   return {
