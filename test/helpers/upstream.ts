@@ -16,7 +16,7 @@ export interface UpstreamOptions {
   /** Users and passwords for AUTH PLAIN/LOGIN; AUTH is offered only when set (or with `xoauth2`). */
   users?: Record<string, string>;
   /** Check an XOAUTH2 token (user, token) → accepted. */
-  xoauth2?: (user: string, token: string) => boolean;
+  xoauth2?: (user: string, token: string) => boolean | Promise<boolean>;
   /** Offer STARTTLS / TLS with the test certificate. Default false. */
   tls?: boolean;
   /** TLS on connect. */
@@ -57,12 +57,15 @@ export async function startUpstream(opts: UpstreamOptions = {}): Promise<Upstrea
     disabledCommands: [...(opts.tls || opts.secure ? [] : ['STARTTLS']), ...(hasAuth ? [] : ['AUTH'])],
     ...(opts.tls || opts.secure ? { key: readFileSync(fixture('tls', 'key.pem')), cert: readFileSync(fixture('tls', 'cert.pem')) } : {}),
     onAuth(auth: SMTPServerAuthentication, _session, callback) {
-      let ok = false;
-      if (auth.method === 'XOAUTH2') ok = Boolean(opts.xoauth2?.(auth.username ?? '', auth.accessToken ?? ''));
-      else ok = opts.users?.[auth.username ?? ''] !== undefined && opts.users[auth.username ?? ''] === auth.password;
-      authAttempts.push({ user: auth.username ?? '', ok, method: auth.method });
-      if (!ok) return callback(Object.assign(new Error('5.7.8 Authentication credentials invalid'), { responseCode: 535 }));
-      callback(null, { user: auth.username });
+      const check = async () => {
+        if (auth.method === 'XOAUTH2') return Boolean(await opts.xoauth2?.(auth.username ?? '', auth.accessToken ?? ''));
+        return opts.users?.[auth.username ?? ''] !== undefined && opts.users[auth.username ?? ''] === auth.password;
+      };
+      check().then((ok) => {
+        authAttempts.push({ user: auth.username ?? '', ok, method: auth.method });
+        if (!ok) return callback(Object.assign(new Error('5.7.8 Authentication credentials invalid'), { responseCode: 535 }));
+        callback(null, { user: auth.username });
+      }, (err: Error) => callback(err));
     },
     onRcptTo(address, _session, callback) {
       const refusal = opts.rcpt?.(address.address);
