@@ -355,3 +355,42 @@ test('password hashes verify in constant time and are accepted by the schema', (
   const config = load(toml('[[smtp.user]]', 'name = "u"', `password_hash = "${hash}"`));
   assert.equal(config.smtp.user[0]?.password_hash, hash);
 });
+
+test('outbound tables: submission, queue and relay are checked at the offending key', async (t) => {
+  const hash = hashPassword('pw');
+  await t.test('a submission user may only send as aliases that exist', () => {
+    const p = oneProblem(toml('[[alias]]', 'name = "support"', 'address = "support@example.com"', '[submission.auth]', 'allow_insecure_on_loopback = true', '[[submission.user]]', 'name = "helpdesk"', `password_hash = "${hash}"`, 'send_as = ["suport"] # <-'), 'submission.user[0].send_as[0]');
+    assert.match(p.message, /"\*" or the name of an alias: "support"/);
+  });
+  await t.test('submission users without any certificate or the loopback exception could never log in', () => {
+    const p = oneProblem(toml('[[submission.user]] # <-', 'name = "helpdesk"', `password_hash = "${hash}"`, 'send_as = ["*"]'), 'submission.tls');
+    assert.match(p.message, /AUTH, which is never offered without TLS/);
+  });
+  await t.test('a relay URL with credentials in it is refused, pointing at user and password', () => {
+    const p = oneProblem(toml('[[relay]]', 'name = "internal"', 'domains = ["example.com"]', 'to = "smtp://me:secret@mail.internal:25" # <-'), 'relay[0].to');
+    assert.match(p.message, /no user or password in it/);
+    assert.doesNotMatch(JSON.stringify(p), /secret/, 'the password is not echoed');
+  });
+  await t.test('a relay with nothing to forward, or forwarding an unknown alias', () => {
+    oneProblem(toml('[[relay]] # <-', 'name = "internal"', 'to = "smtp://mail.internal"'), 'relay[0].domains');
+    const p = oneProblem(toml('[[relay]]', 'name = "internal"', 'aliases = ["nobody"] # <-', 'to = "smtp://mail.internal"'), 'relay[0].aliases[0]');
+    assert.match(p.message, /an \[\[alias\]\]/);
+  });
+  await t.test('relay URL defaults: port 25 for smtp://, 465 and TLS on connect for smtps://', () => {
+    const c = load(toml('[[relay]]', 'name = "a"', 'domains = ["a.example"]', 'to = "smtp://mail.internal"', '[[relay]]', 'name = "b"', 'domains = ["b.example"]', 'to = "smtps://mail.internal"'));
+    assert.deepEqual(c.relay.map((r) => r.target), [{ host: 'mail.internal', port: 25, implicitTls: false }, { host: 'mail.internal', port: 465, implicitTls: true }]);
+  });
+  await t.test('outgoing oauth2 needs an app, ESMTP, and the same app as incoming', () => {
+    const app = ['[[oauth_app]]', 'name = "contoso"', 'provider = "microsoft365"', 'tenant_id = "t"', 'client_id = "c"', 'client_secret = "s"', 'flow = "client_credentials"', '[[oauth_app]]', 'name = "other"', 'provider = "microsoft365"', 'tenant_id = "t"', 'client_id = "c"', 'client_secret = "s"', 'flow = "client_credentials"'];
+    const p = oneProblem(toml(...app, '[[alias]]', 'name = "a"', 'address = "a@example.com"', '[alias.incoming]', 'host = "imap.example.com"', 'user = "a"', 'oauth2 = "contoso"', '[alias.outgoing]', 'type = "esmtp"', 'host = "smtp.example.com"', 'user = "a"', 'oauth2 = "other" # <-'), 'alias[0].outgoing.oauth2');
+    assert.match(p.message, /the same OAuth app as incoming \("contoso"\)/);
+    const smtpOnly = problemsOf(toml(...app, '[[alias]]', 'name = "a"', 'address = "a@example.com"', '[alias.outgoing]', 'host = "smtp.example.com"', 'user = "a"', 'oauth2 = "contoso"'));
+    assert.ok(smtpOnly.some((q) => q.key === 'alias[0].outgoing.oauth2' && /set type = "esmtp"/.test(q.message)), smtpOnly.map((q) => q.message).join('\n'));
+  });
+  await t.test('queue defaults follow established MTAs: first retry in minutes, give up after two days', () => {
+    const c = load('');
+    assert.equal(c.queue.retry_intervals[0], 300);
+    assert.equal(c.queue.give_up_after, 2 * 24 * 3600);
+    assert.deepEqual(c.submission.listen, ['127.0.0.1:2587']);
+  });
+});

@@ -172,7 +172,8 @@ function describeGiven(value: unknown, path: readonly PropertyKey[]): string {
   if (typeof value === 'string') {
     const last = [...path].reverse().find((s) => typeof s === 'string');
     if (typeof last === 'string' && SECRET.test(last)) return 'a hidden string';
-    const quoted = JSON.stringify(value);
+    // A password written into a URL (`smtp://user:pass@host`) is still a password.
+    const quoted = JSON.stringify(value.replace(/(\/\/[^/@:\s]*):[^/@\s]*@/g, '$1:(hidden)@'));
     return quoted.length > 60 ? `${quoted.slice(0, 56)}..."` : quoted;
   }
   if (value instanceof Date) return 'a date';
