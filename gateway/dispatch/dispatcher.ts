@@ -20,6 +20,7 @@ import { ingestMessage } from '../ingest.js';
 import { Metrics } from '../metrics.js';
 import { attemptDelivery } from './attempt.js';
 import { outboundEntry } from './entries.js';
+import { outboundRouting } from './routes.js';
 import { deliveryStatusNotification } from './dsn.js';
 import { Transports } from './transports.js';
 
@@ -46,6 +47,8 @@ export interface QueueAccess {
 
 /** Retried sooner than the schedule when our own store failed to save an attempt. */
 const STORE_RETRY_MS = 60_000;
+/** How long `stop` waits for deliveries in progress before cutting their connections. */
+const STOP_GRACE_MS = 5000;
 // setTimeout takes at most a signed 32-bit delay.
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
@@ -78,13 +81,21 @@ export class Dispatcher implements QueueAccess {
     this.#schedule(entry, false);
   }
 
-  /** Stops scheduling, waits for attempts in progress, closes connections. */
-  async stop(): Promise<void> {
+  /**
+   * Stops scheduling and lets attempts in progress finish for a few seconds; then closes the
+   * connections, which fails what is still sending as a temporary error, recorded and retried
+   * at the next start (a recipient is never marked delivered without the server's 250).
+   */
+  async stop(graceMs = STOP_GRACE_MS): Promise<void> {
     this.#stopped = true;
     for (const t of this.#timers.values()) clearTimeout(t);
     this.#timers.clear();
-    await Promise.allSettled([...this.#active.values()]);
+    const settled = Promise.allSettled([...this.#active.values()]);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([settled, new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)))]);
+    clearTimeout(timer);
     this.#transports.close();
+    await settled;
   }
 
   listQueue(): Promise<QueueEntry[]> {
@@ -226,9 +237,13 @@ export class Dispatcher implements QueueAccess {
       ...(entry.lastError && status !== 'delivered' ? { reason: entry.lastError.message } : {}),
     };
     const failed = entry.recipients.filter((r) => r.status === 'failed');
-    // Never a notification about a notification (null sender): that is how loops start.
-    if (failed.length === 0 || entry.mailFrom === '' || entry.dsn) {
-      await store.commitBatch(await finishOps(store, entry, record));
+    // Never a notification about a notification (null sender): that is how loops start. And
+    // none that could not be sent either (relayed mail with no default SMTP to return it by).
+    const dsnRoute = outboundRouting(config, entry.alias).route;
+    const notify = failed.length > 0 && entry.mailFrom !== '' && !entry.dsn;
+    if (!notify || !dsnRoute) {
+      const why = notify ? { reason: `${record.reason ? `${record.reason}; ` : ''}no delivery status notification: no server to send it through` } : {};
+      await store.commitBatch(await finishOps(store, entry, { ...record, ...why }));
     } else {
       const dsnId = newMessageId();
       const alias = config.alias.find((a) => a.name === entry.alias);
