@@ -8,6 +8,8 @@ import { quarantineCommand } from './commands/quarantine.js';
 import { policyCommand } from './commands/policy.js';
 import { aliasesCommand } from './commands/aliases.js';
 import { oauthCommand } from './commands/oauth.js';
+import { queueCommand } from './commands/queue.js';
+import { sendCommand } from './commands/send.js';
 import { UsageError } from './commands/common.js';
 
 /** Exit codes, as Unix tools use them: 0 ok, 1 runtime failure, 2 usage or configuration error. */
@@ -28,6 +30,8 @@ program.addCommand(quarantineCommand());
 program.addCommand(policyCommand());
 program.addCommand(aliasesCommand());
 program.addCommand(oauthCommand());
+program.addCommand(queueCommand());
+program.addCommand(sendCommand());
 // Commands built with `new Command()` don't inherit these settings, so apply them to the whole tree.
 (function inherit(cmd: Command) {
   for (const sub of cmd.commands) {

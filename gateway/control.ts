@@ -2,7 +2,8 @@ import { createConnection, createServer, type Server, type Socket } from 'node:n
 import { once } from 'node:events';
 import { chmod, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { PassThrough, Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { PassThrough, Readable, Transform, type TransformCallback } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Store } from '../storage/store.js';
 import type { MessageMeta } from '../storage/message-meta.js';
@@ -12,15 +13,20 @@ import {
 import { listAliasStates, type AliasState, type AliasStatus } from '../storage/alias-state.js';
 import { setAliasStatusInStore } from './fetch/alias-health.js';
 import type { Retriever } from './fetch/retriever.js';
-import type { Dispatcher } from './dispatch/dispatcher.js';
+import type { Dispatcher, QueueAccess } from './dispatch/dispatcher.js';
+import { aliasOfAddress, submitOutbound, type SubmitDeps } from './dispatch/submit.js';
+import type { QueueEntry } from '../storage/queue.js';
 import type { Config } from './config/schema.js';
 import type { Stage } from '../policy/stage.js';
+import { errors, MailgateError } from './errors.js';
 
 /**
  * The running gateway holds LevelDB's lock on the data directory, so CLI commands that
  * read the store talk to it over a Unix socket in that directory instead. One request per
  * connection: a JSON line `{"method","args"}`; the reply is a JSON line, then, for
- * methods that return a stream, the raw bytes until the connection ends.
+ * methods that return a stream, the raw bytes until the connection ends. `submit` is the
+ * one request with a body: after its line, the message in frames (see FrameWriter), then
+ * the end of the client's side.
  */
 
 /** What the CLI reads from a store, whether opened directly or through the gateway. */
@@ -49,6 +55,46 @@ export interface AliasStateAccess {
   setAliasStatus(alias: string, status: AliasStatus): Promise<AliasState>;
 }
 
+/** What `mailgate send` asks for. */
+export interface SendRequest {
+  /** Name of the alias the message is sent as. */
+  alias: string;
+  /** Envelope sender: an address of the alias. */
+  mailFrom: string;
+  /** Envelope recipients (To, Cc and Bcc). */
+  rcptTo: string[];
+}
+
+/** A message `mailgate send` stored and queued. */
+export interface SendResult {
+  id: string;
+  /** Who it goes to: the envelope recipients after automatic BCC or send_mail_to. */
+  recipients: string[];
+}
+
+/** `mailgate send`, whether through the running gateway or on a stopped one's store. */
+export interface SendAccess {
+  submit(request: SendRequest, message: Readable): Promise<SendResult>;
+}
+
+/**
+ * Stores and queues a message from `mailgate send`: the submission listener's path
+ * (submitOutbound), with the command line as its source.
+ */
+export async function submitFromCli(deps: SubmitDeps, message: Readable, request: SendRequest): Promise<SendResult> {
+  const { config } = deps;
+  const alias = config.alias.find((a) => a.name === request.alias);
+  if (!alias) throw Object.assign(new Error(`no alias named "${request.alias}" in the gateway's configuration`), { code: 'UNKNOWN_ALIAS' });
+  if (aliasOfAddress(config, request.mailFrom) !== alias) throw errors.sendAsDenied(request.mailFrom);
+  const { meta, entry } = await submitOutbound(deps, message, {
+    alias,
+    envelope: { mailFrom: request.mailFrom, rcptTo: request.rcptTo },
+    source: { kind: 'cli', alias: alias.name },
+    maxSize: config.submission.max_message_size ?? config.smtp.max_message_size,
+  });
+  return { id: meta.id, recipients: entry.recipients.map((r) => r.address) };
+}
+
 /** What the running gateway lends the control socket besides the store. */
 export interface ControlContext {
   /** The running retriever, when there is one: admin status changes go through it. */
@@ -60,7 +106,21 @@ export interface ControlContext {
   stages?: (department?: string) => readonly Stage[];
 }
 
-type Method = (store: Store, args: unknown[], ctx: ControlContext) => Promise<unknown> | Readable;
+/** The rest of a request besides its line: the connection (a body follows `submit`), and where to log. */
+interface RequestIo {
+  socket: Socket;
+  logger: Logger;
+}
+
+type Method = (store: Store, args: unknown[], ctx: ControlContext, io: RequestIo) => Promise<unknown> | Readable;
+
+/** Something the gateway lends the socket (ControlContext), or an error saying this gateway did not. */
+function lent<T>(value: T | undefined, what: string): T {
+  if (value === undefined) throw Object.assign(new Error(`this gateway offers no ${what} on its control socket`), { code: 'NOT_AVAILABLE' });
+  return value;
+}
+
+const queueOf = (ctx: ControlContext): QueueAccess => lent(ctx.dispatcher, 'dispatcher');
 
 // Only these are reachable over the socket; later commands add theirs here.
 const methods: Record<string, Method> = {
@@ -82,7 +142,29 @@ const methods: Record<string, Method> = {
     // The worker is the only writer of its alias's state while it runs: ask it, so the change takes effect now.
     return (await ctx.retriever?.()?.setStatus(name, status)) ?? setAliasStatusInStore(store, name, status);
   },
+  listQueue: (_store, _args, ctx) => queueOf(ctx).listQueue(),
+  getQueueEntry: (_store, [id], ctx) => queueOf(ctx).getQueueEntry(String(id)),
+  // JSON turns a missing id into null: that is "every entry".
+  retryQueued: (_store, [id], ctx) => queueOf(ctx).retryQueued(id === undefined || id === null ? undefined : String(id)),
+  dropQueued: (_store, [id], ctx) => queueOf(ctx).dropQueued(String(id)),
+  submit: async (store, [args], ctx, { socket, logger }) => {
+    const request = sendRequest(args);
+    const deps = { store, logger, config: lent(ctx.config, 'configuration'), stages: lent(ctx.stages, 'policy'), dispatcher: ctx.dispatcher };
+    const sent = await submitFromCli(deps, framedMessage(socket), request);
+    logger.info({ msg_id: sent.id, outcome: 'queued', alias: request.alias, source: 'cli', rcpt: sent.recipients }, 'message queued by mailgate send');
+    return sent;
+  },
 };
+
+/** The `submit` request as the client sent it, checked: it comes over a socket. */
+function sendRequest(value: unknown): SendRequest {
+  const r = (value ?? {}) as Partial<SendRequest>;
+  const strings = (v: unknown): v is string[] => Array.isArray(v) && v.length > 0 && v.every((x) => typeof x === 'string');
+  if (typeof r.alias !== 'string' || typeof r.mailFrom !== 'string' || !strings(r.rcptTo)) {
+    throw Object.assign(new Error('submit needs {alias, mailFrom, rcptTo: [at least one address]}'), { code: 'BAD_REQUEST' });
+  }
+  return { alias: r.alias, mailFrom: r.mailFrom, rcptTo: r.rcptTo };
+}
 
 export const controlSocketPath = (dataDir: string) => path.join(dataDir, 'control.sock');
 
@@ -98,7 +180,8 @@ export async function startControlServer(store: Store, dataDir: string, logger: 
   const socketPath = controlSocketPath(dataDir);
   // A socket file left by a killed gateway would make listen() fail; we hold the store lock, so it is stale.
   await rm(socketPath, { force: true });
-  const server: Server = createServer((socket) => handle(store, socket, logger, ctx));
+  // Half-open: a `submit` client ends its side after the message and still waits for the reply.
+  const server: Server = createServer({ allowHalfOpen: true }, (socket) => handle(store, socket, logger, ctx));
   server.listen(socketPath);
   await once(server, 'listening');
   await chmod(socketPath, 0o600); // the store's contents are as private as the data directory
@@ -110,56 +193,56 @@ export async function startControlServer(store: Store, dataDir: string, logger: 
   };
 }
 
+/** Longest request line accepted: requests are small; anything longer is not a client of ours. */
+const MAX_REQUEST_LINE = 64 * 1024;
+
 function handle(store: Store, socket: Socket, logger: Logger, ctx: ControlContext): void {
-  let buffered = '';
-  socket.setEncoding('utf8');
-  const onData = (text: string) => {
-    buffered += text;
-    const nl = buffered.indexOf('\n');
-    if (nl < 0) {
-      if (buffered.length > 64 * 1024) socket.destroy();
-      return;
-    }
-    socket.off('data', onData);
-    void answer(store, socket, buffered.slice(0, nl), ctx).catch((err: unknown) => {
-      logger.warn({ err }, 'control request failed');
-      socket.destroy();
-    });
-  };
-  socket.on('data', onData);
   socket.on('error', () => socket.destroy());
+  void readLine(socket, MAX_REQUEST_LINE).then(
+    (line) =>
+      answer(store, socket, line.toString('utf8'), ctx, logger).catch((err: unknown) => {
+        logger.warn({ err }, 'control request failed');
+        socket.destroy();
+      }),
+    () => socket.destroy(),
+  );
 }
 
-async function answer(store: Store, socket: Socket, line: string, ctx: ControlContext): Promise<void> {
+async function answer(store: Store, socket: Socket, line: string, ctx: ControlContext, logger: Logger): Promise<void> {
   const send = (reply: Reply) => socket.write(JSON.stringify(reply) + '\n');
-  let request: { method?: string; args?: unknown[] };
   try {
-    request = JSON.parse(line) as typeof request;
-  } catch {
-    send({ ok: false, error: { code: 'BAD_REQUEST', message: 'request is not JSON' } });
-    return void socket.end();
-  }
-  const method = request.method ? methods[request.method] : undefined;
-  if (!method) {
-    send({ ok: false, error: { code: 'BAD_REQUEST', message: `unknown method ${request.method}` } });
-    return void socket.end();
-  }
-  try {
-    const result = method(store, request.args ?? [], ctx);
-    if (result instanceof Readable) {
-      // Read the first chunk before promising a stream, so "not found" is an error reply, not a truncated body.
-      const first = await firstChunk(result);
-      send({ ok: true, stream: true });
-      if (first) socket.write(first);
-      result.pipe(socket);
-      return;
+    let request: { method?: string; args?: unknown[] };
+    try {
+      request = JSON.parse(line) as typeof request;
+    } catch {
+      send({ ok: false, error: { code: 'BAD_REQUEST', message: 'request is not JSON' } });
+      return void socket.end();
     }
-    send({ ok: true, result: await result });
-  } catch (err) {
-    const e = err as { code?: string; message?: string };
-    send({ ok: false, error: { code: e.code, message: e.message ?? String(err) } });
+    const method = request.method ? methods[request.method] : undefined;
+    if (!method) {
+      send({ ok: false, error: { code: 'BAD_REQUEST', message: `unknown method ${request.method}` } });
+      return void socket.end();
+    }
+    try {
+      const result = method(store, request.args ?? [], ctx, { socket, logger });
+      if (result instanceof Readable) {
+        // Read the first chunk before promising a stream, so "not found" is an error reply, not a truncated body.
+        const first = await firstChunk(result);
+        send({ ok: true, stream: true });
+        if (first) socket.write(first);
+        result.pipe(socket);
+        return;
+      }
+      send({ ok: true, result: await result });
+    } catch (err) {
+      const e = err as { code?: string; message?: string };
+      send({ ok: false, error: { code: e.code, message: e.message ?? String(err) } });
+    }
+    socket.end();
+  } finally {
+    // Read on to the client's end (a body no method read included), so the connection closes.
+    socket.resume();
   }
-  socket.end();
 }
 
 async function firstChunk(stream: Readable): Promise<Buffer | null> {
@@ -196,7 +279,7 @@ class RemoteError extends Error {
 }
 
 /** A StoreReader that asks the running gateway. */
-export class ControlClient implements StoreReader, QuarantineAccess, AliasStateAccess {
+export class ControlClient implements StoreReader, QuarantineAccess, AliasStateAccess, QueueAccess, SendAccess {
   constructor(private readonly socketPath: string) {}
 
   listAliasStates(): Promise<Record<string, AliasState>> {
@@ -239,6 +322,43 @@ export class ControlClient implements StoreReader, QuarantineAccess, AliasStateA
     return this.stream('openRaw', [id]);
   }
 
+  listQueue(): Promise<QueueEntry[]> {
+    return this.call('listQueue', []) as Promise<QueueEntry[]>;
+  }
+
+  getQueueEntry(id: string): Promise<QueueEntry | undefined> {
+    return this.call('getQueueEntry', [id]) as Promise<QueueEntry | undefined>;
+  }
+
+  retryQueued(id?: string): Promise<number> {
+    return this.call('retryQueued', id === undefined ? [] : [id]) as Promise<number>;
+  }
+
+  dropQueued(id: string): Promise<QueueEntry> {
+    return this.call('dropQueued', [id]) as Promise<QueueEntry>;
+  }
+
+  /** Sends the request line, then the message in frames, then ends our side; the gateway answers once it is stored and queued. */
+  async submit(request: SendRequest, message: Readable): Promise<SendResult> {
+    const socket = this.request('submit', [request]);
+    let sendFailure: Error | undefined;
+    // On a failure pipeline destroys the socket before the empty frame: the gateway stores nothing.
+    const sending = pipeline(message, new FrameWriter(), socket).catch((err: Error) => {
+      sendFailure = err;
+    });
+    let reply: Reply;
+    try {
+      reply = await readReply(socket);
+    } catch (err) {
+      socket.destroy();
+      await sending;
+      throw sendFailure ?? err; // the message could not be read: that is the cause, not the closed connection
+    }
+    socket.destroy(); // after an early refusal, this stops sending the rest
+    if (!reply.ok) throw new RemoteError(reply.error?.code, reply.error?.message ?? 'failed');
+    return reply.result as SendResult;
+  }
+
   private stream(method: string, args: unknown[]): Readable {
     const out = new PassThrough();
     const socket = this.request(method, args);
@@ -269,38 +389,113 @@ export class ControlClient implements StoreReader, QuarantineAccess, AliasStateA
 }
 
 /** Reads the JSON reply line and leaves whatever follows it (a stream body) unread on the socket. */
-function readReply(socket: Socket): Promise<Reply> {
+async function readReply(socket: Socket): Promise<Reply> {
+  const line = await readLine(socket, Infinity, 'the gateway closed the control connection without answering');
+  return JSON.parse(line.toString('utf8')) as Reply;
+}
+
+/**
+ * The bytes up to the first newline (without it). The socket is left paused with whatever
+ * followed the newline unshifted back, byte for byte, for the next reader.
+ */
+function readLine(socket: Socket, limit: number, closedEarly = 'the connection closed before a whole line arrived'): Promise<Buffer> {
   return new Promise((resolve, reject) => {
-    let buffered = Buffer.alloc(0);
+    const chunks: Buffer[] = [];
+    let size = 0;
     const cleanup = () => {
       socket.off('data', onData);
       socket.off('error', onError);
       socket.off('end', onEnd);
+      socket.off('close', onEnd);
     };
     const onData = (chunk: Buffer) => {
-      buffered = Buffer.concat([buffered, chunk]);
-      const nl = buffered.indexOf(0x0a);
-      if (nl < 0) return;
+      const nl = chunk.indexOf(0x0a);
+      if (nl < 0) {
+        chunks.push(chunk);
+        size += chunk.length;
+        if (size > limit) onError(new Error(`line longer than ${limit} bytes`));
+        return;
+      }
       cleanup();
       socket.pause();
-      const rest = buffered.subarray(nl + 1);
+      const rest = chunk.subarray(nl + 1);
       if (rest.length) socket.unshift(rest);
-      try {
-        resolve(JSON.parse(buffered.subarray(0, nl).toString('utf8')) as Reply);
-      } catch (err) {
-        reject(err as Error);
-      }
+      resolve(Buffer.concat([...chunks, chunk.subarray(0, nl)]));
     };
     const onError = (err: Error) => {
       cleanup();
       reject(err);
     };
-    const onEnd = () => {
-      cleanup();
-      reject(new Error('the gateway closed the control connection without answering'));
-    };
+    const onEnd = () => onError(new Error(closedEarly));
     socket.on('data', onData);
     socket.once('error', onError);
     socket.once('end', onEnd);
+    socket.once('close', onEnd);
   });
+}
+
+/**
+ * The message body of `submit`: each chunk as a 4-byte big-endian length and the bytes, then
+ * a zero length. The end of the connection alone cannot tell a whole message from a client
+ * killed halfway (both close the socket), and a truncated message must not be stored and
+ * sent; the empty frame is the client saying the message is complete, as "." ends SMTP DATA.
+ */
+class FrameWriter extends Transform {
+  override _transform(chunk: Buffer | string, _enc: BufferEncoding, done: TransformCallback): void {
+    const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+    if (bytes.length === 0) return done(); // an empty frame would end the message
+    const length = Buffer.alloc(4);
+    length.writeUInt32BE(bytes.length);
+    this.push(length);
+    done(null, bytes);
+  }
+
+  override _flush(done: TransformCallback): void {
+    done(null, Buffer.alloc(4));
+  }
+}
+
+/** The message from FrameWriter's frames; fails unless the empty frame came before the connection ended. */
+class FrameReader extends Transform {
+  #length = Buffer.alloc(0);
+  #remaining = 0;
+  #complete = false;
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    let at = 0;
+    while (at < chunk.length && !this.#complete) {
+      if (this.#remaining > 0) {
+        const n = Math.min(this.#remaining, chunk.length - at);
+        this.push(chunk.subarray(at, at + n));
+        this.#remaining -= n;
+        at += n;
+        continue;
+      }
+      const take = Math.min(4 - this.#length.length, chunk.length - at);
+      this.#length = Buffer.concat([this.#length, chunk.subarray(at, at + take)]);
+      at += take;
+      if (this.#length.length < 4) break;
+      this.#remaining = this.#length.readUInt32BE(0);
+      this.#length = Buffer.alloc(0);
+      if (this.#remaining === 0) this.#complete = true;
+    }
+    done(); // bytes after the empty frame are not the message's
+  }
+
+  override _flush(done: TransformCallback): void {
+    done(this.#complete ? null : clientGone());
+  }
+}
+
+const clientGone = () => new MailgateError('CLIENT_GONE', 421, '4.4.2', 'The client went away before the end of the message');
+
+/** The message that follows a `submit` line on the socket. */
+function framedMessage(socket: Socket): Readable {
+  const message = new FrameReader();
+  // A destroyed connection never ends the pipe: the message must fail, not wait.
+  socket.once('close', () => {
+    if (!message.writableFinished) message.destroy(clientGone());
+  });
+  socket.pipe(message);
+  return message;
 }

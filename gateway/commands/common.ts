@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import type { Command } from 'commander';
 import { resolveConfig } from '../config/load.js';
 import type { Config } from '../config/schema.js';
@@ -16,10 +16,12 @@ export function commandConfig(cmd: Command): { config: Config; file?: string } {
 
 /**
  * Opens the store for reading. While the gateway runs it holds LevelDB's lock, so then
- * the request goes to the gateway over its control socket instead.
+ * the request goes to the gateway over its control socket instead. `create` makes the
+ * store when there is none yet (for commands that add to it, as `serve` would).
  */
-export async function openStoreReader(config: Config): Promise<StoreReader> {
-  if (!existsSync(config.data_dir)) {
+export async function openStoreReader(config: Config, opts: { create?: boolean } = {}): Promise<StoreReader> {
+  if (opts.create) mkdirSync(config.data_dir, { recursive: true, mode: 0o700 });
+  else if (!existsSync(config.data_dir)) {
     throw new Error(`no store at ${config.data_dir} (has the gateway run with this configuration?)`);
   }
   try {
@@ -54,8 +56,8 @@ export function parsePositive(name: string) {
 }
 
 /** Runs `run` with the store (directly, or through the running gateway) and closes it after. */
-export async function withStoreReader<T>(cmd: Command, run: (store: StoreReader) => Promise<T>): Promise<T> {
-  const store = await openStoreReader(commandConfig(cmd).config);
+export async function withStoreReader<T>(cmd: Command, run: (store: StoreReader) => Promise<T>, opts: { create?: boolean } = {}): Promise<T> {
+  const store = await openStoreReader(commandConfig(cmd).config, opts);
   try {
     return await run(store);
   } finally {
@@ -67,4 +69,9 @@ export async function withStoreReader<T>(cmd: Command, run: (store: StoreReader)
 export function clip(text: string | undefined, width: number): string {
   const t = (text ?? '').replace(/\s+/g, ' ');
   return (t.length > width ? t.slice(0, width - 1) + '…' : t).padEnd(width);
+}
+
+/** An ISO 8601 time as tables show it: `2026-05-04 09:30:00` (UTC). */
+export function shortTime(iso: string): string {
+  return iso.slice(0, 19).replace('T', ' ');
 }

@@ -1,5 +1,9 @@
+import { createInterface } from 'node:readline';
+import { Writable } from 'node:stream';
 import { Command } from 'commander';
 import { configJsonSchema, loadConfigFile, resolveConfig } from '../config/load.js';
+import { hashPassword } from '../config/password.js';
+import { UsageError } from './common.js';
 
 export function configCommand(): Command {
   const config = new Command('config').description('check the configuration, or print its JSON Schema');
@@ -26,5 +30,30 @@ export function configCommand(): Command {
       process.stdout.write(JSON.stringify(configJsonSchema(), null, 2) + '\n');
     });
 
+  config
+    .command('hash-password')
+    .description('read a password from stdin (one line) and print its scrypt hash, for password_hash in [[smtp.user]] or [[submission.user]]')
+    .action(async () => {
+      const password = await passwordLine();
+      if (password === '') throw new UsageError('config hash-password: the password is empty');
+      process.stdout.write(hashPassword(password) + '\n');
+    });
+
   return config;
+}
+
+/** The first line of stdin, newline stripped and nothing else: spaces may be part of a password. Not echoed on a terminal. */
+async function passwordLine(): Promise<string> {
+  const tty = Boolean(process.stdin.isTTY);
+  if (tty) process.stderr.write('Password: ');
+  // On a terminal readline echoes what is typed to its output: give it one that shows nothing.
+  const output = new Writable({ write: (_chunk, _enc, done) => done() });
+  const lines = createInterface({ input: process.stdin, output, terminal: tty });
+  try {
+    for await (const line of lines) return line;
+    return '';
+  } finally {
+    lines.close();
+    if (tty) process.stderr.write('\n');
+  }
 }
