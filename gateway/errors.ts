@@ -30,6 +30,8 @@ export const errors = {
     new MailgateError('ENCRYPTION_REQUIRED', 538, '5.7.11', 'Encryption required: issue STARTTLS before AUTH'),
   authFailed: () =>
     new MailgateError('AUTH_FAILED', 535, '5.7.8', 'Authentication credentials invalid'),
+  authUnavailable: (cause: unknown) =>
+    new MailgateError('AUTH_UNAVAILABLE', 454, '4.7.0', 'Temporary authentication failure', { cause }),
   authNotEnabled: () =>
     new MailgateError('AUTH_NOT_ENABLED', 503, '5.5.1', 'Authentication is not enabled on this listener'),
   storeFailed: (cause: unknown) =>

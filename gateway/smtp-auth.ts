@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import type { SMTPServerOptions, SMTPServerSession } from 'smtp-server';
 import type { Logger } from 'pino';
 import { isLoopbackHost } from './config/schema.js';
-import { verifyPassword } from './config/password.js';
+import { verifyPasswordAsync } from './config/password.js';
 import { errors } from './errors.js';
 
 export interface AuthSettingsInput {
@@ -49,11 +49,12 @@ export function authSettings(input: AuthSettingsInput): AuthOptions {
     onAuth(auth, session, callback) {
       if (!session.secure && !insecureOk(session)) return callback(errors.encryptionRequired());
       const hash = auth.username ? users.get(auth.username) : undefined;
-      if (!hash || auth.method === 'XOAUTH2' || !verifyPassword(auth.password ?? '', hash)) {
+      const verified = hash && auth.method !== 'XOAUTH2' ? verifyPasswordAsync(auth.password ?? '', hash) : Promise.resolve(false);
+      verified.then((ok) => {
+        if (ok) return callback(null, { user: auth.username });
         input.logger.warn({ remote: session.remoteAddress, user: auth.username }, 'authentication failed');
-        return callback(errors.authFailed());
-      }
-      callback(null, { user: auth.username });
+        callback(errors.authFailed());
+      }, (err: unknown) => callback(errors.authUnavailable(err)));
     },
   };
 }

@@ -1,4 +1,4 @@
-import { randomBytes, scryptSync, timingSafeEqual } from 'node:crypto';
+import { randomBytes, scrypt, scryptSync, timingSafeEqual } from 'node:crypto';
 
 /** scrypt cost parameters for new hashes: N = 2^14, r = 8, p = 1 (the RFC 7914 interactive-login example). */
 const COST = { N: 16384, r: 8, p: 1 };
@@ -45,4 +45,17 @@ export function verifyPassword(plain: string, hash: string): boolean {
   const { N, r, p, salt, key } = parts;
   const derived = scryptSync(plain.normalize('NFC'), salt, key.length, { N, r, p, maxmem: memoryFor(N, r) });
   return timingSafeEqual(derived, key);
+}
+
+/**
+ * verifyPassword off the event loop (libuv's thread pool): a login's scrypt takes tens of
+ * milliseconds, which would stall every other session of the listener.
+ */
+export function verifyPasswordAsync(plain: string, hash: string): Promise<boolean> {
+  const parts = hashParts(hash);
+  if (!parts) return Promise.resolve(false);
+  const { N, r, p, salt, key } = parts;
+  return new Promise((resolve, reject) => {
+    scrypt(plain.normalize('NFC'), salt, key.length, { N, r, p, maxmem: memoryFor(N, r) }, (err, derived) => (err ? reject(err) : resolve(timingSafeEqual(derived, key))));
+  });
 }
