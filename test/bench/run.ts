@@ -7,7 +7,9 @@ import { formatMemory, measureMemory } from './memory.js';
 import { projectRoot } from '../helpers/paths.js';
 
 const MB = 1024 * 1024;
-const only = process.argv.slice(2);
+const only = process.argv.slice(2).filter((a) => !a.startsWith('--'));
+/** `--quick`: few messages and one run, to check that a section works (CI); only `outbound` has it so far. */
+const quick = process.argv.includes('--quick');
 const want = (name: string) => only.length === 0 || only.includes(name);
 
 if (want('memory')) {
@@ -42,4 +44,12 @@ if (want('fetch')) {
   const { fetchBench } = await import('./fetch.js');
   console.log(`\n# Fetch: 500 messages of 4 KB from a real Dovecot; mailgate's retriever against a plain imapflow download, medians of 3 interleaved runs`);
   for (const line of await fetchBench()) console.log(line);
+}
+
+if (want('outbound')) {
+  const { outboundBench } = await import('./outbound.js');
+  console.log(`\n# Outbound: an application submits over SMTP AUTH (20 connections) to mailgate serve (durable store), which sends to a local sink; against nodemailer sending straight to the sink (pool of 5)`);
+  // MAILGATE_BENCH_CPU_PROF=DIR writes a V8 CPU profile of the serve process there.
+  const cpuProfDir = process.env.MAILGATE_BENCH_CPU_PROF;
+  for (const line of await outboundBench({ quick, ...(cpuProfDir ? { cpuProfDir } : {}) })) console.log(line);
 }
