@@ -18,7 +18,7 @@ import { aliasOfAddress, submitOutbound, type SubmitDeps } from './dispatch/subm
 import type { QueueEntry } from '../storage/queue.js';
 import type { Config } from './config/schema.js';
 import type { Stage } from '../policy/stage.js';
-import { errors, MailgateError } from './errors.js';
+import { errors } from './errors.js';
 
 /**
  * The running gateway holds LevelDB's lock on the data directory, so CLI commands that
@@ -487,7 +487,7 @@ class FrameReader extends Transform {
   }
 }
 
-const clientGone = () => new MailgateError('CLIENT_GONE', 421, '4.4.2', 'The client went away before the end of the message');
+const clientGone = errors.clientGone;
 
 /** The message that follows a `submit` line on the socket. */
 function framedMessage(socket: Socket): Readable {

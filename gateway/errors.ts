@@ -46,6 +46,8 @@ export const errors = {
     new MailgateError('FROM_HEADER_DENIED', 550, '5.7.1', `The From header ${from ? `<${from}>` : '(none)'} is not an address of alias "${alias}", which this message is sent as`),
   authRequired: () =>
     new MailgateError('AUTH_REQUIRED', 530, '5.7.0', 'Authentication required'),
+  clientGone: () =>
+    new MailgateError('CLIENT_GONE', 421, '4.4.2', 'The client went away before the end of the message'),
   shuttingDown: () =>
     new MailgateError('SHUTTING_DOWN', 421, '4.3.2', 'Service shutting down, try again later'),
 };

@@ -87,7 +87,7 @@ export async function ingestMessage(deps: IngestDeps, input: Readable, req: Inge
   // The input is piped rather than handed to pipeline(): pipeline would destroy it on a
   // failure, and an SMTP data stream must instead be drained so the session can reply.
   const onInputGone = () => {
-    if (!input.readableEnded) guard.destroy(new MailgateError('CLIENT_GONE', 421, '4.4.2', 'The client went away before the end of the message'));
+    if (!input.readableEnded) guard.destroy(errors.clientGone());
   };
   input.once('close', onInputGone);
   input.once('error', (err) => guard.destroy(err));

@@ -113,8 +113,14 @@ export function outcomeOf(entry: QueueEntry): DeliveryRecord['status'] {
 export async function finishOps(store: Store, entry: QueueEntry, record: DeliveryRecord): Promise<StoreOp[]> {
   const { queue, messages } = store.sublevels;
   const ops: StoreOp[] = [{ type: 'del', sublevel: queue, key: entry.id }];
+  // Read now, not earlier: a quarantine restore may have rewritten the metadata meanwhile.
   const meta = await messages.get(entry.id);
   // A message removed meanwhile has nothing to record on; the queue entry still goes.
   if (meta) ops.push({ type: 'put', sublevel: messages, key: entry.id, value: { ...meta, delivery: record } satisfies MessageMeta });
   return ops;
+}
+
+/** The record of an entry an admin took out of the queue unsent (`mailgate queue drop`). */
+export function droppedRecord(entry: QueueEntry): DeliveryRecord {
+  return { kind: entry.kind, status: 'dropped', finishedAt: new Date().toISOString(), attempts: entry.attempts, recipients: entry.recipients, reason: 'dropped by an admin (mailgate queue drop)' };
 }

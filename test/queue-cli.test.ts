@@ -153,6 +153,7 @@ test('with the gateway stopped: list, show, retry and drop work on the store; th
   assert.equal(drop.stdout.toString(), `dropped ${dropped}; not sent to second@example.org\n`);
   const meta = await q.json<MessageMeta>('messages', 'show', dropped);
   assert.deepEqual([meta.delivery?.status, meta.delivery?.reason], ['dropped', 'dropped by an admin (mailgate queue drop)']);
+  assert.match((await q.cli('messages', 'show', dropped)).stdout.toString(), /^delivery: +dropped .* after 1 attempt\(s\); dropped by an admin/m);
   assert.deepEqual((await q.json<QueueEntry[]>('queue', 'list')).map((e) => e.id), [kept]);
 
   const usage = await Promise.all([q.cli('queue', 'retry'), q.cli('queue', 'retry', kept, '--all')]);

@@ -1,6 +1,5 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
@@ -17,7 +16,7 @@ import { Store } from '../storage/store.js';
 import type { MessageMeta } from '../storage/message-meta.js';
 import { runCli, spawnServe, startTestGateway, testConfigText, type CliResult } from './helpers/gateway.js';
 import { waitDelivered } from './helpers/outbound.js';
-import { cliPath, tempDir } from './helpers/paths.js';
+import { tempDir } from './helpers/paths.js';
 import { startUpstream } from './helpers/upstream.js';
 
 /** Aliases `support` (sending through `port`) and `billing`, and a queue that retries after a second. */
@@ -44,20 +43,6 @@ async function configIn(toml: string): Promise<{ dir: string; configFile: string
   const configFile = path.join(dir, 'mailgate.toml');
   await writeFile(configFile, testConfigText(dir, toml));
   return { dir, configFile, cleanup };
-}
-
-/** runCli, with `input` on stdin. */
-function runCliWithInput(args: string[], input: string): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [cliPath, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
-    const out: Buffer[] = [];
-    let err = '';
-    child.stdout.on('data', (c: Buffer) => out.push(c));
-    child.stderr.on('data', (c: Buffer) => (err += c.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout: Buffer.concat(out), stderr: err }));
-    child.stdin.end(input);
-  });
 }
 
 /** The id from `queued as ID for ...`, checking the recipients it names. */
@@ -108,7 +93,7 @@ test('send through the running gateway: text, an attachment streamed from a file
   assert.equal(meta.direction, 'outbound');
 
   // By address instead of name, and the body typed on stdin.
-  const typed = await runCliWithInput(['send', '--config', configFile, '--from', 'support@example.com', '--to', 'd@example.org', '--subject', 'Typed', '--text', '-'], 'First line\nsecond line\n');
+  const typed = await runCli(['send', '--config', configFile, '--from', 'support@example.com', '--to', 'd@example.org', '--subject', 'Typed', '--text', '-'], { input: 'First line\nsecond line\n' });
   queuedId(typed, ['d@example.org']);
   const [, second] = await upstream.waitFor(2);
   assert.deepEqual(second!.rcptTo, ['d@example.org']);
@@ -198,15 +183,15 @@ test('send: bad usage exits 2 with a clear message and touches no store', async 
 });
 
 test('config hash-password prints a hash that verifies, keeps spaces, and refuses an empty password', async () => {
-  const r = await runCliWithInput(['config', 'hash-password'], ' correct horse battery staple \nsecond line ignored\n');
+  const r = await runCli(['config', 'hash-password'], { input: ' correct horse battery staple \nsecond line ignored\n' });
   assert.equal(r.code, 0, r.stderr);
   const hash = r.stdout.toString();
   assert.match(hash, /^scrypt\$16384\$8\$1\$\S+\$\S+\n$/);
   assert.equal(verifyPassword(' correct horse battery staple ', hash.trim()), true);
   assert.equal(verifyPassword('correct horse battery staple', hash.trim()), false);
-  const crlf = await runCliWithInput(['config', 'hash-password'], 'pw\r\n');
+  const crlf = await runCli(['config', 'hash-password'], { input: 'pw\r\n' });
   assert.equal(verifyPassword('pw', crlf.stdout.toString().trim()), true, 'a CRLF line ending is not part of the password');
-  for (const empty of await Promise.all(['', '\n'].map((input) => runCliWithInput(['config', 'hash-password'], input)))) {
+  for (const empty of await Promise.all(['', '\n'].map((input) => runCli(['config', 'hash-password'], { input })))) {
     assert.equal(empty.code, 2);
     assert.match(empty.stderr, /the password is empty/);
     assert.equal(empty.stdout.length, 0);

@@ -83,6 +83,14 @@ function describe(m: MessageMeta): string {
     ['attachments', m._AttachmentFileNames.join(', ') || undefined],
     ['tags', m.tags.join(', ') || undefined],
   ];
+  const d = m.delivery;
+  if (m.direction) lines.push(['direction', m.direction]);
+  if (d) {
+    lines.push(['delivery', `${d.status.replace('_', ' ')} ${d.finishedAt} after ${d.attempts} attempt(s)${d.dsnId ? `; notification ${d.dsnId} sent back` : ''}${d.reason ? `; ${d.reason}` : ''}`]);
+    for (const r of d.recipients) {
+      lines.push(['  ' + r.address, `${r.status}${r.route ? ` via ${r.route}` : ''}${r.last ? `; last: ${r.last.message}` : ''}`]);
+    }
+  }
   let out = lines.filter(([, v]) => v !== undefined && v !== '').map(([k, v]) => `${(k + ':').padEnd(15)}${v}\n`).join('');
   for (const [stage, finding] of Object.entries(m.findings)) out += `${(stage + ':').padEnd(15)}${JSON.stringify(finding)}\n`;
   return out;

@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import type { Store } from '../../storage/store.js';
 import {
-  finishOps, getQueueEntry, listQueue, queuePutOp, type DeliveryRecord, type DeliveryResult, type QueueEntry,
+  droppedRecord, finishOps, getQueueEntry, listQueue, queuePutOp, type DeliveryResult, type QueueEntry,
 } from '../../storage/queue.js';
 import type { QueueAccess } from '../dispatch/dispatcher.js';
 import { ControlClient } from '../control.js';
@@ -95,10 +95,6 @@ function dueNow(entry: QueueEntry): QueueEntry {
 }
 
 /** What the message's metadata records when an admin drops it (as the running dispatcher records it). */
-function droppedRecord(entry: QueueEntry): DeliveryRecord {
-  return { kind: entry.kind, status: 'dropped', finishedAt: new Date().toISOString(), attempts: entry.attempts, recipients: entry.recipients, reason: 'dropped by an admin (mailgate queue drop)' };
-}
-
 async function existing(store: Store, id: string): Promise<QueueEntry> {
   const entry = await getQueueEntry(store, id);
   if (!entry) throw notQueued(id);

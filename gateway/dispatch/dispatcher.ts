@@ -9,9 +9,10 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import type { Store } from '../../storage/store.js';
+import type { MessageMeta } from '../../storage/message-meta.js';
 import { newMessageId } from '../../storage/ids.js';
 import {
-  finishOps, getQueueEntry, listQueue, outcomeOf, queuePutOp, saveQueueEntry, type DeliveryRecord, type QueueEntry,
+  droppedRecord, finishOps, getQueueEntry, listQueue, outcomeOf, queuePutOp, saveQueueEntry, type DeliveryRecord, type QueueEntry,
 } from '../../storage/queue.js';
 import type { Stage } from '../../policy/stage.js';
 import type { AliasConfig } from '../config/schema.js';
@@ -127,8 +128,7 @@ export class Dispatcher implements QueueAccess {
     const entry = await this.#existing(id);
     if (this.#active.has(id)) throw Object.assign(new Error(`message ${id} is being sent right now; try again in a moment`), { code: 'QUEUE_BUSY' });
     this.#unschedule(id);
-    const record: DeliveryRecord = { kind: entry.kind, status: 'dropped', finishedAt: new Date().toISOString(), attempts: entry.attempts, recipients: entry.recipients, reason: 'dropped by an admin (mailgate queue drop)' };
-    await this.#deps.store.commitBatch(await finishOps(this.#deps.store, entry, record));
+    await this.#deps.store.commitBatch(await finishOps(this.#deps.store, entry, droppedRecord(entry)));
     this.#metrics.inc('mailgate_queue_finished_total', { kind: entry.kind, status: 'dropped' });
     this.#log.warn({ msg_id: id, pending: entry.recipients.filter((r) => r.status === 'pending').map((r) => r.address) }, 'queued message dropped by an admin');
     return entry;
@@ -190,7 +190,7 @@ export class Dispatcher implements QueueAccess {
     let next = await attemptDelivery({ store, config, transports: this.#transports, logger: this.#log }, entry, meta);
     this.#count(next, before);
     const pending = next.recipients.filter((r) => r.status === 'pending');
-    if (pending.length === 0) return this.#finish(next);
+    if (pending.length === 0) return this.#finish(next, meta);
     if (next.held !== undefined && next.attempts === entry.attempts) {
       // Nothing could be tried: it waits for an admin (config change and restart, or `queue retry`).
       this.#log.warn({ msg_id: id, reason: next.held }, 'queued message held: no route to send it');
@@ -205,7 +205,7 @@ export class Dispatcher implements QueueAccess {
         r.status = 'failed';
         r.last = { at, ...(r.last?.code ? { code: r.last.code } : {}), message: `gave up after ${next.attempts} attempts in ${hours} hours; last: ${r.last?.message ?? 'no reply'}`, permanent: true };
       }
-      return this.#finish(next);
+      return this.#finish(next, meta);
     }
     next = { ...next, nextAttemptAt: new Date(Date.now() + this.#retryDelay(next.attempts)).toISOString() };
     await saveQueueEntry(store, next);
@@ -229,7 +229,7 @@ export class Dispatcher implements QueueAccess {
   }
 
   /** Takes a finished entry out of the queue, recording the outcome; a failure goes back to the sender as a notification. */
-  async #finish(entry: QueueEntry): Promise<void> {
+  async #finish(entry: QueueEntry, meta: MessageMeta): Promise<void> {
     const { store, config } = this.#deps;
     const status = outcomeOf(entry);
     const record: DeliveryRecord = {
@@ -248,14 +248,13 @@ export class Dispatcher implements QueueAccess {
       const dsnId = newMessageId();
       const alias = config.alias.find((a) => a.name === entry.alias);
       const dsnEntry: QueueEntry = { ...outboundEntry(dsnId, undefined, { mailFrom: '', rcptTo: [entry.mailFrom] }, new Date(), { dsn: true }), ...(entry.alias ? { alias: entry.alias } : {}) };
-      const meta = await store.getMessage(entry.id);
       const dsn = deliveryStatusNotification({
         reportingMta: config.smtp.hostname,
         from: config.queue.dsn_from ?? `MAILER-DAEMON@${config.smtp.hostname}`,
         to: entry.mailFrom,
-        ...(meta?.messageId ? { originalMessageId: meta.messageId } : {}),
+        ...(meta.messageId ? { originalMessageId: meta.messageId } : {}),
         originalEnvelopeId: entry.id,
-        arrivalDate: meta?.receivedAt ?? entry.queuedAt,
+        arrivalDate: meta.receivedAt,
         recipients: failed.map((r) => ({
           address: r.address,
           status: 'failed' as const,
