@@ -1,9 +1,8 @@
-import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
 import { chmod, rm } from 'node:fs/promises';
 import path from 'node:path';
-import { pipeline } from 'node:stream/promises';
-import { PassThrough, Readable, Transform, type TransformCallback } from 'node:stream';
+import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Store } from '../storage/store.js';
 import type { MessageMeta } from '../storage/message-meta.js';
@@ -15,10 +14,10 @@ import { setAliasStatusInStore } from './fetch/alias-health.js';
 import type { Retriever } from './fetch/retriever.js';
 import type { Dispatcher, QueueAccess } from './dispatch/dispatcher.js';
 import { aliasOfAddress, submitOutbound, type SubmitDeps } from './dispatch/submit.js';
-import type { QueueEntry } from '../storage/queue.js';
 import type { Config } from './config/schema.js';
 import type { Stage } from '../policy/stage.js';
 import { errors } from './errors.js';
+import { firstChunk, framedMessage, readLine, type Reply } from './control-wire.js';
 
 /**
  * The running gateway holds LevelDB's lock on the data directory, so CLI commands that
@@ -168,12 +167,6 @@ function sendRequest(value: unknown): SendRequest {
 
 export const controlSocketPath = (dataDir: string) => path.join(dataDir, 'control.sock');
 
-interface Reply {
-  ok: boolean;
-  stream?: boolean;
-  result?: unknown;
-  error?: { code?: string; message: string };
-}
 
 /** Serves the control socket for as long as the gateway runs. */
 export async function startControlServer(store: Store, dataDir: string, logger: Logger, ctx: ControlContext = {}): Promise<{ close(): Promise<void> }> {
@@ -245,257 +238,4 @@ async function answer(store: Store, socket: Socket, line: string, ctx: ControlCo
   }
 }
 
-async function firstChunk(stream: Readable): Promise<Buffer | null> {
-  return new Promise((resolve, reject) => {
-    const cleanup = () => {
-      stream.off('readable', onReadable);
-      stream.off('error', reject);
-      stream.off('end', onEnd);
-    };
-    const onReadable = () => {
-      const chunk = stream.read() as Buffer | null;
-      if (chunk === null && !stream.readableEnded) return;
-      cleanup();
-      resolve(chunk);
-    };
-    const onEnd = () => {
-      cleanup();
-      resolve(null);
-    };
-    stream.on('readable', onReadable);
-    stream.once('error', (err) => {
-      cleanup();
-      reject(err);
-    });
-    stream.once('end', onEnd);
-  });
-}
-
-/** Error as the gateway reported it, keeping its code for the CLI's exit status. */
-class RemoteError extends Error {
-  constructor(readonly code: string | undefined, message: string) {
-    super(message);
-  }
-}
-
-/** A StoreReader that asks the running gateway. */
-export class ControlClient implements StoreReader, QuarantineAccess, AliasStateAccess, QueueAccess, SendAccess {
-  constructor(private readonly socketPath: string) {}
-
-  listAliasStates(): Promise<Record<string, AliasState>> {
-    return this.call('listAliasStates', []) as Promise<Record<string, AliasState>>;
-  }
-
-  setAliasStatus(alias: string, status: AliasStatus): Promise<AliasState> {
-    return this.call('setAliasStatus', [alias, status]) as Promise<AliasState>;
-  }
-
-  getMessage(id: string): Promise<MessageMeta | undefined> {
-    return this.call('getMessage', [id]) as Promise<MessageMeta | undefined>;
-  }
-
-  listMessages(opts: { alias?: string; since?: Date; limit?: number }): Promise<MessageMeta[]> {
-    return this.call('listMessages', [{ ...opts, since: opts.since?.toISOString() }]) as Promise<MessageMeta[]>;
-  }
-
-  listQuarantine(opts: { messageId?: string }): Promise<QuarantineRecord[]> {
-    return this.call('listQuarantine', [opts]) as Promise<QuarantineRecord[]>;
-  }
-
-  getQuarantined(id: string): Promise<QuarantineRecord | undefined> {
-    return this.call('getQuarantined', [id]) as Promise<QuarantineRecord | undefined>;
-  }
-
-  restoreQuarantined(id: string): Promise<QuarantineRecord> {
-    return this.call('restoreQuarantined', [id]) as Promise<QuarantineRecord>;
-  }
-
-  deleteQuarantined(id: string): Promise<QuarantineRecord> {
-    return this.call('deleteQuarantined', [id]) as Promise<QuarantineRecord>;
-  }
-
-  openQuarantinedContent(id: string): Readable {
-    return this.stream('openQuarantinedContent', [id]);
-  }
-
-  openRaw(id: string): Readable {
-    return this.stream('openRaw', [id]);
-  }
-
-  listQueue(): Promise<QueueEntry[]> {
-    return this.call('listQueue', []) as Promise<QueueEntry[]>;
-  }
-
-  getQueueEntry(id: string): Promise<QueueEntry | undefined> {
-    return this.call('getQueueEntry', [id]) as Promise<QueueEntry | undefined>;
-  }
-
-  retryQueued(id?: string): Promise<number> {
-    return this.call('retryQueued', id === undefined ? [] : [id]) as Promise<number>;
-  }
-
-  dropQueued(id: string): Promise<QueueEntry> {
-    return this.call('dropQueued', [id]) as Promise<QueueEntry>;
-  }
-
-  /** Sends the request line, then the message in frames, then ends our side; the gateway answers once it is stored and queued. */
-  async submit(request: SendRequest, message: Readable): Promise<SendResult> {
-    const socket = this.request('submit', [request]);
-    let sendFailure: Error | undefined;
-    // On a failure pipeline destroys the socket before the empty frame: the gateway stores nothing.
-    const sending = pipeline(message, new FrameWriter(), socket).catch((err: Error) => {
-      sendFailure = err;
-    });
-    let reply: Reply;
-    try {
-      reply = await readReply(socket);
-    } catch (err) {
-      socket.destroy();
-      await sending;
-      throw sendFailure ?? err; // the message could not be read: that is the cause, not the closed connection
-    }
-    socket.destroy(); // after an early refusal, this stops sending the rest
-    if (!reply.ok) throw new RemoteError(reply.error?.code, reply.error?.message ?? 'failed');
-    return reply.result as SendResult;
-  }
-
-  private stream(method: string, args: unknown[]): Readable {
-    const out = new PassThrough();
-    const socket = this.request(method, args);
-    readReply(socket).then(
-      (reply) => {
-        if (!reply.ok) return out.destroy(new RemoteError(reply.error?.code, reply.error?.message ?? 'failed'));
-        socket.pipe(out);
-      },
-      (err: Error) => out.destroy(err),
-    );
-    return out;
-  }
-
-  async close(): Promise<void> {}
-
-  private request(method: string, args: unknown[]): Socket {
-    const socket = createConnection(this.socketPath);
-    socket.write(JSON.stringify({ method, args }) + '\n');
-    return socket;
-  }
-
-  private async call(method: string, args: unknown[]): Promise<unknown> {
-    const socket = this.request(method, args);
-    const reply = await readReply(socket).finally(() => socket.destroy());
-    if (!reply.ok) throw new RemoteError(reply.error?.code, reply.error?.message ?? 'failed');
-    return reply.result;
-  }
-}
-
-/** Reads the JSON reply line and leaves whatever follows it (a stream body) unread on the socket. */
-async function readReply(socket: Socket): Promise<Reply> {
-  const line = await readLine(socket, Infinity, 'the gateway closed the control connection without answering');
-  return JSON.parse(line.toString('utf8')) as Reply;
-}
-
-/**
- * The bytes up to the first newline (without it). The socket is left paused with whatever
- * followed the newline unshifted back, byte for byte, for the next reader.
- */
-function readLine(socket: Socket, limit: number, closedEarly = 'the connection closed before a whole line arrived'): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const cleanup = () => {
-      socket.off('data', onData);
-      socket.off('error', onError);
-      socket.off('end', onEnd);
-      socket.off('close', onEnd);
-    };
-    const onData = (chunk: Buffer) => {
-      const nl = chunk.indexOf(0x0a);
-      if (nl < 0) {
-        chunks.push(chunk);
-        size += chunk.length;
-        if (size > limit) onError(new Error(`line longer than ${limit} bytes`));
-        return;
-      }
-      cleanup();
-      socket.pause();
-      const rest = chunk.subarray(nl + 1);
-      if (rest.length) socket.unshift(rest);
-      resolve(Buffer.concat([...chunks, chunk.subarray(0, nl)]));
-    };
-    const onError = (err: Error) => {
-      cleanup();
-      reject(err);
-    };
-    const onEnd = () => onError(new Error(closedEarly));
-    socket.on('data', onData);
-    socket.once('error', onError);
-    socket.once('end', onEnd);
-    socket.once('close', onEnd);
-  });
-}
-
-/**
- * The message body of `submit`: each chunk as a 4-byte big-endian length and the bytes, then
- * a zero length. The end of the connection alone cannot tell a whole message from a client
- * killed halfway (both close the socket), and a truncated message must not be stored and
- * sent; the empty frame is the client saying the message is complete, as "." ends SMTP DATA.
- */
-class FrameWriter extends Transform {
-  override _transform(chunk: Buffer | string, _enc: BufferEncoding, done: TransformCallback): void {
-    const bytes = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
-    if (bytes.length === 0) return done(); // an empty frame would end the message
-    const length = Buffer.alloc(4);
-    length.writeUInt32BE(bytes.length);
-    this.push(length);
-    done(null, bytes);
-  }
-
-  override _flush(done: TransformCallback): void {
-    done(null, Buffer.alloc(4));
-  }
-}
-
-/** The message from FrameWriter's frames; fails unless the empty frame came before the connection ended. */
-class FrameReader extends Transform {
-  #length = Buffer.alloc(0);
-  #remaining = 0;
-  #complete = false;
-
-  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
-    let at = 0;
-    while (at < chunk.length && !this.#complete) {
-      if (this.#remaining > 0) {
-        const n = Math.min(this.#remaining, chunk.length - at);
-        this.push(chunk.subarray(at, at + n));
-        this.#remaining -= n;
-        at += n;
-        continue;
-      }
-      const take = Math.min(4 - this.#length.length, chunk.length - at);
-      this.#length = Buffer.concat([this.#length, chunk.subarray(at, at + take)]);
-      at += take;
-      if (this.#length.length < 4) break;
-      this.#remaining = this.#length.readUInt32BE(0);
-      this.#length = Buffer.alloc(0);
-      if (this.#remaining === 0) this.#complete = true;
-    }
-    done(); // bytes after the empty frame are not the message's
-  }
-
-  override _flush(done: TransformCallback): void {
-    done(this.#complete ? null : clientGone());
-  }
-}
-
-const clientGone = errors.clientGone;
-
-/** The message that follows a `submit` line on the socket. */
-function framedMessage(socket: Socket): Readable {
-  const message = new FrameReader();
-  // A destroyed connection never ends the pipe: the message must fail, not wait.
-  socket.once('close', () => {
-    if (!message.writableFinished) message.destroy(clientGone());
-  });
-  socket.pipe(message);
-  return message;
-}
+export { ControlClient } from './control-client.js';
