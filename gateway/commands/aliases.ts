@@ -4,7 +4,7 @@ import type { AliasConfig, Config } from '../config/schema.js';
 import { Store } from '../../storage/store.js';
 import { listAliasStates, type AliasState, type AliasStatus } from '../../storage/alias-state.js';
 import { setAliasStatusInStore } from '../fetch/alias-health.js';
-import { testAliasConnection, type ConnectionStep } from '../fetch/connection-test.js';
+import type { ConnectionStep } from '../fetch/connection-test.js';
 import { ControlClient, type AliasStateAccess } from '../control.js';
 import { clip, commandConfig, UsageError, withStoreReader } from './common.js';
 
@@ -72,6 +72,8 @@ export function aliasesCommand(): Command {
       const { config } = commandConfig(cmd);
       const alias = knownAlias(config, name);
       if (!alias.incoming && !alias.outgoing) throw new UsageError(`alias ${name} has neither [alias.incoming] nor [alias.outgoing]: nothing to test`);
+      // imapflow and friends load only for this subcommand.
+      const { testAliasConnection } = await import('../fetch/connection-test.js');
       const steps = await testAliasConnection(alias);
       // A login that could not be tried (OAuth2) is not a pass.
       const ok = steps.every((s) => s.result !== 'fail' && !(s.step === 'login' && s.result === 'skip'));

@@ -2,8 +2,6 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { Command } from 'commander';
 import { Store } from '../../storage/store.js';
-import { DelegatedTokenProvider } from '../fetch/oauth.js';
-import { aliasTokenCache, gatewaySecretKey, oauthApp, oauthAppOf } from '../fetch/oauth-store.js';
 import { commandConfig, UsageError } from './common.js';
 
 /** Redirect URI registered for the app ("Mobile and desktop applications" in Entra ID accepts http://localhost). */
@@ -21,10 +19,13 @@ export function oauthCommand(): Command {
     .action(async (name: string, opts: { code?: string; redirectUri: string }, cmd: Command) => {
       const { config, file } = commandConfig(cmd);
       const where = file ?? 'the configuration';
+      // msal loads only for this command.
+      const { aliasTokenCache, gatewaySecretKey, oauthApp, oauthAppOf } = await import('../fetch/oauth-store.js');
+      const { DelegatedTokenProvider } = await import('../fetch/oauth.js');
       const alias = config.alias.find((a) => a.name === name);
       if (!alias) throw new UsageError(`no alias named ${JSON.stringify(name)} in ${where}`);
       const app = oauthAppOf(config, alias);
-      if (!app) throw new UsageError(`alias ${name} has no [alias.incoming] oauth2 in ${where}`);
+      if (!app) throw new UsageError(`alias ${name} has no oauth2 (in [alias.incoming] or [alias.outgoing]) in ${where}`);
       if (app.flow !== 'authorization_code') throw new UsageError(`oauth_app ${app.name} uses flow = "${app.flow}": nobody signs in; only flow = "authorization_code" needs \`oauth authorize\``);
       const key = await gatewaySecretKey(config);
       if (!existsSync(config.data_dir)) mkdirSync(config.data_dir, { recursive: true, mode: 0o700 });

@@ -2,7 +2,6 @@ import { mkdirSync } from 'node:fs';
 import { Command } from 'commander';
 import { createLogger } from '../logger.js';
 import { Store } from '../../storage/store.js';
-import { startGateway } from '../gateway.js';
 import { commandConfig } from './common.js';
 
 export function serveCommand(): Command {
@@ -20,6 +19,8 @@ export function serveCommand(): Command {
         if ((err as { code?: string }).code === 'STORE_LOCKED') throw new Error(`another mailgate is already running on ${config.data_dir}`);
         throw err;
       }
+      // Loaded here, not at the top: every other command would pay for the whole gateway.
+      const { startGateway } = await import('../gateway.js');
       const gateway = await startGateway({ config, store, logger }).catch(async (err: unknown) => {
         await store.close();
         throw err;
