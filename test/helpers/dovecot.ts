@@ -149,6 +149,18 @@ function folderDir(maildir: string, folder?: string): string {
  */
 export async function startDovecot(opts: DovecotOptions = {}): Promise<TestDovecot> {
   await ensureDovecot();
+  // The free ports are found by binding and closing: another process may take one before
+  // Dovecot binds it. Then try again with other ports.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startDovecotOnce(opts);
+    } catch (err) {
+      if (attempt >= 3 || !/Address already in use/.test((err as Error).message)) throw err;
+    }
+  }
+}
+
+async function startDovecotOnce(opts: DovecotOptions): Promise<TestDovecot> {
   const users = opts.users ?? [{ name: 'agent', password: 'secret' }];
   const ssl = opts.ssl ?? 'yes';
   const { uid, gid } = await mailOwner();
