@@ -90,7 +90,12 @@ export async function ingestMessage(deps: IngestDeps, input: Readable, req: Inge
     if (!input.readableEnded) guard.destroy(errors.clientGone());
   };
   input.once('close', onInputGone);
-  input.once('error', (err) => guard.destroy(err));
+  // An input that fails (a guard in front of ingest refusing the bytes) is refused as it says, never wrapped.
+  let inputError: unknown;
+  input.once('error', (err) => {
+    inputError = err;
+    guard.destroy(err);
+  });
   guard.once('error', (err) => tee.destroy(err));
   input.pipe(guard).pipe(tee);
 
@@ -140,7 +145,8 @@ export async function ingestMessage(deps: IngestDeps, input: Readable, req: Inge
         throw err instanceof MailgateError ? err : errors.storeFailed(err);
       }
     }
-    if (!isWrappable(failure)) {
+    if (inputError !== undefined || !isWrappable(failure)) {
+      failure = inputError ?? failure;
       drain();
       await discard();
       if (failure instanceof MailgateError) throw failure;
