@@ -1,10 +1,14 @@
 import { Resolver } from 'node:dns/promises';
-import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
-import { parseListenAddress, type Config } from './config/schema.js';
+import net from 'node:net';
+import { domainToASCII } from 'node:url';
+import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
+import { parseCidr, parseListenAddress, type Config } from './config/schema.js';
 import { errors, MailgateError } from './errors.js';
 import { newMessageId } from '../storage/ids.js';
 import { queuePutOp } from '../storage/queue.js';
-import { relayEntry, relayMatcher } from './dispatch/entries.js';
+import { DEFAULT_ROUTE, relayEntry, relayMatcher } from './dispatch/entries.js';
+import { SessionGuard } from './session-limits.js';
+import { guardedData } from './data-guards.js';
 import type { Dispatcher } from './dispatch/dispatcher.js';
 import { authSettings } from './smtp-auth.js';
 import { ingestMessage, type IngestDeps } from './ingest.js';
@@ -26,14 +30,27 @@ export function recipientAcceptor(config: Config): (address: string) => boolean 
     for (const r of alias.redirection_addresses) exact.add(r.toLowerCase());
   }
   // Relayed domains are ours to accept too (Postfix: relay_domains).
-  const domains = new Set([...config.smtp.domains, ...config.relay.flatMap((r) => r.domains)].map((d) => d.toLowerCase().replace(/\.$/, '')));
+  const domains = new Set([...config.smtp.domains, ...config.relay.flatMap((r) => r.domains)].map(comparableDomain));
   return (address) => {
     if (config.smtp.accept_all) return true;
-    const lower = address.toLowerCase();
-    if (exact.has(lower)) return true;
-    const at = lower.lastIndexOf('@');
-    return at > 0 && domains.has(lower.slice(at + 1));
+    const at = address.lastIndexOf('@');
+    if (at <= 0) return false;
+    const local = address.slice(0, at);
+    const domain = comparableDomain(address.slice(at + 1));
+    if (exact.has(`${local}@${domain}`.toLowerCase())) return true;
+    return domains.has(domain);
   };
+}
+
+/**
+ * A domain as configured domains are compared: lower case, without a trailing dot, IDN in its
+ * ASCII (punycode) form, so `Example.COM.` and `bücher.example` / `xn--bcher-kva.example` each
+ * match one way only. An IP literal (`[192.0.2.1]`) is never one of ours.
+ */
+function comparableDomain(domain: string): string {
+  const d = domain.toLowerCase().replace(/\.$/, '');
+  if (d.startsWith('[')) return d;
+  return domainToASCII(d) || d;
 }
 
 /**
@@ -67,12 +84,15 @@ function reverseResolver(timeoutMs: number): SMTPServerOptions['resolver'] {
 }
 
 /** Builds the smtp-server options shared by every listen address. */
-function serverOptions(config: Config, deps: IngestDeps & { dispatcher?: Dispatcher | undefined }, inFlight: Set<Promise<unknown>>, metrics: Metrics): SMTPServerOptions {
+function serverOptions(config: Config, deps: IngestDeps & { dispatcher?: Dispatcher | undefined }, inFlight: Set<Promise<unknown>>, metrics: Metrics, guard: SessionGuard): SMTPServerOptions {
   const smtp = config.smtp;
   const accepts = recipientAcceptor(config);
   const aliasFor = aliasResolver(config);
   const relayFor = relayMatcher(config);
-  const auth = authSettings({ users: smtp.user, tls: smtp.tls, allowInsecureOnLoopback: smtp.auth.allow_insecure_on_loopback, required: false, logger: deps.logger });
+  const mayRelayOut = outwardRelay(config);
+  // Forwarded downstream: a [[relay]]'s recipients, or any recipient of a trusted or authenticated client (via the partition default SMTP).
+  const forwardTo = (rcpt: string) => relayFor(rcpt) ?? (accepts(rcpt) ? undefined : DEFAULT_ROUTE);
+  const auth = authSettings({ users: smtp.user, tls: smtp.tls, allowInsecureOnLoopback: smtp.auth.allow_insecure_on_loopback, required: false, logger: deps.logger, guard, limits: smtp.limits });
 
   return {
     name: smtp.hostname,
@@ -86,9 +106,11 @@ function serverOptions(config: Config, deps: IngestDeps & { dispatcher?: Dispatc
     resolver: reverseResolver(smtp.reverse_dns_timeout_ms),
     ...auth,
 
-    onRcptTo(address, _session, callback) {
-      if (accepts(address.address)) return callback();
-      callback(errors.relayDenied(address.address));
+    onRcptTo(address, session, callback) {
+      const problem = guard.recipientLimit(session) ?? addressTrick(address.address);
+      if (problem) return callback(problem.responseCode >= 500 ? guard.refuse(session, problem) : problem);
+      if (accepts(address.address) || mayRelayOut(session)) return callback();
+      callback(guard.refuse(session, errors.relayDenied(address.address)));
     },
 
     onData(stream, session, callback) {
@@ -108,8 +130,9 @@ function serverOptions(config: Config, deps: IngestDeps & { dispatcher?: Dispatc
       };
       // Recipients forwarded downstream (MX in front of an internal server) are queued with the message, in its one write.
       const id = newMessageId();
-      const relay = relayEntry(id, relayFor, envelope);
-      const ingest = ingestMessage(deps, stream, {
+      const relay = relayEntry(id, forwardTo, envelope);
+      const data = guardedData(stream, guard.data(stream, session), smtp.limits);
+      const ingest = ingestMessage(deps, data, {
         id,
         envelope,
         source,
@@ -149,8 +172,43 @@ function serverOptions(config: Config, deps: IngestDeps & { dispatcher?: Dispatc
 /** Starts the SMTP listener on every address in `[smtp] listen`. */
 export async function startSmtpListener(config: Config, deps: IngestDeps & { dispatcher?: Dispatcher | undefined }, metrics = new Metrics()): Promise<SmtpListener> {
   const inFlight = new Set<Promise<unknown>>();
-  const options = serverOptions(config, deps, inFlight, metrics);
-  return bindSmtpServers('SMTP listener', config.smtp.listen, options, deps.logger, inFlight, { accept_all: config.smtp.accept_all, tls: Boolean(config.smtp.tls) });
+  const guard = new SessionGuard(config.smtp.limits, deps.logger);
+  const options = serverOptions(config, deps, inFlight, metrics, guard);
+  return bindSmtpServers('SMTP listener', config.smtp.listen, options, deps.logger, inFlight, guard, { accept_all: config.smtp.accept_all, tls: Boolean(config.smtp.tls) });
+}
+
+/**
+ * Whether a client may send to domains that are not ours (Postfix's permit_mynetworks,
+ * permit_sasl_authenticated): from `[smtp] trusted_networks` or after AUTH, and only when
+ * `[partition.default_smtp]` has a server to send it on through. Everyone else: 550 5.7.1.
+ */
+function outwardRelay(config: Config): (session: SMTPServerSession) => boolean {
+  const trusted = new net.BlockList();
+  for (const c of config.smtp.trusted_networks) {
+    const { address, prefix, family } = parseCidr(c)!;
+    trusted.addSubnet(address, prefix, family);
+  }
+  const smartHost = config.partition.default_smtp?.server !== undefined;
+  return (session) => {
+    if (!smartHost) return false;
+    if (typeof session.user === 'string') return true;
+    const ip = session.remoteAddress.replace(/^::ffff:(?=\d+\.)/, '');
+    const family = net.isIP(ip);
+    return family !== 0 && trusted.check(ip, family === 4 ? 'ipv4' : 'ipv6');
+  };
+}
+
+/**
+ * Addresses whose local part routes somewhere else: the percent hack (`user%other@ours`) and
+ * bang paths (`other!user@ours`). Old MTAs, and some downstream servers still, forward such
+ * mail to `other`: accepting them would make mailgate a relay through its downstream.
+ * (smtp-server already strips source routes `@ours:user@other`, leaving `user@other` to the
+ * relay check, and refuses a quoted `@` in the local part as bad syntax.)
+ */
+function addressTrick(address: string): MailgateError | undefined {
+  const local = address.slice(0, address.lastIndexOf('@'));
+  if (!/[%!]/.test(local)) return undefined;
+  return new MailgateError('ADDRESS_ROUTING', 550, '5.7.1', `Relay access denied: <${address}> routes through its local part (% or !), which is not accepted`);
 }
 
 /**
@@ -163,6 +221,7 @@ export async function bindSmtpServers(
   options: SMTPServerOptions,
   logger: IngestDeps['logger'],
   inFlight: Set<Promise<unknown>>,
+  guard: SessionGuard,
   logFields: object = {},
 ): Promise<SmtpListener> {
   const servers: SMTPServer[] = [];
@@ -172,6 +231,7 @@ export async function bindSmtpServers(
       // validated by the config schema
       const { host, port } = parseListenAddress(address)!;
       const server = new SMTPServer(options);
+      guard.attach(server);
       server.on('error', (err) => logger.error({ err, listen: address }, `${what} error`));
       await new Promise<void>((resolve, reject) => {
         server.server.once('error', reject);
@@ -188,6 +248,7 @@ export async function bindSmtpServers(
     }
   } catch (err) {
     await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    guard.stop();
     throw err;
   }
   return {
@@ -196,6 +257,7 @@ export async function bindSmtpServers(
       await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
       // A session cut off by the close timeout still has its message being discarded; let that finish before the store closes.
       await Promise.allSettled([...inFlight]);
+      guard.stop();
     },
   };
 }

@@ -10,6 +10,8 @@ import { errors, MailgateError } from './errors.js';
 import type { IngestDeps } from './ingest.js';
 import { Metrics } from './metrics.js';
 import { authSettings } from './smtp-auth.js';
+import { SessionGuard } from './session-limits.js';
+import { guardedData } from './data-guards.js';
 import { bindSmtpServers, type SmtpListener } from './smtp-listener.js';
 import { aliasOfAddress, submitOutbound } from './dispatch/submit.js';
 import type { Dispatcher } from './dispatch/dispatcher.js';
@@ -25,6 +27,9 @@ export async function startSubmissionListener(config: Config, deps: IngestDeps &
   const sendAs = new Map(sub.user.map((u) => [u.name, new Set(u.send_as)]));
   const maxSize = sub.max_message_size ?? config.smtp.max_message_size;
   const inFlight = new Set<Promise<unknown>>();
+  // The same limits as the SMTP listener; a submitting application is a client like any other.
+  const limits = config.smtp.limits;
+  const guard = new SessionGuard(limits, deps.logger);
   const options: SMTPServerOptions = {
     name: config.smtp.hostname,
     banner: 'mailgate ESMTP submission',
@@ -33,7 +38,7 @@ export async function startSubmissionListener(config: Config, deps: IngestDeps &
     rejectOversized: true,
     hideENHANCEDSTATUSCODES: true,
     disableReverseLookup: true,
-    ...authSettings({ users: sub.user, tls, allowInsecureOnLoopback: sub.auth.allow_insecure_on_loopback, required: true, logger: deps.logger }),
+    ...authSettings({ users: sub.user, tls, allowInsecureOnLoopback: sub.auth.allow_insecure_on_loopback, required: true, logger: deps.logger, guard, limits }),
 
     onMailFrom(address, session, callback) {
       const user = typeof session.user === 'string' ? session.user : undefined;
@@ -42,9 +47,13 @@ export async function startSubmissionListener(config: Config, deps: IngestDeps &
       const allowed = sendAs.get(user);
       if (!alias || !allowed || !(allowed.has('*') || allowed.has(alias.name))) {
         deps.logger.warn({ user, from: address.address, remote: session.remoteAddress }, 'submission refused: not an alias this user may send as');
-        return callback(errors.sendAsDenied(address.address));
+        return callback(guard.refuse(session, errors.sendAsDenied(address.address)));
       }
       callback();
+    },
+
+    onRcptTo(_address, session, callback) {
+      callback(guard.recipientLimit(session));
     },
 
     onData(stream, session, callback) {
@@ -59,7 +68,8 @@ export async function startSubmissionListener(config: Config, deps: IngestDeps &
         ...(typeof session.user === 'string' ? { user: session.user } : {}),
         secure: session.secure,
       };
-      const submit = submitOutbound({ ...deps, config }, stream, { alias, envelope, source, maxSize });
+      const data = guardedData(stream, guard.data(stream, session), limits);
+      const submit = submitOutbound({ ...deps, config }, data, { alias, envelope, source, maxSize });
       inFlight.add(submit);
       void submit.finally(() => inFlight.delete(submit)).catch(() => undefined);
       submit.then(
@@ -77,5 +87,5 @@ export async function startSubmissionListener(config: Config, deps: IngestDeps &
       );
     },
   };
-  return bindSmtpServers('submission listener', sub.listen, options, deps.logger, inFlight, { tls: Boolean(tls) });
+  return bindSmtpServers('submission listener', sub.listen, options, deps.logger, inFlight, guard, { tls: Boolean(tls) });
 }

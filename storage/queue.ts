@@ -30,7 +30,7 @@ export interface QueueRecipient {
   status: RecipientStatus;
   /** Attempts made for this recipient. */
   attempts: number;
-  /** Relay entries: the `[[relay]]` this recipient is forwarded through. */
+  /** Relay entries: the `[[relay]]` this recipient is forwarded through; absent: the partition default SMTP. */
   relay?: string;
   /** The last reply or error for this recipient. */
   last?: DeliveryResult;

@@ -97,6 +97,48 @@ const smtpUser = z.strictObject({
   password_hash: z.string(is(HASH)).refine(isPasswordHash, is(HASH)),
 });
 
+/** CIDR like "10.0.0.0/8", "192.168.1.5" or "2001:db8::/32". */
+const CIDR = 'an IP address or network such as "10.0.0.0/8" or "2001:db8::/32"';
+export function parseCidr(value: string): { address: string; prefix: number; family: 'ipv4' | 'ipv6' } | undefined {
+  const [address = '', bits, ...rest] = value.split('/');
+  const family = net.isIP(address);
+  if (rest.length || family === 0) return undefined;
+  const max = family === 4 ? 32 : 128;
+  const prefix = bits === undefined ? max : /^\d{1,3}$/.test(bits) ? Number(bits) : NaN;
+  if (!(prefix >= 0 && prefix <= max)) return undefined;
+  return { address, prefix, family: family === 4 ? 'ipv4' : 'ipv6' };
+}
+const cidr = z.string(is(CIDR)).refine((c) => parseCidr(c) !== undefined, is(CIDR));
+
+/**
+ * `[smtp.limits]`: what one client may do. Defaults are Postfix's (named beside each key), so
+ * an admin who knows Postfix knows these; both listeners apply them.
+ */
+const smtpLimits = z
+  .strictObject({
+    /** Connections at once, all clients (Postfix default_process_limit). */
+    max_connections: positive('connections').default(100),
+    /** Connections at once from one client address (Postfix smtpd_client_connection_count_limit). */
+    max_connections_per_ip: positive('connections').default(50),
+    /** Recipients in one message; beyond, 452 4.5.3 and the client sends the rest separately (Postfix smtpd_recipient_limit). */
+    max_recipients: positive('recipients').default(1000),
+    /** Received headers in one message; beyond, 554 5.4.6, a mail loop (Postfix hopcount_limit). */
+    max_received_headers: positive('headers').default(50),
+    /** Refused commands in one session before it is closed with 421 (Postfix smtpd_hard_error_limit). */
+    max_errors: positive('errors').default(20),
+    /** Seconds a client may stay silent (Postfix smtpd_timeout). */
+    idle_timeout: positive('seconds').default(300),
+    /** Bytes per second DATA must average: a transfer may take idle_timeout plus one second per this many bytes (Postfix smtpd_min_data_rate). */
+    min_data_rate: positive('bytes per second').default(500),
+    /** Failed logins from one address within auth_failure_window before AUTH from it is refused for the rest of the window. */
+    auth_failures_per_ip: positive('failed logins').default(5),
+    /** Seconds failed logins are remembered. */
+    auth_failure_window: positive('seconds').default(600),
+    /** Bare LF or bare CR in message text (SMTP smuggling): "normalize" to CRLF (Postfix's default since 3.9) or "reject" with 554 5.5.2. Bare LF in commands is always refused. */
+    bare_line_endings: z.enum(['normalize', 'reject']).default('normalize'),
+  })
+  .prefault({});
+
 const smtp = z
   .strictObject({
     /** Addresses the SMTP listener binds, `host:port`; IPv6 as `[::1]:2525`. */
@@ -124,6 +166,10 @@ const smtp = z
       .prefault({}),
     /** Users who may authenticate, one `[[smtp.user]]` table each. */
     user: z.array(smtpUser).default([]),
+    /** Limits per client and session. */
+    limits: smtpLimits,
+    /** Client networks that may send to any domain (relayed through [partition.default_smtp]), as Postfix's mynetworks. Authenticated users may too. Default: none. */
+    trusted_networks: z.array(cidr).default([]),
   })
   .superRefine((s, ctx) => {
     const seen = new Map<string, number>();
@@ -303,6 +349,8 @@ export type SmtpListenerConfig = Config['smtp'];
 export type SmtpTlsConfig = NonNullable<SmtpListenerConfig['tls']>;
 /** `[smtp.auth]`. */
 export type SmtpAuthConfig = SmtpListenerConfig['auth'];
+/** `[smtp.limits]`. */
+export type SmtpLimitsConfig = SmtpListenerConfig['limits'];
 /** One `[[smtp.user]]`. */
 export type SmtpUserConfig = SmtpListenerConfig['user'][number];
 /** `[partition]`. */

@@ -42,7 +42,8 @@ export async function attemptDelivery(deps: AttemptDeps, entry: QueueEntry, meta
   }
   let tried = false;
   for (const [relay, recipients] of groups) {
-    const routing: Routing = entry.kind === 'relay' ? relayRouting(deps.config, relay) : outboundRouting(deps.config, entry.alias);
+    // A relayed recipient without a [[relay]] name goes out through the partition default SMTP.
+    const routing: Routing = entry.kind === 'relay' && relay ? relayRouting(deps.config, relay) : outboundRouting(deps.config, entry.alias);
     if (routing.held !== undefined) {
       next.held = routing.held;
       continue;

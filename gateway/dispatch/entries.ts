@@ -59,10 +59,14 @@ export function relayMatcher(config: Config): (recipient: string) => RelayConfig
   };
 }
 
+/** A recipient forwarded through the partition's default SMTP (a trusted or authenticated client's mail for another domain), not a `[[relay]]`. */
+export const DEFAULT_ROUTE = 'default_smtp' as const;
+
 /** The entry forwarding an inbound message's relayed recipients downstream; undefined when none is relayed (the store alone keeps it). */
-export function relayEntry(id: string, match: (recipient: string) => RelayConfig | undefined, envelope: { mailFrom: string; rcptTo: string[] }, now = new Date()): QueueEntry | undefined {
+export function relayEntry(id: string, match: (recipient: string) => RelayConfig | typeof DEFAULT_ROUTE | undefined, envelope: { mailFrom: string; rcptTo: string[] }, now = new Date()): QueueEntry | undefined {
   const recipients = unique(envelope.rcptTo).flatMap((address) => {
     const relay = match(address);
+    if (relay === DEFAULT_ROUTE) return [pending(address)];
     return relay ? [pending(address, relay.name)] : [];
   });
   if (recipients.length === 0) return undefined;
