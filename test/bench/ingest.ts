@@ -1,73 +1,183 @@
-import { spawn, type ChildProcess } from 'node:child_process';
-import { writeFile } from 'node:fs/promises';
+/**
+ * Ingest throughput over SMTP, driven by Postfix's smtp-source (20 parallel sessions), into
+ * four servers in one run: mailgate (all four stages, durable store), a bare smtp-server sink
+ * (the ceiling in Node), Postfix's smtp-sink (the machine's ceiling) and Haraka queueing each
+ * message to disk. Runs are interleaved (the order rotates every run) and reported as medians,
+ * with rates as ratios against the bare sink.
+ *
+ * smtp-source does not time replies, so the end-of-DATA to 250 latency comes from our own
+ * load generator (test/bench/load.ts) with the same traffic shape (20 sessions, same size, same
+ * connection mode), run against each server right after its smtp-source run.
+ */
+import { execFile, spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { spawnServe, testConfigText } from '../helpers/gateway.js';
-import { tempDir } from '../helpers/paths.js';
-import { memoryOf } from './proc.js';
+import { promisify } from 'node:util';
+import { projectRoot } from '../helpers/paths.js';
+import { startHaraka, startMailgate, startSink, startSmtpSink, type Peer } from './peers.js';
+import { memoryOf, resetPeak } from './proc.js';
+import { ensureHaraka, ensurePostfixTools, HARAKA_VERSION, postfixVersion, SMTP_SOURCE } from './tools.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
+const run = promisify(execFile);
 
-interface LoadResult {
+export const SESSIONS = 20;
+
+/** One traffic shape: message payload size, connection per message or reused (`-d`), messages per run and per latency sample. */
+export interface Shape {
+  size: number;
+  reuse: boolean;
+  messages: number;
+  sample: number;
+}
+
+const fullShapes: Shape[] = [
+  { size: 4096, reuse: true, messages: 6000, sample: 2000 },
+  { size: 4096, reuse: false, messages: 800, sample: 400 },
+  { size: 102400, reuse: true, messages: 1500, sample: 600 },
+  { size: 102400, reuse: false, messages: 500, sample: 300 },
+];
+const quickShapes: Shape[] = [
+  { size: 4096, reuse: true, messages: 200, sample: 40 },
+  { size: 4096, reuse: false, messages: 40, sample: 20 },
+  { size: 102400, reuse: true, messages: 40, sample: 20 },
+  { size: 102400, reuse: false, messages: 20, sample: 20 },
+];
+
+export const shapeName = (s: Shape) => `${s.size / 1024} KB, ${s.reuse ? 'reused connections (-d)' : 'connection per message'}`;
+
+/** CPU seconds a process has used (user + system, all threads), from /proc. */
+export function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/** `smtp-source -s 20 -m N -l SIZE [-d] 127.0.0.1:PORT`: seconds from start to exit (it exits at the first non-2xx). */
+export async function smtpSource(port: number, shape: Pick<Shape, 'size' | 'reuse'>, messages: number): Promise<number> {
+  const args = [
+    '-s', String(SESSIONS), '-m', String(messages), '-l', String(shape.size), ...(shape.reuse ? ['-d'] : []),
+    '-M', 'bench.example.org', '-f', 'load@example.org', '-t', 'support@example.com', '-S', 'ingest bench',
+    `127.0.0.1:${port}`,
+  ];
+  const start = process.hrtime.bigint();
+  try {
+    await run(SMTP_SOURCE, args, { timeout: 60_000 + messages * 50, maxBuffer: 16 * 1024 * 1024 });
+  } catch (err) {
+    const e = err as { stderr?: string; message: string };
+    throw new Error(`smtp-source ${args.join(' ')} failed: ${(e.stderr ?? '').trim() || e.message}`, { cause: err });
+  }
+  return Number(process.hrtime.bigint() - start) / 1e9;
+}
+
+interface Latency {
   rate: number;
   p50: number;
   p99: number;
 }
 
-function runLoad(port: number, sessions: number, messages: number, size: number, mode: 'reuse' | 'new'): Promise<LoadResult> {
+/** test/bench/load.ts against a port: the p50/p99 from end of DATA to the 250 reply. */
+function latencySample(port: number, shape: Shape): Promise<Latency> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(here, 'load.js'), String(port), String(sessions), String(messages), String(size), mode], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const args = [path.join(here, 'load.js'), String(port), String(SESSIONS), String(shape.sample), String(shape.size), shape.reuse ? 'reuse' : 'new'];
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
+    let err = '';
     child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-    child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as LoadResult) : reject(new Error(`load generator exited ${code}`))));
+    child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+    child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as Latency) : reject(new Error(`load generator exited ${code}: ${err.trim()}`))));
   });
-}
-
-async function startSink(): Promise<{ port: number; child: ChildProcess }> {
-  const child = spawn(process.execPath, [path.join(here, 'sink.js')], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const line = await new Promise<string>((resolve) => createInterface({ input: child.stdout! }).once('line', resolve));
-  return { port: (JSON.parse(line) as { port: number }).port, child };
 }
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
 
-/** Messages per second into mailgate (durable store, all stages) against a bare smtp-server sink, interleaved, medians of `runs`. */
-export async function ingestBench(runs = 3): Promise<string[]> {
-  const { dir, cleanup } = await tempDir('mailgate-bench-');
-  const configFile = path.join(dir, 'mailgate.toml');
-  await writeFile(configFile, testConfigText(dir));
-  const gateway = await spawnServe(configFile);
-  const sink = await startSink();
-  const lines: string[] = [];
+export interface IngestBenchOptions {
+  /** Few messages and one run: checks that every peer starts and takes mail; measures nothing worth keeping. */
+  quick?: boolean;
+  /** Runs of each shape and peer, interleaved. Default 3 (quick: 1). */
+  runs?: number;
+}
+
+interface Sample {
+  seconds: number;
+  cpu: number;
+  latency: Latency;
+}
+
+/** Versions of everything measured, for the report. */
+async function versions(): Promise<string> {
+  const pkg = (name: string, dir = path.join(projectRoot, 'node_modules')) =>
+    (JSON.parse(readFileSync(path.join(dir, name, 'package.json'), 'utf8')) as { version: string }).version;
+  return `Node ${process.version}, smtp-server ${pkg('smtp-server')}, Postfix ${await postfixVersion()}, Haraka ${HARAKA_VERSION}`;
+}
+
+/**
+ * Messages per second into each peer for each shape, medians of `runs` interleaved runs,
+ * with the end-of-DATA to 250 latency, CPU per message and the peak resident memory of
+ * each server process over the measured runs.
+ */
+export async function ingestBench(opts: IngestBenchOptions = {}): Promise<string[]> {
+  const runs = opts.runs ?? (opts.quick ? 1 : 3);
+  const shapes = opts.quick ? quickShapes : fullShapes;
+  await ensurePostfixTools();
+  await ensureHaraka();
+  const lines: string[] = [`${await versions()}; ${SESSIONS} sessions; ${runs === 1 ? '1 run' : `medians of ${runs} interleaved runs`}${opts.quick ? ' (quick: not a measurement)' : ''}`];
+  const peers: Peer[] = [];
+  // Messages each peer answered 250 for (smtp-source stops at the first that is not), to check against what it stored.
+  const sent = new Map<Peer['key'], number>();
+  const count = (peer: Peer, n: number) => sent.set(peer.key, (sent.get(peer.key) ?? 0) + n);
   try {
-    for (const [size, mode, messages] of [
-      [4096, 'reuse', 4000],
-      [4096, 'new', 600],
-      [102400, 'reuse', 1000],
-      [102400, 'new', 400],
-    ] as const) {
-      const mg: LoadResult[] = [];
-      const base: LoadResult[] = [];
-      for (let i = 0; i < runs; i++) {
-        base.push(await runLoad(sink.port, 20, messages, size, mode));
-        mg.push(await runLoad(gateway.port, 20, messages, size, mode));
-      }
-      const rate = median(mg.map((r) => r.rate));
-      const baseRate = median(base.map((r) => r.rate));
-      lines.push(
-        `${`${size / 1024} KB, ${mode === 'reuse' ? 'reused connections' : 'connection per message'}`.padEnd(38)}` +
-          ` mailgate ${rate.toFixed(0).padStart(6)}/s  sink ${baseRate.toFixed(0).padStart(6)}/s  ratio ${(rate / baseRate).toFixed(2)}` +
-          `  end-of-DATA->250 p50 ${median(mg.map((r) => r.p50)).toFixed(1)} ms p99 ${median(mg.map((r) => r.p99)).toFixed(1)} ms` +
-          ` (sink p50 ${median(base.map((r) => r.p50)).toFixed(1)} ms)`,
-      );
+    // The baseline first: ratios are against it. One at a time, so a failed start still stops the others.
+    for (const start of [startSink, startMailgate, startSmtpSink, startHaraka]) peers.push(await start());
+    // Warm-up: JIT, LevelDB, Haraka's plugin; then the peak memory is reset so it belongs to the measured runs.
+    for (const peer of peers) {
+      const warm = opts.quick ? [40, 20] : [1000, 200];
+      await smtpSource(peer.port, { size: 4096, reuse: true }, warm[0]!);
+      await smtpSource(peer.port, { size: 102400, reuse: true }, warm[1]!);
+      count(peer, warm[0]! + warm[1]!);
     }
-    lines.push(`mailgate peak resident memory: ${(memoryOf(gateway.child.pid!).peak / 1024 / 1024).toFixed(0)} MB`);
+    const peakReset = peers.map((p) => resetPeak(p.pid));
+
+    for (const shape of shapes) {
+      const samples = new Map<Peer['key'], Sample[]>(peers.map((p) => [p.key, []]));
+      for (let i = 0; i < runs; i++) {
+        // Rotate the order so no peer always runs first (or right after the slowest).
+        const order = peers.map((_, j) => peers[(i + j) % peers.length]!);
+        for (const peer of order) {
+          const cpu0 = cpuSeconds(peer.pid);
+          const seconds = await smtpSource(peer.port, shape, shape.messages);
+          const cpu = cpuSeconds(peer.pid) - cpu0;
+          const latency = await latencySample(peer.port, shape);
+          count(peer, shape.messages + shape.sample);
+          samples.get(peer.key)!.push({ seconds, cpu, latency });
+        }
+      }
+      const rateOf = (key: Peer['key']) => shape.messages / median(samples.get(key)!.map((s) => s.seconds));
+      const baseRate = rateOf('sink');
+      lines.push(`${shapeName(shape)}: ${shape.messages} messages a run by smtp-source; latency from load.js, ${shape.sample} messages`);
+      for (const peer of peers) {
+        const s = samples.get(peer.key)!;
+        const rate = rateOf(peer.key);
+        lines.push(
+          `  ${peer.label.padEnd(38)} ${rate.toFixed(0).padStart(6)}/s  ratio ${(rate / baseRate).toFixed(2).padStart(5)}` +
+            `  end-of-DATA->250 p50 ${median(s.map((x) => x.latency.p50)).toFixed(1).padStart(5)} ms  p99 ${median(s.map((x) => x.latency.p99)).toFixed(1).padStart(6)} ms` +
+            `  CPU ${((median(s.map((x) => x.cpu)) * 1000) / shape.messages).toFixed(2)} ms/msg`,
+        );
+      }
+    }
+    lines.push(
+      `peak resident memory${peakReset.every(Boolean) ? ' over the measured runs' : ''}: ` +
+        peers.map((p) => `${p.label} ${(memoryOf(p.pid).peak / 1024 / 1024).toFixed(0)} MB`).join(', '),
+    );
+    for (const peer of peers) {
+      if (!peer.stored) continue;
+      const stored = await peer.stored();
+      lines.push(`${peer.label}: ${stored} messages on disk for ${sent.get(peer.key)} accepted`);
+      if (stored !== sent.get(peer.key)) throw new Error(`${peer.label} stored ${stored} messages but accepted ${sent.get(peer.key)}`);
+    }
   } finally {
-    gateway.child.kill('SIGTERM');
-    sink.child.kill('SIGTERM');
-    await gateway.exited;
-    await cleanup();
+    await Promise.allSettled(peers.map((p) => p.stop()));
   }
   return lines;
 }

@@ -8,7 +8,7 @@ import { projectRoot } from '../helpers/paths.js';
 
 const MB = 1024 * 1024;
 const only = process.argv.slice(2).filter((a) => !a.startsWith('--'));
-/** `--quick`: few messages and one run, to check that a section works (CI); only `outbound` has it so far. */
+/** `--quick`: few messages and one run, to check that a section works (CI); `ingest` and `outbound` have it. */
 const quick = process.argv.includes('--quick');
 const want = (name: string) => only.length === 0 || only.includes(name);
 
@@ -36,8 +36,11 @@ if (want('memory')) {
 
 if (want('ingest')) {
   const { ingestBench } = await import('./ingest.js');
-  console.log('\n# Ingest: 20 parallel SMTP sessions; mailgate (durable store) against a bare smtp-server sink, medians of 3 interleaved runs');
-  for (const line of await ingestBench()) console.log(line);
+  console.log(
+    '\n# Ingest: smtp-source, 20 parallel sessions, into mailgate (all four stages, durable store), a bare smtp-server sink (the baseline),' +
+      " Postfix's smtp-sink and Haraka (queue to disk); ratios against the sink",
+  );
+  for (const line of await ingestBench({ quick })) console.log(line);
 }
 
 if (want('fetch')) {
@@ -52,4 +55,13 @@ if (want('outbound')) {
   // MAILGATE_BENCH_CPU_PROF=DIR writes a V8 CPU profile of the serve process there.
   const cpuProfDir = process.env.MAILGATE_BENCH_CPU_PROF;
   for (const line of await outboundBench({ quick, ...(cpuProfDir ? { cpuProfDir } : {}) })) console.log(line);
+}
+
+// Not part of a plain `npm run bench`: only when named (`npm run bench -- ingest-profile`).
+if (only.includes('ingest-profile')) {
+  const { ingestProfile } = await import('./ingest-profile.js');
+  console.log(`\n# Ingest CPU profile: mailgate serve (all four stages, durable), 4 KB messages, reused connections, 20 smtp-source sessions`);
+  // MAILGATE_BENCH_CPU_PROF=DIR keeps the .cpuprofile there (open it in Chrome DevTools).
+  const dir = process.env.MAILGATE_BENCH_CPU_PROF;
+  for (const line of await ingestProfile({ ...(quick ? { messages: 500 } : {}), ...(dir ? { dir } : {}) })) console.log(line);
 }

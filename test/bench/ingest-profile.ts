@@ -1,0 +1,80 @@
+/**
+ * A CPU profile of `mailgate serve` (all four stages, durable) taking 4 KB messages over
+ * reused connections from smtp-source, 20 sessions: the shape where mailgate is furthest
+ * from the bare sink. Only the timed smtp-source run is summarised (V8's profile clock and
+ * process.hrtime are both CLOCK_MONOTONIC), not start-up, warm-up or shutdown.
+ */
+import { mkdir, readdir } from 'node:fs/promises';
+import path from 'node:path';
+import { tempDir } from '../helpers/paths.js';
+import { formatProfile, summariseProfile } from './cpu-profile.js';
+import { cpuSeconds, smtpSource } from './ingest.js';
+import { startMailgate } from './peers.js';
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
+
+/**
+ * What the masking stage costs: the same traffic into mailgate with the example partition
+ * policy (all four stages, masking on) and with built-in defaults (three stages; masking is
+ * off unless a policy enables it), interleaved, medians of `runs`.
+ */
+async function policyVariants(messages: number, runs: number): Promise<string[]> {
+  const variants = [
+    { label: 'policy/examples/partition.toml (4 stages, masking on)', peer: await startMailgate() },
+    { label: 'built-in defaults (masking off)', peer: await startMailgate({ toml: '' }) },
+  ];
+  const results = variants.map(() => ({ seconds: [] as number[], cpu: [] as number[] }));
+  try {
+    for (const v of variants) await smtpSource(v.peer.port, { size: 4096, reuse: true }, 1000);
+    for (let i = 0; i < runs; i++) {
+      for (const [j, v] of variants.entries()) {
+        const cpu0 = cpuSeconds(v.peer.pid);
+        results[j]!.seconds.push(await smtpSource(v.peer.port, { size: 4096, reuse: true }, messages));
+        results[j]!.cpu.push(cpuSeconds(v.peer.pid) - cpu0);
+      }
+    }
+  } finally {
+    await Promise.allSettled(variants.map((v) => v.peer.stop()));
+  }
+  return variants.map(
+    (v, j) =>
+      `  ${v.label.padEnd(56)} ${(messages / median(results[j]!.seconds)).toFixed(0).padStart(5)}/s  CPU ${((median(results[j]!.cpu) * 1000) / messages).toFixed(2)} ms/msg`,
+  );
+}
+
+export async function ingestProfile(opts: { messages?: number; dir?: string } = {}): Promise<string[]> {
+  const messages = opts.messages ?? 10_000;
+  const own = opts.dir ? undefined : await tempDir('mailgate-bench-prof-');
+  const dir = opts.dir ?? own!.dir;
+  await mkdir(dir, { recursive: true });
+  const before = new Set(await readdir(dir));
+  const mailgate = await startMailgate({ nodeArgs: ['--cpu-prof', '--cpu-prof-dir', dir, '--cpu-prof-interval', '250'] });
+  let window: [number, number];
+  let rate: number;
+  let cpuMs: number;
+  try {
+    await smtpSource(mailgate.port, { size: 4096, reuse: true }, 1000);
+    const cpu0 = cpuSeconds(mailgate.pid);
+    const from = Number(process.hrtime.bigint() / 1000n);
+    const seconds = await smtpSource(mailgate.port, { size: 4096, reuse: true }, messages);
+    window = [from, Number(process.hrtime.bigint() / 1000n)];
+    cpuMs = ((cpuSeconds(mailgate.pid) - cpu0) * 1000) / messages;
+    rate = messages / seconds;
+  } finally {
+    await mailgate.stop();
+  }
+  const file = (await readdir(dir)).find((f) => f.endsWith('.cpuprofile') && !before.has(f));
+  if (!file) throw new Error(`mailgate serve wrote no CPU profile into ${dir}`);
+  const summary = summariseProfile(path.join(dir, file), ...window);
+  if (summary.samples === 0) throw new Error('no profile samples in the timed window: the profile clock is not process.hrtime here');
+  const runs = opts.messages && opts.messages < 1000 ? 1 : 3;
+  const lines = [
+    `mailgate with and without masking, ${Math.ceil(messages / 2)} messages of 4 KB a run, 20 sessions, reused connections, ${runs === 1 ? '1 run' : `medians of ${runs} interleaved runs`}:`,
+    ...(await policyVariants(Math.ceil(messages / 2), runs)),
+    `${messages} messages of 4 KB, 20 sessions, reused connections: ${rate.toFixed(0)}/s, mailgate CPU ${cpuMs.toFixed(2)} ms/msg (user + system, all threads)`,
+    `profile: ${opts.dir ? path.join(dir, file) : '(temporary; MAILGATE_BENCH_CPU_PROF=DIR keeps it)'}`,
+    ...formatProfile(summary),
+  ];
+  await own?.cleanup();
+  return lines;
+}
