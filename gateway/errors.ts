@@ -50,6 +50,8 @@ export const errors = {
     new MailgateError('CLIENT_GONE', 421, '4.4.2', 'The client went away before the end of the message'),
   shuttingDown: () =>
     new MailgateError('SHUTTING_DOWN', 421, '4.3.2', 'Service shutting down, try again later'),
+  storageFull: (cause: unknown) =>
+    new MailgateError('STORE_FULL', 452, '4.3.1', 'Insufficient system storage: the message could not be stored, try again later', { cause }),
 };
 
 /** Turns anything thrown into an error with an SMTP reply: unknown failures are temporary (4xx), never 250. */

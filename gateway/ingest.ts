@@ -12,6 +12,7 @@ import { readHeaderBlock, wrappingMessage } from '../policy/wrapping-message.js'
 import { defaultMimeLimits } from '../policy/mime-check.js';
 import { attachmentFileNames } from '../policy/summary.js';
 import { rawMasker, type MaskingStage } from '../policy/data-masking.js';
+import { isDiskFull } from '../storage/errors.js';
 import { errors, MailgateError } from './errors.js';
 
 /** What ingest needs from the running gateway. Stages are read per message so a policy reload applies to the next one. */
@@ -79,7 +80,7 @@ export async function ingestMessage(deps: IngestDeps, input: Readable, req: Inge
   const id = req.id ?? newMessageId();
   const receivedAt = new Date();
   const guard = new SizeGuard(req.maxSize ?? Number.POSITIVE_INFINITY);
-  const spool = fileSpool(spoolDir(deps.store.dir));
+  const spool = storeSpool(fileSpool(spoolDir(deps.store.dir)));
   const tee = new SpoolTee(spool);
   // Resolves once every received byte is in the spool; rejects with the size limit or the client gone.
   const spooled = finished(tee);
@@ -142,15 +143,14 @@ export async function ingestMessage(deps: IngestDeps, input: Readable, req: Inge
       } catch (err) {
         drain();
         await discard();
-        throw err instanceof MailgateError ? err : errors.storeFailed(err);
+        throw storeFailure(err);
       }
     }
     if (inputError !== undefined || !isWrappable(failure)) {
       failure = inputError ?? failure;
       drain();
       await discard();
-      if (failure instanceof MailgateError) throw failure;
-      throw errors.storeFailed(failure);
+      throw storeFailure(failure);
     }
 
     // The message itself could not be processed: store a wrapping message instead.
@@ -171,6 +171,7 @@ export async function ingestMessage(deps: IngestDeps, input: Readable, req: Inge
       drain();
       await discard();
       if (wrapErr instanceof MailgateError && (wrapErr.responseCode === 552 || wrapErr.responseCode === 421)) throw wrapErr;
+      if (isDiskFull(wrapErr)) throw storeFailure(wrapErr);
       // Never drop: the client keeps the message and tries again.
       log.error({ err: wrapErr, reason: unparsable.reason }, 'could not store a wrapping message');
       throw errors.pipelineFailed('wrapping', wrapErr);
@@ -209,12 +210,54 @@ function isWrappable(err: unknown): boolean {
 }
 
 function isStoreError(err: unknown): boolean {
+  if (isDiskFull(err)) return true;
   for (let e = err, depth = 0; typeof e === 'object' && e !== null && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
     const code = (e as { code?: unknown }).code;
-    if (typeof code === 'string' && code.startsWith('LEVEL_')) return true;
+    if (typeof code === 'string' && (code.startsWith('LEVEL_') || code.startsWith('STORE_'))) return true;
   }
   return false;
 }
+
+/**
+ * The reply for a message we could not store: 452 when the disk is full (RFC 5321 section
+ * 4.2.3 "insufficient system storage"; 4.3.1 "mail system full", RFC 3463, as Postfix
+ * answers), else 451; a refusal that already carries its reply keeps it.
+ */
+function storeFailure(err: unknown): MailgateError {
+  if (isDiskFull(err)) return errors.storageFull(err);
+  return err instanceof MailgateError ? err : errors.storeFailed(err);
+}
+
+/**
+ * The spool with its failures made store failures: a spool that cannot be written (a full
+ * disk) is ours to fix, not the message's, so it must not be wrapped, and the client retries.
+ * It also never discards while a write is in flight: fileSpool's write loop spins forever on
+ * the emptied buffer if `discard()` lands during its await (policy/spool.ts), which hung the
+ * whole gateway when a store failure or a vanished client cut a large message short.
+ */
+function storeSpool(spool: Spool): Spool {
+  let writing: Promise<void> = Promise.resolve();
+  return {
+    write(chunk) {
+      const written = spool.write(chunk).catch((err: unknown) => {
+        throw isDiskFull(err) ? errors.storageFull(err) : errors.storeFailed(err);
+      });
+      writing = written.then(noop, noop);
+      return written;
+    },
+    open: () => spool.open(),
+    async discard() {
+      // A write may start while we wait for one; discard only once none is in flight.
+      for (let w = writing; ; w = writing) {
+        await w;
+        if (w === writing) break;
+      }
+      await spool.discard();
+    },
+  };
+}
+
+function noop(): void {}
 
 /**
  * Writes the wrapping message for `unparsable` from the spool through `writer` (no policy
@@ -248,7 +291,7 @@ async function storeWrapped(
   try {
     summary = await runPipeline(wrapper, wrapCtx, [], writer, deps.limits);
   } catch (err) {
-    throw isStoreError(err) ? errors.storeFailed(err) : err;
+    throw isStoreError(err) ? storeFailure(err) : err;
   }
   const tagged = await tagWrapped(deps, req, base.id, stages, original, limits.maxHeaderSize);
   try {
@@ -276,7 +319,7 @@ async function storeWrapped(
     await writer.commit(meta, req.commitOps ?? []);
     return meta;
   } catch (err) {
-    throw errors.storeFailed(err);
+    throw storeFailure(err);
   }
 }
 

@@ -64,6 +64,8 @@ export function fileSpool(dir: string): Spool {
         if (staged < CHUNK_SIZE) continue;
         sealing ??= seal();
         await (await sealing.handle).write(sealing.cipher.update(stage));
+        // Discarded during that write: the stage is gone, and copying into it would loop for ever.
+        if (discarded) throw new Error('spool: discarded while writing');
         written += staged;
         staged = 0;
       }

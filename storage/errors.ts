@@ -23,4 +23,24 @@ export const storeErrors = {
   /** The stored bytes do not add up to the size recorded at commit. */
   messageDamaged: (id: string, expected: number, found: number) =>
     new MailgateError('MESSAGE_DAMAGED', 451, '4.3.0', `Message ${id} is damaged: ${found} of ${expected} bytes are stored`),
+  /** A write failed and the database has not been reopened since (write-guard.ts); `cause` is that failure. */
+  storeUnavailable: (cause: unknown) =>
+    new MailgateError('STORE_UNAVAILABLE', 451, '4.3.0', 'The store is refusing writes until it recovers from a failed write', { cause }),
+  /** A write that was in flight when another one failed: it may be lost at the next open (write-guard.ts). */
+  writeUncertain: (cause: unknown) =>
+    new MailgateError('STORE_WRITE_UNCERTAIN', 451, '4.3.0', 'A write may not have reached the store: another write failed meanwhile', { cause }),
 };
+
+/**
+ * Whether a failure is a full disk or quota, looking through its causes. Node's fs errors
+ * carry `code: 'ENOSPC'`; classic-level carries only LevelDB's message, e.g.
+ * `LEVEL_IO_ERROR: IO error: /data/000003.log: No space left on device`.
+ */
+export function isDiskFull(err: unknown): boolean {
+  for (let e = err, depth = 0; typeof e === 'object' && e !== null && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
+    const { code, message } = e as { code?: unknown; message?: unknown };
+    if (code === 'ENOSPC' || code === 'EDQUOT') return true;
+    if (typeof message === 'string' && /No space left on device|Disk quota exceeded/.test(message)) return true;
+  }
+  return false;
+}

@@ -47,6 +47,7 @@ export class MessageWriter extends Writable {
   #staged = 0;
   #seq = 0;
   #pendingWritten = false;
+  #commitTried = false;
   #inflight: Promise<void> = Promise.resolve();
   #aborting: Promise<void> | undefined;
 
@@ -112,6 +113,7 @@ export class MessageWriter extends Writable {
     if (alias?.includes('\x00')) throw new TypeError(`message ${this.id}: alias contains NUL`);
     if (!this.writableEnded) throw new Error(`message ${this.id}: commit before the stream was ended`);
     this.#state = 'committing';
+    this.#commitTried = true;
     try {
       await finished(this);
       const { sublevels, groupCommit } = this.#ctx;
@@ -154,6 +156,9 @@ export class MessageWriter extends Writable {
     if (!this.destroyed) this.destroy();
     await this.#inflight;
     const { sublevels } = this.#ctx;
+    // A commit reported failed may still have been recovered by a reopen (write-guard.ts):
+    // a message with its metadata is whole, and its chunks must stay.
+    if (this.#commitTried && (await sublevels.messages.has(this.id))) return;
     // Chunks first: if we crash in between, the pending mark makes the next open finish the job.
     await clearUnfinished(sublevels, this.id);
     await sublevels.pending.del(this.id);

@@ -3,16 +3,19 @@
  * The key layout, its version and its migrations are documented in layout.ts; writing one
  * message is message-writer.ts; shared synced writes are group-commit.ts.
  */
+import { statfs } from 'node:fs/promises';
 import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { MessageMeta } from './message-meta.js';
 import { GroupCommit } from './group-commit.js';
 import { MessageWriter } from './message-writer.js';
-import { storeErrors } from './errors.js';
+import { isDiskFull, storeErrors } from './errors.js';
 import { idFloor, isMessageId } from './ids.js';
 import {
   aliasRange, chunkRange, clearRewriteGarbage, clearUnfinished, idOfAliasKey, openDatabase, openSublevels, runMigrations,
   type RootDb, type StoreLogger, type StoreOp, type Sublevels,
 } from './layout.js';
+import { WriteGuard, batchApplied, isWriteUncertain } from './write-guard.js';
 
 export { newMessageId, isMessageId, idTime } from './ids.js';
 export { MessageWriter, CHUNK_SIZE } from './message-writer.js';
@@ -43,6 +46,12 @@ export interface StoreStats {
 }
 
 const DEFAULT_LIST_LIMIT = 100;
+// Reopening after a failed write replays LevelDB's log (at most its 4 MiB write buffer and one
+// batch) into a table: with less free space than this it would fail again, and a database
+// that failed to open cannot even be read, so after a full disk we wait for room first.
+const REOPEN_MIN_FREE_BYTES = 8 * 1024 * 1024;
+const REOPEN_FIRST_RETRY_MS = 100;
+const REOPEN_MAX_RETRY_MS = 2000;
 const silentLogger: StoreLogger = { info() {}, warn() {}, error() {} };
 
 /** The message store. Open with {@link Store.open}; one process at a time. */
@@ -54,6 +63,10 @@ export class Store {
   readonly #db: RootDb;
   readonly #logger: StoreLogger;
   readonly #groupCommit: GroupCommit<StoreOp>;
+  readonly #guard: WriteGuard;
+  /** Reopening the database after a failed write (write-guard.ts); settles when done or closing. */
+  #repairing: Promise<void> | undefined;
+  readonly #stop = new AbortController();
   #closing: Promise<void> | undefined;
 
   private constructor(dir: string, db: RootDb, logger: StoreLogger) {
@@ -61,7 +74,8 @@ export class Store {
     this.#db = db;
     this.#logger = logger;
     this.sublevels = openSublevels(db);
-    this.#groupCommit = new GroupCommit<StoreOp>((ops) => db.batch<string, unknown>(ops, { sync: true }));
+    this.#guard = new WriteGuard(db, (err) => this.#repair(err));
+    this.#groupCommit = new GroupCommit<StoreOp>((ops) => this.#durableWrite(ops));
   }
 
   /**
@@ -72,13 +86,14 @@ export class Store {
   static async open(dir: string, opts: StoreOptions = {}): Promise<Store> {
     const logger = opts.logger ?? silentLogger;
     const db = await openDatabase(dir);
+    let store: Store | undefined;
     try {
       await runMigrations(db, dir, logger);
-      const store = new Store(dir, db, logger);
+      store = new Store(dir, db, logger);
       await store.#sweep();
       return store;
     } catch (err) {
-      await db.close().catch(() => {});
+      await (store ? store.close() : db.close()).catch(() => {});
       throw err;
     }
   }
@@ -159,10 +174,53 @@ export class Store {
   /** Waits for queued commits, then closes the database. Safe to call twice. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
+      this.#stop.abort();
+      await this.#repairing?.catch(() => {});
       await this.#groupCommit.idle();
       await this.#db.close();
     })();
     return this.#closing;
+  }
+
+  // A synced batch that was in flight when another write failed may or may not survive the
+  // reopen (write-guard.ts): wait for the reopen and look, rather than answer either way blind.
+  async #durableWrite(ops: StoreOp[]): Promise<void> {
+    try {
+      await this.#db.batch<string, unknown>(ops, { sync: true });
+    } catch (err) {
+      if (!isWriteUncertain(err)) throw err;
+      await this.#repairing;
+      if (!(await batchApplied(this.#db, ops))) throw err;
+      this.#logger.warn({ dir: this.dir, ops: ops.length }, 'a commit in flight during a failed write survived the reopen');
+    }
+  }
+
+  #repair(failure: unknown): void {
+    this.#logger.error({ err: failure, dir: this.dir }, 'a write to the store failed; refusing writes until the database is reopened');
+    if (this.#stop.signal.aborted) return;
+    const repairing = this.#reopen(failure);
+    repairing.catch(() => {});
+    this.#repairing = repairing;
+  }
+
+  async #reopen(failure: unknown): Promise<void> {
+    const signal = this.#stop.signal;
+    for (let delay = REOPEN_FIRST_RETRY_MS; ; delay = Math.min(delay * 2, REOPEN_MAX_RETRY_MS)) {
+      if (signal.aborted) throw new Error(`store ${this.dir} closed before it was reopened after a failed write`);
+      if (!isDiskFull(failure) || (await freeBytes(this.dir)) >= REOPEN_MIN_FREE_BYTES) {
+        try {
+          await this.#db.close();
+          await this.#db.open();
+          await Promise.all(Object.values(this.sublevels).map((s) => s.open()));
+          this.#guard.reopened();
+          this.#logger.warn({ dir: this.dir }, 'store reopened after a failed write; writes resume');
+          return;
+        } catch (err) {
+          this.#logger.error({ err, dir: this.dir, retryInMs: delay }, 'could not reopen the store after a failed write');
+        }
+      }
+      await sleep(delay, undefined, { signal }).catch(() => {});
+    }
   }
 
   #assertOpen(): void {
@@ -190,5 +248,14 @@ export class Store {
       await rewrites.del(id);
     }
     this.#logger.info({ dir: this.dir, swept: ids.length }, `store opened; swept ${ids.length} unfinished message(s)`);
+  }
+}
+
+async function freeBytes(dir: string): Promise<number> {
+  try {
+    const fs = await statfs(dir);
+    return fs.bavail * fs.bsize;
+  } catch {
+    return Number.POSITIVE_INFINITY; // unknown: try the reopen
   }
 }
