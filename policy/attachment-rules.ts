@@ -39,7 +39,7 @@ export const attachmentsSectionSchema = z
       .default('inbound'),
     /** What happens to a blocked attachment: "quarantine" (kept, restorable) or "delete" (gone). Default "quarantine". */
     action: z.enum(['quarantine', 'delete']).default('quarantine'),
-    /** Archives inside archives (and messages inside messages) inspected down to this depth. Default 3. */
+    /** Archives inside archives (and messages inside messages) inspected down to this depth; one nested deeper is blocked as uninspectable. Default 3. */
     zip_max_depth: z.number().int().min(1).max(16).default(3),
     /** An archive with more entries than this is blocked as uninspectable. Default 10000. */
     zip_max_entries: z.number().int().min(1).default(10_000),

@@ -15,7 +15,7 @@
  */
 import { Transform, type TransformCallback } from 'node:stream';
 import libmime from 'libmime';
-import addressparser from 'nodemailer/lib/addressparser';
+import { decodedHead, headAddresses, headerHead } from './header-text.js';
 import type { MimeNode, SplitterChunk } from '@zone-eu/mailsplit';
 import type { MessageContext, Stage } from './stage.js';
 import { DELIVERY_STATUS_CAP, decodeTransfer, parseDeliveryStatus, type DeliveryStatusReport } from './delivery-status.js';
@@ -139,7 +139,7 @@ class DeliveryExceptionScan extends Transform {
     const first = (key: string) => headers.getFirst(key);
 
     const subject = first('subject');
-    if (subject) this.ev.phraseMatches.push(...subjectMatches(this.rules, decodeWords(subject)));
+    if (subject) this.ev.phraseMatches.push(...subjectMatches(this.rules, decodedHead(subject)));
 
     // Address phrases: the From address (Cisco guide), and the envelope sender, which is
     // where a bounce's real origin shows when From is dressed up.
@@ -150,7 +150,7 @@ class DeliveryExceptionScan extends Transform {
       checked.add(key);
       this.ev.phraseMatches.push(...addressMatches(this.rules, address, where));
     };
-    for (const line of headers.get('from')) for (const address of addresses(line.slice(line.indexOf(':') + 1))) check(address, 'From address');
+    for (const line of headers.get('from')) for (const address of headAddresses(line.slice(line.indexOf(':') + 1))) check(address, 'From address');
     check(this.ctx.envelope.mailFrom, 'envelope sender (MAIL FROM)');
     const returnPath = first('return-path');
     const returnAddress = /<([^>]*)>/.exec(returnPath)?.[1]?.trim() ?? returnPath.trim();
@@ -173,13 +173,13 @@ class DeliveryExceptionScan extends Transform {
     const precedence = first('precedence');
     if (/^(bulk|junk|auto_reply)$/i.test(precedence)) this.signal('precedence', `Precedence: ${precedence}`);
     // Exim and Gmail name the recipients that failed permanently on their bounces.
-    const failed = headers.get('x-failed-recipients').flatMap((line) => addresses(line.slice(line.indexOf(':') + 1)));
+    const failed = headers.get('x-failed-recipients').flatMap((line) => headAddresses(line.slice(line.indexOf(':') + 1)));
     if (failed.length) {
       this.failedRecipientsHeader = failed;
       this.signal('x_failed_recipients', `X-Failed-Recipients: ${failed.join(', ')}`);
     }
 
-    const contentType = libmime.parseHeaderValue(first('content-type'));
+    const contentType = libmime.parseHeaderValue(headerHead(first('content-type')));
     const reportType = String(contentType.params['report-type'] ?? '').toLowerCase();
     if (contentType.value.toLowerCase() === 'multipart/report' && /^(global-)?delivery-status$/.test(reportType)) {
       this.signal('delivery_status', `Content-Type: multipart/report; report-type=${reportType}`);
@@ -244,21 +244,4 @@ function insideEmbeddedMessage(node: MimeNode): boolean {
 function mergeReports(a: DeliveryStatusReport | undefined, b: DeliveryStatusReport): DeliveryStatusReport {
   if (!a) return b;
   return { reportingMta: a.reportingMta ?? b.reportingMta, recipients: [...a.recipients, ...b.recipients], truncated: a.truncated || b.truncated };
-}
-
-function decodeWords(value: string): string {
-  try {
-    return libmime.decodeWords(value);
-  } catch {
-    return value;
-  }
-}
-
-/** Addresses of an address header's value, groups flattened; bare words (`MAILER-DAEMON`) count. */
-function addresses(value: string): string[] {
-  const out: string[] = [];
-  for (const entry of addressparser(value, { flatten: true })) {
-    if ('address' in entry && entry.address) out.push(entry.address.trim());
-  }
-  return out;
 }

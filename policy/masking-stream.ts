@@ -15,8 +15,19 @@ import { Joiner, Splitter, type MimeNode, type SplitterChunk } from '@zone-eu/ma
 import type { MaskingPattern } from './masking-patterns.js';
 import { rawByteCodec, utf8Codec, type CharsetPlan, type TextCodec } from './masking-charsets.js';
 import { HtmlMasker, TextMasker, maskWhole, type MaskCounts, type Masker } from './text-masker.js';
+import { HEADER_READ_LIMIT, decodedWhole } from './header-text.js';
+import { ContentFieldGuard } from './content-field-guard.js';
+import { TurnPacer } from './turn-pacer.js';
+import { QuotedPrintableDecodeStream } from './transfer-decode.js';
 
-/** Bytes in, masked bytes out, in the codec's charset. */
+/** Characters masked in one turn of the event loop. */
+const SLICE = 4 * 1024;
+
+/**
+ * Bytes in, masked bytes out, in the codec's charset. A long piece of text is masked a slice
+ * at a time, with a turn of the event loop between slices: 64 KiB of dense HTML took the HTML
+ * masker 10 to 60 ms, and pieces come as large as the splitter makes them.
+ */
 export class MaskingStream extends Transform {
   constructor(
     private readonly codec: TextCodec,
@@ -26,12 +37,28 @@ export class MaskingStream extends Transform {
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    let text: string;
     try {
-      const out = this.codec.encode(this.masker.write(this.codec.decode(chunk)));
-      done(null, out.length ? out : undefined);
+      text = this.codec.decode(chunk);
     } catch (err) {
-      done(err as Error);
+      return done(err as Error);
     }
+    let at = 0;
+    const next = () => {
+      try {
+        let end = Math.min(at + SLICE, text.length);
+        // Never cut a surrogate pair: its halves would be encoded apart.
+        if (end < text.length && isHighSurrogate(text.charCodeAt(end - 1))) end--;
+        const out = this.codec.encode(this.masker.write(text.slice(at, end)));
+        at = end;
+        if (at >= text.length) return done(null, out.length ? out : undefined);
+        if (out.length) this.push(out);
+      } catch (err) {
+        return done(err as Error);
+      }
+      setImmediate(next);
+    };
+    next();
   }
 
   override _flush(done: TransformCallback): void {
@@ -43,6 +70,8 @@ export class MaskingStream extends Transform {
     }
   }
 }
+
+const isHighSurrogate = (code: number) => code >= 0xd800 && code <= 0xdbff;
 
 /** A part whose body was rewritten in another charset than it came in. */
 export interface CharsetChange {
@@ -68,6 +97,26 @@ const maxNesting = 8;
 /** The IMAP-style number of a part (`1.2`); a message that is one part is `1`. */
 function partLabel(node: MimeNode): string {
   return (node.partNr || []).filter((n) => typeof n === 'number').join('.') || '1';
+}
+
+/**
+ * A masked subject as a header value: as it is when printable ASCII, else encoded words in
+ * UTF-8 whatever charset it came in (each word carries its own). A huge one is encoded a
+ * slice at a time, each slice its own run of encoded words, a turn of the event loop between.
+ */
+async function encodedValue(text: string, mode: 'B' | 'Q'): Promise<string> {
+  if (/^[\x20-\x7e]*$/.test(text)) return text;
+  if (text.length <= HEADER_READ_LIMIT) return libmime.encodeWords(text, mode, 52);
+  const words: string[] = [];
+  for (let at = 0; at < text.length; ) {
+    let end = Math.min(at + HEADER_READ_LIMIT, text.length);
+    // Never cut a surrogate pair: its halves would be encoded apart.
+    if (end < text.length && isHighSurrogate(text.charCodeAt(end - 1))) end--;
+    words.push(libmime.encodeWord(text.slice(at, end), mode, 52));
+    at = end;
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  return words.join(' ');
 }
 
 /** The masking stage's Transform over mailsplit chunks. */
@@ -108,8 +157,13 @@ export class MaskingTransform extends Transform {
   private async handle(chunk: SplitterChunk): Promise<void> {
     const part = this.part;
     if (part && chunk.type === 'body' && chunk.node === part.node) {
+      const written = new Promise<void>((resolve, reject) => part.input.write(chunk.value, (err) => (err ? reject(err) : resolve())));
+      written.catch(() => undefined);
       try {
-        await new Promise<void>((resolve, reject) => part.input.write(chunk.value, (err) => (err ? reject(err) : resolve())));
+        // A write a stream of the part holds when that stream is destroyed is never called
+        // back (a Transform waiting for its reader keeps the callback): the part's failure
+        // ends the wait. An attached message with 1001 parts hung its message for good.
+        await Promise.race([written, part.finished]);
       } catch (err) {
         // The write failed because a stream of the part failed: report that stream's error.
         await part.finished;
@@ -122,33 +176,39 @@ export class MaskingTransform extends Transform {
       this.push(chunk);
       return;
     }
-    if (!chunk.parentNode || chunk.parentNode.rfc822) this.maskSubject(chunk);
+    if (!chunk.parentNode || chunk.parentNode.rfc822) await this.maskSubject(chunk);
     if (!chunk.multipart && (chunk.contentType === 'text/plain' || chunk.contentType === 'text/html')) this.openPart(chunk, this.textStreams(chunk));
     // mailsplit splits an attached message only when it is inline: the others arrive as one body.
     else if (chunk.contentType === 'message/rfc822' && chunk.messageNode === false) this.openPart(chunk, this.messageStreams(chunk));
     else this.push(chunk);
   }
 
-  private maskSubject(node: MimeNode): void {
+  private async maskSubject(node: MimeNode): Promise<void> {
     if (!node.headers) return;
     const headers = node.headers;
     for (const key of subjectHeaders) {
-      headers.get(key).forEach((line, i) => {
+      const lines = headers.get(key);
+      for (let i = 0; i < lines.length; i++) {
+        const line = lines[i]!;
         const raw = line.slice(line.indexOf(':') + 1).replace(/\r?\n(?=[ \t])/g, '');
-        let text: string;
-        try {
-          text = libmime.decodeWords(raw).trim();
-        } catch {
-          text = raw.trim();
-        }
-        const masked = maskWhole(text, this.patterns, this.counts);
-        if (masked === text) return;
+        const text = (await decodedWhole(raw)).trim();
+        const masked = text.length > HEADER_READ_LIMIT ? await this.maskLong(text) : maskWhole(text, this.patterns, this.counts);
+        if (masked === text) continue;
         if (key === 'Subject') this.subjectMasked = true;
-        // Encoded words are written in UTF-8 whatever charset they came in: each carries its own.
-        const value = /^[\x20-\x7e]*$/.test(masked) ? masked : libmime.encodeWords(masked, /=\?[^?]*\?B\?/i.test(raw) ? 'B' : 'Q', 52);
-        headers.update(key, value, i);
-      });
+        headers.update(key, await encodedValue(masked, /=\?[^?]*\?B\?/i.test(raw) ? 'B' : 'Q'), i);
+      }
     }
+  }
+
+  /** Masks a huge subject (all of a header section can be one) in slices, a turn of the event loop between them. */
+  private async maskLong(text: string): Promise<string> {
+    const masker = new TextMasker(this.patterns, this.counts, this.window);
+    let out = '';
+    for (let at = 0; at < text.length; at += HEADER_READ_LIMIT) {
+      out += masker.write(text.slice(at, at + HEADER_READ_LIMIT));
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    return out + masker.end();
   }
 
   /** Decoded text -> masked text, in the part's charset (or UTF-8, see masking-charsets.ts). */
@@ -187,11 +247,13 @@ export class MaskingTransform extends Transform {
       for (const c of child.charsetChanges) this.charsetChanges.push({ ...c, part: `${label}.${c.part}` });
     }, { counts: this.counts, depth: this.depth + 1 });
     // mailsplit types its streams narrower than Transform; they are Transforms.
-    return { streams: [new Splitter() as unknown as Transform, inner, new Joiner() as unknown as Transform], encoding: false };
+    return { streams: [new ContentFieldGuard(), new Splitter() as unknown as Transform, new TurnPacer(), inner, new Joiner() as unknown as Transform], encoding: false };
   }
 
   private openPart(node: MimeNode, body: { streams: Transform[]; encoding: string | false }): void {
-    const streams: Transform[] = [node.getDecoder() as Transform, ...body.streams, node.getEncoder(body.encoding) as Transform];
+    // libqp's decoder (mailsplit's for quoted-printable) holds the whole part: see transfer-decode.ts.
+    const decoder = node.encoding === 'quoted-printable' ? new QuotedPrintableDecodeStream() : (node.getDecoder() as Transform);
+    const streams: Transform[] = [decoder, ...body.streams, node.getEncoder(body.encoding) as Transform];
     // Headers are final now (charset, transfer encoding): the Joiner writes them on sight.
     this.push(node);
     const open: OpenPart = { node, input: streams[0]!, finished: Promise.resolve(), lastByte: -1 };

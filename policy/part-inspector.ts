@@ -9,6 +9,7 @@ import { presentedNames, type PresentedName } from './attachment-names.js';
 import { sniffContent, SNIFF_BYTES, type ContentKind } from './file-sniff.js';
 import { bodyDecoder, type BodyDecoder } from './transfer-decode.js';
 import { ZipLister } from './zip-listing.js';
+import { ContentFieldGuard } from './content-field-guard.js';
 import type { AttachmentRules, BlockRule } from './attachment-rules.js';
 import { normaliseName } from './attachment-names.js';
 
@@ -35,7 +36,7 @@ export function isAttachmentPart(node: MimeNode, names: readonly PresentedName[]
 export class PartInspector {
   readonly names: PresentedName[];
   readonly isAttachment: boolean;
-  /** Set when the names (or block-all) already block the part. */
+  /** Set when the names (or block-all) already block the part, or it is an attached message nested too deep to inspect. */
   readonly nameVerdict: PartVerdict | undefined;
   /** Bytes of decoded content seen. */
   decodedSize = 0;
@@ -57,8 +58,11 @@ export class PartInspector {
     const distinct = new Set(this.names.map((n) => n.normalised.toLowerCase()));
     if (distinct.size > 1) this.#evidence.push(`the part gives different names: ${[...distinct].map((n) => `"${n}"`).join(', ')}; all are checked`);
     this.nameVerdict = this.#judgeNames(node);
-    if (node.contentType === 'message/rfc822' && this.isAttachment && depth < rules.limits.maxDepth) {
-      this.#message = new NestedMessage(rules, depth + 1);
+    if (node.contentType === 'message/rfc822' && this.isAttachment) {
+      if (depth < rules.limits.maxDepth) this.#message = new NestedMessage(rules, depth + 1);
+      // As an archive nested too deep: what is inside would go unjudged (a file hidden four
+      // forwards down passed when the limit was three).
+      else this.nameVerdict ??= { rule: `attached message cannot be inspected safely: it is nested deeper than ${rules.limits.maxDepth} message levels`, evidence: [...this.#evidence] };
     }
   }
 
@@ -125,6 +129,7 @@ export class PartInspector {
     }
     if (this.#message) {
       const inner = await this.#message.end();
+      if (inner && 'problem' in inner) return { rule: `attached message cannot be inspected safely: ${inner.problem}`, evidence };
       if (inner) return { rule: `attached message contains ${inner.name}: ${inner.verdict.rule}`, evidence: [...evidence, ...inner.verdict.evidence] };
     }
     return { rule: undefined, evidence };
@@ -173,16 +178,25 @@ export class PartInspector {
 
 /**
  * An attached `message/rfc822` part the splitter left whole (it parses only inline ones):
- * parsed here as it streams, every part inside judged like a top-level one.
+ * parsed here as it streams, every part inside judged like a top-level one. One whose
+ * Content-Type or Content-Disposition is too long to parse safely (content-field-guard.ts)
+ * is a problem, not a pass: what it hides would go unjudged.
  */
 class NestedMessage {
+  readonly #guard = new ContentFieldGuard();
   readonly #splitter = new Splitter({ maxChildNodes: 1000 });
   readonly #done: Promise<void>;
   #current: { node: MimeNode; inspector: PartInspector } | undefined;
   #finished: Promise<{ name: string; verdict: PartVerdict } | undefined>[] = [];
   #room: Promise<unknown> | undefined;
+  #problem: string | undefined;
 
   constructor(rules: AttachmentRules, depth: number) {
+    this.#guard.on('error', (err: Error) => {
+      this.#problem = err.message;
+      this.#splitter.end();
+    });
+    this.#guard.pipe(this.#splitter);
     this.#splitter.on('data', (chunk: SplitterChunk) => {
       if (chunk.type === 'node') {
         this.#close();
@@ -201,7 +215,24 @@ class NestedMessage {
   }
 
   push(bytes: Buffer): void {
-    if (!this.#splitter.write(bytes)) this.#room = new Promise((r) => (this.#splitter as NodeJS.EventEmitter).once('drain', r));
+    // Past a failure the rest is not read: the verdict stands on what was seen.
+    if (this.#problem !== undefined || this.#splitter.destroyed) return;
+    // One waiter per full buffer: a nested message pushes again before anyone awaits room().
+    if (this.#guard.write(bytes) || this.#room) return;
+    const splitter = this.#splitter as NodeJS.EventEmitter;
+    this.#room = new Promise<void>((resolve) => {
+      // A failed guard or splitter never drains, it closes: waiting for a drain alone hung
+      // the message for good when an attached message had more than 1000 parts.
+      const go = () => {
+        this.#guard.off('drain', go);
+        this.#guard.off('close', go);
+        splitter.off('close', go);
+        resolve();
+      };
+      this.#guard.on('drain', go);
+      this.#guard.on('close', go);
+      splitter.on('close', go);
+    });
   }
 
   async room(): Promise<void> {
@@ -210,10 +241,11 @@ class NestedMessage {
     await room;
   }
 
-  async end(): Promise<{ name: string; verdict: PartVerdict } | undefined> {
-    this.#splitter.end();
+  async end(): Promise<{ name: string; verdict: PartVerdict } | { problem: string } | undefined> {
+    if (this.#problem === undefined && !this.#splitter.destroyed) this.#guard.end();
     await this.#done;
     this.#close();
+    if (this.#problem !== undefined) return { problem: this.#problem };
     for (const result of await Promise.all(this.#finished)) if (result) return result;
     return undefined;
   }

@@ -3,6 +3,8 @@ import type { Readable, Transform, Writable } from 'node:stream';
 import { Splitter, Joiner } from '@zone-eu/mailsplit';
 import type { MessageContext, Stage } from './stage.js';
 import { SummaryCollector, type MessageSummary } from './summary.js';
+import { ContentFieldGuard } from './content-field-guard.js';
+import { TurnPacer } from './turn-pacer.js';
 
 /** Limits the MIME splitter enforces while the message streams through. */
 export interface PipelineLimits {
@@ -46,6 +48,6 @@ export async function runPipeline(
     transforms.push(transform);
   }
   const summary = new SummaryCollector();
-  await pipeline([input, splitter, ...transforms, summary, new Joiner(), sink]);
+  await pipeline([input, new ContentFieldGuard(), splitter, new TurnPacer(), ...transforms, summary, new Joiner(), sink]);
   return summary.summary;
 }

@@ -1,6 +1,5 @@
 import { Transform, type TransformCallback } from 'node:stream';
-import libmime from 'libmime';
-import addressparser from 'nodemailer/lib/addressparser';
+import { decodedHead, headAddresses } from './header-text.js';
 import type { MimeNode, SplitterChunk } from '@zone-eu/mailsplit';
 import type { AttachmentInfo } from '../storage/message-meta.js';
 
@@ -85,22 +84,12 @@ export function attachmentFileNames(attachments: readonly AttachmentInfo[]): str
   return attachments.map((a) => (a.blocked ? a.fileName + BLOCKED_MARK : a.fileName));
 }
 
+/** The value for a listing: a huge one is read only so far (see header-text.ts). */
 function decodeWords(value: string): string {
-  try {
-    return libmime.decodeWords(value).trim();
-  } catch {
-    return value.trim();
-  }
+  return decodedHead(value).trim();
 }
 
-/** Addresses from full header lines (`To: a@b, c@d`), flattening groups. */
+/** Addresses from full header lines (`To: a@b, c@d`), flattening groups; of a huge line, the first ones. */
 function addresses(lines: string[]): string[] {
-  const out: string[] = [];
-  for (const line of lines) {
-    const value = line.slice(line.indexOf(':') + 1);
-    for (const entry of addressparser(value, { flatten: true })) {
-      if ('address' in entry && entry.address) out.push(entry.address);
-    }
-  }
-  return out;
+  return lines.flatMap((line) => headAddresses(line.slice(line.indexOf(':') + 1)));
 }

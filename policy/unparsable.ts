@@ -12,7 +12,9 @@
  *   is neither a header field nor a folded continuation shows that the empty line separating
  *   header and body is missing (RFC 5322 2.1, 2.2).
  * - `header_too_large`: one header section (of the message or of a MIME part) is over
- *   `max_header_size` bytes, or over the splitter's own memory bound.
+ *   `max_header_size` bytes (each line counting at least 64, as the splitter counts), or over
+ *   the splitter's own memory bound; or a Content-Type or Content-Disposition field is over
+ *   16 KiB (content-field-guard.ts).
  * - `header_nul`: a NUL byte in a header section (RFC 5322 2.2: printable US-ASCII only).
  * - `header_undecodable`: header bytes that are neither US-ASCII nor UTF-8 (RFC 6532 allows
  *   UTF-8; anything else has no declared charset and cannot be read reliably).

@@ -15,8 +15,9 @@ import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { Headers } from '@zone-eu/mailsplit';
 import addressparser from 'nodemailer/lib/addressparser';
-import { defaultMimeLimits, headerProblem, type MimeLimits } from './mime-check.js';
+import { defaultMimeLimits, headerCost, headerProblem, type MimeLimits } from './mime-check.js';
 import { printable, unparsableReasons, type UnparsableReason } from './unparsable.js';
+import { HEADER_READ_LIMIT } from './header-text.js';
 
 /** What {@link wrappingMessage} needs. */
 export interface WrappingMessageOptions {
@@ -54,24 +55,26 @@ export function wrappingMessage(opts: WrappingMessageOptions): Readable {
   async function* bytes(): AsyncGenerator<Buffer> {
     const header = await readHeaderBlock(opts.original(), limits.maxHeaderSize);
     const copied = header && !headerProblem(header, limits, 'the message header') ? copiedHeaderLines(header) : undefined;
-    const lines: string[] = [];
+    const own = [`X-Mailgate-Wrapped: ${opts.failure.reason}`, 'MIME-Version: 1.0', `Content-Type: multipart/mixed; boundary="${boundary}"`];
+    let head: Buffer | undefined;
     if (copied) {
-      lines.push(...copied.lines);
-      if (!copied.validFrom) lines.unshift(`From: unknown@${opts.defaultDomain}`);
-    } else {
-      lines.push(
+      const from = copied.validFrom ? [] : [`From: unknown@${opts.defaultDomain}`];
+      head = Buffer.from([...from, ...copied.lines, ...own].join(CRLF) + CRLF + CRLF, 'latin1');
+      // The lines added to a header just within the limit can take it over: the wrapper
+      // would then fail the very splitter it has to pass.
+      if (headerCost(head) > limits.maxHeaderSize) head = undefined;
+    }
+    head ??= Buffer.from(
+      [
         `From: unknown@${opts.defaultDomain}`,
         'Subject: Unknown subject',
         `Date: ${(opts.now ?? new Date()).toUTCString().replace('GMT', '+0000')}`,
         `Message-ID: <wrapped.${randomBytes(8).toString('hex')}@${opts.defaultDomain}>`,
-      );
-    }
-    lines.push(
-      `X-Mailgate-Wrapped: ${opts.failure.reason}`,
-      'MIME-Version: 1.0',
-      `Content-Type: multipart/mixed; boundary="${boundary}"`,
+        ...own,
+      ].join(CRLF) + CRLF + CRLF,
+      'latin1',
     );
-    yield Buffer.from(lines.join(CRLF) + CRLF + CRLF, 'latin1');
+    yield head;
     yield Buffer.from(
       [
         'This is a wrapping message in MIME format: the original message is attached.',
@@ -162,6 +165,8 @@ const ADDRESS = /^[^\s@<>()",;:]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?$/;
 
 /** Whether a `From:` line names at least one mailbox and every mailbox it names is an address. */
 function isValidFrom(line: string): boolean {
+  // No sender's From is this long; parsing a huge one would hold the event loop (header-text.ts).
+  if (line.length > HEADER_READ_LIMIT) return false;
   const value = Buffer.from(line, 'latin1').toString('utf8');
   const entries = addressparser(value.slice(value.indexOf(':') + 1), { flatten: true });
   if (entries.length === 0) return false;
