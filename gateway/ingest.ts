@@ -293,7 +293,13 @@ async function storeWrapped(
   } catch (err) {
     throw isStoreError(err) ? storeFailure(err) : err;
   }
-  const tagged = await tagWrapped(deps, req, base.id, stages, original, limits.maxHeaderSize);
+  // Tagging reads the header once more: with a counter of its own, so the wrapper's counts stand.
+  const forTagging = () => {
+    const raw = spool.open();
+    const masker = masking && rawMasker(masking.policy, direction, {});
+    return masker ? raw.pipe(masker) : raw;
+  };
+  const tagged = await tagWrapped(deps, req, base.id, stages, forTagging, limits.maxHeaderSize);
   try {
     await spool.discard();
     const meta: MessageMeta = {
