@@ -13,7 +13,8 @@ import { listAliasStates, type AliasState, type AliasStatus } from '../storage/a
 import { setAliasStatusInStore } from './fetch/alias-health.js';
 import type { Retriever } from './fetch/retriever.js';
 import type { Dispatcher, QueueAccess } from './dispatch/dispatcher.js';
-import { aliasOfAddress, submitOutbound, type SubmitDeps } from './dispatch/submit.js';
+import { submitOutbound, type SubmitDeps } from './dispatch/submit.js';
+import { aliasOfAddress } from './config/alias-addresses.js';
 import type { Config } from './config/schema.js';
 import type { Stage } from '../policy/stage.js';
 import { errors } from './errors.js';

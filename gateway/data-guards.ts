@@ -1,6 +1,7 @@
 /**
- * Checks on the bytes of DATA before ingest sees them: line endings (SMTP smuggling) and the
- * hop count. Each fails its stream with an SMTP reply; ingest then refuses the message as is.
+ * Checks on the bytes of DATA before ingest sees them, in one pass: line endings (SMTP
+ * smuggling) and the hop count, with each chunk's size reported for the session's minimum data
+ * rate. A refusal fails the stream with an SMTP reply; ingest then refuses the message as is.
  */
 import { Transform, type TransformCallback } from 'node:stream';
 import { errors, MailgateError } from './errors.js';
@@ -9,23 +10,41 @@ const CR = 0x0d;
 const LF = 0x0a;
 const CRLF = Buffer.from('\r\n');
 
-/**
- * Bare LF and bare CR inside DATA (CVE-2023-51764 class, "SMTP smuggling"): a server that
- * takes `\n.\r\n` or `\r.\r` as the end of a message can be made to see two messages where
- * the client sent one. smtp-server only ends DATA at `\r\n.\r\n`, but passes the rest through;
- * here they are refused (`reject`) or turned into CRLF (`normalize`, Postfix's default since
- * 3.9), so nothing ambiguous is stored or sent on downstream.
- */
-export class LineEndingGuard extends Transform {
-  #pendingCr = false;
-  readonly #mode: 'reject' | 'normalize';
+export interface DataGuardOptions {
+  /**
+   * Bare LF and bare CR inside DATA (CVE-2023-51764 class, "SMTP smuggling"): a server that
+   * takes `\n.\r\n` or `\r.\r` as the end of a message can be made to see two messages where
+   * the client sent one. smtp-server only ends DATA at `\r\n.\r\n`, but passes the rest
+   * through; they are refused (`reject`) or turned into CRLF (`normalize`, Postfix's default
+   * since 3.9), so nothing ambiguous is stored or sent on downstream.
+   */
+  bareLineEndings: 'reject' | 'normalize';
+  /**
+   * Received fields allowed in the header block; one more refuses the message (RFC 5321
+   * section 6.3: a mail loop; Postfix's `hopcount_limit`, 554 5.4.6).
+   */
+  maxReceivedHeaders: number;
+  /** Told the size of each chunk as it arrives. */
+  onBytes?: (bytes: number) => void;
+}
 
-  constructor(mode: 'reject' | 'normalize') {
+export class DataGuard extends Transform {
+  readonly #opts: DataGuardOptions;
+  #pendingCr = false;
+  #inHeader = true;
+  /** The start (16 characters at most) of the header line being read. */
+  #line = '';
+  #hops = 0;
+
+  constructor(opts: DataGuardOptions) {
     super();
-    this.#mode = mode;
+    this.#opts = opts;
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    this.#opts.onBytes?.(chunk.length);
+    const refused = this.#inHeader ? this.#countHops(chunk) : undefined;
+    if (refused) return done(refused);
     const out: Buffer[] = [];
     let start = 0;
     let i = 0;
@@ -35,7 +54,7 @@ export class LineEndingGuard extends Transform {
       if (chunk[0] === LF) {
         out.push(CRLF);
         start = i = 1;
-      } else if (this.#mode === 'reject') return done(bareEnding('CR'));
+      } else if (this.#opts.bareLineEndings === 'reject') return done(bareEnding('CR'));
       else out.push(CRLF);
     }
     for (; i < chunk.length; i++) {
@@ -43,7 +62,7 @@ export class LineEndingGuard extends Transform {
       if (b === LF) {
         // CRLF pairs inside the chunk are passed as they are.
         if (i > 0 && chunk[i - 1] === CR) continue;
-        if (this.#mode === 'reject') return done(bareEnding('LF'));
+        if (this.#opts.bareLineEndings === 'reject') return done(bareEnding('LF'));
         out.push(chunk.subarray(start, i), CRLF);
         start = i + 1;
       } else if (b === CR) {
@@ -52,7 +71,7 @@ export class LineEndingGuard extends Transform {
           this.#pendingCr = true;
           start = i + 1;
         } else if (chunk[i + 1] !== LF) {
-          if (this.#mode === 'reject') return done(bareEnding('CR'));
+          if (this.#opts.bareLineEndings === 'reject') return done(bareEnding('CR'));
           out.push(chunk.subarray(start, i), CRLF);
           start = i + 1;
         }
@@ -65,10 +84,28 @@ export class LineEndingGuard extends Transform {
 
   override _flush(done: TransformCallback): void {
     if (this.#pendingCr) {
-      if (this.#mode === 'reject') return done(bareEnding('CR'));
+      if (this.#opts.bareLineEndings === 'reject') return done(bareEnding('CR'));
       this.push(CRLF);
     }
     done();
+  }
+
+  /** Counts Received fields up to the end of the header block; the body is not read. */
+  #countHops(chunk: Buffer): MailgateError | undefined {
+    for (let i = 0; i < chunk.length && this.#inHeader; i++) {
+      const b = chunk[i]!;
+      if (b !== LF) {
+        if (this.#line.length < 16) this.#line += String.fromCharCode(b);
+        continue;
+      }
+      const line = this.#line.replace(/\r$/, '');
+      this.#line = '';
+      if (line === '') this.#inHeader = false;
+      else if (/^received\s*:/i.test(line) && ++this.#hops > this.#opts.maxReceivedHeaders) {
+        return new MailgateError('TOO_MANY_HOPS', 554, '5.4.6', `Too many hops: more than ${this.#opts.maxReceivedHeaders} Received headers (a mail loop?)`);
+      }
+    }
+    return undefined;
   }
 }
 
@@ -77,62 +114,21 @@ function bareEnding(what: 'LF' | 'CR'): MailgateError {
 }
 
 /**
- * Counts `Received:` fields in the header block and refuses the message past `limit` (RFC 5321
- * section 6.3: a message going round in a loop; Postfix's `hopcount_limit`, 554 5.4.6). Reads
- * only the header block; the body passes untouched.
+ * The DATA stream as ingest gets it. When the guard refuses, the error reaches the stream
+ * ingest reads and smtp-server's stream is drained, so the session can still answer; when the
+ * connection is lost mid-DATA, ingest hears of it (a pipe passes on an end, not a loss).
  */
-export class HopCountGuard extends Transform {
-  #inHeader = true;
-  #line = '';
-  #count = 0;
-  readonly #limit: number;
-
-  constructor(limit: number) {
-    super();
-    this.#limit = limit;
-  }
-
-  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
-    if (!this.#inHeader) return done(null, chunk);
-    for (let i = 0; i < chunk.length && this.#inHeader; i++) {
-      const b = chunk[i]!;
-      if (b === LF) {
-        const line = this.#line.replace(/\r$/, '');
-        if (line === '') this.#inHeader = false;
-        else if (/^received\s*:/i.test(line) && ++this.#count > this.#limit) {
-          return done(new MailgateError('TOO_MANY_HOPS', 554, '5.4.6', `Too many hops: more than ${this.#limit} Received headers (a mail loop?)`));
-        }
-        this.#line = '';
-        continue;
-      }
-      // Only the start of each line matters: keep at most the first 16 characters.
-      if (this.#line.length < 16) this.#line += String.fromCharCode(b);
-    }
-    done(null, chunk);
-  }
-}
-
-/**
- * The DATA stream as ingest gets it: `counter` (the session guard's byte count), the hop
- * count, then line endings. When a guard refuses, the error reaches the stream ingest reads
- * and smtp-server's stream is drained, so the session can still answer.
- */
-export function guardedData(stream: NodeJS.ReadableStream, counter: Transform, limits: { max_received_headers: number; bare_line_endings: 'normalize' | 'reject' }): Transform {
-  const hops = new HopCountGuard(limits.max_received_headers);
-  const endings = new LineEndingGuard(limits.bare_line_endings);
-  const refuse = (err: Error) => {
+export function guardedData(stream: NodeJS.ReadableStream, opts: DataGuardOptions): Transform {
+  const guard = new DataGuard(opts);
+  guard.once('error', () => {
     stream.unpipe();
     stream.resume();
-    if (!endings.destroyed) endings.destroy(err);
-  };
-  counter.once('error', refuse);
-  hops.once('error', refuse);
-  // A pipe passes on the end of its source, not its loss: a connection cut mid-DATA must reach ingest.
+  });
   let ended = false;
   stream.once('end', () => (ended = true));
   stream.once('close', () => {
-    if (!ended && !endings.destroyed) endings.destroy(errors.clientGone());
+    if (!ended && !guard.destroyed) guard.destroy(errors.clientGone());
   });
-  stream.pipe(counter).pipe(hops).pipe(endings);
-  return endings;
+  stream.pipe(guard);
+  return guard;
 }

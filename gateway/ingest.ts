@@ -279,13 +279,14 @@ async function storeWrapped(
   // byte" and the attached original is masked as raw text (it cannot be parsed).
   const direction = req.direction ?? 'inbound';
   const masking = stages.find((s): s is MaskingStage => s.name === 'masking' && 'policy' in s);
-  let counts: Record<string, number> = {};
-  const original = () => {
-    counts = {}; // the wrapper reads the original twice (header, then whole): count the last pass
+  const maskedOriginal = (into: Record<string, number>) => {
     const raw = spool.open();
-    const masker = masking && rawMasker(masking.policy, direction, counts);
+    const masker = masking && rawMasker(masking.policy, direction, into);
     return masker ? raw.pipe(masker) : raw;
   };
+  let counts: Record<string, number> = {};
+  // The wrapper reads the original twice (header, then whole): count the last pass.
+  const original = () => maskedOriginal((counts = {}));
   const wrapper = wrappingMessage({ failure: unparsable, original, defaultDomain: req.defaultDomain ?? 'localhost', limits });
   let summary: Awaited<ReturnType<typeof runPipeline>>;
   try {
@@ -294,12 +295,7 @@ async function storeWrapped(
     throw isStoreError(err) ? storeFailure(err) : err;
   }
   // Tagging reads the header once more: with a counter of its own, so the wrapper's counts stand.
-  const forTagging = () => {
-    const raw = spool.open();
-    const masker = masking && rawMasker(masking.policy, direction, {});
-    return masker ? raw.pipe(masker) : raw;
-  };
-  const tagged = await tagWrapped(deps, req, base.id, stages, forTagging, limits.maxHeaderSize);
+  const tagged = await tagWrapped(deps, req, base.id, stages, () => maskedOriginal({}), limits.maxHeaderSize);
   try {
     await spool.discard();
     const meta: MessageMeta = {

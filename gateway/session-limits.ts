@@ -5,7 +5,6 @@
  * forever), and bare LF in command lines. Defaults follow Postfix (see schema.ts).
  */
 import type { Socket } from 'node:net';
-import { Transform, type TransformCallback } from 'node:stream';
 import type { Logger } from 'pino';
 import type { SMTPServer, SMTPServerSession } from 'smtp-server';
 import { MailgateError } from './errors.js';
@@ -170,22 +169,16 @@ export class SessionGuard {
   }
 
   /**
-   * onData: marks the session as in DATA (its lines are content, not commands) and returns the
-   * stream with a byte count kept for the minimum data rate: a transfer may take
-   * `idle_timeout` plus one second per `min_data_rate` bytes (Postfix `smtpd_min_data_rate`
-   * with `smtpd_per_record_deadline`); past that the connection is closed.
+   * onData: marks the session as in DATA (its lines are content, not commands) and returns
+   * the counter of its bytes for the minimum data rate: a transfer may take `idle_timeout`
+   * plus one second per `min_data_rate` bytes (Postfix `smtpd_min_data_rate` with
+   * `smtpd_per_record_deadline`); past that the connection is closed.
    */
-  data(stream: NodeJS.ReadableStream, session: SMTPServerSession): Transform {
+  data(stream: NodeJS.ReadableStream, session: SMTPServerSession): (bytes: number) => void {
     const watched = this.#sockets.get(keyOf(session.remoteAddress, session.remotePort));
     if (watched) watched.inData = true;
     const transfer: Transfer = { start: Date.now(), bytes: 0, socket: watched?.socket };
     this.#transfers.add(transfer);
-    const counter = new Transform({
-      transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback) {
-        transfer.bytes += chunk.length;
-        done(null, chunk);
-      },
-    });
     const finish = () => {
       this.#transfers.delete(transfer);
       if (watched) watched.inData = false;
@@ -193,7 +186,9 @@ export class SessionGuard {
     stream.once('end', finish);
     stream.once('close', finish);
     stream.once('error', finish);
-    return counter;
+    return (bytes) => {
+      transfer.bytes += bytes;
+    };
   }
 
   #checkTransfers(): void {

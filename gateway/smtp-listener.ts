@@ -11,6 +11,7 @@ import { SessionGuard } from './session-limits.js';
 import { guardedData } from './data-guards.js';
 import type { Dispatcher } from './dispatch/dispatcher.js';
 import { authSettings } from './smtp-auth.js';
+import { aliasIndex, aliasOfAddress } from './config/alias-addresses.js';
 import { ingestMessage, type IngestDeps } from './ingest.js';
 import { Metrics } from './metrics.js';
 
@@ -24,11 +25,7 @@ export interface SmtpListener {
 
 /** Decides whether a recipient is one we take mail for. */
 export function recipientAcceptor(config: Config): (address: string) => boolean {
-  const exact = new Set<string>();
-  for (const alias of config.alias) {
-    exact.add(alias.address.toLowerCase());
-    for (const r of alias.redirection_addresses) exact.add(r.toLowerCase());
-  }
+  const aliases = aliasIndex(config);
   // Relayed domains are ours to accept too (Postfix: relay_domains).
   const domains = new Set([...config.smtp.domains, ...config.relay.flatMap((r) => r.domains)].map(comparableDomain));
   return (address) => {
@@ -37,7 +34,7 @@ export function recipientAcceptor(config: Config): (address: string) => boolean 
     if (at <= 0) return false;
     const local = address.slice(0, at);
     const domain = comparableDomain(address.slice(at + 1));
-    if (exact.has(`${local}@${domain}`.toLowerCase())) return true;
+    if (aliases.has(`${local}@${domain}`.toLowerCase())) return true;
     return domains.has(domain);
   };
 }
@@ -59,14 +56,9 @@ function comparableDomain(domain: string): string {
  * alias). Its department selects the policy.
  */
 export function aliasResolver(config: Config): (recipients: readonly string[]) => Config['alias'][number] | undefined {
-  const byAddress = new Map<string, Config['alias'][number]>();
-  for (const alias of config.alias) {
-    byAddress.set(alias.address.toLowerCase(), alias);
-    for (const r of alias.redirection_addresses) if (!byAddress.has(r.toLowerCase())) byAddress.set(r.toLowerCase(), alias);
-  }
   return (recipients) => {
     for (const r of recipients) {
-      const alias = byAddress.get(r.toLowerCase());
+      const alias = aliasOfAddress(config, r);
       if (alias) return alias;
     }
     return undefined;
@@ -131,7 +123,7 @@ function serverOptions(config: Config, deps: IngestDeps & { dispatcher?: Dispatc
       // Recipients forwarded downstream (MX in front of an internal server) are queued with the message, in its one write.
       const id = newMessageId();
       const relay = relayEntry(id, forwardTo, envelope);
-      const data = guardedData(stream, guard.data(stream, session), smtp.limits);
+      const data = guardedData(stream, { bareLineEndings: smtp.limits.bare_line_endings, maxReceivedHeaders: smtp.limits.max_received_headers, onBytes: guard.data(stream, session) });
       const ingest = ingestMessage(deps, data, {
         id,
         envelope,

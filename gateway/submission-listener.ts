@@ -13,7 +13,8 @@ import { authSettings } from './smtp-auth.js';
 import { SessionGuard } from './session-limits.js';
 import { guardedData } from './data-guards.js';
 import { bindSmtpServers, type SmtpListener } from './smtp-listener.js';
-import { aliasOfAddress, submitOutbound } from './dispatch/submit.js';
+import { submitOutbound } from './dispatch/submit.js';
+import { aliasOfAddress } from './config/alias-addresses.js';
 import type { Dispatcher } from './dispatch/dispatcher.js';
 
 /** Whether `[submission]` runs: explicitly, or because there are users who could use it. */
@@ -68,7 +69,7 @@ export async function startSubmissionListener(config: Config, deps: IngestDeps &
         ...(typeof session.user === 'string' ? { user: session.user } : {}),
         secure: session.secure,
       };
-      const data = guardedData(stream, guard.data(stream, session), limits);
+      const data = guardedData(stream, { bareLineEndings: limits.bare_line_endings, maxReceivedHeaders: limits.max_received_headers, onBytes: guard.data(stream, session) });
       const submit = submitOutbound({ ...deps, config }, data, { alias, envelope, source, maxSize });
       inFlight.add(submit);
       void submit.finally(() => inFlight.delete(submit)).catch(() => undefined);

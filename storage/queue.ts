@@ -124,3 +124,32 @@ export async function finishOps(store: Store, entry: QueueEntry, record: Deliver
 export function droppedRecord(entry: QueueEntry): DeliveryRecord {
   return { kind: entry.kind, status: 'dropped', finishedAt: new Date().toISOString(), attempts: entry.attempts, recipients: entry.recipients, reason: 'dropped by an admin (mailgate queue drop)' };
 }
+
+/** The error for an id that is not queued, alike through the gateway and on a stopped store. */
+export function queueEntryNotFound(id: string): Error {
+  return Object.assign(new Error(`no queued message with id ${id}`), { code: 'QUEUE_ENTRY_NOT_FOUND' });
+}
+
+/** The entry, or `queueEntryNotFound`. */
+export async function requireQueueEntry(store: Store, id: string): Promise<QueueEntry> {
+  const entry = await getQueueEntry(store, id);
+  if (!entry) throw queueEntryNotFound(id);
+  return entry;
+}
+
+/** The entries `queue retry` names: one by id, or all. */
+export async function entriesToRetry(store: Store, id: string | undefined): Promise<QueueEntry[]> {
+  return id === undefined ? listQueue(store) : [await requireQueueEntry(store, id)];
+}
+
+/** The entry made due now and no longer held (`queue retry`); the caller saves it. */
+export function dueNow(entry: QueueEntry): QueueEntry {
+  const due: QueueEntry = { ...entry, nextAttemptAt: new Date().toISOString() };
+  delete due.held;
+  return due;
+}
+
+/** Takes an entry out of the queue unsent, recording the drop on its message (`queue drop`). */
+export async function dropQueueEntry(store: Store, entry: QueueEntry): Promise<void> {
+  await store.commitBatch(await finishOps(store, entry, droppedRecord(entry)));
+}

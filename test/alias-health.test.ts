@@ -13,6 +13,7 @@ import { getAliasState, type AliasState } from '../storage/alias-state.js';
 import { ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot.js';
 import { capturingLogger } from './helpers/gateway.js';
 import { fixture, tempDir } from './helpers/paths.js';
+import { closedPort } from './helpers/upstream.js';
 
 const USERS = ['auth', 'net', 'refused', 'pause'];
 let dovecot: TestDovecot;
@@ -91,15 +92,6 @@ async function startProxy(target: number): Promise<{ port: number; up: boolean; 
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
-}
-
-/** A loopback port with nothing listening on it. */
-async function closedPort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
 }
 
 test('wrong password: inactive after the third failure with an authentication reason, no retry; an admin activates it once the password is fixed', async (t) => {

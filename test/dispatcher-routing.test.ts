@@ -3,30 +3,15 @@ import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { simpleParser } from 'mailparser';
-import { loadConfigFile } from '../gateway/config/load.js';
-import { startGateway, type Gateway } from '../gateway/gateway.js';
-import { silentLogger } from '../gateway/logger.js';
 import { Store } from '../storage/store.js';
-import { spawnServe, testConfigText } from './helpers/gateway.js';
-import { startUpstream, type Received } from './helpers/upstream.js';
+import { spawnServe, startGatewayOn, testConfigText, writeTestConfig } from './helpers/gateway.js';
+import { closedPort, startUpstream, type Received } from './helpers/upstream.js';
 import { submissionToml, submit, waitDelivered, waitQueue } from './helpers/outbound.js';
 import { tempDir } from './helpers/paths.js';
 
-/** A port nothing listens on now (an upstream was there and stopped). */
-async function downPort(): Promise<number> {
-  const u = await startUpstream();
-  await u.close();
-  return u.port;
-}
-
 /** Starts a gateway on `dir` with this configuration (the data directory stays between runs, as after an admin's edit and restart). */
-async function runOn(dir: string, toml: string): Promise<{ gateway: Gateway; store: Store; stop(): Promise<void> }> {
-  const file = path.join(dir, 'mailgate.toml');
-  await writeFile(file, testConfigText(dir, toml));
-  const config = loadConfigFile(file);
-  const store = await Store.open(config.data_dir);
-  const gateway = await startGateway({ config, store, logger: silentLogger(), retriever: false });
-  return { gateway, store, stop: async () => { await gateway.stop(); await store.close(); } };
+async function runOn(dir: string, toml: string) {
+  return startGatewayOn(await writeTestConfig(dir, toml), { retriever: false });
 }
 
 const oldAlias = (port: number) => `
@@ -48,7 +33,7 @@ test('a message queued for an alias that IT then deleted goes out through the pa
     await cleanup();
   });
   // The alias's server is down: the message waits in the queue.
-  const first = await runOn(dir, oldAlias(await downPort()) + submissionToml(['old'], 'retry_intervals = [3600]'));
+  const first = await runOn(dir, oldAlias(await closedPort()) + submissionToml(['old'], 'retry_intervals = [3600]'));
   const id = await submit(first.gateway.submission!.addresses[0]!.port, message);
   await waitQueue(first.store, id, (e) => e.attempts === 1);
   await first.stop();
@@ -77,7 +62,7 @@ password = "pw"
 test('without default SMTP settings, mail from a deleted alias is held in the queue with the reason, not sent and not lost', async (t) => {
   const { dir, cleanup } = await tempDir();
   t.after(cleanup);
-  const first = await runOn(dir, oldAlias(await downPort()) + submissionToml(['old'], 'retry_intervals = [3600]'));
+  const first = await runOn(dir, oldAlias(await closedPort()) + submissionToml(['old'], 'retry_intervals = [3600]'));
   const id = await submit(first.gateway.submission!.addresses[0]!.port, message);
   await waitQueue(first.store, id, (e) => e.attempts === 1);
   await first.stop();

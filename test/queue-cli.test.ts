@@ -7,14 +7,7 @@ import type { MessageMeta } from '../storage/message-meta.js';
 import type { QueueEntry } from '../storage/queue.js';
 import { runCli, spawnServe, testConfigText } from './helpers/gateway.js';
 import { tempDir } from './helpers/paths.js';
-import { startUpstream, type Upstream } from './helpers/upstream.js';
-
-/** A port where nothing listens: an upstream's, once it is closed. */
-async function closedPort(): Promise<number> {
-  const upstream = await startUpstream();
-  await upstream.close();
-  return upstream.port;
-}
+import { closedPort, startUpstream, type Upstream } from './helpers/upstream.js';
 
 /** Aliases whose outgoing servers are on `ports`; an hour between attempts, so only `queue retry` brings the next one. */
 const aliasesToml = (ports: Record<string, number>) =>

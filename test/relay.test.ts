@@ -3,20 +3,13 @@ import assert from 'node:assert/strict';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { startTestGateway } from './helpers/gateway.js';
-import { startUpstream } from './helpers/upstream.js';
+import { closedPort, startUpstream } from './helpers/upstream.js';
 import { rawSmtp } from './helpers/smtp-client.js';
 import { fixture, projectRoot } from './helpers/paths.js';
 import { waitDelivered, waitQueue } from './helpers/outbound.js';
 
-/** A port nothing listens on now (an upstream was there and stopped). */
-async function downPort(): Promise<number> {
-  const u = await startUpstream();
-  await u.close();
-  return u.port;
-}
-
 test('inbound relay: the downstream gets the processed message (attachment blocked, card masked, tags as headers) after an outage, and nothing that only the store keeps', async (t) => {
-  const port = await downPort();
+  const port = await closedPort();
   const partitionPolicy = path.join(projectRoot, 'policy', 'examples', 'partition.toml');
   const gw = await startTestGateway(`
 [partition]

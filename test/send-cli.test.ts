@@ -14,7 +14,7 @@ import { ControlClient, controlSocketPath } from '../gateway/control.js';
 import { silentLogger } from '../gateway/logger.js';
 import { Store } from '../storage/store.js';
 import type { MessageMeta } from '../storage/message-meta.js';
-import { runCli, spawnServe, startTestGateway, testConfigText, type CliResult } from './helpers/gateway.js';
+import { runCli, spawnServe, startTestGateway, writeTestConfig, type CliResult } from './helpers/gateway.js';
 import { waitDelivered } from './helpers/outbound.js';
 import { tempDir } from './helpers/paths.js';
 import { startUpstream } from './helpers/upstream.js';
@@ -40,9 +40,7 @@ address = "billing@example.com"
 /** A config file in a fresh directory; the store is made by whoever opens it first. */
 async function configIn(toml: string): Promise<{ dir: string; configFile: string; cleanup: () => Promise<void> }> {
   const { dir, cleanup } = await tempDir();
-  const configFile = path.join(dir, 'mailgate.toml');
-  await writeFile(configFile, testConfigText(dir, toml));
-  return { dir, configFile, cleanup };
+  return { dir, configFile: await writeTestConfig(dir, toml), cleanup };
 }
 
 /** The id from `queued as ID for ...`, checking the recipients it names. */

@@ -1,7 +1,7 @@
 import { Command } from 'commander';
 import type { Store } from '../../storage/store.js';
 import {
-  droppedRecord, finishOps, getQueueEntry, listQueue, queuePutOp, type DeliveryResult, type QueueEntry,
+  dropQueueEntry, dueNow, entriesToRetry, getQueueEntry, listQueue, queueEntryNotFound, queuePutOp, requireQueueEntry, type DeliveryResult, type QueueEntry,
 } from '../../storage/queue.js';
 import type { QueueAccess } from '../dispatch/dispatcher.js';
 import { ControlClient } from '../control.js';
@@ -30,7 +30,7 @@ export function queueCommand(): Command {
     .action(async (id: string, opts: { json?: boolean }, cmd: Command) => {
       await withQueue(cmd, async (q) => {
         const entry = await q.getQueueEntry(id);
-        if (!entry) throw notQueued(id);
+        if (!entry) throw queueEntryNotFound(id);
         process.stdout.write(opts.json ? JSON.stringify(entry, null, 2) + '\n' : describe(entry));
       });
     });
@@ -75,34 +75,18 @@ export function storeQueue(store: Store): QueueAccess {
     listQueue: () => listQueue(store),
     getQueueEntry: (id) => getQueueEntry(store, id),
     retryQueued: async (id) => {
-      const entries = id === undefined ? await listQueue(store) : [await existing(store, id)];
+      const entries = await entriesToRetry(store, id);
       if (entries.length > 0) await store.commitBatch(entries.map((e) => queuePutOp(store, dueNow(e))));
       return entries.length;
     },
     dropQueued: async (id) => {
-      const entry = await existing(store, id);
-      await store.commitBatch(await finishOps(store, entry, droppedRecord(entry)));
+      const entry = await requireQueueEntry(store, id);
+      await dropQueueEntry(store, entry);
       return entry;
     },
   };
 }
 
-/** The entry due now and no longer held: the next start of the gateway tries it at once. */
-function dueNow(entry: QueueEntry): QueueEntry {
-  const due: QueueEntry = { ...entry, nextAttemptAt: new Date().toISOString() };
-  delete due.held;
-  return due;
-}
-
-/** What the message's metadata records when an admin drops it (as the running dispatcher records it). */
-async function existing(store: Store, id: string): Promise<QueueEntry> {
-  const entry = await getQueueEntry(store, id);
-  if (!entry) throw notQueued(id);
-  return entry;
-}
-
-// The dispatcher's words and code for the same case, so both paths read alike.
-const notQueued = (id: string) => Object.assign(new Error(`no queued message with id ${id}`), { code: 'QUEUE_ENTRY_NOT_FOUND' });
 
 /** `outbound`, `relay`, or `dsn` for a delivery status notification going back to a sender. */
 const kindOf = (e: QueueEntry) => (e.dsn ? 'dsn' : e.kind);

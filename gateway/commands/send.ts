@@ -7,7 +7,7 @@ import type { Config } from '../config/schema.js';
 import type { Store } from '../../storage/store.js';
 import { PolicySet, policySources } from '../../policy/policy-set.js';
 import { silentLogger } from '../logger.js';
-import { aliasOfAddress } from '../dispatch/submit.js';
+import { aliasOfAddress } from '../config/alias-addresses.js';
 import { ControlClient, submitFromCli, type SendRequest, type SendResult } from '../control.js';
 import { commandConfig, openStoreReader, UsageError } from './common.js';
 

@@ -12,7 +12,7 @@ import type { Store } from '../../storage/store.js';
 import type { MessageMeta } from '../../storage/message-meta.js';
 import { newMessageId } from '../../storage/ids.js';
 import {
-  droppedRecord, finishOps, getQueueEntry, listQueue, outcomeOf, queuePutOp, saveQueueEntry, type DeliveryRecord, type QueueEntry,
+  dropQueueEntry, dueNow, entriesToRetry, finishOps, getQueueEntry, requireQueueEntry, listQueue, outcomeOf, queuePutOp, saveQueueEntry, type DeliveryRecord, type QueueEntry,
 } from '../../storage/queue.js';
 import type { Stage } from '../../policy/stage.js';
 import type { AliasConfig } from '../config/schema.js';
@@ -108,15 +108,14 @@ export class Dispatcher implements QueueAccess {
   }
 
   async retryQueued(id?: string): Promise<number> {
-    const entries = id === undefined ? await listQueue(this.#deps.store) : [await this.#existing(id)];
+    const entries = await entriesToRetry(this.#deps.store, id);
     let count = 0;
     for (const entry of entries) {
       if (this.#active.has(entry.id)) {
         count++; // being sent right now: that is as soon as it gets
         continue;
       }
-      const now: QueueEntry = { ...entry, nextAttemptAt: new Date().toISOString() };
-      delete now.held;
+      const now = dueNow(entry);
       await saveQueueEntry(this.#deps.store, now);
       this.#schedule(now, true);
       count++;
@@ -125,18 +124,12 @@ export class Dispatcher implements QueueAccess {
   }
 
   async dropQueued(id: string): Promise<QueueEntry> {
-    const entry = await this.#existing(id);
+    const entry = await requireQueueEntry(this.#deps.store, id);
     if (this.#active.has(id)) throw Object.assign(new Error(`message ${id} is being sent right now; try again in a moment`), { code: 'QUEUE_BUSY' });
     this.#unschedule(id);
-    await this.#deps.store.commitBatch(await finishOps(this.#deps.store, entry, droppedRecord(entry)));
+    await dropQueueEntry(this.#deps.store, entry);
     this.#metrics.inc('mailgate_queue_finished_total', { kind: entry.kind, status: 'dropped' });
     this.#log.warn({ msg_id: id, pending: entry.recipients.filter((r) => r.status === 'pending').map((r) => r.address) }, 'queued message dropped by an admin');
-    return entry;
-  }
-
-  async #existing(id: string): Promise<QueueEntry> {
-    const entry = await getQueueEntry(this.#deps.store, id);
-    if (!entry) throw Object.assign(new Error(`no queued message with id ${id}`), { code: 'QUEUE_ENTRY_NOT_FOUND' });
     return entry;
   }
 

@@ -5,6 +5,7 @@
  */
 import type { AliasConfig, Config, RelayConfig } from '../config/schema.js';
 import type { QueueEntry, QueueRecipient } from '../../storage/queue.js';
+import { aliasAddresses } from '../config/alias-addresses.js';
 
 const pending = (address: string, relay?: string): QueueRecipient => ({ address, status: 'pending', attempts: 0, ...(relay ? { relay } : {}) });
 
@@ -49,7 +50,7 @@ export function relayMatcher(config: Config): (recipient: string) => RelayConfig
     for (const name of relay.aliases) {
       const alias = config.alias.find((a) => a.name === name);
       if (!alias) continue;
-      for (const address of [alias.address, ...alias.redirection_addresses]) if (!byAddress.has(address.toLowerCase())) byAddress.set(address.toLowerCase(), relay);
+      for (const address of aliasAddresses(alias)) if (!byAddress.has(address)) byAddress.set(address, relay);
     }
     for (const domain of relay.domains) if (!byDomain.has(domain)) byDomain.set(domain, relay);
   }

@@ -40,8 +40,32 @@ interface SmtpServer {
 const fromOutgoing = (o: OutgoingServerConfig): SmtpServer => ({ ...o, protocol: o.type });
 const fromDefault = (d: DefaultSmtpConfig & { server: string }): SmtpServer => ({ ...d, host: d.server });
 
+// The configuration is frozen for the life of the process: a route (its CA file read, its key
+// hashed) is worked out once per alias or relay, not at every attempt.
+const memo = new WeakMap<Config, Map<string, Routing>>();
+function memoized(config: Config, key: string, make: () => Routing): Routing {
+  let routes = memo.get(config);
+  if (!routes) memo.set(config, (routes = new Map()));
+  let routing = routes.get(key);
+  if (!routing) routes.set(key, (routing = make()));
+  return routing;
+}
+
 /** Where mail from alias `aliasName` goes out now. */
 export function outboundRouting(config: Config, aliasName: string | undefined): Routing {
+  return memoized(config, `alias\0${aliasName ?? ''}`, () => outboundRoute(config, aliasName));
+}
+
+/** Where recipients forwarded through `[[relay]] name` go now. */
+export function relayRouting(config: Config, relayName: string): Routing {
+  return memoized(config, `relay\0${relayName}`, () => {
+    const relay = config.relay.find((r) => r.name === relayName);
+    if (!relay) return { held: `[[relay]] "${relayName}" no longer exists in the configuration` };
+    return { route: relayRoute(config, relay) };
+  });
+}
+
+function outboundRoute(config: Config, aliasName: string | undefined): Routing {
   const alias = aliasName === undefined ? undefined : config.alias.find((a) => a.name === aliasName);
   if (alias?.outgoing) return { route: smtpRoute(config, `alias "${alias.name}"`, fromOutgoing(alias.outgoing), alias.outgoing.use_smtp === 'when_auth_fails', alias) };
   const fallback = config.partition.default_smtp;
@@ -53,13 +77,6 @@ export function outboundRouting(config: Config, aliasName: string | undefined): 
   if (aliasName === undefined) return { held: 'no alias sends this message and [partition.default_smtp] sets no server' };
   // Cisco guide: "If these settings are not configured, replies from deleted aliases are not sent out."
   return { held: `alias "${aliasName}" no longer exists and [partition.default_smtp] sets no server, so mail from it cannot be sent` };
-}
-
-/** Where recipients forwarded through `[[relay]] name` go now. */
-export function relayRouting(config: Config, relayName: string): Routing {
-  const relay = config.relay.find((r) => r.name === relayName);
-  if (!relay) return { held: `[[relay]] "${relayName}" no longer exists in the configuration` };
-  return { route: relayRoute(config, relay) };
 }
 
 function common(config: Config): SMTPPool.Options {

@@ -11,6 +11,7 @@ import { newMessageId } from '../../storage/ids.js';
 import { queuePutOp, type QueueEntry } from '../../storage/queue.js';
 import { ingestMessage, type IngestDeps } from '../ingest.js';
 import { errors } from '../errors.js';
+import { aliasAddresses } from '../config/alias-addresses.js';
 import { outboundEntry } from './entries.js';
 
 export interface SubmitDeps extends IngestDeps {
@@ -24,17 +25,6 @@ export interface Submission {
   envelope: { mailFrom: string; rcptTo: string[] };
   source: MessageSource;
   maxSize?: number;
-}
-
-/** Every address mail from `alias` may carry: its own and its redirection addresses (Cisco guide: replies may show the redirection address). */
-export function aliasAddresses(alias: AliasConfig): string[] {
-  return [alias.address, ...alias.redirection_addresses].map((a) => a.toLowerCase());
-}
-
-/** The alias an address belongs to, if any. */
-export function aliasOfAddress(config: Config, address: string): AliasConfig | undefined {
-  const lower = address.toLowerCase();
-  return config.alias.find((a) => aliasAddresses(a).includes(lower));
 }
 
 /** Stores and queues a message sent as `alias`; resolves once both are durable. */

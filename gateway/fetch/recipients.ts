@@ -7,6 +7,7 @@
 import { Headers } from '@zone-eu/mailsplit';
 import addressparser from 'nodemailer/lib/addressparser';
 import type { AliasConfig } from '../config/schema.js';
+import { aliasAddresses } from '../config/alias-addresses.js';
 
 /** One message to store for one fetched mailbox message. */
 export interface DeliveryTarget {
@@ -39,7 +40,7 @@ function addresses(headers: Headers, fields: readonly string[]): string[] {
 export function deliveryTargets(rawHeaders: Buffer, group: readonly AliasConfig[]): DeliveryTarget[] {
   const headers = new Headers(rawHeaders);
   const delivered = new Set(addresses(headers, RECIPIENT_FIELDS));
-  const matched = group.filter((a) => [a.address, ...a.redirection_addresses].some((x) => delivered.has(x.toLowerCase())));
+  const matched = group.filter((a) => aliasAddresses(a).some((x) => delivered.has(x)));
   const aliases = matched.length ? matched : group.slice(0, 1);
   const toCc = addresses(headers, ['to', 'cc']);
   return aliases.flatMap((alias) =>

@@ -15,13 +15,13 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import nodemailer from 'nodemailer';
 import { SMTPServer } from 'smtp-server';
-import { testConfigText } from '../helpers/gateway.js';
+import { writeTestConfig } from '../helpers/gateway.js';
 import { submissionToml, SUBMIT_PASSWORD, SUBMIT_USER } from '../helpers/outbound.js';
 import { cliPath, tempDir } from '../helpers/paths.js';
 import { memoryOf, resetPeak } from './proc.js';
@@ -189,7 +189,6 @@ export async function outboundBench(opts: OutboundBenchOptions = {}): Promise<st
   let gateway: Awaited<ReturnType<typeof spawnGateway>> | undefined;
   try {
     const { port: sinkPort } = await sink.replies.next<{ port: number }>();
-    const configFile = path.join(dir, 'mailgate.toml');
     const toml = `
 [[alias]]
 name = "support"
@@ -198,7 +197,7 @@ address = "${FROM}"
 host = "127.0.0.1"
 port = ${sinkPort}
 ${submissionToml(['support'], '# [queue] defaults: concurrency = 20, connections_per_route = 5')}`;
-    await writeFile(configFile, testConfigText(dir, toml));
+    const configFile = await writeTestConfig(dir, toml);
     if (opts.cpuProfDir) await mkdir(opts.cpuProfDir, { recursive: true });
     gateway = await spawnGateway(configFile, opts.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', opts.cpuProfDir] : []);
     const direct = startRole(['client', String(sinkPort), String(ROUTE_CONNECTIONS), String(ROUTE_MAX_MESSAGES)]);

@@ -27,18 +27,8 @@ export interface TestGateway {
 /** Writes a config file (the given TOML after a listen/data_dir header) and starts a gateway on it. */
 export async function startTestGateway(toml = '', opts: { stages?: (department?: string) => readonly Stage[]; logger?: Logger } = {}): Promise<TestGateway> {
   const { dir, cleanup } = await tempDir();
-  const configFile = path.join(dir, 'mailgate.toml');
-  await writeFile(configFile, testConfigText(dir, toml));
-  const config = loadConfigFile(configFile);
-  const store = await Store.open(config.data_dir);
-  const gateway = await startGateway({ config, store, logger: opts.logger ?? silentLogger(), ...(opts.stages ? { stages: opts.stages } : {}) });
-  let stopped = false;
-  const stop = async () => {
-    if (stopped) return;
-    stopped = true;
-    await gateway.stop();
-    await store.close();
-  };
+  const configFile = await writeTestConfig(dir, toml);
+  const { config, store, gateway, stop } = await startGatewayOn(configFile, opts);
   return {
     port: gateway.smtp.addresses[0]!.port,
     config,
@@ -52,6 +42,32 @@ export async function startTestGateway(toml = '', opts: { stages?: (department?:
       await cleanup();
     },
   };
+}
+
+/** Writes `DIR/mailgate.toml` with `testConfigText` and returns its path. */
+export async function writeTestConfig(dir: string, toml = ''): Promise<string> {
+  const configFile = path.join(dir, 'mailgate.toml');
+  await writeFile(configFile, testConfigText(dir, toml));
+  return configFile;
+}
+
+/** Starts a gateway in this process on an existing config file (and the store it names); `stop` is safe to call twice. */
+export async function startGatewayOn(
+  configFile: string,
+  opts: { stages?: (department?: string) => readonly Stage[]; logger?: Logger; retriever?: boolean } = {},
+): Promise<{ config: Config; store: Store; gateway: Gateway; stop(): Promise<void> }> {
+  const config = loadConfigFile(configFile);
+  const logger = opts.logger ?? silentLogger();
+  const store = await Store.open(config.data_dir);
+  const gateway = await startGateway({ config, store, logger, ...(opts.stages ? { stages: opts.stages } : {}), ...(opts.retriever === false ? { retriever: false } : {}) });
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
+    await gateway.stop();
+    await store.close();
+  };
+  return { config, store, gateway, stop };
 }
 
 /** A config for tests: data under DIR, SMTP on an ephemeral loopback port, then the caller's TOML. */

@@ -111,3 +111,10 @@ export async function startUpstream(opts: UpstreamOptions = {}): Promise<Upstrea
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }
+
+/** A loopback port where nothing listens now: an upstream's, once it is closed. */
+export async function closedPort(): Promise<number> {
+  const upstream = await startUpstream();
+  await upstream.close();
+  return upstream.port;
+}
