@@ -5,12 +5,13 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { cp, mkdir, readdir, writeFile } from 'node:fs/promises';
-import { createServer, connect, type AddressInfo } from 'node:net';
+
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { testConfigText } from '../helpers/gateway.js';
 import { cliPath, projectRoot, tempDir } from '../helpers/paths.js';
+import { accepts, freePorts } from '../helpers/ports.js';
 import { ensureHaraka, ensurePostfixTools, HARAKA_VERSION, SMTP_SINK } from './tools.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -59,29 +60,6 @@ function tail(stream: NodeJS.ReadableStream | null): () => string {
   let kept = '';
   stream?.on('data', (c: Buffer) => (kept = (kept + c.toString()).slice(-4000)));
   return () => kept;
-}
-
-/** A free loopback port: bind port 0, then close (for servers that cannot be told port 0). */
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((resolve, reject) => {
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => resolve());
-  });
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
-
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1');
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
 }
 
 async function waitForPort(port: number, child: ChildProcess, what: string, output: () => string, timeoutMs = 30_000): Promise<void> {
@@ -150,7 +128,7 @@ export async function startSink(): Promise<Peer> {
 /** Postfix's smtp-sink: an event-driven C server that answers and discards, the machine's ceiling. */
 export async function startSmtpSink(): Promise<Peer> {
   await ensurePostfixTools();
-  const port = await freePort();
+  const port = (await freePorts(1))[0]!;
   // smtp-sink insists on dropping root privileges (-u) when started as root.
   const user = process.getuid?.() === 0 ? ['-u', 'nobody'] : [];
   const child = spawn(SMTP_SINK, [...user, `127.0.0.1:${port}`, '256'], { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -217,7 +195,7 @@ exports.hook_queue = function (next, connection) {
 export async function startHaraka(): Promise<Peer & { dir: string }> {
   const bin = await ensureHaraka();
   const { dir, cleanup } = await tempDir('mailgate-bench-haraka-');
-  const port = await freePort();
+  const port = (await freePorts(1))[0]!;
   const queueFiles = path.join(dir, 'queue-files');
   // Haraka's shipped defaults (connection.ini and the rest), then ours over them.
   await cp(path.join(path.dirname(bin), '..', 'config'), path.join(dir, 'config'), { recursive: true });

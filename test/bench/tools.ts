@@ -5,7 +5,7 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
-import { connect } from 'node:net';
+import { accepts } from '../helpers/ports.js';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -18,17 +18,6 @@ export const HARAKA_VERSION = '3.3.4';
 /** Where Haraka is installed: outside the project, so `npm ci` neither sees nor removes it. */
 export const harakaPrefix = path.join(tmpdir(), 'mailgate-bench-cache', `haraka-${HARAKA_VERSION}`);
 export const harakaBin = path.join(harakaPrefix, 'node_modules', 'Haraka', 'bin', 'haraka');
-
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1');
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
-}
 
 function failure(what: string, how: string, err: unknown): Error {
   const e = err as { stderr?: string; message: string };

@@ -1,11 +1,12 @@
 import { execFile, spawn } from 'node:child_process';
 import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { closeSync, existsSync, openSync } from 'node:fs';
-import { createServer, connect, type AddressInfo } from 'node:net';
+
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { fixture } from './paths.js';
+import { accepts, freePorts } from './ports.js';
 
 const run = promisify(execFile);
 
@@ -101,28 +102,6 @@ export async function ensureDovecot(): Promise<void> {
     throw new Error(`Installing Dovecot with apt-get failed (${e.message.split('\n')[0]}); ${how}\n${tail}`, { cause: err });
   }
   if (!dovecotInstalled()) throw new Error(`apt-get reported success but Dovecot's binaries are missing; ${how}`);
-}
-
-/** Distinct free loopback ports: bind port 0 for each (all at once, so they differ), then close. */
-async function freePorts(count: number): Promise<number[]> {
-  const servers = await Promise.all(
-    Array.from({ length: count }, () => new Promise<ReturnType<typeof createServer>>((resolve, reject) => {
-      const s = createServer();
-      s.once('error', reject);
-      s.listen(0, '127.0.0.1', () => resolve(s));
-    })),
-  );
-  const ports = servers.map((s) => (s.address() as AddressInfo).port);
-  await Promise.all(servers.map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
-  return ports;
-}
-
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = connect(port, '127.0.0.1');
-    socket.once('connect', () => { socket.destroy(); resolve(true); });
-    socket.once('error', () => resolve(false));
-  });
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
