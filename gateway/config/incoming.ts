@@ -6,12 +6,7 @@
 import net from 'node:net';
 import { z } from 'zod';
 
-const is = (phrase: string) => ({ error: phrase });
-const PORT = 'an integer from 1 to 65535';
-const port = z.int(is(PORT)).min(1, is(PORT)).max(65535, is(PORT));
-const positive = (unit: string) => z.int(is(`a positive integer (${unit})`)).min(1, is(`a positive integer (${unit})`));
-const text = z.string().min(1, is('a non-empty string'));
-const host = z.string(is('a host name or IP address')).regex(/^[A-Za-z0-9.:_-]+$/, is('a host name or IP address'));
+import { host, port, positive, text } from './fields.js';
 
 /** Default mail-fetch port: POP3 110, POP3 over TLS 995, IMAP 143, IMAP over TLS 993. */
 export function defaultFetchPort(type: 'pop3' | 'imap', tls: boolean): number {

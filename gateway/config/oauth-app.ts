@@ -4,8 +4,7 @@
  */
 import { z } from 'zod';
 
-const is = (phrase: string) => ({ error: phrase });
-const text = z.string().min(1, is('a non-empty string'));
+import { is, text } from './fields.js';
 
 /** One `[[oauth_app]]` table. */
 export const oauthApp = z.strictObject({

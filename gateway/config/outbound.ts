@@ -5,22 +5,14 @@
  * conventions apply (custom messages say what was expected).
  */
 import { z } from 'zod';
-import { isPasswordHash } from './password.js';
+import { domain, is, passwordHash, positive, text } from './fields.js';
 
-const is = (phrase: string) => ({ error: phrase });
-const positive = (unit: string) => z.int(is(`a positive integer (${unit})`)).min(1, is(`a positive integer (${unit})`));
-const text = z.string().min(1, is('a non-empty string'));
-const HASH = 'a password hash "scrypt$N$r$p$salt$hash" (made by hashPassword)';
-const LABEL = '[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?';
-const DOMAIN_RE = new RegExp(`^${LABEL}(?:\\.${LABEL})*\\.?$`);
-const DOMAIN = 'a domain name such as "example.com"';
-const domain = z.string(is(DOMAIN)).regex(DOMAIN_RE, is(DOMAIN)).transform((d) => d.toLowerCase().replace(/\.$/, ''));
 
 const submissionUser = z.strictObject({
   /** Login name for SMTP AUTH. */
   name: text,
   /** scrypt hash of the password (`mailgate config hash-password`). */
-  password_hash: z.string(is(HASH)).refine(isPasswordHash, is(HASH)),
+  password_hash: passwordHash,
   /** Aliases (by name) this user may send as; `["*"]` for every alias. The From address and MAIL FROM must be one of their addresses or redirection addresses. */
   send_as: z.array(text).min(1, is('at least one alias name, or "*"')),
 });

@@ -10,32 +10,12 @@
 import os from 'node:os';
 import net from 'node:net';
 import { z } from 'zod';
-import { isPasswordHash } from './password.js';
+import { domain, email, host, is, passwordHash, port, positive, text } from './fields.js';
 import { invariantIssues } from './invariants.js';
 import { incoming } from './incoming.js';
 import { oauthApp } from './oauth-app.js';
 import { queueSchema, relaySchema, submissionSchema } from './outbound.js';
 
-const is = (phrase: string) => ({ error: phrase });
-
-const PORT = 'an integer from 1 to 65535';
-const port = z.int(is(PORT)).min(1, is(PORT)).max(65535, is(PORT));
-const positive = (unit: string) => z.int(is(`a positive integer (${unit})`)).min(1, is(`a positive integer (${unit})`));
-const text = z.string().min(1, is('a non-empty string'));
-
-const LABEL = '[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?';
-const DOMAIN_RE = new RegExp(`^${LABEL}(?:\\.${LABEL})*\\.?$`);
-const ATOM = "[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+";
-const EMAIL_RE = new RegExp(`^${ATOM}(?:\\.${ATOM})*@${LABEL}(?:\\.${LABEL})*$`);
-
-const DOMAIN = 'a domain name such as "example.com"';
-/** A domain name, lower-cased so that comparisons need not care. */
-const domain = z.string(is(DOMAIN)).regex(DOMAIN_RE, is(DOMAIN)).transform((d) => d.toLowerCase());
-/** A host name or IP address of a remote server. */
-const host = z.string(is('a host name or IP address')).regex(/^[A-Za-z0-9.:_-]+$/, is('a host name or IP address'));
-// Single-label domains are allowed (`postmaster@localhost`); a self-hosted gateway sees them.
-const EMAIL = 'an email address';
-const email = z.string(is(EMAIL)).regex(EMAIL_RE, is(EMAIL));
 
 /** Host and port of a `host:port` listen address; undefined when it is not one. IPv6 goes in brackets. */
 export function parseListenAddress(address: string): { host: string; port: number } | undefined {
@@ -70,7 +50,6 @@ export function isLoopbackHost(host: string): boolean {
 const LISTEN = 'a "host:port" address such as "127.0.0.1:2525" or "[::1]:2525"';
 const listenAddress = z.string(is(LISTEN)).refine((a) => parseListenAddress(a) !== undefined, is(LISTEN));
 
-const HASH = 'a password hash "scrypt$N$r$p$salt$hash" (made by hashPassword)';
 
 export { defaultFetchPort } from './incoming.js';
 
@@ -94,7 +73,7 @@ const smtpUser = z.strictObject({
   /** Login name for SMTP AUTH. */
   name: text,
   /** scrypt hash of the password, `scrypt$N$r$p$saltBase64$hashBase64`. */
-  password_hash: z.string(is(HASH)).refine(isPasswordHash, is(HASH)),
+  password_hash: passwordHash,
 });
 
 /** CIDR like "10.0.0.0/8", "192.168.1.5" or "2001:db8::/32". */
