@@ -11,10 +11,10 @@
  * archive or attached message is then spooled to the store (not memory) until its end and
  * played back if it passes.
  */
-import { Transform, type TransformCallback } from 'node:stream';
 import libmime from 'libmime';
 import { Headers, type MimeNode, type SplitterChunk } from '@zone-eu/mailsplit';
 import type { MessageContext, Stage, StageFindings } from './stage.js';
+import { ChunkStage } from './stage-chain.js';
 import { attachmentRules, attachmentsSectionSchema, type AttachmentRules, type AttachmentsSection } from './attachment-rules.js';
 import { PartInspector, type PartVerdict } from './part-inspector.js';
 import { visible } from './attachment-names.js';
@@ -79,61 +79,57 @@ interface Part {
   verdict?: PartVerdict;
 }
 
-class AttachmentBlocker extends Transform {
+class AttachmentBlocker extends ChunkStage {
   readonly #ctx: MessageContext;
   readonly #rules: AttachmentRules;
   readonly #found: AttachmentFinding[] = [];
   #part: Part | undefined;
   #n = 0;
-  #readWaiter: (() => void) | undefined;
 
   constructor(ctx: MessageContext, rules: AttachmentRules) {
-    super({ objectMode: true });
+    super();
     this.#ctx = ctx;
     this.#rules = rules;
   }
 
-  override _transform(chunk: SplitterChunk, _enc: BufferEncoding, done: TransformCallback): void {
-    this.#handle(chunk).then(() => done(), done);
+  protected transform(chunk: SplitterChunk): void | Promise<void> {
+    // Most chunks are not in an attachment, or in one already let through: they pass at once, without a promise.
+    const part = this.#part;
+    if (!part) {
+      if (chunk.type !== 'node') return void this.push(chunk);
+      const inspector = new PartInspector(chunk, this.#rules);
+      if (!inspector.isAttachment) return void this.push(chunk);
+      return this.#start(chunk, inspector);
+    }
+    if (part.mode === 'pass' && chunk.type === 'body' && chunk.node === part.node) {
+      part.rawBodyBytes += chunk.value.length;
+      return void this.push(chunk);
+    }
+    return this.#handle(chunk);
   }
 
-  override _flush(done: TransformCallback): void {
-    this.#finish().then(() => {
-      this.#record();
-      done();
-    }, done);
-  }
-
-  override _read(size: number): void {
-    const waiter = this.#readWaiter;
-    this.#readWaiter = undefined;
-    waiter?.();
-    super._read(size);
-  }
-
-  // Playing a spooled part back can push many chunks: wait for the reader between them.
-  async #pushPaced(chunk: SplitterChunk): Promise<void> {
-    if (!this.push(chunk)) await new Promise<void>((resolve) => (this.#readWaiter = resolve));
+  protected override async flush(): Promise<void> {
+    await this.#finish();
+    this.#record();
   }
 
   async #handle(chunk: SplitterChunk): Promise<void> {
     const part = this.#part;
     if (part && (chunk.type !== 'body' || chunk.node !== part.node)) await this.#finish();
     if (chunk.type === 'node') {
-      if (!(await this.#start(chunk))) this.push(chunk);
+      const inspector = new PartInspector(chunk, this.#rules);
+      if (inspector.isAttachment) await this.#start(chunk, inspector);
+      else this.push(chunk);
     } else if (chunk.type === 'body' && this.#part) {
       await this.#body(this.#part, chunk);
     } else this.push(chunk);
   }
 
-  /** Returns true when the node is held or replaced (not to be passed on as is). */
-  async #start(node: MimeNode): Promise<boolean> {
-    const inspector = new PartInspector(node, this.#rules);
-    if (!inspector.isAttachment) return false;
+  /** Holds or replaces an attachment's node: it is not passed on as it is. */
+  async #start(node: MimeNode, inspector: PartInspector): Promise<void> {
     const part: Part = { node, inspector, mode: 'sniff', original: node.getHeaders(), held: [], heldBytes: 0, rawBodyBytes: 0 };
     this.#part = part;
     if (inspector.nameVerdict) await this.#block(part, inspector.nameVerdict);
-    return true;
   }
 
   async #body(part: Part, chunk: SplitterChunk & { type: 'data' | 'body' }): Promise<void> {
@@ -160,7 +156,7 @@ class AttachmentBlocker extends Transform {
     if (part.inspector.needsWholeBody) {
       part.mode = 'defer';
       if (!this.#ctx.dryRun) {
-        part.spool = new QuarantineSpool(this.#ctx.store!.sublevels, this.#nextId());
+        part.spool = this.#newSpool();
         await part.spool.write(part.original);
         for (const c of part.held) if (c.type === 'body') await part.spool.write(c.value);
       } else this.#release(part);
@@ -182,7 +178,7 @@ class AttachmentBlocker extends Transform {
     part.verdict = verdict;
     if (this.#ctx.dryRun) return this.#release(part);
     if (this.#rules.action === 'quarantine') {
-      part.spool = new QuarantineSpool(this.#ctx.store!.sublevels, this.#nextId());
+      part.spool = this.#newSpool();
       await part.spool.write(part.original);
       for (const c of part.held) if (c.type === 'body') await part.spool.write(c.value);
     }
@@ -212,7 +208,8 @@ class AttachmentBlocker extends Transform {
         if (part.spool) {
           await part.spool.close();
           this.push(part.node);
-          for await (const value of part.spool.replay(part.original.length)) await this.#pushPaced({ node: part.node, type: 'body', value });
+          // Playing a spooled part back hands on many chunks: wait for the next stage between them.
+          for await (const value of part.spool.replay(part.original.length)) await this.push({ node: part.node, type: 'body', value });
           await part.spool.discard();
         }
         return this.#note(part, verdict);
@@ -235,8 +232,10 @@ class AttachmentBlocker extends Transform {
     this.#note(part, verdict);
   }
 
-  #nextId(): string {
-    return `${this.#ctx.id}.${++this.#n}`;
+  /** A quarantine spool for the next part; its bytes go under the message's pending mark, which the commit removes. */
+  #newSpool(): QuarantineSpool {
+    if (this.#n === 0) this.#ctx.commitOps.push({ type: 'del', sublevel: this.#ctx.store!.sublevels.pending, key: this.#ctx.id });
+    return new QuarantineSpool(this.#ctx.store!.sublevels, `${this.#ctx.id}.${++this.#n}`);
   }
 
   #fileName(part: Part): string {

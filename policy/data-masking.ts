@@ -24,6 +24,7 @@
 import { Transform } from 'node:stream';
 import { z } from 'zod';
 import type { Direction, Stage } from './stage.js';
+import { transformHandler } from './stage-chain.js';
 import {
   allowedFlags,
   builtinNames,
@@ -207,9 +208,9 @@ export function maskingStage(partition: MaskingSection | undefined, department: 
         }
         return null;
       }
-      return new MaskingTransform(patterns, policy.window, planCharset, (result) => {
+      return transformHandler(new MaskingTransform(patterns, policy.window, planCharset, (result) => {
         ctx.findings.masking = findings(result, ctx.direction, ctx.dryRun, policy.notes);
-      });
+      }));
     },
   };
 }

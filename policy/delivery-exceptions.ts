@@ -13,11 +13,11 @@
  * Streaming: only the root node's headers and the small `message/delivery-status` part are
  * read (the latter capped); every chunk passes through unchanged.
  */
-import { Transform, type TransformCallback } from 'node:stream';
 import libmime from 'libmime';
 import { decodedHead, headAddresses, headerHead } from './header-text.js';
 import type { MimeNode, SplitterChunk } from '@zone-eu/mailsplit';
 import type { MessageContext, Stage } from './stage.js';
+import { ChunkStage, type ChunkHandler } from './stage-chain.js';
 import { DELIVERY_STATUS_CAP, decodeTransfer, parseDeliveryStatus, type DeliveryStatusReport } from './delivery-status.js';
 import { addressMatches, decide, subjectMatches, type DeliveryExceptionRules, type Evidence, type MatchPlace, type StructuralSignal } from './delivery-exception-rules.js';
 import { describeOutcome } from './delivery-exception-report.js';
@@ -53,7 +53,7 @@ export function deliveryExceptionsStage(partition: DeliveryExceptionsSection | u
   const rules = deliveryExceptionRules(partition, department);
   return {
     name: DELIVERY_EXCEPTIONS,
-    create(ctx: MessageContext): Transform | null {
+    create(ctx: MessageContext): ChunkHandler | null {
       if (!rules) {
         ctx.findings[DELIVERY_EXCEPTIONS] = { summary: ['Delivery-exception checks are off in the policy (enabled = false).'], tagged: false };
         return null;
@@ -66,7 +66,7 @@ export function deliveryExceptionsStage(partition: DeliveryExceptionsSection | u
 }
 
 /** Reads the evidence as chunks pass and decides when the message ends. */
-class DeliveryExceptionScan extends Transform {
+class DeliveryExceptionScan extends ChunkStage {
   private readonly ev: Evidence = { phraseMatches: [], signals: [] };
   private readonly problems: string[] = [];
   private failedRecipientsHeader: string[] = [];
@@ -81,10 +81,10 @@ class DeliveryExceptionScan extends Transform {
     private readonly rules: DeliveryExceptionRules,
     private readonly ctx: MessageContext,
   ) {
-    super({ objectMode: true });
+    super();
   }
 
-  override _transform(chunk: SplitterChunk, _enc: BufferEncoding, done: TransformCallback): void {
+  protected transform(chunk: SplitterChunk): void {
     try {
       if (chunk.type === 'node') {
         this.closeStatusPart();
@@ -95,10 +95,10 @@ class DeliveryExceptionScan extends Transform {
     } catch (err) {
       this.problem(err);
     }
-    done(null, chunk);
+    this.push(chunk);
   }
 
-  override _flush(done: TransformCallback): void {
+  protected override flush(): void {
     try {
       this.closeStatusPart();
       this.finish();
@@ -107,7 +107,6 @@ class DeliveryExceptionScan extends Transform {
       this.problem(err);
       this.ctx.findings[DELIVERY_EXCEPTIONS] = { summary: [`Not checked for delivery exceptions: ${this.problems.join('; ')}.`], tagged: false };
     }
-    done();
   }
 
   private problem(err: unknown): void {

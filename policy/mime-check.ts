@@ -3,11 +3,11 @@
  * stream past: header sections when a node arrives, multipart structure at the end. Nothing
  * is buffered beyond what mailsplit already holds (one header section at a time).
  */
-import { Transform, type TransformCallback } from 'node:stream';
 import type { MimeNode, SplitterChunk } from '@zone-eu/mailsplit';
 import type { MessageContext } from './stage.js';
 import { printable, unparsableReasons, UnparsableMessage } from './unparsable.js';
 import { decodedHead } from './header-text.js';
+import { ChunkStage } from './stage-chain.js';
 
 /** The limits a message must stay within to count as parsable. */
 export interface MimeLimits {
@@ -132,7 +132,7 @@ export interface MimeCheckResult {
  * the checks fails: header sections when their node arrives, the part count and depth per node,
  * multipart boundaries at the end. Runs first, so it sees the headers exactly as received.
  */
-export class MimeChecker extends Transform {
+export class MimeChecker extends ChunkStage {
   readonly result: MimeCheckResult = { parts: 0, depth: 0 };
   readonly #limits: MimeLimits;
   readonly #quarantineTest: boolean;
@@ -146,33 +146,32 @@ export class MimeChecker extends Transform {
   onDone?: (failure?: UnparsableMessage) => void;
 
   constructor(limits: MimeLimits, opts: { quarantineTest: boolean; wrapUnterminated: boolean }) {
-    super({ objectMode: true });
+    super();
     this.#limits = limits;
     this.#quarantineTest = opts.quarantineTest;
     this.#wrapUnterminated = opts.wrapUnterminated;
   }
 
-  override _transform(chunk: SplitterChunk, _enc: BufferEncoding, done: TransformCallback): void {
+  protected transform(chunk: SplitterChunk): void {
     try {
       if (chunk.type === 'node') this.#onNode(chunk);
       else if (chunk.type === 'data') this.#onData(chunk.node, chunk.value);
     } catch (err) {
-      return done(this.#fail(err));
+      throw this.#fail(err);
     }
-    done(null, chunk);
+    this.push(chunk);
   }
 
-  override _flush(done: TransformCallback): void {
+  protected override flush(): void {
     for (const state of this.#multiparts.values()) {
       if (state.closed || (state.parts > 0 && !this.#wrapUnterminated)) continue;
       const boundary = JSON.stringify(printable(state.closing.subarray(2, -2).toString('latin1'), 80));
       const err = state.parts === 0
         ? new UnparsableMessage('boundary_missing', `The boundary ${boundary} of ${state.where} never appears in its body`)
         : new UnparsableMessage('boundary_unterminated', `The multipart ${state.where} never reaches its closing boundary ${boundary} (${state.parts} part(s) seen)`);
-      return done(this.#fail(err));
+      throw this.#fail(err);
     }
     this.onDone?.();
-    done();
   }
 
   #fail(err: unknown): Error {

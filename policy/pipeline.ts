@@ -1,10 +1,12 @@
 import { pipeline } from 'node:stream/promises';
-import type { Readable, Transform, Writable } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import { Splitter, Joiner } from '@zone-eu/mailsplit';
 import type { MessageContext, Stage } from './stage.js';
 import { SummaryCollector, type MessageSummary } from './summary.js';
 import { ContentFieldGuard } from './content-field-guard.js';
-import { TurnPacer } from './turn-pacer.js';
+import { StageChain, type NamedHandler } from './stage-chain.js';
+
+export { stageOf } from './stage-chain.js';
 
 /** Limits the MIME splitter enforces while the message streams through. */
 export interface PipelineLimits {
@@ -16,15 +18,9 @@ export interface PipelineLimits {
 
 export const defaultPipelineLimits: PipelineLimits = { maxHeadSize: 1024 * 1024, maxChildNodes: 1000 };
 
-const failedStage = new WeakMap<object, string>();
-
-/** The name of the stage an error came from, when it came from one. */
-export function stageOf(err: unknown): string | undefined {
-  return typeof err === 'object' && err !== null ? failedStage.get(err) : undefined;
-}
-
 /**
  * Runs one message through the stages: bytes -> MIME chunks -> stages -> summary -> bytes -> sink.
+ * The stages and the summary are handlers in one stream (stage-chain.ts).
  * Everything is a stream, so memory stays flat whatever the message size; the sink sees the
  * rewritten message. With no stage altering anything the output is byte-identical to the input
  * (mailsplit's Joiner rebuilds exactly what its Splitter took apart).
@@ -37,17 +33,13 @@ export async function runPipeline(
   limits: PipelineLimits = defaultPipelineLimits,
 ): Promise<MessageSummary> {
   const splitter = new Splitter({ maxHeadSize: limits.maxHeadSize, maxChildNodes: limits.maxChildNodes });
-  const transforms: Transform[] = [];
+  const handlers: NamedHandler[] = [];
   for (const stage of stages) {
-    const transform = stage.create(ctx);
-    if (!transform) continue;
-    // Note where an error starts: pipeline() rejects with that same error object.
-    transform.once('error', (err) => {
-      if (!failedStage.has(err)) failedStage.set(err, stage.name);
-    });
-    transforms.push(transform);
+    const handler = stage.create(ctx);
+    if (handler) handlers.push({ name: stage.name, handler });
   }
   const summary = new SummaryCollector();
-  await pipeline([input, new ContentFieldGuard(), splitter, new TurnPacer(), ...transforms, summary, new Joiner(), sink]);
+  handlers.push({ name: 'summary', handler: summary });
+  await pipeline([input, new ContentFieldGuard(), splitter, new StageChain(handlers), new Joiner(), sink]);
   return summary.summary;
 }

@@ -1,7 +1,7 @@
-import type { Transform } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Envelope, MessageSource } from '../storage/message-meta.js';
 import type { Store, StoreOp } from '../storage/store.js';
+import type { ChunkHandler } from './stage-chain.js';
 
 /** Which way a message is going: into the store from outside, or out through the dispatcher. */
 export type Direction = 'inbound' | 'outbound';
@@ -43,13 +43,13 @@ export interface StageFindings {
 }
 
 /**
- * A policy stage. For each message it may return a Transform over mailsplit chunks
- * (the objects a mailsplit Splitter emits: `node`, `data` and `body`), which can rewrite
- * bodies and headers and record findings on `ctx.findings[name]`; or null when it has
+ * A policy stage. For each message it may return a handler of mailsplit chunks (the objects
+ * a mailsplit Splitter emits: `node`, `data` and `body`; see stage-chain.ts), which can
+ * rewrite bodies and headers and record findings on `ctx.findings[name]`; or null when it has
  * nothing to do for this message. Stages never see the whole message at once.
  */
 export interface Stage {
   /** Stable name, used as the key of the stage's findings. */
   readonly name: string;
-  create(ctx: MessageContext): Transform | null;
+  create(ctx: MessageContext): ChunkHandler | null;
 }

@@ -1,7 +1,7 @@
-import { Transform, type TransformCallback } from 'node:stream';
 import { decodedHead, headAddresses } from './header-text.js';
 import type { MimeNode, SplitterChunk } from '@zone-eu/mailsplit';
 import type { AttachmentInfo } from '../storage/message-meta.js';
+import { ChunkStage } from './stage-chain.js';
 
 /** The header fields and attachment list that go onto a stored message's metadata. */
 export interface MessageSummary {
@@ -17,22 +17,18 @@ export interface MessageSummary {
  * Passes mailsplit chunks through unchanged and notes what an admin wants to see in a
  * listing. It runs after the policy stages, so it describes the message as stored.
  */
-export class SummaryCollector extends Transform {
+export class SummaryCollector extends ChunkStage {
   readonly summary: MessageSummary = { to: [], cc: [], attachments: [] };
   private current: AttachmentInfo | undefined;
 
-  constructor() {
-    super({ objectMode: true });
-  }
-
-  override _transform(chunk: SplitterChunk, _enc: BufferEncoding, done: TransformCallback): void {
+  protected transform(chunk: SplitterChunk): void {
     try {
       if (chunk.type === 'node') this.onNode(chunk);
       else if (chunk.type === 'body' && this.current) this.current.size += chunk.value.length;
     } catch {
       // A header we cannot describe must not stop the message; the listing just shows less.
     }
-    done(null, chunk);
+    this.push(chunk);
   }
 
   private onNode(node: MimeNode): void {

@@ -4,13 +4,14 @@
  * attachments stage writes them; these functions list, read, delete and restore them
  * (Cisco guide: "Viewing / Restoring / Deleting Blocked Attachments").
  */
-import { Readable, Transform, type TransformCallback } from 'node:stream';
+import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Joiner, Splitter, type SplitterChunk } from '@zone-eu/mailsplit';
 import type { Store, StoreOp } from './store.js';
 import { MailgateError } from '../gateway/errors.js';
 import { SummaryCollector, attachmentFileNames } from '../policy/summary.js';
 import { quarantineChunkRange } from './quarantine-spool.js';
+import { ChunkStage, StageChain } from '../policy/stage-chain.js';
 import { RewriteWriter } from './message-rewrite.js';
 import { bodyDecoder, type BodyDecoder } from '../policy/transfer-decode.js';
 
@@ -103,7 +104,11 @@ export async function restoreQuarantined(store: Store, id: string): Promise<Quar
   const summary = new SummaryCollector();
   const replacer = new PlaceholderReplacer(store, id);
   try {
-    await pipeline([store.openRaw(record.messageId), new Splitter(), replacer, summary, new Joiner(), writer]);
+    const stages = new StageChain([
+      { name: 'restore', handler: replacer },
+      { name: 'summary', handler: summary },
+    ]);
+    await pipeline([store.openRaw(record.messageId), new Splitter(), stages, new Joiner(), writer]);
     if (!replacer.replaced) throw new MailgateError('QUARANTINE_PLACE_NOT_FOUND', 550, '5.0.0', `Message ${record.messageId} has no placeholder for ${id}`);
   } catch (err) {
     await writer.abandon();
@@ -128,24 +133,23 @@ export async function restoreQuarantined(store: Store, id: string): Promise<Quar
  * Passes the message through, except the part whose quarantine-id header names `qid`: that
  * node and its body give way to the original part, re-split so the summary sees it.
  */
-class PlaceholderReplacer extends Transform {
+class PlaceholderReplacer extends ChunkStage {
   replaced = false;
   #skipping: object | undefined;
 
   constructor(private readonly store: Store, private readonly qid: string) {
-    super({ objectMode: true });
+    super();
   }
 
-  override _transform(chunk: SplitterChunk, _enc: BufferEncoding, done: TransformCallback): void {
-    if (chunk.type === 'body' && chunk.node === this.#skipping) return done();
+  protected transform(chunk: SplitterChunk): void | Promise<void> {
+    if (chunk.type === 'body' && chunk.node === this.#skipping) return;
     this.#skipping = undefined;
     if (chunk.type === 'node' && !this.replaced && chunk.headers && chunk.headers.getFirst('x-mailgate-quarantine-id') === this.qid) {
       this.replaced = true;
       this.#skipping = chunk;
-      this.#original(chunk).then(() => done(), done);
-      return;
+      return this.#original(chunk);
     }
-    done(null, chunk);
+    this.push(chunk);
   }
 
   async #original(placeholder: SplitterChunk & { type: 'node' }): Promise<void> {
@@ -159,12 +163,7 @@ class PlaceholderReplacer extends Transform {
         chunk.root = placeholder.root;
         chunk.parentNode = placeholder.parentNode;
       }
-      if (!this.push(chunk)) await new Promise<void>((resolve) => this.once('drainRead', resolve));
+      await this.push(chunk);
     }
-  }
-
-  override _read(size: number): void {
-    this.emit('drainRead');
-    super._read(size);
   }
 }

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { spoolDir } from '../policy/spool.js';
-import { Readable, Transform } from 'node:stream';
+import { Readable } from 'node:stream';
 import path from 'node:path';
 import nodemailer from 'nodemailer';
 import { wrappingStage } from '../policy/wrap-unparsable.js';
@@ -96,17 +96,15 @@ test('a large message that fails late is wrapped whole; its spool is encrypted a
   const inspector: Stage = {
     name: 'inspector',
     create(ctx) {
-      return new Transform({
-        objectMode: true,
-        transform: (chunk, _enc, done) => done(null, chunk),
-        flush: (done) => {
-          void spoolContents(ctx.store!.dir).then((bytes) => {
-            spoolChunks = Math.floor(bytes.length / 65536);
-            plaintextInSpool = bytes.includes('SECRET-CARD');
-            done(new Error('late failure'));
-          }, done);
+      return {
+        chunk: (chunk, emit) => void emit(chunk),
+        end: async () => {
+          const bytes = await spoolContents(ctx.store!.dir);
+          spoolChunks = Math.floor(bytes.length / 65536);
+          plaintextInSpool = bytes.includes('SECRET-CARD');
+          throw new Error('late failure');
         },
-      });
+      };
     },
   };
   const gw = await startTestGateway('', { stages: () => [wrappingStage(undefined, undefined), inspector] });

@@ -1,5 +1,5 @@
 import { createReadStream } from 'node:fs';
-import { Readable, Transform, Writable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { runPipeline, type PipelineLimits } from '../../policy/pipeline.js';
 import type { Direction, MessageContext, Stage } from '../../policy/stage.js';
 import type { MessageSummary } from '../../policy/summary.js';
@@ -72,13 +72,13 @@ export function failingStage(afterChunks = 2, name = 'flaky'): Stage {
     name,
     create() {
       let seen = 0;
-      return new Transform({
-        objectMode: true,
-        transform(chunk, _enc, done) {
-          if (++seen > afterChunks) return done(new TypeError('Cannot read properties of undefined (reading "charset")'));
-          done(null, chunk);
+      return {
+        chunk(chunk, emit) {
+          if (++seen > afterChunks) throw new TypeError('Cannot read properties of undefined (reading "charset")');
+          emit(chunk);
         },
-      });
+        end() {},
+      };
     },
   };
 }
