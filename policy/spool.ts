@@ -17,6 +17,7 @@ import { mkdir, open as openFile, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { PassThrough, Readable, Writable } from 'node:stream';
 import { CHUNK_SIZE } from '../storage/store.js';
+import { grownStage } from '../storage/message-writer.js';
 
 /** Where the received bytes go while the pipeline runs, and how to read them back. */
 export interface Spool {
@@ -41,7 +42,8 @@ export function resetSpoolDir(dataDir: string): void {
 export function fileSpool(dir: string): Spool {
   // Key, iv and file are made with the first full chunk: most mail never gets that far.
   let sealing: { file: string; key: Buffer; iv: Buffer; cipher: ReturnType<typeof createCipheriv>; handle: Promise<FileHandle> } | undefined;
-  let stage = Buffer.allocUnsafe(CHUNK_SIZE);
+  // Grown as bytes arrive (a small message costs about its size), then reused chunk after chunk.
+  let stage: Buffer = Buffer.alloc(0);
   let staged = 0;
   let written = 0;
   let discarded = false;
@@ -58,13 +60,16 @@ export function fileSpool(dir: string): Spool {
       if (discarded) throw new Error('spool: write after discard');
       let offset = 0;
       while (offset < chunk.length) {
-        const copied = chunk.copy(stage, staged, offset);
-        offset += copied;
-        staged += copied;
+        // Never more than fills the stage, so every turn takes at least one byte.
+        const end = Math.min(chunk.length, offset + CHUNK_SIZE - staged);
+        stage = grownStage(stage, staged, staged + end - offset);
+        chunk.copy(stage, staged, offset, end);
+        staged += end - offset;
+        offset = end;
         if (staged < CHUNK_SIZE) continue;
         sealing ??= seal();
-        await (await sealing.handle).write(sealing.cipher.update(stage));
-        // Discarded during that write: the stage is gone, and copying into it would loop for ever.
+        await (await sealing.handle).write(sealing.cipher.update(stage.subarray(0, staged)));
+        // Discarded during that write: the file is gone, and writing on would refill a dropped stage.
         if (discarded) throw new Error('spool: discarded while writing');
         written += staged;
         staged = 0;

@@ -1,7 +1,8 @@
 /**
  * The writable end of the store for one message. Bytes go to LevelDB in 64 KiB chunks as
  * they arrive, unsynced; only `commit()` is synced. `_write` calls back after its batch is
- * written, so a slow disk slows the sender instead of filling memory.
+ * written, so a slow disk slows the sender instead of filling memory. A message that never
+ * fills a chunk (most mail) reaches LevelDB only in the commit's one synced batch.
  */
 import { Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
@@ -13,6 +14,23 @@ import { aliasKey, chunkKey, clearUnfinished, type RootDb, type StoreOp, type Su
 export const CHUNK_SIZE = 64 * 1024;
 // Bounds one unsynced batch (and the copies it holds) when a caller writes a huge buffer at once.
 const CHUNKS_PER_BATCH = 16;
+// Smallest staging buffer: below Node's 4 KiB pool threshold, so tiny messages share a slab.
+const MIN_STAGE = 1024;
+const EMPTY: Buffer = Buffer.alloc(0);
+
+/**
+ * A staging buffer that holds `need` bytes (at most a chunk), keeping the first `used` bytes
+ * of `stage`. It grows by doubling, so a small message costs about its size, not a whole
+ * chunk; shared with the spool (policy/spool.ts).
+ */
+export function grownStage(stage: Buffer, used: number, need: number): Buffer {
+  if (need <= stage.length) return stage;
+  let size = Math.max(MIN_STAGE, stage.length);
+  while (size < need) size *= 2;
+  const grown = Buffer.allocUnsafe(Math.min(size, CHUNK_SIZE));
+  stage.copy(grown, 0, 0, used);
+  return grown;
+}
 
 /** What a writer needs from its store. */
 export interface WriterContext {
@@ -43,9 +61,11 @@ export class MessageWriter extends Writable {
   readonly #ctx: WriterContext;
   #state: WriterState = 'writing';
   #bytesWritten = 0;
-  #stage = Buffer.allocUnsafe(CHUNK_SIZE);
+  // The chunk being filled: grown as bytes arrive, a whole chunk at once after the first.
+  #stage: Buffer = EMPTY;
   #staged = 0;
   #seq = 0;
+  // Set when the batch carrying the pending mark is sent: from then on the mark and chunks may be stored.
   #pendingWritten = false;
   #commitTried = false;
   #inflight: Promise<void> = Promise.resolve();
@@ -69,35 +89,50 @@ export class MessageWriter extends Writable {
       return;
     }
     this.#bytesWritten += chunk.length;
+    // Bytes that do not fill the chunk only wait in memory: no write, so nothing to wait for.
+    if (this.#staged + chunk.length < CHUNK_SIZE) {
+      this.#stageBytes(chunk, 0, chunk.length);
+      callback();
+      return;
+    }
     const written = this.#append(chunk);
     this.#inflight = written.then(noop, noop);
     written.then(() => callback(), (err: unknown) => callback(asError(err)));
   }
 
-  // Copies into our own chunk buffers: the caller may reuse its buffer once we call back.
+  // Copies into our own buffers: the caller may reuse its buffer once we call back.
+  #stageBytes(chunk: Buffer, start: number, end: number): void {
+    const need = this.#staged + end - start;
+    // Once a chunk is stored the message is a big one: take whole chunks from then on.
+    this.#stage = grownStage(this.#stage, this.#staged, this.#seq > 0 ? CHUNK_SIZE : need);
+    chunk.copy(this.#stage, this.#staged, start, end);
+    this.#staged = need;
+  }
+
   async #append(chunk: Buffer): Promise<void> {
     const { db, sublevels } = this.#ctx;
     let offset = 0;
-    do {
+    while (offset < chunk.length) {
       const ops: StoreOp[] = [];
-      if (!this.#pendingWritten) ops.push({ type: 'put', sublevel: sublevels.pending, key: this.id, value: '' });
       let chunks = 0;
       while (offset < chunk.length && chunks < CHUNKS_PER_BATCH) {
-        const copied = chunk.copy(this.#stage, this.#staged, offset, offset + CHUNK_SIZE - this.#staged);
-        offset += copied;
-        this.#staged += copied;
-        if (this.#staged === CHUNK_SIZE) {
-          ops.push({ type: 'put', sublevel: sublevels.chunks, key: chunkKey(this.id, this.#seq++), value: this.#stage });
-          this.#stage = Buffer.allocUnsafe(CHUNK_SIZE);
-          this.#staged = 0;
-          chunks++;
+        const end = Math.min(chunk.length, offset + CHUNK_SIZE - this.#staged);
+        this.#stageBytes(chunk, offset, end);
+        offset = end;
+        if (this.#staged < CHUNK_SIZE) break;
+        // The pending mark goes with the first chunk, never after it (layout.ts): the open-time
+        // sweep then finds every chunk a crash leaves behind.
+        if (!this.#pendingWritten) {
+          ops.push({ type: 'put', sublevel: sublevels.pending, key: this.id, value: '' });
+          this.#pendingWritten = true;
         }
+        ops.push({ type: 'put', sublevel: sublevels.chunks, key: chunkKey(this.id, this.#seq++), value: this.#stage });
+        this.#stage = EMPTY;
+        this.#staged = 0;
+        chunks++;
       }
-      if (ops.length > 0) {
-        await db.batch<string, unknown>(ops, {});
-        this.#pendingWritten = true;
-      }
-    } while (offset < chunk.length);
+      if (ops.length > 0) await db.batch<string, unknown>(ops, {});
+    }
   }
 
   /**
@@ -136,9 +171,10 @@ export class MessageWriter extends Writable {
   }
 
   /**
-   * Removes whatever chunks were written and the pending mark, e.g. when the message is
-   * refused or the pipeline fails. Stops the stream if it is still open. Safe to call twice;
-   * refuses once `commit()` has begun.
+   * Removes whatever chunks were written and the pending mark, and any parts the message
+   * quarantined, e.g. when the message is refused or the pipeline fails. Stops the stream if
+   * it is still open. Writes nothing when there is nothing to remove (a message that never
+   * filled a chunk). Safe to call twice; refuses once `commit()` has begun.
    */
   abort(): Promise<void> {
     if (this.#state === 'committing' || this.#state === 'committed') {
@@ -155,14 +191,32 @@ export class MessageWriter extends Writable {
   async #removeWritten(): Promise<void> {
     if (!this.destroyed) this.destroy();
     await this.#inflight;
+    this.#stage = EMPTY;
+    this.#staged = 0;
     const { sublevels } = this.#ctx;
     // A commit reported failed may still have been recovered by a reopen (write-guard.ts):
     // a message with its metadata is whole, and its chunks must stay.
     if (this.#commitTried && (await sublevels.messages.has(this.id))) return;
-    // Chunks first: if we crash in between, the pending mark makes the next open finish the job.
-    await clearUnfinished(sublevels, this.id);
-    await sublevels.pending.del(this.id);
+    if (this.#pendingWritten) {
+      // Chunks first: if we crash in between, the pending mark makes the next open finish the job.
+      await clearUnfinished(sublevels, this.id);
+      await sublevels.pending.del(this.id);
+      return;
+    }
+    // Nothing of ours is stored: no chunk batch was sent, and a failed commit's batch is atomic
+    // and absent. Parts the message quarantined are written apart, under the message's pending
+    // mark (quarantine-spool.ts); look before clearing, so that a refused small message costs no write.
+    if (await hasQuarantined(sublevels, this.id)) {
+      await clearUnfinished(sublevels, this.id);
+      await sublevels.pending.del(this.id);
+    }
   }
+}
+
+/** Whether quarantine records or bytes of message `id` exist (the ranges clearUnfinished clears). */
+async function hasQuarantined(sublevels: Sublevels, id: string): Promise<boolean> {
+  const range = { gte: `${id}.`, lt: `${id}/`, limit: 1 };
+  return (await sublevels.quarantineChunks.keys(range).all()).length > 0 || (await sublevels.quarantine.keys(range).all()).length > 0;
 }
 
 function noop(): void {}

@@ -5,6 +5,9 @@
  * their end (archives, attached messages): those wait here, not in memory, and are played
  * back into the message if they pass. Unsynced writes: the message's synced commit makes the
  * quarantine record visible, and `clearUnfinished` removes these keys if the message aborts.
+ * The message's pending mark is put before the first of them, so that the sweep at open finds
+ * them after a crash even when the message itself never wrote a chunk (message-writer.ts);
+ * the stage deletes the mark in the message's commit.
  */
 import type { Sublevels } from './layout.js';
 
@@ -30,6 +33,7 @@ export class QuarantineSpool {
   #stage: Buffer[] = [];
   #staged = 0;
   #seq = 0;
+  #marked = false;
 
   constructor(sublevels: Sublevels, qid: string) {
     this.#sublevels = sublevels;
@@ -47,6 +51,7 @@ export class QuarantineSpool {
     this.#staged += data.length;
     while (this.#staged >= SPOOL_CHUNK) {
       const all = Buffer.concat(this.#stage, this.#staged);
+      await this.#markPending();
       await this.#sublevels.quarantineChunks.put(quarantineChunkKey(this.#qid, this.#seq++), all.subarray(0, SPOOL_CHUNK));
       const rest = all.subarray(SPOOL_CHUNK);
       this.#stage = rest.length ? [rest] : [];
@@ -60,7 +65,14 @@ export class QuarantineSpool {
     const all = Buffer.concat(this.#stage, this.#staged);
     this.#stage = [];
     this.#staged = 0;
+    await this.#markPending();
     await this.#sublevels.quarantineChunks.put(quarantineChunkKey(this.#qid, this.#seq++), all);
+  }
+
+  async #markPending(): Promise<void> {
+    if (this.#marked) return;
+    this.#marked = true;
+    await this.#sublevels.pending.put(this.#qid.slice(0, this.#qid.lastIndexOf('.')), '');
   }
 
   /** The written bytes from `offset` on, chunk by chunk (call after `close`). */

@@ -130,6 +130,20 @@ test('ids are sortable, monotonic and carry their time', () => {
   assert.ok(idFloor(6000) <= (stepped[3] ?? '') && idFloor(6001) > (stepped[3] ?? ''));
 });
 
+test('ids drawn in different milliseconds get fresh, distinct random parts, across many refills of the random pool', () => {
+  let clock = Date.UTC(2024, 0, 1);
+  const gen = createIdGenerator(() => clock++);
+  const ids = Array.from({ length: 5000 }, () => gen());
+  for (let i = 1; i < ids.length; i++) assert.ok((ids[i - 1] ?? '') < (ids[i] ?? ''), `id ${i} sorts after id ${i - 1}`);
+  const randomParts = ids.map((id) => id.slice(10));
+  assert.equal(new Set(randomParts).size, ids.length, 'no random part repeats');
+  // All 80 bits are random: the first and the last character of the random part take every value.
+  for (const at of [0, 15]) assert.equal(new Set(randomParts.map((r) => r[at])).size, 32, `character ${at} of the random part`);
+  // Two generators do not share a stream of random values.
+  const other = createIdGenerator(() => Date.UTC(2024, 0, 1));
+  assert.notEqual(other().slice(10), randomParts[0]);
+});
+
 test('abort removes written chunks and the pending mark', () => withStore(async (store) => {
   const writer = store.createMessageWriter(newMessageId());
   await new Promise<void>((resolve, reject) => writer.write(randomBytes(3 * CHUNK_SIZE + 10), (err) => (err ? reject(err) : resolve())));
