@@ -1,4 +1,4 @@
-import { Readable, Transform, Writable, type TransformCallback } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import type { Logger } from 'pino';
 import type { Store, StoreOp } from '../storage/store.js';
@@ -51,22 +51,6 @@ export interface IngestRequest {
 }
 
 /**
- * Counts bytes as they pass and fails the moment the message goes over the limit, so an
- * oversized message stops reaching the store at the limit instead of at its end.
- */
-class SizeGuard extends Transform {
-  bytes = 0;
-  constructor(private readonly limit: number) {
-    super();
-  }
-  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
-    this.bytes += chunk.length;
-    if (this.bytes > this.limit) return done(errors.messageTooBig(this.limit));
-    done(null, chunk);
-  }
-}
-
-/**
  * Takes one message from a byte stream through the policy pipeline into the store, and
  * resolves only once message and metadata are durable. The received bytes are teed into the
  * spool; if the pipeline fails for any reason other than the store, the size limit or the
@@ -79,8 +63,9 @@ class SizeGuard extends Transform {
 export async function ingestMessage(deps: IngestDeps, input: Readable, req: IngestRequest): Promise<MessageMeta> {
   const id = req.id ?? newMessageId();
   const receivedAt = new Date();
-  const guard = new SizeGuard(req.maxSize ?? Number.POSITIVE_INFINITY);
-  const spool = storeSpool(fileSpool(spoolDir(deps.store.dir)));
+  // The spool counts the bytes and fails the moment the message goes over the limit, so an
+  // oversized message stops reaching the store at the limit instead of at its end.
+  const spool = storeSpool(fileSpool(spoolDir(deps.store.dir)), req.maxSize ?? Number.POSITIVE_INFINITY);
   const tee = new SpoolTee(spool);
   // Resolves once every received byte is in the spool; rejects with the size limit or the client gone.
   const spooled = finished(tee);
@@ -88,17 +73,16 @@ export async function ingestMessage(deps: IngestDeps, input: Readable, req: Inge
   // The input is piped rather than handed to pipeline(): pipeline would destroy it on a
   // failure, and an SMTP data stream must instead be drained so the session can reply.
   const onInputGone = () => {
-    if (!input.readableEnded) guard.destroy(errors.clientGone());
+    if (!input.readableEnded) tee.destroy(errors.clientGone());
   };
   input.once('close', onInputGone);
   // An input that fails (a guard in front of ingest refusing the bytes) is refused as it says, never wrapped.
   let inputError: unknown;
   input.once('error', (err) => {
     inputError = err;
-    guard.destroy(err);
+    tee.destroy(err);
   });
-  guard.once('error', (err) => tee.destroy(err));
-  input.pipe(guard).pipe(tee);
+  input.pipe(tee);
 
   const ctx = messageContext(deps, req, id);
   // One policy for the whole message, wrapping included, even if a reload lands meanwhile.
@@ -107,7 +91,7 @@ export async function ingestMessage(deps: IngestDeps, input: Readable, req: Inge
   let writer = deps.store.createMessageWriter(id);
   const base = { id, version: 1 as const, receivedAt: receivedAt.toISOString(), envelope: req.envelope, source: req.source };
   const drain = () => {
-    input.unpipe(guard);
+    input.unpipe(tee);
     if (!input.readableEnded && !input.destroyed) input.resume();
   };
   const discard = async () => {
@@ -130,7 +114,7 @@ export async function ingestMessage(deps: IngestDeps, input: Readable, req: Inge
         const meta: MessageMeta = {
           ...base,
           size: writer.bytesWritten,
-          receivedSize: guard.bytes,
+          receivedSize: spool.bytes,
           ...summary,
           _AttachmentFileNames: attachmentFileNames(summary.attachments),
           findings: ctx.findings,
@@ -164,7 +148,7 @@ export async function ingestMessage(deps: IngestDeps, input: Readable, req: Inge
       await writer.abort();
       await spooled;
       writer = deps.store.createMessageWriter(id);
-      const meta = await storeWrapped(deps, req, stages, writer, spool, unparsable, { ...base, receivedSize: guard.bytes });
+      const meta = await storeWrapped(deps, req, stages, writer, spool, unparsable, { ...base, receivedSize: spool.bytes });
       log.warn({ reason: unparsable.reason, detail: unparsable.detail, err: failure, size: meta.receivedSize }, 'message could not be processed; stored a wrapping message with the original attached');
       return meta;
     } catch (wrapErr) {
@@ -229,16 +213,22 @@ function storeFailure(err: unknown): MailgateError {
 }
 
 /**
- * The spool with its failures made store failures: a spool that cannot be written (a full
- * disk) is ours to fix, not the message's, so it must not be wrapped, and the client retries.
- * It also never discards while a write is in flight: fileSpool's write loop spins forever on
- * the emptied buffer if `discard()` lands during its await (policy/spool.ts), which hung the
- * whole gateway when a store failure or a vanished client cut a large message short.
+ * The spool with the size limit, and with its failures made store failures: a spool that
+ * cannot be written (a full disk) is ours to fix, not the message's, so it must not be
+ * wrapped, and the client retries. It also never discards while a write is in flight, so a
+ * discard never races a write into a file being removed (a discard that landed mid-write once
+ * hung the whole gateway when a store failure or a vanished client cut a large message short).
  */
-function storeSpool(spool: Spool): Spool {
+function storeSpool(spool: Spool, maxSize: number): Spool & { readonly bytes: number } {
   let writing: Promise<void> = Promise.resolve();
+  let bytes = 0;
   return {
+    get bytes() {
+      return bytes;
+    },
     write(chunk) {
+      bytes += chunk.length;
+      if (bytes > maxSize) return Promise.reject(errors.messageTooBig(maxSize));
       const written = spool.write(chunk).catch((err: unknown) => {
         throw isDiskFull(err) ? errors.storageFull(err) : errors.storeFailed(err);
       });

@@ -10,6 +10,7 @@ import { tempDir } from '../helpers/paths.js';
 import { formatProfile, summariseProfile } from './cpu-profile.js';
 import { cpuSeconds, smtpSource } from './ingest.js';
 import { startMailgate } from './peers.js';
+import { ensurePostfixTools } from './tools.js';
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
 
@@ -44,6 +45,8 @@ async function policyVariants(messages: number, runs: number): Promise<string[]>
 
 export async function ingestProfile(opts: { messages?: number; dir?: string } = {}): Promise<string[]> {
   const messages = opts.messages ?? 10_000;
+  // smtp-source comes with Debian's postfix package, installed on first use.
+  await ensurePostfixTools();
   const own = opts.dir ? undefined : await tempDir('mailgate-bench-prof-');
   const dir = opts.dir ?? own!.dir;
   await mkdir(dir, { recursive: true });

@@ -75,13 +75,13 @@ async function waitForPort(port: number, child: ChildProcess, what: string, outp
  * `mailgate serve` from dist/gateway/cli.js with a config file in a temp dir: durable store
  * (every 250 after a synced LevelDB write) and `toml` (default: all four stages, through
  * policy/examples/partition.toml). `nodeArgs` e.g. `--cpu-prof`. Its log (a line a message)
- * is read and dropped, as a log shipper would.
+ * is read and dropped, as a log shipper would. `cli`: another build's cli.js, to compare two builds in one run.
  */
-export async function startMailgate(opts: { toml?: string; nodeArgs?: string[] } = {}): Promise<Peer & { dir: string }> {
+export async function startMailgate(opts: { toml?: string; nodeArgs?: string[]; cli?: string } = {}): Promise<Peer & { dir: string }> {
   const { dir, cleanup } = await tempDir('mailgate-bench-');
   const configFile = path.join(dir, 'mailgate.toml');
   await writeFile(configFile, testConfigText(dir, opts.toml ?? partitionPolicyToml));
-  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), cliPath, 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), opts.cli ?? cliPath, 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
   const stderr = tail(child.stderr);
   const stop = stopper(child);
   try {
