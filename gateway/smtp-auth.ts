@@ -21,12 +21,12 @@ export interface AuthSettingsInput {
   logger: Logger;
   guard: SessionGuard;
   /** `[smtp.limits]`. */
-  limits: { max_connections: number; idle_timeout: number };
+  limits: { max_connections: number; idle_timeout: number; commands_before_auth: number };
 }
 
 type AuthOptions = Pick<
   SMTPServerOptions,
-  'authOptional' | 'authMethods' | 'allowInsecureAuth' | 'disabledCommands' | 'key' | 'cert' | 'onConnect' | 'onSecure' | 'onAuth' | 'onClose' | 'maxClients' | 'socketTimeout'
+  'authOptional' | 'authMethods' | 'allowInsecureAuth' | 'disabledCommands' | 'key' | 'cert' | 'onConnect' | 'onSecure' | 'onAuth' | 'onClose' | 'maxClients' | 'socketTimeout' | 'maxAllowedUnauthenticatedCommands'
 >;
 
 export function authSettings(input: AuthSettingsInput): AuthOptions {
@@ -40,6 +40,8 @@ export function authSettings(input: AuthSettingsInput): AuthOptions {
     maxClients: input.limits.max_connections,
     socketTimeout: input.limits.idle_timeout * 1000,
     authOptional: !input.required,
+    // Counted only where AUTH is required; smtp-server closes the session with 421 past it.
+    maxAllowedUnauthenticatedCommands: input.limits.commands_before_auth,
     authMethods: ['PLAIN', 'LOGIN'],
     // smtp-server hides AUTH before TLS unless told otherwise; the loopback exception is checked in onAuth.
     allowInsecureAuth: input.allowInsecureOnLoopback,

@@ -305,3 +305,32 @@ test('line endings are normalised the same whatever the chunking, CR at a chunk 
     assert.equal(await text(Readable.from(chunks).pipe(new DataGuard({ bareLineEndings: 'reject', maxReceivedHeaders: 50 }))), clean, `clean input, cut at ${cut}`);
   }
 });
+
+test('limits: the submission listener closes a session that keeps talking without logging in', async (t) => {
+  const gw = await startTestGateway(`
+[smtp.limits]
+commands_before_auth = 4
+[submission]
+listen = ["127.0.0.1:0"]
+[submission.auth]
+allow_insecure_on_loopback = true
+[[submission.user]]
+name = "helpdesk"
+password_hash = "${hashPassword('helpdesk-s3cret')}"
+send_as = ["*"]
+`);
+  t.after(() => gw.cleanup());
+  const port = gw.gateway.submission!.addresses[0]!.port;
+  const idle = await rawSmtp(port);
+  assert.match(await idle.command('EHLO client.example'), /^250/);
+  assert.match(await idle.command('NOOP'), /^250/);
+  assert.match(await idle.command('MAIL FROM:<a@example.org>'), /^530/);
+  assert.match(await idle.command('NOOP'), /^421 .*too many unauthenticated commands/i);
+  idle.close();
+  // A client that logs in in time goes on as usual.
+  const app = await rawSmtp(port);
+  assert.match(await app.command('EHLO client.example'), /^250/);
+  assert.match(await app.command(`AUTH PLAIN ${Buffer.from('\0helpdesk\0helpdesk-s3cret').toString('base64')}`), /^235/);
+  for (let i = 0; i < 6; i++) assert.match(await app.command('NOOP'), /^250/);
+  app.close();
+});

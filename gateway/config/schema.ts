@@ -109,6 +109,12 @@ const smtpLimits = z
     idle_timeout: positive('seconds').default(300),
     /** Bytes per second DATA must average: a transfer may take idle_timeout plus one second per this many bytes (Postfix smtpd_min_data_rate). */
     min_data_rate: positive('bytes per second').default(500),
+    /**
+     * Commands a client may send before it logs in where AUTH is required (the submission
+     * listener); one more closes the session with 421. EHLO, STARTTLS, NOOP and RSET count,
+     * AUTH does not (smtp-server's maxAllowedUnauthenticatedCommands, default 10).
+     */
+    commands_before_auth: positive('commands').default(10),
     /** Failed logins from one address within auth_failure_window before AUTH from it is refused for the rest of the window. */
     auth_failures_per_ip: positive('failed logins').default(5),
     /** Seconds failed logins are remembered. */
