@@ -82,6 +82,7 @@ export class StageChain extends Transform {
   readonly #links: Link[] = [];
   readonly #first: Emit;
   #failure: Error | undefined;
+  #closed = false;
   #readWaiters: (() => void)[] = [];
   /** When the current turn was first seen here; 0 once a later turn has begun. */
   #turnStart = 0;
@@ -121,8 +122,9 @@ export class StageChain extends Transform {
   }
 
   override _destroy(err: Error | null, done: (err?: Error | null) => void): void {
-    // A stage waiting for a reader that is gone must not wait for ever.
-    this.#failure ??= err ?? new Error('the message stream was closed');
+    // A stage waiting for a reader that is gone must not wait for ever; nothing more goes out.
+    this.#closed = true;
+    if (err) this.#failure ??= err;
     const waiters = this.#readWaiters;
     this.#readWaiters = [];
     for (const w of waiters) w();
@@ -148,7 +150,7 @@ export class StageChain extends Transform {
 
   /** Hands a chunk out of the chain, waiting for the reader when its buffer is full. */
   #out(chunk: SplitterChunk): Promise<void> | undefined {
-    if (this.#failure) return undefined;
+    if (this.#failure || this.#closed) return undefined;
     if (this.push(chunk)) return undefined;
     return new Promise((resolve) => this.#readWaiters.push(resolve));
   }
