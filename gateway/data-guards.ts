@@ -57,25 +57,31 @@ export class DataGuard extends Transform {
       } else if (this.#opts.bareLineEndings === 'reject') return done(bareEnding('CR'));
       else out.push(CRLF);
     }
-    for (; i < chunk.length; i++) {
-      const b = chunk[i];
-      if (b === LF) {
-        // CRLF pairs inside the chunk are passed as they are.
-        if (i > 0 && chunk[i - 1] === CR) continue;
+    // Jump from line ending to line ending (memchr), not byte by byte: most chunks have only CRLF pairs.
+    let lf = chunk.indexOf(LF, i);
+    let cr = chunk.indexOf(CR, i);
+    while (lf >= 0 || cr >= 0) {
+      if (lf >= 0 && (cr < 0 || lf < cr)) {
+        // An LF with no CR before it: bare (a CR's own LF is skipped below).
         if (this.#opts.bareLineEndings === 'reject') return done(bareEnding('LF'));
-        out.push(chunk.subarray(start, i), CRLF);
-        start = i + 1;
-      } else if (b === CR) {
-        if (i + 1 === chunk.length) {
-          out.push(chunk.subarray(start, i));
-          this.#pendingCr = true;
-          start = i + 1;
-        } else if (chunk[i + 1] !== LF) {
-          if (this.#opts.bareLineEndings === 'reject') return done(bareEnding('CR'));
-          out.push(chunk.subarray(start, i), CRLF);
-          start = i + 1;
-        }
+        out.push(chunk.subarray(start, lf), CRLF);
+        start = lf + 1;
+        lf = chunk.indexOf(LF, lf + 1);
+        continue;
       }
+      // A CR: with its LF it is a line ending as it should be.
+      if (cr + 1 === chunk.length) {
+        out.push(chunk.subarray(start, cr));
+        this.#pendingCr = true;
+        start = cr + 1;
+      } else if (chunk[cr + 1] === LF) {
+        if (lf === cr + 1) lf = chunk.indexOf(LF, lf + 1);
+      } else {
+        if (this.#opts.bareLineEndings === 'reject') return done(bareEnding('CR'));
+        out.push(chunk.subarray(start, cr), CRLF);
+        start = cr + 1;
+      }
+      cr = chunk.indexOf(CR, cr + 1);
     }
     if (start === 0 && out.length === 0) return done(null, chunk);
     out.push(chunk.subarray(start));

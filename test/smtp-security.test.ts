@@ -292,6 +292,27 @@ retry_intervals = [3600]
   assert.ok(!(check.stdout.toString() + check.stderr).includes('s3cret'));
 });
 
+test('line endings: random text with CR, LF and CRLF, cut anywhere, comes out as the one-line-ending reference says', async () => {
+  let seed = 20261203;
+  const random = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2147483648) % n);
+  const alphabet = ['a', 'b', '.', ' ', '\r', '\n', '\r\n', '\r\r', '\n\r'];
+  for (let round = 0; round < 300; round++) {
+    const input = Array.from({ length: 1 + random(40) }, () => alphabet[random(alphabet.length)]).join('');
+    const chunks: Buffer[] = [];
+    for (let at = 0; at < input.length; ) {
+      const size = 1 + random(8);
+      chunks.push(Buffer.from(input.slice(at, at + size)));
+      at += size;
+    }
+    const expected = input.replace(/\r\n|\r|\n/g, '\r\n');
+    const guard = () => Readable.from(chunks).pipe(new DataGuard({ bareLineEndings: 'normalize', maxReceivedHeaders: 50 }));
+    assert.equal(await text(guard()), expected, JSON.stringify(input));
+    const strict = Readable.from(chunks).pipe(new DataGuard({ bareLineEndings: 'reject', maxReceivedHeaders: 50 }));
+    if (expected === input) assert.equal(await text(strict), input, JSON.stringify(input));
+    else await assert.rejects(text(strict), /bare (LF|CR)/, JSON.stringify(input));
+  }
+});
+
 test('line endings are normalised the same whatever the chunking, CR at a chunk edge included', async () => {
   const input = 'a\r\nb\nc\rd\r\n\r\n.\r\ne\r';
   const expected = 'a\r\nb\r\nc\r\nd\r\n\r\n.\r\ne\r\n';
