@@ -1,5 +1,4 @@
-import { pipeline } from 'node:stream/promises';
-import type { Readable, Writable } from 'node:stream';
+import type { Readable, Transform, Writable } from 'node:stream';
 import { Splitter, Joiner } from '@zone-eu/mailsplit';
 import type { MessageContext, Stage } from './stage.js';
 import { SummaryCollector, type MessageSummary } from './summary.js';
@@ -40,6 +39,46 @@ export async function runPipeline(
   }
   const summary = new SummaryCollector();
   handlers.push({ name: 'summary', handler: summary });
-  await pipeline([input, new ContentFieldGuard(), splitter, new StageChain(handlers), new Joiner(), sink]);
+  // mailsplit types its streams narrower than Transform; they are Transforms.
+  await connect([input, new ContentFieldGuard(), splitter as unknown as Transform, new StageChain(handlers), new Joiner() as unknown as Transform, sink]);
   return summary.summary;
+}
+
+/**
+ * Pipes `streams` one into the next and settles when the last has finished, or rejects with
+ * the first error (or an early close) of any of them, having destroyed them all. What
+ * `stream.pipeline` does, without its per-call cost: in Node 20 every call makes an
+ * AbortController and aborts it at the end, which builds a DOMException with a stack trace,
+ * about 4% of the CPU of a 4 KB message.
+ */
+function connect(streams: readonly (Readable | Writable)[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const last = streams[streams.length - 1] as Writable;
+    let settled = false;
+    const fail = (err: Error) => {
+      if (settled) return;
+      settled = true;
+      for (const s of streams) if (!s.destroyed) s.destroy(err);
+      reject(err);
+    };
+    for (let i = 0; i < streams.length; i++) {
+      const s = streams[i]!;
+      // Listeners stay on after the end: a late error must not go unheard and crash the gateway.
+      s.on('error', fail);
+      const done = s === last ? () => last.writableFinished : () => (s as Readable).readableEnded;
+      s.once('close', () => {
+        if (!settled && !done()) fail(prematureClose());
+      });
+      if (i > 0) (streams[i - 1] as Readable).pipe(s as Writable);
+    }
+    last.once('finish', () => {
+      if (settled) return;
+      settled = true;
+      resolve();
+    });
+  });
+}
+
+function prematureClose(): Error {
+  return Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
 }
