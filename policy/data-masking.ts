@@ -24,7 +24,6 @@
 import { Transform } from 'node:stream';
 import { z } from 'zod';
 import type { Direction, Stage } from './stage.js';
-import { transformHandler } from './stage-chain.js';
 import {
   allowedFlags,
   builtinNames,
@@ -35,7 +34,7 @@ import {
   type MaskingPattern,
 } from './masking-patterns.js';
 import { charsetPlanner, rawByteCodec } from './masking-charsets.js';
-import { MaskingStream, MaskingTransform } from './masking-stream.js';
+import { MaskingStream, MessageMasker } from './masking-stream.js';
 import { TextMasker, defaultMaskWindow, type MaskCounts } from './text-masker.js';
 
 const is = (phrase: string) => ({ error: phrase });
@@ -208,14 +207,14 @@ export function maskingStage(partition: MaskingSection | undefined, department: 
         }
         return null;
       }
-      return transformHandler(new MaskingTransform(patterns, policy.window, planCharset, (result) => {
+      return new MessageMasker(patterns, policy.window, planCharset, (result) => {
         ctx.findings.masking = findings(result, ctx.direction, ctx.dryRun, policy.notes);
-      }));
+      });
     },
   };
 }
 
-function findings(r: MaskingTransform, direction: Direction, dryRun: boolean, notes: readonly string[]) {
+function findings(r: MessageMasker, direction: Direction, dryRun: boolean, notes: readonly string[]) {
   const counts: MaskCounts = r.counts;
   const total = Object.values(counts).reduce((a, b) => a + b, 0);
   const summary: string[] = [];

@@ -12,6 +12,7 @@
  * UTF-16) cannot be cut that way, and libmime decodes but does not encode them: those parts
  * are decoded by libmime and written back as UTF-8, with the Content-Type charset updated.
  */
+import { isAscii } from 'node:buffer';
 import { StringDecoder } from 'node:string_decoder';
 import libmime from 'libmime';
 import { decode } from 'libmime/lib/charset.js';
@@ -35,22 +36,50 @@ export type CharsetPlan =
 const PUA = 0xe000;
 const pua = (byte: number) => String.fromCharCode(PUA + byte);
 
-class ByteCodec implements TextCodec {
-  constructor(
-    table: readonly string[],
-    private readonly reverse: ReadonlyMap<string, number>,
-  ) {
-    this.codes = Uint16Array.from(table, (ch) => ch.charCodeAt(0));
-  }
+/** A byte-to-character table and its reverse, worked out once per charset. */
+interface ByteTable {
+  /** The character of each byte, as UTF-16LE code units (two bytes a byte). */
+  readonly utf16: Buffer;
+  /** The byte of each character below U+0800 that has one, else -1 (private-use ones aside). */
+  readonly low: Int16Array;
+  /** The same for characters from U+0800 on. */
+  readonly high: ReadonlyMap<number, number>;
+  /** Bytes 0x00-0x7f are the ASCII characters, both ways: ASCII text needs no table. */
+  readonly ascii: boolean;
+}
 
-  private readonly codes: Uint16Array;
+/** Characters below this are looked up in an array (Latin, Greek, Cyrillic, Hebrew, Arabic), the rest in a map. */
+const LOW = 0x800;
+
+function byteTable(table: readonly string[]): ByteTable {
+  const utf16 = Buffer.alloc(512);
+  const low = new Int16Array(LOW).fill(-1);
+  const high = new Map<number, number>();
+  table.forEach((ch, b) => {
+    const code = ch.charCodeAt(0);
+    utf16.writeUInt16LE(code, 2 * b);
+    if (code < LOW) low[code] = b;
+    else if (code < PUA || code > PUA + 0xff) high.set(code, b);
+  });
+  let ascii = true;
+  for (let b = 0; b < 0x80; b++) if (table[b]!.charCodeAt(0) !== b || low[b] !== b) ascii = false;
+  return { utf16, low, high, ascii };
+}
+
+/** A single-byte reading of a part: keeps no state, so one serves every part in its charset. */
+class ByteCodec implements TextCodec {
+  constructor(private readonly table: ByteTable) {}
 
   decode(bytes: Buffer): string {
-    const codes = new Uint16Array(bytes.length);
-    for (let i = 0; i < bytes.length; i++) codes[i] = this.codes[bytes[i]!]!;
-    let out = '';
-    for (let i = 0; i < codes.length; i += 8192) out += String.fromCharCode(...codes.subarray(i, i + 8192));
-    return out;
+    if (this.table.ascii && isAscii(bytes)) return bytes.toString('latin1');
+    const utf16 = this.table.utf16;
+    const out = Buffer.allocUnsafe(2 * bytes.length);
+    for (let i = 0; i < bytes.length; i++) {
+      const at = 2 * bytes[i]!;
+      out[2 * i] = utf16[at]!;
+      out[2 * i + 1] = utf16[at + 1]!;
+    }
+    return out.toString('utf16le');
   }
 
   end(): string {
@@ -58,10 +87,14 @@ class ByteCodec implements TextCodec {
   }
 
   encode(text: string): Buffer {
+    // Only characters below 0x80 take one UTF-8 byte each.
+    if (this.table.ascii && Buffer.byteLength(text, 'utf8') === text.length) return Buffer.from(text, 'latin1');
+    const { low, high } = this.table;
     const out = Buffer.allocUnsafe(text.length);
     for (let i = 0; i < text.length; i++) {
       const code = text.charCodeAt(i);
-      out[i] = code >= PUA && code <= PUA + 0xff ? code - PUA : (this.reverse.get(text[i]!) ?? 0x3f);
+      const byte = code < LOW ? low[code]! : code >= PUA && code <= PUA + 0xff ? code - PUA : (high.get(code) ?? -1);
+      out[i] = byte < 0 ? 0x3f : byte;
     }
     return out;
   }
@@ -72,13 +105,8 @@ function asciiTable(): string[] {
   return Array.from({ length: 256 }, (_, b) => (b < 0x80 ? String.fromCharCode(b) : pua(b)));
 }
 
-function reverseOf(table: readonly string[]): Map<string, number> {
-  const reverse = new Map<string, number>();
-  table.forEach((ch, b) => {
-    if (ch.charCodeAt(0) < PUA || ch.charCodeAt(0) > PUA + 0xff) reverse.set(ch, b);
-  });
-  return reverse;
-}
+/** The ASCII table, for parts read as ASCII and for raw messages. */
+const asciiBytes = byteTable(asciiTable());
 
 /**
  * The byte-to-character table of a single-byte, ASCII-compatible charset, or undefined when
@@ -104,8 +132,7 @@ class Iso2022JpCodec extends ByteCodec {
   private escape: number[] | undefined;
 
   constructor() {
-    const table = asciiTable();
-    super(table, reverseOf(table));
+    super(asciiBytes);
   }
 
   override decode(bytes: Buffer): string {
@@ -160,11 +187,11 @@ export function charsetPlanner(): (charset: string | false | undefined) => Chars
 
 function planFor(name: string): CharsetPlan {
   const utf8 = { kind: 'keep', codec: () => new Utf8Codec() } as const;
-  const ascii = (): CharsetPlan => {
-    const table = asciiTable();
-    const reverse = reverseOf(table);
-    return { kind: 'keep', codec: () => new ByteCodec(table, reverse) };
+  const bytes = (table: ByteTable): CharsetPlan => {
+    const codec = new ByteCodec(table);
+    return { kind: 'keep', codec: () => codec };
   };
+  const ascii = () => bytes(asciiBytes);
   if (/^utf-?8$/.test(name)) return utf8;
   // RFC 2045: no charset means US-ASCII; 8-bit bytes in such a part stay untouched.
   if (/^(us-)?ascii$|^ansi_x3\.4-1968$|^7bit$/.test(name)) return ascii();
@@ -179,17 +206,13 @@ function planFor(name: string): CharsetPlan {
   if (/^jis|^iso-?2022-?jp/i.test(canonical)) return { kind: 'keep', codec: () => new Iso2022JpCodec() };
   if (/^eucjp/i.test(canonical)) return ascii();
   const table = singleByteTable(canonical);
-  if (table) {
-    const reverse = reverseOf(table);
-    return { kind: 'keep', codec: () => new ByteCodec(table, reverse) };
-  }
+  if (table) return bytes(byteTable(table));
   return { kind: 'to-utf8', charset: canonical };
 }
 
 /** Every byte read as text without changing any: ASCII is matched, everything else is kept. For raw messages. */
 export function rawByteCodec(): TextCodec {
-  const table = asciiTable();
-  return new ByteCodec(table, reverseOf(table));
+  return new ByteCodec(asciiBytes);
 }
 
 /** The UTF-8 codec, for parts libmime has turned into UTF-8. */

@@ -1,12 +1,14 @@
 /**
  * The streams behind the masking stage: `MaskingStream` masks the bytes of one text through a
- * charset codec, and `MaskingTransform` walks the mailsplit chunks of a message, masks the
- * subject and runs each text/plain and text/html part through
- * transfer decoder -> [charset decoder] -> MaskingStream -> transfer encoder,
- * so a number split by a quoted-printable soft line break or by a chunk boundary is seen
- * whole. An attached message that mailsplit left whole (message/rfc822 not marked inline) is
- * split and masked the same way, inside its part. Nothing holds a part: each body chunk is
- * written through before the next is taken.
+ * charset codec, and `MessageMasker` walks the mailsplit chunks of a message, masks the
+ * subject and each text/plain and text/html part, so a number split by a quoted-printable
+ * soft line break or by a chunk boundary is seen whole. A part kept in its charset is masked
+ * by function calls (masking-part.ts) and passed through as it came when nothing in it is
+ * masked; a part turned into UTF-8 goes through
+ * transfer decoder -> charset decoder -> MaskingStream -> transfer encoder.
+ * An attached message that mailsplit left whole (message/rfc822 not marked inline) is split
+ * and masked the same way, inside its part. No part is held whole: at most 256 KiB of one
+ * while nothing in it is masked.
  */
 import { Transform, Writable, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
@@ -14,10 +16,11 @@ import libmime from 'libmime';
 import { Joiner, Splitter, type MimeNode, type SplitterChunk } from '@zone-eu/mailsplit';
 import type { MaskingPattern } from './masking-patterns.js';
 import { rawByteCodec, utf8Codec, type CharsetPlan, type TextCodec } from './masking-charsets.js';
+import { TextPartMasking, type PartBody } from './masking-part.js';
 import { HtmlMasker, TextMasker, maskWhole, type MaskCounts, type Masker } from './text-masker.js';
 import { HEADER_READ_LIMIT, decodedWhole } from './header-text.js';
 import { ContentFieldGuard } from './content-field-guard.js';
-import { TurnPacer } from './turn-pacer.js';
+import { ChunkStage, StageChain } from './stage-chain.js';
 import { QuotedPrintableDecodeStream } from './transfer-decode.js';
 
 /** Characters masked in one turn of the event loop. */
@@ -80,11 +83,52 @@ export interface CharsetChange {
   to: string;
 }
 
+/** A part being masked: the node mailsplit gave, and how its body is masked. */
 interface OpenPart {
-  node: MimeNode;
-  input: Writable;
-  finished: Promise<void>;
-  lastByte: number;
+  readonly node: MimeNode;
+  readonly body: PartBody;
+}
+
+/** A part masked through a pipeline of streams: parts turned into UTF-8, attached messages. */
+class StreamedBody implements PartBody {
+  readonly reEncoded = true;
+  lastByte = -1;
+  readonly #input: Writable;
+  readonly #finished: Promise<void>;
+
+  constructor(streams: Transform[], out: (value: Buffer) => void) {
+    const sink = new Writable({
+      write: (value: Buffer, _enc, cb) => {
+        this.lastByte = value[value.length - 1]!;
+        out(value);
+        cb();
+      },
+    });
+    this.#input = streams[0]!;
+    this.#finished = pipeline([...streams, sink]);
+    // Awaited in end(); this keeps an early failure from counting as unhandled meanwhile.
+    this.#finished.catch(() => undefined);
+  }
+
+  async write(raw: Buffer): Promise<void> {
+    const written = new Promise<void>((resolve, reject) => this.#input.write(raw, (err) => (err ? reject(err) : resolve())));
+    written.catch(() => undefined);
+    try {
+      // A write a stream of the part holds when that stream is destroyed is never called
+      // back (a Transform waiting for its reader keeps the callback): the part's failure
+      // ends the wait. An attached message with 1001 parts hung its message for good.
+      await Promise.race([written, this.#finished]);
+    } catch (err) {
+      // The write failed because a stream of the part failed: report that stream's error.
+      await this.#finished;
+      throw err;
+    }
+  }
+
+  async end(): Promise<void> {
+    this.#input.end();
+    await this.#finished;
+  }
 }
 
 /** Headers that carry the subject: Outlook copies it into Thread-Topic. */
@@ -119,8 +163,8 @@ async function encodedValue(text: string, mode: 'B' | 'Q'): Promise<string> {
   return words.join(' ');
 }
 
-/** The masking stage's Transform over mailsplit chunks. */
-export class MaskingTransform extends Transform {
+/** The masking stage's handler of mailsplit chunks (stage-chain.ts). */
+export class MessageMasker extends ChunkStage {
   readonly counts: MaskCounts = {};
   private readonly depth: number = 0;
   textParts = 0;
@@ -132,55 +176,49 @@ export class MaskingTransform extends Transform {
     private readonly patterns: readonly MaskingPattern[],
     private readonly window: number,
     private readonly planCharset: (charset: string | false) => CharsetPlan,
-    private readonly onEnd: (result: MaskingTransform) => void,
+    private readonly onEnd: (result: MessageMasker) => void,
     /** Set for an attached message: counts are shared with the outer message, depth limits nesting. */
     nested?: { counts: MaskCounts; depth: number },
   ) {
-    super({ objectMode: true });
+    super();
     if (nested) {
       this.counts = nested.counts;
       this.depth = nested.depth;
     }
   }
 
-  override _transform(chunk: SplitterChunk, _enc: BufferEncoding, done: TransformCallback): void {
-    this.handle(chunk).then(() => done(), done);
+  protected transform(chunk: SplitterChunk): void | Promise<void> {
+    // Chunks outside the text parts (multipart boundaries, attachments' bodies) pass at once.
+    if (!this.part && chunk.type !== 'node') return this.handOn(chunk);
+    return this.handle(chunk);
   }
 
-  override _flush(done: TransformCallback): void {
-    this.endPart().then(() => {
-      this.onEnd(this);
-      done();
-    }, done);
+  protected override async flush(): Promise<void> {
+    await this.endPart();
+    this.onEnd(this);
   }
 
   private async handle(chunk: SplitterChunk): Promise<void> {
     const part = this.part;
     if (part && chunk.type === 'body' && chunk.node === part.node) {
-      const written = new Promise<void>((resolve, reject) => part.input.write(chunk.value, (err) => (err ? reject(err) : resolve())));
-      written.catch(() => undefined);
-      try {
-        // A write a stream of the part holds when that stream is destroyed is never called
-        // back (a Transform waiting for its reader keeps the callback): the part's failure
-        // ends the wait. An attached message with 1001 parts hung its message for good.
-        await Promise.race([written, part.finished]);
-      } catch (err) {
-        // The write failed because a stream of the part failed: report that stream's error.
-        await part.finished;
-        throw err;
-      }
+      await part.body.write(chunk.value);
       return;
     }
     await this.endPart();
     if (chunk.type !== 'node') {
-      this.push(chunk);
+      this.handOn(chunk);
       return;
     }
     if (!chunk.parentNode || chunk.parentNode.rfc822) await this.maskSubject(chunk);
-    if (!chunk.multipart && (chunk.contentType === 'text/plain' || chunk.contentType === 'text/html')) this.openPart(chunk, this.textStreams(chunk));
+    if (!chunk.multipart && (chunk.contentType === 'text/plain' || chunk.contentType === 'text/html')) this.openText(chunk);
     // mailsplit splits an attached message only when it is inline: the others arrive as one body.
-    else if (chunk.contentType === 'message/rfc822' && chunk.messageNode === false) this.openPart(chunk, this.messageStreams(chunk));
-    else this.push(chunk);
+    else if (chunk.contentType === 'message/rfc822' && chunk.messageNode === false) this.openStreamed(chunk, this.messageStreams(chunk));
+    else this.handOn(chunk);
+  }
+
+  /** Every chunk this stage hands on goes through here. */
+  private handOn(chunk: SplitterChunk): void {
+    this.push(chunk);
   }
 
   private async maskSubject(node: MimeNode): Promise<void> {
@@ -211,26 +249,26 @@ export class MaskingTransform extends Transform {
     return out + masker.end();
   }
 
-  /** Decoded text -> masked text, in the part's charset (or UTF-8, see masking-charsets.ts). */
-  private textStreams(node: MimeNode): { streams: Transform[]; encoding: string | false } {
+  /** A text part: masked in its charset by function calls, or turned into UTF-8 through streams (see masking-charsets.ts). */
+  private openText(node: MimeNode): void {
     this.textParts++;
     const plan = this.planCharset(node.charset);
-    const streams: Transform[] = [];
-    let codec: TextCodec;
-    let encoding: string | false = false;
-    if (plan.kind === 'to-utf8') {
-      streams.push(libmime.createDecodeStream(plan.charset));
-      codec = utf8Codec();
-      this.charsetChanges.push({ part: partLabel(node), from: plan.charset, to: 'UTF-8' });
-      node.setCharset('utf-8');
-      // UTF-8 does not fit in 7bit: such a part becomes quoted-printable.
-      if (!eightBitSafe.has(node.encoding || '')) encoding = 'quoted-printable';
-    } else {
-      codec = plan.codec();
+    const html = node.contentType === 'text/html';
+    if (plan.kind === 'keep') {
+      // Headers stay as they are: the Joiner may write them now.
+      this.handOn(node);
+      const settings = { encoding: node.encoding, html, codec: plan.codec, patterns: this.patterns, window: this.window, counts: this.counts };
+      const body = new TextPartMasking(settings, (value) => this.handOn({ node, type: 'body', value }));
+      this.part = { node, body };
+      return;
     }
+    this.charsetChanges.push({ part: partLabel(node), from: plan.charset, to: 'UTF-8' });
+    node.setCharset('utf-8');
+    // UTF-8 does not fit in 7bit: such a part becomes quoted-printable.
+    const encoding = eightBitSafe.has(node.encoding || '') ? false : 'quoted-printable';
     const text = new TextMasker(this.patterns, this.counts, this.window);
-    streams.push(new MaskingStream(codec, node.contentType === 'text/html' ? new HtmlMasker(text) : text));
-    return { streams, encoding };
+    const masker = new MaskingStream(utf8Codec(), html ? new HtmlMasker(text) : text);
+    this.openStreamed(node, { streams: [libmime.createDecodeStream(plan.charset), masker], encoding });
   }
 
   /**
@@ -242,41 +280,31 @@ export class MaskingTransform extends Transform {
       return { streams: [new MaskingStream(rawByteCodec(), new TextMasker(this.patterns, this.counts, this.window))], encoding: false };
     }
     const label = partLabel(node);
-    const inner = new MaskingTransform(this.patterns, this.window, this.planCharset, (child) => {
+    const inner = new MessageMasker(this.patterns, this.window, this.planCharset, (child) => {
       this.textParts += child.textParts;
       for (const c of child.charsetChanges) this.charsetChanges.push({ ...c, part: `${label}.${c.part}` });
     }, { counts: this.counts, depth: this.depth + 1 });
     // mailsplit types its streams narrower than Transform; they are Transforms.
-    return { streams: [new ContentFieldGuard(), new Splitter() as unknown as Transform, new TurnPacer(), inner, new Joiner() as unknown as Transform], encoding: false };
+    const stages = new StageChain([{ name: 'masking', handler: inner }]);
+    return { streams: [new ContentFieldGuard(), new Splitter() as unknown as Transform, stages, new Joiner() as unknown as Transform], encoding: false };
   }
 
-  private openPart(node: MimeNode, body: { streams: Transform[]; encoding: string | false }): void {
+  private openStreamed(node: MimeNode, body: { streams: Transform[]; encoding: string | false }): void {
     // libqp's decoder (mailsplit's for quoted-printable) holds the whole part: see transfer-decode.ts.
     const decoder = node.encoding === 'quoted-printable' ? new QuotedPrintableDecodeStream() : (node.getDecoder() as Transform);
     const streams: Transform[] = [decoder, ...body.streams, node.getEncoder(body.encoding) as Transform];
     // Headers are final now (charset, transfer encoding): the Joiner writes them on sight.
-    this.push(node);
-    const open: OpenPart = { node, input: streams[0]!, finished: Promise.resolve(), lastByte: -1 };
-    const sink = new Writable({
-      write: (value: Buffer, _enc, cb) => {
-        open.lastByte = value[value.length - 1]!;
-        this.push({ node, type: 'body', value });
-        cb();
-      },
-    });
-    open.finished = pipeline([...streams, sink]);
-    // Awaited in endPart; this keeps an early failure from counting as unhandled meanwhile.
-    open.finished.catch(() => undefined);
-    this.part = open;
+    this.handOn(node);
+    this.part = { node, body: new StreamedBody(streams, (value) => this.handOn({ node, type: 'body', value })) };
   }
 
   private async endPart(): Promise<void> {
     const part = this.part;
     if (!part) return;
     this.part = undefined;
-    part.input.end();
-    await part.finished;
-    // A message that is one text part ends with its body: keep the final line break.
-    if (!part.node.parentNode && part.lastByte !== 0x0a) this.push({ node: part.node, type: 'body', value: Buffer.from('\r\n') });
+    await part.body.end();
+    // A message that is one text part ends with its body: keep the final line break of a
+    // body written anew (one passed through ends as it came).
+    if (!part.node.parentNode && part.body.reEncoded && part.body.lastByte !== 0x0a) this.handOn({ node: part.node, type: 'body', value: Buffer.from('\r\n') });
   }
 }

@@ -245,27 +245,3 @@ class Link {
 }
 
 function noop(): void {}
-
-/**
- * A stage that is still a Transform of its own, run as a handler: what it pushes is handed on.
- * For stages not yet written as handlers.
- */
-export function transformHandler(transform: Transform): ChunkHandler {
-  let emit: Emit = noEmit;
-  transform.on('data', (chunk: SplitterChunk) => emit(chunk));
-  const failed = new Promise<never>((_, reject) => transform.once('error', reject));
-  failed.catch(noop);
-  return {
-    chunk(chunk, out) {
-      emit = out;
-      const written = new Promise<void>((resolve, reject) => transform.write(chunk, (err) => (err ? reject(err) : resolve())));
-      return Promise.race([written, failed]);
-    },
-    end(out) {
-      emit = out;
-      const ended = new Promise<void>((resolve) => transform.once('end', resolve));
-      transform.end();
-      return Promise.race([ended, failed]);
-    },
-  };
-}

@@ -175,3 +175,26 @@ test('_AttachmentFileNames marks blocked attachments', () => {
     ['a.pdf', 'b.exe [blocked]'],
   );
 });
+
+test('content is sniffed from the bytes a mail client decodes: base64 padded line by line', async () => {
+  const { runStages } = await import('./helpers/pipeline.js');
+  const { simpleParser } = await import('mailparser');
+  // A PE executable named .pdf; each byte encoded on its own line with its padding (`TQ==`), which
+  // libbase64 (mailparser, mail clients) decodes run by run. A decoder that dropped the `=` read garbage.
+  const pe = Buffer.concat([Buffer.from('MZ'), Buffer.alloc(62), Buffer.from('PE\0\0'), Buffer.alloc(200, 0x41)]);
+  const lines: string[] = [];
+  for (let at = 0; at < pe.length; at++) lines.push(pe.subarray(at, at + 1).toString('base64'));
+  const message = [
+    'From: a@example.org', 'To: support@example.com', 'Subject: statement', 'MIME-Version: 1.0',
+    'Content-Type: multipart/mixed; boundary="b"', '', '--b', 'Content-Type: text/plain', '', 'see attached', '--b',
+    'Content-Type: application/pdf; name="statement.pdf"', 'Content-Disposition: attachment; filename="statement.pdf"',
+    'Content-Transfer-Encoding: base64', '', ...lines, '--b--', '',
+  ].join('\r\n');
+  const parsed = await simpleParser(Buffer.from(message));
+  assert.ok(parsed.attachments[0]!.content.equals(pe), 'mailparser decodes the padded runs into the executable');
+  const stages = [attachmentsStage(attachmentsSectionSchema.parse({ blocked_extensions: ['exe'] }), undefined)];
+  const run = await runStages(Buffer.from(message), stages);
+  const found = run.ctx.findings['attachments']!['attachments'] as AttachmentFinding[];
+  assert.equal(found[0]?.blocked, true, JSON.stringify(found));
+  assert.match(found[0]!.rule ?? '', /exe|executable/i);
+});
