@@ -4,7 +4,7 @@ import { connect } from 'node:net';
 import { capturingLogger, runCli, startTestGateway } from './helpers/gateway.js';
 import { rawSmtp } from './helpers/smtp-client.js';
 import { startUpstream } from './helpers/upstream.js';
-import { submit, waitDelivered } from './helpers/outbound.js';
+import { SUBMIT_PASSWORD, SUBMIT_USER, submissionToml, submit, waitDelivered } from './helpers/outbound.js';
 import { hashPassword } from '../gateway/config/password.js';
 import { Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
@@ -331,15 +331,7 @@ test('limits: the submission listener closes a session that keeps talking withou
   const gw = await startTestGateway(`
 [smtp.limits]
 commands_before_auth = 4
-[submission]
-listen = ["127.0.0.1:0"]
-[submission.auth]
-allow_insecure_on_loopback = true
-[[submission.user]]
-name = "helpdesk"
-password_hash = "${hashPassword('helpdesk-s3cret')}"
-send_as = ["*"]
-`);
+${submissionToml()}`);
   t.after(() => gw.cleanup());
   const port = gw.gateway.submission!.addresses[0]!.port;
   const idle = await rawSmtp(port);
@@ -351,7 +343,7 @@ send_as = ["*"]
   // A client that logs in in time goes on as usual.
   const app = await rawSmtp(port);
   assert.match(await app.command('EHLO client.example'), /^250/);
-  assert.match(await app.command(`AUTH PLAIN ${Buffer.from('\0helpdesk\0helpdesk-s3cret').toString('base64')}`), /^235/);
+  assert.match(await app.command(`AUTH PLAIN ${Buffer.from(`\0${SUBMIT_USER}\0${SUBMIT_PASSWORD}`).toString('base64')}`), /^235/);
   for (let i = 0; i < 6; i++) assert.match(await app.command('NOOP'), /^250/);
   app.close();
 });
