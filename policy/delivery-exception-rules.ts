@@ -106,9 +106,27 @@ export function compilePhrase(p: DeliveryExceptionPhrase, origin: PhraseOrigin):
   return Object.freeze({ name: p.name, type: p.type, phrase: p.phrase, failure: p.failure, origin, re: phraseRegExp(p.phrase, p.type) });
 }
 
+const anyOf = new WeakMap<readonly CompiledPhrase[], RegExp>();
+
+/**
+ * One expression that matches where any of `phrases` does: tried first, so that the usual
+ * text, which holds none of them, costs one search instead of one per phrase (111 subject
+ * phrases by default: 2.7 us a subject against 0.2). Phrase expressions are literals and
+ * white-space runs (phraseRegExp), so the alternation matches exactly when one of them does.
+ */
+function anyPhrase(phrases: readonly CompiledPhrase[]): RegExp {
+  let re = anyOf.get(phrases);
+  if (!re) {
+    re = phrases.length ? new RegExp(phrases.map((p) => `(?:${p.re.source})`).join('|'), 'iu') : /(?!)/;
+    anyOf.set(phrases, re);
+  }
+  return re;
+}
+
 /** Subject phrases found in the decoded subject. */
 export function subjectMatches(rules: DeliveryExceptionRules, subject: string): PhraseMatch[] {
   const text = subject.normalize('NFC');
+  if (!anyPhrase(rules.subjectPhrases).test(text)) return [];
   const out: PhraseMatch[] = [];
   for (const p of rules.subjectPhrases) {
     const m = p.re.exec(text);
@@ -129,7 +147,7 @@ export function localPart(address: string): string {
  */
 export function addressMatches(rules: DeliveryExceptionRules, address: string, where: MatchPlace): PhraseMatch[] {
   const local = localPart(address).normalize('NFC');
-  if (!local) return [];
+  if (!local || !anyPhrase(rules.addressPhrases).test(local)) return [];
   const out: PhraseMatch[] = [];
   for (const p of rules.addressPhrases) {
     const m = p.re.exec(local);

@@ -26,6 +26,11 @@ export interface MaskingPattern {
    * (the whole candidate, a shorter prefix, or 0 for none). Absent: every match counts.
    */
   readonly accept?: (candidate: string) => number;
+  /**
+   * A text without a match of this has no match of `regex` either: the masker skips the
+   * pattern then. Only where that is provable, as for the default bank-account cue.
+   */
+  readonly hint?: RegExp;
 }
 
 /** Settings every pattern has, built-in or not. */
@@ -113,7 +118,14 @@ export function builtinPattern(name: BuiltinName, settings: PatternSettings, ban
       return { name, regex: new RegExp(IBAN, 'g'), ...settings, accept: (c) => longestValidPrefix(c, ibanValid) };
     case 'bank_account':
       // Case-insensitive so that "Account No." and "ACCOUNT" both cue it.
-      return { name, regex: new RegExp(bankAccountPattern, 'gi'), ...settings };
+      return {
+        name,
+        regex: new RegExp(bankAccountPattern, 'gi'),
+        ...settings,
+        // The default's look-behind needs its cue word in the text, and the text is all it can see:
+        // without the word no position can match, and the look-behind is not tried at every digit.
+        ...(bankAccountPattern === defaultBankAccountPattern ? { hint: /account|acct|a\/c/i } : {}),
+      };
   }
 }
 

@@ -101,6 +101,7 @@ export class TextMasker {
   private matches(from: number, before: number): Match[] {
     const found: Match[] = [];
     this.patterns.forEach((pattern, priority) => {
+      if (pattern.hint && !pattern.hint.test(this.buf)) return;
       const re = pattern.regex;
       re.lastIndex = from;
       let m: RegExpExecArray | null;

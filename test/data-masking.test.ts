@@ -322,3 +322,22 @@ test('a forwarded message (message/rfc822) has its subject and text masked too; 
   assert.equal(f.textParts, 2);
   assert.match(f.summary[0]!, /^Would mask 2 matches in this outbound message \(card 2\)/);
 });
+
+test('a bank account is masked when its cue and its digits come in different pieces, in any case and spelling', async () => {
+  const { TextMasker } = await import('../policy/text-masker.js');
+  const { builtinPattern } = await import('../policy/masking-patterns.js');
+  const settings = { maskChar: '*', visibleTrailing: 4, inbound: true, outbound: true };
+  const patterns = [builtinPattern('bank_account', settings)];
+  for (const cue of ['ACCOUNT NO. ', 'acct# ', 'A/C: ', 'Account number:  ']) {
+    const text = `${'padding line 1 2 3\r\n'.repeat(20)}Please pay to ${cue}123456789 today; order 987654321 is not one.\r\n`;
+    const at = text.indexOf(cue) + cue.length;
+    for (const cut of [at - 3, at, at + 2]) {
+      const counts = {};
+      const masker = new TextMasker(patterns, counts, 64);
+      const out = masker.write(text.slice(0, cut)) + masker.write(text.slice(cut)) + masker.end();
+      assert.ok(out.includes(`${cue}*****6789 today`), `${cue} cut at ${cut - at}: ${out.slice(at - 30, at + 30)}`);
+      assert.ok(out.includes('order 987654321'), 'a number without the cue stays');
+      assert.deepEqual(counts, { bank_account: 1 });
+    }
+  }
+});
