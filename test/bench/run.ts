@@ -57,6 +57,15 @@ if (want('outbound')) {
   for (const line of await outboundBench({ quick, ...(cpuProfDir ? { cpuProfDir } : {}) })) console.log(line);
 }
 
+// Not part of a plain `npm run bench`: only when named (`npm run bench -- compare DIR`).
+if (only[0] === 'compare') {
+  const other = only[1];
+  if (!other) throw new Error('usage: npm run bench -- compare DIR (another checkout, built with tsc)');
+  const { compareBuilds } = await import('./compare.js');
+  console.log(`\n# Compare: this build against ${other}, 4 KB and 100 KB, smtp-source, 20 sessions, all four stages, durable`);
+  for (const line of await compareBuilds(path.resolve(other))) console.log(line);
+}
+
 // Not part of a plain `npm run bench`: only when named (`npm run bench -- ingest-profile`).
 if (only.includes('ingest-profile')) {
   const { ingestProfile } = await import('./ingest-profile.js');

@@ -1,0 +1,44 @@
+/**
+ * `npm run bench -- compare DIR`: this build of mailgate against another checkout's build
+ * (DIR/dist/gateway/cli.js, e.g. a `git worktree` of an older commit, built with tsc), same
+ * traffic into both (smtp-source, 20 sessions, reused connections, all four stages, durable),
+ * interleaved, medians of `runs`. For saying what a change did in one run on a noisy machine.
+ */
+import path from 'node:path';
+import { cpuSeconds, smtpSource } from './ingest.js';
+import { startMailgate } from './peers.js';
+import { ensurePostfixTools } from './tools.js';
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
+
+export async function compareBuilds(otherDir: string, opts: { runs?: number } = {}): Promise<string[]> {
+  await ensurePostfixTools();
+  const runs = opts.runs ?? 3;
+  const lines: string[] = [];
+  for (const { size, messages } of [{ size: 4096, messages: 3000 }, { size: 102400, messages: 400 }]) {
+    const builds = [
+      { label: `other build (${otherDir})`, peer: await startMailgate({ cli: path.join(otherDir, 'dist', 'gateway', 'cli.js') }) },
+      { label: 'this build', peer: await startMailgate() },
+    ];
+    const results = builds.map(() => ({ rate: [] as number[], cpu: [] as number[] }));
+    try {
+      for (const b of builds) await smtpSource(b.peer.port, { size, reuse: true }, Math.min(1000, messages));
+      for (let i = 0; i < runs; i++) {
+        for (const [j, b] of builds.entries()) {
+          const cpu0 = cpuSeconds(b.peer.pid);
+          results[j]!.rate.push(messages / (await smtpSource(b.peer.port, { size, reuse: true }, messages)));
+          results[j]!.cpu.push(((cpuSeconds(b.peer.pid) - cpu0) * 1000) / messages);
+        }
+      }
+    } finally {
+      await Promise.allSettled(builds.map((b) => b.peer.stop()));
+    }
+    const base = median(results[0]!.rate);
+    lines.push(`${size / 1024} KB, reused connections, ${messages} messages a run, medians of ${runs}:`);
+    for (const [j, b] of builds.entries()) {
+      const rate = median(results[j]!.rate);
+      lines.push(`  ${b.label.padEnd(60)} ${rate.toFixed(0).padStart(5)}/s  ratio ${(rate / base).toFixed(2)}  CPU ${median(results[j]!.cpu).toFixed(2)} ms/msg`);
+    }
+  }
+  return lines;
+}
