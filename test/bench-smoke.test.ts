@@ -32,10 +32,13 @@ function runBench(args: string[], timeoutMs: number): Promise<{ code: number | n
   });
 }
 
-test('npm run bench -- ingest outbound --quick runs every peer and prints a line for each', { timeout: 240_000 }, async () => {
-  const { code, stdout, stderr } = await runBench(['ingest', 'outbound', '--quick'], 230_000);
+test('npm run bench -- memory ingest outbound --quick runs every section and peer and prints a line for each', { timeout: 300_000 }, async () => {
+  const { code, stdout, stderr } = await runBench(['memory', 'ingest', 'outbound', '--quick'], 290_000);
   assert.equal(code, 0, `the bench exited with ${code}\n${stdout}\n${stderr}`);
-  const [, ingest = '', outbound = ''] = stdout.split(/^# (?:Ingest|Outbound)\b/m);
+  const [memorySection = '', ingest = '', outbound = ''] = stdout.split(/^# (?:Ingest|Outbound)\b/m);
+  // Five memory runs, each with its baseline, peak and growth.
+  const runs = memorySection.split('\n').filter((l) => / baseline +\d+\.\d MB +peak +\d+\.\d MB +growth +-?\d+\.\d MB$/.test(l));
+  assert.equal(runs.length, 5, memorySection);
   assert.match(stdout, /^# Ingest/m);
   assert.match(stdout, /^# Outbound/m);
 
