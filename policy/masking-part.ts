@@ -10,11 +10,11 @@
  * counting and writing, and the rest follows as it comes.
  */
 import { setImmediate as nextTurn } from 'node:timers/promises';
+import type { MimeNode } from '@zone-eu/mailsplit';
 import type { MaskingPattern } from './masking-patterns.js';
 import type { TextCodec } from './masking-charsets.js';
-import { mailsplitBodyEncoder, type BodyEncoder } from './masking-transfer.js';
 import { HtmlMasker, TextMasker, type MaskCounts, type Masker } from './text-masker.js';
-import { mailsplitBodyDecoder, type BodyDecoder } from './transfer-decode.js';
+import { bodyDecoder, bodyEncoder, type BodyCoder } from './transfer-decode.js';
 
 /** Characters masked in one turn of the event loop (as MaskingStream). */
 const SLICE = 4 * 1024;
@@ -25,8 +25,8 @@ const isHighSurrogate = (code: number) => code >= 0xd800 && code <= 0xdbff;
 
 /** What a text part is read with. */
 export interface TextPartSettings {
-  /** The part's Content-Transfer-Encoding, as mailsplit gives it (lower case). */
-  encoding: string | false;
+  /** The part, for its transfer decoder and encoder. */
+  node: MimeNode;
   html: boolean;
   /** A codec for the part's charset (a fresh one for a codec that keeps state). */
   codec: () => TextCodec;
@@ -41,18 +41,18 @@ export interface TextPartSettings {
  * back. Without one it is a probe: it only finds out whether anything would be masked.
  */
 class BodyMasking {
-  readonly #decoder: BodyDecoder;
+  readonly #decoder: BodyCoder;
   readonly #codec: TextCodec;
   readonly #masker: Masker;
   /** Where the masked bytes go, encoded again; none for a probe. */
-  readonly #writer: { encoder: BodyEncoder; out: (value: Buffer) => void } | undefined;
+  readonly #writer: { encoder: BodyCoder; out: (value: Buffer) => void } | undefined;
 
   constructor(settings: TextPartSettings, counts: MaskCounts, out?: (value: Buffer) => void) {
-    this.#decoder = mailsplitBodyDecoder(settings.encoding);
+    this.#decoder = bodyDecoder(settings.node);
     this.#codec = settings.codec();
     const text = new TextMasker(settings.patterns, counts, settings.window);
     this.#masker = settings.html ? new HtmlMasker(text) : text;
-    this.#writer = out && { encoder: mailsplitBodyEncoder(settings.encoding), out };
+    this.#writer = out && { encoder: bodyEncoder(settings.node), out };
   }
 
   async write(raw: Buffer): Promise<void> {

@@ -257,7 +257,7 @@ export class MessageMasker extends ChunkStage {
     if (plan.kind === 'keep') {
       // Headers stay as they are: the Joiner may write them now.
       this.handOn(node);
-      const settings = { encoding: node.encoding, html, codec: plan.codec, patterns: this.patterns, window: this.window, counts: this.counts };
+      const settings = { node, html, codec: plan.codec, patterns: this.patterns, window: this.window, counts: this.counts };
       const body = new TextPartMasking(settings, (value) => this.handOn({ node, type: 'body', value }));
       this.part = { node, body };
       return;

@@ -53,7 +53,7 @@ export class PartInspector {
     this.#rules = rules;
     this.names = presentedNames(node);
     this.isAttachment = isAttachmentPart(node, this.names);
-    this.#decoder = bodyDecoder(node.encoding);
+    this.#decoder = bodyDecoder(node);
     for (const n of this.names) this.#evidence.push(...n.evidence.map((e) => `${n.source} "${n.given}": ${e}`));
     const distinct = new Set(this.names.map((n) => n.normalised.toLowerCase()));
     if (distinct.size > 1) this.#evidence.push(`the part gives different names: ${[...distinct].map((n) => `"${n}"`).join(', ')}; all are checked`);

@@ -1,28 +1,79 @@
 /**
- * Synchronous, incremental Content-Transfer-Encoding decoders (RFC 2045 sections 6.7, 6.8),
- * so a stage can look at decoded bytes chunk by chunk without the asynchronous hand-offs of a
- * decoder stream. They give the very bytes mailsplit's decoder streams give (libbase64, and
- * libqp read chunk by chunk), so what a stage judges or masks is what a mail client decodes.
+ * Synchronous, incremental Content-Transfer-Encoding codecs (RFC 2045 sections 6.7, 6.8), so a
+ * stage can decode and encode a part chunk by chunk by function calls, without a stream and
+ * its asynchronous hand-offs per part. They give the very bytes mailsplit's streams give, so
+ * what a stage judges or masks is what a mail client decodes: base64 and the encoders are
+ * mailsplit's own streams (libbase64's, libqp's) run by calling them; quoted-printable is
+ * decoded by ours, since libqp's Decoder holds the whole part (see below).
  */
 import { Transform, type TransformCallback } from 'node:stream';
+import type { MimeNode } from '@zone-eu/mailsplit';
 
-/** Decodes one part's body, chunk by chunk. */
-export interface BodyDecoder {
-  /** Decoded bytes of this chunk (may hold back a few bytes for the next). */
+/** Decodes or encodes one part's body, chunk by chunk. */
+export interface BodyCoder {
+  /** The bytes for this chunk (may hold back a few bytes, or the current line, for the next). */
   push(chunk: Buffer): Buffer;
   /** Whatever was held back, at the end of the body. */
   end(): Buffer;
 }
 
+/** A decoder: what the attachments stage and masking read a part through. */
+export type BodyDecoder = BodyCoder;
+
+const empty = Buffer.alloc(0);
+const unchanged: () => BodyCoder = () => ({ push: (chunk) => chunk, end: () => empty });
+
 /**
- * A decoder for the part's transfer encoding, giving the very bytes mailsplit's (and so
- * mailparser's and the Joiner's) decoders give: what the attachments stage sniffs must be what
- * a mail client will open. A lenient decoder of our own that dropped `=` read base64 padded
- * line by line as garbage, where libbase64 decodes each padded run: content sniffing could be
- * passed that way. Anything but base64 and quoted-printable passes through.
+ * The decoder for a part's transfer encoding. A lenient base64 decoder of our own that dropped
+ * `=` read base64 padded line by line as garbage, where libbase64 (and so mailparser and mail
+ * clients) decodes each padded run: content sniffing could be passed that way. Anything but
+ * base64 and quoted-printable passes through.
  */
-export function bodyDecoder(encoding: string | false): BodyDecoder {
-  return mailsplitBodyDecoder(encoding ? encoding.toLowerCase() : false);
+export function bodyDecoder(node: MimeNode): BodyDecoder {
+  switch (node.encoding) {
+    case 'base64':
+      return calledDirectly(node.getDecoder() as Transform);
+    case 'quoted-printable':
+      return new QuotedPrintableBodyDecoder();
+    default:
+      return unchanged();
+  }
+}
+
+/** The encoder mailsplit's Joiner would use for the part (libbase64's, libqp's: lines of 76), run by calling it. */
+export function bodyEncoder(node: MimeNode): BodyCoder {
+  return node.encoding === 'base64' || node.encoding === 'quoted-printable' ? calledDirectly(node.getEncoder() as Transform) : unchanged();
+}
+
+/**
+ * A Transform whose `_transform` and `_flush` call back at once (libbase64's and libqp's do)
+ * run as plain calls: what it pushes is collected and returned.
+ */
+function calledDirectly(stream: Transform): BodyCoder {
+  const out: Buffer[] = [];
+  stream.push = (chunk: Buffer | string | null) => {
+    if (chunk !== null && chunk.length) out.push(typeof chunk === 'string' ? Buffer.from(chunk, 'latin1') : chunk);
+    return true;
+  };
+  const done: TransformCallback = (err, data) => {
+    if (err) throw err;
+    if (data != null) stream.push(data);
+  };
+  const take = () => {
+    const bytes = out.length === 1 ? out[0]! : out.length ? Buffer.concat(out) : empty;
+    out.length = 0;
+    return bytes;
+  };
+  return {
+    push(chunk) {
+      stream._transform(chunk, 'binary', done);
+      return take();
+    },
+    end() {
+      stream._flush?.(done);
+      return take();
+    },
+  };
 }
 
 /** Raw text the stream decoder holds back at most, waiting to see what follows it. */
@@ -118,66 +169,4 @@ function decodeEscapes(text: string, end: number): Buffer {
     } else out[o++] = code;
   }
   return out.subarray(0, o);
-}
-
-/**
- * Base64 decoding as libbase64's Decoder (mailsplit's `getDecoder()`) decodes, chunk by chunk:
- * characters outside the alphabet are skipped, and a padding character ends a run, so a body
- * that pads every line decodes line by line. Unlike {@link bodyDecoder}, which skips `=` and
- * reads such a body as one run.
- */
-export class Base64BodyDecoder implements BodyDecoder {
-  /** Characters after the last padding that do not make a quartet yet. */
-  #rest = '';
-
-  push(chunk: Buffer): Buffer {
-    let b64 = this.#rest + chunk.toString('latin1');
-    this.#rest = '';
-    if (/[^a-zA-Z0-9+/=]/.test(b64)) b64 = b64.replace(/[^a-zA-Z0-9+/=]/g, '');
-    // Up to the last padding character the runs are complete; quartets count from there on.
-    const lastPad = b64.lastIndexOf('=');
-    const padded = b64.slice(0, lastPad + 1);
-    let tail = b64.slice(lastPad + 1);
-    const keep = tail.length < 4 ? tail.length : tail.length % 4;
-    this.#rest = tail.slice(tail.length - keep);
-    tail = tail.slice(0, tail.length - keep);
-    return padded.length + tail.length ? base64Runs(padded + tail) : Buffer.alloc(0);
-  }
-
-  end(): Buffer {
-    const rest = this.#rest;
-    this.#rest = '';
-    return rest ? base64Runs(rest) : Buffer.alloc(0);
-  }
-}
-
-/** libbase64's `decode` for a string of base64 characters and `=`: each run ended by padding decoded on its own. */
-function base64Runs(str: string): Buffer {
-  const pad = str.indexOf('=');
-  if (pad < 0 || !/[a-zA-Z0-9+/]/.test(str.slice(pad))) return Buffer.from(str, 'base64');
-  const out = Buffer.alloc(Math.floor((str.length * 3) / 4));
-  let length = 0;
-  for (let start = 0; start <= str.length; ) {
-    let end = str.indexOf('=', start);
-    if (end < 0) end = str.length;
-    if (end > start) length += out.write(str.substring(start, end), length, 'base64');
-    start = end + 1;
-  }
-  return Buffer.from(out.subarray(0, length));
-}
-
-/**
- * A decoder that gives, chunk for chunk, the bytes mailsplit's `node.getDecoder()` gives for
- * the part's transfer encoding (with {@link QuotedPrintableBodyDecoder} for libqp's).
- * Anything but base64 and quoted-printable passes through.
- */
-export function mailsplitBodyDecoder(encoding: string | false): BodyDecoder {
-  switch (encoding) {
-    case 'base64':
-      return new Base64BodyDecoder();
-    case 'quoted-printable':
-      return new QuotedPrintableBodyDecoder();
-    default:
-      return { push: (c) => c, end: () => Buffer.alloc(0) };
-  }
 }

@@ -72,7 +72,7 @@ export function openQuarantinedContent(store: Store, id: string): Readable {
     source.pipe(splitter);
     let decoder: BodyDecoder | undefined;
     for await (const chunk of splitter as AsyncIterable<SplitterChunk>) {
-      if (chunk.type === 'node') decoder ??= bodyDecoder(chunk.encoding);
+      if (chunk.type === 'node') decoder ??= bodyDecoder(chunk);
       else if (chunk.type === 'body' && decoder) yield decoder.push(chunk.value);
     }
     if (decoder) yield decoder.end();

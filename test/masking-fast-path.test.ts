@@ -13,7 +13,7 @@ import { maskingSectionSchema, maskingStage } from '../policy/data-masking.js';
 import { PASS_THROUGH_LIMIT, TextPartMasking, type TextPartSettings } from '../policy/masking-part.js';
 import { charsetPlanner } from '../policy/masking-charsets.js';
 import type { MaskCounts } from '../policy/text-masker.js';
-import { runStages } from './helpers/pipeline.js';
+import { mimeNode, runStages } from './helpers/pipeline.js';
 import { tempDir } from './helpers/paths.js';
 
 const enabled = maskingSectionSchema.parse((parseToml('[masking]\nenabled = true') as { masking: unknown }).masking);
@@ -135,7 +135,7 @@ async function maskPart(settings: Partial<TextPartSettings>, chunks: Buffer[]): 
   const plan = charsetPlanner()('utf-8');
   assert.ok(plan.kind === 'keep');
   const out: Buffer[] = [];
-  const part = new TextPartMasking({ encoding: false, html: false, codec: plan.codec, patterns, window: 64, counts, ...settings }, (b) => out.push(b));
+  const part = new TextPartMasking({ node: mimeNode(), html: false, codec: plan.codec, patterns, window: 64, counts, ...settings }, (b) => out.push(b));
   for (const chunk of chunks) await part.write(chunk);
   await part.end();
   return { out: Buffer.concat(out), counts, reEncoded: part.reEncoded };
@@ -228,7 +228,7 @@ test('a number split by a quoted-printable soft line break is masked once; the b
   assert.ok(r.output.toString().endsWith('\r\n\r\nRef: card **** **** **** 1111, thanks.\r\n'), JSON.stringify(r.output.toString()));
   // One byte at a time: the probe and the re-encoding both see the number whole.
   const chunks = [...Buffer.from(body)].map((b) => Buffer.of(b));
-  const part = await maskPart({ encoding: 'quoted-printable' }, chunks);
+  const part = await maskPart({ node: mimeNode('quoted-printable') }, chunks);
   assert.deepEqual(part.counts, { card: 1 });
   assert.equal(part.out.toString(), 'Ref: card **** **** **** 1111, thanks.\r\n');
 });

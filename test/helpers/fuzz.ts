@@ -578,7 +578,7 @@ export async function wrappedContents(raw: Readable): Promise<WrappedContents> {
         finishPart();
         if (chunk.disposition === 'attachment') {
           attachments++;
-          decode = bodyDecoder(chunk.encoding);
+          decode = bodyDecoder(chunk);
         } else inText = chunk.contentType === 'text/plain';
       } else if (chunk.type === 'body') {
         if (decode) take(decode.push(chunk.value));

@@ -5,6 +5,7 @@ import type { Direction, MessageContext, Stage } from '../../policy/stage.js';
 import type { MessageSummary } from '../../policy/summary.js';
 import type { Envelope } from '../../storage/message-meta.js';
 import { silentLogger } from '../../gateway/logger.js';
+import { MimeNode } from '@zone-eu/mailsplit';
 
 /** Options for {@link runStages} and {@link dryRunContext}. */
 export interface StageRunOptions {
@@ -81,4 +82,12 @@ export function failingStage(afterChunks = 2, name = 'flaky'): Stage {
       };
     },
   };
+}
+
+/** A mailsplit node with this Content-Transfer-Encoding (or none), for code that takes a part's node. */
+export function mimeNode(encoding?: string): MimeNode {
+  const node = new MimeNode(false);
+  node.addHeaderChunk(Buffer.from(`${encoding ? `Content-Transfer-Encoding: ${encoding}\r\n` : ''}\r\n`));
+  node.parseHeaders();
+  return node;
 }
