@@ -17,19 +17,15 @@ import { Joiner, Splitter, type MimeNode, type SplitterChunk } from '@zone-eu/ma
 import type { MaskingPattern } from './masking-patterns.js';
 import { rawByteCodec, utf8Codec, type CharsetPlan, type TextCodec } from './masking-charsets.js';
 import { TextPartMasking, type PartBody } from './masking-part.js';
-import { HtmlMasker, TextMasker, maskWhole, type MaskCounts, type Masker } from './text-masker.js';
+import { HtmlMasker, TextMasker, isHighSurrogate, maskInSlices, maskWhole, type MaskCounts, type Masker } from './text-masker.js';
 import { HEADER_READ_LIMIT, decodedWhole } from './header-text.js';
 import { ContentFieldGuard } from './content-field-guard.js';
 import { ChunkStage, StageChain } from './stage-chain.js';
 import { QuotedPrintableDecodeStream } from './transfer-decode.js';
 
-/** Characters masked in one turn of the event loop. */
-const SLICE = 4 * 1024;
-
 /**
- * Bytes in, masked bytes out, in the codec's charset. A long piece of text is masked a slice
- * at a time, with a turn of the event loop between slices: 64 KiB of dense HTML took the HTML
- * masker 10 to 60 ms, and pieces come as large as the splitter makes them.
+ * Bytes in, masked bytes out, in the codec's charset, a slice at a time (maskInSlices): for
+ * parts turned into UTF-8 and for raw messages.
  */
 export class MaskingStream extends Transform {
   constructor(
@@ -46,22 +42,11 @@ export class MaskingStream extends Transform {
     } catch (err) {
       return done(err as Error);
     }
-    let at = 0;
-    const next = () => {
-      try {
-        let end = Math.min(at + SLICE, text.length);
-        // Never cut a surrogate pair: its halves would be encoded apart.
-        if (end < text.length && isHighSurrogate(text.charCodeAt(end - 1))) end--;
-        const out = this.codec.encode(this.masker.write(text.slice(at, end)));
-        at = end;
-        if (at >= text.length) return done(null, out.length ? out : undefined);
-        if (out.length) this.push(out);
-      } catch (err) {
-        return done(err as Error);
-      }
-      setImmediate(next);
+    const put = (masked: string) => {
+      const out = this.codec.encode(masked);
+      if (out.length) this.push(out);
     };
-    next();
+    maskInSlices(this.masker, text, put).then(() => done(), done);
   }
 
   override _flush(done: TransformCallback): void {
@@ -73,8 +58,6 @@ export class MaskingStream extends Transform {
     }
   }
 }
-
-const isHighSurrogate = (code: number) => code >= 0xd800 && code <= 0xdbff;
 
 /** A part whose body was rewritten in another charset than it came in. */
 export interface CharsetChange {
