@@ -7,7 +7,6 @@ import type { Envelope, MessageMeta, MessageSource } from '../storage/message-me
 import { defaultPipelineLimits, runPipeline, stageOf, type PipelineLimits } from '../policy/pipeline.js';
 import type { Direction, MessageContext, Stage } from '../policy/stage.js';
 import { SpoolTee, fileSpool, spoolDir, type Spool } from '../policy/spool.js';
-import { ContentFieldGuard } from '../policy/content-field-guard.js';
 import { unparsableFrom, type UnparsableMessage } from '../policy/unparsable.js';
 import { readHeaderBlock, wrappingMessage } from '../policy/wrapping-message.js';
 import { defaultMimeLimits } from '../policy/mime-check.js';
@@ -67,7 +66,7 @@ export async function ingestMessage(deps: IngestDeps, input: Readable, req: Inge
   // The spool counts the bytes and fails the moment the message goes over the limit, so an
   // oversized message stops reaching the store at the limit instead of at its end.
   const spool = storeSpool(fileSpool(spoolDir(deps.store.dir)), req.maxSize ?? Number.POSITIVE_INFINITY);
-  const tee = new SpoolTee(spool, new ContentFieldGuard());
+  const tee = new SpoolTee(spool);
   // Resolves once every received byte is in the spool; rejects with the size limit or the client gone.
   const spooled = finished(tee);
   spooled.catch(() => {});

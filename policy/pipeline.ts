@@ -40,9 +40,7 @@ export async function runPipeline(
   const summary = new SummaryCollector();
   handlers.push({ name: 'summary', handler: summary });
   // mailsplit types its streams narrower than Transform; they are Transforms.
-  // Ingest hands in its bytes already behind the guard (the spool's branch).
-  const guarded = input instanceof ContentFieldGuard ? input : new ContentFieldGuard();
-  await connect([...(guarded === input ? [] : [input]), guarded, splitter as unknown as Transform, new StageChain(handlers), new Joiner() as unknown as Transform, sink]);
+  await connect([input, new ContentFieldGuard(), splitter as unknown as Transform, new StageChain(handlers), new Joiner() as unknown as Transform, sink]);
   return summary.summary;
 }
 

@@ -15,7 +15,7 @@ import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { createReadStream, mkdirSync, rmSync } from 'node:fs';
 import { mkdir, open as openFile, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { PassThrough, Readable, Writable, type Duplex } from 'node:stream';
+import { PassThrough, Readable, Writable } from 'node:stream';
 import { CHUNK_SIZE } from '../storage/store.js';
 import { grownStage } from '../storage/message-writer.js';
 
@@ -120,14 +120,13 @@ export function reopenableSpool(reopen: () => Readable): Spool {
  * limit, the client gone) destroys the branch with it, which fails the pipeline.
  */
 export class SpoolTee extends Writable {
-  /** The bytes for the pipeline: `branch` when given (a check the bytes pass through anyway, one stream less), else a PassThrough. */
-  readonly branch: Duplex;
+  /** The bytes for the pipeline. */
+  readonly branch = new PassThrough();
   readonly #spool: Spool;
 
-  constructor(spool: Spool, branch: Duplex = new PassThrough()) {
+  constructor(spool: Spool) {
     super();
     this.#spool = spool;
-    this.branch = branch;
     // The pipeline reports the branch's errors; after it has settled nobody else listens.
     this.branch.on('error', () => {});
   }

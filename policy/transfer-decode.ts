@@ -51,15 +51,20 @@ export function bodyEncoder(node: MimeNode): BodyCoder {
  */
 function calledDirectly(stream: Transform): BodyCoder {
   const out: Buffer[] = [];
+  let calledBack = false;
   stream.push = (chunk: Buffer | string | null) => {
     if (chunk !== null && chunk.length) out.push(typeof chunk === 'string' ? Buffer.from(chunk, 'latin1') : chunk);
     return true;
   };
   const done: TransformCallback = (err, data) => {
+    calledBack = true;
     if (err) throw err;
     if (data != null) stream.push(data);
   };
+  // Bytes a stream pushed later would be lost: one that does not call back at once is a bug here.
   const take = () => {
+    if (!calledBack) throw new Error(`${stream.constructor.name} did not call back at once: it cannot be run by function calls`);
+    calledBack = false;
     const bytes = out.length === 1 ? out[0]! : out.length ? Buffer.concat(out) : empty;
     out.length = 0;
     return bytes;
@@ -70,7 +75,8 @@ function calledDirectly(stream: Transform): BodyCoder {
       return take();
     },
     end() {
-      stream._flush?.(done);
+      if (stream._flush) stream._flush(done);
+      else calledBack = true;
       return take();
     },
   };
