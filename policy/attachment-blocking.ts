@@ -93,19 +93,13 @@ class AttachmentBlocker extends ChunkStage {
   }
 
   protected transform(chunk: SplitterChunk): void | Promise<void> {
-    // Most chunks are not in an attachment, or in one already let through: they pass at once, without a promise.
     const part = this.#part;
-    if (!part) {
-      if (chunk.type !== 'node') return void this.push(chunk);
-      const inspector = new PartInspector(chunk, this.#rules);
-      if (!inspector.isAttachment) return void this.push(chunk);
-      return this.#start(chunk, inspector);
-    }
-    if (part.mode === 'pass' && chunk.type === 'body' && chunk.node === part.node) {
-      part.rawBodyBytes += chunk.value.length;
-      return void this.push(chunk);
-    }
-    return this.#handle(chunk);
+    if (!part) return this.#outside(chunk);
+    if (chunk.type !== 'body' || chunk.node !== part.node) return this.#finish().then(() => this.#outside(chunk));
+    part.rawBodyBytes += chunk.value.length;
+    // The body of an attachment already let through passes at once, without a promise.
+    if (part.mode === 'pass') return void this.push(chunk);
+    return this.#body(part, chunk);
   }
 
   protected override async flush(): Promise<void> {
@@ -113,16 +107,12 @@ class AttachmentBlocker extends ChunkStage {
     this.#record();
   }
 
-  async #handle(chunk: SplitterChunk): Promise<void> {
-    const part = this.#part;
-    if (part && (chunk.type !== 'body' || chunk.node !== part.node)) await this.#finish();
-    if (chunk.type === 'node') {
-      const inspector = new PartInspector(chunk, this.#rules);
-      if (inspector.isAttachment) await this.#start(chunk, inspector);
-      else this.push(chunk);
-    } else if (chunk.type === 'body' && this.#part) {
-      await this.#body(this.#part, chunk);
-    } else this.push(chunk);
+  /** A chunk with no attachment open: most pass at once; an attachment's node opens one. */
+  #outside(chunk: SplitterChunk): void | Promise<void> {
+    if (chunk.type !== 'node') return void this.push(chunk);
+    const inspector = new PartInspector(chunk, this.#rules);
+    if (!inspector.isAttachment) return void this.push(chunk);
+    return this.#start(chunk, inspector);
   }
 
   /** Holds or replaces an attachment's node: it is not passed on as it is. */
@@ -132,9 +122,8 @@ class AttachmentBlocker extends ChunkStage {
     if (inspector.nameVerdict) await this.#block(part, inspector.nameVerdict);
   }
 
+  /** A body chunk of an attachment still being judged, blocked or deferred. */
   async #body(part: Part, chunk: SplitterChunk & { type: 'data' | 'body' }): Promise<void> {
-    part.rawBodyBytes += chunk.value.length;
-    if (part.mode === 'pass') return void this.push(chunk);
     if (part.mode === 'block') part.inspector.count(chunk.value);
     else {
       part.inspector.push(chunk.value);
