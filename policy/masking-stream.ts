@@ -172,7 +172,7 @@ export class MessageMasker extends ChunkStage {
 
   protected transform(chunk: SplitterChunk): void | Promise<void> {
     // Chunks outside the text parts (multipart boundaries, attachments' bodies) pass at once.
-    if (!this.part && chunk.type !== 'node') return this.handOn(chunk);
+    if (!this.part && chunk.type !== 'node') return void this.push(chunk);
     return this.handle(chunk);
   }
 
@@ -189,19 +189,14 @@ export class MessageMasker extends ChunkStage {
     }
     await this.endPart();
     if (chunk.type !== 'node') {
-      this.handOn(chunk);
+      this.push(chunk);
       return;
     }
     if (!chunk.parentNode || chunk.parentNode.rfc822) await this.maskSubject(chunk);
     if (!chunk.multipart && (chunk.contentType === 'text/plain' || chunk.contentType === 'text/html')) this.openText(chunk);
     // mailsplit splits an attached message only when it is inline: the others arrive as one body.
     else if (chunk.contentType === 'message/rfc822' && chunk.messageNode === false) this.openStreamed(chunk, this.messageStreams(chunk));
-    else this.handOn(chunk);
-  }
-
-  /** Every chunk this stage hands on goes through here. */
-  private handOn(chunk: SplitterChunk): void {
-    this.push(chunk);
+    else this.push(chunk);
   }
 
   private async maskSubject(node: MimeNode): Promise<void> {
@@ -239,9 +234,9 @@ export class MessageMasker extends ChunkStage {
     const html = node.contentType === 'text/html';
     if (plan.kind === 'keep') {
       // Headers stay as they are: the Joiner may write them now.
-      this.handOn(node);
+      this.push(node);
       const settings = { node, html, codec: plan.codec, patterns: this.patterns, window: this.window, counts: this.counts };
-      const body = new TextPartMasking(settings, (value) => this.handOn({ node, type: 'body', value }));
+      const body = new TextPartMasking(settings, (value) => this.push({ node, type: 'body', value }));
       this.part = { node, body };
       return;
     }
@@ -277,8 +272,8 @@ export class MessageMasker extends ChunkStage {
     const decoder = node.encoding === 'quoted-printable' ? new QuotedPrintableDecodeStream() : (node.getDecoder() as Transform);
     const streams: Transform[] = [decoder, ...body.streams, node.getEncoder(body.encoding) as Transform];
     // Headers are final now (charset, transfer encoding): the Joiner writes them on sight.
-    this.handOn(node);
-    this.part = { node, body: new StreamedBody(streams, (value) => this.handOn({ node, type: 'body', value })) };
+    this.push(node);
+    this.part = { node, body: new StreamedBody(streams, (value) => this.push({ node, type: 'body', value })) };
   }
 
   private async endPart(): Promise<void> {
@@ -288,6 +283,6 @@ export class MessageMasker extends ChunkStage {
     await part.body.end();
     // A message that is one text part ends with its body: keep the final line break of a
     // body written anew (one passed through ends as it came).
-    if (!part.node.parentNode && part.body.reEncoded && part.body.lastByte !== 0x0a) this.handOn({ node: part.node, type: 'body', value: Buffer.from('\r\n') });
+    if (!part.node.parentNode && part.body.reEncoded && part.body.lastByte !== 0x0a) this.push({ node: part.node, type: 'body', value: Buffer.from('\r\n') });
   }
 }
