@@ -3,11 +3,11 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import nodemailer from 'nodemailer';
-import { spoolDir } from '../policy/spool.js';
-import { wrappingStage, unparsableReasons } from '../policy/wrap-unparsable.js';
-import { startTestGateway } from './helpers/gateway.js';
-import { corpus } from './helpers/paths.js';
-import { asReceivedOverSmtp, parseWrapped, storedMessage } from './helpers/wrapped.js';
+import { spoolDir } from '../../policy/spool.js';
+import { wrappingStage, unparsableReasons } from '../../policy/wrap-unparsable.js';
+import { startTestGateway } from '../helpers/gateway.js';
+import { corpus } from '../helpers/paths.js';
+import { asReceivedOverSmtp, parseWrapped, storedMessage } from '../helpers/wrapped.js';
 
 /** Every raw message of the two parser-robustness corpora, read in place. */
 const folders = [corpus('james-mime4j', 'testmsgs'), corpus('james-mime4j', 'mimetools-testmsgs'), corpus('mimekit-messages', 'messages')];
