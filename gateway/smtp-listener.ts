@@ -1,17 +1,16 @@
 import { Resolver } from 'node:dns/promises';
-import net from 'node:net';
-import { domainToASCII } from 'node:url';
-import { SMTPServer, type SMTPServerOptions, type SMTPServerSession } from 'smtp-server';
-import { parseCidr, parseListenAddress, type Config } from './config/schema.js';
-import { errors, MailgateError } from './errors.js';
+import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
+import { parseListenAddress, type Config } from './config/schema.js';
+import { recipientRules } from './recipient-rules.js';
+import { MailgateError } from './errors.js';
 import { newMessageId } from '../storage/ids.js';
 import { queuePutOp } from '../storage/queue.js';
-import { DEFAULT_ROUTE, relayEntry, relayMatcher } from './dispatch/entries.js';
+import { DEFAULT_ROUTE, relayEntry } from './dispatch/entries.js';
 import { SessionGuard } from './session-limits.js';
 import { guardedData } from './data-guards.js';
 import type { Dispatcher } from './dispatch/dispatcher.js';
 import { authSettings } from './smtp-auth.js';
-import { aliasIndex, aliasOfAddress } from './config/alias-addresses.js';
+import { aliasOfAddress } from './config/alias-addresses.js';
 import { ingestMessage, type IngestDeps } from './ingest.js';
 import { Metrics } from './metrics.js';
 
@@ -21,33 +20,6 @@ export interface SmtpListener {
   readonly addresses: { host: string; port: number }[];
   /** Stops accepting connections and waits for sessions in progress to finish. */
   close(): Promise<void>;
-}
-
-/** Decides whether a recipient is one we take mail for. */
-export function recipientAcceptor(config: Config): (address: string) => boolean {
-  const aliases = aliasIndex(config);
-  // Relayed domains are ours to accept too (Postfix: relay_domains).
-  const domains = new Set([...config.smtp.domains, ...config.relay.flatMap((r) => r.domains)].map(comparableDomain));
-  return (address) => {
-    if (config.smtp.accept_all) return true;
-    const at = address.lastIndexOf('@');
-    if (at <= 0) return false;
-    const local = address.slice(0, at);
-    const domain = comparableDomain(address.slice(at + 1));
-    if (aliases.has(`${local}@${domain}`.toLowerCase())) return true;
-    return domains.has(domain);
-  };
-}
-
-/**
- * A domain as configured domains are compared: lower case, without a trailing dot, IDN in its
- * ASCII (punycode) form, so `Example.COM.` and `bücher.example` / `xn--bcher-kva.example` each
- * match one way only. An IP literal (`[192.0.2.1]`) is never one of ours.
- */
-function comparableDomain(domain: string): string {
-  const d = domain.toLowerCase().replace(/\.$/, '');
-  if (d.startsWith('[')) return d;
-  return domainToASCII(d) || d;
 }
 
 /**
@@ -78,12 +50,8 @@ function reverseResolver(timeoutMs: number): SMTPServerOptions['resolver'] {
 /** Builds the smtp-server options shared by every listen address. */
 function serverOptions(config: Config, deps: IngestDeps & { dispatcher?: Dispatcher | undefined }, inFlight: Set<Promise<unknown>>, metrics: Metrics, guard: SessionGuard): SMTPServerOptions {
   const smtp = config.smtp;
-  const accepts = recipientAcceptor(config);
+  const rules = recipientRules(config);
   const aliasFor = aliasResolver(config);
-  const relayFor = relayMatcher(config);
-  const mayRelayOut = outwardRelay(config);
-  // Forwarded downstream: a [[relay]]'s recipients, or any recipient of a trusted or authenticated client (via the partition default SMTP).
-  const forwardTo = (rcpt: string) => relayFor(rcpt) ?? (accepts(rcpt) ? undefined : DEFAULT_ROUTE);
   const auth = authSettings({ users: smtp.user, tls: smtp.tls, allowInsecureOnLoopback: smtp.auth.allow_insecure_on_loopback, required: false, logger: deps.logger, guard, limits: smtp.limits });
 
   return {
@@ -99,10 +67,10 @@ function serverOptions(config: Config, deps: IngestDeps & { dispatcher?: Dispatc
     ...auth,
 
     onRcptTo(address, session, callback) {
-      const problem = guard.recipientLimit(session) ?? addressTrick(address.address);
-      if (problem) return callback(problem.responseCode >= 500 ? guard.refuse(session, problem) : problem);
-      if (accepts(address.address) || mayRelayOut(session)) return callback();
-      callback(guard.refuse(session, errors.relayDenied(address.address)));
+      const limit = guard.recipientLimit(session);
+      if (limit) return callback(limit);
+      const route = rules.route(session, address.address);
+      callback(route instanceof MailgateError ? guard.refuse(session, route) : undefined);
     },
 
     onData(stream, session, callback) {
@@ -122,7 +90,7 @@ function serverOptions(config: Config, deps: IngestDeps & { dispatcher?: Dispatc
       };
       // Recipients forwarded downstream (MX in front of an internal server) are queued with the message, in its one write.
       const id = newMessageId();
-      const relay = relayEntry(id, forwardTo, envelope);
+      const relay = relayEntry(id, rules.forwardTo(session), envelope);
       const data = guardedData(stream, { bareLineEndings: smtp.limits.bare_line_endings, maxReceivedHeaders: smtp.limits.max_received_headers, onBytes: guard.data(stream, session) });
       const ingest = ingestMessage(deps, data, {
         id,
@@ -138,8 +106,17 @@ function serverOptions(config: Config, deps: IngestDeps & { dispatcher?: Dispatc
       ingest.then(
         (meta) => {
           deps.logger.info(
-            { msg_id: meta.id, outcome: 'stored', size: meta.size, source: 'smtp', remote: session.remoteAddress, from: envelope.mailFrom, rcpt: envelope.rcptTo },
-            'message stored',
+            {
+              msg_id: meta.id,
+              outcome: relay ? 'stored and queued' : 'stored',
+              size: meta.size,
+              source: 'smtp',
+              remote: session.remoteAddress,
+              from: envelope.mailFrom,
+              rcpt: envelope.rcptTo,
+              ...(relay ? { queued_for: relay.recipients.map((r) => `${r.address} via ${r.relay ?? DEFAULT_ROUTE}`) } : {}),
+            },
+            relay ? 'message stored and queued for delivery' : 'message stored',
           );
           metrics.inc('mailgate_messages_total', { source: 'smtp', outcome: meta.tags.includes('wrapped') ? 'wrapped' : 'stored' });
           metrics.inc('mailgate_message_bytes_total', { source: 'smtp' }, meta.size);
@@ -167,40 +144,6 @@ export async function startSmtpListener(config: Config, deps: IngestDeps & { dis
   const guard = new SessionGuard(config.smtp.limits, deps.logger);
   const options = serverOptions(config, deps, inFlight, metrics, guard);
   return bindSmtpServers('SMTP listener', config.smtp.listen, options, deps.logger, inFlight, guard, { accept_all: config.smtp.accept_all, tls: Boolean(config.smtp.tls) });
-}
-
-/**
- * Whether a client may send to domains that are not ours (Postfix's permit_mynetworks,
- * permit_sasl_authenticated): from `[smtp] trusted_networks` or after AUTH, and only when
- * `[partition.default_smtp]` has a server to send it on through. Everyone else: 550 5.7.1.
- */
-function outwardRelay(config: Config): (session: SMTPServerSession) => boolean {
-  const trusted = new net.BlockList();
-  for (const c of config.smtp.trusted_networks) {
-    const { address, prefix, family } = parseCidr(c)!;
-    trusted.addSubnet(address, prefix, family);
-  }
-  const smartHost = config.partition.default_smtp?.server !== undefined;
-  return (session) => {
-    if (!smartHost) return false;
-    if (typeof session.user === 'string') return true;
-    const ip = session.remoteAddress.replace(/^::ffff:(?=\d+\.)/, '');
-    const family = net.isIP(ip);
-    return family !== 0 && trusted.check(ip, family === 4 ? 'ipv4' : 'ipv6');
-  };
-}
-
-/**
- * Addresses whose local part routes somewhere else: the percent hack (`user%other@ours`) and
- * bang paths (`other!user@ours`). Old MTAs, and some downstream servers still, forward such
- * mail to `other`: accepting them would make mailgate a relay through its downstream.
- * (smtp-server already strips source routes `@ours:user@other`, leaving `user@other` to the
- * relay check, and refuses a quoted `@` in the local part as bad syntax.)
- */
-function addressTrick(address: string): MailgateError | undefined {
-  const local = address.slice(0, address.lastIndexOf('@'));
-  if (!/[%!]/.test(local)) return undefined;
-  return new MailgateError('ADDRESS_ROUTING', 550, '5.7.1', `Relay access denied: <${address}> routes through its local part (% or !), which is not accepted`);
 }
 
 /**

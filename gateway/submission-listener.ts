@@ -66,6 +66,8 @@ export async function startSubmissionListener(config: Config, deps: IngestDeps &
         kind: 'submission' as const,
         alias: alias.name,
         remoteAddress: session.remoteAddress,
+        // For our Received line when it is sent (RFC 5321 section 4.4).
+        ...(session.hostNameAppearsAs ? { helo: session.hostNameAppearsAs } : {}),
         ...(typeof session.user === 'string' ? { user: session.user } : {}),
         secure: session.secure,
       };

@@ -52,7 +52,10 @@ test('quoted-printable is decoded chunk by chunk exactly as libqp decodes it who
 
 test('a seeded fuzz set of broken and hostile messages: each is stored or wrapped (or refused for size), in time and without stalling the gateway', async (t) => {
   const fixtures = fixture();
-  const ownMessages = messageFiles(fixtures).map((file) => ({ name: path.relative(fixtures, file), bytes: asReceivedOverSmtp(readFileSync(file)) }));
+  const ownMessages = messageFiles(fixtures)
+    .map((file) => ({ name: path.relative(fixtures, file), bytes: asReceivedOverSmtp(readFileSync(file)) }))
+    // A message with more Received lines than [smtp.limits] max_received_headers is refused as a loop (554, smtp-security.test.ts), mutated or not.
+    .filter((m) => (m.bytes.toString('latin1').match(/^Received:/gim)?.length ?? 0) <= 50);
   const cases = [...syntheticCases(), ...corpusMutations(new Rng(SEED), ownMessages, ROUNDS)];
   t.diagnostic(`seed ${SEED}: ${cases.length} cases`);
   const run = await startRun(t);

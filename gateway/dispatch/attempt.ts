@@ -12,6 +12,7 @@ import type { MessageMeta } from '../../storage/message-meta.js';
 import type { DeliveryResult, QueueEntry, QueueRecipient } from '../../storage/queue.js';
 import { outboundRouting, relayRouting, type Route, type Routing } from './routes.js';
 import type { SendResult, Transports } from './transports.js';
+import { traceHeaders } from './trace.js';
 
 export interface AttemptDeps {
   store: Store;
@@ -131,30 +132,10 @@ function record(outcome: GroupOutcome, recipients: QueueRecipient[], now: Date, 
   log[deferred.length || failed.length ? 'warn' : 'info']({ route: outcome.route.name, delivered, failed, deferred, ...(reason && (failed.length || deferred.length) ? { reason } : {}) }, 'delivery attempt');
 }
 
-/**
- * The stored bytes, with trace headers in front for relayed mail: a Received line (the
- * downstream counts hops and sees where it came from) and the gateway's findings as
- * X-Mailgate-* headers. Outbound mail to customers gets nothing added.
- */
+/** The stored bytes, with our trace headers in front (trace.ts). */
 async function* withHeaders(deps: AttemptDeps, entry: QueueEntry, meta: MessageMeta, recipients: QueueRecipient[]): AsyncGenerator<Buffer> {
-  if (entry.kind === 'relay') yield Buffer.from(relayHeaders(deps.config, meta, recipients), 'utf8');
+  yield Buffer.from(traceHeaders(deps.config.smtp.hostname, entry.kind, meta, recipients.map((r) => r.address)), 'utf8');
   yield* deps.store.openRaw(entry.id) as AsyncIterable<Buffer>;
-}
-
-function relayHeaders(config: Config, meta: MessageMeta, recipients: QueueRecipient[]): string {
-  const s = meta.source;
-  const proto = `ESMTP${s.secure ? 'S' : ''}${s.user ? 'A' : ''}`;
-  const from = s.kind === 'smtp' ? `from ${s.helo ?? 'unknown'} (${s.clientHostname ? `${s.clientHostname} ` : ''}[${s.remoteAddress ?? 'unknown'}])\r\n\t` : '';
-  const via = s.kind === 'smtp' ? `with ${proto}` : `with ${s.kind.toUpperCase()}`;
-  const only = recipients.length === 1 ? `\r\n\tfor <${recipients[0]!.address}>` : '';
-  const lines = [`Received: ${from}by ${config.smtp.hostname} (mailgate) ${via} id ${meta.id}${only};\r\n\t${rfc5322Date(new Date(meta.receivedAt))}`, `X-Mailgate-Id: ${meta.id}`];
-  if (meta.tags.length) lines.push(`X-Mailgate-Tags: ${meta.tags.join(', ')}`);
-  return lines.join('\r\n') + '\r\n';
-}
-
-/** `Mon, 23 Nov 2026 10:00:00 +0000`. */
-export function rfc5322Date(d: Date): string {
-  return d.toUTCString().replace(/GMT$/, '+0000');
 }
 
 function oneLine(text: string): string {

@@ -17,6 +17,7 @@ import { Readable } from 'node:stream';
 import { domainToASCII } from 'node:url';
 import libmime from 'libmime';
 import { encode as qpEncode, wrap as qpWrap } from 'nodemailer/lib/qp';
+import { rfc5322Date } from './trace.js';
 
 /** One recipient the notification reports on. */
 export interface DsnRecipient {
@@ -300,10 +301,6 @@ function parseDate(name: string, iso: string): Date {
   return date;
 }
 
-/** RFC 5322 3.3 date-time in UTC. */
-function rfc5322Date(date: Date): string {
-  return date.toUTCString().replace('GMT', '+0000');
-}
 
 /**
  * The header block at the start of `input`, without the empty line that ends it (all of the
