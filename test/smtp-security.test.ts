@@ -4,7 +4,7 @@ import { connect } from 'node:net';
 import { capturingLogger, runCli, startTestGateway } from './helpers/gateway.js';
 import { rawSmtp } from './helpers/smtp-client.js';
 import { startUpstream } from './helpers/upstream.js';
-import { SUBMIT_PASSWORD, SUBMIT_USER, submissionToml, submit, waitDelivered } from './helpers/outbound.js';
+import { SUBMIT_PASSWORD, SUBMIT_USER, submissionToml, submit, waitDelivered, waitQueue } from './helpers/outbound.js';
 import { hashPassword } from '../gateway/config/password.js';
 import { Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
@@ -282,9 +282,10 @@ retry_intervals = [3600]
     await upstream.close();
   });
   const id = await submit(gw.gateway.submission!.addresses[0]!.port, { from: 'support@ours.example', to: 'c@example.org', subject: 's', text: 'x' }, { user: 'helpdesk', pass: 'helpdesk-s3cret' });
+  // The dispatcher saves the attempt after it logs it: wait for the saved entry, then the log line.
+  const entry = await waitQueue(gw.store, id, (e) => e.attempts >= 1);
   await log.waitFor((e) => e.msg === 'delivery attempt');
-  const entry = await gw.store.sublevels.queue.get(id);
-  assert.match(entry?.lastError?.message ?? '', /authentication failed/);
+  assert.match(entry.lastError?.message ?? '', /authentication failed/);
   const everything = JSON.stringify(log.entries) + JSON.stringify(entry);
   for (const secret of ['wr0ng-s3cret', 'p4rtition-s3cret', 'helpdesk-s3cret']) assert.ok(!everything.includes(secret), `${secret} leaked`);
   const check = await runCli(['config', 'check', gw.configFile]);
