@@ -134,7 +134,10 @@ function record(outcome: GroupOutcome, recipients: QueueRecipient[], now: Date, 
 
 /** The stored bytes, with our trace headers in front (trace.ts). */
 async function* withHeaders(deps: AttemptDeps, entry: QueueEntry, meta: MessageMeta, recipients: QueueRecipient[]): AsyncGenerator<Buffer> {
-  yield Buffer.from(traceHeaders(deps.config.smtp.hostname, entry.kind, meta, recipients.map((r) => r.address)), 'utf8');
+  // Findings go to a [[relay]] downstream only (ours). A trusted client's mail for another
+  // domain is a relay entry too, but leaves through the default SMTP to someone else's server.
+  const kind = entry.kind === 'relay' && recipients[0]?.relay ? 'relay' : 'outbound';
+  yield Buffer.from(traceHeaders(deps.config.smtp.hostname, kind, meta, recipients.map((r) => r.address)), 'utf8');
   yield* deps.store.openRaw(entry.id) as AsyncIterable<Buffer>;
 }
 
