@@ -89,9 +89,16 @@ const ENHANCED = /(?<![\w.])(?<!\b(?:Exim|Postfix|Sendmail|qmail|version|release
 // Sendmail transcripts "<<< 550", InterScan ">>> 550", Exchange "#550", "smtp; 550", and at a line start.
 const REPLY = /(?:^|said:|<<<|>>>|smtp;|#|\breason:|\berror:|\bresponse:|\breplied:)[ \t]*(?:\r?\n[ \t]*)?"?([45])[0-5][0-9](?=[ \t\-:]|$)/gim;
 
-/** Lines that start the returned original (or its headers): nothing after them is the MTA's own text. */
-const ORIGINAL_FOLLOWS =
-  /^[ \t]*(?:[-=*_|]{2,}.*\b(?:original|copy\s+of|(?:returned\s+mail|message\s+text|message)\s+follows|header\s+of|forwarded\s+message|mensaje\s+original)\b|(?:original\s+message\s+follows|below\s+is\s+a\s+copy\s+of\s+the\s+original|a\s+copy\s+of\s+the\s+original\s+message|below\s+this\s+line\s+is\s+a\s+copy|below\s+the\s+next\s+line\s+is\s+a\s+copy))/im;
+/**
+ * Lines that start the returned original (or its headers): nothing after them is the MTA's
+ * own text. A separator line ("------ This is a copy of the message ------") or one of the
+ * sentences MTAs put before the original.
+ */
+const SEPARATOR = /^[ \t]*[-=*_|]{2}/;
+const SEPARATOR_WORDS = /\b(?:original|copy\s+of|(?:returned\s+mail|message\s+text|message)\s+follows|header\s+of|forwarded\s+message|mensaje\s+original)\b/i;
+const ORIGINAL_FOLLOWS = /^[ \t]*(?:original\s+message\s+follows|below\s+is\s+a\s+copy\s+of\s+the\s+original|a\s+copy\s+of\s+the\s+original\s+message|below\s+this\s+line\s+is\s+a\s+copy|below\s+the\s+next\s+line\s+is\s+a\s+copy)/i;
+/** Characters of a line looked at for a separator: real ones are short, a hostile one is not read whole. */
+const SEPARATOR_LINE = 200;
 
 const clip = (s: string) => {
   const one = s.replace(/\s+/g, ' ').trim();
@@ -114,8 +121,19 @@ const QUOTED_SUBJECT = /^[ \t]*(?:the\s+subject\s+of\s+the\s+message\s+is|subjec
 
 /** The MTA's own words: the text up to where the returned original starts, quoted subjects left out. */
 export function ownText(text: string): string {
-  const m = ORIGINAL_FOLLOWS.exec(text);
-  return (m ? text.slice(0, m.index) : text).replace(QUOTED_SUBJECT, '');
+  // Line by line, each line looked at up to SEPARATOR_LINE characters: linear in the text.
+  let end = text.length;
+  for (let at = 0; at < text.length; ) {
+    const nl = text.indexOf('\n', at);
+    const next = nl < 0 ? text.length : nl + 1;
+    const line = text.slice(at, Math.min(next, at + SEPARATOR_LINE));
+    if ((SEPARATOR.test(line) && SEPARATOR_WORDS.test(line)) || ORIGINAL_FOLLOWS.test(line)) {
+      end = at;
+      break;
+    }
+    at = next;
+  }
+  return text.slice(0, end).replace(QUOTED_SUBJECT, '');
 }
 
 /**
@@ -151,12 +169,34 @@ function statusCodes(text: string): { cls: string; rule: string; matched: string
   return out;
 }
 
-/** Plain text out of an HTML bounce body (Exchange, GroupWise), for {@link bounceTextVerdict}. */
+/**
+ * Plain text out of an HTML bounce body (Exchange, GroupWise), for {@link bounceTextVerdict}:
+ * tags become spaces (line ends for those that end a block), scripts and styles are dropped.
+ * One pass with indexOf, linear in the text whatever markup a sender writes.
+ */
 export function htmlText(html: string): string {
-  return html
-    .replace(/<(?:script|style)\b[\s\S]*?<\/(?:script|style)\s*>/gi, ' ')
-    .replace(/<br\s*\/?>|<\/(?:p|div|tr|li|h\d)\s*>/gi, '\n')
-    .replace(/<[^>]*>/g, ' ')
+  const lower = html.toLowerCase();
+  let out = '';
+  for (let at = 0; at < html.length; ) {
+    const lt = html.indexOf('<', at);
+    if (lt < 0) {
+      out += html.slice(at);
+      break;
+    }
+    out += html.slice(at, lt);
+    const gt = html.indexOf('>', lt + 1);
+    // An unterminated tag: the rest is markup.
+    if (gt < 0) break;
+    const [, closing, name] = /^(\/?)([a-z0-9]*)/.exec(lower.slice(lt + 1, Math.min(gt, lt + 12)))!;
+    out += BLOCK_TAGS.has(name!) ? '\n' : ' ';
+    at = gt + 1;
+    if (!closing && (name === 'script' || name === 'style')) {
+      const close = lower.indexOf(`</${name}`, at);
+      if (close < 0) break;
+      at = close;
+    }
+  }
+  return out
     .replace(/&nbsp;/gi, ' ')
     .replace(/&lt;/gi, '<')
     .replace(/&gt;/gi, '>')
@@ -164,3 +204,5 @@ export function htmlText(html: string): string {
     .replace(/&#39;|&apos;/gi, "'")
     .replace(/&amp;/gi, '&');
 }
+
+const BLOCK_TAGS = new Set(['br', 'p', 'div', 'tr', 'li', 'h1', 'h2', 'h3', 'h4', 'h5', 'h6', 'table']);

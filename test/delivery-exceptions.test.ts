@@ -10,7 +10,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import nodemailer from 'nodemailer';
 import { deliveryExceptionsSectionSchema } from '../policy/delivery-exceptions.js';
 import { parseDeliveryStatus, recipientFailure } from '../policy/delivery-status.js';
-import { bounceTextVerdict } from '../policy/delivery-exception-text.js';
+import { bounceTextVerdict, htmlText } from '../policy/delivery-exception-text.js';
 import { addressTable, subjectTable } from './delivery-exceptions-table.js';
 import { check, mail } from './helpers/delivery-exceptions.js';
 import { runCli, startTestGateway } from './helpers/gateway.js';
@@ -269,6 +269,12 @@ test('the words of a bounce: sentences and codes, in order of what they say', ()
     ['Delivery report.\n--- Below this line is a copy of the message.\n\nThis is a permanent error in our billing.', undefined],
   ];
   for (const [text, failure] of cases) assert.equal(bounceTextVerdict(text)?.failure, failure, text);
+
+  // Exchange and GroupWise may send HTML only: read as text, scripts and styles left out.
+  const html = '<html><style>p { color: red }</style><p>Your message <b>did not</b> reach<br>these recipients</p><script>var s = "permanent error";</script></html>';
+  assert.equal(htmlText(html).replace(/\s+/g, ' ').trim(), 'Your message did not reach these recipients');
+  assert.equal(bounceTextVerdict(htmlText(html))?.rule, 'not delivered');
+  assert.equal(htmlText('a &lt;b&gt; &amp; c <unterminated tag and the rest'), 'a <b> & c ');
 });
 
 test('the words of a bounce never tag a message by themselves: a customer quoting a bounce is asking a question', async () => {
