@@ -3,6 +3,7 @@
  * Pure functions over a small, already size-bounded piece of text.
  */
 import libmime from 'libmime';
+import { headerHead } from './header-text.js';
 import type { FailureType } from './delivery-exception-phrases.js';
 
 /** Most bytes of a delivery-status part we keep. Real ones are a few hundred bytes per recipient. */
@@ -180,7 +181,7 @@ export interface AttachedReport {
 export function attachedReport(bytes: Buffer, truncated: boolean): AttachedReport | undefined {
   const text = bytes.toString('latin1');
   const { fields, body } = splitHeader(text);
-  const ct = libmime.parseHeaderValue(fields.get('content-type') ?? '');
+  const ct = libmime.parseHeaderValue(headerHead(fields.get('content-type') ?? ''));
   const type = ct.value.toLowerCase();
   const statusText = (part: string, encoding: string | undefined) => decodeTransfer(Buffer.from(part, 'latin1'), encoding || false).toString('utf8');
   if (type === 'message/delivery-status' || type === 'message/global-delivery-status') {
@@ -195,7 +196,7 @@ export function attachedReport(bytes: Buffer, truncated: boolean): AttachedRepor
     const part = parts[i]!;
     if (part.startsWith('--')) break;
     const inner = splitHeader(part.replace(/^[ \t]*\r?\n/, ''));
-    const innerType = libmime.parseHeaderValue(inner.fields.get('content-type') ?? '').value.toLowerCase();
+    const innerType = libmime.parseHeaderValue(headerHead(inner.fields.get('content-type') ?? '')).value.toLowerCase();
     if (innerType === 'message/delivery-status' || innerType === 'message/global-delivery-status') {
       // A part followed by another delimiter was read whole, whatever came after it.
       const encoding = inner.fields.get('content-transfer-encoding')?.trim().toLowerCase();
