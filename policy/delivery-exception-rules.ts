@@ -1,7 +1,8 @@
 /**
  * The matching half of delivery-exception tagging: compiled phrases, the signals read from a
  * message's structure, and the decision that turns both into a tag. No streams here; the stage
- * in delivery-exceptions.ts feeds it what it read from the root headers and the DSN part.
+ * in delivery-exceptions.ts feeds it what it read from the root headers, the report parts and the
+ * words of a bounce.
  */
 import type { DeliveryExceptionPhrase, FailureType, PhraseType } from './delivery-exception-phrases.js';
 import { SUCCESS_ACTIONS, type DeliveryStatusReport, type FeedbackReport, type RecipientStatus } from './delivery-status.js';
@@ -224,7 +225,7 @@ export function decide(rules: DeliveryExceptionRules, ev: Evidence): Decision {
   // A delivery report whose recipients were all delivered, relayed or expanded is a delivery
   // confirmation, not an exception, even though it is machine mail.
   const recipients = ev.deliveryStatus?.recipients ?? [];
-  if (!phrasesCount && recipients.length && recipients.every(reportsSuccess)) return { ...ignored, successReport: true };
+  if (!phrasesCount && recipients.length && recipients.every(reportsSuccess)) return { successReport: true };
 
   const forwarded = ev.forwardedReport?.counted ? reportFailure(ev.forwardedReport.report) : undefined;
   if (forwarded) return { ...forwarded, decidedBy: 'forwarded_delivery_status' };
@@ -238,7 +239,7 @@ export function decide(rules: DeliveryExceptionRules, ev: Evidence): Decision {
     return { failure: deciding.failure, decidedBy: 'phrase', decidingEvidence: `${JSON.stringify(deciding.name)} (${deciding.failure})` };
   }
   const deciding = [...ev.signals].sort((a, b) => structuralSignals.indexOf(a.signal) - structuralSignals.indexOf(b.signal))[0]!;
-  return { failure: rules.signalFailure, decidedBy: deciding.signal, decidingEvidence: `${deciding.evidence}; signal_failure = "${rules.signalFailure}"`, ...ignored };
+  return { failure: rules.signalFailure, decidedBy: deciding.signal, decidingEvidence: `${deciding.evidence}; signal_failure = "${rules.signalFailure}"` };
 }
 
 /** The failure a report's recipient blocks say, with the fields that say it. */
