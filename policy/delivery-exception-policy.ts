@@ -44,9 +44,13 @@ export const deliveryExceptionsSectionSchema = z
      * it tags only when the message also looks machine-generated (a DSN, Auto-Submitted...).
      */
     phrase_matches: z.enum(['alone', 'with_structural_signal']).default('alone'),
-    /** Structural signs of machine mail that are looked for; each one found tags the message by itself. */
+    /**
+     * Structural signs of machine mail that are looked for; each one found tags the message by
+     * itself. `precedence` is `Precedence: auto_reply` only (bulk, list and junk mark list
+     * posts); `delivery_status` also covers a report forwarded in an attached message.
+     */
     structural_signals: z.array(z.enum(structuralSignals)).default([...structuralSignals]),
-    /** Failure type when a structural signal decides without a DSN status (auto-replies, bounces without a report). */
+    /** Failure type when a structural signal decides: no report status, no words of a bounce and no phrase tell (auto-replies). */
     signal_failure: failure.default('temporary'),
   })
   .superRefine((section, ctx) => {

@@ -1,27 +1,42 @@
 /**
  * What the delivery-exception stage records on a message: sentences for the admin (`policy
- * test` prints them) and the details behind them. Only matched words, addresses and DSN fields
- * are quoted, never the whole subject, which may hold data the masking stage hides later.
+ * test` prints them) and the details behind them (`messages show` prints those). Only matched
+ * words, addresses and report fields are quoted, never the whole subject or body, which may
+ * hold data the masking stage hides later.
  */
 import type { StageFindings } from './stage.js';
 import type { FailureType } from './delivery-exception-phrases.js';
-import type { RecipientStatus } from './delivery-status.js';
-import type { Decision, Evidence, PhraseMatch, SignalFound, StructuralSignal } from './delivery-exception-rules.js';
+import type { FeedbackReport, RecipientStatus } from './delivery-status.js';
+import type { BounceTextVerdict } from './delivery-exception-text.js';
+import type { DecidedBy, Decision, Evidence, PhraseMatch, SignalFound, StructuralSignal } from './delivery-exception-rules.js';
 
 /** The findings of the delivery-exception stage. */
 export interface DeliveryExceptionFindings extends StageFindings {
   /** True when the message was tagged and put in the exception queue. */
   tagged: boolean;
+  /** `email-permanent-undeliverable`, `email-temporary-undeliverable` or `feedback-report`. */
   tag?: string;
   failure?: FailureType;
   exceptionQueue: boolean;
-  /** `phrase`, `delivery_status` or the structural signal that decided. */
-  decidedBy?: string;
+  /**
+   * What decided the failure type: `delivery_status` (the report's per-recipient status),
+   * `forwarded_delivery_status`, `x_failed_recipients`, `bounce_text` (the bounce's words),
+   * `phrase`, or the structural signal that decided (`feedback_report` for an abuse complaint).
+   */
+  decidedBy?: DecidedBy;
+  /** The fields or words behind `decidedBy`. */
+  decidingEvidence?: string;
   phraseMatches: PhraseMatch[];
   signals: SignalFound[];
   /** Recipients a DSN (or X-Failed-Recipients) reports as failed or delayed. */
   failedRecipients: string[];
   deliveryStatus?: { reportingMta?: string; recipients: RecipientStatus[]; truncated: boolean };
+  /** A report inside an attached message, and whether it counted. */
+  forwardedReport?: { counted: boolean; recipients: RecipientStatus[] };
+  bounceText?: BounceTextVerdict;
+  feedbackReport?: FeedbackReport;
+  /** The mailing-list header seen (List-Id...), which is no sign of a delivery exception. */
+  listPost?: string;
   phrasesIgnored?: string;
 }
 
@@ -36,10 +51,21 @@ const SIGNAL_LABEL: Record<StructuralSignal, string> = {
   x_failed_recipients: 'the X-Failed-Recipients header',
 };
 
+const DECIDED_LABEL: Partial<Record<DecidedBy, string>> = {
+  delivery_status: 'the delivery status report',
+  forwarded_delivery_status: 'the delivery status report in the attached message',
+  bounce_text: 'the text of the bounce',
+  phrase: 'the phrase',
+};
+
+/** What a `decidedBy` value names, in words. */
+const decidedLabel = (by: DecidedBy) => DECIDED_LABEL[by] ?? SIGNAL_LABEL[by as StructuralSignal];
+
 /** Most recipients named in one summary sentence; all are in the details. */
 const LISTED = 10;
 
 const quote = (s: string) => JSON.stringify(s);
+const capitalised = (s: string) => s.charAt(0).toUpperCase() + s.slice(1);
 
 function describeMatch(m: PhraseMatch): string {
   const what = `${m.type === 'subject' ? 'Subject' : 'Address'} phrase ${quote(m.name)} (${m.origin}, ${m.failure})`;
@@ -54,27 +80,29 @@ function describeRecipient(r: RecipientStatus): string {
   return how ? `${who} (${how})` : who;
 }
 
+function describeDecision(d: Decision): string {
+  const by = d.decidedBy!;
+  return `decided by ${by} (${decidedLabel(by)}: ${d.decidingEvidence ?? ''})`;
+}
+
 /** The findings for one message, given what was read and what was decided. */
 export function describeOutcome(ev: Evidence, decision: Decision, failedHeader: string[], dryRun: boolean): DeliveryExceptionFindings {
   const report = ev.deliveryStatus;
   // The address as the sender gave it (Original-Recipient, RFC 3464 section 2.3.1) is the one
   // an agent recognises; Final-Recipient may be an alias expansion.
-  const failedFromReport = (report?.recipients ?? []).filter((r) => r.failure).map((r) => r.originalRecipient ?? r.finalRecipient ?? '');
+  const failedBlocks = [...(report?.recipients ?? []), ...(ev.forwardedReport?.counted ? (ev.forwardedReport.report?.recipients ?? []) : [])];
+  const failedFromReport = failedBlocks.filter((r) => r.failure).map((r) => r.originalRecipient ?? r.finalRecipient ?? '');
   const failedRecipients = [...new Set([...failedFromReport, ...failedHeader].filter(Boolean))];
   const summary: string[] = [];
-  const tag = decision.failure ? `email-${decision.failure}-undeliverable` : undefined;
+  const tag = decision.failure ? `email-${decision.failure}-undeliverable` : decision.feedbackReport ? 'feedback-report' : undefined;
+  const would = (done: string, todo: string) => (dryRun ? todo : done);
 
-  if (decision.failure) {
-    let why: string;
-    if (decision.decidedBy === 'phrase') {
-      why = `the ${ev.phraseMatches.length === 1 ? 'phrase' : 'phrases'} ${[...new Set(ev.phraseMatches.map((m) => quote(m.name)))].join(', ')}`;
-    } else if (decision.decidedBy === 'delivery_status' && failedFromReport.length) {
-      why = `the delivery status report: ${failedFromReport.length} of ${report?.recipients.length ?? 0} recipients failed or delayed`;
-    } else {
-      const s = ev.signals.find((x) => x.signal === decision.decidedBy);
-      why = `${SIGNAL_LABEL[decision.decidedBy as StructuralSignal]} (${s?.evidence ?? ''})`;
-    }
-    summary.push(`${dryRun ? 'Would tag' : 'Tagged'} ${tag} and ${dryRun ? 'would put it' : 'put it'} in the exception queue, decided by ${why}.`);
+  if (decision.feedbackReport) {
+    summary.push(
+      `${would('Tagged', 'Would tag')} feedback-report and ${would('put it', 'would put it')} in the exception queue: an abuse complaint, not a bounce; ${describeDecision(decision)}.`,
+    );
+  } else if (decision.failure) {
+    summary.push(`${would('Tagged', 'Would tag')} ${tag} and ${would('put it', 'would put it')} in the exception queue; failure type ${describeDecision(decision)}.`);
   } else if (decision.successReport) {
     summary.push('Not a delivery exception: a delivery status report that says every recipient was delivered, relayed or expanded.');
   } else if (decision.phrasesIgnored) {
@@ -85,6 +113,7 @@ export function describeOutcome(ev: Evidence, decision: Decision, failedHeader: 
 
   for (const m of ev.phraseMatches) summary.push(describeMatch(m));
   for (const s of ev.signals) summary.push(`Machine-mail signal: ${SIGNAL_LABEL[s.signal]}: ${s.evidence}.`);
+  if (ev.listPost) summary.push(`Mailing-list header ${ev.listPost}: a list post is no delivery exception by its list headers alone.`);
   if (report) {
     const listed = report.recipients.slice(0, LISTED).map(describeRecipient);
     const more = report.recipients.length > LISTED ? ` and ${report.recipients.length - LISTED} more` : '';
@@ -97,21 +126,45 @@ export function describeOutcome(ev: Evidence, decision: Decision, failedHeader: 
   } else if (failedHeader.length) {
     summary.push(`Failed recipients (X-Failed-Recipients): ${failedHeader.slice(0, LISTED).join(', ')}.`);
   }
-  if ((decision.decidedBy === 'delivery_status' && failedFromReport.length) || decision.decidedBy === 'x_failed_recipients') {
+  if (ev.forwardedReport) {
+    const blocks = (ev.forwardedReport.report?.recipients ?? []).slice(0, LISTED).map(describeRecipient);
+    const what = `An attached message is a delivery status report${blocks.length ? ` (${blocks.join('; ')})` : ''}`;
+    summary.push(
+      ev.forwardedReport.counted
+        ? `${what}, forwarded by a mail system: it counts as this message's report.`
+        : `${what}, forwarded by a person (the message itself shows no sign of machine mail): not counted, the forwarder is asking about it.`,
+    );
+  }
+  if (ev.bounceText && decision.decidedBy !== 'bounce_text') {
+    summary.push(`The text of the message reads as a ${ev.bounceText.failure} failure (${ev.bounceText.rule}: ${quote(ev.bounceText.matched)}).`);
+  }
+  if (ev.feedback) {
+    const f = ev.feedback;
+    const parts = [f.feedbackType && `Feedback-Type: ${f.feedbackType}`, f.complainants.length && `complaint from ${f.complainants.slice(0, LISTED).join(', ')}`, f.sourceIp && `Source-IP: ${f.sourceIp}`];
+    const said = parts.filter(Boolean).join('; ');
+    if (said) summary.push(`Feedback report: ${said}.`);
+  }
+  if (decision.failure && decision.decidedBy !== 'phrase') {
     const disagreeing = ev.phraseMatches.filter((m) => m.failure !== decision.failure);
-    if (disagreeing.length) summary.push(`${decision.decidedBy === 'x_failed_recipients' ? 'X-Failed-Recipients' : "The report's status"} wins over the phrase failure type (${disagreeing[0]!.failure}).`);
+    if (disagreeing.length) summary.push(`${capitalised(decidedLabel(decision.decidedBy!))} wins over the phrase failure type (${disagreeing[0]!.failure}).`);
   }
 
   return {
     summary,
-    tagged: Boolean(decision.failure),
-    ...(tag ? { tag, failure: decision.failure } : {}),
-    exceptionQueue: Boolean(decision.failure),
+    tagged: Boolean(tag),
+    ...(tag ? { tag } : {}),
+    ...(decision.failure ? { failure: decision.failure } : {}),
+    exceptionQueue: Boolean(tag),
     ...(decision.decidedBy ? { decidedBy: decision.decidedBy } : {}),
+    ...(decision.decidingEvidence ? { decidingEvidence: decision.decidingEvidence } : {}),
     phraseMatches: ev.phraseMatches,
     signals: ev.signals,
     failedRecipients,
     ...(report ? { deliveryStatus: report } : {}),
+    ...(ev.forwardedReport ? { forwardedReport: { counted: ev.forwardedReport.counted, recipients: ev.forwardedReport.report?.recipients ?? [] } } : {}),
+    ...(ev.bounceText ? { bounceText: ev.bounceText } : {}),
+    ...(ev.feedback ? { feedbackReport: ev.feedback } : {}),
+    ...(ev.listPost ? { listPost: ev.listPost } : {}),
     ...(decision.phrasesIgnored ? { phrasesIgnored: decision.phrasesIgnored } : {}),
   };
 }

@@ -1,10 +1,12 @@
 /**
  * The matching half of delivery-exception tagging: compiled phrases, the signals read from a
  * message's structure, and the decision that turns both into a tag. No streams here; the stage
- * in delivery-exceptions.ts feeds it what it read from the root headers and the DSN part.
+ * in delivery-exceptions.ts feeds it what it read from the root headers, the report parts and the
+ * words of a bounce.
  */
 import type { DeliveryExceptionPhrase, FailureType, PhraseType } from './delivery-exception-phrases.js';
-import type { DeliveryStatusReport } from './delivery-status.js';
+import { SUCCESS_ACTIONS, type DeliveryStatusReport, type FeedbackReport, type RecipientStatus } from './delivery-status.js';
+import type { BounceTextVerdict } from './delivery-exception-text.js';
 
 /** Signs of machine-generated mail read from the message's structure rather than its words. */
 export const structuralSignals = [
@@ -39,8 +41,8 @@ export interface DeliveryExceptionRules {
   readonly signalFailure: FailureType;
 }
 
-/** Where a phrase was found. */
-export type MatchPlace = 'subject' | 'From address' | 'envelope sender (MAIL FROM)' | 'Return-Path';
+/** Where a phrase was found (Cisco guide: address phrases are compared against the From address). */
+export type MatchPlace = 'subject' | 'From address';
 
 /** One phrase found in one place. */
 export interface PhraseMatch {
@@ -69,13 +71,31 @@ export interface Evidence {
   signals: SignalFound[];
   /** The parsed delivery-status part, when the message had one. */
   deliveryStatus?: DeliveryStatusReport;
+  /**
+   * An attached message that is itself a delivery report. It counts (as a `delivery_status`
+   * signal, and its status types the message) when the message forwarding it is machine mail.
+   */
+  forwardedReport?: { counted: boolean; report?: DeliveryStatusReport };
+  /** What the human-readable text of a bounce says (delivery-exception-text.ts). */
+  bounceText?: BounceTextVerdict;
+  /** The parsed message/feedback-report part of an abuse complaint. */
+  feedback?: FeedbackReport;
+  /** The header that shows a mailing-list post (List-Id...), which is no sign of a bounce by itself. */
+  listPost?: string;
 }
+
+/** What decided the failure type: a report, a header, the bounce's words, a phrase or another signal. */
+export type DecidedBy = 'delivery_status' | 'forwarded_delivery_status' | 'bounce_text' | 'phrase' | StructuralSignal;
 
 /** What the stage decided. */
 export interface Decision {
   failure?: FailureType;
-  /** `delivery_status` (per-recipient DSN status), `phrase`, or the structural signal that decided. */
-  decidedBy?: 'phrase' | StructuralSignal;
+  /** An abuse complaint (RFC 5965): tagged as what it is, with no failure type. */
+  feedbackReport?: boolean;
+  /** The evidence that decided the failure type (or that it is a feedback report). */
+  decidedBy?: DecidedBy;
+  /** The words or fields behind `decidedBy`, quoted for the admin. */
+  decidingEvidence?: string;
   /** Why phrase matches did not count, when they did not. */
   phrasesIgnored?: string;
   /** True when a DSN reported only successful deliveries (no failure, no delay). */
@@ -161,52 +181,78 @@ function match(p: CompiledPhrase, where: MatchPlace, matched: string): PhraseMat
 }
 
 /**
- * Chooses the failure type. When signals disagree, the most specific evidence wins:
- * 1. a DSN's per-recipient status (RFC 3464/3463): the reporting MTA knows why delivery
- *    failed; permanent when any recipient failed permanently, else temporary;
- * 2. an `X-Failed-Recipients` header (Exim, Gmail): those recipients failed permanently;
- * 3. phrase matches (Cisco guide), when they count: the phrase's failure type, and permanent
- *    when matched phrases disagree (a permanent failure is the stronger claim; every match is
- *    recorded);
- * 4. a feedback report (RFC 5965, an abuse complaint): permanent, since the recipient asked
- *    not to get the mail and sending again will not change that;
- * 5. any other structural signal: `signal_failure` (default temporary: an auto-reply or a
- *    bounce without a readable status says nothing about permanence; the guide's own text
- *    calls an out-of-office reply temporary).
+ * Decides whether the message is a delivery exception and of which failure type.
+ *
+ * A delivery exception is a message that a phrase matches (Cisco guide; with
+ * `phrase_matches = "with_structural_signal"` only together with a signal) or that shows a
+ * structural signal. Its failure type comes from the most specific evidence (issue 17:
+ * structure wins over phrases, whose types the guide's appendix sets for general words such as
+ * "Undeliverable" or "Mailer"):
+ * 1. a feedback report (RFC 5965) is an abuse complaint: tagged as such, with no failure type;
+ * 2. the per-recipient status of the message's own report (RFC 3464 section 2.3.3, RFC 3463):
+ *    permanent when any recipient failed (`Action: failed` is final whatever the status
+ *    class), temporary when recipients were only delayed;
+ * 3. an `X-Failed-Recipients` header (Exim, Gmail): those recipients failed for good;
+ * 4. the status of a report forwarded by a mail system (an attached message that is a report);
+ * 5. the words of the bounce: the sentences and status codes of MTAs that write no report;
+ * 6. the matched phrases' failure type, permanent when they disagree (the stronger claim);
+ * 7. any other signal: `signal_failure` (default temporary: an auto-reply says nothing about
+ *    permanence; the guide's own text calls an out-of-office reply temporary).
  * A DSN that reports only successful deliveries is a delivery confirmation: it lets phrases
  * count (it is machine mail), but is not a delivery exception by itself, whatever other
- * signals it carries.
+ * signals it carries. Mailing-list headers are not a signal at all.
  */
 export function decide(rules: DeliveryExceptionRules, ev: Evidence): Decision {
-  const statusFailures = (ev.deliveryStatus?.recipients ?? []).map((r) => r.failure).filter((f): f is FailureType => f !== undefined);
-  if (statusFailures.length) {
-    return { failure: statusFailures.includes('permanent') ? 'permanent' : 'temporary', decidedBy: 'delivery_status' };
+  const feedback = ev.signals.find((s) => s.signal === 'feedback_report');
+  if (feedback) {
+    const type = ev.feedback?.feedbackType ? ` (Feedback-Type: ${ev.feedback.feedbackType})` : '';
+    return { feedbackReport: true, decidedBy: 'feedback_report', decidingEvidence: `${feedback.evidence}${type}` };
   }
+  const own = reportFailure(ev.deliveryStatus);
+  if (own) return { ...own, decidedBy: 'delivery_status' };
   // Exim and Gmail list on a bounce the recipients that failed for good (Exim spec, "Bounce
   // messages"); delay warnings never carry the header.
-  if (ev.signals.some((s) => s.signal === 'x_failed_recipients')) return { failure: 'permanent', decidedBy: 'x_failed_recipients' };
+  const failedHeader = ev.signals.find((s) => s.signal === 'x_failed_recipients');
+  if (failedHeader) return { failure: 'permanent', decidedBy: 'x_failed_recipients', decidingEvidence: failedHeader.evidence };
+
   const structural = ev.signals.length > 0;
-  if (ev.phraseMatches.length) {
-    if (rules.phraseMatches === 'alone' || structural) {
-      const failure = ev.phraseMatches.some((m) => m.failure === 'permanent') ? 'permanent' : 'temporary';
-      return { failure, decidedBy: 'phrase' };
-    }
-  }
-  const phrasesIgnored =
-    ev.phraseMatches.length && rules.phraseMatches === 'with_structural_signal' && !structural
-      ? 'phrase_matches = "with_structural_signal" and the message shows no sign of being machine-generated'
-      : undefined;
-  const ignored = phrasesIgnored ? { phrasesIgnored } : {};
+  const phrasesCount = ev.phraseMatches.length > 0 && (rules.phraseMatches === 'alone' || structural);
+  const ignored =
+    ev.phraseMatches.length && !phrasesCount
+      ? { phrasesIgnored: 'phrase_matches = "with_structural_signal" and the message shows no sign of being machine-generated' }
+      : {};
+  if (!structural && !phrasesCount) return ignored;
   // A delivery report whose recipients were all delivered, relayed or expanded is a delivery
   // confirmation, not an exception, even though it is machine mail.
   const recipients = ev.deliveryStatus?.recipients ?? [];
-  if (recipients.length && recipients.every(reportsSuccess)) return { ...ignored, successReport: true };
-  const deciding = [...ev.signals].sort((a, b) => structuralSignals.indexOf(a.signal) - structuralSignals.indexOf(b.signal))[0];
-  if (deciding) return { failure: deciding.signal === 'feedback_report' ? 'permanent' : rules.signalFailure, decidedBy: deciding.signal, ...ignored };
-  return ignored;
+  if (!phrasesCount && recipients.length && recipients.every(reportsSuccess)) return { successReport: true };
+
+  const forwarded = ev.forwardedReport?.counted ? reportFailure(ev.forwardedReport.report) : undefined;
+  if (forwarded) return { ...forwarded, decidedBy: 'forwarded_delivery_status' };
+  if (ev.bounceText) {
+    const t = ev.bounceText;
+    return { failure: t.failure, decidedBy: 'bounce_text', decidingEvidence: `${t.rule}: ${JSON.stringify(t.matched)}` };
+  }
+  if (phrasesCount) {
+    const permanent = ev.phraseMatches.find((m) => m.failure === 'permanent');
+    const deciding = permanent ?? ev.phraseMatches[0]!;
+    return { failure: deciding.failure, decidedBy: 'phrase', decidingEvidence: `${JSON.stringify(deciding.name)} (${deciding.failure})` };
+  }
+  const deciding = [...ev.signals].sort((a, b) => structuralSignals.indexOf(a.signal) - structuralSignals.indexOf(b.signal))[0]!;
+  return { failure: rules.signalFailure, decidedBy: deciding.signal, decidingEvidence: `${deciding.evidence}; signal_failure = "${rules.signalFailure}"` };
+}
+
+/** The failure a report's recipient blocks say, with the fields that say it. */
+function reportFailure(report: DeliveryStatusReport | undefined): { failure: FailureType; decidingEvidence: string } | undefined {
+  const failing = (report?.recipients ?? []).filter((r) => r.failure);
+  if (!failing.length) return undefined;
+  const chosen = failing.find((r) => r.failure === 'permanent') ?? failing[0]!;
+  const fields = [chosen.action && `Action: ${chosen.action}`, chosen.status && `Status: ${chosen.status}`].filter(Boolean).join(', ');
+  const who = chosen.originalRecipient ?? chosen.finalRecipient;
+  return { failure: chosen.failure!, decidingEvidence: `${fields || 'a recipient block'}${who ? ` for ${who}` : ''}` };
 }
 
 /** RFC 3464 section 2.3.3: delivered, relayed and expanded are successes; so is a 2.x.x status. */
-function reportsSuccess(r: { action?: string; status?: string }): boolean {
-  return ['delivered', 'relayed', 'expanded'].includes(r.action ?? '') || (!r.action && /^2\./.test(r.status ?? ''));
+function reportsSuccess(r: RecipientStatus): boolean {
+  return SUCCESS_ACTIONS.has(r.action ?? '') || (!r.action && /^2\./.test(r.status ?? ''));
 }

@@ -2,6 +2,8 @@
  * Reading an RFC 3464 `message/delivery-status` body: the machine-readable part of a bounce.
  * Pure functions over a small, already size-bounded piece of text.
  */
+import libmime from 'libmime';
+import { headerHead } from './header-text.js';
 import type { FailureType } from './delivery-exception-phrases.js';
 
 /** Most bytes of a delivery-status part we keep. Real ones are a few hundred bytes per recipient. */
@@ -37,19 +39,37 @@ export interface DeliveryStatusReport {
 }
 
 /**
- * The failure a recipient block reports: RFC 3463 class 5 is permanent and class 4 transient;
- * without a usable status, `Action: failed` is permanent and `Action: delayed` temporary
- * (RFC 3464 section 2.3.3). `delivered`, `relayed` and `expanded` report no failure.
+ * The failure a recipient block reports. RFC 3464 section 2.3.3: `failed` means the reporting
+ * MTA "has abandoned any attempts to deliver", so it is final (permanent) whatever the status
+ * class: `Action: failed` with `Status: 4.4.7` is an MTA that gave up. `delayed` is temporary;
+ * `delivered`, `relayed` and `expanded` report no failure. Without a usable action, the status
+ * class decides (RFC 3463 section 3.1: 5 permanent, 4 persistent transient); real reports also
+ * write `failure`, `error` or `bounced` for `failed`, and an SMTP reply code (`553 ...`) in
+ * place of the enhanced status code.
  */
 export function recipientFailure(r: RecipientStatus): FailureType | undefined {
   const action = r.action ?? '';
   if (action === 'delayed') return 'temporary';
-  if (action && action !== 'failed') return undefined;
-  const cls = /^([245])\.\d{1,3}\.\d{1,3}/.exec(r.status ?? '')?.[1];
+  if (FAILED_ACTIONS.has(action)) return 'permanent';
+  if (SUCCESS_ACTIONS.has(action)) return undefined;
+  const cls = statusClass(r.status);
   if (cls === '5') return 'permanent';
   if (cls === '4') return 'temporary';
-  if (cls === '2') return undefined;
-  return action === 'failed' ? 'permanent' : undefined;
+  return undefined;
+}
+
+/**
+ * RFC 3464 section 2.3.3: the recipient's message arrived, was relayed on, or was expanded;
+ * `deliverable` is Postfix's answer to an address verification (`sendmail -bv`).
+ */
+export const SUCCESS_ACTIONS: ReadonlySet<string> = new Set(['delivered', 'relayed', 'expanded', 'deliverable']);
+/** `failed`, and what real reports write for it. */
+const FAILED_ACTIONS: ReadonlySet<string> = new Set(['failed', 'failure', 'fail', 'error', 'bounced', 'bounce']);
+
+/** The class digit of an enhanced status code (`5.1.1`) or, failing that, of an SMTP reply code (`553 ...`). */
+function statusClass(status: string | undefined): string | undefined {
+  if (!status) return undefined;
+  return /^([245])\.\d{1,3}\.\d{1,3}/.exec(status)?.[1] ?? /^([245])\d\d\b/.exec(status)?.[1];
 }
 
 const RECIPIENT_FIELDS = new Set(['original-recipient', 'final-recipient', 'action', 'status', 'remote-mta', 'diagnostic-code', 'last-attempt-date', 'will-retry-until', 'final-log-id']);
@@ -97,7 +117,7 @@ export function parseDeliveryStatus(text: string, truncatedInput = false): Deliv
     if (key === 'final-recipient') current.finalRecipient = withoutType(value);
     else if (key === 'original-recipient') current.originalRecipient = withoutType(value);
     else if (key === 'action') current.action = value.toLowerCase().split(/[\s(]/)[0];
-    else if (key === 'status') current.status = /\d\.\d{1,3}\.\d{1,3}/.exec(value)?.[0] ?? value.slice(0, 20);
+    else if (key === 'status') current.status = /[245]\.\d{1,3}\.\d{1,3}/.exec(value)?.[0] ?? value.slice(0, 20);
     else if (key === 'diagnostic-code') current.diagnosticCode = value.length > MAX_DIAGNOSTIC ? `${value.slice(0, MAX_DIAGNOSTIC)}...` : value;
   }
   finish();
@@ -121,7 +141,7 @@ function inlineBase64(text: string): string {
 }
 
 /** Header-style fields with continuation lines joined; a blank line yields ''. */
-function* unfoldedFields(text: string): Generator<string> {
+export function* unfoldedFields(text: string): Generator<string> {
   let field: string | undefined;
   for (const line of text.split(/\r?\n/)) {
     if (/^[ \t]/.test(line) && field !== undefined && line.trim() !== '') {
@@ -144,4 +164,87 @@ export function decodeTransfer(raw: Buffer, encoding: string | false): Buffer {
     return Buffer.from(text.replace(/=([0-9A-Fa-f]{2})/g, (_m, hex: string) => String.fromCharCode(parseInt(hex, 16))), 'latin1');
   }
   return raw;
+}
+
+/** A message attached to another (message/rfc822) that is a delivery report, and what it reports. */
+export interface AttachedReport {
+  /** The report's recipient blocks, when its delivery-status part was within the bytes read. */
+  report?: DeliveryStatusReport;
+}
+
+/**
+ * Whether the first bytes of an attached message are a delivery report (a multipart/report of
+ * report-type delivery-status, or a bare message/delivery-status), and its parsed status part
+ * when that is within them. A forwarded bounce: a virus scanner or relay that wraps the bounce
+ * it passes on as `originalmail.eml`. Only the attached message's own top level is looked at.
+ */
+export function attachedReport(bytes: Buffer, truncated: boolean): AttachedReport | undefined {
+  const text = bytes.toString('latin1');
+  const { fields, body } = splitHeader(text);
+  const ct = libmime.parseHeaderValue(headerHead(fields.get('content-type') ?? ''));
+  const type = ct.value.toLowerCase();
+  const statusText = (part: string, encoding: string | undefined) => decodeTransfer(Buffer.from(part, 'latin1'), encoding || false).toString('utf8');
+  if (type === 'message/delivery-status' || type === 'message/global-delivery-status') {
+    return { report: parseDeliveryStatus(statusText(body, fields.get('content-transfer-encoding')?.trim().toLowerCase()), truncated) };
+  }
+  if (type !== 'multipart/report' || !/^(global-)?delivery-status$/i.test(String(ct.params['report-type'] ?? ''))) return undefined;
+  const boundary = String(ct.params.boundary ?? '');
+  if (!boundary) return {};
+  const delimiter = `--${boundary}`;
+  const parts = body.split(delimiter);
+  for (let i = 1; i < parts.length; i++) {
+    const part = parts[i]!;
+    if (part.startsWith('--')) break;
+    const inner = splitHeader(part.replace(/^[ \t]*\r?\n/, ''));
+    const innerType = libmime.parseHeaderValue(headerHead(inner.fields.get('content-type') ?? '')).value.toLowerCase();
+    if (innerType === 'message/delivery-status' || innerType === 'message/global-delivery-status') {
+      // A part followed by another delimiter was read whole, whatever came after it.
+      const encoding = inner.fields.get('content-transfer-encoding')?.trim().toLowerCase();
+      return { report: parseDeliveryStatus(statusText(inner.body, encoding), truncated && i === parts.length - 1) };
+    }
+  }
+  return {};
+}
+
+/** A header block's fields (lower-case names, first occurrence, unfolded) and the body after it. */
+function splitHeader(text: string): { fields: Map<string, string>; body: string } {
+  const end = /\r?\n\r?\n/.exec(text);
+  const head = end ? text.slice(0, end.index) : text;
+  const body = end ? text.slice(end.index + end[0].length) : '';
+  const fields = new Map<string, string>();
+  for (const field of unfoldedFields(head)) {
+    const colon = field.indexOf(':');
+    if (colon <= 0) continue;
+    const key = field.slice(0, colon).trim().toLowerCase();
+    if (!fields.has(key)) fields.set(key, field.slice(colon + 1).trim());
+  }
+  return { fields, body };
+}
+
+/** What an abuse report (RFC 5965 section 3.1, the message/feedback-report part) says. */
+export interface FeedbackReport {
+  /** abuse, fraud, virus, other, not-spam (RFC 5965 section 7.3). */
+  feedbackType?: string;
+  /** The recipients who complained (Original-Rcpt-To), at most MAX_RECIPIENTS. */
+  complainants: string[];
+  /** Original-Mail-From: our sender the complaint is about. */
+  originalMailFrom?: string;
+  /** Source-IP: the address the reported message came from. */
+  sourceIp?: string;
+}
+
+/** Parses the decoded text of a message/feedback-report part. */
+export function parseFeedbackReport(text: string): FeedbackReport {
+  const report: FeedbackReport = { complainants: [] };
+  for (const field of unfoldedFields(text)) {
+    const colon = field.indexOf(':');
+    if (colon <= 0) continue;
+    const key = field.slice(0, colon).trim().toLowerCase();
+    const value = field.slice(colon + 1).trim().replace(/^<(.*)>$/, '$1');
+    if (key === 'feedback-type') report.feedbackType ??= value.toLowerCase();
+    else if (key === 'original-rcpt-to' && report.complainants.length < MAX_RECIPIENTS) report.complainants.push(value);
+    else if (key === 'original-mail-from') report.originalMailFrom ??= value;
+    else if (key === 'source-ip') report.sourceIp ??= value;
+  }
+  return report;
 }

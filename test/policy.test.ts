@@ -87,14 +87,14 @@ test('policy test says stage by stage what would happen, without storing anythin
   assert.equal(r.code, 0, r.stderr);
   const text = r.stdout.toString();
   assert.match(text, /^attachments:\n.*tool\.exe/m);
-  assert.match(text, /delivery_exceptions:\n.*Undeliverable/);
+  assert.match(text, /delivery_exceptions:\n.*email-permanent-undeliverable.*decided by bounce_text/);
   assert.match(text, /masking:\n.*card/);
   assert.match(text, /result: would be stored/);
 
   const json = await runCli(['policy', 'test', fixture('policy', 'bounce-with-exe.eml'), '--department', 'support', '--json', '--config', configFile]);
   const report = JSON.parse(json.stdout.toString()) as { stages: { stage: string }[]; tags: string[] };
   assert.deepEqual(report.stages.map((s) => s.stage), ['wrapping', 'attachments', 'delivery_exceptions', 'masking']);
-  assert.ok(report.tags.includes('email-temporary-undeliverable'));
+  assert.ok(report.tags.includes('email-permanent-undeliverable'));
 
   const unknown = await runCli(['policy', 'test', fixture('policy', 'bounce-with-exe.eml'), '--department', 'nope', '--config', configFile]);
   assert.equal(unknown.code, 2);
