@@ -1,9 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFile } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { runCli } from './helpers/gateway.js';
+import { createInterface } from 'node:readline';
+import type { Readable } from 'node:stream';
+import { Store } from '../storage/store.js';
+import { runCli, writeTestConfig } from './helpers/gateway.js';
 import { projectRoot, tempDir } from './helpers/paths.js';
+import { accepts } from './helpers/ports.js';
 
 test('config check names the file, line and key of a typo and exits 2', async (t) => {
   const { dir, cleanup } = await tempDir();
@@ -58,4 +63,75 @@ test('every command has --help; usage errors exit 2', async () => {
   const badLimit = await runCli(['messages', 'list', '--limit', 'many']);
   assert.equal(badLimit.code, 2);
   assert.match(badLimit.stderr, /--limit: expected a whole number/);
+});
+
+/** Every process below `pid` now (Linux: /proc/PID/task/TID/children), children before their own. */
+async function descendants(pid: number): Promise<number[]> {
+  const found: number[] = [];
+  let tasks: string[] = [];
+  try {
+    tasks = await readdir(`/proc/${pid}/task`);
+  } catch {
+    return found;
+  }
+  for (const task of tasks) {
+    const children = await readFile(`/proc/${pid}/task/${task}/children`, 'utf8').catch(() => '');
+    for (const child of children.split(/\s+/).filter(Boolean).map(Number)) found.push(child, ...(await descendants(child)));
+  }
+  return found;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** The SMTP port from the gateway's "mailgate ready" log line, among whatever else is written to `out`. */
+function readyPort(out: Readable): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const lines = createInterface({ input: out });
+    lines.on('line', (line) => {
+      try {
+        const entry = JSON.parse(line) as { msg?: string; smtp?: { port: number }[] };
+        if (entry.msg === 'mailgate ready' && entry.smtp?.[0]) resolve(entry.smtp[0].port);
+      } catch {
+        // npm's own lines
+      }
+    });
+    lines.on('close', () => reject(new Error('the output ended before the gateway was ready')));
+  });
+}
+
+test('npm start: SIGTERM to the npm process stops the gateway (port free, store released), as a service manager stopping it expects', async (t) => {
+  const { dir, cleanup } = await tempDir();
+  const configFile = await writeTestConfig(dir);
+  const npm = spawn('npm', ['start', '--', '--config', configFile], {
+    cwd: projectRoot,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, npm_config_update_notifier: 'false' },
+  });
+  const npmExited = new Promise((resolve) => npm.once('exit', resolve));
+  let below: number[] = [];
+  t.after(async () => {
+    // Whatever this test started and is still there: the gateway left behind is the fault under test.
+    for (const pid of below.filter(alive)) process.kill(pid, 'SIGKILL');
+    if (npm.exitCode === null && npm.signalCode === null) npm.kill('SIGKILL');
+    await cleanup();
+  });
+  let stderr = '';
+  npm.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
+  const port = await readyPort(npm.stdout).catch((err: Error) => assert.fail(`${err.message}: ${stderr}`));
+  below = await descendants(npm.pid!);
+  assert.ok(below.length > 0, 'npm runs the gateway as its child');
+
+  npm.kill('SIGTERM');
+  await npmExited;
+  assert.equal(await accepts(port), false, 'nothing listens on the SMTP port any more');
+  assert.deepEqual(below.filter(alive), [], 'no process npm started is left running');
+  const store = await Store.open(path.join(dir, 'data'));
+  await store.close();
 });
