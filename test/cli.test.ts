@@ -135,3 +135,57 @@ test('npm start: SIGTERM to the npm process stops the gateway (port free, store 
   const store = await Store.open(path.join(dir, 'data'));
   await store.close();
 });
+
+test('read-only commands run without the secrets in the shell; a command that uses one names its file, line and key and exits 2', async (t) => {
+  const { dir, cleanup } = await tempDir();
+  t.after(cleanup);
+  const configFile = await writeTestConfig(dir, [
+    '[[smtp.user]]',
+    'name = "relay"',
+    'password_hash = "${MAILGATE_TEST_UNSET_HASH}"',
+    '',
+    '[[alias]]',
+    'name = "support"',
+    'address = "support@example.com"',
+    '[alias.outgoing]',
+    'type = "esmtp"',
+    'host = "127.0.0.1"',
+    'port = 2',
+    'user = "support"',
+    'password = "${MAILGATE_TEST_UNSET_PASSWORD}"',
+    '',
+  ].join('\n'));
+  const env = { ...process.env };
+  delete env.MAILGATE_TEST_UNSET_HASH;
+  delete env.MAILGATE_TEST_UNSET_PASSWORD;
+  const cli = (...args: string[]) => runCli([...args, '--config', configFile], { env });
+  // runCli adds process.env to env: make sure neither is there.
+  assert.equal(process.env.MAILGATE_TEST_UNSET_HASH ?? process.env.MAILGATE_TEST_UNSET_PASSWORD, undefined);
+
+  // send with the gateway stopped stores and queues: the gateway sends it, with its own environment.
+  const sent = await cli('send', '--from', 'support', '--to', 'customer@example.org', '--subject', 'Hello', '--text', 'Hi.');
+  assert.equal(sent.code, 0, sent.stderr);
+  const id = /^queued as (\S+)/.exec(sent.stdout.toString())![1]!;
+  for (const args of [['messages', 'list'], ['messages', 'show', id], ['queue', 'list'], ['quarantine', 'list'], ['aliases', 'list']]) {
+    const r = await cli(...args);
+    assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+  }
+  assert.match((await cli('messages', 'list')).stdout.toString(), new RegExp(`^${id} .* Hello$`, 'm'));
+
+  const hashLine = `mailgate.toml:4: smtp.user[0].password_hash: expected environment variable MAILGATE_TEST_UNSET_HASH to be set`;
+  const passwordLine = `mailgate.toml:14: alias[0].outgoing.password: expected environment variable MAILGATE_TEST_UNSET_PASSWORD to be set`;
+  const check = await cli('config', 'check');
+  assert.equal(check.code, 0, check.stderr);
+  assert.match(check.stdout.toString(), /mailgate\.toml: ok/);
+  assert.equal(check.stderr, `secrets not set in this environment (\`mailgate serve\` needs them where it runs):\n  ${configFile}:4: smtp.user[0].password_hash: expected environment variable MAILGATE_TEST_UNSET_HASH to be set\n  ${configFile}:14: alias[0].outgoing.password: expected environment variable MAILGATE_TEST_UNSET_PASSWORD to be set\n`);
+
+  // serve uses them all: refused before it listens or opens anything, as loading always said it.
+  const serve = await runCli(['serve', '--config', 'mailgate.toml'], { env, cwd: dir });
+  assert.equal(serve.code, 2);
+  assert.equal(serve.stderr, `mailgate: ${hashLine}\n${passwordLine}\n`);
+  // aliases test logs in with the alias's password: that one only.
+  const aliasTest = await runCli(['aliases', 'test', 'support', '--config', 'mailgate.toml'], { env, cwd: dir });
+  assert.equal(aliasTest.code, 2);
+  assert.equal(aliasTest.stderr, `mailgate: ${passwordLine}\n`);
+  assert.equal(aliasTest.stdout.length, 0, 'nothing was tried');
+});

@@ -7,6 +7,7 @@ import { setAliasStatusInStore } from '../fetch/alias-health.js';
 import type { ConnectionStep } from '../fetch/connection-test.js';
 import { ControlClient, type AliasStateAccess } from '../control.js';
 import { clip, commandConfig, UsageError, withStoreReader } from './common.js';
+import { requireSecrets } from '../config/load.js';
 
 /** One row of `mailgate aliases list`. */
 export interface AliasRow {
@@ -69,9 +70,12 @@ export function aliasesCommand(): Command {
     .argument('<name>', 'alias name')
     .option('--json', 'print JSON instead of text')
     .action(async (name: string, opts: { json?: boolean }, cmd: Command) => {
-      const { config } = commandConfig(cmd);
+      const loaded = commandConfig(cmd);
+      const { config } = loaded;
       const alias = knownAlias(config, name);
       if (!alias.incoming && !alias.outgoing) throw new UsageError(`alias ${name} has neither [alias.incoming] nor [alias.outgoing]: nothing to test`);
+      // It logs in with the alias's passwords (an OAuth2 login is not tried).
+      requireSecrets(loaded, [`alias[${config.alias.indexOf(alias)}]`]);
       // imapflow and friends load only for this subcommand.
       const { testAliasConnection } = await import('../fetch/connection-test.js');
       const steps = await testAliasConnection(alias);
