@@ -33,7 +33,7 @@ import { firstChunk, framedMessage, readLine, type Reply } from './control-wire.
 /** What the CLI reads from a store, whether opened directly or through the gateway. */
 export interface StoreReader {
   getMessage(id: string): Promise<MessageMeta | undefined>;
-  listMessages(opts: { alias?: string; since?: Date; limit?: number }): Promise<MessageMeta[]>;
+  listMessages(opts: { alias?: string; tag?: string; since?: Date; limit?: number }): Promise<MessageMeta[]>;
   openRaw(id: string): Readable;
   close(): Promise<void>;
 }
@@ -136,7 +136,7 @@ const queueOf = (ctx: ControlContext): QueueAccess => lent(ctx.dispatcher, 'disp
 const methods: Record<string, Method> = {
   getMessage: (store, [id]) => store.getMessage(String(id)),
   listMessages: (store, [opts]) => {
-    const o = (opts ?? {}) as { alias?: string; since?: string; limit?: number };
+    const o = (opts ?? {}) as { alias?: string; tag?: string; since?: string; limit?: number };
     return store.listMessages({ ...o, since: o.since ? new Date(o.since) : undefined });
   },
   openRaw: (store, [id]) => store.openRaw(String(id)),

@@ -5,8 +5,10 @@ import { readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
+import nodemailer from 'nodemailer';
+import type { MessageMeta } from '../storage/message-meta.js';
 import { Store } from '../storage/store.js';
-import { runCli, writeTestConfig } from './helpers/gateway.js';
+import { runCli, startGatewayOn, writeTestConfig } from './helpers/gateway.js';
 import { projectRoot, tempDir } from './helpers/paths.js';
 import { accepts } from './helpers/ports.js';
 
@@ -188,4 +190,83 @@ test('read-only commands run without the secrets in the shell; a command that us
   assert.equal(aliasTest.code, 2);
   assert.equal(aliasTest.stderr, `mailgate: ${passwordLine}\n`);
   assert.equal(aliasTest.stdout.length, 0, 'nothing was tried');
+});
+
+const mime = (from: string, to: string, subject: string, parts: string[][]) =>
+  [
+    `From: ${from}`,
+    `To: ${to}`,
+    `Subject: ${subject}`,
+    'MIME-Version: 1.0',
+    'Content-Type: multipart/mixed; boundary="part"',
+    '',
+    ...parts.flatMap((p) => ['--part', ...p]),
+    '--part--',
+    '',
+  ].join('\r\n');
+
+/** A gateway on a config with aliases support and sales, and a partition policy that quarantines .exe files. */
+async function gatewayWithPolicy(t: { after(fn: () => Promise<void>): void }) {
+  const { dir, cleanup } = await tempDir();
+  await writeFile(path.join(dir, 'policy.toml'), '[attachments]\nblocked_extensions = [".exe"]\n');
+  const configFile = await writeTestConfig(dir, [
+    '[partition]',
+    'policy = "policy.toml"',
+    '',
+    '[[alias]]',
+    'name = "support"',
+    'address = "support@example.com"',
+    '',
+    '[[alias]]',
+    'name = "sales"',
+    'address = "sales@example.com"',
+    '',
+  ].join('\n'));
+  const gw = await startGatewayOn(configFile, { retriever: false });
+  t.after(async () => {
+    await gw.stop();
+    await cleanup();
+  });
+  const transport = nodemailer.createTransport({ host: '127.0.0.1', port: gw.gateway.smtp.addresses[0]!.port, ignoreTLS: true });
+  return {
+    ...gw,
+    cli: (...args: string[]) => runCli([...args, '--config', configFile]),
+    async send(to: string, raw: string): Promise<string> {
+      const info = await transport.sendMail({ envelope: { from: 'customer@example.org', to: [to] }, raw });
+      return /queued as (\S+)/.exec(info.response)![1]!;
+    },
+  };
+}
+
+test('messages list --tag: the exception queue as a list to work from; --alias naming no alias is a usage error', async (t) => {
+  const gw = await gatewayWithPolicy(t);
+  const plain = (subject: string) => ['Content-Type: text/plain', '', `${subject}.`];
+  const awaySupport = await gw.send('support@example.com', mime('Ann <ann@example.org>', 'support@example.com', 'Out of Office: back on Monday', [plain('Away')]));
+  const order = await gw.send('support@example.com', mime('Bob <bob@example.org>', 'support@example.com', 'Order 1234', [plain('Where is it')]));
+  const awaySales = await gw.send('sales@example.com', mime('Cy <cy@example.org>', 'sales@example.com', 'Out of Office', [plain('Away')]));
+
+  const tagged = await gw.cli('messages', 'list', '--tag', 'exception-queue', '--json');
+  assert.equal(tagged.code, 0, tagged.stderr);
+  assert.deepEqual((JSON.parse(tagged.stdout.toString()) as MessageMeta[]).map((m) => m.id), [awaySales, awaySupport], 'newest first, the order left out');
+  const text = (await gw.cli('messages', 'list', '--tag', 'exception-queue')).stdout.toString().split('\n');
+  assert.match(text[0]!, /^ID +RECEIVED +SIZE +SOURCE +FROM +SUBJECT$/);
+  assert.match(text[1]!, new RegExp(`^${awaySales} .* smtp:sales +Cy <cy@example\\.org> +Out of Office$`));
+  assert.match(text[2]!, new RegExp(`^${awaySupport} .* smtp:support +Ann <ann@example\\.org> +Out of Office: back on Monday$`));
+  assert.equal(text.length, 4);
+  const one = await gw.cli('messages', 'list', '--tag', 'exception-queue', '--alias', 'support', '--json');
+  assert.deepEqual((JSON.parse(one.stdout.toString()) as MessageMeta[]).map((m) => m.id), [awaySupport]);
+  const limited = await gw.cli('messages', 'list', '--tag', 'exception-queue', '--limit', '1', '--json');
+  assert.deepEqual((JSON.parse(limited.stdout.toString()) as MessageMeta[]).map((m) => m.id), [awaySales]);
+  const none = await gw.cli('messages', 'list', '--tag', 'no-such-tag');
+  assert.deepEqual([none.code, none.stdout.toString()], [0, '']);
+  assert.ok(order);
+
+  const typo = await gw.cli('messages', 'list', '--alias', 'suport');
+  assert.deepEqual([typo.code, typo.stderr, typo.stdout.length], [2, 'mailgate: no alias named "suport"; known aliases: support, sales\n', 0]);
+
+  // The same on the store, with the gateway stopped.
+  await gw.stop();
+  const direct = await gw.cli('messages', 'list', '--tag', 'exception-queue', '--alias', 'sales', '--json');
+  assert.equal(direct.code, 0, direct.stderr);
+  assert.deepEqual((JSON.parse(direct.stdout.toString()) as MessageMeta[]).map((m) => m.id), [awaySales]);
 });

@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import type { Command } from 'commander';
 import { resolveConfig, type LoadedConfig } from '../config/load.js';
-import type { Config } from '../config/schema.js';
+import type { AliasConfig, Config } from '../config/schema.js';
 import { Store } from '../../storage/store.js';
 import { ControlClient, controlSocketPath, type StoreReader } from '../control.js';
 
@@ -18,6 +18,14 @@ export class UsageError extends Error {}
 export function commandConfig(cmd: Command, opts: { secrets?: 'required' } = {}): LoadedConfig {
   const { config } = cmd.optsWithGlobals<{ config?: string }>();
   return resolveConfig({ file: config, cwd: process.cwd(), secrets: opts.secrets ?? 'deferred' });
+}
+
+/** The alias named NAME; a usage error (exit 2) naming the configured ones when there is none. */
+export function knownAlias(config: Config, name: string): AliasConfig {
+  const alias = config.alias.find((a) => a.name === name);
+  if (alias) return alias;
+  const known = config.alias.map((a) => a.name);
+  throw new UsageError(`no alias named "${name}"; known aliases: ${known.length ? known.join(', ') : '(none configured)'}`);
 }
 
 /**

@@ -1,7 +1,7 @@
 import { pipeline } from 'node:stream/promises';
 import { Command } from 'commander';
 import type { MessageMeta } from '../../storage/message-meta.js';
-import { clip, parsePositive, parseSince, withStoreReader } from './common.js';
+import { clip, commandConfig, knownAlias, parsePositive, parseSince, withStoreReader } from './common.js';
 
 export function messagesCommand(): Command {
   const messages = new Command('messages').description('list and read stored messages');
@@ -10,14 +10,22 @@ export function messagesCommand(): Command {
     .command('list')
     .description('list stored messages, newest first')
     .option('--alias <name>', 'only messages for this alias')
+    .option('--tag <tag>', 'only messages with this tag: exception-queue (bounces and auto-replies), email-permanent-undeliverable, email-temporary-undeliverable, oversize, wrapped...')
     .option('--since <time>', 'only messages received since this time (ISO 8601, or an age like 2h, 7d)')
     .option('--limit <n>', 'at most this many messages', '100')
     .option('--json', 'print JSON instead of a table')
-    .action(async (opts: { alias?: string; since?: string; limit: string; json?: boolean }, cmd: Command) => {
+    .action(async (opts: { alias?: string; tag?: string; since?: string; limit: string; json?: boolean }, cmd: Command) => {
       const limit = parsePositive('--limit')(opts.limit);
       const since = opts.since ? parseSince(opts.since) : undefined;
+      // A mistyped alias name would list nothing, which reads as "no mail for it".
+      if (opts.alias !== undefined) knownAlias(commandConfig(cmd).config, opts.alias);
       await withStoreReader(cmd, async (store) => {
-        const list = await store.listMessages({ ...(opts.alias ? { alias: opts.alias } : {}), ...(since ? { since } : {}), limit });
+        const list = await store.listMessages({
+          ...(opts.alias !== undefined ? { alias: opts.alias } : {}),
+          ...(opts.tag !== undefined ? { tag: opts.tag } : {}),
+          ...(since ? { since } : {}),
+          limit,
+        });
         process.stdout.write(opts.json ? JSON.stringify(list, null, 2) + '\n' : table(list));
       });
     });
