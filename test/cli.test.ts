@@ -1,14 +1,16 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import nodemailer from 'nodemailer';
 import type { MessageMeta } from '../storage/message-meta.js';
+import type { QuarantineRecord } from '../storage/quarantine.js';
 import { Store } from '../storage/store.js';
-import { runCli, startGatewayOn, writeTestConfig } from './helpers/gateway.js';
+import { runCli, startGatewayOn, startTestGateway, writeTestConfig } from './helpers/gateway.js';
 import { projectRoot, tempDir } from './helpers/paths.js';
 import { accepts } from './helpers/ports.js';
 
@@ -192,6 +194,29 @@ test('read-only commands run without the secrets in the shell; a command that us
   assert.equal(aliasTest.stdout.length, 0, 'nothing was tried');
 });
 
+test('messages show and messages raw say the same for an unknown id, through the gateway and on the store', async (t) => {
+  const gw = await startTestGateway();
+  t.after(() => gw.cleanup());
+  const cli = (...args: string[]) => runCli([...args, '--config', gw.configFile]);
+  const compare = async (id: string) => {
+    // One after the other: on a stopped gateway's store, two commands at once would contend for its lock.
+    const show = await cli('messages', 'show', id);
+    const raw = await cli('messages', 'raw', id);
+    assert.deepEqual([show.code, show.stderr, show.stdout.length], [1, `mailgate: 5.0.0 No such message: ${id}\n`, 0]);
+    assert.deepEqual([raw.code, raw.stderr, raw.stdout.length], [show.code, show.stderr, 0]);
+  };
+  await compare('01ZZZZZZZZZZZZZZZZZZZZZZZZ');
+  await compare('nope');
+  await gw.stop();
+  await compare('01ZZZZZZZZZZZZZZZZZZZZZZZZ');
+});
+
+/** Lines of 76 base64 characters, as mail clients write them. */
+const base64Lines = (bytes: Buffer) => (bytes.toString('base64').match(/.{1,76}/g) ?? []).join('\r\n');
+
+/** A Windows program's first bytes: what blocking by content and name both see as one. */
+const PROGRAM = Buffer.concat([Buffer.from([0x4d, 0x5a, 0x90, 0, 3, 0, 0, 0]), Buffer.from('This program cannot be run in DOS mode.'.repeat(3))]);
+
 const mime = (from: string, to: string, subject: string, parts: string[][]) =>
   [
     `From: ${from}`,
@@ -269,4 +294,43 @@ test('messages list --tag: the exception queue as a list to work from; --alias n
   const direct = await gw.cli('messages', 'list', '--tag', 'exception-queue', '--alias', 'sales', '--json');
   assert.equal(direct.code, 0, direct.stderr);
   assert.deepEqual((JSON.parse(direct.stdout.toString()) as MessageMeta[]).map((m) => m.id), [awaySales]);
+});
+
+test('messages show: each attachment with its decoded size (a blocked one: its quarantine record), findings in sentences', async (t) => {
+  const gw = await gatewayWithPolicy(t);
+  const report = randomBytes(3001);
+  const notes = 'café = 1end';
+  const id = await gw.send('support@example.com', mime('Customer <customer@example.org>', 'support@example.com', 'Documents', [
+    ['Content-Type: text/plain; charset=utf-8', '', 'See the files.'],
+    ['Content-Type: application/octet-stream', 'Content-Disposition: attachment; filename="report.bin"', 'Content-Transfer-Encoding: base64', '', base64Lines(report)],
+    ['Content-Type: text/plain; charset=utf-8', 'Content-Disposition: attachment; filename="notes.txt"', 'Content-Transfer-Encoding: quoted-printable', '', 'caf=C3=A9 =3D 1=', 'end'],
+    ['Content-Type: application/octet-stream', 'Content-Disposition: attachment; filename="tool.exe"', 'Content-Transfer-Encoding: base64', '', base64Lines(PROGRAM)],
+  ]));
+  const [record] = JSON.parse((await gw.cli('quarantine', 'list', '--message', id, '--json')).stdout.toString()) as QuarantineRecord[];
+  assert.ok(record);
+
+  const show = await gw.cli('messages', 'show', id);
+  assert.equal(show.code, 0, show.stderr);
+  const text = show.stdout.toString();
+  assert.ok(
+    text.includes(
+      'attachments:   report.bin (application/octet-stream, 3001 bytes)\n' +
+        `               notes.txt (text/plain, ${Buffer.byteLength(notes)} bytes)\n` +
+        `               tool.exe [blocked] (application/octet-stream, ${PROGRAM.length} bytes, in quarantine as ${record.id}: blocked extension .exe (partition policy))\n`,
+    ),
+    text,
+  );
+  assert.equal(record.size, PROGRAM.length, 'the size quarantine list gives');
+  assert.doesNotMatch(text, /[{}]/, 'no JSON');
+  assert.match(text, /^findings:\n/m);
+  assert.match(text, /^ {2}attachments: +"report\.bin" allowed\.\n {2} +"notes\.txt" allowed\.\n {2} +"tool\.exe" quarantined: blocked extension \.exe \(partition policy\)\.$/m);
+  assert.match(text, /^ {2}delivery_exceptions: +Not a delivery exception: /m);
+
+  const json = JSON.parse((await gw.cli('messages', 'show', id, '--json')).stdout.toString()) as { attachments: { fileName: string; decodedSize?: number }[] };
+  assert.deepEqual(json.attachments.map((a) => [a.fileName, a.decodedSize]), [['report.bin', 3001], ['notes.txt', Buffer.byteLength(notes)], ['tool.exe', PROGRAM.length]]);
+
+  const away = await gw.send('support@example.com', mime('Ann <ann@example.org>', 'support@example.com', 'Out of Office: back on Monday', [['Content-Type: text/plain', '', 'Away.']]));
+  const bounce = (await gw.cli('messages', 'show', away)).stdout.toString();
+  assert.match(bounce, /^tags: +email-permanent-undeliverable, exception-queue$/m);
+  assert.match(bounce, /^ {2}delivery_exceptions: +Tagged email-permanent-undeliverable and put it in the exception queue, decided by the phrase "Out of office"\.\n {2} +Subject phrase "Out of office" \(predefined, permanent\) matched "Out of Office" in the subject\.$/m);
 });
