@@ -36,7 +36,7 @@ export class ControlClient implements StoreReader, QuarantineAccess, AliasStateA
     return this.call('getMessage', [id]) as Promise<MessageMeta | undefined>;
   }
 
-  listMessages(opts: { alias?: string; since?: Date; limit?: number }): Promise<MessageMeta[]> {
+  listMessages(opts: { alias?: string; tag?: string; since?: Date; limit?: number }): Promise<MessageMeta[]> {
     return this.call('listMessages', [{ ...opts, since: opts.since?.toISOString() }]) as Promise<MessageMeta[]>;
   }
 

@@ -18,6 +18,7 @@ import { aliasOfAddress } from './config/alias-addresses.js';
 import type { Config } from './config/schema.js';
 import type { Stage } from '../policy/stage.js';
 import { errors } from './errors.js';
+import type { Metrics } from './metrics.js';
 import { firstChunk, framedMessage, readLine, type Reply } from './control-wire.js';
 
 /**
@@ -32,7 +33,7 @@ import { firstChunk, framedMessage, readLine, type Reply } from './control-wire.
 /** What the CLI reads from a store, whether opened directly or through the gateway. */
 export interface StoreReader {
   getMessage(id: string): Promise<MessageMeta | undefined>;
-  listMessages(opts: { alias?: string; since?: Date; limit?: number }): Promise<MessageMeta[]>;
+  listMessages(opts: { alias?: string; tag?: string; since?: Date; limit?: number }): Promise<MessageMeta[]>;
   openRaw(id: string): Readable;
   close(): Promise<void>;
 }
@@ -81,18 +82,25 @@ export interface SendAccess {
  * Stores and queues a message from `mailgate send`: the submission listener's path
  * (submitOutbound), with the command line as its source.
  */
-export async function submitFromCli(deps: SubmitDeps, message: Readable, request: SendRequest): Promise<SendResult> {
+export async function submitFromCli(deps: SubmitDeps & { metrics?: Metrics | undefined }, message: Readable, request: SendRequest): Promise<SendResult> {
   const { config } = deps;
-  const alias = config.alias.find((a) => a.name === request.alias);
-  if (!alias) throw Object.assign(new Error(`no alias named "${request.alias}" in the gateway's configuration`), { code: 'UNKNOWN_ALIAS' });
-  if (aliasOfAddress(config, request.mailFrom) !== alias) throw errors.sendAsDenied(request.mailFrom);
-  const { meta, entry } = await submitOutbound(deps, message, {
-    alias,
-    envelope: { mailFrom: request.mailFrom, rcptTo: request.rcptTo },
-    source: { kind: 'cli', alias: alias.name },
-    maxSize: config.submission.max_message_size ?? config.smtp.max_message_size,
-  });
-  return { id: meta.id, recipients: entry.recipients.map((r) => r.address) };
+  try {
+    const alias = config.alias.find((a) => a.name === request.alias);
+    if (!alias) throw Object.assign(new Error(`no alias named "${request.alias}" in the gateway's configuration`), { code: 'UNKNOWN_ALIAS' });
+    if (aliasOfAddress(config, request.mailFrom) !== alias) throw errors.sendAsDenied(request.mailFrom);
+    const { meta, entry } = await submitOutbound(deps, message, {
+      alias,
+      envelope: { mailFrom: request.mailFrom, rcptTo: request.rcptTo },
+      source: { kind: 'cli', alias: alias.name },
+      maxSize: config.submission.max_message_size ?? config.smtp.max_message_size,
+    });
+    // Counted as the submission listener counts, under the source the metadata names (`cli`).
+    deps.metrics?.inc('mailgate_messages_total', { source: 'cli', outcome: 'queued' });
+    return { id: meta.id, recipients: entry.recipients.map((r) => r.address) };
+  } catch (err) {
+    deps.metrics?.inc('mailgate_messages_total', { source: 'cli', outcome: 'refused' });
+    throw err;
+  }
 }
 
 /** What the running gateway lends the control socket besides the store. */
@@ -104,6 +112,8 @@ export interface ControlContext {
   /** The gateway's configuration and policy, for messages submitted over the socket. */
   config?: Config;
   stages?: (department?: string) => readonly Stage[];
+  /** The gateway's counters: `mailgate send` counts in them as the listeners do. */
+  metrics?: Metrics;
 }
 
 /** The rest of a request besides its line: the connection (a body follows `submit`), and where to log. */
@@ -126,7 +136,7 @@ const queueOf = (ctx: ControlContext): QueueAccess => lent(ctx.dispatcher, 'disp
 const methods: Record<string, Method> = {
   getMessage: (store, [id]) => store.getMessage(String(id)),
   listMessages: (store, [opts]) => {
-    const o = (opts ?? {}) as { alias?: string; since?: string; limit?: number };
+    const o = (opts ?? {}) as { alias?: string; tag?: string; since?: string; limit?: number };
     return store.listMessages({ ...o, since: o.since ? new Date(o.since) : undefined });
   },
   openRaw: (store, [id]) => store.openRaw(String(id)),
@@ -149,8 +159,12 @@ const methods: Record<string, Method> = {
   dropQueued: (_store, [id], ctx) => queueOf(ctx).dropQueued(String(id)),
   submit: async (store, [args], ctx, { socket, logger }) => {
     const request = sendRequest(args);
-    const deps = { store, logger, config: lent(ctx.config, 'configuration'), stages: lent(ctx.stages, 'policy'), dispatcher: ctx.dispatcher };
-    const sent = await submitFromCli(deps, framedMessage(socket), request);
+    const deps = { store, logger, config: lent(ctx.config, 'configuration'), stages: lent(ctx.stages, 'policy'), dispatcher: ctx.dispatcher, metrics: ctx.metrics };
+    const sent = await submitFromCli(deps, framedMessage(socket), request).catch((err: unknown) => {
+      const e = err as { code?: string; message?: string };
+      logger.info({ outcome: 'refused', reason: e.code, source: 'cli', alias: request.alias }, e.message ?? String(err));
+      throw err;
+    });
     logger.info({ msg_id: sent.id, outcome: 'queued', alias: request.alias, source: 'cli', rcpt: sent.recipients }, 'message queued by mailgate send');
     return sent;
   },

@@ -66,7 +66,7 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
   // The retriever starts last; the control socket reaches it through this getter once it runs.
   let retriever: Retriever | undefined;
   const dispatcher = new Dispatcher({ store, config, logger, stages, metrics, tokens });
-  const control = await startControlServer(store, config.data_dir, logger, { retriever: () => retriever, dispatcher, config, stages });
+  const control = await startControlServer(store, config.data_dir, logger, { retriever: () => retriever, dispatcher, config, stages, metrics });
   let smtp: SmtpListener | undefined;
   let submission: SmtpListener | undefined;
   let metricsServer: Awaited<ReturnType<typeof startMetricsServer>> | undefined;

@@ -67,13 +67,18 @@ export interface QueueEntry {
   dsn?: boolean;
 }
 
+/** A recipient of a message that left the queue: `dropped` when an admin took it out before it was delivered or failed. */
+export interface FinishedRecipient extends Omit<QueueRecipient, 'status'> {
+  status: RecipientStatus | 'dropped';
+}
+
 /** What happened to a message that left the queue; on its metadata as `delivery`. */
 export interface DeliveryRecord {
   kind: QueueEntry['kind'];
   status: 'delivered' | 'failed' | 'partly_delivered' | 'dropped';
   finishedAt: string;
   attempts: number;
-  recipients: QueueRecipient[];
+  recipients: FinishedRecipient[];
   /** Id of the delivery status notification stored and queued for the sender, if one was. */
   dsnId?: string;
   /** Why it was dropped, or the last route-level error. */
@@ -122,7 +127,9 @@ export async function finishOps(store: Store, entry: QueueEntry, record: Deliver
 
 /** The record of an entry an admin took out of the queue unsent (`mailgate queue drop`). */
 export function droppedRecord(entry: QueueEntry): DeliveryRecord {
-  return { kind: entry.kind, status: 'dropped', finishedAt: new Date().toISOString(), attempts: entry.attempts, recipients: entry.recipients, reason: 'dropped by an admin (mailgate queue drop)' };
+  // Pending means "will be tried again": after a drop nobody will try, and the record must say so.
+  const recipients = entry.recipients.map((r): FinishedRecipient => (r.status === 'pending' ? { ...r, status: 'dropped' } : r));
+  return { kind: entry.kind, status: 'dropped', finishedAt: new Date().toISOString(), attempts: entry.attempts, recipients, reason: 'dropped by an admin (mailgate queue drop)' };
 }
 
 /** The error for an id that is not queued, alike through the gateway and on a stopped store. */

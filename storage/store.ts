@@ -33,6 +33,8 @@ export interface ListOptions {
   alias?: string;
   /** Only messages whose id was made at or after this time (ids follow arrival). */
   since?: Date;
+  /** Only messages carrying this tag, e.g. `exception-queue`; read newest first until `limit` of them are found. */
+  tag?: string;
   /** At most this many, newest first. Default 100. */
   limit?: number;
 }
@@ -131,12 +133,22 @@ export class Store {
     const levelLimit = Number.isFinite(limit) ? Math.floor(limit) : -1;
     const fromId = opts.since ? idFloor(opts.since) : undefined;
     const { messages, byAlias } = this.sublevels;
+    if (opts.alias?.includes('\x00')) throw new TypeError('alias contains NUL');
+    if (opts.tag !== undefined) {
+      // No index by tag: a tag's messages are a few among many, read past until enough are found.
+      const found: MessageMeta[] = [];
+      for await (const meta of this.#newestFirst(opts.alias, fromId)) {
+        if (!meta.tags.includes(opts.tag)) continue;
+        found.push(meta);
+        if (found.length >= limit) break;
+      }
+      return found;
+    }
     if (opts.alias === undefined) {
       // Range options must be absent, not undefined: classic-level reads `gte: undefined` as a bound.
       const range = fromId === undefined ? {} : { gte: fromId };
       return messages.values({ ...range, reverse: true, limit: levelLimit }).all();
     }
-    if (opts.alias.includes('\x00')) throw new TypeError('alias contains NUL');
     const keys = await byAlias.keys({ ...aliasRange(opts.alias, fromId), reverse: true, limit: levelLimit }).all();
     const ids = keys.map(idOfAliasKey);
     const metas = await messages.getMany(ids);
@@ -146,6 +158,26 @@ export class Store {
       else this.#logger.warn({ id: ids[i], alias: opts.alias }, 'by-alias entry without a message');
     });
     return found;
+  }
+
+  /** Committed messages newest first, of one alias when given, read a page at a time. */
+  async *#newestFirst(alias: string | undefined, fromId: string | undefined): AsyncGenerator<MessageMeta> {
+    const { messages, byAlias } = this.sublevels;
+    if (alias === undefined) {
+      yield* messages.values({ ...(fromId === undefined ? {} : { gte: fromId }), reverse: true });
+      return;
+    }
+    let ids: string[] = [];
+    const page = async function* (): AsyncGenerator<MessageMeta> {
+      const metas = await messages.getMany(ids);
+      ids = [];
+      for (const meta of metas) if (meta) yield meta;
+    };
+    for await (const key of byAlias.keys({ ...aliasRange(alias, fromId), reverse: true })) {
+      ids.push(idOfAliasKey(key));
+      if (ids.length === 100) yield* page();
+    }
+    yield* page();
   }
 
   /**

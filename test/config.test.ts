@@ -9,6 +9,7 @@ import {
   hashPassword,
   loadConfigFile,
   loadConfigText,
+  requireSecrets,
   resolveConfig,
   verifyPassword,
   type ConfigProblem,
@@ -393,4 +394,55 @@ test('outbound tables: submission, queue and relay are checked at the offending 
     assert.equal(c.queue.give_up_after, 2 * 24 * 3600);
     assert.deepEqual(c.submission.listen, ['127.0.0.1:2587']);
   });
+});
+
+test('secrets may wait: with secrets "deferred" an unset ${VAR} in a secret key is listed, not an error, until a command requires it', async (t) => {
+  const { dir, cleanup } = await tempDir();
+  t.after(cleanup);
+  const text = toml(
+    '[[smtp.user]]',
+    'name = "relay"',
+    'password_hash = "${HASH}"  # <-',
+    '[[oauth_app]]',
+    'name = "contoso"',
+    'provider = "microsoft365"',
+    'tenant_id = "t"',
+    'client_id = "c"',
+    'client_secret = "${OAUTH_SECRET}"',
+    'flow = "client_credentials"',
+    '[[alias]]',
+    'name = "a"',
+    'address = "a@example.com"',
+    '[alias.outgoing]',
+    'type = "esmtp"',
+    'host = "smtp.example.com"',
+    'user = "a"',
+    'password = "pre-${PASSWORD}"',
+  );
+  await writeFile(path.join(dir, FILE), text);
+  const loaded = resolveConfig({ cwd: dir, env: {}, secrets: 'deferred' });
+  assert.deepEqual(loaded.unsetSecrets.map((p) => [p.line, p.key, p.message]), [
+    [markedLine(text), 'smtp.user[0].password_hash', 'expected environment variable HASH to be set'],
+    [markedLine(text) + 6, 'oauth_app[0].client_secret', 'expected environment variable OAUTH_SECRET to be set'],
+    [markedLine(text) + 15, 'alias[0].outgoing.password', 'expected environment variable PASSWORD to be set'],
+  ]);
+  // What stands in is nothing anyone could use: the text as written, a hash of a password nobody knows.
+  assert.equal(loaded.config.alias[0]?.outgoing?.password, 'pre-${PASSWORD}');
+  assert.equal(loaded.config.oauth_app[0]?.client_secret, '${OAUTH_SECRET}');
+  const hash = loaded.config.smtp.user[0]!.password_hash;
+  assert.equal(verifyPassword('', hash) || verifyPassword('${HASH}', hash), false);
+
+  assert.doesNotThrow(() => requireSecrets(loaded, ['alias[1]', 'relay']));
+  assert.throws(() => requireSecrets(loaded, ['alias[0]']), {
+    message: `${FILE}:${markedLine(text) + 15}: alias[0].outgoing.password: expected environment variable PASSWORD to be set`,
+  });
+  assert.throws(() => requireSecrets(loaded), (err) => err instanceof ConfigError && err.problems.length === 3);
+  // Required (the default, and what serve asks for): the same problems, from loading.
+  assert.throws(() => resolveConfig({ cwd: dir, env: {} }), (err) => err instanceof ConfigError && err.problems.length === 3);
+  const set = resolveConfig({ cwd: dir, env: { HASH: hashPassword('pw'), OAUTH_SECRET: 's', PASSWORD: 'p' }, secrets: 'deferred' });
+  assert.deepEqual([set.unsetSecrets, set.config.alias[0]?.outgoing?.password], [[], 'pre-p']);
+
+  // Any other key must be set, whatever the command: its value is not a secret anyone would leave out.
+  await writeFile(path.join(dir, FILE), toml('[smtp]', 'hostname = "${HOST}"'));
+  assert.throws(() => resolveConfig({ cwd: dir, env: {}, secrets: 'deferred' }), { message: `${FILE}:2: smtp.hostname: expected environment variable HOST to be set` });
 });

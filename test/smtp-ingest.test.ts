@@ -82,7 +82,7 @@ test('a message sent with nodemailer is stored and reads back through the CLI by
   assert.ok(direct.stdout.equals(Buffer.from(raw)));
   const missing = await runCli(['messages', 'show', '01ZZZZZZZZZZZZZZZZZZZZZZZZ', '--config', gw.configFile]);
   assert.equal(missing.code, 1);
-  assert.match(missing.stderr, /no message with id/);
+  assert.match(missing.stderr, /No such message: 01ZZZZZZZZZZZZZZZZZZZZZZZZ/);
 });
 
 test('a message over the size limit is refused with 552 and nothing is stored', async (t) => {

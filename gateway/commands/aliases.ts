@@ -1,12 +1,13 @@
 import { existsSync } from 'node:fs';
 import { Command } from 'commander';
-import type { AliasConfig, Config } from '../config/schema.js';
+import type { AliasConfig } from '../config/schema.js';
 import { Store } from '../../storage/store.js';
 import { listAliasStates, type AliasState, type AliasStatus } from '../../storage/alias-state.js';
 import { setAliasStatusInStore } from '../fetch/alias-health.js';
 import type { ConnectionStep } from '../fetch/connection-test.js';
 import { ControlClient, type AliasStateAccess } from '../control.js';
-import { clip, commandConfig, UsageError, withStoreReader } from './common.js';
+import { clip, commandConfig, knownAlias, UsageError, withStoreReader } from './common.js';
+import { requireSecrets } from '../config/load.js';
 
 /** One row of `mailgate aliases list`. */
 export interface AliasRow {
@@ -69,9 +70,12 @@ export function aliasesCommand(): Command {
     .argument('<name>', 'alias name')
     .option('--json', 'print JSON instead of text')
     .action(async (name: string, opts: { json?: boolean }, cmd: Command) => {
-      const { config } = commandConfig(cmd);
+      const loaded = commandConfig(cmd);
+      const { config } = loaded;
       const alias = knownAlias(config, name);
       if (!alias.incoming && !alias.outgoing) throw new UsageError(`alias ${name} has neither [alias.incoming] nor [alias.outgoing]: nothing to test`);
+      // It logs in with the alias's passwords (an OAuth2 login is not tried).
+      requireSecrets(loaded, [`alias[${config.alias.indexOf(alias)}]`]);
       // imapflow and friends load only for this subcommand.
       const { testAliasConnection } = await import('../fetch/connection-test.js');
       const steps = await testAliasConnection(alias);
@@ -82,14 +86,6 @@ export function aliasesCommand(): Command {
     });
 
   return aliases;
-}
-
-/** The alias named NAME; exit 2 naming the known ones when there is none. */
-function knownAlias(config: Config, name: string): AliasConfig {
-  const alias = config.alias.find((a) => a.name === name);
-  if (alias) return alias;
-  const known = config.alias.map((a) => a.name);
-  throw new UsageError(`no alias named "${name}"; known aliases: ${known.length ? known.join(', ') : '(none configured)'}`);
 }
 
 function withAliasStates<T>(cmd: Command, run: (a: AliasStateAccess) => Promise<T>): Promise<T> {

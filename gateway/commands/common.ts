@@ -1,17 +1,31 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import type { Command } from 'commander';
-import { resolveConfig } from '../config/load.js';
-import type { Config } from '../config/schema.js';
+import { resolveConfig, type LoadedConfig } from '../config/load.js';
+import type { AliasConfig, Config } from '../config/schema.js';
 import { Store } from '../../storage/store.js';
 import { ControlClient, controlSocketPath, type StoreReader } from '../control.js';
 
 /** A command line that makes no sense (bad option value); exits 2 like commander's own errors. */
 export class UsageError extends Error {}
 
-/** The configuration every command uses: `--config FILE` anywhere on the line, else `./mailgate.toml`, else defaults. */
-export function commandConfig(cmd: Command): { config: Config; file?: string } {
+/**
+ * The configuration every command uses: `--config FILE` anywhere on the line, else
+ * `./mailgate.toml`, else defaults. Secrets (`${NAME}` in password and client_secret keys) are
+ * in the service's environment, seldom in an admin's shell: only a command that uses them asks
+ * for them, `serve` with `secrets: 'required'` (all, as loading always did), others with
+ * requireSecrets for the ones they use; the rest run with them unset.
+ */
+export function commandConfig(cmd: Command, opts: { secrets?: 'required' } = {}): LoadedConfig {
   const { config } = cmd.optsWithGlobals<{ config?: string }>();
-  return resolveConfig({ file: config, cwd: process.cwd() });
+  return resolveConfig({ file: config, cwd: process.cwd(), secrets: opts.secrets ?? 'deferred' });
+}
+
+/** The alias named NAME; a usage error (exit 2) naming the configured ones when there is none. */
+export function knownAlias(config: Config, name: string): AliasConfig {
+  const alias = config.alias.find((a) => a.name === name);
+  if (alias) return alias;
+  const known = config.alias.map((a) => a.name);
+  throw new UsageError(`no alias named "${name}"; known aliases: ${known.length ? known.join(', ') : '(none configured)'}`);
 }
 
 /**

@@ -1,7 +1,8 @@
 import { createInterface } from 'node:readline';
 import { Writable } from 'node:stream';
 import { Command } from 'commander';
-import { configJsonSchema, loadConfigFile, resolveConfig } from '../config/load.js';
+import { configJsonSchema, resolveConfig } from '../config/load.js';
+import { formatProblem } from '../config/toml.js';
 import { hashPassword } from '../config/password.js';
 import { UsageError } from './common.js';
 
@@ -15,12 +16,16 @@ export function configCommand(): Command {
     .action((file: string | undefined, _opts: unknown, cmd: Command) => {
       const globalFile = cmd.optsWithGlobals<{ config?: string }>().config;
       const path = file ?? globalFile;
-      const { config: cfg, file: used } = path ? { config: loadConfigFile(path), file: path } : resolveConfig({ cwd: process.cwd() });
-      const where = used ?? 'built-in defaults';
+      // The file is checked, not this shell: secrets are often set only where the gateway runs.
+      const { config: cfg, file: found, unsetSecrets } = resolveConfig({ file: path, cwd: process.cwd(), secrets: 'deferred' });
+      const where = path ?? found ?? 'built-in defaults';
       process.stdout.write(
         `${where}: ok (${cfg.department.length} departments, ${cfg.alias.length} aliases; SMTP on ${cfg.smtp.listen.join(', ')}, ` +
           `${cfg.smtp.accept_all ? 'accepting any recipient' : `accepting ${cfg.smtp.domains.length} domains and the alias addresses`})\n`,
       );
+      if (unsetSecrets.length) {
+        process.stderr.write(`secrets not set in this environment (\`mailgate serve\` needs them where it runs):\n${unsetSecrets.map((p) => `  ${formatProblem(p)}\n`).join('')}`);
+      }
     });
 
   config

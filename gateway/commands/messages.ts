@@ -1,7 +1,12 @@
 import { pipeline } from 'node:stream/promises';
 import { Command } from 'commander';
 import type { MessageMeta } from '../../storage/message-meta.js';
-import { clip, parsePositive, parseSince, withStoreReader } from './common.js';
+import { storeErrors } from '../../storage/errors.js';
+import type { QuarantineRecord } from '../../storage/quarantine.js';
+import type { StoreReader } from '../control.js';
+import { storedAttachments, type StoredAttachment } from './attachment-sizes.js';
+import { quarantineAccess } from './quarantine.js';
+import { clip, commandConfig, knownAlias, parsePositive, parseSince, withStoreReader } from './common.js';
 
 export function messagesCommand(): Command {
   const messages = new Command('messages').description('list and read stored messages');
@@ -10,28 +15,38 @@ export function messagesCommand(): Command {
     .command('list')
     .description('list stored messages, newest first')
     .option('--alias <name>', 'only messages for this alias')
+    .option('--tag <tag>', 'only messages with this tag: exception-queue (bounces and auto-replies), email-permanent-undeliverable, email-temporary-undeliverable, oversize, wrapped...')
     .option('--since <time>', 'only messages received since this time (ISO 8601, or an age like 2h, 7d)')
     .option('--limit <n>', 'at most this many messages', '100')
     .option('--json', 'print JSON instead of a table')
-    .action(async (opts: { alias?: string; since?: string; limit: string; json?: boolean }, cmd: Command) => {
+    .action(async (opts: { alias?: string; tag?: string; since?: string; limit: string; json?: boolean }, cmd: Command) => {
       const limit = parsePositive('--limit')(opts.limit);
       const since = opts.since ? parseSince(opts.since) : undefined;
+      // A mistyped alias name would list nothing, which reads as "no mail for it".
+      if (opts.alias !== undefined) knownAlias(commandConfig(cmd).config, opts.alias);
       await withStoreReader(cmd, async (store) => {
-        const list = await store.listMessages({ ...(opts.alias ? { alias: opts.alias } : {}), ...(since ? { since } : {}), limit });
+        const list = await store.listMessages({
+          ...(opts.alias !== undefined ? { alias: opts.alias } : {}),
+          ...(opts.tag !== undefined ? { tag: opts.tag } : {}),
+          ...(since ? { since } : {}),
+          limit,
+        });
         process.stdout.write(opts.json ? JSON.stringify(list, null, 2) + '\n' : table(list));
       });
     });
 
   messages
     .command('show')
-    .description("show a stored message's metadata")
+    .description("show a stored message's metadata: envelope, headers, attachments with their decoded sizes, tags, what each policy stage found, delivery")
     .argument('<id>', 'message id')
-    .option('--json', 'print JSON')
+    .option('--json', 'print JSON (each attachment with its decodedSize)')
     .action(async (id: string, opts: { json?: boolean }, cmd: Command) => {
       await withStoreReader(cmd, async (store) => {
         const meta = await store.getMessage(id);
-        if (!meta) throw new Error(`no message with id ${id}`);
-        process.stdout.write(opts.json ? JSON.stringify(meta, null, 2) + '\n' : describe(meta));
+        // The error `messages raw` gives for the same id (Store.openRaw).
+        if (!meta) throw storeErrors.messageNotFound(id);
+        const attachments = await attachmentDetails(store, meta);
+        process.stdout.write(opts.json ? JSON.stringify(withDecodedSizes(meta, attachments), null, 2) + '\n' : describe(meta, attachments));
       });
     });
 
@@ -46,6 +61,38 @@ export function messagesCommand(): Command {
   return messages;
 }
 
+/** An attachment of the metadata with what the stored bytes and the quarantine say about it. */
+interface AttachmentDetail extends StoredAttachment {
+  /** A blocked attachment's quarantine record, while it is kept. */
+  quarantined?: QuarantineRecord;
+}
+
+/** The message read back for its attachments' decoded sizes; a blocked one's size is its quarantine record's. */
+async function attachmentDetails(store: StoreReader, meta: MessageMeta): Promise<AttachmentDetail[]> {
+  if (meta.attachments.length === 0) return [];
+  const found: AttachmentDetail[] = await storedAttachments(store.openRaw(meta.id));
+  const quarantine = quarantineAccess(store);
+  for (const a of found) {
+    if (a.quarantineId === undefined) continue;
+    const record = await quarantine.getQuarantined(a.quarantineId);
+    if (record) {
+      a.quarantined = record;
+      a.decodedSize = record.size;
+    }
+  }
+  return found;
+}
+
+/** The metadata as --json prints it: each attachment with `decodedSize` where it is known. */
+function withDecodedSizes(meta: MessageMeta, details: AttachmentDetail[]): MessageMeta {
+  return {
+    ...meta,
+    attachments: meta.attachments.map((a, i) => {
+      const size = details[i]?.decodedSize;
+      return size === undefined ? a : { ...a, decodedSize: size };
+    }),
+  };
+}
 
 function table(list: MessageMeta[]): string {
   if (list.length === 0) return '';
@@ -67,7 +114,28 @@ function table(list: MessageMeta[]): string {
   );
 }
 
-function describe(m: MessageMeta): string {
+/** Width of the label column of `messages show`. */
+const LABEL = 15;
+
+/** `label:` beside the first line, the others under it. */
+function field(label: string, lines: readonly string[]): string {
+  return lines.map((line, i) => `${(i === 0 ? `${label}:` : '').padEnd(LABEL)}${line}\n`).join('');
+}
+
+/** `name (type, decoded size, where a blocked one went)`. */
+function attachmentLine(meta: MessageMeta, i: number, detail: AttachmentDetail | undefined): string {
+  const a = meta.attachments[i]!;
+  const name = meta._AttachmentFileNames[i] ?? a.fileName;
+  const size = detail?.decodedSize === undefined ? undefined : `${detail.decodedSize} bytes`;
+  let where: string | undefined;
+  if (a.blocked) {
+    if (detail?.quarantined) where = `in quarantine as ${detail.quarantined.id}: ${detail.quarantined.rule}`;
+    else where = detail?.quarantineId ? `deleted from quarantine (was ${detail.quarantineId})` : 'deleted';
+  }
+  return `${name} (${[a.contentType, size, where].filter(Boolean).join(', ')})`;
+}
+
+function describe(m: MessageMeta, attachments: AttachmentDetail[]): string {
   const lines: [string, string | undefined][] = [
     ['id', m.id],
     ['received', m.receivedAt],
@@ -80,18 +148,30 @@ function describe(m: MessageMeta): string {
     ['cc', m.cc.join(', ') || undefined],
     ['subject', m.subject],
     ['message-id', m.messageId],
-    ['attachments', m._AttachmentFileNames.join(', ') || undefined],
+    ['wrapped', m._WrappingMessageReason],
     ['tags', m.tags.join(', ') || undefined],
+    ['direction', m.direction],
   ];
+  let out = lines.filter(([, v]) => v !== undefined && v !== '').map(([k, v]) => field(k, [v!])).join('');
+  if (m.attachments.length) out += field('attachments', m.attachments.map((_, i) => attachmentLine(m, i, attachments[i])));
   const d = m.delivery;
-  if (m.direction) lines.push(['direction', m.direction]);
   if (d) {
-    lines.push(['delivery', `${d.status.replace('_', ' ')} ${d.finishedAt} after ${d.attempts} attempt(s)${d.dsnId ? `; notification ${d.dsnId} sent back` : ''}${d.reason ? `; ${d.reason}` : ''}`]);
+    out += field('delivery', [`${d.status.replace('_', ' ')} ${d.finishedAt} after ${d.attempts} attempt(s)${d.dsnId ? `; notification ${d.dsnId} sent back` : ''}${d.reason ? `; ${d.reason}` : ''}`]);
+    const width = Math.max(...d.recipients.map((r) => r.address.length));
     for (const r of d.recipients) {
-      lines.push(['  ' + r.address, `${r.status}${r.route ? ` via ${r.route}` : ''}${r.last ? `; last: ${r.last.message}` : ''}`]);
+      const last = r.last && r.status !== 'delivered' ? `; last: ${r.last.message.replace(/\s+/g, ' ')}` : '';
+      out += `  ${r.address.padEnd(width)}  ${r.status}${r.route ? ` via ${r.route}` : ''}${last}\n`;
     }
   }
-  let out = lines.filter(([, v]) => v !== undefined && v !== '').map(([k, v]) => `${(k + ':').padEnd(15)}${v}\n`).join('');
-  for (const [stage, finding] of Object.entries(m.findings)) out += `${(stage + ':').padEnd(15)}${JSON.stringify(finding)}\n`;
+  const stages = Object.entries(m.findings);
+  if (stages.length) {
+    // Each stage's own sentences for an admin (what `policy test` prints), the first beside its name.
+    const width = Math.max(...stages.map(([stage]) => stage.length)) + 1;
+    out += 'findings:\n';
+    for (const [stage, finding] of stages) {
+      const sentences = Array.isArray(finding.summary) && finding.summary.length ? finding.summary : ['(nothing recorded in words: see --json)'];
+      out += sentences.map((s, i) => `  ${(i === 0 ? `${stage}:` : '').padEnd(width)}  ${s}\n`).join('');
+    }
+  }
   return out;
 }

@@ -3,6 +3,7 @@ import { createInterface } from 'node:readline';
 import { Command } from 'commander';
 import { Store } from '../../storage/store.js';
 import { commandConfig, UsageError } from './common.js';
+import { requireSecrets } from '../config/load.js';
 
 /** Redirect URI registered for the app ("Mobile and desktop applications" in Entra ID accepts http://localhost). */
 const DEFAULT_REDIRECT = 'http://localhost';
@@ -17,7 +18,8 @@ export function oauthCommand(): Command {
     .option('--code <code>', 'the authorization code or the whole redirect URL (default: read from stdin)')
     .option('--redirect-uri <uri>', `redirect URI registered for the app (default ${DEFAULT_REDIRECT})`, DEFAULT_REDIRECT)
     .action(async (name: string, opts: { code?: string; redirectUri: string }, cmd: Command) => {
-      const { config, file } = commandConfig(cmd);
+      const loaded = commandConfig(cmd);
+      const { config, file } = loaded;
       const where = file ?? 'the configuration';
       // msal loads only for this command.
       const { aliasTokenCache, gatewaySecretKey, oauthApp, oauthAppOf } = await import('../fetch/oauth-store.js');
@@ -27,6 +29,8 @@ export function oauthCommand(): Command {
       const app = oauthAppOf(config, alias);
       if (!app) throw new UsageError(`alias ${name} has no oauth2 (in [alias.incoming] or [alias.outgoing]) in ${where}`);
       if (app.flow !== 'authorization_code') throw new UsageError(`oauth_app ${app.name} uses flow = "${app.flow}": nobody signs in; only flow = "authorization_code" needs \`oauth authorize\``);
+      // Redeeming the code takes the app's client secret.
+      requireSecrets(loaded, [`oauth_app[${config.oauth_app.indexOf(app)}]`]);
       const key = await gatewaySecretKey(config);
       if (!existsSync(config.data_dir)) mkdirSync(config.data_dir, { recursive: true, mode: 0o700 });
       let store: Store;

@@ -5,7 +5,7 @@ import { Store } from '../../storage/store.js';
 import {
   deleteQuarantined, getQuarantined, listQuarantine, openQuarantinedContent, restoreQuarantined, type QuarantineRecord,
 } from '../../storage/quarantine.js';
-import { ControlClient, type QuarantineAccess } from '../control.js';
+import { ControlClient, type QuarantineAccess, type StoreReader } from '../control.js';
 import { clip, withStoreReader } from './common.js';
 
 /** `mailgate quarantine ...`: attachments blocked by the attachments stage (Cisco guide, "Viewing/Restoring/Deleting Blocked Attachments"). */
@@ -63,7 +63,12 @@ export function quarantineCommand(): Command {
 }
 
 function withQuarantine(cmd: Command, run: (q: QuarantineAccess) => Promise<void>): Promise<void> {
-  return withStoreReader(cmd, (reader) => run(reader instanceof ControlClient ? reader : direct(reader as Store)));
+  return withStoreReader(cmd, (reader) => run(quarantineAccess(reader)));
+}
+
+/** Quarantine management on what openStoreReader gave: the running gateway, or the store itself. */
+export function quarantineAccess(reader: StoreReader): QuarantineAccess {
+  return reader instanceof ControlClient ? reader : direct(reader as Store);
 }
 
 /** The same operations on a store this process opened. */

@@ -8,7 +8,7 @@ export function serveCommand(): Command {
   return new Command('serve')
     .description('run the gateway (SMTP listener and store) until SIGTERM or SIGINT')
     .action(async (_opts: unknown, cmd: Command) => {
-      const { config, file } = commandConfig(cmd);
+      const { config, file } = commandConfig(cmd, { secrets: 'required' });
       const logger = createLogger(config.log_level);
       logger.info({ config: file ?? 'built-in defaults', data_dir: config.data_dir }, 'starting mailgate');
       mkdirSync(config.data_dir, { recursive: true, mode: 0o700 });

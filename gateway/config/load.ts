@@ -2,11 +2,13 @@
  * Loading `mailgate.toml`: TOML -> `${ENV}` expansion -> schema -> paths made absolute -> frozen.
  * Every failure is a ConfigError listing each problem with its file, line and key.
  */
+import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { configSchema, type Config } from './schema.js';
 import { formatProblem, loadToml, type ConfigProblem } from './toml.js';
+import { hashPassword } from './password.js';
 
 export type { ConfigProblem } from './toml.js';
 export { hashPassword, verifyPassword } from './password.js';
@@ -31,14 +33,48 @@ export class ConfigError extends Error {
 /** The file name mailgate looks for in the working directory when none is given. */
 export const DEFAULT_CONFIG_FILE = 'mailgate.toml';
 
+/**
+ * What a secret key holds while its variable is unset, for a command that does not use it; other
+ * keys have none and must be set. Secrets (passwords of mail servers and relays, OAuth client
+ * secrets, the hashes of login passwords) are what `${NAME}` is for (config.example.toml), and
+ * the service's environment has them where an admin's shell often does not. A password keeps
+ * the text as written; a password hash must be one to pass validation: that of a random
+ * password nobody knows, so nothing could log in with it.
+ */
+function secretStandIn(path: readonly PropertyKey[], written: string): string | undefined {
+  const key = path[path.length - 1];
+  if (key === 'password' || key === 'client_secret') return written;
+  if (key === 'password_hash') return hashPassword(randomBytes(32).toString('base64'));
+  return undefined;
+}
+
+/**
+ * `required`: every `${NAME}` must be set, as `serve` needs. `deferred`: a secret key whose
+ * variable is unset holds a stand-in (secretStandIn) and is listed in `unsetSecrets` (a command
+ * that reads the store uses no password); any other key's unset variable is still an error.
+ */
+export type SecretsMode = 'required' | 'deferred';
+
+/** A configuration as a command loaded it. */
+export interface LoadedConfig {
+  config: Config;
+  /** The absolute path of the file read; absent for the built-in defaults. */
+  file?: string;
+  /**
+   * Secrets whose variable is not set in this environment (only with `secrets: 'deferred'`):
+   * their keys hold a stand-in. Call requireSecrets before using one.
+   */
+  unsetSecrets: readonly ConfigProblem[];
+}
+
 /** Reads, validates and freezes the config in `file`; relative paths in it are taken from the file's directory. */
 export function loadConfigFile(file: string, env: ConfigEnv = process.env): Config {
-  return fromFile(path.resolve(file), file, env);
+  return fromFile(path.resolve(file), file, env, 'required').config;
 }
 
 /** Validates config `text` as if read from `file` (used in problems and to resolve relative paths). */
 export function loadConfigText(text: string, file: string, env: ConfigEnv = process.env): Config {
-  return fromText(text, file, path.dirname(path.resolve(file)), env);
+  return fromText(text, file, path.dirname(path.resolve(file)), env, 'required').config;
 }
 
 /** The built-in configuration, used when there is no file; relative paths are taken from `cwd`. */
@@ -49,18 +85,33 @@ export function defaultConfig(cwd: string = process.cwd()): Config {
 /**
  * The configuration a command runs with: `file` when given (relative to `cwd`), else
  * `./mailgate.toml` in `cwd` when it exists, else the built-in defaults. `file` in the answer is
- * the absolute path of the file read, absent for the defaults.
+ * the absolute path of the file read, absent for the defaults. `secrets` (default `required`):
+ * see SecretsMode.
  */
-export function resolveConfig(opts: { file?: string | undefined; cwd?: string | undefined; env?: ConfigEnv | undefined } = {}): { config: Config; file?: string } {
+export function resolveConfig(
+  opts: { file?: string | undefined; cwd?: string | undefined; env?: ConfigEnv | undefined; secrets?: SecretsMode } = {},
+): LoadedConfig {
   const cwd = opts.cwd ?? process.cwd();
   const env = opts.env ?? process.env;
+  const secrets = opts.secrets ?? 'required';
   if (opts.file !== undefined) {
     const file = path.resolve(cwd, opts.file);
-    return { config: fromFile(file, opts.file, env), file };
+    return { ...fromFile(file, opts.file, env, secrets), file };
   }
   const found = path.join(cwd, DEFAULT_CONFIG_FILE);
-  if (existsSync(found)) return { config: fromFile(found, DEFAULT_CONFIG_FILE, env), file: found };
-  return { config: defaultConfig(cwd) };
+  if (existsSync(found)) return { ...fromFile(found, DEFAULT_CONFIG_FILE, env, secrets), file: found };
+  return { config: defaultConfig(cwd), unsetSecrets: [] };
+}
+
+/**
+ * Fails, as loading with every secret required would have (each problem naming the file, line
+ * and key), when a secret the caller is about to use is unset: those under `keys` (key paths
+ * such as `alias[0]` or `oauth_app[1]`), or all of them when no keys are given.
+ */
+export function requireSecrets(loaded: LoadedConfig, keys?: readonly string[]): void {
+  const under = (key: string) => !keys || keys.some((k) => key === k || key.startsWith(`${k}.`));
+  const missing = loaded.unsetSecrets.filter((p) => under(p.key));
+  if (missing.length) throw new ConfigError(missing);
 }
 
 /** JSON Schema of the file's contents (the input side: defaults shown, none required), for editors. */
@@ -72,7 +123,7 @@ export function configJsonSchema(): object {
 }
 
 /** Reads the file at `absolute`, naming it `shown` in problems. */
-function fromFile(absolute: string, shown: string, env: ConfigEnv): Config {
+function fromFile(absolute: string, shown: string, env: ConfigEnv, secrets: SecretsMode): Omit<LoadedConfig, 'file'> {
   let text: string;
   try {
     text = readFileSync(absolute, 'utf8');
@@ -83,13 +134,13 @@ function fromFile(absolute: string, shown: string, env: ConfigEnv): Config {
       { file: shown, key: '', expected: 'a readable file', given: typeof code === 'string' ? code : reason, message: `cannot read the configuration file: ${reason}` },
     ]);
   }
-  return fromText(text, shown, path.dirname(absolute), env);
+  return fromText(text, shown, path.dirname(absolute), env, secrets);
 }
 
-function fromText(text: string, shown: string, baseDir: string, env: ConfigEnv): Config {
-  const result = loadToml(text, shown, configSchema, { env });
+function fromText(text: string, shown: string, baseDir: string, env: ConfigEnv, secrets: SecretsMode): Omit<LoadedConfig, 'file'> {
+  const result = loadToml(text, shown, configSchema, { env, ...(secrets === 'deferred' ? { deferUnset: secretStandIn } : {}) });
   if (!result.ok) throw new ConfigError(result.problems);
-  return finish(result.value, baseDir);
+  return { config: finish(result.value, baseDir), unsetSecrets: result.unset };
 }
 
 /** Makes relative paths absolute against `baseDir` and freezes the whole object. */

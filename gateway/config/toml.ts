@@ -29,12 +29,21 @@ export function formatProblem(p: ConfigProblem): string {
   return `${p.file}${p.line === undefined ? '' : `:${p.line}`}: ${p.key ? `${p.key}: ` : ''}${p.message}`;
 }
 
-/** What loadToml gives back: the validated value, or every problem found. */
-export type TomlResult<T> = { ok: true; value: T } | { ok: false; problems: ConfigProblem[] };
+/**
+ * What loadToml gives back: the validated value, or every problem found. `unset` lists the
+ * `${NAME}` references that `deferUnset` let through unset (empty without it).
+ */
+export type TomlResult<T> = { ok: true; value: T; unset: ConfigProblem[] } | { ok: false; problems: ConfigProblem[] };
 
 export interface LoadTomlOptions {
   /** When given, `${NAME}` in string values is replaced from here after parsing; `$${` stays a literal `${`. */
   env?: Readonly<Record<string, string | undefined>>;
+  /**
+   * For a key whose variable may be unset for now (a secret the command does not use), the
+   * value to hold instead of the one `written`; its problem goes to `unset`, unless that value
+   * fails validation, when it is reported like any other. Undefined: the key may not wait.
+   */
+  deferUnset?: (path: readonly PropertyKey[], written: string) => string | undefined;
 }
 
 /** Parses `text` (read from `file`) as TOML and validates it against `schema`. */
@@ -52,16 +61,29 @@ export function loadToml<T>(text: string, file: string, schema: z.ZodType<T>, op
 
   const locate = keyLocator(text);
   const problems: ConfigProblem[] = [];
-  const at = (path: readonly PropertyKey[], p: Omit<ConfigProblem, 'file' | 'line' | 'key'>) =>
-    problems.push({ file, line: locate(path), key: keyPath(path), ...p });
+  const unset: ConfigProblem[] = [];
+  const problem = (path: readonly PropertyKey[], p: Omit<ConfigProblem, 'file' | 'line' | 'key'>): ConfigProblem => ({ file, line: locate(path), key: keyPath(path), ...p });
+  const at = (path: readonly PropertyKey[], p: Omit<ConfigProblem, 'file' | 'line' | 'key'>) => problems.push(problem(path, p));
+  const unsetAt = (path: readonly PropertyKey[], written: string, p: Omit<ConfigProblem, 'file' | 'line' | 'key'>) => {
+    const standIn = options.deferUnset?.(path, written);
+    (standIn === undefined ? problems : unset).push(problem(path, p));
+    return standIn;
+  };
 
-  if (options.env) data = expandEnv(data, options.env, [], at);
+  if (options.env) data = expandEnv(data, options.env, [], at, unsetAt);
   // A key whose variable is missing would only fail validation again, less clearly.
   const reported = new Set(problems.map((p) => p.key));
 
   const result = schema.safeParse(data, { error: expectedPhrase });
-  if (result.success && problems.length === 0) return { ok: true, value: result.data };
+  if (result.success && problems.length === 0) return { ok: true, value: result.data, unset };
   for (const issue of result.error?.issues ?? []) {
+    // A deferred variable whose text as written does not validate: the variable is the problem.
+    const deferred = unset.findIndex((p) => p.key === keyPath(issue.path));
+    if (deferred >= 0) {
+      problems.push(...unset.splice(deferred, 1));
+      reported.add(keyPath(issue.path));
+      continue;
+    }
     if (issue.code === 'unrecognized_keys') {
       const known = knownKeys(schema, issue.path);
       const expected = known.length ? `one of: ${known.join(', ')}` : 'no other keys';
@@ -97,9 +119,11 @@ function expandEnv(
   env: Readonly<Record<string, string | undefined>>,
   path: PropertyKey[],
   report: (path: PropertyKey[], p: Omit<ConfigProblem, 'file' | 'line' | 'key'>) => void,
+  reportUnset: (path: PropertyKey[], written: string, p: Omit<ConfigProblem, 'file' | 'line' | 'key'>) => string | undefined,
 ): unknown {
   if (typeof value === 'string') {
-    return value.replace(REFERENCE, (match: string, name: string | undefined) => {
+    let standIn: string | undefined;
+    const expanded = value.replace(REFERENCE, (match: string, name: string | undefined) => {
       if (match === '$${') return '${';
       if (name === undefined) {
         const expected = '"${NAME}" with NAME made of letters, digits and _ (write "$${" for a literal "${")';
@@ -109,13 +133,14 @@ function expandEnv(
       const found = env[name];
       if (found !== undefined) return found;
       const expected = `environment variable ${name} to be set`;
-      report(path, { expected, given: 'nothing', message: `expected ${expected}` });
+      standIn ??= reportUnset(path, value, { expected, given: 'nothing', message: `expected ${expected}` });
       return match;
     });
+    return standIn ?? expanded;
   }
-  if (Array.isArray(value)) return value.map((v, i) => expandEnv(v, env, [...path, i], report));
+  if (Array.isArray(value)) return value.map((v, i) => expandEnv(v, env, [...path, i], report, reportUnset));
   if (value !== null && typeof value === 'object' && !(value instanceof Date)) {
-    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, expandEnv(v, env, [...path, k], report)]));
+    return Object.fromEntries(Object.entries(value).map(([k, v]) => [k, expandEnv(v, env, [...path, k], report, reportUnset)]));
   }
   return value;
 }
