@@ -332,5 +332,5 @@ test('messages show: each attachment with its decoded size (a blocked one: its q
   const away = await gw.send('support@example.com', mime('Ann <ann@example.org>', 'support@example.com', 'Out of Office: back on Monday', [['Content-Type: text/plain', '', 'Away.']]));
   const bounce = (await gw.cli('messages', 'show', away)).stdout.toString();
   assert.match(bounce, /^tags: +email-permanent-undeliverable, exception-queue$/m);
-  assert.match(bounce, /^ {2}delivery_exceptions: +Tagged email-permanent-undeliverable and put it in the exception queue, decided by the phrase "Out of office"\.\n {2} +Subject phrase "Out of office" \(predefined, permanent\) matched "Out of Office" in the subject\.$/m);
+  assert.match(bounce, /^ {2}delivery_exceptions: +Tagged email-permanent-undeliverable and put it in the exception queue; failure type decided by phrase \(the phrase: "Out of office" \(permanent\)\)\.\n {2} +Subject phrase "Out of office" \(predefined, permanent\) matched "Out of Office" in the subject\.$/m);
 });
