@@ -36,6 +36,7 @@ import {
 import { charsetPlanner, rawByteCodec } from './masking-charsets.js';
 import { MaskingStream, MessageMasker } from './masking-stream.js';
 import { TextMasker, defaultMaskWindow, type MaskCounts } from './text-masker.js';
+import { RawMessageMasker } from './masking-raw.js';
 
 const is = (phrase: string) => ({ error: phrase });
 
@@ -237,11 +238,12 @@ function findings(r: MessageMasker, direction: Direction, dryRun: boolean, notes
  * Masks a raw byte stream read as text, for a message that could not be parsed (its original
  * is attached to a wrapping message). Bytes below 0x80 are read as ASCII, all others pass
  * untouched; nothing is decoded first, so a number inside base64 or split by a
- * quoted-printable soft line break is not seen, and digits in headers, boundaries and
- * Message-IDs are masked like any others. Returns null when nothing is masked in that direction.
+ * quoted-printable soft line break is not seen. The built-ins leave header fields other than
+ * the subject, MIME part headers, boundaries, URLs and Message-IDs alone, as the parsed path
+ * does (masking-raw.ts). Returns null when nothing is masked in that direction.
  */
 export function rawMasker(policy: MaskingPolicy, direction: Direction, counts: MaskCounts = {}): Transform | null {
   const patterns = policy[direction];
   if (patterns.length === 0) return null;
-  return new MaskingStream(rawByteCodec(), new TextMasker(patterns, counts, policy.window));
+  return new MaskingStream(rawByteCodec(), new RawMessageMasker(new TextMasker(patterns, counts, policy.window)));
 }
