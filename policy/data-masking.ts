@@ -160,30 +160,41 @@ function sectionPatterns(s: MaskingSection): MaskingPattern[] {
 /**
  * Combines the partition and department sections. The partition's patterns always apply when
  * it enables masking. A department's section counts only when the partition sets
- * `departments_manage_own`; its patterns are then added to the partition's (a department
- * cannot switch off what the partition masks), and on a name both use the partition's wins.
+ * `departments_manage_own` (Cisco guide: the partition administrator decides whether
+ * departments manage their own configuration); its own `[[masking.pattern]]` entries are then
+ * added to the partition's, and `enabled = true` in it also turns on the built-ins it lists. A
+ * department cannot switch off what the partition masks, and on a name both use the
+ * partition's wins.
  */
 export function compileMaskingPolicy(partition: MaskingSection | undefined, department: MaskingSection | undefined): MaskingPolicy {
   const notes: string[] = [];
   let patterns: MaskingPattern[] = [];
   let window = partition?.max_match_length ?? defaultMaskWindow;
   if (partition?.enabled) patterns = sectionPatterns(partition);
-  if (department?.enabled || department?.pattern.length) {
-    if (!partition?.departments_manage_own) {
-      notes.push("The department's masking settings were not used: the partition policy does not let departments manage their own patterns (departments_manage_own).");
-    } else if (department.enabled) {
-      const names = new Set(patterns.map((p) => p.name));
-      for (const p of sectionPatterns(department)) {
-        if (names.has(p.name)) {
-          if (department.pattern.some((d) => d.name === p.name)) notes.push(`The department's pattern "${p.name}" was not used: the partition has one of that name.`);
-          continue;
-        }
-        patterns.push(p);
+  const problem = departmentMaskingProblem(partition, department);
+  if (problem) notes.push(`The department's masking settings were not used: ${problem}.`);
+  else if (department && (department.enabled || department.pattern.length)) {
+    const names = new Set(patterns.map((p) => p.name));
+    for (const p of sectionPatterns(department.enabled ? department : { ...department, builtin: [] })) {
+      if (names.has(p.name)) {
+        if (department.pattern.some((d) => d.name === p.name)) notes.push(`The department's pattern "${p.name}" was not used: the partition has one of that name.`);
+        continue;
       }
-      window = Math.max(window, department.max_match_length);
+      patterns.push(p);
     }
+    window = Math.max(window, department.max_match_length);
   }
   return { inbound: patterns.filter((p) => p.inbound), outbound: patterns.filter((p) => p.outbound), window, notes };
+}
+
+/**
+ * Why a department's `[masking]` section cannot apply under this partition section, or
+ * undefined when it applies (or has nothing to apply). For the findings and `policy check`.
+ */
+export function departmentMaskingProblem(partition: MaskingSection | undefined, department: MaskingSection | undefined): string | undefined {
+  if (!department || !(department.enabled || department.pattern.length)) return undefined;
+  if (partition?.departments_manage_own) return undefined;
+  return 'the partition policy does not let departments manage their own patterns (departments_manage_own)';
 }
 
 /** The masking stage, with the policy it compiled (for `rawMasker`). */

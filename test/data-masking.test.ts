@@ -229,6 +229,17 @@ regex = '(?<=PIN:\\s*)\\d{4}'
   const r2 = await run(text, [maskingStage(enabled, department)]);
   assert.equal(await bodyOf(r2.raw), 'PIN: 1234, card **** **** **** 1111');
   assert.ok((r2.ctx.findings.masking as { summary: string[] }).summary.some((s) => /departments_manage_own/.test(s)));
+
+  // A department file with only its own patterns (no `enabled`), as policy/examples/department.toml.
+  const patternsOnly = section(`
+[masking]
+[[masking.pattern]]
+name = "pin"
+regex = '(?<=PIN:\\s*)\\d{4}'
+`);
+  const r3 = await run(text + 'SSN 078-05-1120', [maskingStage(section('[masking]\nenabled = true\ndepartments_manage_own = true\nbuiltin = ["card"]'), patternsOnly)]);
+  assert.equal(await bodyOf(r3.raw), 'PIN: ****, card **** **** **** 1111\nSSN 078-05-1120', "its patterns are added; its section's default built-ins are not");
+  assert.deepEqual(masked(r3), { card: 1, pin: 1 });
 });
 
 test('the section schema names the key of a bad pattern', () => {

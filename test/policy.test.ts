@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFile, rename } from 'node:fs/promises';
+import { readFile, writeFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 import nodemailer from 'nodemailer';
 import type { MessageMeta } from '../storage/message-meta.js';
@@ -73,6 +73,56 @@ test('policy check validates a file and names file, line and key of a problem', 
     assert.equal(ok.code, 0, ok.stderr);
     assert.match(ok.stdout.toString(), /: ok/);
   }
+});
+
+const examplePolicy = (name: string) => path.join(projectRoot, 'policy', 'examples', name);
+
+test("a department's own masking patterns are added to the partition's, as the example policies say", async (t) => {
+  const gw = await startTestGateway(
+    `[partition]\npolicy = ${JSON.stringify(examplePolicy('partition.toml'))}\n\n[[department]]\nname = "support"\npolicy = ${JSON.stringify(examplePolicy('department.toml'))}\n\n` +
+      `[[alias]]\nname = "support"\naddress = "support@example.com"\ndepartment = "support"\n`,
+  );
+  t.after(() => gw.cleanup());
+  // department.toml has [masking] with its contract-number pattern and no `enabled`: the partition sets departments_manage_own.
+  const raw = 'From: a@example.org\r\nTo: support@example.com\r\nSubject: contract\r\n\r\nContract K-123456, customer CUST-12345678, card 4111 1111 1111 1111.\r\n';
+  const id = await sendRaw(gw.port, raw);
+  const { meta, raw: stored } = await storedMessage(gw.store, id);
+  assert.equal(meta.source.alias, 'support');
+  assert.match(stored.toString(), /^Contract \*-\*\*\*\*\*\*, customer ####-######78, card \*\*\*\* \*\*\*\* \*\*\*\* 1111\.\r$/m);
+  assert.deepEqual((meta.findings.masking as { masked?: Record<string, number> }).masked, { 'contract-number': 1, 'customer-id': 1, card: 1 });
+});
+
+test("policy check warns, naming the file, line and key, when a department's masking patterns cannot apply", async (t) => {
+  const { dir, cleanup } = await tempDir();
+  t.after(cleanup);
+  const partition = path.join(dir, 'partition.toml');
+  await writeFile(partition, '[masking]\nenabled = true\n');
+  const department = examplePolicy('department.toml');
+  const configFile = path.join(dir, 'mailgate.toml');
+  await writeFile(configFile, `[partition]\npolicy = "partition.toml"\n\n[[department]]\nname = "support"\npolicy = ${JSON.stringify(department)}\n`);
+  const line = (await readFile(department, 'utf8')).split('\n').indexOf('[[masking.pattern]]') + 1;
+
+  // The department named in the configuration is checked against the configuration's partition policy.
+  const r = await runCli(['policy', 'check', department, '--config', configFile]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout.toString(), /department\.toml: ok/);
+  assert.equal(
+    r.stderr,
+    `warning: ${department}:${line}: masking.pattern: the department's patterns (contract-number) will not be applied: the partition policy ${partition} ` +
+      'does not let departments manage their own (it needs departments_manage_own = true in [masking])\n',
+  );
+
+  // --partition names the partition policy directly; the example one lets departments manage their own.
+  const explicit = await runCli(['policy', 'check', department, '--partition', partition]);
+  assert.match(explicit.stderr, /masking\.pattern: the department's patterns \(contract-number\) will not be applied/);
+  const allowed = await runCli(['policy', 'check', department, '--partition', examplePolicy('partition.toml')]);
+  assert.equal(allowed.code, 0);
+  assert.equal(allowed.stderr, '');
+
+  // A configuration without a partition policy lets no department manage its own patterns.
+  await writeFile(configFile, `[[department]]\nname = "support"\npolicy = ${JSON.stringify(department)}\n`);
+  const none = await runCli(['policy', 'check', department, '--config', configFile]);
+  assert.match(none.stderr, new RegExp(`^warning: .*department\\.toml:${line}: masking\\.pattern: .*no partition policy`));
 });
 
 test('policy test says stage by stage what would happen, without storing anything', async (t) => {
