@@ -159,7 +159,10 @@ test('where masking is on, the original attached to a wrapping message is masked
   await writeFile(policyFile, '[masking]\nenabled = true\n');
   const gw = await startTestGateway(`[partition]\npolicy = ${JSON.stringify(policyFile)}\n`);
   t.after(() => gw.cleanup());
-  const raw = 'From: a@example.org\r\nSubject: card 4111 1111 1111 1111 [mailgate quarantine test message]\r\n\r\nMy card is 5500-0000-0000-0004, thanks.\r\n';
+  const raw =
+    'From: a@example.org\r\nMessage-ID: <5105105105105100@mail.example.org>\r\nX-Ticket: 4242 4242 4242 4242\r\n' +
+    'Subject: card 4111 1111 1111 1111 [mailgate quarantine test message]\r\n\r\n' +
+    'My card is 5500-0000-0000-0004, see https://shop.example/pay?card=4012888888881881 thanks.\r\n';
   const id = await sendRaw(gw.port, raw);
   const { meta, raw: stored } = await storedMessage(gw.store, id);
   assert.deepEqual(meta.tags, ['wrapped']);
@@ -168,6 +171,9 @@ test('where masking is on, the original attached to a wrapping message is masked
   assert.doesNotMatch(stored.toString('latin1') + original, /4111 1111 1111 1111|5500-0000-0000-0004/);
   assert.match(original, /\*\*\*\* \*\*\*\* \*\*\*\* 1111/);
   assert.match(original, /\*\*\*\*-\*\*\*\*-\*\*\*\*-0004/);
+  // Header fields but the subject, and URLs, keep their digits (issue 17 #4).
+  assert.match(original, /^Message-ID: <5105105105105100@mail\.example\.org>\r\nX-Ticket: 4242 4242 4242 4242\r$/m);
+  assert.match(original, /pay\?card=4012888888881881 thanks/);
   assert.deepEqual((meta.findings.masking as { masked?: Record<string, number> } | undefined)?.masked, { card: 2 });
 });
 
