@@ -32,22 +32,59 @@ const SAFE_CUT = 0x30;
 /** Longest run held while waiting for a safe cut; beyond it the run is cut anyway (see decode). */
 const RUN_LIMIT = 64 * 1024;
 
+/** Pieces a run that does not come back whole is checked in, before going character by character. */
+const PIECE = 64;
+
 /**
  * A run of bytes as text that `encodeKeepingRaw` turns back into the very same bytes. Fast when
- * iconv-lite gives the run back as it was; else character by character, each character
- * `lengths` bytes long (the shortest first; a character that fits none of them, or would not
- * come back, is kept as raw bytes, `lengths[0]` of them).
+ * iconv-lite gives the run back as it was. Else the run is checked again in pieces of about
+ * PIECE bytes (cut where `cuts` says a character cannot straddle), and only a piece that does
+ * not come back is read character by character: each character `lengths` bytes long (the
+ * shortest first); one that fits none of them, or would not come back, is kept as raw bytes,
+ * `lengths[0]` of them. One bad byte in 64 KiB of text costs a piece, not the run.
  */
-function losslessText(run: Buffer, charset: string, lengths: readonly number[]): string {
+function losslessText(run: Buffer, charset: string, lengths: readonly number[], cuts: (run: Buffer) => number[], ascii = false): string {
+  if (roundTrips(run, charset)) return iconv.decode(run, charset, { stripBOM: false });
+  if (run.length > PIECE) {
+    const at = cuts(run);
+    if (at.length > 0) {
+      let out = '';
+      let from = 0;
+      for (const to of [...at, run.length]) {
+        if (to > from) out += losslessText(run.subarray(from, to), charset, lengths, () => [], ascii);
+        from = to;
+      }
+      return out;
+    }
+  }
+  return byCharacter(run, charset, lengths, ascii);
+}
+
+/** Whether the run decodes to text that encodes to the run again, with no character that reads as a raw byte. */
+function roundTrips(run: Buffer, charset: string): boolean {
   const text = iconv.decode(run, charset, { stripBOM: false });
-  if (!RAW.test(text) && iconv.encode(text, charset).equals(run)) return text;
+  return !RAW.test(text) && iconv.encode(text, charset).equals(run);
+}
+
+/** The slow reading (see losslessText), with one decoder for every character; `ascii`: bytes below 0x80 are ASCII. */
+function byCharacter(run: Buffer, charset: string, lengths: readonly number[], ascii: boolean): string {
+  const decoder = iconv.getDecoder(charset, { stripBOM: false });
+  const decode = (bytes: Buffer) => decoder.write(bytes) + (decoder.end() ?? '');
   let out = '';
   for (let i = 0; i < run.length; ) {
+    if (ascii && run[i]! < 0x80) {
+      // A stretch of ASCII is itself, at once.
+      let end = i + 1;
+      while (end < run.length && run[end]! < 0x80) end++;
+      out += run.toString('latin1', i, end);
+      i = end;
+      continue;
+    }
     let taken = 0;
     for (const length of lengths) {
       if (i + length > run.length) break;
       const bytes = run.subarray(i, i + length);
-      const ch = iconv.decode(bytes, charset, { stripBOM: false });
+      const ch = decode(bytes);
       // An unfinished character decodes to U+FFFD, half a surrogate pair to itself: take more bytes.
       if (ch.includes('\ufffd') || [...ch].length !== 1 || (ch.length === 1 && isHighSurrogate(ch.charCodeAt(0)))) continue;
       out += !RAW.test(ch) && iconv.encode(ch, charset).equals(bytes) ? ch : rawBytes(bytes);
@@ -61,6 +98,26 @@ function losslessText(run: Buffer, charset: string, lengths: readonly number[]):
     i += taken;
   }
   return out;
+}
+
+const allAscii = Buffer.from(Array.from({ length: 0x80 }, (_, b) => b));
+
+/** Whether every byte below 0x80 is the ASCII character, alone and back (Shift_JIS is, in iconv-lite). */
+function asciiCompatible(charset: string): boolean {
+  return iconv.decode(allAscii, charset) === allAscii.toString('latin1') && iconv.encode(allAscii.toString('latin1'), charset).equals(allAscii);
+}
+
+/** Places about PIECE bytes apart right after a byte below SAFE_CUT, where a run can be cut. */
+function safeCuts(run: Buffer): number[] {
+  const at: number[] = [];
+  let last = 0;
+  for (let i = 0; i < run.length - 1; i++) {
+    if (run[i]! < SAFE_CUT && i + 1 - last >= PIECE) {
+      at.push(i + 1);
+      last = i + 1;
+    }
+  }
+  return at;
 }
 
 const rawBytes = (bytes: Buffer) => String.fromCharCode(...[...bytes].flatMap((b) => [0xdb80, 0xdc00 + b]));
@@ -82,6 +139,7 @@ function encodeKeepingRaw(text: string, charset: string): Buffer {
 /** Shift_JIS, GBK, Big5 and the other iconv-lite charsets, read a run at a time. */
 class RunCodec implements TextCodec {
   #pending = Buffer.alloc(0);
+  #ascii: boolean | undefined;
 
   constructor(private readonly charset: string) {}
 
@@ -99,17 +157,21 @@ class RunCodec implements TextCodec {
     }
     const run = this.#pending.length ? Buffer.concat([this.#pending, bytes.subarray(0, cut)]) : bytes.subarray(0, cut);
     this.#pending = Buffer.from(bytes.subarray(cut));
-    return losslessText(run, this.charset, [1, 2, 3, 4]);
+    return this.#text(run);
   }
 
   end(): string {
     const rest = this.#pending;
     this.#pending = Buffer.alloc(0);
-    return rest.length ? losslessText(rest, this.charset, [1, 2, 3, 4]) : '';
+    return rest.length ? this.#text(rest) : '';
   }
 
   encode(text: string): Buffer {
     return encodeKeepingRaw(text, this.charset);
+  }
+
+  #text(run: Buffer): string {
+    return losslessText(run, this.charset, [1, 2, 3, 4], safeCuts, (this.#ascii ??= asciiCompatible(this.charset)));
   }
 }
 
@@ -149,7 +211,7 @@ class WideCodec implements TextCodec {
     const text = this.#charset ? '' : this.#aligned(this.#releaseHead());
     const rest = this.#pending;
     this.#pending = Buffer.alloc(0);
-    return text + (rest.length ? losslessText(rest, this.#charset!, this.#lengths()) : '');
+    return text + (rest.length ? losslessText(rest, this.#charset!, this.#lengths(), () => []) : '');
   }
 
   /** Whole code units as text; a part of one waits for the rest. */
@@ -159,7 +221,7 @@ class WideCodec implements TextCodec {
     // A surrogate pair stays whole (it could be a character that looks like a raw byte).
     if (this.#unit === 2 && cut >= 2 && isHighSurrogate(this.#charset === 'utf-16le' ? all.readUInt16LE(cut - 2) : all.readUInt16BE(cut - 2))) cut -= 2;
     this.#pending = Buffer.from(all.subarray(cut));
-    return cut ? losslessText(all.subarray(0, cut), this.#charset!, this.#lengths()) : '';
+    return cut ? losslessText(all.subarray(0, cut), this.#charset!, this.#lengths(), (run) => this.#unitCuts(run)) : '';
   }
 
   encode(text: string): Buffer {
@@ -173,6 +235,16 @@ class WideCodec implements TextCodec {
     const guessed = iconv.decode(head, this.family);
     this.#charset = `${this.family}${guessed === iconv.decode(head, `${this.family}le`) ? 'le' : 'be'}`;
     return head;
+  }
+
+  /** Every PIECE bytes, on a code unit and not inside a surrogate pair. */
+  #unitCuts(run: Buffer): number[] {
+    const at: number[] = [];
+    for (let i = PIECE; i < run.length; i += PIECE) {
+      const unit = this.#unit === 2 ? (this.#charset === 'utf-16le' ? run.readUInt16LE(i - 2) : run.readUInt16BE(i - 2)) : 0;
+      at.push(isHighSurrogate(unit) ? i - 2 : i);
+    }
+    return at;
   }
 
   #lengths(): number[] {
