@@ -64,8 +64,10 @@ export const defaultBankAccountPattern =
 // `ref4111...` or a hex id), or continuing a decimal, a time, a path or a dashed number
 // (`0.4111...`, `2024-4111...`). A space before it is fine: "Cards: 4111... 5555...".
 const CARD_BEFORE = String.raw`(?<![A-Za-z0-9_]|\d[.,/:-])`;
-// ... and the same after it, and not the local part of an address (`4111...@example.com`).
-const CARD_AFTER = String.raw`(?![A-Za-z0-9_@]|[.,/:-]\d)`;
+// After it: no digit, underscore or decimal, and not the local part of an address
+// (`4111...@example.com`). A letter may follow: adjacent encoded words in a subject decode
+// with no space between them (RFC 2047 section 6.2), "1111café".
+const CARD_AFTER = String.raw`(?![0-9_@]|[.,/:-]\d)`;
 // ISO/IEC 7812 numbers are printed as one run or in fixed groups: 4-4-4-4 (with a last group
 // of 1 to 4, so 13 to 16 digits, or a fifth group of 1 to 3 for 17 to 19: 4-4-4-4-3), and
 // Amex's 4-6-5 (Diners' 4-6-4), the same separator throughout. A grouped number must not be

@@ -144,7 +144,9 @@ test('what was masked though it was no card stays as it was, next to a card that
     { name: 'no issuer has this prefix', text: 'order 2024-0312-5512-76, ports 8080 8081 8443 9091', expect: 'order 2024-0312-5512-76, ports 8080 8081 8443 9091' },
     { name: 'a length its network does not issue', text: 'Amex has 15 digits: 3782822463100053 is none', expect: 'Amex has 15 digits: 3782822463100053 is none' },
     { name: 'a decimal', text: 'latency=0.4929795637484309s, 4111111111111111.5', expect: 'latency=0.4929795637484309s, 4111111111111111.5' },
-    { name: 'glued to letters', text: 'id ref4111111111111111 and 4111111111111111abc', expect: 'id ref4111111111111111 and 4111111111111111abc' },
+    { name: 'glued to a word before it', text: 'id ref4111111111111111, hex 0x4111111111111111', expect: 'id ref4111111111111111, hex 0x4111111111111111' },
+    // Adjacent encoded words decode with no space between them (RFC 2047 section 6.2).
+    { name: 'a word right after it', text: 'card 4111 1111 1111 1111café', expect: 'card **** **** **** 1111café' },
     { name: 'the tail of a longer grouped number', text: 'USPS 9400 4111 1111 1111 1111', expect: 'USPS 9400 4111 1111 1111 1111' },
     {
       name: "digits in a URL's query",
