@@ -92,13 +92,16 @@ const patternSchema = z
 /** The `[masking]` section of a partition or department policy file. */
 export const maskingSectionSchema = z
   .object({
-    /** Turns masking on. Default false. */
+    /**
+     * Turns masking on. Default false. In a department's file it turns on the built-ins it
+     * lists; the department's own patterns apply without it (see compileMaskingPolicy).
+     */
     enabled: flag.default(false),
     /** Mask incoming mail. Default true (once enabled). */
     inbound: flag.default(true),
     /** Mask outgoing mail. Default true (once enabled). */
     outbound: flag.default(true),
-    /** Partition file only: departments may add their own patterns in their policy files. Default false. */
+    /** Partition file only: departments may add their own patterns in their policy files. Default false; `policy check` warns about a department's patterns without it. */
     departments_manage_own: flag.default(false),
     /** Which built-in patterns are on: "card", "ssn", "iban", "bank_account". Default all. */
     builtin: z.array(z.enum(builtinNames, is('"card", "ssn", "iban" or "bank_account"'))).default([...builtinNames]),
@@ -106,9 +109,9 @@ export const maskingSectionSchema = z
     bank_account_pattern: z.string(is('a JavaScript regular expression')).default(defaultBankAccountPattern),
     /** Longest match, in characters, found even when it straddles two pieces of a streamed part. Default 64. */
     max_match_length: z.int(is('an integer from 16 to 1024')).min(16, is('an integer from 16 to 1024')).max(1024, is('an integer from 16 to 1024')).default(defaultMaskWindow),
-    /** Payment card numbers: 13-19 digits, spaces or dashes between them, Luhn-valid. */
+    /** Payment card numbers: 13-19 digits with an issuer prefix and length that exist, Luhn-valid, as one run or printed in groups (masking-patterns.ts). */
     card: builtinSettings(4),
-    /** US social security numbers written 123-45-6789 or 123 45 6789 (never-issued numbers excluded). */
+    /** US social security numbers written 123-45-6789 or 123 45 6789 (never-issued numbers and longer numbers excluded). */
     ssn: builtinSettings(0),
     /** IBANs whose ISO 13616 check digits are right (mod 97). */
     iban: builtinSettings(4),

@@ -1,8 +1,8 @@
 /**
  * Multi-byte charsets whose second bytes can look like ASCII (Shift_JIS, GBK, GB18030, Big5,
  * CP949, UTF-16, UTF-32), read and written back by iconv-lite, so a masked part keeps its
- * charset. A part with nothing masked never goes through here twice: it is passed through as
- * it came (masking-part.ts); these codecs matter for the parts that are written anew.
+ * charset. A part with nothing masked is only read through here (to find out) and then passed
+ * through as it came (masking-part.ts); writing back matters for the parts that are masked.
  *
  * Written anew, every byte that was not masked must still be the byte it was, and iconv-lite
  * does not give that on its own: Shift_JIS has characters with two codes (NEC and IBM rows,

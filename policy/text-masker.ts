@@ -5,8 +5,8 @@
  * characters already written kept as context for look-behinds such as `(?<!\d)`.
  *
  * The bound: a match is found wherever the pieces are cut as long as it is at most `window`
- * characters long (64 by default, `[masking] max_match_length`; a 19-digit card with
- * separators is 37, an IBAN in groups at most 42). A longer match is still found whole when
+ * characters long (64 by default, `[masking] max_match_length`; a 19-digit card in groups is
+ * 23, an IBAN in groups at most 42). A longer match is still found whole when
  * it arrives within one piece.
  */
 import type { MaskingPattern } from './masking-patterns.js';
