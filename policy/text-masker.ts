@@ -150,12 +150,8 @@ export class TextMasker {
     if (buf[end] === '>') end++;
     const word = buf.slice(start, end);
     if (!mayHoldProtected(word)) return false;
-    PROTECTED.lastIndex = 0;
-    let m: RegExpExecArray | null;
-    while ((m = PROTECTED.exec(word)) !== null) {
-      if (start + m.index < at && start + m.index + m[0].length > at) return true;
-      if (m[0].length === 0) PROTECTED.lastIndex++;
-    }
+    // matchAll reads with a copy of the regex: the module's own keeps no state.
+    for (const m of word.matchAll(PROTECTED)) if (start + m.index < at && start + m.index + m[0].length > at) return true;
     return false;
   }
 
@@ -163,19 +159,11 @@ export class TextMasker {
   private protectedSpans(): Span[] {
     const { buf } = this;
     const spans: Span[] = [];
-    let from = 0;
     if (this.protectedAtStart) {
       const end = buf.search(PROTECTED_END);
-      from = end < 0 ? buf.length : end;
-      spans.push([0, from]);
+      spans.push([0, end < 0 ? buf.length : end]);
     }
-    if (!mayHoldProtected(buf)) return spans;
-    PROTECTED.lastIndex = from;
-    let m: RegExpExecArray | null;
-    while ((m = PROTECTED.exec(buf)) !== null) {
-      if (m[0].length === 0) PROTECTED.lastIndex++;
-      else spans.push([m.index, m.index + m[0].length]);
-    }
+    if (mayHoldProtected(buf)) for (const m of buf.matchAll(PROTECTED)) spans.push([m.index, m.index + m[0].length]);
     return spans;
   }
 
