@@ -44,7 +44,8 @@ const PIECE = 64;
  * `lengths[0]` of them. One bad byte in 64 KiB of text costs a piece, not the run.
  */
 function losslessText(run: Buffer, charset: string, lengths: readonly number[], cuts: (run: Buffer) => number[], ascii = false): string {
-  if (roundTrips(run, charset)) return iconv.decode(run, charset, { stripBOM: false });
+  const text = iconv.decode(run, charset, { stripBOM: false });
+  if (!RAW.test(text) && iconv.encode(text, charset).equals(run)) return text;
   if (run.length > PIECE) {
     const at = cuts(run);
     if (at.length > 0) {
@@ -58,12 +59,6 @@ function losslessText(run: Buffer, charset: string, lengths: readonly number[], 
     }
   }
   return byCharacter(run, charset, lengths, ascii);
-}
-
-/** Whether the run decodes to text that encodes to the run again, with no character that reads as a raw byte. */
-function roundTrips(run: Buffer, charset: string): boolean {
-  const text = iconv.decode(run, charset, { stripBOM: false });
-  return !RAW.test(text) && iconv.encode(text, charset).equals(run);
 }
 
 /** The slow reading (see losslessText), with one decoder for every character; `ascii`: bytes below 0x80 are ASCII. */
