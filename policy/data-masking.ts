@@ -36,6 +36,7 @@ import {
 import { charsetPlanner, rawByteCodec } from './masking-charsets.js';
 import { MaskingStream, MessageMasker } from './masking-stream.js';
 import { TextMasker, defaultMaskWindow, type MaskCounts } from './text-masker.js';
+import { RawMessageMasker } from './masking-raw.js';
 
 const is = (phrase: string) => ({ error: phrase });
 
@@ -91,13 +92,16 @@ const patternSchema = z
 /** The `[masking]` section of a partition or department policy file. */
 export const maskingSectionSchema = z
   .object({
-    /** Turns masking on. Default false. */
+    /**
+     * Turns masking on. Default false. In a department's file it turns on the built-ins it
+     * lists; the department's own patterns apply without it (see compileMaskingPolicy).
+     */
     enabled: flag.default(false),
     /** Mask incoming mail. Default true (once enabled). */
     inbound: flag.default(true),
     /** Mask outgoing mail. Default true (once enabled). */
     outbound: flag.default(true),
-    /** Partition file only: departments may add their own patterns in their policy files. Default false. */
+    /** Partition file only: departments may add their own patterns in their policy files. Default false; `policy check` warns about a department's patterns without it. */
     departments_manage_own: flag.default(false),
     /** Which built-in patterns are on: "card", "ssn", "iban", "bank_account". Default all. */
     builtin: z.array(z.enum(builtinNames, is('"card", "ssn", "iban" or "bank_account"'))).default([...builtinNames]),
@@ -105,9 +109,9 @@ export const maskingSectionSchema = z
     bank_account_pattern: z.string(is('a JavaScript regular expression')).default(defaultBankAccountPattern),
     /** Longest match, in characters, found even when it straddles two pieces of a streamed part. Default 64. */
     max_match_length: z.int(is('an integer from 16 to 1024')).min(16, is('an integer from 16 to 1024')).max(1024, is('an integer from 16 to 1024')).default(defaultMaskWindow),
-    /** Payment card numbers: 13-19 digits, spaces or dashes between them, Luhn-valid. */
+    /** Payment card numbers: 13-19 digits with an issuer prefix and length that exist, Luhn-valid, as one run or printed in groups (masking-patterns.ts). */
     card: builtinSettings(4),
-    /** US social security numbers written 123-45-6789 or 123 45 6789 (never-issued numbers excluded). */
+    /** US social security numbers written 123-45-6789 or 123 45 6789 (never-issued numbers and longer numbers excluded). */
     ssn: builtinSettings(0),
     /** IBANs whose ISO 13616 check digits are right (mod 97). */
     iban: builtinSettings(4),
@@ -159,30 +163,41 @@ function sectionPatterns(s: MaskingSection): MaskingPattern[] {
 /**
  * Combines the partition and department sections. The partition's patterns always apply when
  * it enables masking. A department's section counts only when the partition sets
- * `departments_manage_own`; its patterns are then added to the partition's (a department
- * cannot switch off what the partition masks), and on a name both use the partition's wins.
+ * `departments_manage_own` (Cisco guide: the partition administrator decides whether
+ * departments manage their own configuration); its own `[[masking.pattern]]` entries are then
+ * added to the partition's, and `enabled = true` in it also turns on the built-ins it lists. A
+ * department cannot switch off what the partition masks, and on a name both use the
+ * partition's wins.
  */
 export function compileMaskingPolicy(partition: MaskingSection | undefined, department: MaskingSection | undefined): MaskingPolicy {
   const notes: string[] = [];
   let patterns: MaskingPattern[] = [];
   let window = partition?.max_match_length ?? defaultMaskWindow;
   if (partition?.enabled) patterns = sectionPatterns(partition);
-  if (department?.enabled || department?.pattern.length) {
-    if (!partition?.departments_manage_own) {
-      notes.push("The department's masking settings were not used: the partition policy does not let departments manage their own patterns (departments_manage_own).");
-    } else if (department.enabled) {
-      const names = new Set(patterns.map((p) => p.name));
-      for (const p of sectionPatterns(department)) {
-        if (names.has(p.name)) {
-          if (department.pattern.some((d) => d.name === p.name)) notes.push(`The department's pattern "${p.name}" was not used: the partition has one of that name.`);
-          continue;
-        }
-        patterns.push(p);
+  const problem = departmentMaskingProblem(partition, department);
+  if (problem) notes.push(`The department's masking settings were not used: ${problem}.`);
+  else if (department && (department.enabled || department.pattern.length)) {
+    const names = new Set(patterns.map((p) => p.name));
+    for (const p of sectionPatterns(department.enabled ? department : { ...department, builtin: [] })) {
+      if (names.has(p.name)) {
+        if (department.pattern.some((d) => d.name === p.name)) notes.push(`The department's pattern "${p.name}" was not used: the partition has one of that name.`);
+        continue;
       }
-      window = Math.max(window, department.max_match_length);
+      patterns.push(p);
     }
+    window = Math.max(window, department.max_match_length);
   }
   return { inbound: patterns.filter((p) => p.inbound), outbound: patterns.filter((p) => p.outbound), window, notes };
+}
+
+/**
+ * Why a department's `[masking]` section cannot apply under this partition section, or
+ * undefined when it applies (or has nothing to apply). For the findings and `policy check`.
+ */
+export function departmentMaskingProblem(partition: MaskingSection | undefined, department: MaskingSection | undefined): string | undefined {
+  if (!department || !(department.enabled || department.pattern.length)) return undefined;
+  if (partition?.departments_manage_own) return undefined;
+  return 'the partition policy does not let departments manage their own patterns (departments_manage_own)';
 }
 
 /** The masking stage, with the policy it compiled (for `rawMasker`). */
@@ -237,11 +252,12 @@ function findings(r: MessageMasker, direction: Direction, dryRun: boolean, notes
  * Masks a raw byte stream read as text, for a message that could not be parsed (its original
  * is attached to a wrapping message). Bytes below 0x80 are read as ASCII, all others pass
  * untouched; nothing is decoded first, so a number inside base64 or split by a
- * quoted-printable soft line break is not seen, and digits in headers, boundaries and
- * Message-IDs are masked like any others. Returns null when nothing is masked in that direction.
+ * quoted-printable soft line break is not seen. The built-ins leave header fields other than
+ * the subject, MIME part headers, boundaries, URLs and Message-IDs alone, as the parsed path
+ * does (masking-raw.ts). Returns null when nothing is masked in that direction.
  */
 export function rawMasker(policy: MaskingPolicy, direction: Direction, counts: MaskCounts = {}): Transform | null {
   const patterns = policy[direction];
   if (patterns.length === 0) return null;
-  return new MaskingStream(rawByteCodec(), new TextMasker(patterns, counts, policy.window));
+  return new MaskingStream(rawByteCodec(), new RawMessageMasker(new TextMasker(patterns, counts, policy.window)));
 }

@@ -9,13 +9,17 @@
  * private-use characters, which no pattern masks.
  *
  * Multi-byte charsets whose second bytes can look like ASCII (Shift_JIS, GBK, GB18030, Big5,
- * UTF-16) cannot be cut that way, and libmime decodes but does not encode them: those parts
- * are decoded by libmime and written back as UTF-8, with the Content-Type charset updated.
+ * UTF-16) cannot be cut that way: iconv-lite reads and writes them (masking-multibyte.ts), and
+ * a masked part keeps its charset there too. Only a charset libmime decodes and iconv-lite
+ * cannot write would be decoded by libmime and written back as UTF-8, with the Content-Type
+ * charset updated and the findings saying so; every charset libmime reads today is covered
+ * above, so that is a fallback.
  */
 import { isAscii } from 'node:buffer';
 import { StringDecoder } from 'node:string_decoder';
 import libmime from 'libmime';
 import { decode } from 'libmime/lib/charset.js';
+import { multiByteCodec } from './masking-multibyte.js';
 
 /** Turns a part's bytes into text and the masked text back into bytes. */
 export interface TextCodec {
@@ -207,6 +211,8 @@ function planFor(name: string): CharsetPlan {
   if (/^eucjp/i.test(canonical)) return ascii();
   const table = singleByteTable(canonical);
   if (table) return bytes(byteTable(table));
+  const codec = multiByteCodec(canonical);
+  if (codec) return { kind: 'keep', codec };
   return { kind: 'to-utf8', charset: canonical };
 }
 

@@ -15,6 +15,9 @@ import type { TextCodec } from './masking-charsets.js';
 import { HtmlMasker, TextMasker, maskInSlices, type MaskCounts, type Masker } from './text-masker.js';
 import { bodyDecoder, bodyEncoder, type BodyCoder } from './transfer-decode.js';
 
+/** Bytes decoded in one turn of the event loop. */
+const DECODE_SLICE = 16 * 1024;
+
 /** Raw bytes of a part held while nothing in it is masked. */
 export const PASS_THROUGH_LIMIT = 256 * 1024;
 
@@ -52,7 +55,12 @@ class BodyMasking {
 
   async write(raw: Buffer): Promise<void> {
     const bytes = this.#decoder.push(raw);
-    if (bytes.length) await this.#mask(this.#codec.decode(bytes));
+    // Decoded a slice at a time, a turn of the event loop between: a multi-byte charset full of
+    // bytes that are no characters is read character by character (masking-multibyte.ts).
+    for (let at = 0; at < bytes.length; at += DECODE_SLICE) {
+      if (at > 0) await new Promise((resolve) => setImmediate(resolve));
+      await this.#mask(this.#codec.decode(bytes.subarray(at, at + DECODE_SLICE)));
+    }
   }
 
   async end(): Promise<void> {

@@ -17,6 +17,7 @@ import { Joiner, Splitter, type MimeNode, type SplitterChunk } from '@zone-eu/ma
 import type { MaskingPattern } from './masking-patterns.js';
 import { rawByteCodec, utf8Codec, type CharsetPlan, type TextCodec } from './masking-charsets.js';
 import { TextPartMasking, type PartBody } from './masking-part.js';
+import { RawMessageMasker } from './masking-raw.js';
 import { HtmlMasker, TextMasker, isHighSurrogate, maskInSlices, maskWhole, type MaskCounts, type Masker } from './text-masker.js';
 import { HEADER_READ_LIMIT, decodedWhole } from './header-text.js';
 import { ContentFieldGuard } from './content-field-guard.js';
@@ -251,11 +252,11 @@ export class MessageMasker extends ChunkStage {
 
   /**
    * An attached message is split and masked like the outer one. Beyond `maxNesting` levels
-   * its bytes are masked as raw text instead (ASCII only, nothing decoded).
+   * its bytes are masked as raw text instead (ASCII only, nothing decoded; masking-raw.ts).
    */
   private messageStreams(node: MimeNode): { streams: Transform[]; encoding: false } {
     if (this.depth >= maxNesting) {
-      return { streams: [new MaskingStream(rawByteCodec(), new TextMasker(this.patterns, this.counts, this.window))], encoding: false };
+      return { streams: [new MaskingStream(rawByteCodec(), new RawMessageMasker(new TextMasker(this.patterns, this.counts, this.window)))], encoding: false };
     }
     const label = partLabel(node);
     const inner = new MessageMasker(this.patterns, this.window, this.planCharset, (child) => {

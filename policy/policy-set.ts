@@ -1,10 +1,12 @@
+import { readFileSync } from 'node:fs';
 import type { Config } from '../gateway/config/schema.js';
+import { keyLocator, type ConfigProblem } from '../gateway/config/toml.js';
 import type { Stage } from './stage.js';
 import { loadPolicyFile, type PolicyFile } from './policy-file.js';
 import { wrappingStage } from './wrap-unparsable.js';
 import { attachmentsStage } from './attachment-blocking.js';
 import { deliveryExceptionsStage } from './delivery-exceptions.js';
-import { maskingStage } from './data-masking.js';
+import { departmentMaskingProblem, maskingStage } from './data-masking.js';
 
 /** The policy files of a configuration, by path: the partition's and each department's. */
 export interface PolicySources {
@@ -81,5 +83,36 @@ export function buildStages(partition: PolicyFile | undefined, department: Polic
     attachmentsStage(partition?.attachments, department?.attachments),
     deliveryExceptionsStage(partition?.delivery_exceptions, department?.delivery_exceptions),
     maskingStage(partition?.masking, department?.masking),
+  ];
+}
+
+/** A setting that is valid but will not take effect, located like a problem: file, line, key. */
+export type PolicyWarning = ConfigProblem;
+
+/**
+ * What in a department's policy file will not take effect under the partition's policy: its
+ * masking patterns when the partition does not let departments manage their own (they would
+ * only show up as a note in each message's findings). `partitionFile` names the partition
+ * policy in the warning; none means the configuration has no partition policy.
+ */
+export function departmentPolicyWarnings(file: string, department: PolicyFile, partition: PolicyFile | undefined, partitionFile: string | undefined): PolicyWarning[] {
+  const masking = department.masking;
+  const problem = departmentMaskingProblem(partition?.masking, masking);
+  if (!masking || !problem) return [];
+  const locate = keyLocator(readFileSync(file, 'utf8'));
+  const names = masking.pattern.map((p) => p.name);
+  const what = names.length ? `the department's patterns (${names.join(', ')}) will not be applied` : 'enabled = true will not be applied';
+  const why = partitionFile
+    ? `the partition policy ${partitionFile} does not let departments manage their own (it needs departments_manage_own = true in [masking])`
+    : 'the configuration has no partition policy, and only a partition policy with departments_manage_own = true in [masking] lets departments manage their own';
+  return [
+    {
+      file,
+      line: locate(names.length ? ['masking', 'pattern', 0] : ['masking', 'enabled']),
+      key: names.length ? 'masking.pattern' : 'masking.enabled',
+      expected: 'departments_manage_own = true in the partition policy',
+      given: partitionFile ?? 'no partition policy',
+      message: `${what}: ${why}`,
+    },
   ];
 }

@@ -159,13 +159,13 @@ test('parts are re-encoded in their transfer encoding and charset', async (t) =>
     assert.ok(r.raw.includes(Buffer.from('\x1b$B4111111111111111\x1b(B card **** **** **** 1111', 'latin1')));
     assert.deepEqual(masked(r), { card: 1 });
   });
-  await t.test('Shift_JIS cannot be written back: the part becomes UTF-8 and the findings say so', async () => {
+  await t.test('Shift_JIS keeps its charset', async () => {
     const r = await run(readFileSync(fixture('masking', 'shift-jis.eml')), [maskingStage(enabled, undefined)], { chunk: 5 });
-    assert.match(r.raw.toString(), /Content-Type: text\/plain; charset=utf-8/);
+    assert.match(r.raw.toString(), /Content-Type: text\/plain; charset=Shift_JIS\r\nContent-Transfer-Encoding: base64\r\n/);
     assert.equal(await bodyOf(r.raw), 'カード番号 **** **** **** 1111 です');
     const f = r.ctx.findings.masking as { charsetChanges: unknown; summary: string[] };
-    assert.deepEqual(f.charsetChanges, [{ part: '1', from: 'Shift_JIS', to: 'UTF-8' }]);
-    assert.ok(f.summary.some((s) => /Shift_JIS.*stored as UTF-8/.test(s)), f.summary.join(' | '));
+    assert.deepEqual(f.charsetChanges, []);
+    assert.ok(!f.summary.some((s) => /UTF-8/.test(s)), f.summary.join(' | '));
   });
 });
 
@@ -229,6 +229,17 @@ regex = '(?<=PIN:\\s*)\\d{4}'
   const r2 = await run(text, [maskingStage(enabled, department)]);
   assert.equal(await bodyOf(r2.raw), 'PIN: 1234, card **** **** **** 1111');
   assert.ok((r2.ctx.findings.masking as { summary: string[] }).summary.some((s) => /departments_manage_own/.test(s)));
+
+  // A department file with only its own patterns (no `enabled`), as policy/examples/department.toml.
+  const patternsOnly = section(`
+[masking]
+[[masking.pattern]]
+name = "pin"
+regex = '(?<=PIN:\\s*)\\d{4}'
+`);
+  const r3 = await run(text + 'SSN 078-05-1120', [maskingStage(section('[masking]\nenabled = true\ndepartments_manage_own = true\nbuiltin = ["card"]'), patternsOnly)]);
+  assert.equal(await bodyOf(r3.raw), 'PIN: ****, card **** **** **** 1111\nSSN 078-05-1120', "its patterns are added; its section's default built-ins are not");
+  assert.deepEqual(masked(r3), { card: 1, pin: 1 });
 });
 
 test('the section schema names the key of a bad pattern', () => {

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { writeFile, rename } from 'node:fs/promises';
+import { readFile, writeFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 import nodemailer from 'nodemailer';
 import type { MessageMeta } from '../storage/message-meta.js';
@@ -75,6 +75,56 @@ test('policy check validates a file and names file, line and key of a problem', 
   }
 });
 
+const examplePolicy = (name: string) => path.join(projectRoot, 'policy', 'examples', name);
+
+test("a department's own masking patterns are added to the partition's, as the example policies say", async (t) => {
+  const gw = await startTestGateway(
+    `[partition]\npolicy = ${JSON.stringify(examplePolicy('partition.toml'))}\n\n[[department]]\nname = "support"\npolicy = ${JSON.stringify(examplePolicy('department.toml'))}\n\n` +
+      `[[alias]]\nname = "support"\naddress = "support@example.com"\ndepartment = "support"\n`,
+  );
+  t.after(() => gw.cleanup());
+  // department.toml has [masking] with its contract-number pattern and no `enabled`: the partition sets departments_manage_own.
+  const raw = 'From: a@example.org\r\nTo: support@example.com\r\nSubject: contract\r\n\r\nContract K-123456, customer CUST-12345678, card 4111 1111 1111 1111.\r\n';
+  const id = await sendRaw(gw.port, raw);
+  const { meta, raw: stored } = await storedMessage(gw.store, id);
+  assert.equal(meta.source.alias, 'support');
+  assert.match(stored.toString(), /^Contract \*-\*\*\*\*\*\*, customer ####-######78, card \*\*\*\* \*\*\*\* \*\*\*\* 1111\.\r$/m);
+  assert.deepEqual((meta.findings.masking as { masked?: Record<string, number> }).masked, { 'contract-number': 1, 'customer-id': 1, card: 1 });
+});
+
+test("policy check warns, naming the file, line and key, when a department's masking patterns cannot apply", async (t) => {
+  const { dir, cleanup } = await tempDir();
+  t.after(cleanup);
+  const partition = path.join(dir, 'partition.toml');
+  await writeFile(partition, '[masking]\nenabled = true\n');
+  const department = examplePolicy('department.toml');
+  const configFile = path.join(dir, 'mailgate.toml');
+  await writeFile(configFile, `[partition]\npolicy = "partition.toml"\n\n[[department]]\nname = "support"\npolicy = ${JSON.stringify(department)}\n`);
+  const line = (await readFile(department, 'utf8')).split('\n').indexOf('[[masking.pattern]]') + 1;
+
+  // The department named in the configuration is checked against the configuration's partition policy.
+  const r = await runCli(['policy', 'check', department, '--config', configFile]);
+  assert.equal(r.code, 0, r.stderr);
+  assert.match(r.stdout.toString(), /department\.toml: ok/);
+  assert.equal(
+    r.stderr,
+    `warning: ${department}:${line}: masking.pattern: the department's patterns (contract-number) will not be applied: the partition policy ${partition} ` +
+      'does not let departments manage their own (it needs departments_manage_own = true in [masking])\n',
+  );
+
+  // --partition names the partition policy directly; the example one lets departments manage their own.
+  const explicit = await runCli(['policy', 'check', department, '--partition', partition]);
+  assert.match(explicit.stderr, /masking\.pattern: the department's patterns \(contract-number\) will not be applied/);
+  const allowed = await runCli(['policy', 'check', department, '--partition', examplePolicy('partition.toml')]);
+  assert.equal(allowed.code, 0);
+  assert.equal(allowed.stderr, '');
+
+  // A configuration without a partition policy lets no department manage its own patterns.
+  await writeFile(configFile, `[[department]]\nname = "support"\npolicy = ${JSON.stringify(department)}\n`);
+  const none = await runCli(['policy', 'check', department, '--config', configFile]);
+  assert.match(none.stderr, new RegExp(`^warning: .*department\\.toml:${line}: masking\\.pattern: .*no partition policy`));
+});
+
 test('policy test says stage by stage what would happen, without storing anything', async (t) => {
   const { dir, cleanup } = await tempDir();
   t.after(cleanup);
@@ -109,7 +159,10 @@ test('where masking is on, the original attached to a wrapping message is masked
   await writeFile(policyFile, '[masking]\nenabled = true\n');
   const gw = await startTestGateway(`[partition]\npolicy = ${JSON.stringify(policyFile)}\n`);
   t.after(() => gw.cleanup());
-  const raw = 'From: a@example.org\r\nSubject: card 4111 1111 1111 1111 [mailgate quarantine test message]\r\n\r\nMy card is 5500-0000-0000-0004, thanks.\r\n';
+  const raw =
+    'From: a@example.org\r\nMessage-ID: <5105105105105100@mail.example.org>\r\nX-Ticket: 4242 4242 4242 4242\r\n' +
+    'Subject: card 4111 1111 1111 1111 [mailgate quarantine test message]\r\n\r\n' +
+    'My card is 5500-0000-0000-0004, see https://shop.example/pay?card=4012888888881881 thanks.\r\n';
   const id = await sendRaw(gw.port, raw);
   const { meta, raw: stored } = await storedMessage(gw.store, id);
   assert.deepEqual(meta.tags, ['wrapped']);
@@ -118,6 +171,9 @@ test('where masking is on, the original attached to a wrapping message is masked
   assert.doesNotMatch(stored.toString('latin1') + original, /4111 1111 1111 1111|5500-0000-0000-0004/);
   assert.match(original, /\*\*\*\* \*\*\*\* \*\*\*\* 1111/);
   assert.match(original, /\*\*\*\*-\*\*\*\*-\*\*\*\*-0004/);
+  // Header fields but the subject, and URLs, keep their digits (issue 17 #4).
+  assert.match(original, /^Message-ID: <5105105105105100@mail\.example\.org>\r\nX-Ticket: 4242 4242 4242 4242\r$/m);
+  assert.match(original, /pay\?card=4012888888881881 thanks/);
   assert.deepEqual((meta.findings.masking as { masked?: Record<string, number> } | undefined)?.masked, { card: 2 });
 });
 

@@ -1,8 +1,11 @@
 import { createReadStream } from 'node:fs';
+import path from 'node:path';
 import { Writable } from 'node:stream';
 import { Command, Option } from 'commander';
 import { loadPolicyFile, policyJsonSchema } from '../../policy/policy-file.js';
-import { PolicySet, policySources } from '../../policy/policy-set.js';
+import { PolicySet, departmentPolicyWarnings, policySources } from '../../policy/policy-set.js';
+import { formatProblem } from '../config/toml.js';
+import type { Config } from '../config/schema.js';
 import { runPipeline } from '../../policy/pipeline.js';
 import type { Direction, MessageContext, StageFindings } from '../../policy/stage.js';
 import { silentLogger } from '../logger.js';
@@ -13,12 +16,20 @@ export function policyCommand(): Command {
 
   policy
     .command('check')
-    .description('validate a policy file; every problem names the file, line and key; exit 2 when invalid')
+    .description(
+      "validate a policy file; every problem names the file, line and key; exit 2 when invalid. A department's file is also checked against the partition's " +
+        '(--partition, else the one the configuration names for it): settings it may not make are warned about on stderr',
+    )
     .argument('<file>', 'policy TOML file')
-    .action((file: string) => {
+    .option('--partition <file>', 'the partition policy to check a department policy against')
+    .action((file: string, opts: { partition?: string }, cmd: Command) => {
       const parsed = loadPolicyFile(file);
       const sections = Object.keys(parsed).filter((k) => parsed[k as keyof typeof parsed] !== undefined);
       process.stdout.write(`${file}: ok (${sections.length ? sections.join(', ') : 'no sections: built-in defaults'})\n`);
+      const partitionFile = opts.partition ?? partitionFor(file, commandConfig(cmd).config);
+      if (partitionFile === false) return;
+      const partition = partitionFile === undefined ? undefined : loadPolicyFile(partitionFile);
+      for (const w of departmentPolicyWarnings(file, parsed, partition, partitionFile)) process.stderr.write(`warning: ${formatProblem(w)}\n`);
     });
 
   policy
@@ -46,6 +57,16 @@ export function policyCommand(): Command {
     });
 
   return policy;
+}
+
+/**
+ * The partition policy a department policy file is under, as the configuration says: its
+ * path, undefined when the configuration has none, false when no department uses the file.
+ */
+function partitionFor(file: string, config: Config): string | undefined | false {
+  const target = path.resolve(file);
+  if (!config.department.some((d) => d.policy !== undefined && path.resolve(d.policy) === target)) return false;
+  return config.partition.policy;
 }
 
 /** What `policy test` found. */
