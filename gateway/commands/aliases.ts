@@ -4,7 +4,7 @@ import type { AliasConfig, Config } from '../config/schema.js';
 import { Store } from '../../storage/store.js';
 import { listAliasStates, type AliasState, type AliasStatus } from '../../storage/alias-state.js';
 import { setAliasStatusInStore } from '../fetch/alias-health.js';
-import type { ConnectionStep } from '../fetch/connection-test.js';
+import type { ConnectionStep, ConnectionTestOptions } from '../fetch/connection-test.js';
 import { ControlClient, type AliasStateAccess } from '../control.js';
 import { clip, commandConfig, UsageError, withStoreReader } from './common.js';
 
@@ -74,8 +74,8 @@ export function aliasesCommand(): Command {
       if (!alias.incoming && !alias.outgoing) throw new UsageError(`alias ${name} has neither [alias.incoming] nor [alias.outgoing]: nothing to test`);
       // imapflow and friends load only for this subcommand.
       const { testAliasConnection } = await import('../fetch/connection-test.js');
-      const steps = await testAliasConnection(alias);
-      // A login that could not be tried (OAuth2) is not a pass.
+      const steps = await withIncomingTokens(config, alias, (tokens) => testAliasConnection(alias, tokens));
+      // A login that could not be tried (OAuth2 tokens held by the running gateway) is not a pass.
       const ok = steps.every((s) => s.result !== 'fail' && !(s.step === 'login' && s.result === 'skip'));
       process.stdout.write(opts.json ? JSON.stringify({ alias: name, ok, steps }, null, 2) + '\n' : report(alias, steps, ok));
       if (!ok) process.exitCode = 1;
@@ -90,6 +90,33 @@ function knownAlias(config: Config, name: string): AliasConfig {
   if (alias) return alias;
   const known = config.alias.map((a) => a.name);
   throw new UsageError(`no alias named "${name}"; known aliases: ${known.length ? known.join(', ') : '(none configured)'}`);
+}
+
+/**
+ * The token source the retriever would use for ALIAS's incoming login, for `aliases test`:
+ * client credentials need nothing kept; the delegated flow's tokens are in the store, encrypted
+ * (a refresh there rotates the refresh token, which must be saved back), so they can be had
+ * only while the gateway is stopped.
+ */
+async function withIncomingTokens<T>(config: Config, alias: AliasConfig, run: (opts: Pick<ConnectionTestOptions, 'tokens' | 'noTokens'>) => Promise<T>): Promise<T> {
+  if (alias.incoming?.oauth2 === undefined) return run({});
+  // msal loads only for OAuth aliases.
+  const { aliasTokenCache, aliasTokenProvider, gatewaySecretKey, oauthAppOf } = await import('../fetch/oauth-store.js');
+  if (oauthAppOf(config, alias)?.flow === 'client_credentials') return run({ tokens: aliasTokenProvider(config, alias) });
+  if (!existsSync(config.data_dir)) return run({ noTokens: `no tokens yet (no store at ${config.data_dir}): run \`mailgate oauth authorize ${alias.name}\`` });
+  const key = await gatewaySecretKey(config);
+  let store: Store;
+  try {
+    store = await Store.open(config.data_dir);
+  } catch (err) {
+    if ((err as { code?: string }).code !== 'STORE_LOCKED') throw err;
+    return run({ noTokens: `the running gateway holds this alias's OAuth2 tokens (authorization_code flow): see its status and last error in \`mailgate aliases list\`, or stop the gateway to test the login here` });
+  }
+  try {
+    return await run({ tokens: aliasTokenProvider(config, alias, (app) => aliasTokenCache(store, app.name, alias.name, key)) });
+  } finally {
+    await store.close();
+  }
 }
 
 function withAliasStates<T>(cmd: Command, run: (a: AliasStateAccess) => Promise<T>): Promise<T> {
