@@ -86,7 +86,7 @@ test('IMAP over STARTTLS: each message stored once with its alias, bytes identic
   for (const m of sent) await dovecot.deliver('starttls', m);
   const r = await retrieve(t, 'starttls', {});
   const [poll] = await r.waitForPolls(1);
-  assert.deepEqual(poll, { stored: 3, finished: 0, deferred: 0 });
+  assert.deepEqual(poll, { stored: 3, finished: 0, deferred: 0, held: 0 });
   assert.deepEqual(await storedBytes(r.store, 'starttls'), sorted(sent));
   const metas = await r.store.listMessages({ alias: 'starttls' });
   assert.ok(metas.every((m) => m.source.kind === 'imap' && m.source.alias === 'starttls'));
@@ -134,9 +134,9 @@ test('max_items bounds one poll, not the rate: a poll that stopped at it is foll
   const r = await retrieve(t, 'items', { max_items: 2 });
   const polls = await r.waitForPolls(3);
   assert.deepEqual(polls.slice(0, 3), [
-    { stored: 2, finished: 0, deferred: 3 },
-    { stored: 2, finished: 0, deferred: 1 },
-    { stored: 1, finished: 0, deferred: 0 },
+    { stored: 2, finished: 0, deferred: 3, held: 0 },
+    { stored: 2, finished: 0, deferred: 1, held: 0 },
+    { stored: 1, finished: 0, deferred: 0, held: 0 },
   ]);
   assert.equal((await r.store.listMessages({ alias: 'items' })).length, 5);
   assert.deepEqual(await dovecot.listMessages('items'), []);
@@ -222,7 +222,7 @@ test('exactly once: a crash between the store commit and the move stores nothing
 
   const second = await retrieve(t, 'crash', {}, {}, first.store);
   const [poll] = await second.waitForPolls(1);
-  assert.deepEqual(poll, { stored: 0, finished: 1, deferred: 0 });
+  assert.deepEqual(poll, { stored: 0, finished: 1, deferred: 0, held: 0 });
   const metas = await second.store.listMessages({ alias: 'crash' });
   assert.deepEqual(metas.map((m) => m.id), [stored.id]);
   assert.deepEqual(await dovecot.listMessages('crash'), []);

@@ -50,7 +50,7 @@ export function aliasesCommand(): Command {
       .command(verb)
       .description(status === 'active'
         ? 'make an alias active: the retriever fetches it again (at once, while the gateway runs); failures are reset'
-        : 'make an alias inactive: the retriever stops fetching it (mail is still sent from it)')
+        : 'make an alias inactive: the retriever stores no mail for it (mail for it alone stays in the mailbox; a mailbox shared with active aliases is still fetched for them); mail is still sent from it')
       .argument('<name>', 'alias name')
       .action(async (name: string, _opts: unknown, cmd: Command) => {
         const { config, file } = commandConfig(cmd);
