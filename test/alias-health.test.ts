@@ -15,7 +15,7 @@ import { capturingLogger } from './helpers/gateway.js';
 import { fixture, tempDir } from './helpers/paths.js';
 import { closedPort } from './helpers/upstream.js';
 
-const USERS = ['auth', 'net', 'refused', 'pause'];
+const USERS = ['auth', 'net', 'refused', 'pause', 'team'];
 let dovecot: TestDovecot;
 
 before(async () => {
@@ -207,4 +207,67 @@ test('persisted across restarts: an admin deactivation holds; a retriever-made i
   } finally {
     await cleanup();
   }
+});
+
+test('a shared mailbox: failed connections make each of its aliases inactive with the reason; after the fix each comes back on its own activation', async (t) => {
+  await setDovecotPassword(dovecot, 'team', 'changed-on-the-server');
+  const { dir, cleanup } = await tempDir();
+  const incoming = {
+    type: 'imap', host: '127.0.0.1', port: dovecot.imapPort, security: 'starttls', ca_file: fixture('tls', 'cert.pem'),
+    user: 'team', password: 'pw-team', poll_interval: 1, reconnect_interval: 1, health_retry_interval: 1, idle: false,
+  };
+  const alias = (name: string) => ['[[alias]]', `name = "${name}"`, `address = "${name}@example.com"`, '[alias.incoming]', ...Object.entries(incoming).map(([k, v]) => `${k} = ${JSON.stringify(v)}`)];
+  const config = loadConfigText([`data_dir = ${JSON.stringify(path.join(dir, 'data'))}`, ...alias('sales'), ...alias('billing')].join('\n'), path.join(dir, 'mailgate.toml'), {});
+  const store = await Store.open(config.data_dir);
+  const retriever = startRetriever({ config, store, logger: capturingLogger().logger, stages: () => [] });
+  t.after(async () => {
+    await retriever.stop();
+    await store.close();
+    await cleanup();
+  });
+  const waitFor = async <T>(what: string, get: () => Promise<T | undefined>): Promise<T> => {
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const v = await get();
+      if (v !== undefined) return v;
+      assert.ok(Date.now() < deadline, what);
+      await sleep(50);
+    }
+  };
+  const inactive = (name: string) => waitFor(`${name} inactive`, async () => {
+    const s = await getAliasState(store, name);
+    return s?.status === 'inactive' ? s : undefined;
+  });
+  /** INBOX and Processed message counts. */
+  const folders = async () => `${(await dovecot.listMessages('team')).length} ${(await dovecot.listMessages('team', 'Processed')).length}`;
+  const stored = (name: string) => waitFor(`mail stored for ${name}`, async () => {
+    const found = await store.listMessages({ alias: name });
+    return found.length ? found : undefined;
+  });
+
+  // Both aliases fetch the mailbox whose login fails: each is made inactive, each says why.
+  for (const s of [await inactive('sales'), await inactive('billing')]) {
+    assert.equal(s.failures, 3);
+    assert.equal(s.lastErrorKind, 'auth');
+    assert.equal(s.changedBy, 'retriever');
+    assert.match(s.reason ?? '', /^authentication failed/);
+  }
+
+  // Delivered now: Dovecot rereads its passwd-file at most once a second, so a first login
+  // may still have passed with the old password.
+  await dovecot.deliver('team', 'From: c@example.net\r\nTo: sales@example.com\r\nSubject: For sales\r\nMessage-ID: <team-sales@example.net>\r\n\r\nHi\r\n');
+  await dovecot.deliver('team', 'From: c@example.net\r\nTo: billing@example.com\r\nSubject: For billing\r\nMessage-ID: <team-billing@example.net>\r\n\r\nHi\r\n');
+  // The password is fixed and one alias activated: the mailbox is fetched for it alone.
+  await setDovecotPassword(dovecot, 'team', 'pw-team');
+  await retriever.setStatus('billing', 'active');
+  assert.deepEqual((await stored('billing')).map((m) => m.subject), ['For billing']);
+  assert.equal((await getAliasState(store, 'sales'))?.status, 'inactive', 'the other alias keeps its own status');
+  // Moved at the end of the poll that stored it (a MOVE copies, then expunges): billing's
+  // message in Processed, the inactive alias's left in INBOX.
+  await waitFor('one message moved, one left in INBOX', async () => (await folders()) === '1 1' || undefined);
+  assert.equal((await store.listMessages({ alias: 'sales' })).length, 0);
+
+  await retriever.setStatus('sales', 'active');
+  assert.deepEqual((await stored('sales')).map((m) => m.subject), ['For sales']);
+  await waitFor('both messages moved', async () => (await folders()) === '0 2' || undefined);
 });

@@ -1,6 +1,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { SMTPServer } from 'smtp-server';
@@ -15,7 +15,11 @@ let dovecot: TestDovecot;
 
 before(async () => {
   await ensureDovecot();
-  dovecot = await startDovecot({ users: [{ name: 'desk', password: 'pw-desk' }, { name: 'tester', password: 'pw-tester' }, { name: 'popper', password: 'pw-popper' }] });
+  dovecot = await startDovecot({
+    users: [{ name: 'desk', password: 'pw-desk' }, { name: 'tester', password: 'pw-tester' }, { name: 'popper', password: 'pw-popper' }, { name: 'helpdesk', password: 'pw-helpdesk' }],
+    // `supervisor` opens other users' mailboxes by naming them as the authorization identity (a shared mailbox).
+    masterUsers: [{ name: 'supervisor', password: 'pw-supervisor' }],
+  });
 });
 after(async () => {
   await dovecot?.stop();
@@ -199,4 +203,56 @@ test('aliases test: every step passes on a good alias (IMAP STARTTLS and SMTP wi
   const unknown = await runCli(['aliases', 'test', 'ghost', '--config', configFile]);
   assert.equal(unknown.code, 2);
   assert.match(unknown.stderr, /known aliases: tester, wrongpw, pop, nowhere/);
+});
+
+test('aliases test on a shared mailbox (auth_identity): login and folder (IMAP) or STAT (POP3) pass as the retriever logs in, and the retriever fetches it', async (t) => {
+  const { dir, cleanup } = await tempDir();
+  t.after(cleanup);
+  await dovecot.deliver('helpdesk', 'From: c@example.net\r\nTo: helpdesk@example.com\r\nSubject: Shared inbox\r\nMessage-ID: <shared-inbox@example.net>\r\n\r\nHello.\r\n');
+  const shared = { user: 'supervisor', password: 'pw-supervisor', auth_identity: 'helpdesk' };
+  const configFile = path.join(dir, 'mailgate.toml');
+  await writeFile(configFile, testConfigText(dir, [
+    '[[department]]', 'name = "support"',
+    aliasToml('helpdesk', imap('supervisor', shared)),
+    aliasToml('helpdeskpop', { type: 'pop3', host: '127.0.0.1', port: dovecot.pop3sPort, security: 'tls', ca_file: fixture('tls', 'cert.pem'), ...shared }),
+    aliasToml('notshared', imap('supervisor', { ...shared, password: 'not-it' })),
+  ].join('\n')));
+
+  const r = await runCli(['aliases', 'test', 'helpdesk', '--config', configFile]);
+  const out = r.stdout.toString();
+  assert.equal(r.code, 0, out + r.stderr);
+  assert.match(out, /PASS\s+login\s+logged in as "supervisor" for the shared mailbox "helpdesk" \(SASL PLAIN with authorization identity\)/);
+  assert.match(out, /PASS\s+folder\s+INBOX: 1 message\(s\)/);
+  assert.match(out, /all steps passed/);
+
+  const pop = await runCli(['aliases', 'test', 'helpdeskpop', '--config', configFile]);
+  assert.equal(pop.code, 0, pop.stdout.toString() + pop.stderr);
+  assert.match(pop.stdout.toString(), /PASS\s+login\s+logged in as "supervisor" for the shared mailbox "helpdesk"/);
+  assert.match(pop.stdout.toString(), /PASS\s+STAT\s+1 message\(s\)/);
+
+  // What the test said is what the retriever does: it fetches the shared mailbox with the same login.
+  const serveDir = path.join(dir, 'serve');
+  await mkdir(serveDir);
+  const serveConfig = path.join(serveDir, 'mailgate.toml');
+  await writeFile(serveConfig, testConfigText(serveDir, ['[[department]]', 'name = "support"', aliasToml('helpdesk', imap('supervisor', shared))].join('\n')));
+  const { child, exited } = await spawnServe(serveConfig);
+  t.after(async () => {
+    child.kill('SIGTERM');
+    await exited;
+  });
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const listed = await runCli(['messages', 'list', '--alias', 'helpdesk', '--json', '--config', serveConfig]);
+    const metas = JSON.parse(listed.stdout.toString() || '[]') as MessageMeta[];
+    if (metas.some((m) => m.subject === 'Shared inbox')) break;
+    assert.ok(Date.now() < deadline, `the shared mailbox is fetched: ${listed.stderr}`);
+    await sleep(200);
+  }
+  // Last (a failed login slows later ones from this address): a refused login to a shared
+  // mailbox fails the login step, which says what to check.
+  const refused = await runCli(['aliases', 'test', 'notshared', '--json', '--config', configFile]);
+  assert.equal(refused.code, 1, refused.stderr);
+  const login = (JSON.parse(refused.stdout.toString()) as { steps: { step: string; result: string; detail: string }[] }).steps.find((s) => s.step === 'login');
+  assert.equal(login?.result, 'fail');
+  assert.match(login?.detail ?? '', /^authentication failed: check user and password, and that "supervisor" may open the shared mailbox "helpdesk"/);
 });

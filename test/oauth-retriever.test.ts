@@ -154,6 +154,39 @@ test('`mailgate oauth authorize ALIAS` stores encrypted tokens that the retrieve
   assert.ok(idp.requests.some((x) => x.grantType === 'refresh_token' && x.outcome === 'ok'), 'the stored refresh token was used');
 });
 
+test('aliases test on a delegated-flow alias: logs in with the stored tokens while the gateway is stopped; says why not while the store is held', async () => {
+  const file = path.join(delegatedDir(), 'mailgate.toml');
+  const refreshes = idp.requests.filter((x) => x.grantType === 'refresh_token' && x.outcome === 'ok').length;
+  const r = await runCli(['aliases', 'test', 'alice', '--config', file], { env });
+  const out = r.stdout.toString();
+  assert.equal(r.code, 0, out + r.stderr);
+  assert.match(out, /PASS\s+login\s+logged in as "alice" with an OAuth2 token from oauth_app "contoso"/);
+  assert.match(out, /PASS\s+STAT/);
+  // Tokens live 2 s here: the test refreshed, and the rotated refresh token went back to the store.
+  assert.ok(idp.requests.filter((x) => x.grantType === 'refresh_token' && x.outcome === 'ok').length > refreshes);
+
+  // The store held, as a running gateway holds it.
+  const store = await Store.open(loadConfigText(delegatedConfig(), file, env).data_dir);
+  try {
+    const held = await runCli(['aliases', 'test', 'alice', '--config', file], { env });
+    assert.equal(held.code, 1, held.stderr);
+    assert.match(held.stdout.toString(), /SKIP\s+login\s+the running gateway holds this alias's OAuth2 tokens/);
+    assert.match(held.stdout.toString(), /not tested: incoming login/);
+  } finally {
+    await store.close();
+  }
+  // The tokens the test saved still work for the retriever.
+  const config = loadConfigText(delegatedConfig(), file, env);
+  await dovecot.deliver('alice', mail('after-test'));
+  const run = await retrieve(config);
+  try {
+    await run.waitFor('poll', () => run.polls[0]);
+    assert.ok((await run.store.listMessages({ alias: 'alice' })).some((m) => m.subject === 'after-test'));
+  } finally {
+    await run.stop();
+  }
+});
+
 test('revoked consent: the alias becomes inactive with the reason "re-authorization needed" and is not retried', async () => {
   const config = loadConfigText(delegatedConfig(), path.join(delegatedDir(), 'mailgate.toml'), env);
   idp.revokeConsent();

@@ -14,7 +14,7 @@ import { fixture, tempDir } from './helpers/paths.js';
 let dovecot: TestDovecot;
 before(async () => {
   await ensureDovecot();
-  dovecot = await startDovecot({ users: [{ name: 'shared', password: 'pw' }, { name: 'team', password: 'pw' }] });
+  dovecot = await startDovecot({ users: [{ name: 'shared', password: 'pw' }, { name: 'team', password: 'pw' }, { name: 'desk', password: 'pw' }] });
 });
 after(() => dovecot?.stop());
 
@@ -91,6 +91,34 @@ test('after a crash between copies, only the missing copies are stored, then the
   assert.equal((await store.listMessages({ alias: 'billing' })).length, 0, 'the copy already recorded is not stored again');
   assert.equal((await store.listMessages({ alias: 'sales' })).length, 1, 'the missing copy is stored');
   assert.deepEqual(await dovecot.listMessages('shared'), [], 'then the message is moved');
+});
+
+test('an alias with status = "inactive" in the file keeps its mail in the shared mailbox; mail for no alias goes to the first active one', async (t) => {
+  await dovecot.deliver('desk', msg(['From: c@example.net', 'To: sales@example.com']));
+  await dovecot.deliver('desk', msg(['From: c@example.net', 'To: billing@example.com']));
+  await dovecot.deliver('desk', msg(['From: c@example.net', 'To: nobody@else.example']));
+  const { store, retriever, poll } = await runOnce(
+    t,
+    // sales is configured first, but inactive: billing leads the mailbox.
+    [aliasToml('sales', 'sales@example.com', 'desk', ['status = "inactive"']), aliasToml('billing', 'billing@example.com', 'desk')].join('\n'),
+  );
+  assert.deepEqual(retriever.aliases, ['billing']);
+  assert.deepEqual(poll, { stored: 2, finished: 0, deferred: 0, held: 1 });
+  assert.equal((await store.listMessages({ alias: 'sales' })).length, 0, 'nothing stored for the inactive alias');
+  assert.deepEqual((await store.listMessages({ alias: 'billing' })).map((m) => m.envelope.rcptTo[0]), ['billing@example.com', 'billing@example.com']);
+  assert.equal((await dovecot.listMessages('desk')).length, 1, 'the inactive alias\'s message is left in the mailbox');
+  assert.equal((await dovecot.listMessages('desk', 'Processed')).length, 2);
+});
+
+test('deliveryTargets: copies only for the aliases that receive mail now; mail for no alias goes to the first that does', () => {
+  const alias = (name: string, address: string) => ({ name, address, redirection_addresses: [], status: 'active', default: false }) as never;
+  const group = [alias('a', 'a@x.example'), alias('b', 'b@x.example'), alias('c', 'c@x.example')];
+  const names = (h: string, receiving: string[]) =>
+    deliveryTargets(Buffer.from(h + '\r\n\r\n'), group, (a) => receiving.includes(a['name' as never])).map((t) => t.alias['name' as never]);
+  assert.deepEqual(names('To: a@x.example, b@x.example', ['b', 'c']), ['b']);
+  assert.deepEqual(names('To: a@x.example', ['b', 'c']), [], 'left in the mailbox');
+  assert.deepEqual(names('To: z@z.example', ['b', 'c']), ['b']);
+  assert.deepEqual(names('To: z@z.example', []), []);
 });
 
 test('deliveryTargets reads To, Cc and delivery headers, case-insensitively', () => {

@@ -10,7 +10,7 @@ import { capturingLogger } from './helpers/gateway.js';
 import { fixture, tempDir } from './helpers/paths.js';
 
 // One mailbox user per test, so no test sees another's mail.
-const USERS = ['starttls', 'imaps', 'pop3', 'keep', 'items', 'big', 'idle', 'crash'];
+const USERS = ['starttls', 'imaps', 'pop3', 'keep', 'items', 'big', 'idle', 'crash', 'backlog-imap', 'backlog-pop3'];
 let dovecot: TestDovecot;
 
 before(async () => {
@@ -30,13 +30,14 @@ function message(n: number, bodyBytes = 200): Buffer {
   return Buffer.from(head.join('\r\n') + '\r\n\r\n' + body.join('\r\n') + '\r\n');
 }
 
-type Incoming = Record<string, string | number | boolean>;
+/** `[alias.incoming]` keys; null leaves a key out, so its default applies. */
+type Incoming = Record<string, string | number | boolean | null>;
 
 /** Runs a retriever for one alias fetching USER's mailbox; the store and directory go away in `t.after`. */
 async function retrieve(t: { after(fn: () => Promise<void>): void }, user: string, incoming: Incoming, hooks: RetrieverHooks = {}, reuse?: Store) {
   const { dir, cleanup } = await tempDir();
   const settings: Incoming = { type: 'imap', host: '127.0.0.1', port: dovecot.imapPort, security: 'starttls', ca_file: fixture('tls', 'cert.pem'), user, password: `pw-${user}`, poll_interval: 3600, reconnect_interval: 3600, idle: false, ...incoming };
-  const toml = [`data_dir = ${JSON.stringify(path.join(dir, 'data'))}`, '[[alias]]', `name = "${user}"`, `address = "${user}@example.com"`, '[alias.incoming]', ...Object.entries(settings).map(([k, v]) => `${k} = ${JSON.stringify(v)}`)].join('\n');
+  const toml = [`data_dir = ${JSON.stringify(path.join(dir, 'data'))}`, '[[alias]]', `name = "${user}"`, `address = "${user}@example.com"`, '[alias.incoming]', ...Object.entries(settings).filter(([, v]) => v !== null).map(([k, v]) => `${k} = ${JSON.stringify(v)}`)].join('\n');
   const config = loadConfigText(toml, path.join(dir, 'mailgate.toml'), {});
   const store = reuse ?? (await Store.open(config.data_dir));
   const polls: PollResult[] = [];
@@ -85,7 +86,7 @@ test('IMAP over STARTTLS: each message stored once with its alias, bytes identic
   for (const m of sent) await dovecot.deliver('starttls', m);
   const r = await retrieve(t, 'starttls', {});
   const [poll] = await r.waitForPolls(1);
-  assert.deepEqual(poll, { stored: 3, finished: 0, deferred: 0 });
+  assert.deepEqual(poll, { stored: 3, finished: 0, deferred: 0, held: 0 });
   assert.deepEqual(await storedBytes(r.store, 'starttls'), sorted(sent));
   const metas = await r.store.listMessages({ alias: 'starttls' });
   assert.ok(metas.every((m) => m.source.kind === 'imap' && m.source.alias === 'starttls'));
@@ -127,14 +128,44 @@ test('POP3 on_stored = "keep": UIDL tracking stores nothing twice on later polls
   assert.equal((await dovecot.listMessages('keep')).length, 2);
 });
 
-test('max_items limits one poll', async (t) => {
+test('max_items bounds one poll, not the rate: a poll that stopped at it is followed by the next at once', async (t) => {
   for (let i = 0; i < 5; i++) await dovecot.deliver('items', message(40 + i));
+  // poll_interval is an hour: only the polls that follow a full one at once can fetch the rest.
   const r = await retrieve(t, 'items', { max_items: 2 });
-  const [poll] = await r.waitForPolls(1);
-  assert.deepEqual(poll, { stored: 2, finished: 0, deferred: 3 });
-  assert.equal((await r.store.listMessages({ alias: 'items' })).length, 2);
-  assert.equal((await dovecot.listMessages('items')).length, 3);
+  const polls = await r.waitForPolls(3);
+  assert.deepEqual(polls.slice(0, 3), [
+    { stored: 2, finished: 0, deferred: 3, held: 0 },
+    { stored: 2, finished: 0, deferred: 1, held: 0 },
+    { stored: 1, finished: 0, deferred: 0, held: 0 },
+  ]);
+  assert.equal((await r.store.listMessages({ alias: 'items' })).length, 5);
+  assert.deepEqual(await dovecot.listMessages('items'), []);
+  assert.equal((await dovecot.listMessages('items', 'Processed')).length, 5);
+  assert.equal(r.polls.length, 3, 'a poll that took everything waits poll_interval');
 });
+
+// Issue 11: 10,000 waiting messages took 3.3 hours with the defaults, one batch of 50 a minute.
+for (const type of ['imap', 'pop3'] as const) {
+  test(`${type.toUpperCase()} with the defaults (poll_interval 60, max_items 50): a backlog of 300 is all stored, well before a second poll interval`, async (t) => {
+    const user = `backlog-${type}`;
+    const count = 300;
+    for (let n = 0; n < count; n++) await dovecot.deliver(user, message(1000 + n, 100));
+    const defaults: Incoming = { poll_interval: null, max_items: null, idle: null, reconnect_interval: null };
+    const r = await retrieve(t, user, type === 'imap' ? defaults : { ...defaults, type: 'pop3', port: dovecot.pop3Port });
+    // One more poll interval would allow 60 s: at 50 a minute, 50 s would see 50 stored.
+    const deadline = Date.now() + 50_000;
+    let stored = 0;
+    while ((stored = (await r.store.listMessages({ alias: user, limit: 1000 })).length) < count) {
+      assert.ok(Date.now() < deadline, `all ${count} stored before the deadline (${stored} so far, ${r.polls.length} polls)`);
+      await sleep(200);
+    }
+    await r.stop();
+    assert.deepEqual(r.polls.slice(0, 6).map((p) => p.stored), [50, 50, 50, 50, 50, 50]);
+    const subjects = (await r.store.listMessages({ alias: user, limit: 1000 })).map((m) => m.subject);
+    assert.equal(new Set(subjects).size, count, 'each stored once');
+    assert.deepEqual(await dovecot.listMessages(user), []);
+  });
+}
 
 test('a message over max_message_size is not fetched: a record with its headers, tagged oversize, and it goes to Invalid', async (t) => {
   await dovecot.deliver('big', message(50));
@@ -191,7 +222,7 @@ test('exactly once: a crash between the store commit and the move stores nothing
 
   const second = await retrieve(t, 'crash', {}, {}, first.store);
   const [poll] = await second.waitForPolls(1);
-  assert.deepEqual(poll, { stored: 0, finished: 1, deferred: 0 });
+  assert.deepEqual(poll, { stored: 0, finished: 1, deferred: 0, held: 0 });
   const metas = await second.store.listMessages({ alias: 'crash' });
   assert.deepEqual(metas.map((m) => m.id), [stored.id]);
   assert.deepEqual(await dovecot.listMessages('crash'), []);

@@ -1,10 +1,10 @@
 import { existsSync } from 'node:fs';
 import { Command } from 'commander';
-import type { AliasConfig } from '../config/schema.js';
+import type { AliasConfig, Config } from '../config/schema.js';
 import { Store } from '../../storage/store.js';
 import { listAliasStates, type AliasState, type AliasStatus } from '../../storage/alias-state.js';
 import { setAliasStatusInStore } from '../fetch/alias-health.js';
-import type { ConnectionStep } from '../fetch/connection-test.js';
+import type { ConnectionStep, ConnectionTestOptions } from '../fetch/connection-test.js';
 import { ControlClient, type AliasStateAccess } from '../control.js';
 import { clip, commandConfig, knownAlias, UsageError, withStoreReader } from './common.js';
 import { requireSecrets } from '../config/load.js';
@@ -51,7 +51,7 @@ export function aliasesCommand(): Command {
       .command(verb)
       .description(status === 'active'
         ? 'make an alias active: the retriever fetches it again (at once, while the gateway runs); failures are reset'
-        : 'make an alias inactive: the retriever stops fetching it (mail is still sent from it)')
+        : 'make an alias inactive: the retriever stores no mail for it (mail for it alone stays in the mailbox; a mailbox shared with active aliases is still fetched for them); mail is still sent from it')
       .argument('<name>', 'alias name')
       .action(async (name: string, _opts: unknown, cmd: Command) => {
         const { config, file } = commandConfig(cmd);
@@ -74,18 +74,46 @@ export function aliasesCommand(): Command {
       const { config } = loaded;
       const alias = knownAlias(config, name);
       if (!alias.incoming && !alias.outgoing) throw new UsageError(`alias ${name} has neither [alias.incoming] nor [alias.outgoing]: nothing to test`);
-      // It logs in with the alias's passwords (an OAuth2 login is not tried).
-      requireSecrets(loaded, [`alias[${config.alias.indexOf(alias)}]`]);
+      // It logs in as the retriever does: with the alias's passwords, or its OAuth app's client secret.
+      const app = config.oauth_app.findIndex((a) => a.name === (alias.incoming?.oauth2 ?? alias.outgoing?.oauth2));
+      requireSecrets(loaded, [`alias[${config.alias.indexOf(alias)}]`, ...(app >= 0 ? [`oauth_app[${app}]`] : [])]);
       // imapflow and friends load only for this subcommand.
       const { testAliasConnection } = await import('../fetch/connection-test.js');
-      const steps = await testAliasConnection(alias);
-      // A login that could not be tried (OAuth2) is not a pass.
+      const steps = await withIncomingTokens(config, alias, (tokens) => testAliasConnection(alias, tokens));
+      // A login that could not be tried (OAuth2 tokens held by the running gateway) is not a pass.
       const ok = steps.every((s) => s.result !== 'fail' && !(s.step === 'login' && s.result === 'skip'));
       process.stdout.write(opts.json ? JSON.stringify({ alias: name, ok, steps }, null, 2) + '\n' : report(alias, steps, ok));
       if (!ok) process.exitCode = 1;
     });
 
   return aliases;
+}
+
+/**
+ * The token source the retriever would use for ALIAS's incoming login, for `aliases test`:
+ * client credentials need nothing kept; the delegated flow's tokens are in the store, encrypted
+ * (a refresh there rotates the refresh token, which must be saved back), so they can be had
+ * only while the gateway is stopped.
+ */
+async function withIncomingTokens<T>(config: Config, alias: AliasConfig, run: (opts: Pick<ConnectionTestOptions, 'tokens' | 'noTokens'>) => Promise<T>): Promise<T> {
+  if (alias.incoming?.oauth2 === undefined) return run({});
+  // msal loads only for OAuth aliases.
+  const { aliasTokenCache, aliasTokenProvider, gatewaySecretKey, oauthAppOf } = await import('../fetch/oauth-store.js');
+  if (oauthAppOf(config, alias)?.flow === 'client_credentials') return run({ tokens: aliasTokenProvider(config, alias) });
+  if (!existsSync(config.data_dir)) return run({ noTokens: `no tokens yet (no store at ${config.data_dir}): run \`mailgate oauth authorize ${alias.name}\`` });
+  const key = await gatewaySecretKey(config);
+  let store: Store;
+  try {
+    store = await Store.open(config.data_dir);
+  } catch (err) {
+    if ((err as { code?: string }).code !== 'STORE_LOCKED') throw err;
+    return run({ noTokens: `the running gateway holds this alias's OAuth2 tokens (authorization_code flow): see its status and last error in \`mailgate aliases list\`, or stop the gateway to test the login here` });
+  }
+  try {
+    return await run({ tokens: aliasTokenProvider(config, alias, (app) => aliasTokenCache(store, app.name, alias.name, key)) });
+  } finally {
+    await store.close();
+  }
 }
 
 function withAliasStates<T>(cmd: Command, run: (a: AliasStateAccess) => Promise<T>): Promise<T> {

@@ -6,9 +6,10 @@
  */
 import { finished } from 'node:stream';
 import type { Readable } from 'node:stream';
-import { ImapFlow } from 'imapflow';
+import type { ImapFlow } from 'imapflow';
 import type { IncomingServerConfig } from '../config/schema.js';
-import { tlsOptionsFor, type Mailbox, type MailboxItem } from './mailbox.js';
+import type { Mailbox, MailboxItem } from './mailbox.js';
+import { imapClient, mailboxCredentials } from './login.js';
 import type { TokenProvider } from './oauth.js';
 
 /** An IMAP folder session for the retriever. */
@@ -31,27 +32,11 @@ export class ImapMailbox implements Mailbox {
 
   async open(): Promise<void> {
     const s = this.server;
-    const tlsOnConnect = s.security === 'tls' || (s.security === 'auto' && s.port === 993);
     // The token first: an OAuthError then fails the session before any connection is made.
-    const auth = this.tokens
-      // XOAUTH2/OAUTHBEARER name the mailbox to open: the shared one when there is one.
-      ? { user: s.auth_identity ?? s.user ?? '', accessToken: await this.tokens.getAccessToken() }
-      : { user: s.user ?? '', pass: s.password ?? '', ...(s.auth_identity ? { authzid: s.auth_identity } : {}) };
-    const client = new ImapFlow({
-      host: s.host,
-      port: s.port,
-      secure: tlsOnConnect,
-      // auto: upgrade when offered; starttls: refuse to go on in clear; none: stay in clear.
-      ...(s.security === 'starttls' ? { doSTARTTLS: true } : s.security === 'none' ? { doSTARTTLS: false } : {}),
-      tls: tlsOptionsFor(s),
-      auth,
-      logger: false,
+    const client = imapClient(s, await mailboxCredentials(s, this.tokens), {
       disableAutoIdle: !s.idle,
       // Start IDLE soon after a poll, so mail delivered right after it is seen at once.
       autoIdleDelay: 1000,
-    });
-    client.on('error', () => {
-      // Reported by the command that fails, or seen as `usable` turning false.
     });
     client.on('exists', (e: { count: number; prevCount: number }) => {
       if (e.count > e.prevCount) this.#onNewMail();

@@ -57,6 +57,20 @@ export async function gatewaySecretKey(config: Config, env: NodeJS.ProcessEnv = 
 }
 
 /**
+ * The token source of ALIAS when it logs in with OAuth2, the one way the gateway and
+ * `mailgate aliases test` make it: client credentials need nothing kept; the delegated flow
+ * reads and writes its tokens through CACHE (undefined: it cannot be had here, so none).
+ */
+export function aliasTokenProvider(config: Config, alias: AliasConfig, cache?: (app: OAuthAppConfig) => TokenCacheStore): TokenProvider | undefined {
+  const app = oauthAppOf(config, alias);
+  if (!app) return undefined;
+  if (app.flow === 'client_credentials') return new ClientCredentialsTokenProvider(oauthApp(app));
+  // Each alias has its own cache, holding the one account `oauth authorize` signed in (whose UPN
+  // need not be the IMAP/POP3 login name): no username to choose by.
+  return cache ? new DelegatedTokenProvider(oauthApp(app), { cache: cache(app) }) : undefined;
+}
+
+/**
  * One TokenProvider per OAuth alias, made on first use and kept (so the client-credentials
  * token msal holds in memory is reused between sessions). The delegated flow's cache, with the
  * refresh token, is in the store; client credentials need no persisted state.
@@ -64,16 +78,10 @@ export async function gatewaySecretKey(config: Config, env: NodeJS.ProcessEnv = 
 export function aliasTokenProviders(config: Config, store: Store, key: Buffer | undefined): (alias: AliasConfig) => TokenProvider | undefined {
   const made = new Map<string, TokenProvider>();
   return (alias) => {
-    const app = oauthAppOf(config, alias);
-    if (!app) return undefined;
     let provider = made.get(alias.name);
     if (!provider) {
-      // Each alias has its own cache, holding the one account `oauth authorize` signed in (whose UPN
-      // need not be the IMAP/POP3 login name): no username to choose by.
-      provider = app.flow === 'client_credentials'
-        ? new ClientCredentialsTokenProvider(oauthApp(app))
-        : new DelegatedTokenProvider(oauthApp(app), { cache: aliasTokenCache(store, app.name, alias.name, key) });
-      made.set(alias.name, provider);
+      provider = aliasTokenProvider(config, alias, (app) => aliasTokenCache(store, app.name, alias.name, key));
+      if (provider) made.set(alias.name, provider);
     }
     return provider;
   };

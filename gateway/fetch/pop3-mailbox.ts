@@ -5,15 +5,10 @@
  */
 import type { Readable } from 'node:stream';
 import type { IncomingServerConfig } from '../config/schema.js';
-import { Pop3Client, type Pop3Security } from './pop3.js';
-import { tlsOptionsFor, type Mailbox, type MailboxItem } from './mailbox.js';
+import type { Pop3Client } from './pop3.js';
+import type { Mailbox, MailboxItem } from './mailbox.js';
+import { mailboxCredentials, pop3Connect, pop3Login } from './login.js';
 import type { TokenProvider } from './oauth.js';
-
-/** `auto` is TLS on connect on port 995, else STLS (never clear text unless asked for). */
-function pop3Security(server: IncomingServerConfig): Pop3Security {
-  if (server.security === 'auto') return server.port === 995 ? 'tls' : 'starttls';
-  return server.security;
-}
 
 async function readAll(stream: Readable): Promise<Buffer> {
   const chunks: Buffer[] = [];
@@ -34,15 +29,11 @@ export class Pop3Mailbox implements Mailbox {
   }
 
   async open(): Promise<void> {
-    const s = this.server;
     // The token first: an OAuthError then fails the session before any connection is made.
-    const token = this.tokens ? await this.tokens.getAccessToken() : undefined;
-    const client = await Pop3Client.connect({ host: s.host, port: s.port, security: pop3Security(s), tls: tlsOptionsFor(s) });
+    const creds = await mailboxCredentials(this.server, this.tokens);
+    const client = await pop3Connect(this.server);
     try {
-      // XOAUTH2's user= is the mailbox to open: the shared one when there is one.
-      if (token !== undefined) await client.authXoauth2(s.auth_identity ?? s.user ?? '', token);
-      else if (s.auth_identity) await client.authPlain(s.user ?? '', s.password ?? '', s.auth_identity);
-      else await client.login(s.user ?? '', s.password ?? '');
+      await pop3Login(client, creds);
     } catch (err) {
       client.close();
       throw err;

@@ -32,20 +32,46 @@ function addresses(headers: Headers, fields: readonly string[]): string[] {
   return [...out];
 }
 
+/** Who a mailbox message is addressed to, among the aliases of its mailbox. */
+export interface Addressed {
+  /** The aliases it is addressed to; when none, every alias of the mailbox (in configured order), one of which takes it. */
+  aliases: AliasConfig[];
+  /** False when the message names none of the mailbox's aliases. */
+  matched: boolean;
+  /** Its To and Cc addresses, lower-cased, each once (for `split_recipients`). */
+  toCc: string[];
+}
+
 /**
- * The aliases of this mailbox the message is addressed to (their address or a redirection
- * address in To, Cc, Delivered-To, X-Original-To or Envelope-To), the mailbox's own alias
- * when none is; then, for aliases with `split_recipients`, one target per unique To/Cc recipient.
+ * The aliases of this mailbox (GROUP, every alias that fetches it) the message is addressed to:
+ * their address or a redirection address in To, Cc, Delivered-To, X-Original-To or Envelope-To.
  */
-export function deliveryTargets(rawHeaders: Buffer, group: readonly AliasConfig[]): DeliveryTarget[] {
+export function addressedTo(rawHeaders: Buffer, group: readonly AliasConfig[]): Addressed {
   const headers = new Headers(rawHeaders);
   const delivered = new Set(addresses(headers, RECIPIENT_FIELDS));
   const matched = group.filter((a) => aliasAddresses(a).some((x) => delivered.has(x)));
-  const aliases = matched.length ? matched : group.slice(0, 1);
-  const toCc = addresses(headers, ['to', 'cc']);
+  return { aliases: matched.length ? matched : [...group], matched: matched.length > 0, toCc: addresses(headers, ['to', 'cc']) };
+}
+
+/**
+ * What to store for a message: one copy for each alias it is addressed to that RECEIVES mail
+ * now (is active: an inactive alias is not retrieved, Cisco "Changing the Status of Aliases");
+ * a message addressed to none of them goes to the first alias that receives. Then, for aliases
+ * with `split_recipients`, one copy per unique To/Cc recipient. Empty when every alias it is
+ * for is inactive: the message is left in the mailbox.
+ */
+export function targetsFor(addressed: Addressed, receives: (alias: AliasConfig) => boolean = () => true): DeliveryTarget[] {
+  const open = addressed.aliases.filter(receives);
+  const aliases = addressed.matched ? open : open.slice(0, 1);
+  const toCc = addressed.toCc;
   return aliases.flatMap((alias) =>
     alias.incoming?.split_recipients && toCc.length > 1 ? toCc.map((recipient) => ({ alias, recipient })) : [{ alias }],
   );
+}
+
+/** `targetsFor(addressedTo(...))`: the copies to store for a message with these headers. */
+export function deliveryTargets(rawHeaders: Buffer, group: readonly AliasConfig[], receives?: (alias: AliasConfig) => boolean): DeliveryTarget[] {
+  return targetsFor(addressedTo(rawHeaders, group), receives);
 }
 
 /** Whether a mailbox's messages need their headers read before they are stored. */
@@ -53,8 +79,11 @@ export function needsTargets(group: readonly AliasConfig[]): boolean {
   return group.length > 1 || group.some((a) => a.incoming?.split_recipients);
 }
 
-/** The identity of the mailbox an alias fetches from: aliases with the same one share a worker. */
+/**
+ * The identity of the mailbox an alias fetches from: aliases with the same one share a worker.
+ * The authorization identity is part of it: one login opening two shared mailboxes is two mailboxes.
+ */
 export function mailboxIdentity(alias: AliasConfig): string {
   const i = alias.incoming!;
-  return [i.type, i.host.toLowerCase(), i.port, i.user ?? '', i.folder].join('|');
+  return [i.type, i.host.toLowerCase(), i.port, i.user ?? '', i.auth_identity ?? '', i.folder].join('|');
 }

@@ -3,7 +3,8 @@
  * ingestMessage, exactly once. The mailbox key (IMAP UIDVALIDITY:UID, POP3 UIDL) is recorded in
  * the `fetched` sublevel in the message's own synced batch; only then is the message moved or
  * deleted, so after a crash at any point a message found again gets only its post-store action.
- * One worker per alias; a failing alias never holds up another.
+ * One worker per mailbox; a failing mailbox never holds up another. `max_items` bounds one
+ * batch, not the rate: a poll that stopped at it is followed by the next at once.
  */
 import { Readable } from 'node:stream';
 import type { AliasConfig, Config, IncomingServerConfig } from '../config/schema.js';
@@ -17,7 +18,7 @@ import { ImapMailbox } from './imap.js';
 import { Pop3Mailbox } from './pop3-mailbox.js';
 import { oversizeRecord } from './oversize.js';
 import type { Mailbox, MailboxItem } from './mailbox.js';
-import { deliveryTargets, mailboxIdentity, needsTargets, type DeliveryTarget } from './recipients.js';
+import { addressedTo, mailboxIdentity, needsTargets, targetsFor, type DeliveryTarget } from './recipients.js';
 import { AliasHealth } from './alias-health.js';
 import type { TokenProvider } from './oauth.js';
 import type { AliasState, AliasStatus } from '../../storage/alias-state.js';
@@ -39,8 +40,10 @@ export interface PollResult {
   stored: number;
   /** Messages found already stored that got their post-store action again. */
   finished: number;
-  /** Messages left for a later poll by `max_items`. */
+  /** Messages left for the next poll by `max_items`; when there are any, it begins at once. */
   deferred: number;
+  /** Messages left in the mailbox untouched because every alias they are for is inactive. */
+  held: number;
 }
 
 /** What the retriever needs. */
@@ -54,36 +57,42 @@ export interface RetrieverDeps extends IngestDeps {
 
 /** The running retriever. */
 export interface Retriever {
-  /** Names of the aliases being fetched. */
+  /** Names of the mailboxes being fetched, each by its leading alias (the first configured active one). */
   readonly aliases: readonly string[];
   /** Stops every worker; waits for the message being fetched to be stored, then closes the sessions. */
   stop(): Promise<void>;
   /**
-   * An admin's `mailgate aliases activate|deactivate`: persisted, and the alias's worker is woken
-   * (it connects, or closes its session and pauses) without a restart. Undefined when the retriever
-   * does not run the alias (then the caller records the change in the store itself).
+   * An admin's `mailgate aliases activate|deactivate`: persisted, and the worker of the alias's
+   * mailbox is woken (it connects, or closes its session and pauses once none of its aliases is
+   * active) without a restart. Undefined when the retriever does not run the alias (then the
+   * caller records the change in the store itself).
    */
   setStatus(alias: string, status: AliasStatus): Promise<AliasState | undefined>;
 }
 
-/** Starts one worker per alias that has an `[alias.incoming]` server and `status = "active"`. */
+/**
+ * Starts one worker per mailbox: aliases whose `[alias.incoming]` name the same mailbox share
+ * it, so a message for several of them is fetched once and stored once per alias (CCaaS). A
+ * mailbox is fetched while at least one of its aliases is active; each keeps its own status.
+ */
 export function startRetriever(deps: RetrieverDeps): Retriever {
-  // Aliases that fetch the same mailbox share one worker (the first configured leads it), so
-  // a message for several of them is fetched once and stored once per alias (CCaaS).
   const groups = new Map<string, AliasConfig[]>();
-  for (const a of deps.config.alias.filter((a) => a.incoming && a.status === 'active')) {
+  for (const a of deps.config.alias.filter((a) => a.incoming)) {
     const key = mailboxIdentity(a);
     groups.set(key, [...(groups.get(key) ?? []), a]);
   }
-  const workers = [...groups.values()].map((group) => new AliasWorker(deps, group[0]!, group[0]!.incoming!, group));
+  // Aliases with status = "inactive" in the file stay in their mailbox's group, so their mail
+  // is recognised and left in the mailbox rather than taken for another alias; a mailbox none
+  // of whose aliases can ever be active (until the file changes) is not fetched at all.
+  const workers = [...groups.values()].filter((group) => group.some((a) => a.status === 'active')).map((group) => new MailboxWorker(deps, group));
   return {
     aliases: workers.map((w) => w.alias.name),
     async stop() {
       await Promise.all(workers.map((w) => w.stop()));
     },
     async setStatus(alias, status) {
-      const worker = workers.find((w) => w.alias.name === alias);
-      return worker ? worker.setStatus(status) : undefined;
+      const worker = workers.find((w) => w.runs(alias));
+      return worker ? worker.setStatus(alias, status) : undefined;
     },
   };
 }
@@ -128,31 +137,57 @@ export function fetchErrorKind(err: unknown): string {
   return 'protocol';
 }
 
-class AliasWorker {
+/** Whether an alias receives mail now: active, or inactive by the retriever with its timed retry due (alias-health.ts). */
+function receiving(health: AliasHealth | undefined): boolean {
+  return health !== undefined && health.holdMs() === 0;
+}
+
+/**
+ * The worker of one mailbox and every alias that fetches it. The leading alias (the first
+ * configured with status = "active") gives the mailbox settings and names the mailbox key of a
+ * stored message; each alias keeps its own health (alias-health.ts), so each has its own
+ * status: the mailbox is fetched while any of them is active, a message is stored for the
+ * active ones it is addressed to, and a message whose aliases are all inactive stays in the
+ * mailbox untouched until one of them is active again.
+ */
+class MailboxWorker {
+  /** The leading alias. */
+  readonly alias: AliasConfig;
+  readonly #server: IncomingServerConfig;
+  /** Every alias of the mailbox in configured order, those inactive in the file included (they never receive). */
+  readonly #group: readonly AliasConfig[];
   readonly #log: IngestDeps['logger'];
   #stopping = false;
   #wake: (() => void) | undefined;
   #woken = false;
-  readonly #health: Promise<AliasHealth>;
+  /** The health of each alias with status = "active" in the file, by name. */
+  readonly #healths: Promise<Map<string, AliasHealth>>;
+  /** Waiting messages whose aliases were all inactive when last looked at, by mailbox key: not read again until one is active. */
+  readonly #held = new Map<string, readonly AliasConfig[]>();
   readonly #running: Promise<void>;
 
-  constructor(
-    private readonly deps: RetrieverDeps,
-    readonly alias: AliasConfig,
-    private readonly server: IncomingServerConfig,
-    /** Every alias served by this mailbox, the leading one first. */
-    private readonly group: readonly AliasConfig[] = [alias],
-  ) {
-    this.#log = deps.logger.child({ alias: alias.name, source: server.type });
-    this.#health = AliasHealth.load({ store: deps.store, logger: deps.logger, ...(deps.metrics ? { metrics: deps.metrics } : {}) }, alias.name, server);
+  constructor(private readonly deps: RetrieverDeps, group: readonly AliasConfig[]) {
+    this.alias = group.find((a) => a.status === 'active')!;
+    this.#server = this.alias.incoming!;
+    this.#group = group;
+    this.#log = deps.logger.child({ alias: this.alias.name, source: this.#server.type });
+    const healthDeps = { store: deps.store, logger: deps.logger, ...(deps.metrics ? { metrics: deps.metrics } : {}) };
+    const active = group.filter((a) => a.status === 'active');
+    this.#healths = Promise.all(active.map((a) => AliasHealth.load(healthDeps, a.name, a.incoming!))).then((list) => new Map(list.map((h) => [h.alias, h])));
     // A health that cannot be read (store closing) leaves the worker stopped, not crashed.
-    this.#health.catch((err: unknown) => this.#log.error({ err }, `cannot read the health of alias ${alias.name}; not fetching it`));
-    this.#running = this.#health.then((health) => this.#loop(health), () => {});
+    this.#healths.catch((err: unknown) => this.#log.error({ err }, `cannot read the health of the aliases of ${this.alias.name}'s mailbox; not fetching it`));
+    this.#running = this.#healths.then((healths) => this.#loop(healths), () => {});
   }
 
-  /** An admin's change: persisted, then the loop is woken to connect or to pause. */
-  async setStatus(status: AliasStatus): Promise<AliasState> {
-    const state = await (await this.#health).setByAdmin(status);
+  /** Whether ALIAS is one of this mailbox's aliases whose status the worker keeps. */
+  runs(alias: string): boolean {
+    return this.#group.some((a) => a.name === alias && a.status === 'active');
+  }
+
+  /** An admin's change: persisted, then the loop is woken to connect, to pause, or to fetch what the alias's activation released. */
+  async setStatus(alias: string, status: AliasStatus): Promise<AliasState> {
+    const health = (await this.#healths).get(alias)!;
+    const state = await health.setByAdmin(status);
     this.#wakeUp();
     return state;
   }
@@ -181,55 +216,65 @@ class AliasWorker {
     this.#wake = undefined;
   }
 
-  async #loop(health: AliasHealth): Promise<void> {
+  async #loop(healths: Map<string, AliasHealth>): Promise<void> {
+    const all = [...healths.values()];
     let mailbox: Mailbox | undefined;
     while (!this.#stopping) {
-      let delay = this.server.poll_interval * 1000;
+      let delay = this.#server.poll_interval * 1000;
       this.#woken = false;
-      // Inactive: not fetched, except the retriever's timed retry (Cisco guide, ten minutes).
-      const hold = health.holdMs();
+      // No alias of the mailbox active: not fetched, except the retriever's timed retry (Cisco guide, ten minutes).
+      const hold = Math.min(...all.map((h) => h.holdMs()));
       if (hold > 0) {
         await mailbox?.close();
         mailbox = undefined;
         await this.#sleep(hold);
         continue;
       }
+      // The aliases this attempt is for: a failure counts against them, a success makes them active.
+      const trying = all.filter((h) => receiving(h));
       try {
         if (!mailbox?.usable) {
           await mailbox?.close();
-          const tokens = this.server.oauth2 !== undefined ? this.deps.tokenProvider?.(this.alias) : undefined;
-          mailbox = this.server.type === 'imap' ? new ImapMailbox(this.server, tokens) : new Pop3Mailbox(this.server, tokens);
+          const tokens = this.#server.oauth2 !== undefined ? this.deps.tokenProvider?.(this.alias) : undefined;
+          mailbox = this.#server.type === 'imap' ? new ImapMailbox(this.#server, tokens) : new Pop3Mailbox(this.#server, tokens);
           mailbox.onNewMail(() => this.#wakeUp());
           await mailbox.open();
         }
-        const result = await this.#poll(mailbox);
+        const result = await this.#poll(mailbox, healths);
         // Our own store failing to record it is not the mailbox's fault: not counted against the alias.
-        await health.succeeded().catch((err: unknown) => this.#log.error({ err }, 'cannot record the alias health'));
+        for (const h of trying) await h.succeeded().catch((err: unknown) => this.#log.error({ err }, 'cannot record the alias health'));
         if (!mailbox.persistent) {
           await mailbox.close();
           mailbox = undefined;
         }
         this.deps.hooks?.afterPoll?.(this.alias.name, result);
+        // CCaaS: max_items is the most "to download from the mailbox in each iteration", not a
+        // rate: with more waiting, the next iteration begins at once (issue 11: a backlog of
+        // 10,000 took 3.3 hours at 50 a minute).
+        if (result.deferred > 0) delay = 0;
       } catch (err) {
         const kind = fetchErrorKind(err);
-        this.#log.error({ err, kind, retry_in_s: this.server.reconnect_interval }, `fetching for alias ${this.alias.name} failed; connecting again later`);
+        this.#log.error({ err, kind, retry_in_s: this.#server.reconnect_interval }, `fetching for alias ${this.alias.name} failed; connecting again later`);
         await mailbox?.close();
         mailbox = undefined;
         this.#woken = false;
-        await health.failed(err, kind).catch((e: unknown) => this.#log.error({ err: e }, 'cannot record the alias health'));
-        // Made inactive now (or still inactive after a timed retry): the hold decides the wait.
-        delay = health.active ? this.server.reconnect_interval * 1000 : 0;
+        // Not against an alias an admin deactivated meanwhile.
+        for (const h of trying.filter((t) => receiving(t))) await h.failed(err, kind).catch((e: unknown) => this.#log.error({ err: e }, 'cannot record the alias health'));
+        // Every alias made inactive now (or still inactive after a timed retry): the hold decides the wait.
+        delay = all.some((h) => h.active) ? this.#server.reconnect_interval * 1000 : 0;
       }
       await this.#sleep(delay);
     }
     await mailbox?.close();
   }
 
-  async #poll(mailbox: Mailbox): Promise<PollResult> {
+  async #poll(mailbox: Mailbox, healths: Map<string, AliasHealth>): Promise<PollResult> {
     const { fetched } = this.deps.store.sublevels;
     const items = await mailbox.list();
+    const present = new Set(items.map((i) => i.key));
+    for (const key of this.#held.keys()) if (!present.has(key)) this.#held.delete(key);
     const records = items.length ? await fetched.getMany(items.map((i) => fetchedKey(this.alias.name, i.key))) : [];
-    const result: PollResult = { stored: 0, finished: 0, deferred: 0 };
+    const result: PollResult = { stored: 0, finished: 0, deferred: 0, held: 0 };
     const fresh: MailboxItem[] = [];
     const leftover: MailboxItem[] = [];
     for (const [i, item] of items.entries()) {
@@ -239,40 +284,81 @@ class AliasWorker {
         // Stored before a crash or a failed move: only the post-store action is left to do.
         if (record.invalid) await mailbox.markInvalid(item);
         else leftover.push(item);
-        if ((record.invalid ? this.server.on_invalid : this.server.on_stored) !== 'keep') result.finished++;
+        if ((record.invalid ? this.#server.on_invalid : this.#server.on_stored) !== 'keep') result.finished++;
       }
     }
     await mailbox.markStored(leftover);
+    // Read live, message by message: an admin's change during a poll applies to the next message.
+    const receives = (alias: AliasConfig) => receiving(healths.get(alias.name));
     // A small message never waits behind a large one (CCaaS lightweight size).
     const ordered = [...fresh.filter((i) => i.size <= LIGHTWEIGHT_SIZE), ...fresh.filter((i) => i.size > LIGHTWEIGHT_SIZE)];
-    const batch = ordered.slice(0, this.server.max_items);
-    result.deferred = ordered.length - batch.length;
     // Stored messages are moved or deleted together, after their keys are durable. A failure
     // or a crash before that leaves them recorded: the next poll only finishes them.
     const stored: MailboxItem[] = [];
+    let next = 0;
     try {
-      for (const item of batch) {
-        if (this.#stopping) break;
-        if (await this.#fetch(mailbox, item)) stored.push(item);
+      // max_items counts the messages taken; those left for inactive aliases are not taken.
+      for (let taken = 0; next < ordered.length && taken < this.#server.max_items && !this.#stopping; next++) {
+        const item = ordered[next]!;
+        const held = this.#held.get(item.key);
+        // Still for inactive aliases only: untouched, without reading it again.
+        if (held && !held.some(receives)) {
+          result.held++;
+          continue;
+        }
+        const outcome = await this.#fetch(mailbox, item, receives);
+        if (outcome === 'held') {
+          result.held++;
+          continue;
+        }
+        taken++;
         result.stored++;
+        if (outcome === 'stored') stored.push(item);
       }
     } finally {
       if (stored.length) await mailbox.markStored(stored);
     }
+    // Messages not reached, less those known to wait for an inactive alias (not a backlog to drain).
+    result.deferred = ordered.slice(next).filter((i) => !this.#held.has(i.key)).length;
+    result.held += ordered.slice(next).filter((i) => this.#held.has(i.key)).length;
     return result;
   }
 
   /**
-   * Stores one message (once per alias it is for, or per recipient with `split_recipients`),
-   * each copy recording its own key in its own synced batch and the last one also the
-   * mailbox key. After a crash between copies, the copies already recorded are skipped.
-   * True when the message is ready for `on_stored` (false: it got `on_invalid` instead).
+   * Stores one message (once per active alias it is for, or per recipient with
+   * `split_recipients`), each copy recording its own key in its own synced batch and the last
+   * one also the mailbox key. After a crash between copies, the copies already recorded are
+   * skipped. `stored`: ready for `on_stored`; `invalid`: it got `on_invalid` instead; `held`:
+   * every alias it is for is inactive, so it was left in the mailbox untouched.
    */
-  async #fetch(mailbox: Mailbox, item: MailboxItem): Promise<boolean> {
-    if (item.size > this.server.max_message_size) return this.#storeOversize(mailbox, item, item.size).then(() => false);
-    const targets: DeliveryTarget[] = needsTargets(this.group) ? deliveryTargets(await mailbox.headers(item), this.group) : [{ alias: this.alias }];
+  async #fetch(mailbox: Mailbox, item: MailboxItem, receives: (alias: AliasConfig) => boolean): Promise<'stored' | 'invalid' | 'held'> {
+    let headers: Buffer | undefined;
+    let targets: DeliveryTarget[];
+    let aliases: readonly AliasConfig[];
+    if (needsTargets(this.#group)) {
+      headers = await mailbox.headers(item);
+      const addressed = addressedTo(headers, this.#group);
+      aliases = addressed.aliases;
+      targets = targetsFor(addressed, receives);
+    } else {
+      aliases = [this.alias];
+      targets = receives(this.alias) ? [{ alias: this.alias }] : [];
+    }
+    if (!targets.length) {
+      if (!this.#held.has(item.key)) this.#log.info({ mailbox_key: item.key, for_aliases: aliases.map((a) => a.name) }, 'message left in the mailbox: every alias it is for is inactive');
+      this.#held.set(item.key, aliases);
+      return 'held';
+    }
+    this.#held.delete(item.key);
+    // The record of a message too big to fetch goes to the first alias it is for that is active.
+    const first = targets[0]!.alias;
+    if (item.size > this.#server.max_message_size) return this.#storeOversize(mailbox, item, first, headers).then(() => 'invalid');
     const keys = targets.map((t) => targetKey(t, item));
-    const done = await this.deps.store.sublevels.fetched.getMany(keys);
+    const { fetched } = this.deps.store.sublevels;
+    const done = await fetched.getMany(keys);
+    // Every copy recorded before a crash, and the alias whose copy was to carry the mailbox key
+    // inactive since: record the mailbox key now, so the message counts as stored.
+    if (done.every((d) => d)) await this.deps.store.commitBatch([{ type: 'put', sublevel: fetched, key: fetchedKey(this.alias.name, item.key), value: done[0]! }]);
     for (const [i, target] of targets.entries()) {
       if (done[i]) continue;
       const last = targets.slice(i + 1).every((_, j) => done[i + 1 + j]);
@@ -282,32 +368,32 @@ class AliasWorker {
         meta = await ingestMessage(this.deps, await mailbox.message(item), this.#request(id, item, { target, mailboxKey: last }));
       } catch (err) {
         // 5xx: the message itself is refused for good (bigger than the server said); anything else is retried.
-        if (err instanceof MailgateError && err.responseCode >= 500) return this.#storeOversize(mailbox, item, item.size).then(() => false);
+        if (err instanceof MailgateError && err.responseCode >= 500) return this.#storeOversize(mailbox, item, first, headers).then(() => 'invalid');
         throw err;
       }
       const outcome = meta.tags.includes('wrapped') ? 'wrapped' : 'stored';
       this.#log.info({ msg_id: meta.id, outcome, size: meta.size, mailbox_key: item.key, for_alias: target.alias.name, ...(target.recipient ? { recipient: target.recipient } : {}) }, 'message fetched');
-      this.deps.metrics?.inc('mailgate_messages_total', { source: this.server.type, outcome });
-      this.deps.metrics?.inc('mailgate_message_bytes_total', { source: this.server.type }, meta.size);
+      this.deps.metrics?.inc('mailgate_messages_total', { source: this.#server.type, outcome });
+      this.deps.metrics?.inc('mailgate_message_bytes_total', { source: this.#server.type }, meta.size);
     }
     await this.deps.hooks?.afterStore?.(this.alias.name, item);
-    return true; // to be marked stored with the rest of the poll's
+    return 'stored'; // to be marked stored with the rest of the poll's
   }
 
-  /** Stores a record of a message too big to fetch (its headers and size), then applies `on_invalid`. */
-  async #storeOversize(mailbox: Mailbox, item: MailboxItem, size: number): Promise<void> {
-    const headers = await mailbox.headers(item);
-    const record = oversizeRecord(headers, {
+  /** Stores for ALIAS a record of a message too big to fetch (its headers and size), then applies `on_invalid`. */
+  async #storeOversize(mailbox: Mailbox, item: MailboxItem, alias: AliasConfig, headers?: Buffer): Promise<void> {
+    const size = item.size;
+    const record = oversizeRecord(headers ?? (await mailbox.headers(item)), {
       size,
-      limit: this.server.max_message_size,
-      alias: this.alias.name,
-      action: this.server.on_invalid,
-      folder: this.server.invalid_folder,
+      limit: this.#server.max_message_size,
+      alias: alias.name,
+      action: this.#server.on_invalid,
+      folder: this.#server.invalid_folder,
     });
     const id = newMessageId();
-    const meta = await ingestMessage(this.deps, Readable.from([record]), this.#request(id, item, { invalid: true, tags: ['oversize'] }));
-    this.#log.warn({ msg_id: meta.id, outcome: 'oversize', size, limit: this.server.max_message_size, mailbox_key: item.key }, 'message over max_message_size not fetched; stored a record of it');
-    this.deps.metrics?.inc('mailgate_messages_total', { source: this.server.type, outcome: 'oversize' });
+    const meta = await ingestMessage(this.deps, Readable.from([record]), this.#request(id, item, { invalid: true, tags: ['oversize'], target: { alias } }));
+    this.#log.warn({ msg_id: meta.id, outcome: 'oversize', size, limit: this.#server.max_message_size, mailbox_key: item.key, for_alias: alias.name }, 'message over max_message_size not fetched; stored a record of it');
+    this.deps.metrics?.inc('mailgate_messages_total', { source: this.#server.type, outcome: 'oversize' });
     await this.deps.hooks?.afterStore?.(this.alias.name, item);
     await mailbox.markInvalid(item);
   }
@@ -322,10 +408,10 @@ class AliasWorker {
     return {
       id,
       envelope: { mailFrom: '', rcptTo: [target.recipient ?? alias.address] },
-      source: { kind: this.server.type, alias: alias.name },
+      source: { kind: this.#server.type, alias: alias.name },
       ...(alias.department ? { department: alias.department } : {}),
       // The record of an over-size message is ours, not the sender's: no limit on it.
-      ...(opts.invalid ? {} : { maxSize: this.server.max_message_size }),
+      ...(opts.invalid ? {} : { maxSize: this.#server.max_message_size }),
       defaultDomain: this.deps.config.partition.default_domain,
       commitOps: ops,
       ...(opts.tags ? { tags: opts.tags } : {}),

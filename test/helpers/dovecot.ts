@@ -32,6 +32,12 @@ export interface DovecotOptions {
   oauth?: { introspectionUrl: string; /** PEM file Dovecot trusts for an https introspection URL (its oauth2 `tls_ca_cert_file`). */ caFile?: string };
   /** `pop3_lock_session = yes`: a second POP3 session on the same mailbox gets `-ERR [IN-USE]`. */
   pop3LockSession?: boolean;
+  /**
+   * Master users (Dovecot's master passdb): each logs in to any user's mailbox with SASL PLAIN,
+   * naming that user as the authorization identity, the way a shared mailbox is opened with
+   * `auth_identity`. They have no mailbox of their own.
+   */
+  masterUsers?: DovecotUser[];
   /** Extra lines appended to the generated dovecot.conf. */
   extraConfig?: string;
 }
@@ -161,6 +167,9 @@ async function startDovecotOnce(opts: DovecotOptions): Promise<TestDovecot> {
   }
   const passwdFile = path.join(dir, 'users.passwd');
   await writeFile(passwdFile, users.map((u) => `${u.name}:{PLAIN}${u.password}:${uid}:${gid}::${path.join(homes, u.name)}::\n`).join(''), { mode: 0o644 });
+  const masterFile = path.join(dir, 'master-users.passwd');
+  const masters = opts.masterUsers ?? [];
+  if (masters.length) await writeFile(masterFile, masters.map((u) => `${u.name}:{PLAIN}${u.password}\n`).join(''), { mode: 0o644 });
 
   const certPem = await readFile(fixture('tls', 'cert.pem'), 'utf8');
   const configFile = path.join(dir, 'dovecot.conf');
@@ -198,6 +207,7 @@ async function startDovecotOnce(opts: DovecotOptions): Promise<TestDovecot> {
     'mail_location = maildir:~/Maildir',
     'pop3_uidl_format = %08Xu%08Xv',
     `pop3_lock_session = ${opts.pop3LockSession ? 'yes' : 'no'}`,
+    ...(masters.length ? ['passdb {', '  driver = passwd-file', '  master = yes', `  args = scheme=PLAIN username_format=%u ${masterFile}`, '}'] : []),
     'passdb {',
     '  driver = passwd-file',
     `  args = scheme=PLAIN username_format=%u ${passwdFile}`,
