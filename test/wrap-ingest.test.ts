@@ -205,3 +205,41 @@ test('a truncated bounce is wrapped and still tagged as a delivery exception fro
   assert.ok(meta.tags.includes('exception-queue'));
   assert.ok(meta.findings.delivery_exceptions?.summary.length);
 });
+
+test('nested multiparts that end with a multipart are stored parsed and byte for byte over SMTP; a really unterminated one is still wrapped', async (t) => {
+  const gw = await startTestGateway(); // the default policy: all four stages
+  t.after(() => gw.cleanup());
+  // What nodemailer itself writes for HTML with an embedded image: alternative(text, related(html, image)).
+  const built = await nodemailer.createTransport({ streamTransport: true, buffer: true }).sendMail({
+    from: 'customer@example.org',
+    to: 'support@example.com',
+    subject: 'Screenshot',
+    text: 'The error is in the picture.',
+    html: '<p>The error is in the picture: <img src="cid:shot@example.org"></p>',
+    attachments: [{ filename: 'shot.png', cid: 'shot@example.org', content: Buffer.from('89504e470d0a1a0a0000000d4948445200000001', 'hex') }],
+  });
+  const fromNodemailer = built.message as Buffer;
+  assert.match(fromNodemailer.toString('latin1'), /multipart\/alternative[\s\S]*multipart\/related/, 'nodemailer nests related inside alternative');
+  const messages: [string, Buffer][] = [
+    ['nodemailer HTML with an embedded image', fromNodemailer],
+    ['Apple Mail alternative(text, related(html, image))', readFileSync(fixture('unparsable', 'ok-nested-last-apple-mail.eml'))],
+    ['mixed(attachment, alternative(text, html))', readFileSync(fixture('unparsable', 'ok-nested-last-mixed.eml'))],
+  ];
+  for (const [name, sent] of messages) {
+    const id = await send(gw, sent);
+    const { meta, raw } = await storedMessage(gw.store, id);
+    assert.ok(!meta.tags.includes('wrapped'), `${name}: ${meta._WrappingMessageReason}`);
+    assert.equal(meta._WrappingMessageReason, undefined, name);
+    assert.ok(raw.equals(asReceivedOverSmtp(sent)), `${name}: stored as received`);
+    assert.match(meta.findings.wrapping?.summary[0] ?? '', /^The message parsed cleanly/, name);
+  }
+  for (const file of ['boundary-unterminated-outer.eml', 'boundary-unterminated-inner.eml']) {
+    const sent = readFileSync(fixture('unparsable', file));
+    const id = await send(gw, sent);
+    const { meta, raw } = await storedMessage(gw.store, id);
+    assert.match(meta._WrappingMessageReason ?? '', /^boundary_unterminated: /, file);
+    assert.ok((await parseWrapped(raw, meta)).original.equals(asReceivedOverSmtp(sent)), file);
+  }
+  await assertNoSpoolLeft(gw.store);
+});
+
