@@ -118,6 +118,7 @@ class ScanPart {
   mixed = false;
   /** Field lines after the body started (a header with no end), judged for names at the end. */
   readonly lateFields: Buffer[] = [];
+  lateBytes = 0;
   /**
    * The header with no end did end after all (an empty line came): a client that skips the line
    * that is not a field reads the body from here, as this node says. Read so as well.
@@ -341,7 +342,7 @@ class OriginalScanner {
     const text = line.toString('latin1', 0, 200);
     const isField = FIELD.test(text) || ((line[0] === 0x20 || line[0] === 0x09) && (part.header.length > 0 || part.lateFields.length > 0));
     if (part.mixed) {
-      if (isField) part.lateFields.push(Buffer.from(line));
+      if (isField) part.lateBytes = holdLine(part.lateFields, part.lateBytes, line);
       else await this.#body(line);
       return;
     }
@@ -359,15 +360,7 @@ class OriginalScanner {
 
   #holdHeaderLine(line: Buffer): void {
     const part = this.#part;
-    const continuation = line[0] === 0x20 || line[0] === 0x09;
-    // Past the hold, only Content-* fields (and their folded lines) are still kept.
-    if (part.headerBytes + line.length > HEADER_HOLD) {
-      const last = part.header[part.header.length - 1];
-      const content = continuation ? last !== undefined && CONTENT_FIELD.test(last.toString('latin1', 0, 64)) : CONTENT_FIELD.test(line.toString('latin1', 0, 64));
-      if (!content || part.headerBytes + line.length > HEADER_HOLD + CONTENT_FIELDS_BEYOND_HOLD) return;
-    }
-    part.header.push(Buffer.from(line));
-    part.headerBytes += line.length;
+    part.headerBytes = holdLine(part.header, part.headerBytes, line);
   }
 
   /** A header line too long to hold, in pieces: one that starts a Content-Type or Content-Disposition cannot be read safely. */
@@ -383,7 +376,7 @@ class OriginalScanner {
     const part = this.#part;
     if (part.headerDone) return;
     part.headerDone = true;
-    const lines = part.header.filter((l) => l !== TOO_LONG);
+    const lines = part.header.filter((l) => l.length > 0);
     const fields = contentFields(lines);
     const oversized = fields.find((f) => f.bytes > MAX_CONTENT_FIELD);
     if (oversized) {
@@ -430,10 +423,10 @@ class OriginalScanner {
 
   /** The header of a part whose body may have started at a line that is not a field has ended: the body as its whole header says. */
   #secondReading(part: ScanPart): void {
-    const fields = contentFields(part.lateFields);
+    const fields = contentFields(part.lateFields.filter((l) => l.length > 0));
     const oversized = fields.find((f) => f.bytes > MAX_CONTENT_FIELD);
     if (oversized) return this.#uninspectable(`a ${oversized.name} field of ${oversized.bytes} bytes (the limit is ${MAX_CONTENT_FIELD})`);
-    const node = this.#newNode([...part.header.filter((l) => l !== TOO_LONG), ...part.lateFields]);
+    const node = this.#newNode([...part.header.filter((l) => l.length > 0), ...part.lateFields.filter((l) => l.length > 0)]);
     part.second = node;
     if (node._boundary) this.#boundaries.add(node._boundary.toString('latin1'));
     const names = new PartInspector(node, this.#rules, this.#depth, { nestedMessages: false });
@@ -502,11 +495,11 @@ class OriginalScanner {
     }
     if (part.lateFields.length > 0 && !part.second) {
       // The fields after the line that was not one, the header never ending: judged as the header they would make.
-      const fields = contentFields(part.lateFields);
+      const fields = contentFields(part.lateFields.filter((l) => l.length > 0));
       const oversized = fields.find((f) => f.bytes > MAX_CONTENT_FIELD);
       if (oversized) return this.#uninspectable(`a ${oversized.name} field of ${oversized.bytes} bytes (the limit is ${MAX_CONTENT_FIELD})`);
       if (fields.length === 0) return;
-      const node = this.#newNode([...part.header.filter((l) => l !== TOO_LONG), ...part.lateFields]);
+      const node = this.#newNode([...part.header.filter((l) => l.length > 0), ...part.lateFields.filter((l) => l.length > 0)]);
       const names = new PartInspector(node, this.#rules, this.#depth, { nestedMessages: false });
       if (names.nameVerdict) this.#judged(part, names, names.nameVerdict, 'by a name in its header after a line that is not a field');
     }
@@ -537,6 +530,27 @@ class OriginalScanner {
 
 /** Stands in the held header for a line too long to hold. */
 const TOO_LONG = Buffer.alloc(0);
+/** Stands in the held header for lines left out past the hold: what folds after it is not kept either. */
+const LEFT_OUT = Buffer.alloc(0);
+
+/**
+ * Keeps a header line (a copy) in `lines`, which hold `bytes` so far, and gives the new count.
+ * Past {@link HEADER_HOLD} only Content-* fields and their folded lines are kept, up to
+ * {@link CONTENT_FIELDS_BEYOND_HOLD} more: the names and encodings are what the scan reads.
+ */
+function holdLine(lines: Buffer[], bytes: number, line: Buffer): number {
+  if (bytes + line.length > HEADER_HOLD) {
+    const continuation = line[0] === 0x20 || line[0] === 0x09;
+    const last = lines[lines.length - 1];
+    const content = continuation ? last !== undefined && last !== LEFT_OUT && last !== TOO_LONG && CONTENT_FIELD.test(last.toString('latin1', 0, 64)) : CONTENT_FIELD.test(line.toString('latin1', 0, 64));
+    if (!content || bytes + line.length > HEADER_HOLD + CONTENT_FIELDS_BEYOND_HOLD) {
+      if (last !== LEFT_OUT) lines.push(LEFT_OUT);
+      return bytes;
+    }
+  }
+  lines.push(Buffer.from(line));
+  return bytes + line.length;
+}
 
 /** The boundary token of a line that looks like a boundary line (`--token` or `--token--`, then blanks), or undefined. */
 function delimiterToken(line: Buffer, start = 0, lineEnd = line.length): { token: string; closing: boolean } | undefined {

@@ -672,11 +672,21 @@ export interface HiddenExecutable {
   hides: boolean;
 }
 
-/** How the executable is hidden: by its name, as a PDF (content sniffing), inside a zip (listing). */
+/** How the executable is hidden: by its name, as a PDF (content sniffing), inside a zip (listing), inside an attached message. */
 const hidings = {
   name: { type: 'application/octet-stream', file: 'setup.exe', content: () => PE_PROGRAM },
   'content sniffing': { type: 'application/pdf', file: 'statement.pdf', content: () => PE_PROGRAM },
   'zip listing': { type: 'application/zip', file: 'documents.zip', content: () => storedZip([{ name: 'readme.txt', data: Buffer.from('see bin/\r\n') }, { name: 'bin/setup.exe', data: PE_PROGRAM }]) },
+  'an attached message': {
+    type: 'message/rfc822',
+    file: 'forwarded.eml',
+    content: () =>
+      Buffer.from(
+        ['Subject: the installer', 'MIME-Version: 1.0', 'Content-Type: multipart/mixed; boundary="inner"', '', '--inner', 'Content-Type: application/octet-stream; name="setup.exe"',
+          'Content-Transfer-Encoding: base64', '', base64Body(PE_PROGRAM), '--inner--', ''].join(CRLF),
+        'latin1',
+      ),
+  },
   // The harmless twin: the same broken structures must not be blocked for their brokenness alone.
   'nothing, a PDF': { type: 'application/pdf', file: 'statement.pdf', content: () => Buffer.from('%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n') },
 } as const;
@@ -699,8 +709,8 @@ const textPart = ['Content-Type: text/plain; charset=utf-8', '', 'Please see the
 /**
  * Messages that hide an executable and are broken in each way the wrapping check knows
  * (issue 17): wrapped, their original must still be judged by the attachment rules. Each
- * reason comes with each way of hiding the file (its name, content sniffing, a zip listing),
- * and with a harmless twin that hides nothing.
+ * reason comes with each way of hiding the file (its name, content sniffing, a zip listing,
+ * an attached message), and with a harmless twin that hides nothing.
  */
 export function hiddenExecutableCases(): HiddenExecutable[] {
   const cases: HiddenExecutable[] = [];
