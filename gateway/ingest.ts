@@ -8,11 +8,8 @@ import { defaultPipelineLimits, runPipeline, stageOf, type PipelineLimits } from
 import type { Direction, MessageContext, Stage } from '../policy/stage.js';
 import { SpoolTee, fileSpool, spoolDir, type Spool } from '../policy/spool.js';
 import { unparsableFrom, type UnparsableMessage } from '../policy/unparsable.js';
-import { ORIGINAL_FILE_NAME, blockedOriginalRule, readHeaderBlock, wrappingMessage, type BlockedOriginal } from '../policy/wrapping-message.js';
-import { blockedInOriginal } from '../policy/attachment-original-scan.js';
-import type { AttachmentFinding, AttachmentsStage } from '../policy/attachment-blocking.js';
-import { QuarantineSpool } from '../storage/quarantine-spool.js';
-import type { QuarantineRecord } from '../storage/quarantine.js';
+import { readHeaderBlock, wrappingMessage } from '../policy/wrapping-message.js';
+import { blockedOriginal } from '../policy/attachment-original.js';
 import { defaultMimeLimits } from '../policy/mime-check.js';
 import { attachmentFileNames } from '../policy/summary.js';
 import { rawMasker, type MaskingStage } from '../policy/data-masking.js';
@@ -282,7 +279,7 @@ async function storeWrapped(
   // The wrapper reads the original twice (header, then whole): count the last pass.
   const original = () => maskedOriginal((counts = {}));
   // Wrapping is no way around attachment blocking: the original is judged by the rules first.
-  const blocked = await blockedOriginal(deps, req, base.id, stages, spool);
+  const blocked = await blockedOriginal({ store: deps.store, stages, id: base.id, direction, department: req.department, original: () => spool.open() });
   const wrapper = wrappingMessage({ failure: unparsable, original, defaultDomain: req.defaultDomain ?? 'localhost', limits, ...(blocked ? { blocked: blocked.wrapping } : {}) });
   let summary: Awaited<ReturnType<typeof runPipeline>>;
   try {
@@ -327,71 +324,6 @@ async function storeWrapped(
   }
 }
 
-/**
- * Whether the attachment rules block anything in the original of a wrapping message
- * (policy/attachment-original-scan.ts), read from the spool as received (before masking,
- * which could hide what the sender sent). When they do, the whole original is blocked with the
- * policy's action: kept in quarantine as one item, `<id>.1`, that restore puts back into the
- * wrapping message, or deleted; either way the wrapping message says so (Cisco guide,
- * "Blocking Attachments"). Undefined when nothing is blocked, there is no attachments stage,
- * or it does not scan mail going this way.
- */
-async function blockedOriginal(deps: IngestDeps, req: IngestRequest, id: string, stages: readonly Stage[], spool: Spool) {
-  const stage = stages.find((s): s is AttachmentsStage => s.name === 'attachments' && 'rules' in s);
-  if (!stage || (req.direction === 'outbound' && stage.rules.scan === 'inbound')) return undefined;
-  const finding = await blockedInOriginal(spool.open(), stage.rules);
-  if (!finding) return undefined;
-  const { action } = stage.rules;
-  const quarantine = action === 'quarantine' ? new QuarantineSpool(deps.store.sublevels, `${id}.1`) : undefined;
-  let size = 0;
-  const rule = blockedOriginalRule(finding);
-  const outcome = quarantine ? `quarantined as ${quarantine.id}` : 'deleted';
-  return {
-    outcome,
-    wrapping: {
-      finding,
-      ...(quarantine ? { quarantineId: quarantine.id, keep: (bytes: Buffer) => quarantine.write(bytes) } : {}),
-      kept: (bytes: number) => (size = bytes),
-    } satisfies BlockedOriginal,
-    close: async () => quarantine?.close(),
-    /** The attachments stage's findings, as the stage writes them for a blocked part. */
-    findings: () => ({
-      summary: [`"${ORIGINAL_FILE_NAME}" ${outcome}: ${rule}.`],
-      attachments: [
-        {
-          fileName: ORIGINAL_FILE_NAME,
-          contentType: 'application/octet-stream',
-          blocked: true,
-          rule,
-          evidence: finding.evidence,
-          action: quarantine ? 'quarantined' : 'deleted',
-          ...(quarantine ? { quarantineId: quarantine.id } : {}),
-        } satisfies AttachmentFinding,
-      ],
-      action,
-    }),
-    /** The quarantine record, visible with the message, and the end of the pending mark the quarantine spool set. */
-    commitOps: (): StoreOp[] => {
-      if (!quarantine) return [];
-      const record: QuarantineRecord = {
-        id: quarantine.id,
-        messageId: id,
-        fileName: ORIGINAL_FILE_NAME,
-        contentType: 'application/octet-stream',
-        size,
-        storedBytes: quarantine.bytes,
-        rule,
-        evidence: finding.evidence,
-        date: new Date().toISOString(),
-        ...(req.department ? { department: req.department } : {}),
-      };
-      return [
-        { type: 'put', sublevel: deps.store.sublevels.quarantine, key: record.id, value: record },
-        { type: 'del', sublevel: deps.store.sublevels.pending, key: id },
-      ];
-    },
-  };
-}
 
 /**
  * Delivery-exception tagging for a wrapped message, from the original's own header block (not
