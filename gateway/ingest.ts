@@ -9,6 +9,7 @@ import type { Direction, MessageContext, Stage } from '../policy/stage.js';
 import { SpoolTee, fileSpool, spoolDir, type Spool } from '../policy/spool.js';
 import { unparsableFrom, type UnparsableMessage } from '../policy/unparsable.js';
 import { readHeaderBlock, wrappingMessage } from '../policy/wrapping-message.js';
+import { blockedOriginal } from '../policy/attachment-original.js';
 import { defaultMimeLimits } from '../policy/mime-check.js';
 import { attachmentFileNames } from '../policy/summary.js';
 import { rawMasker, type MaskingStage } from '../policy/data-masking.js';
@@ -277,10 +278,13 @@ async function storeWrapped(
   let counts: Record<string, number> = {};
   // The wrapper reads the original twice (header, then whole): count the last pass.
   const original = () => maskedOriginal((counts = {}));
-  const wrapper = wrappingMessage({ failure: unparsable, original, defaultDomain: req.defaultDomain ?? 'localhost', limits });
+  // Wrapping is no way around attachment blocking: the original is judged by the rules first.
+  const blocked = await blockedOriginal({ store: deps.store, stages, id: base.id, direction, department: req.department, original: () => spool.open() });
+  const wrapper = wrappingMessage({ failure: unparsable, original, defaultDomain: req.defaultDomain ?? 'localhost', limits, ...(blocked ? { blocked: blocked.wrapping } : {}) });
   let summary: Awaited<ReturnType<typeof runPipeline>>;
   try {
     summary = await runPipeline(wrapper, wrapCtx, [], writer, deps.limits);
+    await blocked?.close();
   } catch (err) {
     throw isStoreError(err) ? storeFailure(err) : err;
   }
@@ -296,10 +300,15 @@ async function storeWrapped(
       _WrappingMessageReason: `${unparsable.reason}: ${unparsable.detail}`,
       findings: {
         wrapping: {
-          summary: [`Stored as a wrapping message with the original attached: ${unparsable.detail}.`],
+          summary: [
+            blocked
+              ? `Stored as a wrapping message without the original, which the attachment policy blocks (${blocked.outcome}): ${unparsable.detail}.`
+              : `Stored as a wrapping message with the original attached: ${unparsable.detail}.`,
+          ],
           reason: unparsable.reason,
           detail: unparsable.detail,
         },
+        ...(blocked ? { attachments: blocked.findings() } : {}),
         ...(Object.keys(counts).length
           ? { masking: { summary: [`Masked the attached original as raw text, since it could not be parsed: ${Object.entries(counts).map(([k, v]) => `${k} ${v}`).join(', ')}.`], masked: counts, raw: true } }
           : {}),
@@ -308,12 +317,13 @@ async function storeWrapped(
       tags: ['wrapped', ...tagged.tags, ...(req.tags ?? [])],
     };
     // The retriever's record of the fetched message must be durable with whatever is stored for it.
-    await writer.commit(meta, req.commitOps ?? []);
+    await writer.commit(meta, [...(blocked?.commitOps() ?? []), ...(req.commitOps ?? [])]);
     return meta;
   } catch (err) {
     throw storeFailure(err);
   }
 }
+
 
 /**
  * Delivery-exception tagging for a wrapped message, from the original's own header block (not

@@ -48,11 +48,17 @@ export interface AttachmentFinding {
   action?: string;
 }
 
+/** The attachments stage, with its rules for what else must be judged by them (the original of a wrapping message, ingest.ts). */
+export interface AttachmentsStage extends Stage {
+  readonly rules: AttachmentRules;
+}
+
 /** The stage; partition rules supersede department rules (see attachment-rules.ts). */
-export function attachmentsStage(partition: AttachmentsSection | undefined, department: AttachmentsSection | undefined): Stage {
+export function attachmentsStage(partition: AttachmentsSection | undefined, department: AttachmentsSection | undefined): AttachmentsStage {
   const rules = attachmentRules(partition, department);
   return {
     name: STAGE,
+    rules,
     create(ctx) {
       if (ctx.direction === 'outbound' && rules.scan === 'inbound') {
         ctx.findings[STAGE] = { summary: ['Outbound mail is not scanned for attachments (scan = "inbound").'], attachments: [] };
@@ -233,20 +239,8 @@ class AttachmentBlocker extends ChunkStage {
 
   /** Emits the text part that stands where the blocked part was. */
   #replace(part: Part, verdict: PartVerdict): void {
-    const fileName = this.#fileName(part);
-    const qid = part.spool?.id;
-    const text =
-      `The attachment "${fileName}" was removed by the mail gateway: ${verdict.rule}.\r\n` +
-      (qid ? `It is kept in quarantine as ${qid}; an administrator can restore it (mailgate quarantine restore ${qid}).\r\n` : 'It was deleted.\r\n');
-    const ascii = /^[\x20-\x7e\r\n]*$/.test(text);
-    const lines = [
-      'Content-Type: text/plain; charset=utf-8',
-      `Content-Transfer-Encoding: ${ascii ? '7bit' : '8bit'}`,
-      'Content-Disposition: inline',
-      `${BLOCKED_FILE_HEADER}: ${headerText(fileName)}`,
-      `${BLOCKED_TYPE_HEADER}: ${part.node.contentType || 'application/octet-stream'}`,
-      ...(qid ? [`${QUARANTINE_ID_HEADER}: ${qid}`] : []),
-    ];
+    const placeholder = placeholderPart({ fileName: this.#fileName(part), contentType: part.node.contentType || 'application/octet-stream', rule: verdict.rule ?? '', quarantineId: part.spool?.id });
+    const lines = [...placeholder.headerLines];
     const headers = part.node.headers;
     if (part.node.root && headers) {
       // A single-part message that is itself the file: keep the message's own headers.
@@ -255,7 +249,7 @@ class AttachmentBlocker extends ChunkStage {
     }
     part.node.headers = new Headers(Buffer.from(lines.join('\r\n') + '\r\n\r\n'));
     this.push(part.node);
-    this.push({ node: part.node, type: 'body', value: Buffer.from(text.replace(/\r\n$/, '')) });
+    this.push({ node: part.node, type: 'body', value: Buffer.from(placeholder.text) });
   }
 
   #quarantineRecord(part: Part, spool: QuarantineSpool, verdict: PartVerdict): QuarantineRecord {
@@ -297,6 +291,28 @@ class AttachmentBlocker extends ChunkStage {
     const findings: StageFindings = { summary, attachments: this.#found, action: this.#rules.action };
     this.#ctx.findings[STAGE] = findings;
   }
+}
+
+/**
+ * The text part that stands where a blocked file was: header lines (naming the file, its type
+ * and its quarantine id, which restore looks for) and the text, without a last line end.
+ * Also stands for the original of a wrapping message when that is blocked (ingest.ts).
+ */
+export function placeholderPart(blocked: { fileName: string; contentType: string; rule: string; quarantineId?: string | undefined }): { headerLines: string[]; text: string } {
+  const { fileName, quarantineId: qid } = blocked;
+  const text =
+    `The attachment "${fileName}" was removed by the mail gateway: ${blocked.rule}.\r\n` +
+    (qid ? `It is kept in quarantine as ${qid}; an administrator can restore it (mailgate quarantine restore ${qid}).` : 'It was deleted.');
+  const ascii = /^[\x20-\x7e\r\n]*$/.test(text);
+  const headerLines = [
+    'Content-Type: text/plain; charset=utf-8',
+    `Content-Transfer-Encoding: ${ascii ? '7bit' : '8bit'}`,
+    'Content-Disposition: inline',
+    `${BLOCKED_FILE_HEADER}: ${headerText(fileName)}`,
+    `${BLOCKED_TYPE_HEADER}: ${blocked.contentType}`,
+    ...(qid ? [`${QUARANTINE_ID_HEADER}: ${qid}`] : []),
+  ];
+  return { headerLines, text };
 }
 
 function headerText(value: string): string {

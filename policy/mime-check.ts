@@ -116,10 +116,15 @@ interface MultipartState {
   node: MimeNode;
   /** Where it is, for the admin ("part 1.2"). */
   where: string;
+  /** `--boundary--`, the closing delimiter (RFC 2046 5.1.1). */
   closing: Buffer;
   parts: number;
   closed: boolean;
 }
+
+// What a delimiter line may carry besides `--boundary--`: up to 998 blanks (mailsplit's
+// bound, after RFC 2046 5.1.1's transport padding), CRs and the LF, a CR in front.
+const DELIMITER_LINE_EXTRA = 998 + 8;
 
 /** Counts of what the checker saw, for the findings of a message that passed. */
 export interface MimeCheckResult {
@@ -142,6 +147,15 @@ export class MimeChecker extends ChunkStage {
   readonly #multiparts = new Map<object, MultipartState>();
   /** The part the last opening delimiter announced, until its node arrives. */
   #announced: MimeNode | undefined;
+  /** The start of a multipart data line whose end has not arrived yet (a delimiter cut across chunks). */
+  #line: Buffer[] = [];
+  #lineBytes = 0;
+  /** The node of the last data chunk, which the line in {@link #line} belongs to. */
+  #lastDataNode: MimeNode | undefined;
+  /** The current data line is longer than any delimiter line: not one. */
+  #lineTooLong = false;
+  /** The longest closing delimiter of the multiparts seen, for bounding {@link #line}. */
+  #longestClosing = 0;
   /** Set by the stage to record findings: called once, with the failure or with none when the message passed. */
   onDone?: (failure?: UnparsableMessage) => void;
 
@@ -156,6 +170,8 @@ export class MimeChecker extends ChunkStage {
     try {
       if (chunk.type === 'node') this.#onNode(chunk);
       else if (chunk.type === 'data') this.#onData(chunk.node, chunk.value);
+      // A delimiter line is never cut by a part's node or body: a partial line before one is not a delimiter.
+      if (chunk.type !== 'data') this.#dropLine();
     } catch (err) {
       throw this.#fail(err);
     }
@@ -163,6 +179,12 @@ export class MimeChecker extends ChunkStage {
   }
 
   protected override flush(): void {
+    // Only a closing delimiter may end the input without a line end (as mailsplit reads it).
+    try {
+      if (this.#lineBytes > 0 && !this.#lineTooLong && this.#lastDataNode) this.#closingLine(this.#lastDataNode, Buffer.concat(this.#line, this.#lineBytes));
+    } catch (err) {
+      throw this.#fail(err);
+    }
     for (const state of this.#multiparts.values()) {
       if (state.closed || (state.parts > 0 && !this.#wrapUnterminated)) continue;
       const boundary = JSON.stringify(printable(state.closing.subarray(2, -2).toString('latin1'), 80));
@@ -207,7 +229,9 @@ export class MimeChecker extends ChunkStage {
       if (!node._boundary) {
         throw new UnparsableMessage('boundary_missing', `${cap(where)} is multipart/${printable(node.multipart, 40)} without a usable boundary parameter`);
       }
-      this.#multiparts.set(node, { node, where, closing: Buffer.concat([Buffer.from('--'), node._boundary, Buffer.from('--')]), parts: 0, closed: false });
+      const closing = Buffer.concat([Buffer.from('--'), node._boundary, Buffer.from('--')]);
+      this.#multiparts.set(node, { node, where, closing, parts: 0, closed: false });
+      this.#longestClosing = Math.max(this.#longestClosing, closing.length);
     }
     if (isMessage && this.#quarantineTest && node.headers) {
       const marker = quarantineMarker(node.headers.getFirst('subject'));
@@ -215,9 +239,14 @@ export class MimeChecker extends ChunkStage {
     }
   }
 
-  // A closing delimiter is reported as a `data` chunk of the multipart it closes (mailsplit
-  // attributes delimiter lines to the multipart whose boundary matched). A delimiter that opens
-  // a part comes as a `data` chunk of the new part, before that part's node.
+  // Delimiter lines come as `data` chunks, and so do a multipart's preamble and epilogue. A
+  // delimiter that opens a part comes alone, as a chunk of the new part, before that part's
+  // node. Closing delimiters do not come one to a chunk of the multipart they close: mailsplit
+  // joins consecutive data lines into one chunk of the node that owns the first, so after a
+  // nested multipart `--inner--` and `--outer--` arrive together as a chunk of the inner one
+  // (Apple Mail's alternative/related, nodemailer's HTML with embedded images), and a line
+  // may be cut across chunks. So every data line is read, and one that closes the chunk's
+  // node or any multipart above it closes that multipart (RFC 2046 5.1.1).
   #onData(node: MimeNode, value: Buffer | undefined): void {
     if (!this.#depth.has(node)) {
       // mailsplit 5.4 drops a part whose header is cut off by the next delimiter (no empty
@@ -229,15 +258,59 @@ export class MimeChecker extends ChunkStage {
         throw new UnparsableMessage('header_no_end', `A part of ${where} has a header with no end: a boundary line follows it directly`);
       }
       this.#announced = node;
+      this.#dropLine();
       return;
     }
-    const state = this.#multiparts.get(node);
-    if (!state || state.closed || !value) return;
-    for (let at = value.indexOf(state.closing); at >= 0; at = value.indexOf(state.closing, at + 1)) {
-      if (at > 0 && value[at - 1] !== 0x0a && value[at - 1] !== 0x0d) continue;
-      let i = at + state.closing.length;
-      while (i < value.length && (value[i] === 0x20 || value[i] === 0x09)) i++;
-      if (i === value.length || value[i] === 0x0d || value[i] === 0x0a) {
+    if (!value || value.length === 0 || this.#multiparts.size === 0) return;
+    this.#lastDataNode = node;
+    let start = 0;
+    for (let lf = value.indexOf(0x0a); lf >= 0; lf = value.indexOf(0x0a, start)) {
+      if (!this.#lineTooLong && this.#fits(lf - start)) {
+        const piece = value.subarray(start, lf);
+        this.#closingLine(node, this.#lineBytes ? Buffer.concat([...this.#line, piece]) : piece);
+      }
+      this.#dropLine();
+      start = lf + 1;
+    }
+    if (start < value.length && !this.#lineTooLong) {
+      if (this.#fits(value.length - start)) {
+        // Copied: the chunk's buffer is the splitter's, and is handed on.
+        this.#line.push(Buffer.from(value.subarray(start)));
+        this.#lineBytes += value.length - start;
+      } else {
+        this.#dropLine();
+        this.#lineTooLong = true;
+      }
+    }
+  }
+
+  /** Whether the line held so far and `more` bytes can still be a delimiter line. */
+  #fits(more: number): boolean {
+    return this.#lineBytes + more <= this.#longestClosing + DELIMITER_LINE_EXTRA;
+  }
+
+  #dropLine(): void {
+    this.#line = [];
+    this.#lineBytes = 0;
+    this.#lineTooLong = false;
+  }
+
+  /**
+   * Closes the innermost open multipart, the chunk's node or one above it, whose closing
+   * delimiter `line` is: `--boundary--`, then only blanks and CRs (the LF is already off).
+   * mailsplit accepts a lone CR in front of a delimiter; so do we.
+   */
+  #closingLine(node: MimeNode, line: Buffer): void {
+    const from = line[0] === 0x0d ? 1 : 0;
+    if (line[from] !== 0x2d || line[from + 1] !== 0x2d) return;
+    for (let owner: MimeNode | false = node; owner; owner = owner.parentNode) {
+      const state = this.#multiparts.get(owner);
+      if (!state || state.closed) continue;
+      if (!line.subarray(from, from + state.closing.length).equals(state.closing)) continue;
+      let i = from + state.closing.length;
+      while (i < line.length && (line[i] === 0x20 || line[i] === 0x09)) i++;
+      while (i < line.length && line[i] === 0x0d) i++;
+      if (i === line.length) {
         state.closed = true;
         return;
       }

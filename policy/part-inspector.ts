@@ -4,7 +4,7 @@
  * messages, what is inside (known only at the end of the part). The caller feeds the raw
  * encoded body chunks; nothing is kept beyond a few bytes and the names found.
  */
-import { Splitter, type MimeNode, type SplitterChunk } from '@zone-eu/mailsplit';
+import { MimeNode, Splitter, type SplitterChunk } from '@zone-eu/mailsplit';
 import { presentedNames, type PresentedName } from './attachment-names.js';
 import { sniffContent, SNIFF_BYTES, type ContentKind } from './file-sniff.js';
 import { bodyDecoder, type BodyDecoder } from './transfer-decode.js';
@@ -32,6 +32,19 @@ export function isAttachmentPart(node: MimeNode, names: readonly PresentedName[]
   return !type.startsWith('text/') && !NOT_FILES.has(type) && !(node.root && !node.parentNode && type === 'text/plain');
 }
 
+/** How {@link PartInspector} reads a part when it is not the stage's ordinary reading. */
+export interface InspectOptions {
+  /**
+   * Decode the body as this transfer encoding instead of the one declared: the original of a
+   * wrapped message is read every way a mail client might read it (attachment-original-scan.ts).
+   */
+  decodeAs?: 'base64' | 'raw';
+  /** Sniff the content of a part that is not an attachment too (default: attachments only). */
+  sniffAll?: boolean;
+  /** Parse an attached message/rfc822 and judge what it holds (default true). */
+  nestedMessages?: boolean;
+}
+
 /** Judges one part; see the module comment. */
 export class PartInspector {
   readonly names: PresentedName[];
@@ -48,17 +61,19 @@ export class PartInspector {
   #zip: ZipLister | undefined;
   #message: NestedMessage | undefined;
   #evidence: string[] = [];
+  readonly #sniffAll: boolean;
 
-  constructor(node: MimeNode, rules: AttachmentRules, depth = 1) {
+  constructor(node: MimeNode, rules: AttachmentRules, depth = 1, opts: InspectOptions = {}) {
     this.#rules = rules;
     this.names = presentedNames(node);
     this.isAttachment = isAttachmentPart(node, this.names);
-    this.#decoder = bodyDecoder(node);
+    this.#decoder = bodyDecoder(opts.decodeAs ? codecNode(opts.decodeAs) : node);
+    this.#sniffAll = opts.sniffAll ?? false;
     for (const n of this.names) this.#evidence.push(...n.evidence.map((e) => `${n.source} "${n.given}": ${e}`));
     const distinct = new Set(this.names.map((n) => n.normalised.toLowerCase()));
     if (distinct.size > 1) this.#evidence.push(`the part gives different names: ${[...distinct].map((n) => `"${n}"`).join(', ')}; all are checked`);
     this.nameVerdict = this.#judgeNames(node);
-    if (node.contentType === 'message/rfc822' && this.isAttachment) {
+    if (node.contentType === 'message/rfc822' && this.isAttachment && opts.nestedMessages !== false) {
       if (depth < rules.limits.maxDepth) this.#message = new NestedMessage(rules, depth + 1);
       // As an archive nested too deep: what is inside would go unjudged (a file hidden four
       // forwards down passed when the limit was three).
@@ -69,6 +84,11 @@ export class PartInspector {
   /** True once enough bytes were seen to know the content kind. */
   get sniffed(): boolean {
     return this.#sniffed;
+  }
+
+  /** What the first bytes showed the content to be, once {@link sniffed} (and sniffing applied to the part). */
+  get kind(): ContentKind['id'] | undefined {
+    return this.#kind?.id;
   }
 
   /** Whether the verdict needs the whole body (archives, attached messages). */
@@ -166,7 +186,7 @@ export class PartInspector {
   // or message parser: they are the start of what it parses.
   #sniff(): void {
     this.#sniffed = true;
-    if (this.isAttachment) {
+    if (this.isAttachment || this.#sniffAll) {
       this.#kind = sniffContent(this.#head);
       if (this.#kind?.id === 'zip') this.#zip = new ZipLister(this.#rules.limits, 1);
     }
@@ -174,6 +194,14 @@ export class PartInspector {
     this.#zip?.push(this.#head);
     this.#message?.push(this.#head);
   }
+}
+
+/** A node that only says how a body is encoded, for reading a body another way than declared. */
+function codecNode(encoding: 'base64' | 'raw'): MimeNode {
+  const node = new MimeNode(false);
+  node.addHeaderChunk(Buffer.from(encoding === 'base64' ? 'Content-Transfer-Encoding: base64\r\n\r\n' : '\r\n'));
+  node.parseHeaders();
+  return node;
 }
 
 /**

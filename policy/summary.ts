@@ -43,7 +43,8 @@ export class SummaryCollector extends ChunkStage {
       this.summary.cc = addresses(headers.get('cc'));
       const messageId = headers.getFirst('message-id').replace(/^\s*<|>\s*$/g, '');
       if (messageId) this.summary.messageId = messageId;
-      return;
+      // A single-part message can itself be the file (Content-Disposition: attachment on the
+      // whole message): it is listed like any attachment, below.
     }
     if (node.multipart) return;
     // A part the attachments stage replaced still names the removed file (policy/attachment-blocking.ts).

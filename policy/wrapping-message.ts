@@ -18,6 +18,8 @@ import addressparser from 'nodemailer/lib/addressparser';
 import { defaultMimeLimits, headerCost, headerProblem, type MimeLimits } from './mime-check.js';
 import { printable, unparsableReasons, type UnparsableReason } from './unparsable.js';
 import { HEADER_READ_LIMIT } from './header-text.js';
+import { placeholderPart } from './attachment-blocking.js';
+import type { OriginalFinding } from './attachment-original-scan.js';
 
 /** What {@link wrappingMessage} needs. */
 export interface WrappingMessageOptions {
@@ -34,6 +36,33 @@ export interface WrappingMessageOptions {
   limits?: Pick<MimeLimits, 'maxHeaderSize' | 'maxHeaderLine'>;
   /** The Date of a wrapping message whose original header could not be read. */
   now?: Date;
+  /** Set when the original holds something the attachment rules block: it is not attached. */
+  blocked?: BlockedOriginal;
+}
+
+/**
+ * The original of a wrapping message that is not attached, because the attachment rules block
+ * something in it (attachment-original-scan.ts): a placeholder part stands where it would be,
+ * as for any blocked attachment, and the text says why.
+ */
+export interface BlockedOriginal {
+  /** What in the original is blocked, and where. */
+  finding: OriginalFinding;
+  /** The quarantine id when the original is kept in quarantine; absent when it is deleted. */
+  quarantineId?: string;
+  /**
+   * Takes, in order, the bytes of the part that would have carried the original: its header
+   * block and base64 body as the splitter reads the part (without the line end that belongs
+   * to the closing boundary line), which is what restore puts back in place of the placeholder.
+   */
+  keep?: (bytes: Buffer) => Promise<void>;
+  /** Told the size of the original once it has been read whole (what `quarantine export` gives back). */
+  kept?: (originalBytes: number) => void;
+}
+
+/** Why the original is blocked, in one line for the placeholder, the text and the listings. */
+export function blockedOriginalRule(finding: OriginalFinding): string {
+  return `the original contains "${finding.fileName}" (${finding.where}): ${finding.rule}`;
 }
 
 /** Name of the attached original. */
@@ -75,16 +104,23 @@ export function wrappingMessage(opts: WrappingMessageOptions): Readable {
       'latin1',
     );
     yield head;
+    const blocked = opts.blocked;
     yield Buffer.from(
       [
-        'This is a wrapping message in MIME format: the original message is attached.',
+        `This is a wrapping message in MIME format: the original message is ${blocked ? 'blocked by the attachment policy' : 'attached'}.`,
         '',
         `--${boundary}`,
         'Content-Type: text/plain; charset=us-ascii',
         'Content-Transfer-Encoding: 7bit',
         '',
-        ...explanation(opts.failure),
+        ...explanation(opts.failure, blocked),
         `--${boundary}`,
+        '',
+      ].join(CRLF),
+      'latin1',
+    );
+    const attachmentHeader = Buffer.from(
+      [
         `Content-Type: application/octet-stream; name="${ORIGINAL_FILE_NAME}"`,
         `Content-Disposition: attachment; filename="${ORIGINAL_FILE_NAME}"`,
         'Content-Description: Original Incoming Email',
@@ -94,19 +130,61 @@ export function wrappingMessage(opts: WrappingMessageOptions): Readable {
       ].join(CRLF),
       'latin1',
     );
-    yield* base64Lines(opts.original());
+    if (!blocked) {
+      yield attachmentHeader;
+      yield* base64Lines(opts.original());
+    } else {
+      await keepOriginal(blocked, attachmentHeader, opts.original());
+      const placeholder = placeholderPart({ fileName: ORIGINAL_FILE_NAME, contentType: 'application/octet-stream', rule: blockedOriginalRule(blocked.finding), quarantineId: blocked.quarantineId });
+      yield Buffer.from(placeholder.headerLines.join(CRLF) + CRLF + CRLF + placeholder.text + CRLF, 'utf8');
+    }
     yield Buffer.from(`--${boundary}--${CRLF}`, 'latin1');
   }
   return Readable.from(bytes(), { objectMode: false });
 }
 
-/** The text part: the Genesys sentence, the reason, and where the original is. */
-function explanation(failure: { reason: UnparsableReason; detail: string }): string[] {
+/** Hands the part that would have carried the original to `blocked.keep` (or only reads the original through, to count it). */
+async function keepOriginal(blocked: BlockedOriginal, attachmentHeader: Buffer, original: Readable): Promise<void> {
+  const keep = blocked.keep;
+  let size = 0;
+  if (!keep) {
+    // Deleted: nothing is kept. The original is not read at all.
+    original.destroy();
+    blocked.kept?.(0);
+    return;
+  }
+  await keep(attachmentHeader);
+  // The last line end belongs to the boundary line after the part: held back, and never kept.
+  let held = Buffer.alloc(0);
+  const counted = countBytes(original, (n) => (size += n));
+  for await (const lines of base64Lines(counted)) {
+    const data = held.length ? Buffer.concat([held, lines]) : lines;
+    await keep(data.subarray(0, data.length - 2));
+    held = Buffer.from(data.subarray(data.length - 2));
+  }
+  blocked.kept?.(size);
+}
+
+/** `input` as an async iterable that tells `count` the size of every chunk. */
+async function* countBytes(input: Readable, count: (n: number) => void): AsyncGenerator<Buffer> {
+  for await (const chunk of input as AsyncIterable<Buffer>) {
+    count(chunk.length);
+    yield chunk;
+  }
+}
+
+/** The text part: the Genesys sentence, the reason, and where the original is (or why it is not attached). */
+function explanation(failure: { reason: UnparsableReason; detail: string }, blocked: BlockedOriginal | undefined): string[] {
+  const lines = [`Error encountered during preprocessing of this message: ${unparsableReasons[failure.reason]} [${failure.reason}].`, printable(failure.detail, 600), ''];
+  if (!blocked) return [...lines, 'Original Incoming Email is attached to this Email.', ''];
+  const qid = blocked.quarantineId;
   return [
-    `Error encountered during preprocessing of this message: ${unparsableReasons[failure.reason]} [${failure.reason}].`,
-    printable(failure.detail, 600),
-    '',
-    'Original Incoming Email is attached to this Email.',
+    ...lines,
+    // Cisco guide, "Blocking Attachments": what the policy blocks does not come through, wrapped or not.
+    printable(`The original incoming email is not attached: ${blockedOriginalRule(blocked.finding)}.`, 600),
+    qid
+      ? `It is kept in quarantine as ${qid}; an administrator can restore it into this message (mailgate quarantine restore ${qid}).`
+      : 'It was deleted, as the attachment policy says (action = "delete").',
     '',
   ];
 }
@@ -174,9 +252,9 @@ function isValidFrom(line: string): boolean {
 }
 
 /** The bytes of `input` in base64, 76 characters a line, CRLF line ends; streams in constant memory. */
-export async function* base64Lines(input: Readable): AsyncGenerator<Buffer> {
+export async function* base64Lines(input: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
   let rest = Buffer.alloc(0);
-  for await (const chunk of input as AsyncIterable<Buffer>) {
+  for await (const chunk of input) {
     const data = rest.length ? Buffer.concat([rest, chunk]) : chunk;
     const whole = data.length - (data.length % BASE64_LINE_BYTES);
     if (whole > 0) yield encodeLines(data.subarray(0, whole));

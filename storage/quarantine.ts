@@ -1,8 +1,10 @@
 /**
  * Quarantined attachments: records in the `quarantine` sublevel (`<message id>.<n>`), the
  * original part's bytes in `quarantineChunks` (see layout.ts and quarantine-spool.ts). The
- * attachments stage writes them; these functions list, read, delete and restore them
- * (Cisco guide: "Viewing / Restoring / Deleting Blocked Attachments").
+ * attachments stage writes them, and ingest for the original of a wrapping message that the
+ * rules block (`original-message.eml`, the part that would have carried it); these functions
+ * list, read, delete and restore them (Cisco guide: "Viewing / Restoring / Deleting Blocked
+ * Attachments").
  */
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';

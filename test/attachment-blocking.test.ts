@@ -1,12 +1,15 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createReadStream, readFileSync } from 'node:fs';
-import { Writable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { pino } from 'pino';
 import { runPipeline } from '../policy/pipeline.js';
 import type { Direction, MessageContext } from '../policy/stage.js';
 import { attachmentsSectionSchema, attachmentsStage, type AttachmentFinding } from '../policy/attachment-blocking.js';
 import { attachmentFileNames } from '../policy/summary.js';
+import { attachmentRules } from '../policy/attachment-rules.js';
+import { blockedInOriginal } from '../policy/attachment-original-scan.js';
+import { hiddenExecutableCases } from './helpers/fuzz.js';
 import { Store, newMessageId } from '../storage/store.js';
 import { listQuarantine, openQuarantined } from '../storage/quarantine.js';
 import { fixture, tempDir } from './helpers/paths.js';
@@ -197,4 +200,18 @@ test('content is sniffed from the bytes a mail client decodes: base64 padded lin
   const found = run.ctx.findings['attachments']!['attachments'] as AttachmentFinding[];
   assert.equal(found[0]?.blocked, true, JSON.stringify(found));
   assert.match(found[0]!.rule ?? '', /exe|executable/i);
+});
+
+test('the original of a wrapping message is judged alike whatever the chunks it is read in (1 byte up), and its harmless twins pass', async () => {
+  const rules = attachmentRules(attachmentsSectionSchema.parse({ blocked_extensions: ['.exe'] }), undefined);
+  for (const c of hiddenExecutableCases().filter((h) => h.bytes.length < 100_000)) {
+    const whole = await blockedInOriginal(Readable.from([c.bytes]), rules);
+    assert.equal(Boolean(whole), c.hides, `${c.name}: ${whole?.rule}`);
+    if (whole) assert.match(`${whole.fileName}: ${whole.rule}`, /\.exe|executable/, c.name);
+    for (const size of [1, 3, 7, 64, 4096]) {
+      const chunks: Buffer[] = [];
+      for (let at = 0; at < c.bytes.length; at += size) chunks.push(c.bytes.subarray(at, at + size));
+      assert.deepEqual(await blockedInOriginal(Readable.from(chunks), rules), whole, `${c.name} in chunks of ${size}`);
+    }
+  }
 });

@@ -81,3 +81,33 @@ test('quarantine round trip: block, list, export, restore byte for byte, delete'
   // The restored message still reads back after a reopen (its new generation of chunks).
   assert.ok((await cli('messages', 'raw', byName)).equals(readFileSync(fixture('attachments', 'double-extension.eml'))));
 });
+
+test('a message that is itself the attachment is listed in _AttachmentFileNames and attachments, allowed or blocked, and after a restore', async (t) => {
+  const department = attachmentsSectionSchema.parse({ blocked_extensions: ['.exe'] });
+  const gw = await startTestGateway('', { stages: () => [attachmentsStage(undefined, department)] });
+  t.after(() => gw.cleanup());
+  const show = async (id: string) => {
+    const r = await runCli(['messages', 'show', id, '--json', '--config', gw.configFile]);
+    assert.equal(r.code, 0, r.stderr);
+    return JSON.parse(r.stdout.toString()) as MessageMeta;
+  };
+
+  const pdf = await show(await send(gw.port, 'root-pdf.eml'));
+  assert.deepEqual(pdf._AttachmentFileNames, ['statement.pdf']);
+  assert.deepEqual(pdf.attachments.map((a) => [a.fileName, a.contentType, a.blocked]), [['statement.pdf', 'application/pdf', undefined]]);
+  assert.equal(pdf.subject, 'statement', 'the message header is still read');
+
+  const exeId = await send(gw.port, 'root-exe.eml');
+  const exe = await show(exeId);
+  assert.deepEqual(exe._AttachmentFileNames, ['setup.exe [blocked]']);
+  assert.deepEqual(exe.attachments.map((a) => [a.fileName, a.blocked]), [['setup.exe', true]]);
+  const [record] = JSON.parse((await runCli(['quarantine', 'list', '--message', exeId, '--json', '--config', gw.configFile])).stdout.toString()) as QuarantineRecord[];
+  assert.ok(record);
+  const restored = await runCli(['quarantine', 'restore', record.id, '--config', gw.configFile]);
+  assert.equal(restored.code, 0, restored.stderr);
+  const raw = await runCli(['messages', 'raw', exeId, '--config', gw.configFile]);
+  assert.ok(raw.stdout.equals(readFileSync(fixture('attachments', 'root-exe.eml'))), 'restored byte for byte');
+  const after = await show(exeId);
+  assert.deepEqual(after._AttachmentFileNames, ['setup.exe']);
+  assert.deepEqual(after.attachments.map((a) => [a.fileName, a.contentType, a.blocked]), [['setup.exe', 'application/octet-stream', undefined]]);
+});

@@ -1,18 +1,21 @@
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { readdir, readFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { spoolDir } from '../policy/spool.js';
 import { Readable } from 'node:stream';
 import path from 'node:path';
 import nodemailer from 'nodemailer';
+import { simpleParser } from 'mailparser';
 import { wrappingStage } from '../policy/wrap-unparsable.js';
 import type { Stage } from '../policy/stage.js';
 import { ingestMessage } from '../gateway/ingest.js';
 import { silentLogger } from '../gateway/logger.js';
 import { MailgateError } from '../gateway/errors.js';
 import { Store } from '../storage/store.js';
-import { startTestGateway, type TestGateway } from './helpers/gateway.js';
+import { runCli, startTestGateway, type TestGateway } from './helpers/gateway.js';
+import { PE_PROGRAM, RawSmtpClient, base64Body, hiddenExecutableCases, type HiddenExecutable } from './helpers/fuzz.js';
+import { listQuarantine, openQuarantinedContent, restoreQuarantined, type QuarantineRecord } from '../storage/quarantine.js';
 import { fixture, tempDir } from './helpers/paths.js';
 import { asReceivedOverSmtp, parseWrapped, storedMessage } from './helpers/wrapped.js';
 import { failingStage } from './helpers/pipeline.js';
@@ -205,3 +208,191 @@ test('a truncated bounce is wrapped and still tagged as a delivery exception fro
   assert.ok(meta.tags.includes('exception-queue'));
   assert.ok(meta.findings.delivery_exceptions?.summary.length);
 });
+
+test('nested multiparts that end with a multipart are stored parsed and byte for byte over SMTP; a really unterminated one is still wrapped', async (t) => {
+  const gw = await startTestGateway(); // the default policy: all four stages
+  t.after(() => gw.cleanup());
+  // What nodemailer itself writes for HTML with an embedded image: alternative(text, related(html, image)).
+  const built = await nodemailer.createTransport({ streamTransport: true, buffer: true }).sendMail({
+    from: 'customer@example.org',
+    to: 'support@example.com',
+    subject: 'Screenshot',
+    text: 'The error is in the picture.',
+    html: '<p>The error is in the picture: <img src="cid:shot@example.org"></p>',
+    attachments: [{ filename: 'shot.png', cid: 'shot@example.org', content: Buffer.from('89504e470d0a1a0a0000000d4948445200000001', 'hex') }],
+  });
+  const fromNodemailer = built.message as Buffer;
+  assert.match(fromNodemailer.toString('latin1'), /multipart\/alternative[\s\S]*multipart\/related/, 'nodemailer nests related inside alternative');
+  const messages: [string, Buffer][] = [
+    ['nodemailer HTML with an embedded image', fromNodemailer],
+    ['Apple Mail alternative(text, related(html, image))', readFileSync(fixture('unparsable', 'ok-nested-last-apple-mail.eml'))],
+    ['mixed(attachment, alternative(text, html))', readFileSync(fixture('unparsable', 'ok-nested-last-mixed.eml'))],
+  ];
+  for (const [name, sent] of messages) {
+    const id = await send(gw, sent);
+    const { meta, raw } = await storedMessage(gw.store, id);
+    assert.ok(!meta.tags.includes('wrapped'), `${name}: ${meta._WrappingMessageReason}`);
+    assert.equal(meta._WrappingMessageReason, undefined, name);
+    assert.ok(raw.equals(asReceivedOverSmtp(sent)), `${name}: stored as received`);
+    assert.match(meta.findings.wrapping?.summary[0] ?? '', /^The message parsed cleanly/, name);
+  }
+  for (const file of ['boundary-unterminated-outer.eml', 'boundary-unterminated-inner.eml']) {
+    const sent = readFileSync(fixture('unparsable', file));
+    const id = await send(gw, sent);
+    const { meta, raw } = await storedMessage(gw.store, id);
+    assert.match(meta._WrappingMessageReason ?? '', /^boundary_unterminated: /, file);
+    assert.ok((await parseWrapped(raw, meta)).original.equals(asReceivedOverSmtp(sent)), file);
+  }
+  await assertNoSpoolLeft(gw.store);
+});
+
+
+// Issue 17, fault 2: wrapping must never be a way around attachment blocking.
+
+/** A gateway whose partition policy blocks .exe with `action`, the wrapping and attachments stages on. */
+async function blockingGateway(t: TestContext, action: 'quarantine' | 'delete'): Promise<TestGateway> {
+  const { dir, cleanup } = await tempDir();
+  t.after(cleanup);
+  const policy = path.join(dir, 'partition.toml');
+  await writeFile(policy, `[attachments]\nblocked_extensions = [".exe"]\naction = "${action}"\n`);
+  const gw = await startTestGateway(`[partition]\npolicy = ${JSON.stringify(policy)}\n`);
+  t.after(() => gw.cleanup());
+  return gw;
+}
+
+/**
+ * Where `secret` (the program, or its base64 lines) can be read from a stored message: its
+ * bytes, each attachment a mail client decodes, and each attachment of an attached message.
+ */
+async function leaks(raw: Buffer, secrets: Buffer[], depth = 0): Promise<string[]> {
+  const found = secrets.filter((s) => raw.includes(s)).map((s) => `${depth ? 'an attached message' : 'the stored bytes'} hold ${JSON.stringify(s.toString('latin1', 0, 12))}...`);
+  if (depth > 2) return found;
+  const parsed = await simpleParser(raw, { skipTextToHtml: true });
+  for (const a of parsed.attachments) found.push(...(await leaks(a.content, secrets, depth + 1)).map((l) => `${a.filename ?? 'an attachment'}: ${l}`));
+  return found;
+}
+
+/** The program and the attached file, raw and as the base64 lines the message carried them in. */
+function secretsOf(payload: Buffer): Buffer[] {
+  const lines = base64Body(payload).split('\r\n').filter((l) => l.length === 76);
+  return [PE_PROGRAM.subarray(0, 160), payload.subarray(0, 160), ...lines.slice(0, 2).map((l) => Buffer.from(l))];
+}
+
+const gbkExecutable = (): Buffer =>
+  hiddenExecutableCases().find((c) => c.name === 'header_undecodable, a name= in raw GBK ending in .exe')!.bytes;
+
+test('setup.exe first and an alternative last is parsed and the program blocked; a raw GBK name ending in .exe is wrapped and the original quarantined whole, restorable', async (t) => {
+  const gw = await blockingGateway(t, 'quarantine');
+  const cli = async (...args: string[]) => {
+    const r = await runCli([...args, '--config', gw.configFile]);
+    assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
+    return r.stdout;
+  };
+  // The first case of the issue: the nested alternative no longer makes the message unparsable.
+  const mixed = Buffer.from(
+    [
+      'From: Customer <customer@example.org>', 'To: support@example.com', 'Subject: installer', 'MIME-Version: 1.0',
+      'Content-Type: multipart/mixed; boundary="outer"', '',
+      '--outer', 'Content-Type: application/octet-stream; name="setup.exe"', 'Content-Disposition: attachment; filename="setup.exe"',
+      'Content-Transfer-Encoding: base64', '', base64Body(PE_PROGRAM),
+      '--outer', 'Content-Type: multipart/alternative; boundary="inner"', '',
+      '--inner', 'Content-Type: text/plain', '', 'Run the installer.', '--inner', 'Content-Type: text/html', '', '<p>Run the installer.</p>', '--inner--', '',
+      '--outer--', '',
+    ].join('\r\n'),
+  );
+  const parsedId = await send(gw, mixed);
+  const parsed = await storedMessage(gw.store, parsedId);
+  assert.ok(!parsed.meta.tags.includes('wrapped'), String(parsed.meta._WrappingMessageReason));
+  assert.deepEqual(parsed.meta._AttachmentFileNames, ['setup.exe [blocked]']);
+  assert.deepEqual(await leaks(parsed.raw, secretsOf(PE_PROGRAM)), []);
+
+  // The second: wrapped for its header, its original is blocked whole, and kept in quarantine.
+  const sent = gbkExecutable();
+  const id = await send(gw, sent);
+  const { meta, raw } = await storedMessage(gw.store, id);
+  assert.match(meta._WrappingMessageReason ?? '', /^header_undecodable: /);
+  assert.deepEqual(meta.tags, ['wrapped']);
+  assert.deepEqual(await leaks(raw, secretsOf(PE_PROGRAM)), [], 'the program is nowhere in the stored message');
+  assert.deepEqual(meta._AttachmentFileNames, ['original-message.eml [blocked]']);
+  const text = raw.toString('latin1');
+  assert.match(text, /Error encountered during preprocessing of this message: a header contains bytes that are neither ASCII nor UTF-8 \[header_undecodable\]/);
+  assert.match(text, /The original incoming email is not attached: the original contains "\?\?\?\?\.exe" \(part 2\): blocked extension \.exe \(partition policy\)\./);
+  const [record] = JSON.parse((await cli('quarantine', 'list', '--message', id, '--json')).toString()) as QuarantineRecord[];
+  assert.ok(record, 'the original is in quarantine');
+  assert.equal(record.fileName, 'original-message.eml');
+  assert.match(record.rule, /^the original contains ".*\.exe" \(part 2\): blocked extension \.exe \(partition policy\)$/);
+  assert.match(text, new RegExp(`It is kept in quarantine as ${record.id.replace('.', '\\.')}; an administrator can restore it`));
+  assert.match(meta.findings.attachments?.summary[0] ?? '', /^"original-message\.eml" quarantined as \S+: the original contains ".*\.exe" \(part 2\): blocked extension \.exe/);
+  assert.match(meta.findings.wrapping?.summary[0] ?? '', /without the original, which the attachment policy blocks \(quarantined as /);
+  // export gives the original back as received; restore puts it into the wrapping message.
+  const exported = path.join(gw.dir, 'original.eml');
+  await cli('quarantine', 'export', record.id, exported);
+  assert.ok((await readFile(exported)).equals(asReceivedOverSmtp(sent)), 'quarantine export gives the original');
+  assert.equal(record.size, asReceivedOverSmtp(sent).length);
+  await cli('quarantine', 'restore', record.id);
+  const restored = await storedMessage(gw.store, id);
+  assert.ok((await parseWrapped(restored.raw, restored.meta)).original.equals(asReceivedOverSmtp(sent)), 'restored: the original is attached again');
+  assert.deepEqual(restored.meta._AttachmentFileNames, ['original-message.eml']);
+  assert.deepEqual((await listQuarantine(gw.store)).map((r) => r.messageId), [parsedId], 'only the program of the parsed message is left in quarantine');
+  await assertNoSpoolLeft(gw.store);
+});
+
+test('with action = "delete" the blocked original of a wrapping message is gone, and the wrapping message says so', async (t) => {
+  const gw = await blockingGateway(t, 'delete');
+  const id = await send(gw, gbkExecutable());
+  const { meta, raw } = await storedMessage(gw.store, id);
+  assert.match(meta._WrappingMessageReason ?? '', /^header_undecodable: /);
+  assert.deepEqual(await leaks(raw, secretsOf(PE_PROGRAM)), []);
+  assert.match(raw.toString('latin1'), /The original incoming email is not attached: the original contains .*\.exe" \(part 2\): blocked extension \.exe/);
+  assert.match(raw.toString('latin1'), /It was deleted, as the attachment policy says \(action = "delete"\)\./);
+  assert.deepEqual(await listQuarantine(gw.store), []);
+  assert.deepEqual(await gw.store.sublevels.quarantineChunks.keys().all(), [], 'no bytes of it kept');
+  assert.deepEqual(meta._AttachmentFileNames, ['original-message.eml [blocked]']);
+  await assertNoSpoolLeft(gw.store);
+});
+
+/** Sends one hidden-executable case and checks that the program is stored nowhere but in quarantine, which gives the original back. */
+async function checkHidden(gw: TestGateway, client: RawSmtpClient, c: HiddenExecutable, action: 'quarantine' | 'delete'): Promise<void> {
+  const sent = await client.send([c.bytes], 30_000);
+  assert.equal(sent.code, 250, `${c.name}: ${sent.reply}`);
+  const id = /queued as (\S+)/.exec(sent.reply)![1]!;
+  const { meta, raw } = await storedMessage(gw.store, id);
+  assert.equal(meta.findings.wrapping?.reason, c.reason, c.name);
+  if (!c.hides) {
+    // Broken alone is no reason to block: the original is attached as received.
+    assert.ok((await parseWrapped(raw, meta)).original.equals(c.bytes), `${c.name}: the original is attached`);
+    assert.deepEqual(await listQuarantine(gw.store, { messageId: id }), [], c.name);
+    return;
+  }
+  assert.deepEqual(await leaks(raw, secretsOf(c.payload)), [], `${c.name}: the program is nowhere in the stored message`);
+  assert.deepEqual(meta._AttachmentFileNames, ['original-message.eml [blocked]'], c.name);
+  const records = await listQuarantine(gw.store, { messageId: id });
+  if (action === 'delete') {
+    assert.deepEqual(records, [], c.name);
+    assert.match(raw.toString('latin1'), /It was deleted, as the attachment policy says/, c.name);
+    return;
+  }
+  assert.equal(records.length, 1, c.name);
+  const kept = Buffer.concat(await openQuarantinedContent(gw.store, records[0]!.id).toArray());
+  assert.ok(kept.equals(c.bytes), `${c.name}: the quarantine holds the original`);
+  await restoreQuarantined(gw.store, records[0]!.id);
+  const restored = await storedMessage(gw.store, id);
+  assert.ok((await parseWrapped(restored.raw, restored.meta)).original.equals(c.bytes), `${c.name}: restore gives the original back`);
+}
+
+for (const action of ['quarantine', 'delete'] as const) {
+  test(`fuzz: an executable hidden in a message broken each way the wrapping check knows is never stored outside quarantine (action = "${action}")`, async (t) => {
+    const gw = await blockingGateway(t, action);
+    // One session for all the cases, closed before the gateway stops (which waits for open sessions).
+    const client = new RawSmtpClient(gw.port);
+    const cases = hiddenExecutableCases();
+    assert.deepEqual([...new Set(cases.map((c) => c.reason))].sort(), ['boundary_missing', 'boundary_unterminated', 'header_line_too_long', 'header_no_end', 'header_undecodable', 'too_many_parts']);
+    try {
+      for (const c of cases) await checkHidden(gw, client, c, action);
+    } finally {
+      client.close();
+    }
+    if (action === 'delete') assert.deepEqual(await gw.store.sublevels.quarantineChunks.keys().all(), []);
+    await assertNoSpoolLeft(gw.store);
+  });
+}

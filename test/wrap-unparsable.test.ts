@@ -2,17 +2,17 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { Readable } from 'node:stream';
+import { Readable, Writable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { simpleParser } from 'mailparser';
 import {
   UnparsableMessage, unparsableFrom, unparsableReasons, wrappingMessage, wrappingSectionSchema, wrappingStage,
   type UnparsableReason, type WrappingSection,
 } from '../policy/wrap-unparsable.js';
-import { stageOf } from '../policy/pipeline.js';
+import { runPipeline, stageOf } from '../policy/pipeline.js';
 import type { Stage } from '../policy/stage.js';
 import { fixture } from './helpers/paths.js';
-import { failingStage, runStages } from './helpers/pipeline.js';
+import { dryRunContext, failingStage, runStages } from './helpers/pipeline.js';
 import { parseWrapped } from './helpers/wrapped.js';
 
 const unparsable = (...parts: string[]) => fixture('unparsable', ...parts);
@@ -65,6 +65,66 @@ for (const file of ['ok-multipart.eml', 'ok-headers-only.eml', 'ok-utf8-header.e
     assert.match(run.ctx.findings.wrapping?.summary[0] ?? '', /^The message parsed cleanly/);
   });
 }
+
+/** Runs the wrapping stage on `bytes` written to the splitter in chunks of `size`; the error it fails with, or undefined when the output is the input. */
+async function wrappedReason(bytes: Buffer, size: number): Promise<string | undefined> {
+  const chunks: Buffer[] = [];
+  for (let at = 0; at < bytes.length; at += size) chunks.push(bytes.subarray(at, at + size));
+  const parts: Buffer[] = [];
+  const sink = new Writable({ write: (c: Buffer, _e, done) => (parts.push(c), done()) });
+  try {
+    await runPipeline(Readable.from(chunks), dryRunContext(), [wrappingStage(undefined, undefined)], sink);
+  } catch (err) {
+    return err instanceof UnparsableMessage ? err.reason : String(err);
+  }
+  assert.ok(Buffer.concat(parts).equals(bytes), `chunks of ${size}: the output is the input`);
+  return undefined;
+}
+
+/**
+ * The fixture as it is (CRLF) in chunks of every size from 1 byte to all of it; with bare LF
+ * line ends, and without its last line end (a closing delimiter may end the input), in chunks
+ * of 1 to 64 bytes and all at once.
+ */
+function chunkings(file: string): [string, Buffer, number[]][] {
+  const bytes = readFileSync(unparsable(file));
+  const every = (n: number) => Array.from({ length: n }, (_, i) => i + 1);
+  const lf = Buffer.from(bytes.toString('latin1').replace(/\r\n/g, '\n'), 'latin1');
+  const cut = bytes.subarray(0, bytes.length - 2);
+  return [
+    [file, bytes, every(bytes.length)],
+    [`${file} with LF line ends`, lf, [...every(64), lf.length]],
+    [`${file} without its last line end`, cut, [...every(64), cut.length]],
+  ];
+}
+
+// Issue 17, fault 1: a multipart whose last child is a multipart closes both with two delimiter
+// lines that mailsplit hands on as one data chunk of the inner multipart; every chunking
+// (one byte at a time up to the whole message at once) must read both.
+for (const file of ['ok-nested-last-apple-mail.eml', 'ok-nested-last-mixed.eml', 'ok-multipart.eml']) {
+  test(`${file}: a multipart that ends with a nested multipart parses, in chunks of every size from 1 byte up`, async () => {
+    for (const [name, bytes, sizes] of chunkings(file)) {
+      for (const size of sizes) assert.equal(await wrappedReason(bytes, size), undefined, `${name} in chunks of ${size}`);
+    }
+  });
+}
+
+for (const file of ['boundary-unterminated-outer.eml', 'boundary-unterminated-inner.eml', 'boundary-unterminated.eml']) {
+  test(`${file}: a multipart that never closes is still wrapped, in chunks of every size from 1 byte up`, async () => {
+    for (const [name, bytes, sizes] of chunkings(file)) {
+      for (const size of sizes) assert.equal(await wrappedReason(bytes, size), 'boundary_unterminated', `${name} in chunks of ${size}`);
+    }
+  });
+}
+
+test('a closing delimiter line with trailing blanks closes its multipart; one with text after it does not', async () => {
+  const bytes = readFileSync(unparsable('ok-nested-last-mixed.eml')).toString('latin1');
+  const padded = Buffer.from(bytes.replace(/^(--.*--)\r$/gm, '$1 \t \r'), 'latin1');
+  assert.notEqual(padded.toString('latin1'), bytes);
+  for (const size of [1, 3, 64, padded.length]) assert.equal(await wrappedReason(padded, size), undefined, `chunks of ${size}`);
+  const trailing = Buffer.from(bytes.replace('----_NmP-outer-0001--\r\n', '----_NmP-outer-0001-- not the end\r\n'), 'latin1');
+  for (const size of [1, 3, 64, trailing.length]) assert.equal(await wrappedReason(trailing, size), 'boundary_unterminated', `chunks of ${size}`);
+});
 
 test('the multipart fixture reports its parts and depth', async () => {
   const run = await runStages(unparsable('ok-multipart.eml'), [wrappingStage(undefined, undefined)]);

@@ -11,6 +11,7 @@ import { createHash } from 'node:crypto';
 import { connect, type Socket } from 'node:net';
 import { Readable, Writable } from 'node:stream';
 import { Worker } from 'node:worker_threads';
+import { crc32 } from 'node:zlib';
 import { pipeline } from 'node:stream/promises';
 import { Splitter, type SplitterChunk } from '@zone-eu/mailsplit';
 import { bodyDecoder } from '../../policy/transfer-decode.js';
@@ -592,4 +593,180 @@ export async function wrappedContents(raw: Readable): Promise<WrappedContents> {
     },
   }));
   return { text, attachments, original: { size, sha256: hash.digest('hex') } };
+}
+
+/**
+ * A small Windows program as a loader first reads one: a DOS header ("MZ", e_lfanew at 0x3c
+ * pointing past the DOS stub), the "PE\0\0" signature, a COFF header for i386 and the start
+ * of an optional header. Distinctive text in the stub lets a test find its bytes anywhere.
+ */
+export const PE_PROGRAM: Buffer = (() => {
+  const pe = Buffer.alloc(0x180);
+  pe.write('MZ', 0, 'latin1');
+  pe.writeUInt16LE(0x90, 2);
+  pe.writeUInt16LE(3, 4);
+  pe.writeUInt32LE(0x80, 0x3c); // e_lfanew
+  pe.write('This program cannot be run in DOS mode. mailgate-test-payload-7f3a9c\r\r\n$', 0x40, 'latin1');
+  pe.write('PE\0\0', 0x80, 'latin1');
+  pe.writeUInt16LE(0x14c, 0x84); // i386
+  pe.writeUInt16LE(1, 0x86); // one section
+  pe.writeUInt16LE(0xe0, 0x94); // size of the optional header
+  pe.writeUInt16LE(0x102, 0x96); // executable, 32-bit
+  pe.writeUInt16LE(0x10b, 0x98); // PE32
+  pe.write('.text\0\0\0', 0x178, 'latin1');
+  return pe;
+})();
+
+/** A zip archive with the entries stored (not compressed), as APPNOTE.TXT 4.3 lays it out. */
+export function storedZip(entries: { name: string; data: Buffer }[]): Buffer {
+  const locals: Buffer[] = [];
+  const centrals: Buffer[] = [];
+  let offset = 0;
+  for (const { name, data } of entries) {
+    const fileName = Buffer.from(name, 'latin1');
+    const crc = crc32(data);
+    const local = Buffer.alloc(30);
+    local.writeUInt32LE(0x04034b50, 0);
+    local.writeUInt16LE(10, 4);
+    local.writeUInt32LE(crc, 14);
+    local.writeUInt32LE(data.length, 18);
+    local.writeUInt32LE(data.length, 22);
+    local.writeUInt16LE(fileName.length, 26);
+    const central = Buffer.alloc(46);
+    central.writeUInt32LE(0x02014b50, 0);
+    central.writeUInt16LE(20, 4);
+    central.writeUInt16LE(10, 6);
+    central.writeUInt32LE(crc, 16);
+    central.writeUInt32LE(data.length, 20);
+    central.writeUInt32LE(data.length, 24);
+    central.writeUInt16LE(fileName.length, 28);
+    central.writeUInt32LE(offset, 42);
+    locals.push(local, fileName, data);
+    centrals.push(central, fileName);
+    offset += 30 + fileName.length + data.length;
+  }
+  const directory = Buffer.concat(centrals);
+  const end = Buffer.alloc(22);
+  end.writeUInt32LE(0x06054b50, 0);
+  end.writeUInt16LE(entries.length, 8);
+  end.writeUInt16LE(entries.length, 10);
+  end.writeUInt32LE(directory.length, 12);
+  end.writeUInt32LE(offset, 16);
+  return Buffer.concat([...locals, directory, end]);
+}
+
+/** Base64 in lines of 76 characters, CRLF between them (RFC 2045 6.8). */
+export function base64Body(bytes: Buffer): string {
+  return bytes.toString('base64').replace(/.{76}(?=.)/g, '$&\r\n');
+}
+
+/** One message that hides {@link PE_PROGRAM} and is broken on purpose, so that it is wrapped. */
+export interface HiddenExecutable {
+  name: string;
+  /** The wrapping reason the message must get. */
+  reason: string;
+  bytes: Buffer;
+  /** The file as attached (the program itself, or the zip that holds it), base64 encoded in the message. */
+  payload: Buffer;
+  /** False for the harmless twin of a case (a PDF where the program was): its original must stay attached. */
+  hides: boolean;
+}
+
+/** How the executable is hidden: by its name, as a PDF (content sniffing), inside a zip (listing), inside an attached message. */
+const hidings = {
+  name: { type: 'application/octet-stream', file: 'setup.exe', content: () => PE_PROGRAM },
+  'content sniffing': { type: 'application/pdf', file: 'statement.pdf', content: () => PE_PROGRAM },
+  'zip listing': { type: 'application/zip', file: 'documents.zip', content: () => storedZip([{ name: 'readme.txt', data: Buffer.from('see bin/\r\n') }, { name: 'bin/setup.exe', data: PE_PROGRAM }]) },
+  'an attached message': {
+    type: 'message/rfc822',
+    file: 'forwarded.eml',
+    content: () =>
+      Buffer.from(
+        ['Subject: the installer', 'MIME-Version: 1.0', 'Content-Type: multipart/mixed; boundary="inner"', '', '--inner', 'Content-Type: application/octet-stream; name="setup.exe"',
+          'Content-Transfer-Encoding: base64', '', base64Body(PE_PROGRAM), '--inner--', ''].join(CRLF),
+        'latin1',
+      ),
+  },
+  // The harmless twin: the same broken structures must not be blocked for their brokenness alone.
+  'nothing, a PDF': { type: 'application/pdf', file: 'statement.pdf', content: () => Buffer.from('%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n') },
+} as const;
+
+/** The part that carries the executable, hidden one way, its header lines then its body. */
+function executablePart(hiding: keyof typeof hidings, extraHeader: string[] = []): string {
+  const h = hidings[hiding];
+  return [
+    `Content-Type: ${h.type}; name="${h.file}"`,
+    ...extraHeader,
+    `Content-Disposition: attachment; filename="${h.file}"`,
+    'Content-Transfer-Encoding: base64',
+    '',
+    base64Body(h.content()),
+  ].join(CRLF);
+}
+
+const textPart = ['Content-Type: text/plain; charset=utf-8', '', 'Please see the attached file.'].join(CRLF);
+
+/**
+ * Messages that hide an executable and are broken in each way the wrapping check knows
+ * (issue 17): wrapped, their original must still be judged by the attachment rules. Each
+ * reason comes with each way of hiding the file (its name, content sniffing, a zip listing,
+ * an attached message), and with a harmless twin that hides nothing.
+ */
+export function hiddenExecutableCases(): HiddenExecutable[] {
+  const cases: HiddenExecutable[] = [];
+  const head = (subject: string, contentType: string, extra: string[] = []) =>
+    ['From: Customer <customer@example.org>', 'To: support@example.com', `Subject: ${subject}`, 'Message-ID: <hidden@example.org>', ...extra, 'MIME-Version: 1.0', `Content-Type: ${contentType}`].join(CRLF);
+  let payload: Buffer = PE_PROGRAM;
+  let hides = true;
+  const add = (name: string, reason: string, text: string) => cases.push({ name, reason, bytes: Buffer.from(text, 'latin1'), payload, hides });
+  for (const hiding of Object.keys(hidings) as (keyof typeof hidings)[]) {
+    payload = hidings[hiding].content();
+    hides = hiding !== 'nothing, a PDF';
+    const exe = executablePart(hiding);
+    const mixed = (parts: string[], close = true) => parts.map((p) => `--b${CRLF}${p}${CRLF}`).join('') + (close ? `--b--${CRLF}` : '');
+    add(`header_no_end, a line that is not a field in the message header (${hiding})`, 'header_no_end',
+      head('invoice', 'text/plain', ['this line is not a header field']).replace('Content-Type: text/plain', 'Content-Type: multipart/mixed; boundary="b"') + CRLF + CRLF + mixed([textPart, exe]));
+    add(`header_no_end, a part header cut off by the next boundary line (${hiding})`, 'header_no_end',
+      head('invoice', 'multipart/mixed; boundary="b"') + CRLF + CRLF + `--b${CRLF}Content-Type: text/plain${CRLF}` + mixed([exe]));
+    add(`header_no_end, a line that is not a field in the executable's part header (${hiding})`, 'header_no_end',
+      head('invoice', 'multipart/mixed; boundary="b"') + CRLF + CRLF + mixed([textPart, executablePart(hiding, ['not a header field, the header goes on below'])]));
+    add(`boundary_missing, a multipart without a boundary parameter (${hiding})`, 'boundary_missing',
+      head('invoice', 'multipart/mixed') + CRLF + CRLF + mixed([textPart, exe]));
+    add(`boundary_missing, the declared boundary never appears (${hiding})`, 'boundary_missing',
+      head('invoice', 'multipart/mixed; boundary="declared"') + CRLF + CRLF + mixed([textPart, exe]));
+    add(`boundary_unterminated, the executable last (${hiding})`, 'boundary_unterminated',
+      head('invoice', 'multipart/mixed; boundary="b"') + CRLF + CRLF + mixed([textPart, exe], false));
+    add(`boundary_unterminated, the executable first, an inner multipart never closed (${hiding})`, 'boundary_unterminated',
+      head('invoice', 'multipart/mixed; boundary="b"') + CRLF + CRLF + mixed([exe, `Content-Type: multipart/alternative; boundary="alt"${CRLF}${CRLF}--alt${CRLF}${textPart}${CRLF}`]));
+    add(`header_undecodable, 8-bit bytes in the subject (${hiding})`, 'header_undecodable',
+      head('facture \xe9t\xe9', 'multipart/mixed; boundary="b"') + CRLF + CRLF + mixed([textPart, exe]));
+    add(`too_many_parts, the executable after 1200 empty parts (${hiding})`, 'too_many_parts',
+      head('invoice', 'multipart/mixed; boundary="b"') + CRLF + CRLF + mixed([...Array(1200).fill(`Content-Type: text/plain${CRLF}`), exe]));
+    add(`header_line_too_long, in the executable's Content-Disposition (${hiding})`, 'header_line_too_long',
+      head('invoice', 'multipart/mixed; boundary="b"') + CRLF + CRLF + mixed([textPart, executablePart(hiding).replace('Content-Disposition: attachment;', `Content-Disposition: attachment; x-padding="${'p'.repeat(1100)}";`)]));
+    add(`header_line_too_long, in the message header (${hiding})`, 'header_line_too_long',
+      head('invoice', 'multipart/mixed; boundary="b"', [`X-Long: ${'l'.repeat(1200)}`]) + CRLF + CRLF + mixed([textPart, exe]));
+  }
+  // Big: the spooled original is read from its file, chunk after chunk, to the program at its end.
+  payload = PE_PROGRAM;
+  hides = true;
+  const text = `${'Line of a long report, nothing to see here. '.repeat(2)}\r\n`.repeat(60_000); // about 5 MB
+  add('boundary_unterminated, the executable after 5 MB of text', 'boundary_unterminated',
+    head('long report', 'multipart/mixed; boundary="b"') + CRLF + CRLF + `--b${CRLF}Content-Type: text/plain${CRLF}${CRLF}${text}--b${CRLF}${executablePart('name')}${CRLF}`);
+  // Chinese mail clients write the name in raw GBK ("发票.exe"): the header cannot be decoded, the file is an executable all the same.
+  const gbkName = '\xb7\xa2\xc6\xb1.exe';
+  payload = PE_PROGRAM;
+  hides = true;
+  for (const where of ['name', 'filename'] as const) {
+    const part = [
+      where === 'name' ? `Content-Type: application/octet-stream; name="${gbkName}"` : 'Content-Type: application/octet-stream',
+      where === 'filename' ? `Content-Disposition: attachment; filename="${gbkName}"` : 'Content-Disposition: attachment',
+      'Content-Transfer-Encoding: base64',
+      '',
+      base64Body(PE_PROGRAM),
+    ].join(CRLF);
+    add(`header_undecodable, a ${where}= in raw GBK ending in .exe`, 'header_undecodable',
+      head('invoice', 'multipart/mixed; boundary="b"') + CRLF + CRLF + `--b${CRLF}${textPart}${CRLF}--b${CRLF}${part}${CRLF}--b--${CRLF}`);
+  }
+  return cases;
 }

@@ -19,6 +19,8 @@ import { loadPolicyFile } from '../../policy/policy-file.js';
 import { maskingStage, rawMasker } from '../../policy/data-masking.js';
 import { spoolDir } from '../../policy/spool.js';
 import { unparsableReasons } from '../../policy/unparsable.js';
+import { ORIGINAL_FILE_NAME } from '../../policy/wrapping-message.js';
+import { listQuarantine, openQuarantinedContent } from '../../storage/quarantine.js';
 import { startTestGateway, type TestGateway } from './gateway.js';
 import { projectRoot } from './paths.js';
 import { Watchdog, asReceived, digest, normalizedLineEndings, RawSmtpClient, withDeadline, wrappedContents, type FuzzCase, type SmtpReply } from './fuzz.js';
@@ -78,6 +80,7 @@ export async function deliver(run: Run, tally: Tally, label: string, message: Fu
       const outcome = await withDeadline(checkStored(run.gw, label, message, sent, opts.refused), DEADLINE_MS, label);
       if (message.expect) assert.equal(outcome, message.expect, `${label}: outcome`);
       tally.outcomes[outcome] = (tally.outcomes[outcome] ?? 0) + 1;
+      if (await originalBlocked(run.gw, sent)) tally.outcomes['original blocked'] = (tally.outcomes['original blocked'] ?? 0) + 1;
     } finally {
       loop.disable();
       run.watchdog.watch(null);
@@ -128,13 +131,31 @@ async function checkStored(gw: TestGateway, label: string, message: FuzzCase, se
   assert.ok(reason in unparsableReasons, `${label}: reason ${reason}`);
   assert.ok(meta._WrappingMessageReason?.startsWith(`${reason}: `), `${label}: ${meta._WrappingMessageReason}`);
   const wrapped = await wrappedContents(gw.store.openRaw(id));
-  assert.equal(wrapped.attachments, 1, `${label}: one attachment`);
   assert.match(wrapped.text, /^Error encountered during preprocessing of this message/, label);
   // Masking is on, so the original is attached masked as raw text (policy.test.ts); where
   // nothing in it matches, that is the original byte for byte.
   const masked = await digest(Readable.from(received(gw, message)).pipe(rawMasker(masking, 'inbound')!));
+  const quarantined = await listQuarantine(gw.store, { messageId: id });
+  if (meta._AttachmentFileNames.includes(`${ORIGINAL_FILE_NAME} [blocked]`)) {
+    // The attachment policy blocks something in the original (wrap-ingest.test.ts): it is
+    // kept whole in quarantine (the example policy's action), as it would have been attached.
+    assert.equal(wrapped.attachments, 0, `${label}: the original is not attached`);
+    assert.match(wrapped.text, /The original incoming email is not attached: the original contains /, label);
+    assert.equal(quarantined.length, 1, `${label}: the original is in quarantine`);
+    assert.deepEqual(await digest(openQuarantinedContent(gw.store, quarantined[0]!.id)), masked, `${label}: the quarantined original is what was received`);
+    return reason;
+  }
+  assert.equal(wrapped.attachments, 1, `${label}: one attachment`);
+  assert.deepEqual(quarantined, [], `${label}: nothing in quarantine`);
   assert.deepEqual(wrapped.original, masked, `${label}: the attached original is what was received${masked.sha256 === expected.sha256 ? '' : ', masked'}`);
   return reason;
+}
+
+/** Whether the message stored for this reply is a wrapping message whose original the attachment policy blocked. */
+async function originalBlocked(gw: TestGateway, sent: SmtpReply): Promise<boolean> {
+  const id = /queued as (\S+)/.exec(sent.reply)?.[1];
+  const meta = id ? await gw.store.getMessage(id) : undefined;
+  return Boolean(meta?.tags.includes('wrapped') && meta._AttachmentFileNames.includes(`${ORIGINAL_FILE_NAME} [blocked]`));
 }
 
 export function report(t: TestContext, tally: Tally): void {
