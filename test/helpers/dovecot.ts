@@ -5,6 +5,7 @@ import { closeSync, existsSync, openSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { ensureDebianPackages } from './debian.js';
 import { fixture } from './paths.js';
 import { accepts, freePorts } from './ports.js';
 
@@ -75,39 +76,14 @@ function dovecotInstalled(): boolean {
   return ['/usr/sbin/dovecot', '/usr/lib/dovecot/imap', '/usr/lib/dovecot/pop3'].every((f) => existsSync(f));
 }
 
-/**
- * Installs Debian's Dovecot packages when they are missing (we run as root on a fresh Debian
- * machine in CI). Concurrent test files serialise on a lock file, so apt runs once.
- * Throws an error saying what to do when installing is impossible.
- */
+/** Installs Debian's Dovecot packages when they are missing (test/helpers/debian.ts). */
 export async function ensureDovecot(): Promise<void> {
-  if (dovecotInstalled()) return;
-  const how = `install them by hand: apt-get install ${PACKAGES.join(' ')}`;
-  if (process.platform !== 'linux' || !existsSync('/usr/bin/apt-get')) {
-    throw new Error(`Dovecot (${PACKAGES.join(', ')}) is not installed and this is not a Debian-like system with apt-get; ${how}`);
-  }
-  if (process.getuid?.() !== 0) {
-    throw new Error(`Dovecot (${PACKAGES.join(', ')}) is not installed and the tests are not running as root, so they cannot install it; ${how}`);
-  }
-  // flock: two test files may start at once; the second waits and then finds Dovecot installed.
-  const script = [
-    'set -e',
-    '[ -x /usr/lib/dovecot/pop3 ] && [ -x /usr/lib/dovecot/imap ] && [ -x /usr/sbin/dovecot ] && exit 0',
-    'apt-get update -q',
-    `DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ${PACKAGES.join(' ')}`,
-  ].join('\n');
-  try {
-    await run('flock', [path.join(tmpdir(), 'mailgate-dovecot-install.lock'), 'sh', '-c', script], {
-      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
-      maxBuffer: 64 * 1024 * 1024,
-      timeout: 10 * 60 * 1000,
-    });
-  } catch (err) {
-    const e = err as { stderr?: string; message: string };
-    const tail = (e.stderr ?? '').trim().split('\n').slice(-15).join('\n');
-    throw new Error(`Installing Dovecot with apt-get failed (${e.message.split('\n')[0]}); ${how}\n${tail}`, { cause: err });
-  }
-  if (!dovecotInstalled()) throw new Error(`apt-get reported success but Dovecot's binaries are missing; ${how}`);
+  await ensureDebianPackages({
+    what: 'Dovecot',
+    packages: PACKAGES,
+    installed: dovecotInstalled,
+    installedTest: '[ -x /usr/lib/dovecot/pop3 ] && [ -x /usr/lib/dovecot/imap ] && [ -x /usr/sbin/dovecot ]',
+  });
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

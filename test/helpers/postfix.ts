@@ -4,15 +4,14 @@
  * reads or changes /etc/postfix and never listens on port 25. This is the README's deployment:
  * a local Postfix whose `relayhost` is mailgate.
  */
-import { execFile, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync } from 'node:fs';
 import { chmod, chown, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { promisify } from 'node:util';
+import { ensureDebianPackages } from './debian.js';
 import { accepts, freePorts } from './ports.js';
 
-const run = promisify(execFile);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export const POSTFIX = '/usr/sbin/postfix';
@@ -35,35 +34,21 @@ function postfixInstalled(): boolean {
  */
 export async function ensurePostfix(): Promise<void> {
   if (postfixInstalled()) return;
-  const how = 'install it by hand: apt-get install --no-install-recommends postfix (then make sure no Postfix runs)';
-  if (process.platform !== 'linux' || !existsSync('/usr/bin/apt-get')) {
-    throw new Error(`Postfix (Debian's postfix package) is missing and this is not a Debian-like system with apt-get; ${how}`);
-  }
-  if (process.getuid?.() !== 0) throw new Error(`Postfix (Debian's postfix package) is missing and we are not running as root, so we cannot install it; ${how}`);
   const port25Before = await accepts(25);
-  const script = [
-    'set -e',
-    `[ -x ${POSTFIX} ] && [ -x ${DAEMONS}/master ] && [ -x ${SMTP_SOURCE} ] && [ -x ${SMTP_SINK} ] && exit 0`,
-    // A policy-rc.d that exits 101 forbids invoke-rc.d to start any service (Debian policy 9.3.3.1).
-    'made=',
-    'if [ ! -e /usr/sbin/policy-rc.d ]; then printf "#!/bin/sh\\nexit 101\\n" > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; made=1; fi',
-    'trap \'[ -n "$made" ] && rm -f /usr/sbin/policy-rc.d\' EXIT',
-    'echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections',
-    'apt-get update -q',
-    'DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postfix',
-  ].join('\n');
-  try {
-    await run('flock', [path.join(tmpdir(), 'mailgate-postfix-install.lock'), 'sh', '-c', script], {
-      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
-      maxBuffer: 64 * 1024 * 1024,
-      timeout: 10 * 60 * 1000,
-    });
-  } catch (err) {
-    const e = err as { stderr?: string; message: string };
-    const tail = (e.stderr ?? '').trim().split('\n').slice(-15).join('\n');
-    throw new Error(`Installing Debian's postfix package failed (${e.message.split('\n')[0]}); ${how}\n${tail}`, { cause: err });
-  }
-  if (!postfixInstalled()) throw new Error(`apt-get reported success but Postfix's programs are missing; ${how}`);
+  await ensureDebianPackages({
+    what: "Debian's postfix package",
+    packages: ['postfix'],
+    installed: postfixInstalled,
+    installedTest: `[ -x ${POSTFIX} ] && [ -x ${DAEMONS}/master ] && [ -x ${SMTP_SOURCE} ] && [ -x ${SMTP_SINK} ]`,
+    before: [
+      // A policy-rc.d that exits 101 forbids invoke-rc.d to start any service (Debian policy 9.3.3.1).
+      'made=',
+      'if [ ! -e /usr/sbin/policy-rc.d ]; then printf "#!/bin/sh\\nexit 101\\n" > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; made=1; fi',
+      'trap \'[ -n "$made" ] && rm -f /usr/sbin/policy-rc.d\' EXIT',
+      'echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections',
+    ],
+    how: 'install it by hand: apt-get install --no-install-recommends postfix (then make sure no Postfix runs)',
+  });
   if (!port25Before && (await accepts(25))) {
     throw new Error('Installing postfix started a server on port 25 (policy-rc.d did not stop it): stop it with `postfix stop` and check /usr/sbin/policy-rc.d');
   }

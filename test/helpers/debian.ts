@@ -1,0 +1,58 @@
+/**
+ * Installing what the tests run against from Debian's packages, on first use: `npm test` on a
+ * fresh Debian machine needs nothing beside the clone (we run as root there, as CI does).
+ * Concurrent test files serialise on a lock file per package set, so apt runs once.
+ */
+import { execFile } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+
+const run = promisify(execFile);
+
+export interface DebianPackages {
+  /** What the packages are, for errors: `Dovecot`, `Debian's postfix package`. */
+  what: string;
+  packages: readonly string[];
+  /** True when what the tests need is there (checked before and after installing). */
+  installed: () => boolean;
+  /** The same check as a shell test, run under the lock so a second waiter skips apt. */
+  installedTest: string;
+  /** Shell lines run before `apt-get install` (debconf answers, a policy-rc.d). */
+  before?: readonly string[];
+  /** How to install by hand, when we cannot. Default: `apt-get install PACKAGES`. */
+  how?: string;
+}
+
+/** Installs `p.packages` when `p.installed()` is false; throws an error saying what to do when that is impossible. */
+export async function ensureDebianPackages(p: DebianPackages): Promise<void> {
+  if (p.installed()) return;
+  const how = p.how ?? `install by hand: apt-get install --no-install-recommends ${p.packages.join(' ')}`;
+  if (process.platform !== 'linux' || !existsSync('/usr/bin/apt-get')) {
+    throw new Error(`${p.what} (${p.packages.join(', ')}) is not installed and this is not a Debian-like system with apt-get; ${how}`);
+  }
+  if (process.getuid?.() !== 0) {
+    throw new Error(`${p.what} (${p.packages.join(', ')}) is not installed and the tests are not running as root, so they cannot install it; ${how}`);
+  }
+  const script = [
+    'set -e',
+    `if ${p.installedTest}; then exit 0; fi`,
+    ...(p.before ?? []),
+    'apt-get update -q',
+    `DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ${p.packages.join(' ')}`,
+  ].join('\n');
+  const lock = path.join(tmpdir(), `mailgate-${p.packages.join('-')}-install.lock`);
+  try {
+    await run('flock', [lock, 'sh', '-c', script], {
+      env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
+      maxBuffer: 64 * 1024 * 1024,
+      timeout: 10 * 60 * 1000,
+    });
+  } catch (err) {
+    const e = err as { stderr?: string; message: string };
+    const tail = (e.stderr ?? '').trim().split('\n').slice(-15).join('\n');
+    throw new Error(`Installing ${p.what} with apt-get failed (${e.message.split('\n')[0]}); ${how}\n${tail}`, { cause: err });
+  }
+  if (!p.installed()) throw new Error(`apt-get reported success but ${p.what} is still missing; ${how}`);
+}
