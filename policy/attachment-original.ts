@@ -12,7 +12,7 @@ import { QuarantineSpool } from '../storage/quarantine-spool.js';
 import type { QuarantineRecord } from '../storage/quarantine.js';
 import type { Direction, Stage, StageFindings } from './stage.js';
 import type { AttachmentFinding, AttachmentsStage } from './attachment-blocking.js';
-import { blockedInOriginal } from './attachment-original-scan.js';
+import { blockedInOriginal, type OriginalFinding } from './attachment-original-scan.js';
 import { ORIGINAL_FILE_NAME, blockedOriginalRule, type BlockedOriginal } from './wrapping-message.js';
 
 /** What ingest does with an original the rules block: what the wrapping message says, and what it commits. */
@@ -27,6 +27,23 @@ export interface OriginalBlock {
   findings(): StageFindings;
   /** The quarantine record, visible with the message, and the end of the pending mark the quarantine spool set. */
   commitOps(): StoreOp[];
+}
+
+/**
+ * What the attachment rules say of the original of a wrapping message, without acting on it
+ * (ingest acts through {@link blockedOriginal}; `mailgate policy test` only reports): the
+ * finding, the action the policy would take, and the rule in words. Undefined when nothing is
+ * blocked, when there is no attachments stage, or when it does not scan mail going this way.
+ */
+export async function originalVerdict(
+  stages: readonly Stage[],
+  direction: Direction,
+  original: () => Readable,
+): Promise<{ finding: OriginalFinding; action: 'quarantine' | 'delete'; rule: string } | undefined> {
+  const stage = stages.find((s): s is AttachmentsStage => s.name === 'attachments' && 'rules' in s);
+  if (!stage || (direction === 'outbound' && stage.rules.scan === 'inbound')) return undefined;
+  const finding = await blockedInOriginal(original(), stage.rules);
+  return finding ? { finding, action: stage.rules.action, rule: blockedOriginalRule(finding) } : undefined;
 }
 
 /**
@@ -48,15 +65,12 @@ export async function blockedOriginal(opts: {
   /** The original from its first byte, as received. */
   original: () => Readable;
 }): Promise<OriginalBlock | undefined> {
-  const stage = opts.stages.find((s): s is AttachmentsStage => s.name === 'attachments' && 'rules' in s);
-  if (!stage || (opts.direction === 'outbound' && stage.rules.scan === 'inbound')) return undefined;
-  const finding = await blockedInOriginal(opts.original(), stage.rules);
-  if (!finding) return undefined;
+  const verdict = await originalVerdict(opts.stages, opts.direction, opts.original);
+  if (!verdict) return undefined;
+  const { finding, action, rule } = verdict;
   const { store, id } = opts;
-  const { action } = stage.rules;
   const quarantine = action === 'quarantine' ? new QuarantineSpool(store.sublevels, `${id}.1`) : undefined;
   let size = 0;
-  const rule = blockedOriginalRule(finding);
   const outcome = quarantine ? `quarantined as ${quarantine.id}` : 'deleted';
   return {
     outcome,

@@ -7,6 +7,7 @@ import type { MessageMeta } from '../storage/message-meta.js';
 import { capturingLogger, runCli, startTestGateway } from './helpers/gateway.js';
 import { fixture, projectRoot, tempDir } from './helpers/paths.js';
 import { parseWrapped, storedMessage } from './helpers/wrapped.js';
+import { hiddenExecutableCases } from './helpers/fuzz.js';
 
 const phrasePolicy = (failure: string) => `
 [delivery_exceptions]
@@ -145,6 +146,16 @@ test('policy test says stage by stage what would happen, without storing anythin
   const report = JSON.parse(json.stdout.toString()) as { stages: { stage: string }[]; tags: string[] };
   assert.deepEqual(report.stages.map((s) => s.stage), ['wrapping', 'attachments', 'delivery_exceptions', 'masking']);
   assert.ok(report.tags.includes('email-permanent-undeliverable'));
+
+  // A message wrapped as unparsable with a program in it: the original would be blocked whole, as ingest does.
+  const hidden = path.join(dir, 'hidden.eml');
+  await writeFile(hidden, hiddenExecutableCases().find((c) => c.name === 'header_undecodable, a name= in raw GBK ending in .exe')!.bytes);
+  const wrapped = (await runCli(['policy', 'test', hidden, '--config', configFile])).stdout.toString();
+  assert.match(wrapped, /^result: would be wrapped: header_undecodable: /m);
+  assert.match(wrapped, /^original: would be quarantined whole: the original contains ".*\.exe"/m);
+  const clean = (await runCli(['policy', 'test', fixture('unparsable', 'header-undecodable.eml'), '--config', configFile])).stdout.toString();
+  assert.match(clean, /^result: would be wrapped: header_undecodable: /m);
+  assert.doesNotMatch(clean, /^original:/m, 'nothing in it is blocked');
 
   const unknown = await runCli(['policy', 'test', fixture('policy', 'bounce-with-exe.eml'), '--department', 'nope', '--config', configFile]);
   assert.equal(unknown.code, 2);

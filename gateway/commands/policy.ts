@@ -7,6 +7,7 @@ import { PolicySet, departmentPolicyWarnings, policySources } from '../../policy
 import { formatProblem } from '../config/toml.js';
 import type { Config } from '../config/schema.js';
 import { runPipeline } from '../../policy/pipeline.js';
+import { originalVerdict } from '../../policy/attachment-original.js';
 import type { Direction, MessageContext, StageFindings } from '../../policy/stage.js';
 import { silentLogger } from '../logger.js';
 import { commandConfig, UsageError } from './common.js';
@@ -82,6 +83,8 @@ interface PolicyReport {
   tags: string[];
   /** Bytes the stored message would have. */
   size?: number;
+  /** When wrapped: the attachment rules block something in the original, so it would be blocked whole. */
+  original?: { action: 'quarantine' | 'delete'; rule: string };
 }
 
 async function tryPolicy(file: string, set: PolicySet, department: string | undefined, direction: Direction): Promise<PolicyReport> {
@@ -114,6 +117,9 @@ async function tryPolicy(file: string, set: PolicySet, department: string | unde
     if (e.code === 'ENOENT' || e.code === 'EACCES') throw err;
     report.outcome = 'wrapped';
     report.reason = e.reason ? `${e.reason}: ${e.message}` : (e.message ?? String(err));
+    // Wrapping is no way around attachment blocking: say what ingest would do with the original.
+    const verdict = await originalVerdict(stages, direction, () => createReadStream(file));
+    if (verdict) report.original = { action: verdict.action, rule: verdict.rule };
   }
   for (const stage of stages) {
     const found: StageFindings | undefined = ctx.findings[stage.name];
@@ -132,5 +138,6 @@ function describe(r: PolicyReport): string {
   }
   if (r.tags.length) out += `tags: ${r.tags.join(', ')}\n`;
   out += r.outcome === 'stored' ? `result: would be stored (${r.size} bytes)\n` : `result: would be wrapped: ${r.reason}\n`;
+  if (r.original) out += `original: would be ${r.original.action === 'quarantine' ? 'quarantined whole' : 'deleted'}: ${r.original.rule}\n`;
   return out;
 }
