@@ -78,6 +78,8 @@ test('on the loopback default (accept_all), a trusted client\'s mail for another
   const list = await runCli(['queue', 'list', '--config', gw.configFile]);
   assert.equal(list.code, 0, list.stderr);
   assert.doesNotMatch(list.stdout.toString(), new RegExp(id));
+  const check = await runCli(['config', 'check', gw.configFile]);
+  assert.match(check.stdout.toString(), /accepting any recipient; relaying for 1 trusted network through 127\.0\.0\.1\)$/m);
   const show = await runCli(['messages', 'show', id, '--config', gw.configFile]);
   assert.match(show.stdout.toString(), /x@outside\.example/);
   assert.match(show.stdout.toString(), /delivered/);
