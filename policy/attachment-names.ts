@@ -49,6 +49,8 @@ const INVISIBLE: Record<string, string> = {
   '\u200d': 'zero width joiner U+200D',
   '\ufeff': 'zero width no-break space U+FEFF',
 };
+// The class lists joiners (U+200C, U+200D) one by one on purpose: each is a character to remove.
+// eslint-disable-next-line no-misleading-character-class
 const INVISIBLE_RE = new RegExp(`[${Object.keys(INVISIBLE).join('')}]`, 'g');
 
 /** Normalises one decoded name: invisible characters out, trailing dots and spaces off (Windows drops them). */
@@ -58,7 +60,7 @@ export function normaliseName(source: string, given: string): PresentedName {
   for (const c of found) evidence.push(`${INVISIBLE[c]} removed from the name`);
   let name = given.replace(INVISIBLE_RE, '');
   // Other control characters (NUL, CR, TAB) are never part of a name a file system keeps.
-  // eslint-disable-next-line no-control-regex
+   
   name = name.replace(/[\u0000-\u001f\u007f]/g, '');
   // A path in the name (`..\\..\\evil.exe`): only the last component is the file.
   name = name.slice(Math.max(name.lastIndexOf('/'), name.lastIndexOf('\\')) + 1);
@@ -154,6 +156,6 @@ function extendedParam(params: [string, string][], name: string): string | undef
 
 /** The name with invisible and control characters written as escapes, safe for logs and metadata. */
 export function visible(name: string): string {
-  // eslint-disable-next-line no-control-regex
+   
   return name.replace(/[\u0000-\u001f\u007f\u061c\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0').toUpperCase()}`);
 }

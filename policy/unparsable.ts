@@ -92,7 +92,7 @@ export function unparsableFrom(err: unknown, where = 'MIME splitter'): Unparsabl
 
 /** Text safe to show in a log, a header or a 7-bit body: printable ASCII, at most `max` characters. */
 export function printable(text: string, max = 200): string {
-  // eslint-disable-next-line no-control-regex
+   
   const clean = text.replace(/[^\x20-\x7e]/g, '?');
   return clean.length > max ? `${clean.slice(0, max)}...` : clean;
 }

@@ -72,7 +72,7 @@ test('every command has --help; usage errors exit 2', async () => {
 /** Every process below `pid` now (Linux: /proc/PID/task/TID/children), children before their own. */
 async function descendants(pid: number): Promise<number[]> {
   const found: number[] = [];
-  let tasks: string[] = [];
+  let tasks: string[];
   try {
     tasks = await readdir(`/proc/${pid}/task`);
   } catch {

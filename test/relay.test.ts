@@ -94,7 +94,7 @@ to = "smtp://127.0.0.1:${downstream.port}"
   await smtp.command('DATA');
   const reply = await smtp.write('From: someone@example.org\r\nTo: user@corp.example\r\nSubject: hi\r\n\r\nhello\r\n.\r\n');
   smtp.close();
-  const id = /queued as (\S+)/.exec(reply)?.[1]!;
+  const id = /queued as (\S+)/.exec(reply)![1]!;
   await waitDelivered(gw.store, id);
   const [got] = await downstream.waitFor(1);
   assert.deepEqual(got!.rcptTo, ['user@corp.example']);

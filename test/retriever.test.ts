@@ -154,7 +154,7 @@ for (const type of ['imap', 'pop3'] as const) {
     const r = await retrieve(t, user, type === 'imap' ? defaults : { ...defaults, type: 'pop3', port: dovecot.pop3Port });
     // One more poll interval would allow 60 s: at 50 a minute, 50 s would see 50 stored.
     const deadline = Date.now() + 50_000;
-    let stored = 0;
+    let stored: number;
     while ((stored = (await r.store.listMessages({ alias: user, limit: 1000 })).length) < count) {
       assert.ok(Date.now() < deadline, `all ${count} stored before the deadline (${stored} so far, ${r.polls.length} polls)`);
       await sleep(200);

@@ -38,7 +38,7 @@ export function oauthCommand(): Command {
         store = await Store.open(config.data_dir);
       } catch (err) {
         if ((err as { code?: string }).code === 'STORE_LOCKED') {
-          throw new Error(`the gateway is running on ${config.data_dir}: stop it, run \`mailgate oauth authorize ${name}\` again, then start it (the tokens are written to the store directly)`);
+          throw new Error(`the gateway is running on ${config.data_dir}: stop it, run \`mailgate oauth authorize ${name}\` again, then start it (the tokens are written to the store directly)`, { cause: err });
         }
         throw err;
       }

@@ -16,7 +16,7 @@ export function serveCommand(): Command {
       try {
         store = await Store.open(config.data_dir, { logger });
       } catch (err) {
-        if ((err as { code?: string }).code === 'STORE_LOCKED') throw new Error(`another mailgate is already running on ${config.data_dir}`);
+        if ((err as { code?: string }).code === 'STORE_LOCKED') throw new Error(`another mailgate is already running on ${config.data_dir}`, { cause: err });
         throw err;
       }
       // Loaded here, not at the top: every other command would pay for the whole gateway.
