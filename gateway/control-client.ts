@@ -15,7 +15,10 @@ import { FrameWriter, readReply, type Reply } from './control-wire.js';
 
 /** Error as the gateway reported it, keeping its code for the CLI's exit status. */
 class RemoteError extends Error {
-  constructor(readonly code: string | undefined, message: string) {
+  constructor(
+    readonly code: string | undefined,
+    message: string,
+  ) {
     super(message);
   }
 }

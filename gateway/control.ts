@@ -6,9 +6,7 @@ import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Store } from '../storage/store.js';
 import type { MessageMeta } from '../storage/message-meta.js';
-import {
-  deleteQuarantined, getQuarantined, listQuarantine, openQuarantinedContent, restoreQuarantined, type QuarantineRecord,
-} from '../storage/quarantine.js';
+import { deleteQuarantined, getQuarantined, listQuarantine, openQuarantinedContent, restoreQuarantined, type QuarantineRecord } from '../storage/quarantine.js';
 import { listAliasStates, type AliasState, type AliasStatus } from '../storage/alias-state.js';
 import { setAliasStatusInStore } from './fetch/alias-health.js';
 import type { Retriever } from './fetch/retriever.js';
@@ -147,7 +145,8 @@ const methods: Record<string, Method> = {
   openQuarantinedContent: (store, [id]) => openQuarantinedContent(store, String(id)),
   listAliasStates: (store) => listAliasStates(store),
   setAliasStatus: async (store, [alias, status], ctx) => {
-    if (status !== 'active' && status !== 'inactive') throw Object.assign(new Error(`status must be active or inactive, got ${String(status)}`), { code: 'BAD_REQUEST' });
+    if (status !== 'active' && status !== 'inactive')
+      throw Object.assign(new Error(`status must be active or inactive, got ${String(status)}`), { code: 'BAD_REQUEST' });
     const name = String(alias);
     // The worker is the only writer of its alias's state while it runs: ask it, so the change takes effect now.
     return (await ctx.retriever?.()?.setStatus(name, status)) ?? setAliasStatusInStore(store, name, status);
@@ -159,7 +158,14 @@ const methods: Record<string, Method> = {
   dropQueued: (_store, [id], ctx) => queueOf(ctx).dropQueued(String(id)),
   submit: async (store, [args], ctx, { socket, logger }) => {
     const request = sendRequest(args);
-    const deps = { store, logger, config: lent(ctx.config, 'configuration'), stages: lent(ctx.stages, 'policy'), dispatcher: ctx.dispatcher, metrics: ctx.metrics };
+    const deps = {
+      store,
+      logger,
+      config: lent(ctx.config, 'configuration'),
+      stages: lent(ctx.stages, 'policy'),
+      dispatcher: ctx.dispatcher,
+      metrics: ctx.metrics,
+    };
     const sent = await submitFromCli(deps, framedMessage(socket), request).catch((err: unknown) => {
       const e = err as { code?: string; message?: string };
       logger.info({ outcome: 'refused', reason: e.code, source: 'cli', alias: request.alias }, e.message ?? String(err));
@@ -181,7 +187,6 @@ function sendRequest(value: unknown): SendRequest {
 }
 
 export const controlSocketPath = (dataDir: string) => path.join(dataDir, 'control.sock');
-
 
 /** Serves the control socket for as long as the gateway runs. */
 export async function startControlServer(store: Store, dataDir: string, logger: Logger, ctx: ControlContext = {}): Promise<{ close(): Promise<void> }> {

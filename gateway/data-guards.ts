@@ -116,7 +116,12 @@ export class DataGuard extends Transform {
 }
 
 function bareEnding(what: 'LF' | 'CR'): MailgateError {
-  return new MailgateError('BARE_LINE_ENDING', 554, '5.5.2', `Message refused: bare ${what} in the message text; lines must end in CRLF (SMTP smuggling protection)`);
+  return new MailgateError(
+    'BARE_LINE_ENDING',
+    554,
+    '5.5.2',
+    `Message refused: bare ${what} in the message text; lines must end in CRLF (SMTP smuggling protection)`,
+  );
 }
 
 /**

@@ -150,7 +150,10 @@ export async function ingestMessage(deps: IngestDeps, input: Readable, req: Inge
       await spooled;
       writer = deps.store.createMessageWriter(id);
       const meta = await storeWrapped(deps, req, stages, writer, spool, unparsable, { ...base, receivedSize: spool.bytes });
-      log.warn({ reason: unparsable.reason, detail: unparsable.detail, err: failure, size: meta.receivedSize }, 'message could not be processed; stored a wrapping message with the original attached');
+      log.warn(
+        { reason: unparsable.reason, detail: unparsable.detail, err: failure, size: meta.receivedSize },
+        'message could not be processed; stored a wrapping message with the original attached',
+      );
       return meta;
     } catch (wrapErr) {
       drain();
@@ -280,7 +283,13 @@ async function storeWrapped(
   const original = () => maskedOriginal((counts = {}));
   // Wrapping is no way around attachment blocking: the original is judged by the rules first.
   const blocked = await blockedOriginal({ store: deps.store, stages, id: base.id, direction, department: req.department, original: () => spool.open() });
-  const wrapper = wrappingMessage({ failure: unparsable, original, defaultDomain: req.defaultDomain ?? 'localhost', limits, ...(blocked ? { blocked: blocked.wrapping } : {}) });
+  const wrapper = wrappingMessage({
+    failure: unparsable,
+    original,
+    defaultDomain: req.defaultDomain ?? 'localhost',
+    limits,
+    ...(blocked ? { blocked: blocked.wrapping } : {}),
+  });
   let summary: Awaited<ReturnType<typeof runPipeline>>;
   try {
     summary = await runPipeline(wrapper, wrapCtx, [], writer, deps.limits);
@@ -310,7 +319,17 @@ async function storeWrapped(
         },
         ...(blocked ? { attachments: blocked.findings() } : {}),
         ...(Object.keys(counts).length
-          ? { masking: { summary: [`Masked the attached original as raw text, since it could not be parsed: ${Object.entries(counts).map(([k, v]) => `${k} ${v}`).join(', ')}.`], masked: counts, raw: true } }
+          ? {
+              masking: {
+                summary: [
+                  `Masked the attached original as raw text, since it could not be parsed: ${Object.entries(counts)
+                    .map(([k, v]) => `${k} ${v}`)
+                    .join(', ')}.`,
+                ],
+                masked: counts,
+                raw: true,
+              },
+            }
           : {}),
         ...tagged.findings,
       },
@@ -323,7 +342,6 @@ async function storeWrapped(
     throw storeFailure(err);
   }
 }
-
 
 /**
  * Delivery-exception tagging for a wrapped message, from the original's own header block (not

@@ -15,9 +15,15 @@ export class Metrics {
     this.#define('mailgate_message_bytes_total', 'Bytes of messages stored, by source.');
     this.#define('mailgate_refusals_total', 'Messages refused, by SMTP reply code.');
     this.#define('mailgate_policy_reloads_total', 'Policy file reloads, by result (ok, refused).');
-    this.#define('mailgate_outbound_recipients_total', 'Recipients of queued messages by kind (outbound, relay) and result (delivered, deferred, failed) of each attempt.');
+    this.#define(
+      'mailgate_outbound_recipients_total',
+      'Recipients of queued messages by kind (outbound, relay) and result (delivered, deferred, failed) of each attempt.',
+    );
     this.#define('mailgate_queue_finished_total', 'Messages that left the queue, by kind and status (delivered, partly_delivered, failed, dropped).');
-    this.#define('mailgate_alias_status_changes_total', 'Alias status changes, by alias, new status (active, inactive), who changed it (retriever, admin) and failure kind.');
+    this.#define(
+      'mailgate_alias_status_changes_total',
+      'Alias status changes, by alias, new status (active, inactive), who changed it (retriever, admin) and failure kind.',
+    );
   }
 
   #define(name: string, help: string): void {

@@ -197,7 +197,10 @@ export class SessionGuard {
       const deadline = t.start + (this.#limits.idle_timeout + t.bytes / this.#limits.min_data_rate) * 1000;
       if (now <= deadline) continue;
       this.#transfers.delete(t);
-      this.#log.warn({ remote: t.socket?.remoteAddress, bytes: t.bytes, seconds: Math.round((now - t.start) / 1000) }, 'DATA slower than min_data_rate; connection closed');
+      this.#log.warn(
+        { remote: t.socket?.remoteAddress, bytes: t.bytes, seconds: Math.round((now - t.start) / 1000) },
+        'DATA slower than min_data_rate; connection closed',
+      );
       t.socket?.destroy();
     }
   }

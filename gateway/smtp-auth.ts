@@ -26,7 +26,19 @@ export interface AuthSettingsInput {
 
 type AuthOptions = Pick<
   SMTPServerOptions,
-  'authOptional' | 'authMethods' | 'allowInsecureAuth' | 'disabledCommands' | 'key' | 'cert' | 'onConnect' | 'onSecure' | 'onAuth' | 'onClose' | 'maxClients' | 'socketTimeout' | 'maxAllowedUnauthenticatedCommands'
+  | 'authOptional'
+  | 'authMethods'
+  | 'allowInsecureAuth'
+  | 'disabledCommands'
+  | 'key'
+  | 'cert'
+  | 'onConnect'
+  | 'onSecure'
+  | 'onAuth'
+  | 'onClose'
+  | 'maxClients'
+  | 'socketTimeout'
+  | 'maxAllowedUnauthenticatedCommands'
 >;
 
 export function authSettings(input: AuthSettingsInput): AuthOptions {
@@ -76,12 +88,15 @@ export function authSettings(input: AuthSettingsInput): AuthOptions {
       }
       const hash = auth.username ? users.get(auth.username) : undefined;
       const verified = hash && auth.method !== 'XOAUTH2' ? verifyPasswordAsync(auth.password ?? '', hash) : Promise.resolve(false);
-      verified.then((ok) => {
-        if (ok) return callback(null, { user: auth.username });
-        guard.authFailed(ip);
-        input.logger.warn({ remote: ip, user: auth.username }, 'authentication failed');
-        callback(guard.refuse(session, errors.authFailed()));
-      }, (err: unknown) => callback(errors.authUnavailable(err)));
+      verified.then(
+        (ok) => {
+          if (ok) return callback(null, { user: auth.username });
+          guard.authFailed(ip);
+          input.logger.warn({ remote: ip, user: auth.username }, 'authentication failed');
+          callback(guard.refuse(session, errors.authFailed()));
+        },
+        (err: unknown) => callback(errors.authUnavailable(err)),
+      );
     },
   };
 }

@@ -42,17 +42,34 @@ function reverseResolver(timeoutMs: number): SMTPServerOptions['resolver'] {
   const resolver = new Resolver({ timeout: timeoutMs, tries: 1 });
   return {
     reverse(ip: string, callback: (err: Error | null, hostnames?: string[]) => void) {
-      resolver.reverse(ip).then((names) => callback(null, names), (err: Error) => callback(err));
+      resolver.reverse(ip).then(
+        (names) => callback(null, names),
+        (err: Error) => callback(err),
+      );
     },
   };
 }
 
 /** Builds the smtp-server options shared by every listen address. */
-function serverOptions(config: Config, deps: IngestDeps & { dispatcher?: Dispatcher | undefined }, inFlight: Set<Promise<unknown>>, metrics: Metrics, guard: SessionGuard): SMTPServerOptions {
+function serverOptions(
+  config: Config,
+  deps: IngestDeps & { dispatcher?: Dispatcher | undefined },
+  inFlight: Set<Promise<unknown>>,
+  metrics: Metrics,
+  guard: SessionGuard,
+): SMTPServerOptions {
   const smtp = config.smtp;
   const rules = recipientRules(config);
   const aliasFor = aliasResolver(config);
-  const auth = authSettings({ users: smtp.user, tls: smtp.tls, allowInsecureOnLoopback: smtp.auth.allow_insecure_on_loopback, required: false, logger: deps.logger, guard, limits: smtp.limits });
+  const auth = authSettings({
+    users: smtp.user,
+    tls: smtp.tls,
+    allowInsecureOnLoopback: smtp.auth.allow_insecure_on_loopback,
+    required: false,
+    logger: deps.logger,
+    guard,
+    limits: smtp.limits,
+  });
 
   return {
     name: smtp.hostname,
@@ -91,7 +108,11 @@ function serverOptions(config: Config, deps: IngestDeps & { dispatcher?: Dispatc
       // Recipients forwarded downstream (MX in front of an internal server) are queued with the message, in its one write.
       const id = newMessageId();
       const relay = relayEntry(id, rules.forwardTo(session), envelope);
-      const data = guardedData(stream, { bareLineEndings: smtp.limits.bare_line_endings, maxReceivedHeaders: smtp.limits.max_received_headers, onBytes: guard.data(stream, session) });
+      const data = guardedData(stream, {
+        bareLineEndings: smtp.limits.bare_line_endings,
+        maxReceivedHeaders: smtp.limits.max_received_headers,
+        onBytes: guard.data(stream, session),
+      });
       const ingest = ingestMessage(deps, data, {
         id,
         envelope,
@@ -126,7 +147,16 @@ function serverOptions(config: Config, deps: IngestDeps & { dispatcher?: Dispatc
         (err: MailgateError) => {
           const level = err.responseCode >= 500 ? 'info' : 'error';
           deps.logger[level](
-            { outcome: 'refused', code: err.responseCode, reason: err.code, err: err.cause ?? err, source: 'smtp', remote: session.remoteAddress, from: envelope.mailFrom, rcpt: envelope.rcptTo },
+            {
+              outcome: 'refused',
+              code: err.responseCode,
+              reason: err.code,
+              err: err.cause ?? err,
+              source: 'smtp',
+              remote: session.remoteAddress,
+              from: envelope.mailFrom,
+              rcpt: envelope.rcptTo,
+            },
             err.message,
           );
           metrics.inc('mailgate_messages_total', { source: 'smtp', outcome: 'refused' });
@@ -139,11 +169,18 @@ function serverOptions(config: Config, deps: IngestDeps & { dispatcher?: Dispatc
 }
 
 /** Starts the SMTP listener on every address in `[smtp] listen`. */
-export async function startSmtpListener(config: Config, deps: IngestDeps & { dispatcher?: Dispatcher | undefined }, metrics = new Metrics()): Promise<SmtpListener> {
+export async function startSmtpListener(
+  config: Config,
+  deps: IngestDeps & { dispatcher?: Dispatcher | undefined },
+  metrics = new Metrics(),
+): Promise<SmtpListener> {
   const inFlight = new Set<Promise<unknown>>();
   const guard = new SessionGuard(config.smtp.limits, deps.logger);
   const options = serverOptions(config, deps, inFlight, metrics, guard);
-  return bindSmtpServers('SMTP listener', config.smtp.listen, options, deps.logger, inFlight, guard, { accept_all: config.smtp.accept_all, tls: Boolean(config.smtp.tls) });
+  return bindSmtpServers('SMTP listener', config.smtp.listen, options, deps.logger, inFlight, guard, {
+    accept_all: config.smtp.accept_all,
+    tls: Boolean(config.smtp.tls),
+  });
 }
 
 /**

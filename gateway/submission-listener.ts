@@ -22,7 +22,11 @@ export function submissionEnabled(config: Config): boolean {
   return config.submission.enabled ?? config.submission.user.length > 0;
 }
 
-export async function startSubmissionListener(config: Config, deps: IngestDeps & { dispatcher?: Dispatcher | undefined }, metrics = new Metrics()): Promise<SmtpListener> {
+export async function startSubmissionListener(
+  config: Config,
+  deps: IngestDeps & { dispatcher?: Dispatcher | undefined },
+  metrics = new Metrics(),
+): Promise<SmtpListener> {
   const sub = config.submission;
   const tls = sub.tls ?? config.smtp.tls;
   const sendAs = new Map(sub.user.map((u) => [u.name, new Set(u.send_as)]));
@@ -71,19 +75,29 @@ export async function startSubmissionListener(config: Config, deps: IngestDeps &
         ...(typeof session.user === 'string' ? { user: session.user } : {}),
         secure: session.secure,
       };
-      const data = guardedData(stream, { bareLineEndings: limits.bare_line_endings, maxReceivedHeaders: limits.max_received_headers, onBytes: guard.data(stream, session) });
+      const data = guardedData(stream, {
+        bareLineEndings: limits.bare_line_endings,
+        maxReceivedHeaders: limits.max_received_headers,
+        onBytes: guard.data(stream, session),
+      });
       const submit = submitOutbound({ ...deps, config }, data, { alias, envelope, source, maxSize });
       inFlight.add(submit);
       void submit.finally(() => inFlight.delete(submit)).catch(() => undefined);
       submit.then(
         ({ meta, entry }) => {
-          deps.logger.info({ msg_id: meta.id, outcome: 'queued', alias: alias.name, user: source.user, rcpt: entry.recipients.map((r) => r.address) }, 'message submitted and queued');
+          deps.logger.info(
+            { msg_id: meta.id, outcome: 'queued', alias: alias.name, user: source.user, rcpt: entry.recipients.map((r) => r.address) },
+            'message submitted and queued',
+          );
           metrics.inc('mailgate_messages_total', { source: 'submission', outcome: 'queued' });
           callback(null, `2.0.0 Ok: queued as ${meta.id}`);
         },
         (err: unknown) => {
           const e = err instanceof MailgateError ? err : errors.storeFailed(err);
-          deps.logger[e.responseCode >= 500 ? 'info' : 'error']({ outcome: 'refused', code: e.responseCode, reason: e.code, err: e.cause ?? e, source: 'submission', user: source.user }, e.message);
+          deps.logger[e.responseCode >= 500 ? 'info' : 'error'](
+            { outcome: 'refused', code: e.responseCode, reason: e.code, err: e.cause ?? e, source: 'submission', user: source.user },
+            e.message,
+          );
           metrics.inc('mailgate_messages_total', { source: 'submission', outcome: 'refused' });
           callback(e);
         },

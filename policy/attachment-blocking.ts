@@ -239,12 +239,20 @@ class AttachmentBlocker extends ChunkStage {
 
   /** Emits the text part that stands where the blocked part was. */
   #replace(part: Part, verdict: PartVerdict): void {
-    const placeholder = placeholderPart({ fileName: this.#fileName(part), contentType: part.node.contentType || 'application/octet-stream', rule: verdict.rule ?? '', quarantineId: part.spool?.id });
+    const placeholder = placeholderPart({
+      fileName: this.#fileName(part),
+      contentType: part.node.contentType || 'application/octet-stream',
+      rule: verdict.rule ?? '',
+      quarantineId: part.spool?.id,
+    });
     const lines = [...placeholder.headerLines];
     const headers = part.node.headers;
     if (part.node.root && headers) {
       // A single-part message that is itself the file: keep the message's own headers.
-      const kept = headers.getList().filter((l) => !l.key.startsWith('content-')).map((l) => l.line);
+      const kept = headers
+        .getList()
+        .filter((l) => !l.key.startsWith('content-'))
+        .map((l) => l.line);
       lines.unshift(...kept);
     }
     part.node.headers = new Headers(Buffer.from(lines.join('\r\n') + '\r\n\r\n'));
@@ -270,7 +278,13 @@ class AttachmentBlocker extends ChunkStage {
   #note(part: Part, verdict: PartVerdict): void {
     const names = [...new Set(part.inspector.names.map((n) => n.given))];
     const blocked = Boolean(verdict.rule);
-    const action = !blocked ? undefined : this.#ctx.dryRun ? `would be ${this.#rules.action === 'quarantine' ? 'quarantined' : 'deleted'}` : this.#rules.action === 'quarantine' ? 'quarantined' : 'deleted';
+    const action = !blocked
+      ? undefined
+      : this.#ctx.dryRun
+        ? `would be ${this.#rules.action === 'quarantine' ? 'quarantined' : 'deleted'}`
+        : this.#rules.action === 'quarantine'
+          ? 'quarantined'
+          : 'deleted';
     this.#found.push({
       fileName: visible(this.#fileName(part)),
       contentType: part.node.contentType || 'application/octet-stream',
@@ -284,9 +298,7 @@ class AttachmentBlocker extends ChunkStage {
   }
 
   #record(): void {
-    const summary = this.#found.map((a) =>
-      a.blocked ? `"${a.fileName}" ${a.action}: ${a.rule}.` : `"${a.fileName}" allowed.`,
-    );
+    const summary = this.#found.map((a) => (a.blocked ? `"${a.fileName}" ${a.action}: ${a.rule}.` : `"${a.fileName}" allowed.`));
     if (summary.length === 0) summary.push('No attachments.');
     const findings: StageFindings = { summary, attachments: this.#found, action: this.#rules.action };
     this.#ctx.findings[STAGE] = findings;
@@ -298,7 +310,10 @@ class AttachmentBlocker extends ChunkStage {
  * and its quarantine id, which restore looks for) and the text, without a last line end.
  * Also stands for the original of a wrapping message when that is blocked (ingest.ts).
  */
-export function placeholderPart(blocked: { fileName: string; contentType: string; rule: string; quarantineId?: string | undefined }): { headerLines: string[]; text: string } {
+export function placeholderPart(blocked: { fileName: string; contentType: string; rule: string; quarantineId?: string | undefined }): {
+  headerLines: string[];
+  text: string;
+} {
   const { fileName, quarantineId: qid } = blocked;
   const text =
     `The attachment "${fileName}" was removed by the mail gateway: ${blocked.rule}.\r\n` +

@@ -60,7 +60,7 @@ export function normaliseName(source: string, given: string): PresentedName {
   for (const c of found) evidence.push(`${INVISIBLE[c]} removed from the name`);
   let name = given.replace(INVISIBLE_RE, '');
   // Other control characters (NUL, CR, TAB) are never part of a name a file system keeps.
-   
+
   name = name.replace(/[\u0000-\u001f\u007f]/g, '');
   // A path in the name (`..\\..\\evil.exe`): only the last component is the file.
   name = name.slice(Math.max(name.lastIndexOf('/'), name.lastIndexOf('\\')) + 1);
@@ -85,7 +85,10 @@ export function presentedNames(node: MimeNode): PresentedName[] {
     out.push(normaliseName(source, given));
   };
   if (!node.headers) return out;
-  for (const [header, param] of [['content-disposition', 'filename'], ['content-type', 'name']] as const) {
+  for (const [header, param] of [
+    ['content-disposition', 'filename'],
+    ['content-type', 'name'],
+  ] as const) {
     for (const line of node.headers.get(header)) {
       const params = splitParams(line.slice(line.indexOf(':') + 1));
       add(param, plainParam(params, param));
@@ -156,6 +159,8 @@ function extendedParam(params: [string, string][], name: string): string | undef
 
 /** The name with invisible and control characters written as escapes, safe for logs and metadata. */
 export function visible(name: string): string {
-   
-  return name.replace(/[\u0000-\u001f\u007f\u061c\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0').toUpperCase()}`);
+  return name.replace(
+    /[\u0000-\u001f\u007f\u061c\u200b-\u200f\u202a-\u202e\u2066-\u2069\ufeff]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0').toUpperCase()}`,
+  );
 }

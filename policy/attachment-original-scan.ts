@@ -368,7 +368,8 @@ class OriginalScanner {
     const part = this.#part;
     if (part.header.length > 0 && part.header[part.header.length - 1] === TOO_LONG) return;
     part.header.push(TOO_LONG);
-    if (TYPE_OR_DISPOSITION.test(piece.toString('latin1', 0, 64))) this.#uninspectable(`a ${piece.toString('latin1', 0, piece.indexOf(':'))} field longer than ${HEADER_HOLD} bytes`);
+    if (TYPE_OR_DISPOSITION.test(piece.toString('latin1', 0, 64)))
+      this.#uninspectable(`a ${piece.toString('latin1', 0, piece.indexOf(':'))} field longer than ${HEADER_HOLD} bytes`);
   }
 
   /** The header is over: the node it describes, and the names it gives judged at once. */
@@ -463,16 +464,34 @@ class OriginalScanner {
   /** Starts reading the part's body as `node` declares it, as base64 and as raw bytes. */
   #inspectors(part: ScanPart, node: MimeNode, from: string): void {
     const declared = node.encoding === 'base64' ? 'base64' : node.encoding === 'quoted-printable' ? 'quoted-printable' : 'raw';
-    const list = [{ inspector: new PartInspector(node, this.#rules, this.#depth, { sniffAll: true, nestedMessages: false }), reading: `as declared (${declared})${from}` }];
-    if (declared !== 'base64') list.push({ inspector: new PartInspector(node, this.#rules, this.#depth, { sniffAll: true, nestedMessages: false, decodeAs: 'base64' }), reading: `read as base64 (it declares ${declared})${from}` });
-    if (declared !== 'raw') list.push({ inspector: new PartInspector(node, this.#rules, this.#depth, { sniffAll: true, nestedMessages: false, decodeAs: 'raw' }), reading: `read as raw bytes (it declares ${declared})${from}` });
+    const list = [
+      { inspector: new PartInspector(node, this.#rules, this.#depth, { sniffAll: true, nestedMessages: false }), reading: `as declared (${declared})${from}` },
+    ];
+    if (declared !== 'base64')
+      list.push({
+        inspector: new PartInspector(node, this.#rules, this.#depth, { sniffAll: true, nestedMessages: false, decodeAs: 'base64' }),
+        reading: `read as base64 (it declares ${declared})${from}`,
+      });
+    if (declared !== 'raw')
+      list.push({
+        inspector: new PartInspector(node, this.#rules, this.#depth, { sniffAll: true, nestedMessages: false, decodeAs: 'raw' }),
+        reading: `read as raw bytes (it declares ${declared})${from}`,
+      });
     part.inspectors = [...(part.inspectors ?? []), ...list];
     if (node.contentType === 'message/rfc822' && !isRaw(node.encoding) && !part.nested) {
       if (this.#depth >= this.#rules.limits.maxDepth) {
-        this.#judged(part, list[0]!.inspector, { rule: `attached message cannot be inspected safely: it is nested deeper than ${this.#rules.limits.maxDepth} message levels`, evidence: [] }, 'as declared');
+        this.#judged(
+          part,
+          list[0]!.inspector,
+          { rule: `attached message cannot be inspected safely: it is nested deeper than ${this.#rules.limits.maxDepth} message levels`, evidence: [] },
+          'as declared',
+        );
         return;
       }
-      part.nested = { scanner: new OriginalScanner(this.#rules, this.#depth + 1, ` of the message attached as part ${part.index}${this.#where}`), decoder: bodyDecoder(node) };
+      part.nested = {
+        scanner: new OriginalScanner(this.#rules, this.#depth + 1, ` of the message attached as part ${part.index}${this.#where}`),
+        decoder: bodyDecoder(node),
+      };
     }
   }
 
@@ -542,7 +561,9 @@ function holdLine(lines: Buffer[], bytes: number, line: Buffer): number {
   if (bytes + line.length > HEADER_HOLD) {
     const continuation = line[0] === 0x20 || line[0] === 0x09;
     const last = lines[lines.length - 1];
-    const content = continuation ? last !== undefined && last !== LEFT_OUT && last !== TOO_LONG && CONTENT_FIELD.test(last.toString('latin1', 0, 64)) : CONTENT_FIELD.test(line.toString('latin1', 0, 64));
+    const content = continuation
+      ? last !== undefined && last !== LEFT_OUT && last !== TOO_LONG && CONTENT_FIELD.test(last.toString('latin1', 0, 64))
+      : CONTENT_FIELD.test(line.toString('latin1', 0, 64));
     if (!content || bytes + line.length > HEADER_HOLD + CONTENT_FIELDS_BEYOND_HOLD) {
       if (last !== LEFT_OUT) lines.push(LEFT_OUT);
       return bytes;
@@ -577,7 +598,9 @@ function contentFields(lines: readonly Buffer[]): { name: string; text: string; 
       continue;
     }
     const head = line.toString('latin1', 0, 64);
-    current = CONTENT_FIELD.test(head) ? { name: head.slice(0, head.indexOf(':')).trim(), text: line.toString('latin1', 0, MAX_CONTENT_FIELD + 1), bytes: line.length } : undefined;
+    current = CONTENT_FIELD.test(head)
+      ? { name: head.slice(0, head.indexOf(':')).trim(), text: line.toString('latin1', 0, MAX_CONTENT_FIELD + 1), bytes: line.length }
+      : undefined;
     if (current) fields.push(current);
   }
   return fields;

@@ -46,7 +46,11 @@ export const attachmentsSectionSchema = z
     /** An archive entry that declares it expands more than this many times is blocked as a zip bomb. Default 1000. */
     zip_max_ratio: z.number().positive().default(1000),
     /** Most bytes inflated per attachment to look inside nested archives. Default 268435456 (256 MiB). */
-    zip_max_inflated_bytes: z.number().int().positive().default(256 * 1024 * 1024),
+    zip_max_inflated_bytes: z
+      .number()
+      .int()
+      .positive()
+      .default(256 * 1024 * 1024),
   })
   .strict();
 
@@ -117,4 +121,3 @@ export function attachmentRules(partition: AttachmentsSection | undefined, depar
     blockedKinds,
   };
 }
-

@@ -24,15 +24,7 @@
 import { Transform } from 'node:stream';
 import { z } from 'zod';
 import type { Direction, Stage } from './stage.js';
-import {
-  allowedFlags,
-  builtinNames,
-  builtinPattern,
-  customPattern,
-  defaultBankAccountPattern,
-  regexProblem,
-  type MaskingPattern,
-} from './masking-patterns.js';
+import { allowedFlags, builtinNames, builtinPattern, customPattern, defaultBankAccountPattern, regexProblem, type MaskingPattern } from './masking-patterns.js';
 import { charsetPlanner, rawByteCodec } from './masking-charsets.js';
 import { MaskingStream, MessageMasker } from './masking-stream.js';
 import { TextMasker, defaultMaskWindow, type MaskCounts } from './text-masker.js';
@@ -42,7 +34,10 @@ const is = (phrase: string) => ({ error: phrase });
 
 const MASK = 'one printable ASCII character such as "*", "^" or "#"';
 const VISIBLE = 'an integer from 0 to 32';
-const maskChar = z.string(is(MASK)).regex(/^[!-~]$/, is(MASK)).default('*');
+const maskChar = z
+  .string(is(MASK))
+  .regex(/^[!-~]$/, is(MASK))
+  .default('*');
 const visibleTrailing = (byDefault: number) => z.int(is(VISIBLE)).min(0, is(VISIBLE)).max(32, is(VISIBLE)).default(byDefault);
 const flag = z.boolean(is('true or false'));
 
@@ -108,7 +103,11 @@ export const maskingSectionSchema = z
     /** Regular expression for bank account numbers (matched case-insensitively). Default: 6-17 digits after "account", "acct" or "a/c". */
     bank_account_pattern: z.string(is('a JavaScript regular expression')).default(defaultBankAccountPattern),
     /** Longest match, in characters, found even when it straddles two pieces of a streamed part. Default 64. */
-    max_match_length: z.int(is('an integer from 16 to 1024')).min(16, is('an integer from 16 to 1024')).max(1024, is('an integer from 16 to 1024')).default(defaultMaskWindow),
+    max_match_length: z
+      .int(is('an integer from 16 to 1024'))
+      .min(16, is('an integer from 16 to 1024'))
+      .max(1024, is('an integer from 16 to 1024'))
+      .default(defaultMaskWindow),
     /** Payment card numbers: 13-19 digits with an issuer prefix and length that exist, Luhn-valid, as one run or printed in groups (masking-patterns.ts). */
     card: builtinSettings(4),
     /** US social security numbers written 123-45-6789 or 123 45 6789 (never-issued numbers and longer numbers excluded). */
@@ -126,7 +125,8 @@ export const maskingSectionSchema = z
     if (problem) ctx.addIssue({ code: 'custom', path: ['bank_account_pattern'], message: problem, input: s.bank_account_pattern });
     const seen = new Set<string>(builtinNames);
     s.pattern.forEach((p, i) => {
-      if (seen.has(p.name)) ctx.addIssue({ code: 'custom', path: ['pattern', i, 'name'], message: 'a name not used by another pattern or a built-in', input: p.name });
+      if (seen.has(p.name))
+        ctx.addIssue({ code: 'custom', path: ['pattern', i, 'name'], message: 'a name not used by another pattern or a built-in', input: p.name });
       seen.add(p.name);
     });
   });
@@ -180,7 +180,8 @@ export function compileMaskingPolicy(partition: MaskingSection | undefined, depa
     const names = new Set(patterns.map((p) => p.name));
     for (const p of sectionPatterns(department.enabled ? department : { ...department, builtin: [] })) {
       if (names.has(p.name)) {
-        if (department.pattern.some((d) => d.name === p.name)) notes.push(`The department's pattern "${p.name}" was not used: the partition has one of that name.`);
+        if (department.pattern.some((d) => d.name === p.name))
+          notes.push(`The department's pattern "${p.name}" was not used: the partition has one of that name.`);
         continue;
       }
       patterns.push(p);
@@ -237,8 +238,12 @@ function findings(r: MessageMasker, direction: Direction, dryRun: boolean, notes
   if (total === 0) {
     summary.push(`Checked the subject and ${parts} of this ${direction} message: nothing to mask.`);
   } else {
-    const list = Object.entries(counts).map(([name, n]) => `${name} ${n}`).join(', ');
-    summary.push(`${dryRun ? 'Would mask' : 'Masked'} ${total} match${total === 1 ? '' : 'es'} in this ${direction} message (${list}), checking the subject and ${parts}.`);
+    const list = Object.entries(counts)
+      .map(([name, n]) => `${name} ${n}`)
+      .join(', ');
+    summary.push(
+      `${dryRun ? 'Would mask' : 'Masked'} ${total} match${total === 1 ? '' : 'es'} in this ${direction} message (${list}), checking the subject and ${parts}.`,
+    );
   }
   if (r.subjectMasked) summary.push(dryRun ? 'The subject would be masked.' : 'The subject was masked.');
   for (const c of r.charsetChanges) {

@@ -168,7 +168,4 @@ export const predefinedAddressPhrases = fromRows('address', addressRows);
 /** The predefined phrases checked in the subject. */
 export const predefinedSubjectPhrases = fromRows('subject', subjectRows);
 /** Every predefined phrase: address phrases first, then subject phrases, in the guide's order. */
-export const predefinedPhrases: readonly DeliveryExceptionPhrase[] = Object.freeze([
-  ...predefinedAddressPhrases,
-  ...predefinedSubjectPhrases,
-]);
+export const predefinedPhrases: readonly DeliveryExceptionPhrase[] = Object.freeze([...predefinedAddressPhrases, ...predefinedSubjectPhrases]);

@@ -57,9 +57,17 @@ export const deliveryExceptionsSectionSchema = z
     const own = new Map<string, number>();
     section.phrase.forEach((p, i) => {
       if (predefinedNames.has(p.name)) {
-        ctx.addIssue({ code: 'custom', path: ['phrase', i, 'name'], message: 'a name not used by a predefined phrase (to change one, remove it and add yours under another name)' });
+        ctx.addIssue({
+          code: 'custom',
+          path: ['phrase', i, 'name'],
+          message: 'a name not used by a predefined phrase (to change one, remove it and add yours under another name)',
+        });
       } else if (own.has(p.name)) {
-        ctx.addIssue({ code: 'custom', path: ['phrase', i, 'name'], message: `a name not used by another phrase in this file (phrase[${own.get(p.name)}] has it)` });
+        ctx.addIssue({
+          code: 'custom',
+          path: ['phrase', i, 'name'],
+          message: `a name not used by another phrase in this file (phrase[${own.get(p.name)}] has it)`,
+        });
       } else own.set(p.name, i);
     });
     section.remove.forEach((name, i) => {

@@ -102,7 +102,9 @@ export function describeOutcome(ev: Evidence, decision: Decision, failedHeader: 
       `${would('Tagged', 'Would tag')} feedback-report and ${would('put it', 'would put it')} in the exception queue: an abuse complaint, not a bounce; ${describeDecision(decision)}.`,
     );
   } else if (decision.failure) {
-    summary.push(`${would('Tagged', 'Would tag')} ${tag} and ${would('put it', 'would put it')} in the exception queue; failure type ${describeDecision(decision)}.`);
+    summary.push(
+      `${would('Tagged', 'Would tag')} ${tag} and ${would('put it', 'would put it')} in the exception queue; failure type ${describeDecision(decision)}.`,
+    );
   } else if (decision.successReport) {
     summary.push('Not a delivery exception: a delivery status report that says every recipient was delivered, relayed or expanded.');
   } else if (decision.phrasesIgnored) {
@@ -119,9 +121,7 @@ export function describeOutcome(ev: Evidence, decision: Decision, failedHeader: 
     const more = report.recipients.length > LISTED ? ` and ${report.recipients.length - LISTED} more` : '';
     const from = report.reportingMta ? ` from ${report.reportingMta}` : '';
     summary.push(
-      listed.length
-        ? `Delivery status report${from}: ${listed.join('; ')}${more}.`
-        : `Delivery status report${from} with no readable recipient block.`,
+      listed.length ? `Delivery status report${from}: ${listed.join('; ')}${more}.` : `Delivery status report${from} with no readable recipient block.`,
     );
   } else if (failedHeader.length) {
     summary.push(`Failed recipients (X-Failed-Recipients): ${failedHeader.slice(0, LISTED).join(', ')}.`);
@@ -140,7 +140,11 @@ export function describeOutcome(ev: Evidence, decision: Decision, failedHeader: 
   }
   if (ev.feedback) {
     const f = ev.feedback;
-    const parts = [f.feedbackType && `Feedback-Type: ${f.feedbackType}`, f.complainants.length && `complaint from ${f.complainants.slice(0, LISTED).join(', ')}`, f.sourceIp && `Source-IP: ${f.sourceIp}`];
+    const parts = [
+      f.feedbackType && `Feedback-Type: ${f.feedbackType}`,
+      f.complainants.length && `complaint from ${f.complainants.slice(0, LISTED).join(', ')}`,
+      f.sourceIp && `Source-IP: ${f.sourceIp}`,
+    ];
     const said = parts.filter(Boolean).join('; ');
     if (said) summary.push(`Feedback report: ${said}.`);
   }

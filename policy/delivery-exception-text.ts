@@ -40,23 +40,38 @@ const permanentSentences: readonly TextRule[] = [
   // Gmail: "Delivery to the following recipient failed permanently".
   { rule: 'failed permanently', re: /\b(?:failed|rejected|undeliverable)\s+permanently\b|\bpermanently\s+(?:failed|rejected|undeliverable)\b/i },
   // Exim: "retry timeout exceeded"; sendmail: "Message could not be delivered for 5 days", "Cannot send message for 5 days".
-  { rule: 'gave up', re: /\bretry\s+time(?:out)?\s+(?:exceeded|expired)\b|\b(?:could\s+not|cannot|can't)\s+(?:be\s+)?(?:send|sent|deliver|delivered)(?:\s+message)?\s+(?:for|within)\s+(?:the\s+past\s+)?\d+\s+days?\b/i },
+  {
+    rule: 'gave up',
+    re: /\bretry\s+time(?:out)?\s+(?:exceeded|expired)\b|\b(?:could\s+not|cannot|can't)\s+(?:be\s+)?(?:send|sent|deliver|delivered)(?:\s+message)?\s+(?:for|within)\s+(?:the\s+past\s+)?\d+\s+days?\b/i,
+  },
   // InterScan: "Exceeded Maximum Delivery Attempts"; others: "has been in the queue too long", "giving up".
-  { rule: 'gave up', re: /\bmaximum\s+(?:number\s+of\s+)?delivery\s+attempts\b|\bin\s+the\s+queue\s+too\s+long\b|\btoo\s+long\s+in\s+the\s+queue\b|\b(?:giving|gave|given)\s+up\b/i },
+  {
+    rule: 'gave up',
+    re: /\bmaximum\s+(?:number\s+of\s+)?delivery\s+attempts\b|\bin\s+the\s+queue\s+too\s+long\b|\btoo\s+long\s+in\s+the\s+queue\b|\b(?:giving|gave|given)\s+up\b/i,
+  },
 ];
 
 // A delay warning: the message is still queued and the MTA keeps trying.
 const warningSentences: readonly TextRule[] = [
   // Sendmail: "THIS IS A WARNING MESSAGE ONLY"; Postfix: "THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE."
   // OpenSMTPD: "A message is delayed ...", "this is only a temporary failure report", "You DO NOT NEED to re-send".
-  { rule: 'delay warning', re: /\bTHIS\s+IS\s+A\s+WARNING\s+(?:MESSAGE\s+)?ONLY\b|\bDO\s+NOT\s+NEED\s+TO\s+RE-?SEND\b|\btemporary\s+failure\s+report\b|\bmessage\s+is\s+delayed\b/i },
+  {
+    rule: 'delay warning',
+    re: /\bTHIS\s+IS\s+A\s+WARNING\s+(?:MESSAGE\s+)?ONLY\b|\bDO\s+NOT\s+NEED\s+TO\s+RE-?SEND\b|\btemporary\s+failure\s+report\b|\bmessage\s+is\s+delayed\b/i,
+  },
   // Sendmail: "Warning: message still undelivered after 4 hours", "Will keep trying until message is 5 days old";
   // Postfix subject text "still being retried"; Exim: "Delivery attempts will continue".
-  { rule: 'delay warning', re: /\bstill\s+undelivered\b|\bstill\s+being\s+retried\b|\b(?<!not\s)will\s+(?:keep|continue)\s+(?:on\s+)?(?:trying|to\s+try|retrying)\b|\bdelivery\s+attempts\s+will\s+continue\b/i },
+  {
+    rule: 'delay warning',
+    re: /\bstill\s+undelivered\b|\bstill\s+being\s+retried\b|\b(?<!not\s)will\s+(?:keep|continue)\s+(?:on\s+)?(?:trying|to\s+try|retrying)\b|\bdelivery\s+attempts\s+will\s+continue\b/i,
+  },
   // Exim: "A message that you sent has not yet been delivered to one or more of its recipients".
   { rule: 'delay warning', re: /\bhas\s+not\s+yet\s+been\s+delivered\b|\bnot\s+(?:been\s+)?delivered\s+yet\b/i },
   // Exchange and Gmail: "Delivery is delayed to these recipients", "Delivery to the following recipient has been delayed".
-  { rule: 'delay warning', re: /\bdelivery\s+(?:is|has\s+been)\s+delayed\b|\bdelivery\s+to\s+the\s+following\s+recipients?\s+(?:has|have)\s+been\s+delayed\b/i },
+  {
+    rule: 'delay warning',
+    re: /\bdelivery\s+(?:is|has\s+been)\s+delayed\b|\bdelivery\s+to\s+the\s+following\s+recipients?\s+(?:has|have)\s+been\s+delayed\b/i,
+  },
 ];
 
 // The message was not delivered, without a word on why or for how long. In a bounce that is
@@ -73,7 +88,10 @@ const notDeliveredSentences: readonly TextRule[] = [
   { rule: 'not delivered', re: /\bdid\s+not\s+reach\b|\b(?:was|were|has\s+been|have\s+been)\s+(?:automatically\s+)?(?:rejected|refused|aborted)\b/i },
   // German, French, Spanish and Portuguese MTAs. The text is read byte for byte (Latin-1), so
   // an accented letter is one or two characters, whatever the charset.
-  { rule: 'not delivered', re: /\bnicht\s+zugestellt\s+werden\b|\bn'a\s+pas\s+pu\s+.{1,2}tre\s+(?:remis|d.{1,2}livr|distribu)|\bno\s+(?:pudo|ha\s+podido)\s+ser\s+entregad|\bn.{1,2}o\s+pode\s+ser\s+(?:enviada|entregue)\b/i },
+  {
+    rule: 'not delivered',
+    re: /\bnicht\s+zugestellt\s+werden\b|\bn'a\s+pas\s+pu\s+.{1,2}tre\s+(?:remis|d.{1,2}livr|distribu)|\bno\s+(?:pudo|ha\s+podido)\s+ser\s+entregad|\bn.{1,2}o\s+pode\s+ser\s+(?:enviada|entregue)\b/i,
+  },
   // Cisco guide: "an irreparable reason, such as an invalid email address". The reasons MTAs
   // give for an address that does not exist.
   {
@@ -96,7 +114,8 @@ const REPLY = /(?:^|said:|<<<|>>>|smtp;|#|\breason:|\berror:|\bresponse:|\brepli
  */
 const SEPARATOR = /^[ \t]*[-=*_|]{2}/;
 const SEPARATOR_WORDS = /\b(?:original|copy\s+of|(?:returned\s+mail|message\s+text|message)\s+follows|header\s+of|forwarded\s+message|mensaje\s+original)\b/i;
-const ORIGINAL_FOLLOWS = /^[ \t]*(?:original\s+message\s+follows|below\s+is\s+a\s+copy\s+of\s+the\s+original|a\s+copy\s+of\s+the\s+original\s+message|below\s+this\s+line\s+is\s+a\s+copy|below\s+the\s+next\s+line\s+is\s+a\s+copy)/i;
+const ORIGINAL_FOLLOWS =
+  /^[ \t]*(?:original\s+message\s+follows|below\s+is\s+a\s+copy\s+of\s+the\s+original|a\s+copy\s+of\s+the\s+original\s+message|below\s+this\s+line\s+is\s+a\s+copy|below\s+the\s+next\s+line\s+is\s+a\s+copy)/i;
 /** Characters of a line looked at for a separator: real ones are short, a hostile one is not read whole. */
 const SEPARATOR_LINE = 200;
 
@@ -123,7 +142,7 @@ const QUOTED_SUBJECT = /^[ \t]*(?:the\s+subject\s+of\s+the\s+message\s+is|subjec
 export function ownText(text: string): string {
   // Line by line, each line looked at up to SEPARATOR_LINE characters: linear in the text.
   let end = text.length;
-  for (let at = 0; at < text.length; ) {
+  for (let at = 0; at < text.length;) {
     const nl = text.indexOf('\n', at);
     const next = nl < 0 ? text.length : nl + 1;
     const line = text.slice(at, Math.min(next, at + SEPARATOR_LINE));
@@ -177,7 +196,7 @@ function statusCodes(text: string): { cls: string; rule: string; matched: string
 export function htmlText(html: string): string {
   const lower = html.toLowerCase();
   let out = '';
-  for (let at = 0; at < html.length; ) {
+  for (let at = 0; at < html.length;) {
     const lt = html.indexOf('<', at);
     if (lt < 0) {
       out += html.slice(at);

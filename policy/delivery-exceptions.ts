@@ -23,14 +23,7 @@ import { decodedHead, headAddresses, headerHead } from './header-text.js';
 import type { MimeNode, SplitterChunk } from '@zone-eu/mailsplit';
 import type { MessageContext, Stage } from './stage.js';
 import { ChunkStage, type ChunkHandler } from './stage-chain.js';
-import {
-  DELIVERY_STATUS_CAP,
-  attachedReport,
-  decodeTransfer,
-  parseDeliveryStatus,
-  parseFeedbackReport,
-  type DeliveryStatusReport,
-} from './delivery-status.js';
+import { DELIVERY_STATUS_CAP, attachedReport, decodeTransfer, parseDeliveryStatus, parseFeedbackReport, type DeliveryStatusReport } from './delivery-status.js';
 import { BOUNCE_TEXT_CAP, bounceTextVerdict, htmlText } from './delivery-exception-text.js';
 import { addressMatches, decide, subjectMatches, type DeliveryExceptionRules, type Evidence, type StructuralSignal } from './delivery-exception-rules.js';
 import { describeOutcome } from './delivery-exception-report.js';
@@ -253,7 +246,10 @@ class DeliveryExceptionScan extends ChunkStage {
     const autoSubmitted = first('auto-submitted');
     const token = autoSubmitted.toLowerCase().split(/[\s;(]/)[0] ?? '';
     if (token && token !== 'no') this.signal('auto_submitted', `Auto-Submitted: ${autoSubmitted}`);
-    for (const [key, signal] of [['x-autoreply', 'x_autoreply'], ['x-autorespond', 'x_autorespond']] as const) {
+    for (const [key, signal] of [
+      ['x-autoreply', 'x_autoreply'],
+      ['x-autorespond', 'x_autorespond'],
+    ] as const) {
       const value = first(key);
       if (value && !/^(no|false|0)$/i.test(value)) this.signal(signal, `${key === 'x-autoreply' ? 'X-Autoreply' : 'X-Autorespond'}: ${value}`);
     }
@@ -262,7 +258,8 @@ class DeliveryExceptionScan extends ChunkStage {
     const precedence = first('precedence').trim();
     if (/^auto_reply$/i.test(precedence)) this.signal('precedence', `Precedence: ${precedence}`);
     const listHeader = ['list-id', 'list-unsubscribe', 'list-post'].find((key) => first(key));
-    if (listHeader) this.ev.listPost = `${listHeader.replace(/(^|-)([a-z])/g, (_m, dash: string, c: string) => dash + c.toUpperCase())}: ${headerHead(first(listHeader), 120)}`;
+    if (listHeader)
+      this.ev.listPost = `${listHeader.replace(/(^|-)([a-z])/g, (_m, dash: string, c: string) => dash + c.toUpperCase())}: ${headerHead(first(listHeader), 120)}`;
     else if (/^(bulk|list|junk)$/i.test(precedence)) this.ev.listPost = `Precedence: ${precedence}`;
     // Exim and Gmail name the recipients that failed permanently on their bounces.
     const failed = headers.get('x-failed-recipients').flatMap((line) => headAddresses(line.slice(line.indexOf(':') + 1)));

@@ -72,7 +72,17 @@ function statusClass(status: string | undefined): string | undefined {
   return /^([245])\.\d{1,3}\.\d{1,3}/.exec(status)?.[1] ?? /^([245])\d\d\b/.exec(status)?.[1];
 }
 
-const RECIPIENT_FIELDS = new Set(['original-recipient', 'final-recipient', 'action', 'status', 'remote-mta', 'diagnostic-code', 'last-attempt-date', 'will-retry-until', 'final-log-id']);
+const RECIPIENT_FIELDS = new Set([
+  'original-recipient',
+  'final-recipient',
+  'action',
+  'status',
+  'remote-mta',
+  'diagnostic-code',
+  'last-attempt-date',
+  'will-retry-until',
+  'final-log-id',
+]);
 
 /** `rfc822; a@b` -> `a@b` (RFC 3464 section 2.1.2: address-type ";" generic-address). */
 const withoutType = (value: string) => value.replace(/^[^;]*;\s*/, '').trim();
@@ -161,7 +171,10 @@ export function decodeTransfer(raw: Buffer, encoding: string | false): Buffer {
   if (enc === 'base64') return Buffer.from(raw.toString('latin1').replace(/[^A-Za-z0-9+/=]/g, ''), 'base64');
   if (enc === 'quoted-printable') {
     const text = raw.toString('latin1').replace(/=\r?\n/g, '');
-    return Buffer.from(text.replace(/=([0-9A-Fa-f]{2})/g, (_m, hex: string) => String.fromCharCode(parseInt(hex, 16))), 'latin1');
+    return Buffer.from(
+      text.replace(/=([0-9A-Fa-f]{2})/g, (_m, hex: string) => String.fromCharCode(parseInt(hex, 16))),
+      'latin1',
+    );
   }
   return raw;
 }
@@ -240,7 +253,10 @@ export function parseFeedbackReport(text: string): FeedbackReport {
     const colon = field.indexOf(':');
     if (colon <= 0) continue;
     const key = field.slice(0, colon).trim().toLowerCase();
-    const value = field.slice(colon + 1).trim().replace(/^<(.*)>$/, '$1');
+    const value = field
+      .slice(colon + 1)
+      .trim()
+      .replace(/^<(.*)>$/, '$1');
     if (key === 'feedback-type') report.feedbackType ??= value.toLowerCase();
     else if (key === 'original-rcpt-to' && report.complainants.length < MAX_RECIPIENTS) report.complainants.push(value);
     else if (key === 'original-mail-from') report.originalMailFrom ??= value;

@@ -66,7 +66,7 @@ function byCharacter(run: Buffer, charset: string, lengths: readonly number[], a
   const decoder = iconv.getDecoder(charset, { stripBOM: false });
   const decode = (bytes: Buffer) => decoder.write(bytes) + (decoder.end() ?? '');
   let out = '';
-  for (let i = 0; i < run.length; ) {
+  for (let i = 0; i < run.length;) {
     if (ascii && run[i]! < 0x80) {
       // A stretch of ASCII is itself, at once.
       let end = i + 1;

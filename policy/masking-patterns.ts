@@ -57,8 +57,7 @@ export interface PatternSettings {
  * its white space is bounded. Unbounded `\s*` runs side by side in a look-behind tried at
  * every position took more than 10 s on 4 KiB of blank lines, stalling the gateway.
  */
-export const defaultBankAccountPattern =
-  String.raw`(?=\d)(?<=\b(?:account|acct|a/c)\.?(?:\s{0,8}(?:number|num|no\.?|nr\.?|#))?\s{0,8}[:#]?\s{0,8})\d(?:[ -]?\d){5,16}(?!\d)`;
+export const defaultBankAccountPattern = String.raw`(?=\d)(?<=\b(?:account|acct|a/c)\.?(?:\s{0,8}(?:number|num|no\.?|nr\.?|#))?\s{0,8}[:#]?\s{0,8})\d(?:[ -]?\d){5,16}(?!\d)`;
 
 // Where a number is not a card: glued to a letter, digit or underscore (an identifier such as
 // `ref4111...` or a hex id), or continuing a decimal, a time, a path or a dashed number

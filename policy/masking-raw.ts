@@ -62,7 +62,7 @@ export class RawMessageMasker implements Masker {
       if (to > runStart) out += this.text.write(s.slice(runStart, to), runShielded);
       runStart = to;
     };
-    for (let i = 0; i < s.length; ) {
+    for (let i = 0; i < s.length;) {
       if (this.#atLineStart) {
         if (!this.#classify(s, i, final)) {
           flush(i);

@@ -136,7 +136,7 @@ async function encodedValue(text: string, mode: 'B' | 'Q'): Promise<string> {
   if (/^[\x20-\x7e]*$/.test(text)) return text;
   if (text.length <= HEADER_READ_LIMIT) return libmime.encodeWords(text, mode, 52);
   const words: string[] = [];
-  for (let at = 0; at < text.length; ) {
+  for (let at = 0; at < text.length;) {
     let end = Math.min(at + HEADER_READ_LIMIT, text.length);
     // Never cut a surrogate pair: its halves would be encoded apart.
     if (end < text.length && isHighSurrogate(text.charCodeAt(end - 1))) end--;
@@ -259,10 +259,16 @@ export class MessageMasker extends ChunkStage {
       return { streams: [new MaskingStream(rawByteCodec(), new RawMessageMasker(new TextMasker(this.patterns, this.counts, this.window)))], encoding: false };
     }
     const label = partLabel(node);
-    const inner = new MessageMasker(this.patterns, this.window, this.planCharset, (child) => {
-      this.textParts += child.textParts;
-      for (const c of child.charsetChanges) this.charsetChanges.push({ ...c, part: `${label}.${c.part}` });
-    }, { counts: this.counts, depth: this.depth + 1 });
+    const inner = new MessageMasker(
+      this.patterns,
+      this.window,
+      this.planCharset,
+      (child) => {
+        this.textParts += child.textParts;
+        for (const c of child.charsetChanges) this.charsetChanges.push({ ...c, part: `${label}.${c.part}` });
+      },
+      { counts: this.counts, depth: this.depth + 1 },
+    );
     // mailsplit types its streams narrower than Transform; they are Transforms.
     const stages = new StageChain([{ name: 'masking', handler: inner }]);
     return { streams: [new ContentFieldGuard(), new Splitter() as unknown as Transform, stages, new Joiner() as unknown as Transform], encoding: false };

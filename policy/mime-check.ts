@@ -37,7 +37,12 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
  * an mbox `From ` line. A section without its empty line is fine if every line is a field: the
  * body is optional (RFC 5322 3.5), and a part may end right after its header.
  */
-export function headerProblem(raw: Buffer, limits: Pick<MimeLimits, 'maxHeaderSize' | 'maxHeaderLine'>, where: string, root = true): UnparsableMessage | undefined {
+export function headerProblem(
+  raw: Buffer,
+  limits: Pick<MimeLimits, 'maxHeaderSize' | 'maxHeaderLine'>,
+  where: string,
+  root = true,
+): UnparsableMessage | undefined {
   const cost = headerCost(raw);
   if (cost > limits.maxHeaderSize) {
     const counted = cost > raw.length ? ` (${cost} counting each line as at least ${HEADER_LINE_MIN_COST} bytes)` : '';
@@ -94,7 +99,7 @@ const HEADER_LINE_MIN_COST = 64;
  */
 export function headerCost(raw: Buffer): number {
   let cost = 0;
-  for (let start = 0; start < raw.length; ) {
+  for (let start = 0; start < raw.length;) {
     const lf = raw.indexOf(0x0a, start);
     const end = lf < 0 ? raw.length : lf + 1;
     const length = end - start;
@@ -188,16 +193,21 @@ export class MimeChecker extends ChunkStage {
     for (const state of this.#multiparts.values()) {
       if (state.closed || (state.parts > 0 && !this.#wrapUnterminated)) continue;
       const boundary = JSON.stringify(printable(state.closing.subarray(2, -2).toString('latin1'), 80));
-      const err = state.parts === 0
-        ? new UnparsableMessage('boundary_missing', `The boundary ${boundary} of ${state.where} never appears in its body`)
-        : new UnparsableMessage('boundary_unterminated', `The multipart ${state.where} never reaches its closing boundary ${boundary} (${state.parts} part(s) seen)`);
+      const err =
+        state.parts === 0
+          ? new UnparsableMessage('boundary_missing', `The boundary ${boundary} of ${state.where} never appears in its body`)
+          : new UnparsableMessage(
+              'boundary_unterminated',
+              `The multipart ${state.where} never reaches its closing boundary ${boundary} (${state.parts} part(s) seen)`,
+            );
       throw this.#fail(err);
     }
     this.onDone?.();
   }
 
   #fail(err: unknown): Error {
-    const failure = err instanceof UnparsableMessage ? err : new UnparsableMessage('parser_exception', `the wrapping checks failed: ${String(err)}`, { cause: err });
+    const failure =
+      err instanceof UnparsableMessage ? err : new UnparsableMessage('parser_exception', `the wrapping checks failed: ${String(err)}`, { cause: err });
     this.onDone?.(failure);
     return failure;
   }
@@ -254,7 +264,7 @@ export class MimeChecker extends ChunkStage {
       const announced = this.#announced;
       if (announced && announced !== node && !this.#depth.has(announced) && announced._headerlen > 0) {
         const parent = announced.parentNode || undefined;
-        const where = parent ? this.#multiparts.get(parent)?.where ?? 'the message' : 'the message';
+        const where = parent ? (this.#multiparts.get(parent)?.where ?? 'the message') : 'the message';
         throw new UnparsableMessage('header_no_end', `A part of ${where} has a header with no end: a boundary line follows it directly`);
       }
       this.#announced = node;
@@ -346,7 +356,9 @@ export function wrappingFindings(ctx: MessageContext, result: MimeCheckResult, f
   if (failure) {
     const outcome = ctx.dryRun ? 'would be stored as a wrapping message' : 'is stored as a wrapping message';
     ctx.findings.wrapping = {
-      summary: [`The message cannot be processed: ${unparsableReasons[failure.reason]} (${failure.reason}). ${failure.detail}. It ${outcome} with the original attached.`],
+      summary: [
+        `The message cannot be processed: ${unparsableReasons[failure.reason]} (${failure.reason}). ${failure.detail}. It ${outcome} with the original attached.`,
+      ],
       reason: failure.reason,
       detail: failure.detail,
     };

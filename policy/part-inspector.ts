@@ -77,7 +77,11 @@ export class PartInspector {
       if (depth < rules.limits.maxDepth) this.#message = new NestedMessage(rules, depth + 1);
       // As an archive nested too deep: what is inside would go unjudged (a file hidden four
       // forwards down passed when the limit was three).
-      else this.nameVerdict ??= { rule: `attached message cannot be inspected safely: it is nested deeper than ${rules.limits.maxDepth} message levels`, evidence: [...this.#evidence] };
+      else
+        this.nameVerdict ??= {
+          rule: `attached message cannot be inspected safely: it is nested deeper than ${rules.limits.maxDepth} message levels`,
+          evidence: [...this.#evidence],
+        };
     }
   }
 

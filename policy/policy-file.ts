@@ -32,7 +32,9 @@ export function loadPolicyFile(file: string, env: Readonly<Record<string, string
     text = readFileSync(file, 'utf8');
   } catch (err) {
     const e = err as { code?: string; message?: string };
-    throw new ConfigError([{ file, key: '', expected: 'a readable policy file', given: e.code ?? String(err), message: `cannot read the policy file: ${e.message ?? String(err)}` }]);
+    throw new ConfigError([
+      { file, key: '', expected: 'a readable policy file', given: e.code ?? String(err), message: `cannot read the policy file: ${e.message ?? String(err)}` },
+    ]);
   }
   const result = loadToml(text, file, policyFileSchema, { env });
   if (!result.ok) throw new ConfigError(result.problems);

@@ -95,7 +95,12 @@ export type PolicyWarning = ConfigProblem;
  * only show up as a note in each message's findings). `partitionFile` names the partition
  * policy in the warning; none means the configuration has no partition policy.
  */
-export function departmentPolicyWarnings(file: string, department: PolicyFile, partition: PolicyFile | undefined, partitionFile: string | undefined): PolicyWarning[] {
+export function departmentPolicyWarnings(
+  file: string,
+  department: PolicyFile,
+  partition: PolicyFile | undefined,
+  partitionFile: string | undefined,
+): PolicyWarning[] {
   const masking = department.masking;
   const problem = departmentMaskingProblem(partition?.masking, masking);
   if (!masking || !problem) return [];

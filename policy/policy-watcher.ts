@@ -16,7 +16,11 @@ const SETTLE_MS = 150;
  * Directories are watched rather than files: editors save by writing a new file and
  * renaming it over the old one, which a watch on the old file's inode would not see.
  */
-export function watchPolicies(initial: PolicySet, logger: Logger, onChange: (next: PolicySet | undefined, result: 'ok' | 'refused') => void): { close(): void } {
+export function watchPolicies(
+  initial: PolicySet,
+  logger: Logger,
+  onChange: (next: PolicySet | undefined, result: 'ok' | 'refused') => void,
+): { close(): void } {
   let current = initial;
   const files = new Set(allFiles(initial.sources));
   const timers = new Map<string, NodeJS.Timeout>();
@@ -32,7 +36,10 @@ export function watchPolicies(initial: PolicySet, logger: Logger, onChange: (nex
     } catch (err) {
       onChange(undefined, 'refused');
       const problems = err instanceof ConfigError ? err.problems : undefined;
-      logger.error({ policy: file, problems, err: problems ? undefined : err }, `policy edit refused, the last good policy stays in force: ${err instanceof Error ? err.message : String(err)}`);
+      logger.error(
+        { policy: file, problems, err: problems ? undefined : err },
+        `policy edit refused, the last good policy stays in force: ${err instanceof Error ? err.message : String(err)}`,
+      );
     }
   };
 
@@ -43,7 +50,10 @@ export function watchPolicies(initial: PolicySet, logger: Logger, onChange: (nex
         const file = path.join(dir, name.toString());
         if (!files.has(file)) return;
         clearTimeout(timers.get(file));
-        timers.set(file, setTimeout(() => reload(file), SETTLE_MS));
+        timers.set(
+          file,
+          setTimeout(() => reload(file), SETTLE_MS),
+        );
       });
       watcher.on('error', (err) => logger.error({ err, dir }, 'cannot watch policy directory; edits there need a restart'));
       watchers.push(watcher);

@@ -83,7 +83,10 @@ export function fileSpool(dir: string): Spool {
       // Reads exactly what was written so far, then the tail still in memory.
       const sealed = createReadStream(sealing.file, { start: 0, end: written - 1 });
       sealed.on('error', (err) => out.destroy(err));
-      sealed.pipe(decipher).on('end', () => out.end(tail)).pipe(out, { end: false });
+      sealed
+        .pipe(decipher)
+        .on('end', () => out.end(tail))
+        .pipe(out, { end: false });
       out.on('close', () => sealed.destroy());
       return out;
     },
@@ -132,7 +135,10 @@ export class SpoolTee extends Writable {
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null) => void): void {
-    Promise.all([this.#spool.write(chunk), this.#forward(chunk)]).then(() => done(), (err: unknown) => done(err instanceof Error ? err : new Error(String(err))));
+    Promise.all([this.#spool.write(chunk), this.#forward(chunk)]).then(
+      () => done(),
+      (err: unknown) => done(err instanceof Error ? err : new Error(String(err))),
+    );
   }
 
   override _final(done: (err?: Error | null) => void): void {

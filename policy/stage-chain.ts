@@ -167,7 +167,7 @@ export class StageChain extends Transform {
 
   /** Resolves once no stage is working on a chunk and nothing waits at any stage. */
   async #idle(): Promise<void> {
-    for (let i = 0; i < this.#links.length; ) {
+    for (let i = 0; i < this.#links.length;) {
       const busy = this.#links[i]!.busy;
       if (busy) {
         await busy;

@@ -55,7 +55,13 @@ const PROTECTED = /(?:\b[A-Za-z][A-Za-z0-9+.-]{0,31}:\/\/|\bwww\.|\bmailto:)[^\s
 /** What ends a protected run (see PROTECTED). */
 const PROTECTED_END = /[\s<>"]/;
 /** Whether a character (a UTF-16 code unit) ends a protected run: PROTECTED_END, without a regex. */
-const endsProtected = (code: number) => code === 0x20 || (code >= 0x09 && code <= 0x0d) || code === 0x3c || code === 0x3e || code === 0x22 || (code > 0x7f && PROTECTED_END.test(String.fromCharCode(code)));
+const endsProtected = (code: number) =>
+  code === 0x20 ||
+  (code >= 0x09 && code <= 0x0d) ||
+  code === 0x3c ||
+  code === 0x3e ||
+  code === 0x22 ||
+  (code > 0x7f && PROTECTED_END.test(String.fromCharCode(code)));
 /** Cheap test: text without any of these holds no protected run. */
 const mayHoldProtected = (s: string) => s.includes('://') || s.includes('<') || s.includes('www.') || s.includes('WWW.') || s.includes('mailto:');
 
@@ -214,7 +220,7 @@ const SLICE = 4 * 1024;
  * pieces come as large as the splitter makes them.
  */
 export async function maskInSlices(masker: Masker, text: string, put: (masked: string) => void): Promise<void> {
-  for (let at = 0; ; ) {
+  for (let at = 0; ;) {
     let end = Math.min(at + SLICE, text.length);
     // Never cut a surrogate pair: its halves would be encoded apart.
     if (end < text.length && isHighSurrogate(text.charCodeAt(end - 1))) end--;

@@ -110,7 +110,7 @@ export class QuotedPrintableBodyDecoder implements BodyDecoder {
   push(chunk: Buffer): Buffer {
     const data = this.#raw + chunk.toString('latin1');
     let cut = data.length;
-    for (let before = -1; cut !== before && data.length - cut <= QP_HELD; ) {
+    for (let before = -1; cut !== before && data.length - cut <= QP_HELD;) {
       before = cut;
       // A CR may be the first half of the line end that makes "= \r\n" a soft line break.
       if (data.charCodeAt(cut - 1) === 0x0d) cut--;

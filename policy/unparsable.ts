@@ -85,14 +85,14 @@ export function unparsableFrom(err: unknown, where = 'MIME splitter'): Unparsabl
   const message = typeof e?.message === 'string' ? e.message : String(err);
   if (e?.code === 'EMAXLEN') {
     if (/child nodes/i.test(message)) return new UnparsableMessage('too_many_parts', `More MIME parts than the splitter allows (${message})`, { cause: err });
-    if (/header/i.test(message)) return new UnparsableMessage('header_too_large', `A header section is larger than the splitter allows (${message})`, { cause: err });
+    if (/header/i.test(message))
+      return new UnparsableMessage('header_too_large', `A header section is larger than the splitter allows (${message})`, { cause: err });
   }
   return new UnparsableMessage('parser_exception', `${where} failed: ${printable(message)}`, { cause: err });
 }
 
 /** Text safe to show in a log, a header or a 7-bit body: printable ASCII, at most `max` characters. */
 export function printable(text: string, max = 200): string {
-   
   const clean = text.replace(/[^\x20-\x7e]/g, '?');
   return clean.length > max ? `${clean.slice(0, max)}...` : clean;
 }

@@ -100,7 +100,9 @@ export function wrappingMessage(opts: WrappingMessageOptions): Readable {
         `Date: ${(opts.now ?? new Date()).toUTCString().replace('GMT', '+0000')}`,
         `Message-ID: <wrapped.${randomBytes(8).toString('hex')}@${opts.defaultDomain}>`,
         ...own,
-      ].join(CRLF) + CRLF + CRLF,
+      ].join(CRLF) +
+        CRLF +
+        CRLF,
       'latin1',
     );
     yield head;
@@ -135,7 +137,12 @@ export function wrappingMessage(opts: WrappingMessageOptions): Readable {
       yield* base64Lines(opts.original());
     } else {
       await keepOriginal(blocked, attachmentHeader, opts.original());
-      const placeholder = placeholderPart({ fileName: ORIGINAL_FILE_NAME, contentType: 'application/octet-stream', rule: blockedOriginalRule(blocked.finding), quarantineId: blocked.quarantineId });
+      const placeholder = placeholderPart({
+        fileName: ORIGINAL_FILE_NAME,
+        contentType: 'application/octet-stream',
+        rule: blockedOriginalRule(blocked.finding),
+        quarantineId: blocked.quarantineId,
+      });
       yield Buffer.from(placeholder.headerLines.join(CRLF) + CRLF + CRLF + placeholder.text + CRLF, 'utf8');
     }
     yield Buffer.from(`--${boundary}--${CRLF}`, 'latin1');
@@ -175,7 +182,11 @@ async function* countBytes(input: Readable, count: (n: number) => void): AsyncGe
 
 /** The text part: the Genesys sentence, the reason, and where the original is (or why it is not attached). */
 function explanation(failure: { reason: UnparsableReason; detail: string }, blocked: BlockedOriginal | undefined): string[] {
-  const lines = [`Error encountered during preprocessing of this message: ${unparsableReasons[failure.reason]} [${failure.reason}].`, printable(failure.detail, 600), ''];
+  const lines = [
+    `Error encountered during preprocessing of this message: ${unparsableReasons[failure.reason]} [${failure.reason}].`,
+    printable(failure.detail, 600),
+    '',
+  ];
   if (!blocked) return [...lines, 'Original Incoming Email is attached to this Email.', ''];
   const qid = blocked.quarantineId;
   return [

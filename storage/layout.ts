@@ -104,7 +104,12 @@ export interface FetchedRecord {
 }
 
 /** Removes what a rewrite mark names (old or unfinished generation, restored quarantine bytes). */
-export async function clearRewriteGarbage(chunks: Sublevels['chunks'], quarantineChunks: Sublevels['quarantineChunks'], id: string, mark: RewriteMark): Promise<void> {
+export async function clearRewriteGarbage(
+  chunks: Sublevels['chunks'],
+  quarantineChunks: Sublevels['quarantineChunks'],
+  id: string,
+  mark: RewriteMark,
+): Promise<void> {
   await chunks.clear(chunkRange(id, mark.generation));
   if (mark.quarantineId) await quarantineChunks.clear({ gte: `${mark.quarantineId}!`, lt: `${mark.quarantineId}"` });
 }

@@ -97,7 +97,10 @@ export class MessageWriter extends Writable {
     }
     const written = this.#append(chunk);
     this.#inflight = written.then(noop, noop);
-    written.then(() => callback(), (err: unknown) => callback(asError(err)));
+    written.then(
+      () => callback(),
+      (err: unknown) => callback(asError(err)),
+    );
   }
 
   // Copies into our own buffers: the caller may reuse its buffer once we call back.

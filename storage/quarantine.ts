@@ -118,7 +118,8 @@ export async function restoreQuarantined(store: Store, id: string): Promise<Quar
   }
   const findings = { ...meta.findings };
   const stage = findings['attachments'];
-  if (stage) findings['attachments'] = { ...stage, summary: [...stage.summary, `"${record.fileName}" restored from quarantine ${id} on ${new Date().toISOString()}.`] };
+  if (stage)
+    findings['attachments'] = { ...stage, summary: [...stage.summary, `"${record.fileName}" restored from quarantine ${id} on ${new Date().toISOString()}.`] };
   const updated = {
     ...meta,
     size: writer.bytesWritten,
@@ -139,7 +140,10 @@ class PlaceholderReplacer extends ChunkStage {
   replaced = false;
   #skipping: object | undefined;
 
-  constructor(private readonly store: Store, private readonly qid: string) {
+  constructor(
+    private readonly store: Store,
+    private readonly qid: string,
+  ) {
     super();
   }
 

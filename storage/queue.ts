@@ -129,7 +129,14 @@ export async function finishOps(store: Store, entry: QueueEntry, record: Deliver
 export function droppedRecord(entry: QueueEntry): DeliveryRecord {
   // Pending means "will be tried again": after a drop nobody will try, and the record must say so.
   const recipients = entry.recipients.map((r): FinishedRecipient => (r.status === 'pending' ? { ...r, status: 'dropped' } : r));
-  return { kind: entry.kind, status: 'dropped', finishedAt: new Date().toISOString(), attempts: entry.attempts, recipients, reason: 'dropped by an admin (mailgate queue drop)' };
+  return {
+    kind: entry.kind,
+    status: 'dropped',
+    finishedAt: new Date().toISOString(),
+    attempts: entry.attempts,
+    recipients,
+    reason: 'dropped by an admin (mailgate queue drop)',
+  };
 }
 
 /** The error for an id that is not queued, alike through the gateway and on a stopped store. */

@@ -12,8 +12,18 @@ import { MessageWriter } from './message-writer.js';
 import { isDiskFull, storeErrors } from './errors.js';
 import { idFloor, isMessageId } from './ids.js';
 import {
-  aliasRange, chunkRange, clearRewriteGarbage, clearUnfinished, idOfAliasKey, openDatabase, openSublevels, runMigrations,
-  type RootDb, type StoreLogger, type StoreOp, type Sublevels,
+  aliasRange,
+  chunkRange,
+  clearRewriteGarbage,
+  clearUnfinished,
+  idOfAliasKey,
+  openDatabase,
+  openSublevels,
+  runMigrations,
+  type RootDb,
+  type StoreLogger,
+  type StoreOp,
+  type Sublevels,
 } from './layout.js';
 import { WriteGuard, batchApplied, isWriteUncertain } from './write-guard.js';
 

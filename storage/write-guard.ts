@@ -96,7 +96,11 @@ export async function batchApplied(db: RootDb, ops: readonly StoreOp[]): Promise
 
 function sameValue(stored: unknown, written: unknown): boolean {
   if (Buffer.isBuffer(written) || written instanceof Uint8Array) {
-    return stored instanceof Uint8Array && Buffer.compare(Buffer.from(stored.buffer, stored.byteOffset, stored.byteLength), Buffer.from(written.buffer, written.byteOffset, written.byteLength)) === 0;
+    return (
+      stored instanceof Uint8Array &&
+      Buffer.compare(Buffer.from(stored.buffer, stored.byteOffset, stored.byteLength), Buffer.from(written.buffer, written.byteOffset, written.byteLength)) ===
+        0
+    );
   }
   if (typeof written === 'string') return stored === written;
   return stored !== undefined && JSON.stringify(stored) === JSON.stringify(written);

@@ -29,21 +29,41 @@ after(async () => {
 /** Changes a Dovecot user's password by rewriting its passwd-file (Dovecot rereads it when it changes). */
 async function setDovecotPassword(d: TestDovecot, user: string, password: string): Promise<void> {
   const file = path.join(d.dir, 'users.passwd');
-  const lines = (await readFile(file, 'utf8')).split('\n').map((l) => (l.startsWith(`${user}:`) ? l.replace(/^([^:]*):\{PLAIN\}[^:]*:/, `$1:{PLAIN}${password}:`) : l));
+  const lines = (await readFile(file, 'utf8'))
+    .split('\n')
+    .map((l) => (l.startsWith(`${user}:`) ? l.replace(/^([^:]*):\{PLAIN\}[^:]*:/, `$1:{PLAIN}${password}:`) : l));
   await writeFile(file, lines.join('\n'));
 }
 
-const message = (n: number) => `From: c${n}@example.net\r\nTo: desk@example.com\r\nSubject: Health ${n}\r\nMessage-ID: <health-${n}-${Date.now()}@example.net>\r\n\r\nBody ${n}\r\n`;
+const message = (n: number) =>
+  `From: c${n}@example.net\r\nTo: desk@example.com\r\nSubject: Health ${n}\r\nMessage-ID: <health-${n}-${Date.now()}@example.net>\r\n\r\nBody ${n}\r\n`;
 
 type Incoming = Record<string, string | number | boolean>;
 
 async function retrieve(t: { after(fn: () => Promise<void>): void }, name: string, incoming: Incoming) {
   const { dir, cleanup } = await tempDir();
   const settings: Incoming = {
-    type: 'imap', host: '127.0.0.1', port: dovecot.imapPort, security: 'starttls', ca_file: fixture('tls', 'cert.pem'),
-    user: name, password: `pw-${name}`, poll_interval: 1, reconnect_interval: 1, health_retry_interval: 1, idle: false, ...incoming,
+    type: 'imap',
+    host: '127.0.0.1',
+    port: dovecot.imapPort,
+    security: 'starttls',
+    ca_file: fixture('tls', 'cert.pem'),
+    user: name,
+    password: `pw-${name}`,
+    poll_interval: 1,
+    reconnect_interval: 1,
+    health_retry_interval: 1,
+    idle: false,
+    ...incoming,
   };
-  const toml = [`data_dir = ${JSON.stringify(path.join(dir, 'data'))}`, '[[alias]]', `name = "${name}"`, `address = "${name}@example.com"`, '[alias.incoming]', ...Object.entries(settings).map(([k, v]) => `${k} = ${JSON.stringify(v)}`)].join('\n');
+  const toml = [
+    `data_dir = ${JSON.stringify(path.join(dir, 'data'))}`,
+    '[[alias]]',
+    `name = "${name}"`,
+    `address = "${name}@example.com"`,
+    '[alias.incoming]',
+    ...Object.entries(settings).map(([k, v]) => `${k} = ${JSON.stringify(v)}`),
+  ].join('\n');
   const config = loadConfigText(toml, path.join(dir, 'mailgate.toml'), {});
   const store = await Store.open(config.data_dir);
   const log = capturingLogger();
@@ -60,7 +80,10 @@ async function retrieve(t: { after(fn: () => Promise<void>): void }, name: strin
     for (;;) {
       const s = await getAliasState(store, name);
       if (s && match(s)) return s;
-      if (Date.now() > deadline) throw new Error(`alias state not reached in ${timeoutMs} ms: ${JSON.stringify(s)}; log: ${log.entries.map((e) => `${String(e.msg)} ${String(e.kind ?? '')}`).join(' | ')}`);
+      if (Date.now() > deadline)
+        throw new Error(
+          `alias state not reached in ${timeoutMs} ms: ${JSON.stringify(s)}; log: ${log.entries.map((e) => `${String(e.msg)} ${String(e.kind ?? '')}`).join(' | ')}`,
+        );
       await sleep(50);
     }
   };
@@ -85,8 +108,12 @@ async function startProxy(target: number): Promise<{ port: number; up: boolean; 
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   return {
     port: (server.address() as AddressInfo).port,
-    get up() { return state.up; },
-    set up(v: boolean) { state.up = v; },
+    get up() {
+      return state.up;
+    },
+    set up(v: boolean) {
+      state.up = v;
+    },
     async close() {
       for (const s of sockets) s.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -143,7 +170,10 @@ test('server unreachable (accepts then closes): inactive with a retry time, acti
   const back = await r.waitForState((s) => s.status === 'active', 15_000);
   assert.equal(back.failures, 0);
   assert.equal(back.changedBy, 'retriever');
-  assert.ok(r.log.entries.some((e) => e.level === 30 && e.alias === 'net' && e.to === 'active'), 'the recovery is logged');
+  assert.ok(
+    r.log.entries.some((e) => e.level === 30 && e.alias === 'net' && e.to === 'active'),
+    'the recovery is logged',
+  );
   const deadline = Date.now() + 10_000;
   while ((await r.store.listMessages({ alias: 'net' })).length === 0) {
     assert.ok(Date.now() < deadline, 'fetched after recovery');
@@ -192,7 +222,11 @@ test('persisted across restarts: an admin deactivation holds; a retriever-made i
   const { dir, cleanup } = await tempDir();
   try {
     const store = await Store.open(path.join(dir, 'data'));
-    const server = loadConfigText(['[[alias]]', 'name = "a"', 'address = "a@example.com"', '[alias.incoming]', 'host = "127.0.0.1"', 'password = "one"'].join('\n'), path.join(dir, 'm.toml'), {}).alias[0]!.incoming!;
+    const server = loadConfigText(
+      ['[[alias]]', 'name = "a"', 'address = "a@example.com"', '[alias.incoming]', 'host = "127.0.0.1"', 'password = "one"'].join('\n'),
+      path.join(dir, 'm.toml'),
+      {},
+    ).alias[0]!.incoming!;
     const log = capturingLogger();
     const deps = { store, logger: log.logger };
     const h = await AliasHealth.load(deps, 'a', server);
@@ -213,11 +247,30 @@ test('a shared mailbox: failed connections make each of its aliases inactive wit
   await setDovecotPassword(dovecot, 'team', 'changed-on-the-server');
   const { dir, cleanup } = await tempDir();
   const incoming = {
-    type: 'imap', host: '127.0.0.1', port: dovecot.imapPort, security: 'starttls', ca_file: fixture('tls', 'cert.pem'),
-    user: 'team', password: 'pw-team', poll_interval: 1, reconnect_interval: 1, health_retry_interval: 1, idle: false,
+    type: 'imap',
+    host: '127.0.0.1',
+    port: dovecot.imapPort,
+    security: 'starttls',
+    ca_file: fixture('tls', 'cert.pem'),
+    user: 'team',
+    password: 'pw-team',
+    poll_interval: 1,
+    reconnect_interval: 1,
+    health_retry_interval: 1,
+    idle: false,
   };
-  const alias = (name: string) => ['[[alias]]', `name = "${name}"`, `address = "${name}@example.com"`, '[alias.incoming]', ...Object.entries(incoming).map(([k, v]) => `${k} = ${JSON.stringify(v)}`)];
-  const config = loadConfigText([`data_dir = ${JSON.stringify(path.join(dir, 'data'))}`, ...alias('sales'), ...alias('billing')].join('\n'), path.join(dir, 'mailgate.toml'), {});
+  const alias = (name: string) => [
+    '[[alias]]',
+    `name = "${name}"`,
+    `address = "${name}@example.com"`,
+    '[alias.incoming]',
+    ...Object.entries(incoming).map(([k, v]) => `${k} = ${JSON.stringify(v)}`),
+  ];
+  const config = loadConfigText(
+    [`data_dir = ${JSON.stringify(path.join(dir, 'data'))}`, ...alias('sales'), ...alias('billing')].join('\n'),
+    path.join(dir, 'mailgate.toml'),
+    {},
+  );
   const store = await Store.open(config.data_dir);
   const retriever = startRetriever({ config, store, logger: capturingLogger().logger, stages: () => [] });
   t.after(async () => {
@@ -234,16 +287,18 @@ test('a shared mailbox: failed connections make each of its aliases inactive wit
       await sleep(50);
     }
   };
-  const inactive = (name: string) => waitFor(`${name} inactive`, async () => {
-    const s = await getAliasState(store, name);
-    return s?.status === 'inactive' ? s : undefined;
-  });
+  const inactive = (name: string) =>
+    waitFor(`${name} inactive`, async () => {
+      const s = await getAliasState(store, name);
+      return s?.status === 'inactive' ? s : undefined;
+    });
   /** INBOX and Processed message counts. */
   const folders = async () => `${(await dovecot.listMessages('team')).length} ${(await dovecot.listMessages('team', 'Processed')).length}`;
-  const stored = (name: string) => waitFor(`mail stored for ${name}`, async () => {
-    const found = await store.listMessages({ alias: name });
-    return found.length ? found : undefined;
-  });
+  const stored = (name: string) =>
+    waitFor(`mail stored for ${name}`, async () => {
+      const found = await store.listMessages({ alias: name });
+      return found.length ? found : undefined;
+    });
 
   // Both aliases fetch the mailbox whose login fails: each is made inactive, each says why.
   for (const s of [await inactive('sales'), await inactive('billing')]) {
@@ -256,11 +311,17 @@ test('a shared mailbox: failed connections make each of its aliases inactive wit
   // Delivered now: Dovecot rereads its passwd-file at most once a second, so a first login
   // may still have passed with the old password.
   await dovecot.deliver('team', 'From: c@example.net\r\nTo: sales@example.com\r\nSubject: For sales\r\nMessage-ID: <team-sales@example.net>\r\n\r\nHi\r\n');
-  await dovecot.deliver('team', 'From: c@example.net\r\nTo: billing@example.com\r\nSubject: For billing\r\nMessage-ID: <team-billing@example.net>\r\n\r\nHi\r\n');
+  await dovecot.deliver(
+    'team',
+    'From: c@example.net\r\nTo: billing@example.com\r\nSubject: For billing\r\nMessage-ID: <team-billing@example.net>\r\n\r\nHi\r\n',
+  );
   // The password is fixed and one alias activated: the mailbox is fetched for it alone.
   await setDovecotPassword(dovecot, 'team', 'pw-team');
   await retriever.setStatus('billing', 'active');
-  assert.deepEqual((await stored('billing')).map((m) => m.subject), ['For billing']);
+  assert.deepEqual(
+    (await stored('billing')).map((m) => m.subject),
+    ['For billing'],
+  );
   assert.equal((await getAliasState(store, 'sales'))?.status, 'inactive', 'the other alias keeps its own status');
   // Moved at the end of the poll that stored it (a MOVE copies, then expunges): billing's
   // message in Processed, the inactive alias's left in INBOX.
@@ -268,6 +329,9 @@ test('a shared mailbox: failed connections make each of its aliases inactive wit
   assert.equal((await store.listMessages({ alias: 'sales' })).length, 0);
 
   await retriever.setStatus('sales', 'active');
-  assert.deepEqual((await stored('sales')).map((m) => m.subject), ['For sales']);
+  assert.deepEqual(
+    (await stored('sales')).map((m) => m.subject),
+    ['For sales'],
+  );
   await waitFor('both messages moved', async () => (await folders()) === '0 2' || undefined);
 });

@@ -16,7 +16,12 @@ let dovecot: TestDovecot;
 before(async () => {
   await ensureDovecot();
   dovecot = await startDovecot({
-    users: [{ name: 'desk', password: 'pw-desk' }, { name: 'tester', password: 'pw-tester' }, { name: 'popper', password: 'pw-popper' }, { name: 'helpdesk', password: 'pw-helpdesk' }],
+    users: [
+      { name: 'desk', password: 'pw-desk' },
+      { name: 'tester', password: 'pw-tester' },
+      { name: 'popper', password: 'pw-popper' },
+      { name: 'helpdesk', password: 'pw-helpdesk' },
+    ],
     // `supervisor` opens other users' mailboxes by naming them as the authorization identity (a shared mailbox).
     masterUsers: [{ name: 'supervisor', password: 'pw-supervisor' }],
   });
@@ -28,7 +33,9 @@ after(async () => {
 /** Changes a Dovecot user's password by rewriting its passwd-file (Dovecot rereads it when it changes). */
 async function setDovecotPassword(user: string, password: string): Promise<void> {
   const file = path.join(dovecot.dir, 'users.passwd');
-  const lines = (await readFile(file, 'utf8')).split('\n').map((l) => (l.startsWith(`${user}:`) ? l.replace(/^([^:]*):\{PLAIN\}[^:]*:/, `$1:{PLAIN}${password}:`) : l));
+  const lines = (await readFile(file, 'utf8'))
+    .split('\n')
+    .map((l) => (l.startsWith(`${user}:`) ? l.replace(/^([^:]*):\{PLAIN\}[^:]*:/, `$1:{PLAIN}${password}:`) : l));
   await writeFile(file, lines.join('\n'));
 }
 
@@ -43,8 +50,18 @@ function aliasToml(name: string, incoming: Record<string, string | number | bool
 }
 
 const imap = (user: string, extra: Record<string, string | number | boolean> = {}) => ({
-  type: 'imap', host: '127.0.0.1', port: dovecot.imapPort, security: 'starttls', ca_file: fixture('tls', 'cert.pem'),
-  user, password: `pw-${user}`, poll_interval: 1, reconnect_interval: 1, health_retry_interval: 1, idle: false, ...extra,
+  type: 'imap',
+  host: '127.0.0.1',
+  port: dovecot.imapPort,
+  security: 'starttls',
+  ca_file: fixture('tls', 'cert.pem'),
+  user,
+  password: `pw-${user}`,
+  poll_interval: 1,
+  reconnect_interval: 1,
+  health_retry_interval: 1,
+  idle: false,
+  ...extra,
 });
 
 async function list(configFile: string): Promise<AliasRow[]> {
@@ -69,7 +86,21 @@ test('while the gateway runs: list shows an auth-failed alias as inactive with i
   await setDovecotPassword('desk', 'changed-on-the-server');
   await dovecot.deliver('desk', 'From: c@example.net\r\nTo: desk@example.com\r\nSubject: Printer on fire\r\nMessage-ID: <fire@example.net>\r\n\r\nHelp.\r\n');
   const configFile = path.join(dir, 'mailgate.toml');
-  await writeFile(configFile, testConfigText(dir, ['[[department]]', 'name = "support"', aliasToml('desk', imap('desk')), '[[alias]]', 'name = "spare"', 'address = "spare@example.com"', 'status = "inactive"'].join('\n')));
+  await writeFile(
+    configFile,
+    testConfigText(
+      dir,
+      [
+        '[[department]]',
+        'name = "support"',
+        aliasToml('desk', imap('desk')),
+        '[[alias]]',
+        'name = "spare"',
+        'address = "spare@example.com"',
+        'status = "inactive"',
+      ].join('\n'),
+    ),
+  );
   const { child, exited } = await spawnServe(configFile);
   t.after(async () => {
     child.kill('SIGTERM');
@@ -125,9 +156,22 @@ test('with the gateway stopped: deactivate and activate write the store directly
   const { dir, cleanup } = await tempDir();
   t.after(cleanup);
   const configFile = path.join(dir, 'mailgate.toml');
-  await writeFile(configFile, testConfigText(dir, ['[[department]]', 'name = "support"', aliasToml('popper', { type: 'pop3', host: '127.0.0.1', port: dovecot.pop3Port, user: 'popper', password: 'pw-popper' })].join('\n')));
+  await writeFile(
+    configFile,
+    testConfigText(
+      dir,
+      [
+        '[[department]]',
+        'name = "support"',
+        aliasToml('popper', { type: 'pop3', host: '127.0.0.1', port: dovecot.pop3Port, user: 'popper', password: 'pw-popper' }),
+      ].join('\n'),
+    ),
+  );
   // No store yet: list shows the configuration.
-  assert.deepEqual((await list(configFile)).map((r) => [r.name, r.status, r.failures]), [['popper', 'active', 0]]);
+  assert.deepEqual(
+    (await list(configFile)).map((r) => [r.name, r.status, r.failures]),
+    [['popper', 'active', 0]],
+  );
   const { child, exited } = await spawnServe(configFile); // creates the store
   child.kill('SIGTERM');
   await exited;
@@ -160,13 +204,28 @@ test('aliases test: every step passes on a good alias (IMAP STARTTLS and SMTP wi
   t.after(cleanup);
   const configFile = path.join(dir, 'mailgate.toml');
   const outgoing = { type: 'esmtp', host: '127.0.0.1', port: smtpPort, ssl: true, user: 'sender', password: 'pw-sender' };
-  await writeFile(configFile, testConfigText(dir, [
-    '[[department]]', 'name = "support"',
-    aliasToml('tester', imap('tester'), outgoing),
-    aliasToml('wrongpw', imap('tester', { password: 'not-it' }), { ...outgoing, password: 'nope' }),
-    aliasToml('pop', { type: 'pop3', host: '127.0.0.1', port: dovecot.pop3sPort, security: 'tls', ca_file: fixture('tls', 'cert.pem'), user: 'popper', password: 'pw-popper' }),
-    aliasToml('nowhere', { type: 'pop3', host: 'mail.mailgate-test.invalid', security: 'tls' }),
-  ].join('\n')));
+  await writeFile(
+    configFile,
+    testConfigText(
+      dir,
+      [
+        '[[department]]',
+        'name = "support"',
+        aliasToml('tester', imap('tester'), outgoing),
+        aliasToml('wrongpw', imap('tester', { password: 'not-it' }), { ...outgoing, password: 'nope' }),
+        aliasToml('pop', {
+          type: 'pop3',
+          host: '127.0.0.1',
+          port: dovecot.pop3sPort,
+          security: 'tls',
+          ca_file: fixture('tls', 'cert.pem'),
+          user: 'popper',
+          password: 'pw-popper',
+        }),
+        aliasToml('nowhere', { type: 'pop3', host: 'mail.mailgate-test.invalid', security: 'tls' }),
+      ].join('\n'),
+    ),
+  );
   // The outgoing server has no ca_file: trust the test certificate the way an admin would trust a private CA system-wide.
   const env = { NODE_EXTRA_CA_CERTS: fixture('tls', 'cert.pem') };
 
@@ -208,15 +267,25 @@ test('aliases test: every step passes on a good alias (IMAP STARTTLS and SMTP wi
 test('aliases test on a shared mailbox (auth_identity): login and folder (IMAP) or STAT (POP3) pass as the retriever logs in, and the retriever fetches it', async (t) => {
   const { dir, cleanup } = await tempDir();
   t.after(cleanup);
-  await dovecot.deliver('helpdesk', 'From: c@example.net\r\nTo: helpdesk@example.com\r\nSubject: Shared inbox\r\nMessage-ID: <shared-inbox@example.net>\r\n\r\nHello.\r\n');
+  await dovecot.deliver(
+    'helpdesk',
+    'From: c@example.net\r\nTo: helpdesk@example.com\r\nSubject: Shared inbox\r\nMessage-ID: <shared-inbox@example.net>\r\n\r\nHello.\r\n',
+  );
   const shared = { user: 'supervisor', password: 'pw-supervisor', auth_identity: 'helpdesk' };
   const configFile = path.join(dir, 'mailgate.toml');
-  await writeFile(configFile, testConfigText(dir, [
-    '[[department]]', 'name = "support"',
-    aliasToml('helpdesk', imap('supervisor', shared)),
-    aliasToml('helpdeskpop', { type: 'pop3', host: '127.0.0.1', port: dovecot.pop3sPort, security: 'tls', ca_file: fixture('tls', 'cert.pem'), ...shared }),
-    aliasToml('notshared', imap('supervisor', { ...shared, password: 'not-it' })),
-  ].join('\n')));
+  await writeFile(
+    configFile,
+    testConfigText(
+      dir,
+      [
+        '[[department]]',
+        'name = "support"',
+        aliasToml('helpdesk', imap('supervisor', shared)),
+        aliasToml('helpdeskpop', { type: 'pop3', host: '127.0.0.1', port: dovecot.pop3sPort, security: 'tls', ca_file: fixture('tls', 'cert.pem'), ...shared }),
+        aliasToml('notshared', imap('supervisor', { ...shared, password: 'not-it' })),
+      ].join('\n'),
+    ),
+  );
 
   const r = await runCli(['aliases', 'test', 'helpdesk', '--config', configFile]);
   const out = r.stdout.toString();

@@ -26,23 +26,46 @@ const q = JSON.stringify;
 /** A config whose `[[oauth_app]]` points at the local endpoint, and one alias per server type logging in with it. */
 async function writeConfig(dir: string, clientSecret: string): Promise<string> {
   const alias = (name: string, type: 'imap' | 'pop3', port: number) => [
-    '[[alias]]', `name = ${q(name)}`, `address = "${name}@example.com"`,
-    '[alias.incoming]', `type = ${q(type)}`, 'host = "127.0.0.1"', `port = ${port}`, 'security = "starttls"',
-    `ca_file = ${q(fixture('tls', 'cert.pem'))}`, 'user = "agent"', 'oauth2 = "m365"',
+    '[[alias]]',
+    `name = ${q(name)}`,
+    `address = "${name}@example.com"`,
+    '[alias.incoming]',
+    `type = ${q(type)}`,
+    'host = "127.0.0.1"',
+    `port = ${port}`,
+    'security = "starttls"',
+    `ca_file = ${q(fixture('tls', 'cert.pem'))}`,
+    'user = "agent"',
+    'oauth2 = "m365"',
   ];
   const file = path.join(dir, 'mailgate.toml');
-  await writeFile(file, [
-    `data_dir = ${q(path.join(dir, 'data'))}`,
-    '[[oauth_app]]', 'name = "m365"', 'provider = "microsoft365"', `tenant_id = ${q(idp.tenant)}`, `client_id = ${q(idp.clientId)}`,
-    `client_secret = ${q(clientSecret)}`, 'flow = "client_credentials"', `authority = ${q(idp.authority)}`, `known_authorities = [${q(idp.host)}]`,
-    `authority_metadata = ${q(idp.authorityMetadata)}`, `cloud_discovery_metadata = ${q(idp.cloudDiscoveryMetadata)}`, `ca_file = ${q(fixture('tls', 'cert.pem'))}`,
-    ...alias('shared', 'imap', dovecot.imapPort),
-    ...alias('sharedpop', 'pop3', dovecot.pop3Port),
-  ].join('\n'));
+  await writeFile(
+    file,
+    [
+      `data_dir = ${q(path.join(dir, 'data'))}`,
+      '[[oauth_app]]',
+      'name = "m365"',
+      'provider = "microsoft365"',
+      `tenant_id = ${q(idp.tenant)}`,
+      `client_id = ${q(idp.clientId)}`,
+      `client_secret = ${q(clientSecret)}`,
+      'flow = "client_credentials"',
+      `authority = ${q(idp.authority)}`,
+      `known_authorities = [${q(idp.host)}]`,
+      `authority_metadata = ${q(idp.authorityMetadata)}`,
+      `cloud_discovery_metadata = ${q(idp.cloudDiscoveryMetadata)}`,
+      `ca_file = ${q(fixture('tls', 'cert.pem'))}`,
+      ...alias('shared', 'imap', dovecot.imapPort),
+      ...alias('sharedpop', 'pop3', dovecot.pop3Port),
+    ].join('\n'),
+  );
   return file;
 }
 
-interface Report { ok: boolean; steps: { server: string; step: string; result: string; detail: string }[] }
+interface Report {
+  ok: boolean;
+  steps: { server: string; step: string; result: string; detail: string }[];
+}
 
 test('aliases test on an OAuth2 alias: a token from the app, the XOAUTH2 login and the folder (IMAP) or STAT (POP3), as the retriever does them', async (t) => {
   const { dir, cleanup } = await tempDir();
@@ -58,7 +81,11 @@ test('aliases test on an OAuth2 alias: a token from the app, the XOAUTH2 login a
   assert.match(out, /PASS\s+login\s+logged in as "agent" with an OAuth2 token from oauth_app "m365"/);
   assert.match(out, /PASS\s+folder\s+INBOX: 1 message\(s\)/);
   assert.match(out, /all steps passed/);
-  assert.deepEqual(idp.requests.slice(before).map((x) => `${x.grantType} ${x.outcome}`), ['client_credentials ok'], 'the token came from the app\'s token endpoint');
+  assert.deepEqual(
+    idp.requests.slice(before).map((x) => `${x.grantType} ${x.outcome}`),
+    ['client_credentials ok'],
+    "the token came from the app's token endpoint",
+  );
   assert.match(await dovecot.readLog(), /xoauth2|oauthbearer/i);
 
   const pop = await runCli(['aliases', 'test', 'sharedpop', '--config', configFile]);

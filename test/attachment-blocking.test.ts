@@ -23,10 +23,7 @@ interface Run {
   store: Store;
 }
 
-async function run(
-  file: string,
-  opts: { partition?: object; department?: object | null; direction?: Direction; dryRun?: boolean } = {},
-): Promise<Run> {
+async function run(file: string, opts: { partition?: object; department?: object | null; direction?: Direction; dryRun?: boolean } = {}): Promise<Run> {
   const { dir, cleanup } = await tempDir();
   const store = await Store.open(dir);
   const partition = opts.partition ? attachmentsSectionSchema.parse(opts.partition) : undefined;
@@ -34,9 +31,16 @@ async function run(
   const department = opts.department === null ? undefined : attachmentsSectionSchema.parse(opts.department ?? BASE);
   const id = newMessageId();
   const ctx: MessageContext = {
-    id, envelope: { mailFrom: 'a@example.org', rcptTo: ['b@example.com'] }, source: { kind: 'cli' },
-    direction: opts.direction ?? 'inbound', findings: {}, tags: new Set(), log: pino({ level: 'silent' }),
-    dryRun: opts.dryRun ?? false, ...(opts.dryRun ? {} : { store }), commitOps: [],
+    id,
+    envelope: { mailFrom: 'a@example.org', rcptTo: ['b@example.com'] },
+    source: { kind: 'cli' },
+    direction: opts.direction ?? 'inbound',
+    findings: {},
+    tags: new Set(),
+    log: pino({ level: 'silent' }),
+    dryRun: opts.dryRun ?? false,
+    ...(opts.dryRun ? {} : { store }),
+    commitOps: [],
   };
   const parts: Buffer[] = [];
   const sink = new Writable({ write: (c: Buffer, _e, cb) => (parts.push(c), cb()) });
@@ -45,8 +49,25 @@ async function run(
   const output = Buffer.concat(parts);
   // Commit as ingest does, so quarantine records become visible with the message.
   writer.end(output);
-  await writer.commit({ id, version: 1, receivedAt: new Date().toISOString(), size: 0, receivedSize: 0, envelope: ctx.envelope, source: ctx.source, to: [], cc: [], _AttachmentFileNames: [], attachments: [], findings: ctx.findings, tags: [] }, ctx.commitOps);
-  const found = ((ctx.findings['attachments'] as { attachments?: AttachmentFinding[] } | undefined)?.attachments ?? []);
+  await writer.commit(
+    {
+      id,
+      version: 1,
+      receivedAt: new Date().toISOString(),
+      size: 0,
+      receivedSize: 0,
+      envelope: ctx.envelope,
+      source: ctx.source,
+      to: [],
+      cc: [],
+      _AttachmentFileNames: [],
+      attachments: [],
+      findings: ctx.findings,
+      tags: [],
+    },
+    ctx.commitOps,
+  );
+  const found = (ctx.findings['attachments'] as { attachments?: AttachmentFinding[] } | undefined)?.attachments ?? [];
   const close = store.close.bind(store);
   store.close = async () => {
     await close();
@@ -70,11 +91,21 @@ const evasions: { file: string; blocked: string; rule: RegExp; evidence?: RegExp
   { file: 'direction-override.eml', blocked: 'invoicefdp.exe', rule: /\.exe/, evidence: /right-to-left override U\+202E removed/ },
   { file: 'nested-rfc822-inline.eml', blocked: 'tool.exe', rule: /\.exe/ },
   { file: 'nested-rfc822-attached.eml', blocked: 'forwarded.eml', rule: /attached message contains tool\.exe: blocked extension \.exe/ },
-  { file: 'pe-as-pdf.eml', blocked: 'statement.pdf', rule: /Windows executable .* blocked as \.exe/, evidence: /content is a Windows executable .* named \.pdf/ },
+  {
+    file: 'pe-as-pdf.eml',
+    blocked: 'statement.pdf',
+    rule: /Windows executable .* blocked as \.exe/,
+    evidence: /content is a Windows executable .* named \.pdf/,
+  },
   { file: 'script-as-txt.eml', blocked: 'notes.txt', rule: /script .* blocked as \.sh/ },
   { file: 'zip-with-exe.eml', blocked: 'documents.zip', rule: /archive contains setup\.exe: blocked extension \.exe/ },
   { file: 'zip-in-zip.eml', blocked: 'outer.zip', rule: /archive contains tool\.exe/, evidence: /inner\.zip\/deep\/tool\.exe/ },
-  { file: 'zip-bomb.eml', blocked: 'bomb.zip', rule: /cannot be inspected safely: .*suspected zip bomb/, opts: { department: { ...BASE, zip_max_ratio: 100 } } },
+  {
+    file: 'zip-bomb.eml',
+    blocked: 'bomb.zip',
+    rule: /cannot be inspected safely: .*suspected zip bomb/,
+    opts: { department: { ...BASE, zip_max_ratio: 100 } },
+  },
 ];
 
 for (const row of evasions) {
@@ -120,17 +151,71 @@ test('a clean PDF and a clean zip pass byte for byte', async () => {
 
 // Settings, as the Cisco guide describes them.
 const settings: { name: string; file: string; opts: Parameters<typeof run>[1]; blocked: string[]; quarantined: number }[] = [
-  { name: 'block_all_attachments blocks a clean PDF', file: 'clean.eml', opts: { department: { block_all_attachments: true } }, blocked: ['report.pdf'], quarantined: 1 },
-  { name: 'block_all_attachments overrides an empty list', file: 'case.eml', opts: { department: { block_all_attachments: true, blocked_extensions: [] } }, blocked: ['REPORT.ExE'], quarantined: 1 },
+  {
+    name: 'block_all_attachments blocks a clean PDF',
+    file: 'clean.eml',
+    opts: { department: { block_all_attachments: true } },
+    blocked: ['report.pdf'],
+    quarantined: 1,
+  },
+  {
+    name: 'block_all_attachments overrides an empty list',
+    file: 'case.eml',
+    opts: { department: { block_all_attachments: true, blocked_extensions: [] } },
+    blocked: ['REPORT.ExE'],
+    quarantined: 1,
+  },
   { name: 'scan = inbound leaves outbound mail alone', file: 'case.eml', opts: { direction: 'outbound' }, blocked: [], quarantined: 0 },
-  { name: 'scan = inbound_and_outbound scans outbound mail', file: 'case.eml', opts: { direction: 'outbound', department: { ...BASE, scan: 'inbound_and_outbound' } }, blocked: ['REPORT.ExE'], quarantined: 1 },
+  {
+    name: 'scan = inbound_and_outbound scans outbound mail',
+    file: 'case.eml',
+    opts: { direction: 'outbound', department: { ...BASE, scan: 'inbound_and_outbound' } },
+    blocked: ['REPORT.ExE'],
+    quarantined: 1,
+  },
   { name: 'action = delete keeps nothing', file: 'case.eml', opts: { department: { ...BASE, action: 'delete' } }, blocked: ['REPORT.ExE'], quarantined: 0 },
-  { name: 'action = delete on a spooled archive keeps nothing', file: 'zip-with-exe.eml', opts: { department: { ...BASE, action: 'delete' } }, blocked: ['documents.zip'], quarantined: 0 },
-  { name: 'a partition allow supersedes a department block', file: 'case.eml', opts: { partition: { allowed_extensions: ['exe'] } }, blocked: [], quarantined: 0 },
-  { name: 'a partition block supersedes a department allow', file: 'clean.eml', opts: { partition: { blocked_extensions: ['.pdf'] }, department: { allowed_extensions: ['.pdf'] } }, blocked: ['report.pdf'], quarantined: 1 },
-  { name: 'a partition allow exempts from block_all_attachments', file: 'clean.eml', opts: { partition: { allowed_extensions: ['.pdf'] }, department: { block_all_attachments: true } }, blocked: [], quarantined: 0 },
-  { name: 'the partition file applies when the department has no section', file: 'clean.eml', opts: { partition: { blocked_extensions: ['.pdf'], action: 'delete' }, department: null }, blocked: ['report.pdf'], quarantined: 0 },
-  { name: 'a PE named .pdf passes when no PE extension is listed', file: 'pe-as-pdf.eml', opts: { department: { blocked_extensions: ['.vbs'] } }, blocked: [], quarantined: 0 },
+  {
+    name: 'action = delete on a spooled archive keeps nothing',
+    file: 'zip-with-exe.eml',
+    opts: { department: { ...BASE, action: 'delete' } },
+    blocked: ['documents.zip'],
+    quarantined: 0,
+  },
+  {
+    name: 'a partition allow supersedes a department block',
+    file: 'case.eml',
+    opts: { partition: { allowed_extensions: ['exe'] } },
+    blocked: [],
+    quarantined: 0,
+  },
+  {
+    name: 'a partition block supersedes a department allow',
+    file: 'clean.eml',
+    opts: { partition: { blocked_extensions: ['.pdf'] }, department: { allowed_extensions: ['.pdf'] } },
+    blocked: ['report.pdf'],
+    quarantined: 1,
+  },
+  {
+    name: 'a partition allow exempts from block_all_attachments',
+    file: 'clean.eml',
+    opts: { partition: { allowed_extensions: ['.pdf'] }, department: { block_all_attachments: true } },
+    blocked: [],
+    quarantined: 0,
+  },
+  {
+    name: 'the partition file applies when the department has no section',
+    file: 'clean.eml',
+    opts: { partition: { blocked_extensions: ['.pdf'], action: 'delete' }, department: null },
+    blocked: ['report.pdf'],
+    quarantined: 0,
+  },
+  {
+    name: 'a PE named .pdf passes when no PE extension is listed',
+    file: 'pe-as-pdf.eml',
+    opts: { department: { blocked_extensions: ['.vbs'] } },
+    blocked: [],
+    quarantined: 0,
+  },
 ];
 
 for (const row of settings) {
@@ -152,7 +237,7 @@ test('a dry run says what would be blocked and changes and writes nothing', asyn
   try {
     assert.deepEqual(blockedNames(r), ['documents.zip']);
     assert.equal(r.found[0]!.action, 'would be quarantined');
-    assert.match((r.ctx.findings['attachments']!.summary).join(' '), /"documents\.zip" would be quarantined: archive contains setup\.exe/);
+    assert.match(r.ctx.findings['attachments']!.summary.join(' '), /"documents\.zip" would be quarantined: archive contains setup\.exe/);
     assert.ok(r.output.equals(readFileSync(fixture('attachments', 'zip-with-exe.eml'))));
     assert.deepEqual(await r.store.sublevels.quarantineChunks.keys().all(), []);
   } finally {
@@ -174,7 +259,10 @@ test('the section schema normalises extensions and refuses outbound-only scannin
 
 test('_AttachmentFileNames marks blocked attachments', () => {
   assert.deepEqual(
-    attachmentFileNames([{ fileName: 'a.pdf', contentType: 'application/pdf', size: 1 }, { fileName: 'b.exe', contentType: 'application/octet-stream', size: 2, blocked: true }]),
+    attachmentFileNames([
+      { fileName: 'a.pdf', contentType: 'application/pdf', size: 1 },
+      { fileName: 'b.exe', contentType: 'application/octet-stream', size: 2, blocked: true },
+    ]),
     ['a.pdf', 'b.exe [blocked]'],
   );
 });
@@ -188,10 +276,24 @@ test('content is sniffed from the bytes a mail client decodes: base64 padded lin
   const lines: string[] = [];
   for (let at = 0; at < pe.length; at++) lines.push(pe.subarray(at, at + 1).toString('base64'));
   const message = [
-    'From: a@example.org', 'To: support@example.com', 'Subject: statement', 'MIME-Version: 1.0',
-    'Content-Type: multipart/mixed; boundary="b"', '', '--b', 'Content-Type: text/plain', '', 'see attached', '--b',
-    'Content-Type: application/pdf; name="statement.pdf"', 'Content-Disposition: attachment; filename="statement.pdf"',
-    'Content-Transfer-Encoding: base64', '', ...lines, '--b--', '',
+    'From: a@example.org',
+    'To: support@example.com',
+    'Subject: statement',
+    'MIME-Version: 1.0',
+    'Content-Type: multipart/mixed; boundary="b"',
+    '',
+    '--b',
+    'Content-Type: text/plain',
+    '',
+    'see attached',
+    '--b',
+    'Content-Type: application/pdf; name="statement.pdf"',
+    'Content-Disposition: attachment; filename="statement.pdf"',
+    'Content-Transfer-Encoding: base64',
+    '',
+    ...lines,
+    '--b--',
+    '',
   ].join('\r\n');
   const parsed = await simpleParser(Buffer.from(message));
   assert.ok(parsed.attachments[0]!.content.equals(pe), 'mailparser decodes the padded runs into the executable');

@@ -54,7 +54,17 @@ test('config schema prints a JSON Schema an editor can use', async () => {
 });
 
 test('every command has --help; usage errors exit 2', async () => {
-  for (const args of [[], ['serve'], ['messages'], ['messages', 'list'], ['messages', 'show'], ['messages', 'raw'], ['config'], ['config', 'check'], ['config', 'schema']]) {
+  for (const args of [
+    [],
+    ['serve'],
+    ['messages'],
+    ['messages', 'list'],
+    ['messages', 'show'],
+    ['messages', 'raw'],
+    ['config'],
+    ['config', 'check'],
+    ['config', 'schema'],
+  ]) {
     const r = await runCli([...args, '--help']);
     assert.equal(r.code, 0, `${args.join(' ')} --help: ${r.stderr}`);
     assert.match(r.stdout.toString(), /Usage: mailgate/);
@@ -143,22 +153,25 @@ test('npm start: SIGTERM to the npm process stops the gateway (port free, store 
 test('read-only commands run without the secrets in the shell; a command that uses one names its file, line and key and exits 2', async (t) => {
   const { dir, cleanup } = await tempDir();
   t.after(cleanup);
-  const configFile = await writeTestConfig(dir, [
-    '[[smtp.user]]',
-    'name = "relay"',
-    'password_hash = "${MAILGATE_TEST_UNSET_HASH}"',
-    '',
-    '[[alias]]',
-    'name = "support"',
-    'address = "support@example.com"',
-    '[alias.outgoing]',
-    'type = "esmtp"',
-    'host = "127.0.0.1"',
-    'port = 2',
-    'user = "support"',
-    'password = "${MAILGATE_TEST_UNSET_PASSWORD}"',
-    '',
-  ].join('\n'));
+  const configFile = await writeTestConfig(
+    dir,
+    [
+      '[[smtp.user]]',
+      'name = "relay"',
+      'password_hash = "${MAILGATE_TEST_UNSET_HASH}"',
+      '',
+      '[[alias]]',
+      'name = "support"',
+      'address = "support@example.com"',
+      '[alias.outgoing]',
+      'type = "esmtp"',
+      'host = "127.0.0.1"',
+      'port = 2',
+      'user = "support"',
+      'password = "${MAILGATE_TEST_UNSET_PASSWORD}"',
+      '',
+    ].join('\n'),
+  );
   const env = { ...process.env };
   delete env.MAILGATE_TEST_UNSET_HASH;
   delete env.MAILGATE_TEST_UNSET_PASSWORD;
@@ -170,7 +183,13 @@ test('read-only commands run without the secrets in the shell; a command that us
   const sent = await cli('send', '--from', 'support', '--to', 'customer@example.org', '--subject', 'Hello', '--text', 'Hi.');
   assert.equal(sent.code, 0, sent.stderr);
   const id = /^queued as (\S+)/.exec(sent.stdout.toString())![1]!;
-  for (const args of [['messages', 'list'], ['messages', 'show', id], ['queue', 'list'], ['quarantine', 'list'], ['aliases', 'list']]) {
+  for (const args of [
+    ['messages', 'list'],
+    ['messages', 'show', id],
+    ['queue', 'list'],
+    ['quarantine', 'list'],
+    ['aliases', 'list'],
+  ]) {
     const r = await cli(...args);
     assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
   }
@@ -181,7 +200,10 @@ test('read-only commands run without the secrets in the shell; a command that us
   const check = await cli('config', 'check');
   assert.equal(check.code, 0, check.stderr);
   assert.match(check.stdout.toString(), /mailgate\.toml: ok/);
-  assert.equal(check.stderr, `secrets not set in this environment (\`mailgate serve\` needs them where it runs):\n  ${configFile}:4: smtp.user[0].password_hash: expected environment variable MAILGATE_TEST_UNSET_HASH to be set\n  ${configFile}:14: alias[0].outgoing.password: expected environment variable MAILGATE_TEST_UNSET_PASSWORD to be set\n`);
+  assert.equal(
+    check.stderr,
+    `secrets not set in this environment (\`mailgate serve\` needs them where it runs):\n  ${configFile}:4: smtp.user[0].password_hash: expected environment variable MAILGATE_TEST_UNSET_HASH to be set\n  ${configFile}:14: alias[0].outgoing.password: expected environment variable MAILGATE_TEST_UNSET_PASSWORD to be set\n`,
+  );
 
   // serve uses them all: refused before it listens or opens anything, as loading always said it.
   const serve = await runCli(['serve', '--config', 'mailgate.toml'], { env, cwd: dir });
@@ -234,19 +256,22 @@ const mime = (from: string, to: string, subject: string, parts: string[][]) =>
 async function gatewayWithPolicy(t: { after(fn: () => Promise<void>): void }) {
   const { dir, cleanup } = await tempDir();
   await writeFile(path.join(dir, 'policy.toml'), '[attachments]\nblocked_extensions = [".exe"]\n');
-  const configFile = await writeTestConfig(dir, [
-    '[partition]',
-    'policy = "policy.toml"',
-    '',
-    '[[alias]]',
-    'name = "support"',
-    'address = "support@example.com"',
-    '',
-    '[[alias]]',
-    'name = "sales"',
-    'address = "sales@example.com"',
-    '',
-  ].join('\n'));
+  const configFile = await writeTestConfig(
+    dir,
+    [
+      '[partition]',
+      'policy = "policy.toml"',
+      '',
+      '[[alias]]',
+      'name = "support"',
+      'address = "support@example.com"',
+      '',
+      '[[alias]]',
+      'name = "sales"',
+      'address = "sales@example.com"',
+      '',
+    ].join('\n'),
+  );
   const gw = await startGatewayOn(configFile, { retriever: false });
   t.after(async () => {
     await gw.stop();
@@ -266,22 +291,35 @@ async function gatewayWithPolicy(t: { after(fn: () => Promise<void>): void }) {
 test('messages list --tag: the exception queue as a list to work from; --alias naming no alias is a usage error', async (t) => {
   const gw = await gatewayWithPolicy(t);
   const plain = (subject: string) => ['Content-Type: text/plain', '', `${subject}.`];
-  const awaySupport = await gw.send('support@example.com', mime('Ann <ann@example.org>', 'support@example.com', 'Out of Office: back on Monday', [plain('Away')]));
+  const awaySupport = await gw.send(
+    'support@example.com',
+    mime('Ann <ann@example.org>', 'support@example.com', 'Out of Office: back on Monday', [plain('Away')]),
+  );
   const order = await gw.send('support@example.com', mime('Bob <bob@example.org>', 'support@example.com', 'Order 1234', [plain('Where is it')]));
   const awaySales = await gw.send('sales@example.com', mime('Cy <cy@example.org>', 'sales@example.com', 'Out of Office', [plain('Away')]));
 
   const tagged = await gw.cli('messages', 'list', '--tag', 'exception-queue', '--json');
   assert.equal(tagged.code, 0, tagged.stderr);
-  assert.deepEqual((JSON.parse(tagged.stdout.toString()) as MessageMeta[]).map((m) => m.id), [awaySales, awaySupport], 'newest first, the order left out');
+  assert.deepEqual(
+    (JSON.parse(tagged.stdout.toString()) as MessageMeta[]).map((m) => m.id),
+    [awaySales, awaySupport],
+    'newest first, the order left out',
+  );
   const text = (await gw.cli('messages', 'list', '--tag', 'exception-queue')).stdout.toString().split('\n');
   assert.match(text[0]!, /^ID +RECEIVED +SIZE +SOURCE +FROM +SUBJECT$/);
   assert.match(text[1]!, new RegExp(`^${awaySales} .* smtp:sales +Cy <cy@example\\.org> +Out of Office$`));
   assert.match(text[2]!, new RegExp(`^${awaySupport} .* smtp:support +Ann <ann@example\\.org> +Out of Office: back on Monday$`));
   assert.equal(text.length, 4);
   const one = await gw.cli('messages', 'list', '--tag', 'exception-queue', '--alias', 'support', '--json');
-  assert.deepEqual((JSON.parse(one.stdout.toString()) as MessageMeta[]).map((m) => m.id), [awaySupport]);
+  assert.deepEqual(
+    (JSON.parse(one.stdout.toString()) as MessageMeta[]).map((m) => m.id),
+    [awaySupport],
+  );
   const limited = await gw.cli('messages', 'list', '--tag', 'exception-queue', '--limit', '1', '--json');
-  assert.deepEqual((JSON.parse(limited.stdout.toString()) as MessageMeta[]).map((m) => m.id), [awaySales]);
+  assert.deepEqual(
+    (JSON.parse(limited.stdout.toString()) as MessageMeta[]).map((m) => m.id),
+    [awaySales],
+  );
   const none = await gw.cli('messages', 'list', '--tag', 'no-such-tag');
   assert.deepEqual([none.code, none.stdout.toString()], [0, '']);
   assert.ok(order);
@@ -293,19 +331,44 @@ test('messages list --tag: the exception queue as a list to work from; --alias n
   await gw.stop();
   const direct = await gw.cli('messages', 'list', '--tag', 'exception-queue', '--alias', 'sales', '--json');
   assert.equal(direct.code, 0, direct.stderr);
-  assert.deepEqual((JSON.parse(direct.stdout.toString()) as MessageMeta[]).map((m) => m.id), [awaySales]);
+  assert.deepEqual(
+    (JSON.parse(direct.stdout.toString()) as MessageMeta[]).map((m) => m.id),
+    [awaySales],
+  );
 });
 
 test('messages show: each attachment with its decoded size (a blocked one: its quarantine record), findings in sentences', async (t) => {
   const gw = await gatewayWithPolicy(t);
   const report = randomBytes(3001);
   const notes = 'café = 1end';
-  const id = await gw.send('support@example.com', mime('Customer <customer@example.org>', 'support@example.com', 'Documents', [
-    ['Content-Type: text/plain; charset=utf-8', '', 'See the files.'],
-    ['Content-Type: application/octet-stream', 'Content-Disposition: attachment; filename="report.bin"', 'Content-Transfer-Encoding: base64', '', base64Lines(report)],
-    ['Content-Type: text/plain; charset=utf-8', 'Content-Disposition: attachment; filename="notes.txt"', 'Content-Transfer-Encoding: quoted-printable', '', 'caf=C3=A9 =3D 1=', 'end'],
-    ['Content-Type: application/octet-stream', 'Content-Disposition: attachment; filename="tool.exe"', 'Content-Transfer-Encoding: base64', '', base64Lines(PROGRAM)],
-  ]));
+  const id = await gw.send(
+    'support@example.com',
+    mime('Customer <customer@example.org>', 'support@example.com', 'Documents', [
+      ['Content-Type: text/plain; charset=utf-8', '', 'See the files.'],
+      [
+        'Content-Type: application/octet-stream',
+        'Content-Disposition: attachment; filename="report.bin"',
+        'Content-Transfer-Encoding: base64',
+        '',
+        base64Lines(report),
+      ],
+      [
+        'Content-Type: text/plain; charset=utf-8',
+        'Content-Disposition: attachment; filename="notes.txt"',
+        'Content-Transfer-Encoding: quoted-printable',
+        '',
+        'caf=C3=A9 =3D 1=',
+        'end',
+      ],
+      [
+        'Content-Type: application/octet-stream',
+        'Content-Disposition: attachment; filename="tool.exe"',
+        'Content-Transfer-Encoding: base64',
+        '',
+        base64Lines(PROGRAM),
+      ],
+    ]),
+  );
   const [record] = JSON.parse((await gw.cli('quarantine', 'list', '--message', id, '--json')).stdout.toString()) as QuarantineRecord[];
   assert.ok(record);
 
@@ -323,14 +386,30 @@ test('messages show: each attachment with its decoded size (a blocked one: its q
   assert.equal(record.size, PROGRAM.length, 'the size quarantine list gives');
   assert.doesNotMatch(text, /[{}]/, 'no JSON');
   assert.match(text, /^findings:\n/m);
-  assert.match(text, /^ {2}attachments: +"report\.bin" allowed\.\n {2} +"notes\.txt" allowed\.\n {2} +"tool\.exe" quarantined: blocked extension \.exe \(partition policy\)\.$/m);
+  assert.match(
+    text,
+    /^ {2}attachments: +"report\.bin" allowed\.\n {2} +"notes\.txt" allowed\.\n {2} +"tool\.exe" quarantined: blocked extension \.exe \(partition policy\)\.$/m,
+  );
   assert.match(text, /^ {2}delivery_exceptions: +Not a delivery exception: /m);
 
   const json = JSON.parse((await gw.cli('messages', 'show', id, '--json')).stdout.toString()) as { attachments: { fileName: string; decodedSize?: number }[] };
-  assert.deepEqual(json.attachments.map((a) => [a.fileName, a.decodedSize]), [['report.bin', 3001], ['notes.txt', Buffer.byteLength(notes)], ['tool.exe', PROGRAM.length]]);
+  assert.deepEqual(
+    json.attachments.map((a) => [a.fileName, a.decodedSize]),
+    [
+      ['report.bin', 3001],
+      ['notes.txt', Buffer.byteLength(notes)],
+      ['tool.exe', PROGRAM.length],
+    ],
+  );
 
-  const away = await gw.send('support@example.com', mime('Ann <ann@example.org>', 'support@example.com', 'Out of Office: back on Monday', [['Content-Type: text/plain', '', 'Away.']]));
+  const away = await gw.send(
+    'support@example.com',
+    mime('Ann <ann@example.org>', 'support@example.com', 'Out of Office: back on Monday', [['Content-Type: text/plain', '', 'Away.']]),
+  );
   const bounce = (await gw.cli('messages', 'show', away)).stdout.toString();
   assert.match(bounce, /^tags: +email-permanent-undeliverable, exception-queue$/m);
-  assert.match(bounce, /^ {2}delivery_exceptions: +Tagged email-permanent-undeliverable and put it in the exception queue; failure type decided by phrase \(the phrase: "Out of office" \(permanent\)\)\.\n {2} +Subject phrase "Out of office" \(predefined, permanent\) matched "Out of Office" in the subject\.$/m);
+  assert.match(
+    bounce,
+    /^ {2}delivery_exceptions: +Tagged email-permanent-undeliverable and put it in the exception queue; failure type decided by phrase \(the phrase: "Out of office" \(permanent\)\)\.\n {2} +Subject phrase "Out of office" \(predefined, permanent\) matched "Out of Office" in the subject\.$/m,
+  );
 });

@@ -88,11 +88,11 @@ test('typo in a key names the file, the line and the key', async (t) => {
     },
     { name: 'inside the second [[alias]]', text: twoAliases(['status = "active"'], ['', 'descripton = "x"  # <-']), key: 'alias[1].descripton' },
     {
-      name: 'inside the second alias\'s [alias.outgoing]',
-      text: twoAliases(['[alias.outgoing]', 'host = "smtp.example.com"', 'prot = 25'], ['[alias.outgoing]', 'host = "smtp.example.com"', 'prot = 25  # <-']).replace(
-        'prot = 25\n',
-        'port = 25\n',
-      ),
+      name: "inside the second alias's [alias.outgoing]",
+      text: twoAliases(
+        ['[alias.outgoing]', 'host = "smtp.example.com"', 'prot = 25'],
+        ['[alias.outgoing]', 'host = "smtp.example.com"', 'prot = 25  # <-'],
+      ).replace('prot = 25\n', 'port = 25\n'),
       key: 'alias[1].outgoing.prot',
     },
     { name: 'a misspelt table', text: toml('[smpt]  # <-', 'listen = ["127.0.0.1:2525"]'), key: 'smpt' },
@@ -115,17 +115,42 @@ test('typo in a key names the file, the line and the key', async (t) => {
 
 test('a wrong type names what was expected and what was given', async (t) => {
   const cases: { text: string; key: string; expected: string | RegExp; given: string }[] = [
-    { text: twoAliases(['[alias.outgoing]', 'host = "mx"', 'port = "abc"  # <-'], []), key: 'alias[0].outgoing.port', expected: 'an integer from 1 to 65535', given: '"abc"' },
-    { text: twoAliases([], ['[alias.incoming]', 'host = "mx"', 'port = 70000  # <-']), key: 'alias[1].incoming.port', expected: 'an integer from 1 to 65535', given: '70000' },
+    {
+      text: twoAliases(['[alias.outgoing]', 'host = "mx"', 'port = "abc"  # <-'], []),
+      key: 'alias[0].outgoing.port',
+      expected: 'an integer from 1 to 65535',
+      given: '"abc"',
+    },
+    {
+      text: twoAliases([], ['[alias.incoming]', 'host = "mx"', 'port = 70000  # <-']),
+      key: 'alias[1].incoming.port',
+      expected: 'an integer from 1 to 65535',
+      given: '70000',
+    },
     { text: toml('[smtp]', 'max_message_size = "25M"  # <-'), key: 'smtp.max_message_size', expected: /positive integer/, given: '"25M"' },
     { text: toml('[smtp]', 'accept_all = "yes"  # <-'), key: 'smtp.accept_all', expected: 'true or false', given: '"yes"' },
     { text: toml('log_level = "verbose"  # <-'), key: 'log_level', expected: /^one of "fatal", "error"/, given: '"verbose"' },
     { text: toml('[smtp]', 'listen = "127.0.0.1:25"  # <-'), key: 'smtp.listen', expected: 'an array', given: '"127.0.0.1:25"' },
     { text: toml('[smtp]', 'listen = ["::1:25"]  # <-'), key: 'smtp.listen[0]', expected: /"host:port" address/, given: '"::1:25"' },
     { text: toml('smtp = 5  # <-'), key: 'smtp', expected: 'a table', given: '5' },
-    { text: twoAliases([], ['address = "not an address"  # <-']).replace('address = "b@example.com"\n', ''), key: 'alias[1].address', expected: 'an email address', given: '"not an address"' },
-    { text: twoAliases(['[alias.incoming]', 'type = "exchange"  # <-', 'host = "mx"'], []), key: 'alias[0].incoming.type', expected: 'one of "pop3", "imap"', given: '"exchange"' },
-    { text: toml('[[smtp.user]]', 'name = "u"', 'password_hash = "secret"  # <-'), key: 'smtp.user[0].password_hash', expected: /scrypt\$N\$r\$p/, given: 'a hidden string' },
+    {
+      text: twoAliases([], ['address = "not an address"  # <-']).replace('address = "b@example.com"\n', ''),
+      key: 'alias[1].address',
+      expected: 'an email address',
+      given: '"not an address"',
+    },
+    {
+      text: twoAliases(['[alias.incoming]', 'type = "exchange"  # <-', 'host = "mx"'], []),
+      key: 'alias[0].incoming.type',
+      expected: 'one of "pop3", "imap"',
+      given: '"exchange"',
+    },
+    {
+      text: toml('[[smtp.user]]', 'name = "u"', 'password_hash = "secret"  # <-'),
+      key: 'smtp.user[0].password_hash',
+      expected: /scrypt\$N\$r\$p/,
+      given: 'a hidden string',
+    },
     { text: toml('[[department]]  # <-', 'policy = "p.toml"'), key: 'department[0].name', expected: 'a string', given: 'nothing' },
   ];
   for (const c of cases) {
@@ -152,7 +177,17 @@ test('${ENV} references are expanded from the environment', async (t) => {
   const env = { MAILGATE_SMTP_PASS: 's3cret', MAILGATE_HOST: 'smtp.example.com', ALIAS: 'a' };
   await t.test('in nested tables and arrays', () => {
     const config = load(
-      toml('[[alias]]', 'name = "${ALIAS}"', 'address = "${ALIAS}@example.com"', 'redirection_addresses = ["${ALIAS}-copy@example.net"]', '[alias.outgoing]', 'type = "esmtp"', 'host = "${MAILGATE_HOST}"', 'user = "u"', 'password = "pre-${MAILGATE_SMTP_PASS}-post"'),
+      toml(
+        '[[alias]]',
+        'name = "${ALIAS}"',
+        'address = "${ALIAS}@example.com"',
+        'redirection_addresses = ["${ALIAS}-copy@example.net"]',
+        '[alias.outgoing]',
+        'type = "esmtp"',
+        'host = "${MAILGATE_HOST}"',
+        'user = "u"',
+        'password = "pre-${MAILGATE_SMTP_PASS}-post"',
+      ),
       env,
     );
     const alias = config.alias[0];
@@ -183,22 +218,78 @@ test('invariants between tables each give a clear problem at the offending key',
   const depts = ['[[department]]', 'name = "sales"', '[[department]]', 'name = "support"'];
   const alias = (name: string, address: string, ...rest: string[]) => ['[[alias]]', `name = "${name}"`, `address = "${address}"`, ...rest];
   const cases: { name: string; lines: string[]; key: string; expected: RegExp }[] = [
-    { name: 'department names are unique', lines: [...depts, '[[department]]', 'name = "sales"  # <-'], key: 'department[2].name', expected: /unique name \(department\[0\]/ },
-    { name: 'alias names are unique', lines: [...alias('a', 'a@x.org'), ...alias('a', 'b@x.org').map((l) => (l.startsWith('name') ? `${l}  # <-` : l))], key: 'alias[1].name', expected: /unique name \(alias\[0\]/ },
-    { name: 'alias addresses are unique ignoring case', lines: [...alias('a', 'sales@x.org'), '[[alias]]', 'name = "b"', 'address = "Sales@X.org"  # <-'], key: 'alias[1].address', expected: /no other alias uses \(alias\[0\] "a"/ },
-    { name: 'a redirection address is not an alias address', lines: [...alias('a', 'a@x.org'), ...alias('b', 'b@x.org', 'redirection_addresses = ["A@x.org"]  # <-')], key: 'alias[1].redirection_addresses[0]', expected: /outside mailgate \(alias\[0\] "a"/ },
-    { name: 'alias.department exists', lines: [...depts, ...alias('a', 'a@x.org', 'department = "salse"  # <-')], key: 'alias[0].department', expected: /one of the configured departments: "sales", "support"/ },
+    {
+      name: 'department names are unique',
+      lines: [...depts, '[[department]]', 'name = "sales"  # <-'],
+      key: 'department[2].name',
+      expected: /unique name \(department\[0\]/,
+    },
+    {
+      name: 'alias names are unique',
+      lines: [...alias('a', 'a@x.org'), ...alias('a', 'b@x.org').map((l) => (l.startsWith('name') ? `${l}  # <-` : l))],
+      key: 'alias[1].name',
+      expected: /unique name \(alias\[0\]/,
+    },
+    {
+      name: 'alias addresses are unique ignoring case',
+      lines: [...alias('a', 'sales@x.org'), '[[alias]]', 'name = "b"', 'address = "Sales@X.org"  # <-'],
+      key: 'alias[1].address',
+      expected: /no other alias uses \(alias\[0\] "a"/,
+    },
+    {
+      name: 'a redirection address is not an alias address',
+      lines: [...alias('a', 'a@x.org'), ...alias('b', 'b@x.org', 'redirection_addresses = ["A@x.org"]  # <-')],
+      key: 'alias[1].redirection_addresses[0]',
+      expected: /outside mailgate \(alias\[0\] "a"/,
+    },
+    {
+      name: 'alias.department exists',
+      lines: [...depts, ...alias('a', 'a@x.org', 'department = "salse"  # <-')],
+      key: 'alias[0].department',
+      expected: /one of the configured departments: "sales", "support"/,
+    },
     {
       name: 'at most one default alias per department',
-      lines: [...depts, ...alias('a', 'a@x.org', 'department = "sales"', 'default = true'), ...alias('b', 'b@x.org', 'department = "sales"', 'default = true  # <-')],
+      lines: [
+        ...depts,
+        ...alias('a', 'a@x.org', 'department = "sales"', 'default = true'),
+        ...alias('b', 'b@x.org', 'department = "sales"', 'default = true  # <-'),
+      ],
       key: 'alias[1].default',
       expected: /at most one default alias in department "sales"/,
     },
-    { name: 'the default alias is active', lines: [...depts, ...alias('a', 'a@x.org', 'department = "sales"', 'default = true', 'status = "inactive"  # <-')], key: 'alias[0].status', expected: /"active" for the default alias/ },
-    { name: 'use_smtp = when_auth_fails needs esmtp', lines: [...alias('a', 'a@x.org'), '[alias.outgoing]', 'host = "mx"', 'use_smtp = "when_auth_fails"  # <-'], key: 'alias[0].outgoing.use_smtp', expected: /unless type = "esmtp"/ },
-    { name: 'no user for plain smtp', lines: [...alias('a', 'a@x.org'), '[alias.outgoing]', 'host = "mx"', 'user = "bob"  # <-'], key: 'alias[0].outgoing.user', expected: /no user with type = "smtp"/ },
+    {
+      name: 'the default alias is active',
+      lines: [...depts, ...alias('a', 'a@x.org', 'department = "sales"', 'default = true', 'status = "inactive"  # <-')],
+      key: 'alias[0].status',
+      expected: /"active" for the default alias/,
+    },
+    {
+      name: 'use_smtp = when_auth_fails needs esmtp',
+      lines: [...alias('a', 'a@x.org'), '[alias.outgoing]', 'host = "mx"', 'use_smtp = "when_auth_fails"  # <-'],
+      key: 'alias[0].outgoing.use_smtp',
+      expected: /unless type = "esmtp"/,
+    },
+    {
+      name: 'no user for plain smtp',
+      lines: [...alias('a', 'a@x.org'), '[alias.outgoing]', 'host = "mx"', 'user = "bob"  # <-'],
+      key: 'alias[0].outgoing.user',
+      expected: /no user with type = "smtp"/,
+    },
     { name: 'tls needs both cert and key', lines: ['[smtp.tls]  # <-', 'cert = "cert.pem"'], key: 'smtp.tls.key', expected: /key file/ },
-    { name: 'smtp user names are unique', lines: [`[[smtp.user]]`, 'name = "u"', `password_hash = "${hashPassword('x')}"`, '[[smtp.user]]', 'name = "u"  # <-', `password_hash = "${hashPassword('y')}"`], key: 'smtp.user[1].name', expected: /unique user name/ },
+    {
+      name: 'smtp user names are unique',
+      lines: [
+        `[[smtp.user]]`,
+        'name = "u"',
+        `password_hash = "${hashPassword('x')}"`,
+        '[[smtp.user]]',
+        'name = "u"  # <-',
+        `password_hash = "${hashPassword('y')}"`,
+      ],
+      key: 'smtp.user[1].name',
+      expected: /unique user name/,
+    },
   ];
   for (const c of cases) {
     await t.test(c.name, () => assert.match(oneProblem(toml(...c.lines), c.key).expected, c.expected));
@@ -206,8 +297,10 @@ test('invariants between tables each give a clear problem at the offending key',
 });
 
 test('ports default by protocol and security', async (t) => {
-  const incoming = (lines: string[]) => load(toml('[[alias]]', 'name = "a"', 'address = "a@x.org"', '[alias.incoming]', 'host = "mx"', ...lines)).alias[0]?.incoming?.port;
-  const outgoing = (lines: string[]) => load(toml('[[alias]]', 'name = "a"', 'address = "a@x.org"', '[alias.outgoing]', 'host = "mx"', ...lines)).alias[0]?.outgoing?.port;
+  const incoming = (lines: string[]) =>
+    load(toml('[[alias]]', 'name = "a"', 'address = "a@x.org"', '[alias.incoming]', 'host = "mx"', ...lines)).alias[0]?.incoming?.port;
+  const outgoing = (lines: string[]) =>
+    load(toml('[[alias]]', 'name = "a"', 'address = "a@x.org"', '[alias.outgoing]', 'host = "mx"', ...lines)).alias[0]?.outgoing?.port;
   const partition = (lines: string[]) => load(toml('[partition.default_smtp]', 'server = "mx"', ...lines)).partition.default_smtp?.port;
   const cases: [string, () => number | undefined, number][] = [
     ['pop3 (the default type)', () => incoming([]), 110],
@@ -226,9 +319,22 @@ test('ports default by protocol and security', async (t) => {
   await t.test('other incoming defaults', () => {
     const config = load(toml('[[alias]]', 'name = "a"', 'address = "a@x.org"', '[alias.incoming]', 'host = "mx"'));
     assert.deepEqual(config.alias[0]?.incoming, {
-      type: 'pop3', host: 'mx', security: 'auto', folder: 'INBOX', port: 110,
-      split_recipients: false, poll_interval: 60, reconnect_interval: 60, health_retry_interval: 600, idle: true, max_items: 50, max_message_size: 6_000_000,
-      on_stored: 'delete', processed_folder: 'Processed', on_invalid: 'keep', invalid_folder: 'Invalid',
+      type: 'pop3',
+      host: 'mx',
+      security: 'auto',
+      folder: 'INBOX',
+      port: 110,
+      split_recipients: false,
+      poll_interval: 60,
+      reconnect_interval: 60,
+      health_retry_interval: 600,
+      idle: true,
+      max_items: 50,
+      max_message_size: 6_000_000,
+      on_stored: 'delete',
+      processed_folder: 'Processed',
+      on_invalid: 'keep',
+      invalid_folder: 'Invalid',
     });
     const imap = load(toml('[[alias]]', 'name = "a"', 'address = "a@x.org"', '[alias.incoming]', 'type = "imap"', 'host = "mx"')).alias[0]?.incoming;
     assert.equal(imap?.on_stored, 'move');
@@ -316,7 +422,15 @@ test('defaults need no file', async (t) => {
 });
 
 test('relative paths are resolved against the config file directory', () => {
-  const text = toml('data_dir = "var/data"', '[smtp.tls]', 'cert = "tls/cert.pem"', 'key = "/etc/key.pem"', '[[department]]', 'name = "d"', 'policy = "policies/d.toml"');
+  const text = toml(
+    'data_dir = "var/data"',
+    '[smtp.tls]',
+    'cert = "tls/cert.pem"',
+    'key = "/etc/key.pem"',
+    '[[department]]',
+    'name = "d"',
+    'policy = "policies/d.toml"',
+  );
   const config = loadConfigText(text, '/etc/mailgate/mailgate.toml', {});
   assert.equal(config.data_dir, '/etc/mailgate/var/data');
   assert.deepEqual(config.smtp.tls, { cert: '/etc/mailgate/tls/cert.pem', key: '/etc/key.pem' });
@@ -332,9 +446,12 @@ test('the returned config is deep-frozen', () => {
 });
 
 test('an unreadable file is a ConfigError naming it', () => {
-  assert.throws(() => loadConfigFile('/nonexistent/mailgate.toml', {}), (err: unknown) => {
-    return err instanceof ConfigError && err.problems[0]?.file === '/nonexistent/mailgate.toml' && /ENOENT/.test(err.message);
-  });
+  assert.throws(
+    () => loadConfigFile('/nonexistent/mailgate.toml', {}),
+    (err: unknown) => {
+      return err instanceof ConfigError && err.problems[0]?.file === '/nonexistent/mailgate.toml' && /ENOENT/.test(err.message);
+    },
+  );
 });
 
 test('the JSON schema describes the file, alias properties included', () => {
@@ -360,7 +477,20 @@ test('password hashes verify in constant time and are accepted by the schema', (
 test('outbound tables: submission, queue and relay are checked at the offending key', async (t) => {
   const hash = hashPassword('pw');
   await t.test('a submission user may only send as aliases that exist', () => {
-    const p = oneProblem(toml('[[alias]]', 'name = "support"', 'address = "support@example.com"', '[submission.auth]', 'allow_insecure_on_loopback = true', '[[submission.user]]', 'name = "helpdesk"', `password_hash = "${hash}"`, 'send_as = ["suport"] # <-'), 'submission.user[0].send_as[0]');
+    const p = oneProblem(
+      toml(
+        '[[alias]]',
+        'name = "support"',
+        'address = "support@example.com"',
+        '[submission.auth]',
+        'allow_insecure_on_loopback = true',
+        '[[submission.user]]',
+        'name = "helpdesk"',
+        `password_hash = "${hash}"`,
+        'send_as = ["suport"] # <-',
+      ),
+      'submission.user[0].send_as[0]',
+    );
     assert.match(p.message, /"\*" or the name of an alias: "support"/);
   });
   await t.test('submission users without any certificate or the loopback exception could never log in', () => {
@@ -378,15 +508,69 @@ test('outbound tables: submission, queue and relay are checked at the offending 
     assert.match(p.message, /an \[\[alias\]\]/);
   });
   await t.test('relay URL defaults: port 25 for smtp://, 465 and TLS on connect for smtps://', () => {
-    const c = load(toml('[[relay]]', 'name = "a"', 'domains = ["a.example"]', 'to = "smtp://mail.internal"', '[[relay]]', 'name = "b"', 'domains = ["b.example"]', 'to = "smtps://mail.internal"'));
-    assert.deepEqual(c.relay.map((r) => r.target), [{ host: 'mail.internal', port: 25, implicitTls: false }, { host: 'mail.internal', port: 465, implicitTls: true }]);
+    const c = load(
+      toml(
+        '[[relay]]',
+        'name = "a"',
+        'domains = ["a.example"]',
+        'to = "smtp://mail.internal"',
+        '[[relay]]',
+        'name = "b"',
+        'domains = ["b.example"]',
+        'to = "smtps://mail.internal"',
+      ),
+    );
+    assert.deepEqual(
+      c.relay.map((r) => r.target),
+      [
+        { host: 'mail.internal', port: 25, implicitTls: false },
+        { host: 'mail.internal', port: 465, implicitTls: true },
+      ],
+    );
   });
   await t.test('outgoing oauth2 needs an app, ESMTP, and the same app as incoming', () => {
-    const app = ['[[oauth_app]]', 'name = "contoso"', 'provider = "microsoft365"', 'tenant_id = "t"', 'client_id = "c"', 'client_secret = "s"', 'flow = "client_credentials"', '[[oauth_app]]', 'name = "other"', 'provider = "microsoft365"', 'tenant_id = "t"', 'client_id = "c"', 'client_secret = "s"', 'flow = "client_credentials"'];
-    const p = oneProblem(toml(...app, '[[alias]]', 'name = "a"', 'address = "a@example.com"', '[alias.incoming]', 'host = "imap.example.com"', 'user = "a"', 'oauth2 = "contoso"', '[alias.outgoing]', 'type = "esmtp"', 'host = "smtp.example.com"', 'user = "a"', 'oauth2 = "other" # <-'), 'alias[0].outgoing.oauth2');
+    const app = [
+      '[[oauth_app]]',
+      'name = "contoso"',
+      'provider = "microsoft365"',
+      'tenant_id = "t"',
+      'client_id = "c"',
+      'client_secret = "s"',
+      'flow = "client_credentials"',
+      '[[oauth_app]]',
+      'name = "other"',
+      'provider = "microsoft365"',
+      'tenant_id = "t"',
+      'client_id = "c"',
+      'client_secret = "s"',
+      'flow = "client_credentials"',
+    ];
+    const p = oneProblem(
+      toml(
+        ...app,
+        '[[alias]]',
+        'name = "a"',
+        'address = "a@example.com"',
+        '[alias.incoming]',
+        'host = "imap.example.com"',
+        'user = "a"',
+        'oauth2 = "contoso"',
+        '[alias.outgoing]',
+        'type = "esmtp"',
+        'host = "smtp.example.com"',
+        'user = "a"',
+        'oauth2 = "other" # <-',
+      ),
+      'alias[0].outgoing.oauth2',
+    );
     assert.match(p.message, /the same OAuth app as incoming \("contoso"\)/);
-    const smtpOnly = problemsOf(toml(...app, '[[alias]]', 'name = "a"', 'address = "a@example.com"', '[alias.outgoing]', 'host = "smtp.example.com"', 'user = "a"', 'oauth2 = "contoso"'));
-    assert.ok(smtpOnly.some((q) => q.key === 'alias[0].outgoing.oauth2' && /set type = "esmtp"/.test(q.message)), smtpOnly.map((q) => q.message).join('\n'));
+    const smtpOnly = problemsOf(
+      toml(...app, '[[alias]]', 'name = "a"', 'address = "a@example.com"', '[alias.outgoing]', 'host = "smtp.example.com"', 'user = "a"', 'oauth2 = "contoso"'),
+    );
+    assert.ok(
+      smtpOnly.some((q) => q.key === 'alias[0].outgoing.oauth2' && /set type = "esmtp"/.test(q.message)),
+      smtpOnly.map((q) => q.message).join('\n'),
+    );
   });
   await t.test('queue defaults follow established MTAs: first retry in minutes, give up after two days', () => {
     const c = load('');
@@ -421,11 +605,14 @@ test('secrets may wait: with secrets "deferred" an unset ${VAR} in a secret key 
   );
   await writeFile(path.join(dir, FILE), text);
   const loaded = resolveConfig({ cwd: dir, env: {}, secrets: 'deferred' });
-  assert.deepEqual(loaded.unsetSecrets.map((p) => [p.line, p.key, p.message]), [
-    [markedLine(text), 'smtp.user[0].password_hash', 'expected environment variable HASH to be set'],
-    [markedLine(text) + 6, 'oauth_app[0].client_secret', 'expected environment variable OAUTH_SECRET to be set'],
-    [markedLine(text) + 15, 'alias[0].outgoing.password', 'expected environment variable PASSWORD to be set'],
-  ]);
+  assert.deepEqual(
+    loaded.unsetSecrets.map((p) => [p.line, p.key, p.message]),
+    [
+      [markedLine(text), 'smtp.user[0].password_hash', 'expected environment variable HASH to be set'],
+      [markedLine(text) + 6, 'oauth_app[0].client_secret', 'expected environment variable OAUTH_SECRET to be set'],
+      [markedLine(text) + 15, 'alias[0].outgoing.password', 'expected environment variable PASSWORD to be set'],
+    ],
+  );
   // What stands in is nothing anyone could use: the text as written, a hash of a password nobody knows.
   assert.equal(loaded.config.alias[0]?.outgoing?.password, 'pre-${PASSWORD}');
   assert.equal(loaded.config.oauth_app[0]?.client_secret, '${OAUTH_SECRET}');
@@ -436,13 +623,21 @@ test('secrets may wait: with secrets "deferred" an unset ${VAR} in a secret key 
   assert.throws(() => requireSecrets(loaded, ['alias[0]']), {
     message: `${FILE}:${markedLine(text) + 15}: alias[0].outgoing.password: expected environment variable PASSWORD to be set`,
   });
-  assert.throws(() => requireSecrets(loaded), (err) => err instanceof ConfigError && err.problems.length === 3);
+  assert.throws(
+    () => requireSecrets(loaded),
+    (err) => err instanceof ConfigError && err.problems.length === 3,
+  );
   // Required (the default, and what serve asks for): the same problems, from loading.
-  assert.throws(() => resolveConfig({ cwd: dir, env: {} }), (err) => err instanceof ConfigError && err.problems.length === 3);
+  assert.throws(
+    () => resolveConfig({ cwd: dir, env: {} }),
+    (err) => err instanceof ConfigError && err.problems.length === 3,
+  );
   const set = resolveConfig({ cwd: dir, env: { HASH: hashPassword('pw'), OAUTH_SECRET: 's', PASSWORD: 'p' }, secrets: 'deferred' });
   assert.deepEqual([set.unsetSecrets, set.config.alias[0]?.outgoing?.password], [[], 'pre-p']);
 
   // Any other key must be set, whatever the command: its value is not a secret anyone would leave out.
   await writeFile(path.join(dir, FILE), toml('[smtp]', 'hostname = "${HOST}"'));
-  assert.throws(() => resolveConfig({ cwd: dir, env: {}, secrets: 'deferred' }), { message: `${FILE}:2: smtp.hostname: expected environment variable HOST to be set` });
+  assert.throws(() => resolveConfig({ cwd: dir, env: {}, secrets: 'deferred' }), {
+    message: `${FILE}:2: smtp.hostname: expected environment variable HOST to be set`,
+  });
 });

@@ -51,7 +51,9 @@ async function run(input: Buffer | string, stages: readonly Stage[], opts: { dir
 }
 
 const message = (body: string, headers: string[] = []) =>
-  ['From: customer@example.org', 'To: support@example.com', 'Subject: Details', ...headers, 'Content-Type: text/plain; charset=utf-8', '', body, ''].join('\r\n');
+  ['From: customer@example.org', 'To: support@example.com', 'Subject: Details', ...headers, 'Content-Type: text/plain; charset=utf-8', '', body, ''].join(
+    '\r\n',
+  );
 
 const bodyOf = async (raw: Buffer) => ((await simpleParser(raw)).text ?? '').trimEnd();
 const masked = (r: Run) => (r.ctx.findings.masking as unknown as { masked: Record<string, number> }).masked;
@@ -84,13 +86,24 @@ visible_trailing = 2
     { name: 'SSN area 9xx', text: 'SSN 912-12-3456', expect: 'SSN 912-12-3456', counts: {} },
     { name: 'SSN group 00', text: 'SSN 123-00-4567', expect: 'SSN 123-00-4567', counts: {} },
     { name: 'SSN serial 0000', text: 'SSN 123-45-0000', expect: 'SSN 123-45-0000', counts: {} },
-    { name: 'IBAN in groups', text: 'IBAN DE89 3704 0044 0532 0130 00 BIC COBADEFFXXX', expect: 'IBAN **** **** **** **** **30 00 BIC COBADEFFXXX', counts: { iban: 1 } },
+    {
+      name: 'IBAN in groups',
+      text: 'IBAN DE89 3704 0044 0532 0130 00 BIC COBADEFFXXX',
+      expect: 'IBAN **** **** **** **** **30 00 BIC COBADEFFXXX',
+      counts: { iban: 1 },
+    },
     { name: 'IBAN compact', text: 'IBAN GB82WEST12345698765432', expect: 'IBAN ******************5432' },
     { name: 'IBAN failing mod 97', text: 'IBAN GB82WEST12345698765433', expect: 'IBAN GB82WEST12345698765433', counts: {} },
     { name: 'bank account after its cue', text: 'Account number: 12345678', expect: 'Account number: ****5678', counts: { bank_account: 1 } },
     { name: 'a number without the cue', text: 'Invoice 12345678', expect: 'Invoice 12345678', counts: {} },
     { name: 'custom mask character for cards', text: 'card 4111111111111111', expect: 'card ^^^^^^^^^^^^^^^^', policy: custom },
-    { name: 'custom pattern, # and two visible', text: 'order ORD-123456 shipped', expect: 'order ###-####56 shipped', counts: { 'order-ref': 1 }, policy: custom },
+    {
+      name: 'custom pattern, # and two visible',
+      text: 'order ORD-123456 shipped',
+      expect: 'order ###-####56 shipped',
+      counts: { 'order-ref': 1 },
+      policy: custom,
+    },
   ];
   for (const row of rows) {
     const r = await run(message(row.text), [maskingStage(row.policy ?? enabled, undefined)]);
@@ -116,7 +129,10 @@ test('a number split across stream chunks or a quoted-printable soft line break 
 test('a number straddling two pieces of a long part is masked (base64 cuts the text every 57 bytes)', async () => {
   const line = 'filler text 4111-1111-1111-1111 more filler 078-05-1120 end\r\n';
   const body = Buffer.from(line.repeat(200)).toString('base64').replace(/.{76}/g, '$&\r\n');
-  const eml = message(body, ['Content-Transfer-Encoding: base64']).replace('Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64', 'Content-Transfer-Encoding: base64\r\nContent-Type: text/plain; charset=utf-8');
+  const eml = message(body, ['Content-Transfer-Encoding: base64']).replace(
+    'Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64',
+    'Content-Transfer-Encoding: base64\r\nContent-Type: text/plain; charset=utf-8',
+  );
   for (const chunk of [7, 65536]) {
     const r = await run(eml, [maskingStage(enabled, undefined)], { chunk });
     assert.equal(await bodyOf(r.raw), Array(200).fill('filler text ****-****-****-1111 more filler ***-**-**** end').join('\n'), `chunks of ${chunk}`);
@@ -237,7 +253,9 @@ regex = '(?<=PIN:\\s*)\\d{4}'
 name = "pin"
 regex = '(?<=PIN:\\s*)\\d{4}'
 `);
-  const r3 = await run(text + 'SSN 078-05-1120', [maskingStage(section('[masking]\nenabled = true\ndepartments_manage_own = true\nbuiltin = ["card"]'), patternsOnly)]);
+  const r3 = await run(text + 'SSN 078-05-1120', [
+    maskingStage(section('[masking]\nenabled = true\ndepartments_manage_own = true\nbuiltin = ["card"]'), patternsOnly),
+  ]);
   assert.equal(await bodyOf(r3.raw), 'PIN: ****, card **** **** **** 1111\nSSN 078-05-1120', "its patterns are added; its section's default built-ins are not");
   assert.deepEqual(masked(r3), { card: 1, pin: 1 });
 });
@@ -269,7 +287,11 @@ test('rawMasker masks an unparsed byte stream and keeps every other byte', async
   const stage = maskingStage(enabled, undefined);
   const counts: Record<string, number> = {};
   const masker = rawMasker(stage.policy, 'inbound', counts)!;
-  const input = Buffer.concat([Buffer.from('Subject: card 4111 1111 1111 1111\r\n\r\n'), Buffer.from([0xff, 0x00, 0xc3]), Buffer.from(' body 5555-5555-5555-4444\r\n')]);
+  const input = Buffer.concat([
+    Buffer.from('Subject: card 4111 1111 1111 1111\r\n\r\n'),
+    Buffer.from([0xff, 0x00, 0xc3]),
+    Buffer.from(' body 5555-5555-5555-4444\r\n'),
+  ]);
   const pieces = Array.from({ length: Math.ceil(input.length / 7) }, (_, i) => input.subarray(i * 7, i * 7 + 7));
   const bytes = Buffer.concat(await Readable.from(pieces).pipe(masker).toArray());
   assert.equal(bytes.length, input.length);
@@ -285,7 +307,10 @@ test('through a running gateway, the store never holds the card number', async (
   const gw = await startTestGateway('', { stages: () => [stage] });
   t.after(() => gw.cleanup());
   const transport = nodemailer.createTransport({ host: '127.0.0.1', port: gw.port, secure: false, ignoreTLS: true });
-  const info = await transport.sendMail({ envelope: { from: 'customer@example.org', to: ['support@example.com'] }, raw: readFileSync(fixture('masking', 'qp-soft-break.eml')) });
+  const info = await transport.sendMail({
+    envelope: { from: 'customer@example.org', to: ['support@example.com'] },
+    raw: readFileSync(fixture('masking', 'qp-soft-break.eml')),
+  });
   const id = /queued as (\S+)/.exec(info.response)![1]!;
   const stored = Buffer.concat(await gw.store.openRaw(id).toArray());
   const text = stored.toString('latin1');

@@ -52,7 +52,9 @@ const listRelayedBounce = 'dumbass_01';
 
 test('flufl.bounce real bounces: permanent failures typed permanent, delay warnings temporary, and which evidence decided each', async (t) => {
   const dir = await ensureFluflBounces();
-  const names = readdirSync(dir).filter((n) => n.endsWith('.txt')).sort();
+  const names = readdirSync(dir)
+    .filter((n) => n.endsWith('.txt'))
+    .sort();
   assert.ok(names.length >= 110, `found ${names.length} bounces in ${dir}`);
   const results = new Map<string, Checked>();
   const tally = newTally();
@@ -82,7 +84,8 @@ test('flufl.bounce real bounces: permanent failures typed permanent, delay warni
   for (const name of warnings) expect(name, 'temporary', (r) => r.failure === 'temporary');
   for (const name of permanentWithoutAddresses) expect(name, 'permanent', (r) => r.failure === 'permanent');
   for (const name of ordinary) expect(name, 'untagged', (r) => r.tags.length === 0);
-  for (const name of autoReplies) expect(name, 'an auto-reply tagged by its phrase', (r) => r.findings.decidedBy === 'phrase' && r.findings.signals.some((s) => s.signal === 'precedence'));
+  for (const name of autoReplies)
+    expect(name, 'an auto-reply tagged by its phrase', (r) => r.findings.decidedBy === 'phrase' && r.findings.signals.some((s) => s.signal === 'precedence'));
   expect(listRelayedBounce, 'untagged, with its list header noted', (r) => r.tags.length === 0 && /List-Id/.test(r.findings.listPost ?? ''));
   assert.deepEqual(wrong, []);
 

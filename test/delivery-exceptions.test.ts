@@ -95,7 +95,10 @@ test('matching ignores case, Unicode included, and reads encoded-word and folded
   ];
   for (const [subject, name] of cases) {
     const r = await check(mail({ Subject: subject }));
-    assert.ok(r.findings.phraseMatches.some((m) => m.name === name), `${JSON.stringify(subject)} should match ${name}: ${r.findings.summary.join(' ')}`);
+    assert.ok(
+      r.findings.phraseMatches.some((m) => m.name === name),
+      `${JSON.stringify(subject)} should match ${name}: ${r.findings.summary.join(' ')}`,
+    );
     assert.ok(r.failure, subject);
   }
   const plain = await check(mail({ Subject: 'Re: my order 4471' }));
@@ -139,7 +142,10 @@ test('policy errors name the key and the offending value', () => {
   assert.match(issues({ remove: ['Admin', 'Nope'] }).join('\n'), /^remove\.1: the name of a predefined phrase/m);
   assert.match(issues({ remove: ['admin'] }).join('\n'), /did you mean "Admin"/);
   assert.match(issues({ phrase: [{ name: 'x', type: 'address', phrase: 'bounce@', failure: 'permanent' }] }).join('\n'), /phrase\.0\.phrase: .*"@"/);
-  assert.match(issues({ phrase: [{ name: 'Admin', type: 'subject', phrase: 'Admin', failure: 'permanent' }] }).join('\n'), /phrase\.0\.name: a name not used by a predefined phrase/);
+  assert.match(
+    issues({ phrase: [{ name: 'Admin', type: 'subject', phrase: 'Admin', failure: 'permanent' }] }).join('\n'),
+    /phrase\.0\.name: a name not used by a predefined phrase/,
+  );
   const twice = { name: 'x', type: 'subject', phrase: 'x', failure: 'permanent' };
   assert.match(issues({ phrase: [twice, twice] }).join('\n'), /phrase\.1\.name: a name not used by another phrase/);
   assert.equal(issues({ phrase_matches: 'sometimes' }).length, 1);
@@ -149,14 +155,47 @@ test('policy errors name the key and the offending value', () => {
 
 test('DSNs: the failure type comes from the per-recipient status, failed recipients are listed', async () => {
   const cases: { name: string; msg: string | { file: string }; failure: 'permanent' | 'temporary'; failed: string[]; decidedBy: string }[] = [
-    { name: 'Sendmail delay warning', msg: here('sendmail-delayed.eml'), failure: 'temporary', failed: ['customer@slow.example.org'], decidedBy: 'delivery_status' },
-    { name: 'Exchange, two recipients', msg: here('exchange-two-recipients.eml'), failure: 'permanent', failed: ['j.doe@contoso.example', 'board@contoso.example'], decidedBy: 'delivery_status' },
-    { name: 'base64 delivery-status part', msg: here('relay-base64-status.eml'), failure: 'permanent', failed: ['blocked@strict.example'], decidedBy: 'delivery_status' },
-    { name: 'Action: failed with a 4.x.x status', msg: here('dsn-failed-447.eml'), failure: 'permanent', failed: ['away@far.example.org'], decidedBy: 'delivery_status' },
-    { name: 'a bare message/delivery-status', msg: here('bare-delivery-status.eml'), failure: 'permanent', failed: ['nobody@client.example'], decidedBy: 'delivery_status' },
+    {
+      name: 'Sendmail delay warning',
+      msg: here('sendmail-delayed.eml'),
+      failure: 'temporary',
+      failed: ['customer@slow.example.org'],
+      decidedBy: 'delivery_status',
+    },
+    {
+      name: 'Exchange, two recipients',
+      msg: here('exchange-two-recipients.eml'),
+      failure: 'permanent',
+      failed: ['j.doe@contoso.example', 'board@contoso.example'],
+      decidedBy: 'delivery_status',
+    },
+    {
+      name: 'base64 delivery-status part',
+      msg: here('relay-base64-status.eml'),
+      failure: 'permanent',
+      failed: ['blocked@strict.example'],
+      decidedBy: 'delivery_status',
+    },
+    {
+      name: 'Action: failed with a 4.x.x status',
+      msg: here('dsn-failed-447.eml'),
+      failure: 'permanent',
+      failed: ['away@far.example.org'],
+      decidedBy: 'delivery_status',
+    },
+    {
+      name: 'a bare message/delivery-status',
+      msg: here('bare-delivery-status.eml'),
+      failure: 'permanent',
+      failed: ['nobody@client.example'],
+      decidedBy: 'delivery_status',
+    },
     {
       name: 'Exim: X-Failed-Recipients',
-      msg: mail({ From: 'Mail Delivery System <Mailer-Daemon@relay.example.net>', Subject: 'Mail delivery failed', 'X-Failed-Recipients': 'gone@far.example.org' }, 'A message that you sent could not be delivered.'),
+      msg: mail(
+        { From: 'Mail Delivery System <Mailer-Daemon@relay.example.net>', Subject: 'Mail delivery failed', 'X-Failed-Recipients': 'gone@far.example.org' },
+        'A message that you sent could not be delivered.',
+      ),
       failure: 'permanent',
       failed: ['gone@far.example.org'],
       decidedBy: 'x_failed_recipients',
@@ -178,10 +217,22 @@ test('delivery-status parts as real MTAs write them: no blank lines, many blank 
       `--b\r\nContent-Type: text/plain\r\n\r\nReturned.\r\n\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\n${status}\r\n--b--`,
     );
   // Recipient blocks run together: a repeated field starts the next recipient.
-  const joined = await check(report('Reporting-MTA: dns; mx.example.net\r\nFinal-Recipient: rfc822; a@x.example\r\nAction: delayed\r\nStatus: 4.4.1\r\nFinal-Recipient: rfc822; b@x.example\r\nAction: failed\r\nStatus: 5.1.1'));
-  assert.deepEqual(joined.findings.deliveryStatus?.recipients.map((r) => [r.finalRecipient, r.failure]), [['a@x.example', 'temporary'], ['b@x.example', 'permanent']]);
+  const joined = await check(
+    report(
+      'Reporting-MTA: dns; mx.example.net\r\nFinal-Recipient: rfc822; a@x.example\r\nAction: delayed\r\nStatus: 4.4.1\r\nFinal-Recipient: rfc822; b@x.example\r\nAction: failed\r\nStatus: 5.1.1',
+    ),
+  );
+  assert.deepEqual(
+    joined.findings.deliveryStatus?.recipients.map((r) => [r.finalRecipient, r.failure]),
+    [
+      ['a@x.example', 'temporary'],
+      ['b@x.example', 'permanent'],
+    ],
+  );
   assert.equal(joined.failure, 'permanent');
-  const spaced = await check(report('Reporting-MTA: dns; mx.example.net\r\n\r\n\r\n\r\nFinal-Recipient: rfc822; c@x.example\r\nAction: failed\r\nStatus: 5.2.1\r\n\r\n\r\n'));
+  const spaced = await check(
+    report('Reporting-MTA: dns; mx.example.net\r\n\r\n\r\n\r\nFinal-Recipient: rfc822; c@x.example\r\nAction: failed\r\nStatus: 5.2.1\r\n\r\n\r\n'),
+  );
   assert.deepEqual(spaced.findings.failedRecipients, ['c@x.example']);
   // Outlook relayed by Postfix: a Content-Transfer-Encoding line among the fields, base64 after it.
   const tail = Buffer.from('Final-Recipient: rfc822; d@x.example\r\nAction: failed\r\nStatus: 5.4.1\r\n').toString('base64');
@@ -205,17 +256,23 @@ test('structure wins over the failure type of a matching phrase, and the finding
   const r = await check(here('sendmail-delayed.eml'));
   assert.ok(r.findings.phraseMatches.some((m) => m.name === 'could not send message' && m.failure === 'permanent'));
   assert.equal(r.failure, 'temporary');
-  assert.ok(r.findings.summary.some((s) => /The delivery status report wins over the phrase failure type \(permanent\)/.test(s)), r.findings.summary.join('\n'));
+  assert.ok(
+    r.findings.summary.some((s) => /The delivery status report wins over the phrase failure type \(permanent\)/.test(s)),
+    r.findings.summary.join('\n'),
+  );
   // "Undeliverable" is temporary in the appendix; the report says Action: failed.
   const undeliverable = await check(here('dsn-failed-447.eml'));
   assert.ok(undeliverable.findings.phraseMatches.some((m) => m.name === 'Undeliverable' && m.failure === 'temporary'));
   assert.equal(undeliverable.failure, 'permanent');
   assert.equal(undeliverable.findings.decidingEvidence, 'Action: failed, Status: 4.4.7 for away@far.example.org');
   const ex = await check(here('exchange-two-recipients.eml'));
-  assert.deepEqual(ex.findings.deliveryStatus?.recipients.map((x) => [x.finalRecipient, x.originalRecipient, x.action, x.status, x.failure]), [
-    ['jdoe@contoso.example', 'j.doe@contoso.example', 'failed', '5.1.10', 'permanent'],
-    ['board@contoso.example', 'board@contoso.example', 'delayed', '4.4.7', 'temporary'],
-  ]);
+  assert.deepEqual(
+    ex.findings.deliveryStatus?.recipients.map((x) => [x.finalRecipient, x.originalRecipient, x.action, x.status, x.failure]),
+    [
+      ['jdoe@contoso.example', 'j.doe@contoso.example', 'failed', '5.1.10', 'permanent'],
+      ['board@contoso.example', 'board@contoso.example', 'delayed', '4.4.7', 'temporary'],
+    ],
+  );
 });
 
 test('plain-text bounces of MTAs that write no report are typed by their status codes and sentences', async () => {
@@ -259,7 +316,7 @@ test('the words of a bounce: sentences and codes, in order of what they say', ()
     ['Your message could not be delivered.', 'permanent'],
     ['Your message did not reach some or all of the intended recipients.', 'permanent'],
     ['Invalid final delivery userid: a@b.example', 'permanent'],
-    ["Die Nachricht konnte nicht zugestellt werden.", 'permanent'],
+    ['Die Nachricht konnte nicht zugestellt werden.', 'permanent'],
     // A class-4 code in a bounce that says it gave up: the MTA returned the message.
     ['Could not be delivered: 452 4.2.2 mailbox full', 'permanent'],
     // Neither: versions, addresses and dates are no status codes.
@@ -271,14 +328,16 @@ test('the words of a bounce: sentences and codes, in order of what they say', ()
   for (const [text, failure] of cases) assert.equal(bounceTextVerdict(text)?.failure, failure, text);
 
   // Exchange and GroupWise may send HTML only: read as text, scripts and styles left out.
-  const html = '<html><style>p { color: red }</style><p>Your message <b>did not</b> reach<br>these recipients</p><script>var s = "permanent error";</script></html>';
+  const html =
+    '<html><style>p { color: red }</style><p>Your message <b>did not</b> reach<br>these recipients</p><script>var s = "permanent error";</script></html>';
   assert.equal(htmlText(html).replace(/\s+/g, ' ').trim(), 'Your message did not reach these recipients');
   assert.equal(bounceTextVerdict(htmlText(html))?.rule, 'not delivered');
   assert.equal(htmlText('a &lt;b&gt; &amp; c <unterminated tag and the rest'), 'a <b> & c ');
 });
 
 test('the words of a bounce never tag a message by themselves: a customer quoting a bounce is asking a question', async () => {
-  const pasted = 'Hi, I wrote to your sales team and got this back:\r\n\r\n> This is a permanent error; I\'ve given up.\r\n> <sales@example.com>: said: 550 5.1.1 User unknown\r\n\r\nCan you help?';
+  const pasted =
+    "Hi, I wrote to your sales team and got this back:\r\n\r\n> This is a permanent error; I've given up.\r\n> <sales@example.com>: said: 550 5.1.1 User unknown\r\n\r\nCan you help?";
   const r = await check(mail({ Subject: 'Why does my mail to sales bounce?' }, pasted));
   assert.deepEqual(r.tags, [], r.findings.summary.join(' '));
   // A phrase tags it (Cisco guide), and then the words it quotes type it.
@@ -301,10 +360,16 @@ test('a report forwarded by a mail system counts; a bounce a person forwards is 
   assert.deepEqual(person.tags, []);
   assert.deepEqual(person.findings.signals, []);
   assert.equal(person.findings.forwardedReport?.counted, false);
-  assert.ok(person.findings.summary.some((s) => /forwarded by a person .*not counted/.test(s)), person.findings.summary.join('\n'));
+  assert.ok(
+    person.findings.summary.some((s) => /forwarded by a person .*not counted/.test(s)),
+    person.findings.summary.join('\n'),
+  );
 
   // The same forward sent by a machine (Auto-Submitted on the outer message) counts.
-  const automatic = readFileSync(fixture('delivery-exceptions', 'forwarded-bounce.eml'), 'utf8').replace('MIME-Version: 1.0', 'Auto-Submitted: auto-forwarded\nMIME-Version: 1.0');
+  const automatic = readFileSync(fixture('delivery-exceptions', 'forwarded-bounce.eml'), 'utf8').replace(
+    'MIME-Version: 1.0',
+    'Auto-Submitted: auto-forwarded\nMIME-Version: 1.0',
+  );
   const machine = await check(automatic);
   assert.equal(machine.failure, 'permanent', machine.findings.summary.join(' '));
   assert.equal(machine.findings.decidedBy, 'forwarded_delivery_status');
@@ -312,7 +377,10 @@ test('a report forwarded by a mail system counts; a bounce a person forwards is 
 
   // The returned original inside a bounce is not a forwarded report, whatever it holds.
   const inner = readFileSync(fixture('delivery-exceptions', 'forwarded-by-scanner.eml'), 'utf8');
-  const nested = inner.replace('Content-Type: multipart/mixed; boundary="scan"', 'Content-Type: multipart/report; report-type=delivery-status; boundary="scan"');
+  const nested = inner.replace(
+    'Content-Type: multipart/mixed; boundary="scan"',
+    'Content-Type: multipart/report; report-type=delivery-status; boundary="scan"',
+  );
   const returned = await check(nested);
   assert.equal(returned.findings.forwardedReport, undefined);
   assert.notEqual(returned.findings.decidedBy, 'forwarded_delivery_status');
@@ -324,7 +392,13 @@ test('mailing-list posts are no delivery exception by their list headers; Preced
   assert.deepEqual(post.findings.signals, []);
   assert.match(post.findings.listPost ?? '', /^List-Id: /);
   assert.ok(post.findings.summary.some((s) => /a list post is no delivery exception by its list headers alone/.test(s)));
-  const listHeaders: Record<string, string>[] = [{ Precedence: 'bulk' }, { Precedence: 'list' }, { Precedence: 'junk' }, { 'List-Id': '<users.lists.example.org>' }, { 'List-Unsubscribe': '<mailto:leave@lists.example.org>' }];
+  const listHeaders: Record<string, string>[] = [
+    { Precedence: 'bulk' },
+    { Precedence: 'list' },
+    { Precedence: 'junk' },
+    { 'List-Id': '<users.lists.example.org>' },
+    { 'List-Unsubscribe': '<mailto:leave@lists.example.org>' },
+  ];
   for (const headers of listHeaders) {
     const r = await check(mail(headers));
     assert.deepEqual(r.tags, [], JSON.stringify(headers));
@@ -340,9 +414,16 @@ test('an abuse complaint (RFC 5965 feedback report) is tagged feedback-report, n
   assert.equal(r.failure, undefined);
   assert.equal(r.findings.tag, 'feedback-report');
   assert.equal(r.findings.decidedBy, 'feedback_report');
-  assert.deepEqual(r.findings.feedbackReport, { feedbackType: 'abuse', complainants: ['reader@mailbox-provider.example'], originalMailFrom: 'newsletter@example.com', sourceIp: '192.0.2.25' });
+  assert.deepEqual(r.findings.feedbackReport, {
+    feedbackType: 'abuse',
+    complainants: ['reader@mailbox-provider.example'],
+    originalMailFrom: 'newsletter@example.com',
+    sourceIp: '192.0.2.25',
+  });
   assert.match(r.findings.summary[0]!, /^Tagged feedback-report and put it in the exception queue: an abuse complaint, not a bounce/);
-  assert.ok(r.findings.summary.some((s) => s === 'Feedback report: Feedback-Type: abuse; complaint from reader@mailbox-provider.example; Source-IP: 192.0.2.25.'));
+  assert.ok(
+    r.findings.summary.some((s) => s === 'Feedback report: Feedback-Type: abuse; complaint from reader@mailbox-provider.example; Source-IP: 192.0.2.25.'),
+  );
 });
 
 test('auto-replies and other machine mail are recognised from their headers', async () => {
@@ -384,7 +465,10 @@ test('with phrase_matches = "with_structural_signal", a phrase alone does not ta
   assert.equal(byDefault.failure, 'permanent', 'the guide: "Admin" and "system" tag ordinary mail');
   const r = await check(here('ordinary-admin.eml'), { department: strict });
   assert.deepEqual(r.tags, []);
-  assert.deepEqual(r.findings.phraseMatches.map((m) => m.name), ['Admin', 'system']);
+  assert.deepEqual(
+    r.findings.phraseMatches.map((m) => m.name),
+    ['Admin', 'system'],
+  );
   assert.match(r.findings.summary[0]!, /phrases matched, but phrase_matches = "with_structural_signal"/);
   const withSignal = await check(mail({ Subject: 'Admin notice', 'Auto-Submitted': 'auto-generated' }), { partition: strict });
   assert.equal(withSignal.failure, 'permanent');
@@ -393,7 +477,10 @@ test('with phrase_matches = "with_structural_signal", a phrase alone does not ta
 
 test('a dry run says what would happen; every byte passes through unchanged', async () => {
   const dry = await check(mail({ Subject: 'Undeliverable: order' }), { dryRun: true });
-  assert.match(dry.findings.summary[0]!, /^Would tag email-temporary-undeliverable and would put it in the exception queue; failure type decided by phrase \(the phrase: "Undeliverable" \(temporary\)\)/);
+  assert.match(
+    dry.findings.summary[0]!,
+    /^Would tag email-temporary-undeliverable and would put it in the exception queue; failure type decided by phrase \(the phrase: "Undeliverable" \(temporary\)\)/,
+  );
   for (const name of readdirSync(fixture('delivery-exceptions'))) {
     const r = await check(here(name));
     assert.ok(r.output.equals(readFileSync(fixture('delivery-exceptions', name))), name);
@@ -410,7 +497,10 @@ test('a dry run says what would happen; every byte passes through unchanged', as
   assert.equal(r.findings.deliveryStatus?.truncated, true);
   assert.equal(r.findings.deliveryStatus?.recipients.length, 100);
   // A bounce's text far over its cap: read up to the cap, passed on whole.
-  const long = mail({ From: 'MAILER-DAEMON@mx.example.net', Subject: 'failure notice' }, `${'Delivery log line.\r\n'.repeat(4000)}This is a permanent error; I've given up.`);
+  const long = mail(
+    { From: 'MAILER-DAEMON@mx.example.net', Subject: 'failure notice' },
+    `${'Delivery log line.\r\n'.repeat(4000)}This is a permanent error; I've given up.`,
+  );
   const capped = await check(long);
   assert.ok(capped.output.equals(Buffer.from(long)));
   assert.equal(capped.findings.decidedBy, 'phrase', 'the sentence past the cap is not read');
@@ -420,7 +510,10 @@ test('what decided is shown by `messages show` and named by `mailgate policy tes
   const gw = await startTestGateway('');
   t.after(() => gw.cleanup());
   const transport = nodemailer.createTransport({ host: '127.0.0.1', port: gw.port, ignoreTLS: true });
-  const info = await transport.sendMail({ envelope: { from: '', to: ['support@example.com'] }, raw: readFileSync(fixture('delivery-exceptions', 'qmail-permanent.eml')) });
+  const info = await transport.sendMail({
+    envelope: { from: '', to: ['support@example.com'] },
+    raw: readFileSync(fixture('delivery-exceptions', 'qmail-permanent.eml')),
+  });
   const id = /queued as (\S+)/.exec(info.response)?.[1];
   assert.ok(id, info.response);
 
@@ -428,14 +521,24 @@ test('what decided is shown by `messages show` and named by `mailgate policy tes
   assert.equal(show.code, 0, show.stderr);
   const text = show.stdout.toString();
   assert.match(text, /^tags: +email-permanent-undeliverable, exception-queue$/m);
-  assert.match(text, /^ {2}delivery_exceptions: +Tagged email-permanent-undeliverable and put it in the exception queue; failure type decided by bounce_text \(the text of the bounce: qmail: permanent error: "This is a permanent error; I've given up"\)\.$/m);
-  const shownJson = JSON.parse((await runCli(['messages', 'show', id, '--json', '--config', gw.configFile])).stdout.toString()) as { findings: { delivery_exceptions: { decidedBy: string } } };
+  assert.match(
+    text,
+    /^ {2}delivery_exceptions: +Tagged email-permanent-undeliverable and put it in the exception queue; failure type decided by bounce_text \(the text of the bounce: qmail: permanent error: "This is a permanent error; I've given up"\)\.$/m,
+  );
+  const shownJson = JSON.parse((await runCli(['messages', 'show', id, '--json', '--config', gw.configFile])).stdout.toString()) as {
+    findings: { delivery_exceptions: { decidedBy: string } };
+  };
   assert.equal(shownJson.findings.delivery_exceptions.decidedBy, 'bounce_text');
 
   const policy = await runCli(['policy', 'test', fixture('delivery-exceptions', 'qmail-permanent.eml'), '--config', gw.configFile]);
   assert.equal(policy.code, 0, policy.stderr);
-  assert.match(policy.stdout.toString(), /^delivery_exceptions:\n {2}Would tag email-permanent-undeliverable and would put it in the exception queue; failure type decided by bounce_text \(the text of the bounce: qmail: permanent error/m);
-  const json = JSON.parse((await runCli(['policy', 'test', fixture('delivery-exceptions', 'abuse-complaint.eml'), '--json', '--config', gw.configFile])).stdout.toString()) as {
+  assert.match(
+    policy.stdout.toString(),
+    /^delivery_exceptions:\n {2}Would tag email-permanent-undeliverable and would put it in the exception queue; failure type decided by bounce_text \(the text of the bounce: qmail: permanent error/m,
+  );
+  const json = JSON.parse(
+    (await runCli(['policy', 'test', fixture('delivery-exceptions', 'abuse-complaint.eml'), '--json', '--config', gw.configFile])).stdout.toString(),
+  ) as {
     stages: { stage: string; details: Record<string, unknown> }[];
     tags: string[];
   };

@@ -11,5 +11,9 @@ test('one nodemailer everywhere: the copy mailparser pins (10.3.1, with the addr
   assert.ok(top, 'nodemailer is a direct dependency');
   const [major, minor] = top.split('.').map(Number) as [number, number];
   assert.ok(major > 10 || (major === 10 && minor >= 4), `nodemailer ${top} is newer than the advisory's 10.3.1`);
-  assert.deepEqual(copies.map(([where, p]) => [where, p.version]), [['node_modules/nodemailer', top]], 'no nested copy of another version');
+  assert.deepEqual(
+    copies.map(([where, p]) => [where, p.version]),
+    [['node_modules/nodemailer', top]],
+    'no nested copy of another version',
+  );
 });

@@ -39,14 +39,17 @@ test('a message queued for an alias that IT then deleted goes out through the pa
   await first.stop();
 
   // IT removes the alias; the partition has default SMTP settings (ESMTP with a user).
-  const second = await runOn(dir, `
+  const second = await runOn(
+    dir,
+    `
 [partition.default_smtp]
 server = "127.0.0.1"
 protocol = "esmtp"
 port = ${fallback.port}
 user = "partition"
 password = "pw"
-`);
+`,
+  );
   t.after(() => second.stop());
   // The queue keeps its schedule across a restart; the admin asks for a retry now (`mailgate queue retry --all`).
   assert.equal(await second.gateway.dispatcher.retryQueued(), 1);
@@ -75,7 +78,10 @@ test('without default SMTP settings, mail from a deleted alias is held in the qu
   assert.equal(held.attempts, 1, 'holding is not an attempt');
   assert.equal(held.recipients[0]!.status, 'pending');
   const listed = await second.gateway.dispatcher.listQueue();
-  assert.deepEqual(listed.map((e) => e.id), [id]);
+  assert.deepEqual(
+    listed.map((e) => e.id),
+    [id],
+  );
   assert.equal((await second.store.getMessage(id))?.delivery, undefined, 'still queued, not failed');
 });
 
@@ -111,14 +117,20 @@ test('a message partly delivered is not sent again to those who got it, after a 
     await cleanup();
   });
   const configFile = path.join(dir, 'mailgate.toml');
-  await writeFile(configFile, testConfigText(dir, `
+  await writeFile(
+    configFile,
+    testConfigText(
+      dir,
+      `
 [[alias]]
 name = "support"
 address = "support@example.com"
 [alias.outgoing]
 host = "127.0.0.1"
 port = ${upstream.port}
-` + submissionToml(['support'])));
+` + submissionToml(['support']),
+    ),
+  );
   const serve = await spawnServe(configFile);
   t.after(() => void serve.child.kill('SIGKILL'));
   const id = await submit(serve.submissionPort!, { from: 'support@example.com', to: ['a@example.org', 'b@example.org'], subject: 'Re: both', text: 'hi\r\n' });

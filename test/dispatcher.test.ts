@@ -102,7 +102,10 @@ test('automatic BCC gets a copy; send_mail_to replaces every recipient, BCC incl
   assert.doesNotMatch(bcc!.raw.toString(), /review@example\.com/, 'the BCC address is not in the header');
   assert.deepEqual(testing!.rcptTo, ['qa@example.com']);
   const entryView = (await gw.store.getMessage(testId))!.delivery!;
-  assert.deepEqual(entryView.recipients.map((r) => r.address), ['qa@example.com']);
+  assert.deepEqual(
+    entryView.recipients.map((r) => r.address),
+    ['qa@example.com'],
+  );
 });
 
 test('a 4xx is retried and then delivered; a 5xx fails at once and a delivery status notification goes back to the sender', async (t) => {
@@ -152,11 +155,14 @@ test('an outbound message that cannot be parsed is refused (554), not wrapped an
     await upstream.close();
   });
   const raw = 'From: support@example.com\r\nTo: c@example.org\r\nSubject: broken\r\nContent-Type: multipart/mixed\r\n\r\nno boundary at all\r\n';
-  await assert.rejects(submit(gw.gateway.submission!.addresses[0]!.port, { envelope: { from: 'support@example.com', to: ['c@example.org'] }, raw }), (err: { responseCode?: number; response?: string }) => {
-    assert.equal(err.responseCode, 554);
-    assert.match(err.response ?? '', /5\.6\.0 .*could not be processed/);
-    return true;
-  });
+  await assert.rejects(
+    submit(gw.gateway.submission!.addresses[0]!.port, { envelope: { from: 'support@example.com', to: ['c@example.org'] }, raw }),
+    (err: { responseCode?: number; response?: string }) => {
+      assert.equal(err.responseCode, 554);
+      assert.match(err.response ?? '', /5\.6\.0 .*could not be processed/);
+      return true;
+    },
+  );
   assert.equal((await gw.store.listMessages()).length, 0);
   assert.equal(upstream.received.length, 0);
 });
@@ -177,7 +183,11 @@ test('submission: AUTH is required, and a user sends only as the aliases send_as
     });
   await refused(reply('billing@example.com', 'c@example.org'), 550, /5\.7\.1 .*may not send as <billing@example\.com>/);
   await refused(reply('stranger@example.net', 'c@example.org'), 550, /5\.7\.1/);
-  await refused({ ...reply('billing@example.com', 'c@example.org'), envelope: { from: 'support@example.com', to: ['c@example.org'] } }, 550, /From header <billing@example\.com> is not an address of alias "support"/);
+  await refused(
+    { ...reply('billing@example.com', 'c@example.org'), envelope: { from: 'support@example.com', to: ['c@example.org'] } },
+    550,
+    /From header <billing@example\.com> is not an address of alias "support"/,
+  );
   // Without AUTH.
   const anonymous = nodemailer.createTransport({ host: '127.0.0.1', port, secure: false, ignoreTLS: true });
   await assert.rejects(anonymous.sendMail(reply('support@example.com', 'c@example.org')), (err: { responseCode?: number }) => err.responseCode === 530);

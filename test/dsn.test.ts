@@ -16,7 +16,10 @@ const ORIGINAL_HEADER = [
 const ORIGINAL = `${ORIGINAL_HEADER}\r\n\r\nThe body is secret and must not come back.\r\n`;
 
 /** The original as a stream that counts what was pulled from it and whether it was destroyed. */
-function trackedOriginal(bytes: Buffer | string, chunkSize = 1024): { open: () => Readable; pulled: () => number; destroyed: () => boolean; opened: () => number } {
+function trackedOriginal(
+  bytes: Buffer | string,
+  chunkSize = 1024,
+): { open: () => Readable; pulled: () => number; destroyed: () => boolean; opened: () => number } {
   const data = Buffer.from(bytes);
   let pulled = 0;
   let opened = 0;
@@ -40,7 +43,14 @@ function trackedOriginal(bytes: Buffer | string, chunkSize = 1024): { open: () =
 }
 
 const FAILED: DsnRecipient[] = [
-  { address: 'nouser@example.net', status: 'failed', code: 550, message: '5.1.1 No such user', remoteMta: 'mx.example.net', lastAttemptAt: '2024-01-02T03:05:00Z' },
+  {
+    address: 'nouser@example.net',
+    status: 'failed',
+    code: 550,
+    message: '5.1.1 No such user',
+    remoteMta: 'mx.example.net',
+    lastAttemptAt: '2024-01-02T03:05:00Z',
+  },
   { address: 'full@example.net', status: 'failed', code: 552, message: 'Mailbox full', remoteMta: 'mx2.example.net' },
   { address: 'down@example.com', status: 'failed', message: 'connect ECONNREFUSED 192.0.2.25:25' },
 ];
@@ -124,7 +134,10 @@ test('the DSN is a multipart/report of delivery-status that no autoresponder ans
   assert.match(text, /^Auto-Submitted: auto-replied\r\n/m);
 
   const parts = reportParts(raw);
-  assert.deepEqual(parts.map((p) => /^Content-Type: ([^;\r]+)/m.exec(p.header)?.[1]), ['text/plain', 'message/delivery-status', 'text/rfc822-headers']);
+  assert.deepEqual(
+    parts.map((p) => /^Content-Type: ([^;\r]+)/m.exec(p.header)?.[1]),
+    ['text/plain', 'message/delivery-status', 'text/rfc822-headers'],
+  );
   // The text tells an ordinary sender which addresses failed and what the other side said.
   assert.match(parsed.text ?? '', /could not be delivered/);
   assert.match(parsed.text ?? '', /<nouser@example\.net>\s+The receiving server mx\.example\.net replied:\s+550 5\.1\.1 No such user/);
@@ -138,16 +151,25 @@ test('the delivery-status part has the per-message fields and one block per reci
   assert.equal(rest.length, 0);
   assert.deepEqual(Object.fromEntries(perMessage!), { 'Reporting-MTA': 'dns; mx.example.com', 'Arrival-Date': 'Tue, 02 Jan 2024 03:04:05 +0000' });
   assert.deepEqual(Object.fromEntries(nouser!), {
-    'Final-Recipient': 'rfc822; nouser@example.net', Action: 'failed', Status: '5.1.1', 'Remote-MTA': 'dns; mx.example.net',
-    'Diagnostic-Code': 'smtp; 550 5.1.1 No such user', 'Last-Attempt-Date': 'Tue, 02 Jan 2024 03:05:00 +0000',
+    'Final-Recipient': 'rfc822; nouser@example.net',
+    Action: 'failed',
+    Status: '5.1.1',
+    'Remote-MTA': 'dns; mx.example.net',
+    'Diagnostic-Code': 'smtp; 550 5.1.1 No such user',
+    'Last-Attempt-Date': 'Tue, 02 Jan 2024 03:05:00 +0000',
   });
   assert.deepEqual(Object.fromEntries(full!), {
-    'Final-Recipient': 'rfc822; full@example.net', Action: 'failed', Status: '5.0.0', 'Remote-MTA': 'dns; mx2.example.net',
+    'Final-Recipient': 'rfc822; full@example.net',
+    Action: 'failed',
+    Status: '5.0.0',
+    'Remote-MTA': 'dns; mx2.example.net',
     'Diagnostic-Code': 'smtp; 552 Mailbox full',
   });
   // No SMTP reply: not an "smtp" diagnostic, but the reason is still there for the admin.
   assert.deepEqual(Object.fromEntries(down!), {
-    'Final-Recipient': 'rfc822; down@example.com', Action: 'failed', Status: '5.0.0',
+    'Final-Recipient': 'rfc822; down@example.com',
+    Action: 'failed',
+    Status: '5.0.0',
     'Diagnostic-Code': 'X-Mailgate; connect ECONNREFUSED 192.0.2.25:25',
   });
   // Our queue id is not the sender's ENVID (RFC 3461), so it stays out of the report.
@@ -247,7 +269,10 @@ test('8-bit original headers are copied quoted-printable, byte for byte once dec
   const header = 'Subject: Grüße aus Köln\r\nFrom: Jörg <jörg@example.de>\r\n';
   const raw = await dsn({ originalHeaders: () => Readable.from([Buffer.from(`${header}\r\nKörper\r\n`)]) });
   assertLines(raw);
-  assert.ok(raw.every((byte) => byte < 0x80), 'the DSN is 7-bit');
+  assert.ok(
+    raw.every((byte) => byte < 0x80),
+    'the DSN is 7-bit',
+  );
   assert.match(reportParts(raw)[2]!.header, /^Content-Transfer-Encoding: quoted-printable$/m);
   const parsed = await simpleParser(raw);
   const copy = parsed.attachments.find((a) => a.contentType === 'text/rfc822-headers');
@@ -259,15 +284,26 @@ test('non-ASCII, multi-line and overlong server replies keep the DSN 7-bit with 
   const recipients: DsnRecipient[] = [
     { address: 'müller@exämple.de', status: 'failed', code: 550, message: '5.1.1 Empfänger unbekannt: Postfach „müller“ existiert nicht 📭' },
     { address: 'long@example.net', status: 'failed', code: 554, message: `5.7.1 Rejected ${'x'.repeat(1500)} ${'because '.repeat(300)}` },
-    { address: 'multi@example.net', status: 'failed', code: 550, message: '550-5.7.1 Policy rejection\r\n550-X-Injected: yes\r\n550 5.7.1 See https://example.net/policy' },
+    {
+      address: 'multi@example.net',
+      status: 'failed',
+      code: 550,
+      message: '550-5.7.1 Policy rejection\r\n550-X-Injected: yes\r\n550 5.7.1 See https://example.net/policy',
+    },
   ];
   const raw = await dsn({ recipients });
   assertLines(raw);
-  assert.ok(raw.every((byte) => byte < 0x80), 'the DSN is 7-bit when the envelope sender is ASCII');
+  assert.ok(
+    raw.every((byte) => byte < 0x80),
+    'the DSN is 7-bit when the envelope sender is ASCII',
+  );
   assert.doesNotMatch(raw.toString('latin1'), /^550-X-Injected/m, 'server line breaks do not start new lines');
 
   const parsed = await simpleParser(raw);
-  assert.match(parsed.text ?? '', /<müller@exämple\.de>\s+The receiving server replied:\s+550 5\.1\.1 Empfänger unbekannt: Postfach „müller“ existiert nicht 📭/);
+  assert.match(
+    parsed.text ?? '',
+    /<müller@exämple\.de>\s+The receiving server replied:\s+550 5\.1\.1 Empfänger unbekannt: Postfach „müller“ existiert nicht 📭/,
+  );
   assert.match(parsed.text ?? '', /550-5\.7\.1 Policy rejection 550-X-Injected: yes 550 5\.7\.1 See/);
 
   const [, umlaut, long, multi] = statusBlocks(reportParts(raw)[1]!.body);
@@ -298,12 +334,18 @@ test('bad options are refused before anything is read', () => {
 
 test('the original is opened only when the DSN is read, and its failure fails the DSN stream', async () => {
   let opened = 0;
-  const stream = deliveryStatusNotification(options({
-    originalHeaders: () => {
-      opened++;
-      return new Readable({ read() { this.destroy(new Error('spool file gone')); } });
-    },
-  }));
+  const stream = deliveryStatusNotification(
+    options({
+      originalHeaders: () => {
+        opened++;
+        return new Readable({
+          read() {
+            this.destroy(new Error('spool file gone'));
+          },
+        });
+      },
+    }),
+  );
   assert.equal(opened, 0);
   await assert.rejects(buffer(stream), /spool file gone/);
   assert.equal(opened, 1);

@@ -77,7 +77,11 @@ async function assertStoreHolds(dataDir: string, expected: Map<string, string>):
     }
     assert.deepEqual(await store.sublevels.pending.keys().all(), [], 'no unfinished message is left after the sweep');
     const chunkOwners = new Set((await store.sublevels.chunks.keys().all()).map((k) => k.slice(0, k.indexOf('!'))));
-    assert.deepEqual([...chunkOwners].filter((id) => !expected.has(id)), [], 'no chunks of a refused message are left');
+    assert.deepEqual(
+      [...chunkOwners].filter((id) => !expected.has(id)),
+      [],
+      'no chunks of a refused message are left',
+    );
     assert.deepEqual(await store.sublevels.quarantineChunks.keys().all(), []);
   } finally {
     await store.close();
@@ -192,7 +196,10 @@ test('a full disk: 452 4.3.1, nothing half-written left, and mail is taken again
   await gw.stop();
   const expected = new Map([...acked, ...more]);
   await assertStoreHolds(dataDir, expected);
-  assert.ok(gw.log.entries.some((e) => e.msg === 'store reopened after a failed write; writes resume'), 'the store reopened its database by itself');
+  assert.ok(
+    gw.log.entries.some((e) => e.msg === 'store reopened after a failed write; writes resume'),
+    'the store reopened its database by itself',
+  );
   t.diagnostic(`${acked.size} taken before the disk was full, ${refusals.length} refused with 452, ${n} sent`);
 });
 
@@ -285,8 +292,19 @@ test('a commit in flight when another write fails is confirmed or refused by wha
     slowCommit = mode;
     failPut = true;
     const meta: MessageMeta = {
-      id, version: 1, receivedAt: new Date().toISOString(), size: 0, receivedSize: 0, envelope: { mailFrom: '', rcptTo: ['support@example.com'] },
-      source: { kind: 'smtp' }, to: [], cc: [], _AttachmentFileNames: [], attachments: [], findings: {}, tags: [],
+      id,
+      version: 1,
+      receivedAt: new Date().toISOString(),
+      size: 0,
+      receivedSize: 0,
+      envelope: { mailFrom: '', rcptTo: ['support@example.com'] },
+      source: { kind: 'smtp' },
+      to: [],
+      cc: [],
+      _AttachmentFileNames: [],
+      attachments: [],
+      findings: {},
+      tags: [],
     };
     const commit = writer.commit(meta);
     await new Promise((r) => setTimeout(r, 30)); // the commit's batch is in flight
@@ -305,7 +323,10 @@ test('a commit in flight when another write fails is confirmed or refused by wha
   await store.close();
   // Both outcomes hold across a restart.
   reopened = await Store.open(path.join(dir, 'data'));
-  assert.deepEqual((await reopened.listMessages({})).map((m) => m.id), written);
+  assert.deepEqual(
+    (await reopened.listMessages({})).map((m) => m.id),
+    written,
+  );
   assert.equal(written.length, 1);
   assert.deepEqual(await reopened.sublevels.pending.keys().all(), []);
 });
@@ -354,8 +375,17 @@ test('a client that disconnects mid-DATA leaves nothing stored, and others are s
   const log = capturingLogger();
   const store = await Store.open(dataDir, { logger: log.logger });
   await store.close();
-  assert.ok(log.entries.some((e) => e.swept === 0), 'nothing unfinished was left for the sweep');
-  await assertStoreHolds(dataDir, new Map([[good.id!, raw], [after.id!, afterRaw]]));
+  assert.ok(
+    log.entries.some((e) => e.swept === 0),
+    'nothing unfinished was left for the sweep',
+  );
+  await assertStoreHolds(
+    dataDir,
+    new Map([
+      [good.id!, raw],
+      [after.id!, afterRaw],
+    ]),
+  );
 });
 
 test('RSET drops the transaction: only the message sent after it is stored', async (t) => {
@@ -384,7 +414,13 @@ test('RSET drops the transaction: only the message sent after it is stored', asy
   assert.deepEqual(stored?.envelope, { mailFrom: 'kept@example.org', rcptTo: ['support@example.com'] });
   s.close();
   await gw.stop();
-  await assertStoreHolds(gw.config.data_dir, new Map([[meanwhile.id!, other], [id, raw]]));
+  await assertStoreHolds(
+    gw.config.data_dir,
+    new Map([
+      [meanwhile.id!, other],
+      [id, raw],
+    ]),
+  );
 });
 
 test('an early talker (commands before the greeting) is cut off with 421 and nothing of it is stored', async (t) => {
@@ -404,12 +440,18 @@ test('an early talker (commands before the greeting) is cut off with 421 and not
   const raw = message('polite client');
   const polite = await send(transport(gw.port), raw);
   assert.equal(polite.code, 250, polite.response);
-  await Promise.race([closed, new Promise((_, reject) => setTimeout(() => reject(new Error(`early talker not disconnected; got ${JSON.stringify(received)}`)), 5000))]);
+  await Promise.race([
+    closed,
+    new Promise((_, reject) => setTimeout(() => reject(new Error(`early talker not disconnected; got ${JSON.stringify(received)}`)), 5000)),
+  ]);
   // smtp-server holds the greeting back 100 ms and answers any command before it so (Postfix: smtpd_client_event_limit / postscreen's pregreet test).
   assert.match(received, /^421 .*You talk too soon/m, received);
   t.diagnostic(`the early talker got: ${JSON.stringify(received)}`);
   assert.doesNotMatch(received, /^250 .*queued/m);
-  assert.deepEqual((await gw.store.listMessages({})).map((m) => m.subject), ['polite client']);
+  assert.deepEqual(
+    (await gw.store.listMessages({})).map((m) => m.subject),
+    ['polite client'],
+  );
   await gw.stop();
   await assertStoreHolds(gw.config.data_dir, new Map([[polite.id!, raw]]));
 });

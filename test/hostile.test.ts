@@ -23,7 +23,12 @@ import { Rng, corpusMutations, syntheticCases, type FuzzCase } from './helpers/f
 import { ROUNDS, SEED, assertNothingLeft, deliver, messageFiles, newTally, report, startRun } from './helpers/hostile-run.js';
 
 test('a huge header value is decoded in slices exactly as libmime decodes it whole', async () => {
-  for (const word of ['=?utf-8?Q?caf=C3=A9_4111?= ', 'plain =?iso-8859-1?Q?caf=E9?= text =?utf-8?B?w6k=?= ', '=?utf-8?Q?a?==?utf-8?Q?b?=', '=?utf-8?q?4111=20']) {
+  for (const word of [
+    '=?utf-8?Q?caf=C3=A9_4111?= ',
+    'plain =?iso-8859-1?Q?caf=E9?= text =?utf-8?B?w6k=?= ',
+    '=?utf-8?Q?a?==?utf-8?Q?b?=',
+    '=?utf-8?q?4111=20',
+  ]) {
     const value = word.repeat(Math.ceil((100 * 1024) / word.length));
     assert.equal(await decodedWhole(value), libmime.decodeWords(value), word);
   }
@@ -35,7 +40,7 @@ test('quoted-printable is decoded chunk by chunk exactly as libqp decodes it who
   for (let n = 0; n < 500; n++) {
     const text = Buffer.from(Array.from({ length: rng.int(120) }, () => rng.pick(pieces)).join(''), 'latin1');
     const chunks: Buffer[] = [];
-    for (let at = 0; at < text.length; ) {
+    for (let at = 0; at < text.length;) {
       const len = 1 + rng.int(6);
       chunks.push(text.subarray(at, at + len));
       at += len;

@@ -53,7 +53,16 @@ const everyChunking = (input: Buffer) => Array.from({ length: input.length }, (_
 
 const head = (charset: string, encoding: string) =>
   Buffer.from(
-    ['From: customer@example.org', 'To: support@example.com', 'Subject: Bestellung', 'MIME-Version: 1.0', `Content-Type: text/plain; charset=${charset}`, `Content-Transfer-Encoding: ${encoding}`, '', ''].join('\r\n'),
+    [
+      'From: customer@example.org',
+      'To: support@example.com',
+      'Subject: Bestellung',
+      'MIME-Version: 1.0',
+      `Content-Type: text/plain; charset=${charset}`,
+      `Content-Transfer-Encoding: ${encoding}`,
+      '',
+      '',
+    ].join('\r\n'),
   );
 
 /** A one-part message: `body` (the part's bytes in its charset) written in `encoding`. */
@@ -72,8 +81,16 @@ function storedBody(raw: Buffer, encoding: '8bit' | 'base64'): Buffer {
 // Bytes iconv-lite would not write back as they came: Shift_JIS 0x8790 is U+2252, which it
 // writes as 0x81E0; 0xF040 is user-defined (private use, written "?"); GBK 0xA2E3 is the euro
 // sign, written 0x80; 0xFF is no character at all.
-const shiftJis = Buffer.concat([iconv.encode('お世話になっております。①②\r\n注文番号 2024-0312-5512-76、', 'shift_jis'), Buffer.from([0x87, 0x90, 0xf0, 0x40]), iconv.encode('です。\r\n', 'shift_jis')]);
-const gbk = Buffer.concat([iconv.encode('您好，订单 2024-0312-5512-76 已于 2024-03-12 发货，', 'gbk'), Buffer.from([0xa2, 0xe3, 0xff]), iconv.encode('电话 010-12345678。\r\n', 'gbk')]);
+const shiftJis = Buffer.concat([
+  iconv.encode('お世話になっております。①②\r\n注文番号 2024-0312-5512-76、', 'shift_jis'),
+  Buffer.from([0x87, 0x90, 0xf0, 0x40]),
+  iconv.encode('です。\r\n', 'shift_jis'),
+]);
+const gbk = Buffer.concat([
+  iconv.encode('您好，订单 2024-0312-5512-76 已于 2024-03-12 发货，', 'gbk'),
+  Buffer.from([0xa2, 0xe3, 0xff]),
+  iconv.encode('电话 010-12345678。\r\n', 'gbk'),
+]);
 const utf16be = Buffer.concat([Buffer.from([0xfe, 0xff]), iconv.encode('Bestellung 2024-0312-5512-76 – 注文 ①\r\n', 'utf-16be')]);
 const utf16le = iconv.encode('Bestellung 2024-0312-5512-76 – 注文 ①\r\n', 'utf-16le');
 
@@ -122,7 +139,10 @@ test('a masked GBK, Shift_JIS, Big5 or UTF-16 part is written back in its own ch
     for (const chunk of everyChunking(input)) {
       const r = await run(input, chunk);
       const label = `${row.name}, chunks of ${chunk}`;
-      assert.ok(r.raw.subarray(0, r.raw.indexOf('\r\n\r\n') + 4).equals(head(row.charset, row.encoding)), `${label}: the header, charset included, is as it came`);
+      assert.ok(
+        r.raw.subarray(0, r.raw.indexOf('\r\n\r\n') + 4).equals(head(row.charset, row.encoding)),
+        `${label}: the header, charset included, is as it came`,
+      );
       const body = storedBody(r.raw, row.encoding);
       assert.ok(body.equals(row.expected), `${label}:\n${body.toString('hex')}\n${row.expected.toString('hex')}`);
       assert.equal(iconv.decode(body, row.charset), iconv.decode(row.body, row.charset).replace(card, masked), label);
@@ -145,11 +165,13 @@ test('multi-byte charsets: whatever the bytes and however they are cut, the code
     for (let n = 0; n < 200; n++) {
       // Text of the charset mixed with bytes in no order at all.
       const bytes = Buffer.concat(
-        Array.from({ length: 12 }, () => (rng.int(3) === 0 ? Buffer.from(Array.from({ length: rng.int(6) }, () => rng.int(256))) : iconv.encode(rng.pick(texts), writeAs))),
+        Array.from({ length: 12 }, () =>
+          rng.int(3) === 0 ? Buffer.from(Array.from({ length: rng.int(6) }, () => rng.int(256))) : iconv.encode(rng.pick(texts), writeAs),
+        ),
       );
       const codec = p.codec();
       let text = '';
-      for (let at = 0; at < bytes.length; ) {
+      for (let at = 0; at < bytes.length;) {
         const length = 1 + rng.int(9);
         text += codec.decode(bytes.subarray(at, at + length));
         at += length;
@@ -166,9 +188,14 @@ test('a charset that cannot be written back is still stored as UTF-8, and the ch
   const toUtf8: Stage = {
     name: 'masking',
     create: (ctx) =>
-      new MessageMasker(policy.inbound, policy.window, () => ({ kind: 'to-utf8', charset: 'Shift_JIS' }), (m) => {
-        ctx.findings.masking = { summary: [], masked: m.counts, textParts: m.textParts, charsetChanges: m.charsetChanges };
-      }),
+      new MessageMasker(
+        policy.inbound,
+        policy.window,
+        () => ({ kind: 'to-utf8', charset: 'Shift_JIS' }),
+        (m) => {
+          ctx.findings.masking = { summary: [], masked: m.counts, textParts: m.textParts, charsetChanges: m.charsetChanges };
+        },
+      ),
   };
   const input = message('Shift_JIS', 'base64', iconv.encode('カード番号 4111 1111 1111 1111 です\r\n', 'shift_jis'));
   for (const chunk of [1, 5, input.length]) {

@@ -17,7 +17,7 @@ const SEED = 20261203;
 /** `bytes` cut into pieces of 1 to `max` bytes. */
 function cut(rng: Rng, bytes: Buffer, max: number): Buffer[] {
   const pieces: Buffer[] = [];
-  for (let at = 0; at < bytes.length; ) {
+  for (let at = 0; at < bytes.length;) {
     const len = 1 + rng.int(max);
     pieces.push(bytes.subarray(at, at + len));
     at += len;
@@ -35,7 +35,27 @@ function throughCodec(codec: { push(b: Buffer): Buffer; end(): Buffer }, pieces:
 
 /** Text that stresses quoted-printable: blanks before line ends, hyphens at line starts, '=', CR, 8-bit bytes, long lines. */
 function hostileText(rng: Rng): Buffer {
-  const pieces = [' ', '\t', '\r\n', '\n', '\r', '-', '--', '=', 'a', 'word ', '4111', '.', ',', '\xe9', '\xc3\xa9', '\xe2\x82\xac', '\x00', 'x'.repeat(80), 'y '.repeat(50)];
+  const pieces = [
+    ' ',
+    '\t',
+    '\r\n',
+    '\n',
+    '\r',
+    '-',
+    '--',
+    '=',
+    'a',
+    'word ',
+    '4111',
+    '.',
+    ',',
+    '\xe9',
+    '\xc3\xa9',
+    '\xe2\x82\xac',
+    '\x00',
+    'x'.repeat(80),
+    'y '.repeat(50),
+  ];
   return Buffer.from(Array.from({ length: rng.int(300) }, () => rng.pick(pieces)).join(''), 'latin1');
 }
 
@@ -47,7 +67,10 @@ test('base64 and quoted-printable are encoded as mailsplit encodes them, cut any
       const pieces = cut(rng, bytes, rng.pick([1, 5, 80, 400]));
       const expected = await throughStream(mimeNode(encoding).getEncoder() as Transform, pieces);
       const got = throughCodec(bodyEncoder(mimeNode(encoding)), pieces);
-      assert.ok(got.equals(expected), `[seed ${SEED}] ${encoding} ${JSON.stringify(pieces.map((p) => p.toString('latin1')))}\n${JSON.stringify(got.toString('latin1'))}\n${JSON.stringify(expected.toString('latin1'))}`);
+      assert.ok(
+        got.equals(expected),
+        `[seed ${SEED}] ${encoding} ${JSON.stringify(pieces.map((p) => p.toString('latin1')))}\n${JSON.stringify(got.toString('latin1'))}\n${JSON.stringify(expected.toString('latin1'))}`,
+      );
       // A line as libqp counts it: bare LF ends one too (the text had some).
       if (encoding !== '7bit') for (const line of got.toString('latin1').split(/\r?\n/)) assert.ok(line.length <= 76, line);
     }

@@ -46,9 +46,19 @@ async function maskFromFile(input: Buffer): Promise<Masked> {
 }
 
 const headers = (contentType: string, encoding?: string) =>
-  ['From: customer@example.org', 'To: support@example.com', 'Subject: Details', 'MIME-Version: 1.0', `Content-Type: ${contentType}`, ...(encoding ? [`Content-Transfer-Encoding: ${encoding}`] : []), '', ''].join('\r\n');
+  [
+    'From: customer@example.org',
+    'To: support@example.com',
+    'Subject: Details',
+    'MIME-Version: 1.0',
+    `Content-Type: ${contentType}`,
+    ...(encoding ? [`Content-Transfer-Encoding: ${encoding}`] : []),
+    '',
+    '',
+  ].join('\r\n');
 
-const onePart = (contentType: string, encoding: string | undefined, body: Buffer | string) => Buffer.concat([Buffer.from(headers(contentType, encoding)), Buffer.from(body as string, typeof body === 'string' ? 'latin1' : undefined)]);
+const onePart = (contentType: string, encoding: string | undefined, body: Buffer | string) =>
+  Buffer.concat([Buffer.from(headers(contentType, encoding)), Buffer.from(body as string, typeof body === 'string' ? 'latin1' : undefined)]);
 
 const textOf = async (raw: Buffer) => ((await simpleParser(raw)).text ?? '').trimEnd();
 
@@ -56,15 +66,30 @@ test('a part with nothing to mask comes out byte for byte, whatever re-encoding 
   const prose = 'Dear team,\r\nthe order of 12 items ships on 2026-12-03 - thanks.\r\n-- \r\nCustomer\r\n';
   const rows: { name: string; message: Buffer }[] = [
     // libbase64 would write 76-character lines, and decode each padded line on its own.
-    { name: 'base64 in 60-character lines', message: onePart('text/plain; charset=utf-8', 'base64', Buffer.from(prose).toString('base64').replace(/.{60}/g, '$&\r\n') + '\r\n') },
-    { name: 'base64, every line padded', message: onePart('text/plain; charset=utf-8', 'base64', ['Dear', 'team,', 'thanks'].map((w) => Buffer.from(w).toString('base64')).join('\r\n') + '\r\n') },
+    {
+      name: 'base64 in 60-character lines',
+      message: onePart('text/plain; charset=utf-8', 'base64', Buffer.from(prose).toString('base64').replace(/.{60}/g, '$&\r\n') + '\r\n'),
+    },
+    {
+      name: 'base64, every line padded',
+      message: onePart('text/plain; charset=utf-8', 'base64', ['Dear', 'team,', 'thanks'].map((w) => Buffer.from(w).toString('base64')).join('\r\n') + '\r\n'),
+    },
     // libqp would write "=C3=A9" upper case, escape the trailing blank and the hyphens.
-    { name: 'quoted-printable, lower-case escapes', message: onePart('text/plain; charset=utf-8', 'quoted-printable', 'caf=c3=a9 cr=C3=A8me \r\n--\r\nsoft =\r\nbreak\r\n') },
-    { name: '8bit latin1 with no final line break', message: onePart('text/plain; charset=iso-8859-1', '8bit', 'Ma carte de cr\xe9dit: expir\xe9e. \xc7a co\xfbte 12 EUR?') },
+    {
+      name: 'quoted-printable, lower-case escapes',
+      message: onePart('text/plain; charset=utf-8', 'quoted-printable', 'caf=c3=a9 cr=C3=A8me \r\n--\r\nsoft =\r\nbreak\r\n'),
+    },
+    {
+      name: '8bit latin1 with no final line break',
+      message: onePart('text/plain; charset=iso-8859-1', '8bit', 'Ma carte de cr\xe9dit: expir\xe9e. \xc7a co\xfbte 12 EUR?'),
+    },
     // The UTF-8 decoder would have written U+FFFD for the broken sequence.
     { name: 'broken UTF-8', message: onePart('text/plain; charset=utf-8', '8bit', 'na\xc3ve \xff text\r\n') },
     { name: 'no transfer encoding, no charset', message: onePart('text/plain', undefined, prose) },
-    { name: 'HTML whose attributes hold numbers', message: onePart('text/html; charset=utf-8', 'quoted-printable', '<a href=3D"https://shop.example/pay?card=3D4111111111111111">pay</a> 2 < 3\r\n') },
+    {
+      name: 'HTML whose attributes hold numbers',
+      message: onePart('text/html; charset=utf-8', 'quoted-printable', '<a href=3D"https://shop.example/pay?card=3D4111111111111111">pay</a> 2 < 3\r\n'),
+    },
   ];
   for (const row of rows) {
     const r = await mask(row.message);
@@ -189,12 +214,22 @@ function quotedPrintable(bytes: Buffer): string {
 }
 
 test('a masked part written in base64 or quoted-printable decodes to the masked text, in lines of at most 76', async () => {
-  const text = 'Bonjour, ma carte: 4111-1111-1111-1111, merci beaucoup \u00e0 vous. ' + 'Tr\u00e8s long texte sans fin '.repeat(20) + '\r\n-- \r\nSSN 078-05-1120 \r\n';
+  const text =
+    'Bonjour, ma carte: 4111-1111-1111-1111, merci beaucoup \u00e0 vous. ' + 'Tr\u00e8s long texte sans fin '.repeat(20) + '\r\n-- \r\nSSN 078-05-1120 \r\n';
   const expected = text.replace('4111-1111-1111-1111', '****-****-****-1111').replace('078-05-1120', '***-**-****');
   for (const [encoding, body] of [
     ['base64', Buffer.from(text).toString('base64').replace(/.{76}/g, '$&\r\n')],
     // Each line padded on its own: read run by run, as mailsplit reads it.
-    ['base64', (Buffer.from(text).toString('latin1').match(/[^]{1,40}/g) ?? []).map((piece) => Buffer.from(piece, 'latin1').toString('base64')).join('\r\n')],
+    [
+      'base64',
+      (
+        Buffer.from(text)
+          .toString('latin1')
+          .match(/[^]{1,40}/g) ?? []
+      )
+        .map((piece) => Buffer.from(piece, 'latin1').toString('base64'))
+        .join('\r\n'),
+    ],
     ['quoted-printable', quotedPrintable(Buffer.from(text))],
   ] as const) {
     const r = await mask(onePart('text/plain; charset=utf-8', encoding, body));
@@ -210,14 +245,20 @@ test('HTML: a masked part keeps its markup, an unmasked one its bytes', async ()
   const html = '<p title="4111 1111 1111 1111">Card:&nbsp;<b>x</b> 4111 1111 1111 1111</p><!-- 5555555555554444 -->\r\n';
   const r = await mask(onePart('text/html; charset=utf-8', '7bit', html));
   assert.deepEqual(r.counts, { card: 1 });
-  assert.ok(r.output.toString().endsWith('<p title="4111 1111 1111 1111">Card:&nbsp;<b>x</b> **** **** **** 1111</p><!-- 5555555555554444 -->\r\n'), r.output.toString());
+  assert.ok(
+    r.output.toString().endsWith('<p title="4111 1111 1111 1111">Card:&nbsp;<b>x</b> **** **** **** 1111</p><!-- 5555555555554444 -->\r\n'),
+    r.output.toString(),
+  );
 });
 
 test('iso-8859-1: a number next to 8-bit bytes is masked, every other byte kept', async () => {
   const body = 'N\xb0\xa0378282246310005\xe9 \x80 cr\xe9dit 4111 1111 1111 1111\xe0\r\n';
   const r = await mask(onePart('text/plain; charset=iso-8859-1', '8bit', body));
   assert.deepEqual(r.counts, { card: 2 });
-  assert.ok(r.output.toString('latin1').endsWith('N\xb0\xa0***********0005\xe9 \x80 cr\xe9dit **** **** **** 1111\xe0\r\n'), JSON.stringify(r.output.toString('latin1')));
+  assert.ok(
+    r.output.toString('latin1').endsWith('N\xb0\xa0***********0005\xe9 \x80 cr\xe9dit **** **** **** 1111\xe0\r\n'),
+    JSON.stringify(r.output.toString('latin1')),
+  );
   assert.match(r.output.toString('latin1'), /charset=iso-8859-1\r\nContent-Transfer-Encoding: 8bit\r\n/);
 });
 

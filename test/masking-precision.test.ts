@@ -98,7 +98,7 @@ function maskedLine(line: string): { line: string; cards: number } {
   let cards = 0;
   const masked = line.replace(/\d(?:[ -]?\d)*/g, (run) => {
     let out = '';
-    for (let at = 0; at < run.length; ) {
+    for (let at = 0; at < run.length;) {
       const card = published.find((n) => run.slice(at).replace(/[ -]/g, '').startsWith(n));
       if (!card || !/\d/.test(run[at]!)) {
         out += run[at++];
@@ -107,7 +107,11 @@ function maskedLine(line: string): { line: string; cards: number } {
       let end = at;
       for (let digits = 0; digits < card.length; end++) if (/\d/.test(run[end]!)) digits++;
       let visible = 4;
-      out += [...run.slice(at, end)].reverse().map((c) => (/\d/.test(c) && visible-- <= 0 ? '*' : c)).reverse().join('');
+      out += [...run.slice(at, end)]
+        .reverse()
+        .map((c) => (/\d/.test(c) && visible-- <= 0 ? '*' : c))
+        .reverse()
+        .join('');
       cards++;
       at = end;
     }
@@ -125,7 +129,10 @@ test('the published test numbers of every network, in each grouping they are pri
   const cards = lines.reduce((n, l) => n + l.cards, 0);
   assert.equal(cards, published.length * 3 + 7, 'each number one run, with spaces and with dashes, and seven in sentences');
   for (const chunk of chunkings) {
-    for (const [name, masked] of [['parsed', await mask(input, chunk)], ['raw', await maskRaw(input, chunk)]] as const) {
+    for (const [name, masked] of [
+      ['parsed', await mask(input, chunk)],
+      ['raw', await maskRaw(input, chunk)],
+    ] as const) {
       assert.deepEqual(masked.masked, { card: cards }, `${name}, chunks of ${chunk}`);
       assert.equal(masked.raw.toString('latin1'), expected, `${name}, chunks of ${chunk}: ${diff(Buffer.from(expected, 'latin1'), masked.raw)}`);
     }
@@ -133,16 +140,34 @@ test('the published test numbers of every network, in each grouping they are pri
 });
 
 const message = (body: string, subject = 'Details') =>
-  Buffer.from(['From: customer@example.org', 'To: support@example.com', `Subject: ${subject}`, 'Content-Type: text/plain; charset=utf-8', '', body, ''].join('\r\n'));
+  Buffer.from(
+    ['From: customer@example.org', 'To: support@example.com', `Subject: ${subject}`, 'Content-Type: text/plain; charset=utf-8', '', body, ''].join('\r\n'),
+  );
 
 test('what was masked though it was no card stays as it was, next to a card that is masked', async () => {
   const rows: { name: string; text: string; expect: string }[] = [
     { name: 'Luhn-valid zeros', text: '0000000000000000 and 0000 0000 0000 0000', expect: '0000000000000000 and 0000 0000 0000 0000' },
-    { name: 'one digit repeated', text: '4444 4444 4444 4448 is a card, 5555555555555555 is not', expect: '**** **** **** 4448 is a card, 5555555555555555 is not' },
+    {
+      name: 'one digit repeated',
+      text: '4444 4444 4444 4448 is a card, 5555555555555555 is not',
+      expect: '**** **** **** 4448 is a card, 5555555555555555 is not',
+    },
     { name: 'a line of small numbers', text: 'IRQs 16 17 18 19 20 21 22 23', expect: 'IRQs 16 17 18 19 20 21 22 23' },
-    { name: 'a version string', text: 'mailgate 0.1.0-20240312-1530-2 (build 2401 1107 1453 0)', expect: 'mailgate 0.1.0-20240312-1530-2 (build 2401 1107 1453 0)' },
-    { name: 'no issuer has this prefix', text: 'order 2024-0312-5512-76, ports 8080 8081 8443 9091', expect: 'order 2024-0312-5512-76, ports 8080 8081 8443 9091' },
-    { name: 'a length its network does not issue', text: 'Amex has 15 digits: 3782822463100053 is none', expect: 'Amex has 15 digits: 3782822463100053 is none' },
+    {
+      name: 'a version string',
+      text: 'mailgate 0.1.0-20240312-1530-2 (build 2401 1107 1453 0)',
+      expect: 'mailgate 0.1.0-20240312-1530-2 (build 2401 1107 1453 0)',
+    },
+    {
+      name: 'no issuer has this prefix',
+      text: 'order 2024-0312-5512-76, ports 8080 8081 8443 9091',
+      expect: 'order 2024-0312-5512-76, ports 8080 8081 8443 9091',
+    },
+    {
+      name: 'a length its network does not issue',
+      text: 'Amex has 15 digits: 3782822463100053 is none',
+      expect: 'Amex has 15 digits: 3782822463100053 is none',
+    },
     { name: 'a decimal', text: 'latency=0.4929795637484309s, 4111111111111111.5', expect: 'latency=0.4929795637484309s, 4111111111111111.5' },
     { name: 'glued to a word before it', text: 'id ref4111111111111111, hex 0x4111111111111111', expect: 'id ref4111111111111111, hex 0x4111111111111111' },
     // Adjacent encoded words decode with no space between them (RFC 2047 section 6.2).
@@ -154,7 +179,11 @@ test('what was masked though it was no card stays as it was, next to a card that
       expect: 'pay at https://shop.example/pay?card=4111111111111111&x=1 with **** **** **** 1111',
     },
     { name: 'a URL without a scheme', text: 'www.example.com/orders/5555555555554444/status', expect: 'www.example.com/orders/5555555555554444/status' },
-    { name: 'a Message-ID quoted in the text', text: 'In-Reply-To: <5105105105105100.x@mail.example.org>', expect: 'In-Reply-To: <5105105105105100.x@mail.example.org>' },
+    {
+      name: 'a Message-ID quoted in the text',
+      text: 'In-Reply-To: <5105105105105100.x@mail.example.org>',
+      expect: 'In-Reply-To: <5105105105105100.x@mail.example.org>',
+    },
     { name: 'an address', text: 'write to 4111111111111111@example.org', expect: 'write to 4111111111111111@example.org' },
     { name: 'a card after an address', text: '<a@example.org> 5555 5555 5555 4444', expect: '<a@example.org> **** **** **** 4444' },
     // SSNs: the same care.
@@ -167,7 +196,11 @@ test('what was masked though it was no card stays as it was, next to a card that
     },
     { name: 'a longer number is no SSN', text: 'serial 123 45 6789 0', expect: 'serial 123 45 6789 0' },
     // Bank accounts: a date after the cue is when, not which.
-    { name: 'a date after the account cue', text: 'Account: 2024-03-12 (opened); Account no. 12345678', expect: 'Account: 2024-03-12 (opened); Account no. ****5678' },
+    {
+      name: 'a date after the account cue',
+      text: 'Account: 2024-03-12 (opened); Account no. 12345678',
+      expect: 'Account: 2024-03-12 (opened); Account no. ****5678',
+    },
   ];
   for (const row of rows) {
     for (const chunk of [1, 65536]) {
@@ -234,7 +267,10 @@ regex = 'ORD-\\d{6}'
     assert.match(text, /^Message-ID: <4111111111111111\.\*\*\*-\*\*\*\*\*\*@mail\.example\.org>\r$/m, `chunks of ${chunk}`);
     assert.match(text, /^X-Order: \*\*\*-\*\*\*\*\*\* paid with 4111 1111 1111 1111\r$/m);
     assert.match(text, /^Subject: card \*\*\*\* \*\*\*\* \*\*\*\* 4444\r$/m);
-    assert.match(text, /^--b4111111111111111\r\nContent-Type: text\/plain\r\nContent-ID: <4111111111111111@example\.org>\r\n\r\nCard: \*\*\*\* \*\*\*\* \*\*\*\* 1111\r\n--b4111111111111111--/m);
+    assert.match(
+      text,
+      /^--b4111111111111111\r\nContent-Type: text\/plain\r\nContent-ID: <4111111111111111@example\.org>\r\n\r\nCard: \*\*\*\* \*\*\*\* \*\*\*\* 1111\r\n--b4111111111111111--/m,
+    );
     assert.deepEqual(raw.masked, { 'order-ref': 2, card: 2 });
   }
 });
@@ -267,8 +303,10 @@ test('the raw masker: a message attached inside a broken one has its header fiel
   for (const chunk of [1, 3, 65536]) {
     const raw = await maskRaw(original, chunk);
     const text = raw.raw.toString('latin1');
-    for (const kept of ['Message-ID: <5105105105105100@', 'References: <4111111111111111@', 'X-Ticket: 4111 1111 1111 1111']) assert.ok(text.includes(kept), `${kept}, chunks of ${chunk}`);
-    for (const masked of ['Subject: card **** **** **** 4444', 'Card: **** **** **** 1111', 'Card: ****-****-****-4444', 'X-Note: **** **** **** 1111']) assert.ok(text.includes(masked), `${masked}, chunks of ${chunk}\n${text}`);
+    for (const kept of ['Message-ID: <5105105105105100@', 'References: <4111111111111111@', 'X-Ticket: 4111 1111 1111 1111'])
+      assert.ok(text.includes(kept), `${kept}, chunks of ${chunk}`);
+    for (const masked of ['Subject: card **** **** **** 4444', 'Card: **** **** **** 1111', 'Card: ****-****-****-4444', 'X-Note: **** **** **** 1111'])
+      assert.ok(text.includes(masked), `${masked}, chunks of ${chunk}\n${text}`);
     assert.deepEqual(raw.masked, { card: 4 });
   }
 });

@@ -31,7 +31,10 @@ before(async () => {
   idp = await startOAuthServer({ appUser: 'agent', user: 'alice' });
   env.OAUTH_SECRET = idp.clientSecret;
   dovecot = await startDovecot({
-    users: [{ name: 'agent', password: 'pw-agent' }, { name: 'alice', password: 'pw-alice' }],
+    users: [
+      { name: 'agent', password: 'pw-agent' },
+      { name: 'alice', password: 'pw-alice' },
+    ],
     oauth: { introspectionUrl: idp.introspectionUrl, caFile: fixture('tls', 'cert.pem') },
   });
   ({ dir, cleanup } = await tempDir('mailgate-oauth-retriever-'));
@@ -49,12 +52,32 @@ const q = JSON.stringify;
 function configText(dataDir: string, flow: 'client_credentials' | 'authorization_code', alias: Record<string, string | number | boolean>): string {
   return [
     `data_dir = ${q(dataDir)}`,
-    '[[oauth_app]]', 'name = "contoso"', 'provider = "microsoft365"', `tenant_id = ${q(idp.tenant)}`, `client_id = ${q(idp.clientId)}`,
-    'client_secret = "${OAUTH_SECRET}"', `flow = ${q(flow)}`, `authority = ${q(idp.authority)}`, `known_authorities = [${q(idp.host)}]`,
-    `authority_metadata = ${q(idp.authorityMetadata)}`, `cloud_discovery_metadata = ${q(idp.cloudDiscoveryMetadata)}`, `ca_file = ${q(fixture('tls', 'cert.pem'))}`,
-    '[[alias]]', `name = ${q(String(alias.user))}`, `address = "${String(alias.user)}@example.com"`,
+    '[[oauth_app]]',
+    'name = "contoso"',
+    'provider = "microsoft365"',
+    `tenant_id = ${q(idp.tenant)}`,
+    `client_id = ${q(idp.clientId)}`,
+    'client_secret = "${OAUTH_SECRET}"',
+    `flow = ${q(flow)}`,
+    `authority = ${q(idp.authority)}`,
+    `known_authorities = [${q(idp.host)}]`,
+    `authority_metadata = ${q(idp.authorityMetadata)}`,
+    `cloud_discovery_metadata = ${q(idp.cloudDiscoveryMetadata)}`,
+    `ca_file = ${q(fixture('tls', 'cert.pem'))}`,
+    '[[alias]]',
+    `name = ${q(String(alias.user))}`,
+    `address = "${String(alias.user)}@example.com"`,
     '[alias.incoming]',
-    ...Object.entries({ host: '127.0.0.1', security: 'starttls', ca_file: fixture('tls', 'cert.pem'), oauth2: 'contoso', poll_interval: 3600, reconnect_interval: 1, idle: false, ...alias }).map(([k, v]) => `${k} = ${q(v)}`),
+    ...Object.entries({
+      host: '127.0.0.1',
+      security: 'starttls',
+      ca_file: fixture('tls', 'cert.pem'),
+      oauth2: 'contoso',
+      poll_interval: 3600,
+      reconnect_interval: 1,
+      idle: false,
+      ...alias,
+    }).map(([k, v]) => `${k} = ${q(v)}`),
   ].join('\n');
 }
 
@@ -63,18 +86,31 @@ async function retrieve(config: Config) {
   const store = await Store.open(config.data_dir);
   const polls: PollResult[] = [];
   const log = capturingLogger();
-  const retriever = startRetriever({ config, store, logger: log.logger, stages: () => [], tokenProvider: aliasTokenProviders(config, store, key), hooks: { afterPoll: (_a, r) => polls.push(r) } });
+  const retriever = startRetriever({
+    config,
+    store,
+    logger: log.logger,
+    stages: () => [],
+    tokenProvider: aliasTokenProviders(config, store, key),
+    hooks: { afterPoll: (_a, r) => polls.push(r) },
+  });
   const waitFor = async <T>(what: string, get: () => Promise<T | undefined> | T | undefined, timeoutMs = 20_000): Promise<T> => {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const v = await get();
       if (v !== undefined) return v;
-      if (Date.now() > deadline) throw new Error(`no ${what} in ${timeoutMs} ms; log: ${log.entries.map((e) => `${String(e.msg)} ${String((e.err as Error | undefined)?.message ?? '')}`).join(' | ')}`);
+      if (Date.now() > deadline)
+        throw new Error(
+          `no ${what} in ${timeoutMs} ms; log: ${log.entries.map((e) => `${String(e.msg)} ${String((e.err as Error | undefined)?.message ?? '')}`).join(' | ')}`,
+        );
       await sleep(50);
     }
   };
   return {
-    store, polls, log, waitFor,
+    store,
+    polls,
+    log,
+    waitFor,
     async stop() {
       await retriever.stop();
       await store.close();
@@ -84,20 +120,27 @@ async function retrieve(config: Config) {
 
 function signIn(url: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    https.get(url, { ca: idp.caPem }, (res) => {
-      res.resume();
-      if (res.statusCode !== 302 || !res.headers.location) return reject(new Error(`authorize answered ${res.statusCode}`));
-      resolve(res.headers.location);
-    }).on('error', reject);
+    https
+      .get(url, { ca: idp.caPem }, (res) => {
+        res.resume();
+        if (res.statusCode !== 302 || !res.headers.location) return reject(new Error(`authorize answered ${res.statusCode}`));
+        resolve(res.headers.location);
+      })
+      .on('error', reject);
   });
 }
 
-const mail = (n: string) => `From: c@example.net\r\nTo: support@example.com\r\nSubject: ${n}\r\nMessage-ID: <${n}-${Date.now()}@example.net>\r\n\r\nhello ${n}\r\n`;
+const mail = (n: string) =>
+  `From: c@example.net\r\nTo: support@example.com\r\nSubject: ${n}\r\nMessage-ID: <${n}-${Date.now()}@example.net>\r\n\r\nhello ${n}\r\n`;
 
 for (const type of ['pop3', 'imap'] as const) {
   test(`client credentials over ${type}: the alias logs in with an app token Dovecot checks by introspection`, async () => {
     await dovecot.deliver('agent', mail(`cc-${type}`));
-    const config = loadConfigText(configText(path.join(dir, `cc-${type}`), 'client_credentials', { type, port: type === 'pop3' ? dovecot.pop3Port : dovecot.imapPort, user: 'agent' }), path.join(dir, 'mailgate.toml'), env);
+    const config = loadConfigText(
+      configText(path.join(dir, `cc-${type}`), 'client_credentials', { type, port: type === 'pop3' ? dovecot.pop3Port : dovecot.imapPort, user: 'agent' }),
+      path.join(dir, 'mailgate.toml'),
+      env,
+    );
     const before = idp.requests.length;
     const r = await retrieve(config);
     try {
@@ -106,7 +149,10 @@ for (const type of ['pop3', 'imap'] as const) {
       const [meta] = await r.store.listMessages({ alias: 'agent' });
       assert.equal(meta?.subject, `cc-${type}`);
       assert.deepEqual(await dovecot.listMessages('agent'), []);
-      assert.deepEqual(idp.requests.slice(before).map((x) => `${x.grantType} ${x.outcome}`), ['client_credentials ok']);
+      assert.deepEqual(
+        idp.requests.slice(before).map((x) => `${x.grantType} ${x.outcome}`),
+        ['client_credentials ok'],
+      );
     } finally {
       await r.stop();
     }
@@ -122,7 +168,10 @@ test('`mailgate oauth authorize ALIAS` stores encrypted tokens that the retrieve
   const file = path.join(delegatedDir(), 'mailgate.toml');
   await (await import('node:fs/promises')).mkdir(delegatedDir(), { recursive: true });
   await writeFile(file, delegatedConfig());
-  const child = spawn(process.execPath, [cliPath, 'oauth', 'authorize', 'alice', '--config', file], { env: { ...process.env, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [cliPath, 'oauth', 'authorize', 'alice', '--config', file], {
+    env: { ...process.env, ...env },
+    stdio: ['pipe', 'pipe', 'pipe'],
+  });
   let stderr = '';
   child.stderr.on('data', (c: Buffer) => (stderr += c.toString()));
   const exited = new Promise<number | null>((resolve) => child.on('close', resolve));
@@ -151,7 +200,10 @@ test('`mailgate oauth authorize ALIAS` stores encrypted tokens that the retrieve
   } finally {
     await r.stop();
   }
-  assert.ok(idp.requests.some((x) => x.grantType === 'refresh_token' && x.outcome === 'ok'), 'the stored refresh token was used');
+  assert.ok(
+    idp.requests.some((x) => x.grantType === 'refresh_token' && x.outcome === 'ok'),
+    'the stored refresh token was used',
+  );
 });
 
 test('aliases test on a delegated-flow alias: logs in with the stored tokens while the gateway is stopped; says why not while the store is held', async () => {
@@ -209,7 +261,10 @@ test('an OAuth alias without a secret key: `serve` exits 2 naming MAILGATE_SECRE
   const { dir: d, cleanup: c } = await tempDir();
   try {
     const file = path.join(d, 'mailgate.toml');
-    await writeFile(file, configText(path.join(d, 'data'), 'client_credentials', { type: 'pop3', port: dovecot.pop3Port, user: 'agent' }) + '\n[smtp]\nlisten = ["127.0.0.1:0"]\n');
+    await writeFile(
+      file,
+      configText(path.join(d, 'data'), 'client_credentials', { type: 'pop3', port: dovecot.pop3Port, user: 'agent' }) + '\n[smtp]\nlisten = ["127.0.0.1:0"]\n',
+    );
     const result = await runCli(['serve', '--config', file], { env: { OAUTH_SECRET: 'x', MAILGATE_SECRET_KEY: '' } });
     assert.equal(result.code, 2, result.stderr);
     assert.match(result.stderr, /MAILGATE_SECRET_KEY/);
@@ -222,12 +277,18 @@ test('an OAuth alias without a secret key: `serve` exits 2 naming MAILGATE_SECRE
 
 test('config: oauth2 must name a configured [[oauth_app]]; no password beside it; errors name the line and key', () => {
   const text = configText('/tmp/x', 'client_credentials', { type: 'pop3', user: 'agent', oauth2: 'fabrikam', password: 'pw' });
-  assert.throws(() => loadConfigText(text, 'mailgate.toml', env), (err: unknown) => {
-    assert.ok(err instanceof ConfigError);
-    const lines = text.split('\n');
-    const lineOf = (k: string) => lines.findIndex((l) => l.startsWith(`${k} =`)) + 1;
-    assert.match(err.message, new RegExp(`mailgate.toml:${lineOf('oauth2')}: alias\\[0\\]\\.incoming\\.oauth2: expected one of the configured OAuth apps: "contoso"`));
-    assert.match(err.message, new RegExp(`mailgate.toml:${lineOf('password')}: alias\\[0\\]\\.incoming\\.password: expected no password with oauth2`));
-    return true;
-  });
+  assert.throws(
+    () => loadConfigText(text, 'mailgate.toml', env),
+    (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      const lines = text.split('\n');
+      const lineOf = (k: string) => lines.findIndex((l) => l.startsWith(`${k} =`)) + 1;
+      assert.match(
+        err.message,
+        new RegExp(`mailgate.toml:${lineOf('oauth2')}: alias\\[0\\]\\.incoming\\.oauth2: expected one of the configured OAuth apps: "contoso"`),
+      );
+      assert.match(err.message, new RegExp(`mailgate.toml:${lineOf('password')}: alias\\[0\\]\\.incoming\\.password: expected no password with oauth2`));
+      return true;
+    },
+  );
 });

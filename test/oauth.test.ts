@@ -26,7 +26,10 @@ before(async () => {
   // Dovecot 2.3's oauth2 passdb trusts a private CA only through `tls_ca_cert_file` in its own
   // args file (ssl_client_ca_file is not used for introspection).
   dovecot = await startDovecot({
-    users: [{ name: 'agent', password: 'pw-agent' }, { name: 'alice', password: 'pw-alice' }],
+    users: [
+      { name: 'agent', password: 'pw-agent' },
+      { name: 'alice', password: 'pw-alice' },
+    ],
     oauth: { introspectionUrl: idp.introspectionUrl, caFile: fixture('tls', 'cert.pem') },
   });
   ({ dir, cleanup } = await tempDir('mailgate-oauth-'));
@@ -58,18 +61,25 @@ function appFor(server: TestOAuthServer, extra: Partial<OAuthApp> = {}): OAuthAp
 /** Opens the sign-in URL as a browser would; the test provider signs the user in at once and redirects with a code. */
 function signIn(url: string, ca: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    https.get(url, { ca }, (res) => {
-      res.resume();
-      if (res.statusCode !== 302 || !res.headers.location) return reject(new Error(`authorize answered ${res.statusCode}`));
-      resolve(res.headers.location);
-    }).on('error', reject);
+    https
+      .get(url, { ca }, (res) => {
+        res.resume();
+        if (res.statusCode !== 302 || !res.headers.location) return reject(new Error(`authorize answered ${res.statusCode}`));
+        resolve(res.headers.location);
+      })
+      .on('error', reject);
   });
 }
 
 async function pop3Login(user: string, token: string, localAddress?: string): Promise<number> {
   const client = await Pop3Client.connect({
-    host: '127.0.0.1', port: dovecot.pop3sPort, security: 'tls', tls: { ca: dovecot.certPem },
-    connectTimeoutMs: 10_000, commandTimeoutMs: 10_000, ...(localAddress ? { localAddress } : {}),
+    host: '127.0.0.1',
+    port: dovecot.pop3sPort,
+    security: 'tls',
+    tls: { ca: dovecot.certPem },
+    connectTimeoutMs: 10_000,
+    commandTimeoutMs: 10_000,
+    ...(localAddress ? { localAddress } : {}),
   });
   try {
     await client.authXoauth2(user, token);
@@ -110,11 +120,17 @@ test('client credentials: msal gets an app token from the local endpoint and Dov
   assert.equal(await pop3Login('agent', token), 1);
   // Valid and outside msal's renewal window: the cached token comes back, nothing is asked.
   assert.equal(await provider.getAccessToken(), token);
-  assert.deepEqual(idp.requests.slice(before).map((r) => r.grantType), ['client_credentials']);
+  assert.deepEqual(
+    idp.requests.slice(before).map((r) => r.grantType),
+    ['client_credentials'],
+  );
 });
 
 test('a refused token fails the POP3 login: Dovecot really asks the introspection endpoint', async () => {
-  await assert.rejects(pop3Login('agent', 'eyJ.not-issued.' + 'x'.repeat(700), '127.0.0.21'), (err: unknown) => err instanceof Pop3Error && err.kind === 'auth');
+  await assert.rejects(
+    pop3Login('agent', 'eyJ.not-issued.' + 'x'.repeat(700), '127.0.0.21'),
+    (err: unknown) => err instanceof Pop3Error && err.kind === 'auth',
+  );
 });
 
 test('authorization code: tokens saved encrypted, reused by a new provider, refreshed after expiry with the rotated refresh token saved', async () => {
@@ -139,7 +155,11 @@ test('authorization code: tokens saved encrypted, reused by a new provider, refr
   assert.equal(await pop3Login('alice', secondToken), 0);
 
   await sleep(2500);
-  await assert.rejects(pop3Login('alice', firstToken, '127.0.0.22'), (err: unknown) => err instanceof Pop3Error && err.kind === 'auth', 'an expired token is refused');
+  await assert.rejects(
+    pop3Login('alice', firstToken, '127.0.0.22'),
+    (err: unknown) => err instanceof Pop3Error && err.kind === 'auth',
+    'an expired token is refused',
+  );
   const refreshesBefore = idp.requests.filter((r) => r.grantType === 'refresh_token').length;
   const fresh = await second.getAccessToken();
   assert.notEqual(fresh, firstToken);
@@ -157,7 +177,7 @@ test('authorization code: tokens saved encrypted, reused by a new provider, refr
   idp.tokenLifetimeSeconds = 3600;
 });
 
-test('a token inside msal\'s five-minute renewal window is refreshed before it expires; concurrent callers share one refresh', async (t) => {
+test("a token inside msal's five-minute renewal window is refreshed before it expires; concurrent callers share one refresh", async (t) => {
   const server = await startOAuthServer({ user: 'alice', tokenLifetimeSeconds: 200 });
   t.after(() => server.stop());
   const provider = await authorized(server, path.join(dir, 'window.cache'), randomBytes(32));
@@ -223,7 +243,13 @@ test('without a secret key the cache is neither read nor written, with an error 
   await assert.rejects(store.save('{}'), (err: unknown) => err instanceof SecretKeyError && /MAILGATE_SECRET_KEY/.test(err.message));
   await assert.rejects(store.load(), SecretKeyError);
   const provider = new DelegatedTokenProvider(appFor(idp), { cache: store });
-  await assert.rejects(provider.authorizationUrl(REDIRECT).then((url) => signIn(url, idp.caPem)).then((u) => provider.redeemCode(u)), (err: unknown) => err instanceof OAuthError && err.kind === 'other' && /MAILGATE_SECRET_KEY/.test(err.message));
+  await assert.rejects(
+    provider
+      .authorizationUrl(REDIRECT)
+      .then((url) => signIn(url, idp.caPem))
+      .then((u) => provider.redeemCode(u)),
+    (err: unknown) => err instanceof OAuthError && err.kind === 'other' && /MAILGATE_SECRET_KEY/.test(err.message),
+  );
 
   await assert.rejects(loadSecretKey({ env: {} }), /MAILGATE_SECRET_KEY/);
   await assert.rejects(loadSecretKey({ env: { MAILGATE_SECRET_KEY: 'abcd' } }), /32 bytes/);

@@ -58,12 +58,23 @@ ${submissionToml()}`);
     if (saved === undefined) delete process.env.MAILGATE_SECRET_KEY;
     else process.env.MAILGATE_SECRET_KEY = saved;
   });
-  const id = await submit(gw.gateway.submission!.addresses[0]!.port, { from: 'agent@example.com', to: 'customer@example.org', subject: 'Re: order', text: 'hello\r\n' });
+  const id = await submit(gw.gateway.submission!.addresses[0]!.port, {
+    from: 'agent@example.com',
+    to: 'customer@example.org',
+    subject: 'Re: order',
+    text: 'hello\r\n',
+  });
   const meta = await waitDelivered(gw.store, id);
   assert.equal(meta.delivery.status, 'delivered');
   assert.match(meta.delivery.recipients[0]!.route ?? '', /ESMTP as agent@example\.com, OAuth2/);
   const [got] = await upstream.waitFor(1);
   assert.equal(got!.user, 'agent@example.com');
-  assert.deepEqual(upstream.authAttempts.map((a) => [a.method, a.ok]), [['XOAUTH2', true]]);
-  assert.ok(idp.requests.some((r) => r.grantType === 'client_credentials' && r.outcome === 'ok'), 'the token came from the OAuth app');
+  assert.deepEqual(
+    upstream.authAttempts.map((a) => [a.method, a.ok]),
+    [['XOAUTH2', true]],
+  );
+  assert.ok(
+    idp.requests.some((r) => r.grantType === 'client_credentials' && r.outcome === 'ok'),
+    'the token came from the OAuth app',
+  );
 });

@@ -20,8 +20,14 @@ test('outbound mail is masked and its blocked attachments removed only where the
   };
   // The partition lets departments manage their own masking; each department decides about outbound mail.
   await writeFile(files.partition, '[masking]\nenabled = false\ndepartments_manage_own = true\n');
-  await writeFile(files.sales, '[attachments]\nblocked_extensions = [".exe"]\nscan = "inbound_and_outbound"\naction = "quarantine"\n\n[masking]\nenabled = true\noutbound = true\nbuiltin = ["card"]\n');
-  await writeFile(files.support, '[attachments]\nblocked_extensions = [".exe"]\nscan = "inbound"\n\n[masking]\nenabled = true\noutbound = false\nbuiltin = ["card"]\n');
+  await writeFile(
+    files.sales,
+    '[attachments]\nblocked_extensions = [".exe"]\nscan = "inbound_and_outbound"\naction = "quarantine"\n\n[masking]\nenabled = true\noutbound = true\nbuiltin = ["card"]\n',
+  );
+  await writeFile(
+    files.support,
+    '[attachments]\nblocked_extensions = [".exe"]\nscan = "inbound"\n\n[masking]\nenabled = true\noutbound = false\nbuiltin = ["card"]\n',
+  );
   const alias = (name: string) => `
 [[alias]]
 name = "${name}"
@@ -64,7 +70,11 @@ ${alias('sales')}${alias('support')}${submissionToml()}`);
   const sales = await simpleParser(byFrom.get('sales@example.com')!.raw);
   assert.doesNotMatch(sales.text ?? '', new RegExp(CARD), 'sales masks outbound mail');
   assert.match(sales.text ?? '', /\*{4} \*{4} \*{4} 1111/);
-  assert.equal(sales.attachments.some((a) => a.filename === 'setup.exe'), false, 'sales blocks .exe going out');
+  assert.equal(
+    sales.attachments.some((a) => a.filename === 'setup.exe'),
+    false,
+    'sales blocks .exe going out',
+  );
   const salesMeta = (await gw.store.getMessage(salesId))!;
   assert.equal(salesMeta.attachments.find((a) => a.fileName === 'setup.exe')?.blocked, true);
   assert.ok(salesMeta.findings.masking, 'the findings are on the stored outbound message');

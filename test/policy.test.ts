@@ -85,7 +85,8 @@ test("a department's own masking patterns are added to the partition's, as the e
   );
   t.after(() => gw.cleanup());
   // department.toml has [masking] with its contract-number pattern and no `enabled`: the partition sets departments_manage_own.
-  const raw = 'From: a@example.org\r\nTo: support@example.com\r\nSubject: contract\r\n\r\nContract K-123456, customer CUST-12345678, card 4111 1111 1111 1111.\r\n';
+  const raw =
+    'From: a@example.org\r\nTo: support@example.com\r\nSubject: contract\r\n\r\nContract K-123456, customer CUST-12345678, card 4111 1111 1111 1111.\r\n';
   const id = await sendRaw(gw.port, raw);
   const { meta, raw: stored } = await storedMessage(gw.store, id);
   assert.equal(meta.source.alias, 'support');
@@ -144,7 +145,10 @@ test('policy test says stage by stage what would happen, without storing anythin
 
   const json = await runCli(['policy', 'test', fixture('policy', 'bounce-with-exe.eml'), '--department', 'support', '--json', '--config', configFile]);
   const report = JSON.parse(json.stdout.toString()) as { stages: { stage: string }[]; tags: string[] };
-  assert.deepEqual(report.stages.map((s) => s.stage), ['wrapping', 'attachments', 'delivery_exceptions', 'masking']);
+  assert.deepEqual(
+    report.stages.map((s) => s.stage),
+    ['wrapping', 'attachments', 'delivery_exceptions', 'masking'],
+  );
   assert.ok(report.tags.includes('email-permanent-undeliverable'));
 
   // A message wrapped as unparsable with a program in it: the original would be blocked whole, as ingest does.
@@ -189,6 +193,8 @@ test('where masking is on, the original attached to a wrapping message is masked
 });
 
 async function sendRaw(port: number, raw: string): Promise<string> {
-  const info = await nodemailer.createTransport({ host: '127.0.0.1', port, ignoreTLS: true }).sendMail({ envelope: { from: 'a@example.org', to: ['support@example.com'] }, raw });
+  const info = await nodemailer
+    .createTransport({ host: '127.0.0.1', port, ignoreTLS: true })
+    .sendMail({ envelope: { from: 'a@example.org', to: ['support@example.com'] }, raw });
   return /queued as (\S+)/.exec(info.response)![1]!;
 }

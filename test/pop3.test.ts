@@ -86,27 +86,31 @@ async function failsWith(promise: Promise<unknown>, kind: Pop3Error['kind']): Pr
 
 /** A message whose body has lines that POP3 must dot-stuff: ".", "..", ".x". */
 function dottedMessage(subject: string): Buffer {
-  return Buffer.from([
-    'From: Customer <customer@example.org>',
-    'To: support@example.com',
-    `Subject: ${subject}`,
-    `Message-ID: <${subject.replace(/\W/g, '')}@test.example>`,
-    '',
-    'Line one.',
-    '.',
-    '..',
-    '.hidden line',
-    '...three dots',
-    ' . not at the start',
-    '.',
-    '',
-  ].join('\r\n'));
+  return Buffer.from(
+    [
+      'From: Customer <customer@example.org>',
+      'To: support@example.com',
+      `Subject: ${subject}`,
+      `Message-ID: <${subject.replace(/\W/g, '')}@test.example>`,
+      '',
+      'Line one.',
+      '.',
+      '..',
+      '.hidden line',
+      '...three dots',
+      ' . not at the start',
+      '.',
+      '',
+    ].join('\r\n'),
+  );
 }
 
 /** A message of about SIZE bytes: base64 lines, with dotted lines sprinkled in. */
 function bigMessage(subject: string, size: number): Buffer {
   const head = Buffer.from(`From: a@example.org\r\nTo: b@example.com\r\nSubject: ${subject}\r\n\r\n`);
-  const lines = randomBytes(Math.ceil((size * 3) / 4)).toString('base64').match(/.{1,76}/g)!;
+  const lines = randomBytes(Math.ceil((size * 3) / 4))
+    .toString('base64')
+    .match(/.{1,76}/g)!;
   for (let i = 0; i < lines.length; i += 997) lines[i] = i % 2 ? '.' : '.' + lines[i];
   return Buffer.concat([head, Buffer.from(lines.join('\r\n') + '\r\n')]);
 }
@@ -238,7 +242,10 @@ test('UIDL is stable across sessions and as mail arrives', async () => {
   const one = await session('uidl');
   const first = await one.uidl();
   assert.equal(first.length, 3);
-  assert.deepEqual(first.map((u) => u.msgno), [1, 2, 3]);
+  assert.deepEqual(
+    first.map((u) => u.msgno),
+    [1, 2, 3],
+  );
   assert.equal(new Set(first.map((u) => u.uid)).size, 3, 'UIDs are unique');
   await one.quit();
 
@@ -284,7 +291,10 @@ test('DELE then QUIT removes the message; DELE then RSET keeps it; DELE without 
   await client.quit();
   assert.equal((await dovecot.listMessages('dele')).length, 1);
   const again = await session('dele');
-  assert.deepEqual((await again.uidl()).map((u) => u.uid), [second!.uid]);
+  assert.deepEqual(
+    (await again.uidl()).map((u) => u.uid),
+    [second!.uid],
+  );
   await again.dele(1);
   again.close(); // no QUIT, no UPDATE state: nothing is removed (RFC 1939 section 6)
   await sleep(200);

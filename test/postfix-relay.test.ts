@@ -47,7 +47,12 @@ async function sendThroughPostfix(port: number, to: string, raw: string): Promis
 }
 
 /** The id mailgate gave the message whose Message-ID is `messageId`, once it is stored. */
-async function storedId(store: Awaited<ReturnType<typeof startTestGateway>>['store'], messageId: string, postfixLog: () => Promise<string>, timeoutMs = 15_000): Promise<string> {
+async function storedId(
+  store: Awaited<ReturnType<typeof startTestGateway>>['store'],
+  messageId: string,
+  postfixLog: () => Promise<string>,
+  timeoutMs = 15_000,
+): Promise<string> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const found = (await store.listMessages()).find((m) => m.messageId === messageId);
@@ -85,7 +90,9 @@ address = "support@example.com"
   const outside = rawMessage('x@outside.example', 'Order 4711 shipped', 'order-4711@example.com');
   await sendThroughPostfix(postfix.port, 'x@outside.example', outside);
   const id = await storedId(gw.store, 'order-4711@example.com', () => postfix.logTail());
-  const [got] = await sink.waitFor(1).catch(async (err: Error) => assert.fail(`${err.message}; mailgate's queue: ${JSON.stringify(await gw.store.sublevels.queue.get(id))}`));
+  const [got] = await sink
+    .waitFor(1)
+    .catch(async (err: Error) => assert.fail(`${err.message}; mailgate's queue: ${JSON.stringify(await gw.store.sublevels.queue.get(id))}`));
   assert.deepEqual(got!.rcptTo, ['x@outside.example']);
   assert.equal(got!.mailFrom, 'app@example.com');
 
@@ -96,7 +103,9 @@ address = "support@example.com"
   const ours = new RegExp(
     `^Received: from ${esc(postfix.hostname)} \\((?:\\S+ )?\\[127\\.0\\.0\\.1\\]\\)\\r\\n\\tby ${esc(gw.config.smtp.hostname)} \\(mailgate\\) with ESMTP id ${id}\\r\\n\\tfor <x@outside\\.example>;\\r\\n\\t[^\\r\\n]+\\r\\n`,
   );
-  const theirs = new RegExp(`^Received: from ${esc(CLIENT_HELO)} \\((?:\\S+ )?\\[127\\.0\\.0\\.1\\]\\)\\r\\n\\tby ${esc(postfix.hostname)} \\(Postfix\\) with ESMTP id \\w+\\r\\n\\tfor <x@outside\\.example>; [^\\r\\n]+\\r\\n`);
+  const theirs = new RegExp(
+    `^Received: from ${esc(CLIENT_HELO)} \\((?:\\S+ )?\\[127\\.0\\.0\\.1\\]\\)\\r\\n\\tby ${esc(postfix.hostname)} \\(Postfix\\) with ESMTP id \\w+\\r\\n\\tfor <x@outside\\.example>; [^\\r\\n]+\\r\\n`,
+  );
   const first = ours.exec(text);
   assert.ok(first, `our Received line is on top:\n${text.slice(0, 600)}`);
   const rest = text.slice(first[0].length);

@@ -11,11 +11,17 @@ import { runCli, startTestGateway } from './helpers/gateway.js';
 import { fixture } from './helpers/paths.js';
 
 // The Windows program inside the fixtures (see test/fixtures/attachments/).
-const PE = Buffer.concat([Buffer.from([0x4d, 0x5a, 0x90, 0, 3, 0, 0, 0, 4, 0, 0, 0, 0xff, 0xff, 0, 0]), Buffer.from('This program cannot be run in DOS mode.'.repeat(4))]);
+const PE = Buffer.concat([
+  Buffer.from([0x4d, 0x5a, 0x90, 0, 3, 0, 0, 0, 4, 0, 0, 0, 0xff, 0xff, 0, 0]),
+  Buffer.from('This program cannot be run in DOS mode.'.repeat(4)),
+]);
 
 async function send(port: number, file: string): Promise<string> {
   const transport = nodemailer.createTransport({ host: '127.0.0.1', port, secure: false, ignoreTLS: true });
-  const info = await transport.sendMail({ envelope: { from: 'customer@example.org', to: ['support@example.com'] }, raw: readFileSync(fixture('attachments', file)) });
+  const info = await transport.sendMail({
+    envelope: { from: 'customer@example.org', to: ['support@example.com'] },
+    raw: readFileSync(fixture('attachments', file)),
+  });
   const id = /queued as (\S+)/.exec(info.response)?.[1];
   assert.ok(id, info.response);
   return id;
@@ -36,7 +42,10 @@ test('quarantine round trip: block, list, export, restore byte for byte, delete'
 
   // The stored message carries the notice, and its metadata lists the file as blocked.
   const meta = JSON.parse((await cli('messages', 'show', byName, '--json')).toString()) as MessageMeta;
-  assert.deepEqual(meta.attachments.map((a) => [a.fileName, a.blocked]), [['invoice.pdf.exe', true]]);
+  assert.deepEqual(
+    meta.attachments.map((a) => [a.fileName, a.blocked]),
+    [['invoice.pdf.exe', true]],
+  );
   assert.ok(meta._AttachmentFileNames.includes('invoice.pdf.exe [blocked]'), `the blocked file is listed and marked: ${meta._AttachmentFileNames}`);
   assert.match(JSON.stringify(meta.findings['attachments']), /invoice\.pdf\.exe.*quarantined: blocked extension \.exe \(department policy\)/);
   const stored = await cli('messages', 'raw', byName);
@@ -44,7 +53,13 @@ test('quarantine round trip: block, list, export, restore byte for byte, delete'
 
   // list: through the running gateway's control socket.
   const all = JSON.parse((await cli('quarantine', 'list', '--json')).toString()) as QuarantineRecord[];
-  assert.deepEqual(all.map((r) => [r.messageId, r.fileName]).sort(), [[byArchive, 'documents.zip'], [byName, 'invoice.pdf.exe']].sort());
+  assert.deepEqual(
+    all.map((r) => [r.messageId, r.fileName]).sort(),
+    [
+      [byArchive, 'documents.zip'],
+      [byName, 'invoice.pdf.exe'],
+    ].sort(),
+  );
   const onlyOne = JSON.parse((await cli('quarantine', 'list', '--message', byName, '--json')).toString()) as QuarantineRecord[];
   assert.equal(onlyOne.length, 1);
   const record = onlyOne[0]!;
@@ -94,14 +109,22 @@ test('a message that is itself the attachment is listed in _AttachmentFileNames 
 
   const pdf = await show(await send(gw.port, 'root-pdf.eml'));
   assert.deepEqual(pdf._AttachmentFileNames, ['statement.pdf']);
-  assert.deepEqual(pdf.attachments.map((a) => [a.fileName, a.contentType, a.blocked]), [['statement.pdf', 'application/pdf', undefined]]);
+  assert.deepEqual(
+    pdf.attachments.map((a) => [a.fileName, a.contentType, a.blocked]),
+    [['statement.pdf', 'application/pdf', undefined]],
+  );
   assert.equal(pdf.subject, 'statement', 'the message header is still read');
 
   const exeId = await send(gw.port, 'root-exe.eml');
   const exe = await show(exeId);
   assert.deepEqual(exe._AttachmentFileNames, ['setup.exe [blocked]']);
-  assert.deepEqual(exe.attachments.map((a) => [a.fileName, a.blocked]), [['setup.exe', true]]);
-  const [record] = JSON.parse((await runCli(['quarantine', 'list', '--message', exeId, '--json', '--config', gw.configFile])).stdout.toString()) as QuarantineRecord[];
+  assert.deepEqual(
+    exe.attachments.map((a) => [a.fileName, a.blocked]),
+    [['setup.exe', true]],
+  );
+  const [record] = JSON.parse(
+    (await runCli(['quarantine', 'list', '--message', exeId, '--json', '--config', gw.configFile])).stdout.toString(),
+  ) as QuarantineRecord[];
   assert.ok(record);
   const restored = await runCli(['quarantine', 'restore', record.id, '--config', gw.configFile]);
   assert.equal(restored.code, 0, restored.stderr);
@@ -109,5 +132,8 @@ test('a message that is itself the attachment is listed in _AttachmentFileNames 
   assert.ok(raw.stdout.equals(readFileSync(fixture('attachments', 'root-exe.eml'))), 'restored byte for byte');
   const after = await show(exeId);
   assert.deepEqual(after._AttachmentFileNames, ['setup.exe']);
-  assert.deepEqual(after.attachments.map((a) => [a.fileName, a.contentType, a.blocked]), [['setup.exe', 'application/octet-stream', undefined]]);
+  assert.deepEqual(
+    after.attachments.map((a) => [a.fileName, a.contentType, a.blocked]),
+    [['setup.exe', 'application/octet-stream', undefined]],
+  );
 });

@@ -117,8 +117,14 @@ test('through the running gateway: a message whose server is down shows its erro
   const record = await untilFinished(q.json, billing);
   assert.deepEqual([record.status, record.reason, record.attempts], ['dropped', 'dropped by an admin (mailgate queue drop)', 1]);
   // Not "pending": nothing will try them again.
-  assert.deepEqual(record.recipients.map((r) => [r.address, r.status]), [['payer@example.org', 'dropped']]);
-  assert.match((await q.cli('messages', 'show', billing)).stdout.toString(), /^delivery: +dropped .*\n {2}payer@example\.org {2}dropped; last: alias "billing" via .*ECONNREFUSED/m);
+  assert.deepEqual(
+    record.recipients.map((r) => [r.address, r.status]),
+    [['payer@example.org', 'dropped']],
+  );
+  assert.match(
+    (await q.cli('messages', 'show', billing)).stdout.toString(),
+    /^delivery: +dropped .*\n {2}payer@example\.org {2}dropped; last: alias "billing" via .*ECONNREFUSED/m,
+  );
   assert.deepEqual(await q.json('queue', 'list'), []);
   assert.equal((await q.cli('queue', 'list')).stdout.toString(), '', 'an empty queue prints nothing');
 
@@ -149,9 +155,18 @@ test('with the gateway stopped: list, show, retry and drop work on the store; th
   assert.equal(drop.stdout.toString(), `dropped ${dropped}; not sent to second@example.org\n`);
   const meta = await q.json<MessageMeta>('messages', 'show', dropped);
   assert.deepEqual([meta.delivery?.status, meta.delivery?.reason], ['dropped', 'dropped by an admin (mailgate queue drop)']);
-  assert.deepEqual(meta.delivery?.recipients.map((r) => [r.address, r.status]), [['second@example.org', 'dropped']]);
-  assert.match((await q.cli('messages', 'show', dropped)).stdout.toString(), /^delivery: +dropped .* after 1 attempt\(s\); dropped by an admin.*\n {2}second@example\.org {2}dropped;/m);
-  assert.deepEqual((await q.json<QueueEntry[]>('queue', 'list')).map((e) => e.id), [kept]);
+  assert.deepEqual(
+    meta.delivery?.recipients.map((r) => [r.address, r.status]),
+    [['second@example.org', 'dropped']],
+  );
+  assert.match(
+    (await q.cli('messages', 'show', dropped)).stdout.toString(),
+    /^delivery: +dropped .* after 1 attempt\(s\); dropped by an admin.*\n {2}second@example\.org {2}dropped;/m,
+  );
+  assert.deepEqual(
+    (await q.json<QueueEntry[]>('queue', 'list')).map((e) => e.id),
+    [kept],
+  );
 
   const usage = await Promise.all([q.cli('queue', 'retry'), q.cli('queue', 'retry', kept, '--all')]);
   for (const r of usage) {

@@ -5,7 +5,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { projectRoot } from './helpers/paths.js';
 
-test('the README\'s complete partition policy is policy/examples/partition.toml, quoted whole', async () => {
+test("the README's complete partition policy is policy/examples/partition.toml, quoted whole", async () => {
   const readme = await readFile(path.join(projectRoot, 'README.md'), 'utf8');
   const file = await readFile(path.join(projectRoot, 'policy', 'examples', 'partition.toml'), 'utf8');
   const at = readme.indexOf('this is `policy/examples/partition.toml`');
@@ -14,7 +14,7 @@ test('the README\'s complete partition policy is policy/examples/partition.toml,
   assert.equal(block, file);
 });
 
-test('the README\'s test line is what CI runs first, and CI also runs the corpora suites', async () => {
+test("the README's test line is what CI runs first, and CI also runs the corpora suites", async () => {
   const readme = await readFile(path.join(projectRoot, 'README.md'), 'utf8');
   const ci = await readFile(path.join(projectRoot, '.ci', 'run'), 'utf8');
   assert.match(readme, /^npm ci && npm test$/m);

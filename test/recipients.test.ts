@@ -14,16 +14,34 @@ import { fixture, tempDir } from './helpers/paths.js';
 let dovecot: TestDovecot;
 before(async () => {
   await ensureDovecot();
-  dovecot = await startDovecot({ users: [{ name: 'shared', password: 'pw' }, { name: 'team', password: 'pw' }, { name: 'desk', password: 'pw' }] });
+  dovecot = await startDovecot({
+    users: [
+      { name: 'shared', password: 'pw' },
+      { name: 'team', password: 'pw' },
+      { name: 'desk', password: 'pw' },
+    ],
+  });
 });
 after(() => dovecot?.stop());
 
-const aliasToml = (name: string, address: string, user: string, extra: string[] = []) => [
-  '[[alias]]', `name = "${name}"`, `address = "${address}"`, ...extra.filter((e) => !e.startsWith('incoming:')),
-  '[alias.incoming]', 'type = "imap"', 'host = "127.0.0.1"', `port = ${dovecot.imapPort}`, 'security = "starttls"',
-  `ca_file = ${JSON.stringify(fixture('tls', 'cert.pem'))}`, `user = "${user}"`, 'password = "pw"', 'poll_interval = 3600', 'idle = false',
-  ...extra.filter((e) => e.startsWith('incoming:')).map((e) => e.slice('incoming:'.length)),
-].join('\n');
+const aliasToml = (name: string, address: string, user: string, extra: string[] = []) =>
+  [
+    '[[alias]]',
+    `name = "${name}"`,
+    `address = "${address}"`,
+    ...extra.filter((e) => !e.startsWith('incoming:')),
+    '[alias.incoming]',
+    'type = "imap"',
+    'host = "127.0.0.1"',
+    `port = ${dovecot.imapPort}`,
+    'security = "starttls"',
+    `ca_file = ${JSON.stringify(fixture('tls', 'cert.pem'))}`,
+    `user = "${user}"`,
+    'password = "pw"',
+    'poll_interval = 3600',
+    'idle = false',
+    ...extra.filter((e) => e.startsWith('incoming:')).map((e) => e.slice('incoming:'.length)),
+  ].join('\n');
 
 async function runOnce(t: { after(fn: () => Promise<void>): void }, toml: string, prepare?: (store: Store) => Promise<void>) {
   const { dir, cleanup } = await tempDir();
@@ -53,7 +71,10 @@ test('a message for two aliases of one mailbox is fetched once and stored once p
   await dovecot.deliver('shared', msg(['From: c@example.net', 'To: nobody@else.example']));
   const { store, retriever } = await runOnce(
     t,
-    [aliasToml('sales', 'sales@example.com', 'shared'), aliasToml('billing', 'billing@example.com', 'shared', ['redirection_addresses = ["invoices@old.example.net"]'])].join('\n'),
+    [
+      aliasToml('sales', 'sales@example.com', 'shared'),
+      aliasToml('billing', 'billing@example.com', 'shared', ['redirection_addresses = ["invoices@old.example.net"]']),
+    ].join('\n'),
   );
   assert.deepEqual(retriever.aliases, ['sales'], 'one worker for the shared mailbox');
   const sales = await store.listMessages({ alias: 'sales' });
@@ -75,7 +96,14 @@ test('split_recipients stores one message per unique To/Cc recipient', async (t)
 test('after a crash between copies, only the missing copies are stored, then the message is moved', async (t) => {
   await dovecot.deliver('shared', msg(['From: c@example.net', 'To: sales@example.com, billing@example.com']));
   // The mailbox key the retriever will see: UIDVALIDITY:UID of the only message.
-  const client = new ImapFlow({ host: '127.0.0.1', port: dovecot.imapPort, secure: false, auth: { user: 'shared', pass: 'pw' }, logger: false, tls: { ca: [readFileSync(fixture('tls', 'cert.pem'))] } });
+  const client = new ImapFlow({
+    host: '127.0.0.1',
+    port: dovecot.imapPort,
+    secure: false,
+    auth: { user: 'shared', pass: 'pw' },
+    logger: false,
+    tls: { ca: [readFileSync(fixture('tls', 'cert.pem'))] },
+  });
   await client.connect();
   const mailbox = await client.mailboxOpen('INBOX');
   const only = ((await client.search({ all: true }, { uid: true })) || [])[0];
@@ -105,8 +133,11 @@ test('an alias with status = "inactive" in the file keeps its mail in the shared
   assert.deepEqual(retriever.aliases, ['billing']);
   assert.deepEqual(poll, { stored: 2, finished: 0, deferred: 0, held: 1 });
   assert.equal((await store.listMessages({ alias: 'sales' })).length, 0, 'nothing stored for the inactive alias');
-  assert.deepEqual((await store.listMessages({ alias: 'billing' })).map((m) => m.envelope.rcptTo[0]), ['billing@example.com', 'billing@example.com']);
-  assert.equal((await dovecot.listMessages('desk')).length, 1, 'the inactive alias\'s message is left in the mailbox');
+  assert.deepEqual(
+    (await store.listMessages({ alias: 'billing' })).map((m) => m.envelope.rcptTo[0]),
+    ['billing@example.com', 'billing@example.com'],
+  );
+  assert.equal((await dovecot.listMessages('desk')).length, 1, "the inactive alias's message is left in the mailbox");
   assert.equal((await dovecot.listMessages('desk', 'Processed')).length, 2);
 });
 
@@ -122,7 +153,8 @@ test('deliveryTargets: copies only for the aliases that receive mail now; mail f
 });
 
 test('deliveryTargets reads To, Cc and delivery headers, case-insensitively', () => {
-  const alias = (name: string, address: string, extra: object = {}) => ({ name, address, redirection_addresses: [], status: 'active', default: false, ...extra }) as never;
+  const alias = (name: string, address: string, extra: object = {}) =>
+    ({ name, address, redirection_addresses: [], status: 'active', default: false, ...extra }) as never;
   const group = [alias('a', 'a@x.example'), alias('b', 'B@x.example', { redirection_addresses: ['old@y.example'] })];
   const names = (h: string) => deliveryTargets(Buffer.from(h + '\r\n\r\n'), group).map((t) => t.alias['name' as never]);
   assert.deepEqual(names('To: b@X.example'), ['b']);

@@ -50,7 +50,7 @@ async function send(port: number, rcpt: string[], body = 'From: app@example.com\
   }
 }
 
-test('on the loopback default (accept_all), a trusted client\'s mail for another domain is queued and reaches the default SMTP with our Received line; an alias recipient is only stored', async (t) => {
+test("on the loopback default (accept_all), a trusted client's mail for another domain is queued and reaches the default SMTP with our Received line; an alias recipient is only stored", async (t) => {
   const upstream = await startUpstream();
   // No accept_all setting: on loopback it defaults to true, as after `npm start`.
   const gw = await startTestGateway(`[smtp]\ntrusted_networks = ["127.0.0.0/8"]\n${alias}${smartHost(upstream.port)}`);
@@ -70,7 +70,12 @@ test('on the loopback default (accept_all), a trusted client\'s mail for another
   const [got] = await upstream.waitFor(1);
   assert.deepEqual(got!.rcptTo, ['x@outside.example'], 'the alias recipient is ours: stored, not sent on');
   const text = got!.raw.toString();
-  assert.match(text, new RegExp(`^Received: from app\\.client\\.test \\(\\[127\\.0\\.0\\.1\\]\\)\\r\\n\\tby ${gw.config.smtp.hostname.replace(/\./g, '\\.')} \\(mailgate\\) with ESMTP id ${id}\\r\\n\\tfor <x@outside\\.example>;\\r\\n\\t\\w{3}, \\d\\d \\w{3} \\d{4} [\\d:]{8} \\+0000\\r\\n`));
+  assert.match(
+    text,
+    new RegExp(
+      `^Received: from app\\.client\\.test \\(\\[127\\.0\\.0\\.1\\]\\)\\r\\n\\tby ${gw.config.smtp.hostname.replace(/\./g, '\\.')} \\(mailgate\\) with ESMTP id ${id}\\r\\n\\tfor <x@outside\\.example>;\\r\\n\\t\\w{3}, \\d\\d \\w{3} \\d{4} [\\d:]{8} \\+0000\\r\\n`,
+    ),
+  );
   assert.match(text, /\r\nSubject: out\r\n\r\nhello\r\n$/);
 
   // What the admin sees: nothing left in the queue, the delivery on the message.
@@ -85,7 +90,7 @@ test('on the loopback default (accept_all), a trusted client\'s mail for another
   assert.match(show.stdout.toString(), /delivered/);
 });
 
-test('an authenticated [[smtp.user]] relays on the loopback default too (ESMTPSA in our Received line); an unknown client\'s mail for another domain is only stored, as accept_all says', async (t) => {
+test("an authenticated [[smtp.user]] relays on the loopback default too (ESMTPSA in our Received line); an unknown client's mail for another domain is only stored, as accept_all says", async (t) => {
   const upstream = await startUpstream();
   const gw = await startTestGateway(`
 [smtp.tls]
@@ -100,9 +105,19 @@ ${smartHost(upstream.port)}`);
     await gw.cleanup();
     await upstream.close();
   });
-  const client = nodemailer.createTransport({ host: '127.0.0.1', port: gw.port, name: 'app.client.test', requireTLS: true, tls: { ca: readFileSync(fixture('tls', 'cert.pem')) }, auth: { user: 'app', pass: 'app pass' } });
+  const client = nodemailer.createTransport({
+    host: '127.0.0.1',
+    port: gw.port,
+    name: 'app.client.test',
+    requireTLS: true,
+    tls: { ca: readFileSync(fixture('tls', 'cert.pem')) },
+    auth: { user: 'app', pass: 'app pass' },
+  });
   t.after(() => client.close());
-  const info = await client.sendMail({ envelope: { from: 'app@example.com', to: ['y@outside.example'] }, raw: 'From: app@example.com\r\nTo: y@outside.example\r\nSubject: authenticated\r\n\r\nhi\r\n' });
+  const info = await client.sendMail({
+    envelope: { from: 'app@example.com', to: ['y@outside.example'] },
+    raw: 'From: app@example.com\r\nTo: y@outside.example\r\nSubject: authenticated\r\n\r\nhi\r\n',
+  });
   const id = /queued as (\S+)/.exec(info.response)![1]!;
   await waitDelivered(gw.store, id);
   const [got] = await upstream.waitFor(1);
@@ -125,12 +140,21 @@ test('submission: the message is stored and queued, and leaves with our Received
     await upstream.close();
   });
   const port = gw.gateway.submission!.addresses[0]!.port;
-  const id = await submit(port, { from: 'support@example.com', to: 'customer@example.org', subject: 'Your ticket', text: 'Answered.', headers: { 'X-Test': '1' } });
+  const id = await submit(port, {
+    from: 'support@example.com',
+    to: 'customer@example.org',
+    subject: 'Your ticket',
+    text: 'Answered.',
+    headers: { 'X-Test': '1' },
+  });
   const meta = await waitDelivered(gw.store, id);
   assert.equal(meta.delivery.status, 'delivered');
   const [got] = await upstream.waitFor(1);
   const text = got!.raw.toString();
-  assert.match(text, new RegExp(`^Received: from \\S+ \\(\\[127\\.0\\.0\\.1\\]\\)\\r\\n\\tby \\S+ \\(mailgate\\) with ESMTPA id ${id}\\r\\n\\tfor <customer@example\\.org>;`));
+  assert.match(
+    text,
+    new RegExp(`^Received: from \\S+ \\(\\[127\\.0\\.0\\.1\\]\\)\\r\\n\\tby \\S+ \\(mailgate\\) with ESMTPA id ${id}\\r\\n\\tfor <customer@example\\.org>;`),
+  );
   assert.equal(text.match(/^Received:/gm)?.length, 1, 'one line: ours');
   assert.doesNotMatch(text, /X-Mailgate-/, 'our findings stay ours: a customer gets none of them');
 });

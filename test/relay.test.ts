@@ -45,7 +45,10 @@ retry_jitter = 0.0
 
   // The downstream is down: the message waits in the queue, its reason shown.
   const waiting = await waitQueue(gw.store, id, (e) => e.attempts >= 2);
-  assert.deepEqual(waiting.recipients.map((r) => [r.address, r.relay, r.status]), [['support@example.com', 'internal', 'pending']]);
+  assert.deepEqual(
+    waiting.recipients.map((r) => [r.address, r.relay, r.status]),
+    [['support@example.com', 'internal', 'pending']],
+  );
   assert.match(waiting.lastError?.message ?? '', /ECONNREFUSED/);
 
   downstream = await startUpstream({ port });
@@ -59,14 +62,21 @@ retry_jitter = 0.0
   assert.match(text, /X-Mailgate-Blocked-File: tool\.exe/i);
   assert.doesNotMatch(text, /4111 1111 1111 1111/, 'the card number is masked');
   assert.match(text, /\*{4} \*{4} \*{4} 1111/);
-  assert.ok(meta.tags.some((tag) => /^email-(permanent|temporary)-undeliverable$/.test(tag)), `tagged as a bounce: ${meta.tags.join(', ')}`);
+  assert.ok(
+    meta.tags.some((tag) => /^email-(permanent|temporary)-undeliverable$/.test(tag)),
+    `tagged as a bounce: ${meta.tags.join(', ')}`,
+  );
   assert.ok(text.includes(`\r\nX-Mailgate-Tags: ${meta.tags.join(', ')}\r\n`), 'the tags travel as a header');
   assert.match(text, new RegExp(`^X-Mailgate-Id: ${id}`, 'm'));
   assert.match(text, /^Received: from mx\.example\.net .*\r\n\tby \S+ \(mailgate\) with ESMTP id/m);
   // What was forwarded is what the store holds (plus the trace headers in front).
   const stored = await new Promise<Buffer>((resolve, reject) => {
     const chunks: Buffer[] = [];
-    gw.store.openRaw(id).on('data', (c: Buffer) => chunks.push(c)).on('end', () => resolve(Buffer.concat(chunks))).on('error', reject);
+    gw.store
+      .openRaw(id)
+      .on('data', (c: Buffer) => chunks.push(c))
+      .on('end', () => resolve(Buffer.concat(chunks)))
+      .on('error', reject);
   });
   assert.ok(got!.raw.subarray(got!.raw.length - stored.length).equals(stored), 'the downstream got the stored bytes, unchanged');
 });

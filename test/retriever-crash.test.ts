@@ -56,7 +56,10 @@ test('SIGKILL while fetching a mailbox of hundreds: after restart each message i
     if (left.at(-1) === 0) break;
   }
   t.diagnostic(`messages left in INBOX after each kill: ${left.join(', ')}`);
-  assert.ok(left.some((n) => n > 0 && n < COUNT), `at least one kill landed mid-fetch (${left.join(', ')})`);
+  assert.ok(
+    left.some((n) => n > 0 && n < COUNT),
+    `at least one kill landed mid-fetch (${left.join(', ')})`,
+  );
 
   // A last run to the end.
   const { child, exited } = await spawnServe(configFile);

@@ -13,7 +13,8 @@ test('mailgate serve fetches an alias mailbox: the message lands in the store on
   t.after(() => dovecot.stop());
   const { dir, cleanup } = await tempDir();
   t.after(cleanup);
-  const raw = 'From: customer@example.net\r\nTo: sales@example.com\r\nSubject: Quote for 40 chairs\r\nMessage-ID: <chairs@example.net>\r\n\r\nPlease quote.\r\n';
+  const raw =
+    'From: customer@example.net\r\nTo: sales@example.com\r\nSubject: Quote for 40 chairs\r\nMessage-ID: <chairs@example.net>\r\n\r\nPlease quote.\r\n';
   await dovecot.deliver('sales', raw);
 
   const configFile = path.join(dir, 'mailgate.toml');

@@ -23,7 +23,14 @@ after(async () => {
 
 /** A message with CRLF line ends (as IMAP and POP3 serve them), so stored bytes can be compared to delivered ones. */
 function message(n: number, bodyBytes = 200): Buffer {
-  const head = [`From: customer${n}@example.net`, 'To: support@example.com', `Subject: Fetched ${n}`, `Message-ID: <fetch-${n}-${Date.now()}@example.net>`, 'MIME-Version: 1.0', 'Content-Type: text/plain; charset=us-ascii'];
+  const head = [
+    `From: customer${n}@example.net`,
+    'To: support@example.com',
+    `Subject: Fetched ${n}`,
+    `Message-ID: <fetch-${n}-${Date.now()}@example.net>`,
+    'MIME-Version: 1.0',
+    'Content-Type: text/plain; charset=us-ascii',
+  ];
   const line = `Line of message ${n} `.padEnd(70, '.');
   const body: string[] = [];
   for (let size = 0; size < bodyBytes; size += line.length + 2) body.push(line);
@@ -36,15 +43,45 @@ type Incoming = Record<string, string | number | boolean | null>;
 /** Runs a retriever for one alias fetching USER's mailbox; the store and directory go away in `t.after`. */
 async function retrieve(t: { after(fn: () => Promise<void>): void }, user: string, incoming: Incoming, hooks: RetrieverHooks = {}, reuse?: Store) {
   const { dir, cleanup } = await tempDir();
-  const settings: Incoming = { type: 'imap', host: '127.0.0.1', port: dovecot.imapPort, security: 'starttls', ca_file: fixture('tls', 'cert.pem'), user, password: `pw-${user}`, poll_interval: 3600, reconnect_interval: 3600, idle: false, ...incoming };
-  const toml = [`data_dir = ${JSON.stringify(path.join(dir, 'data'))}`, '[[alias]]', `name = "${user}"`, `address = "${user}@example.com"`, '[alias.incoming]', ...Object.entries(settings).filter(([, v]) => v !== null).map(([k, v]) => `${k} = ${JSON.stringify(v)}`)].join('\n');
+  const settings: Incoming = {
+    type: 'imap',
+    host: '127.0.0.1',
+    port: dovecot.imapPort,
+    security: 'starttls',
+    ca_file: fixture('tls', 'cert.pem'),
+    user,
+    password: `pw-${user}`,
+    poll_interval: 3600,
+    reconnect_interval: 3600,
+    idle: false,
+    ...incoming,
+  };
+  const toml = [
+    `data_dir = ${JSON.stringify(path.join(dir, 'data'))}`,
+    '[[alias]]',
+    `name = "${user}"`,
+    `address = "${user}@example.com"`,
+    '[alias.incoming]',
+    ...Object.entries(settings)
+      .filter(([, v]) => v !== null)
+      .map(([k, v]) => `${k} = ${JSON.stringify(v)}`),
+  ].join('\n');
   const config = loadConfigText(toml, path.join(dir, 'mailgate.toml'), {});
   const store = reuse ?? (await Store.open(config.data_dir));
   const polls: PollResult[] = [];
   const log = capturingLogger();
   const retriever = startRetriever({
-    config, store, logger: log.logger, stages: () => [],
-    hooks: { ...hooks, afterPoll: (alias, result) => { polls.push(result); hooks.afterPoll?.(alias, result); } },
+    config,
+    store,
+    logger: log.logger,
+    stages: () => [],
+    hooks: {
+      ...hooks,
+      afterPoll: (alias, result) => {
+        polls.push(result);
+        hooks.afterPoll?.(alias, result);
+      },
+    },
   });
   let stopped = false;
   const stop = async () => {
@@ -60,7 +97,8 @@ async function retrieve(t: { after(fn: () => Promise<void>): void }, user: strin
   const waitForPolls = async (count: number, timeoutMs = 15_000) => {
     const deadline = Date.now() + timeoutMs;
     while (polls.length < count) {
-      if (Date.now() > deadline) throw new Error(`only ${polls.length} poll(s) in ${timeoutMs} ms; log: ${log.entries.map((e) => e.msg + ' ' + String(e.kind ?? '')).join(' | ')}`);
+      if (Date.now() > deadline)
+        throw new Error(`only ${polls.length} poll(s) in ${timeoutMs} ms; log: ${log.entries.map((e) => e.msg + ' ' + String(e.kind ?? '')).join(' | ')}`);
       await sleep(20);
     }
     return polls;
@@ -123,7 +161,10 @@ test('POP3 on_stored = "keep": UIDL tracking stores nothing twice on later polls
   for (const m of [message(30), message(31)]) await dovecot.deliver('keep', m);
   const r = await retrieve(t, 'keep', { type: 'pop3', port: dovecot.pop3Port, on_stored: 'keep', poll_interval: 1 });
   const polls = await r.waitForPolls(3);
-  assert.deepEqual(polls.slice(0, 3).map((p) => p.stored), [2, 0, 0]);
+  assert.deepEqual(
+    polls.slice(0, 3).map((p) => p.stored),
+    [2, 0, 0],
+  );
   assert.equal((await r.store.listMessages({ alias: 'keep' })).length, 2);
   assert.equal((await dovecot.listMessages('keep')).length, 2);
 });
@@ -160,7 +201,10 @@ for (const type of ['imap', 'pop3'] as const) {
       await sleep(200);
     }
     await r.stop();
-    assert.deepEqual(r.polls.slice(0, 6).map((p) => p.stored), [50, 50, 50, 50, 50, 50]);
+    assert.deepEqual(
+      r.polls.slice(0, 6).map((p) => p.stored),
+      [50, 50, 50, 50, 50, 50],
+    );
     const subjects = (await r.store.listMessages({ alias: user, limit: 1000 })).map((m) => m.subject);
     assert.equal(new Set(subjects).size, count, 'each stored once');
     assert.deepEqual(await dovecot.listMessages(user), []);
@@ -201,12 +245,17 @@ test('IMAP IDLE: mail delivered while idle arrives within seconds (poll interval
 test('exactly once: a crash between the store commit and the move stores nothing twice, and the move happens after restart', async (t) => {
   await dovecot.deliver('crash', message(70));
   let crashed = false;
-  const first = await retrieve(t, 'crash', {}, {
-    afterStore: () => {
-      crashed = true;
-      throw new Error('simulated crash after the commit');
+  const first = await retrieve(
+    t,
+    'crash',
+    {},
+    {
+      afterStore: () => {
+        crashed = true;
+        throw new Error('simulated crash after the commit');
+      },
     },
-  });
+  );
   const deadline = Date.now() + 10_000;
   while (!first.log.entries.some((e) => e.level === 50)) {
     if (Date.now() > deadline) throw new Error('no failure logged');
@@ -224,7 +273,10 @@ test('exactly once: a crash between the store commit and the move stores nothing
   const [poll] = await second.waitForPolls(1);
   assert.deepEqual(poll, { stored: 0, finished: 1, deferred: 0, held: 0 });
   const metas = await second.store.listMessages({ alias: 'crash' });
-  assert.deepEqual(metas.map((m) => m.id), [stored.id]);
+  assert.deepEqual(
+    metas.map((m) => m.id),
+    [stored.id],
+  );
   assert.deepEqual(await dovecot.listMessages('crash'), []);
   assert.equal((await dovecot.listMessages('crash', 'Processed')).length, 1);
   const keys = await second.store.sublevels.fetched.keys().all();
@@ -232,8 +284,13 @@ test('exactly once: a crash between the store commit and the move stores nothing
 });
 
 test('config: "move" is IMAP only, and the error names the key', () => {
-  const toml = ['[[alias]]', 'name = "p"', 'address = "p@example.com"', '[alias.incoming]', 'type = "pop3"', 'host = "127.0.0.1"', 'on_stored = "move"'].join('\n');
-  assert.throws(() => loadConfigText(toml, 'mailgate.toml', {}), (err: unknown) => err instanceof ConfigError && /alias\[0\]\.incoming\.on_stored/.test(err.message));
+  const toml = ['[[alias]]', 'name = "p"', 'address = "p@example.com"', '[alias.incoming]', 'type = "pop3"', 'host = "127.0.0.1"', 'on_stored = "move"'].join(
+    '\n',
+  );
+  assert.throws(
+    () => loadConfigText(toml, 'mailgate.toml', {}),
+    (err: unknown) => err instanceof ConfigError && /alias\[0\]\.incoming\.on_stored/.test(err.message),
+  );
   const ok = loadConfigText(toml.replace('on_stored = "move"', ''), 'mailgate.toml', {});
   assert.equal(ok.alias[0]?.incoming?.on_stored, 'delete');
   assert.equal(ok.alias[0]?.incoming?.on_invalid, 'keep');

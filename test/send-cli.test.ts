@@ -70,7 +70,25 @@ test('send through the running gateway: text, an attachment streamed from a file
   await writeFile(file, attachment);
   serve = await spawnServe(configFile);
 
-  const r = await runCli(['send', '--config', configFile, '--from', 'support', '--to', 'a@example.org', '--cc', 'b@example.org', '--bcc', 'c@example.org', '--subject', 'Quarterly report', '--text', 'See attached.', '--attach', file]);
+  const r = await runCli([
+    'send',
+    '--config',
+    configFile,
+    '--from',
+    'support',
+    '--to',
+    'a@example.org',
+    '--cc',
+    'b@example.org',
+    '--bcc',
+    'c@example.org',
+    '--subject',
+    'Quarterly report',
+    '--text',
+    'See attached.',
+    '--attach',
+    file,
+  ]);
   const id = queuedId(r, ['a@example.org', 'b@example.org', 'c@example.org']);
   assert.equal(r.stderr, '', 'the gateway took it: no "not running" note');
   const [got] = await upstream.waitFor(1);
@@ -80,7 +98,10 @@ test('send through the running gateway: text, an attachment streamed from a file
   assert.equal(parsed.from?.text, 'support@example.com');
   assert.equal(parsed.subject, 'Quarterly report');
   assert.equal(parsed.text?.trim(), 'See attached.');
-  assert.deepEqual([parsed.cc].flat().map((a) => a?.text), ['b@example.org']);
+  assert.deepEqual(
+    [parsed.cc].flat().map((a) => a?.text),
+    ['b@example.org'],
+  );
   assert.doesNotMatch(got!.raw.toString(), /c@example\.org/, 'Bcc is in the envelope only');
   assert.equal(parsed.attachments.length, 1);
   assert.equal(parsed.attachments[0]!.filename, 'report.bin');
@@ -91,7 +112,9 @@ test('send through the running gateway: text, an attachment streamed from a file
   assert.equal(meta.direction, 'outbound');
 
   // By address instead of name, and the body typed on stdin.
-  const typed = await runCli(['send', '--config', configFile, '--from', 'support@example.com', '--to', 'd@example.org', '--subject', 'Typed', '--text', '-'], { input: 'First line\nsecond line\n' });
+  const typed = await runCli(['send', '--config', configFile, '--from', 'support@example.com', '--to', 'd@example.org', '--subject', 'Typed', '--text', '-'], {
+    input: 'First line\nsecond line\n',
+  });
   queuedId(typed, ['d@example.org']);
   const [, second] = await upstream.waitFor(2);
   assert.deepEqual(second!.rcptTo, ['d@example.org']);
@@ -108,12 +131,17 @@ test('send --eml: the file goes out as it is; an eml whose From is another alias
   });
   const good = path.join(gw.dir, 'reply.eml');
   await writeFile(good, eml('Support Desk <support@example.com>', 'Re: your order'));
-  const id = queuedId(await runCli(['send', '--config', gw.configFile, '--from', 'support', '--to', 'customer@example.org', '--eml', good]), ['customer@example.org']);
+  const id = queuedId(await runCli(['send', '--config', gw.configFile, '--from', 'support', '--to', 'customer@example.org', '--eml', good]), [
+    'customer@example.org',
+  ]);
   const [got] = await upstream.waitFor(1);
   assert.equal(got!.mailFrom, 'support@example.com');
   assert.deepEqual(got!.rcptTo, ['customer@example.org']);
   // Our Received line in front (RFC 5321 section 4.4), then the file byte for byte.
-  const [, received, rest] = /^(Received: by \S+ \(mailgate, from mailgate send\) id (?:\S+)\r\n\tfor <customer@example\.org>;\r\n\t[^\r\n]+\+0000\r\n)([\s\S]*)$/.exec(got!.raw.toString()) ?? [];
+  const [, received, rest] =
+    /^(Received: by \S+ \(mailgate, from mailgate send\) id (?:\S+)\r\n\tfor <customer@example\.org>;\r\n\t[^\r\n]+\+0000\r\n)([\s\S]*)$/.exec(
+      got!.raw.toString(),
+    ) ?? [];
   assert.ok(received, got!.raw.toString().slice(0, 300));
   assert.equal(rest, eml('Support Desk <support@example.com>', 'Re: your order'), 'byte for byte');
   assert.equal((await waitDelivered(gw.store, id)).delivery.status, 'delivered');
@@ -124,7 +152,11 @@ test('send --eml: the file goes out as it is; an eml whose From is another alias
   assert.equal(refused.code, 1);
   assert.equal(refused.stdout.length, 0);
   assert.match(refused.stderr, /^mailgate: 5\.7\.1 The From header <billing@example\.com> is not an address of alias "support"/);
-  assert.deepEqual((await gw.store.listMessages()).map((m) => m.id), [id], 'nothing refused was stored');
+  assert.deepEqual(
+    (await gw.store.listMessages()).map((m) => m.id),
+    [id],
+    'nothing refused was stored',
+  );
   assert.deepEqual(await gw.store.sublevels.queue.keys().all(), [], 'nor queued');
 });
 
@@ -138,7 +170,19 @@ test('send with the gateway stopped goes into the store, and out when the gatewa
     await upstream.close();
     await cleanup();
   });
-  const r = await runCli(['send', '--config', configFile, '--from', 'support', '--to', 'later@example.org', '--subject', 'Sent while stopped', '--text', 'Hello.']);
+  const r = await runCli([
+    'send',
+    '--config',
+    configFile,
+    '--from',
+    'support',
+    '--to',
+    'later@example.org',
+    '--subject',
+    'Sent while stopped',
+    '--text',
+    'Hello.',
+  ]);
   const id = queuedId(r, ['later@example.org']);
   assert.equal(r.stderr, 'the gateway is not running: the message is sent when it starts\n');
   const other = path.join(dir, 'other.eml');
@@ -153,7 +197,11 @@ test('send with the gateway stopped goes into the store, and out when the gatewa
   const meta = await waitDelivered(store, id);
   assert.equal(meta.delivery.status, 'delivered');
   assert.deepEqual(meta.source, { kind: 'cli', alias: 'support' });
-  assert.deepEqual((await store.listMessages()).map((m) => m.id), [id], 'the refused message was not stored');
+  assert.deepEqual(
+    (await store.listMessages()).map((m) => m.id),
+    [id],
+    'the refused message was not stored',
+  );
   const [got] = await upstream.waitFor(1);
   assert.equal((await simpleParser(got!.raw)).subject, 'Sent while stopped');
 });

@@ -19,15 +19,35 @@ test('aliases sharing a mailbox each have their own status: the mailbox is fetch
   const { dir, cleanup } = await tempDir();
   t.after(cleanup);
   const incoming = [
-    '[alias.incoming]', 'type = "imap"', 'host = "127.0.0.1"', `port = ${dovecot.imapPort}`, 'security = "starttls"',
-    `ca_file = ${JSON.stringify(fixture('tls', 'cert.pem'))}`, 'user = "shared"', 'password = "pw"', 'poll_interval = 1', 'idle = false',
+    '[alias.incoming]',
+    'type = "imap"',
+    'host = "127.0.0.1"',
+    `port = ${dovecot.imapPort}`,
+    'security = "starttls"',
+    `ca_file = ${JSON.stringify(fixture('tls', 'cert.pem'))}`,
+    'user = "shared"',
+    'password = "pw"',
+    'poll_interval = 1',
+    'idle = false',
   ];
   const configFile = path.join(dir, 'mailgate.toml');
   // sales is configured first: it leads the mailbox.
-  await writeFile(configFile, testConfigText(dir, [
-    '[[alias]]', 'name = "sales"', 'address = "sales@example.com"', ...incoming,
-    '[[alias]]', 'name = "billing"', 'address = "billing@example.com"', ...incoming,
-  ].join('\n')));
+  await writeFile(
+    configFile,
+    testConfigText(
+      dir,
+      [
+        '[[alias]]',
+        'name = "sales"',
+        'address = "sales@example.com"',
+        ...incoming,
+        '[[alias]]',
+        'name = "billing"',
+        'address = "billing@example.com"',
+        ...incoming,
+      ].join('\n'),
+    ),
+  );
   const { child, exited } = await spawnServe(configFile);
   t.after(async () => {
     child.kill('SIGTERM');
@@ -48,7 +68,8 @@ test('aliases sharing a mailbox each have their own status: the mailbox is fetch
       await sleep(200);
     }
   };
-  const statuses = async () => Object.fromEntries((JSON.parse(await cli('aliases', 'list', '--json')) as AliasRow[]).map((r) => [r.name, [r.status, r.changedBy ?? '-']]));
+  const statuses = async () =>
+    Object.fromEntries((JSON.parse(await cli('aliases', 'list', '--json')) as AliasRow[]).map((r) => [r.name, [r.status, r.changedBy ?? '-']]));
   const folders = async () => ({ inbox: (await dovecot.listMessages('shared')).length, processed: (await dovecot.listMessages('shared', 'Processed')).length });
   // A poll moves what it stored at its end (a MOVE copies, then expunges): wait for it to be done.
   const waitForFolders = async (want: { inbox: number; processed: number }) => {

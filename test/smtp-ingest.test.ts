@@ -51,7 +51,10 @@ test('a message sent with nodemailer is stored and reads back through the CLI by
   const list = await runCli(['messages', 'list', '--json', '--config', gw.configFile]);
   assert.equal(list.code, 0, list.stderr);
   const listed = JSON.parse(list.stdout.toString()) as MessageMeta[];
-  assert.deepEqual(listed.map((m) => m.id), [id]);
+  assert.deepEqual(
+    listed.map((m) => m.id),
+    [id],
+  );
 
   const show = await runCli(['--config', gw.configFile, 'messages', 'show', id, '--json']);
   assert.equal(show.code, 0, show.stderr);
@@ -89,15 +92,21 @@ test('a message over the size limit is refused with 552 and nothing is stored', 
   const gw = await startTestGateway('[smtp]\nmax_message_size = 10000\n');
   t.after(() => gw.cleanup());
   const big = rawMessage('too big', 'x'.repeat(76) + '\r\n'.repeat(1) + ('y'.repeat(76) + '\r\n').repeat(300));
-  await assert.rejects(transport(gw.port).sendMail({ envelope: { from: 'a@example.org', to: ['b@example.com'] }, raw: big }), (err: { responseCode?: number }) => {
-    assert.equal(err.responseCode, 552);
-    return true;
-  });
+  await assert.rejects(
+    transport(gw.port).sendMail({ envelope: { from: 'a@example.org', to: ['b@example.com'] }, raw: big }),
+    (err: { responseCode?: number }) => {
+      assert.equal(err.responseCode, 552);
+      return true;
+    },
+  );
   // The session stays usable, and a small message still goes through.
   const ok = await transport(gw.port).sendMail({ envelope: { from: 'a@example.org', to: ['b@example.com'] }, raw: rawMessage('small') });
   assert.match(ok.response, /^250/);
   const list = await gw.store.listMessages({});
-  assert.deepEqual(list.map((m) => m.subject), ['small']);
+  assert.deepEqual(
+    list.map((m) => m.subject),
+    ['small'],
+  );
 });
 
 test('mail for a domain that is not ours is refused with 550 5.7.1 and nothing is relayed or stored', async (t) => {
@@ -149,9 +158,19 @@ password_hash = "${hashPassword('s3cret pass')}"
   assert.match(await s.command(`AUTH PLAIN ${plain}`), /^5\d\d /);
   s.close();
 
-  const tls = transport(gw.port, { ignoreTLS: false, requireTLS: true, tls: { ca: readFileSync(fixture('tls', 'cert.pem')) }, auth: { user: 'helpdesk', pass: 's3cret pass' } });
+  const tls = transport(gw.port, {
+    ignoreTLS: false,
+    requireTLS: true,
+    tls: { ca: readFileSync(fixture('tls', 'cert.pem')) },
+    auth: { user: 'helpdesk', pass: 's3cret pass' },
+  });
   assert.equal(await tls.verify(), true);
-  const wrong = transport(gw.port, { ignoreTLS: false, requireTLS: true, tls: { ca: readFileSync(fixture('tls', 'cert.pem')) }, auth: { user: 'helpdesk', pass: 'guess' } });
+  const wrong = transport(gw.port, {
+    ignoreTLS: false,
+    requireTLS: true,
+    tls: { ca: readFileSync(fixture('tls', 'cert.pem')) },
+    auth: { user: 'helpdesk', pass: 'guess' },
+  });
   await assert.rejects(wrong.verify(), (err: { responseCode?: number }) => err.responseCode === 535);
 });
 

@@ -105,13 +105,16 @@ to = "smtp://127.0.0.1:${downstream.port}"
 retry_intervals = [1]
 `;
   const normal = await startTestGateway(MX.replace('domains = ["ours.example", "xn--bcher-kva.example"]', 'domains = []') + relay);
-  const strict = await startTestGateway(MX.replace('domains = ["ours.example", "xn--bcher-kva.example"]', 'domains = []') + relay + '\n[smtp.limits]\nbare_line_endings = "reject"\n');
+  const strict = await startTestGateway(
+    MX.replace('domains = ["ours.example", "xn--bcher-kva.example"]', 'domains = []') + relay + '\n[smtp.limits]\nbare_line_endings = "reject"\n',
+  );
   t.after(async () => {
     await normal.cleanup();
     await strict.cleanup();
     await downstream.close();
   });
-  const smuggled = 'From: a@example.org\r\nTo: user@ours.example\r\nSubject: one\r\n\r\nfirst\n.\r\nMAIL FROM:<evil@example.org>\r\nRCPT TO:<victim@ours.example>\r\nDATA\r\nSubject: smuggled\r\n\r\nsecond\rbare CR\r\n.\r\n';
+  const smuggled =
+    'From: a@example.org\r\nTo: user@ours.example\r\nSubject: one\r\n\r\nfirst\n.\r\nMAIL FROM:<evil@example.org>\r\nRCPT TO:<victim@ours.example>\r\nDATA\r\nSubject: smuggled\r\n\r\nsecond\rbare CR\r\n.\r\n';
   const send = async (port: number) => {
     const smtp = await rawSmtp(port);
     await smtp.command('EHLO client.example');
@@ -245,13 +248,18 @@ min_data_rate = 1000
   assert.ok(lasted < 10_000, `the slow client was cut off after ${lasted} ms`);
   assert.match(greeting, /354/);
   const stored = await gw.store.listMessages();
-  assert.deepEqual(stored.map((m) => m.subject), ['fast'], 'nothing of the slow message was stored');
+  assert.deepEqual(
+    stored.map((m) => m.subject),
+    ['fast'],
+    'nothing of the slow message was stored',
+  );
 });
 
 test('secrets stay out of logs, queue errors and config check', async (t) => {
   const upstream = await startUpstream({ users: { 'support-out': 'the-right-one' } });
   const log = capturingLogger();
-  const gw = await startTestGateway(`
+  const gw = await startTestGateway(
+    `
 [partition.default_smtp]
 server = "127.0.0.1"
 protocol = "esmtp"
@@ -276,12 +284,18 @@ password_hash = "${hashPassword('helpdesk-s3cret')}"
 send_as = ["*"]
 [queue]
 retry_intervals = [3600]
-`, { logger: log.logger });
+`,
+    { logger: log.logger },
+  );
   t.after(async () => {
     await gw.cleanup();
     await upstream.close();
   });
-  const id = await submit(gw.gateway.submission!.addresses[0]!.port, { from: 'support@ours.example', to: 'c@example.org', subject: 's', text: 'x' }, { user: 'helpdesk', pass: 'helpdesk-s3cret' });
+  const id = await submit(
+    gw.gateway.submission!.addresses[0]!.port,
+    { from: 'support@ours.example', to: 'c@example.org', subject: 's', text: 'x' },
+    { user: 'helpdesk', pass: 'helpdesk-s3cret' },
+  );
   // The dispatcher saves the attempt after it logs it: wait for the saved entry, then the log line.
   const entry = await waitQueue(gw.store, id, (e) => e.attempts >= 1);
   await log.waitFor((e) => e.msg === 'delivery attempt');
@@ -295,12 +309,12 @@ retry_intervals = [3600]
 
 test('line endings: random text with CR, LF and CRLF, cut anywhere, comes out as the one-line-ending reference says', async () => {
   let seed = 20261203;
-  const random = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2147483648) % n);
+  const random = (n: number) => (seed = (seed * 1103515245 + 12345) % 2147483648) % n;
   const alphabet = ['a', 'b', '.', ' ', '\r', '\n', '\r\n', '\r\r', '\n\r'];
   for (let round = 0; round < 300; round++) {
     const input = Array.from({ length: 1 + random(40) }, () => alphabet[random(alphabet.length)]).join('');
     const chunks: Buffer[] = [];
-    for (let at = 0; at < input.length; ) {
+    for (let at = 0; at < input.length;) {
       const size = 1 + random(8);
       chunks.push(Buffer.from(input.slice(at, at + size)));
       at += size;
@@ -324,7 +338,11 @@ test('line endings are normalised the same whatever the chunking, CR at a chunk 
   const clean = 'a\r\nb\r\n';
   for (let cut = 0; cut <= clean.length; cut++) {
     const chunks = [clean.slice(0, cut), clean.slice(cut)].filter(Boolean).map((c) => Buffer.from(c));
-    assert.equal(await text(Readable.from(chunks).pipe(new DataGuard({ bareLineEndings: 'reject', maxReceivedHeaders: 50 }))), clean, `clean input, cut at ${cut}`);
+    assert.equal(
+      await text(Readable.from(chunks).pipe(new DataGuard({ bareLineEndings: 'reject', maxReceivedHeaders: 50 }))),
+      clean,
+      `clean input, cut at ${cut}`,
+    );
   }
 });
 

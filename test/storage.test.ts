@@ -15,13 +15,22 @@ import type { MessageMeta } from '../storage/message-meta.js';
 
 function sampleMeta(id: string, over: Partial<MessageMeta> = {}): MessageMeta {
   return {
-    id, version: 1, receivedAt: new Date(idTime(id)).toISOString(), size: 0, receivedSize: 0,
+    id,
+    version: 1,
+    receivedAt: new Date(idTime(id)).toISOString(),
+    size: 0,
+    receivedSize: 0,
     envelope: { mailFrom: 'sender@example.org', rcptTo: ['info@example.com'] },
     source: { kind: 'smtp', remoteAddress: '192.0.2.1', helo: 'mx.example.org', secure: true },
-    subject: 'Hello', from: 'Sender <sender@example.org>', to: ['info@example.com'], cc: [],
-    messageId: `${id}@example.org`, _AttachmentFileNames: ['a.pdf'],
+    subject: 'Hello',
+    from: 'Sender <sender@example.org>',
+    to: ['info@example.com'],
+    cc: [],
+    messageId: `${id}@example.org`,
+    _AttachmentFileNames: ['a.pdf'],
     attachments: [{ fileName: 'a.pdf', contentType: 'application/pdf', size: 10 }],
-    findings: { phrases: { summary: ['matched'], matched: ['urgent'] } }, tags: ['test'],
+    findings: { phrases: { summary: ['matched'], matched: ['urgent'] } },
+    tags: ['test'],
     ...over,
   };
 }
@@ -60,58 +69,63 @@ async function withStore(fn: (store: Store, dir: string) => Promise<void>, logge
 
 function collectingLogger(): StoreLogger & { entries: object[] } {
   const entries: object[] = [];
-  const log = (obj: object) => { entries.push(obj); };
+  const log = (obj: object) => {
+    entries.push(obj);
+  };
   return { entries, info: log, warn: log, error: log };
 }
 
-test('bytes round trip unchanged at chunk boundaries', () => withStore(async (store) => {
-  for (const size of [0, 1, CHUNK_SIZE, CHUNK_SIZE + 1, 1024 * 1024]) {
-    const bytes = randomBytes(size);
-    const meta = await storeMessage(store, bytes);
-    assert.deepEqual(await readAll(store.openRaw(meta.id)), bytes, `size ${size}`);
-    const chunks = await store.sublevels.chunks.keys(chunkRange(meta.id)).all();
-    assert.equal(chunks.length, Math.ceil(size / CHUNK_SIZE), `chunks for size ${size}`);
-  }
-  // One write far bigger than a chunk is split too.
-  const big = randomBytes(3 * CHUNK_SIZE + 5);
-  const writer = store.createMessageWriter(newMessageId());
-  writer.end(big);
-  await writer.commit(sampleMeta(writer.id));
-  assert.equal(writer.bytesWritten, big.length);
-  assert.deepEqual(await readAll(store.openRaw(writer.id)), big);
-}));
+test('bytes round trip unchanged at chunk boundaries', () =>
+  withStore(async (store) => {
+    for (const size of [0, 1, CHUNK_SIZE, CHUNK_SIZE + 1, 1024 * 1024]) {
+      const bytes = randomBytes(size);
+      const meta = await storeMessage(store, bytes);
+      assert.deepEqual(await readAll(store.openRaw(meta.id)), bytes, `size ${size}`);
+      const chunks = await store.sublevels.chunks.keys(chunkRange(meta.id)).all();
+      assert.equal(chunks.length, Math.ceil(size / CHUNK_SIZE), `chunks for size ${size}`);
+    }
+    // One write far bigger than a chunk is split too.
+    const big = randomBytes(3 * CHUNK_SIZE + 5);
+    const writer = store.createMessageWriter(newMessageId());
+    writer.end(big);
+    await writer.commit(sampleMeta(writer.id));
+    assert.equal(writer.bytesWritten, big.length);
+    assert.deepEqual(await readAll(store.openRaw(writer.id)), big);
+  }));
 
-test('metadata round trip; size is what was stored', () => withStore(async (store) => {
-  const meta = await storeMessage(store, Buffer.from('Subject: x\r\n\r\nbody\r\n'), { size: 999, source: { kind: 'imap', alias: 'sales' } });
-  assert.deepEqual(await store.getMessage(meta.id), meta);
-  assert.equal((await store.getMessage(meta.id))?.size, 20);
-  assert.equal(await store.getMessage(newMessageId()), undefined);
-}));
+test('metadata round trip; size is what was stored', () =>
+  withStore(async (store) => {
+    const meta = await storeMessage(store, Buffer.from('Subject: x\r\n\r\nbody\r\n'), { size: 999, source: { kind: 'imap', alias: 'sales' } });
+    assert.deepEqual(await store.getMessage(meta.id), meta);
+    assert.equal((await store.getMessage(meta.id))?.size, 20);
+    assert.equal(await store.getMessage(newMessageId()), undefined);
+  }));
 
-test('listMessages: newest first, limit, since, alias', () => withStore(async (store) => {
-  const base = Date.UTC(2024, 0, 1);
-  let clock = base;
-  const nextId = createIdGenerator(() => clock);
-  const made: MessageMeta[] = [];
-  for (let i = 0; i < 6; i++) {
-    clock = base + i * 1000;
-    const alias = i === 5 ? undefined : i % 2 === 0 ? 'sales' : 'support';
-    made.push(await storeMessage(store, Buffer.from(`message ${i}`), { source: { kind: 'smtp', ...(alias ? { alias } : {}) } }, nextId()));
-  }
-  const ids = (list: MessageMeta[]) => list.map((m) => m.id);
-  const newestFirst = ids([...made].reverse());
-  assert.deepEqual(ids(await store.listMessages()), newestFirst);
-  assert.deepEqual(ids(await store.listMessages({ limit: 2 })), newestFirst.slice(0, 2));
-  assert.deepEqual(await store.listMessages({ limit: 0 }), []);
-  assert.deepEqual(ids(await store.listMessages({ since: new Date(base + 2500) })), newestFirst.slice(0, 3));
-  assert.deepEqual(ids(await store.listMessages({ since: new Date(base + 3000) })), newestFirst.slice(0, 3), 'since is inclusive');
-  const sales = made.filter((m) => m.source.alias === 'sales');
-  assert.deepEqual(ids(await store.listMessages({ alias: 'sales' })), ids(sales.reverse()));
-  assert.deepEqual(ids(await store.listMessages({ alias: 'sales', limit: 1 })), [made[4]?.id]);
-  assert.deepEqual(ids(await store.listMessages({ alias: 'support', since: new Date(base + 2000) })), [made[3]?.id]);
-  assert.deepEqual(await store.listMessages({ alias: 'sale' }), [], 'alias is matched whole');
-  assert.deepEqual((await store.listMessages({ alias: 'sales', limit: 1 }))[0], made[4]);
-}));
+test('listMessages: newest first, limit, since, alias', () =>
+  withStore(async (store) => {
+    const base = Date.UTC(2024, 0, 1);
+    let clock = base;
+    const nextId = createIdGenerator(() => clock);
+    const made: MessageMeta[] = [];
+    for (let i = 0; i < 6; i++) {
+      clock = base + i * 1000;
+      const alias = i === 5 ? undefined : i % 2 === 0 ? 'sales' : 'support';
+      made.push(await storeMessage(store, Buffer.from(`message ${i}`), { source: { kind: 'smtp', ...(alias ? { alias } : {}) } }, nextId()));
+    }
+    const ids = (list: MessageMeta[]) => list.map((m) => m.id);
+    const newestFirst = ids([...made].reverse());
+    assert.deepEqual(ids(await store.listMessages()), newestFirst);
+    assert.deepEqual(ids(await store.listMessages({ limit: 2 })), newestFirst.slice(0, 2));
+    assert.deepEqual(await store.listMessages({ limit: 0 }), []);
+    assert.deepEqual(ids(await store.listMessages({ since: new Date(base + 2500) })), newestFirst.slice(0, 3));
+    assert.deepEqual(ids(await store.listMessages({ since: new Date(base + 3000) })), newestFirst.slice(0, 3), 'since is inclusive');
+    const sales = made.filter((m) => m.source.alias === 'sales');
+    assert.deepEqual(ids(await store.listMessages({ alias: 'sales' })), ids(sales.reverse()));
+    assert.deepEqual(ids(await store.listMessages({ alias: 'sales', limit: 1 })), [made[4]?.id]);
+    assert.deepEqual(ids(await store.listMessages({ alias: 'support', since: new Date(base + 2000) })), [made[3]?.id]);
+    assert.deepEqual(await store.listMessages({ alias: 'sale' }), [], 'alias is matched whole');
+    assert.deepEqual((await store.listMessages({ alias: 'sales', limit: 1 }))[0], made[4]);
+  }));
 
 test('ids are sortable, monotonic and carry their time', () => {
   const before = Date.now();
@@ -144,26 +158,34 @@ test('ids drawn in different milliseconds get fresh, distinct random parts, acro
   assert.notEqual(other().slice(10), randomParts[0]);
 });
 
-test('abort removes written chunks and the pending mark', () => withStore(async (store) => {
-  const writer = store.createMessageWriter(newMessageId());
-  await new Promise<void>((resolve, reject) => writer.write(randomBytes(3 * CHUNK_SIZE + 10), (err) => (err ? reject(err) : resolve())));
-  assert.equal((await store.sublevels.chunks.keys(chunkRange(writer.id)).all()).length, 3);
-  assert.deepEqual(await store.sublevels.pending.keys().all(), [writer.id]);
-  await writer.abort();
-  await writer.abort();
-  assert.deepEqual(await store.sublevels.chunks.keys().all(), []);
-  assert.deepEqual(await store.sublevels.pending.keys().all(), []);
-  await assert.rejects(writer.commit(sampleMeta(writer.id)), /aborted/);
-  assert.equal(await store.getMessage(writer.id), undefined);
-  // Aborting in the middle of a pipeline stops it.
-  const second = store.createMessageWriter(newMessageId());
-  const source = new Readable({ read() { this.push(randomBytes(CHUNK_SIZE)); } });
-  const piped = pipeline(source, second).then(() => undefined, (err: unknown) => err);
-  await once(second, 'drain');
-  await second.abort();
-  assert.equal((await piped as { code?: string } | undefined)?.code, 'ERR_STREAM_PREMATURE_CLOSE');
-  assert.deepEqual(await store.sublevels.chunks.keys().all(), []);
-}));
+test('abort removes written chunks and the pending mark', () =>
+  withStore(async (store) => {
+    const writer = store.createMessageWriter(newMessageId());
+    await new Promise<void>((resolve, reject) => writer.write(randomBytes(3 * CHUNK_SIZE + 10), (err) => (err ? reject(err) : resolve())));
+    assert.equal((await store.sublevels.chunks.keys(chunkRange(writer.id)).all()).length, 3);
+    assert.deepEqual(await store.sublevels.pending.keys().all(), [writer.id]);
+    await writer.abort();
+    await writer.abort();
+    assert.deepEqual(await store.sublevels.chunks.keys().all(), []);
+    assert.deepEqual(await store.sublevels.pending.keys().all(), []);
+    await assert.rejects(writer.commit(sampleMeta(writer.id)), /aborted/);
+    assert.equal(await store.getMessage(writer.id), undefined);
+    // Aborting in the middle of a pipeline stops it.
+    const second = store.createMessageWriter(newMessageId());
+    const source = new Readable({
+      read() {
+        this.push(randomBytes(CHUNK_SIZE));
+      },
+    });
+    const piped = pipeline(source, second).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    await once(second, 'drain');
+    await second.abort();
+    assert.equal(((await piped) as { code?: string } | undefined)?.code, 'ERR_STREAM_PREMATURE_CLOSE');
+    assert.deepEqual(await store.sublevels.chunks.keys().all(), []);
+  }));
 
 test('a crash mid-write is swept at the next open', async () => {
   const { dir, cleanup } = await tempDir('mailgate-storage-');
@@ -177,10 +199,16 @@ test('a crash mid-write is swept at the next open', async () => {
     const logger = collectingLogger();
     store = await Store.open(dir, { logger });
     try {
-      assert.ok(logger.entries.some((e) => (e as { swept?: number }).swept === 1), JSON.stringify(logger.entries));
+      assert.ok(
+        logger.entries.some((e) => (e as { swept?: number }).swept === 1),
+        JSON.stringify(logger.entries),
+      );
       assert.deepEqual(await store.sublevels.chunks.keys(chunkRange(writer.id)).all(), []);
       assert.deepEqual(await store.sublevels.pending.keys().all(), []);
-      assert.deepEqual((await store.listMessages()).map((m) => m.id), [kept.id]);
+      assert.deepEqual(
+        (await store.listMessages()).map((m) => m.id),
+        [kept.id],
+      );
       assert.equal((await readAll(store.openRaw(kept.id))).length, 100_000);
     } finally {
       await store.close();
@@ -190,48 +218,66 @@ test('a crash mid-write is swept at the next open', async () => {
   }
 });
 
-test('a locked data directory gives STORE_LOCKED', () => withStore(async (store, dir) => {
-  // In one process classic-level reports the lock the same way as across processes.
-  const raw = new Level(dir);
-  const err = await raw.open().then(() => undefined, (e: unknown) => e as { code?: string; cause?: { code?: string } });
-  assert.equal(err?.code, 'LEVEL_DATABASE_NOT_OPEN');
-  assert.equal(err?.cause?.code, 'LEVEL_LOCKED');
-  await assert.rejects(Store.open(dir), { code: 'STORE_LOCKED' });
-  await store.close();
-  // Held by another process, as when the gateway runs.
-  const holder = spawn(process.execPath, ['--input-type=module', '-e',
-    `import { Level } from 'level'; const db = new Level(process.argv[1]); await db.open(); console.log('ready'); process.stdin.on('end', () => db.close()); process.stdin.resume();`, dir,
-  ], { cwd: projectRoot, stdio: ['pipe', 'pipe', 'inherit'] });
-  try {
-    const [line] = await once(holder.stdout, 'data') as [Buffer];
-    assert.equal(line.toString().trim(), 'ready');
-    await assert.rejects(Store.open(dir), (e: { code?: string; message?: string }) => e.code === 'STORE_LOCKED' && /in use/.test(e.message ?? ''));
-  } finally {
-    holder.stdin.end();
-    await once(holder, 'exit');
-  }
-}));
+test('a locked data directory gives STORE_LOCKED', () =>
+  withStore(async (store, dir) => {
+    // In one process classic-level reports the lock the same way as across processes.
+    const raw = new Level(dir);
+    const err = await raw.open().then(
+      () => undefined,
+      (e: unknown) => e as { code?: string; cause?: { code?: string } },
+    );
+    assert.equal(err?.code, 'LEVEL_DATABASE_NOT_OPEN');
+    assert.equal(err?.cause?.code, 'LEVEL_LOCKED');
+    await assert.rejects(Store.open(dir), { code: 'STORE_LOCKED' });
+    await store.close();
+    // Held by another process, as when the gateway runs.
+    const holder = spawn(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `import { Level } from 'level'; const db = new Level(process.argv[1]); await db.open(); console.log('ready'); process.stdin.on('end', () => db.close()); process.stdin.resume();`,
+        dir,
+      ],
+      { cwd: projectRoot, stdio: ['pipe', 'pipe', 'inherit'] },
+    );
+    try {
+      const [line] = (await once(holder.stdout, 'data')) as [Buffer];
+      assert.equal(line.toString().trim(), 'ready');
+      await assert.rejects(Store.open(dir), (e: { code?: string; message?: string }) => e.code === 'STORE_LOCKED' && /in use/.test(e.message ?? ''));
+    } finally {
+      holder.stdin.end();
+      await once(holder, 'exit');
+    }
+  }));
 
-test('group commit: 50 concurrent commits share synced batches', () => withStore(async (store) => {
-  const before = store.stats.syncedBatches;
-  const bodies = Array.from({ length: 50 }, (_, i) => randomBytes(1000 + i * 3000));
-  const metas = await Promise.all(bodies.map((body) => storeMessage(store, body, { source: { kind: 'smtp', alias: 'bulk' } })));
-  const batches = store.stats.syncedBatches - before;
-  assert.ok(batches < 50, `expected fewer than 50 synced batches, got ${batches}`);
-  assert.equal((await store.listMessages({ alias: 'bulk' })).length, 50);
-  for (const [i, meta] of metas.entries()) assert.deepEqual(await readAll(store.openRaw(meta.id)), bodies[i]);
-}));
+test('group commit: 50 concurrent commits share synced batches', () =>
+  withStore(async (store) => {
+    const before = store.stats.syncedBatches;
+    const bodies = Array.from({ length: 50 }, (_, i) => randomBytes(1000 + i * 3000));
+    const metas = await Promise.all(bodies.map((body) => storeMessage(store, body, { source: { kind: 'smtp', alias: 'bulk' } })));
+    const batches = store.stats.syncedBatches - before;
+    assert.ok(batches < 50, `expected fewer than 50 synced batches, got ${batches}`);
+    assert.equal((await store.listMessages({ alias: 'bulk' })).length, 50);
+    for (const [i, meta] of metas.entries()) assert.deepEqual(await readAll(store.openRaw(meta.id)), bodies[i]);
+  }));
 
 test('GroupCommit rejects every caller of a failed batch and carries on', async () => {
   const written: number[][] = [];
   let fail = true;
   const gc = new GroupCommit<number>(async (ops) => {
     await new Promise((r) => setTimeout(r, 5));
-    if (fail) { fail = false; throw new Error('disk full'); }
+    if (fail) {
+      fail = false;
+      throw new Error('disk full');
+    }
     written.push(ops);
   });
   const results = await Promise.allSettled([gc.commit([1]), gc.commit([2]), gc.commit([3, 4])]);
-  assert.deepEqual(results.map((r) => r.status), ['rejected', 'rejected', 'rejected']);
+  assert.deepEqual(
+    results.map((r) => r.status),
+    ['rejected', 'rejected', 'rejected'],
+  );
   await Promise.all([gc.commit([5]), gc.commit([6])]);
   const late = gc.commit([7]);
   await gc.idle();
@@ -240,9 +286,10 @@ test('GroupCommit rejects every caller of a failed batch and carries on', async 
   assert.equal(gc.batches, 3);
 });
 
-test('openRaw of an unknown id errors with MESSAGE_NOT_FOUND', () => withStore(async (store) => {
-  await assert.rejects(readAll(store.openRaw(newMessageId())), { code: 'MESSAGE_NOT_FOUND' });
-}));
+test('openRaw of an unknown id errors with MESSAGE_NOT_FOUND', () =>
+  withStore(async (store) => {
+    await assert.rejects(readAll(store.openRaw(newMessageId())), { code: 'MESSAGE_NOT_FOUND' });
+  }));
 
 test('schema version is written; a newer layout refuses to open', async () => {
   const { dir, cleanup } = await tempDir('mailgate-storage-');
@@ -253,8 +300,10 @@ test('schema version is written; a newer layout refuses to open', async () => {
     assert.equal(await raw.get('schema'), String(SCHEMA_VERSION));
     await raw.put('schema', String(SCHEMA_VERSION + 1));
     await raw.close();
-    await assert.rejects(Store.open(dir), (e: { code?: string; message?: string }) =>
-      e.code === 'STORE_SCHEMA_TOO_NEW' && (e.message ?? '').includes(`version ${SCHEMA_VERSION + 1}`));
+    await assert.rejects(
+      Store.open(dir),
+      (e: { code?: string; message?: string }) => e.code === 'STORE_SCHEMA_TOO_NEW' && (e.message ?? '').includes(`version ${SCHEMA_VERSION + 1}`),
+    );
     // The refused open released the lock.
     await raw.open();
     await raw.close();
@@ -269,7 +318,13 @@ test('migrations run in order from the stored version', async () => {
   try {
     await db.open();
     const ran: number[] = [];
-    const step = (version: number) => ({ version, description: `step ${version}`, up: async () => { ran.push(version); } });
+    const step = (version: number) => ({
+      version,
+      description: `step ${version}`,
+      up: async () => {
+        ran.push(version);
+      },
+    });
     const quiet = collectingLogger();
     assert.equal(await runMigrations(db, dir, quiet, [step(1), step(2)]), 2);
     assert.equal(await runMigrations(db, dir, quiet, [step(1), step(2), step(3)]), 3);

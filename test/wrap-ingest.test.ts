@@ -45,11 +45,15 @@ async function assertNoSpoolLeft(store: Store): Promise<void> {
 /** A message with `lines` lines of body, the card-like marker on each (to look for it in the spool). */
 function bigMessage(subject: string, lines: number): Buffer {
   const line = 'SECRET-CARD 4111 1111 1111 1111 and some padding text to make the line longer\r\n';
-  return Buffer.from(`From: Customer <customer@example.org>\r\nTo: support@example.com\r\nSubject: ${subject}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\n${line.repeat(lines)}`);
+  return Buffer.from(
+    `From: Customer <customer@example.org>\r\nTo: support@example.com\r\nSubject: ${subject}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n\r\n${line.repeat(lines)}`,
+  );
 }
 
 test('a stage that throws mid-message ends in a stored wrapping message, not a 4xx and not a lost message', async (t) => {
-  const gw = await startTestGateway('[partition]\ndefault_domain = "support.example.com"\n', { stages: () => [wrappingStage(undefined, undefined), failingStage(3)] });
+  const gw = await startTestGateway('[partition]\ndefault_domain = "support.example.com"\n', {
+    stages: () => [wrappingStage(undefined, undefined), failingStage(3)],
+  });
   t.after(() => gw.cleanup());
   const sent = readFileSync(fixture('unparsable', 'ok-multipart.eml'));
   const id = await send(gw, sent);
@@ -165,11 +169,14 @@ test('if even the wrapping message cannot be stored, the reply is 451 and nothin
   });
   const deps = { store: flaky, logger: silentLogger(), stages: () => [wrappingStage(undefined, undefined)] };
   const input = Readable.from([readFileSync(fixture('unparsable', 'header-nul.eml'))]);
-  await assert.rejects(ingestMessage(deps, input, { envelope: { mailFrom: 'a@example.org', rcptTo: ['b@example.com'] }, source: { kind: 'cli' } }), (err: unknown) => {
-    assert.ok(err instanceof MailgateError);
-    assert.equal(err.responseCode, 451);
-    return true;
-  });
+  await assert.rejects(
+    ingestMessage(deps, input, { envelope: { mailFrom: 'a@example.org', rcptTo: ['b@example.com'] }, source: { kind: 'cli' } }),
+    (err: unknown) => {
+      assert.ok(err instanceof MailgateError);
+      assert.equal(err.responseCode, 451);
+      return true;
+    },
+  );
   assert.deepEqual(await store.listMessages({}), []);
   await assertNoSpoolLeft(store);
 });
@@ -204,7 +211,10 @@ test('a truncated bounce is wrapped and still tagged as a delivery exception fro
   const { meta } = await storedMessage(gw.store, id);
   assert.match(meta._WrappingMessageReason ?? '', /^boundary_unterminated/);
   assert.ok(meta.tags.includes('wrapped'), `${meta.tags}`);
-  assert.ok(meta.tags.some((tag) => /^email-(permanent|temporary)-undeliverable$/.test(tag)), `tagged as a delivery exception: ${meta.tags}`);
+  assert.ok(
+    meta.tags.some((tag) => /^email-(permanent|temporary)-undeliverable$/.test(tag)),
+    `tagged as a delivery exception: ${meta.tags}`,
+  );
   assert.ok(meta.tags.includes('exception-queue'));
   assert.ok(meta.findings.delivery_exceptions?.summary.length);
 });
@@ -246,7 +256,6 @@ test('nested multiparts that end with a multipart are stored parsed and byte for
   await assertNoSpoolLeft(gw.store);
 });
 
-
 // Issue 17, fault 2: wrapping must never be a way around attachment blocking.
 
 /** A gateway whose partition policy blocks .exe with `action`, the wrapping and attachments stages on. */
@@ -265,7 +274,9 @@ async function blockingGateway(t: TestContext, action: 'quarantine' | 'delete'):
  * bytes, each attachment a mail client decodes, and each attachment of an attached message.
  */
 async function leaks(raw: Buffer, secrets: Buffer[], depth = 0): Promise<string[]> {
-  const found = secrets.filter((s) => raw.includes(s)).map((s) => `${depth ? 'an attached message' : 'the stored bytes'} hold ${JSON.stringify(s.toString('latin1', 0, 12))}...`);
+  const found = secrets
+    .filter((s) => raw.includes(s))
+    .map((s) => `${depth ? 'an attached message' : 'the stored bytes'} hold ${JSON.stringify(s.toString('latin1', 0, 12))}...`);
   if (depth > 2) return found;
   const parsed = await simpleParser(raw, { skipTextToHtml: true });
   for (const a of parsed.attachments) found.push(...(await leaks(a.content, secrets, depth + 1)).map((l) => `${a.filename ?? 'an attachment'}: ${l}`));
@@ -274,12 +285,13 @@ async function leaks(raw: Buffer, secrets: Buffer[], depth = 0): Promise<string[
 
 /** The program and the attached file, raw and as the base64 lines the message carried them in. */
 function secretsOf(payload: Buffer): Buffer[] {
-  const lines = base64Body(payload).split('\r\n').filter((l) => l.length === 76);
+  const lines = base64Body(payload)
+    .split('\r\n')
+    .filter((l) => l.length === 76);
   return [PE_PROGRAM.subarray(0, 160), payload.subarray(0, 160), ...lines.slice(0, 2).map((l) => Buffer.from(l))];
 }
 
-const gbkExecutable = (): Buffer =>
-  hiddenExecutableCases().find((c) => c.name === 'header_undecodable, a name= in raw GBK ending in .exe')!.bytes;
+const gbkExecutable = (): Buffer => hiddenExecutableCases().find((c) => c.name === 'header_undecodable, a name= in raw GBK ending in .exe')!.bytes;
 
 test('setup.exe first and an alternative last is parsed and the program blocked; a raw GBK name ending in .exe is wrapped and the original quarantined whole, restorable', async (t) => {
   const gw = await blockingGateway(t, 'quarantine');
@@ -291,13 +303,33 @@ test('setup.exe first and an alternative last is parsed and the program blocked;
   // The first case of the issue: the nested alternative no longer makes the message unparsable.
   const mixed = Buffer.from(
     [
-      'From: Customer <customer@example.org>', 'To: support@example.com', 'Subject: installer', 'MIME-Version: 1.0',
-      'Content-Type: multipart/mixed; boundary="outer"', '',
-      '--outer', 'Content-Type: application/octet-stream; name="setup.exe"', 'Content-Disposition: attachment; filename="setup.exe"',
-      'Content-Transfer-Encoding: base64', '', base64Body(PE_PROGRAM),
-      '--outer', 'Content-Type: multipart/alternative; boundary="inner"', '',
-      '--inner', 'Content-Type: text/plain', '', 'Run the installer.', '--inner', 'Content-Type: text/html', '', '<p>Run the installer.</p>', '--inner--', '',
-      '--outer--', '',
+      'From: Customer <customer@example.org>',
+      'To: support@example.com',
+      'Subject: installer',
+      'MIME-Version: 1.0',
+      'Content-Type: multipart/mixed; boundary="outer"',
+      '',
+      '--outer',
+      'Content-Type: application/octet-stream; name="setup.exe"',
+      'Content-Disposition: attachment; filename="setup.exe"',
+      'Content-Transfer-Encoding: base64',
+      '',
+      base64Body(PE_PROGRAM),
+      '--outer',
+      'Content-Type: multipart/alternative; boundary="inner"',
+      '',
+      '--inner',
+      'Content-Type: text/plain',
+      '',
+      'Run the installer.',
+      '--inner',
+      'Content-Type: text/html',
+      '',
+      '<p>Run the installer.</p>',
+      '--inner--',
+      '',
+      '--outer--',
+      '',
     ].join('\r\n'),
   );
   const parsedId = await send(gw, mixed);
@@ -316,13 +348,19 @@ test('setup.exe first and an alternative last is parsed and the program blocked;
   assert.deepEqual(meta._AttachmentFileNames, ['original-message.eml [blocked]']);
   const text = raw.toString('latin1');
   assert.match(text, /Error encountered during preprocessing of this message: a header contains bytes that are neither ASCII nor UTF-8 \[header_undecodable\]/);
-  assert.match(text, /The original incoming email is not attached: the original contains "\?\?\?\?\.exe" \(part 2\): blocked extension \.exe \(partition policy\)\./);
+  assert.match(
+    text,
+    /The original incoming email is not attached: the original contains "\?\?\?\?\.exe" \(part 2\): blocked extension \.exe \(partition policy\)\./,
+  );
   const [record] = JSON.parse((await cli('quarantine', 'list', '--message', id, '--json')).toString()) as QuarantineRecord[];
   assert.ok(record, 'the original is in quarantine');
   assert.equal(record.fileName, 'original-message.eml');
   assert.match(record.rule, /^the original contains ".*\.exe" \(part 2\): blocked extension \.exe \(partition policy\)$/);
   assert.match(text, new RegExp(`It is kept in quarantine as ${record.id.replace('.', '\\.')}; an administrator can restore it`));
-  assert.match(meta.findings.attachments?.summary[0] ?? '', /^"original-message\.eml" quarantined as \S+: the original contains ".*\.exe" \(part 2\): blocked extension \.exe/);
+  assert.match(
+    meta.findings.attachments?.summary[0] ?? '',
+    /^"original-message\.eml" quarantined as \S+: the original contains ".*\.exe" \(part 2\): blocked extension \.exe/,
+  );
   assert.match(meta.findings.wrapping?.summary[0] ?? '', /without the original, which the attachment policy blocks \(quarantined as /);
   // export gives the original back as received; restore puts it into the wrapping message.
   const exported = path.join(gw.dir, 'original.eml');
@@ -333,7 +371,11 @@ test('setup.exe first and an alternative last is parsed and the program blocked;
   const restored = await storedMessage(gw.store, id);
   assert.ok((await parseWrapped(restored.raw, restored.meta)).original.equals(asReceivedOverSmtp(sent)), 'restored: the original is attached again');
   assert.deepEqual(restored.meta._AttachmentFileNames, ['original-message.eml']);
-  assert.deepEqual((await listQuarantine(gw.store)).map((r) => r.messageId), [parsedId], 'only the program of the parsed message is left in quarantine');
+  assert.deepEqual(
+    (await listQuarantine(gw.store)).map((r) => r.messageId),
+    [parsedId],
+    'only the program of the parsed message is left in quarantine',
+  );
   await assertNoSpoolLeft(gw.store);
 });
 
@@ -386,7 +428,14 @@ for (const action of ['quarantine', 'delete'] as const) {
     // One session for all the cases, closed before the gateway stops (which waits for open sessions).
     const client = new RawSmtpClient(gw.port);
     const cases = hiddenExecutableCases();
-    assert.deepEqual([...new Set(cases.map((c) => c.reason))].sort(), ['boundary_missing', 'boundary_unterminated', 'header_line_too_long', 'header_no_end', 'header_undecodable', 'too_many_parts']);
+    assert.deepEqual([...new Set(cases.map((c) => c.reason))].sort(), [
+      'boundary_missing',
+      'boundary_unterminated',
+      'header_line_too_long',
+      'header_no_end',
+      'header_undecodable',
+      'too_many_parts',
+    ]);
     try {
       for (const c of cases) await checkHidden(gw, client, c, action);
     } finally {

@@ -6,8 +6,14 @@ import { Readable, Writable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import { simpleParser } from 'mailparser';
 import {
-  UnparsableMessage, unparsableFrom, unparsableReasons, wrappingMessage, wrappingSectionSchema, wrappingStage,
-  type UnparsableReason, type WrappingSection,
+  UnparsableMessage,
+  unparsableFrom,
+  unparsableReasons,
+  wrappingMessage,
+  wrappingSectionSchema,
+  wrappingStage,
+  type UnparsableReason,
+  type WrappingSection,
 } from '../policy/wrap-unparsable.js';
 import { runPipeline, stageOf } from '../policy/pipeline.js';
 import type { Stage } from '../policy/stage.js';
@@ -132,7 +138,10 @@ test('the multipart fixture reports its parts and depth', async () => {
 });
 
 test('the quarantine test marker can be switched off, by either file', async () => {
-  for (const [p, d] of [[section({ quarantine_test: false }), undefined], [section(), section({ quarantine_test: false })]] as const) {
+  for (const [p, d] of [
+    [section({ quarantine_test: false }), undefined],
+    [section(), section({ quarantine_test: false })],
+  ] as const) {
     const run = await runStages(unparsable('quarantine-test.eml'), [wrappingStage(p, d)]);
     assert.equal(run.error, undefined);
   }
@@ -157,7 +166,14 @@ test('a department section can make limits stricter but not looser', async () =>
 });
 
 test('[wrapping] schema: empty is valid with defaults, unknown keys and nonsense values are refused', () => {
-  assert.deepEqual(wrappingSectionSchema.parse({}), { max_header_size: 1048576, max_header_line: 998, max_parts: 1000, max_depth: 50, wrap_unterminated_multipart: true, quarantine_test: true });
+  assert.deepEqual(wrappingSectionSchema.parse({}), {
+    max_header_size: 1048576,
+    max_header_line: 998,
+    max_parts: 1000,
+    max_depth: 50,
+    wrap_unterminated_multipart: true,
+    quarantine_test: true,
+  });
   assert.equal(wrappingSectionSchema.safeParse({ max_part: 5 }).success, false);
   assert.equal(wrappingSectionSchema.safeParse({ max_parts: 0 }).success, false);
   assert.equal(wrappingSectionSchema.safeParse({ max_depth: 2.5 }).success, false);
@@ -182,18 +198,30 @@ function originalOf(file: string) {
 
 test('a wrapping message copies the original header, explains the reason and attaches the original byte for byte', async () => {
   const { bytes, open } = originalOf('boundary-unterminated.eml');
-  const raw = await buffer(wrappingMessage({ failure: { reason: 'boundary_unterminated', detail: 'The multipart the message never reaches its closing boundary' }, original: open, defaultDomain: 'example.com' }));
+  const raw = await buffer(
+    wrappingMessage({
+      failure: { reason: 'boundary_unterminated', detail: 'The multipart the message never reaches its closing boundary' },
+      original: open,
+      defaultDomain: 'example.com',
+    }),
+  );
   const parsed = await simpleParser(raw, { skipTextToHtml: true });
   assert.equal(parsed.subject, 'truncated');
   assert.equal(parsed.from?.value[0]?.address, 'customer@example.org');
   assert.equal(parsed.messageId, '<unterm@example.org>');
-  assert.match(parsed.text ?? '', /^Error encountered during preprocessing of this message: a multipart never reaches its closing boundary \[boundary_unterminated\]\./);
+  assert.match(
+    parsed.text ?? '',
+    /^Error encountered during preprocessing of this message: a multipart never reaches its closing boundary \[boundary_unterminated\]\./,
+  );
   assert.match(parsed.text ?? '', /Original Incoming Email is attached to this Email\./);
   const [attachment] = parsed.attachments;
   assert.ok(attachment?.content.equals(bytes), 'the attached original is the original');
   assert.equal(attachment?.filename, 'original-message.eml');
   // Sent as octet-stream (base64 is not allowed on message/rfc822); readers map .eml back to a message.
-  assert.match(raw.toString('latin1'), /\r\nContent-Type: application\/octet-stream; name="original-message\.eml"\r\nContent-Disposition: attachment; filename="original-message\.eml"\r\n/);
+  assert.match(
+    raw.toString('latin1'),
+    /\r\nContent-Type: application\/octet-stream; name="original-message\.eml"\r\nContent-Disposition: attachment; filename="original-message\.eml"\r\n/,
+  );
   // The original's Content-Type (its broken multipart) must not describe the wrapper.
   const header = raw.subarray(0, raw.indexOf('\r\n\r\n')).toString('latin1');
   assert.equal(header.match(/^content-type:/gim)?.length, 1);
@@ -227,9 +255,12 @@ test('an original From that is not a valid address becomes unknown@<default_doma
 
 test('a large binary original is attached intact, streamed', async () => {
   const bytes = Buffer.concat([Buffer.from('Subject: binary junk\r\n\r\n'), randomBytes(3 * 1024 * 1024 + 7)]);
-  const chunks = () => Readable.from((function* () {
-    for (let i = 0; i < bytes.length; i += 65536) yield bytes.subarray(i, i + 65536);
-  })());
+  const chunks = () =>
+    Readable.from(
+      (function* () {
+        for (let i = 0; i < bytes.length; i += 65536) yield bytes.subarray(i, i + 65536);
+      })(),
+    );
   const raw = await buffer(wrappingMessage({ failure: { reason: 'parser_exception', detail: 'x' }, original: chunks, defaultDomain: 'example.com' }));
   const view = await parseWrapped(raw);
   assert.equal(view.subject, 'binary junk');

@@ -62,9 +62,19 @@ async function withRecordedStore(fn: (store: Store, writes: RecordedWrite[], dir
 
 function sampleMeta(id: string): MessageMeta {
   return {
-    id, version: 1, receivedAt: new Date(idTime(id)).toISOString(), size: 0, receivedSize: 0,
-    envelope: { mailFrom: 'sender@example.org', rcptTo: ['info@example.com'] }, source: { kind: 'smtp', alias: 'sales' },
-    to: [], cc: [], _AttachmentFileNames: [], attachments: [], findings: {}, tags: [],
+    id,
+    version: 1,
+    receivedAt: new Date(idTime(id)).toISOString(),
+    size: 0,
+    receivedSize: 0,
+    envelope: { mailFrom: 'sender@example.org', rcptTo: ['info@example.com'] },
+    source: { kind: 'smtp', alias: 'sales' },
+    to: [],
+    cc: [],
+    _AttachmentFileNames: [],
+    attachments: [],
+    findings: {},
+    tags: [],
   };
 }
 
@@ -114,23 +124,31 @@ async function rawKeys(dir: string): Promise<string[]> {
 
 const ODD_SIZES = [1, 70_000, 3, 65_535, 4096, 65_536, 7];
 
-test('a message under 64 KiB reaches LevelDB only in its one synced commit batch', () => withRecordedStore(async (store, writes) => {
-  const bytes = randomBytes(CHUNK_SIZE - 1);
-  const writer = store.createMessageWriter(newMessageId());
-  const before = writes.length;
-  await feedReusing(bytes, [1, 1000, 30_000, 7], (piece) => write(writer, piece));
-  await end(writer);
-  assert.deepEqual(writes.slice(before), [], 'writing costs no LevelDB write');
-  assert.deepEqual(await storedKeys(store), []);
-  await writer.commit(sampleMeta(writer.id));
-  assert.deepEqual(writes.slice(before), [{
-    method: '_batch', sync: true,
-    keys: [`!chunks!${writer.id}!00000000`, `!messages!${writer.id}`, `!by-alias!sales\x00${writer.id}`],
-  }], 'one synced batch, with no delete of a pending mark that was never written');
-  assert.deepEqual(await buffer(store.openRaw(writer.id)), bytes, 'the bytes as written, though the caller reused its buffer');
-  assert.equal((await store.getMessage(writer.id))?.size, bytes.length);
-  assert.deepEqual(await store.sublevels.pending.keys().all(), []);
-}));
+test('a message under 64 KiB reaches LevelDB only in its one synced commit batch', () =>
+  withRecordedStore(async (store, writes) => {
+    const bytes = randomBytes(CHUNK_SIZE - 1);
+    const writer = store.createMessageWriter(newMessageId());
+    const before = writes.length;
+    await feedReusing(bytes, [1, 1000, 30_000, 7], (piece) => write(writer, piece));
+    await end(writer);
+    assert.deepEqual(writes.slice(before), [], 'writing costs no LevelDB write');
+    assert.deepEqual(await storedKeys(store), []);
+    await writer.commit(sampleMeta(writer.id));
+    assert.deepEqual(
+      writes.slice(before),
+      [
+        {
+          method: '_batch',
+          sync: true,
+          keys: [`!chunks!${writer.id}!00000000`, `!messages!${writer.id}`, `!by-alias!sales\x00${writer.id}`],
+        },
+      ],
+      'one synced batch, with no delete of a pending mark that was never written',
+    );
+    assert.deepEqual(await buffer(store.openRaw(writer.id)), bytes, 'the bytes as written, though the caller reused its buffer');
+    assert.equal((await store.getMessage(writer.id))?.size, bytes.length);
+    assert.deepEqual(await store.sublevels.pending.keys().all(), []);
+  }));
 
 test('an uncommitted small message leaves no key, and nothing of it after a crash', async () => {
   const { dir, cleanup } = await tempDir('mailgate-writer-');
@@ -152,127 +170,166 @@ test('an uncommitted small message leaves no key, and nothing of it after a cras
     await part.close();
     const keys = await storedKeys(store);
     assert.deepEqual(keys.filter((k) => k.includes(blocked.id)).sort(), [`pending:${blocked.id}`, `quarantineChunks:${blocked.id}.1!00000000`]);
-    assert.deepEqual(keys.filter((k) => k.includes(small.id)), [], 'nothing of the small message is stored');
+    assert.deepEqual(
+      keys.filter((k) => k.includes(small.id)),
+      [],
+      'nothing of the small message is stored',
+    );
     assert.deepEqual(keys.filter((k) => k.includes(big.id)).sort(), [`chunks:${big.id}!00000000`, `pending:${big.id}`]);
     await store.close(); // no commit: as if the process died here
     const raw = await rawKeys(dir);
-    assert.deepEqual(raw.filter((k) => k.includes(small.id)), [], 'not in the database either');
+    assert.deepEqual(
+      raw.filter((k) => k.includes(small.id)),
+      [],
+      'not in the database either',
+    );
     const swept: object[] = [];
     store = await Store.open(dir, { logger: { info: (o) => swept.push(o), warn() {}, error() {} } });
     try {
-      assert.ok(swept.some((e) => (e as { swept?: number }).swept === 2), `only the big and the quarantining message were unfinished: ${JSON.stringify(swept)}`);
-      assert.deepEqual((await store.listMessages()).map((m) => m.id), [kept.id]);
-      assert.deepEqual((await storedKeys(store)).filter((k) => !k.includes(kept.id)), []);
+      assert.ok(
+        swept.some((e) => (e as { swept?: number }).swept === 2),
+        `only the big and the quarantining message were unfinished: ${JSON.stringify(swept)}`,
+      );
+      assert.deepEqual(
+        (await store.listMessages()).map((m) => m.id),
+        [kept.id],
+      );
+      assert.deepEqual(
+        (await storedKeys(store)).filter((k) => !k.includes(kept.id)),
+        [],
+      );
     } finally {
       await store.close();
     }
-    assert.deepEqual((await rawKeys(dir)).filter((k) => !k.includes(kept.id)), ['schema']);
+    assert.deepEqual(
+      (await rawKeys(dir)).filter((k) => !k.includes(kept.id)),
+      ['schema'],
+    );
   } finally {
     await cleanup();
   }
 });
 
-test('odd-sized writes round trip byte for byte, in whole 64 KiB chunks and a partial last one', () => withRecordedStore(async (store) => {
-  for (const size of [CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 2 * CHUNK_SIZE - 1, 3 * CHUNK_SIZE + 5]) {
-    for (const sizes of [ODD_SIZES, [1], [CHUNK_SIZE + 1], [size]]) {
-      if (sizes[0] === 1 && size > CHUNK_SIZE + 1) continue; // a byte at a time: slow, and the boundaries are already covered
-      const bytes = randomBytes(size);
-      const writer = store.createMessageWriter(newMessageId());
-      await feedReusing(bytes, sizes, (piece) => write(writer, piece));
-      await end(writer);
-      await writer.commit(sampleMeta(writer.id));
-      const what = `size ${size} in writes of ${sizes.join(', ')}`;
-      assert.ok((await buffer(store.openRaw(writer.id))).equals(bytes), what);
-      const chunks = await store.sublevels.chunks.iterator(chunkRange(writer.id)).all();
-      const count = Math.ceil(size / CHUNK_SIZE);
-      assert.deepEqual(chunks.map(([key]) => key), Array.from({ length: count }, (_, i) => `${writer.id}!${String(i).padStart(8, '0')}`), what);
-      assert.deepEqual(chunks.map(([, value]) => value.length), Array.from({ length: count }, (_, i) => (i < count - 1 ? CHUNK_SIZE : size - i * CHUNK_SIZE)), what);
+test('odd-sized writes round trip byte for byte, in whole 64 KiB chunks and a partial last one', () =>
+  withRecordedStore(async (store) => {
+    for (const size of [CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 2 * CHUNK_SIZE - 1, 3 * CHUNK_SIZE + 5]) {
+      for (const sizes of [ODD_SIZES, [1], [CHUNK_SIZE + 1], [size]]) {
+        if (sizes[0] === 1 && size > CHUNK_SIZE + 1) continue; // a byte at a time: slow, and the boundaries are already covered
+        const bytes = randomBytes(size);
+        const writer = store.createMessageWriter(newMessageId());
+        await feedReusing(bytes, sizes, (piece) => write(writer, piece));
+        await end(writer);
+        await writer.commit(sampleMeta(writer.id));
+        const what = `size ${size} in writes of ${sizes.join(', ')}`;
+        assert.ok((await buffer(store.openRaw(writer.id))).equals(bytes), what);
+        const chunks = await store.sublevels.chunks.iterator(chunkRange(writer.id)).all();
+        const count = Math.ceil(size / CHUNK_SIZE);
+        assert.deepEqual(
+          chunks.map(([key]) => key),
+          Array.from({ length: count }, (_, i) => `${writer.id}!${String(i).padStart(8, '0')}`),
+          what,
+        );
+        assert.deepEqual(
+          chunks.map(([, value]) => value.length),
+          Array.from({ length: count }, (_, i) => (i < count - 1 ? CHUNK_SIZE : size - i * CHUNK_SIZE)),
+          what,
+        );
+      }
     }
-  }
-}));
+  }));
 
-test('the pending mark goes in the batch of the first full chunk and is removed by the commit', () => withRecordedStore(async (store, writes) => {
-  const bytes = randomBytes(CHUNK_SIZE + 10);
-  const writer = store.createMessageWriter(newMessageId());
-  const before = writes.length;
-  await feedReusing(bytes.subarray(0, CHUNK_SIZE - 1), [1, 30_000, 5], (piece) => write(writer, piece));
-  assert.deepEqual(writes.slice(before), []);
-  assert.deepEqual(await store.sublevels.pending.keys().all(), []);
-  await write(writer, bytes.subarray(CHUNK_SIZE - 1, CHUNK_SIZE));
-  assert.deepEqual(writes.slice(before), [{ method: '_batch', sync: false, keys: [`!pending!${writer.id}`, `!chunks!${writer.id}!00000000`] }]);
-  assert.deepEqual(await store.sublevels.pending.keys().all(), [writer.id]);
-  await write(writer, bytes.subarray(CHUNK_SIZE));
-  await end(writer);
-  await writer.commit(sampleMeta(writer.id));
-  assert.deepEqual(writes.slice(before + 1), [{
-    method: '_batch', sync: true,
-    keys: [`!chunks!${writer.id}!00000001`, `!messages!${writer.id}`, `!by-alias!sales\x00${writer.id}`, `!pending!${writer.id}`],
-  }]);
-  assert.deepEqual(await store.sublevels.pending.keys().all(), []);
-  assert.deepEqual(await buffer(store.openRaw(writer.id)), bytes);
-}));
-
-test('one huge write is stored in bounded batches, the pending mark in the first', () => withRecordedStore(async (store, writes) => {
-  const bytes = randomBytes(20 * CHUNK_SIZE + 3);
-  const writer = store.createMessageWriter(newMessageId());
-  const before = writes.length;
-  await write(writer, bytes);
-  const batches = writes.slice(before);
-  assert.deepEqual(batches.map((w) => w.keys.length), [17, 4], '16 chunks and the mark, then the other 4 chunks');
-  assert.equal(batches[0]?.keys[0], `!pending!${writer.id}`);
-  await end(writer);
-  await writer.commit(sampleMeta(writer.id));
-  assert.deepEqual(await buffer(store.openRaw(writer.id)), bytes);
-  assert.equal((await store.sublevels.chunks.keys(chunkRange(writer.id)).all()).length, 21);
-}));
-
-test('abort removes everything: small messages without a write, quarantined parts, chunks and the mark', () => withRecordedStore(async (store, writes) => {
-  // Never filled a chunk: nothing to remove, no write.
-  const small = store.createMessageWriter(newMessageId());
-  await feedReusing(randomBytes(5000), ODD_SIZES, (piece) => write(small, piece));
-  let before = writes.length;
-  await small.abort();
-  await small.abort();
-  assert.deepEqual(writes.slice(before), [], 'aborting a small message writes nothing');
-  await assert.rejects(small.commit(sampleMeta(small.id)), /aborted/);
-
-  // Never filled a chunk, but a part of it was quarantined meanwhile (attachment-blocking.ts).
-  const blocked = store.createMessageWriter(newMessageId());
-  await write(blocked, randomBytes(3000));
-  const part = new QuarantineSpool(store.sublevels, `${blocked.id}.1`);
-  await part.write(randomBytes(CHUNK_SIZE + 100));
-  await part.close();
-  const other = new QuarantineSpool(store.sublevels, `${newMessageId()}.1`);
-  await other.write(randomBytes(10));
-  await other.close();
-  await blocked.abort();
-  assert.deepEqual(await store.sublevels.quarantineChunks.keys().all(), [`${other.id}!00000000`], 'only the other message\'s part is left');
-  assert.deepEqual(await store.sublevels.pending.keys().all(), [other.id.slice(0, -2)], 'the blocked message\'s pending mark is gone, the other\'s stays');
-  await other.discard();
-  await store.sublevels.pending.del(other.id.slice(0, -2)); // as the other message's commit would
-
-  // Filled chunks: they and the pending mark go.
-  const big = store.createMessageWriter(newMessageId());
-  await feedReusing(randomBytes(2 * CHUNK_SIZE + 100), ODD_SIZES, (piece) => write(big, piece));
-  assert.equal((await store.sublevels.chunks.keys(chunkRange(big.id)).all()).length, 2);
-  assert.deepEqual(await store.sublevels.pending.keys().all(), [big.id]);
-  await big.abort();
-  assert.deepEqual(await storedKeys(store), []);
-
-  // After a commit that failed (here before reaching LevelDB: an op it cannot encode).
-  const badOp = { type: 'put', sublevel: store.sublevels.aliasState, key: null, value: {} } as unknown as StoreOp;
-  for (const size of [4000, CHUNK_SIZE + 4000]) {
+test('the pending mark goes in the batch of the first full chunk and is removed by the commit', () =>
+  withRecordedStore(async (store, writes) => {
+    const bytes = randomBytes(CHUNK_SIZE + 10);
     const writer = store.createMessageWriter(newMessageId());
-    await write(writer, randomBytes(size));
+    const before = writes.length;
+    await feedReusing(bytes.subarray(0, CHUNK_SIZE - 1), [1, 30_000, 5], (piece) => write(writer, piece));
+    assert.deepEqual(writes.slice(before), []);
+    assert.deepEqual(await store.sublevels.pending.keys().all(), []);
+    await write(writer, bytes.subarray(CHUNK_SIZE - 1, CHUNK_SIZE));
+    assert.deepEqual(writes.slice(before), [{ method: '_batch', sync: false, keys: [`!pending!${writer.id}`, `!chunks!${writer.id}!00000000`] }]);
+    assert.deepEqual(await store.sublevels.pending.keys().all(), [writer.id]);
+    await write(writer, bytes.subarray(CHUNK_SIZE));
     await end(writer);
-    await assert.rejects(writer.commit(sampleMeta(writer.id), [badOp]));
-    before = writes.length;
-    await writer.abort();
-    if (size < CHUNK_SIZE) assert.deepEqual(writes.slice(before), [], 'nothing of a small message was stored: nothing to write');
-    assert.equal(await store.getMessage(writer.id), undefined);
-    assert.deepEqual(await storedKeys(store), [], `size ${size}: nothing is left`);
-  }
-}));
+    await writer.commit(sampleMeta(writer.id));
+    assert.deepEqual(writes.slice(before + 1), [
+      {
+        method: '_batch',
+        sync: true,
+        keys: [`!chunks!${writer.id}!00000001`, `!messages!${writer.id}`, `!by-alias!sales\x00${writer.id}`, `!pending!${writer.id}`],
+      },
+    ]);
+    assert.deepEqual(await store.sublevels.pending.keys().all(), []);
+    assert.deepEqual(await buffer(store.openRaw(writer.id)), bytes);
+  }));
+
+test('one huge write is stored in bounded batches, the pending mark in the first', () =>
+  withRecordedStore(async (store, writes) => {
+    const bytes = randomBytes(20 * CHUNK_SIZE + 3);
+    const writer = store.createMessageWriter(newMessageId());
+    const before = writes.length;
+    await write(writer, bytes);
+    const batches = writes.slice(before);
+    assert.deepEqual(
+      batches.map((w) => w.keys.length),
+      [17, 4],
+      '16 chunks and the mark, then the other 4 chunks',
+    );
+    assert.equal(batches[0]?.keys[0], `!pending!${writer.id}`);
+    await end(writer);
+    await writer.commit(sampleMeta(writer.id));
+    assert.deepEqual(await buffer(store.openRaw(writer.id)), bytes);
+    assert.equal((await store.sublevels.chunks.keys(chunkRange(writer.id)).all()).length, 21);
+  }));
+
+test('abort removes everything: small messages without a write, quarantined parts, chunks and the mark', () =>
+  withRecordedStore(async (store, writes) => {
+    // Never filled a chunk: nothing to remove, no write.
+    const small = store.createMessageWriter(newMessageId());
+    await feedReusing(randomBytes(5000), ODD_SIZES, (piece) => write(small, piece));
+    let before = writes.length;
+    await small.abort();
+    await small.abort();
+    assert.deepEqual(writes.slice(before), [], 'aborting a small message writes nothing');
+    await assert.rejects(small.commit(sampleMeta(small.id)), /aborted/);
+
+    // Never filled a chunk, but a part of it was quarantined meanwhile (attachment-blocking.ts).
+    const blocked = store.createMessageWriter(newMessageId());
+    await write(blocked, randomBytes(3000));
+    const part = new QuarantineSpool(store.sublevels, `${blocked.id}.1`);
+    await part.write(randomBytes(CHUNK_SIZE + 100));
+    await part.close();
+    const other = new QuarantineSpool(store.sublevels, `${newMessageId()}.1`);
+    await other.write(randomBytes(10));
+    await other.close();
+    await blocked.abort();
+    assert.deepEqual(await store.sublevels.quarantineChunks.keys().all(), [`${other.id}!00000000`], "only the other message's part is left");
+    assert.deepEqual(await store.sublevels.pending.keys().all(), [other.id.slice(0, -2)], "the blocked message's pending mark is gone, the other's stays");
+    await other.discard();
+    await store.sublevels.pending.del(other.id.slice(0, -2)); // as the other message's commit would
+
+    // Filled chunks: they and the pending mark go.
+    const big = store.createMessageWriter(newMessageId());
+    await feedReusing(randomBytes(2 * CHUNK_SIZE + 100), ODD_SIZES, (piece) => write(big, piece));
+    assert.equal((await store.sublevels.chunks.keys(chunkRange(big.id)).all()).length, 2);
+    assert.deepEqual(await store.sublevels.pending.keys().all(), [big.id]);
+    await big.abort();
+    assert.deepEqual(await storedKeys(store), []);
+
+    // After a commit that failed (here before reaching LevelDB: an op it cannot encode).
+    const badOp = { type: 'put', sublevel: store.sublevels.aliasState, key: null, value: {} } as unknown as StoreOp;
+    for (const size of [4000, CHUNK_SIZE + 4000]) {
+      const writer = store.createMessageWriter(newMessageId());
+      await write(writer, randomBytes(size));
+      await end(writer);
+      await assert.rejects(writer.commit(sampleMeta(writer.id), [badOp]));
+      before = writes.length;
+      await writer.abort();
+      if (size < CHUNK_SIZE) assert.deepEqual(writes.slice(before), [], 'nothing of a small message was stored: nothing to write');
+      assert.equal(await store.getMessage(writer.id), undefined);
+      assert.deepEqual(await storedKeys(store), [], `size ${size}: nothing is left`);
+    }
+  }));
 
 async function spoolFiles(dir: string): Promise<string[]> {
   return (await readdir(dir).catch(() => [] as string[])).filter((f) => f.endsWith('.spool'));

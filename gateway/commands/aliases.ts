@@ -49,9 +49,11 @@ export function aliasesCommand(): Command {
     const verb = status === 'active' ? 'activate' : 'deactivate';
     aliases
       .command(verb)
-      .description(status === 'active'
-        ? 'make an alias active: the retriever fetches it again (at once, while the gateway runs); failures are reset'
-        : 'make an alias inactive: the retriever stores no mail for it (mail for it alone stays in the mailbox; a mailbox shared with active aliases is still fetched for them); mail is still sent from it')
+      .description(
+        status === 'active'
+          ? 'make an alias active: the retriever fetches it again (at once, while the gateway runs); failures are reset'
+          : 'make an alias inactive: the retriever stores no mail for it (mail for it alone stays in the mailbox; a mailbox shared with active aliases is still fetched for them); mail is still sent from it',
+      )
       .argument('<name>', 'alias name')
       .action(async (name: string, _opts: unknown, cmd: Command) => {
         const { config, file } = commandConfig(cmd);
@@ -66,7 +68,9 @@ export function aliasesCommand(): Command {
 
   aliases
     .command('test')
-    .description('test the alias\'s incoming server (DNS, TCP, TLS, login, folder or STAT) and outgoing server (EHLO, STARTTLS, AUTH); exit 0 only when every step passes')
+    .description(
+      "test the alias's incoming server (DNS, TCP, TLS, login, folder or STAT) and outgoing server (EHLO, STARTTLS, AUTH); exit 0 only when every step passes",
+    )
     .argument('<name>', 'alias name')
     .option('--json', 'print JSON instead of text')
     .action(async (name: string, opts: { json?: boolean }, cmd: Command) => {
@@ -95,7 +99,11 @@ export function aliasesCommand(): Command {
  * (a refresh there rotates the refresh token, which must be saved back), so they can be had
  * only while the gateway is stopped.
  */
-async function withIncomingTokens<T>(config: Config, alias: AliasConfig, run: (opts: Pick<ConnectionTestOptions, 'tokens' | 'noTokens'>) => Promise<T>): Promise<T> {
+async function withIncomingTokens<T>(
+  config: Config,
+  alias: AliasConfig,
+  run: (opts: Pick<ConnectionTestOptions, 'tokens' | 'noTokens'>) => Promise<T>,
+): Promise<T> {
   if (alias.incoming?.oauth2 === undefined) return run({});
   // msal loads only for OAuth aliases.
   const { aliasTokenCache, aliasTokenProvider, gatewaySecretKey, oauthAppOf } = await import('../fetch/oauth-store.js');
@@ -107,7 +115,9 @@ async function withIncomingTokens<T>(config: Config, alias: AliasConfig, run: (o
     store = await Store.open(config.data_dir);
   } catch (err) {
     if ((err as { code?: string }).code !== 'STORE_LOCKED') throw err;
-    return run({ noTokens: `the running gateway holds this alias's OAuth2 tokens (authorization_code flow): see its status and last error in \`mailgate aliases list\`, or stop the gateway to test the login here` });
+    return run({
+      noTokens: `the running gateway holds this alias's OAuth2 tokens (authorization_code flow): see its status and last error in \`mailgate aliases list\`, or stop the gateway to test the login here`,
+    });
   }
   try {
     return await run({ tokens: aliasTokenProvider(config, alias, (app) => aliasTokenCache(store, app.name, alias.name, key)) });
@@ -133,7 +143,7 @@ function row(alias: AliasConfig, state: AliasState | undefined): AliasRow {
     name: alias.name,
     address: alias.address,
     configuredStatus: alias.status,
-    status: alias.status === 'inactive' ? 'inactive' : state?.status ?? 'active',
+    status: alias.status === 'inactive' ? 'inactive' : (state?.status ?? 'active'),
     failures: state?.failures ?? 0,
   };
   if (alias.department) r.department = alias.department;
@@ -150,16 +160,24 @@ function row(alias: AliasConfig, state: AliasState | undefined): AliasRow {
 function table(rows: AliasRow[]): string {
   if (rows.length === 0) return '';
   const head = `${'NAME'.padEnd(16)}  ${'ADDRESS'.padEnd(28)}  ${'DEPARTMENT'.padEnd(12)}  ${'CONFIG'.padEnd(8)}  ${'STATUS'.padEnd(8)}  ${'FAIL'.padStart(4)}  ${'RETRY AT'.padEnd(19)}  REASON (LAST ERROR)\n`;
-  return head + rows.map((r) => [
-    clip(r.name, 16),
-    clip(r.address, 28),
-    clip(r.department ?? '-', 12),
-    r.configuredStatus.padEnd(8),
-    r.status.padEnd(8),
-    String(r.failures).padStart(4),
-    (r.retryAt ? r.retryAt.slice(0, 19).replace('T', ' ') : '-').padEnd(19),
-    r.reason ? `${r.reason}${r.lastError ? ` (${r.lastError})` : ''}` : r.incoming ? '' : 'no incoming server',
-  ].join('  ') + '\n').join('');
+  return (
+    head +
+    rows
+      .map(
+        (r) =>
+          [
+            clip(r.name, 16),
+            clip(r.address, 28),
+            clip(r.department ?? '-', 12),
+            r.configuredStatus.padEnd(8),
+            r.status.padEnd(8),
+            String(r.failures).padStart(4),
+            (r.retryAt ? r.retryAt.slice(0, 19).replace('T', ' ') : '-').padEnd(19),
+            r.reason ? `${r.reason}${r.lastError ? ` (${r.lastError})` : ''}` : r.incoming ? '' : 'no incoming server',
+          ].join('  ') + '\n',
+      )
+      .join('')
+  );
 }
 
 function report(alias: AliasConfig, steps: ConnectionStep[], ok: boolean): string {
@@ -183,5 +201,11 @@ function report(alias: AliasConfig, steps: ConnectionStep[], ok: boolean): strin
   const untested = steps.filter((s) => s.step === 'login' && s.result === 'skip' && !steps.some((f) => f.result === 'fail'));
   if (ok) return out + 'all steps passed\n';
   if (untested.length) return out + `not tested: ${untested.map((s) => `${s.server} ${s.step}`).join(', ')}\n`;
-  return out + `failed: ${steps.filter((s) => s.result === 'fail').map((s) => `${s.server} ${s.step}`).join(', ')}\n`;
+  return (
+    out +
+    `failed: ${steps
+      .filter((s) => s.result === 'fail')
+      .map((s) => `${s.server} ${s.step}`)
+      .join(', ')}\n`
+  );
 }

@@ -43,7 +43,8 @@ export async function openStoreReader(config: Config, opts: { create?: boolean }
   } catch (err) {
     if ((err as { code?: string }).code !== 'STORE_LOCKED') throw err;
     const socket = controlSocketPath(config.data_dir);
-    if (!existsSync(socket)) throw new Error(`the store at ${config.data_dir} is locked by another process and no gateway answers on ${socket}`, { cause: err });
+    if (!existsSync(socket))
+      throw new Error(`the store at ${config.data_dir} is locked by another process and no gateway answers on ${socket}`, { cause: err });
     return new ControlClient(socket);
   }
 }

@@ -25,7 +25,9 @@ export function configCommand(): Command {
           `${cfg.smtp.accept_all ? 'accepting any recipient' : `accepting ${cfg.smtp.domains.length} domains and the alias addresses`}; ${relaying(cfg)})\n`,
       );
       if (unsetSecrets.length) {
-        process.stderr.write(`secrets not set in this environment (\`mailgate serve\` needs them where it runs):\n${unsetSecrets.map((p) => `  ${formatProblem(p)}\n`).join('')}`);
+        process.stderr.write(
+          `secrets not set in this environment (\`mailgate serve\` needs them where it runs):\n${unsetSecrets.map((p) => `  ${formatProblem(p)}\n`).join('')}`,
+        );
       }
     });
 

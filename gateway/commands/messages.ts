@@ -15,7 +15,10 @@ export function messagesCommand(): Command {
     .command('list')
     .description('list stored messages, newest first')
     .option('--alias <name>', 'only messages for this alias')
-    .option('--tag <tag>', 'only messages with this tag: exception-queue (bounces and auto-replies), email-permanent-undeliverable, email-temporary-undeliverable, oversize, wrapped...')
+    .option(
+      '--tag <tag>',
+      'only messages with this tag: exception-queue (bounces and auto-replies), email-permanent-undeliverable, email-temporary-undeliverable, oversize, wrapped...',
+    )
     .option('--since <time>', 'only messages received since this time (ISO 8601, or an age like 2h, 7d)')
     .option('--limit <n>', 'at most this many messages', '100')
     .option('--json', 'print JSON instead of a table')
@@ -100,15 +103,16 @@ function table(list: MessageMeta[]): string {
   return (
     head +
     list
-      .map((m) =>
-        [
-          m.id,
-          m.receivedAt.slice(0, 19).replace('T', ' ').padEnd(20),
-          String(m.size).padStart(9),
-          clip(m.source.alias ? `${m.source.kind}:${m.source.alias}` : m.source.kind, 14),
-          clip(m.from ?? m.envelope.mailFrom, 30),
-          (m.subject ?? '').replace(/\s+/g, ' '),
-        ].join('  ') + '\n',
+      .map(
+        (m) =>
+          [
+            m.id,
+            m.receivedAt.slice(0, 19).replace('T', ' ').padEnd(20),
+            String(m.size).padStart(9),
+            clip(m.source.alias ? `${m.source.kind}:${m.source.alias}` : m.source.kind, 14),
+            clip(m.from ?? m.envelope.mailFrom, 30),
+            (m.subject ?? '').replace(/\s+/g, ' '),
+          ].join('  ') + '\n',
       )
       .join('')
   );
@@ -139,7 +143,10 @@ function describe(m: MessageMeta, attachments: AttachmentDetail[]): string {
   const lines: [string, string | undefined][] = [
     ['id', m.id],
     ['received', m.receivedAt],
-    ['source', [m.source.kind, m.source.alias && `alias ${m.source.alias}`, m.source.remoteAddress && `from ${m.source.remoteAddress}`].filter(Boolean).join(', ')],
+    [
+      'source',
+      [m.source.kind, m.source.alias && `alias ${m.source.alias}`, m.source.remoteAddress && `from ${m.source.remoteAddress}`].filter(Boolean).join(', '),
+    ],
     ['size', `${m.size} bytes (received ${m.receivedSize})`],
     ['envelope from', m.envelope.mailFrom || '<>'],
     ['envelope to', m.envelope.rcptTo.join(', ')],
@@ -152,11 +159,20 @@ function describe(m: MessageMeta, attachments: AttachmentDetail[]): string {
     ['tags', m.tags.join(', ') || undefined],
     ['direction', m.direction],
   ];
-  let out = lines.filter(([, v]) => v !== undefined && v !== '').map(([k, v]) => field(k, [v!])).join('');
-  if (m.attachments.length) out += field('attachments', m.attachments.map((_, i) => attachmentLine(m, i, attachments[i])));
+  let out = lines
+    .filter(([, v]) => v !== undefined && v !== '')
+    .map(([k, v]) => field(k, [v!]))
+    .join('');
+  if (m.attachments.length)
+    out += field(
+      'attachments',
+      m.attachments.map((_, i) => attachmentLine(m, i, attachments[i])),
+    );
   const d = m.delivery;
   if (d) {
-    out += field('delivery', [`${d.status.replace('_', ' ')} ${d.finishedAt} after ${d.attempts} attempt(s)${d.dsnId ? `; notification ${d.dsnId} sent back` : ''}${d.reason ? `; ${d.reason}` : ''}`]);
+    out += field('delivery', [
+      `${d.status.replace('_', ' ')} ${d.finishedAt} after ${d.attempts} attempt(s)${d.dsnId ? `; notification ${d.dsnId} sent back` : ''}${d.reason ? `; ${d.reason}` : ''}`,
+    ]);
     const width = Math.max(...d.recipients.map((r) => r.address.length));
     for (const r of d.recipients) {
       const last = r.last && r.status !== 'delivered' ? `; last: ${r.last.message.replace(/\s+/g, ' ')}` : '';

@@ -13,7 +13,9 @@ export function oauthCommand(): Command {
   const oauth = new Command('oauth').description('OAuth2 for aliases that log in with [[oauth_app]] (Microsoft 365)');
   oauth
     .command('authorize')
-    .description('sign in for an alias (authorization_code flow): prints the sign-in URL, reads the code or the redirect URL, stores the tokens encrypted. The gateway must be stopped.')
+    .description(
+      'sign in for an alias (authorization_code flow): prints the sign-in URL, reads the code or the redirect URL, stores the tokens encrypted. The gateway must be stopped.',
+    )
     .argument('<alias>', 'alias name')
     .option('--code <code>', 'the authorization code or the whole redirect URL (default: read from stdin)')
     .option('--redirect-uri <uri>', `redirect URI registered for the app (default ${DEFAULT_REDIRECT})`, DEFAULT_REDIRECT)
@@ -28,7 +30,8 @@ export function oauthCommand(): Command {
       if (!alias) throw new UsageError(`no alias named ${JSON.stringify(name)} in ${where}`);
       const app = oauthAppOf(config, alias);
       if (!app) throw new UsageError(`alias ${name} has no oauth2 (in [alias.incoming] or [alias.outgoing]) in ${where}`);
-      if (app.flow !== 'authorization_code') throw new UsageError(`oauth_app ${app.name} uses flow = "${app.flow}": nobody signs in; only flow = "authorization_code" needs \`oauth authorize\``);
+      if (app.flow !== 'authorization_code')
+        throw new UsageError(`oauth_app ${app.name} uses flow = "${app.flow}": nobody signs in; only flow = "authorization_code" needs \`oauth authorize\``);
       // Redeeming the code takes the app's client secret.
       requireSecrets(loaded, [`oauth_app[${config.oauth_app.indexOf(app)}]`]);
       const key = await gatewaySecretKey(config);
@@ -38,19 +41,26 @@ export function oauthCommand(): Command {
         store = await Store.open(config.data_dir);
       } catch (err) {
         if ((err as { code?: string }).code === 'STORE_LOCKED') {
-          throw new Error(`the gateway is running on ${config.data_dir}: stop it, run \`mailgate oauth authorize ${name}\` again, then start it (the tokens are written to the store directly)`, { cause: err });
+          throw new Error(
+            `the gateway is running on ${config.data_dir}: stop it, run \`mailgate oauth authorize ${name}\` again, then start it (the tokens are written to the store directly)`,
+            { cause: err },
+          );
         }
         throw err;
       }
       try {
         const provider = new DelegatedTokenProvider(oauthApp(app), { cache: aliasTokenCache(store, app.name, alias.name, key) });
         const url = await provider.authorizationUrl(opts.redirectUri, alias.incoming?.user);
-        process.stderr.write(`Open this URL, sign in as ${alias.incoming?.user ?? 'the mailbox user'}, then paste the code or the whole URL the browser was sent to:\n`);
+        process.stderr.write(
+          `Open this URL, sign in as ${alias.incoming?.user ?? 'the mailbox user'}, then paste the code or the whole URL the browser was sent to:\n`,
+        );
         process.stdout.write(url + '\n');
         const answer = opts.code ?? (await firstLine());
         if (!answer) throw new UsageError('no code given (expected the code or the redirect URL on stdin, or --code)');
         const { username } = await provider.redeemCode(answer);
-        process.stderr.write(`Tokens for ${username || 'the signed-in user'} stored (encrypted) for alias ${name}. If the alias was made inactive, run \`mailgate aliases activate ${name}\`.\n`);
+        process.stderr.write(
+          `Tokens for ${username || 'the signed-in user'} stored (encrypted) for alias ${name}. If the alias was made inactive, run \`mailgate aliases activate ${name}\`.\n`,
+        );
       } finally {
         await store.close();
       }

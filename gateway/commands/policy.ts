@@ -43,7 +43,9 @@ export function policyCommand(): Command {
     .action(async (file: string, opts: { department?: string; direction: Direction; json?: boolean }, cmd: Command) => {
       const { config } = commandConfig(cmd);
       if (opts.department && !config.department.some((d) => d.name === opts.department)) {
-        throw new UsageError(`--department: no department "${opts.department}" in the configuration (have: ${config.department.map((d) => d.name).join(', ') || 'none'})`);
+        throw new UsageError(
+          `--department: no department "${opts.department}" in the configuration (have: ${config.department.map((d) => d.name).join(', ') || 'none'})`,
+        );
       }
       const set = PolicySet.load(policySources(config));
       const report = await tryPolicy(file, set, opts.department, opts.direction);

@@ -3,7 +3,12 @@ import { pipeline } from 'node:stream/promises';
 import { Command } from 'commander';
 import { Store } from '../../storage/store.js';
 import {
-  deleteQuarantined, getQuarantined, listQuarantine, openQuarantinedContent, restoreQuarantined, type QuarantineRecord,
+  deleteQuarantined,
+  getQuarantined,
+  listQuarantine,
+  openQuarantinedContent,
+  restoreQuarantined,
+  type QuarantineRecord,
 } from '../../storage/quarantine.js';
 import { ControlClient, type QuarantineAccess, type StoreReader } from '../control.js';
 import { clip, withStoreReader } from './common.js';
@@ -48,7 +53,7 @@ export function quarantineCommand(): Command {
 
   quarantine
     .command('export')
-    .description('write the attachment\'s decoded content (the file as the sender attached it, not the MIME part) to FILE')
+    .description("write the attachment's decoded content (the file as the sender attached it, not the MIME part) to FILE")
     .argument('<id>', 'quarantine id')
     .argument('<file>', 'where to write it ("-" for stdout); an existing file is not overwritten')
     .action(async (id: string, file: string, _opts: unknown, cmd: Command) => {
@@ -88,17 +93,10 @@ function table(list: QuarantineRecord[]): string {
   return (
     head +
     list
-      .map((r) =>
-        [
-          r.id.padEnd(29),
-          r.date.slice(0, 19).replace('T', ' '),
-          String(r.size).padStart(9),
-          clip(r.fileName, 30),
-          r.messageId,
-          r.rule,
-        ].join('  ') + '\n',
+      .map(
+        (r) =>
+          [r.id.padEnd(29), r.date.slice(0, 19).replace('T', ' '), String(r.size).padStart(9), clip(r.fileName, 30), r.messageId, r.rule].join('  ') + '\n',
       )
       .join('')
   );
 }
-

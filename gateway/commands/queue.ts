@@ -1,7 +1,16 @@
 import { Command } from 'commander';
 import type { Store } from '../../storage/store.js';
 import {
-  dropQueueEntry, dueNow, entriesToRetry, getQueueEntry, listQueue, queueEntryNotFound, queuePutOp, requireQueueEntry, type DeliveryResult, type QueueEntry,
+  dropQueueEntry,
+  dueNow,
+  entriesToRetry,
+  getQueueEntry,
+  listQueue,
+  queueEntryNotFound,
+  queuePutOp,
+  requireQueueEntry,
+  type DeliveryResult,
+  type QueueEntry,
 } from '../../storage/queue.js';
 import type { QueueAccess } from '../dispatch/dispatcher.js';
 import { ControlClient } from '../control.js';
@@ -87,7 +96,6 @@ export function storeQueue(store: Store): QueueAccess {
   };
 }
 
-
 /** `outbound`, `relay`, or `dsn` for a delivery status notification going back to a sender. */
 const kindOf = (e: QueueEntry) => (e.dsn ? 'dsn' : e.kind);
 
@@ -106,18 +114,19 @@ function table(list: QueueEntry[]): string {
   return (
     head +
     list
-      .map((e) =>
-        [
-          e.id.padEnd(26),
-          shortTime(e.queuedAt),
-          String(e.attempts).padStart(8),
-          (e.held !== undefined ? 'held' : shortTime(e.nextAttemptAt)).padEnd(19),
-          kindOf(e).padEnd(8),
-          clip(routeOf(e), 16),
-          `${e.recipients.filter((r) => r.status === 'pending').length}/${e.recipients.length}`.padStart(7),
-          // Wide: a route's failure names the route first (alias, host, port, mode), its cause after.
-          clip(problemOf(e), 110).trimEnd(),
-        ].join('  ') + '\n',
+      .map(
+        (e) =>
+          [
+            e.id.padEnd(26),
+            shortTime(e.queuedAt),
+            String(e.attempts).padStart(8),
+            (e.held !== undefined ? 'held' : shortTime(e.nextAttemptAt)).padEnd(19),
+            kindOf(e).padEnd(8),
+            clip(routeOf(e), 16),
+            `${e.recipients.filter((r) => r.status === 'pending').length}/${e.recipients.length}`.padStart(7),
+            // Wide: a route's failure names the route first (alias, host, port, mode), its cause after.
+            clip(problemOf(e), 110).trimEnd(),
+          ].join('  ') + '\n',
       )
       .join('')
   );
@@ -130,7 +139,12 @@ const reply = (r: DeliveryResult) => `${r.message.replace(/\s+/g, ' ')} (${short
 function describe(e: QueueEntry): string {
   const lines: [string, string | undefined][] = [
     ['id', e.id],
-    ['kind', e.kind === 'relay' ? 'relay (inbound mail forwarded downstream)' : `${e.dsn ? 'delivery status notification' : 'outbound'}${e.alias ? `, alias ${e.alias}` : ''}`],
+    [
+      'kind',
+      e.kind === 'relay'
+        ? 'relay (inbound mail forwarded downstream)'
+        : `${e.dsn ? 'delivery status notification' : 'outbound'}${e.alias ? `, alias ${e.alias}` : ''}`,
+    ],
     ['queued', shortTime(e.queuedAt)],
     ['attempts', String(e.attempts)],
     ['last attempt', e.lastAttemptAt && shortTime(e.lastAttemptAt)],
@@ -140,7 +154,10 @@ function describe(e: QueueEntry): string {
     ['envelope from', e.mailFrom || '<>'],
     ['envelope to', e.requestedRecipients.join(', ')],
   ];
-  let out = lines.filter(([, v]) => v !== undefined && v !== '').map(([k, v]) => `${(k + ':').padEnd(15)}${v}\n`).join('');
+  let out = lines
+    .filter(([, v]) => v !== undefined && v !== '')
+    .map(([k, v]) => `${(k + ':').padEnd(15)}${v}\n`)
+    .join('');
   out += 'recipients:\n';
   const width = Math.max(...e.recipients.map((r) => r.address.length));
   for (const r of e.recipients) {

@@ -34,7 +34,9 @@ const collect = (value: string, previous: string[] | undefined) => [...(previous
  */
 export function sendCommand(): Command {
   return new Command('send')
-    .description('send a message as an alias: composed from the options, or an .eml file as it is; it is stored and queued like mail from the submission listener')
+    .description(
+      'send a message as an alias: composed from the options, or an .eml file as it is; it is stored and queued like mail from the submission listener',
+    )
     .requiredOption('--from <alias>', 'alias name, or one of its addresses (the From header and envelope sender)')
     .option('--to <address>', 'recipient; repeat for more', collect)
     .option('--cc <address>', 'copy recipient; repeat for more', collect)
@@ -73,7 +75,8 @@ export function sendCommand(): Command {
 function requestFrom(config: Config, opts: SendOptions): SendRequest {
   if (opts.to.length === 0) throw new UsageError('send: give at least one --to');
   for (const address of [...opts.to, ...opts.cc, ...opts.bcc]) {
-    if (!/^[^\s@<>,]+@[^\s@<>,]+$/.test(address)) throw new UsageError(`send: "${address}" is not an email address (give the bare address, as name@example.com)`);
+    if (!/^[^\s@<>,]+@[^\s@<>,]+$/.test(address))
+      throw new UsageError(`send: "${address}" is not an email address (give the bare address, as name@example.com)`);
   }
   if (opts.text !== undefined && opts.textFile !== undefined) throw new UsageError('send: give --text or --text-file, not both');
   if (opts.eml !== undefined && (opts.text ?? opts.textFile ?? opts.html ?? opts.subject) !== undefined) {
@@ -84,14 +87,21 @@ function requestFrom(config: Config, opts: SendOptions): SendRequest {
   const alias = byAddress ?? config.alias.find((a) => a.name === opts.from);
   if (!alias) {
     const known = config.alias.map((a) => a.name);
-    throw new UsageError(`send: --from ${opts.from} is neither the name nor an address of an alias; known aliases: ${known.length ? known.join(', ') : '(none configured)'}`);
+    throw new UsageError(
+      `send: --from ${opts.from} is neither the name nor an address of an alias; known aliases: ${known.length ? known.join(', ') : '(none configured)'}`,
+    );
   }
   return { alias: alias.name, mailFrom: byAddress ? opts.from : alias.address, rcptTo: [...opts.to, ...opts.cc, ...opts.bcc] };
 }
 
 /** Every file the options name is a readable file, before anything is sent: a message cut short by a missing attachment is no message. */
 async function checkFiles(opts: SendOptions): Promise<void> {
-  const files: [string, string | undefined][] = [['--text-file', opts.textFile], ['--html', opts.html], ['--eml', opts.eml], ...opts.attach.map((f): [string, string] => ['--attach', f])];
+  const files: [string, string | undefined][] = [
+    ['--text-file', opts.textFile],
+    ['--html', opts.html],
+    ['--eml', opts.eml],
+    ...opts.attach.map((f): [string, string] => ['--attach', f]),
+  ];
   for (const [option, file] of files) {
     if (file === undefined) continue;
     try {

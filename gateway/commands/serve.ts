@@ -5,39 +5,44 @@ import { Store } from '../../storage/store.js';
 import { commandConfig } from './common.js';
 
 export function serveCommand(): Command {
-  return new Command('serve')
-    .description('run the gateway (SMTP listener and store) until SIGTERM or SIGINT')
-    .action(async (_opts: unknown, cmd: Command) => {
-      const { config, file } = commandConfig(cmd, { secrets: 'required' });
-      const logger = createLogger(config.log_level);
-      logger.info({ config: file ?? 'built-in defaults', data_dir: config.data_dir }, 'starting mailgate');
-      mkdirSync(config.data_dir, { recursive: true, mode: 0o700 });
-      let store: Store;
-      try {
-        store = await Store.open(config.data_dir, { logger });
-      } catch (err) {
-        if ((err as { code?: string }).code === 'STORE_LOCKED') throw new Error(`another mailgate is already running on ${config.data_dir}`, { cause: err });
-        throw err;
-      }
-      // Loaded here, not at the top: every other command would pay for the whole gateway.
-      const { startGateway } = await import('../gateway.js');
-      const gateway = await startGateway({ config, store, logger }).catch(async (err: unknown) => {
-        await store.close();
-        throw err;
-      });
-      logger.info({ smtp: gateway.smtp.addresses, ...(gateway.submission ? { submission: gateway.submission.addresses } : {}), ...(gateway.metricsPort ? { metrics: gateway.metricsPort } : {}) }, 'mailgate ready');
-
-      await new Promise<void>((resolve) => {
-        const stop = (signal: string) => {
-          logger.info({ signal }, 'stopping: finishing messages in progress');
-          resolve();
-        };
-        process.once('SIGTERM', () => stop('SIGTERM'));
-        process.once('SIGINT', () => stop('SIGINT'));
-      });
-      await gateway.stop();
+  return new Command('serve').description('run the gateway (SMTP listener and store) until SIGTERM or SIGINT').action(async (_opts: unknown, cmd: Command) => {
+    const { config, file } = commandConfig(cmd, { secrets: 'required' });
+    const logger = createLogger(config.log_level);
+    logger.info({ config: file ?? 'built-in defaults', data_dir: config.data_dir }, 'starting mailgate');
+    mkdirSync(config.data_dir, { recursive: true, mode: 0o700 });
+    let store: Store;
+    try {
+      store = await Store.open(config.data_dir, { logger });
+    } catch (err) {
+      if ((err as { code?: string }).code === 'STORE_LOCKED') throw new Error(`another mailgate is already running on ${config.data_dir}`, { cause: err });
+      throw err;
+    }
+    // Loaded here, not at the top: every other command would pay for the whole gateway.
+    const { startGateway } = await import('../gateway.js');
+    const gateway = await startGateway({ config, store, logger }).catch(async (err: unknown) => {
       await store.close();
-      logger.info('mailgate stopped');
-      logger.flush();
+      throw err;
     });
+    logger.info(
+      {
+        smtp: gateway.smtp.addresses,
+        ...(gateway.submission ? { submission: gateway.submission.addresses } : {}),
+        ...(gateway.metricsPort ? { metrics: gateway.metricsPort } : {}),
+      },
+      'mailgate ready',
+    );
+
+    await new Promise<void>((resolve) => {
+      const stop = (signal: string) => {
+        logger.info({ signal }, 'stopping: finishing messages in progress');
+        resolve();
+      };
+      process.once('SIGTERM', () => stop('SIGTERM'));
+      process.once('SIGINT', () => stop('SIGINT'));
+    });
+    await gateway.stop();
+    await store.close();
+    logger.info('mailgate stopped');
+    logger.flush();
+  });
 }

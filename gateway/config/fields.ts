@@ -21,7 +21,10 @@ const EMAIL_RE = new RegExp(`^${ATOM}(?:\\.${ATOM})*@${LABEL}(?:\\.${LABEL})*$`)
 
 const DOMAIN = 'a domain name such as "example.com"';
 /** A domain name, lower-cased so that comparisons need not care. */
-export const domain = z.string(is(DOMAIN)).regex(DOMAIN_RE, is(DOMAIN)).transform((d) => d.toLowerCase());
+export const domain = z
+  .string(is(DOMAIN))
+  .regex(DOMAIN_RE, is(DOMAIN))
+  .transform((d) => d.toLowerCase());
 /** A host name or IP address of a remote server. */
 export const host = z.string(is('a host name or IP address')).regex(/^[A-Za-z0-9.:_-]+$/, is('a host name or IP address'));
 // Single-label domains are allowed (`postmaster@localhost`); a self-hosted gateway sees them.

@@ -78,7 +78,12 @@ export const incoming = z
       ctx.addIssue({ code: 'custom', path: ['user'], message: 'the mailbox to log in as (needed with oauth2)' });
     }
     if (i.security === 'none' && !loopbackHost(i.host)) {
-      ctx.addIssue({ code: 'custom', path: ['security'], input: i.security, message: '"tls", "starttls" or "auto" for a host that is not loopback (the password would cross in clear)' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['security'],
+        input: i.security,
+        message: '"tls", "starttls" or "auto" for a host that is not loopback (the password would cross in clear)',
+      });
     }
   })
   .transform((i) => {

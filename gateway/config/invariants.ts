@@ -82,7 +82,11 @@ export function invariantIssues(c: Tables): InvariantIssue[] {
     const inApp = a.incoming?.oauth2;
     const outApp = a.outgoing?.oauth2;
     if (inApp !== undefined && outApp !== undefined && inApp !== outApp) {
-      issues.push({ path: ['alias', i, 'outgoing', 'oauth2'], input: outApp, message: `the same OAuth app as incoming (${quote(inApp)}): an alias signs in once` });
+      issues.push({
+        path: ['alias', i, 'outgoing', 'oauth2'],
+        input: outApp,
+        message: `the same OAuth app as incoming (${quote(inApp)}): an alias signs in once`,
+      });
     }
   });
 
@@ -103,7 +107,9 @@ export function invariantIssues(c: Tables): InvariantIssue[] {
   const defaults = new Map<string | undefined, number>();
   c.alias.forEach((a, i) => {
     if (a.department !== undefined && !departments.includes(a.department)) {
-      const known = departments.length ? `one of the configured departments: ${departments.map(quote).join(', ')}` : 'the name of a [[department]] (none is configured)';
+      const known = departments.length
+        ? `one of the configured departments: ${departments.map(quote).join(', ')}`
+        : 'the name of a [[department]] (none is configured)';
       issues.push({ path: ['alias', i, 'department'], input: a.department, message: known });
     }
     if (!a.default) return;

@@ -131,7 +131,13 @@ function fromFile(absolute: string, shown: string, env: ConfigEnv, secrets: Secr
     const reason = err instanceof Error ? err.message : String(err);
     const code = (err as { code?: unknown }).code;
     throw new ConfigError([
-      { file: shown, key: '', expected: 'a readable file', given: typeof code === 'string' ? code : reason, message: `cannot read the configuration file: ${reason}` },
+      {
+        file: shown,
+        key: '',
+        expected: 'a readable file',
+        given: typeof code === 'string' ? code : reason,
+        message: `cannot read the configuration file: ${reason}`,
+      },
     ]);
   }
   return fromText(text, shown, path.dirname(absolute), env, secrets);

@@ -7,7 +7,6 @@
 import { z } from 'zod';
 import { domain, is, passwordHash, positive, text } from './fields.js';
 
-
 const submissionUser = z.strictObject({
   /** Login name for SMTP AUTH. */
   name: text,
@@ -63,7 +62,10 @@ export const queueSchema = z
     /** Connections kept open to one server (route). */
     connections_per_route: positive('connections').default(5),
     /** Most messages sent to one server per minute; 0 for no limit. */
-    rate_per_minute_per_route: z.int(is('a whole number (messages per minute, 0 for no limit)')).min(0, is('a whole number (messages per minute, 0 for no limit)')).default(0),
+    rate_per_minute_per_route: z
+      .int(is('a whole number (messages per minute, 0 for no limit)'))
+      .min(0, is('a whole number (messages per minute, 0 for no limit)'))
+      .default(0),
     /** Seconds an SMTP connection may take to open, greet, or stay silent. */
     timeout: positive('seconds').default(60),
     /** Sender of delivery status notifications. Default: `MAILER-DAEMON@` the `[smtp] hostname`. */
@@ -117,7 +119,9 @@ export const relaySchema = z
     password: z.string().optional(),
   })
   .superRefine((r, ctx) => {
-    if (r.domains.length + r.aliases.length === 0) ctx.addIssue({ code: 'custom', path: ['domains'], input: r.domains, message: 'at least one domain (or an alias in aliases) whose mail is forwarded' });
-    if ((r.user === undefined) !== (r.password === undefined)) ctx.addIssue({ code: 'custom', path: [r.user === undefined ? 'user' : 'password'], message: 'user and password together, or neither' });
+    if (r.domains.length + r.aliases.length === 0)
+      ctx.addIssue({ code: 'custom', path: ['domains'], input: r.domains, message: 'at least one domain (or an alias in aliases) whose mail is forwarded' });
+    if ((r.user === undefined) !== (r.password === undefined))
+      ctx.addIssue({ code: 'custom', path: [r.user === undefined ? 'user' : 'password'], message: 'user and password together, or neither' });
   })
   .transform((r) => ({ ...r, target: parseRelayUrl(r.to)! }));

@@ -56,6 +56,8 @@ export function verifyPasswordAsync(plain: string, hash: string): Promise<boolea
   if (!parts) return Promise.resolve(false);
   const { N, r, p, salt, key } = parts;
   return new Promise((resolve, reject) => {
-    scrypt(plain.normalize('NFC'), salt, key.length, { N, r, p, maxmem: memoryFor(N, r) }, (err, derived) => (err ? reject(err) : resolve(timingSafeEqual(derived, key))));
+    scrypt(plain.normalize('NFC'), salt, key.length, { N, r, p, maxmem: memoryFor(N, r) }, (err, derived) =>
+      err ? reject(err) : resolve(timingSafeEqual(derived, key)),
+    );
   });
 }

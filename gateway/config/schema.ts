@@ -16,7 +16,6 @@ import { incoming } from './incoming.js';
 import { oauthApp } from './oauth-app.js';
 import { queueSchema, relaySchema, submissionSchema } from './outbound.js';
 
-
 /** Host and port of a `host:port` listen address; undefined when it is not one. IPv6 goes in brackets. */
 export function parseListenAddress(address: string): { host: string; port: number } | undefined {
   const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+)):(\d{1,5})$/.exec(address);
@@ -49,7 +48,6 @@ export function isLoopbackHost(host: string): boolean {
 
 const LISTEN = 'a "host:port" address such as "127.0.0.1:2525" or "[::1]:2525"';
 const listenAddress = z.string(is(LISTEN)).refine((a) => parseListenAddress(a) !== undefined, is(LISTEN));
-
 
 export { defaultFetchPort } from './incoming.js';
 
@@ -319,7 +317,8 @@ export const configSchema = configTables.superRefine((c, ctx) => {
     ctx.addIssue({
       code: 'custom',
       path: ['submission', 'tls'],
-      message: 'a certificate ([submission.tls] or [smtp.tls]), or [submission.auth] allow_insecure_on_loopback = true: submission requires AUTH, which is never offered without TLS',
+      message:
+        'a certificate ([submission.tls] or [smtp.tls]), or [submission.auth] allow_insecure_on_loopback = true: submission requires AUTH, which is never offered without TLS',
     });
   }
 });

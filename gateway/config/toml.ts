@@ -62,7 +62,12 @@ export function loadToml<T>(text: string, file: string, schema: z.ZodType<T>, op
   const locate = keyLocator(text);
   const problems: ConfigProblem[] = [];
   const unset: ConfigProblem[] = [];
-  const problem = (path: readonly PropertyKey[], p: Omit<ConfigProblem, 'file' | 'line' | 'key'>): ConfigProblem => ({ file, line: locate(path), key: keyPath(path), ...p });
+  const problem = (path: readonly PropertyKey[], p: Omit<ConfigProblem, 'file' | 'line' | 'key'>): ConfigProblem => ({
+    file,
+    line: locate(path),
+    key: keyPath(path),
+    ...p,
+  });
   const at = (path: readonly PropertyKey[], p: Omit<ConfigProblem, 'file' | 'line' | 'key'>) => problems.push(problem(path, p));
   const unsetAt = (path: readonly PropertyKey[], written: string, p: Omit<ConfigProblem, 'file' | 'line' | 'key'>) => {
     const standIn = options.deferUnset?.(path, written);
@@ -241,4 +246,3 @@ function knownKeys(schema: z.ZodType, path: readonly PropertyKey[]): string[] {
   }
   return Object.keys(defOf(s).shape ?? {});
 }
-

@@ -54,7 +54,10 @@ export async function attemptDelivery(deps: AttemptDeps, entry: QueueEntry, meta
     const fallback = routing.route.withoutAuth;
     if (outcome.authFailed && fallback) {
       // Cisco guide, "Use SMTP: When authorization fails": the same server, as plain SMTP.
-      deps.logger.warn({ msg_id: entry.id, route: routing.route.name, reason: outcome.failure?.message }, 'ESMTP authentication failed; sending through the same server without authentication (use_smtp = "when_auth_fails")');
+      deps.logger.warn(
+        { msg_id: entry.id, route: routing.route.name, reason: outcome.failure?.message },
+        'ESMTP authentication failed; sending through the same server without authentication (use_smtp = "when_auth_fails")',
+      );
       outcome = await sendGroup(deps, fallback, entry, meta, recipients);
     }
     record(outcome, recipients, now, deps.logger.child({ msg_id: entry.id }));
@@ -75,23 +78,37 @@ async function sendGroup(deps: AttemptDeps, route: Route, entry: QueueEntry, met
   } catch (err) {
     raw.destroy();
     return { route, ...classify(err, route) };
-  } 
+  }
 }
 
 /** Turns a nodemailer error into what it means for the recipients of the transaction. */
 function classify(err: unknown, route: Route): Omit<GroupOutcome, 'route'> {
-  const e = err as { code?: string; responseCode?: number; response?: string; message?: string; command?: string; rejectedErrors?: { recipient?: string; responseCode?: number; response?: string; message: string }[] };
+  const e = err as {
+    code?: string;
+    responseCode?: number;
+    response?: string;
+    message?: string;
+    command?: string;
+    rejectedErrors?: { recipient?: string; responseCode?: number; response?: string; message: string }[];
+  };
   const at = new Date().toISOString();
   const text = oneLine(e.response ?? e.message ?? String(err));
   if (e.code === 'EAUTH') {
-    return { authFailed: true, failure: { at, ...(e.responseCode ? { code: e.responseCode } : {}), message: `authentication failed at ${route.name}: ${text}`, permanent: false } };
+    return {
+      authFailed: true,
+      failure: { at, ...(e.responseCode ? { code: e.responseCode } : {}), message: `authentication failed at ${route.name}: ${text}`, permanent: false },
+    };
   }
   if (e.rejectedErrors?.length && e.command === 'RCPT TO') {
     // Every recipient refused: each keeps its own reply (some may be 4xx, some 5xx).
     return {
       sent: {
         accepted: [],
-        rejected: e.rejectedErrors.map((r) => ({ address: r.recipient ?? '', ...(r.responseCode ? { code: r.responseCode } : {}), message: oneLine(r.response ?? r.message) })),
+        rejected: e.rejectedErrors.map((r) => ({
+          address: r.recipient ?? '',
+          ...(r.responseCode ? { code: r.responseCode } : {}),
+          message: oneLine(r.response ?? r.message),
+        })),
         response: text,
       },
     };
@@ -120,7 +137,12 @@ function record(outcome: GroupOutcome, recipients: QueueRecipient[], now: Date, 
     } else {
       // Refused, or (should not happen) neither: a temporary failure that the next attempt settles.
       const code = refusal?.code;
-      last = { at, ...(code ? { code } : {}), message: refusal?.message ?? 'the server gave no reply for this recipient', permanent: code !== undefined && code >= 500 };
+      last = {
+        at,
+        ...(code ? { code } : {}),
+        message: refusal?.message ?? 'the server gave no reply for this recipient',
+        permanent: code !== undefined && code >= 500,
+      };
     }
     if (r.status === 'pending' && last.permanent) r.status = 'failed';
     r.last = last;
@@ -129,7 +151,10 @@ function record(outcome: GroupOutcome, recipients: QueueRecipient[], now: Date, 
   const failed = recipients.filter((r) => r.status === 'failed').map((r) => r.address);
   const deferred = recipients.filter((r) => r.status === 'pending').map((r) => r.address);
   const reason = outcome.failure?.message ?? recipients.find((r) => r.status !== 'delivered')?.last?.message;
-  log[deferred.length || failed.length ? 'warn' : 'info']({ route: outcome.route.name, delivered, failed, deferred, ...(reason && (failed.length || deferred.length) ? { reason } : {}) }, 'delivery attempt');
+  log[deferred.length || failed.length ? 'warn' : 'info'](
+    { route: outcome.route.name, delivered, failed, deferred, ...(reason && (failed.length || deferred.length) ? { reason } : {}) },
+    'delivery attempt',
+  );
 }
 
 /** The stored bytes, with our trace headers in front (trace.ts). */
@@ -137,10 +162,21 @@ async function* withHeaders(deps: AttemptDeps, entry: QueueEntry, meta: MessageM
   // Findings go to a [[relay]] downstream only (ours). A trusted client's mail for another
   // domain is a relay entry too, but leaves through the default SMTP to someone else's server.
   const kind = entry.kind === 'relay' && recipients[0]?.relay ? 'relay' : 'outbound';
-  yield Buffer.from(traceHeaders(deps.config.smtp.hostname, kind, meta, recipients.map((r) => r.address)), 'utf8');
+  yield Buffer.from(
+    traceHeaders(
+      deps.config.smtp.hostname,
+      kind,
+      meta,
+      recipients.map((r) => r.address),
+    ),
+    'utf8',
+  );
   yield* deps.store.openRaw(entry.id) as AsyncIterable<Buffer>;
 }
 
 function oneLine(text: string): string {
-  return text.replace(/[\r\n]+/g, ' ').trim().slice(0, 500);
+  return text
+    .replace(/[\r\n]+/g, ' ')
+    .trim()
+    .slice(0, 500);
 }

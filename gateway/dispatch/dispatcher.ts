@@ -12,7 +12,18 @@ import type { Store } from '../../storage/store.js';
 import type { MessageMeta } from '../../storage/message-meta.js';
 import { newMessageId } from '../../storage/ids.js';
 import {
-  dropQueueEntry, dueNow, entriesToRetry, finishOps, getQueueEntry, requireQueueEntry, listQueue, outcomeOf, queuePutOp, saveQueueEntry, type DeliveryRecord, type QueueEntry,
+  dropQueueEntry,
+  dueNow,
+  entriesToRetry,
+  finishOps,
+  getQueueEntry,
+  requireQueueEntry,
+  listQueue,
+  outcomeOf,
+  queuePutOp,
+  saveQueueEntry,
+  type DeliveryRecord,
+  type QueueEntry,
 } from '../../storage/queue.js';
 import type { Stage } from '../../policy/stage.js';
 import type { AliasConfig } from '../config/schema.js';
@@ -138,11 +149,14 @@ export class Dispatcher implements QueueAccess {
     this.#unschedule(entry.id);
     if (entry.held !== undefined && !includeHeld) return;
     const delay = includeHeld && entry.held !== undefined ? 0 : Math.max(0, Date.parse(entry.nextAttemptAt) - Date.now());
-    const timer = setTimeout(() => {
-      this.#timers.delete(entry.id);
-      this.#due.push(entry.id);
-      this.#pump();
-    }, Math.min(delay, MAX_TIMER_MS));
+    const timer = setTimeout(
+      () => {
+        this.#timers.delete(entry.id);
+        this.#due.push(entry.id);
+        this.#pump();
+      },
+      Math.min(delay, MAX_TIMER_MS),
+    );
     this.#timers.set(entry.id, timer);
   }
 
@@ -159,7 +173,10 @@ export class Dispatcher implements QueueAccess {
       const run = this.#run(id)
         .catch((err: unknown) => {
           this.#log.error({ err, msg_id: id }, 'a delivery attempt failed in mailgate itself; trying again in a minute');
-          void getQueueEntry(this.#deps.store, id).then((e) => e && this.#schedule({ ...e, nextAttemptAt: new Date(Date.now() + STORE_RETRY_MS).toISOString() }, false), () => undefined);
+          void getQueueEntry(this.#deps.store, id).then(
+            (e) => e && this.#schedule({ ...e, nextAttemptAt: new Date(Date.now() + STORE_RETRY_MS).toISOString() }, false),
+            () => undefined,
+          );
         })
         .finally(() => {
           this.#active.delete(id);
@@ -176,7 +193,16 @@ export class Dispatcher implements QueueAccess {
     const meta = await store.getMessage(id);
     if (!meta) {
       this.#log.error({ msg_id: id }, 'queued message has no stored message; removing it from the queue');
-      await store.commitBatch(await finishOps(store, entry, { kind: entry.kind, status: 'failed', finishedAt: new Date().toISOString(), attempts: entry.attempts, recipients: entry.recipients, reason: 'the stored message is gone' }));
+      await store.commitBatch(
+        await finishOps(store, entry, {
+          kind: entry.kind,
+          status: 'failed',
+          finishedAt: new Date().toISOString(),
+          attempts: entry.attempts,
+          recipients: entry.recipients,
+          reason: 'the stored message is gone',
+        }),
+      );
       return;
     }
     const before = new Map(entry.recipients.filter((r) => r.status === 'pending').map((r) => [r.address, r.attempts]));
@@ -196,7 +222,12 @@ export class Dispatcher implements QueueAccess {
       const hours = Math.round(age / 360_000) / 10;
       for (const r of pending) {
         r.status = 'failed';
-        r.last = { at, ...(r.last?.code ? { code: r.last.code } : {}), message: `gave up after ${next.attempts} attempts in ${hours} hours; last: ${r.last?.message ?? 'no reply'}`, permanent: true };
+        r.last = {
+          at,
+          ...(r.last?.code ? { code: r.last.code } : {}),
+          message: `gave up after ${next.attempts} attempts in ${hours} hours; last: ${r.last?.message ?? 'no reply'}`,
+          permanent: true,
+        };
       }
       return this.#finish(next, meta);
     }
@@ -226,7 +257,11 @@ export class Dispatcher implements QueueAccess {
     const { store, config } = this.#deps;
     const status = outcomeOf(entry);
     const record: DeliveryRecord = {
-      kind: entry.kind, status, finishedAt: new Date().toISOString(), attempts: entry.attempts, recipients: entry.recipients,
+      kind: entry.kind,
+      status,
+      finishedAt: new Date().toISOString(),
+      attempts: entry.attempts,
+      recipients: entry.recipients,
       ...(entry.lastError && status !== 'delivered' ? { reason: entry.lastError.message } : {}),
     };
     const failed = entry.recipients.filter((r) => r.status === 'failed');
@@ -240,7 +275,10 @@ export class Dispatcher implements QueueAccess {
     } else {
       const dsnId = newMessageId();
       const alias = config.alias.find((a) => a.name === entry.alias);
-      const dsnEntry: QueueEntry = { ...outboundEntry(dsnId, undefined, { mailFrom: '', rcptTo: [entry.mailFrom] }, new Date(), { dsn: true }), ...(entry.alias ? { alias: entry.alias } : {}) };
+      const dsnEntry: QueueEntry = {
+        ...outboundEntry(dsnId, undefined, { mailFrom: '', rcptTo: [entry.mailFrom] }, new Date(), { dsn: true }),
+        ...(entry.alias ? { alias: entry.alias } : {}),
+      };
       const dsn = deliveryStatusNotification({
         reportingMta: config.smtp.hostname,
         from: config.queue.dsn_from ?? `MAILER-DAEMON@${config.smtp.hostname}`,
@@ -271,6 +309,9 @@ export class Dispatcher implements QueueAccess {
       this.queued(dsnEntry);
     }
     this.#metrics.inc('mailgate_queue_finished_total', { kind: entry.kind, status });
-    this.#log[status === 'delivered' ? 'info' : 'warn']({ msg_id: entry.id, status, attempts: entry.attempts, failed: failed.map((r) => r.address) }, `message left the queue: ${status.replace('_', ' ')}`);
+    this.#log[status === 'delivered' ? 'info' : 'warn'](
+      { msg_id: entry.id, status, attempts: entry.attempts, failed: failed.map((r) => r.address) },
+      `message left the queue: ${status.replace('_', ' ')}`,
+    );
   }
 }

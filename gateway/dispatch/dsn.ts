@@ -154,10 +154,7 @@ function topHeaders(opts: DsnOptions, messageId: string, boundary: string): stri
   lines.push('Auto-Submitted: auto-replied');
   const queueId = opts.originalEnvelopeId ? asciiEscaped(oneLine(opts.originalEnvelopeId)).slice(0, MAX_WORD) : '';
   if (queueId) lines.push(`X-Mailgate-Original-Id: ${queueId}`);
-  lines.push(
-    'MIME-Version: 1.0',
-    `Content-Type: multipart/report; report-type=delivery-status;${CRLF} boundary="${boundary}"`,
-  );
+  lines.push('MIME-Version: 1.0', `Content-Type: multipart/report; report-type=delivery-status;${CRLF} boundary="${boundary}"`);
   return lines;
 }
 
@@ -174,7 +171,11 @@ function explanation(opts: DsnOptions, reportingMta: string, subject: string | u
   if (action === 'failed') {
     lines.push('Your message could not be delivered to one or more of its recipients.', 'It will not be tried again for the addresses marked as failed below.');
   } else if (action === 'delayed') {
-    lines.push('Your message has not been delivered yet to one or more of its recipients.', 'We are still trying: you do not need to send it again. You will hear', 'from us again if we have to give up.');
+    lines.push(
+      'Your message has not been delivered yet to one or more of its recipients.',
+      'We are still trying: you do not need to send it again. You will hear',
+      'from us again if we have to give up.',
+    );
   } else {
     lines.push('Your message was delivered to the recipients below, as you asked.');
   }
@@ -207,11 +208,7 @@ function deliveryStatus(opts: DsnOptions, reportingMta: string): string {
   perMessage.push(`Arrival-Date: ${rfc5322Date(parseDate('arrivalDate', opts.arrivalDate))}`);
   blocks.push(perMessage);
   for (const r of opts.recipients) {
-    const fields = [
-      `Final-Recipient: ${finalRecipient(oneLine(r.address))}`,
-      `Action: ${r.status}`,
-      `Status: ${statusCode(r)}`,
-    ];
+    const fields = [`Final-Recipient: ${finalRecipient(oneLine(r.address))}`, `Action: ${r.status}`, `Status: ${statusCode(r)}`];
     if (r.remoteMta && oneLine(r.remoteMta)) fields.push(`Remote-MTA: dns; ${mtaName(r.remoteMta)}`);
     const reply = asciiEscaped(replyText(r));
     // RFC 3464 2.3.6: "smtp" only for an SMTP reply; our own errors get an X- type, as Postfix's X-Postfix.
@@ -300,7 +297,6 @@ function parseDate(name: string, iso: string): Date {
   if (Number.isNaN(date.getTime())) throw new TypeError(`${name} is not a valid date: ${iso}`);
   return date;
 }
-
 
 /**
  * The header block at the start of `input`, without the empty line that ends it (all of the

@@ -24,7 +24,13 @@ function unique(addresses: string[]): string[] {
  * replaces every recipient (testing); otherwise `automatic_bcc` is added. With both, only
  * `send_mail_to` gets it.
  */
-export function outboundEntry(id: string, alias: AliasConfig | undefined, envelope: { mailFrom: string; rcptTo: string[] }, now = new Date(), opts: { dsn?: boolean } = {}): QueueEntry {
+export function outboundEntry(
+  id: string,
+  alias: AliasConfig | undefined,
+  envelope: { mailFrom: string; rcptTo: string[] },
+  now = new Date(),
+  opts: { dsn?: boolean } = {},
+): QueueEntry {
   let to = envelope.rcptTo;
   if (alias?.send_mail_to) to = [alias.send_mail_to];
   else if (alias?.automatic_bcc) to = [...to, alias.automatic_bcc];
@@ -64,7 +70,12 @@ export function relayMatcher(config: Config): (recipient: string) => RelayConfig
 export const DEFAULT_ROUTE = 'default_smtp' as const;
 
 /** The entry forwarding an inbound message's relayed recipients downstream; undefined when none is relayed (the store alone keeps it). */
-export function relayEntry(id: string, match: (recipient: string) => RelayConfig | typeof DEFAULT_ROUTE | undefined, envelope: { mailFrom: string; rcptTo: string[] }, now = new Date()): QueueEntry | undefined {
+export function relayEntry(
+  id: string,
+  match: (recipient: string) => RelayConfig | typeof DEFAULT_ROUTE | undefined,
+  envelope: { mailFrom: string; rcptTo: string[] },
+  now = new Date(),
+): QueueEntry | undefined {
   const recipients = unique(envelope.rcptTo).flatMap((address) => {
     const relay = match(address);
     if (relay === DEFAULT_ROUTE) return [pending(address)];

@@ -67,10 +67,15 @@ export function relayRouting(config: Config, relayName: string): Routing {
 
 function outboundRoute(config: Config, aliasName: string | undefined): Routing {
   const alias = aliasName === undefined ? undefined : config.alias.find((a) => a.name === aliasName);
-  if (alias?.outgoing) return { route: smtpRoute(config, `alias "${alias.name}"`, fromOutgoing(alias.outgoing), alias.outgoing.use_smtp === 'when_auth_fails', alias) };
+  if (alias?.outgoing)
+    return { route: smtpRoute(config, `alias "${alias.name}"`, fromOutgoing(alias.outgoing), alias.outgoing.use_smtp === 'when_auth_fails', alias) };
   const fallback = config.partition.default_smtp;
   if (fallback?.server !== undefined) {
-    const why = alias ? `alias "${alias.name}" (no [alias.outgoing]): partition default SMTP` : aliasName === undefined ? 'partition default SMTP' : `deleted alias "${aliasName}": partition default SMTP`;
+    const why = alias
+      ? `alias "${alias.name}" (no [alias.outgoing]): partition default SMTP`
+      : aliasName === undefined
+        ? 'partition default SMTP'
+        : `deleted alias "${aliasName}": partition default SMTP`;
     return { route: smtpRoute(config, why, fromDefault({ ...fallback, server: fallback.server }), false) };
   }
   if (alias) return { held: `alias "${alias.name}" has no [alias.outgoing] server and [partition.default_smtp] sets no server` };

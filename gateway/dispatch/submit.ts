@@ -45,7 +45,7 @@ export async function submitOutbound(deps: SubmitDeps, input: Readable, sub: Sub
     wrapUnparsable: false,
     beforeCommit(stored) {
       // What recipients see must be the alias too, not only the envelope.
-      const from = stored.from ? addressparser(stored.from, { flatten: true })[0]?.address ?? '' : '';
+      const from = stored.from ? (addressparser(stored.from, { flatten: true })[0]?.address ?? '') : '';
       if (!allowed.includes(from.toLowerCase())) throw errors.fromHeaderDenied(from, sub.alias.name);
     },
   });

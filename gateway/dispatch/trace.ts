@@ -24,7 +24,11 @@ export function receivedLine(hostname: string, meta: MessageMeta, recipients: re
   const fromClient = s.kind === 'smtp' || s.kind === 'submission';
   const from = fromClient ? `from ${s.helo ?? 'unknown'} (${s.clientHostname ? `${s.clientHostname} ` : ''}[${s.remoteAddress ?? 'unknown'}])\r\n\t` : '';
   const by = s.kind === 'cli' ? `by ${hostname} (mailgate, from mailgate send)` : `by ${hostname} (mailgate)`;
-  const withProto = fromClient ? ` with ESMTP${s.secure ? 'S' : ''}${s.user ? 'A' : ''}` : s.kind === 'imap' || s.kind === 'pop3' ? ` with ${s.kind.toUpperCase()}` : '';
+  const withProto = fromClient
+    ? ` with ESMTP${s.secure ? 'S' : ''}${s.user ? 'A' : ''}`
+    : s.kind === 'imap' || s.kind === 'pop3'
+      ? ` with ${s.kind.toUpperCase()}`
+      : '';
   const only = recipients.length === 1 ? `\r\n\tfor <${recipients[0]}>` : '';
   return `Received: ${from}${by}${withProto} id ${meta.id}${only};\r\n\t${rfc5322Date(new Date(meta.receivedAt))}\r\n`;
 }

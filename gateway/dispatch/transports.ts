@@ -36,7 +36,11 @@ export class Transports {
     };
     return {
       accepted: (info.accepted ?? []).map(String),
-      rejected: (info.rejectedErrors ?? []).map((e) => ({ address: e.recipient ?? '', ...(e.responseCode ? { code: e.responseCode } : {}), message: e.response ?? e.message })),
+      rejected: (info.rejectedErrors ?? []).map((e) => ({
+        address: e.recipient ?? '',
+        ...(e.responseCode ? { code: e.responseCode } : {}),
+        message: e.response ?? e.message,
+      })),
       response: info.response ?? '',
     };
   }
@@ -57,7 +61,10 @@ export class Transports {
       const provider = this.#tokens?.(alias);
       transport.set('oauth2_provision_cb', (_user: string, _renew: boolean, callback: (err: Error | null, token?: string) => void) => {
         if (!provider) return callback(new Error(`alias "${alias.name}" has no OAuth token provider (is the secret key configured?)`));
-        provider.getAccessToken().then((token) => callback(null, token), (err: Error) => callback(err));
+        provider.getAccessToken().then(
+          (token) => callback(null, token),
+          (err: Error) => callback(err),
+        );
       });
     }
     this.#pool.set(route.key, transport);

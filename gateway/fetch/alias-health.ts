@@ -79,7 +79,10 @@ export function reasonFor(kind: string): string {
 /** Fingerprint of the incoming settings: when an admin edits them, a state reached with the old ones no longer holds. */
 export function incomingHash(server: IncomingServerConfig): string {
   const { host, port, type, security, ca_file, user, password, folder, oauth2, auth_identity } = server;
-  return createHash('sha256').update(JSON.stringify({ host, port, type, security, ca_file, user, password, folder, oauth2, auth_identity })).digest('base64url').slice(0, 16);
+  return createHash('sha256')
+    .update(JSON.stringify({ host, port, type, security, ca_file, user, password, folder, oauth2, auth_identity }))
+    .digest('base64url')
+    .slice(0, 16);
 }
 
 /** Where health changes are reported. */
@@ -99,7 +102,12 @@ export class AliasHealth {
   #state: AliasState;
   readonly #now: () => number;
 
-  private constructor(private readonly deps: HealthDeps, readonly alias: string, private readonly server: IncomingServerConfig, state: AliasState) {
+  private constructor(
+    private readonly deps: HealthDeps,
+    readonly alias: string,
+    private readonly server: IncomingServerConfig,
+    state: AliasState,
+  ) {
     this.#state = state;
     this.#now = deps.now ?? Date.now;
   }
@@ -141,7 +149,11 @@ export class AliasHealth {
     if (s.status === 'inactive' && s.changedBy === 'admin') return;
     const next: AliasState = { status: 'active', failures: 0, changedAt: s.changedAt, changedBy: s.changedBy, configHash: incomingHash(this.server) };
     if (s.status === 'inactive') {
-      await this.#change({ ...next, changedAt: this.#iso(), changedBy: 'retriever', reason: `connected again after: ${s.reason ?? 'a failure'}` }, 'info', 'alias active again: the retriever connected');
+      await this.#change(
+        { ...next, changedAt: this.#iso(), changedBy: 'retriever', reason: `connected again after: ${s.reason ?? 'a failure'}` },
+        'info',
+        'alias active again: the retriever connected',
+      );
     } else {
       this.#state = next;
       await putAliasState(this.deps.store, this.alias, next);
@@ -162,9 +174,13 @@ export class AliasHealth {
     delete base.retryAt;
     if (s.status === 'active' && failures >= FAILURES_BEFORE_INACTIVE) {
       const next: AliasState = { ...base, status: 'inactive', changedAt: this.#iso(), changedBy: 'retriever', ...(retry ? { retryAt: this.#retryAt() } : {}) };
-      await this.#change(next, 'warn', retry
-        ? `alias inactive after ${failures} failed connections: ${reason}; trying again in ${this.server.health_retry_interval} s`
-        : `alias inactive after ${failures} failed connections: ${reason}; an admin must fix it and run \`mailgate aliases activate ${this.alias}\``);
+      await this.#change(
+        next,
+        'warn',
+        retry
+          ? `alias inactive after ${failures} failed connections: ${reason}; trying again in ${this.server.health_retry_interval} s`
+          : `alias inactive after ${failures} failed connections: ${reason}; an admin must fix it and run \`mailgate aliases activate ${this.alias}\``,
+      );
       return;
     }
     // Still active (fewer than three), or the timed retry of an inactive alias failed again.
@@ -191,8 +207,26 @@ export class AliasHealth {
     const from = this.#state.status;
     this.#state = next;
     await putAliasState(this.deps.store, this.alias, next);
-    this.deps.logger[level]({ alias: this.alias, from, to: next.status, by: next.changedBy, reason: next.reason, kind: next.lastErrorKind, failures: next.failures, ...(next.retryAt ? { retry_at: next.retryAt } : {}) }, msg);
-    if (from !== next.status) this.deps.metrics?.inc('mailgate_alias_status_changes_total', { alias: this.alias, to: next.status, by: next.changedBy, kind: next.status === 'inactive' ? next.lastErrorKind ?? 'admin' : 'none' });
+    this.deps.logger[level](
+      {
+        alias: this.alias,
+        from,
+        to: next.status,
+        by: next.changedBy,
+        reason: next.reason,
+        kind: next.lastErrorKind,
+        failures: next.failures,
+        ...(next.retryAt ? { retry_at: next.retryAt } : {}),
+      },
+      msg,
+    );
+    if (from !== next.status)
+      this.deps.metrics?.inc('mailgate_alias_status_changes_total', {
+        alias: this.alias,
+        to: next.status,
+        by: next.changedBy,
+        kind: next.status === 'inactive' ? (next.lastErrorKind ?? 'admin') : 'none',
+      });
   }
 
   #iso(): string {
@@ -219,6 +253,11 @@ export async function setAliasStatusInStore(store: Store, alias: string, status:
 
 function errorText(err: unknown): string {
   const e = err as { message?: unknown; responseText?: unknown };
-  const text = typeof e?.responseText === 'string' && e.responseText ? `${String(e.message)}: ${e.responseText}` : typeof e?.message === 'string' ? e.message : String(err);
+  const text =
+    typeof e?.responseText === 'string' && e.responseText
+      ? `${String(e.message)}: ${e.responseText}`
+      : typeof e?.message === 'string'
+        ? e.message
+        : String(err);
   return text.split('\n')[0]!.slice(0, 500);
 }

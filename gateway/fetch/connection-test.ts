@@ -92,9 +92,11 @@ async function reach(record: Record, host: string, port: number, service: string
     });
     socket.once('error', (err: NodeJS.ErrnoException) => {
       clearTimeout(timer);
-      resolve(err.code === 'ECONNREFUSED'
-        ? `connection to ${address}:${port} refused: nothing listens there; is the ${service} service running, and is the port right?`
-        : `cannot connect to ${address}:${port} (${err.code ?? err.message}): server unreachable, check the network and firewall`);
+      resolve(
+        err.code === 'ECONNREFUSED'
+          ? `connection to ${address}:${port} refused: nothing listens there; is the ${service} service running, and is the port right?`
+          : `cannot connect to ${address}:${port} (${err.code ?? err.message}): server unreachable, check the network and firewall`,
+      );
     });
   });
   if (tcp) record('TCP', 'fail', tcp);
@@ -147,7 +149,11 @@ async function credentials(server: IncomingServerConfig, record: Record, opts: C
   } catch (err) {
     const kind = oauthKind(err) ?? fetchErrorKind(err);
     const mailbox = server.auth_identity ? `the shared mailbox ${JSON.stringify(server.auth_identity)}` : JSON.stringify(server.user ?? '');
-    record('login', 'fail', `no OAuth2 token from oauth_app ${JSON.stringify(server.oauth2)} to open ${mailbox}: ${reasonFor(kind)} (${(err as Error).message})`);
+    record(
+      'login',
+      'fail',
+      `no OAuth2 token from oauth_app ${JSON.stringify(server.oauth2)} to open ${mailbox}: ${reasonFor(kind)} (${(err as Error).message})`,
+    );
     return undefined;
   }
 }
@@ -176,7 +182,11 @@ async function testPop3(server: IncomingServerConfig, record: Record, timeoutMs:
     return skipRest(record, ['login', 'STAT']);
   }
   try {
-    record('TLS', security === 'none' ? 'skip' : 'pass', security === 'none' ? 'security = "none": clear text (loopback only)' : `${security === 'tls' ? 'TLS on connect' : 'STLS'}, certificate trusted`);
+    record(
+      'TLS',
+      security === 'none' ? 'skip' : 'pass',
+      security === 'none' ? 'security = "none": clear text (loopback only)' : `${security === 'tls' ? 'TLS on connect' : 'STLS'}, certificate trusted`,
+    );
     const creds = await credentials(server, record, opts);
     if (!creds) return skipRest(record, ['STAT']);
     try {
@@ -311,13 +321,20 @@ async function testOutgoing(server: OutgoingServerConfig, timeoutMs: number): Pr
     socketTimeout: timeoutMs,
   });
   const tlsSkip = 'ssl = false: no TLS';
-  const authSkip = server.oauth2 !== undefined
-    ? `OAuth2 (app "${server.oauth2}") is not tested by this command yet: see the queue (mailgate queue list) for sending errors`
-    : server.type === 'esmtp' ? 'no user configured: no AUTH' : 'type = "smtp": no AUTH';
+  const authSkip =
+    server.oauth2 !== undefined
+      ? `OAuth2 (app "${server.oauth2}") is not tested by this command yet: see the queue (mailgate queue list) for sending errors`
+      : server.type === 'esmtp'
+        ? 'no user configured: no AUTH'
+        : 'type = "smtp": no AUTH';
   try {
     await transport.verify();
     record('EHLO', 'pass', `${server.host}:${server.port} answered EHLO`);
-    record('STARTTLS', server.ssl ? 'pass' : 'skip', server.ssl ? (implicitTls ? 'TLS on connect, certificate trusted' : 'STARTTLS, certificate trusted') : tlsSkip);
+    record(
+      'STARTTLS',
+      server.ssl ? 'pass' : 'skip',
+      server.ssl ? (implicitTls ? 'TLS on connect, certificate trusted' : 'STARTTLS, certificate trusted') : tlsSkip,
+    );
     record('AUTH', auth ? 'pass' : 'skip', auth ? `authenticated as ${JSON.stringify(server.user)}` : authSkip);
   } catch (err) {
     const e = err as { code?: string; message?: string; response?: string };
@@ -329,7 +346,13 @@ async function testOutgoing(server: OutgoingServerConfig, timeoutMs: number): Pr
       record('AUTH', 'fail', `authentication failed: check user and password (${said})`);
     } else if (e.code === 'ETLS' || certProblem) {
       record('EHLO', implicitTls ? 'skip' : 'pass', implicitTls ? 'not reached: TLS on connect failed' : `${server.host}:${server.port} answered EHLO`);
-      record('STARTTLS', 'fail', certProblem ? `TLS certificate not trusted (${said}): install a valid certificate on the server` : `TLS failed (${said}): does the server offer STARTTLS on this port? (ssl with port 465 is TLS on connect)`);
+      record(
+        'STARTTLS',
+        'fail',
+        certProblem
+          ? `TLS certificate not trusted (${said}): install a valid certificate on the server`
+          : `TLS failed (${said}): does the server offer STARTTLS on this port? (ssl with port 465 is TLS on connect)`,
+      );
       skipRest(record, ['AUTH']);
     } else {
       record('EHLO', 'fail', `no proper SMTP answer (${e.code ?? 'error'}: ${said}): is this an SMTP port, and is the service running?`);

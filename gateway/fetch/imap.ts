@@ -19,7 +19,10 @@ export class ImapMailbox implements Mailbox {
   readonly #folders = new Set<string>();
 
   /** TOKENS, when the alias sets `oauth2`: the session logs in with a fresh access token instead of the password. */
-  constructor(private readonly server: IncomingServerConfig, private readonly tokens?: TokenProvider) {}
+  constructor(
+    private readonly server: IncomingServerConfig,
+    private readonly tokens?: TokenProvider,
+  ) {}
 
   /** With IDLE the session stays open between polls so the server can tell us about new mail. */
   get persistent(): boolean {

@@ -60,9 +60,10 @@ export function imapClient(server: IncomingServerConfig, creds: MailboxCredentia
     // auto: upgrade when offered; starttls: refuse to go on in clear; none: stay in clear.
     ...(server.security === 'starttls' ? { doSTARTTLS: true } : server.security === 'none' ? { doSTARTTLS: false } : {}),
     tls: tlsOptionsFor(server),
-    auth: creds.kind === 'oauth2'
-      ? { user: creds.user, accessToken: creds.accessToken }
-      : { user: creds.user, pass: creds.password, ...(creds.authzid ? { authzid: creds.authzid } : {}) },
+    auth:
+      creds.kind === 'oauth2'
+        ? { user: creds.user, accessToken: creds.accessToken }
+        : { user: creds.user, pass: creds.password, ...(creds.authzid ? { authzid: creds.authzid } : {}) },
     logger: false,
     ...extra,
   });

@@ -25,7 +25,8 @@ export class SecretKeyError extends Error {
   }
 }
 
-const MISSING_KEY = 'the OAuth token cache is encrypted at rest and no key is configured: set MAILGATE_SECRET_KEY to 32 random bytes (64 hex digits or base64, e.g. `openssl rand -hex 32`) or name a key file';
+const MISSING_KEY =
+  'the OAuth token cache is encrypted at rest and no key is configured: set MAILGATE_SECRET_KEY to 32 random bytes (64 hex digits or base64, e.g. `openssl rand -hex 32`) or name a key file';
 
 /**
  * The 32-byte secret key: MAILGATE_SECRET_KEY (64 hex digits or base64) from ENV, else the
@@ -51,7 +52,8 @@ export async function loadSecretKey(opts: { env?: NodeJS.ProcessEnv; keyFile?: s
 
 function decodeKey(text: string, source: string): Buffer {
   const key = /^[0-9a-fA-F]{64}$/.test(text) ? Buffer.from(text, 'hex') : /^[A-Za-z0-9+/_-]+={0,2}$/.test(text) ? Buffer.from(text, 'base64') : Buffer.alloc(0);
-  if (key.length !== 32) throw new SecretKeyError(`${source} must hold 32 bytes as 64 hex digits or base64 (e.g. \`openssl rand -hex 32\`); it decodes to ${key.length} bytes`);
+  if (key.length !== 32)
+    throw new SecretKeyError(`${source} must hold 32 bytes as 64 hex digits or base64 (e.g. \`openssl rand -hex 32\`); it decodes to ${key.length} bytes`);
   return key;
 }
 
@@ -79,7 +81,7 @@ export function encryptedCacheStore(target: CacheBytes, key: Buffer | undefined,
       const sealed = await bytes.read();
       if (!sealed || sealed.length === 0) return undefined;
       if (sealed.length < MAGIC.length + IV_BYTES + TAG_BYTES || !sealed.subarray(0, MAGIC.length).equals(MAGIC)) {
-        throw new SecretKeyError('the saved OAuth token cache is not in mailgate\'s encrypted format; authorize again to replace it');
+        throw new SecretKeyError("the saved OAuth token cache is not in mailgate's encrypted format; authorize again to replace it");
       }
       const iv = sealed.subarray(MAGIC.length, MAGIC.length + IV_BYTES);
       const tag = sealed.subarray(MAGIC.length + IV_BYTES, MAGIC.length + IV_BYTES + TAG_BYTES);
@@ -89,7 +91,10 @@ export function encryptedCacheStore(target: CacheBytes, key: Buffer | undefined,
       try {
         return Buffer.concat([decipher.update(sealed.subarray(MAGIC.length + IV_BYTES + TAG_BYTES)), decipher.final()]).toString('utf8');
       } catch (err) {
-        throw new SecretKeyError('the saved OAuth token cache does not decrypt with this secret key (the key changed, or the data was altered); restore the old key or authorize again', { cause: err });
+        throw new SecretKeyError(
+          'the saved OAuth token cache does not decrypt with this secret key (the key changed, or the data was altered); restore the old key or authorize again',
+          { cause: err },
+        );
       }
     },
     async save(serialized) {
@@ -105,10 +110,11 @@ export function encryptedCacheStore(target: CacheBytes, key: Buffer | undefined,
 
 function fileBytes(file: string): { read(): Promise<Buffer | undefined>; write(b: Buffer): Promise<void> } {
   return {
-    read: () => readFile(file).catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') return undefined;
-      throw err;
-    }),
+    read: () =>
+      readFile(file).catch((err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT') return undefined;
+        throw err;
+      }),
     async write(b) {
       // Write then rename: a crash mid-write never leaves half a cache, which would lose the refresh token.
       const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;

@@ -29,11 +29,15 @@ export function oauthApp(app: OAuthAppConfig): OAuthApp {
 /** The alias's token cache, sealed under KEY in the `oauth-cache` sublevel; the app and alias names are authenticated with it. */
 export function aliasTokenCache(store: Store, app: string, alias: string, key: Buffer | undefined): TokenCacheStore {
   const { oauthCache } = store.sublevels;
-  return encryptedCacheStore({
-    read: () => oauthCache.get(alias),
-    // A synced write: a rotated refresh token lost in a crash would need a new sign-in.
-    write: (bytes) => store.commitBatch([{ type: 'put', sublevel: oauthCache, key: alias, value: bytes }]),
-  }, key, `mailgate-oauth/${app}/${alias}`);
+  return encryptedCacheStore(
+    {
+      read: () => oauthCache.get(alias),
+      // A synced write: a rotated refresh token lost in a crash would need a new sign-in.
+      write: (bytes) => store.commitBatch([{ type: 'put', sublevel: oauthCache, key: alias, value: bytes }]),
+    },
+    key,
+    `mailgate-oauth/${app}/${alias}`,
+  );
 }
 
 /**
@@ -52,7 +56,15 @@ export async function gatewaySecretKey(config: Config, env: NodeJS.ProcessEnv = 
     const key = fromEnv || !config.secret_key_file ? 'MAILGATE_SECRET_KEY' : 'secret_key_file';
     const why = `alias${users.length > 1 ? 'es' : ''} ${users.map((u) => JSON.stringify(u)).join(', ')} use${users.length > 1 ? '' : 's'} oauth2: ${err.message}`;
     const hint = fromEnv || config.secret_key_file ? '' : ' (set MAILGATE_SECRET_KEY in the environment, or secret_key_file in the configuration)';
-    throw new ConfigError([{ file: key === 'secret_key_file' ? config.secret_key_file! : 'environment', key, expected: 'a 32-byte secret key', given: fromEnv || config.secret_key_file ? 'an unusable key' : 'nothing', message: why + hint }]);
+    throw new ConfigError([
+      {
+        file: key === 'secret_key_file' ? config.secret_key_file! : 'environment',
+        key,
+        expected: 'a 32-byte secret key',
+        given: fromEnv || config.secret_key_file ? 'an unusable key' : 'nothing',
+        message: why + hint,
+      },
+    ]);
   }
 }
 

@@ -83,7 +83,16 @@ export class OAuthError extends Error {
   }
 }
 
-const REAUTH_CODES = new Set(['invalid_grant', 'interaction_required', 'consent_required', 'login_required', 'bad_token', 'no_tokens_found', 'refresh_token_expired', 'no_account_in_silent_request']);
+const REAUTH_CODES = new Set([
+  'invalid_grant',
+  'interaction_required',
+  'consent_required',
+  'login_required',
+  'bad_token',
+  'no_tokens_found',
+  'refresh_token_expired',
+  'no_account_in_silent_request',
+]);
 const CLIENT_CODES = new Set(['invalid_client', 'unauthorized_client']);
 const NETWORK_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EPIPE']);
 
@@ -100,14 +109,16 @@ export function oauthError(err: unknown, app: string): OAuthError {
     if (REAUTH_CODES.has(code) || REAUTH_CODES.has(err.subError) || err instanceof msal.InteractionRequiredAuthError) {
       return new OAuthError('reauthorization_needed', `oauth_app ${app}: re-authorization needed (${code}): ${text}`, extra);
     }
-    if (CLIENT_CODES.has(code)) return new OAuthError('bad_client_secret', `oauth_app ${app}: the client secret or client id is not accepted (${code}): ${text}`, extra);
+    if (CLIENT_CODES.has(code))
+      return new OAuthError('bad_client_secret', `oauth_app ${app}: the client secret or client id is not accepted (${code}): ${text}`, extra);
     if (code === 'network_error' || code === 'temporarily_unavailable' || (status !== undefined && status >= 500)) {
       return new OAuthError('network', `oauth_app ${app}: the identity provider cannot be reached or is unavailable (${code}): ${text}`, extra);
     }
     return new OAuthError('other', `oauth_app ${app}: token request failed (${code}): ${text}`, extra);
   }
   const errno = (err as NodeJS.ErrnoException | undefined)?.code;
-  if (errno && NETWORK_ERRNOS.has(errno)) return new OAuthError('network', `oauth_app ${app}: the identity provider cannot be reached (${errno})`, { code: errno, cause: err });
+  if (errno && NETWORK_ERRNOS.has(errno))
+    return new OAuthError('network', `oauth_app ${app}: the identity provider cannot be reached (${errno})`, { code: errno, cause: err });
   return new OAuthError('other', `oauth_app ${app}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
 }
 
@@ -264,7 +275,11 @@ export class DelegatedTokenProvider implements TokenProvider {
     this.#pending = { redirectUri, state, verifier };
     try {
       return await this.#msal.getAuthCodeUrl({
-        scopes: this.#scopes, redirectUri, state, codeChallenge: challenge, codeChallengeMethod: 'S256',
+        scopes: this.#scopes,
+        redirectUri,
+        state,
+        codeChallenge: challenge,
+        codeChallengeMethod: 'S256',
         ...(loginHint ? { loginHint } : {}),
       });
     } catch (err) {
@@ -283,8 +298,14 @@ export class DelegatedTokenProvider implements TokenProvider {
     if (/^https?:\/\//i.test(code)) {
       const url = new URL(code);
       const error = url.searchParams.get('error');
-      if (error) throw new OAuthError(error === 'access_denied' || error === 'consent_required' ? 'reauthorization_needed' : 'other', `oauth_app ${this.#app.name}: sign-in failed: ${error}: ${url.searchParams.get('error_description') ?? ''}`, { code: error });
-      if (url.searchParams.get('state') !== pending.state) throw new OAuthError('other', `oauth_app ${this.#app.name}: the redirect's state does not match this sign-in; start again`);
+      if (error)
+        throw new OAuthError(
+          error === 'access_denied' || error === 'consent_required' ? 'reauthorization_needed' : 'other',
+          `oauth_app ${this.#app.name}: sign-in failed: ${error}: ${url.searchParams.get('error_description') ?? ''}`,
+          { code: error },
+        );
+      if (url.searchParams.get('state') !== pending.state)
+        throw new OAuthError('other', `oauth_app ${this.#app.name}: the redirect's state does not match this sign-in; start again`);
       code = url.searchParams.get('code') ?? '';
     }
     if (!code) throw new OAuthError('other', `oauth_app ${this.#app.name}: no authorization code given`);
@@ -303,8 +324,15 @@ export class DelegatedTokenProvider implements TokenProvider {
       const wanted = this.#opts.username?.toLowerCase();
       const account = wanted ? accounts.find((a) => a.username.toLowerCase() === wanted) : accounts.length === 1 ? accounts[0] : undefined;
       if (!account) {
-        const why = accounts.length === 0 ? 'no saved tokens' : wanted ? `no saved tokens for ${wanted}` : `tokens for ${accounts.length} users and no username to choose`;
-        throw new OAuthError('reauthorization_needed', `oauth_app ${this.#app.name}: re-authorization needed: ${why}; run \`mailgate oauth authorize\``, { code: 'no_tokens_found' });
+        const why =
+          accounts.length === 0
+            ? 'no saved tokens'
+            : wanted
+              ? `no saved tokens for ${wanted}`
+              : `tokens for ${accounts.length} users and no username to choose`;
+        throw new OAuthError('reauthorization_needed', `oauth_app ${this.#app.name}: re-authorization needed: ${why}; run \`mailgate oauth authorize\``, {
+          code: 'no_tokens_found',
+        });
       }
       const result = await this.#msal.acquireTokenSilent({ account, scopes: this.#scopes });
       return result.accessToken;

@@ -29,9 +29,11 @@ export type OversizeAction = 'move' | 'delete' | 'keep';
 /** The bytes of the record of an over-size message, from its header block (latin1 in, latin1 out: header bytes are kept as they were). */
 export function oversizeRecord(headers: Buffer, info: { size: number; limit: number; alias: string; action: OversizeAction; folder: string }): Buffer {
   const where =
-    info.action === 'move' ? `It was moved to the folder "${info.folder}" on the mail server.`
-    : info.action === 'delete' ? 'It was deleted from the mail server.'
-    : 'It was left on the mail server.';
+    info.action === 'move'
+      ? `It was moved to the folder "${info.folder}" on the mail server.`
+      : info.action === 'delete'
+        ? 'It was deleted from the mail server.'
+        : 'It was left on the mail server.';
   const text = [
     `This message was not fetched: its size, ${info.size} bytes, is over the limit of ${info.limit} bytes`,
     `(max_message_size) of alias "${info.alias}". Only its header is kept here.`,

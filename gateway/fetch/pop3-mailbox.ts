@@ -22,7 +22,10 @@ export class Pop3Mailbox implements Mailbox {
   #client: Pop3Client | undefined;
 
   /** TOKENS, when the alias sets `oauth2`: the session logs in with SASL XOAUTH2 instead of the password. */
-  constructor(private readonly server: IncomingServerConfig, private readonly tokens?: TokenProvider) {}
+  constructor(
+    private readonly server: IncomingServerConfig,
+    private readonly tokens?: TokenProvider,
+  ) {}
 
   get usable(): boolean {
     return this.#client !== undefined;

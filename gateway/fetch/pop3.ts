@@ -89,13 +89,22 @@ function socketError(err: NodeJS.ErrnoException & { reason?: string }, where: st
   const said = err.reason ?? err.message.split('\n')[0];
   const opts = { code, cause: err };
   if (code && DNS_ERRORS.has(code)) return new Pop3Error('dns', `Cannot resolve ${where} (${code}): check the host name`, opts);
-  if (code === 'ECONNREFUSED') return new Pop3Error('tcp_refused', `Connection to ${where} refused: no POP3 service listens there, check the host and port`, opts);
+  if (code === 'ECONNREFUSED')
+    return new Pop3Error('tcp_refused', `Connection to ${where} refused: no POP3 service listens there, check the host and port`, opts);
   if (code === 'ETIMEDOUT') return new Pop3Error('timeout', `Connection to ${where} timed out: check the host, port and firewall`, opts);
   if (code && CERT_ERROR.test(code)) {
-    return new Pop3Error('tls_certificate', `The TLS certificate of ${where} is not trusted (${said}): install a valid certificate on the server or trust its CA`, opts);
+    return new Pop3Error(
+      'tls_certificate',
+      `The TLS certificate of ${where} is not trusted (${said}): install a valid certificate on the server or trust its CA`,
+      opts,
+    );
   }
   if (handshaking || code?.startsWith('ERR_SSL_')) {
-    return new Pop3Error('tls', `TLS negotiation with ${where} failed (${said}): check the security setting (tls on connect is usually port 995, starttls port 110)`, opts);
+    return new Pop3Error(
+      'tls',
+      `TLS negotiation with ${where} failed (${said}): check the security setting (tls on connect is usually port 995, starttls port 110)`,
+      opts,
+    );
   }
   return new Pop3Error('network', `Connection to ${where} lost (${said})`, opts);
 }
@@ -104,10 +113,7 @@ function socketError(err: NodeJS.ErrnoException & { reason?: string }, where: st
 function serverRefusal(command: string, text: string, where: string, fallback: Pop3ErrorKind): Pop3Error {
   const code = /^\[([^\]]+)\]/.exec(text)?.[1]?.toUpperCase();
   const kind: Pop3ErrorKind =
-    code === 'IN-USE' ? 'in_use'
-    : code === 'AUTH' ? 'auth'
-    : code === 'LOGIN-DELAY' || code?.startsWith('SYS/') ? 'server'
-    : fallback;
+    code === 'IN-USE' ? 'in_use' : code === 'AUTH' ? 'auth' : code === 'LOGIN-DELAY' || code?.startsWith('SYS/') ? 'server' : fallback;
   const hints: Partial<Record<Pop3ErrorKind, string>> = {
     in_use: '; the mailbox is open in another POP3 session, try again later',
     auth: '; check the user name and password (or the OAuth2 token)',
@@ -158,7 +164,10 @@ export class Pop3Client {
   private queue: Promise<unknown> = Promise.resolve();
   private tlsActive: boolean;
 
-  private constructor(socket: net.Socket, private readonly opts: Pop3Options) {
+  private constructor(
+    socket: net.Socket,
+    private readonly opts: Pop3Options,
+  ) {
     this.socket = socket;
     this.where = `${opts.host}:${opts.port}`;
     this.timeoutMs = opts.connectTimeoutMs ?? 30_000;
@@ -354,7 +363,12 @@ export class Pop3Client {
       if (this.failure) throw this.failure;
       return fn();
     });
-    this.queue = result.then((r) => r.hold, () => undefined).catch(() => undefined);
+    this.queue = result
+      .then(
+        (r) => r.hold,
+        () => undefined,
+      )
+      .catch(() => undefined);
     return result.then((r) => r.value);
   }
 
@@ -408,13 +422,18 @@ export class Pop3Client {
   /** STLS (RFC 2595): refuses to go on in clear when the server does not offer it. */
   private async startTls(): Promise<void> {
     if (this.capabilities.size > 0 && !this.capabilities.has('STLS')) {
-      throw new Pop3Error('tls', `${this.where} does not offer STLS, so the password would travel in clear: enable TLS on the server, or use security tls (usually port 995)`);
+      throw new Pop3Error(
+        'tls',
+        `${this.where} does not offer STLS, so the password would travel in clear: enable TLS on the server, or use security tls (usually port 995)`,
+      );
     }
     await this.exclusive(async () => {
       this.send('STLS');
       const reply = await this.readLine('STLS');
       if (!reply.startsWith('+OK')) {
-        throw new Pop3Error('tls', `${this.where} refused STLS (${reply}): enable TLS on the server, or use security tls (usually port 995)`, { serverText: reply });
+        throw new Pop3Error('tls', `${this.where} refused STLS (${reply}): enable TLS on the server, or use security tls (usually port 995)`, {
+          serverText: reply,
+        });
       }
       const raw = this.socket;
       raw.removeAllListeners('data');
@@ -562,8 +581,13 @@ export class Pop3Client {
       this.timer.refresh();
     } else {
       this.timer = setTimeout(() => {
-        this.fail(new Pop3Error('timeout', `No answer from ${this.where} within ${this.timeoutMs} ms while waiting for ${this.waitingFor}`
-          + (this.waitingFor === 'the greeting' && this.opts.security !== 'tls' ? ': if the port expects TLS on connect, use security tls' : '')));
+        this.fail(
+          new Pop3Error(
+            'timeout',
+            `No answer from ${this.where} within ${this.timeoutMs} ms while waiting for ${this.waitingFor}` +
+              (this.waitingFor === 'the greeting' && this.opts.security !== 'tls' ? ': if the port expects TLS on connect, use security tls' : ''),
+          ),
+        );
       }, this.timeoutMs);
     }
   }
@@ -600,9 +624,7 @@ function openSocket(opts: Pop3Options): Promise<net.Socket> {
   const timeoutMs = opts.connectTimeoutMs ?? 30_000;
   return new Promise((resolve, reject) => {
     const base = { host: opts.host, port: opts.port, ...(opts.localAddress ? { localAddress: opts.localAddress } : {}) };
-    const socket = opts.security === 'tls'
-      ? tls.connect({ ...base, ...tlsOptions(opts) })
-      : net.connect(base);
+    const socket = opts.security === 'tls' ? tls.connect({ ...base, ...tlsOptions(opts) }) : net.connect(base);
     const ready = opts.security === 'tls' ? 'secureConnect' : 'connect';
     const timer = setTimeout(() => {
       socket.destroy();

@@ -64,9 +64,7 @@ export function targetsFor(addressed: Addressed, receives: (alias: AliasConfig) 
   const open = addressed.aliases.filter(receives);
   const aliases = addressed.matched ? open : open.slice(0, 1);
   const toCc = addressed.toCc;
-  return aliases.flatMap((alias) =>
-    alias.incoming?.split_recipients && toCc.length > 1 ? toCc.map((recipient) => ({ alias, recipient })) : [{ alias }],
-  );
+  return aliases.flatMap((alias) => (alias.incoming?.split_recipients && toCc.length > 1 ? toCc.map((recipient) => ({ alias, recipient })) : [{ alias }]));
 }
 
 /** `targetsFor(addressedTo(...))`: the copies to store for a message with these headers. */

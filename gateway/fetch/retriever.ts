@@ -110,7 +110,18 @@ export function fetchedKey(alias: string, itemKey: string): string {
 const DNS_ERRORS = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME', 'EAI_FAIL', 'EAI_NODATA']);
 
 /** imapflow's own codes for a session that ended under us, and Node's for unreachable networks. */
-const NETWORK_CODES = new Set(['ECONNRESET', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'EHOSTDOWN', 'ENETDOWN', 'NoConnection', 'EConnectionClosed', 'ClosedAfterConnectText', 'ClosedAfterConnectTLS']);
+const NETWORK_CODES = new Set([
+  'ECONNRESET',
+  'EPIPE',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EHOSTDOWN',
+  'ENETDOWN',
+  'NoConnection',
+  'EConnectionClosed',
+  'ClosedAfterConnectText',
+  'ClosedAfterConnectTLS',
+]);
 const TIMEOUT_CODES = new Set(['ETIMEDOUT', 'ETIMEOUT', 'CONNECT_TIMEOUT', 'GREETING_TIMEOUT', 'UPGRADE_TIMEOUT']);
 
 /**
@@ -166,7 +177,10 @@ class MailboxWorker {
   readonly #held = new Map<string, readonly AliasConfig[]>();
   readonly #running: Promise<void>;
 
-  constructor(private readonly deps: RetrieverDeps, group: readonly AliasConfig[]) {
+  constructor(
+    private readonly deps: RetrieverDeps,
+    group: readonly AliasConfig[],
+  ) {
     this.alias = group.find((a) => a.status === 'active')!;
     this.#server = this.alias.incoming!;
     this.#group = group;
@@ -176,7 +190,10 @@ class MailboxWorker {
     this.#healths = Promise.all(active.map((a) => AliasHealth.load(healthDeps, a.name, a.incoming!))).then((list) => new Map(list.map((h) => [h.alias, h])));
     // A health that cannot be read (store closing) leaves the worker stopped, not crashed.
     this.#healths.catch((err: unknown) => this.#log.error({ err }, `cannot read the health of the aliases of ${this.alias.name}'s mailbox; not fetching it`));
-    this.#running = this.#healths.then((healths) => this.#loop(healths), () => {});
+    this.#running = this.#healths.then(
+      (healths) => this.#loop(healths),
+      () => {},
+    );
   }
 
   /** Whether ALIAS is one of this mailbox's aliases whose status the worker keeps. */
@@ -259,7 +276,8 @@ class MailboxWorker {
         mailbox = undefined;
         this.#woken = false;
         // Not against an alias an admin deactivated meanwhile.
-        for (const h of trying.filter((t) => receiving(t))) await h.failed(err, kind).catch((e: unknown) => this.#log.error({ err: e }, 'cannot record the alias health'));
+        for (const h of trying.filter((t) => receiving(t)))
+          await h.failed(err, kind).catch((e: unknown) => this.#log.error({ err: e }, 'cannot record the alias health'));
         // Every alias made inactive now (or still inactive after a timed retry): the hold decides the wait.
         delay = all.some((h) => h.active) ? this.#server.reconnect_interval * 1000 : 0;
       }
@@ -345,7 +363,8 @@ class MailboxWorker {
       targets = receives(this.alias) ? [{ alias: this.alias }] : [];
     }
     if (!targets.length) {
-      if (!this.#held.has(item.key)) this.#log.info({ mailbox_key: item.key, for_aliases: aliases.map((a) => a.name) }, 'message left in the mailbox: every alias it is for is inactive');
+      if (!this.#held.has(item.key))
+        this.#log.info({ mailbox_key: item.key, for_aliases: aliases.map((a) => a.name) }, 'message left in the mailbox: every alias it is for is inactive');
       this.#held.set(item.key, aliases);
       return 'held';
     }
@@ -358,7 +377,8 @@ class MailboxWorker {
     const done = await fetched.getMany(keys);
     // Every copy recorded before a crash, and the alias whose copy was to carry the mailbox key
     // inactive since: record the mailbox key now, so the message counts as stored.
-    if (done.every((d) => d)) await this.deps.store.commitBatch([{ type: 'put', sublevel: fetched, key: fetchedKey(this.alias.name, item.key), value: done[0]! }]);
+    if (done.every((d) => d))
+      await this.deps.store.commitBatch([{ type: 'put', sublevel: fetched, key: fetchedKey(this.alias.name, item.key), value: done[0]! }]);
     for (const [i, target] of targets.entries()) {
       if (done[i]) continue;
       const last = targets.slice(i + 1).every((_, j) => done[i + 1 + j]);
@@ -372,7 +392,17 @@ class MailboxWorker {
         throw err;
       }
       const outcome = meta.tags.includes('wrapped') ? 'wrapped' : 'stored';
-      this.#log.info({ msg_id: meta.id, outcome, size: meta.size, mailbox_key: item.key, for_alias: target.alias.name, ...(target.recipient ? { recipient: target.recipient } : {}) }, 'message fetched');
+      this.#log.info(
+        {
+          msg_id: meta.id,
+          outcome,
+          size: meta.size,
+          mailbox_key: item.key,
+          for_alias: target.alias.name,
+          ...(target.recipient ? { recipient: target.recipient } : {}),
+        },
+        'message fetched',
+      );
       this.deps.metrics?.inc('mailgate_messages_total', { source: this.#server.type, outcome });
       this.deps.metrics?.inc('mailgate_message_bytes_total', { source: this.#server.type }, meta.size);
     }
@@ -392,7 +422,10 @@ class MailboxWorker {
     });
     const id = newMessageId();
     const meta = await ingestMessage(this.deps, Readable.from([record]), this.#request(id, item, { invalid: true, tags: ['oversize'], target: { alias } }));
-    this.#log.warn({ msg_id: meta.id, outcome: 'oversize', size, limit: this.#server.max_message_size, mailbox_key: item.key, for_alias: alias.name }, 'message over max_message_size not fetched; stored a record of it');
+    this.#log.warn(
+      { msg_id: meta.id, outcome: 'oversize', size, limit: this.#server.max_message_size, mailbox_key: item.key, for_alias: alias.name },
+      'message over max_message_size not fetched; stored a record of it',
+    );
     this.deps.metrics?.inc('mailgate_messages_total', { source: this.#server.type, outcome: 'oversize' });
     await this.deps.hooks?.afterStore?.(this.alias.name, item);
     await mailbox.markInvalid(item);

@@ -15,7 +15,10 @@ export async function compareBuilds(otherDir: string, opts: { runs?: number } = 
   await ensurePostfixTools();
   const runs = opts.runs ?? 3;
   const lines: string[] = [];
-  for (const { size, messages } of [{ size: 4096, messages: 3000 }, { size: 102400, messages: 400 }]) {
+  for (const { size, messages } of [
+    { size: 4096, messages: 3000 },
+    { size: 102400, messages: 400 },
+  ]) {
     const builds = [
       { label: `other build (${otherDir})`, peer: await startMailgate({ cli: path.join(otherDir, 'dist', 'gateway', 'cli.js') }) },
       { label: 'this build', peer: await startMailgate() },
@@ -37,7 +40,9 @@ export async function compareBuilds(otherDir: string, opts: { runs?: number } = 
     lines.push(`${size / 1024} KB, reused connections, ${messages} messages a run, medians of ${runs}:`);
     for (const [j, b] of builds.entries()) {
       const rate = median(results[j]!.rate);
-      lines.push(`  ${b.label.padEnd(60)} ${rate.toFixed(0).padStart(5)}/s  ratio ${(rate / base).toFixed(2)}  CPU ${median(results[j]!.cpu).toFixed(2)} ms/msg`);
+      lines.push(
+        `  ${b.label.padEnd(60)} ${rate.toFixed(0).padStart(5)}/s  ratio ${(rate / base).toFixed(2)}  CPU ${median(results[j]!.cpu).toFixed(2)} ms/msg`,
+      );
     }
   }
   return lines;

@@ -55,7 +55,11 @@ function bucketOf(url: string, functionName: string): string | undefined {
   return url;
 }
 
-const shortUrl = (url: string) => url.replace(/^.*node_modules\//, '').replace(/^.*\/dist\//, '').replace(/^file:\/\//, '');
+const shortUrl = (url: string) =>
+  url
+    .replace(/^.*node_modules\//, '')
+    .replace(/^.*\/dist\//, '')
+    .replace(/^file:\/\//, '');
 
 /** Summarises the samples of `file` taken between `fromUs` and `toUs` (profile clock, µs); the whole profile when not given. */
 export function summariseProfile(file: string, fromUs = -Infinity, toUs = Infinity, top = 40): ProfileSummary {
@@ -132,7 +136,15 @@ export function summariseProfile(file: string, fromUs = -Infinity, toUs = Infini
       .sort((a, b) => b[1] - a[1])
       .slice(0, top)
       .map(([k, v]) => [k, v / Math.max(count, 1)] as [string, number]);
-  return { samples: count, spanMs: (last - first) / 1000, idle: idle / Math.max(count, 1), buckets: sorted(buckets), owners: sorted(owners), functions: sorted(functions), inclusive: sorted(inclusive) };
+  return {
+    samples: count,
+    spanMs: (last - first) / 1000,
+    idle: idle / Math.max(count, 1),
+    buckets: sorted(buckets),
+    owners: sorted(owners),
+    functions: sorted(functions),
+    inclusive: sorted(inclusive),
+  };
 }
 
 /** The summary as lines: shares of busy (non-idle) time, so they add up to what the CPU did. */

@@ -22,7 +22,14 @@ async function fill(dovecot: TestDovecot, user: string): Promise<void> {
 
 /** The baseline: a plain imapflow download of the whole mailbox, nothing stored. */
 async function plainImapflow(dovecot: TestDovecot, user: string): Promise<number> {
-  const client = new ImapFlow({ host: '127.0.0.1', port: dovecot.imapPort, secure: false, auth: { user, pass: 'pw' }, logger: false, tls: { ca: [readFileSync(fixture('tls', 'cert.pem'))] } });
+  const client = new ImapFlow({
+    host: '127.0.0.1',
+    port: dovecot.imapPort,
+    secure: false,
+    auth: { user, pass: 'pw' },
+    logger: false,
+    tls: { ca: [readFileSync(fixture('tls', 'cert.pem'))] },
+  });
   const start = process.hrtime.bigint();
   await client.connect();
   const lock = await client.getMailboxLock('INBOX');
@@ -44,10 +51,20 @@ async function retriever(dovecot: TestDovecot, user: string, type: 'imap' | 'pop
     const port = type === 'imap' ? dovecot.imapPort : dovecot.pop3Port;
     const toml = [
       `data_dir = ${JSON.stringify(path.join(dir, 'data'))}`,
-      '[[alias]]', `name = "${user}"`, `address = "${user}@example.com"`,
-      '[alias.incoming]', `type = "${type}"`, 'host = "127.0.0.1"', `port = ${port}`, 'security = "starttls"',
-      `ca_file = ${JSON.stringify(fixture('tls', 'cert.pem'))}`, `user = "${user}"`, 'password = "pw"',
-      'poll_interval = 3600', 'idle = false', `max_items = ${COUNT}`,
+      '[[alias]]',
+      `name = "${user}"`,
+      `address = "${user}@example.com"`,
+      '[alias.incoming]',
+      `type = "${type}"`,
+      'host = "127.0.0.1"',
+      `port = ${port}`,
+      'security = "starttls"',
+      `ca_file = ${JSON.stringify(fixture('tls', 'cert.pem'))}`,
+      `user = "${user}"`,
+      'password = "pw"',
+      'poll_interval = 3600',
+      'idle = false',
+      `max_items = ${COUNT}`,
     ].join('\n');
     const config = loadConfigText(toml, path.join(dir, 'mailgate.toml'), {});
     const store = await Store.open(config.data_dir);
@@ -56,8 +73,16 @@ async function retriever(dovecot: TestDovecot, user: string, type: 'imap' | 'pop
     let stored = 0;
     const done = new Promise<void>((resolve) => {
       const r = startRetriever({
-        config, store, logger: silentLogger(), stages: (d) => policy.stagesFor(d),
-        hooks: { afterPoll: (_a, result) => { stored += result.stored; if (stored >= COUNT) void r.stop().then(resolve); } },
+        config,
+        store,
+        logger: silentLogger(),
+        stages: (d) => policy.stagesFor(d),
+        hooks: {
+          afterPoll: (_a, result) => {
+            stored += result.stored;
+            if (stored >= COUNT) void r.stop().then(resolve);
+          },
+        },
       });
     });
     await done;
@@ -74,7 +99,13 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
 /** Fetch throughput from a real Dovecot, as a ratio against a plain imapflow download in the same run. */
 export async function fetchBench(runs = 3): Promise<string[]> {
   await ensureDovecot();
-  const dovecot = await startDovecot({ users: [{ name: 'base', password: 'pw' }, { name: 'imap', password: 'pw' }, { name: 'pop', password: 'pw' }] });
+  const dovecot = await startDovecot({
+    users: [
+      { name: 'base', password: 'pw' },
+      { name: 'imap', password: 'pw' },
+      { name: 'pop', password: 'pw' },
+    ],
+  });
   try {
     const base: number[] = [];
     const imap: number[] = [];

@@ -57,8 +57,21 @@ export function cpuSeconds(pid: number): number {
 /** `smtp-source -s 20 -m N -l SIZE [-d] 127.0.0.1:PORT`: seconds from start to exit (it exits at the first non-2xx). */
 export async function smtpSource(port: number, shape: Pick<Shape, 'size' | 'reuse'>, messages: number): Promise<number> {
   const args = [
-    '-s', String(SESSIONS), '-m', String(messages), '-l', String(shape.size), ...(shape.reuse ? ['-d'] : []),
-    '-M', 'bench.example.org', '-f', 'load@example.org', '-t', 'support@example.com', '-S', 'ingest bench',
+    '-s',
+    String(SESSIONS),
+    '-m',
+    String(messages),
+    '-l',
+    String(shape.size),
+    ...(shape.reuse ? ['-d'] : []),
+    '-M',
+    'bench.example.org',
+    '-f',
+    'load@example.org',
+    '-t',
+    'support@example.com',
+    '-S',
+    'ingest bench',
     `127.0.0.1:${port}`,
   ];
   const start = process.hrtime.bigint();
@@ -122,7 +135,9 @@ export async function ingestBench(opts: IngestBenchOptions = {}): Promise<string
   const shapes = opts.quick ? quickShapes : fullShapes;
   await ensurePostfixTools();
   await ensureHaraka();
-  const lines: string[] = [`${await versions()}; ${SESSIONS} sessions; ${runs === 1 ? '1 run' : `medians of ${runs} interleaved runs`}${opts.quick ? ' (quick: not a measurement)' : ''}`];
+  const lines: string[] = [
+    `${await versions()}; ${SESSIONS} sessions; ${runs === 1 ? '1 run' : `medians of ${runs} interleaved runs`}${opts.quick ? ' (quick: not a measurement)' : ''}`,
+  ];
   const peers: Peer[] = [];
   // Messages each peer answered 250 for (smtp-source stops at the first that is not), to check against what it stored.
   const sent = new Map<Peer['key'], number>();
@@ -161,7 +176,11 @@ export async function ingestBench(opts: IngestBenchOptions = {}): Promise<string
         const rate = rateOf(peer.key);
         lines.push(
           `  ${peer.label.padEnd(38)} ${rate.toFixed(0).padStart(6)}/s  ratio ${(rate / baseRate).toFixed(2).padStart(5)}` +
-            `  end-of-DATA->250 p50 ${median(s.map((x) => x.latency.p50)).toFixed(1).padStart(5)} ms  p99 ${median(s.map((x) => x.latency.p99)).toFixed(1).padStart(6)} ms` +
+            `  end-of-DATA->250 p50 ${median(s.map((x) => x.latency.p50))
+              .toFixed(1)
+              .padStart(5)} ms  p99 ${median(s.map((x) => x.latency.p99))
+              .toFixed(1)
+              .padStart(6)} ms` +
             `  CPU ${((median(s.map((x) => x.cpu)) * 1000) / shape.messages).toFixed(2)} ms/msg`,
         );
       }

@@ -65,7 +65,8 @@ function tail(stream: NodeJS.ReadableStream | null): () => string {
 async function waitForPort(port: number, child: ChildProcess, what: string, output: () => string, timeoutMs = 30_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await accepts(port))) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${what} exited (${child.exitCode ?? child.signalCode}) before it listened: ${output()}`);
+    if (child.exitCode !== null || child.signalCode !== null)
+      throw new Error(`${what} exited (${child.exitCode ?? child.signalCode}) before it listened: ${output()}`);
     if (Date.now() > deadline) throw new Error(`${what} does not accept connections on port ${port} after ${timeoutMs} ms: ${output()}`);
     await new Promise((r) => setTimeout(r, 50));
   }
@@ -81,7 +82,9 @@ export async function startMailgate(opts: { toml?: string; nodeArgs?: string[]; 
   const { dir, cleanup } = await tempDir('mailgate-bench-');
   const configFile = path.join(dir, 'mailgate.toml');
   await writeFile(configFile, testConfigText(dir, opts.toml ?? partitionPolicyToml));
-  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), opts.cli ?? cliPath, 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), opts.cli ?? cliPath, 'serve', '--config', configFile], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const stderr = tail(child.stderr);
   const stop = stopper(child);
   try {

@@ -21,7 +21,10 @@ if (want('memory')) {
   console.log(formatMemory(small));
   const large = await measureMemory(`1 x ${big} MB message`, [big * MB]);
   console.log(formatMemory(large));
-  const parallel = await measureMemory(`${many} x 5 MB messages at once`, Array.from({ length: many }, () => 5 * MB));
+  const parallel = await measureMemory(
+    `${many} x 5 MB messages at once`,
+    Array.from({ length: many }, () => 5 * MB),
+  );
   console.log(formatMemory(parallel));
   console.log(`${big} MB growth / 1 MB growth: ${(large.growth / Math.max(small.growth, 1)).toFixed(2)}x`);
   // All four stages on: the example partition policy masks, blocks .exe and more, tags bounces.
@@ -31,7 +34,11 @@ if (want('memory')) {
   const quarantined = await measureMemory(`1 x ${big} MB .exe, blocked and quarantined`, [big * MB], policy, 'big.exe');
   console.log(formatMemory(quarantined));
   if (!quick) {
-    for (const [name, r] of [['100 MB message', large], ['100 MB attachment, all stages', staged], ['100 MB .exe quarantined', quarantined]] as const) {
+    for (const [name, r] of [
+      ['100 MB message', large],
+      ['100 MB attachment, all stages', staged],
+      ['100 MB .exe quarantined', quarantined],
+    ] as const) {
       const ok = r.growth < 64 * MB;
       console.log(`${name}: growth ${(r.growth / MB).toFixed(1)} MB ${ok ? '<' : '>='} 64 MB: ${ok ? 'PASS' : 'FAIL'}`);
       if (!ok) process.exitCode = 1;
@@ -56,7 +63,9 @@ if (want('fetch')) {
 
 if (want('outbound')) {
   const { outboundBench } = await import('./outbound.js');
-  console.log(`\n# Outbound: an application submits over SMTP AUTH (20 connections) to mailgate serve (durable store), which sends to a local sink; against nodemailer sending straight to the sink (pool of 5)`);
+  console.log(
+    `\n# Outbound: an application submits over SMTP AUTH (20 connections) to mailgate serve (durable store), which sends to a local sink; against nodemailer sending straight to the sink (pool of 5)`,
+  );
   // MAILGATE_BENCH_CPU_PROF=DIR writes a V8 CPU profile of the serve process there.
   const cpuProfDir = process.env.MAILGATE_BENCH_CPU_PROF;
   for (const line of await outboundBench({ quick, ...(cpuProfDir ? { cpuProfDir } : {}) })) console.log(line);

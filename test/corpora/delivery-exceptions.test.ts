@@ -33,7 +33,10 @@ test('the predefined phrases are the appendix rows of the Cisco guide, exactly',
   assert.equal(predefinedSubjectPhrases.length, 111);
   assert.equal(predefinedPhrases.length, 127);
   for (const accented of ['Adressänderung', 'Dìkuji za maila', 'Réponse automatique', 'NDN:', 'E-mail Received!']) {
-    assert.ok(predefinedPhrases.some((p) => p.phrase === accented), accented);
+    assert.ok(
+      predefinedPhrases.some((p) => p.phrase === accented),
+      accented,
+    );
   }
 });
 
@@ -44,17 +47,65 @@ test('the seed: address phrases are compared against the From address of the inc
 
 test('DSNs from different MTAs: failure type from the per-recipient status, failed recipients listed', async () => {
   const cases: { name: string; msg: { file: string }; failure: 'permanent' | 'temporary'; failed: string[]; decidedBy: string }[] = [
-    { name: 'Postfix', msg: sisimai('bsd', 'lhost-postfix-02.eml'), failure: 'permanent', failed: ['filtered@example.co.jp', 'userunknown@example.co.jp'], decidedBy: 'delivery_status' },
+    {
+      name: 'Postfix',
+      msg: sisimai('bsd', 'lhost-postfix-02.eml'),
+      failure: 'permanent',
+      failed: ['filtered@example.co.jp', 'userunknown@example.co.jp'],
+      decidedBy: 'delivery_status',
+    },
     // Action: failed with Status: 4.1.1: Postfix returned the message, it will not try again.
-    { name: 'Postfix, failed with a 4.x.x status', msg: sisimai('bsd', 'lhost-postfix-05.eml'), failure: 'permanent', failed: ['kijitora@example.org'], decidedBy: 'delivery_status' },
-    { name: 'Sendmail', msg: sisimai('bsd', 'lhost-sendmail-01.eml'), failure: 'permanent', failed: ['userunknown@bouncehammer.jp'], decidedBy: 'delivery_status' },
-    { name: 'Exchange 2007', msg: sisimai('bsd', 'lhost-exchange2007-01.eml'), failure: 'permanent', failed: ['mikeneko@example.co.jp'], decidedBy: 'delivery_status' },
+    {
+      name: 'Postfix, failed with a 4.x.x status',
+      msg: sisimai('bsd', 'lhost-postfix-05.eml'),
+      failure: 'permanent',
+      failed: ['kijitora@example.org'],
+      decidedBy: 'delivery_status',
+    },
+    {
+      name: 'Sendmail',
+      msg: sisimai('bsd', 'lhost-sendmail-01.eml'),
+      failure: 'permanent',
+      failed: ['userunknown@bouncehammer.jp'],
+      decidedBy: 'delivery_status',
+    },
+    {
+      name: 'Exchange 2007',
+      msg: sisimai('bsd', 'lhost-exchange2007-01.eml'),
+      failure: 'permanent',
+      failed: ['mikeneko@example.co.jp'],
+      decidedBy: 'delivery_status',
+    },
     { name: 'Exim', msg: sisimai('bsd', 'lhost-exim-01.eml'), failure: 'permanent', failed: ['kijitora@example.ed.jp'], decidedBy: 'x_failed_recipients' },
     { name: 'Gmail', msg: sisimai('bsd', 'lhost-gmail-01.eml'), failure: 'permanent', failed: ['userunknown@example.jp'], decidedBy: 'x_failed_recipients' },
-    { name: 'OpenSMTPD delay', msg: sisimai('bsd', 'lhost-opensmtpd-06.eml'), failure: 'temporary', failed: ['nekochan@libsisimai.org'], decidedBy: 'delivery_status' },
-    { name: 'Outlook via Postfix (base64 inside the report)', msg: mimekit('bounce.txt'), failure: 'permanent', failed: ['netec.test@netecgc.com'], decidedBy: 'delivery_status' },
-    { name: 'report without blank line', msg: mimekit('delivery-status-no-blank-line.txt'), failure: 'permanent', failed: ['newsletter-request@imusic.com'], decidedBy: 'delivery_status' },
-    { name: 'report with many blank lines', msg: mimekit('delivery-status-multiple-blank-lines.txt'), failure: 'permanent', failed: ['orig_recip@customer.com'], decidedBy: 'delivery_status' },
+    {
+      name: 'OpenSMTPD delay',
+      msg: sisimai('bsd', 'lhost-opensmtpd-06.eml'),
+      failure: 'temporary',
+      failed: ['nekochan@libsisimai.org'],
+      decidedBy: 'delivery_status',
+    },
+    {
+      name: 'Outlook via Postfix (base64 inside the report)',
+      msg: mimekit('bounce.txt'),
+      failure: 'permanent',
+      failed: ['netec.test@netecgc.com'],
+      decidedBy: 'delivery_status',
+    },
+    {
+      name: 'report without blank line',
+      msg: mimekit('delivery-status-no-blank-line.txt'),
+      failure: 'permanent',
+      failed: ['newsletter-request@imusic.com'],
+      decidedBy: 'delivery_status',
+    },
+    {
+      name: 'report with many blank lines',
+      msg: mimekit('delivery-status-multiple-blank-lines.txt'),
+      failure: 'permanent',
+      failed: ['orig_recip@customer.com'],
+      decidedBy: 'delivery_status',
+    },
   ];
   for (const c of cases) {
     const r = await check(c.msg, { mailFrom: '' });
@@ -128,7 +179,9 @@ const unmarked = new Set([
 
 test('sisimai corpus: what each of the 629 real bounces, reports and auto-replies is typed, and which evidence decided it, by MTA', async (t) => {
   const dir = corpus('sisimai-set-of-emails', 'bsd');
-  const names = readdirSync(dir).filter((n) => n.endsWith('.eml')).sort();
+  const names = readdirSync(dir)
+    .filter((n) => n.endsWith('.eml'))
+    .sort();
   assert.equal(names.length, 629);
   const all = newTally();
   const byMta = new Map<string, Tally>();
@@ -161,7 +214,8 @@ test('sisimai corpus: what each of the 629 real bounces, reports and auto-replie
       if (r.tags.includes(PERMANENT)) wrong.push(`${name}: an abuse report tagged ${PERMANENT}`);
       if (!r.tags.length) wrong.push(`${name}: untagged`);
     } else if (name.startsWith('rfc3834-')) {
-      if (!r.failure || ['delivery_status', 'bounce_text', 'x_failed_recipients'].includes(by ?? '')) wrong.push(`${name}: auto-reply ${r.failure ?? 'untagged'} by ${by}`);
+      if (!r.failure || ['delivery_status', 'bounce_text', 'x_failed_recipients'].includes(by ?? ''))
+        wrong.push(`${name}: auto-reply ${r.failure ?? 'untagged'} by ${by}`);
     } else if (!r.tags.includes(PERMANENT) && !r.tags.includes(TEMPORARY)) {
       wrong.push(`${name}: a bounce, untagged (${r.findings.summary[0]})`);
     }

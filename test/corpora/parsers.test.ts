@@ -11,7 +11,12 @@ import { asReceivedOverSmtp, parseWrapped, storedMessage } from '../helpers/wrap
 
 /** Every raw message of the two parser-robustness corpora, read in place. */
 const folders = [corpus('james-mime4j', 'testmsgs'), corpus('james-mime4j', 'mimetools-testmsgs'), corpus('mimekit-messages', 'messages')];
-const files = folders.flatMap((dir) => readdirSync(dir).filter((f) => /\.(msg|txt|eml)$/.test(f)).sort().map((f) => path.join(dir, f)));
+const files = folders.flatMap((dir) =>
+  readdirSync(dir)
+    .filter((f) => /\.(msg|txt|eml)$/.test(f))
+    .sort()
+    .map((f) => path.join(dir, f)),
+);
 
 // Messages whose fault is known, and must be found for that reason (the rest may go either way).
 const knownFaults: Record<string, string> = {
@@ -29,9 +34,17 @@ const knownFaults: Record<string, string> = {
   'missing-inner-boundary.msg': 'boundary_missing',
 };
 const knownGood = [
-  'basic-plain.msg', 'simple-attachment.msg', 'multi-nested.msg', 'bounce.txt', 'delivery-status.txt', 'stack-overflow.txt', 'japanese.txt',
+  'basic-plain.msg',
+  'simple-attachment.msg',
+  'multi-nested.msg',
+  'bounce.txt',
+  'delivery-status.txt',
+  'stack-overflow.txt',
+  'japanese.txt',
   // A multipart whose last part is a multipart, every delimiter in place (issue 17: were wrapped as boundary_unterminated).
-  'bluedot-postcard.msg', 'multipartnestedemptypartsnorfc822.msg', 'uu-junk-target.msg',
+  'bluedot-postcard.msg',
+  'multipartnestedemptypartsnorfc822.msg',
+  'uu-junk-target.msg',
 ];
 
 test('every corpus message goes in over SMTP and comes out stored: parsed byte for byte, or wrapped with the original intact', async (t) => {

@@ -59,7 +59,9 @@ export async function check(message: string | { file: string }, opts: CheckOptio
 /** A plain message; `headers` replace the defaults. */
 export function mail(headers: Record<string, string> = {}, body = 'Hello, a question about my order.'): string {
   const all = { From: 'Alice <alice@example.org>', To: 'support@example.com', Subject: 'Order 4471', 'Message-ID': '<m1@example.org>', ...headers };
-  return `${Object.entries(all).map(([k, v]) => `${k}: ${v}`).join('\r\n')}\r\n\r\n${body}\r\n`;
+  return `${Object.entries(all)
+    .map(([k, v]) => `${k}: ${v}`)
+    .join('\r\n')}\r\n\r\n${body}\r\n`;
 }
 
 /** What a set of real bounces came to: counts by outcome and by deciding evidence, per group. */

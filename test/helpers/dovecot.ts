@@ -152,15 +152,19 @@ async function startDovecotOnce(opts: DovecotOptions): Promise<TestDovecot> {
   const logPath = path.join(dir, 'dovecot.log');
   const oauthFile = path.join(dir, 'oauth2.conf');
   if (opts.oauth) {
-    await writeFile(oauthFile, [
-      'introspection_mode = post',
-      `introspection_url = ${opts.oauth.introspectionUrl}`,
-      ...(opts.oauth.caFile ? [`tls_ca_cert_file = ${opts.oauth.caFile}`] : []),
-      'username_attribute = username',
-      'active_attribute = active',
-      'active_value = true',
-      '',
-    ].join('\n'), { mode: 0o644 });
+    await writeFile(
+      oauthFile,
+      [
+        'introspection_mode = post',
+        `introspection_url = ${opts.oauth.introspectionUrl}`,
+        ...(opts.oauth.caFile ? [`tls_ca_cert_file = ${opts.oauth.caFile}`] : []),
+        'username_attribute = username',
+        'active_attribute = active',
+        'active_value = true',
+        '',
+      ].join('\n'),
+      { mode: 0o644 },
+    );
   }
   const mechanisms = opts.oauth ? 'plain login xoauth2 oauthbearer' : 'plain login';
   const config = [
@@ -225,7 +229,11 @@ async function startDovecotOnce(opts: DovecotOptions): Promise<TestDovecot> {
       // doveadm stop only signals the master; wait for it to go, then insist.
       for (let i = 0; i < 50 && alive(pid); i++) await sleep(100);
       if (alive(pid)) {
-        try { process.kill(pid, 'SIGKILL'); } catch { /* already gone */ }
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* already gone */
+        }
       }
     }
     await rm(dir, { recursive: true, force: true });

@@ -72,7 +72,14 @@ function* chunked(pieces: Iterable<string | Buffer>): Generator<Buffer> {
 
 const once = (name: string, bytes: Buffer, more: Partial<FuzzCase> = {}): FuzzCase => ({ name, bytes: () => [bytes], ...more });
 const header = (subject: string, extra: string[] = []) =>
-  ['From: Customer <customer@example.org>', 'To: support@example.com', `Subject: ${subject}`, 'Message-ID: <fuzz@example.org>', 'MIME-Version: 1.0', ...extra].join(CRLF) + CRLF;
+  [
+    'From: Customer <customer@example.org>',
+    'To: support@example.com',
+    `Subject: ${subject}`,
+    'Message-ID: <fuzz@example.org>',
+    'MIME-Version: 1.0',
+    ...extra,
+  ].join(CRLF) + CRLF;
 
 /** The boundary a message declares first, if any. */
 function boundaryOf(m: Buffer): string | undefined {
@@ -156,7 +163,9 @@ export function corpusMutations(rng: Rng, corpus: readonly { name: string; bytes
 
 /** Attachments the attachments stage blocked, by rule. */
 const blockedRules = (meta: MessageMeta) =>
-  ((meta.findings.attachments as { attachments?: { blocked: boolean; rule?: string }[] } | undefined)?.attachments ?? []).filter((a) => a.blocked).map((a) => a.rule ?? '');
+  ((meta.findings.attachments as { attachments?: { blocked: boolean; rule?: string }[] } | undefined)?.attachments ?? [])
+    .filter((a) => a.blocked)
+    .map((a) => a.rule ?? '');
 
 /** Made-up pathological messages, most of them streamed, each with the outcome it must have. */
 export function syntheticCases(): FuzzCase[] {
@@ -202,10 +211,16 @@ export function syntheticCases(): FuzzCase[] {
     for (let i = 0; i < 2000; i++) yield `Subject: level ${i}\r\nContent-Type: message/rfc822\r\nContent-Disposition: inline\r\n\r\n`;
     yield 'Subject: core\r\n\r\ncore\r\n';
   });
-  stream('2000-deep attached message/rfc822 nesting (not split by the splitter)', 'parsed', function* () {
-    for (let i = 0; i < 2000; i++) yield `Subject: level ${i} 4111 1111 1111 1111\r\nMIME-Version: 1.0\r\nContent-Type: message/rfc822\r\nContent-Disposition: attachment; filename="m${i}.eml"\r\n\r\n`;
-    yield 'Subject: core\r\nContent-Type: application/octet-stream; name="evil.exe"\r\n\r\nMZ core\r\n';
-  }, (meta) => assert.match(blockedRules(meta).join(), /nested deeper than 3 message levels/, 'the message too deep to inspect is blocked'));
+  stream(
+    '2000-deep attached message/rfc822 nesting (not split by the splitter)',
+    'parsed',
+    function* () {
+      for (let i = 0; i < 2000; i++)
+        yield `Subject: level ${i} 4111 1111 1111 1111\r\nMIME-Version: 1.0\r\nContent-Type: message/rfc822\r\nContent-Disposition: attachment; filename="m${i}.eml"\r\n\r\n`;
+      yield 'Subject: core\r\nContent-Type: application/octet-stream; name="evil.exe"\r\n\r\nMZ core\r\n';
+    },
+    (meta) => assert.match(blockedRules(meta).join(), /nested deeper than 3 message levels/, 'the message too deep to inspect is blocked'),
+  );
   // The attachments and masking stages split an attached message themselves, and their
   // splitters stop at 1000 parts: this hung the message for good in both.
   stream('an attached message of 1500 parts, then 1 MiB more', 'too_many_parts', function* () {
@@ -228,47 +243,76 @@ export function syntheticCases(): FuzzCase[] {
   ] as const) {
     const words = Math.ceil((300 * 1024) / word.length);
     const perLine = Math.max(1, Math.floor(900 / word.length));
-    stream(`300 KiB of ${label} in a folded Subject`, 'parsed', function* () {
-      yield 'From: customer@example.org\r\nTo: support@example.com\r\nSubject:';
-      for (let i = 0; i < words; i++) yield (i % perLine === 0 ? '\r\n ' : '') + word;
-      yield '\r\nThread-Topic: same\r\n\r\nbody\r\n';
-    }, label === 'valid encoded words' ? (meta) => {
-      // Masking reads the whole subject; the listing shows its start, masked.
-      const masking = meta.findings.masking as { subjectMasked?: boolean; masked?: Record<string, number> };
-      assert.equal(masking.subjectMasked, true);
-      assert.equal(masking.masked?.card, words);
-      assert.match(meta.subject ?? '', /^café \*{4} \*{4} \*{4} 1111/);
-      assert.doesNotMatch(meta.subject ?? '', /4111 1111/);
-    } : undefined);
+    stream(
+      `300 KiB of ${label} in a folded Subject`,
+      'parsed',
+      function* () {
+        yield 'From: customer@example.org\r\nTo: support@example.com\r\nSubject:';
+        for (let i = 0; i < words; i++) yield (i % perLine === 0 ? '\r\n ' : '') + word;
+        yield '\r\nThread-Topic: same\r\n\r\nbody\r\n';
+      },
+      label === 'valid encoded words'
+        ? (meta) => {
+            // Masking reads the whole subject; the listing shows its start, masked.
+            const masking = meta.findings.masking as { subjectMasked?: boolean; masked?: Record<string, number> };
+            assert.equal(masking.subjectMasked, true);
+            assert.equal(masking.masked?.card, words);
+            assert.match(meta.subject ?? '', /^café \*{4} \*{4} \*{4} 1111/);
+            assert.doesNotMatch(meta.subject ?? '', /4111 1111/);
+          }
+        : undefined,
+    );
   }
-  cases.push(once('300 KiB of encoded words on one Subject line', Buffer.from(header('=?utf-8?Q?x?= '.repeat(22_000)) + '\r\nbody\r\n'), { expect: 'header_line_too_long' }));
+  cases.push(
+    once('300 KiB of encoded words on one Subject line', Buffer.from(header('=?utf-8?Q?x?= '.repeat(22_000)) + '\r\nbody\r\n'), {
+      expect: 'header_line_too_long',
+    }),
+  );
   // mailsplit parses Content-Type and Content-Disposition itself, in one synchronous call.
   stream('a filename split into 5000 RFC 2231 continuations', 'header_too_large', function* () {
-    yield header('long name', ['Content-Type: multipart/mixed; boundary="b"']) + CRLF + '--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment';
+    yield (
+      header('long name', ['Content-Type: multipart/mixed; boundary="b"']) +
+      CRLF +
+      '--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment'
+    );
     for (let i = 0; i < 5000; i++) yield `;\r\n filename*${i}*=utf-8''%41%42`;
     yield ';\r\n filename*5000="x.exe"\r\n\r\nMZ\r\n--b--\r\n';
   });
   stream('a 900 KiB file name of encoded words (folded)', 'header_too_large', function* () {
-    yield header('long encoded name', ['Content-Type: multipart/mixed; boundary="b"']) + CRLF + '--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename="';
+    yield (
+      header('long encoded name', ['Content-Type: multipart/mixed; boundary="b"']) +
+      CRLF +
+      '--b\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename="'
+    );
     for (let i = 0; i < 1000; i++) yield `${'=?utf-8?Q?caf=C3=A9_4111?= '.repeat(33)}\r\n `;
     yield 'x.exe"\r\n\r\nMZ\r\n--b--\r\n';
   });
   {
     const inner = Buffer.from(
       'Subject: inner\r\nContent-Type: multipart/mixed; boundary="i"\r\n\r\n--i\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename="' +
-        'a'.repeat(100 * 1024) + '.exe"\r\n\r\nMZ\r\n--i--\r\n',
-    ).toString('base64').replace(/.{76}/g, '$&\r\n');
-    const message = header('forwarded', ['Content-Type: multipart/mixed; boundary="b"']) + CRLF +
+        'a'.repeat(100 * 1024) +
+        '.exe"\r\n\r\nMZ\r\n--i--\r\n',
+    )
+      .toString('base64')
+      .replace(/.{76}/g, '$&\r\n');
+    const message =
+      header('forwarded', ['Content-Type: multipart/mixed; boundary="b"']) +
+      CRLF +
       `--b\r\nContent-Type: message/rfc822\r\nContent-Transfer-Encoding: base64\r\nContent-Disposition: attachment; filename="fwd.eml"\r\n\r\n${inner}\r\n--b--\r\n`;
-    cases.push(once('an attached base64 message hiding a 100 KiB file name', Buffer.from(message), {
-      expect: 'parsed',
-      verify: (meta) => assert.match(blockedRules(meta).join(), /attached message cannot be inspected safely: A Content-Disposition field/),
-    }));
+    cases.push(
+      once('an attached base64 message hiding a 100 KiB file name', Buffer.from(message), {
+        expect: 'parsed',
+        verify: (meta) => assert.match(blockedRules(meta).join(), /attached message cannot be inspected safely: A Content-Disposition field/),
+      }),
+    );
   }
   stream('broken base64 in a text part and an attachment', 'parsed', function* () {
     yield header('bad base64', ['Content-Type: multipart/mixed; boundary="b"']) + CRLF;
     yield '--b\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: base64\r\n\r\n';
-    for (let i = 0; i < 4000; i++) yield `${Buffer.from('card 4111 1111 1111 1111 ').toString('base64').slice(i % 7)}!!==*${i % 3 ? '' : '='}\r\n`;
+    for (let i = 0; i < 4000; i++)
+      yield `${Buffer.from('card 4111 1111 1111 1111 ')
+        .toString('base64')
+        .slice(i % 7)}!!==*${i % 3 ? '' : '='}\r\n`;
     yield '--b\r\nContent-Type: application/zip; name="a.zip"\r\nContent-Transfer-Encoding: base64\r\n\r\nUEsDBBQAAAAIA===\r\n%%%%\r\nUEsFBgAAAAAA\r\n--b--\r\n';
   });
   stream('broken quoted-printable: soft breaks, bad escapes, a 1 MiB line', 'parsed', function* () {
@@ -283,10 +327,15 @@ export function syntheticCases(): FuzzCase[] {
     yield '\r\n';
   });
   // The old default bank_account pattern took more than 10 s on 4 KiB of blank lines.
-  stream('2 MiB of blank lines and white space in a text part, with account cues', 'parsed', function* () {
-    yield header('whitespace', ['Content-Type: text/plain; charset=utf-8']) + CRLF;
-    for (let i = 0; i < 32; i++) yield `account no ${'\r\n'.repeat(8 * 1024)}${' \t\r\n'.repeat(4 * 1024)}${' '.repeat(16 * 1024)}acct 12345678\r\n`;
-  }, (meta) => assert.equal((meta.findings.masking as { masked?: Record<string, number> }).masked?.bank_account, 32));
+  stream(
+    '2 MiB of blank lines and white space in a text part, with account cues',
+    'parsed',
+    function* () {
+      yield header('whitespace', ['Content-Type: text/plain; charset=utf-8']) + CRLF;
+      for (let i = 0; i < 32; i++) yield `account no ${'\r\n'.repeat(8 * 1024)}${' \t\r\n'.repeat(4 * 1024)}${' '.repeat(16 * 1024)}acct 12345678\r\n`;
+    },
+    (meta) => assert.equal((meta.findings.masking as { masked?: Record<string, number> }).masked?.bank_account, 32),
+  );
   stream('a text part in charsets masking must convert, with broken escapes', 'parsed', function* () {
     yield header('charsets', ['Content-Type: multipart/mixed; boundary="b"']) + CRLF;
     for (const charset of ['utf-7', 'iso-2022-jp', 'x-unknown-charset', 'utf-16le', 'gb18030']) {
@@ -348,7 +397,10 @@ export class RawSmtpClient {
   }
 
   close(): void {
-    void this.#session?.then((s) => s.close(), () => undefined);
+    void this.#session?.then(
+      (s) => s.close(),
+      () => undefined,
+    );
   }
 }
 
@@ -461,12 +513,13 @@ function replyReader(socket: Socket): { next(): Promise<string> } {
   socket.on('error', hangUp);
   socket.on('close', () => hangUp());
   return {
-    next: () => new Promise((resolve, reject) => {
-      const r = ready.shift();
-      if (r !== undefined) resolve(r);
-      else if (gone) reject(gone);
-      else waiting.push({ resolve, reject });
-    }),
+    next: () =>
+      new Promise((resolve, reject) => {
+        const r = ready.shift();
+        if (r !== undefined) resolve(r);
+        else if (gone) reject(gone);
+        else waiting.push({ resolve, reject });
+      }),
   };
 }
 
@@ -538,13 +591,16 @@ export class Watchdog {
 export async function digest(input: Readable | Iterable<Buffer>): Promise<{ size: number; sha256: string }> {
   const hash = createHash('sha256');
   let size = 0;
-  await pipeline(input instanceof Readable ? input : Readable.from(input), new Writable({
-    write(chunk: Buffer, _enc, done) {
-      hash.update(chunk);
-      size += chunk.length;
-      done();
-    },
-  }));
+  await pipeline(
+    input instanceof Readable ? input : Readable.from(input),
+    new Writable({
+      write(chunk: Buffer, _enc, done) {
+        hash.update(chunk);
+        size += chunk.length;
+        done();
+      },
+    }),
+  );
   return { size, sha256: hash.digest('hex') };
 }
 
@@ -572,26 +628,30 @@ export async function wrappedContents(raw: Readable): Promise<WrappedContents> {
     decode = undefined;
     inText = false;
   };
-  await pipeline(raw, new Splitter(), new Writable({
-    objectMode: true,
-    write(chunk: SplitterChunk, _enc, done) {
-      if (chunk.type === 'node') {
+  await pipeline(
+    raw,
+    new Splitter(),
+    new Writable({
+      objectMode: true,
+      write(chunk: SplitterChunk, _enc, done) {
+        if (chunk.type === 'node') {
+          finishPart();
+          if (chunk.disposition === 'attachment') {
+            attachments++;
+            decode = bodyDecoder(chunk);
+          } else inText = chunk.contentType === 'text/plain';
+        } else if (chunk.type === 'body') {
+          if (decode) take(decode.push(chunk.value));
+          else if (inText && text.length < 4096) text += chunk.value.toString('latin1');
+        }
+        done();
+      },
+      final(done) {
         finishPart();
-        if (chunk.disposition === 'attachment') {
-          attachments++;
-          decode = bodyDecoder(chunk);
-        } else inText = chunk.contentType === 'text/plain';
-      } else if (chunk.type === 'body') {
-        if (decode) take(decode.push(chunk.value));
-        else if (inText && text.length < 4096) text += chunk.value.toString('latin1');
-      }
-      done();
-    },
-    final(done) {
-      finishPart();
-      done();
-    },
-  }));
+        done();
+      },
+    }),
+  );
   return { text, attachments, original: { size, sha256: hash.digest('hex') } };
 }
 
@@ -676,19 +736,42 @@ export interface HiddenExecutable {
 const hidings = {
   name: { type: 'application/octet-stream', file: 'setup.exe', content: () => PE_PROGRAM },
   'content sniffing': { type: 'application/pdf', file: 'statement.pdf', content: () => PE_PROGRAM },
-  'zip listing': { type: 'application/zip', file: 'documents.zip', content: () => storedZip([{ name: 'readme.txt', data: Buffer.from('see bin/\r\n') }, { name: 'bin/setup.exe', data: PE_PROGRAM }]) },
+  'zip listing': {
+    type: 'application/zip',
+    file: 'documents.zip',
+    content: () =>
+      storedZip([
+        { name: 'readme.txt', data: Buffer.from('see bin/\r\n') },
+        { name: 'bin/setup.exe', data: PE_PROGRAM },
+      ]),
+  },
   'an attached message': {
     type: 'message/rfc822',
     file: 'forwarded.eml',
     content: () =>
       Buffer.from(
-        ['Subject: the installer', 'MIME-Version: 1.0', 'Content-Type: multipart/mixed; boundary="inner"', '', '--inner', 'Content-Type: application/octet-stream; name="setup.exe"',
-          'Content-Transfer-Encoding: base64', '', base64Body(PE_PROGRAM), '--inner--', ''].join(CRLF),
+        [
+          'Subject: the installer',
+          'MIME-Version: 1.0',
+          'Content-Type: multipart/mixed; boundary="inner"',
+          '',
+          '--inner',
+          'Content-Type: application/octet-stream; name="setup.exe"',
+          'Content-Transfer-Encoding: base64',
+          '',
+          base64Body(PE_PROGRAM),
+          '--inner--',
+          '',
+        ].join(CRLF),
         'latin1',
       ),
   },
   // The harmless twin: the same broken structures must not be blocked for their brokenness alone.
-  'nothing, a PDF': { type: 'application/pdf', file: 'statement.pdf', content: () => Buffer.from('%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n') },
+  'nothing, a PDF': {
+    type: 'application/pdf',
+    file: 'statement.pdf',
+    content: () => Buffer.from('%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n'),
+  },
 } as const;
 
 /** The part that carries the executable, hidden one way, its header lines then its body. */
@@ -715,7 +798,15 @@ const textPart = ['Content-Type: text/plain; charset=utf-8', '', 'Please see the
 export function hiddenExecutableCases(): HiddenExecutable[] {
   const cases: HiddenExecutable[] = [];
   const head = (subject: string, contentType: string, extra: string[] = []) =>
-    ['From: Customer <customer@example.org>', 'To: support@example.com', `Subject: ${subject}`, 'Message-ID: <hidden@example.org>', ...extra, 'MIME-Version: 1.0', `Content-Type: ${contentType}`].join(CRLF);
+    [
+      'From: Customer <customer@example.org>',
+      'To: support@example.com',
+      `Subject: ${subject}`,
+      'Message-ID: <hidden@example.org>',
+      ...extra,
+      'MIME-Version: 1.0',
+      `Content-Type: ${contentType}`,
+    ].join(CRLF);
   let payload: Buffer = PE_PROGRAM;
   let hides = true;
   const add = (name: string, reason: string, text: string) => cases.push({ name, reason, bytes: Buffer.from(text, 'latin1'), payload, hides });
@@ -724,35 +815,89 @@ export function hiddenExecutableCases(): HiddenExecutable[] {
     hides = hiding !== 'nothing, a PDF';
     const exe = executablePart(hiding);
     const mixed = (parts: string[], close = true) => parts.map((p) => `--b${CRLF}${p}${CRLF}`).join('') + (close ? `--b--${CRLF}` : '');
-    add(`header_no_end, a line that is not a field in the message header (${hiding})`, 'header_no_end',
-      head('invoice', 'text/plain', ['this line is not a header field']).replace('Content-Type: text/plain', 'Content-Type: multipart/mixed; boundary="b"') + CRLF + CRLF + mixed([textPart, exe]));
-    add(`header_no_end, a part header cut off by the next boundary line (${hiding})`, 'header_no_end',
-      head('invoice', 'multipart/mixed; boundary="b"') + CRLF + CRLF + `--b${CRLF}Content-Type: text/plain${CRLF}` + mixed([exe]));
-    add(`header_no_end, a line that is not a field in the executable's part header (${hiding})`, 'header_no_end',
-      head('invoice', 'multipart/mixed; boundary="b"') + CRLF + CRLF + mixed([textPart, executablePart(hiding, ['not a header field, the header goes on below'])]));
-    add(`boundary_missing, a multipart without a boundary parameter (${hiding})`, 'boundary_missing',
-      head('invoice', 'multipart/mixed') + CRLF + CRLF + mixed([textPart, exe]));
-    add(`boundary_missing, the declared boundary never appears (${hiding})`, 'boundary_missing',
-      head('invoice', 'multipart/mixed; boundary="declared"') + CRLF + CRLF + mixed([textPart, exe]));
-    add(`boundary_unterminated, the executable last (${hiding})`, 'boundary_unterminated',
-      head('invoice', 'multipart/mixed; boundary="b"') + CRLF + CRLF + mixed([textPart, exe], false));
-    add(`boundary_unterminated, the executable first, an inner multipart never closed (${hiding})`, 'boundary_unterminated',
-      head('invoice', 'multipart/mixed; boundary="b"') + CRLF + CRLF + mixed([exe, `Content-Type: multipart/alternative; boundary="alt"${CRLF}${CRLF}--alt${CRLF}${textPart}${CRLF}`]));
-    add(`header_undecodable, 8-bit bytes in the subject (${hiding})`, 'header_undecodable',
-      head('facture \xe9t\xe9', 'multipart/mixed; boundary="b"') + CRLF + CRLF + mixed([textPart, exe]));
-    add(`too_many_parts, the executable after 1200 empty parts (${hiding})`, 'too_many_parts',
-      head('invoice', 'multipart/mixed; boundary="b"') + CRLF + CRLF + mixed([...Array(1200).fill(`Content-Type: text/plain${CRLF}`), exe]));
-    add(`header_line_too_long, in the executable's Content-Disposition (${hiding})`, 'header_line_too_long',
-      head('invoice', 'multipart/mixed; boundary="b"') + CRLF + CRLF + mixed([textPart, executablePart(hiding).replace('Content-Disposition: attachment;', `Content-Disposition: attachment; x-padding="${'p'.repeat(1100)}";`)]));
-    add(`header_line_too_long, in the message header (${hiding})`, 'header_line_too_long',
-      head('invoice', 'multipart/mixed; boundary="b"', [`X-Long: ${'l'.repeat(1200)}`]) + CRLF + CRLF + mixed([textPart, exe]));
+    add(
+      `header_no_end, a line that is not a field in the message header (${hiding})`,
+      'header_no_end',
+      head('invoice', 'text/plain', ['this line is not a header field']).replace('Content-Type: text/plain', 'Content-Type: multipart/mixed; boundary="b"') +
+        CRLF +
+        CRLF +
+        mixed([textPart, exe]),
+    );
+    add(
+      `header_no_end, a part header cut off by the next boundary line (${hiding})`,
+      'header_no_end',
+      head('invoice', 'multipart/mixed; boundary="b"') + CRLF + CRLF + `--b${CRLF}Content-Type: text/plain${CRLF}` + mixed([exe]),
+    );
+    add(
+      `header_no_end, a line that is not a field in the executable's part header (${hiding})`,
+      'header_no_end',
+      head('invoice', 'multipart/mixed; boundary="b"') +
+        CRLF +
+        CRLF +
+        mixed([textPart, executablePart(hiding, ['not a header field, the header goes on below'])]),
+    );
+    add(
+      `boundary_missing, a multipart without a boundary parameter (${hiding})`,
+      'boundary_missing',
+      head('invoice', 'multipart/mixed') + CRLF + CRLF + mixed([textPart, exe]),
+    );
+    add(
+      `boundary_missing, the declared boundary never appears (${hiding})`,
+      'boundary_missing',
+      head('invoice', 'multipart/mixed; boundary="declared"') + CRLF + CRLF + mixed([textPart, exe]),
+    );
+    add(
+      `boundary_unterminated, the executable last (${hiding})`,
+      'boundary_unterminated',
+      head('invoice', 'multipart/mixed; boundary="b"') + CRLF + CRLF + mixed([textPart, exe], false),
+    );
+    add(
+      `boundary_unterminated, the executable first, an inner multipart never closed (${hiding})`,
+      'boundary_unterminated',
+      head('invoice', 'multipart/mixed; boundary="b"') +
+        CRLF +
+        CRLF +
+        mixed([exe, `Content-Type: multipart/alternative; boundary="alt"${CRLF}${CRLF}--alt${CRLF}${textPart}${CRLF}`]),
+    );
+    add(
+      `header_undecodable, 8-bit bytes in the subject (${hiding})`,
+      'header_undecodable',
+      head('facture \xe9t\xe9', 'multipart/mixed; boundary="b"') + CRLF + CRLF + mixed([textPart, exe]),
+    );
+    add(
+      `too_many_parts, the executable after 1200 empty parts (${hiding})`,
+      'too_many_parts',
+      head('invoice', 'multipart/mixed; boundary="b"') + CRLF + CRLF + mixed([...Array(1200).fill(`Content-Type: text/plain${CRLF}`), exe]),
+    );
+    add(
+      `header_line_too_long, in the executable's Content-Disposition (${hiding})`,
+      'header_line_too_long',
+      head('invoice', 'multipart/mixed; boundary="b"') +
+        CRLF +
+        CRLF +
+        mixed([
+          textPart,
+          executablePart(hiding).replace('Content-Disposition: attachment;', `Content-Disposition: attachment; x-padding="${'p'.repeat(1100)}";`),
+        ]),
+    );
+    add(
+      `header_line_too_long, in the message header (${hiding})`,
+      'header_line_too_long',
+      head('invoice', 'multipart/mixed; boundary="b"', [`X-Long: ${'l'.repeat(1200)}`]) + CRLF + CRLF + mixed([textPart, exe]),
+    );
   }
   // Big: the spooled original is read from its file, chunk after chunk, to the program at its end.
   payload = PE_PROGRAM;
   hides = true;
   const text = `${'Line of a long report, nothing to see here. '.repeat(2)}\r\n`.repeat(60_000); // about 5 MB
-  add('boundary_unterminated, the executable after 5 MB of text', 'boundary_unterminated',
-    head('long report', 'multipart/mixed; boundary="b"') + CRLF + CRLF + `--b${CRLF}Content-Type: text/plain${CRLF}${CRLF}${text}--b${CRLF}${executablePart('name')}${CRLF}`);
+  add(
+    'boundary_unterminated, the executable after 5 MB of text',
+    'boundary_unterminated',
+    head('long report', 'multipart/mixed; boundary="b"') +
+      CRLF +
+      CRLF +
+      `--b${CRLF}Content-Type: text/plain${CRLF}${CRLF}${text}--b${CRLF}${executablePart('name')}${CRLF}`,
+  );
   // Chinese mail clients write the name in raw GBK ("发票.exe"): the header cannot be decoded, the file is an executable all the same.
   const gbkName = '\xb7\xa2\xc6\xb1.exe';
   payload = PE_PROGRAM;
@@ -765,8 +910,11 @@ export function hiddenExecutableCases(): HiddenExecutable[] {
       '',
       base64Body(PE_PROGRAM),
     ].join(CRLF);
-    add(`header_undecodable, a ${where}= in raw GBK ending in .exe`, 'header_undecodable',
-      head('invoice', 'multipart/mixed; boundary="b"') + CRLF + CRLF + `--b${CRLF}${textPart}${CRLF}--b${CRLF}${part}${CRLF}--b--${CRLF}`);
+    add(
+      `header_undecodable, a ${where}= in raw GBK ending in .exe`,
+      'header_undecodable',
+      head('invoice', 'multipart/mixed; boundary="b"') + CRLF + CRLF + `--b${CRLF}${textPart}${CRLF}--b${CRLF}${part}${CRLF}--b--${CRLF}`,
+    );
   }
   return cases;
 }

@@ -59,7 +59,13 @@ export async function startGatewayOn(
   const config = loadConfigFile(configFile);
   const logger = opts.logger ?? silentLogger();
   const store = await Store.open(config.data_dir);
-  const gateway = await startGateway({ config, store, logger, ...(opts.stages ? { stages: opts.stages } : {}), ...(opts.retriever === false ? { retriever: false } : {}) });
+  const gateway = await startGateway({
+    config,
+    store,
+    logger,
+    ...(opts.stages ? { stages: opts.stages } : {}),
+    ...(opts.retriever === false ? { retriever: false } : {}),
+  });
   let stopped = false;
   const stop = async () => {
     if (stopped) return;
@@ -74,7 +80,7 @@ export async function startGatewayOn(
 export function testConfigText(dir: string, toml = ''): string {
   // Keys of [smtp] the caller gives replace ours; TOML forbids defining a key twice.
   const callerSmtp = /^\[smtp\]\s*$/m.test(toml);
-  const header = `data_dir = ${JSON.stringify(path.join(dir, "data"))}\n`;
+  const header = `data_dir = ${JSON.stringify(path.join(dir, 'data'))}\n`;
   if (callerSmtp) return header + toml.replace(/^\[smtp\]\s*$/m, '[smtp]\nlisten = ["127.0.0.1:0"]');
   return header + toml + '\n[smtp]\nlisten = ["127.0.0.1:0"]\n';
 }
@@ -88,7 +94,11 @@ export interface CliResult {
 /** Runs the compiled `mailgate` CLI and collects its output. */
 export function runCli(args: string[], opts: { cwd?: string; env?: NodeJS.ProcessEnv; input?: string | Buffer } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [cliPath, ...args], { cwd: opts.cwd, env: { ...process.env, ...opts.env }, stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [cliPath, ...args], {
+      cwd: opts.cwd,
+      env: { ...process.env, ...opts.env },
+      stdio: [opts.input === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'],
+    });
     if (opts.input !== undefined) child.stdin!.end(opts.input);
     const out: Buffer[] = [];
     let err = '';
@@ -100,7 +110,9 @@ export function runCli(args: string[], opts: { cwd?: string; env?: NodeJS.Proces
 }
 
 /** Starts `mailgate serve` as a child process and resolves with its SMTP port once it logs that it is ready. */
-export function spawnServe(configFile: string): Promise<{ port: number; submissionPort?: number; child: ReturnType<typeof spawn>; exited: Promise<number | null> }> {
+export function spawnServe(
+  configFile: string,
+): Promise<{ port: number; submissionPort?: number; child: ReturnType<typeof spawn>; exited: Promise<number | null> }> {
   const child = spawn(process.execPath, [cliPath, 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   let stderr = '';
@@ -111,7 +123,8 @@ export function spawnServe(configFile: string): Promise<{ port: number; submissi
       try {
         const entry = JSON.parse(line) as { msg?: string; smtp?: { port: number }[]; submission?: { port: number }[] };
         const submission = entry.submission?.[0]?.port;
-        if (entry.msg === 'mailgate ready' && entry.smtp?.[0]) resolve({ port: entry.smtp[0].port, ...(submission ? { submissionPort: submission } : {}), child, exited });
+        if (entry.msg === 'mailgate ready' && entry.smtp?.[0])
+          resolve({ port: entry.smtp[0].port, ...(submission ? { submissionPort: submission } : {}), child, exited });
       } catch {
         // not a log line
       }
@@ -121,7 +134,11 @@ export function spawnServe(configFile: string): Promise<{ port: number; submissi
 }
 
 /** A logger that keeps every entry, for tests that assert what an admin would read in the log. */
-export function capturingLogger(): { logger: Logger; entries: Record<string, unknown>[]; waitFor(match: (e: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>> } {
+export function capturingLogger(): {
+  logger: Logger;
+  entries: Record<string, unknown>[];
+  waitFor(match: (e: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
+} {
   const entries: Record<string, unknown>[] = [];
   const logger = pino({ level: 'info' }, { write: (line: string) => void entries.push(JSON.parse(line) as Record<string, unknown>) });
   return {

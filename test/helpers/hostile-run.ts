@@ -159,7 +159,9 @@ async function originalBlocked(gw: TestGateway, sent: SmtpReply): Promise<boolea
 }
 
 export function report(t: TestContext, tally: Tally): void {
-  t.diagnostic(`worst event-loop delay ${tally.worstStall.ms.toFixed(0)} ms (${tally.worstStall.label}); slowest message ${tally.slowest.ms.toFixed(0)} ms (${tally.slowest.label})`);
+  t.diagnostic(
+    `worst event-loop delay ${tally.worstStall.ms.toFixed(0)} ms (${tally.worstStall.label}); slowest message ${tally.slowest.ms.toFixed(0)} ms (${tally.slowest.label})`,
+  );
   t.diagnostic(`outcomes: ${JSON.stringify(tally.outcomes)}`);
 }
 
@@ -190,4 +192,3 @@ export async function assertNothingLeft(gw: TestGateway, tally: Tally): Promise<
   assert.equal((await gw.store.listMessages({ limit: Infinity })).length, tally.stored + 2, 'none lost, none twice');
   assert.deepEqual(await readdir(spoolDir(gw.store.dir)), [], 'no spool file left');
 }
-

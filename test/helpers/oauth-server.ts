@@ -72,9 +72,23 @@ export interface TestOAuthServer {
   stop(): Promise<void>;
 }
 
-interface TokenRecord { username: string; expiresAt: number }
-interface CodeRecord { user: string; scope: string; redirectUri: string; nonce: string; challenge?: string; method?: string; expiresAt: number }
-interface RefreshRecord { user: string; scope: string }
+interface TokenRecord {
+  username: string;
+  expiresAt: number;
+}
+interface CodeRecord {
+  user: string;
+  scope: string;
+  redirectUri: string;
+  nonce: string;
+  challenge?: string;
+  method?: string;
+  expiresAt: number;
+}
+interface RefreshRecord {
+  user: string;
+  scope: string;
+}
 
 const OIDC_SCOPES = new Set(['openid', 'profile', 'offline_access', 'email']);
 
@@ -91,14 +105,27 @@ export async function startOAuthServer(opts: OAuthServerOptions = {}): Promise<T
   const revokedRefreshTokens = new Set<string>();
   let consented = true;
   let secretExpired = false;
-  const oidForUser = (user: string) => createHash('sha256').update(user).digest('hex').slice(0, 32).replace(/^(.{8})(.{4})(.{4})(.{4})(.{12})$/, '$1-$2-$3-$4-$5');
+  const oidForUser = (user: string) =>
+    createHash('sha256')
+      .update(user)
+      .digest('hex')
+      .slice(0, 32)
+      .replace(/^(.{8})(.{4})(.{4})(.{4})(.{12})$/, '$1-$2-$3-$4-$5');
 
   let port = 0;
   const base = () => `https://127.0.0.1:${port}`;
   const issuer = () => `${base()}/${tenant}/v2.0`;
 
   const state: TestOAuthServer = {
-    port: 0, tenant, clientId, authority: '', host: '', authorityMetadata: '', cloudDiscoveryMetadata: '', caPem, introspectionUrl: '',
+    port: 0,
+    tenant,
+    clientId,
+    authority: '',
+    host: '',
+    authorityMetadata: '',
+    cloudDiscoveryMetadata: '',
+    caPem,
+    introspectionUrl: '',
     tokenLifetimeSeconds: opts.tokenLifetimeSeconds ?? 3600,
     clientSecret: opts.clientSecret ?? 'test-secret',
     user: opts.user ?? 'agent',
@@ -109,7 +136,9 @@ export async function startOAuthServer(opts: OAuthServerOptions = {}): Promise<T
       for (const rt of refreshTokens.keys()) revokedRefreshTokens.add(rt);
       refreshTokens.clear();
     },
-    expireSecret() { secretExpired = true; },
+    expireSecret() {
+      secretExpired = true;
+    },
     stop: async () => undefined,
   };
 
@@ -117,7 +146,18 @@ export async function startOAuthServer(opts: OAuthServerOptions = {}): Promise<T
   function issueAccessToken(username: string, scope: string, appOnly: boolean): { token: string; expiresIn: number } {
     const now = Math.floor(Date.now() / 1000);
     const expiresIn = state.tokenLifetimeSeconds;
-    const claims = { aud: 'https://outlook.office365.com', iss: `https://sts.windows.net/${tenant}/`, iat: now, nbf: now, exp: now + expiresIn, appid: clientId, tid: tenant, [appOnly ? 'roles' : 'scp']: scope, upn: username, uti: randomUUID() };
+    const claims = {
+      aud: 'https://outlook.office365.com',
+      iss: `https://sts.windows.net/${tenant}/`,
+      iat: now,
+      nbf: now,
+      exp: now + expiresIn,
+      appid: clientId,
+      tid: tenant,
+      [appOnly ? 'roles' : 'scp']: scope,
+      upn: username,
+      uti: randomUUID(),
+    };
     const token = `${b64url(JSON.stringify({ typ: 'JWT', alg: 'RS256', kid: 'test' }))}.${b64url(JSON.stringify(claims))}.${randomBytes(256).toString('base64url')}`;
     accessTokens.set(token, { username, expiresAt: Date.now() + expiresIn * 1000 });
     return { token, expiresIn };
@@ -125,7 +165,19 @@ export async function startOAuthServer(opts: OAuthServerOptions = {}): Promise<T
 
   function idToken(user: string, nonce: string): string {
     const now = Math.floor(Date.now() / 1000);
-    const claims: Record<string, unknown> = { aud: clientId, iss: issuer(), iat: now, nbf: now, exp: now + 3600, name: user, preferred_username: `${user}@contoso.example`, oid: oidForUser(user), sub: oidForUser(user), tid: tenant, ver: '2.0' };
+    const claims: Record<string, unknown> = {
+      aud: clientId,
+      iss: issuer(),
+      iat: now,
+      nbf: now,
+      exp: now + 3600,
+      name: user,
+      preferred_username: `${user}@contoso.example`,
+      oid: oidForUser(user),
+      sub: oidForUser(user),
+      tid: tenant,
+      ver: '2.0',
+    };
     if (nonce) claims.nonce = nonce;
     // msal-node reads the claims and does not check the signature (the token came over TLS from the token endpoint).
     return `${b64url(JSON.stringify({ typ: 'JWT', alg: 'none' }))}.${b64url(JSON.stringify(claims))}.`;
@@ -134,7 +186,10 @@ export async function startOAuthServer(opts: OAuthServerOptions = {}): Promise<T
   function aadError(res: ServerResponse, status: number, error: string, code: number, text: string, suberror?: string): void {
     const traceId = randomUUID();
     const correlationId = randomUUID();
-    const timestamp = new Date().toISOString().replace('T', ' ').replace(/\.\d+Z$/, 'Z');
+    const timestamp = new Date()
+      .toISOString()
+      .replace('T', ' ')
+      .replace(/\.\d+Z$/, 'Z');
     json(res, status, {
       error,
       error_description: `AADSTS${code}: ${text} Trace ID: ${traceId} Correlation ID: ${correlationId} Timestamp: ${timestamp}`,
@@ -154,14 +209,36 @@ export async function startOAuthServer(opts: OAuthServerOptions = {}): Promise<T
       record.outcome = error;
       aadError(res, status, error, code, text, suberror);
     };
-    if (form.get('client_id') !== clientId) return fail(400, 'unauthorized_client', 700016, `Application with identifier '${form.get('client_id')}' was not found in the directory '${tenant}'.`);
-    if (secretExpired) return fail(401, 'invalid_client', 7000222, `The provided client secret keys for app '${clientId}' are expired. Visit the Azure portal to create new keys for your app.`);
-    if (form.get('client_secret') !== state.clientSecret) return fail(401, 'invalid_client', 7000215, 'Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.');
+    if (form.get('client_id') !== clientId)
+      return fail(400, 'unauthorized_client', 700016, `Application with identifier '${form.get('client_id')}' was not found in the directory '${tenant}'.`);
+    if (secretExpired)
+      return fail(
+        401,
+        'invalid_client',
+        7000222,
+        `The provided client secret keys for app '${clientId}' are expired. Visit the Azure portal to create new keys for your app.`,
+      );
+    if (form.get('client_secret') !== state.clientSecret)
+      return fail(
+        401,
+        'invalid_client',
+        7000215,
+        'Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.',
+      );
     const scope = form.get('scope') ?? '';
-    const resourceScope = scope.split(' ').filter((s) => s && !OIDC_SCOPES.has(s)).join(' ');
+    const resourceScope = scope
+      .split(' ')
+      .filter((s) => s && !OIDC_SCOPES.has(s))
+      .join(' ');
 
     if (grantType === 'client_credentials') {
-      if (!/\/\.default$/.test(scope)) return fail(400, 'invalid_scope', 1002012, `The provided value for scope ${scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).`);
+      if (!/\/\.default$/.test(scope))
+        return fail(
+          400,
+          'invalid_scope',
+          1002012,
+          `The provided value for scope ${scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI).`,
+        );
       const { token: accessToken, expiresIn } = issueAccessToken(opts.appUser ?? 'agent', 'IMAP.AccessAsApp POP.AccessAsApp', true);
       return json(res, 200, { token_type: 'Bearer', expires_in: expiresIn, ext_expires_in: expiresIn, access_token: accessToken });
     }
@@ -171,12 +248,20 @@ export async function startOAuthServer(opts: OAuthServerOptions = {}): Promise<T
     if (grantType === 'authorization_code') {
       const code = codes.get(form.get('code') ?? '');
       codes.delete(form.get('code') ?? '');
-      if (!code || code.expiresAt < Date.now()) return fail(400, 'invalid_grant', 70008, 'The provided authorization code or refresh token has expired due to inactivity. Send a new interactive authorization request for this user and resource.');
-      if (code.redirectUri !== form.get('redirect_uri')) return fail(400, 'invalid_grant', 50148, 'The redirect_uri does not match the one used in the authorization request.');
+      if (!code || code.expiresAt < Date.now())
+        return fail(
+          400,
+          'invalid_grant',
+          70008,
+          'The provided authorization code or refresh token has expired due to inactivity. Send a new interactive authorization request for this user and resource.',
+        );
+      if (code.redirectUri !== form.get('redirect_uri'))
+        return fail(400, 'invalid_grant', 50148, 'The redirect_uri does not match the one used in the authorization request.');
       if (code.challenge) {
         const verifier = form.get('code_verifier') ?? '';
         const computed = code.method === 'S256' ? createHash('sha256').update(verifier).digest('base64url') : verifier;
-        if (computed !== code.challenge) return fail(400, 'invalid_grant', 501481, 'The Code_Verifier does not match the code_challenge supplied in the authorization request.');
+        if (computed !== code.challenge)
+          return fail(400, 'invalid_grant', 501481, 'The Code_Verifier does not match the code_challenge supplied in the authorization request.');
       }
       user = code.user;
       nonce = code.nonce;
@@ -184,7 +269,14 @@ export async function startOAuthServer(opts: OAuthServerOptions = {}): Promise<T
       const rt = form.get('refresh_token') ?? '';
       const held = refreshTokens.get(rt);
       if (!held) {
-        if (revokedRefreshTokens.has(rt) && !consented) return fail(400, 'invalid_grant', 65001, `The user or administrator has not consented to use the application with ID '${clientId}'. Send an interactive authorization request for this user and resource.`, 'consent_required');
+        if (revokedRefreshTokens.has(rt) && !consented)
+          return fail(
+            400,
+            'invalid_grant',
+            65001,
+            `The user or administrator has not consented to use the application with ID '${clientId}'. Send an interactive authorization request for this user and resource.`,
+            'consent_required',
+          );
         return fail(400, 'invalid_grant', 50173, 'The provided grant has expired due to it being revoked, a fresh auth token is needed.');
       }
       // Rotation: a refresh token is good once.
@@ -222,7 +314,10 @@ export async function startOAuthServer(opts: OAuthServerOptions = {}): Promise<T
     const code = `0.code.${randomBytes(32).toString('base64url')}`;
     const challenge = q.get('code_challenge');
     codes.set(code, {
-      user: state.user, scope: q.get('scope') ?? '', redirectUri, nonce: q.get('nonce') ?? '',
+      user: state.user,
+      scope: q.get('scope') ?? '',
+      redirectUri,
+      nonce: q.get('nonce') ?? '',
       ...(challenge ? { challenge, method: q.get('code_challenge_method') ?? 'plain' } : {}),
       expiresAt: Date.now() + 10 * 60_000,
     });
@@ -241,15 +336,18 @@ export async function startOAuthServer(opts: OAuthServerOptions = {}): Promise<T
 
   const server: Server = createServer({ cert: caPem, key: readFileSync(fixture('tls', 'key.pem'), 'utf8') }, (req, res) => {
     const url = new URL(req.url ?? '/', base());
-    readBody(req).then((body) => {
-      const form = new URLSearchParams(body);
-      const p = url.pathname;
-      if (req.method === 'POST' && p === `/${tenant}/oauth2/v2.0/token`) return token(form, res);
-      if (req.method === 'GET' && p === `/${tenant}/oauth2/v2.0/authorize`) return authorize(url, res);
-      if (req.method === 'POST' && p === '/introspect') return introspect(form, res);
-      if (req.method === 'GET' && p === `/${tenant}/v2.0/.well-known/openid-configuration`) return json(res, 200, JSON.parse(state.authorityMetadata));
-      json(res, 404, { error: 'not_found' });
-    }, () => res.destroy());
+    readBody(req).then(
+      (body) => {
+        const form = new URLSearchParams(body);
+        const p = url.pathname;
+        if (req.method === 'POST' && p === `/${tenant}/oauth2/v2.0/token`) return token(form, res);
+        if (req.method === 'GET' && p === `/${tenant}/oauth2/v2.0/authorize`) return authorize(url, res);
+        if (req.method === 'POST' && p === '/introspect') return introspect(form, res);
+        if (req.method === 'GET' && p === `/${tenant}/v2.0/.well-known/openid-configuration`) return json(res, 200, JSON.parse(state.authorityMetadata));
+        json(res, 404, { error: 'not_found' });
+      },
+      () => res.destroy(),
+    );
   });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

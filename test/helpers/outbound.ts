@@ -44,7 +44,8 @@ export async function waitDelivered(store: Store, id: string, timeoutMs = 20_000
   for (;;) {
     const meta = await store.getMessage(id);
     if (meta?.delivery) return meta as MessageMeta & { delivery: NonNullable<MessageMeta['delivery']> };
-    if (Date.now() > deadline) throw new Error(`message ${id} did not leave the queue within ${timeoutMs} ms: ${JSON.stringify(await store.sublevels.queue.get(id))}`);
+    if (Date.now() > deadline)
+      throw new Error(`message ${id} did not leave the queue within ${timeoutMs} ms: ${JSON.stringify(await store.sublevels.queue.get(id))}`);
     await new Promise((r) => setTimeout(r, 25));
   }
 }

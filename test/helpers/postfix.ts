@@ -50,7 +50,9 @@ export async function ensurePostfix(): Promise<void> {
     how: 'install it by hand: apt-get install --no-install-recommends postfix (then make sure no Postfix runs)',
   });
   if (!port25Before && (await accepts(25))) {
-    throw new Error('Installing postfix started a server on port 25 (policy-rc.d did not stop it): stop it with `postfix stop` and check /usr/sbin/policy-rc.d');
+    throw new Error(
+      'Installing postfix started a server on port 25 (policy-rc.d did not stop it): stop it with `postfix stop` and check /usr/sbin/policy-rc.d',
+    );
   }
 }
 
@@ -87,7 +89,8 @@ export interface TestPostfix {
  */
 export async function startPostfix(opts: PostfixOptions): Promise<TestPostfix> {
   await ensurePostfix();
-  if (process.getuid?.() !== 0) throw new Error('A test Postfix needs root (its master starts as root and drops to the postfix user); run the tests as root, as CI does');
+  if (process.getuid?.() !== 0)
+    throw new Error('A test Postfix needs root (its master starts as root and drops to the postfix user); run the tests as root, as CI does');
   // The free port is found by binding and closing: another process may take it before the
   // master binds it. Then try again with another port.
   for (let attempt = 1; ; attempt++) {
@@ -214,8 +217,11 @@ async function startPostfixOnce(opts: PostfixOptions): Promise<TestPostfix> {
 /** The uid and gid of the `postfix` user (mail_owner), which owns the data directory. */
 async function postfixOwner(): Promise<{ uid: number; gid: number }> {
   const passwd = await readFile('/etc/passwd', 'utf8');
-  const fields = passwd.split('\n').find((l) => l.startsWith('postfix:'))?.split(':');
-  if (!fields || fields.length < 4) throw new Error('No `postfix` user in /etc/passwd: is Debian\'s postfix package installed?');
+  const fields = passwd
+    .split('\n')
+    .find((l) => l.startsWith('postfix:'))
+    ?.split(':');
+  if (!fields || fields.length < 4) throw new Error("No `postfix` user in /etc/passwd: is Debian's postfix package installed?");
   return { uid: Number(fields[2]), gid: Number(fields[3]) };
 }
 
@@ -254,7 +260,11 @@ async function waitSessionGone(sid: number): Promise<void> {
     if (left.length === 0) return;
     if (Date.now() > deadline) {
       for (const pid of left) {
-        try { process.kill(pid, 'SIGKILL'); } catch { /* already gone */ }
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          /* already gone */
+        }
       }
       return;
     }

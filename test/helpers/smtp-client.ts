@@ -33,11 +33,12 @@ export async function rawSmtp(port: number, host = '127.0.0.1'): Promise<RawSmtp
       }
     }
   });
-  const next = () => new Promise<string>((resolve) => {
-    const r = replies.shift();
-    if (r !== undefined) resolve(r);
-    else waiting.push(resolve);
-  });
+  const next = () =>
+    new Promise<string>((resolve) => {
+      const r = replies.shift();
+      if (r !== undefined) resolve(r);
+      else waiting.push(resolve);
+    });
   const greeting = await next();
   return {
     greeting,

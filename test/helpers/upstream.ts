@@ -61,11 +61,14 @@ export async function startUpstream(opts: UpstreamOptions = {}): Promise<Upstrea
         if (auth.method === 'XOAUTH2') return Boolean(await opts.xoauth2?.(auth.username ?? '', auth.accessToken ?? ''));
         return opts.users?.[auth.username ?? ''] !== undefined && opts.users[auth.username ?? ''] === auth.password;
       };
-      check().then((ok) => {
-        authAttempts.push({ user: auth.username ?? '', ok, method: auth.method });
-        if (!ok) return callback(Object.assign(new Error('5.7.8 Authentication credentials invalid'), { responseCode: 535 }));
-        callback(null, { user: auth.username });
-      }, (err: Error) => callback(err));
+      check().then(
+        (ok) => {
+          authAttempts.push({ user: auth.username ?? '', ok, method: auth.method });
+          if (!ok) return callback(Object.assign(new Error('5.7.8 Authentication credentials invalid'), { responseCode: 535 }));
+          callback(null, { user: auth.username });
+        },
+        (err: Error) => callback(err),
+      );
     },
     onRcptTo(address, _session, callback) {
       const refusal = opts.rcpt?.(address.address);
