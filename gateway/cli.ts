@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
 import { ConfigError } from './config/load.js';
 import { serveCommand } from './commands/serve.js';
@@ -12,13 +13,18 @@ import { queueCommand } from './commands/queue.js';
 import { sendCommand } from './commands/send.js';
 import { UsageError } from './commands/common.js';
 
+/** The version in package.json (compiled to dist/gateway/cli.js, two folders below it), so a release changes it in one place. */
+function packageVersion(): string {
+  return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+}
+
 /** Exit codes, as Unix tools use them: 0 ok, 1 runtime failure, 2 usage or configuration error. */
 const EXIT_RUNTIME = 1;
 const EXIT_USAGE = 2;
 
 const program = new Command('mailgate')
   .description('Self-hosted mail gateway: SMTP and IMAP/POP3 in, policy stages, LevelDB store, SMTP out')
-  .version('0.1.0')
+  .version(packageVersion())
   .option('-c, --config <file>', 'configuration file (default: ./mailgate.toml if present, else built-in defaults)')
   .showHelpAfterError('(run with --help for usage)')
   .exitOverride();

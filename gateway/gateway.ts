@@ -52,7 +52,8 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
   const sendsWithOAuth = config.alias.some((a) => a.outgoing?.oauth2 !== undefined);
   const secretKey = deps.retriever === false && !sendsWithOAuth ? undefined : await gatewaySecretKey(config);
   const tokens = aliasTokenProviders(config, store, secretKey);
-  const metrics = new Metrics();
+  // Node's process collectors (a GC observer, an event-loop monitor) run only where someone scrapes them.
+  const metrics = new Metrics({ processMetrics: config.metrics.listen !== undefined });
   // An invalid policy file at start is a config error (there is no last good policy yet).
   let policy = deps.stages ? undefined : PolicySet.load(policySources(config));
   const watcher =

@@ -91,6 +91,9 @@ function serverOptions(
     },
 
     onData(stream, session, callback) {
+      // The wait a client sees: from its final dot to our reply.
+      let replied: ((code: number) => void) | undefined;
+      stream.once('end', () => (replied = metrics.timeReply('smtp')));
       const envelope = {
         mailFrom: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
         rcptTo: session.envelope.rcptTo.map((r) => r.address),
@@ -142,6 +145,7 @@ function serverOptions(
           metrics.inc('mailgate_messages_total', { source: 'smtp', outcome: meta.tags.includes('wrapped') ? 'wrapped' : 'stored' });
           metrics.inc('mailgate_message_bytes_total', { source: 'smtp' }, meta.size);
           if (relay) deps.dispatcher?.queued(relay);
+          replied?.(250);
           callback(null, `2.0.0 Ok: queued as ${meta.id}`);
         },
         (err: MailgateError) => {
@@ -161,6 +165,7 @@ function serverOptions(
           );
           metrics.inc('mailgate_messages_total', { source: 'smtp', outcome: 'refused' });
           metrics.inc('mailgate_refusals_total', { code: String(err.responseCode) });
+          replied?.(err.responseCode);
           callback(err);
         },
       );

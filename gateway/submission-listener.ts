@@ -62,6 +62,9 @@ export async function startSubmissionListener(
     },
 
     onData(stream, session, callback) {
+      // The wait a client sees: from its final dot to our reply.
+      let replied: ((code: number) => void) | undefined;
+      stream.once('end', () => (replied = metrics.timeReply('submission')));
       const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
       // onMailFrom checked it; the alias is found again from the address.
       const alias = aliasOfAddress(config, mailFrom)!;
@@ -90,6 +93,7 @@ export async function startSubmissionListener(
             'message submitted and queued',
           );
           metrics.inc('mailgate_messages_total', { source: 'submission', outcome: 'queued' });
+          replied?.(250);
           callback(null, `2.0.0 Ok: queued as ${meta.id}`);
         },
         (err: unknown) => {
@@ -99,6 +103,7 @@ export async function startSubmissionListener(
             e.message,
           );
           metrics.inc('mailgate_messages_total', { source: 'submission', outcome: 'refused' });
+          replied?.(e.responseCode);
           callback(e);
         },
       );

@@ -135,7 +135,7 @@ test('wrong password: inactive after the third failure with an authentication re
   assert.ok(change, 'the change is logged as a warning');
   assert.equal(change.kind, 'auth');
   assert.match(String(change.reason), /authentication failed/);
-  assert.match(r.metrics.render(), /mailgate_alias_status_changes_total\{alias="auth",to="inactive",by="retriever",kind="auth"\} 1/);
+  assert.match(await r.metrics.render(), /mailgate_alias_status_changes_total\{alias="auth",to="inactive",by="retriever",kind="auth"\} 1/);
 
   // Well past health_retry_interval (1 s): no further attempt.
   await sleep(2500);
@@ -153,7 +153,7 @@ test('wrong password: inactive after the third failure with an authentication re
     assert.ok(Date.now() < deadline, 'fetched after activation');
     await sleep(50);
   }
-  assert.match(r.metrics.render(), /mailgate_alias_status_changes_total\{alias="auth",to="active",by="admin",kind="none"\} 1/);
+  assert.match(await r.metrics.render(), /mailgate_alias_status_changes_total\{alias="auth",to="active",by="admin",kind="none"\} 1/);
 });
 
 test('server unreachable (accepts then closes): inactive with a retry time, active again by itself once the server answers', async (t) => {

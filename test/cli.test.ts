@@ -39,6 +39,13 @@ test('config check accepts config.example.toml and the built-in defaults', async
   }
 });
 
+test('--version prints the version in package.json', async () => {
+  const { version } = JSON.parse(await readFile(path.join(projectRoot, 'package.json'), 'utf8')) as { version: string };
+  const r = await runCli(['--version']);
+  assert.equal(r.code, 0);
+  assert.equal(r.stdout.toString(), `${version}\n`);
+});
+
 test('config check refuses a missing file with exit 2', async () => {
   const r = await runCli(['config', 'check', '/nonexistent/mailgate.toml']);
   assert.equal(r.code, 2);

@@ -20,6 +20,11 @@ test('metrics count stored and refused messages, served at /metrics', async (t) 
   assert.match(text, /^mailgate_messages_total\{source="smtp",outcome="refused"\} 1$/m);
   assert.match(text, /^mailgate_refusals_total\{code="552"\} 1$/m);
   assert.match(text, /^mailgate_message_bytes_total\{source="smtp"\} 25$/m);
+  // The wait each client saw, from its final dot to our reply, and the process itself.
+  assert.match(text, /^# TYPE mailgate_data_to_reply_seconds histogram$/m);
+  assert.match(text, /^mailgate_data_to_reply_seconds_count\{listener="smtp",reply="2xx"\} 1$/m);
+  assert.match(text, /^mailgate_process_resident_memory_bytes \d+$/m);
+  assert.match(text, /^mailgate_nodejs_eventloop_lag_seconds /m);
   assert.equal((await fetch(`http://127.0.0.1:${gw.gateway.metricsPort}/other`)).status, 404);
 });
 
