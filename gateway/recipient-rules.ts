@@ -124,3 +124,14 @@ function addressTrick(address: string): MailgateError | undefined {
   if (!/[%!]/.test(local)) return undefined;
   return new MailgateError('ADDRESS_ROUTING', 550, '5.7.1', `Relay access denied: <${address}> routes through its local part (% or !), which is not accepted`);
 }
+
+/** Who may relay to other domains (rule 3 above), in words, for `mailgate config check`. */
+export function whoMayRelay(cfg: Config): string {
+  const smartHost = cfg.partition.default_smtp?.server;
+  if (smartHost === undefined) return 'relaying for nobody (no [partition.default_smtp])';
+  const who = [
+    ...(cfg.smtp.trusted_networks.length ? [`${cfg.smtp.trusted_networks.length} trusted network${cfg.smtp.trusted_networks.length === 1 ? '' : 's'}`] : []),
+    ...(cfg.smtp.user.length ? ['logged-in [[smtp.user]]s'] : []),
+  ];
+  return who.length ? `relaying for ${who.join(' and ')} through ${smartHost}` : 'relaying for nobody (no trusted_networks or [[smtp.user]])';
+}

@@ -4,8 +4,8 @@ import { Command } from 'commander';
 import { configJsonSchema, resolveConfig } from '../config/load.js';
 import { formatProblem } from '../config/toml.js';
 import { hashPassword } from '../config/password.js';
-import type { Config } from '../config/schema.js';
 import { UsageError } from './common.js';
+import { whoMayRelay } from '../recipient-rules.js';
 
 export function configCommand(): Command {
   const config = new Command('config').description('check the configuration, or print its JSON Schema');
@@ -22,7 +22,7 @@ export function configCommand(): Command {
       const where = path ?? found ?? 'built-in defaults';
       process.stdout.write(
         `${where}: ok (${cfg.department.length} departments, ${cfg.alias.length} aliases; SMTP on ${cfg.smtp.listen.join(', ')}, ` +
-          `${cfg.smtp.accept_all ? 'accepting any recipient' : `accepting ${cfg.smtp.domains.length} domains and the alias addresses`}; ${relaying(cfg)})\n`,
+          `${cfg.smtp.accept_all ? 'accepting any recipient' : `accepting ${cfg.smtp.domains.length} domains and the alias addresses`}; ${whoMayRelay(cfg)})\n`,
       );
       if (unsetSecrets.length) {
         process.stderr.write(
@@ -64,15 +64,4 @@ async function passwordLine(): Promise<string> {
     lines.close();
     if (tty) process.stderr.write('\n');
   }
-}
-
-/** Who may relay to other domains, in the words of the recipient rules (gateway/recipient-rules.ts). */
-function relaying(cfg: Config): string {
-  const smartHost = cfg.partition.default_smtp?.server;
-  if (smartHost === undefined) return 'relaying for nobody (no [partition.default_smtp])';
-  const who = [
-    ...(cfg.smtp.trusted_networks.length ? [`${cfg.smtp.trusted_networks.length} trusted network${cfg.smtp.trusted_networks.length === 1 ? '' : 's'}`] : []),
-    ...(cfg.smtp.user.length ? ['logged-in [[smtp.user]]s'] : []),
-  ];
-  return who.length ? `relaying for ${who.join(' and ')} through ${smartHost}` : 'relaying for nobody (no trusted_networks or [[smtp.user]])';
 }

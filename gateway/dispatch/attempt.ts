@@ -159,15 +159,16 @@ function record(outcome: GroupOutcome, recipients: QueueRecipient[], now: Date, 
 
 /** The stored bytes, with our trace headers in front (trace.ts). */
 async function* withHeaders(deps: AttemptDeps, entry: QueueEntry, meta: MessageMeta, recipients: QueueRecipient[]): AsyncGenerator<Buffer> {
-  // Findings go to a [[relay]] downstream only (ours). A trusted client's mail for another
-  // domain is a relay entry too, but leaves through the default SMTP to someone else's server.
-  const kind = entry.kind === 'relay' && recipients[0]?.relay ? 'relay' : 'outbound';
+  // A group shares its route (attemptDelivery): a [[relay]] name means our own downstream. A
+  // trusted client's mail for another domain is a relay entry too, but has none: it leaves
+  // through the default SMTP to someone else's server.
+  const ourDownstream = recipients[0]?.relay !== undefined;
   yield Buffer.from(
     traceHeaders(
       deps.config.smtp.hostname,
-      kind,
       meta,
       recipients.map((r) => r.address),
+      { ourDownstream },
     ),
     'utf8',
   );

@@ -33,11 +33,13 @@ export function receivedLine(hostname: string, meta: MessageMeta, recipients: re
   return `Received: ${from}${by}${withProto} id ${meta.id}${only};\r\n\t${rfc5322Date(new Date(meta.receivedAt))}\r\n`;
 }
 
-/** What goes in front of the stored bytes when a queued message is sent. */
-export function traceHeaders(hostname: string, kind: 'outbound' | 'relay', meta: MessageMeta, recipients: readonly string[]): string {
+/**
+ * What goes in front of the stored bytes when a queued message is sent. `ourDownstream`: the
+ * server behind a `[[relay]]` is ours, so it gets the findings; anyone else's does not.
+ */
+export function traceHeaders(hostname: string, meta: MessageMeta, recipients: readonly string[], opts: { ourDownstream: boolean }): string {
   let headers = receivedLine(hostname, meta, recipients);
-  // The downstream of an inbound relay is ours too: it gets the findings. A customer does not.
-  if (kind === 'relay') {
+  if (opts.ourDownstream) {
     headers += `X-Mailgate-Id: ${meta.id}\r\n`;
     if (meta.tags.length) headers += `X-Mailgate-Tags: ${meta.tags.join(', ')}\r\n`;
   }

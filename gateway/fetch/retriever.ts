@@ -337,8 +337,10 @@ class MailboxWorker {
       if (stored.length) await mailbox.markStored(stored);
     }
     // Messages not reached, less those known to wait for an inactive alias (not a backlog to drain).
-    result.deferred = ordered.slice(next).filter((i) => !this.#held.has(i.key)).length;
-    result.held += ordered.slice(next).filter((i) => this.#held.has(i.key)).length;
+    for (const item of ordered.slice(next)) {
+      if (this.#held.has(item.key)) result.held++;
+      else result.deferred++;
+    }
     return result;
   }
 
