@@ -25,10 +25,9 @@ import { Transform } from 'node:stream';
 import { z } from 'zod';
 import type { Direction, Stage } from './stage.js';
 import { allowedFlags, builtinNames, builtinPattern, customPattern, defaultBankAccountPattern, regexProblem, type MaskingPattern } from './masking-patterns.js';
-import { charsetPlanner, rawByteCodec } from './masking-charsets.js';
-import { MaskingStream, MessageMasker } from './masking-stream.js';
-import { TextMasker, defaultMaskWindow, type MaskCounts } from './text-masker.js';
-import { RawMessageMasker } from './masking-raw.js';
+import { charsetPlanner } from './masking-charsets.js';
+import { MessageMasker, rawMessageStream } from './masking-stream.js';
+import { defaultMaskWindow, type MaskCounts } from './text-masker.js';
 
 const is = (phrase: string) => ({ error: phrase });
 
@@ -264,5 +263,5 @@ function findings(r: MessageMasker, direction: Direction, dryRun: boolean, notes
 export function rawMasker(policy: MaskingPolicy, direction: Direction, counts: MaskCounts = {}): Transform | null {
   const patterns = policy[direction];
   if (patterns.length === 0) return null;
-  return new MaskingStream(rawByteCodec(), new RawMessageMasker(new TextMasker(patterns, counts, policy.window)));
+  return rawMessageStream(patterns, counts, policy.window);
 }

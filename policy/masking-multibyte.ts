@@ -134,9 +134,12 @@ function encodeKeepingRaw(text: string, charset: string): Buffer {
 /** Shift_JIS, GBK, Big5 and the other iconv-lite charsets, read a run at a time. */
 class RunCodec implements TextCodec {
   #pending = Buffer.alloc(0);
-  #ascii: boolean | undefined;
 
-  constructor(private readonly charset: string) {}
+  /** `ascii`: whether the charset's bytes below 0x80 are ASCII (asciiCompatible), worked out once per charset. */
+  constructor(
+    private readonly charset: string,
+    private readonly ascii: boolean,
+  ) {}
 
   decode(bytes: Buffer): string {
     let cut = bytes.length;
@@ -166,7 +169,7 @@ class RunCodec implements TextCodec {
   }
 
   #text(run: Buffer): string {
-    return losslessText(run, this.charset, [1, 2, 3, 4], safeCuts, (this.#ascii ??= asciiCompatible(this.charset)));
+    return losslessText(run, this.charset, [1, 2, 3, 4], safeCuts, this.ascii);
   }
 }
 
@@ -264,5 +267,6 @@ export function multiByteCodec(charset: string): (() => TextCodec) | undefined {
   if (!iconv.encodingExists(charset)) return undefined;
   const wide = wideCodecs.get(iconv.getCodec(charset));
   if (wide) return () => new WideCodec(wide[0], wide[1]);
-  return () => new RunCodec(charset);
+  const ascii = asciiCompatible(charset);
+  return () => new RunCodec(charset, ascii);
 }

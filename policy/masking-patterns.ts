@@ -151,7 +151,7 @@ const issuers: readonly { from: string; to: string; lengths: readonly number[] }
 ];
 
 /** Whether a run of digits has the prefix and length of a card some network issues. */
-export function issuedCardNumber(digits: string): boolean {
+function issuedCardNumber(digits: string): boolean {
   return issuers.some((r) => {
     if (!r.lengths.includes(digits.length)) return false;
     const prefix = digits.slice(0, r.from.length);
@@ -160,7 +160,7 @@ export function issuedCardNumber(digits: string): boolean {
 }
 
 /** 13 to 19 digits, a prefix some network issues, not one digit repeated (`0000 0000 0000 0000`), Luhn-valid. */
-export function cardNumberValid(digits: string): boolean {
+function cardNumberValid(digits: string): boolean {
   return digits.length >= 13 && digits.length <= 19 && !/^(\d)\1*$/.test(digits) && issuedCardNumber(digits) && luhnValid(digits);
 }
 

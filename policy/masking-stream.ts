@@ -60,6 +60,14 @@ export class MaskingStream extends Transform {
   }
 }
 
+/**
+ * A message's raw bytes masked as text (masking-raw.ts): for a message that could not be
+ * parsed, and for an attached message nested too deep to split.
+ */
+export function rawMessageStream(patterns: readonly MaskingPattern[], counts: MaskCounts, window: number): MaskingStream {
+  return new MaskingStream(rawByteCodec(), new RawMessageMasker(new TextMasker(patterns, counts, window)));
+}
+
 /** A part whose body was rewritten in another charset than it came in. */
 export interface CharsetChange {
   part: string;
@@ -256,7 +264,7 @@ export class MessageMasker extends ChunkStage {
    */
   private messageStreams(node: MimeNode): { streams: Transform[]; encoding: false } {
     if (this.depth >= maxNesting) {
-      return { streams: [new MaskingStream(rawByteCodec(), new RawMessageMasker(new TextMasker(this.patterns, this.counts, this.window)))], encoding: false };
+      return { streams: [rawMessageStream(this.patterns, this.counts, this.window)], encoding: false };
     }
     const label = partLabel(node);
     const inner = new MessageMasker(
