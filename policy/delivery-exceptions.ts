@@ -23,7 +23,8 @@ import { decodedHead, headAddresses, headerHead } from './header-text.js';
 import type { MimeNode, SplitterChunk } from '@zone-eu/mailsplit';
 import type { MessageContext, Stage } from './stage.js';
 import { ChunkStage, type ChunkHandler } from './stage-chain.js';
-import { DELIVERY_STATUS_CAP, attachedReport, decodeTransfer, parseDeliveryStatus, parseFeedbackReport, type DeliveryStatusReport } from './delivery-status.js';
+import { bodyDecoder } from './transfer-decode.js';
+import { DELIVERY_STATUS_CAP, attachedReport, parseDeliveryStatus, parseFeedbackReport, type DeliveryStatusReport } from './delivery-status.js';
 import { BOUNCE_TEXT_CAP, bounceTextVerdict, htmlText } from './delivery-exception-text.js';
 import { addressMatches, decide, subjectMatches, type DeliveryExceptionRules, type Evidence, type StructuralSignal } from './delivery-exception-rules.js';
 import { describeOutcome } from './delivery-exception-report.js';
@@ -312,7 +313,10 @@ class DeliveryExceptionScan extends ChunkStage {
     const c = this.capture;
     if (!c) return;
     this.capture = undefined;
-    const body = decodeTransfer(Buffer.concat(c.chunks), c.node.encoding);
+    // The decoder every other stage reads a part through, so the bytes judged are the ones a mail
+    // client shows (base64 padded line by line included).
+    const decoder = bodyDecoder(c.node);
+    const body = Buffer.concat([...c.chunks.map((chunk) => decoder.push(chunk)), decoder.end()]);
     if (c.kind === 'attached') {
       const found = attachedReport(body, c.truncated);
       if (found) {
