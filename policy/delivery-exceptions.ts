@@ -24,7 +24,15 @@ import type { MimeNode, SplitterChunk } from '@zone-eu/mailsplit';
 import type { MessageContext, Stage } from './stage.js';
 import { ChunkStage, type ChunkHandler } from './stage-chain.js';
 import { bodyDecoder } from './transfer-decode.js';
-import { DELIVERY_STATUS_CAP, attachedReport, parseDeliveryStatus, parseFeedbackReport, type DeliveryStatusReport } from './delivery-status.js';
+import {
+  DELIVERY_STATUS_CAP,
+  STATUS_TYPES,
+  attachedReport,
+  isDeliveryReport,
+  parseDeliveryStatus,
+  parseFeedbackReport,
+  type DeliveryStatusReport,
+} from './delivery-status.js';
 import { BOUNCE_TEXT_CAP, bounceTextVerdict, htmlText } from './delivery-exception-text.js';
 import { addressMatches, decide, subjectMatches, type DeliveryExceptionRules, type Evidence, type StructuralSignal } from './delivery-exception-rules.js';
 import { describeOutcome } from './delivery-exception-report.js';
@@ -94,7 +102,6 @@ interface Capture {
   truncated: boolean;
 }
 
-const STATUS_TYPES = new Set(['message/delivery-status', 'message/global-delivery-status']);
 const MESSAGE_TYPES = new Set(['message/rfc822', 'message/global']);
 
 /** Reads the evidence as chunks pass and decides when the message ends. */
@@ -273,7 +280,7 @@ class DeliveryExceptionScan extends ChunkStage {
     const type = contentType.value.toLowerCase();
     const reportType = String(contentType.params['report-type'] ?? '').toLowerCase();
     this.rootIsReport = type === 'multipart/report' || STATUS_TYPES.has(type) || type === 'message/feedback-report';
-    if (type === 'multipart/report' && /^(global-)?delivery-status$/.test(reportType)) {
+    if (isDeliveryReport(contentType)) {
       this.signal('delivery_status', `Content-Type: multipart/report; report-type=${reportType}`);
     }
     // RFC 5965 section 3: an abuse report from a mailbox provider's feedback loop.
@@ -375,8 +382,7 @@ function embeddedDepth(node: MimeNode): number {
 /** True for the Content-Type of a delivery report: multipart/report for delivery status, or the status itself. */
 function isReportHead(value: string): boolean {
   const ct = libmime.parseHeaderValue(headerHead(value));
-  const type = ct.value.toLowerCase();
-  return STATUS_TYPES.has(type) || (type === 'multipart/report' && /^(global-)?delivery-status$/i.test(String(ct.params['report-type'] ?? '')));
+  return STATUS_TYPES.has(ct.value.toLowerCase()) || isDeliveryReport(ct);
 }
 
 function mergeReports(a: DeliveryStatusReport | undefined, b: DeliveryStatusReport): DeliveryStatusReport {

@@ -2,7 +2,7 @@
  * Reading an RFC 3464 `message/delivery-status` body: the machine-readable part of a bounce.
  * Pure functions over a small, already size-bounded piece of text.
  */
-import libmime from 'libmime';
+import libmime, { type ParsedHeaderValue } from 'libmime';
 import { headerHead } from './header-text.js';
 import type { FailureType } from './delivery-exception-phrases.js';
 
@@ -179,6 +179,14 @@ export function decodeTransfer(raw: Buffer, encoding: string | false): Buffer {
   return raw;
 }
 
+/** Content types of a delivery-status part (RFC 3464; the global one, RFC 6533). */
+export const STATUS_TYPES: ReadonlySet<string> = new Set(['message/delivery-status', 'message/global-delivery-status']);
+
+/** A parsed Content-Type that is a delivery report: multipart/report of report-type (global-)delivery-status. */
+export function isDeliveryReport(ct: ParsedHeaderValue): boolean {
+  return ct.value.toLowerCase() === 'multipart/report' && /^(global-)?delivery-status$/i.test(ct.params['report-type'] ?? '');
+}
+
 /** A message attached to another (message/rfc822) that is a delivery report, and what it reports. */
 export interface AttachedReport {
   /** The report's recipient blocks, when its delivery-status part was within the bytes read. */
@@ -197,10 +205,10 @@ export function attachedReport(bytes: Buffer, truncated: boolean): AttachedRepor
   const ct = libmime.parseHeaderValue(headerHead(fields.get('content-type') ?? ''));
   const type = ct.value.toLowerCase();
   const statusText = (part: string, encoding: string | undefined) => decodeTransfer(Buffer.from(part, 'latin1'), encoding || false).toString('utf8');
-  if (type === 'message/delivery-status' || type === 'message/global-delivery-status') {
+  if (STATUS_TYPES.has(type)) {
     return { report: parseDeliveryStatus(statusText(body, fields.get('content-transfer-encoding')?.trim().toLowerCase()), truncated) };
   }
-  if (type !== 'multipart/report' || !/^(global-)?delivery-status$/i.test(String(ct.params['report-type'] ?? ''))) return undefined;
+  if (!isDeliveryReport(ct)) return undefined;
   const boundary = String(ct.params.boundary ?? '');
   if (!boundary) return {};
   const delimiter = `--${boundary}`;
@@ -210,7 +218,7 @@ export function attachedReport(bytes: Buffer, truncated: boolean): AttachedRepor
     if (part.startsWith('--')) break;
     const inner = splitHeader(part.replace(/^[ \t]*\r?\n/, ''));
     const innerType = libmime.parseHeaderValue(headerHead(inner.fields.get('content-type') ?? '')).value.toLowerCase();
-    if (innerType === 'message/delivery-status' || innerType === 'message/global-delivery-status') {
+    if (STATUS_TYPES.has(innerType)) {
       // A part followed by another delimiter was read whole, whatever came after it.
       const encoding = inner.fields.get('content-transfer-encoding')?.trim().toLowerCase();
       return { report: parseDeliveryStatus(statusText(inner.body, encoding), truncated && i === parts.length - 1) };
