@@ -151,7 +151,7 @@ function inlineBase64(text: string): string {
 }
 
 /** Header-style fields with continuation lines joined; a blank line yields ''. */
-export function* unfoldedFields(text: string): Generator<string> {
+function* unfoldedFields(text: string): Generator<string> {
   let field: string | undefined;
   for (const line of text.split(/\r?\n/)) {
     if (/^[ \t]/.test(line) && field !== undefined && line.trim() !== '') {
@@ -166,7 +166,7 @@ export function* unfoldedFields(text: string): Generator<string> {
 }
 
 /** Undoes a part's Content-Transfer-Encoding on a small buffer. */
-export function decodeTransfer(raw: Buffer, encoding: string | false): Buffer {
+function decodeTransfer(raw: Buffer, encoding: string | false): Buffer {
   const enc = (encoding || '').toLowerCase();
   if (enc === 'base64') return Buffer.from(raw.toString('latin1').replace(/[^A-Za-z0-9+/=]/g, ''), 'base64');
   if (enc === 'quoted-printable') {
