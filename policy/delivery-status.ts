@@ -62,9 +62,14 @@ export function recipientFailure(r: RecipientStatus): FailureType | undefined {
  * RFC 3464 section 2.3.3: the recipient's message arrived, was relayed on, or was expanded;
  * `deliverable` is Postfix's answer to an address verification (`sendmail -bv`).
  */
-export const SUCCESS_ACTIONS: ReadonlySet<string> = new Set(['delivered', 'relayed', 'expanded', 'deliverable']);
+const SUCCESS_ACTIONS: ReadonlySet<string> = new Set(['delivered', 'relayed', 'expanded', 'deliverable']);
 /** `failed`, and what real reports write for it. */
 const FAILED_ACTIONS: ReadonlySet<string> = new Set(['failed', 'failure', 'fail', 'error', 'bounced', 'bounce']);
+
+/** RFC 3464 section 2.3.3: delivered, relayed and expanded are successes; so is a 2.x.x status. */
+export function recipientSucceeded(r: RecipientStatus): boolean {
+  return SUCCESS_ACTIONS.has(r.action ?? '') || (!r.action && /^2\./.test(r.status ?? ''));
+}
 
 /** The class digit of an enhanced status code (`5.1.1`) or, failing that, of an SMTP reply code (`553 ...`). */
 function statusClass(status: string | undefined): string | undefined {
