@@ -121,14 +121,17 @@ class DeliveryExceptionScan extends ChunkStage {
   private text = '';
   private capture: Capture | undefined;
   private statusParts = 0;
-  private forwardedReports: DeliveryStatusReport[] = [];
+  private readonly forwardedReports: DeliveryStatusReport[] = [];
   private forwardedSeen = false;
+  /** The delivery_status signal is on: report parts (own or forwarded) are worth reading. */
+  private readonly readReports: boolean;
 
   constructor(
     private readonly rules: DeliveryExceptionRules,
     private readonly ctx: MessageContext,
   ) {
     super();
+    this.readReports = rules.signals.has('delivery_status');
   }
 
   protected transform(chunk: SplitterChunk): void {
@@ -185,7 +188,7 @@ class DeliveryExceptionScan extends ChunkStage {
       } else if (MESSAGE_TYPES.has(type)) {
         this.textDone = true;
         // Not parsed inline by the splitter: read its bytes to see whether it is a report.
-        if (!this.rootIsReport && !node.messageNode) this.start(node, 'attached', this.automatic ? ATTACHED_CAP : ATTACHED_HEAD_CAP);
+        if (this.readReports && !this.rootIsReport && !node.messageNode) this.start(node, 'attached', this.automatic ? ATTACHED_CAP : ATTACHED_HEAD_CAP);
       } else if (type === 'text/rfc822-headers') {
         this.textDone = true;
       } else if (type === 'text/plain' || type === 'text/html') {
@@ -197,14 +200,14 @@ class DeliveryExceptionScan extends ChunkStage {
       if (embeddedRoot && node.headers && isReportHead(node.headers.getFirst('content-type'))) this.forwardedSeen = true;
       if (STATUS_TYPES.has(type)) {
         this.forwardedSeen = true;
-        if (this.automatic) this.start(node, 'forwarded-status', DELIVERY_STATUS_CAP);
+        if (this.automatic && this.readReports) this.start(node, 'forwarded-status', DELIVERY_STATUS_CAP);
       }
     }
   }
 
   private statusPart(node: MimeNode, evidence: string): void {
     this.signal('delivery_status', evidence);
-    if (this.statusParts >= MAX_STATUS_PARTS) return;
+    if (!this.readReports || this.statusParts >= MAX_STATUS_PARTS) return;
     this.statusParts++;
     this.start(node, 'status', DELIVERY_STATUS_CAP);
   }
@@ -345,11 +348,7 @@ class DeliveryExceptionScan extends ChunkStage {
   }
 
   private finish(): void {
-    if (!this.rules.signals.has('delivery_status')) {
-      delete this.ev.deliveryStatus;
-      this.forwardedReports = [];
-    }
-    if (this.forwardedSeen && this.rules.signals.has('delivery_status')) {
+    if (this.forwardedSeen && this.readReports) {
       const report = this.forwardedReports.reduce<DeliveryStatusReport | undefined>((a, b) => mergeReports(a, b), undefined);
       this.ev.forwardedReport = { counted: this.automatic, ...(report ? { report } : {}) };
       if (this.ev.forwardedReport.counted) this.signal('delivery_status', 'a delivery status report in an attached message, forwarded by a mail system');

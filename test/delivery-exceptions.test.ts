@@ -469,6 +469,11 @@ test('auto-replies and other machine mail are recognised from their headers', as
   // With delivery_status off, neither the report nor a forwarded one is read.
   const off = await check(here('forwarded-by-scanner.eml'), { department: { structural_signals: ['auto_submitted'] } });
   assert.equal(off.findings.decidedBy, 'phrase');
+  assert.equal(off.findings.forwardedReport, undefined);
+  assert.equal(off.findings.deliveryStatus, undefined);
+  const ownOff = await check(here('dsn-failed-447.eml'), { department: { structural_signals: ['auto_submitted'] } });
+  assert.equal(ownOff.findings.deliveryStatus, undefined);
+  assert.notEqual(ownOff.findings.decidedBy, 'delivery_status');
 });
 
 test('with phrase_matches = "with_structural_signal", a phrase alone does not tag', async () => {
