@@ -5,7 +5,7 @@
  * words of a bounce.
  */
 import type { DeliveryExceptionPhrase, FailureType, PhraseType } from './delivery-exception-phrases.js';
-import { SUCCESS_ACTIONS, type DeliveryStatusReport, type FeedbackReport, type RecipientStatus } from './delivery-status.js';
+import { recipientSucceeded, type DeliveryStatusReport, type FeedbackReport } from './delivery-status.js';
 import type { BounceTextVerdict } from './delivery-exception-text.js';
 
 /** Signs of machine-generated mail read from the message's structure rather than its words. */
@@ -225,7 +225,7 @@ export function decide(rules: DeliveryExceptionRules, ev: Evidence): Decision {
   // A delivery report whose recipients were all delivered, relayed or expanded is a delivery
   // confirmation, not an exception, even though it is machine mail.
   const recipients = ev.deliveryStatus?.recipients ?? [];
-  if (!phrasesCount && recipients.length && recipients.every(reportsSuccess)) return { successReport: true };
+  if (!phrasesCount && recipients.length && recipients.every(recipientSucceeded)) return { successReport: true };
 
   const forwarded = ev.forwardedReport?.counted ? reportFailure(ev.forwardedReport.report) : undefined;
   if (forwarded) return { ...forwarded, decidedBy: 'forwarded_delivery_status' };
@@ -250,9 +250,4 @@ function reportFailure(report: DeliveryStatusReport | undefined): { failure: Fai
   const fields = [chosen.action && `Action: ${chosen.action}`, chosen.status && `Status: ${chosen.status}`].filter(Boolean).join(', ');
   const who = chosen.originalRecipient ?? chosen.finalRecipient;
   return { failure: chosen.failure!, decidingEvidence: `${fields || 'a recipient block'}${who ? ` for ${who}` : ''}` };
-}
-
-/** RFC 3464 section 2.3.3: delivered, relayed and expanded are successes; so is a 2.x.x status. */
-function reportsSuccess(r: RecipientStatus): boolean {
-  return SUCCESS_ACTIONS.has(r.action ?? '') || (!r.action && /^2\./.test(r.status ?? ''));
 }

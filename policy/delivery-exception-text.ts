@@ -139,7 +139,7 @@ function firstMatch(rules: readonly TextRule[], text: string): { rule: string; m
 const QUOTED_SUBJECT = /^[ \t]*(?:the\s+subject\s+of\s+the\s+message\s+is|subject)[ \t]*:.*$/gim;
 
 /** The MTA's own words: the text up to where the returned original starts, quoted subjects left out. */
-export function ownText(text: string): string {
+function ownText(text: string): string {
   // Line by line, each line looked at up to SEPARATOR_LINE characters: linear in the text.
   let end = text.length;
   for (let at = 0; at < text.length;) {

@@ -23,7 +23,16 @@ import { decodedHead, headAddresses, headerHead } from './header-text.js';
 import type { MimeNode, SplitterChunk } from '@zone-eu/mailsplit';
 import type { MessageContext, Stage } from './stage.js';
 import { ChunkStage, type ChunkHandler } from './stage-chain.js';
-import { DELIVERY_STATUS_CAP, attachedReport, decodeTransfer, parseDeliveryStatus, parseFeedbackReport, type DeliveryStatusReport } from './delivery-status.js';
+import { bodyDecoder } from './transfer-decode.js';
+import {
+  DELIVERY_STATUS_CAP,
+  STATUS_TYPES,
+  attachedReport,
+  isDeliveryReport,
+  parseDeliveryStatus,
+  parseFeedbackReport,
+  type DeliveryStatusReport,
+} from './delivery-status.js';
 import { BOUNCE_TEXT_CAP, bounceTextVerdict, htmlText } from './delivery-exception-text.js';
 import { addressMatches, decide, subjectMatches, type DeliveryExceptionRules, type Evidence, type StructuralSignal } from './delivery-exception-rules.js';
 import { describeOutcome } from './delivery-exception-report.js';
@@ -93,7 +102,6 @@ interface Capture {
   truncated: boolean;
 }
 
-const STATUS_TYPES = new Set(['message/delivery-status', 'message/global-delivery-status']);
 const MESSAGE_TYPES = new Set(['message/rfc822', 'message/global']);
 
 /** Reads the evidence as chunks pass and decides when the message ends. */
@@ -113,14 +121,17 @@ class DeliveryExceptionScan extends ChunkStage {
   private text = '';
   private capture: Capture | undefined;
   private statusParts = 0;
-  private forwardedReports: DeliveryStatusReport[] = [];
+  private readonly forwardedReports: DeliveryStatusReport[] = [];
   private forwardedSeen = false;
+  /** The delivery_status signal is on: report parts (own or forwarded) are worth reading. */
+  private readonly readReports: boolean;
 
   constructor(
     private readonly rules: DeliveryExceptionRules,
     private readonly ctx: MessageContext,
   ) {
     super();
+    this.readReports = rules.signals.has('delivery_status');
   }
 
   protected transform(chunk: SplitterChunk): void {
@@ -177,7 +188,7 @@ class DeliveryExceptionScan extends ChunkStage {
       } else if (MESSAGE_TYPES.has(type)) {
         this.textDone = true;
         // Not parsed inline by the splitter: read its bytes to see whether it is a report.
-        if (!this.rootIsReport && !node.messageNode) this.start(node, 'attached', this.automatic ? ATTACHED_CAP : ATTACHED_HEAD_CAP);
+        if (this.readReports && !this.rootIsReport && !node.messageNode) this.start(node, 'attached', this.automatic ? ATTACHED_CAP : ATTACHED_HEAD_CAP);
       } else if (type === 'text/rfc822-headers') {
         this.textDone = true;
       } else if (type === 'text/plain' || type === 'text/html') {
@@ -189,14 +200,14 @@ class DeliveryExceptionScan extends ChunkStage {
       if (embeddedRoot && node.headers && isReportHead(node.headers.getFirst('content-type'))) this.forwardedSeen = true;
       if (STATUS_TYPES.has(type)) {
         this.forwardedSeen = true;
-        if (this.automatic) this.start(node, 'forwarded-status', DELIVERY_STATUS_CAP);
+        if (this.automatic && this.readReports) this.start(node, 'forwarded-status', DELIVERY_STATUS_CAP);
       }
     }
   }
 
   private statusPart(node: MimeNode, evidence: string): void {
     this.signal('delivery_status', evidence);
-    if (this.statusParts >= MAX_STATUS_PARTS) return;
+    if (!this.readReports || this.statusParts >= MAX_STATUS_PARTS) return;
     this.statusParts++;
     this.start(node, 'status', DELIVERY_STATUS_CAP);
   }
@@ -272,7 +283,7 @@ class DeliveryExceptionScan extends ChunkStage {
     const type = contentType.value.toLowerCase();
     const reportType = String(contentType.params['report-type'] ?? '').toLowerCase();
     this.rootIsReport = type === 'multipart/report' || STATUS_TYPES.has(type) || type === 'message/feedback-report';
-    if (type === 'multipart/report' && /^(global-)?delivery-status$/.test(reportType)) {
+    if (isDeliveryReport(contentType)) {
       this.signal('delivery_status', `Content-Type: multipart/report; report-type=${reportType}`);
     }
     // RFC 5965 section 3: an abuse report from a mailbox provider's feedback loop.
@@ -312,7 +323,10 @@ class DeliveryExceptionScan extends ChunkStage {
     const c = this.capture;
     if (!c) return;
     this.capture = undefined;
-    const body = decodeTransfer(Buffer.concat(c.chunks), c.node.encoding);
+    // The decoder every other stage reads a part through, so the bytes judged are the ones a mail
+    // client shows (base64 padded line by line included).
+    const decoder = bodyDecoder(c.node);
+    const body = Buffer.concat([...c.chunks.map((chunk) => decoder.push(chunk)), decoder.end()]);
     if (c.kind === 'attached') {
       const found = attachedReport(body, c.truncated);
       if (found) {
@@ -334,11 +348,7 @@ class DeliveryExceptionScan extends ChunkStage {
   }
 
   private finish(): void {
-    if (!this.rules.signals.has('delivery_status')) {
-      delete this.ev.deliveryStatus;
-      this.forwardedReports = [];
-    }
-    if (this.forwardedSeen && this.rules.signals.has('delivery_status')) {
+    if (this.forwardedSeen && this.readReports) {
       const report = this.forwardedReports.reduce<DeliveryStatusReport | undefined>((a, b) => mergeReports(a, b), undefined);
       this.ev.forwardedReport = { counted: this.automatic, ...(report ? { report } : {}) };
       if (this.ev.forwardedReport.counted) this.signal('delivery_status', 'a delivery status report in an attached message, forwarded by a mail system');
@@ -371,8 +381,7 @@ function embeddedDepth(node: MimeNode): number {
 /** True for the Content-Type of a delivery report: multipart/report for delivery status, or the status itself. */
 function isReportHead(value: string): boolean {
   const ct = libmime.parseHeaderValue(headerHead(value));
-  const type = ct.value.toLowerCase();
-  return STATUS_TYPES.has(type) || (type === 'multipart/report' && /^(global-)?delivery-status$/i.test(String(ct.params['report-type'] ?? '')));
+  return STATUS_TYPES.has(ct.value.toLowerCase()) || isDeliveryReport(ct);
 }
 
 function mergeReports(a: DeliveryStatusReport | undefined, b: DeliveryStatusReport): DeliveryStatusReport {

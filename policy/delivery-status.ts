@@ -2,7 +2,7 @@
  * Reading an RFC 3464 `message/delivery-status` body: the machine-readable part of a bounce.
  * Pure functions over a small, already size-bounded piece of text.
  */
-import libmime from 'libmime';
+import libmime, { type ParsedHeaderValue } from 'libmime';
 import { headerHead } from './header-text.js';
 import type { FailureType } from './delivery-exception-phrases.js';
 
@@ -62,9 +62,14 @@ export function recipientFailure(r: RecipientStatus): FailureType | undefined {
  * RFC 3464 section 2.3.3: the recipient's message arrived, was relayed on, or was expanded;
  * `deliverable` is Postfix's answer to an address verification (`sendmail -bv`).
  */
-export const SUCCESS_ACTIONS: ReadonlySet<string> = new Set(['delivered', 'relayed', 'expanded', 'deliverable']);
+const SUCCESS_ACTIONS: ReadonlySet<string> = new Set(['delivered', 'relayed', 'expanded', 'deliverable']);
 /** `failed`, and what real reports write for it. */
 const FAILED_ACTIONS: ReadonlySet<string> = new Set(['failed', 'failure', 'fail', 'error', 'bounced', 'bounce']);
+
+/** RFC 3464 section 2.3.3: delivered, relayed and expanded are successes; so is a 2.x.x status. */
+export function recipientSucceeded(r: RecipientStatus): boolean {
+  return SUCCESS_ACTIONS.has(r.action ?? '') || (!r.action && /^2\./.test(r.status ?? ''));
+}
 
 /** The class digit of an enhanced status code (`5.1.1`) or, failing that, of an SMTP reply code (`553 ...`). */
 function statusClass(status: string | undefined): string | undefined {
@@ -151,7 +156,7 @@ function inlineBase64(text: string): string {
 }
 
 /** Header-style fields with continuation lines joined; a blank line yields ''. */
-export function* unfoldedFields(text: string): Generator<string> {
+function* unfoldedFields(text: string): Generator<string> {
   let field: string | undefined;
   for (const line of text.split(/\r?\n/)) {
     if (/^[ \t]/.test(line) && field !== undefined && line.trim() !== '') {
@@ -166,7 +171,7 @@ export function* unfoldedFields(text: string): Generator<string> {
 }
 
 /** Undoes a part's Content-Transfer-Encoding on a small buffer. */
-export function decodeTransfer(raw: Buffer, encoding: string | false): Buffer {
+function decodeTransfer(raw: Buffer, encoding: string | false): Buffer {
   const enc = (encoding || '').toLowerCase();
   if (enc === 'base64') return Buffer.from(raw.toString('latin1').replace(/[^A-Za-z0-9+/=]/g, ''), 'base64');
   if (enc === 'quoted-printable') {
@@ -177,6 +182,14 @@ export function decodeTransfer(raw: Buffer, encoding: string | false): Buffer {
     );
   }
   return raw;
+}
+
+/** Content types of a delivery-status part (RFC 3464; the global one, RFC 6533). */
+export const STATUS_TYPES: ReadonlySet<string> = new Set(['message/delivery-status', 'message/global-delivery-status']);
+
+/** A parsed Content-Type that is a delivery report: multipart/report of report-type (global-)delivery-status. */
+export function isDeliveryReport(ct: ParsedHeaderValue): boolean {
+  return ct.value.toLowerCase() === 'multipart/report' && /^(global-)?delivery-status$/i.test(ct.params['report-type'] ?? '');
 }
 
 /** A message attached to another (message/rfc822) that is a delivery report, and what it reports. */
@@ -197,10 +210,10 @@ export function attachedReport(bytes: Buffer, truncated: boolean): AttachedRepor
   const ct = libmime.parseHeaderValue(headerHead(fields.get('content-type') ?? ''));
   const type = ct.value.toLowerCase();
   const statusText = (part: string, encoding: string | undefined) => decodeTransfer(Buffer.from(part, 'latin1'), encoding || false).toString('utf8');
-  if (type === 'message/delivery-status' || type === 'message/global-delivery-status') {
+  if (STATUS_TYPES.has(type)) {
     return { report: parseDeliveryStatus(statusText(body, fields.get('content-transfer-encoding')?.trim().toLowerCase()), truncated) };
   }
-  if (type !== 'multipart/report' || !/^(global-)?delivery-status$/i.test(String(ct.params['report-type'] ?? ''))) return undefined;
+  if (!isDeliveryReport(ct)) return undefined;
   const boundary = String(ct.params.boundary ?? '');
   if (!boundary) return {};
   const delimiter = `--${boundary}`;
@@ -210,7 +223,7 @@ export function attachedReport(bytes: Buffer, truncated: boolean): AttachedRepor
     if (part.startsWith('--')) break;
     const inner = splitHeader(part.replace(/^[ \t]*\r?\n/, ''));
     const innerType = libmime.parseHeaderValue(headerHead(inner.fields.get('content-type') ?? '')).value.toLowerCase();
-    if (innerType === 'message/delivery-status' || innerType === 'message/global-delivery-status') {
+    if (STATUS_TYPES.has(innerType)) {
       // A part followed by another delimiter was read whole, whatever came after it.
       const encoding = inner.fields.get('content-transfer-encoding')?.trim().toLowerCase();
       return { report: parseDeliveryStatus(statusText(inner.body, encoding), truncated && i === parts.length - 1) };

@@ -297,6 +297,18 @@ test('plain-text bounces of MTAs that write no report are typed by their status 
   assert.equal(quoted.failure, 'temporary');
 });
 
+test('the text of a bounce is decoded as a mail client decodes it: base64 padded line by line is read whole', async () => {
+  // Each line its own padded base64 run: a decoder that stops at the first "=" reads only "Hi.".
+  const lines = ['Hi.', 'Your message to bob@x.example could not be delivered.', "This is a permanent error; I've given up."];
+  const body = lines.map((l) => Buffer.from(`${l}\r\n`).toString('base64')).join('\r\n');
+  const r = await check(mail({ From: 'MAILER-DAEMON@mx.example.net', Subject: 'failure notice', 'Content-Transfer-Encoding': 'base64' }, body), {
+    source: 'imap',
+  });
+  assert.equal(r.failure, 'permanent', r.findings.summary.join(' '));
+  assert.equal(r.findings.decidedBy, 'bounce_text');
+  assert.match(r.findings.decidingEvidence ?? '', /qmail: permanent error/);
+});
+
 test('the words of a bounce: sentences and codes, in order of what they say', () => {
   const cases: [text: string, failure: 'permanent' | 'temporary' | undefined][] = [
     ["Hi. This is the qmail-send program.\nThis is a permanent error; I've given up. Sorry it didn't work out.", 'permanent'],
@@ -457,6 +469,11 @@ test('auto-replies and other machine mail are recognised from their headers', as
   // With delivery_status off, neither the report nor a forwarded one is read.
   const off = await check(here('forwarded-by-scanner.eml'), { department: { structural_signals: ['auto_submitted'] } });
   assert.equal(off.findings.decidedBy, 'phrase');
+  assert.equal(off.findings.forwardedReport, undefined);
+  assert.equal(off.findings.deliveryStatus, undefined);
+  const ownOff = await check(here('dsn-failed-447.eml'), { department: { structural_signals: ['auto_submitted'] } });
+  assert.equal(ownOff.findings.deliveryStatus, undefined);
+  assert.notEqual(ownOff.findings.decidedBy, 'delivery_status');
 });
 
 test('with phrase_matches = "with_structural_signal", a phrase alone does not tag', async () => {
