@@ -4,6 +4,7 @@
  */
 import libmime, { type ParsedHeaderValue } from 'libmime';
 import { headerHead } from './header-text.js';
+import { transferDecoder } from './transfer-decode.js';
 import type { FailureType } from './delivery-exception-phrases.js';
 
 /** Most bytes of a delivery-status part we keep. Real ones are a few hundred bytes per recipient. */
@@ -170,18 +171,11 @@ function* unfoldedFields(text: string): Generator<string> {
   if (field !== undefined) yield field;
 }
 
-/** Undoes a part's Content-Transfer-Encoding on a small buffer. */
+/** Undoes a part's Content-Transfer-Encoding on a small buffer, as mailsplit decodes a parsed part (base64 padded line by line included). */
 function decodeTransfer(raw: Buffer, encoding: string | false): Buffer {
-  const enc = (encoding || '').toLowerCase();
-  if (enc === 'base64') return Buffer.from(raw.toString('latin1').replace(/[^A-Za-z0-9+/=]/g, ''), 'base64');
-  if (enc === 'quoted-printable') {
-    const text = raw.toString('latin1').replace(/=\r?\n/g, '');
-    return Buffer.from(
-      text.replace(/=([0-9A-Fa-f]{2})/g, (_m, hex: string) => String.fromCharCode(parseInt(hex, 16))),
-      'latin1',
-    );
-  }
-  return raw;
+  if (!encoding) return raw;
+  const decoder = transferDecoder(encoding);
+  return Buffer.concat([decoder.push(raw), decoder.end()]);
 }
 
 /** Content types of a delivery-status part (RFC 3464; the global one, RFC 6533). */

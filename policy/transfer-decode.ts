@@ -7,7 +7,7 @@
  * decoded by ours, since libqp's Decoder holds the whole part (see below).
  */
 import { Transform, type TransformCallback } from 'node:stream';
-import type { MimeNode } from '@zone-eu/mailsplit';
+import { MimeNode } from '@zone-eu/mailsplit';
 
 /** Decodes or encodes one part's body, chunk by chunk. */
 export interface BodyCoder {
@@ -38,6 +38,17 @@ export function bodyDecoder(node: MimeNode): BodyDecoder {
     default:
       return unchanged();
   }
+}
+
+/**
+ * The decoder for a Content-Transfer-Encoding named in bytes read without a Splitter (an
+ * attached message's part read as raw text): the same decoder bodyDecoder gives a parsed part.
+ */
+export function transferDecoder(encoding: string): BodyDecoder {
+  const node = new MimeNode(false);
+  node.addHeaderChunk(Buffer.from(`Content-Transfer-Encoding: ${encoding.replace(/[\r\n]/g, '')}\r\n\r\n`, 'latin1'));
+  node.parseHeaders();
+  return bodyDecoder(node);
 }
 
 /** The encoder mailsplit's Joiner would use for the part (libbase64's, libqp's: lines of 76), run by calling it. */

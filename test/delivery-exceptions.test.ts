@@ -365,6 +365,22 @@ test('a report forwarded by a mail system counts; a bounce a person forwards is 
   assert.deepEqual(scanner.findings.failedRecipients, ['left@client.example']);
   assert.equal(scanner.findings.forwardedReport?.counted, true);
   assert.ok(scanner.findings.summary.some((s) => /forwarded by a mail system: it counts/.test(s)));
+  // The forwarded report's status part in base64 padded line by line (each line decoded on its
+  // own, as mail clients and mailsplit do): the recipients are read all the same.
+  const status = 'Reporting-MTA: dns;mx.scanner.example.net\n\nFinal-Recipient: rfc822;left@client.example\nAction: failed\nStatus: 5.1.1\n';
+  const padded = status
+    .split(/(?<=\n)/)
+    .map((line) => Buffer.from(line.replace(/\n/g, '\r\n')).toString('base64'))
+    .join('\n');
+  const original = readFileSync(fixture('delivery-exceptions', 'forwarded-by-scanner.eml'), 'utf8');
+  const encoded = original.replace(
+    /Content-Type: message\/delivery-status\n\n[\s\S]*?\n\n--inner--/,
+    `Content-Type: message/delivery-status\nContent-Transfer-Encoding: base64\n\n${padded}\n\n--inner--`,
+  );
+  assert.notEqual(encoded, original);
+  const base64 = await check(encoded);
+  assert.equal(base64.findings.decidedBy, 'forwarded_delivery_status', base64.findings.summary.join(' '));
+  assert.deepEqual(base64.findings.failedRecipients, ['left@client.example']);
 
   // A customer forwarding a bounce inline asks about it: not a delivery exception.
   const person = await check(here('forwarded-bounce.eml'));
