@@ -13,7 +13,7 @@
  */
 import libmime from 'libmime';
 import { Headers, type MimeNode, type SplitterChunk } from '@zone-eu/mailsplit';
-import type { MessageContext, Stage, StageFindings } from './stage.js';
+import type { Direction, MessageContext, Stage, StageFindings } from './stage.js';
 import { ChunkStage } from './stage-chain.js';
 import { attachmentRules, attachmentsSectionSchema, type AttachmentRules, type AttachmentsSection } from './attachment-rules.js';
 import { PartInspector, type PartVerdict } from './part-inspector.js';
@@ -51,16 +51,20 @@ export interface AttachmentFinding {
 /** The attachments stage, with its rules for what else must be judged by them (the original of a wrapping message, ingest.ts). */
 export interface AttachmentsStage extends Stage {
   readonly rules: AttachmentRules;
+  /** Whether mail going this way is judged at all (`scan = "inbound"` leaves outbound mail alone). */
+  scans(direction: Direction): boolean;
 }
 
 /** The stage; partition rules supersede department rules (see attachment-rules.ts). */
 export function attachmentsStage(partition: AttachmentsSection | undefined, department: AttachmentsSection | undefined): AttachmentsStage {
   const rules = attachmentRules(partition, department);
+  const scans = (direction: Direction) => !(direction === 'outbound' && rules.scan === 'inbound');
   return {
     name: STAGE,
     rules,
+    scans,
     create(ctx) {
-      if (ctx.direction === 'outbound' && rules.scan === 'inbound') {
+      if (!scans(ctx.direction)) {
         ctx.findings[STAGE] = { summary: ['Outbound mail is not scanned for attachments (scan = "inbound").'], attachments: [] };
         return null;
       }

@@ -379,12 +379,7 @@ class OriginalScanner {
     part.headerDone = true;
     const lines = part.header.filter((l) => l.length > 0);
     const fields = contentFields(lines);
-    const oversized = fields.find((f) => f.bytes > MAX_CONTENT_FIELD);
-    if (oversized) {
-      // mailsplit parses these in one synchronous call (content-field-guard.ts); what they name cannot be read safely.
-      this.#uninspectable(`a ${oversized.name} field of ${oversized.bytes} bytes (the limit is ${MAX_CONTENT_FIELD})`);
-      return;
-    }
+    if (this.#oversized(fields)) return;
     // No Content-* field: the part is text/plain (RFC 2045 5.2), and has no name to judge. Its
     // node is made only if its body has content (a million empty parts cost no million nodes).
     if (fields.length === 0) return;
@@ -398,10 +393,37 @@ class OriginalScanner {
       // A boundary the node does not take (not ASCII, trailing blanks) still ends parts in some reader.
       for (const m of field.text.matchAll(BOUNDARY_PARAM)) this.#boundaries.add((m[1] ?? m[2] ?? '').trimEnd());
     }
-    if (fields.length > 0) {
-      const names = new PartInspector(node, this.#rules, this.#depth, { nestedMessages: false });
-      if (names.nameVerdict) this.#judged(part, names, names.nameVerdict, 'by its name');
-    }
+    this.#judgeNames(part, node, 'by its name');
+  }
+
+  /**
+   * Whether a Content-* field is too big to parse: mailsplit parses these in one synchronous
+   * call (content-field-guard.ts), so what they name cannot be read safely (and is blocked).
+   */
+  #oversized(fields: readonly { name: string; bytes: number }[]): boolean {
+    const oversized = fields.find((f) => f.bytes > MAX_CONTENT_FIELD);
+    if (oversized) this.#uninspectable(`a ${oversized.name} field of ${oversized.bytes} bytes (the limit is ${MAX_CONTENT_FIELD})`);
+    return oversized !== undefined;
+  }
+
+  /** Judges the names a header gives (the body is read elsewhere). */
+  #judgeNames(part: ScanPart, node: MimeNode, reading: string): void {
+    const names = new PartInspector(node, this.#rules, this.#depth, { nestedMessages: false });
+    if (names.nameVerdict) this.#judged(part, names, names.nameVerdict, reading);
+  }
+
+  /**
+   * The node of the whole header of a part with a line that is not a field in it (the held
+   * lines, then the fields after that line), its names judged; undefined when a field is too
+   * big to read, or (`needFields`) when no Content-* field follows the line.
+   */
+  #lateHeader(part: ScanPart, needFields: boolean): MimeNode | undefined {
+    const late = part.lateFields.filter((l) => l.length > 0);
+    const fields = contentFields(late);
+    if (this.#oversized(fields) || (needFields && fields.length === 0)) return undefined;
+    const node = this.#newNode([...part.header.filter((l) => l.length > 0), ...late]);
+    this.#judgeNames(part, node, 'by a name in its header after a line that is not a field');
+    return node;
   }
 
   /** The node of a header section; the first made is the message's own (the root). */
@@ -424,14 +446,8 @@ class OriginalScanner {
 
   /** The header of a part whose body may have started at a line that is not a field has ended: the body as its whole header says. */
   #secondReading(part: ScanPart): void {
-    const fields = contentFields(part.lateFields.filter((l) => l.length > 0));
-    const oversized = fields.find((f) => f.bytes > MAX_CONTENT_FIELD);
-    if (oversized) return this.#uninspectable(`a ${oversized.name} field of ${oversized.bytes} bytes (the limit is ${MAX_CONTENT_FIELD})`);
-    const node = this.#newNode([...part.header.filter((l) => l.length > 0), ...part.lateFields.filter((l) => l.length > 0)]);
-    part.second = node;
-    if (node._boundary) this.#boundaries.add(node._boundary.toString('latin1'));
-    const names = new PartInspector(node, this.#rules, this.#depth, { nestedMessages: false });
-    if (names.nameVerdict) this.#judged(part, names, names.nameVerdict, 'by a name in its header after a line that is not a field');
+    part.second = this.#lateHeader(part, false);
+    if (part.second?._boundary) this.#boundaries.add(part.second._boundary.toString('latin1'));
   }
 
   /** Body bytes of the current part, read every way. */
@@ -464,19 +480,10 @@ class OriginalScanner {
   /** Starts reading the part's body as `node` declares it, as base64 and as raw bytes. */
   #inspectors(part: ScanPart, node: MimeNode, from: string): void {
     const declared = node.encoding === 'base64' ? 'base64' : node.encoding === 'quoted-printable' ? 'quoted-printable' : 'raw';
-    const list = [
-      { inspector: new PartInspector(node, this.#rules, this.#depth, { sniffAll: true, nestedMessages: false }), reading: `as declared (${declared})${from}` },
-    ];
-    if (declared !== 'base64')
-      list.push({
-        inspector: new PartInspector(node, this.#rules, this.#depth, { sniffAll: true, nestedMessages: false, decodeAs: 'base64' }),
-        reading: `read as base64 (it declares ${declared})${from}`,
-      });
-    if (declared !== 'raw')
-      list.push({
-        inspector: new PartInspector(node, this.#rules, this.#depth, { sniffAll: true, nestedMessages: false, decodeAs: 'raw' }),
-        reading: `read as raw bytes (it declares ${declared})${from}`,
-      });
+    const inspector = (decodeAs?: 'base64' | 'raw') => new PartInspector(node, this.#rules, this.#depth, { sniffAll: true, nestedMessages: false, decodeAs });
+    const list = [{ inspector: inspector(), reading: `as declared (${declared})${from}` }];
+    if (declared !== 'base64') list.push({ inspector: inspector('base64'), reading: `read as base64 (it declares ${declared})${from}` });
+    if (declared !== 'raw') list.push({ inspector: inspector('raw'), reading: `read as raw bytes (it declares ${declared})${from}` });
     part.inspectors = [...(part.inspectors ?? []), ...list];
     if (node.contentType === 'message/rfc822' && !isRaw(node.encoding) && !part.nested) {
       if (this.#depth >= this.#rules.limits.maxDepth) {
@@ -512,16 +519,8 @@ class OriginalScanner {
         return;
       }
     }
-    if (part.lateFields.length > 0 && !part.second) {
-      // The fields after the line that was not one, the header never ending: judged as the header they would make.
-      const fields = contentFields(part.lateFields.filter((l) => l.length > 0));
-      const oversized = fields.find((f) => f.bytes > MAX_CONTENT_FIELD);
-      if (oversized) return this.#uninspectable(`a ${oversized.name} field of ${oversized.bytes} bytes (the limit is ${MAX_CONTENT_FIELD})`);
-      if (fields.length === 0) return;
-      const node = this.#newNode([...part.header.filter((l) => l.length > 0), ...part.lateFields.filter((l) => l.length > 0)]);
-      const names = new PartInspector(node, this.#rules, this.#depth, { nestedMessages: false });
-      if (names.nameVerdict) this.#judged(part, names, names.nameVerdict, 'by a name in its header after a line that is not a field');
-    }
+    // The fields after the line that was not one, the header never ending: judged as the header they would make.
+    if (part.lateFields.length > 0 && !part.second) this.#lateHeader(part, true);
   }
 
   #judged(part: ScanPart, inspector: PartInspector, verdict: PartVerdict, reading: string): void {

@@ -41,7 +41,7 @@ export async function originalVerdict(
   original: () => Readable,
 ): Promise<{ finding: OriginalFinding; action: 'quarantine' | 'delete'; rule: string } | undefined> {
   const stage = stages.find((s): s is AttachmentsStage => s.name === 'attachments' && 'rules' in s);
-  if (!stage || (direction === 'outbound' && stage.rules.scan === 'inbound')) return undefined;
+  if (!stage?.scans(direction)) return undefined;
   const finding = await blockedInOriginal(original(), stage.rules);
   return finding ? { finding, action: stage.rules.action, rule: blockedOriginalRule(finding) } : undefined;
 }

@@ -200,11 +200,20 @@ export class PartInspector {
   }
 }
 
-/** A node that only says how a body is encoded, for reading a body another way than declared. */
+/**
+ * A node that only says how a body is encoded, for reading a body another way than declared.
+ * Made once for each encoding: {@link bodyDecoder} only reads its encoding and asks it for a
+ * new decoder, and the scan of a wrapped original makes two such readings of every part.
+ */
+const codecNodes = new Map<'base64' | 'raw', MimeNode>();
 function codecNode(encoding: 'base64' | 'raw'): MimeNode {
-  const node = new MimeNode(false);
-  node.addHeaderChunk(Buffer.from(encoding === 'base64' ? 'Content-Transfer-Encoding: base64\r\n\r\n' : '\r\n'));
-  node.parseHeaders();
+  let node = codecNodes.get(encoding);
+  if (!node) {
+    node = new MimeNode(false);
+    node.addHeaderChunk(Buffer.from(encoding === 'base64' ? 'Content-Transfer-Encoding: base64\r\n\r\n' : '\r\n'));
+    node.parseHeaders();
+    codecNodes.set(encoding, node);
+  }
   return node;
 }
 

@@ -155,9 +155,8 @@ async function keepOriginal(blocked: BlockedOriginal, attachmentHeader: Buffer, 
   const keep = blocked.keep;
   let size = 0;
   if (!keep) {
-    // Deleted: nothing is kept. The original is not read at all.
+    // Deleted: nothing is kept, and the original is not read (nor its size told: no record is made).
     original.destroy();
-    blocked.kept?.(0);
     return;
   }
   await keep(attachmentHeader);
