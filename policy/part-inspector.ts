@@ -7,7 +7,7 @@
 import { MimeNode, Splitter, type SplitterChunk } from '@zone-eu/mailsplit';
 import { presentedNames, type PresentedName } from './attachment-names.js';
 import { sniffContent, SNIFF_BYTES, type ContentKind } from './file-sniff.js';
-import { bodyDecoder, type BodyDecoder } from './transfer-decode.js';
+import { bodyDecoder, transferDecoder, type BodyDecoder } from './transfer-decode.js';
 import { ZipLister } from './zip-listing.js';
 import { ContentFieldGuard } from './content-field-guard.js';
 import type { AttachmentRules, BlockRule } from './attachment-rules.js';
@@ -67,7 +67,7 @@ export class PartInspector {
     this.#rules = rules;
     this.names = presentedNames(node);
     this.isAttachment = isAttachmentPart(node, this.names);
-    this.#decoder = bodyDecoder(opts.decodeAs ? codecNode(opts.decodeAs) : node);
+    this.#decoder = opts.decodeAs ? transferDecoder(opts.decodeAs === 'base64' ? 'base64' : false) : bodyDecoder(node);
     this.#sniffAll = opts.sniffAll ?? false;
     for (const n of this.names) this.#evidence.push(...n.evidence.map((e) => `${n.source} "${n.given}": ${e}`));
     const distinct = new Set(this.names.map((n) => n.normalised.toLowerCase()));
@@ -198,23 +198,6 @@ export class PartInspector {
     this.#zip?.push(this.#head);
     this.#message?.push(this.#head);
   }
-}
-
-/**
- * A node that only says how a body is encoded, for reading a body another way than declared.
- * Made once for each encoding: {@link bodyDecoder} only reads its encoding and asks it for a
- * new decoder, and the scan of a wrapped original makes two such readings of every part.
- */
-const codecNodes = new Map<'base64' | 'raw', MimeNode>();
-function codecNode(encoding: 'base64' | 'raw'): MimeNode {
-  let node = codecNodes.get(encoding);
-  if (!node) {
-    node = new MimeNode(false);
-    node.addHeaderChunk(Buffer.from(encoding === 'base64' ? 'Content-Transfer-Encoding: base64\r\n\r\n' : '\r\n'));
-    node.parseHeaders();
-    codecNodes.set(encoding, node);
-  }
-  return node;
 }
 
 /**

@@ -30,25 +30,36 @@ const unchanged: () => BodyCoder = () => ({ push: (chunk) => chunk, end: () => e
  * base64 and quoted-printable passes through.
  */
 export function bodyDecoder(node: MimeNode): BodyDecoder {
-  switch (node.encoding) {
+  return transferDecoder(node.encoding);
+}
+
+/** mailsplit hands out its base64 decoder (libbase64's) from a node; getDecoder reads nothing but the node's encoding, so one node serves. */
+const BASE64_NODE = (() => {
+  const node = new MimeNode(false);
+  node.addHeaderChunk(Buffer.from('Content-Transfer-Encoding: base64\r\n\r\n'));
+  node.parseHeaders();
+  return node;
+})();
+
+/**
+ * The decoder for a Content-Transfer-Encoding by name: a parsed part's (bodyDecoder), or one
+ * named in bytes read without a Splitter (an attached message's part read as raw text, a part
+ * read another way than declared). As mailsplit reads it: comments out, case ignored.
+ */
+export function transferDecoder(encoding: string | false | undefined): BodyDecoder {
+  switch (
+    (encoding || '')
+      .replace(/\([^)]*\)/g, '')
+      .trim()
+      .toLowerCase()
+  ) {
     case 'base64':
-      return calledDirectly(node.getDecoder() as Transform);
+      return calledDirectly(BASE64_NODE.getDecoder() as Transform);
     case 'quoted-printable':
       return new QuotedPrintableBodyDecoder();
     default:
       return unchanged();
   }
-}
-
-/**
- * The decoder for a Content-Transfer-Encoding named in bytes read without a Splitter (an
- * attached message's part read as raw text): the same decoder bodyDecoder gives a parsed part.
- */
-export function transferDecoder(encoding: string): BodyDecoder {
-  const node = new MimeNode(false);
-  node.addHeaderChunk(Buffer.from(`Content-Transfer-Encoding: ${encoding.replace(/[\r\n]/g, '')}\r\n\r\n`, 'latin1'));
-  node.parseHeaders();
-  return bodyDecoder(node);
 }
 
 /** The encoder mailsplit's Joiner would use for the part (libbase64's, libqp's: lines of 76), run by calling it. */
