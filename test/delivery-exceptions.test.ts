@@ -12,7 +12,7 @@ import { deliveryExceptionsSectionSchema } from '../policy/delivery-exceptions.j
 import { parseDeliveryStatus, recipientFailure } from '../policy/delivery-status.js';
 import { bounceTextVerdict, htmlText } from '../policy/delivery-exception-text.js';
 import { addressTable, subjectTable } from './delivery-exceptions-table.js';
-import { check, mail } from './helpers/delivery-exceptions.js';
+import { assertBounces, check, mail, type BounceCase } from './helpers/delivery-exceptions.js';
 import { runCli, startTestGateway } from './helpers/gateway.js';
 import { fixture } from './helpers/paths.js';
 
@@ -154,7 +154,7 @@ test('policy errors name the key and the offending value', () => {
 });
 
 test('DSNs: the failure type comes from the per-recipient status, failed recipients are listed', async () => {
-  const cases: { name: string; msg: string | { file: string }; failure: 'permanent' | 'temporary'; failed: string[]; decidedBy: string }[] = [
+  const cases: BounceCase[] = [
     {
       name: 'Sendmail delay warning',
       msg: here('sendmail-delayed.eml'),
@@ -201,13 +201,7 @@ test('DSNs: the failure type comes from the per-recipient status, failed recipie
       decidedBy: 'x_failed_recipients',
     },
   ];
-  for (const c of cases) {
-    const r = await check(c.msg, { mailFrom: '' });
-    assert.equal(r.failure, c.failure, `${c.name}: ${r.findings.summary.join(' ')}`);
-    assert.deepEqual(r.findings.failedRecipients, c.failed, c.name);
-    assert.equal(r.findings.decidedBy, c.decidedBy, c.name);
-    assert.ok(r.tags.includes('exception-queue'), c.name);
-  }
+  await assertBounces(cases);
 });
 
 test('delivery-status parts as real MTAs write them: no blank lines, many blank lines, a base64 tail, non-standard actions', async () => {

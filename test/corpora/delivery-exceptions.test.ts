@@ -10,7 +10,18 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { predefinedAddressPhrases, predefinedPhrases, predefinedSubjectPhrases } from '../../policy/delivery-exception-phrases.js';
-import { check, count, describeTally, newTally, PERMANENT, TEMPORARY, type Checked, type Tally } from '../helpers/delivery-exceptions.js';
+import {
+  assertBounces,
+  check,
+  count,
+  describeTally,
+  newTally,
+  PERMANENT,
+  TEMPORARY,
+  type BounceCase,
+  type Checked,
+  type Tally,
+} from '../helpers/delivery-exceptions.js';
 import { corpus, projectRoot } from '../helpers/paths.js';
 
 const sisimai = (dir: string, name: string) => ({ file: corpus('sisimai-set-of-emails', dir, name) });
@@ -46,7 +57,7 @@ test('the seed: address phrases are compared against the From address of the inc
 });
 
 test('DSNs from different MTAs: failure type from the per-recipient status, failed recipients listed', async () => {
-  const cases: { name: string; msg: { file: string }; failure: 'permanent' | 'temporary'; failed: string[]; decidedBy: string }[] = [
+  const cases: BounceCase[] = [
     {
       name: 'Postfix',
       msg: sisimai('bsd', 'lhost-postfix-02.eml'),
@@ -107,13 +118,7 @@ test('DSNs from different MTAs: failure type from the per-recipient status, fail
       decidedBy: 'delivery_status',
     },
   ];
-  for (const c of cases) {
-    const r = await check(c.msg, { mailFrom: '' });
-    assert.equal(r.failure, c.failure, `${c.name}: ${r.findings.summary.join(' ')}`);
-    assert.deepEqual(r.findings.failedRecipients, c.failed, c.name);
-    assert.equal(r.findings.decidedBy, c.decidedBy, c.name);
-    assert.ok(r.tags.includes('exception-queue'), c.name);
-  }
+  await assertBounces(cases);
 });
 
 test('plain-text bounces in the corpora: qmail, Exim, Sendmail and OpenSMTPD without a usable report', async () => {

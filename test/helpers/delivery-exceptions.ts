@@ -2,6 +2,7 @@
  * Running the delivery-exception stage alone over one message, for the tests in
  * test/delivery-exceptions*.test.ts and test/corpora/delivery-exceptions.test.ts.
  */
+import assert from 'node:assert/strict';
 import { createReadStream } from 'node:fs';
 import { Readable, Writable } from 'node:stream';
 import { pino } from 'pino';
@@ -54,6 +55,26 @@ export async function check(message: string | { file: string }, opts: CheckOptio
   const tags = [...ctx.tags];
   const failure = tags.includes(PERMANENT) ? 'permanent' : tags.includes(TEMPORARY) ? 'temporary' : undefined;
   return { tags, findings: ctx.findings.delivery_exceptions as DeliveryExceptionFindings, output: Buffer.concat(chunks), input, failure };
+}
+
+/** A bounce and what an admin must see of it, for {@link assertBounces}. */
+export interface BounceCase {
+  name: string;
+  msg: string | { file: string };
+  failure: 'permanent' | 'temporary';
+  failed: string[];
+  decidedBy: string;
+}
+
+/** Each bounce (null sender) is typed as expected, lists its failed recipients, says what decided, and is in the exception queue. */
+export async function assertBounces(cases: readonly BounceCase[]): Promise<void> {
+  for (const c of cases) {
+    const r = await check(c.msg, { mailFrom: '' });
+    assert.equal(r.failure, c.failure, `${c.name}: ${r.findings.summary.join(' ')}`);
+    assert.deepEqual(r.findings.failedRecipients, c.failed, c.name);
+    assert.equal(r.findings.decidedBy, c.decidedBy, c.name);
+    assert.ok(r.tags.includes('exception-queue'), c.name);
+  }
 }
 
 /** A plain message; `headers` replace the defaults. */
