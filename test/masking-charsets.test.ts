@@ -10,12 +10,12 @@ import { PassThrough, Readable } from 'node:stream';
 import iconv from 'iconv-lite';
 import { parse as parseToml } from 'smol-toml';
 import { runPipeline } from '../policy/pipeline.js';
-import type { MessageContext, Stage } from '../policy/stage.js';
+import type { Stage } from '../policy/stage.js';
 import { maskingSectionSchema, maskingStage } from '../policy/data-masking.js';
 import { MessageMasker } from '../policy/masking-stream.js';
 import { charsetPlanner } from '../policy/masking-charsets.js';
-import { silentLogger } from '../gateway/logger.js';
 import { Rng } from './helpers/fuzz.js';
+import { messageContext } from './helpers/pipeline.js';
 
 const enabled = maskingSectionSchema.parse((parseToml('[masking]\nenabled = true') as { masking: unknown }).masking);
 
@@ -28,17 +28,7 @@ interface Findings {
 
 /** Runs the stages on `input` fed in chunks of `chunk` bytes: the bytes the store would get, and the findings. */
 async function run(input: Buffer, chunk: number, stages: readonly Stage[] = [maskingStage(enabled, undefined)]): Promise<{ raw: Buffer; findings: Findings }> {
-  const ctx: MessageContext = {
-    id: 'test',
-    envelope: { mailFrom: 'customer@example.org', rcptTo: ['support@example.com'] },
-    source: { kind: 'cli' },
-    direction: 'inbound',
-    findings: {},
-    tags: new Set(),
-    log: silentLogger(),
-    dryRun: false,
-    commitOps: [],
-  };
+  const ctx = messageContext({ envelope: { mailFrom: 'customer@example.org', rcptTo: ['support@example.com'] } });
   const pieces: Buffer[] = [];
   for (let i = 0; i < input.length; i += chunk) pieces.push(input.subarray(i, i + chunk));
   const sink = new PassThrough();

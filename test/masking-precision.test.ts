@@ -11,28 +11,17 @@ import { PassThrough, Readable } from 'node:stream';
 import { simpleParser } from 'mailparser';
 import { parse as parseToml } from 'smol-toml';
 import { runPipeline } from '../policy/pipeline.js';
-import type { MessageContext } from '../policy/stage.js';
 import { maskingSectionSchema, maskingStage, rawMasker, type MaskingSection } from '../policy/data-masking.js';
 import { TextMasker } from '../policy/text-masker.js';
-import { silentLogger } from '../gateway/logger.js';
 import { fixture } from './helpers/paths.js';
+import { messageContext } from './helpers/pipeline.js';
 
 const section = (toml: string): MaskingSection => maskingSectionSchema.parse((parseToml(toml) as { masking?: unknown }).masking ?? {});
 const enabled = section('[masking]\nenabled = true');
 
 /** The masking stage over `input` in chunks of `chunk` bytes: stored bytes and counts. */
 async function mask(input: Buffer, chunk: number, policy = enabled): Promise<{ raw: Buffer; masked: Record<string, number> }> {
-  const ctx: MessageContext = {
-    id: 'test',
-    envelope: { mailFrom: 'ops@example.org', rcptTo: ['support@example.com'] },
-    source: { kind: 'cli' },
-    direction: 'inbound',
-    findings: {},
-    tags: new Set(),
-    log: silentLogger(),
-    dryRun: false,
-    commitOps: [],
-  };
+  const ctx = messageContext({ envelope: { mailFrom: 'ops@example.org', rcptTo: ['support@example.com'] } });
   const sink = new PassThrough();
   const out: Buffer[] = [];
   sink.on('data', (c: Buffer) => out.push(c));

@@ -30,8 +30,13 @@ export interface StageRun {
 
 /** A hand-made context for a dry run (no store), as `mailgate policy test` uses. */
 export function dryRunContext(opts: StageRunOptions = {}): MessageContext {
+  return { ...messageContext(opts), id: 'dry-run', dryRun: true };
+}
+
+/** A hand-made context for stages run as ingest runs them (they act), without a store. */
+export function messageContext(opts: StageRunOptions = {}): MessageContext {
   return {
-    id: 'dry-run',
+    id: 'test',
     envelope: opts.envelope ?? { mailFrom: 'sender@example.org', rcptTo: ['support@example.com'] },
     source: { kind: 'cli' },
     direction: opts.direction ?? 'inbound',
@@ -39,7 +44,7 @@ export function dryRunContext(opts: StageRunOptions = {}): MessageContext {
     findings: {},
     tags: new Set(),
     log: silentLogger(),
-    dryRun: true,
+    dryRun: false,
     commitOps: [],
   };
 }
