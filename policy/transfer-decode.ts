@@ -30,7 +30,8 @@ const unchanged: () => BodyCoder = () => ({ push: (chunk) => chunk, end: () => e
  * base64 and quoted-printable passes through.
  */
 export function bodyDecoder(node: MimeNode): BodyDecoder {
-  return transferDecoder(node.encoding);
+  // mailsplit has normalised the node's encoding already (comments out, lower case).
+  return decoderFor(node.encoding || '');
 }
 
 /** mailsplit hands out its base64 decoder (libbase64's) from a node; getDecoder reads nothing but the node's encoding, so one node serves. */
@@ -47,12 +48,16 @@ const BASE64_NODE = (() => {
  * read another way than declared). As mailsplit reads it: comments out, case ignored.
  */
 export function transferDecoder(encoding: string | false | undefined): BodyDecoder {
-  switch (
+  return decoderFor(
     (encoding || '')
       .replace(/\([^)]*\)/g, '')
       .trim()
-      .toLowerCase()
-  ) {
+      .toLowerCase(),
+  );
+}
+
+function decoderFor(encoding: string): BodyDecoder {
+  switch (encoding) {
     case 'base64':
       return calledDirectly(BASE64_NODE.getDecoder() as Transform);
     case 'quoted-printable':
