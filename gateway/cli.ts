@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
-import { ConfigError } from './config/load.js';
+import { ConfigError } from '../lib/config-file/toml.js';
 import { serveCommand } from './commands/serve.js';
 import { messagesCommand } from './commands/messages.js';
 import { configCommand } from './commands/config.js';

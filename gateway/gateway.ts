@@ -1,18 +1,18 @@
 import type { Logger } from 'pino';
 import type { Config } from './config/schema.js';
-import type { Store } from '../storage/store.js';
-import type { Stage } from '../policy/stage.js';
-import { startSmtpListener, type SmtpListener } from './smtp-listener.js';
-import { startControlServer } from './control.js';
-import { resetSpoolDir } from '../policy/spool.js';
+import type { Store } from '../storage/leveldb/store.js';
+import type { Stage } from '../policy/chain/stage.js';
+import { startSmtpListener, type SmtpListener } from './smtp/listener.js';
+import { startControlServer } from './admin/control.js';
+import { resetSpoolDir } from '../ingest/spool.js';
 import { PolicySet, policySources } from '../policy/policy-set.js';
 import { watchPolicies } from '../policy/policy-watcher.js';
-import { Metrics, startMetricsServer } from './metrics.js';
-import { parseListenAddress } from './config/schema.js';
+import { Metrics, startMetricsServer } from '../lib/metrics.js';
+import { parseListenAddress } from '../lib/net.js';
 import { startRetriever, type Retriever, type RetrieverHooks } from './fetch/retriever.js';
-import { aliasTokenProviders, gatewaySecretKey } from './fetch/oauth-store.js';
+import { aliasTokenProviders, gatewaySecretKey } from './oauth/store.js';
 import { Dispatcher } from './dispatch/dispatcher.js';
-import { startSubmissionListener, submissionEnabled } from './submission-listener.js';
+import { startSubmissionListener, submissionEnabled } from './smtp/submission.js';
 
 /** Everything a gateway needs, passed in so tests can run several side by side. */
 export interface GatewayDeps {

@@ -1,11 +1,11 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { loadToml } from '../gateway/config/toml.js';
-import { ConfigError } from '../gateway/config/load.js';
-import { wrappingSectionSchema } from './wrap-unparsable.js';
-import { attachmentsSectionSchema } from './attachment-blocking.js';
-import { deliveryExceptionsSectionSchema } from './delivery-exceptions.js';
-import { maskingSectionSchema } from './data-masking.js';
+import { loadToml } from '../lib/config-file/toml.js';
+import { ConfigError } from '../lib/config-file/toml.js';
+import { wrappingSectionSchema } from './wrapping/stage.js';
+import { attachmentsSectionSchema } from './attachments/stage.js';
+import { deliveryExceptionsSectionSchema } from './delivery-exceptions/stage.js';
+import { maskingSectionSchema } from './masking/stage.js';
 
 /**
  * A policy file, as IT writes it: one section per stage, every section optional. The same

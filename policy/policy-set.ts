@@ -1,12 +1,11 @@
 import { readFileSync } from 'node:fs';
-import type { Config } from '../gateway/config/schema.js';
-import { keyLocator, type ConfigProblem } from '../gateway/config/toml.js';
-import type { Stage } from './stage.js';
+import { keyLocator, type ConfigProblem } from '../lib/config-file/toml.js';
+import type { Stage } from './chain/stage.js';
 import { loadPolicyFile, type PolicyFile } from './policy-file.js';
-import { wrappingStage } from './wrap-unparsable.js';
-import { attachmentsStage } from './attachment-blocking.js';
-import { deliveryExceptionsStage } from './delivery-exceptions.js';
-import { departmentMaskingProblem, maskingStage } from './data-masking.js';
+import { wrappingStage } from './wrapping/stage.js';
+import { attachmentsStage } from './attachments/stage.js';
+import { deliveryExceptionsStage } from './delivery-exceptions/stage.js';
+import { departmentMaskingProblem, maskingStage } from './masking/stage.js';
 
 /** The policy files of a configuration, by path: the partition's and each department's. */
 export interface PolicySources {
@@ -14,7 +13,13 @@ export interface PolicySources {
   departments: ReadonlyMap<string, string | undefined>;
 }
 
-export function policySources(config: Config): PolicySources {
+/** The keys of `mailgate.toml` that name policy files (`[partition] policy`, each `[[department]] policy`). */
+export interface PolicyConfig {
+  partition: { policy?: string | undefined };
+  department: readonly { name: string; policy?: string | undefined }[];
+}
+
+export function policySources(config: PolicyConfig): PolicySources {
   return {
     ...(config.partition.policy ? { partition: config.partition.policy } : {}),
     departments: new Map(config.department.map((d) => [d.name, d.policy])),

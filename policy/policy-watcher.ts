@@ -1,7 +1,7 @@
 import { watch, type FSWatcher } from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { ConfigError } from '../gateway/config/load.js';
+import { ConfigError } from '../lib/config-file/toml.js';
 import { loadPolicyFile } from './policy-file.js';
 import { allFiles, type PolicySet } from './policy-set.js';
 

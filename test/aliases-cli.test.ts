@@ -6,7 +6,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { SMTPServer } from 'smtp-server';
 import type { AddressInfo } from 'node:net';
 import type { AliasRow } from '../gateway/commands/aliases.js';
-import type { MessageMeta } from '../storage/message-meta.js';
+import type { MessageMeta } from '../storage/records.js';
 import { ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot.js';
 import { runCli, spawnServe, testConfigText } from './helpers/gateway.js';
 import { fixture, tempDir } from './helpers/paths.js';

@@ -2,8 +2,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { ConfigError } from '../lib/config-file/toml.js';
 import {
-  ConfigError,
   configJsonSchema,
   defaultConfig,
   hashPassword,

@@ -5,11 +5,11 @@ import { PassThrough, Readable } from 'node:stream';
 import nodemailer from 'nodemailer';
 import { simpleParser } from 'mailparser';
 import { parse as parseToml } from 'smol-toml';
-import { runPipeline } from '../policy/pipeline.js';
-import type { Direction, MessageContext, Stage } from '../policy/stage.js';
-import { maskingSectionSchema, maskingStage, rawMasker, type MaskingSection } from '../policy/data-masking.js';
-import { silentLogger } from '../gateway/logger.js';
-import { TextMasker } from '../policy/text-masker.js';
+import { runPipeline } from '../policy/chain/pipeline.js';
+import type { Direction, MessageContext, Stage } from '../policy/chain/stage.js';
+import { maskingSectionSchema, maskingStage, rawMasker, type MaskingSection } from '../policy/masking/stage.js';
+import { silentLogger } from '../lib/logger.js';
+import { TextMasker } from '../policy/masking/text-masker.js';
 import { startTestGateway } from './helpers/gateway.js';
 import { fixture } from './helpers/paths.js';
 
@@ -360,8 +360,8 @@ test('a forwarded message (message/rfc822) has its subject and text masked too; 
 });
 
 test('a bank account is masked when its cue and its digits come in different pieces, in any case and spelling', async () => {
-  const { TextMasker } = await import('../policy/text-masker.js');
-  const { builtinPattern } = await import('../policy/masking-patterns.js');
+  const { TextMasker } = await import('../policy/masking/text-masker.js');
+  const { builtinPattern } = await import('../policy/masking/patterns.js');
   const settings = { maskChar: '*', visibleTrailing: 4, inbound: true, outbound: true };
   const patterns = [builtinPattern('bank_account', settings)];
   for (const cue of ['ACCOUNT NO. ', 'acct# ', 'A/C: ', 'Account number:  ']) {

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { simpleParser } from 'mailparser';
-import { Store } from '../storage/store.js';
+import { Store } from '../storage/leveldb/store.js';
 import { spawnServe, startGatewayOn, testConfigText, writeTestConfig } from './helpers/gateway.js';
 import { closedPort, startUpstream, type Received } from './helpers/upstream.js';
 import { submissionToml, submit, waitDelivered, waitQueue } from './helpers/outbound.js';

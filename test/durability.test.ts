@@ -4,7 +4,7 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { buffer } from 'node:stream/consumers';
 import nodemailer from 'nodemailer';
-import { Store } from '../storage/store.js';
+import { Store } from '../storage/leveldb/store.js';
 import { runCli, spawnServe, testConfigText } from './helpers/gateway.js';
 import { tempDir } from './helpers/paths.js';
 

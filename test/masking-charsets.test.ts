@@ -9,11 +9,11 @@ import assert from 'node:assert/strict';
 import { PassThrough, Readable } from 'node:stream';
 import iconv from 'iconv-lite';
 import { parse as parseToml } from 'smol-toml';
-import { runPipeline } from '../policy/pipeline.js';
-import type { Stage } from '../policy/stage.js';
-import { maskingSectionSchema, maskingStage } from '../policy/data-masking.js';
-import { MessageMasker } from '../policy/masking-stream.js';
-import { charsetPlanner } from '../policy/masking-charsets.js';
+import { runPipeline } from '../policy/chain/pipeline.js';
+import type { Stage } from '../policy/chain/stage.js';
+import { maskingSectionSchema, maskingStage } from '../policy/masking/stage.js';
+import { MessageMasker } from '../policy/masking/stream.js';
+import { charsetPlanner } from '../policy/masking/charsets.js';
 import { Rng } from './helpers/fuzz.js';
 import { messageContext } from './helpers/pipeline.js';
 

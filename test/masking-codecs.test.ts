@@ -7,9 +7,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Readable, type Transform } from 'node:stream';
-import { bodyDecoder, bodyEncoder, QuotedPrintableDecodeStream } from '../policy/transfer-decode.js';
+import { bodyDecoder, bodyEncoder, QuotedPrintableDecodeStream } from '../policy/mime/transfer-decode.js';
 import { mimeNode } from './helpers/pipeline.js';
-import { charsetPlanner } from '../policy/masking-charsets.js';
+import { charsetPlanner } from '../policy/masking/charsets.js';
 import { Rng } from './helpers/fuzz.js';
 
 const SEED = 20261203;

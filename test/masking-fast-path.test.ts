@@ -9,10 +9,10 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { simpleParser } from 'mailparser';
 import { parse as parseToml } from 'smol-toml';
-import { maskingSectionSchema, maskingStage } from '../policy/data-masking.js';
-import { PASS_THROUGH_LIMIT, TextPartMasking, type TextPartSettings } from '../policy/masking-part.js';
-import { charsetPlanner } from '../policy/masking-charsets.js';
-import type { MaskCounts } from '../policy/text-masker.js';
+import { maskingSectionSchema, maskingStage } from '../policy/masking/stage.js';
+import { PASS_THROUGH_LIMIT, TextPartMasking, type TextPartSettings } from '../policy/masking/part.js';
+import { charsetPlanner } from '../policy/masking/charsets.js';
+import type { MaskCounts } from '../policy/masking/text-masker.js';
 import { mimeNode, runStages } from './helpers/pipeline.js';
 import { tempDir } from './helpers/paths.js';
 

@@ -10,9 +10,9 @@ import { readFileSync } from 'node:fs';
 import { PassThrough, Readable } from 'node:stream';
 import { simpleParser } from 'mailparser';
 import { parse as parseToml } from 'smol-toml';
-import { runPipeline } from '../policy/pipeline.js';
-import { maskingSectionSchema, maskingStage, rawMasker, type MaskingSection } from '../policy/data-masking.js';
-import { TextMasker } from '../policy/text-masker.js';
+import { runPipeline } from '../policy/chain/pipeline.js';
+import { maskingSectionSchema, maskingStage, rawMasker, type MaskingSection } from '../policy/masking/stage.js';
+import { TextMasker } from '../policy/masking/text-masker.js';
 import { fixture } from './helpers/paths.js';
 import { messageContext } from './helpers/pipeline.js';
 

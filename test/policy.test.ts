@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readFile, writeFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 import nodemailer from 'nodemailer';
-import type { MessageMeta } from '../storage/message-meta.js';
+import type { MessageMeta } from '../storage/records.js';
 import { capturingLogger, runCli, startTestGateway } from './helpers/gateway.js';
 import { fixture, projectRoot, tempDir } from './helpers/paths.js';
 import { parseWrapped, storedMessage } from './helpers/wrapped.js';

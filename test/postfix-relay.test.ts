@@ -11,7 +11,7 @@ import { runCli, startTestGateway } from './helpers/gateway.js';
 import { startPostfix } from './helpers/postfix.js';
 import { startUpstream } from './helpers/upstream.js';
 import { waitDelivered } from './helpers/outbound.js';
-import type { MessageMeta } from '../storage/message-meta.js';
+import type { MessageMeta } from '../storage/records.js';
 
 /** The application's HELO to Postfix, which Postfix's Received line names. */
 const CLIENT_HELO = 'app.example.net';

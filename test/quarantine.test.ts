@@ -4,9 +4,9 @@ import { readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import nodemailer from 'nodemailer';
-import type { MessageMeta } from '../storage/message-meta.js';
-import type { QuarantineRecord } from '../storage/quarantine.js';
-import { attachmentsSectionSchema, attachmentsStage } from '../policy/attachment-blocking.js';
+import type { MessageMeta } from '../storage/records.js';
+import type { QuarantineRecord } from '../storage/leveldb/quarantine.js';
+import { attachmentsSectionSchema, attachmentsStage } from '../policy/attachments/stage.js';
 import { runCli, startTestGateway } from './helpers/gateway.js';
 import { fixture } from './helpers/paths.js';
 

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { buffer } from 'node:stream/consumers';
-import { Store } from '../storage/store.js';
+import { Store } from '../storage/leveldb/store.js';
 import { ensureDovecot, startDovecot } from './helpers/dovecot.js';
 import { spawnServe, testConfigText } from './helpers/gateway.js';
 import { fixture, tempDir } from './helpers/paths.js';

@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { MessageMeta } from '../storage/message-meta.js';
+import type { MessageMeta } from '../storage/records.js';
 import { ensureDovecot, startDovecot } from './helpers/dovecot.js';
 import { runCli, spawnServe, testConfigText } from './helpers/gateway.js';
 import { fixture, tempDir } from './helpers/paths.js';

@@ -4,7 +4,7 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AliasRow } from '../gateway/commands/aliases.js';
-import type { MessageMeta } from '../storage/message-meta.js';
+import type { MessageMeta } from '../storage/records.js';
 import { ensureDovecot, startDovecot } from './helpers/dovecot.js';
 import { runCli, spawnServe, testConfigText } from './helpers/gateway.js';
 import { fixture, tempDir } from './helpers/paths.js';

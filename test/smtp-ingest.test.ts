@@ -2,7 +2,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import nodemailer from 'nodemailer';
-import type { MessageMeta } from '../storage/message-meta.js';
+import type { MessageMeta } from '../storage/records.js';
 import { runCli, startTestGateway } from './helpers/gateway.js';
 import { fixture } from './helpers/paths.js';
 import { rawSmtp } from './helpers/smtp-client.js';

@@ -8,7 +8,7 @@ import { SUBMIT_PASSWORD, SUBMIT_USER, submissionToml, submit, waitDelivered, wa
 import { hashPassword } from '../gateway/config/password.js';
 import { Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
-import { DataGuard } from '../gateway/data-guards.js';
+import { DataGuard } from '../gateway/smtp/data-guards.js';
 
 const MX = `
 [smtp]

@@ -7,11 +7,11 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Level } from 'level';
 import { tempDir, projectRoot } from './helpers/paths.js';
-import { Store, newMessageId, idTime, isMessageId, SCHEMA_VERSION, CHUNK_SIZE, type StoreLogger } from '../storage/store.js';
+import { Store, newMessageId, idTime, isMessageId, SCHEMA_VERSION, CHUNK_SIZE, type StoreLogger } from '../storage/leveldb/store.js';
 import { createIdGenerator, idFloor } from '../storage/ids.js';
-import { GroupCommit } from '../storage/group-commit.js';
-import { chunkRange, runMigrations, type RootDb } from '../storage/layout.js';
-import type { MessageMeta } from '../storage/message-meta.js';
+import { GroupCommit } from '../storage/leveldb/group-commit.js';
+import { chunkRange, runMigrations, type RootDb } from '../storage/leveldb/layout.js';
+import type { MessageMeta } from '../storage/records.js';
 
 function sampleMeta(id: string, over: Partial<MessageMeta> = {}): MessageMeta {
   return {

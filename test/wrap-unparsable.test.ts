@@ -14,9 +14,9 @@ import {
   wrappingStage,
   type UnparsableReason,
   type WrappingSection,
-} from '../policy/wrap-unparsable.js';
-import { runPipeline, stageOf } from '../policy/pipeline.js';
-import type { Stage } from '../policy/stage.js';
+} from '../policy/wrapping/stage.js';
+import { runPipeline, stageOf } from '../policy/chain/pipeline.js';
+import type { Stage } from '../policy/chain/stage.js';
 import { fixture } from './helpers/paths.js';
 import { dryRunContext, failingStage, runStages } from './helpers/pipeline.js';
 import { parseWrapped } from './helpers/wrapped.js';

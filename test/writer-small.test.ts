@@ -11,11 +11,11 @@ import { buffer } from 'node:stream/consumers';
 import type { Writable } from 'node:stream';
 import { Level } from 'level';
 import { tempDir } from './helpers/paths.js';
-import { Store, newMessageId, idTime, CHUNK_SIZE, type StoreLogger, type StoreOp } from '../storage/store.js';
-import { chunkRange } from '../storage/layout.js';
-import { QuarantineSpool } from '../storage/quarantine-spool.js';
-import type { MessageMeta } from '../storage/message-meta.js';
-import { fileSpool, type Spool } from '../policy/spool.js';
+import { Store, newMessageId, idTime, CHUNK_SIZE, type StoreLogger, type StoreOp } from '../storage/leveldb/store.js';
+import { chunkRange } from '../storage/leveldb/layout.js';
+import { QuarantineSpool } from '../storage/leveldb/quarantine-spool.js';
+import type { MessageMeta } from '../storage/records.js';
+import { fileSpool, type Spool } from '../ingest/spool.js';
 
 /** One call of a write method of the database, as LevelDB got it (root keys, `!sublevel!key`). */
 interface RecordedWrite {

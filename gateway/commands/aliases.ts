@@ -1,11 +1,11 @@
 import { existsSync } from 'node:fs';
 import { Command } from 'commander';
 import type { AliasConfig, Config } from '../config/schema.js';
-import { Store } from '../../storage/store.js';
-import { listAliasStates, type AliasState, type AliasStatus } from '../../storage/alias-state.js';
+import { Store } from '../../storage/leveldb/store.js';
+import { listAliasStates, type AliasState, type AliasStatus } from '../../storage/leveldb/alias-state.js';
 import { setAliasStatusInStore } from '../fetch/alias-health.js';
 import type { ConnectionStep, ConnectionTestOptions } from '../fetch/connection-test.js';
-import { ControlClient, type AliasStateAccess } from '../control.js';
+import { ControlClient, type AliasStateAccess } from '../admin/control.js';
 import { clip, commandConfig, knownAlias, UsageError, withStoreReader } from './common.js';
 import { requireSecrets } from '../config/load.js';
 
@@ -106,7 +106,7 @@ async function withIncomingTokens<T>(
 ): Promise<T> {
   if (alias.incoming?.oauth2 === undefined) return run({});
   // msal loads only for OAuth aliases.
-  const { aliasTokenCache, aliasTokenProvider, gatewaySecretKey, oauthAppOf } = await import('../fetch/oauth-store.js');
+  const { aliasTokenCache, aliasTokenProvider, gatewaySecretKey, oauthAppOf } = await import('../oauth/store.js');
   if (oauthAppOf(config, alias)?.flow === 'client_credentials') return run({ tokens: aliasTokenProvider(config, alias) });
   if (!existsSync(config.data_dir)) return run({ noTokens: `no tokens yet (no store at ${config.data_dir}): run \`mailgate oauth authorize ${alias.name}\`` });
   const key = await gatewaySecretKey(config);

@@ -9,10 +9,10 @@ import type { Readable } from 'node:stream';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Splitter, type SplitterChunk } from '@zone-eu/mailsplit';
-import { SummaryCollector } from '../../policy/summary.js';
-import { ChunkStage, StageChain } from '../../policy/stage-chain.js';
-import { bodyDecoder, type BodyDecoder } from '../../policy/transfer-decode.js';
-import { QUARANTINE_ID_HEADER } from '../../policy/attachment-blocking.js';
+import { SummaryCollector } from '../../policy/chain/summary.js';
+import { ChunkStage, StageChain } from '../../policy/chain/stage-chain.js';
+import { bodyDecoder, type BodyDecoder } from '../../policy/mime/transfer-decode.js';
+import { QUARANTINE_ID_HEADER } from '../../policy/attachments/stage.js';
 
 /** One attachment as read back from the stored bytes. */
 export interface StoredAttachment {

@@ -2,8 +2,8 @@ import { existsSync, mkdirSync } from 'node:fs';
 import type { Command } from 'commander';
 import { resolveConfig, type LoadedConfig } from '../config/load.js';
 import type { AliasConfig, Config } from '../config/schema.js';
-import { Store } from '../../storage/store.js';
-import { ControlClient, controlSocketPath, type StoreReader } from '../control.js';
+import { Store } from '../../storage/leveldb/store.js';
+import { ControlClient, controlSocketPath, type StoreReader } from '../admin/control.js';
 
 /** A command line that makes no sense (bad option value); exits 2 like commander's own errors. */
 export class UsageError extends Error {}

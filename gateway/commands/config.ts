@@ -2,10 +2,10 @@ import { createInterface } from 'node:readline';
 import { Writable } from 'node:stream';
 import { Command } from 'commander';
 import { configJsonSchema, resolveConfig } from '../config/load.js';
-import { formatProblem } from '../config/toml.js';
+import { formatProblem } from '../../lib/config-file/toml.js';
 import { hashPassword } from '../config/password.js';
 import { UsageError } from './common.js';
-import { whoMayRelay } from '../recipient-rules.js';
+import { whoMayRelay } from '../smtp/recipient-rules.js';
 
 export function configCommand(): Command {
   const config = new Command('config').description('check the configuration, or print its JSON Schema');

@@ -1,9 +1,9 @@
 import { pipeline } from 'node:stream/promises';
 import { Command } from 'commander';
-import type { MessageMeta } from '../../storage/message-meta.js';
-import { storeErrors } from '../../storage/errors.js';
-import type { QuarantineRecord } from '../../storage/quarantine.js';
-import type { StoreReader } from '../control.js';
+import type { MessageMeta } from '../../storage/records.js';
+import { storeErrors } from '../../lib/errors.js';
+import type { QuarantineRecord } from '../../storage/leveldb/quarantine.js';
+import type { StoreReader } from '../admin/control.js';
 import { storedAttachments, type StoredAttachment } from './attachment-sizes.js';
 import { quarantineAccess } from './quarantine.js';
 import { clip, commandConfig, knownAlias, parsePositive, parseSince, withStoreReader } from './common.js';

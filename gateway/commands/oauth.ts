@@ -1,7 +1,7 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { Command } from 'commander';
-import { Store } from '../../storage/store.js';
+import { Store } from '../../storage/leveldb/store.js';
 import { commandConfig, UsageError } from './common.js';
 import { requireSecrets } from '../config/load.js';
 
@@ -24,8 +24,8 @@ export function oauthCommand(): Command {
       const { config, file } = loaded;
       const where = file ?? 'the configuration';
       // msal loads only for this command.
-      const { aliasTokenCache, gatewaySecretKey, oauthApp, oauthAppOf } = await import('../fetch/oauth-store.js');
-      const { DelegatedTokenProvider } = await import('../fetch/oauth.js');
+      const { aliasTokenCache, gatewaySecretKey, oauthApp, oauthAppOf } = await import('../oauth/store.js');
+      const { DelegatedTokenProvider } = await import('../oauth/tokens.js');
       const alias = config.alias.find((a) => a.name === name);
       if (!alias) throw new UsageError(`no alias named ${JSON.stringify(name)} in ${where}`);
       const app = oauthAppOf(config, alias);

@@ -4,12 +4,12 @@ import { Writable } from 'node:stream';
 import { Command, Option } from 'commander';
 import { loadPolicyFile, policyJsonSchema } from '../../policy/policy-file.js';
 import { PolicySet, departmentPolicyWarnings, policySources } from '../../policy/policy-set.js';
-import { formatProblem } from '../config/toml.js';
+import { formatProblem } from '../../lib/config-file/toml.js';
 import type { Config } from '../config/schema.js';
-import { runPipeline } from '../../policy/pipeline.js';
-import { originalVerdict } from '../../policy/attachment-original.js';
-import type { Direction, MessageContext, StageFindings } from '../../policy/stage.js';
-import { silentLogger } from '../logger.js';
+import { runPipeline } from '../../policy/chain/pipeline.js';
+import { originalVerdict } from '../../policy/attachments/original.js';
+import type { Direction, MessageContext, StageFindings } from '../../policy/chain/stage.js';
+import { silentLogger } from '../../lib/logger.js';
 import { commandConfig, UsageError } from './common.js';
 
 export function policyCommand(): Command {

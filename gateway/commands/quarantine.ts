@@ -1,16 +1,10 @@
 import { createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import { Command } from 'commander';
-import { Store } from '../../storage/store.js';
-import {
-  deleteQuarantined,
-  getQuarantined,
-  listQuarantine,
-  openQuarantinedContent,
-  restoreQuarantined,
-  type QuarantineRecord,
-} from '../../storage/quarantine.js';
-import { ControlClient, type QuarantineAccess, type StoreReader } from '../control.js';
+import { Store } from '../../storage/leveldb/store.js';
+import { deleteQuarantined, getQuarantined, listQuarantine, type QuarantineRecord } from '../../storage/leveldb/quarantine.js';
+import { openQuarantinedContent, restoreQuarantined } from '../../policy/attachments/quarantine.js';
+import { ControlClient, type QuarantineAccess, type StoreReader } from '../admin/control.js';
 import { clip, withStoreReader } from './common.js';
 
 /** `mailgate quarantine ...`: attachments blocked by the attachments stage (Cisco guide, "Viewing/Restoring/Deleting Blocked Attachments"). */

@@ -1,5 +1,5 @@
 import { Command } from 'commander';
-import type { Store } from '../../storage/store.js';
+import type { Store } from '../../storage/leveldb/store.js';
 import {
   dropQueueEntry,
   dueNow,
@@ -11,9 +11,9 @@ import {
   requireQueueEntry,
   type DeliveryResult,
   type QueueEntry,
-} from '../../storage/queue.js';
+} from '../../storage/leveldb/queue.js';
 import type { QueueAccess } from '../dispatch/dispatcher.js';
-import { ControlClient } from '../control.js';
+import { ControlClient } from '../admin/control.js';
 import { clip, shortTime, UsageError, withStoreReader } from './common.js';
 
 /** `mailgate queue ...`: the outbound queue (mail sent for aliases, inbound mail relayed downstream). */

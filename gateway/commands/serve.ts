@@ -1,7 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { Command } from 'commander';
-import { createLogger } from '../logger.js';
-import { Store } from '../../storage/store.js';
+import { createLogger } from '../../lib/logger.js';
+import { Store } from '../../storage/leveldb/store.js';
 import { commandConfig } from './common.js';
 
 export function serveCommand(): Command {

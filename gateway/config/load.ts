@@ -7,28 +7,14 @@ import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { configSchema, type Config } from './schema.js';
-import { formatProblem, loadToml, type ConfigProblem } from './toml.js';
+import { ConfigError, loadToml, type ConfigProblem } from '../../lib/config-file/toml.js';
 import { hashPassword } from './password.js';
 
-export type { ConfigProblem } from './toml.js';
+export type { ConfigProblem } from '../../lib/config-file/toml.js';
 export { hashPassword, verifyPassword } from './password.js';
 
 /** Environment variables that `${NAME}` references are expanded from. */
 export type ConfigEnv = Readonly<Record<string, string | undefined>>;
-
-/** The configuration is invalid; `message` has one `FILE:LINE: KEY: ...` line per problem. */
-export class ConfigError extends Error {
-  /** Stable code, as MailgateError has. */
-  readonly code = 'CONFIG_INVALID';
-  /** Each problem found, in file order. */
-  readonly problems: ConfigProblem[];
-
-  constructor(problems: ConfigProblem[]) {
-    super(problems.map(formatProblem).join('\n'));
-    this.name = 'ConfigError';
-    this.problems = problems;
-  }
-}
 
 /** The file name mailgate looks for in the working directory when none is given. */
 export const DEFAULT_CONFIG_FILE = 'mailgate.toml';

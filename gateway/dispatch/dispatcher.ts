@@ -8,8 +8,8 @@
  */
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
-import type { Store } from '../../storage/store.js';
-import type { MessageMeta } from '../../storage/message-meta.js';
+import type { Store } from '../../storage/leveldb/store.js';
+import type { MessageMeta } from '../../storage/records.js';
 import { newMessageId } from '../../storage/ids.js';
 import {
   dropQueueEntry,
@@ -24,12 +24,12 @@ import {
   saveQueueEntry,
   type DeliveryRecord,
   type QueueEntry,
-} from '../../storage/queue.js';
-import type { Stage } from '../../policy/stage.js';
+} from '../../storage/leveldb/queue.js';
+import type { Stage } from '../../policy/chain/stage.js';
 import type { AliasConfig } from '../config/schema.js';
-import type { TokenProvider } from '../fetch/oauth.js';
-import { ingestMessage } from '../ingest.js';
-import { Metrics } from '../metrics.js';
+import type { TokenProvider } from '../oauth/tokens.js';
+import { ingestMessage } from '../../ingest/ingest.js';
+import { Metrics } from '../../lib/metrics.js';
 import { attemptDelivery } from './attempt.js';
 import { outboundEntry } from './entries.js';
 import { outboundRouting } from './routes.js';

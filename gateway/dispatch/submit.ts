@@ -6,11 +6,11 @@
 import type { Readable } from 'node:stream';
 import addressparser from 'nodemailer/lib/addressparser';
 import type { AliasConfig, Config } from '../config/schema.js';
-import type { MessageMeta, MessageSource } from '../../storage/message-meta.js';
+import type { MessageMeta, MessageSource } from '../../storage/records.js';
 import { newMessageId } from '../../storage/ids.js';
-import { queuePutOp, type QueueEntry } from '../../storage/queue.js';
-import { ingestMessage, type IngestDeps } from '../ingest.js';
-import { errors } from '../errors.js';
+import { queuePutOp, type QueueEntry } from '../../storage/leveldb/queue.js';
+import { ingestMessage, type IngestDeps } from '../../ingest/ingest.js';
+import { errors } from '../../lib/errors.js';
 import { aliasAddresses } from '../config/alias-addresses.js';
 import { outboundEntry } from './entries.js';
 

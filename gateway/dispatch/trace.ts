@@ -4,7 +4,7 @@
  * inbound mail relayed downstream, the gateway's findings as X-Mailgate-* headers.
  * The stored bytes stay as they came: these go in front when the message is sent.
  */
-import type { MessageMeta } from '../../storage/message-meta.js';
+import type { MessageMeta } from '../../storage/records.js';
 
 /** `Mon, 23 Nov 2026 10:00:00 +0000`. */
 export function rfc5322Date(d: Date): string {

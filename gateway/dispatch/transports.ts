@@ -6,7 +6,7 @@
 import nodemailer from 'nodemailer';
 import type { Readable } from 'node:stream';
 import type { AliasConfig } from '../config/schema.js';
-import type { TokenProvider } from '../fetch/oauth.js';
+import type { TokenProvider } from '../oauth/tokens.js';
 import type { Route } from './routes.js';
 
 type PooledTransport = ReturnType<typeof nodemailer.createTransport>;

@@ -8,10 +8,10 @@
  */
 import { createHash } from 'node:crypto';
 import type { IncomingServerConfig } from '../config/schema.js';
-import type { Metrics } from '../metrics.js';
-import type { Store } from '../../storage/store.js';
-import { OAuthError } from './oauth.js';
-import { getAliasState, putAliasState, type AliasChangedBy, type AliasState, type AliasStatus } from '../../storage/alias-state.js';
+import type { Metrics } from '../../lib/metrics.js';
+import type { Store } from '../../storage/leveldb/store.js';
+import { OAuthError } from '../oauth/tokens.js';
+import { getAliasState, putAliasState, type AliasChangedBy, type AliasState, type AliasStatus } from '../../storage/leveldb/alias-state.js';
 
 /** Consecutive failures after which the retriever makes an alias inactive (Cisco guide). */
 export const FAILURES_BEFORE_INACTIVE = 3;

@@ -12,12 +12,12 @@ import net from 'node:net';
 import tls from 'node:tls';
 import nodemailer from 'nodemailer';
 import type { AliasConfig, IncomingServerConfig, OutgoingServerConfig } from '../config/schema.js';
-import type { Pop3Client } from './pop3.js';
+import type { Pop3Client } from './pop3/client.js';
 import { tlsOptionsFor } from './mailbox.js';
 import { fetchErrorKind } from './retriever.js';
 import { oauthKind, reasonFor } from './alias-health.js';
 import { imapClient, loginDescription, mailboxCredentials, pop3Connect, pop3Login, pop3Security, type MailboxCredentials } from './login.js';
-import type { TokenProvider } from './oauth.js';
+import type { TokenProvider } from '../oauth/tokens.js';
 
 /** One step of the test. */
 export interface ConnectionStep {

@@ -10,7 +10,7 @@ import type { ImapFlow } from 'imapflow';
 import type { IncomingServerConfig } from '../config/schema.js';
 import type { Mailbox, MailboxItem } from './mailbox.js';
 import { imapClient, mailboxCredentials } from './login.js';
-import type { TokenProvider } from './oauth.js';
+import type { TokenProvider } from '../oauth/tokens.js';
 
 /** An IMAP folder session for the retriever. */
 export class ImapMailbox implements Mailbox {

@@ -12,8 +12,8 @@
 import { ImapFlow, type ImapFlowOptions } from 'imapflow';
 import type { IncomingServerConfig } from '../config/schema.js';
 import { tlsOptionsFor } from './mailbox.js';
-import { OAuthError, type TokenProvider } from './oauth.js';
-import { Pop3Client, type Pop3Security } from './pop3.js';
+import { OAuthError, type TokenProvider } from '../oauth/tokens.js';
+import { Pop3Client, type Pop3Security } from './pop3/client.js';
 
 /** What the retriever presents to log in. */
 export type MailboxCredentials =

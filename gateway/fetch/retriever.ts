@@ -8,20 +8,20 @@
  */
 import { Readable } from 'node:stream';
 import type { AliasConfig, Config, IncomingServerConfig } from '../config/schema.js';
-import { ingestMessage, type IngestDeps, type IngestRequest } from '../ingest.js';
-import { MailgateError } from '../errors.js';
-import { newMessageId, type StoreOp } from '../../storage/store.js';
-import type { FetchedRecord } from '../../storage/layout.js';
-import type { Metrics } from '../metrics.js';
-import { Pop3Error } from './pop3.js';
+import { ingestMessage, type IngestDeps, type IngestRequest } from '../../ingest/ingest.js';
+import { MailgateError } from '../../lib/errors.js';
+import { newMessageId, type StoreOp } from '../../storage/leveldb/store.js';
+import type { FetchedRecord } from '../../storage/leveldb/layout.js';
+import type { Metrics } from '../../lib/metrics.js';
+import { Pop3Error } from './pop3/client.js';
 import { ImapMailbox } from './imap.js';
-import { Pop3Mailbox } from './pop3-mailbox.js';
+import { Pop3Mailbox } from './pop3/mailbox.js';
 import { oversizeRecord } from './oversize.js';
 import type { Mailbox, MailboxItem } from './mailbox.js';
 import { addressedTo, mailboxIdentity, needsTargets, targetsFor, type DeliveryTarget } from './recipients.js';
 import { AliasHealth } from './alias-health.js';
-import type { TokenProvider } from './oauth.js';
-import type { AliasState, AliasStatus } from '../../storage/alias-state.js';
+import type { TokenProvider } from '../oauth/tokens.js';
+import type { AliasState, AliasStatus } from '../../storage/leveldb/alias-state.js';
 
 /** CCaaS "lightweight" size: messages up to this many bytes are fetched before larger ones in a poll. */
 export const LIGHTWEIGHT_SIZE = 10_000;

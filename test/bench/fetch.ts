@@ -2,10 +2,10 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { ImapFlow } from 'imapflow';
 import { loadConfigText } from '../../gateway/config/load.js';
-import { silentLogger } from '../../gateway/logger.js';
+import { silentLogger } from '../../lib/logger.js';
 import { startRetriever } from '../../gateway/fetch/retriever.js';
 import { PolicySet, policySources } from '../../policy/policy-set.js';
-import { Store } from '../../storage/store.js';
+import { Store } from '../../storage/leveldb/store.js';
 import { ensureDovecot, startDovecot, type TestDovecot } from '../helpers/dovecot.js';
 import { fixture, tempDir } from '../helpers/paths.js';
 

@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
-import { predefinedAddressPhrases, predefinedPhrases, predefinedSubjectPhrases } from '../../policy/delivery-exception-phrases.js';
+import { predefinedAddressPhrases, predefinedPhrases, predefinedSubjectPhrases } from '../../policy/delivery-exceptions/phrases.js';
 import {
   assertBounces,
   check,

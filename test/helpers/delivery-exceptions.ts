@@ -6,10 +6,10 @@ import assert from 'node:assert/strict';
 import { createReadStream } from 'node:fs';
 import { Readable, Writable } from 'node:stream';
 import { pino } from 'pino';
-import { runPipeline } from '../../policy/pipeline.js';
-import type { MessageContext } from '../../policy/stage.js';
-import type { MessageSource } from '../../storage/message-meta.js';
-import { deliveryExceptionsSectionSchema, deliveryExceptionsStage, type DeliveryExceptionFindings } from '../../policy/delivery-exceptions.js';
+import { runPipeline } from '../../policy/chain/pipeline.js';
+import type { MessageContext } from '../../policy/chain/stage.js';
+import type { MessageSource } from '../../storage/records.js';
+import { deliveryExceptionsSectionSchema, deliveryExceptionsStage, type DeliveryExceptionFindings } from '../../policy/delivery-exceptions/stage.js';
 
 export const PERMANENT = 'email-permanent-undeliverable';
 export const TEMPORARY = 'email-temporary-undeliverable';

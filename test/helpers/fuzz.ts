@@ -14,8 +14,8 @@ import { Worker } from 'node:worker_threads';
 import { crc32 } from 'node:zlib';
 import { pipeline } from 'node:stream/promises';
 import { Splitter, type SplitterChunk } from '@zone-eu/mailsplit';
-import { bodyDecoder } from '../../policy/transfer-decode.js';
-import type { MessageMeta } from '../../storage/message-meta.js';
+import { bodyDecoder } from '../../policy/mime/transfer-decode.js';
+import type { MessageMeta } from '../../storage/records.js';
 
 /** A seeded PRNG (mulberry32): the same seed gives the same fuzz set. */
 export class Rng {

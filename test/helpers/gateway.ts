@@ -5,10 +5,10 @@ import { createInterface } from 'node:readline';
 import { loadConfigFile } from '../../gateway/config/load.js';
 import type { Config } from '../../gateway/config/schema.js';
 import { startGateway, type Gateway } from '../../gateway/gateway.js';
-import { silentLogger, type Logger } from '../../gateway/logger.js';
+import { silentLogger, type Logger } from '../../lib/logger.js';
 import { pino } from 'pino';
-import { Store } from '../../storage/store.js';
-import type { Stage } from '../../policy/stage.js';
+import { Store } from '../../storage/leveldb/store.js';
+import type { Stage } from '../../policy/chain/stage.js';
 import { cliPath, tempDir } from './paths.js';
 
 /** A gateway running in this process on an ephemeral port, with its own data directory and config file. */

@@ -1,9 +1,9 @@
 import nodemailer from 'nodemailer';
 import type Mail from 'nodemailer/lib/mailer';
 import { hashPassword } from '../../gateway/config/password.js';
-import type { Store } from '../../storage/store.js';
-import type { MessageMeta } from '../../storage/message-meta.js';
-import type { QueueEntry } from '../../storage/queue.js';
+import type { Store } from '../../storage/leveldb/store.js';
+import type { MessageMeta } from '../../storage/records.js';
+import type { QueueEntry } from '../../storage/leveldb/queue.js';
 
 export const SUBMIT_USER = 'helpdesk';
 export const SUBMIT_PASSWORD = 'helpdesk pass';

@@ -1,10 +1,10 @@
 import { createReadStream } from 'node:fs';
 import { Readable, Writable } from 'node:stream';
-import { runPipeline, type PipelineLimits } from '../../policy/pipeline.js';
-import type { Direction, MessageContext, Stage } from '../../policy/stage.js';
-import type { MessageSummary } from '../../policy/summary.js';
-import type { Envelope } from '../../storage/message-meta.js';
-import { silentLogger } from '../../gateway/logger.js';
+import { runPipeline, type PipelineLimits } from '../../policy/chain/pipeline.js';
+import type { Direction, MessageContext, Stage } from '../../policy/chain/stage.js';
+import type { MessageSummary } from '../../policy/chain/summary.js';
+import type { Envelope } from '../../storage/records.js';
+import { silentLogger } from '../../lib/logger.js';
 import { MimeNode } from '@zone-eu/mailsplit';
 
 /** Options for {@link runStages} and {@link dryRunContext}. */

@@ -1,0 +1,87 @@
+/**
+ * The retriever's view of a POP3 mailbox (mailbox.ts) over our client in pop3.ts. POP3 has no
+ * folders: stored and invalid messages are deleted or kept. Deletions apply at QUIT, so the
+ * session is closed after every poll.
+ */
+import type { Readable } from 'node:stream';
+import type { IncomingServerConfig } from '../../config/schema.js';
+import type { Pop3Client } from './client.js';
+import type { Mailbox, MailboxItem } from '../mailbox.js';
+import { mailboxCredentials, pop3Connect, pop3Login } from '../login.js';
+import type { TokenProvider } from '../../oauth/tokens.js';
+
+async function readAll(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/** A POP3 mailbox session for the retriever. */
+export class Pop3Mailbox implements Mailbox {
+  readonly persistent = false;
+  #client: Pop3Client | undefined;
+
+  /** TOKENS, when the alias sets `oauth2`: the session logs in with SASL XOAUTH2 instead of the password. */
+  constructor(
+    private readonly server: IncomingServerConfig,
+    private readonly tokens?: TokenProvider,
+  ) {}
+
+  get usable(): boolean {
+    return this.#client !== undefined;
+  }
+
+  async open(): Promise<void> {
+    // The token first: an OAuthError then fails the session before any connection is made.
+    const creds = await mailboxCredentials(this.server, this.tokens);
+    const client = await pop3Connect(this.server);
+    try {
+      await pop3Login(client, creds);
+    } catch (err) {
+      client.close();
+      throw err;
+    }
+    this.#client = client;
+  }
+
+  async list(): Promise<MailboxItem[]> {
+    const client = this.#session();
+    const uids = await client.uidl();
+    const sizes = new Map((await client.list()).map((s) => [s.msgno, s.size]));
+    return uids.map((u) => ({ key: `pop3:${u.uid}`, size: sizes.get(u.msgno) ?? 0, ref: u.msgno }));
+  }
+
+  message(item: MailboxItem): Promise<Readable> {
+    return this.#session().retr(item.ref);
+  }
+
+  async headers(item: MailboxItem): Promise<Buffer> {
+    return readAll(await this.#session().top(item.ref, 0));
+  }
+
+  async markStored(items: readonly MailboxItem[]): Promise<void> {
+    if (this.server.on_stored !== 'delete') return;
+    for (const item of items) await this.#session().dele(item.ref);
+  }
+
+  async markInvalid(item: MailboxItem): Promise<void> {
+    if (this.server.on_invalid === 'delete') await this.#session().dele(item.ref);
+  }
+
+  onNewMail(): void {
+    // POP3 cannot tell: polling only.
+  }
+
+  async close(): Promise<void> {
+    const client = this.#client;
+    this.#client = undefined;
+    if (!client) return;
+    // QUIT applies the DELEs; if it fails they are simply done again at the next poll (the UIDLs are recorded).
+    await client.quit().catch(() => client.close());
+  }
+
+  #session(): Pop3Client {
+    if (!this.#client) throw new Error('POP3 session is not open');
+    return this.#client;
+  }
+}

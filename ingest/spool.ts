@@ -1,0 +1,168 @@
+/**
+ * The spool: the message as received, kept while its pipeline runs so that a wrapping message
+ * can still be built from the original when the pipeline fails (wrap-unparsable.ts).
+ *
+ * It is a file in `<data_dir>/spool/`, not a LevelDB record: the bytes live only for the
+ * length of one pipeline, and writing them through LevelDB doubled its write and compaction
+ * load and grew the gateway's resident memory by a hundred MB for a 100 MB message (LevelDB
+ * maps the tables it compacts). Data masking promises that unmasked text never reaches
+ * storage, so the file is encrypted with AES-256-CTR under a random key that lives only in
+ * this process's memory: after a crash it cannot be read by anyone, and the gateway removes
+ * left-over spool files when it starts. The last partial 64 KiB stays in memory only, so a
+ * message under 64 KiB (most mail) costs the spool no write at all.
+ */
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createReadStream, mkdirSync, rmSync } from 'node:fs';
+import { mkdir, open as openFile, rm, type FileHandle } from 'node:fs/promises';
+import path from 'node:path';
+import { PassThrough, Readable, Writable } from 'node:stream';
+import { CHUNK_SIZE } from '../storage/leveldb/store.js';
+import { grownStage } from '../storage/leveldb/message-writer.js';
+
+/** Where the received bytes go while the pipeline runs, and how to read them back. */
+export interface Spool {
+  /** Takes the next bytes; resolves once they are safe to release (written, or held in the last chunk). */
+  write(chunk: Buffer): Promise<void>;
+  /** The original bytes from the first, as received. Only after every write has resolved. */
+  open(): Readable;
+  /** Removes the spooled bytes. Safe to call twice. */
+  discard(): Promise<void>;
+}
+
+/** The spool directory under a data directory. */
+export const spoolDir = (dataDir: string) => path.join(dataDir, 'spool');
+
+/** Empties the spool directory at start: files left by a crash are unreadable without their key. */
+export function resetSpoolDir(dataDir: string): void {
+  rmSync(spoolDir(dataDir), { recursive: true, force: true });
+  mkdirSync(spoolDir(dataDir), { recursive: true, mode: 0o700 });
+}
+
+/** A spool file in `dir`, encrypted under a key held in memory only. */
+export function fileSpool(dir: string): Spool {
+  // Key, iv and file are made with the first full chunk: most mail never gets that far.
+  let sealing: { file: string; key: Buffer; iv: Buffer; cipher: ReturnType<typeof createCipheriv>; handle: Promise<FileHandle> } | undefined;
+  // Grown as bytes arrive (a small message costs about its size), then reused chunk after chunk.
+  let stage: Buffer = Buffer.alloc(0);
+  let staged = 0;
+  let written = 0;
+  let discarded = false;
+  const seal = () => {
+    const key = randomBytes(32);
+    const iv = randomBytes(16);
+    const file = path.join(dir, `${randomBytes(12).toString('hex')}.spool`);
+    const handle = mkdir(dir, { recursive: true, mode: 0o700 }).then(() => openFile(file, 'wx', 0o600));
+    return { file, key, iv, cipher: createCipheriv('aes-256-ctr', key, iv), handle };
+  };
+
+  return {
+    async write(chunk) {
+      if (discarded) throw new Error('spool: write after discard');
+      let offset = 0;
+      while (offset < chunk.length) {
+        // Never more than fills the stage, so every turn takes at least one byte.
+        const end = Math.min(chunk.length, offset + CHUNK_SIZE - staged);
+        stage = grownStage(stage, staged, staged + end - offset);
+        chunk.copy(stage, staged, offset, end);
+        staged += end - offset;
+        offset = end;
+        if (staged < CHUNK_SIZE) continue;
+        sealing ??= seal();
+        await (await sealing.handle).write(sealing.cipher.update(stage.subarray(0, staged)));
+        // Discarded during that write: the file is gone, and writing on would refill a dropped stage.
+        if (discarded) throw new Error('spool: discarded while writing');
+        written += staged;
+        staged = 0;
+      }
+    },
+    open() {
+      const tail = Buffer.from(stage.subarray(0, staged));
+      if (!sealing || written === 0) return Readable.from([tail]);
+      const decipher = createDecipheriv('aes-256-ctr', sealing.key, sealing.iv);
+      const out = new PassThrough();
+      // Reads exactly what was written so far, then the tail still in memory.
+      const sealed = createReadStream(sealing.file, { start: 0, end: written - 1 });
+      sealed.on('error', (err) => out.destroy(err));
+      sealed
+        .pipe(decipher)
+        .on('end', () => out.end(tail))
+        .pipe(out, { end: false });
+      out.on('close', () => sealed.destroy());
+      return out;
+    },
+    async discard() {
+      if (discarded) return;
+      discarded = true;
+      stage = Buffer.alloc(0);
+      staged = 0;
+      if (sealing) {
+        await (await sealing.handle).close().catch(() => {});
+        await rm(sealing.file, { force: true });
+      }
+    },
+  };
+}
+
+/**
+ * A spool that writes nothing and reads the original again from where it came from, for a
+ * dry run (`mailgate policy test FILE` reopens the file).
+ */
+export function reopenableSpool(reopen: () => Readable): Spool {
+  return {
+    async write() {},
+    open: reopen,
+    async discard() {},
+  };
+}
+
+/**
+ * Copies every byte it is given into a spool and on to `branch`, the stream the pipeline reads.
+ * When the pipeline fails and destroys `branch`, the tee goes on spooling to the end of the
+ * input, so the wrapper gets the whole original. Waits for both the spool and the branch,
+ * so backpressure from either reaches the sender. Destroying the tee with an error (the size
+ * limit, the client gone) destroys the branch with it, which fails the pipeline.
+ */
+export class SpoolTee extends Writable {
+  /** The bytes for the pipeline. */
+  readonly branch = new PassThrough();
+  readonly #spool: Spool;
+
+  constructor(spool: Spool) {
+    super();
+    this.#spool = spool;
+    // The pipeline reports the branch's errors; after it has settled nobody else listens.
+    this.branch.on('error', () => {});
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null) => void): void {
+    Promise.all([this.#spool.write(chunk), this.#forward(chunk)]).then(
+      () => done(),
+      (err: unknown) => done(err instanceof Error ? err : new Error(String(err))),
+    );
+  }
+
+  override _final(done: (err?: Error | null) => void): void {
+    if (!this.branch.destroyed) this.branch.end();
+    done();
+  }
+
+  override _destroy(err: Error | null, done: (err?: Error | null) => void): void {
+    if (err && !this.branch.destroyed) this.branch.destroy(err);
+    done(err);
+  }
+
+  #forward(chunk: Buffer): Promise<void> {
+    const branch = this.branch;
+    if (branch.destroyed || branch.writableEnded) return Promise.resolve();
+    if (branch.write(chunk)) return Promise.resolve();
+    return new Promise((resolve) => {
+      const go = () => {
+        branch.off('drain', go);
+        branch.off('close', go);
+        resolve();
+      };
+      branch.on('drain', go);
+      branch.on('close', go);
+    });
+  }
+}

@@ -1,0 +1,84 @@
+import type { Readable, Transform, Writable } from 'node:stream';
+import { Splitter, Joiner } from '@zone-eu/mailsplit';
+import type { MessageContext, Stage } from './stage.js';
+import { SummaryCollector, type MessageSummary } from './summary.js';
+import { ContentFieldGuard } from '../mime/content-field-guard.js';
+import { StageChain, type NamedHandler } from './stage-chain.js';
+
+export { stageOf } from './stage-chain.js';
+
+/** Limits the MIME splitter enforces while the message streams through. */
+export interface PipelineLimits {
+  /** Largest header block of one MIME node, in bytes. */
+  maxHeadSize: number;
+  /** Most child nodes one multipart may have (mailsplit and Haraka default: 1000). */
+  maxChildNodes: number;
+}
+
+export const defaultPipelineLimits: PipelineLimits = { maxHeadSize: 1024 * 1024, maxChildNodes: 1000 };
+
+/**
+ * Runs one message through the stages: bytes -> MIME chunks -> stages -> summary -> bytes -> sink.
+ * The stages and the summary are handlers in one stream (stage-chain.ts).
+ * Everything is a stream, so memory stays flat whatever the message size; the sink sees the
+ * rewritten message. With no stage altering anything the output is byte-identical to the input
+ * (mailsplit's Joiner rebuilds exactly what its Splitter took apart).
+ */
+export async function runPipeline(
+  input: Readable,
+  ctx: MessageContext,
+  stages: readonly Stage[],
+  sink: Writable,
+  limits: PipelineLimits = defaultPipelineLimits,
+): Promise<MessageSummary> {
+  const splitter = new Splitter({ maxHeadSize: limits.maxHeadSize, maxChildNodes: limits.maxChildNodes });
+  const handlers: NamedHandler[] = [];
+  for (const stage of stages) {
+    const handler = stage.create(ctx);
+    if (handler) handlers.push({ name: stage.name, handler });
+  }
+  const summary = new SummaryCollector();
+  handlers.push({ name: 'summary', handler: summary });
+  // mailsplit types its streams narrower than Transform; they are Transforms.
+  await connect([input, new ContentFieldGuard(), splitter as unknown as Transform, new StageChain(handlers), new Joiner() as unknown as Transform, sink]);
+  return summary.summary;
+}
+
+/**
+ * Pipes `streams` one into the next and settles when the last has finished, or rejects with
+ * the first error (or an early close) of any of them, having destroyed them all. What
+ * `stream.pipeline` does, without its per-call cost: in Node 20 every call makes an
+ * AbortController and aborts it at the end, which builds a DOMException with a stack trace,
+ * about 4% of the CPU of a 4 KB message.
+ */
+function connect(streams: readonly (Readable | Writable)[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const last = streams[streams.length - 1] as Writable;
+    let settled = false;
+    const fail = (err: Error) => {
+      if (settled) return;
+      settled = true;
+      for (const s of streams) if (!s.destroyed) s.destroy(err);
+      reject(err);
+    };
+    for (let i = 0; i < streams.length; i++) {
+      const s = streams[i]!;
+      // Listeners stay on after the end: a late error must not go unheard and crash the gateway.
+      s.on('error', fail);
+      const done = s === last ? () => last.writableFinished : () => (s as Readable).readableEnded;
+      s.once('close', () => {
+        if (!settled && !done()) fail(prematureClose());
+      });
+      if (i > 0) (streams[i - 1] as Readable).pipe(s as Writable);
+    }
+    last.once('finish', () => {
+      if (settled) return;
+      settled = true;
+      resolve();
+    });
+  });
+}
+
+function prematureClose(): Error {
+  return Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
+}

@@ -1,0 +1,55 @@
+import type { Logger } from 'pino';
+import type { Envelope, MessageSource } from '../../storage/records.js';
+import type { Store, StoreOp } from '../../storage/leveldb/store.js';
+import type { ChunkHandler } from './stage-chain.js';
+
+/** Which way a message is going: into the store from outside, or out through the dispatcher. */
+export type Direction = 'inbound' | 'outbound';
+
+/** What a stage knows about the message it is working on, besides the bytes. */
+export interface MessageContext {
+  readonly id: string;
+  readonly envelope: Envelope;
+  readonly source: MessageSource;
+  readonly direction: Direction;
+  /** The department the message belongs to, when known (selects the policy file). */
+  readonly department?: string;
+  /**
+   * What each stage found and did, by stage name; copied onto the stored metadata. Each
+   * stage's entry has a `summary` of sentences an admin can read (`policy test` prints them)
+   * next to its details.
+   */
+  readonly findings: Record<string, StageFindings>;
+  /** Labels for the message, e.g. `email-permanent-undeliverable`. */
+  readonly tags: Set<string>;
+  readonly log: Logger;
+  /** True for `mailgate policy test`: stages say what they would do and write nothing. */
+  readonly dryRun: boolean;
+  /** The store; absent in a dry run. Stages that keep data (quarantine) write it here. */
+  readonly store?: Store;
+  /**
+   * Store operations that become visible with the message, in its one synced commit
+   * (e.g. quarantine records). Bytes a stage writes ahead under keys prefixed by the
+   * message id are removed if the message is aborted (see storage/layout.ts).
+   */
+  readonly commitOps: StoreOp[];
+}
+
+/** What one stage recorded about one message. */
+export interface StageFindings {
+  /** Sentences for an admin: what the stage did and why. */
+  summary: string[];
+  [detail: string]: unknown;
+}
+
+/**
+ * A policy stage. For each message it may return a handler of mailsplit chunks (the objects
+ * a mailsplit Splitter emits: `node`, `data` and `body`; see stage-chain.ts), which can
+ * rewrite bodies and headers and record findings on `ctx.findings[name]`; or null when it has
+ * nothing to do for this message. Stages never see the whole message at once.
+ */
+export interface Stage {
+  /** Stable name, used as the key of the stage's findings. */
+  readonly name: string;
+  create(ctx: MessageContext): ChunkHandler | null;
+}

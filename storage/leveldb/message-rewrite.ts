@@ -1,0 +1,120 @@
+/**
+ * Writes new bytes for a committed message (e.g. an attachment restored from quarantine) as
+ * a new generation of its chunks, and swaps them in with one synced batch; see layout.ts for
+ * the keys and for what a crash at any point leaves (a `rewrites` mark the next open sweeps).
+ */
+import { Writable } from 'node:stream';
+import { finished } from 'node:stream/promises';
+import type { MessageMeta } from '../records.js';
+import type { Store } from './store.js';
+import { chunkKey, clearRewriteGarbage, type StoreOp } from './layout.js';
+import { CHUNK_SIZE } from './message-writer.js';
+
+// Rewrites of one message must not overlap: each reads the current bytes and replaces them.
+const locks = new WeakMap<Store, Map<string, Promise<void>>>();
+
+/** A Writable of the message's new bytes; `commit` swaps them in, `abandon` removes them. */
+export class RewriteWriter extends Writable {
+  #stage: Buffer[] = [];
+  #staged = 0;
+  #seq = 0;
+  #bytes = 0;
+  #release: () => void;
+
+  private constructor(
+    private readonly store: Store,
+    private readonly id: string,
+    private readonly oldGeneration: number,
+    private readonly generation: number,
+    release: () => void,
+  ) {
+    super();
+    this.#release = release;
+  }
+
+  /** Waits for any other rewrite of the message, then marks a new generation as in progress. */
+  static async start(store: Store, id: string): Promise<RewriteWriter> {
+    let perStore = locks.get(store);
+    if (!perStore) locks.set(store, (perStore = new Map()));
+    const previous = perStore.get(id) ?? Promise.resolve();
+    let release!: () => void;
+    const mine = new Promise<void>((resolve) => (release = resolve));
+    const queued = previous.then(() => mine);
+    perStore.set(id, queued);
+    await previous;
+    const done = () => {
+      release();
+      if (perStore.get(id) === queued) perStore.delete(id);
+    };
+    try {
+      const { generations, rewrites } = store.sublevels;
+      const old = (await generations.get(id)) ?? 0;
+      await rewrites.put(id, { generation: old + 1 });
+      return new RewriteWriter(store, id, old, old + 1, done);
+    } catch (err) {
+      done();
+      throw err;
+    }
+  }
+
+  get bytesWritten(): number {
+    return this.#bytes;
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.#bytes += chunk.length;
+    this.#stage.push(Buffer.from(chunk));
+    this.#staged += chunk.length;
+    this.#flushFull().then(() => callback(), callback);
+  }
+
+  async #flushFull(): Promise<void> {
+    while (this.#staged >= CHUNK_SIZE) {
+      const all = Buffer.concat(this.#stage, this.#staged);
+      await this.#put(all.subarray(0, CHUNK_SIZE));
+      const rest = all.subarray(CHUNK_SIZE);
+      this.#stage = rest.length ? [rest] : [];
+      this.#staged = rest.length;
+    }
+  }
+
+  #put(value: Buffer): Promise<void> {
+    return this.store.sublevels.chunks.put(chunkKey(this.id, this.#seq++, this.generation), value);
+  }
+
+  /**
+   * Makes the new bytes the message's, with `meta` (size set to the bytes written) and
+   * `extraOps`, in one synced batch; then removes the old generation and, when given, the
+   * restored quarantine part's bytes.
+   */
+  async commit(meta: MessageMeta, extraOps: readonly StoreOp[], restoredQuarantineId?: string): Promise<void> {
+    try {
+      await finished(this);
+      if (this.#staged > 0) await this.#put(Buffer.concat(this.#stage, this.#staged));
+      const { generations, messages, rewrites, chunks, quarantineChunks } = this.store.sublevels;
+      const garbage = { generation: this.oldGeneration, ...(restoredQuarantineId ? { quarantineId: restoredQuarantineId } : {}) };
+      await this.store.commitBatch([
+        { type: 'put', sublevel: generations, key: this.id, value: this.generation },
+        { type: 'put', sublevel: messages, key: this.id, value: { ...meta, size: this.#bytes } },
+        { type: 'put', sublevel: rewrites, key: this.id, value: garbage },
+        ...extraOps,
+      ]);
+      await clearRewriteGarbage(chunks, quarantineChunks, this.id, garbage);
+      await rewrites.del(this.id);
+    } finally {
+      this.#release();
+    }
+  }
+
+  /** Removes the new generation's chunks; the message keeps its old bytes. */
+  async abandon(): Promise<void> {
+    try {
+      if (!this.destroyed) this.destroy();
+      const { rewrites, chunks, quarantineChunks } = this.store.sublevels;
+      await clearRewriteGarbage(chunks, quarantineChunks, this.id, { generation: this.generation });
+      await rewrites.del(this.id);
+    } finally {
+      this.#release();
+    }
+  }
+}

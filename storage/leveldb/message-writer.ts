@@ -1,0 +1,229 @@
+/**
+ * The writable end of the store for one message. Bytes go to LevelDB in 64 KiB chunks as
+ * they arrive, unsynced; only `commit()` is synced. `_write` calls back after its batch is
+ * written, so a slow disk slows the sender instead of filling memory. A message that never
+ * fills a chunk (most mail) reaches LevelDB only in the commit's one synced batch.
+ */
+import { Writable } from 'node:stream';
+import { finished } from 'node:stream/promises';
+import type { MessageMeta } from '../records.js';
+import type { GroupCommit } from './group-commit.js';
+import { aliasKey, chunkKey, clearUnfinished, type RootDb, type StoreOp, type Sublevels } from './layout.js';
+
+/** Size of a stored chunk: small values keep LevelDB's memory use low (RECIPES.md). */
+export const CHUNK_SIZE = 64 * 1024;
+// Bounds one unsynced batch (and the copies it holds) when a caller writes a huge buffer at once.
+const CHUNKS_PER_BATCH = 16;
+// Smallest staging buffer: below Node's 4 KiB pool threshold, so tiny messages share a slab.
+const MIN_STAGE = 1024;
+const EMPTY: Buffer = Buffer.alloc(0);
+
+/**
+ * A staging buffer that holds `need` bytes (at most a chunk), keeping the first `used` bytes
+ * of `stage`. It grows by doubling, so a small message costs about its size, not a whole
+ * chunk; shared with the spool (policy/spool.ts).
+ */
+export function grownStage(stage: Buffer, used: number, need: number): Buffer {
+  if (need <= stage.length) return stage;
+  let size = Math.max(MIN_STAGE, stage.length);
+  while (size < need) size *= 2;
+  const grown = Buffer.allocUnsafe(Math.min(size, CHUNK_SIZE));
+  stage.copy(grown, 0, 0, used);
+  return grown;
+}
+
+/** What a writer needs from its store. */
+export interface WriterContext {
+  db: RootDb;
+  sublevels: Sublevels;
+  groupCommit: GroupCommit<StoreOp>;
+}
+
+type WriterState = 'writing' | 'committing' | 'committed' | 'failed' | 'aborted';
+
+/**
+ * A `Writable` of one message's bytes. Pipe the message into it, then `commit(meta)` to make
+ * it durable and visible, or `abort()` to remove what was written.
+ *
+ * @example
+ * const writer = store.createMessageWriter(newMessageId());
+ * try {
+ *   await pipeline(source, writer);
+ *   await writer.commit(meta);
+ * } catch (err) {
+ *   await writer.abort();
+ *   throw errors.storeFailed(err);
+ * }
+ */
+export class MessageWriter extends Writable {
+  /** The id the message is stored under. */
+  readonly id: string;
+  readonly #ctx: WriterContext;
+  #state: WriterState = 'writing';
+  #bytesWritten = 0;
+  // The chunk being filled: grown as bytes arrive, a whole chunk at once after the first.
+  #stage: Buffer = EMPTY;
+  #staged = 0;
+  #seq = 0;
+  // Set when the batch carrying the pending mark is sent: from then on the mark and chunks may be stored.
+  #pendingWritten = false;
+  #commitTried = false;
+  #inflight: Promise<void> = Promise.resolve();
+  #aborting: Promise<void> | undefined;
+
+  /** Use `store.createMessageWriter(id)`. */
+  constructor(ctx: WriterContext, id: string) {
+    super();
+    this.#ctx = ctx;
+    this.id = id;
+  }
+
+  /** Bytes received so far; after `commit()`, the stored size. */
+  get bytesWritten(): number {
+    return this.#bytesWritten;
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    if (this.#state !== 'writing') {
+      callback(new Error(`message ${this.id}: write after the writer was ${this.#state}`));
+      return;
+    }
+    this.#bytesWritten += chunk.length;
+    // Bytes that do not fill the chunk only wait in memory: no write, so nothing to wait for.
+    if (this.#staged + chunk.length < CHUNK_SIZE) {
+      this.#stageBytes(chunk, 0, chunk.length);
+      callback();
+      return;
+    }
+    const written = this.#append(chunk);
+    this.#inflight = written.then(noop, noop);
+    written.then(
+      () => callback(),
+      (err: unknown) => callback(asError(err)),
+    );
+  }
+
+  // Copies into our own buffers: the caller may reuse its buffer once we call back.
+  #stageBytes(chunk: Buffer, start: number, end: number): void {
+    const need = this.#staged + end - start;
+    // Once a chunk is stored the message is a big one: take whole chunks from then on.
+    this.#stage = grownStage(this.#stage, this.#staged, this.#seq > 0 ? CHUNK_SIZE : need);
+    chunk.copy(this.#stage, this.#staged, start, end);
+    this.#staged = need;
+  }
+
+  async #append(chunk: Buffer): Promise<void> {
+    const { db, sublevels } = this.#ctx;
+    let offset = 0;
+    while (offset < chunk.length) {
+      const ops: StoreOp[] = [];
+      let chunks = 0;
+      while (offset < chunk.length && chunks < CHUNKS_PER_BATCH) {
+        const end = Math.min(chunk.length, offset + CHUNK_SIZE - this.#staged);
+        this.#stageBytes(chunk, offset, end);
+        offset = end;
+        if (this.#staged < CHUNK_SIZE) break;
+        // The pending mark goes with the first chunk, never after it (layout.ts): the open-time
+        // sweep then finds every chunk a crash leaves behind.
+        if (!this.#pendingWritten) {
+          ops.push({ type: 'put', sublevel: sublevels.pending, key: this.id, value: '' });
+          this.#pendingWritten = true;
+        }
+        ops.push({ type: 'put', sublevel: sublevels.chunks, key: chunkKey(this.id, this.#seq++), value: this.#stage });
+        this.#stage = EMPTY;
+        this.#staged = 0;
+        chunks++;
+      }
+      if (ops.length > 0) await db.batch<string, unknown>(ops, {});
+    }
+  }
+
+  /**
+   * Makes the message durable and visible: the last chunk, the metadata (with `size` set to
+   * the bytes actually stored), the by-alias entry and the removal of the pending mark go in
+   * one synced batch, shared with concurrent commits. Call after the stream has ended.
+   * Rejects with the cause on failure; then call `abort()`.
+   */
+  async commit(meta: MessageMeta, extraOps: readonly StoreOp[] = []): Promise<void> {
+    if (this.#state !== 'writing') throw new Error(`message ${this.id}: cannot commit, the writer was ${this.#state}`);
+    if (meta.id !== this.id) throw new TypeError(`message ${this.id}: commit with metadata of ${meta.id}`);
+    const alias = meta.source.alias;
+    if (alias?.includes('\x00')) throw new TypeError(`message ${this.id}: alias contains NUL`);
+    if (!this.writableEnded) throw new Error(`message ${this.id}: commit before the stream was ended`);
+    this.#state = 'committing';
+    this.#commitTried = true;
+    try {
+      await finished(this);
+      const { sublevels, groupCommit } = this.#ctx;
+      const ops: StoreOp[] = [];
+      if (this.#staged > 0) {
+        ops.push({ type: 'put', sublevel: sublevels.chunks, key: chunkKey(this.id, this.#seq++), value: this.#stage.subarray(0, this.#staged) });
+      }
+      const stored: MessageMeta = { ...meta, size: this.#bytesWritten };
+      ops.push({ type: 'put', sublevel: sublevels.messages, key: this.id, value: stored });
+      if (alias !== undefined) ops.push({ type: 'put', sublevel: sublevels.byAlias, key: aliasKey(alias, this.id), value: '' });
+      if (this.#pendingWritten) ops.push({ type: 'del', sublevel: sublevels.pending, key: this.id });
+      // Records that belong to the message (e.g. its quarantined parts) become visible with it.
+      ops.push(...extraOps);
+      await groupCommit.commit(ops);
+      this.#state = 'committed';
+    } catch (err) {
+      this.#state = 'failed';
+      throw err;
+    }
+  }
+
+  /**
+   * Removes whatever chunks were written and the pending mark, and any parts the message
+   * quarantined, e.g. when the message is refused or the pipeline fails. Stops the stream if
+   * it is still open. Writes nothing when there is nothing to remove (a message that never
+   * filled a chunk). Safe to call twice; refuses once `commit()` has begun.
+   */
+  abort(): Promise<void> {
+    if (this.#state === 'committing' || this.#state === 'committed') {
+      return Promise.reject(new Error(`message ${this.id}: cannot abort, the writer was ${this.#state}`));
+    }
+    this.#state = 'aborted';
+    this.#aborting ??= this.#removeWritten().catch((err: unknown) => {
+      this.#aborting = undefined; // let a later abort() try again
+      throw err;
+    });
+    return this.#aborting;
+  }
+
+  async #removeWritten(): Promise<void> {
+    if (!this.destroyed) this.destroy();
+    await this.#inflight;
+    this.#stage = EMPTY;
+    this.#staged = 0;
+    const { sublevels } = this.#ctx;
+    // A commit reported failed may still have been recovered by a reopen (write-guard.ts):
+    // a message with its metadata is whole, and its chunks must stay.
+    if (this.#commitTried && (await sublevels.messages.has(this.id))) return;
+    if (this.#pendingWritten) {
+      // Chunks first: if we crash in between, the pending mark makes the next open finish the job.
+      await clearUnfinished(sublevels, this.id);
+      await sublevels.pending.del(this.id);
+      return;
+    }
+    // Nothing of ours is stored: no chunk batch was sent, and a failed commit's batch is atomic
+    // and absent. Parts the message quarantined are written apart, under the message's pending
+    // mark (quarantine-spool.ts); look before clearing, so that a refused small message costs no write.
+    if (await hasQuarantined(sublevels, this.id)) {
+      await clearUnfinished(sublevels, this.id);
+      await sublevels.pending.del(this.id);
+    }
+  }
+}
+
+/** Whether quarantine records or bytes of message `id` exist (the ranges clearUnfinished clears). */
+async function hasQuarantined(sublevels: Sublevels, id: string): Promise<boolean> {
+  const range = { gte: `${id}.`, lt: `${id}/`, limit: 1 };
+  return (await sublevels.quarantineChunks.keys(range).all()).length > 0 || (await sublevels.quarantine.keys(range).all()).length > 0;
+}
+
+function noop(): void {}
+
+function asError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}

@@ -1,0 +1,303 @@
+/**
+ * The message store: metadata and bytes of every accepted message in one LevelDB database.
+ * The key layout, its version and its migrations are documented in layout.ts; writing one
+ * message is message-writer.ts; shared synced writes are group-commit.ts.
+ */
+import { statfs } from 'node:fs/promises';
+import { Readable } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { MessageMeta } from '../records.js';
+import { GroupCommit } from './group-commit.js';
+import { MessageWriter } from './message-writer.js';
+import { isDiskFull, storeErrors } from '../../lib/errors.js';
+import { idFloor, isMessageId } from '../ids.js';
+import {
+  aliasRange,
+  chunkRange,
+  clearRewriteGarbage,
+  clearUnfinished,
+  idOfAliasKey,
+  openDatabase,
+  openSublevels,
+  runMigrations,
+  type RootDb,
+  type StoreLogger,
+  type StoreOp,
+  type Sublevels,
+} from './layout.js';
+import { WriteGuard, batchApplied, isWriteUncertain } from './write-guard.js';
+
+export { newMessageId, isMessageId, idTime } from '../ids.js';
+export { MessageWriter, CHUNK_SIZE } from './message-writer.js';
+export { SCHEMA_VERSION, type StoreLogger, type StoreOp, type Sublevels } from './layout.js';
+
+/** Options for {@link Store.open}. */
+export interface StoreOptions {
+  /** Where to report the sweep and migrations; pino fits. Default: silent. */
+  logger?: StoreLogger;
+}
+
+/** What {@link Store.listMessages} returns. */
+export interface ListOptions {
+  /** Only messages whose `source.alias` is this. */
+  alias?: string;
+  /** Only messages whose id was made at or after this time (ids follow arrival). */
+  since?: Date;
+  /** Only messages carrying this tag, e.g. `exception-queue`; read newest first until `limit` of them are found. */
+  tag?: string;
+  /** At most this many, newest first. Default 100. */
+  limit?: number;
+}
+
+/** Counters, for tests and metrics. */
+export interface StoreStats {
+  /** Synced batches written by group commit. */
+  syncedBatches: number;
+  /** Commits those batches carried. */
+  commits: number;
+}
+
+const DEFAULT_LIST_LIMIT = 100;
+// Reopening after a failed write replays LevelDB's log (at most its 4 MiB write buffer and one
+// batch) into a table: with less free space than this it would fail again, and a database
+// that failed to open cannot even be read, so after a full disk we wait for room first.
+const REOPEN_MIN_FREE_BYTES = 8 * 1024 * 1024;
+const REOPEN_FIRST_RETRY_MS = 100;
+const REOPEN_MAX_RETRY_MS = 2000;
+const silentLogger: StoreLogger = { info() {}, warn() {}, error() {} };
+
+/** The message store. Open with {@link Store.open}; one process at a time. */
+export class Store {
+  /** The data directory. */
+  readonly dir: string;
+  /** The layout's sublevels, for storage modules that build their own {@link StoreOp}s. */
+  readonly sublevels: Sublevels;
+  readonly #db: RootDb;
+  readonly #logger: StoreLogger;
+  readonly #groupCommit: GroupCommit<StoreOp>;
+  readonly #guard: WriteGuard;
+  /** Reopening the database after a failed write (write-guard.ts); settles when done or closing. */
+  #repairing: Promise<void> | undefined;
+  readonly #stop = new AbortController();
+  #closing: Promise<void> | undefined;
+
+  private constructor(dir: string, db: RootDb, logger: StoreLogger) {
+    this.dir = dir;
+    this.#db = db;
+    this.#logger = logger;
+    this.sublevels = openSublevels(db);
+    this.#guard = new WriteGuard(db, (err) => this.#repair(err));
+    this.#groupCommit = new GroupCommit<StoreOp>((ops) => this.#durableWrite(ops));
+  }
+
+  /**
+   * Opens (creating if needed) the store in `dir`, runs pending migrations and sweeps
+   * messages left unfinished by a crash. Rejects with code `STORE_LOCKED` when another
+   * process holds the directory, `STORE_SCHEMA_TOO_NEW` when a newer mailgate wrote it.
+   */
+  static async open(dir: string, opts: StoreOptions = {}): Promise<Store> {
+    const logger = opts.logger ?? silentLogger;
+    const db = await openDatabase(dir);
+    let store: Store | undefined;
+    try {
+      await runMigrations(db, dir, logger);
+      store = new Store(dir, db, logger);
+      await store.#sweep();
+      return store;
+    } catch (err) {
+      await (store ? store.close() : db.close()).catch(() => {});
+      throw err;
+    }
+  }
+
+  /** Counters since open. */
+  get stats(): StoreStats {
+    return { syncedBatches: this.#groupCommit.batches, commits: this.#groupCommit.commits };
+  }
+
+  /** A writer for a new message; `id` comes from `newMessageId()`. */
+  createMessageWriter(id: string): MessageWriter {
+    this.#assertOpen();
+    if (!isMessageId(id)) throw new TypeError(`not a message id: ${JSON.stringify(id)}`);
+    return new MessageWriter({ db: this.#db, sublevels: this.sublevels, groupCommit: this.#groupCommit }, id);
+  }
+
+  /**
+   * Writes `ops` atomically and durably, sharing the synced write with concurrent commits.
+   * Resolves once durable; rejects with the cause (a batch fails as a whole).
+   */
+  async commitBatch(ops: readonly StoreOp[]): Promise<void> {
+    this.#assertOpen();
+    await this.#groupCommit.commit(ops);
+  }
+
+  /** The metadata of a committed message, or undefined. */
+  getMessage(id: string): Promise<MessageMeta | undefined> {
+    return this.sublevels.messages.get(id);
+  }
+
+  /** Committed messages, newest first; `since` and `alias` narrow the key range read. */
+  async listMessages(opts: ListOptions = {}): Promise<MessageMeta[]> {
+    const limit = opts.limit ?? DEFAULT_LIST_LIMIT;
+    if (!(limit > 0)) return [];
+    const levelLimit = Number.isFinite(limit) ? Math.floor(limit) : -1;
+    const fromId = opts.since ? idFloor(opts.since) : undefined;
+    const { messages, byAlias } = this.sublevels;
+    if (opts.alias?.includes('\x00')) throw new TypeError('alias contains NUL');
+    if (opts.tag !== undefined) {
+      // No index by tag: a tag's messages are a few among many, read past until enough are found.
+      const found: MessageMeta[] = [];
+      for await (const meta of this.#newestFirst(opts.alias, fromId)) {
+        if (!meta.tags.includes(opts.tag)) continue;
+        found.push(meta);
+        if (found.length >= limit) break;
+      }
+      return found;
+    }
+    if (opts.alias === undefined) {
+      // Range options must be absent, not undefined: classic-level reads `gte: undefined` as a bound.
+      const range = fromId === undefined ? {} : { gte: fromId };
+      return messages.values({ ...range, reverse: true, limit: levelLimit }).all();
+    }
+    const keys = await byAlias.keys({ ...aliasRange(opts.alias, fromId), reverse: true, limit: levelLimit }).all();
+    const ids = keys.map(idOfAliasKey);
+    const metas = await messages.getMany(ids);
+    const found: MessageMeta[] = [];
+    metas.forEach((meta, i) => {
+      if (meta) found.push(meta);
+      else this.#logger.warn({ id: ids[i], alias: opts.alias }, 'by-alias entry without a message');
+    });
+    return found;
+  }
+
+  /** Committed messages newest first, of one alias when given, read a page at a time. */
+  async *#newestFirst(alias: string | undefined, fromId: string | undefined): AsyncGenerator<MessageMeta> {
+    const { messages, byAlias } = this.sublevels;
+    if (alias === undefined) {
+      yield* messages.values({ ...(fromId === undefined ? {} : { gte: fromId }), reverse: true });
+      return;
+    }
+    let ids: string[] = [];
+    const page = async function* (): AsyncGenerator<MessageMeta> {
+      const metas = await messages.getMany(ids);
+      ids = [];
+      for (const meta of metas) if (meta) yield meta;
+    };
+    for await (const key of byAlias.keys({ ...aliasRange(alias, fromId), reverse: true })) {
+      ids.push(idOfAliasKey(key));
+      if (ids.length === 100) yield* page();
+    }
+    yield* page();
+  }
+
+  /**
+   * The stored bytes of a message, read chunk by chunk. The stream errors with code
+   * `MESSAGE_NOT_FOUND` if there is no such committed message, `MESSAGE_DAMAGED` if the
+   * chunks do not add up to the recorded size.
+   */
+  openRaw(id: string): Readable {
+    const { messages, chunks, generations } = this.sublevels;
+    async function* bytes(): AsyncGenerator<Buffer> {
+      const meta = await messages.get(id);
+      if (!meta) throw storeErrors.messageNotFound(id);
+      // A message rewritten by a restore reads from its current generation (layout.ts).
+      const generation = (await generations.get(id)) ?? 0;
+      let total = 0;
+      // for-await closes the iterator when the consumer destroys the stream early.
+      for await (const chunk of chunks.values(chunkRange(id, generation))) {
+        total += chunk.length;
+        yield chunk;
+      }
+      if (total !== meta.size) throw storeErrors.messageDamaged(id, meta.size, total);
+    }
+    return Readable.from(bytes(), { objectMode: false });
+  }
+
+  /** Waits for queued commits, then closes the database. Safe to call twice. */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      this.#stop.abort();
+      await this.#repairing?.catch(() => {});
+      await this.#groupCommit.idle();
+      await this.#db.close();
+    })();
+    return this.#closing;
+  }
+
+  // A synced batch that was in flight when another write failed may or may not survive the
+  // reopen (write-guard.ts): wait for the reopen and look, rather than answer either way blind.
+  async #durableWrite(ops: StoreOp[]): Promise<void> {
+    try {
+      await this.#db.batch<string, unknown>(ops, { sync: true });
+    } catch (err) {
+      if (!isWriteUncertain(err)) throw err;
+      await this.#repairing;
+      if (!(await batchApplied(this.#db, ops))) throw err;
+      this.#logger.warn({ dir: this.dir, ops: ops.length }, 'a commit in flight during a failed write survived the reopen');
+    }
+  }
+
+  #repair(failure: unknown): void {
+    this.#logger.error({ err: failure, dir: this.dir }, 'a write to the store failed; refusing writes until the database is reopened');
+    if (this.#stop.signal.aborted) return;
+    const repairing = this.#reopen(failure);
+    repairing.catch(() => {});
+    this.#repairing = repairing;
+  }
+
+  async #reopen(failure: unknown): Promise<void> {
+    const signal = this.#stop.signal;
+    for (let delay = REOPEN_FIRST_RETRY_MS; ; delay = Math.min(delay * 2, REOPEN_MAX_RETRY_MS)) {
+      if (signal.aborted) throw new Error(`store ${this.dir} closed before it was reopened after a failed write`);
+      if (!isDiskFull(failure) || (await freeBytes(this.dir)) >= REOPEN_MIN_FREE_BYTES) {
+        try {
+          await this.#db.close();
+          await this.#db.open();
+          await Promise.all(Object.values(this.sublevels).map((s) => s.open()));
+          this.#guard.reopened();
+          this.#logger.warn({ dir: this.dir }, 'store reopened after a failed write; writes resume');
+          return;
+        } catch (err) {
+          this.#logger.error({ err, dir: this.dir, retryInMs: delay }, 'could not reopen the store after a failed write');
+        }
+      }
+      await sleep(delay, undefined, { signal }).catch(() => {});
+    }
+  }
+
+  #assertOpen(): void {
+    if (this.#closing) throw new Error(`store ${this.dir} is closed`);
+  }
+
+  // A crash mid-write leaves the pending mark and some chunks; see layout.ts for why every
+  // surviving chunk still has its mark.
+  async #sweep(): Promise<void> {
+    const { pending, messages } = this.sublevels;
+    const ids = await pending.keys().all();
+    for (const id of ids) {
+      if (await messages.has(id)) {
+        this.#logger.warn({ id }, 'pending mark on a committed message; keeping the message');
+      } else {
+        await clearUnfinished(this.sublevels, id);
+      }
+      await pending.del(id);
+    }
+    // Chunks a rewrite (quarantine restore) left behind: see layout.ts.
+    const { rewrites, chunks, quarantineChunks, generations } = this.sublevels;
+    for await (const [id, mark] of rewrites.iterator()) {
+      // Never the generation in use (a mark is only ever moved off it, but be sure).
+      if (((await generations.get(id)) ?? 0) !== mark.generation) await clearRewriteGarbage(chunks, quarantineChunks, id, mark);
+      await rewrites.del(id);
+    }
+    this.#logger.info({ dir: this.dir, swept: ids.length }, `store opened; swept ${ids.length} unfinished message(s)`);
+  }
+}
+
+async function freeBytes(dir: string): Promise<number> {
+  try {
+    const fs = await statfs(dir);
+    return fs.bavail * fs.bsize;
+  } catch {
+    return Number.POSITIVE_INFINITY; // unknown: try the reopen
+  }
+}
