@@ -250,7 +250,7 @@ async function answer(store: Store, socket: Socket, line: string, ctx: ControlCo
       send({ ok: true, result: await result });
     } catch (err) {
       const e = err as { code?: string; message?: string };
-      send({ ok: false, error: { code: e.code, message: e.message ?? String(err) } });
+      send({ ok: false, error: { ...(e.code ? { code: e.code } : {}), message: e.message ?? String(err) } });
     }
     socket.end();
   } finally {

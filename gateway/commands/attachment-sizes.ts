@@ -43,14 +43,17 @@ class DecodedSizes extends ChunkStage {
   readonly found: StoredAttachment[] = [];
   #open: { entry: StoredAttachment & { decodedSize: number }; decoder: BodyDecoder } | undefined;
 
-  constructor(private readonly summary: SummaryCollector) {
+  readonly #summary: SummaryCollector;
+
+  constructor(summary: SummaryCollector) {
     super();
+    this.#summary = summary;
   }
 
   protected transform(chunk: SplitterChunk): void {
     if (chunk.type === 'node') {
       this.#close();
-      const listed = this.summary.summary.attachments;
+      const listed = this.#summary.summary.attachments;
       if (listed.length > this.found.length) {
         if (listed[listed.length - 1]!.blocked) {
           const qid = chunk.headers ? chunk.headers.getFirst(QUARANTINE_ID_HEADER.toLowerCase()) : '';

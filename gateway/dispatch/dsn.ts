@@ -59,9 +59,9 @@ export interface DsnOptions {
    */
   originalHeaders: () => Readable;
   /** Date of the notification; defaults to now. */
-  date?: Date;
+  date?: Date | undefined;
   /** Message-ID of the notification, with or without `<>`; defaults to `<random@reportingMta>`. */
-  messageId?: string;
+  messageId?: string | undefined;
 }
 
 /** Most bytes of the original's header block that are copied (and read). */

@@ -102,12 +102,17 @@ export class AliasHealth {
   #state: AliasState;
   readonly #now: () => number;
 
+  readonly #deps: HealthDeps;
+  readonly #server: IncomingServerConfig;
+
   private constructor(
-    private readonly deps: HealthDeps,
+    deps: HealthDeps,
     readonly alias: string,
-    private readonly server: IncomingServerConfig,
+    server: IncomingServerConfig,
     state: AliasState,
   ) {
+    this.#deps = deps;
+    this.#server = server;
     this.#state = state;
     this.#now = deps.now ?? Date.now;
   }
@@ -147,7 +152,7 @@ export class AliasHealth {
     if (s.status === 'active' && s.failures === 0) return;
     // A poll that was under way when an admin deactivated the alias does not undo the admin.
     if (s.status === 'inactive' && s.changedBy === 'admin') return;
-    const next: AliasState = { status: 'active', failures: 0, changedAt: s.changedAt, changedBy: s.changedBy, configHash: incomingHash(this.server) };
+    const next: AliasState = { status: 'active', failures: 0, changedAt: s.changedAt, changedBy: s.changedBy, configHash: incomingHash(this.#server) };
     if (s.status === 'inactive') {
       await this.#change(
         { ...next, changedAt: this.#iso(), changedBy: 'retriever', reason: `connected again after: ${s.reason ?? 'a failure'}` },
@@ -156,7 +161,7 @@ export class AliasHealth {
       );
     } else {
       this.#state = next;
-      await putAliasState(this.deps.store, this.alias, next);
+      await putAliasState(this.#deps.store, this.alias, next);
     }
   }
 
@@ -170,7 +175,7 @@ export class AliasHealth {
     const reason = reasonFor(kind);
     const lastError = errorText(err);
     const retry = retriesBySelf(kind);
-    const base: AliasState = { ...s, failures, lastError, lastErrorKind: kind, reason, configHash: incomingHash(this.server) };
+    const base: AliasState = { ...s, failures, lastError, lastErrorKind: kind, reason, configHash: incomingHash(this.#server) };
     delete base.retryAt;
     if (s.status === 'active' && failures >= FAILURES_BEFORE_INACTIVE) {
       const next: AliasState = { ...base, status: 'inactive', changedAt: this.#iso(), changedBy: 'retriever', ...(retry ? { retryAt: this.#retryAt() } : {}) };
@@ -178,7 +183,7 @@ export class AliasHealth {
         next,
         'warn',
         retry
-          ? `alias inactive after ${failures} failed connections: ${reason}; trying again in ${this.server.health_retry_interval} s`
+          ? `alias inactive after ${failures} failed connections: ${reason}; trying again in ${this.#server.health_retry_interval} s`
           : `alias inactive after ${failures} failed connections: ${reason}; an admin must fix it and run \`mailgate aliases activate ${this.alias}\``,
       );
       return;
@@ -186,7 +191,7 @@ export class AliasHealth {
     // Still active (fewer than three), or the timed retry of an inactive alias failed again.
     const next: AliasState = s.status === 'inactive' && retry ? { ...base, retryAt: this.#retryAt() } : base;
     this.#state = next;
-    await putAliasState(this.deps.store, this.alias, next);
+    await putAliasState(this.#deps.store, this.alias, next);
   }
 
   /** An admin's change (`mailgate aliases activate|deactivate`): failures reset, no timed retry. */
@@ -197,7 +202,7 @@ export class AliasHealth {
       changedAt: this.#iso(),
       changedBy: 'admin',
       reason: status === 'active' ? 'activated by an admin' : 'deactivated by an admin',
-      configHash: incomingHash(this.server),
+      configHash: incomingHash(this.#server),
     };
     await this.#change(next, 'info', `alias ${status === 'active' ? 'activated' : 'deactivated'} by an admin`);
     return this.state;
@@ -206,8 +211,8 @@ export class AliasHealth {
   async #change(next: AliasState, level: 'info' | 'warn', msg: string): Promise<void> {
     const from = this.#state.status;
     this.#state = next;
-    await putAliasState(this.deps.store, this.alias, next);
-    this.deps.logger[level](
+    await putAliasState(this.#deps.store, this.alias, next);
+    this.#deps.logger[level](
       {
         alias: this.alias,
         from,
@@ -221,7 +226,7 @@ export class AliasHealth {
       msg,
     );
     if (from !== next.status)
-      this.deps.metrics?.inc('mailgate_alias_status_changes_total', {
+      this.#deps.metrics?.inc('mailgate_alias_status_changes_total', {
         alias: this.alias,
         to: next.status,
         by: next.changedBy,
@@ -234,7 +239,7 @@ export class AliasHealth {
   }
 
   #retryAt(): string {
-    return new Date(this.#now() + this.server.health_retry_interval * 1000).toISOString();
+    return new Date(this.#now() + this.#server.health_retry_interval * 1000).toISOString();
   }
 }
 

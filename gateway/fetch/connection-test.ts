@@ -39,7 +39,7 @@ export interface ConnectionTestOptions {
   /** Time allowed for each network step (default 10 s). */
   timeoutMs?: number;
   /** With `[alias.incoming] oauth2`: where the login gets its token, as the retriever would (oauth-store.ts aliasTokenProvider). */
-  tokens?: TokenProvider;
+  tokens?: TokenProvider | undefined;
   /** With `oauth2` and no TOKENS: why no token can be had here, said in the skipped login step. */
   noTokens?: string;
 }

@@ -19,14 +19,17 @@ export class ImapMailbox implements Mailbox {
   readonly #folders = new Set<string>();
 
   /** TOKENS, when the alias sets `oauth2`: the session logs in with a fresh access token instead of the password. */
-  constructor(
-    private readonly server: IncomingServerConfig,
-    private readonly tokens?: TokenProvider,
-  ) {}
+  readonly #server: IncomingServerConfig;
+  readonly #tokens: TokenProvider | undefined;
+
+  constructor(server: IncomingServerConfig, tokens?: TokenProvider) {
+    this.#server = server;
+    this.#tokens = tokens;
+  }
 
   /** With IDLE the session stays open between polls so the server can tell us about new mail. */
   get persistent(): boolean {
-    return this.server.idle;
+    return this.#server.idle;
   }
 
   get usable(): boolean {
@@ -34,9 +37,9 @@ export class ImapMailbox implements Mailbox {
   }
 
   async open(): Promise<void> {
-    const s = this.server;
+    const s = this.#server;
     // The token first: an OAuthError then fails the session before any connection is made.
-    const client = imapClient(s, await mailboxCredentials(s, this.tokens), {
+    const client = imapClient(s, await mailboxCredentials(s, this.#tokens), {
       disableAutoIdle: !s.idle,
       // Start IDLE soon after a poll, so mail delivered right after it is seen at once.
       autoIdleDelay: 1000,
@@ -67,10 +70,10 @@ export class ImapMailbox implements Mailbox {
 
   async message(item: MailboxItem): Promise<Readable> {
     const client = this.#session();
-    const lock = await client.getMailboxLock(this.server.folder);
+    const lock = await client.getMailboxLock(this.#server.folder);
     try {
       const download = await client.download(String(item.ref), undefined, { uid: true });
-      if (!download.content) throw new Error(`IMAP message UID ${item.ref} is gone from ${this.server.folder}`);
+      if (!download.content) throw new Error(`IMAP message UID ${item.ref} is gone from ${this.#server.folder}`);
       // The lock is held until the caller has read the message (or given up on it).
       finished(download.content, () => lock.release());
       return download.content;
@@ -83,17 +86,17 @@ export class ImapMailbox implements Mailbox {
   headers(item: MailboxItem): Promise<Buffer> {
     return this.#locked(async (client) => {
       const msg = await client.fetchOne(String(item.ref), { headers: true }, { uid: true });
-      if (!msg || !msg.headers) throw new Error(`IMAP message UID ${item.ref} is gone from ${this.server.folder}`);
+      if (!msg || !msg.headers) throw new Error(`IMAP message UID ${item.ref} is gone from ${this.#server.folder}`);
       return msg.headers;
     });
   }
 
   markStored(items: readonly MailboxItem[]): Promise<void> {
-    return items.length ? this.#apply(items, this.server.on_stored, this.server.processed_folder) : Promise.resolve();
+    return items.length ? this.#apply(items, this.#server.on_stored, this.#server.processed_folder) : Promise.resolve();
   }
 
   markInvalid(item: MailboxItem): Promise<void> {
-    return this.#apply(item, this.server.on_invalid, this.server.invalid_folder);
+    return this.#apply(item, this.#server.on_invalid, this.#server.invalid_folder);
   }
 
   onNewMail(callback: () => void): void {
@@ -128,7 +131,7 @@ export class ImapMailbox implements Mailbox {
 
   async #locked<T>(run: (client: ImapFlow) => Promise<T>): Promise<T> {
     const client = this.#session();
-    const lock = await client.getMailboxLock(this.server.folder);
+    const lock = await client.getMailboxLock(this.#server.folder);
     try {
       return await run(client);
     } finally {

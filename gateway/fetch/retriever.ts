@@ -177,10 +177,10 @@ class MailboxWorker {
   readonly #held = new Map<string, readonly AliasConfig[]>();
   readonly #running: Promise<void>;
 
-  constructor(
-    private readonly deps: RetrieverDeps,
-    group: readonly AliasConfig[],
-  ) {
+  readonly #deps: RetrieverDeps;
+
+  constructor(deps: RetrieverDeps, group: readonly AliasConfig[]) {
+    this.#deps = deps;
     this.alias = group.find((a) => a.status === 'active')!;
     this.#server = this.alias.incoming!;
     this.#group = group;
@@ -252,7 +252,7 @@ class MailboxWorker {
       try {
         if (!mailbox?.usable) {
           await mailbox?.close();
-          const tokens = this.#server.oauth2 !== undefined ? this.deps.tokenProvider?.(this.alias) : undefined;
+          const tokens = this.#server.oauth2 !== undefined ? this.#deps.tokenProvider?.(this.alias) : undefined;
           mailbox = this.#server.type === 'imap' ? new ImapMailbox(this.#server, tokens) : new Pop3Mailbox(this.#server, tokens);
           mailbox.onNewMail(() => this.#wakeUp());
           await mailbox.open();
@@ -264,7 +264,7 @@ class MailboxWorker {
           await mailbox.close();
           mailbox = undefined;
         }
-        this.deps.hooks?.afterPoll?.(this.alias.name, result);
+        this.#deps.hooks?.afterPoll?.(this.alias.name, result);
         // CCaaS: max_items is the most "to download from the mailbox in each iteration", not a
         // rate: with more waiting, the next iteration begins at once (issue 11: a backlog of
         // 10,000 took 3.3 hours at 50 a minute).
@@ -287,7 +287,7 @@ class MailboxWorker {
   }
 
   async #poll(mailbox: Mailbox, healths: Map<string, AliasHealth>): Promise<PollResult> {
-    const { fetched } = this.deps.store.sublevels;
+    const { fetched } = this.#deps.store.sublevels;
     const items = await mailbox.list();
     const present = new Set(items.map((i) => i.key));
     for (const key of this.#held.keys()) if (!present.has(key)) this.#held.delete(key);
@@ -375,19 +375,19 @@ class MailboxWorker {
     const first = targets[0]!.alias;
     if (item.size > this.#server.max_message_size) return this.#storeOversize(mailbox, item, first, headers).then(() => 'invalid');
     const keys = targets.map((t) => targetKey(t, item));
-    const { fetched } = this.deps.store.sublevels;
+    const { fetched } = this.#deps.store.sublevels;
     const done = await fetched.getMany(keys);
     // Every copy recorded before a crash, and the alias whose copy was to carry the mailbox key
     // inactive since: record the mailbox key now, so the message counts as stored.
     if (done.every((d) => d))
-      await this.deps.store.commitBatch([{ type: 'put', sublevel: fetched, key: fetchedKey(this.alias.name, item.key), value: done[0]! }]);
+      await this.#deps.store.commitBatch([{ type: 'put', sublevel: fetched, key: fetchedKey(this.alias.name, item.key), value: done[0]! }]);
     for (const [i, target] of targets.entries()) {
       if (done[i]) continue;
       const last = targets.slice(i + 1).every((_, j) => done[i + 1 + j]);
       const id = newMessageId();
       let meta;
       try {
-        meta = await ingestMessage(this.deps, await mailbox.message(item), this.#request(id, item, { target, mailboxKey: last }));
+        meta = await ingestMessage(this.#deps, await mailbox.message(item), this.#request(id, item, { target, mailboxKey: last }));
       } catch (err) {
         // 5xx: the message itself is refused for good (bigger than the server said); anything else is retried.
         if (err instanceof MailgateError && err.responseCode >= 500) return this.#storeOversize(mailbox, item, first, headers).then(() => 'invalid');
@@ -405,10 +405,10 @@ class MailboxWorker {
         },
         'message fetched',
       );
-      this.deps.metrics?.inc('mailgate_messages_total', { source: this.#server.type, outcome });
-      this.deps.metrics?.inc('mailgate_message_bytes_total', { source: this.#server.type }, meta.size);
+      this.#deps.metrics?.inc('mailgate_messages_total', { source: this.#server.type, outcome });
+      this.#deps.metrics?.inc('mailgate_message_bytes_total', { source: this.#server.type }, meta.size);
     }
-    await this.deps.hooks?.afterStore?.(this.alias.name, item);
+    await this.#deps.hooks?.afterStore?.(this.alias.name, item);
     return 'stored'; // to be marked stored with the rest of the poll's
   }
 
@@ -423,13 +423,13 @@ class MailboxWorker {
       folder: this.#server.invalid_folder,
     });
     const id = newMessageId();
-    const meta = await ingestMessage(this.deps, Readable.from([record]), this.#request(id, item, { invalid: true, tags: ['oversize'], target: { alias } }));
+    const meta = await ingestMessage(this.#deps, Readable.from([record]), this.#request(id, item, { invalid: true, tags: ['oversize'], target: { alias } }));
     this.#log.warn(
       { msg_id: meta.id, outcome: 'oversize', size, limit: this.#server.max_message_size, mailbox_key: item.key, for_alias: alias.name },
       'message over max_message_size not fetched; stored a record of it',
     );
-    this.deps.metrics?.inc('mailgate_messages_total', { source: this.#server.type, outcome: 'oversize' });
-    await this.deps.hooks?.afterStore?.(this.alias.name, item);
+    this.#deps.metrics?.inc('mailgate_messages_total', { source: this.#server.type, outcome: 'oversize' });
+    await this.#deps.hooks?.afterStore?.(this.alias.name, item);
     await mailbox.markInvalid(item);
   }
 
@@ -439,7 +439,7 @@ class MailboxWorker {
     const alias = target.alias;
     // The copy's own key, and with the last copy the mailbox key that says "all stored".
     const keys = new Set([targetKey(target, item), ...(opts.mailboxKey !== false ? [fetchedKey(this.alias.name, item.key)] : [])]);
-    const ops: StoreOp[] = [...keys].map((key) => ({ type: 'put', sublevel: this.deps.store.sublevels.fetched, key, value: record }));
+    const ops: StoreOp[] = [...keys].map((key) => ({ type: 'put', sublevel: this.#deps.store.sublevels.fetched, key, value: record }));
     return {
       id,
       envelope: { mailFrom: '', rcptTo: [target.recipient ?? alias.address] },
@@ -447,7 +447,7 @@ class MailboxWorker {
       ...(alias.department ? { department: alias.department } : {}),
       // The record of an over-size message is ours, not the sender's: no limit on it.
       ...(opts.invalid ? {} : { maxSize: this.#server.max_message_size }),
-      defaultDomain: this.deps.config.partition.default_domain,
+      defaultDomain: this.#deps.config.partition.default_domain,
       commitOps: ops,
       ...(opts.tags ? { tags: opts.tags } : {}),
     };

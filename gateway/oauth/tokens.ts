@@ -39,21 +39,21 @@ export interface OAuthApp {
   /** Client secret value (use `${ENV}` in the TOML). */
   client_secret: string;
   /** Cloud endpoint host (default `login.microsoftonline.com`; e.g. `login.microsoftonline.us` for US Government). */
-  authority_host?: string;
+  authority_host?: string | undefined;
   /** Client-credentials scopes (default `https://outlook.office365.com/.default`). */
-  scopes?: string[];
+  scopes?: string[] | undefined;
   /** Delegated-flow scopes (default IMAP.AccessAsUser.All, POP.AccessAsUser.All, SMTP.Send, offline_access on outlook.office365.com). */
-  delegated_scopes?: string[];
+  delegated_scopes?: string[] | undefined;
   /** Full authority URL, overriding `https://AUTHORITY_HOST/TENANT_ID`. For private endpoints and tests; a real deployment leaves it unset. */
-  authority?: string;
+  authority?: string | undefined;
   /** Hosts msal may trust as authorities without asking Microsoft (msal `knownAuthorities`). Tests only. */
-  known_authorities?: string[];
+  known_authorities?: string[] | undefined;
   /** OpenID configuration JSON, so msal does no discovery request (msal `authorityMetadata`). Tests only. */
-  authority_metadata?: string;
+  authority_metadata?: string | undefined;
   /** Instance discovery JSON (msal `cloudDiscoveryMetadata`). Tests only. */
-  cloud_discovery_metadata?: string;
+  cloud_discovery_metadata?: string | undefined;
   /** Extra CA certificates (PEM) to trust for the token endpoint: msal then uses mailgate's own HTTPS client. Tests and private CAs only. */
-  ca_pem?: string;
+  ca_pem?: string | undefined;
 }
 
 /**

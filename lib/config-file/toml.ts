@@ -13,7 +13,7 @@ export interface ConfigProblem {
   /** The file as the user named it. */
   file: string;
   /** 1-based line of the key, or of its table header when the key is missing; absent when unknown. */
-  line?: number;
+  line?: number | undefined;
   /** Key path such as `alias[1].outgoing.port`; '' for problems with the whole file. */
   key: string;
   /** What the key should hold, e.g. `an integer from 1 to 65535`. */

@@ -38,7 +38,7 @@ export interface InspectOptions {
    * Decode the body as this transfer encoding instead of the one declared: the original of a
    * wrapped message is read every way a mail client might read it (attachment-original-scan.ts).
    */
-  decodeAs?: 'base64' | 'raw';
+  decodeAs?: 'base64' | 'raw' | undefined;
   /** Sniff the content of a part that is not an attachment too (default: attachments only). */
   sniffAll?: boolean;
   /** Parse an attached message/rfc822 and judge what it holds (default true). */

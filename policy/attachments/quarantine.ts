@@ -80,17 +80,19 @@ class PlaceholderReplacer extends ChunkStage {
   replaced = false;
   #skipping: object | undefined;
 
-  constructor(
-    private readonly store: Store,
-    private readonly qid: string,
-  ) {
+  readonly #store: Store;
+  readonly #qid: string;
+
+  constructor(store: Store, qid: string) {
     super();
+    this.#store = store;
+    this.#qid = qid;
   }
 
   protected transform(chunk: SplitterChunk): void | Promise<void> {
     if (chunk.type === 'body' && chunk.node === this.#skipping) return;
     this.#skipping = undefined;
-    if (chunk.type === 'node' && !this.replaced && chunk.headers && chunk.headers.getFirst('x-mailgate-quarantine-id') === this.qid) {
+    if (chunk.type === 'node' && !this.replaced && chunk.headers && chunk.headers.getFirst('x-mailgate-quarantine-id') === this.#qid) {
       this.replaced = true;
       this.#skipping = chunk;
       return this.#original(chunk);
@@ -101,7 +103,7 @@ class PlaceholderReplacer extends ChunkStage {
   async #original(placeholder: SplitterChunk & { type: 'node' }): Promise<void> {
     // As a part of its own it parses as a root node; give it the placeholder's place in the tree.
     const splitter = new Splitter({ ignoreEmbedded: true });
-    const source = openQuarantined(this.store, this.qid);
+    const source = openQuarantined(this.#store, this.#qid);
     source.pipe(splitter);
     source.once('error', (err) => splitter.destroy(err));
     for await (const chunk of splitter as AsyncIterable<SplitterChunk>) {

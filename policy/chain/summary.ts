@@ -19,20 +19,20 @@ export interface MessageSummary {
  */
 export class SummaryCollector extends ChunkStage {
   readonly summary: MessageSummary = { to: [], cc: [], attachments: [] };
-  private current: AttachmentInfo | undefined;
+  #current: AttachmentInfo | undefined;
 
   protected transform(chunk: SplitterChunk): void {
     try {
-      if (chunk.type === 'node') this.onNode(chunk);
-      else if (chunk.type === 'body' && this.current) this.current.size += chunk.value.length;
+      if (chunk.type === 'node') this.#onNode(chunk);
+      else if (chunk.type === 'body' && this.#current) this.#current.size += chunk.value.length;
     } catch {
       // A header we cannot describe must not stop the message; the listing just shows less.
     }
     this.push(chunk);
   }
 
-  private onNode(node: MimeNode): void {
-    this.current = undefined;
+  #onNode(node: MimeNode): void {
+    this.#current = undefined;
     if (node.root && !node.parentNode && node.headers) {
       const headers = node.headers;
       const subject = headers.getFirst('subject');
@@ -50,23 +50,23 @@ export class SummaryCollector extends ChunkStage {
     // A part the attachments stage replaced still names the removed file (policy/attachment-blocking.ts).
     const blockedFile = node.headers ? node.headers.getFirst('x-mailgate-blocked-file') : '';
     if (blockedFile) {
-      this.current = {
+      this.#current = {
         fileName: decodeWords(blockedFile),
         contentType: (node.headers && node.headers.getFirst('x-mailgate-blocked-type')) || 'application/octet-stream',
         size: 0,
         blocked: true,
       };
-      this.summary.attachments.push(this.current);
+      this.summary.attachments.push(this.#current);
       return;
     }
     const isAttachment = node.disposition === 'attachment' || Boolean(node.filename);
     if (!isAttachment) return;
-    this.current = {
+    this.#current = {
       fileName: node.filename || 'unnamed',
       contentType: node.contentType || 'application/octet-stream',
       size: 0,
     };
-    this.summary.attachments.push(this.current);
+    this.summary.attachments.push(this.#current);
   }
 }
 

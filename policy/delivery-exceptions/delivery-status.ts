@@ -21,19 +21,19 @@ export interface RecipientStatus {
   /** Original-Recipient without its address type, when the MTA gave one. */
   originalRecipient?: string;
   /** Action: failed, delayed, delivered, relayed or expanded (lower case). */
-  action?: string;
+  action?: string | undefined;
   /** The enhanced status code, e.g. `5.1.1` (RFC 3463). */
   status?: string;
   /** Diagnostic-Code, shortened. */
   diagnosticCode?: string;
   /** What this recipient's block means for delivery, when it reports a failure or delay. */
-  failure?: FailureType;
+  failure?: FailureType | undefined;
 }
 
 /** What a delivery-status part says. */
 export interface DeliveryStatusReport {
   /** Reporting-MTA of the per-message block, without its type (`dns;`). */
-  reportingMta?: string;
+  reportingMta?: string | undefined;
   recipients: RecipientStatus[];
   /** True when recipients beyond MAX_RECIPIENTS or bytes beyond the cap were left out. */
   truncated: boolean;

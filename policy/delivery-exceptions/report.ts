@@ -30,7 +30,7 @@ export interface DeliveryExceptionFindings extends StageFindings {
   signals: SignalFound[];
   /** Recipients a DSN (or X-Failed-Recipients) reports as failed or delayed. */
   failedRecipients: string[];
-  deliveryStatus?: { reportingMta?: string; recipients: RecipientStatus[]; truncated: boolean };
+  deliveryStatus?: { reportingMta?: string | undefined; recipients: RecipientStatus[]; truncated: boolean };
   /** A report inside an attached message, and whether it counted. */
   forwardedReport?: { counted: boolean; recipients: RecipientStatus[] };
   bounceText?: BounceTextVerdict;

@@ -106,131 +106,133 @@ const MESSAGE_TYPES = new Set(['message/rfc822', 'message/global']);
 
 /** Reads the evidence as chunks pass and decides when the message ends. */
 class DeliveryExceptionScan extends ChunkStage {
-  private readonly ev: Evidence = { phraseMatches: [], signals: [] };
-  private readonly problems: string[] = [];
-  private failedRecipientsHeader: string[] = [];
-  private sawRoot = false;
+  readonly #ev: Evidence = { phraseMatches: [], signals: [] };
+  readonly #problems: string[] = [];
+  #failedRecipientsHeader: string[] = [];
+  #sawRoot = false;
   /** The root is itself a report: an attached message in it is the returned original. */
-  private rootIsReport = false;
+  #rootIsReport = false;
   /** The root headers mark the message as machine mail: a report it forwards counts. */
-  private automatic = false;
+  #automatic = false;
   /** Read the human-readable text: something in the headers already marks the message. */
-  private readText = false;
+  #readText = false;
   /** A returned original, its headers or the report have begun: no more of the MTA's own text. */
-  private textDone = false;
-  private text = '';
-  private capture: Capture | undefined;
-  private statusParts = 0;
-  private readonly forwardedReports: DeliveryStatusReport[] = [];
-  private forwardedSeen = false;
+  #textDone = false;
+  #text = '';
+  #capture: Capture | undefined;
+  #statusParts = 0;
+  readonly #forwardedReports: DeliveryStatusReport[] = [];
+  #forwardedSeen = false;
   /** The delivery_status signal is on: report parts (own or forwarded) are worth reading. */
-  private readonly readReports: boolean;
+  readonly #readReports: boolean;
 
-  constructor(
-    private readonly rules: DeliveryExceptionRules,
-    private readonly ctx: MessageContext,
-  ) {
+  readonly #rules: DeliveryExceptionRules;
+  readonly #ctx: MessageContext;
+
+  constructor(rules: DeliveryExceptionRules, ctx: MessageContext) {
     super();
-    this.readReports = rules.signals.has('delivery_status');
+    this.#rules = rules;
+    this.#ctx = ctx;
+    this.#readReports = rules.signals.has('delivery_status');
   }
 
   protected transform(chunk: SplitterChunk): void {
     try {
       if (chunk.type === 'node') {
-        this.closeCapture();
-        this.onNode(chunk);
-      } else if (chunk.type === 'body' && this.capture && chunk.node === this.capture.node) {
-        this.collect(this.capture, chunk.value);
+        this.#closeCapture();
+        this.#onNode(chunk);
+      } else if (chunk.type === 'body' && this.#capture && chunk.node === this.#capture.node) {
+        this.#collect(this.#capture, chunk.value);
       }
     } catch (err) {
-      this.problem(err);
+      this.#problem(err);
     }
     this.push(chunk);
   }
 
   protected override flush(): void {
     try {
-      this.closeCapture();
-      this.finish();
+      this.#closeCapture();
+      this.#finish();
     } catch (err) {
       // Tagging is advice: a message we cannot judge is stored untagged, never lost.
-      this.problem(err);
-      this.ctx.findings[DELIVERY_EXCEPTIONS] = { summary: [`Not checked for delivery exceptions: ${this.problems.join('; ')}.`], tagged: false };
+      this.#problem(err);
+      this.#ctx.findings[DELIVERY_EXCEPTIONS] = { summary: [`Not checked for delivery exceptions: ${this.#problems.join('; ')}.`], tagged: false };
     }
   }
 
-  private problem(err: unknown): void {
+  #problem(err: unknown): void {
     const reason = err instanceof Error ? err.message : String(err);
-    this.problems.push(reason);
-    this.ctx.log.warn({ err, stage: DELIVERY_EXCEPTIONS }, 'delivery-exception check could not read part of the message');
+    this.#problems.push(reason);
+    this.#ctx.log.warn({ err, stage: DELIVERY_EXCEPTIONS }, 'delivery-exception check could not read part of the message');
   }
 
-  private onNode(node: MimeNode): void {
+  #onNode(node: MimeNode): void {
     const type = node.contentType || '';
-    if (!this.sawRoot && node.root && !node.parentNode) {
-      this.sawRoot = true;
-      if (node.headers) this.readRootHeaders(node);
+    if (!this.#sawRoot && node.root && !node.parentNode) {
+      this.#sawRoot = true;
+      if (node.headers) this.#readRootHeaders(node);
       // RFC 3464 section 2.1 puts the report in a multipart/report; some MTAs send the
       // message/delivery-status part as the whole message.
-      if (STATUS_TYPES.has(type)) this.statusPart(node, `a ${type} message`);
-      else if (type === 'message/feedback-report') this.feedbackPart(node, 'a message/feedback-report message');
-      else if (!node.multipart) this.textPart(node, type);
+      if (STATUS_TYPES.has(type)) this.#statusPart(node, `a ${type} message`);
+      else if (type === 'message/feedback-report') this.#feedbackPart(node, 'a message/feedback-report message');
+      else if (!node.multipart) this.#textPart(node, type);
       return;
     }
     const depth = embeddedDepth(node);
     if (depth === 0) {
       if (STATUS_TYPES.has(type)) {
-        this.textDone = true;
-        this.statusPart(node, `a ${type} part`);
+        this.#textDone = true;
+        this.#statusPart(node, `a ${type} part`);
       } else if (type === 'message/feedback-report') {
-        this.textDone = true;
-        this.feedbackPart(node, 'a message/feedback-report part');
+        this.#textDone = true;
+        this.#feedbackPart(node, 'a message/feedback-report part');
       } else if (MESSAGE_TYPES.has(type)) {
-        this.textDone = true;
+        this.#textDone = true;
         // Not parsed inline by the splitter: read its bytes to see whether it is a report.
-        if (this.readReports && !this.rootIsReport && !node.messageNode) this.start(node, 'attached', this.automatic ? ATTACHED_CAP : ATTACHED_HEAD_CAP);
+        if (this.#readReports && !this.#rootIsReport && !node.messageNode) this.#start(node, 'attached', this.#automatic ? ATTACHED_CAP : ATTACHED_HEAD_CAP);
       } else if (type === 'text/rfc822-headers') {
-        this.textDone = true;
+        this.#textDone = true;
       } else if (type === 'text/plain' || type === 'text/html') {
-        this.textPart(node, type);
+        this.#textPart(node, type);
       }
-    } else if (depth === 1 && !this.rootIsReport) {
+    } else if (depth === 1 && !this.#rootIsReport) {
       // Inside a message attached inline: a forwarded report, when it is one.
       const embeddedRoot = node.parentNode && MESSAGE_TYPES.has(node.parentNode.contentType || '');
-      if (embeddedRoot && node.headers && isReportHead(node.headers.getFirst('content-type'))) this.forwardedSeen = true;
+      if (embeddedRoot && node.headers && isReportHead(node.headers.getFirst('content-type'))) this.#forwardedSeen = true;
       if (STATUS_TYPES.has(type)) {
-        this.forwardedSeen = true;
-        if (this.automatic && this.readReports) this.start(node, 'forwarded-status', DELIVERY_STATUS_CAP);
+        this.#forwardedSeen = true;
+        if (this.#automatic && this.#readReports) this.#start(node, 'forwarded-status', DELIVERY_STATUS_CAP);
       }
     }
   }
 
-  private statusPart(node: MimeNode, evidence: string): void {
-    this.signal('delivery_status', evidence);
-    if (!this.readReports || this.statusParts >= MAX_STATUS_PARTS) return;
-    this.statusParts++;
-    this.start(node, 'status', DELIVERY_STATUS_CAP);
+  #statusPart(node: MimeNode, evidence: string): void {
+    this.#signal('delivery_status', evidence);
+    if (!this.#readReports || this.#statusParts >= MAX_STATUS_PARTS) return;
+    this.#statusParts++;
+    this.#start(node, 'status', DELIVERY_STATUS_CAP);
   }
 
-  private feedbackPart(node: MimeNode, evidence: string): void {
-    this.signal('feedback_report', evidence);
-    if (!this.ev.feedback) this.start(node, 'feedback', DELIVERY_STATUS_CAP);
+  #feedbackPart(node: MimeNode, evidence: string): void {
+    this.#signal('feedback_report', evidence);
+    if (!this.#ev.feedback) this.#start(node, 'feedback', DELIVERY_STATUS_CAP);
   }
 
   /** The human-readable text of a bounce, when the message is one at all (see readRootHeaders). */
-  private textPart(node: MimeNode, type: string): void {
-    if (!this.readText || this.textDone || this.text.length >= BOUNCE_TEXT_CAP) return;
+  #textPart(node: MimeNode, type: string): void {
+    if (!this.#readText || this.#textDone || this.#text.length >= BOUNCE_TEXT_CAP) return;
     // A root without Content-Type is text/plain (RFC 2045 section 5.2).
     if (type && type !== 'text/plain' && type !== 'text/html') return;
-    this.start(node, type === 'text/html' ? 'html' : 'text', BOUNCE_TEXT_CAP - this.text.length);
+    this.#start(node, type === 'text/html' ? 'html' : 'text', BOUNCE_TEXT_CAP - this.#text.length);
   }
 
-  private readRootHeaders(node: MimeNode): void {
+  #readRootHeaders(node: MimeNode): void {
     const headers = node.headers as Exclude<MimeNode['headers'], false>;
     const first = (key: string) => headers.getFirst(key);
 
     const subject = first('subject');
-    if (subject) this.ev.phraseMatches.push(...subjectMatches(this.rules, decodedHead(subject)));
+    if (subject) this.#ev.phraseMatches.push(...subjectMatches(this.#rules, decodedHead(subject)));
 
     // Cisco guide: an address phrase "would then be compared against the from email address
     // of the incoming email". Not the envelope sender: a mailing service's VERP sender
@@ -241,7 +243,7 @@ class DeliveryExceptionScan extends ChunkStage {
         const key = address.toLowerCase();
         if (!address || checked.has(key)) continue;
         checked.add(key);
-        this.ev.phraseMatches.push(...addressMatches(this.rules, address, 'From address'));
+        this.#ev.phraseMatches.push(...addressMatches(this.#rules, address, 'From address'));
       }
     }
 
@@ -250,63 +252,63 @@ class DeliveryExceptionScan extends ChunkStage {
     // mail the delivering server recorded it in Return-Path.
     const returnPath = first('return-path');
     const returnAddress = /<([^>]*)>/.exec(returnPath)?.[1]?.trim() ?? returnPath.trim();
-    if (this.ctx.source.kind === 'smtp' && this.ctx.envelope.mailFrom === '') this.signal('empty_return_path', 'MAIL FROM:<>');
-    else if (returnPath && returnAddress === '') this.signal('empty_return_path', 'Return-Path: <>');
+    if (this.#ctx.source.kind === 'smtp' && this.#ctx.envelope.mailFrom === '') this.#signal('empty_return_path', 'MAIL FROM:<>');
+    else if (returnPath && returnAddress === '') this.#signal('empty_return_path', 'Return-Path: <>');
 
     // RFC 3834 section 5: any value but "no" marks automatic mail.
     const autoSubmitted = first('auto-submitted');
     const token = autoSubmitted.toLowerCase().split(/[\s;(]/)[0] ?? '';
-    if (token && token !== 'no') this.signal('auto_submitted', `Auto-Submitted: ${autoSubmitted}`);
+    if (token && token !== 'no') this.#signal('auto_submitted', `Auto-Submitted: ${autoSubmitted}`);
     for (const [key, signal] of [
       ['x-autoreply', 'x_autoreply'],
       ['x-autorespond', 'x_autorespond'],
     ] as const) {
       const value = first(key);
-      if (value && !/^(no|false|0)$/i.test(value)) this.signal(signal, `${key === 'x-autoreply' ? 'X-Autoreply' : 'X-Autorespond'}: ${value}`);
+      if (value && !/^(no|false|0)$/i.test(value)) this.#signal(signal, `${key === 'x-autoreply' ? 'X-Autoreply' : 'X-Autorespond'}: ${value}`);
     }
     // Only auto_reply says what the message is. bulk and list mark mailing-list posts and
     // newsletters, junk is anyone's guess: none of them is a bounce (issue 17).
     const precedence = first('precedence').trim();
-    if (/^auto_reply$/i.test(precedence)) this.signal('precedence', `Precedence: ${precedence}`);
+    if (/^auto_reply$/i.test(precedence)) this.#signal('precedence', `Precedence: ${precedence}`);
     const listHeader = ['list-id', 'list-unsubscribe', 'list-post'].find((key) => first(key));
     if (listHeader)
-      this.ev.listPost = `${listHeader.replace(/(^|-)([a-z])/g, (_m, dash: string, c: string) => dash + c.toUpperCase())}: ${headerHead(first(listHeader), 120)}`;
-    else if (/^(bulk|list|junk)$/i.test(precedence)) this.ev.listPost = `Precedence: ${precedence}`;
+      this.#ev.listPost = `${listHeader.replace(/(^|-)([a-z])/g, (_m, dash: string, c: string) => dash + c.toUpperCase())}: ${headerHead(first(listHeader), 120)}`;
+    else if (/^(bulk|list|junk)$/i.test(precedence)) this.#ev.listPost = `Precedence: ${precedence}`;
     // Exim and Gmail name the recipients that failed permanently on their bounces.
     const failed = headers.get('x-failed-recipients').flatMap((line) => headAddresses(line.slice(line.indexOf(':') + 1)));
     if (failed.length) {
-      this.failedRecipientsHeader = failed;
-      this.signal('x_failed_recipients', `X-Failed-Recipients: ${failed.join(', ')}`);
+      this.#failedRecipientsHeader = failed;
+      this.#signal('x_failed_recipients', `X-Failed-Recipients: ${failed.join(', ')}`);
     }
 
     const contentType = libmime.parseHeaderValue(headerHead(first('content-type')));
     const type = contentType.value.toLowerCase();
     const reportType = String(contentType.params['report-type'] ?? '').toLowerCase();
-    this.rootIsReport = type === 'multipart/report' || STATUS_TYPES.has(type) || type === 'message/feedback-report';
+    this.#rootIsReport = type === 'multipart/report' || STATUS_TYPES.has(type) || type === 'message/feedback-report';
     if (isDeliveryReport(contentType)) {
-      this.signal('delivery_status', `Content-Type: multipart/report; report-type=${reportType}`);
+      this.#signal('delivery_status', `Content-Type: multipart/report; report-type=${reportType}`);
     }
     // RFC 5965 section 3: an abuse report from a mailbox provider's feedback loop.
     if (type === 'multipart/report' && reportType === 'feedback-report') {
-      this.signal('feedback_report', 'Content-Type: multipart/report; report-type=feedback-report');
+      this.#signal('feedback_report', 'Content-Type: multipart/report; report-type=feedback-report');
     }
 
     // What the headers alone say: the message forwarding a report is itself machine mail
     // (its sender a mail system, or a structural sign), and whether the body is worth reading.
-    this.automatic = this.ev.signals.length > 0 || this.ev.phraseMatches.some((m) => m.where === 'From address');
-    this.readText = this.rootIsReport || this.ev.signals.length > 0 || this.ev.phraseMatches.length > 0;
+    this.#automatic = this.#ev.signals.length > 0 || this.#ev.phraseMatches.some((m) => m.where === 'From address');
+    this.#readText = this.#rootIsReport || this.#ev.signals.length > 0 || this.#ev.phraseMatches.length > 0;
   }
 
-  private signal(signal: StructuralSignal, evidence: string): void {
-    if (!this.rules.signals.has(signal) || this.ev.signals.some((s) => s.signal === signal)) return;
-    this.ev.signals.push({ signal, evidence });
+  #signal(signal: StructuralSignal, evidence: string): void {
+    if (!this.#rules.signals.has(signal) || this.#ev.signals.some((s) => s.signal === signal)) return;
+    this.#ev.signals.push({ signal, evidence });
   }
 
-  private start(node: MimeNode, kind: CaptureKind, cap: number): void {
-    this.capture = { node, kind, cap, chunks: [], bytes: 0, truncated: false };
+  #start(node: MimeNode, kind: CaptureKind, cap: number): void {
+    this.#capture = { node, kind, cap, chunks: [], bytes: 0, truncated: false };
   }
 
-  private collect(c: Capture, value: Buffer): void {
+  #collect(c: Capture, value: Buffer): void {
     const room = c.cap - c.bytes;
     if (room <= 0) {
       c.truncated = true;
@@ -319,10 +321,10 @@ class DeliveryExceptionScan extends ChunkStage {
     c.bytes += piece.length;
   }
 
-  private closeCapture(): void {
-    const c = this.capture;
+  #closeCapture(): void {
+    const c = this.#capture;
     if (!c) return;
-    this.capture = undefined;
+    this.#capture = undefined;
     // The decoder every other stage reads a part through, so the bytes judged are the ones a mail
     // client shows (base64 padded line by line included).
     const decoder = bodyDecoder(c.node);
@@ -330,44 +332,44 @@ class DeliveryExceptionScan extends ChunkStage {
     if (c.kind === 'attached') {
       const found = attachedReport(body, c.truncated);
       if (found) {
-        this.forwardedSeen = true;
-        if (this.automatic && found.report) this.forwardedReports.push(found.report);
+        this.#forwardedSeen = true;
+        if (this.#automatic && found.report) this.#forwardedReports.push(found.report);
       }
       return;
     }
     if (c.kind === 'text' || c.kind === 'html') {
       // Latin-1 keeps every byte one character: the sentences looked for are ASCII.
       const text = body.toString('latin1');
-      this.text += `${c.kind === 'html' ? htmlText(text) : text}\n`;
+      this.#text += `${c.kind === 'html' ? htmlText(text) : text}\n`;
       return;
     }
     const text = body.toString('utf8');
-    if (c.kind === 'feedback') this.ev.feedback = parseFeedbackReport(text);
-    else if (c.kind === 'forwarded-status') this.forwardedReports.push(parseDeliveryStatus(text, c.truncated));
-    else this.ev.deliveryStatus = mergeReports(this.ev.deliveryStatus, parseDeliveryStatus(text, c.truncated));
+    if (c.kind === 'feedback') this.#ev.feedback = parseFeedbackReport(text);
+    else if (c.kind === 'forwarded-status') this.#forwardedReports.push(parseDeliveryStatus(text, c.truncated));
+    else this.#ev.deliveryStatus = mergeReports(this.#ev.deliveryStatus, parseDeliveryStatus(text, c.truncated));
   }
 
-  private finish(): void {
-    if (this.forwardedSeen && this.readReports) {
-      const report = this.forwardedReports.reduce<DeliveryStatusReport | undefined>((a, b) => mergeReports(a, b), undefined);
-      this.ev.forwardedReport = { counted: this.automatic, ...(report ? { report } : {}) };
-      if (this.ev.forwardedReport.counted) this.signal('delivery_status', 'a delivery status report in an attached message, forwarded by a mail system');
+  #finish(): void {
+    if (this.#forwardedSeen && this.#readReports) {
+      const report = this.#forwardedReports.reduce<DeliveryStatusReport | undefined>((a, b) => mergeReports(a, b), undefined);
+      this.#ev.forwardedReport = { counted: this.#automatic, ...(report ? { report } : {}) };
+      if (this.#ev.forwardedReport.counted) this.#signal('delivery_status', 'a delivery status report in an attached message, forwarded by a mail system');
     }
-    if (this.text) {
-      const verdict = bounceTextVerdict(this.text);
-      if (verdict) this.ev.bounceText = verdict;
+    if (this.#text) {
+      const verdict = bounceTextVerdict(this.#text);
+      if (verdict) this.#ev.bounceText = verdict;
     }
-    const decision = decide(this.rules, this.ev);
-    const outcome = describeOutcome(this.ev, decision, this.failedRecipientsHeader, this.ctx.dryRun);
-    if (this.problems.length) outcome.summary.push(`Parts of the message could not be read: ${this.problems.join('; ')}.`);
+    const decision = decide(this.#rules, this.#ev);
+    const outcome = describeOutcome(this.#ev, decision, this.#failedRecipientsHeader, this.#ctx.dryRun);
+    if (this.#problems.length) outcome.summary.push(`Parts of the message could not be read: ${this.#problems.join('; ')}.`);
     if (decision.failure) {
-      this.ctx.tags.add(decision.failure === 'permanent' ? PERMANENT_TAG : TEMPORARY_TAG);
-      this.ctx.tags.add(EXCEPTION_QUEUE_TAG);
+      this.#ctx.tags.add(decision.failure === 'permanent' ? PERMANENT_TAG : TEMPORARY_TAG);
+      this.#ctx.tags.add(EXCEPTION_QUEUE_TAG);
     } else if (decision.feedbackReport) {
-      this.ctx.tags.add(FEEDBACK_REPORT_TAG);
-      this.ctx.tags.add(EXCEPTION_QUEUE_TAG);
+      this.#ctx.tags.add(FEEDBACK_REPORT_TAG);
+      this.#ctx.tags.add(EXCEPTION_QUEUE_TAG);
     }
-    this.ctx.findings[DELIVERY_EXCEPTIONS] = outcome;
+    this.#ctx.findings[DELIVERY_EXCEPTIONS] = outcome;
   }
 }
 

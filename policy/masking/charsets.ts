@@ -72,11 +72,15 @@ function byteTable(table: readonly string[]): ByteTable {
 
 /** A single-byte reading of a part: keeps no state, so one serves every part in its charset. */
 class ByteCodec implements TextCodec {
-  constructor(private readonly table: ByteTable) {}
+  readonly #table: ByteTable;
+
+  constructor(table: ByteTable) {
+    this.#table = table;
+  }
 
   decode(bytes: Buffer): string {
-    if (this.table.ascii && isAscii(bytes)) return bytes.toString('latin1');
-    const utf16 = this.table.utf16;
+    if (this.#table.ascii && isAscii(bytes)) return bytes.toString('latin1');
+    const utf16 = this.#table.utf16;
     const out = Buffer.allocUnsafe(2 * bytes.length);
     for (let i = 0; i < bytes.length; i++) {
       const at = 2 * bytes[i]!;
@@ -92,8 +96,8 @@ class ByteCodec implements TextCodec {
 
   encode(text: string): Buffer {
     // Only characters below 0x80 take one UTF-8 byte each.
-    if (this.table.ascii && Buffer.byteLength(text, 'utf8') === text.length) return Buffer.from(text, 'latin1');
-    const { low, high } = this.table;
+    if (this.#table.ascii && Buffer.byteLength(text, 'utf8') === text.length) return Buffer.from(text, 'latin1');
+    const { low, high } = this.#table;
     const out = Buffer.allocUnsafe(text.length);
     for (let i = 0; i < text.length; i++) {
       const code = text.charCodeAt(i);
@@ -132,8 +136,8 @@ function singleByteTable(charset: string): string[] | undefined {
 
 /** ISO-2022-JP (RFC 1468): ASCII only after `ESC ( B` or `ESC ( J`; escapes and JIS bytes kept as they are. */
 class Iso2022JpCodec extends ByteCodec {
-  private ascii = true;
-  private escape: number[] | undefined;
+  #ascii = true;
+  #escape: number[] | undefined;
 
   constructor() {
     super(asciiBytes);
@@ -142,20 +146,20 @@ class Iso2022JpCodec extends ByteCodec {
   override decode(bytes: Buffer): string {
     let out = '';
     for (const b of bytes) {
-      if (this.escape) {
-        this.escape.push(b);
+      if (this.#escape) {
+        this.#escape.push(b);
         out += pua(b);
         // ESC, intermediate bytes 0x20-0x2F, then one final byte (ISO 2022).
         if (b < 0x20 || b > 0x2f) {
-          const seq = String.fromCharCode(...this.escape);
-          this.ascii = seq === '(B' || seq === '(J';
-          this.escape = undefined;
+          const seq = String.fromCharCode(...this.#escape);
+          this.#ascii = seq === '(B' || seq === '(J';
+          this.#escape = undefined;
         }
       } else if (b === 0x1b) {
-        this.escape = [];
+        this.#escape = [];
         out += pua(b);
       } else {
-        out += (this.ascii && b < 0x80) || b === 0x0a || b === 0x0d ? String.fromCharCode(b) : pua(b);
+        out += (this.#ascii && b < 0x80) || b === 0x0a || b === 0x0d ? String.fromCharCode(b) : pua(b);
       }
     }
     return out;
@@ -163,12 +167,12 @@ class Iso2022JpCodec extends ByteCodec {
 }
 
 class Utf8Codec implements TextCodec {
-  private readonly decoder = new StringDecoder('utf8');
+  readonly #decoder = new StringDecoder('utf8');
   decode(bytes: Buffer): string {
-    return this.decoder.write(bytes);
+    return this.#decoder.write(bytes);
   }
   end(): string {
-    return this.decoder.end();
+    return this.#decoder.end();
   }
   encode(text: string): Buffer {
     return Buffer.from(text, 'utf8');

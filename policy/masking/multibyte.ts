@@ -136,10 +136,13 @@ class RunCodec implements TextCodec {
   #pending = Buffer.alloc(0);
 
   /** `ascii`: whether the charset's bytes below 0x80 are ASCII (asciiCompatible), worked out once per charset. */
-  constructor(
-    private readonly charset: string,
-    private readonly ascii: boolean,
-  ) {}
+  readonly #charset: string;
+  readonly #ascii: boolean;
+
+  constructor(charset: string, ascii: boolean) {
+    this.#charset = charset;
+    this.#ascii = ascii;
+  }
 
   decode(bytes: Buffer): string {
     let cut = bytes.length;
@@ -165,11 +168,11 @@ class RunCodec implements TextCodec {
   }
 
   encode(text: string): Buffer {
-    return encodeKeepingRaw(text, this.charset);
+    return encodeKeepingRaw(text, this.#charset);
   }
 
   #text(run: Buffer): string {
-    return losslessText(run, this.charset, [1, 2, 3, 4], safeCuts, this.ascii);
+    return losslessText(run, this.#charset, [1, 2, 3, 4], safeCuts, this.#ascii);
   }
 }
 
@@ -186,10 +189,10 @@ class WideCodec implements TextCodec {
   #pending = Buffer.alloc(0);
   readonly #unit: number;
 
-  constructor(
-    private readonly family: 'utf-16' | 'utf-32',
-    order: 'le' | 'be' | undefined,
-  ) {
+  readonly #family: 'utf-16' | 'utf-32';
+
+  constructor(family: 'utf-16' | 'utf-32', order: 'le' | 'be' | undefined) {
+    this.#family = family;
     this.#unit = family === 'utf-16' ? 2 : 4;
     if (order) this.#charset = `${family}${order}`;
   }
@@ -223,15 +226,15 @@ class WideCodec implements TextCodec {
   }
 
   encode(text: string): Buffer {
-    return encodeKeepingRaw(text, this.#charset ?? `${this.family}le`);
+    return encodeKeepingRaw(text, this.#charset ?? `${this.#family}le`);
   }
 
   /** The bytes held so far, once the byte order is chosen from them. */
   #releaseHead(): Buffer {
     const head = Buffer.concat(this.#head);
     this.#head = [];
-    const guessed = iconv.decode(head, this.family);
-    this.#charset = `${this.family}${guessed === iconv.decode(head, `${this.family}le`) ? 'le' : 'be'}`;
+    const guessed = iconv.decode(head, this.#family);
+    this.#charset = `${this.#family}${guessed === iconv.decode(head, `${this.#family}le`) ? 'le' : 'be'}`;
     return head;
   }
 

@@ -106,10 +106,12 @@ export class TextPartMasking implements PartBody {
   #real: BodyMasking | undefined;
   lastByte = -1;
 
-  constructor(
-    private readonly settings: TextPartSettings,
-    private readonly out: (value: Buffer) => void,
-  ) {
+  readonly #settings: TextPartSettings;
+  readonly #out: (value: Buffer) => void;
+
+  constructor(settings: TextPartSettings, out: (value: Buffer) => void) {
+    this.#settings = settings;
+    this.#out = out;
     this.#probe = new BodyMasking(settings, this.#probeCounts);
   }
 
@@ -130,7 +132,7 @@ export class TextPartMasking implements PartBody {
     if (!this.#real) {
       await this.#probe!.end();
       if (!masked(this.#probeCounts)) {
-        for (const raw of this.#held!) this.out(raw);
+        for (const raw of this.#held!) this.#out(raw);
         this.#held = undefined;
         return;
       }
@@ -144,9 +146,9 @@ export class TextPartMasking implements PartBody {
     const held = this.#held!;
     this.#held = undefined;
     this.#probe = undefined;
-    const real = new BodyMasking(this.settings, this.settings.counts, (value) => {
+    const real = new BodyMasking(this.#settings, this.#settings.counts, (value) => {
       this.lastByte = value[value.length - 1]!;
-      this.out(value);
+      this.#out(value);
     });
     this.#real = real;
     for (const raw of held) await real.write(raw);

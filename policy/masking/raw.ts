@@ -36,10 +36,14 @@ export class RawMessageMasker implements Masker {
   /** The header block read so far, up to SAMPLE_LIMIT: does it say message/rfc822? */
   #sample = '';
 
-  constructor(private readonly text: TextMasker) {}
+  readonly #text: TextMasker;
+
+  constructor(text: TextMasker) {
+    this.#text = text;
+  }
 
   get counts(): MaskCounts {
-    return this.text.counts;
+    return this.#text.counts;
   }
 
   write(piece: string): string {
@@ -49,7 +53,7 @@ export class RawMessageMasker implements Masker {
   end(): string {
     const rest = this.#hold;
     this.#hold = '';
-    return this.#read(rest, true) + this.text.end();
+    return this.#read(rest, true) + this.#text.end();
   }
 
   #read(s: string, final: boolean): string {
@@ -59,7 +63,7 @@ export class RawMessageMasker implements Masker {
     let runStart = 0;
     let runShielded = this.#shielded;
     const flush = (to: number) => {
-      if (to > runStart) out += this.text.write(s.slice(runStart, to), runShielded);
+      if (to > runStart) out += this.#text.write(s.slice(runStart, to), runShielded);
       runStart = to;
     };
     for (let i = 0; i < s.length;) {

@@ -29,30 +29,32 @@ import { QuotedPrintableDecodeStream } from '../mime/transfer-decode.js';
  * parts turned into UTF-8 and for raw messages.
  */
 export class MaskingStream extends Transform {
-  constructor(
-    private readonly codec: TextCodec,
-    private readonly masker: Masker,
-  ) {
+  readonly #codec: TextCodec;
+  readonly #masker: Masker;
+
+  constructor(codec: TextCodec, masker: Masker) {
     super();
+    this.#codec = codec;
+    this.#masker = masker;
   }
 
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
     let text: string;
     try {
-      text = this.codec.decode(chunk);
+      text = this.#codec.decode(chunk);
     } catch (err) {
       return done(err as Error);
     }
     const put = (masked: string) => {
-      const out = this.codec.encode(masked);
+      const out = this.#codec.encode(masked);
       if (out.length) this.push(out);
     };
-    maskInSlices(this.masker, text, put).then(() => done(), done);
+    maskInSlices(this.#masker, text, put).then(() => done(), done);
   }
 
   override _flush(done: TransformCallback): void {
     try {
-      const out = this.codec.encode(this.masker.write(this.codec.end()) + this.masker.end());
+      const out = this.#codec.encode(this.#masker.write(this.#codec.end()) + this.#masker.end());
       done(null, out.length ? out : undefined);
     } catch (err) {
       done(err as Error);
@@ -158,57 +160,66 @@ async function encodedValue(text: string, mode: 'B' | 'Q'): Promise<string> {
 /** The masking stage's handler of mailsplit chunks (stage-chain.ts). */
 export class MessageMasker extends ChunkStage {
   readonly counts: MaskCounts = {};
-  private readonly depth: number = 0;
+  readonly #depth: number = 0;
   textParts = 0;
   subjectMasked = false;
   readonly charsetChanges: CharsetChange[] = [];
-  private part: OpenPart | undefined;
+  #part: OpenPart | undefined;
+
+  readonly #patterns: readonly MaskingPattern[];
+  readonly #window: number;
+  readonly #planCharset: (charset: string | false) => CharsetPlan;
+  readonly #onEnd: (result: MessageMasker) => void;
 
   constructor(
-    private readonly patterns: readonly MaskingPattern[],
-    private readonly window: number,
-    private readonly planCharset: (charset: string | false) => CharsetPlan,
-    private readonly onEnd: (result: MessageMasker) => void,
+    patterns: readonly MaskingPattern[],
+    window: number,
+    planCharset: (charset: string | false) => CharsetPlan,
+    onEnd: (result: MessageMasker) => void,
     /** Set for an attached message: counts are shared with the outer message, depth limits nesting. */
     nested?: { counts: MaskCounts; depth: number },
   ) {
     super();
+    this.#patterns = patterns;
+    this.#window = window;
+    this.#planCharset = planCharset;
+    this.#onEnd = onEnd;
     if (nested) {
       this.counts = nested.counts;
-      this.depth = nested.depth;
+      this.#depth = nested.depth;
     }
   }
 
   protected transform(chunk: SplitterChunk): void | Promise<void> {
     // Chunks outside the text parts (multipart boundaries, attachments' bodies) pass at once.
-    if (!this.part && chunk.type !== 'node') return void this.push(chunk);
-    return this.handle(chunk);
+    if (!this.#part && chunk.type !== 'node') return void this.push(chunk);
+    return this.#handle(chunk);
   }
 
   protected override async flush(): Promise<void> {
-    await this.endPart();
-    this.onEnd(this);
+    await this.#endPart();
+    this.#onEnd(this);
   }
 
-  private async handle(chunk: SplitterChunk): Promise<void> {
-    const part = this.part;
+  async #handle(chunk: SplitterChunk): Promise<void> {
+    const part = this.#part;
     if (part && chunk.type === 'body' && chunk.node === part.node) {
       await part.body.write(chunk.value);
       return;
     }
-    await this.endPart();
+    await this.#endPart();
     if (chunk.type !== 'node') {
       this.push(chunk);
       return;
     }
-    if (!chunk.parentNode || chunk.parentNode.rfc822) await this.maskSubject(chunk);
-    if (!chunk.multipart && (chunk.contentType === 'text/plain' || chunk.contentType === 'text/html')) this.openText(chunk);
+    if (!chunk.parentNode || chunk.parentNode.rfc822) await this.#maskSubject(chunk);
+    if (!chunk.multipart && (chunk.contentType === 'text/plain' || chunk.contentType === 'text/html')) this.#openText(chunk);
     // mailsplit splits an attached message only when it is inline: the others arrive as one body.
-    else if (chunk.contentType === 'message/rfc822' && chunk.messageNode === false) this.openStreamed(chunk, this.messageStreams(chunk));
+    else if (chunk.contentType === 'message/rfc822' && chunk.messageNode === false) this.#openStreamed(chunk, this.#messageStreams(chunk));
     else this.push(chunk);
   }
 
-  private async maskSubject(node: MimeNode): Promise<void> {
+  async #maskSubject(node: MimeNode): Promise<void> {
     if (!node.headers) return;
     const headers = node.headers;
     for (const key of subjectHeaders) {
@@ -217,7 +228,7 @@ export class MessageMasker extends ChunkStage {
         const line = lines[i]!;
         const raw = line.slice(line.indexOf(':') + 1).replace(/\r?\n(?=[ \t])/g, '');
         const text = (await decodedWhole(raw)).trim();
-        const masked = text.length > HEADER_READ_LIMIT ? await this.maskLong(text) : maskWhole(text, this.patterns, this.counts);
+        const masked = text.length > HEADER_READ_LIMIT ? await this.#maskLong(text) : maskWhole(text, this.#patterns, this.counts);
         if (masked === text) continue;
         if (key === 'Subject') this.subjectMasked = true;
         headers.update(key, await encodedValue(masked, /=\?[^?]*\?B\?/i.test(raw) ? 'B' : 'Q'), i);
@@ -226,8 +237,8 @@ export class MessageMasker extends ChunkStage {
   }
 
   /** Masks a huge subject (all of a header section can be one) in slices, a turn of the event loop between them. */
-  private async maskLong(text: string): Promise<string> {
-    const masker = new TextMasker(this.patterns, this.counts, this.window);
+  async #maskLong(text: string): Promise<string> {
+    const masker = new TextMasker(this.#patterns, this.counts, this.#window);
     let out = '';
     for (let at = 0; at < text.length; at += HEADER_READ_LIMIT) {
       out += masker.write(text.slice(at, at + HEADER_READ_LIMIT));
@@ -237,64 +248,64 @@ export class MessageMasker extends ChunkStage {
   }
 
   /** A text part: masked in its charset by function calls, or turned into UTF-8 through streams (see masking-charsets.ts). */
-  private openText(node: MimeNode): void {
+  #openText(node: MimeNode): void {
     this.textParts++;
-    const plan = this.planCharset(node.charset);
+    const plan = this.#planCharset(node.charset);
     const html = node.contentType === 'text/html';
     if (plan.kind === 'keep') {
       // Headers stay as they are: the Joiner may write them now.
       this.push(node);
-      const settings = { node, html, codec: plan.codec, patterns: this.patterns, window: this.window, counts: this.counts };
+      const settings = { node, html, codec: plan.codec, patterns: this.#patterns, window: this.#window, counts: this.counts };
       const body = new TextPartMasking(settings, (value) => this.push({ node, type: 'body', value }));
-      this.part = { node, body };
+      this.#part = { node, body };
       return;
     }
     this.charsetChanges.push({ part: partLabel(node), from: plan.charset, to: 'UTF-8' });
     node.setCharset('utf-8');
     // UTF-8 does not fit in 7bit: such a part becomes quoted-printable.
     const encoding = eightBitSafe.has(node.encoding || '') ? false : 'quoted-printable';
-    const text = new TextMasker(this.patterns, this.counts, this.window);
+    const text = new TextMasker(this.#patterns, this.counts, this.#window);
     const masker = new MaskingStream(utf8Codec(), html ? new HtmlMasker(text) : text);
-    this.openStreamed(node, { streams: [libmime.createDecodeStream(plan.charset), masker], encoding });
+    this.#openStreamed(node, { streams: [libmime.createDecodeStream(plan.charset), masker], encoding });
   }
 
   /**
    * An attached message is split and masked like the outer one. Beyond `maxNesting` levels
    * its bytes are masked as raw text instead (ASCII only, nothing decoded; masking-raw.ts).
    */
-  private messageStreams(node: MimeNode): { streams: Transform[]; encoding: false } {
-    if (this.depth >= maxNesting) {
-      return { streams: [rawMessageStream(this.patterns, this.counts, this.window)], encoding: false };
+  #messageStreams(node: MimeNode): { streams: Transform[]; encoding: false } {
+    if (this.#depth >= maxNesting) {
+      return { streams: [rawMessageStream(this.#patterns, this.counts, this.#window)], encoding: false };
     }
     const label = partLabel(node);
     const inner = new MessageMasker(
-      this.patterns,
-      this.window,
-      this.planCharset,
+      this.#patterns,
+      this.#window,
+      this.#planCharset,
       (child) => {
         this.textParts += child.textParts;
         for (const c of child.charsetChanges) this.charsetChanges.push({ ...c, part: `${label}.${c.part}` });
       },
-      { counts: this.counts, depth: this.depth + 1 },
+      { counts: this.counts, depth: this.#depth + 1 },
     );
     // mailsplit types its streams narrower than Transform; they are Transforms.
     const stages = new StageChain([{ name: 'masking', handler: inner }]);
     return { streams: [new ContentFieldGuard(), new Splitter() as unknown as Transform, stages, new Joiner() as unknown as Transform], encoding: false };
   }
 
-  private openStreamed(node: MimeNode, body: { streams: Transform[]; encoding: string | false }): void {
+  #openStreamed(node: MimeNode, body: { streams: Transform[]; encoding: string | false }): void {
     // libqp's decoder (mailsplit's for quoted-printable) holds the whole part: see transfer-decode.ts.
     const decoder = node.encoding === 'quoted-printable' ? new QuotedPrintableDecodeStream() : (node.getDecoder() as Transform);
     const streams: Transform[] = [decoder, ...body.streams, node.getEncoder(body.encoding) as Transform];
     // Headers are final now (charset, transfer encoding): the Joiner writes them on sight.
     this.push(node);
-    this.part = { node, body: new StreamedBody(streams, (value) => this.push({ node, type: 'body', value })) };
+    this.#part = { node, body: new StreamedBody(streams, (value) => this.push({ node, type: 'body', value })) };
   }
 
-  private async endPart(): Promise<void> {
-    const part = this.part;
+  async #endPart(): Promise<void> {
+    const part = this.#part;
     if (!part) return;
-    this.part = undefined;
+    this.#part = undefined;
     await part.body.end();
     // A message that is one text part ends with its body: keep the final line break of a
     // body written anew (one passed through ends as it came).

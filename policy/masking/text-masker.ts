@@ -70,18 +70,24 @@ type Span = [start: number, end: number];
 /** Masks a stream of text written in pieces. One instance per text (a part, a subject). */
 export class TextMasker {
   /** Text kept between pieces: `emitted` characters of context, then text not yet written out. */
-  private buf = '';
-  private emitted = 0;
+  #buf = '';
+  #emitted = 0;
   /** The start of `buf` is inside a protected run that began before it (a long URL). */
-  private protectedAtStart = false;
+  #protectedAtStart = false;
   /** Ranges of `buf` the caller wrote as shielded (header fields, for the raw masker). */
-  private shields: Span[] = [];
+  #shields: Span[] = [];
+
+  readonly #patterns: readonly MaskingPattern[];
+  readonly #window: number;
 
   constructor(
-    private readonly patterns: readonly MaskingPattern[],
+    patterns: readonly MaskingPattern[],
     readonly counts: MaskCounts,
-    private readonly window = defaultMaskWindow,
-  ) {}
+    window = defaultMaskWindow,
+  ) {
+    this.#patterns = patterns;
+    this.#window = window;
+  }
 
   /**
    * Masks what can be decided so far and returns it; the rest waits for the next piece.
@@ -89,32 +95,33 @@ export class TextMasker {
    */
   write(text: string, shielded = false): string {
     if (shielded && text.length) {
-      const last = this.shields[this.shields.length - 1];
-      if (last && last[1] === this.buf.length) last[1] += text.length;
-      else this.shields.push([this.buf.length, this.buf.length + text.length]);
+      const last = this.#shields[this.#shields.length - 1];
+      if (last && last[1] === this.#buf.length) last[1] += text.length;
+      else this.#shields.push([this.#buf.length, this.#buf.length + text.length]);
     }
-    this.buf += text;
-    return this.drain(false);
+    this.#buf += text;
+    return this.#drain(false);
   }
 
   /** Ends the text: masks and returns everything still held, and forgets the context. */
   end(): string {
-    const out = this.drain(true);
-    this.buf = '';
-    this.emitted = 0;
-    this.protectedAtStart = false;
-    this.shields = [];
+    const out = this.#drain(true);
+    this.#buf = '';
+    this.#emitted = 0;
+    this.#protectedAtStart = false;
+    this.#shields = [];
     return out;
   }
 
-  private drain(final: boolean): string {
-    const { buf, emitted } = this;
+  #drain(final: boolean): string {
+    const buf = this.#buf;
+    const emitted = this.#emitted;
     // Text closer than `window` to the end may still be the start of a match.
-    const safe = final ? buf.length : buf.length - this.window;
+    const safe = final ? buf.length : buf.length - this.#window;
     if (safe <= emitted) return '';
     let spans: Span[] | undefined;
-    const protectedSpans = () => (spans ??= this.protectedSpans());
-    const matches = this.matches(emitted, safe, protectedSpans);
+    const protectedSpans = () => (spans ??= this.#protectedSpans());
+    const matches = this.#matches(emitted, safe, protectedSpans);
     let outEnd = safe;
     const last = matches[matches.length - 1];
     if (last && last.end > outEnd) outEnd = last.end;
@@ -128,14 +135,14 @@ export class TextMasker {
       at = m.end;
     }
     out += buf.slice(at, outEnd);
-    const keepFrom = Math.max(0, outEnd - this.window);
+    const keepFrom = Math.max(0, outEnd - this.#window);
     if (keepFrom > 0) {
       // A protected run that crosses the cut goes on protecting after it.
-      this.protectedAtStart = this.protectedAcross(keepFrom);
-      if (this.shields.length) this.shields = this.shields.filter(([, e]) => e > keepFrom).map(([s, e]) => [Math.max(0, s - keepFrom), e - keepFrom]);
+      this.#protectedAtStart = this.#protectedAcross(keepFrom);
+      if (this.#shields.length) this.#shields = this.#shields.filter(([, e]) => e > keepFrom).map(([s, e]) => [Math.max(0, s - keepFrom), e - keepFrom]);
     }
-    this.buf = buf.slice(keepFrom);
-    this.emitted = outEnd - keepFrom;
+    this.#buf = buf.slice(keepFrom);
+    this.#emitted = outEnd - keepFrom;
     return out;
   }
 
@@ -144,11 +151,11 @@ export class TextMasker {
    * (between the characters that end a run) is looked at: scanning all of `buf` at every cut
    * cost a quarter of the masking time of text with a link on every line.
    */
-  private protectedAcross(at: number): boolean {
-    const { buf } = this;
+  #protectedAcross(at: number): boolean {
+    const buf = this.#buf;
     let start = at;
     while (start > 0 && !endsProtected(buf.charCodeAt(start - 1))) start--;
-    if (start === 0 && this.protectedAtStart) return true;
+    if (start === 0 && this.#protectedAtStart) return true;
     // A Message-ID's run starts with its "<".
     if (start > 0 && buf[start - 1] === '<') start--;
     let end = at;
@@ -162,10 +169,10 @@ export class TextMasker {
   }
 
   /** The protected runs in `buf` (see PROTECTED). */
-  private protectedSpans(): Span[] {
-    const { buf } = this;
+  #protectedSpans(): Span[] {
+    const buf = this.#buf;
     const spans: Span[] = [];
-    if (this.protectedAtStart) {
+    if (this.#protectedAtStart) {
       const end = buf.search(PROTECTED_END);
       spans.push([0, end < 0 ? buf.length : end]);
     }
@@ -174,14 +181,14 @@ export class TextMasker {
   }
 
   /** Matches starting in [from, before), none overlapping: the earliest wins, then the pattern listed first. */
-  private matches(from: number, before: number, protectedSpans: () => Span[]): Match[] {
+  #matches(from: number, before: number, protectedSpans: () => Span[]): Match[] {
     const found: Match[] = [];
-    this.patterns.forEach((pattern, priority) => {
-      if (pattern.hint && !pattern.hint.test(this.buf)) return;
+    this.#patterns.forEach((pattern, priority) => {
+      if (pattern.hint && !pattern.hint.test(this.#buf)) return;
       const re = pattern.regex;
       re.lastIndex = from;
       let m: RegExpExecArray | null;
-      while ((m = re.exec(this.buf)) !== null && m.index < before) {
+      while ((m = re.exec(this.#buf)) !== null && m.index < before) {
         if (m[0].length === 0) {
           re.lastIndex = m.index + 1;
           continue;
@@ -191,7 +198,7 @@ export class TextMasker {
           const start = m.index;
           const end = start + length;
           const overlaps = ([s, e]: Span) => s < end && e > start;
-          if (!pattern.skipsProtected || !(this.shields.some(overlaps) || protectedSpans().some(overlaps))) found.push({ start, end, pattern, priority });
+          if (!pattern.skipsProtected || !(this.#shields.some(overlaps) || protectedSpans().some(overlaps))) found.push({ start, end, pattern, priority });
           re.lastIndex = end;
         }
       }
@@ -238,72 +245,76 @@ export async function maskInSlices(masker: Masker, text: string, put: (masked: s
  * one. Character references (`&#52;`) are not decoded: `4&#49;11...` is not matched.
  */
 export class HtmlMasker {
-  private state: 'text' | 'tag' | 'comment' = 'text';
-  private quote = '';
+  #state: 'text' | 'tag' | 'comment' = 'text';
+  #quote = '';
   /** Characters that cannot be classified yet (a `<` or `<!-` at the end of a piece). */
-  private hold = '';
+  #hold = '';
 
-  constructor(private readonly text: TextMasker) {}
+  readonly #text: TextMasker;
+
+  constructor(text: TextMasker) {
+    this.#text = text;
+  }
 
   get counts(): MaskCounts {
-    return this.text.counts;
+    return this.#text.counts;
   }
 
   write(piece: string): string {
-    const s = this.hold + piece;
-    this.hold = '';
+    const s = this.#hold + piece;
+    this.#hold = '';
     let out = '';
     let i = 0;
     while (i < s.length) {
-      if (this.state === 'text') {
+      if (this.#state === 'text') {
         const lt = s.indexOf('<', i);
         if (lt < 0) {
-          out += this.text.write(s.slice(i));
+          out += this.#text.write(s.slice(i));
           break;
         }
-        out += this.text.write(s.slice(i, lt));
+        out += this.#text.write(s.slice(i, lt));
         const rest = s.slice(lt, lt + 4);
         if (rest.length < 2 || ('<!--'.startsWith(rest) && rest.length < 4)) {
-          this.hold = s.slice(lt);
+          this.#hold = s.slice(lt);
           break;
         }
         if (!/^<[A-Za-z/!?]/.test(rest)) {
           // "a < b" is text (HTML parsing: a `<` not followed by a tag name).
-          out += this.text.write('<');
+          out += this.#text.write('<');
           i = lt + 1;
           continue;
         }
-        out += this.text.end();
+        out += this.#text.end();
         if (rest === '<!--') {
-          this.state = 'comment';
+          this.#state = 'comment';
           out += '<!--';
           i = lt + 4;
         } else {
-          this.state = 'tag';
+          this.#state = 'tag';
           out += '<';
           i = lt + 1;
         }
-      } else if (this.state === 'comment') {
+      } else if (this.#state === 'comment') {
         const close = s.indexOf('-->', i);
         if (close < 0) {
           // Keep a possible "--" start of the end marker for the next piece.
           const keep = s.endsWith('--') ? 2 : s.endsWith('-') ? 1 : 0;
           out += s.slice(i, s.length - keep);
-          this.hold = s.slice(s.length - keep);
+          this.#hold = s.slice(s.length - keep);
           break;
         }
         out += s.slice(i, close + 3);
-        this.state = 'text';
+        this.#state = 'text';
         i = close + 3;
       } else {
         // Inside a tag: attribute values may hold `>` when quoted.
         let j = i;
         for (; j < s.length; j++) {
           const c = s[j]!;
-          if (this.quote) {
-            if (c === this.quote) this.quote = '';
+          if (this.#quote) {
+            if (c === this.#quote) this.#quote = '';
           } else if (c === '"' || c === "'") {
-            this.quote = c;
+            this.#quote = c;
           } else if (c === '>') {
             break;
           }
@@ -313,7 +324,7 @@ export class HtmlMasker {
           break;
         }
         out += s.slice(i, j + 1);
-        this.state = 'text';
+        this.#state = 'text';
         i = j + 1;
       }
     }
@@ -321,10 +332,10 @@ export class HtmlMasker {
   }
 
   end(): string {
-    const rest = this.hold;
-    this.hold = '';
-    if (this.state === 'text') return this.text.write(rest) + this.text.end();
-    return this.text.end() + rest;
+    const rest = this.#hold;
+    this.#hold = '';
+    if (this.#state === 'text') return this.#text.write(rest) + this.#text.end();
+    return this.#text.end() + rest;
   }
 }
 

@@ -21,14 +21,17 @@ export class RewriteWriter extends Writable {
   #bytes = 0;
   #release: () => void;
 
-  private constructor(
-    private readonly store: Store,
-    private readonly id: string,
-    private readonly oldGeneration: number,
-    private readonly generation: number,
-    release: () => void,
-  ) {
+  readonly #store: Store;
+  readonly #id: string;
+  readonly #oldGeneration: number;
+  readonly #generation: number;
+
+  private constructor(store: Store, id: string, oldGeneration: number, generation: number, release: () => void) {
     super();
+    this.#store = store;
+    this.#id = id;
+    this.#oldGeneration = oldGeneration;
+    this.#generation = generation;
     this.#release = release;
   }
 
@@ -79,7 +82,7 @@ export class RewriteWriter extends Writable {
   }
 
   #put(value: Buffer): Promise<void> {
-    return this.store.sublevels.chunks.put(chunkKey(this.id, this.#seq++, this.generation), value);
+    return this.#store.sublevels.chunks.put(chunkKey(this.#id, this.#seq++, this.#generation), value);
   }
 
   /**
@@ -91,16 +94,16 @@ export class RewriteWriter extends Writable {
     try {
       await finished(this);
       if (this.#staged > 0) await this.#put(Buffer.concat(this.#stage, this.#staged));
-      const { generations, messages, rewrites, chunks, quarantineChunks } = this.store.sublevels;
-      const garbage = { generation: this.oldGeneration, ...(restoredQuarantineId ? { quarantineId: restoredQuarantineId } : {}) };
-      await this.store.commitBatch([
-        { type: 'put', sublevel: generations, key: this.id, value: this.generation },
-        { type: 'put', sublevel: messages, key: this.id, value: { ...meta, size: this.#bytes } },
-        { type: 'put', sublevel: rewrites, key: this.id, value: garbage },
+      const { generations, messages, rewrites, chunks, quarantineChunks } = this.#store.sublevels;
+      const garbage = { generation: this.#oldGeneration, ...(restoredQuarantineId ? { quarantineId: restoredQuarantineId } : {}) };
+      await this.#store.commitBatch([
+        { type: 'put', sublevel: generations, key: this.#id, value: this.#generation },
+        { type: 'put', sublevel: messages, key: this.#id, value: { ...meta, size: this.#bytes } },
+        { type: 'put', sublevel: rewrites, key: this.#id, value: garbage },
         ...extraOps,
       ]);
-      await clearRewriteGarbage(chunks, quarantineChunks, this.id, garbage);
-      await rewrites.del(this.id);
+      await clearRewriteGarbage(chunks, quarantineChunks, this.#id, garbage);
+      await rewrites.del(this.#id);
     } finally {
       this.#release();
     }
@@ -110,9 +113,9 @@ export class RewriteWriter extends Writable {
   async abandon(): Promise<void> {
     try {
       if (!this.destroyed) this.destroy();
-      const { rewrites, chunks, quarantineChunks } = this.store.sublevels;
-      await clearRewriteGarbage(chunks, quarantineChunks, this.id, { generation: this.generation });
-      await rewrites.del(this.id);
+      const { rewrites, chunks, quarantineChunks } = this.#store.sublevels;
+      await clearRewriteGarbage(chunks, quarantineChunks, this.#id, { generation: this.#generation });
+      await rewrites.del(this.#id);
     } finally {
       this.#release();
     }

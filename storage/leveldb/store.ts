@@ -40,13 +40,13 @@ export interface StoreOptions {
 /** What {@link Store.listMessages} returns. */
 export interface ListOptions {
   /** Only messages whose `source.alias` is this. */
-  alias?: string;
+  alias?: string | undefined;
   /** Only messages whose id was made at or after this time (ids follow arrival). */
-  since?: Date;
+  since?: Date | undefined;
   /** Only messages carrying this tag, e.g. `exception-queue`; read newest first until `limit` of them are found. */
-  tag?: string;
+  tag?: string | undefined;
   /** At most this many, newest first. Default 100. */
-  limit?: number;
+  limit?: number | undefined;
 }
 
 /** Counters, for tests and metrics. */

@@ -15,7 +15,7 @@ export const PERMANENT = 'email-permanent-undeliverable';
 export const TEMPORARY = 'email-temporary-undeliverable';
 
 export interface CheckOptions {
-  partition?: Record<string, unknown>;
+  partition?: Record<string, unknown> | undefined;
   department?: Record<string, unknown>;
   /** MAIL FROM; default alice@example.org. */
   mailFrom?: string;

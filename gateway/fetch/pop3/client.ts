@@ -56,7 +56,7 @@ export class Pop3Error extends Error {
   /** The system or TLS error code (`ECONNREFUSED`, `DEPTH_ZERO_SELF_SIGNED_CERT`, ...), when there was one. */
   readonly code: string | undefined;
 
-  constructor(kind: Pop3ErrorKind, message: string, opts: { serverText?: string; code?: string; cause?: unknown } = {}) {
+  constructor(kind: Pop3ErrorKind, message: string, opts: { serverText?: string; code?: string | undefined; cause?: unknown } = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'Pop3Error';
     this.kind = kind;
@@ -150,29 +150,29 @@ export class Pop3Client {
   /** Capabilities from the last CAPA (name upper-cased, then its arguments); empty when the server has no CAPA. */
   capabilities: ReadonlyMap<string, readonly string[]> = new Map();
 
-  private socket: net.Socket;
-  private readonly where: string;
-  private readonly lines = new LineBuffer(MAX_LINE);
-  private lineWaiter: { resolve: (line: Buffer) => void; reject: (err: Pop3Error) => void } | null = null;
-  private body: BodyReader | null = null;
-  private paused = false;
-  private failure: Pop3Error | null = null;
-  private closing = false;
-  private waitingFor = 'the greeting';
-  private timeoutMs: number;
-  private timer: NodeJS.Timeout | null = null;
-  private queue: Promise<unknown> = Promise.resolve();
-  private tlsActive: boolean;
+  #socket: net.Socket;
+  readonly #where: string;
+  readonly #lines = new LineBuffer(MAX_LINE);
+  #lineWaiter: { resolve: (line: Buffer) => void; reject: (err: Pop3Error) => void } | null = null;
+  #body: BodyReader | null = null;
+  #paused = false;
+  #failure: Pop3Error | null = null;
+  #closing = false;
+  #waitingFor = 'the greeting';
+  #timeoutMs: number;
+  #timer: NodeJS.Timeout | null = null;
+  #queue: Promise<unknown> = Promise.resolve();
+  #tlsActive: boolean;
 
-  private constructor(
-    socket: net.Socket,
-    private readonly opts: Pop3Options,
-  ) {
-    this.socket = socket;
-    this.where = `${opts.host}:${opts.port}`;
-    this.timeoutMs = opts.connectTimeoutMs ?? 30_000;
-    this.tlsActive = socket instanceof tls.TLSSocket;
-    this.attach(socket);
+  readonly #opts: Pop3Options;
+
+  private constructor(socket: net.Socket, opts: Pop3Options) {
+    this.#opts = opts;
+    this.#socket = socket;
+    this.#where = `${opts.host}:${opts.port}`;
+    this.#timeoutMs = opts.connectTimeoutMs ?? 30_000;
+    this.#tlsActive = socket instanceof tls.TLSSocket;
+    this.#attach(socket);
   }
 
   /**
@@ -183,35 +183,35 @@ export class Pop3Client {
     const socket = await openSocket(opts);
     const client = new Pop3Client(socket, opts);
     try {
-      client.greeting = await client.status('greeting', 'server');
+      client.greeting = await client.#status('greeting', 'server');
       await client.capa();
-      if (opts.security === 'starttls') await client.startTls();
+      if (opts.security === 'starttls') await client.#startTls();
     } catch (err) {
       client.close();
       throw err;
     }
-    client.timeoutMs = opts.commandTimeoutMs ?? 60_000;
+    client.#timeoutMs = opts.commandTimeoutMs ?? 60_000;
     return client;
   }
 
   /** True once the connection is protected by TLS (on connect or after STLS). */
   get secure(): boolean {
-    return this.tlsActive;
+    return this.#tlsActive;
   }
 
   /** Runs CAPA and updates {@link capabilities}. A server without CAPA gives an empty map. */
   capa(): Promise<ReadonlyMap<string, readonly string[]>> {
-    return this.exclusive(async () => {
+    return this.#exclusive(async () => {
       const caps = new Map<string, string[]>();
-      this.send('CAPA');
-      const line = await this.readLine('CAPA');
+      this.#send('CAPA');
+      const line = await this.#readLine('CAPA');
       if (line.startsWith('+OK')) {
-        for (const cap of await this.readListing('CAPA')) {
+        for (const cap of await this.#readListing('CAPA')) {
           const [name, ...args] = cap.split(/\s+/).filter(Boolean);
           if (name) caps.set(name.toUpperCase(), args);
         }
       } else if (!line.startsWith('-ERR')) {
-        throw this.unexpected('CAPA', line);
+        throw this.#unexpected('CAPA', line);
       }
       this.capabilities = caps;
       return { value: caps };
@@ -222,9 +222,9 @@ export class Pop3Client {
   login(user: string, password: string): Promise<void> {
     noLineBreaks(user, 'user name');
     noLineBreaks(password, 'password');
-    return this.exclusive(async () => {
-      await this.command(`USER ${user}`, 'auth', 'USER');
-      await this.command(`PASS ${password}`, 'auth', 'PASS');
+    return this.#exclusive(async () => {
+      await this.#command(`USER ${user}`, 'auth', 'USER');
+      await this.#command(`PASS ${password}`, 'auth', 'PASS');
       return { value: undefined };
     });
   }
@@ -232,7 +232,7 @@ export class Pop3Client {
   /** Logs in with SASL PLAIN (RFC 4616); `authzid` names another mailbox to open (a shared mailbox) when the server allows it. */
   authPlain(user: string, password: string, authzid = ''): Promise<void> {
     const response = Buffer.from(`${authzid}\0${user}\0${password}`, 'utf8');
-    return this.exclusive(async () => ({ value: await this.authenticate('PLAIN', response, '*') }));
+    return this.#exclusive(async () => ({ value: await this.#authenticate('PLAIN', response, '*') }));
   }
 
   /**
@@ -244,26 +244,26 @@ export class Pop3Client {
     noLineBreaks(user, 'user name');
     noLineBreaks(accessToken, 'access token');
     const response = Buffer.from(`user=${user}\x01auth=Bearer ${accessToken}\x01\x01`, 'utf8');
-    return this.exclusive(async () => ({ value: await this.authenticate('XOAUTH2', response, '') }));
+    return this.#exclusive(async () => ({ value: await this.#authenticate('XOAUTH2', response, '') }));
   }
 
   /** STAT: the number of messages and their total size in octets. */
   stat(): Promise<{ count: number; size: number }> {
-    return this.exclusive(async () => {
-      const text = await this.command('STAT', 'protocol', 'STAT');
+    return this.#exclusive(async () => {
+      const text = await this.#command('STAT', 'protocol', 'STAT');
       const m = /^(\d+)\s+(\d+)/.exec(text);
-      if (!m) throw this.unexpected('STAT', `+OK ${text}`);
+      if (!m) throw this.#unexpected('STAT', `+OK ${text}`);
       return { value: { count: Number(m[1]), size: Number(m[2]) } };
     });
   }
 
   /** UIDL: every message's number and unique id (RFC 1939 section 7). */
   uidl(): Promise<Pop3Uid[]> {
-    return this.exclusive(async () => {
-      await this.command('UIDL', 'protocol', 'UIDL');
-      const value = (await this.readListing('UIDL')).map((line) => {
+    return this.#exclusive(async () => {
+      await this.#command('UIDL', 'protocol', 'UIDL');
+      const value = (await this.#readListing('UIDL')).map((line) => {
         const m = /^(\d+)\s+(\S+)/.exec(line);
-        if (!m) throw this.unexpected('UIDL', line);
+        if (!m) throw this.#unexpected('UIDL', line);
         return { msgno: Number(m[1]), uid: m[2]! };
       });
       return { value };
@@ -272,11 +272,11 @@ export class Pop3Client {
 
   /** LIST: every message's number and size in octets. */
   list(): Promise<Pop3Size[]> {
-    return this.exclusive(async () => {
-      await this.command('LIST', 'protocol', 'LIST');
-      const value = (await this.readListing('LIST')).map((line) => {
+    return this.#exclusive(async () => {
+      await this.#command('LIST', 'protocol', 'LIST');
+      const value = (await this.#readListing('LIST')).map((line) => {
         const m = /^(\d+)\s+(\d+)/.exec(line);
-        if (!m) throw this.unexpected('LIST', line);
+        if (!m) throw this.#unexpected('LIST', line);
         return { msgno: Number(m[1]), size: Number(m[2]) };
       });
       return { value };
@@ -289,27 +289,27 @@ export class Pop3Client {
    * size takes bounded memory.
    */
   retr(msgno: number): Promise<Readable> {
-    return this.streamed(`RETR ${msgno}`, 'RETR');
+    return this.#streamed(`RETR ${msgno}`, 'RETR');
   }
 
   /** TOP: the message's header and the first `lines` lines of its body (0: the header only, for over-size messages), as a stream. */
   top(msgno: number, lines = 0): Promise<Readable> {
-    return this.streamed(`TOP ${msgno} ${lines}`, 'TOP');
+    return this.#streamed(`TOP ${msgno} ${lines}`, 'TOP');
   }
 
   /** DELE: marks a message for deletion; the server removes it at QUIT. */
   dele(msgno: number): Promise<void> {
-    return this.simple(`DELE ${msgno}`, 'DELE');
+    return this.#simple(`DELE ${msgno}`, 'DELE');
   }
 
   /** RSET: unmarks every message marked for deletion in this session. */
   rset(): Promise<void> {
-    return this.simple('RSET', 'RSET');
+    return this.#simple('RSET', 'RSET');
   }
 
   /** NOOP: keeps the session alive. */
   noop(): Promise<void> {
-    return this.simple('NOOP', 'NOOP');
+    return this.#simple('NOOP', 'NOOP');
   }
 
   /**
@@ -317,19 +317,19 @@ export class Pop3Client {
    * kind `server` when the server says it could not remove them.
    */
   quit(): Promise<void> {
-    return this.exclusive(async () => {
+    return this.#exclusive(async () => {
       // The server hangs up after answering; that close is expected, not a failure to report.
-      this.closing = true;
-      this.send('QUIT');
-      const line = await this.readLine('QUIT');
+      this.#closing = true;
+      this.#send('QUIT');
+      const line = await this.#readLine('QUIT');
       const closed = new Promise<void>((resolve) => {
-        if (this.socket.destroyed) resolve();
-        else this.socket.once('close', () => resolve());
+        if (this.#socket.destroyed) resolve();
+        else this.#socket.once('close', () => resolve());
       });
-      this.socket.end();
-      setTimeout(() => this.socket.destroy(), 1000).unref();
-      if (line.startsWith('-ERR')) throw serverRefusal('QUIT', line.slice(4).trim(), this.where, 'server');
-      if (!line.startsWith('+OK')) throw this.unexpected('QUIT', line);
+      this.#socket.end();
+      setTimeout(() => this.#socket.destroy(), 1000).unref();
+      if (line.startsWith('-ERR')) throw serverRefusal('QUIT', line.slice(4).trim(), this.#where, 'server');
+      if (!line.startsWith('+OK')) throw this.#unexpected('QUIT', line);
       await closed;
       return { value: undefined };
     });
@@ -337,33 +337,33 @@ export class Pop3Client {
 
   /** Drops the connection without QUIT: messages marked with DELE stay (RFC 1939 section 6). */
   close(): void {
-    this.closing = true;
-    this.fail(new Pop3Error('network', `The connection to ${this.where} was closed by the client`));
+    this.#closing = true;
+    this.#fail(new Pop3Error('network', `The connection to ${this.#where} was closed by the client`));
   }
 
   // --- commands --------------------------------------------------------------------------
 
-  private simple(line: string, name: string): Promise<void> {
-    return this.exclusive(async () => {
-      await this.command(line, 'protocol', name);
+  #simple(line: string, name: string): Promise<void> {
+    return this.#exclusive(async () => {
+      await this.#command(line, 'protocol', name);
       return { value: undefined };
     });
   }
 
-  private streamed(line: string, name: string): Promise<Readable> {
-    return this.exclusive(async () => {
-      await this.command(line, 'protocol', name);
-      return this.startBody(name);
+  #streamed(line: string, name: string): Promise<Readable> {
+    return this.#exclusive(async () => {
+      await this.#command(line, 'protocol', name);
+      return this.#startBody(name);
     });
   }
 
   /** Runs FN after every earlier command, and holds later ones until its `hold` (a stream's end) settles. */
-  private exclusive<T>(fn: () => Promise<{ value: T; hold?: Promise<void> }>): Promise<T> {
-    const result = this.queue.then(() => {
-      if (this.failure) throw this.failure;
+  #exclusive<T>(fn: () => Promise<{ value: T; hold?: Promise<void> }>): Promise<T> {
+    const result = this.#queue.then(() => {
+      if (this.#failure) throw this.#failure;
       return fn();
     });
-    this.queue = result
+    this.#queue = result
       .then(
         (r) => r.hold,
         () => undefined,
@@ -373,77 +373,77 @@ export class Pop3Client {
   }
 
   /** Sends LINE and reads a `+OK` answer, returning its text; `-ERR` becomes an error of kind FALLBACK (or the response code's). */
-  private async command(line: string, fallback: Pop3ErrorKind, name: string): Promise<string> {
-    this.send(line);
-    return this.status(name, fallback);
+  async #command(line: string, fallback: Pop3ErrorKind, name: string): Promise<string> {
+    this.#send(line);
+    return this.#status(name, fallback);
   }
 
-  private async status(name: string, fallback: Pop3ErrorKind): Promise<string> {
-    const reply = await this.readLine(name);
+  async #status(name: string, fallback: Pop3ErrorKind): Promise<string> {
+    const reply = await this.#readLine(name);
     if (reply.startsWith('+OK')) return reply.slice(3).trim();
-    if (reply.startsWith('-ERR')) throw serverRefusal(name, reply.slice(4).trim(), this.where, fallback);
-    throw this.unexpected(name, reply);
+    if (reply.startsWith('-ERR')) throw serverRefusal(name, reply.slice(4).trim(), this.#where, fallback);
+    throw this.#unexpected(name, reply);
   }
 
   /** SASL AUTH (RFC 5034) with an initial response; CANCEL answers any challenge after it (`*` aborts, `''` is XOAUTH2's empty reply). */
-  private async authenticate(mechanism: string, response: Buffer, cancel: string): Promise<void> {
+  async #authenticate(mechanism: string, response: Buffer, cancel: string): Promise<void> {
     const encoded = response.length > 0 ? response.toString('base64') : '=';
     let pending: string | null = null;
     if (`AUTH ${mechanism} ${encoded}`.length <= MAX_AUTH_LINE) {
-      this.send(`AUTH ${mechanism} ${encoded}`);
+      this.#send(`AUTH ${mechanism} ${encoded}`);
     } else {
-      this.send(`AUTH ${mechanism}`);
+      this.#send(`AUTH ${mechanism}`);
       pending = encoded;
     }
     let challenge = '';
     for (let round = 0; ; round++) {
-      const line = await this.readLine(`AUTH ${mechanism}`);
+      const line = await this.#readLine(`AUTH ${mechanism}`);
       if (line.startsWith('+OK')) return;
       if (line.startsWith('-ERR')) {
         const text = line.slice(4).trim() + (challenge ? ` (${challenge})` : '');
-        throw serverRefusal(`AUTH ${mechanism}`, text, this.where, 'auth');
+        throw serverRefusal(`AUTH ${mechanism}`, text, this.#where, 'auth');
       }
-      if (!line.startsWith('+')) throw this.unexpected(`AUTH ${mechanism}`, line);
+      if (!line.startsWith('+')) throw this.#unexpected(`AUTH ${mechanism}`, line);
       if (round > 3) {
-        this.send('*');
-        throw new Pop3Error('protocol', `AUTH ${mechanism} at ${this.where}: the server keeps sending challenges`, { serverText: line });
+        this.#send('*');
+        throw new Pop3Error('protocol', `AUTH ${mechanism} at ${this.#where}: the server keeps sending challenges`, { serverText: line });
       }
       if (pending !== null) {
-        this.send(pending);
+        this.#send(pending);
         pending = null;
       } else {
         // RFC 7628 section 3.2.2: an error status arrives as a challenge; answer it and the server fails the exchange.
         challenge = decodeChallenge(line.slice(1).trim());
-        this.send(cancel);
+        this.#send(cancel);
       }
     }
   }
 
   /** STLS (RFC 2595): refuses to go on in clear when the server does not offer it. */
-  private async startTls(): Promise<void> {
+  async #startTls(): Promise<void> {
     if (this.capabilities.size > 0 && !this.capabilities.has('STLS')) {
       throw new Pop3Error(
         'tls',
-        `${this.where} does not offer STLS, so the password would travel in clear: enable TLS on the server, or use security tls (usually port 995)`,
+        `${this.#where} does not offer STLS, so the password would travel in clear: enable TLS on the server, or use security tls (usually port 995)`,
       );
     }
-    await this.exclusive(async () => {
-      this.send('STLS');
-      const reply = await this.readLine('STLS');
+    await this.#exclusive(async () => {
+      this.#send('STLS');
+      const reply = await this.#readLine('STLS');
       if (!reply.startsWith('+OK')) {
-        throw new Pop3Error('tls', `${this.where} refused STLS (${reply}): enable TLS on the server, or use security tls (usually port 995)`, {
+        throw new Pop3Error('tls', `${this.#where} refused STLS (${reply}): enable TLS on the server, or use security tls (usually port 995)`, {
           serverText: reply,
         });
       }
-      const raw = this.socket;
+      const raw = this.#socket;
       raw.removeAllListeners('data');
       raw.removeAllListeners('close');
       // RFC 2595 section 4: anything the server sent in clear after +OK is not to be trusted.
-      this.lines.clear();
-      const secure = await upgradeSocket(raw, this.opts, this.timeoutMs);
-      this.socket = secure;
-      this.tlsActive = true;
-      this.attach(secure);
+      this.#lines.clear();
+      const secure = await upgradeSocket(raw, this.#opts, this.#timeoutMs);
+      this.#socket = secure;
+      this.#tlsActive = true;
+      this.#attach(secure);
       return { value: undefined };
     });
     await this.capa();
@@ -451,170 +451,170 @@ export class Pop3Client {
 
   // --- reading ---------------------------------------------------------------------------
 
-  private attach(socket: net.Socket): void {
+  #attach(socket: net.Socket): void {
     socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('error', (err: NodeJS.ErrnoException) => this.fail(socketError(err, this.where, false)));
-    socket.on('close', () => this.fail(new Pop3Error('network', `${this.where} closed the connection while we waited for ${this.waitingFor}`)));
+    socket.on('data', (chunk: Buffer) => this.#onData(chunk));
+    socket.on('error', (err: NodeJS.ErrnoException) => this.#fail(socketError(err, this.#where, false)));
+    socket.on('close', () => this.#fail(new Pop3Error('network', `${this.#where} closed the connection while we waited for ${this.#waitingFor}`)));
   }
 
-  private onData(chunk: Buffer): void {
-    if (this.body) {
-      this.body.feed(chunk);
+  #onData(chunk: Buffer): void {
+    if (this.#body) {
+      this.#body.feed(chunk);
     } else {
-      this.lines.push(chunk);
-      this.deliverLine();
+      this.#lines.push(chunk);
+      this.#deliverLine();
     }
-    this.armTimer();
+    this.#armTimer();
   }
 
-  private deliverLine(): void {
-    if (!this.lineWaiter) return;
+  #deliverLine(): void {
+    if (!this.#lineWaiter) return;
     let line: Buffer | null;
     try {
-      line = this.lines.shift();
+      line = this.#lines.shift();
     } catch (err) {
-      this.fail(new Pop3Error('protocol', `${this.where} sent a ${(err as Error).message} while we waited for ${this.waitingFor}`));
+      this.#fail(new Pop3Error('protocol', `${this.#where} sent a ${(err as Error).message} while we waited for ${this.#waitingFor}`));
       return;
     }
     if (line === null) return;
-    const waiter = this.lineWaiter;
-    this.lineWaiter = null;
-    this.armTimer();
+    const waiter = this.#lineWaiter;
+    this.#lineWaiter = null;
+    this.#armTimer();
     waiter.resolve(line);
   }
 
-  private readLine(what: string): Promise<string> {
-    if (this.failure) return Promise.reject(this.failure);
-    this.waitingFor = what === 'greeting' ? 'the greeting' : `the answer to ${what}`;
+  #readLine(what: string): Promise<string> {
+    if (this.#failure) return Promise.reject(this.#failure);
+    this.#waitingFor = what === 'greeting' ? 'the greeting' : `the answer to ${what}`;
     return new Promise<Buffer>((resolve, reject) => {
-      this.lineWaiter = { resolve, reject };
-      this.deliverLine();
-      this.armTimer();
+      this.#lineWaiter = { resolve, reject };
+      this.#deliverLine();
+      this.#armTimer();
     }).then((line) => line.toString('utf8'));
   }
 
   /** The lines of a multi-line answer up to the terminating ".", dot-stuffing removed. For short listings only. */
-  private async readListing(what: string): Promise<string[]> {
+  async #readListing(what: string): Promise<string[]> {
     const lines: string[] = [];
     for (;;) {
-      const line = await this.readLine(what);
+      const line = await this.#readLine(what);
       if (line === '.') return lines;
       lines.push(line.startsWith('.') ? line.slice(1) : line);
     }
   }
 
   /** Hands the socket's bytes to a stream until the multi-line answer ends. */
-  private startBody(name: string): { value: Readable; hold: Promise<void> } {
+  #startBody(name: string): { value: Readable; hold: Promise<void> } {
     const decoder = new DotDecoder();
     let discard = false;
     let settle!: () => void;
     const hold = new Promise<void>((resolve) => (settle = resolve));
     const stream = new Readable({
       highWaterMark: 64 * 1024,
-      read: () => this.resume(),
+      read: () => this.#resume(),
       destroy: (err, callback) => {
         if (!decoder.done) {
           // The reader gave up: keep reading to the terminator so the session stays in step.
           discard = true;
-          this.resume();
+          this.#resume();
         }
         callback(err);
       },
     });
-    this.waitingFor = `the rest of the ${name} answer`;
-    this.body = {
+    this.#waitingFor = `the rest of the ${name} answer`;
+    this.#body = {
       feed: (chunk) => {
         let result;
         try {
           result = decoder.write(chunk);
         } catch (err) {
-          this.fail(new Pop3Error('protocol', `${name} at ${this.where}: ${(err as Error).message}`));
+          this.#fail(new Pop3Error('protocol', `${name} at ${this.#where}: ${(err as Error).message}`));
           return;
         }
         let full = false;
         if (!discard) for (const piece of result.out) full = !stream.push(piece) || full;
         if (result.rest !== null) {
-          this.body = null;
+          this.#body = null;
           if (!discard) stream.push(null);
-          this.resume();
-          this.lines.unshift(result.rest);
+          this.#resume();
+          this.#lines.unshift(result.rest);
           settle();
-          this.deliverLine();
+          this.#deliverLine();
         } else if (full && !discard) {
-          this.pause();
+          this.#pause();
         }
       },
       fail: (err) => {
-        this.body = null;
+        this.#body = null;
         if (!discard) stream.destroy(err);
         settle();
       },
     };
-    const early = this.lines.drain();
-    if (early.length > 0) this.body.feed(early);
-    this.armTimer();
+    const early = this.#lines.drain();
+    if (early.length > 0) this.#body.feed(early);
+    this.#armTimer();
     return { value: stream, hold };
   }
 
-  private pause(): void {
-    if (this.paused) return;
-    this.paused = true;
-    this.socket.pause();
-    this.armTimer();
+  #pause(): void {
+    if (this.#paused) return;
+    this.#paused = true;
+    this.#socket.pause();
+    this.#armTimer();
   }
 
-  private resume(): void {
-    if (!this.paused) return;
-    this.paused = false;
-    this.socket.resume();
-    this.armTimer();
+  #resume(): void {
+    if (!this.#paused) return;
+    this.#paused = false;
+    this.#socket.resume();
+    this.#armTimer();
   }
 
   /** Runs the silence timer while the server owes us bytes and we are ready to take them. */
-  private armTimer(): void {
-    const waiting = !this.failure && (this.lineWaiter !== null || (this.body !== null && !this.paused));
+  #armTimer(): void {
+    const waiting = !this.#failure && (this.#lineWaiter !== null || (this.#body !== null && !this.#paused));
     if (!waiting) {
-      if (this.timer) clearTimeout(this.timer);
-      this.timer = null;
-    } else if (this.timer) {
-      this.timer.refresh();
+      if (this.#timer) clearTimeout(this.#timer);
+      this.#timer = null;
+    } else if (this.#timer) {
+      this.#timer.refresh();
     } else {
-      this.timer = setTimeout(() => {
-        this.fail(
+      this.#timer = setTimeout(() => {
+        this.#fail(
           new Pop3Error(
             'timeout',
-            `No answer from ${this.where} within ${this.timeoutMs} ms while waiting for ${this.waitingFor}` +
-              (this.waitingFor === 'the greeting' && this.opts.security !== 'tls' ? ': if the port expects TLS on connect, use security tls' : ''),
+            `No answer from ${this.#where} within ${this.#timeoutMs} ms while waiting for ${this.#waitingFor}` +
+              (this.#waitingFor === 'the greeting' && this.#opts.security !== 'tls' ? ': if the port expects TLS on connect, use security tls' : ''),
           ),
         );
-      }, this.timeoutMs);
+      }, this.#timeoutMs);
     }
   }
 
-  private send(line: string): void {
-    if (this.failure) throw this.failure;
-    this.socket.write(line + '\r\n');
+  #send(line: string): void {
+    if (this.#failure) throw this.#failure;
+    this.#socket.write(line + '\r\n');
   }
 
-  private unexpected(command: string, line: string): Pop3Error {
-    return new Pop3Error('protocol', `${command} at ${this.where}: unexpected answer "${line.slice(0, 200)}"`, { serverText: line });
+  #unexpected(command: string, line: string): Pop3Error {
+    return new Pop3Error('protocol', `${command} at ${this.#where}: unexpected answer "${line.slice(0, 200)}"`, { serverText: line });
   }
 
   /** Ends the session after a failure: every waiter and every later command gets ERR. */
-  private fail(err: Pop3Error): void {
-    if (this.failure) return;
-    if (this.closing && err.kind === 'network') {
-      err = new Pop3Error('network', `The connection to ${this.where} is closed`);
+  #fail(err: Pop3Error): void {
+    if (this.#failure) return;
+    if (this.#closing && err.kind === 'network') {
+      err = new Pop3Error('network', `The connection to ${this.#where} is closed`);
     }
-    this.failure = err;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = null;
-    const waiter = this.lineWaiter;
-    this.lineWaiter = null;
+    this.#failure = err;
+    if (this.#timer) clearTimeout(this.#timer);
+    this.#timer = null;
+    const waiter = this.#lineWaiter;
+    this.#lineWaiter = null;
     waiter?.reject(err);
-    this.body?.fail(err);
-    this.socket.destroy();
+    this.#body?.fail(err);
+    this.#socket.destroy();
   }
 }
 

@@ -22,10 +22,13 @@ export class Pop3Mailbox implements Mailbox {
   #client: Pop3Client | undefined;
 
   /** TOKENS, when the alias sets `oauth2`: the session logs in with SASL XOAUTH2 instead of the password. */
-  constructor(
-    private readonly server: IncomingServerConfig,
-    private readonly tokens?: TokenProvider,
-  ) {}
+  readonly #server: IncomingServerConfig;
+  readonly #tokens: TokenProvider | undefined;
+
+  constructor(server: IncomingServerConfig, tokens?: TokenProvider) {
+    this.#server = server;
+    this.#tokens = tokens;
+  }
 
   get usable(): boolean {
     return this.#client !== undefined;
@@ -33,8 +36,8 @@ export class Pop3Mailbox implements Mailbox {
 
   async open(): Promise<void> {
     // The token first: an OAuthError then fails the session before any connection is made.
-    const creds = await mailboxCredentials(this.server, this.tokens);
-    const client = await pop3Connect(this.server);
+    const creds = await mailboxCredentials(this.#server, this.#tokens);
+    const client = await pop3Connect(this.#server);
     try {
       await pop3Login(client, creds);
     } catch (err) {
@@ -60,12 +63,12 @@ export class Pop3Mailbox implements Mailbox {
   }
 
   async markStored(items: readonly MailboxItem[]): Promise<void> {
-    if (this.server.on_stored !== 'delete') return;
+    if (this.#server.on_stored !== 'delete') return;
     for (const item of items) await this.#session().dele(item.ref);
   }
 
   async markInvalid(item: MailboxItem): Promise<void> {
-    if (this.server.on_invalid === 'delete') await this.#session().dele(item.ref);
+    if (this.#server.on_invalid === 'delete') await this.#session().dele(item.ref);
   }
 
   onNewMail(): void {

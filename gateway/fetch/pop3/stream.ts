@@ -35,17 +35,17 @@ export interface DotDecodeResult {
  * them. The terminating ".CRLF" (or a bare ".LF") is not part of the output.
  */
 export class DotDecoder {
-  private state: State = State.LineStart;
-  private finished = false;
+  #state: State = State.LineStart;
+  #finished = false;
 
   /** True once the terminating line has been seen. */
   get done(): boolean {
-    return this.finished;
+    return this.#finished;
   }
 
   /** Decodes one chunk. After the terminator, further calls are an error. */
   write(chunk: Buffer): DotDecodeResult {
-    if (this.finished) throw new Error('DotDecoder: write after the terminating line');
+    if (this.#finished) throw new Error('DotDecoder: write after the terminating line');
     const out: Buffer[] = [];
     let pos = 0;
     // Start of the current run of bytes copied through unchanged.
@@ -54,37 +54,37 @@ export class DotDecoder {
       if (end > runStart) out.push(chunk.subarray(runStart, end));
     };
     while (pos < chunk.length) {
-      switch (this.state) {
+      switch (this.#state) {
         case State.LineStart:
           if (chunk[pos] === DOT) {
             flush(pos);
             pos++;
             runStart = pos;
-            this.state = State.Dot;
+            this.#state = State.Dot;
           } else {
-            this.state = State.InLine;
+            this.#state = State.InLine;
           }
           break;
         case State.Dot: {
           const b = chunk[pos];
           if (b === CR) {
-            this.state = State.DotCr;
+            this.#state = State.DotCr;
             pos++;
           } else if (b === LF) {
             // A bare ".LF" terminator: lenient towards servers that do not send CRLF.
-            return this.end(out, chunk, pos + 1);
+            return this.#end(out, chunk, pos + 1);
           } else {
             // A stuffed line: the dot is gone, the rest of the line passes through.
-            this.state = State.InLine;
+            this.#state = State.InLine;
           }
           break;
         }
         case State.DotCr:
-          if (chunk[pos] === LF) return this.end(out, chunk, pos + 1);
+          if (chunk[pos] === LF) return this.#end(out, chunk, pos + 1);
           // ".\r" then something else: not the terminator. The CR may sit in an earlier chunk.
           if (pos === 0) out.push(Buffer.from([CR]));
           else runStart = pos - 1;
-          this.state = State.InLine;
+          this.#state = State.InLine;
           break;
         case State.InLine: {
           const nl = chunk.indexOf(LF, pos);
@@ -92,20 +92,20 @@ export class DotDecoder {
             pos = chunk.length;
           } else {
             pos = nl + 1;
-            this.state = State.LineStart;
+            this.#state = State.LineStart;
           }
           break;
         }
       }
     }
     // A chunk ending in ".\r" holds the CR back until the next byte decides.
-    if (this.state === State.DotCr) flush(chunk.length - 1);
+    if (this.#state === State.DotCr) flush(chunk.length - 1);
     else flush(chunk.length);
     return { out, rest: null };
   }
 
-  private end(out: Buffer[], chunk: Buffer, after: number): DotDecodeResult {
-    this.finished = true;
+  #end(out: Buffer[], chunk: Buffer, after: number): DotDecodeResult {
+    this.#finished = true;
     return { out, rest: chunk.subarray(after) };
   }
 }
@@ -115,42 +115,46 @@ export class DotDecoder {
  * refuses lines longer than `maxLine` so a broken server cannot grow it without bound.
  */
 export class LineBuffer {
-  private pending: Buffer = Buffer.alloc(0);
+  #pending: Buffer = Buffer.alloc(0);
 
-  constructor(private readonly maxLine: number) {}
+  readonly #maxLine: number;
+
+  constructor(maxLine: number) {
+    this.#maxLine = maxLine;
+  }
 
   /** Appends bytes received from the server. */
   push(chunk: Buffer): void {
-    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
+    this.#pending = this.#pending.length === 0 ? chunk : Buffer.concat([this.#pending, chunk]);
   }
 
   /** The next complete line without its line end, or null. Throws when a line exceeds the limit. */
   shift(): Buffer | null {
-    const nl = this.pending.indexOf(LF);
+    const nl = this.#pending.indexOf(LF);
     if (nl < 0) {
-      if (this.pending.length > this.maxLine) throw new Error(`line longer than ${this.maxLine} bytes`);
+      if (this.#pending.length > this.#maxLine) throw new Error(`line longer than ${this.#maxLine} bytes`);
       return null;
     }
-    const end = nl > 0 && this.pending[nl - 1] === CR ? nl - 1 : nl;
-    const line = this.pending.subarray(0, end);
-    this.pending = this.pending.subarray(nl + 1);
+    const end = nl > 0 && this.#pending[nl - 1] === CR ? nl - 1 : nl;
+    const line = this.#pending.subarray(0, end);
+    this.#pending = this.#pending.subarray(nl + 1);
     return line;
   }
 
   /** Takes every byte not yet read as lines (to hand to a multi-line decoder). */
   drain(): Buffer {
-    const all = this.pending;
-    this.pending = Buffer.alloc(0);
+    const all = this.#pending;
+    this.#pending = Buffer.alloc(0);
     return all;
   }
 
   /** Puts bytes back in front (what followed a multi-line response). */
   unshift(bytes: Buffer): void {
-    if (bytes.length > 0) this.pending = this.pending.length === 0 ? bytes : Buffer.concat([bytes, this.pending]);
+    if (bytes.length > 0) this.#pending = this.#pending.length === 0 ? bytes : Buffer.concat([bytes, this.#pending]);
   }
 
   /** Forgets everything buffered (after STLS: bytes sent in clear before the handshake must not be trusted, RFC 2595 section 4). */
   clear(): void {
-    this.pending = Buffer.alloc(0);
+    this.#pending = Buffer.alloc(0);
   }
 }
