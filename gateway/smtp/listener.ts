@@ -8,7 +8,7 @@ import { newMessageId } from '../../storage/ids.js';
 import { queuePutOp } from '../../storage/leveldb/queue.js';
 import { DEFAULT_ROUTE, relayEntry } from '../dispatch/entries.js';
 import { SessionGuard } from './session-limits.js';
-import { guardedData } from './data-guards.js';
+import { takeInData, type IntakeSettings } from './intake.js';
 import type { Dispatcher } from '../dispatch/dispatcher.js';
 import { authSettings } from './auth.js';
 import { aliasOfAddress } from '../config/alias-addresses.js';
@@ -62,6 +62,8 @@ function serverOptions(
   const smtp = config.smtp;
   const rules = recipientRules(config);
   const aliasFor = aliasResolver(config);
+  // Refusals are also counted by reply code here: the SMTP listener is where senders from outside are refused.
+  const intake: IntakeSettings = { source: 'smtp', limits: smtp.limits, guard, logger: deps.logger, metrics, inFlight, countRefusalsByCode: true };
   const auth = authSettings({
     users: smtp.user,
     tls: smtp.tls,
@@ -92,9 +94,6 @@ function serverOptions(
     },
 
     onData(stream, session, callback) {
-      // The wait a client sees: from its final dot to our reply.
-      let replied: ((code: number) => void) | undefined;
-      stream.once('end', () => (replied = metrics.timeReply('smtp')));
       const envelope = {
         mailFrom: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
         rcptTo: session.envelope.rcptTo.map((r) => r.address),
@@ -112,64 +111,36 @@ function serverOptions(
       // Recipients forwarded downstream (MX in front of an internal server) are queued with the message, in its one write.
       const id = newMessageId();
       const relay = relayEntry(id, rules.forwardTo(session), envelope);
-      const data = guardedData(stream, {
-        bareLineEndings: smtp.limits.bare_line_endings,
-        maxReceivedHeaders: smtp.limits.max_received_headers,
-        onBytes: guard.data(stream, session),
+      takeInData(intake, stream, session, callback, {
+        store: (data) =>
+          ingestMessage(deps, data, {
+            id,
+            envelope,
+            source,
+            maxSize: smtp.max_message_size,
+            defaultDomain: config.partition.default_domain,
+            ...(alias?.department ? { department: alias.department } : {}),
+            ...(relay ? { commitOps: [queuePutOp(deps.store, relay)] } : {}),
+          }),
+        accepted: (meta) => ({
+          id: meta.id,
+          outcome: meta.tags.includes('wrapped') ? 'wrapped' : 'stored',
+          logFields: {
+            msg_id: meta.id,
+            outcome: relay ? 'stored and queued' : 'stored',
+            size: meta.size,
+            source: 'smtp',
+            remote: session.remoteAddress,
+            from: envelope.mailFrom,
+            rcpt: envelope.rcptTo,
+            ...(relay ? { queued_for: relay.recipients.map((r) => `${r.address} via ${r.relay ?? DEFAULT_ROUTE}`) } : {}),
+          },
+          logMessage: relay ? 'message stored and queued for delivery' : 'message stored',
+          bytes: meta.size,
+          ...(relay ? { afterCount: () => deps.dispatcher?.queued(relay) } : {}),
+        }),
+        refusedFields: { remote: session.remoteAddress, from: envelope.mailFrom, rcpt: envelope.rcptTo },
       });
-      const ingest = ingestMessage(deps, data, {
-        id,
-        envelope,
-        source,
-        maxSize: smtp.max_message_size,
-        defaultDomain: config.partition.default_domain,
-        ...(alias?.department ? { department: alias.department } : {}),
-        ...(relay ? { commitOps: [queuePutOp(deps.store, relay)] } : {}),
-      });
-      inFlight.add(ingest);
-      void ingest.finally(() => inFlight.delete(ingest)).catch(() => undefined);
-      ingest.then(
-        (meta) => {
-          deps.logger.info(
-            {
-              msg_id: meta.id,
-              outcome: relay ? 'stored and queued' : 'stored',
-              size: meta.size,
-              source: 'smtp',
-              remote: session.remoteAddress,
-              from: envelope.mailFrom,
-              rcpt: envelope.rcptTo,
-              ...(relay ? { queued_for: relay.recipients.map((r) => `${r.address} via ${r.relay ?? DEFAULT_ROUTE}`) } : {}),
-            },
-            relay ? 'message stored and queued for delivery' : 'message stored',
-          );
-          metrics.inc('mailgate_messages_total', { source: 'smtp', outcome: meta.tags.includes('wrapped') ? 'wrapped' : 'stored' });
-          metrics.inc('mailgate_message_bytes_total', { source: 'smtp' }, meta.size);
-          if (relay) deps.dispatcher?.queued(relay);
-          replied?.(250);
-          callback(null, `2.0.0 Ok: queued as ${meta.id}`);
-        },
-        (err: MailgateError) => {
-          const level = err.responseCode >= 500 ? 'info' : 'error';
-          deps.logger[level](
-            {
-              outcome: 'refused',
-              code: err.responseCode,
-              reason: err.code,
-              err: err.cause ?? err,
-              source: 'smtp',
-              remote: session.remoteAddress,
-              from: envelope.mailFrom,
-              rcpt: envelope.rcptTo,
-            },
-            err.message,
-          );
-          metrics.inc('mailgate_messages_total', { source: 'smtp', outcome: 'refused' });
-          metrics.inc('mailgate_refusals_total', { code: String(err.responseCode) });
-          replied?.(err.responseCode);
-          callback(err);
-        },
-      );
     },
   };
 }

@@ -6,12 +6,12 @@
  */
 import type { SMTPServerOptions } from 'smtp-server';
 import type { Config } from '../config/schema.js';
-import { errors, MailgateError } from '../../lib/errors.js';
+import { errors } from '../../lib/errors.js';
 import type { IngestDeps } from '../../ingest/ingest.js';
 import { Metrics } from '../../lib/metrics.js';
 import { authSettings } from './auth.js';
 import { SessionGuard } from './session-limits.js';
-import { guardedData } from './data-guards.js';
+import { takeInData, type IntakeSettings } from './intake.js';
 import { bindSmtpServers, type SmtpListener } from './listener.js';
 import { submitOutbound } from '../dispatch/submit.js';
 import { aliasOfAddress } from '../config/alias-addresses.js';
@@ -35,6 +35,8 @@ export async function startSubmissionListener(
   // The same limits as the SMTP listener; a submitting application is a client like any other.
   const limits = config.smtp.limits;
   const guard = new SessionGuard(limits, deps.logger);
+  // Refusals are not counted by reply code: mailgate_refusals_total counts the SMTP listener's.
+  const intake: IntakeSettings = { source: 'submission', limits, guard, logger: deps.logger, metrics, inFlight, countRefusalsByCode: false };
   const options: SMTPServerOptions = {
     name: config.smtp.hostname,
     banner: 'mailgate ESMTP submission',
@@ -62,9 +64,6 @@ export async function startSubmissionListener(
     },
 
     onData(stream, session, callback) {
-      // The wait a client sees: from its final dot to our reply.
-      let replied: ((code: number) => void) | undefined;
-      stream.once('end', () => (replied = metrics.timeReply('submission')));
       const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
       // onMailFrom checked it; the alias is found again from the address.
       const alias = aliasOfAddress(config, mailFrom)!;
@@ -78,35 +77,16 @@ export async function startSubmissionListener(
         ...(typeof session.user === 'string' ? { user: session.user } : {}),
         secure: session.secure,
       };
-      const data = guardedData(stream, {
-        bareLineEndings: limits.bare_line_endings,
-        maxReceivedHeaders: limits.max_received_headers,
-        onBytes: guard.data(stream, session),
+      takeInData(intake, stream, session, callback, {
+        store: (data) => submitOutbound({ ...deps, config }, data, { alias, envelope, source, maxSize }),
+        accepted: ({ meta, entry }) => ({
+          id: meta.id,
+          outcome: 'queued',
+          logFields: { msg_id: meta.id, outcome: 'queued', alias: alias.name, user: source.user, rcpt: entry.recipients.map((r) => r.address) },
+          logMessage: 'message submitted and queued',
+        }),
+        refusedFields: { user: source.user },
       });
-      const submit = submitOutbound({ ...deps, config }, data, { alias, envelope, source, maxSize });
-      inFlight.add(submit);
-      void submit.finally(() => inFlight.delete(submit)).catch(() => undefined);
-      submit.then(
-        ({ meta, entry }) => {
-          deps.logger.info(
-            { msg_id: meta.id, outcome: 'queued', alias: alias.name, user: source.user, rcpt: entry.recipients.map((r) => r.address) },
-            'message submitted and queued',
-          );
-          metrics.inc('mailgate_messages_total', { source: 'submission', outcome: 'queued' });
-          replied?.(250);
-          callback(null, `2.0.0 Ok: queued as ${meta.id}`);
-        },
-        (err: unknown) => {
-          const e = err instanceof MailgateError ? err : errors.storeFailed(err);
-          deps.logger[e.responseCode >= 500 ? 'info' : 'error'](
-            { outcome: 'refused', code: e.responseCode, reason: e.code, err: e.cause ?? e, source: 'submission', user: source.user },
-            e.message,
-          );
-          metrics.inc('mailgate_messages_total', { source: 'submission', outcome: 'refused' });
-          replied?.(e.responseCode);
-          callback(e);
-        },
-      );
     },
   };
   return bindSmtpServers('submission listener', sub.listen, options, deps.logger, inFlight, guard, { tls: Boolean(tls) });
