@@ -13,6 +13,10 @@ import type { DeliveryResult, QueueEntry, QueueRecipient } from '../../storage/l
 import { outboundRouting, relayRouting, type Route, type Routing } from './routes.js';
 import type { SendResult, Transports } from './transports.js';
 import { traceHeaders } from './trace.js';
+import { oneLine } from '../../lib/text.js';
+
+/** Characters of a remote server's reply kept in a delivery result: enough to read the reason, not a hostile server's novel. */
+const MAX_REPLY_TEXT = 500;
 
 export interface AttemptDeps {
   store: Store;
@@ -92,7 +96,7 @@ function classify(err: unknown, route: Route): Omit<GroupOutcome, 'route'> {
     rejectedErrors?: { recipient?: string; responseCode?: number; response?: string; message: string }[];
   };
   const at = new Date().toISOString();
-  const text = oneLine(e.response ?? e.message ?? String(err));
+  const text = oneLine(e.response ?? e.message ?? String(err), MAX_REPLY_TEXT);
   if (e.code === 'EAUTH') {
     return {
       authFailed: true,
@@ -107,7 +111,7 @@ function classify(err: unknown, route: Route): Omit<GroupOutcome, 'route'> {
         rejected: e.rejectedErrors.map((r) => ({
           address: r.recipient ?? '',
           ...(r.responseCode ? { code: r.responseCode } : {}),
-          message: oneLine(r.response ?? r.message),
+          message: oneLine(r.response ?? r.message, MAX_REPLY_TEXT),
         })),
         response: text,
       },
@@ -133,7 +137,7 @@ function record(outcome: GroupOutcome, recipients: QueueRecipient[], now: Date, 
       r.status = 'delivered';
       r.deliveredAt = at;
       r.route = outcome.route.name;
-      last = { at, code: 250, message: oneLine(outcome.sent?.response ?? ''), permanent: false };
+      last = { at, code: 250, message: oneLine(outcome.sent?.response ?? '', MAX_REPLY_TEXT), permanent: false };
     } else {
       // Refused, or (should not happen) neither: a temporary failure that the next attempt settles.
       const code = refusal?.code;
@@ -173,11 +177,4 @@ async function* withHeaders(deps: AttemptDeps, entry: QueueEntry, meta: MessageM
     'utf8',
   );
   yield* deps.store.openRaw(entry.id) as AsyncIterable<Buffer>;
-}
-
-function oneLine(text: string): string {
-  return text
-    .replace(/[\r\n]+/g, ' ')
-    .trim()
-    .slice(0, 500);
 }

@@ -17,7 +17,7 @@ import { Readable } from 'node:stream';
 import { domainToASCII } from 'node:url';
 import libmime from 'libmime';
 import { encode as qpEncode, wrap as qpWrap } from 'nodemailer/lib/qp';
-import { rfc5322Date } from './trace.js';
+import { oneLine, rfc5322Date } from '../../lib/text.js';
 
 /** One recipient the notification reports on. */
 export interface DsnRecipient {
@@ -272,11 +272,6 @@ function folded(name: string, value: string): string {
   }
   lines.push(line);
   return lines.join(CRLF);
-}
-
-/** Text on one line: line breaks, controls and runs of white space become one space. */
-function oneLine(text: string): string {
-  return text.replace(/[\s\x00-\x1f\x7f]+/g, ' ').trim();
 }
 
 /** A Message-ID without `<>`, or undefined when it would not make a 7-bit header line. */

@@ -5,11 +5,7 @@
  * The stored bytes stay as they came: these go in front when the message is sent.
  */
 import type { MessageMeta } from '../../storage/records.js';
-
-/** `Mon, 23 Nov 2026 10:00:00 +0000`. */
-export function rfc5322Date(d: Date): string {
-  return d.toUTCString().replace(/GMT$/, '+0000');
-}
+import { rfc5322Date } from '../../lib/text.js';
 
 /**
  * Our Received line for a message, in Postfix's form:

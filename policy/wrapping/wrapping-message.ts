@@ -20,6 +20,7 @@ import { printable, unparsableReasons, type UnparsableReason } from '../mime/unp
 import { HEADER_READ_LIMIT } from '../mime/header-text.js';
 import { placeholderPart } from '../attachments/stage.js';
 import type { OriginalFinding } from '../attachments/original-scan.js';
+import { rfc5322Date } from '../../lib/text.js';
 
 /** What {@link wrappingMessage} needs. */
 export interface WrappingMessageOptions {
@@ -97,7 +98,7 @@ export function wrappingMessage(opts: WrappingMessageOptions): Readable {
       [
         `From: unknown@${opts.defaultDomain}`,
         'Subject: Unknown subject',
-        `Date: ${(opts.now ?? new Date()).toUTCString().replace('GMT', '+0000')}`,
+        `Date: ${rfc5322Date(opts.now ?? new Date())}`,
         `Message-ID: <wrapped.${randomBytes(8).toString('hex')}@${opts.defaultDomain}>`,
         ...own,
       ].join(CRLF) +

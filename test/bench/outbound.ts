@@ -25,6 +25,7 @@ import { writeTestConfig } from '../helpers/gateway.js';
 import { submissionToml, SUBMIT_PASSWORD, SUBMIT_USER } from '../helpers/outbound.js';
 import { cliPath, tempDir } from '../helpers/paths.js';
 import { memoryOf, resetPeak } from './proc.js';
+import { rfc5322Date } from '../../lib/text.js';
 
 const here = fileURLToPath(import.meta.url);
 const SIZE = 4096;
@@ -40,7 +41,7 @@ const SUBMIT_CONNECTIONS = 20;
 function message(tag: string, size: number): Buffer {
   const head =
     `From: Support <${FROM}>\r\nTo: <${TO}>\r\nSubject: outbound bench\r\nMessage-ID: <${tag}@bench.example.com>\r\n` +
-    `Date: ${new Date().toUTCString().replace(/GMT$/, '+0000')}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n`;
+    `Date: ${rfc5322Date(new Date())}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n`;
   const line = `${'Thank you for writing to us; we will look into it. '.padEnd(74, 'x')}\r\n`;
   // Full lines, then one of 1 to 76 characters that makes the size exact.
   const full = line.repeat(Math.max(0, Math.floor((size - head.length - 3) / line.length)));
