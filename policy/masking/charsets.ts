@@ -9,7 +9,7 @@
  * private-use characters, which no pattern masks.
  *
  * Multi-byte charsets whose second bytes can look like ASCII (Shift_JIS, GBK, GB18030, Big5,
- * UTF-16) cannot be cut that way: iconv-lite reads and writes them (masking-multibyte.ts), and
+ * UTF-16) cannot be cut that way: iconv-lite reads and writes them (multibyte.ts), and
  * a masked part keeps its charset there too. Only a charset libmime decodes and iconv-lite
  * cannot write would be decoded by libmime and written back as UTF-8, with the Content-Type
  * charset updated and the findings saying so; every charset libmime reads today is covered

@@ -2,7 +2,7 @@
  * Multi-byte charsets whose second bytes can look like ASCII (Shift_JIS, GBK, GB18030, Big5,
  * CP949, UTF-16, UTF-32), read and written back by iconv-lite, so a masked part keeps its
  * charset. A part with nothing masked is only read through here (to find out) and then passed
- * through as it came (masking-part.ts); writing back matters for the parts that are masked.
+ * through as it came (part.ts); writing back matters for the parts that are masked.
  *
  * Written anew, every byte that was not masked must still be the byte it was, and iconv-lite
  * does not give that on its own: Shift_JIS has characters with two codes (NEC and IBM rows,
@@ -264,7 +264,7 @@ const wideCodecs: ReadonlyMap<unknown, readonly ['utf-16' | 'utf-32', 'le' | 'be
 
 /**
  * A codec factory for a charset iconv-lite reads and writes, or undefined when it cannot write
- * it (the part is then written back as UTF-8, see masking-charsets.ts).
+ * it (the part is then written back as UTF-8, see charsets.ts).
  */
 export function multiByteCodec(charset: string): (() => TextCodec) | undefined {
   if (!iconv.encodingExists(charset)) return undefined;

@@ -56,7 +56,7 @@ class BodyMasking {
   async write(raw: Buffer): Promise<void> {
     const bytes = this.#decoder.push(raw);
     // Decoded a slice at a time, a turn of the event loop between: a multi-byte charset full of
-    // bytes that are no characters is read character by character (masking-multibyte.ts).
+    // bytes that are no characters is read character by character (multibyte.ts).
     for (let at = 0; at < bytes.length; at += DECODE_SLICE) {
       if (at > 0) await new Promise((resolve) => setImmediate(resolve));
       await this.#mask(this.#codec.decode(bytes.subarray(at, at + DECODE_SLICE)));

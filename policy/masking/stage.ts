@@ -107,7 +107,7 @@ export const maskingSectionSchema = z
       .min(16, is('an integer from 16 to 1024'))
       .max(1024, is('an integer from 16 to 1024'))
       .default(defaultMaskWindow),
-    /** Payment card numbers: 13-19 digits with an issuer prefix and length that exist, Luhn-valid, as one run or printed in groups (masking-patterns.ts). */
+    /** Payment card numbers: 13-19 digits with an issuer prefix and length that exist, Luhn-valid, as one run or printed in groups (patterns.ts). */
     card: builtinSettings(4),
     /** US social security numbers written 123-45-6789 or 123 45 6789 (never-issued numbers and longer numbers excluded). */
     ssn: builtinSettings(0),
@@ -258,7 +258,7 @@ function findings(r: MessageMasker, direction: Direction, dryRun: boolean, notes
  * untouched; nothing is decoded first, so a number inside base64 or split by a
  * quoted-printable soft line break is not seen. The built-ins leave header fields other than
  * the subject, MIME part headers, boundaries, URLs and Message-IDs alone, as the parsed path
- * does (masking-raw.ts). Returns null when nothing is masked in that direction.
+ * does (raw.ts). Returns null when nothing is masked in that direction.
  */
 export function rawMasker(policy: MaskingPolicy, direction: Direction, counts: MaskCounts = {}): Transform | null {
   const patterns = policy[direction];

@@ -3,7 +3,7 @@
  * charset codec, and `MessageMasker` walks the mailsplit chunks of a message, masks the
  * subject and each text/plain and text/html part, so a number split by a quoted-printable
  * soft line break or by a chunk boundary is seen whole. A part kept in its charset is masked
- * by function calls (masking-part.ts) and passed through as it came when nothing in it is
+ * by function calls (part.ts) and passed through as it came when nothing in it is
  * masked; a part turned into UTF-8 goes through
  * transfer decoder -> charset decoder -> MaskingStream -> transfer encoder.
  * An attached message that mailsplit left whole (message/rfc822 not marked inline) is split
@@ -63,7 +63,7 @@ export class MaskingStream extends Transform {
 }
 
 /**
- * A message's raw bytes masked as text (masking-raw.ts): for a message that could not be
+ * A message's raw bytes masked as text (raw.ts): for a message that could not be
  * parsed, and for an attached message nested too deep to split.
  */
 export function rawMessageStream(patterns: readonly MaskingPattern[], counts: MaskCounts, window: number): MaskingStream {
@@ -247,7 +247,7 @@ export class MessageMasker extends ChunkStage {
     return out + masker.end();
   }
 
-  /** A text part: masked in its charset by function calls, or turned into UTF-8 through streams (see masking-charsets.ts). */
+  /** A text part: masked in its charset by function calls, or turned into UTF-8 through streams (see charsets.ts). */
   #openText(node: MimeNode): void {
     this.textParts++;
     const plan = this.#planCharset(node.charset);
@@ -271,7 +271,7 @@ export class MessageMasker extends ChunkStage {
 
   /**
    * An attached message is split and masked like the outer one. Beyond `maxNesting` levels
-   * its bytes are masked as raw text instead (ASCII only, nothing decoded; masking-raw.ts).
+   * its bytes are masked as raw text instead (ASCII only, nothing decoded; raw.ts).
    */
   #messageStreams(node: MimeNode): { streams: Transform[]; encoding: false } {
     if (this.#depth >= maxNesting) {
