@@ -389,6 +389,20 @@ test('the line locator is not fooled by strings, comments and multi-line values'
   oneProblem(text, 'alias[0]."quoted key"');
 });
 
+test('every problem keeps its line in any file the TOML reader accepts: an impossible date, a byte order mark', () => {
+  // smol-toml reads 2021-02-30 as 2 March and skips a BOM; a locator built on a parser that
+  // refused such a file (toml-eslint-parser refuses both) would report every problem without a line.
+  const problems = problemsOf(toml('\ufeff[smtp]', 'max_message_size = 2021-02-30', 'hostname = 5', 'accept_all = 1979-02-29'));
+  assert.deepEqual(
+    problems.map((p) => [p.line, p.key, p.given]),
+    [
+      [2, 'smtp.max_message_size', 'a date'],
+      [3, 'smtp.hostname', '5'],
+      [4, 'smtp.accept_all', 'a date'],
+    ],
+  );
+});
+
 test('defaults need no file', async (t) => {
   await t.test('defaultConfig', () => {
     const config = defaultConfig('/srv/mail');
