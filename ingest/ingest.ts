@@ -12,7 +12,6 @@ import { readHeaderBlock, wrappingMessage } from '../policy/wrapping/wrapping-me
 import { blockedOriginal } from '../policy/attachments/original.js';
 import { defaultMimeLimits } from '../policy/mime/mime-check.js';
 import { attachmentFileNames } from '../policy/chain/summary.js';
-import { rawMasker, type MaskingStage } from '../policy/masking/stage.js';
 import { isDiskFull } from '../lib/errors.js';
 import { errors, MailgateError } from '../lib/errors.js';
 
@@ -272,10 +271,10 @@ async function storeWrapped(
   // Masking promises nothing unmasked is stored; where it is on, that wins over "byte for
   // byte" and the attached original is masked as raw text (it cannot be parsed).
   const direction = req.direction ?? 'inbound';
-  const masking = stages.find((s): s is MaskingStage => s.name === 'masking' && 'policy' in s);
+  const rawMasker = stages.map((s) => s.wrappedOriginal?.rawMasker).find((m) => m !== undefined);
   const maskedOriginal = (into: Record<string, number>) => {
     const raw = spool.open();
-    const masker = masking && rawMasker(masking.policy, direction, into);
+    const masker = rawMasker?.(direction, into);
     return masker ? raw.pipe(masker) : raw;
   };
   let counts: Record<string, number> = {};
@@ -358,7 +357,7 @@ async function tagWrapped(
   original: () => Readable,
   maxHeaderSize: number,
 ): Promise<{ findings: MessageMeta['findings']; tags: string[] }> {
-  const tagging = stages.filter((s) => s.name === 'delivery_exceptions');
+  const tagging = stages.filter((s) => s.wrappedOriginal?.tagsFromHeader);
   if (tagging.length === 0) return { findings: {}, tags: [] };
   const ctx = messageContext(deps, req, id);
   try {

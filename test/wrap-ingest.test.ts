@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { spoolDir } from '../ingest/spool.js';
-import { Readable } from 'node:stream';
+import { Readable, Transform } from 'node:stream';
 import path from 'node:path';
 import nodemailer from 'nodemailer';
 import { simpleParser } from 'mailparser';
@@ -180,6 +180,39 @@ test('if even the wrapping message cannot be stored, the reply is 451 and nothin
   );
   assert.deepEqual(await store.listMessages({}), []);
   await assertNoSpoolLeft(store);
+});
+
+test('the wrapping fallback asks each stage for its part in the original, whatever the stage is called', async (t) => {
+  const { dir, cleanup } = await tempDir();
+  t.after(cleanup);
+  const store = await Store.open(path.join(dir, 'data'));
+  t.after(() => store.close());
+  // Its own name, yet it masks the original: it says so.
+  const redactor: Stage = {
+    name: 'redactor',
+    create: () => null,
+    wrappedOriginal: {
+      rawMasker: (_direction, counts) =>
+        new Transform({
+          transform(chunk: Buffer, _enc, done) {
+            const text = chunk.toString('latin1');
+            counts.word = (counts.word ?? 0) + (text.match(/Body/g)?.length ?? 0);
+            done(null, Buffer.from(text.replace(/Body/g, '****'), 'latin1'));
+          },
+        }),
+    },
+  };
+  // Tags from the original's header because it says so; the one named like the tagging stage does not.
+  const tagger: Stage = { name: 'bounce-tags', create: (ctx) => (ctx.tags.add('from-the-header'), null), wrappedOriginal: { tagsFromHeader: true } };
+  const namesake: Stage = { name: 'delivery_exceptions', create: (ctx) => (ctx.tags.add('by-name'), null) };
+  const deps = { store, logger: silentLogger(), stages: () => [wrappingStage(undefined, undefined), namesake, tagger, redactor] };
+  const input = Readable.from([readFileSync(fixture('unparsable', 'header-nul.eml'))]);
+  const meta = await ingestMessage(deps, input, { envelope: { mailFrom: 'a@example.org', rcptTo: ['b@example.com'] }, source: { kind: 'cli' } });
+  const stored = await storedMessage(store, meta.id);
+  const view = await parseWrapped(stored.raw, stored.meta);
+  assert.deepEqual(stored.meta.tags, ['wrapped', 'from-the-header']);
+  assert.match(view.original.toString('latin1'), /\r\n\r\n\*\*\*\*\.\r\n$/);
+  assert.deepEqual((stored.meta.findings.masking as { masked?: Record<string, number> } | undefined)?.masked, { word: 1 });
 });
 
 test('a truncated bounce is wrapped and still tagged as a delivery exception from its header', async (t) => {

@@ -11,8 +11,8 @@ import type { Store, StoreOp } from '../../storage/leveldb/store.js';
 import { QuarantineSpool } from '../../storage/leveldb/quarantine-spool.js';
 import type { QuarantineRecord } from '../../storage/leveldb/quarantine.js';
 import type { Direction, Stage, StageFindings } from '../chain/stage.js';
-import type { AttachmentFinding, AttachmentsStage } from './stage.js';
-import { blockedInOriginal, type OriginalFinding } from './original-scan.js';
+import type { AttachmentFinding } from './stage.js';
+import type { OriginalFinding } from './original-scan.js';
 import { ORIGINAL_FILE_NAME, blockedOriginalRule, type BlockedOriginal } from '../wrapping/wrapping-message.js';
 
 /** What ingest does with an original the rules block: what the wrapping message says, and what it commits. */
@@ -40,10 +40,13 @@ export async function originalVerdict(
   direction: Direction,
   original: () => Readable,
 ): Promise<{ finding: OriginalFinding; action: 'quarantine' | 'delete'; rule: string } | undefined> {
-  const stage = stages.find((s): s is AttachmentsStage => s.name === 'attachments' && 'rules' in s);
-  if (!stage?.scans(direction)) return undefined;
-  const finding = await blockedInOriginal(original(), stage.rules);
-  return finding ? { finding, action: stage.rules.action, rule: blockedOriginalRule(finding) } : undefined;
+  for (const stage of stages) {
+    const blocks = stage.wrappedOriginal?.blocks;
+    if (!blocks) continue;
+    const verdict = await blocks(direction, original);
+    return verdict && { ...verdict, rule: blockedOriginalRule(verdict.finding) };
+  }
+  return undefined;
 }
 
 /**

@@ -18,6 +18,7 @@ import { ChunkStage } from '../chain/stage-chain.js';
 import { attachmentRules, attachmentsSectionSchema, type AttachmentRules, type AttachmentsSection } from './rules.js';
 import { PartInspector, type PartVerdict } from './part-inspector.js';
 import { visible } from './names.js';
+import { blockedInOriginal } from './original-scan.js';
 import { QuarantineSpool } from '../../storage/leveldb/quarantine-spool.js';
 import type { QuarantineRecord } from '../../storage/leveldb/quarantine.js';
 
@@ -48,7 +49,7 @@ export interface AttachmentFinding {
   action?: string;
 }
 
-/** The attachments stage, with its rules for what else must be judged by them (the original of a wrapping message, ingest.ts). */
+/** The attachments stage, with its rules (the original of a wrapping message is judged by them through `wrappedOriginal.blocks`). */
 export interface AttachmentsStage extends Stage {
   readonly rules: AttachmentRules;
   /** Whether mail going this way is judged at all (`scan = "inbound"` leaves outbound mail alone). */
@@ -63,6 +64,14 @@ export function attachmentsStage(partition: AttachmentsSection | undefined, depa
     name: STAGE,
     rules,
     scans,
+    // Wrapping is no way around attachment blocking (policy/attachments/original.ts).
+    wrappedOriginal: {
+      blocks: async (direction, original) => {
+        if (!scans(direction)) return undefined;
+        const finding = await blockedInOriginal(original(), rules);
+        return finding ? { finding, action: rules.action } : undefined;
+      },
+    },
     create(ctx) {
       if (!scans(ctx.direction)) {
         ctx.findings[STAGE] = { summary: ['Outbound mail is not scanned for attachments (scan = "inbound").'], attachments: [] };

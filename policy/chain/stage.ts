@@ -1,7 +1,9 @@
+import type { Readable, Transform } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Envelope, MessageSource } from '../../storage/records.js';
 import type { Store, StoreOp } from '../../storage/leveldb/store.js';
 import type { ChunkHandler } from './stage-chain.js';
+import type { OriginalFinding } from '../attachments/original-scan.js';
 
 /** Which way a message is going: into the store from outside, or out through the dispatcher. */
 export type Direction = 'inbound' | 'outbound';
@@ -52,4 +54,29 @@ export interface Stage {
   /** Stable name, used as the key of the stage's findings. */
   readonly name: string;
   create(ctx: MessageContext): ChunkHandler | null;
+  /** The stage's part in the original of a wrapping message; absent when it has none. */
+  readonly wrappedOriginal?: WrappedOriginalPart;
+}
+
+/**
+ * What a stage does with the original attached to a wrapping message (Genesys seed, "Handling
+ * Unparsable E-Mails"). The original could not be parsed, so `create` never sees it; a stage
+ * whose promise must hold for it too (nothing blocked gets in, nothing unmasked is stored,
+ * bounces are still tagged) says here how it applies to the original's raw bytes. Ingest's
+ * wrapping fallback asks each stage for its part instead of knowing the stages by name.
+ */
+export interface WrappedOriginalPart {
+  /**
+   * Judges the original as received; a finding blocks it whole, with the policy's action
+   * (policy/attachments/original.ts). Undefined when nothing is blocked or mail going this
+   * way is not judged.
+   */
+  blocks?(direction: Direction, original: () => Readable): Promise<{ finding: OriginalFinding; action: 'quarantine' | 'delete' } | undefined>;
+  /**
+   * Masks the original as raw text: a transform of its bytes that adds what it masks to
+   * `counts`, or null when nothing is masked going this way.
+   */
+  rawMasker?(direction: Direction, counts: Record<string, number>): Transform | null;
+  /** Tags the wrapping message from the original's header block, which it is run on as a message of its own. */
+  tagsFromHeader?: true;
 }

@@ -77,6 +77,8 @@ export function deliveryExceptionsStage(partition: DeliveryExceptionsSection | u
   const rules = deliveryExceptionRules(partition, department);
   return {
     name: DELIVERY_EXCEPTIONS,
+    // A truncated bounce (an unterminated multipart/report is common) is still a bounce.
+    wrappedOriginal: { tagsFromHeader: true },
     create(ctx: MessageContext): ChunkHandler | null {
       if (!rules) {
         ctx.findings[DELIVERY_EXCEPTIONS] = { summary: ['Delivery-exception checks are off in the policy (enabled = false).'], tagged: false };

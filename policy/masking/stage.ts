@@ -212,6 +212,8 @@ export function maskingStage(partition: MaskingSection | undefined, department: 
   return {
     name: 'masking',
     policy,
+    // Masking promises nothing unmasked is stored: the original of a wrapping message too.
+    wrappedOriginal: { rawMasker: (direction, counts) => rawMasker(policy, direction, counts) },
     create(ctx) {
       const patterns = policy[ctx.direction];
       if (patterns.length === 0) {
