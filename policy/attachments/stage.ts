@@ -18,8 +18,8 @@ import { ChunkStage } from '../chain/stage-chain.js';
 import { attachmentRules, attachmentsSectionSchema, type AttachmentRules, type AttachmentsSection } from './rules.js';
 import { PartInspector, type PartVerdict } from './part-inspector.js';
 import { visible } from './names.js';
-import { QuarantineSpool } from '../../storage/leveldb/quarantine-spool.js';
-import type { QuarantineRecord } from '../../storage/leveldb/quarantine.js';
+import type { QuarantineRecord } from '../../storage/records.js';
+import type { QuarantineSpool } from '../../storage/store.js';
 
 export { attachmentsSectionSchema, type AttachmentsSection };
 
@@ -226,15 +226,14 @@ class AttachmentBlocker extends ChunkStage {
     if (part.spool) {
       await part.spool.close();
       const record = this.#quarantineRecord(part, part.spool, verdict);
-      this.#ctx.commitOps.push({ type: 'put', sublevel: this.#ctx.store!.sublevels.quarantine, key: record.id, value: record });
+      this.#ctx.sideRecords.push({ type: 'quarantine', record });
     }
     this.#note(part, verdict);
   }
 
-  /** A quarantine spool for the next part; its bytes go under the message's pending mark, which the commit removes. */
+  /** A quarantine spool for the next part; its bytes belong to the message: kept by its commit, removed by its abort. */
   #newSpool(): QuarantineSpool {
-    if (this.#n === 0) this.#ctx.commitOps.push({ type: 'del', sublevel: this.#ctx.store!.sublevels.pending, key: this.#ctx.id });
-    return new QuarantineSpool(this.#ctx.store!.sublevels, `${this.#ctx.id}.${++this.#n}`);
+    return this.#ctx.store!.createQuarantineSpool(`${this.#ctx.id}.${++this.#n}`);
   }
 
   #fileName(part: Part): string {

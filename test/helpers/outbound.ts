@@ -1,9 +1,9 @@
 import nodemailer from 'nodemailer';
 import type Mail from 'nodemailer/lib/mailer';
 import { hashPassword } from '../../gateway/config/password.js';
-import type { Store } from '../../storage/leveldb/store.js';
+import type { LevelStore } from '../../storage/leveldb/store.js';
 import type { MessageMeta } from '../../storage/records.js';
-import type { QueueEntry } from '../../storage/leveldb/queue.js';
+import type { QueueEntry } from '../../storage/records.js';
 
 export const SUBMIT_USER = 'helpdesk';
 export const SUBMIT_PASSWORD = 'helpdesk pass';
@@ -39,7 +39,11 @@ export async function submit(port: number, mail: Mail.Options, auth = { user: SU
 }
 
 /** Waits until the message left the queue and returns its metadata (with `delivery`). */
-export async function waitDelivered(store: Store, id: string, timeoutMs = 20_000): Promise<MessageMeta & { delivery: NonNullable<MessageMeta['delivery']> }> {
+export async function waitDelivered(
+  store: LevelStore,
+  id: string,
+  timeoutMs = 20_000,
+): Promise<MessageMeta & { delivery: NonNullable<MessageMeta['delivery']> }> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const meta = await store.getMessage(id);
@@ -51,7 +55,7 @@ export async function waitDelivered(store: Store, id: string, timeoutMs = 20_000
 }
 
 /** Waits until the queue entry satisfies `done`. */
-export async function waitQueue(store: Store, id: string, done: (e: QueueEntry) => boolean, timeoutMs = 20_000): Promise<QueueEntry> {
+export async function waitQueue(store: LevelStore, id: string, done: (e: QueueEntry) => boolean, timeoutMs = 20_000): Promise<QueueEntry> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const entry = await store.sublevels.queue.get(id);
