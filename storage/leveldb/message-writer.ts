@@ -44,6 +44,8 @@ export interface WriterContext {
    * commit removes it, though the message itself may never have filled a chunk.
    */
   spoolMarks: Set<string>;
+  /** Commits begun and not yet settled: the store's close waits for them. */
+  commits: Set<Promise<void>>;
 }
 
 type WriterState = 'writing' | 'committing' | 'committed' | 'failed' | 'aborted';
@@ -146,6 +148,17 @@ export class MessageWriter extends Writable implements StoreMessageWriter {
     if (!this.writableEnded) throw new Error(`message ${this.id}: commit before the stream was ended`);
     this.#state = 'committing';
     this.#commitTried = true;
+    const committing = this.#commit(meta, alias, sideRecords);
+    const { commits } = this.#ctx;
+    commits.add(committing);
+    try {
+      await committing;
+    } finally {
+      commits.delete(committing);
+    }
+  }
+
+  async #commit(meta: MessageMeta, alias: string | undefined, sideRecords: readonly SideRecord[]): Promise<void> {
     try {
       await finished(this);
       const { sublevels, groupCommit, spoolMarks } = this.#ctx;

@@ -70,6 +70,8 @@ export class LevelStore implements Store {
   readonly #db: RootDb;
   // Messages whose pending mark a quarantine spool put: see WriterContext.
   readonly #spoolMarks = new Set<string>();
+  // Message commits begun and not yet settled: close lets them finish.
+  readonly #commits = new Set<Promise<void>>();
   readonly #logger: StoreLogger;
   readonly #groupCommit: GroupCommit<StoreOp>;
   readonly #guard: WriteGuard;
@@ -116,7 +118,10 @@ export class LevelStore implements Store {
   createMessageWriter(id: string): MessageWriter {
     this.#assertOpen();
     if (!isMessageId(id)) throw new TypeError(`not a message id: ${JSON.stringify(id)}`);
-    return new MessageWriter({ db: this.#db, sublevels: this.sublevels, groupCommit: this.#groupCommit, spoolMarks: this.#spoolMarks }, id);
+    return new MessageWriter(
+      { db: this.#db, sublevels: this.sublevels, groupCommit: this.#groupCommit, spoolMarks: this.#spoolMarks, commits: this.#commits },
+      id,
+    );
   }
 
   /**
@@ -292,11 +297,13 @@ export class LevelStore implements Store {
     return Readable.from(bytes(), { objectMode: false });
   }
 
-  /** Waits for queued commits, then closes the database. Safe to call twice. */
+  /** Waits for commits begun before it, then closes the database. Safe to call twice. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#stop.abort();
       await this.#repairing?.catch(() => {});
+      // A commit may still be between its call and its batch (waiting for the stream to finish).
+      await Promise.allSettled(this.#commits);
       await this.#groupCommit.idle();
       await this.#db.close();
     })();
