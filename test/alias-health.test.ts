@@ -8,7 +8,7 @@ import { loadConfigText } from '../gateway/config/load.js';
 import { startRetriever } from '../gateway/fetch/retriever.js';
 import { AliasHealth } from '../gateway/fetch/alias-health.js';
 import { Metrics } from '../lib/metrics.js';
-import { LevelStore } from '../storage/leveldb/store.js';
+import { openStore } from '../storage/open.js';
 import type { AliasState } from '../storage/records.js';
 import { ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot.js';
 import { capturingLogger } from './helpers/gateway.js';
@@ -65,7 +65,7 @@ async function retrieve(t: { after(fn: () => Promise<void>): void }, name: strin
     ...Object.entries(settings).map(([k, v]) => `${k} = ${JSON.stringify(v)}`),
   ].join('\n');
   const config = loadConfigText(toml, path.join(dir, 'mailgate.toml'), {});
-  const store = await LevelStore.open(config.data_dir);
+  const store = await openStore(config.data_dir);
   const log = capturingLogger();
   const metrics = new Metrics();
   const retriever = startRetriever({ config, store, logger: log.logger, stages: () => [], metrics });
@@ -221,7 +221,7 @@ test('an admin deactivation pauses the worker at once; activation resumes it', a
 test('persisted across restarts: an admin deactivation holds; a retriever-made inactive state is dropped when the incoming settings change', async () => {
   const { dir, cleanup } = await tempDir();
   try {
-    const store = await LevelStore.open(path.join(dir, 'data'));
+    const store = await openStore(path.join(dir, 'data'));
     const server = loadConfigText(
       ['[[alias]]', 'name = "a"', 'address = "a@example.com"', '[alias.incoming]', 'host = "127.0.0.1"', 'password = "one"'].join('\n'),
       path.join(dir, 'm.toml'),
@@ -271,7 +271,7 @@ test('a shared mailbox: failed connections make each of its aliases inactive wit
     path.join(dir, 'mailgate.toml'),
     {},
   );
-  const store = await LevelStore.open(config.data_dir);
+  const store = await openStore(config.data_dir);
   const retriever = startRetriever({ config, store, logger: capturingLogger().logger, stages: () => [] });
   t.after(async () => {
     await retriever.stop();

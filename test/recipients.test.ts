@@ -7,7 +7,8 @@ import { loadConfigText } from '../gateway/config/load.js';
 import { silentLogger } from '../lib/logger.js';
 import { startRetriever, type PollResult } from '../gateway/fetch/retriever.js';
 import { deliveryTargets } from '../gateway/fetch/recipients.js';
-import { LevelStore } from '../storage/leveldb/store.js';
+import { openStore } from '../storage/open.js';
+import type { Store } from '../storage/store.js';
 import { ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot.js';
 import { fixture, tempDir } from './helpers/paths.js';
 
@@ -43,10 +44,10 @@ const aliasToml = (name: string, address: string, user: string, extra: string[] 
     ...extra.filter((e) => e.startsWith('incoming:')).map((e) => e.slice('incoming:'.length)),
   ].join('\n');
 
-async function runOnce(t: { after(fn: () => Promise<void>): void }, toml: string, prepare?: (store: LevelStore) => Promise<void>) {
+async function runOnce(t: { after(fn: () => Promise<void>): void }, toml: string, prepare?: (store: Store) => Promise<void>) {
   const { dir, cleanup } = await tempDir();
   const config = loadConfigText(`data_dir = ${JSON.stringify(path.join(dir, 'data'))}\n${toml}`, path.join(dir, 'mailgate.toml'), {});
-  const store = await LevelStore.open(config.data_dir);
+  const store = await openStore(config.data_dir);
   t.after(async () => {
     await store.close();
     await cleanup();

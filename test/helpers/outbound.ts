@@ -1,7 +1,7 @@
 import nodemailer from 'nodemailer';
 import type Mail from 'nodemailer/lib/mailer';
 import { hashPassword } from '../../gateway/config/password.js';
-import type { LevelStore } from '../../storage/leveldb/store.js';
+import type { Store } from '../../storage/store.js';
 import type { MessageMeta } from '../../storage/records.js';
 import type { QueueEntry } from '../../storage/records.js';
 
@@ -39,26 +39,22 @@ export async function submit(port: number, mail: Mail.Options, auth = { user: SU
 }
 
 /** Waits until the message left the queue and returns its metadata (with `delivery`). */
-export async function waitDelivered(
-  store: LevelStore,
-  id: string,
-  timeoutMs = 20_000,
-): Promise<MessageMeta & { delivery: NonNullable<MessageMeta['delivery']> }> {
+export async function waitDelivered(store: Store, id: string, timeoutMs = 20_000): Promise<MessageMeta & { delivery: NonNullable<MessageMeta['delivery']> }> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const meta = await store.getMessage(id);
     if (meta?.delivery) return meta as MessageMeta & { delivery: NonNullable<MessageMeta['delivery']> };
     if (Date.now() > deadline)
-      throw new Error(`message ${id} did not leave the queue within ${timeoutMs} ms: ${JSON.stringify(await store.sublevels.queue.get(id))}`);
+      throw new Error(`message ${id} did not leave the queue within ${timeoutMs} ms: ${JSON.stringify(await store.getQueueEntry(id))}`);
     await new Promise((r) => setTimeout(r, 25));
   }
 }
 
 /** Waits until the queue entry satisfies `done`. */
-export async function waitQueue(store: LevelStore, id: string, done: (e: QueueEntry) => boolean, timeoutMs = 20_000): Promise<QueueEntry> {
+export async function waitQueue(store: Store, id: string, done: (e: QueueEntry) => boolean, timeoutMs = 20_000): Promise<QueueEntry> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const entry = await store.sublevels.queue.get(id);
+    const entry = await store.getQueueEntry(id);
     if (entry && done(entry)) return entry;
     if (Date.now() > deadline) throw new Error(`queue entry ${id} not as expected within ${timeoutMs} ms: ${JSON.stringify(entry)}`);
     await new Promise((r) => setTimeout(r, 25));

@@ -1,6 +1,6 @@
 import { buffer } from 'node:stream/consumers';
 import { simpleParser } from 'mailparser';
-import type { LevelStore } from '../../storage/leveldb/store.js';
+import type { Store } from '../../storage/store.js';
 import type { MessageMeta } from '../../storage/records.js';
 
 /** What a mail client shows of a stored wrapping message. */
@@ -34,7 +34,7 @@ export async function parseWrapped(raw: Buffer, meta?: MessageMeta): Promise<Wra
 }
 
 /** A stored message and its bytes. */
-export async function storedMessage(store: LevelStore, id: string): Promise<{ meta: MessageMeta; raw: Buffer }> {
+export async function storedMessage(store: Store, id: string): Promise<{ meta: MessageMeta; raw: Buffer }> {
   const meta = await store.getMessage(id);
   if (!meta) throw new Error(`no stored message ${id}`);
   return { meta, raw: await buffer(store.openRaw(id)) };
