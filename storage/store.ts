@@ -2,8 +2,8 @@
  * The storage interface: everything the rest of mailgate may ask of a store, in mailgate's
  * own terms. Today's implementation is LevelDB (storage/leveldb/, opened by storage/open.ts);
  * a PostgreSQL one, shared by several nodes, is to satisfy the same interface without any
- * caller changing. So nothing here names how records are kept: no keys, batches or versions
- * of bytes, only messages and the records that go with them. test/helpers/store-contract.ts
+ * caller changing. So nothing here names how records are kept (database keys, batches,
+ * versions of a message's bytes): only messages and the records that go with them. test/helpers/store-contract.ts
  * is the contract every implementation must pass.
  */
 import type { Readable, Writable } from 'node:stream';

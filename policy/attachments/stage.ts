@@ -4,7 +4,7 @@
  * replaced in the stored message by a short text part naming the file and the rule; with
  * `action = "quarantine"` the original part (raw header block and encoded body, exactly as
  * received) is kept in the quarantine store under `<message id>.<n>`, and restore puts it
- * back byte for byte (storage/quarantine.ts).
+ * back byte for byte (quarantine.ts).
  *
  * Streaming: a part judged by its name is replaced at once and its bytes go straight to the
  * quarantine. Otherwise its first chunks wait until a few decoded bytes show what it is; an
