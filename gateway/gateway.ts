@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import type { Config } from './config/schema.js';
-import type { Store } from '../storage/leveldb/store.js';
+import type { Store } from '../storage/store.js';
 import type { Stage } from '../policy/chain/stage.js';
 import { startSmtpListener, type SmtpListener } from './smtp/listener.js';
 import { startControlServer } from './admin/control.js';

@@ -1,7 +1,7 @@
 import { Readable, Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import type { Logger } from 'pino';
-import type { Store, StoreOp } from '../storage/leveldb/store.js';
+import type { MessageWriter, SideRecord, Store } from '../storage/store.js';
 import { newMessageId } from '../storage/ids.js';
 import type { Envelope, MessageMeta, MessageSource } from '../storage/records.js';
 import { defaultPipelineLimits, runPipeline, stageOf, type PipelineLimits } from '../policy/chain/pipeline.js';
@@ -36,8 +36,8 @@ export interface IngestRequest {
   defaultDomain?: string;
   /** The id to store the message under (from `newMessageId()`), when the caller must know it before the commit. Default: a new one. */
   id?: string;
-  /** Writes that must become durable with the message, in its one synced batch (the retriever records the fetched UID so). */
-  commitOps?: readonly StoreOp[];
+  /** Records that must become durable with the message, in its one commit (the retriever records the fetched UID so, submission its queue entry). */
+  sideRecords?: readonly SideRecord[];
   /** Tags the message starts with (e.g. `oversize` on the record of a message too big to fetch). */
   tags?: readonly string[];
   /**
@@ -122,7 +122,7 @@ export async function ingestMessage(deps: IngestDeps, input: Readable, req: Inge
           ...(req.direction === 'outbound' ? { direction: 'outbound' as const } : {}),
         };
         req.beforeCommit?.(meta);
-        await writer.commit(meta, [...ctx.commitOps, ...(req.commitOps ?? [])]);
+        await writer.commit(meta, [...ctx.sideRecords, ...(req.sideRecords ?? [])]);
         return meta;
       } catch (err) {
         drain();
@@ -180,7 +180,7 @@ function messageContext(deps: IngestDeps, req: IngestRequest, id: string): Messa
     log: deps.logger.child({ msg_id: id }),
     dryRun: false,
     store: deps.store,
-    commitOps: [],
+    sideRecords: [],
   };
 }
 
@@ -261,7 +261,7 @@ async function storeWrapped(
   deps: IngestDeps,
   req: IngestRequest,
   stages: readonly Stage[],
-  writer: ReturnType<Store['createMessageWriter']>,
+  writer: MessageWriter,
   spool: Spool,
   unparsable: UnparsableMessage,
   base: Pick<MessageMeta, 'id' | 'version' | 'receivedAt' | 'envelope' | 'source' | 'receivedSize'>,
@@ -335,7 +335,7 @@ async function storeWrapped(
       tags: ['wrapped', ...tagged.tags, ...(req.tags ?? [])],
     };
     // The retriever's record of the fetched message must be durable with whatever is stored for it.
-    await writer.commit(meta, [...(blocked?.commitOps() ?? []), ...(req.commitOps ?? [])]);
+    await writer.commit(meta, [...(blocked?.sideRecords() ?? []), ...(req.sideRecords ?? [])]);
     return meta;
   } catch (err) {
     throw storeFailure(err);

@@ -1,4 +1,9 @@
-import type { DeliveryRecord } from './leveldb/queue.js';
+/**
+ * The records mailgate stores, whatever store holds them (storage/store.ts): message
+ * metadata, queue entries and delivery records, quarantine records, alias state and the
+ * retriever's fetched-key records. Types only; how a store lays them out is its own business
+ * (storage/leveldb/layout.ts documents the LevelDB one).
+ */
 
 /** What the client said in MAIL FROM and RCPT TO. `mailFrom` is '' for the null reverse path. */
 export interface Envelope {
@@ -80,4 +85,163 @@ export interface MessageMeta {
   direction?: 'outbound';
   /** Set when the message left the outbound queue: delivered, failed (with the notification sent back) or dropped. */
   delivery?: DeliveryRecord;
+}
+
+// Outbound queue (storage/queue.ts, gateway/dispatch/): one entry per stored message still to
+// be sent or forwarded, tracked recipient by recipient so that nobody gets it twice.
+
+/** Where one recipient stands. */
+export type RecipientStatus = 'pending' | 'delivered' | 'failed';
+
+/** The last thing a server (or the network) said about a recipient or a route. */
+export interface DeliveryResult {
+  /** ISO 8601 time of the attempt. */
+  at: string;
+  /** SMTP reply code, when a server replied. */
+  code?: number;
+  /** The server's reply or the error, in words. */
+  message: string;
+  /** True when retrying cannot help (a 5xx reply). */
+  permanent: boolean;
+}
+
+/** One envelope recipient of a queued message. */
+export interface QueueRecipient {
+  address: string;
+  status: RecipientStatus;
+  /** Attempts made for this recipient. */
+  attempts: number;
+  /** Relay entries: the `[[relay]]` this recipient is forwarded through; absent: the partition default SMTP. */
+  relay?: string;
+  /** The last reply or error for this recipient. */
+  last?: DeliveryResult;
+  /** When the server accepted it, and through which route. */
+  deliveredAt?: string;
+  route?: string;
+}
+
+/** A message waiting to be delivered. */
+export interface QueueEntry {
+  /** The stored message's id. */
+  id: string;
+  /** `outbound`: submitted for an alias to send; `relay`: inbound mail forwarded downstream. */
+  kind: 'outbound' | 'relay';
+  /** Outbound: the alias it is sent from (resolved again at each attempt: the alias may be gone). */
+  alias?: string;
+  /** Envelope sender used upstream ('' for the null sender of a delivery status notification). */
+  mailFrom: string;
+  /** Envelope recipients the client gave, before automatic BCC or send_mail_to (for `queue show`). */
+  requestedRecipients: string[];
+  recipients: QueueRecipient[];
+  /** When it was queued (ISO 8601). */
+  queuedAt: string;
+  /** Attempts made for the message as a whole. */
+  attempts: number;
+  /** When the next attempt is due (ISO 8601). */
+  nextAttemptAt: string;
+  lastAttemptAt?: string;
+  /** Set while the message cannot be sent until an admin acts (no route): the reason, in words. */
+  held?: string;
+  /** The last failure that was not about one recipient (connection, TLS, authentication). */
+  lastError?: DeliveryResult;
+  /** True for a delivery status notification: it never gets one of its own. */
+  dsn?: boolean;
+}
+
+/** A recipient of a message that left the queue: `dropped` when an admin took it out before it was delivered or failed. */
+export interface FinishedRecipient extends Omit<QueueRecipient, 'status'> {
+  status: RecipientStatus | 'dropped';
+}
+
+/** What happened to a message that left the queue; on its metadata as `delivery`. */
+export interface DeliveryRecord {
+  kind: QueueEntry['kind'];
+  status: 'delivered' | 'failed' | 'partly_delivered' | 'dropped';
+  finishedAt: string;
+  attempts: number;
+  recipients: FinishedRecipient[];
+  /** Id of the delivery status notification stored and queued for the sender, if one was. */
+  dsnId?: string;
+  /** Why it was dropped, or the last route-level error. */
+  reason?: string;
+}
+
+// Quarantine (policy/attachments/): blocked attachments kept as received, for an admin to
+// restore, export or delete (Cisco guide: "Viewing / Deleting Blocked Attachments").
+
+/** One quarantined attachment. */
+export interface QuarantineRecord {
+  /** Quarantine id, `<message id>.<n>`. */
+  id: string;
+  /** The message the attachment was removed from. */
+  messageId: string;
+  /** The attachment's file name (normalised: invisible characters and trailing dots removed). */
+  fileName: string;
+  /** Its declared content type. */
+  contentType: string;
+  /** Size of the decoded attachment in bytes (what `quarantine export` writes). */
+  size: number;
+  /** Bytes kept: the part's raw header block and encoded body. */
+  storedBytes: number;
+  /** The rule that blocked it. */
+  rule: string;
+  /** What the stage found (names, sniffed type, archive entries). */
+  evidence: string[];
+  /** ISO 8601 time it was quarantined. */
+  date: string;
+  /** Department of the message, when known. */
+  department?: string;
+}
+
+// Alias health (gateway/fetch/alias-health.ts): what the retriever or an admin last decided,
+// so a restart does not forget that an alias was made inactive (Cisco guide, "Changing the
+// Status of Aliases"; Enate "Missing Emails": a failure count with a reason).
+
+/** Whether the retriever fetches the alias. */
+export type AliasStatus = 'active' | 'inactive';
+
+/** Who changed the status last. */
+export type AliasChangedBy = 'retriever' | 'admin';
+
+/** One alias's health, as stored. */
+export interface AliasState {
+  /** `inactive`: not fetched (except the retriever's timed retry when `retryAt` is set). */
+  status: AliasStatus;
+  /** Consecutive failed connections or polls; 0 after a success. */
+  failures: number;
+  /** The last failure's message, as the client library or server gave it. */
+  lastError?: string;
+  /** The last failure's kind (fetchErrorKind: `auth`, `dns`, `tcp_refused`, ...). */
+  lastErrorKind?: string;
+  /** The last failure in words a mail admin can act on, or why an admin changed the status. */
+  reason?: string;
+  /** ISO time of the last change of status (or of the first record). */
+  changedAt: string;
+  /** Who made the last change of status. */
+  changedBy: AliasChangedBy;
+  /** ISO time of the retriever's next attempt while inactive; absent when only an admin can bring it back. */
+  retryAt?: string;
+  /** Fingerprint of the `[alias.incoming]` settings the state was reached with: an edited table starts afresh. */
+  configHash?: string;
+}
+
+// Fetched keys (gateway/fetch/retriever.ts): which mailbox messages are already stored, so a
+// message found again after a crash gets only its post-store action.
+
+/**
+ * A mailbox message as the retriever names it: the alias whose mailbox (or copy) it is, and
+ * the mailbox key (IMAP `<uidvalidity>:<uid>`, POP3 `pop3:<uidl>`, with `#<recipient>` for
+ * one recipient's copy under `split_recipients`).
+ */
+export interface FetchedKey {
+  alias: string;
+  key: string;
+}
+
+/** What the retriever stored for a mailbox message. */
+export interface FetchedRecord {
+  /** The stored message: the message itself, or the record of an over-size one. */
+  id: string;
+  /** Set when the message was invalid (over-size): it gets `on_invalid`, not `on_stored`. */
+  invalid?: true;
 }

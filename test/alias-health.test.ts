@@ -8,8 +8,8 @@ import { loadConfigText } from '../gateway/config/load.js';
 import { startRetriever } from '../gateway/fetch/retriever.js';
 import { AliasHealth } from '../gateway/fetch/alias-health.js';
 import { Metrics } from '../lib/metrics.js';
-import { Store } from '../storage/leveldb/store.js';
-import { getAliasState, type AliasState } from '../storage/leveldb/alias-state.js';
+import { openStore } from '../storage/open.js';
+import type { AliasState } from '../storage/records.js';
 import { ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot.js';
 import { capturingLogger } from './helpers/gateway.js';
 import { fixture, tempDir } from './helpers/paths.js';
@@ -65,7 +65,7 @@ async function retrieve(t: { after(fn: () => Promise<void>): void }, name: strin
     ...Object.entries(settings).map(([k, v]) => `${k} = ${JSON.stringify(v)}`),
   ].join('\n');
   const config = loadConfigText(toml, path.join(dir, 'mailgate.toml'), {});
-  const store = await Store.open(config.data_dir);
+  const store = await openStore(config.data_dir);
   const log = capturingLogger();
   const metrics = new Metrics();
   const retriever = startRetriever({ config, store, logger: log.logger, stages: () => [], metrics });
@@ -78,7 +78,7 @@ async function retrieve(t: { after(fn: () => Promise<void>): void }, name: strin
   const waitForState = async (match: (s: AliasState) => boolean, timeoutMs = 30_000): Promise<AliasState> => {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      const s = await getAliasState(store, name);
+      const s = await store.getAliasState(name);
       if (s && match(s)) return s;
       if (Date.now() > deadline)
         throw new Error(
@@ -140,7 +140,7 @@ test('wrong password: inactive after the third failure with an authentication re
   // Well past health_retry_interval (1 s): no further attempt.
   await sleep(2500);
   assert.equal(r.failuresLogged(), 3);
-  assert.equal((await getAliasState(r.store, 'auth'))?.status, 'inactive');
+  assert.equal((await r.store.getAliasState('auth'))?.status, 'inactive');
   assert.equal((await dovecot.listMessages('auth')).length, 1, 'not fetched');
 
   await setDovecotPassword(dovecot, 'auth', 'pw-auth');
@@ -189,7 +189,7 @@ test('service not running (connection refused): inactive, reason says so, and it
   assert.equal(state.retryAt, undefined);
   await sleep(2500);
   assert.equal(r.failuresLogged(), 3);
-  assert.equal((await getAliasState(r.store, 'refused'))?.status, 'inactive');
+  assert.equal((await r.store.getAliasState('refused'))?.status, 'inactive');
 });
 
 test('DNS failure (.invalid) counts as the network: inactive with a retry time', async (t) => {
@@ -208,7 +208,7 @@ test('an admin deactivation pauses the worker at once; activation resumes it', a
   await dovecot.deliver('pause', message(3));
   await sleep(2000);
   assert.equal((await r.store.listMessages({ alias: 'pause' })).length, 0, 'not fetched while inactive');
-  assert.equal((await getAliasState(r.store, 'pause'))?.changedBy, 'admin');
+  assert.equal((await r.store.getAliasState('pause'))?.changedBy, 'admin');
   await r.retriever.setStatus('pause', 'active');
   const deadline = Date.now() + 10_000;
   while ((await r.store.listMessages({ alias: 'pause' })).length === 0) {
@@ -221,7 +221,7 @@ test('an admin deactivation pauses the worker at once; activation resumes it', a
 test('persisted across restarts: an admin deactivation holds; a retriever-made inactive state is dropped when the incoming settings change', async () => {
   const { dir, cleanup } = await tempDir();
   try {
-    const store = await Store.open(path.join(dir, 'data'));
+    const store = await openStore(path.join(dir, 'data'));
     const server = loadConfigText(
       ['[[alias]]', 'name = "a"', 'address = "a@example.com"', '[alias.incoming]', 'host = "127.0.0.1"', 'password = "one"'].join('\n'),
       path.join(dir, 'm.toml'),
@@ -234,7 +234,7 @@ test('persisted across restarts: an admin deactivation holds; a retriever-made i
     assert.equal((await AliasHealth.load(deps, 'a', server)).holdMs(), Infinity, 'still inactive after a restart with the same settings');
     const edited = await AliasHealth.load(deps, 'a', { ...server, password: 'two' });
     assert.equal(edited.active, true);
-    assert.equal((await getAliasState(store, 'a'))?.status, 'active');
+    assert.equal((await store.getAliasState('a'))?.status, 'active');
     await edited.setByAdmin('inactive');
     assert.equal((await AliasHealth.load(deps, 'a', { ...server, password: 'three' })).holdMs(), Infinity, 'an admin decision is not undone by an edit');
     await store.close();
@@ -271,7 +271,7 @@ test('a shared mailbox: failed connections make each of its aliases inactive wit
     path.join(dir, 'mailgate.toml'),
     {},
   );
-  const store = await Store.open(config.data_dir);
+  const store = await openStore(config.data_dir);
   const retriever = startRetriever({ config, store, logger: capturingLogger().logger, stages: () => [] });
   t.after(async () => {
     await retriever.stop();
@@ -289,7 +289,7 @@ test('a shared mailbox: failed connections make each of its aliases inactive wit
   };
   const inactive = (name: string) =>
     waitFor(`${name} inactive`, async () => {
-      const s = await getAliasState(store, name);
+      const s = await store.getAliasState(name);
       return s?.status === 'inactive' ? s : undefined;
     });
   /** INBOX and Processed message counts. */
@@ -322,7 +322,7 @@ test('a shared mailbox: failed connections make each of its aliases inactive wit
     (await stored('billing')).map((m) => m.subject),
     ['For billing'],
   );
-  assert.equal((await getAliasState(store, 'sales'))?.status, 'inactive', 'the other alias keeps its own status');
+  assert.equal((await store.getAliasState('sales'))?.status, 'inactive', 'the other alias keeps its own status');
   // Moved at the end of the poll that stored it (a MOVE copies, then expunges): billing's
   // message in Processed, the inactive alias's left in INBOX.
   await waitFor('one message moved, one left in INBOX', async () => (await folders()) === '1 1' || undefined);

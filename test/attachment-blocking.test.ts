@@ -10,8 +10,9 @@ import { attachmentFileNames } from '../policy/chain/summary.js';
 import { attachmentRules } from '../policy/attachments/rules.js';
 import { blockedInOriginal } from '../policy/attachments/original-scan.js';
 import { hiddenExecutableCases } from './helpers/fuzz.js';
-import { Store, newMessageId } from '../storage/leveldb/store.js';
-import { listQuarantine, openQuarantined } from '../storage/leveldb/quarantine.js';
+import { LevelStore } from '../storage/leveldb/store.js';
+import { newMessageId } from '../storage/ids.js';
+
 import { fixture, tempDir } from './helpers/paths.js';
 
 const BASE = { blocked_extensions: ['.exe', 'VBS', '.js', '.sh'] };
@@ -20,12 +21,12 @@ interface Run {
   output: Buffer;
   ctx: MessageContext;
   found: AttachmentFinding[];
-  store: Store;
+  store: LevelStore;
 }
 
 async function run(file: string, opts: { partition?: object; department?: object | null; direction?: Direction; dryRun?: boolean } = {}): Promise<Run> {
   const { dir, cleanup } = await tempDir();
-  const store = await Store.open(dir);
+  const store = await LevelStore.open(dir);
   const partition = opts.partition ? attachmentsSectionSchema.parse(opts.partition) : undefined;
   // null: the department file has no [attachments] section.
   const department = opts.department === null ? undefined : attachmentsSectionSchema.parse(opts.department ?? BASE);
@@ -40,7 +41,7 @@ async function run(file: string, opts: { partition?: object; department?: object
     log: pino({ level: 'silent' }),
     dryRun: opts.dryRun ?? false,
     ...(opts.dryRun ? {} : { store }),
-    commitOps: [],
+    sideRecords: [],
   };
   const parts: Buffer[] = [];
   const sink = new Writable({ write: (c: Buffer, _e, cb) => (parts.push(c), cb()) });
@@ -65,7 +66,7 @@ async function run(file: string, opts: { partition?: object; department?: object
       findings: ctx.findings,
       tags: [],
     },
-    ctx.commitOps,
+    ctx.sideRecords,
   );
   const found = (ctx.findings['attachments'] as { attachments?: AttachmentFinding[] } | undefined)?.attachments ?? [];
   const close = store.close.bind(store);
@@ -121,11 +122,11 @@ for (const row of evasions) {
       const text = r.output.toString('latin1');
       assert.match(text, new RegExp(`X-Mailgate-Quarantine-Id: ${a.quarantineId!.replace('.', '\\.')}`));
       assert.match(r.output.toString('utf8'), /was removed by the mail gateway/);
-      const records = await listQuarantine(r.store);
+      const records = await r.store.listQuarantine();
       assert.equal(records.length, 1);
       assert.equal(records[0]!.id, a.quarantineId);
       // The quarantined bytes are the part exactly as it stood in the original message.
-      const quarantined = Buffer.concat(await openQuarantined(r.store, a.quarantineId!).toArray());
+      const quarantined = Buffer.concat(await r.store.openQuarantined(a.quarantineId!).toArray());
       assert.ok(readFileSync(fixture('attachments', row.file)).includes(quarantined), 'quarantined bytes are a slice of the original');
       assert.ok(!r.output.includes(quarantined.subarray(quarantined.indexOf('\r\n\r\n') + 4)), 'the blocked body is not in the stored message');
     } finally {
@@ -141,7 +142,7 @@ test('a clean PDF and a clean zip pass byte for byte', async () => {
       assert.deepEqual(blockedNames(r), []);
       assert.equal(r.found.length, 1);
       assert.ok(r.output.equals(readFileSync(fixture('attachments', file))), `${file} unchanged`);
-      assert.deepEqual(await listQuarantine(r.store), []);
+      assert.deepEqual(await r.store.listQuarantine(), []);
       assert.deepEqual(await r.store.sublevels.quarantineChunks.keys().all(), [], 'a spooled archive leaves nothing behind');
     } finally {
       await r.store.close();
@@ -223,7 +224,7 @@ for (const row of settings) {
     const r = await run(row.file, row.opts);
     try {
       assert.deepEqual(blockedNames(r), row.blocked);
-      assert.equal((await listQuarantine(r.store)).length, row.quarantined);
+      assert.equal((await r.store.listQuarantine()).length, row.quarantined);
       if (row.blocked.length === 0) assert.ok(r.output.equals(readFileSync(fixture('attachments', row.file))));
       if (row.quarantined === 0) assert.deepEqual(await r.store.sublevels.quarantineChunks.keys().all(), []);
     } finally {

@@ -38,7 +38,7 @@ async function run(input: Buffer | string, stages: readonly Stage[], opts: { dir
     tags: new Set(),
     log: silentLogger(),
     dryRun: opts.dryRun ?? false,
-    commitOps: [],
+    sideRecords: [],
   };
   const size = opts.chunk ?? 65536;
   const pieces: Buffer[] = [];

@@ -38,7 +38,7 @@ test('mail submitted for an alias goes out through its SMTP server, and its meta
   assert.equal(meta.delivery.status, 'delivered');
   assert.equal(meta.delivery.recipients[0]!.status, 'delivered');
   assert.match(meta.delivery.recipients[0]!.route ?? '', /alias "support" via 127\.0\.0\.1:\d+ \(SMTP/);
-  assert.equal(await gw.store.sublevels.queue.get(id), undefined, 'nothing left in the queue');
+  assert.equal(await gw.store.getQueueEntry(id), undefined, 'nothing left in the queue');
 });
 
 test('ESMTP authenticates with the alias user and password', async (t) => {

@@ -14,7 +14,8 @@ import { Level } from 'level';
 import nodemailer from 'nodemailer';
 import { loadConfigFile } from '../gateway/config/load.js';
 import { startGateway } from '../gateway/gateway.js';
-import { newMessageId, Store } from '../storage/leveldb/store.js';
+import { LevelStore } from '../storage/leveldb/store.js';
+import { newMessageId } from '../storage/ids.js';
 import type { MessageMeta } from '../storage/records.js';
 import { spoolDir } from '../ingest/spool.js';
 import { capturingLogger, spawnServe, startTestGateway, testConfigText, type TestGateway } from './helpers/gateway.js';
@@ -67,7 +68,7 @@ async function until<T>(what: string, probe: () => Promise<T | undefined | false
  * exactly `expected` (id -> bytes), every one whole, and nothing left of anything else.
  */
 async function assertStoreHolds(dataDir: string, expected: Map<string, string>): Promise<void> {
-  const store = await Store.open(dataDir);
+  const store = await LevelStore.open(dataDir);
   try {
     const listed = await store.listMessages({ limit: Infinity });
     assert.deepEqual(listed.map((m) => m.id).sort(), [...expected.keys()].sort(), 'the store lists exactly the messages that got a 250');
@@ -104,7 +105,7 @@ async function gatewayOn(t: TestContext, dir: string, dataDir: string) {
   await writeFile(configFile, `data_dir = ${JSON.stringify(dataDir)}\n\n[smtp]\nlisten = ["127.0.0.1:0"]\n`);
   const config = loadConfigFile(configFile);
   const log = capturingLogger();
-  const store = await Store.open(config.data_dir, { logger: log.logger });
+  const store = await LevelStore.open(config.data_dir, { logger: log.logger });
   const gateway = await startGateway({ config, store, logger: log.logger, retriever: false });
   let stopped = false;
   const stop = async () => {
@@ -272,13 +273,13 @@ test('a commit in flight when another write fails is confirmed or refused by wha
   };
   const { dir, cleanup } = await tempDir();
   const log = capturingLogger();
-  let store: Store;
+  let store: LevelStore;
   try {
-    store = await Store.open(path.join(dir, 'data'), { logger: log.logger });
+    store = await LevelStore.open(path.join(dir, 'data'), { logger: log.logger });
   } finally {
     Object.assign(proto, originals);
   }
-  let reopened: Store | undefined;
+  let reopened: LevelStore | undefined;
   t.after(async () => {
     await store.close();
     await reopened?.close();
@@ -308,7 +309,7 @@ test('a commit in flight when another write fails is confirmed or refused by wha
     };
     const commit = writer.commit(meta);
     await new Promise((r) => setTimeout(r, 30)); // the commit's batch is in flight
-    await assert.rejects(store.sublevels.aliasState.put('someone', {}), { code: 'LEVEL_IO_ERROR' });
+    await assert.rejects(store.sublevels.aliasState.put('someone', {} as never), { code: 'LEVEL_IO_ERROR' });
     if (mode === 'written') {
       await commit;
       assert.equal((await buffer(store.openRaw(id))).toString(), 'Subject: written\r\n\r\nbody\r\n');
@@ -322,7 +323,7 @@ test('a commit in flight when another write fails is confirmed or refused by wha
   const written = (await store.listMessages({})).map((m) => m.id);
   await store.close();
   // Both outcomes hold across a restart.
-  reopened = await Store.open(path.join(dir, 'data'));
+  reopened = await LevelStore.open(path.join(dir, 'data'));
   assert.deepEqual(
     (await reopened.listMessages({})).map((m) => m.id),
     written,
@@ -373,7 +374,7 @@ test('a client that disconnects mid-DATA leaves nothing stored, and others are s
   assert.equal(code, 0, 'the gateway stops cleanly: no session is left waiting for the cut-off message');
   // Its chunks were removed while the gateway ran, not left for the next start's sweep.
   const log = capturingLogger();
-  const store = await Store.open(dataDir, { logger: log.logger });
+  const store = await LevelStore.open(dataDir, { logger: log.logger });
   await store.close();
   assert.ok(
     log.entries.some((e) => e.swept === 0),

@@ -12,8 +12,8 @@ import { ConfigError } from '../lib/config-file/toml.js';
 import type { Config } from '../gateway/config/schema.js';
 import { startRetriever, type PollResult } from '../gateway/fetch/retriever.js';
 import { aliasTokenProviders } from '../gateway/oauth/store.js';
-import { getAliasState, type AliasState } from '../storage/leveldb/alias-state.js';
-import { Store } from '../storage/leveldb/store.js';
+import type { AliasState } from '../storage/records.js';
+import { openStore } from '../storage/open.js';
 import { ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot.js';
 import { startOAuthServer, type TestOAuthServer } from './helpers/oauth-server.js';
 import { capturingLogger, runCli } from './helpers/gateway.js';
@@ -84,7 +84,7 @@ function configText(dataDir: string, flow: 'client_credentials' | 'authorization
 
 /** Runs a retriever on CONFIG with the gateway's token providers until `stop`. */
 async function retrieve(config: Config) {
-  const store = await Store.open(config.data_dir);
+  const store = await openStore(config.data_dir);
   const polls: PollResult[] = [];
   const log = capturingLogger();
   const retriever = startRetriever({
@@ -186,8 +186,8 @@ test('`mailgate oauth authorize ALIAS` stores encrypted tokens that the retrieve
   assert.match(stderr, /stored \(encrypted\) for alias alice/);
 
   const config = loadConfigText(delegatedConfig(), file, env);
-  const store = await Store.open(config.data_dir);
-  const sealed = await store.sublevels.oauthCache.get('alice');
+  const store = await openStore(config.data_dir);
+  const sealed = await store.readTokenCache('alice');
   await store.close();
   assert.ok(sealed && sealed.length > 100);
   for (const rt of idp.liveRefreshTokens()) assert.ok(!sealed.includes(rt), 'no refresh token in clear');
@@ -219,7 +219,7 @@ test('aliases test on a delegated-flow alias: logs in with the stored tokens whi
   assert.ok(idp.requests.filter((x) => x.grantType === 'refresh_token' && x.outcome === 'ok').length > refreshes);
 
   // The store held, as a running gateway holds it.
-  const store = await Store.open(loadConfigText(delegatedConfig(), file, env).data_dir);
+  const store = await openStore(loadConfigText(delegatedConfig(), file, env).data_dir);
   try {
     const held = await runCli(['aliases', 'test', 'alice', '--config', file], { env });
     assert.equal(held.code, 1, held.stderr);
@@ -246,7 +246,7 @@ test('revoked consent: the alias becomes inactive with the reason "re-authorizat
   const r = await retrieve(config);
   try {
     const state: AliasState = await r.waitFor('inactive alias', async () => {
-      const s = await getAliasState(r.store, 'alice');
+      const s = await r.store.getAliasState('alice');
       return s?.status === 'inactive' ? s : undefined;
     });
     assert.match(state.reason ?? '', /^re-authorization needed/);

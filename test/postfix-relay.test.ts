@@ -92,7 +92,7 @@ address = "support@example.com"
   const id = await storedId(gw.store, 'order-4711@example.com', () => postfix.logTail());
   const [got] = await sink
     .waitFor(1)
-    .catch(async (err: Error) => assert.fail(`${err.message}; mailgate's queue: ${JSON.stringify(await gw.store.sublevels.queue.get(id))}`));
+    .catch(async (err: Error) => assert.fail(`${err.message}; mailgate's queue: ${JSON.stringify(await gw.store.getQueueEntry(id))}`));
   assert.deepEqual(got!.rcptTo, ['x@outside.example']);
   assert.equal(got!.mailFrom, 'app@example.com');
 
@@ -127,7 +127,7 @@ address = "support@example.com"
   const meta = (await gw.store.getMessage(aliasId)) as MessageMeta;
   assert.equal(meta.source.alias, 'support');
   assert.deepEqual(meta.envelope.rcptTo, ['support@example.com']);
-  assert.equal(await gw.store.sublevels.queue.get(aliasId), undefined, 'nothing queued for the alias');
+  assert.equal(await gw.store.getQueueEntry(aliasId), undefined, 'nothing queued for the alias');
   assert.equal(meta.delivery, undefined);
 });
 

@@ -5,7 +5,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import nodemailer from 'nodemailer';
 import type { MessageMeta } from '../storage/records.js';
-import type { QuarantineRecord } from '../storage/leveldb/quarantine.js';
+import type { QuarantineRecord } from '../storage/records.js';
 import { attachmentsSectionSchema, attachmentsStage } from '../policy/attachments/stage.js';
 import { runCli, startTestGateway } from './helpers/gateway.js';
 import { fixture } from './helpers/paths.js';

@@ -4,7 +4,7 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { MessageMeta } from '../storage/records.js';
-import type { QueueEntry } from '../storage/leveldb/queue.js';
+import type { QueueEntry } from '../storage/records.js';
 import { runCli, spawnServe, testConfigText } from './helpers/gateway.js';
 import { tempDir } from './helpers/paths.js';
 import { closedPort, startUpstream, type Upstream } from './helpers/upstream.js';

@@ -5,9 +5,10 @@ import path from 'node:path';
 import { ImapFlow } from 'imapflow';
 import { loadConfigText } from '../gateway/config/load.js';
 import { silentLogger } from '../lib/logger.js';
-import { fetchedKey, startRetriever, type PollResult } from '../gateway/fetch/retriever.js';
+import { startRetriever, type PollResult } from '../gateway/fetch/retriever.js';
 import { deliveryTargets } from '../gateway/fetch/recipients.js';
-import { Store } from '../storage/leveldb/store.js';
+import { openStore } from '../storage/open.js';
+import type { Store } from '../storage/store.js';
 import { ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot.js';
 import { fixture, tempDir } from './helpers/paths.js';
 
@@ -46,7 +47,7 @@ const aliasToml = (name: string, address: string, user: string, extra: string[] 
 async function runOnce(t: { after(fn: () => Promise<void>): void }, toml: string, prepare?: (store: Store) => Promise<void>) {
   const { dir, cleanup } = await tempDir();
   const config = loadConfigText(`data_dir = ${JSON.stringify(path.join(dir, 'data'))}\n${toml}`, path.join(dir, 'mailgate.toml'), {});
-  const store = await Store.open(config.data_dir);
+  const store = await openStore(config.data_dir);
   t.after(async () => {
     await store.close();
     await cleanup();
@@ -114,7 +115,7 @@ test('after a crash between copies, only the missing copies are stored, then the
     [aliasToml('sales', 'sales@example.com', 'shared'), aliasToml('billing', 'billing@example.com', 'shared')].join('\n'),
     // The billing copy was stored before a crash: its own key is recorded, the mailbox key
     // (the leading alias's, written with the last copy) is not.
-    (s) => s.sublevels.fetched.put(fetchedKey('billing', itemKey), { id: '01JPRESTOREDXXXXXXXXXXXXXX' }),
+    (s) => s.putFetched({ alias: 'billing', key: itemKey }, { id: '01JPRESTOREDXXXXXXXXXXXXXX' }),
   );
   assert.equal((await store.listMessages({ alias: 'billing' })).length, 0, 'the copy already recorded is not stored again');
   assert.equal((await store.listMessages({ alias: 'sales' })).length, 1, 'the missing copy is stored');

@@ -129,7 +129,7 @@ ${smartHost(upstream.port)}`);
   const meta = await gw.store.getMessage(stored);
   assert.ok(meta, 'stored');
   assert.equal(meta.delivery, undefined, 'and not sent');
-  assert.equal(await gw.store.sublevels.queue.get(stored), undefined, 'nor queued');
+  assert.equal(await gw.store.getQueueEntry(stored), undefined, 'nor queued');
 });
 
 test('submission: the message is stored and queued, and leaves with our Received line naming the client (ESMTPA)', async (t) => {

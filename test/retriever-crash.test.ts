@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { buffer } from 'node:stream/consumers';
-import { Store } from '../storage/leveldb/store.js';
+import { openStore } from '../storage/open.js';
 import { ensureDovecot, startDovecot } from './helpers/dovecot.js';
 import { spawnServe, testConfigText } from './helpers/gateway.js';
 import { fixture, tempDir } from './helpers/paths.js';
@@ -71,7 +71,7 @@ test('SIGKILL while fetching a mailbox of hundreds: after restart each message i
   child.kill('SIGTERM');
   assert.equal(await exited, 0);
 
-  const store = await Store.open(storeDir);
+  const store = await openStore(storeDir);
   t.after(() => store.close());
   const stored = await store.listMessages({ limit: 100_000 });
   const subjects = stored.map((m) => m.subject);

@@ -12,7 +12,8 @@ import { verifyPassword } from '../gateway/config/password.js';
 import { startGateway, type Gateway } from '../gateway/gateway.js';
 import { ControlClient, controlSocketPath } from '../gateway/admin/control.js';
 import { silentLogger } from '../lib/logger.js';
-import { Store } from '../storage/leveldb/store.js';
+import { openStore } from '../storage/open.js';
+import type { Store } from '../storage/store.js';
 import type { MessageMeta } from '../storage/records.js';
 import { runCli, spawnServe, startTestGateway, writeTestConfig, type CliResult } from './helpers/gateway.js';
 import { waitDelivered } from './helpers/outbound.js';
@@ -157,7 +158,7 @@ test('send --eml: the file goes out as it is; an eml whose From is another alias
     [id],
     'nothing refused was stored',
   );
-  assert.deepEqual(await gw.store.sublevels.queue.keys().all(), [], 'nor queued');
+  assert.deepEqual(await gw.store.listQueue(), [], 'nor queued');
 });
 
 test('send with the gateway stopped goes into the store, and out when the gateway starts; a refusal stores nothing there either', async (t) => {
@@ -192,7 +193,7 @@ test('send with the gateway stopped goes into the store, and out when the gatewa
   assert.match(refused.stderr, /5\.7\.1 The From header <billing@example\.com>/);
 
   const config = loadConfigFile(configFile);
-  const store = await Store.open(config.data_dir);
+  const store = await openStore(config.data_dir);
   running = { store, gateway: await startGateway({ config, store, logger: silentLogger(), retriever: false }) };
   const meta = await waitDelivered(store, id);
   assert.equal(meta.delivery.status, 'delivered');
@@ -275,5 +276,5 @@ test('a message cut short (the sender failed, or the connection closed before th
   assert.match(Buffer.concat(chunks).toString(), /"code":"CLIENT_GONE"/);
 
   assert.deepEqual(await gw.store.listMessages(), []);
-  assert.deepEqual(await gw.store.sublevels.queue.keys().all(), []);
+  assert.deepEqual(await gw.store.listQueue(), []);
 });

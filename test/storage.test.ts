@@ -7,7 +7,8 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Level } from 'level';
 import { tempDir, projectRoot } from './helpers/paths.js';
-import { Store, newMessageId, idTime, isMessageId, SCHEMA_VERSION, CHUNK_SIZE, type StoreLogger } from '../storage/leveldb/store.js';
+import { LevelStore, SCHEMA_VERSION, CHUNK_SIZE, type StoreLogger } from '../storage/leveldb/store.js';
+import { newMessageId, idTime, isMessageId } from '../storage/ids.js';
 import { createIdGenerator, idFloor } from '../storage/ids.js';
 import { GroupCommit } from '../storage/leveldb/group-commit.js';
 import { chunkRange, runMigrations, type RootDb } from '../storage/leveldb/layout.js';
@@ -42,7 +43,7 @@ function pieces(bytes: Buffer, size = 10_007): Readable {
   return Readable.from(parts, { objectMode: false });
 }
 
-async function storeMessage(store: Store, bytes: Buffer, over: Partial<MessageMeta> = {}, id = newMessageId()): Promise<MessageMeta> {
+async function storeMessage(store: LevelStore, bytes: Buffer, over: Partial<MessageMeta> = {}, id = newMessageId()): Promise<MessageMeta> {
   const writer = store.createMessageWriter(id);
   await pipeline(pieces(bytes), writer);
   const meta = sampleMeta(id, { receivedSize: bytes.length, ...over });
@@ -56,9 +57,9 @@ async function readAll(stream: Readable): Promise<Buffer> {
   return Buffer.concat(parts);
 }
 
-async function withStore(fn: (store: Store, dir: string) => Promise<void>, logger?: StoreLogger): Promise<void> {
+async function withStore(fn: (store: LevelStore, dir: string) => Promise<void>, logger?: StoreLogger): Promise<void> {
   const { dir, cleanup } = await tempDir('mailgate-storage-');
-  const store = await Store.open(dir, logger ? { logger } : {});
+  const store = await LevelStore.open(dir, logger ? { logger } : {});
   try {
     await fn(store, dir);
   } finally {
@@ -190,14 +191,14 @@ test('abort removes written chunks and the pending mark', () =>
 test('a crash mid-write is swept at the next open', async () => {
   const { dir, cleanup } = await tempDir('mailgate-storage-');
   try {
-    let store = await Store.open(dir);
+    let store = await LevelStore.open(dir);
     const kept = await storeMessage(store, randomBytes(100_000));
     const writer = store.createMessageWriter(newMessageId());
     await new Promise<void>((resolve, reject) => writer.write(randomBytes(5 * CHUNK_SIZE), (err) => (err ? reject(err) : resolve())));
     assert.equal((await store.sublevels.chunks.keys(chunkRange(writer.id)).all()).length, 5);
     await store.close(); // no commit: as if the process died here
     const logger = collectingLogger();
-    store = await Store.open(dir, { logger });
+    store = await LevelStore.open(dir, { logger });
     try {
       assert.ok(
         logger.entries.some((e) => (e as { swept?: number }).swept === 1),
@@ -228,7 +229,7 @@ test('a locked data directory gives STORE_LOCKED', () =>
     );
     assert.equal(err?.code, 'LEVEL_DATABASE_NOT_OPEN');
     assert.equal(err?.cause?.code, 'LEVEL_LOCKED');
-    await assert.rejects(Store.open(dir), { code: 'STORE_LOCKED' });
+    await assert.rejects(LevelStore.open(dir), { code: 'STORE_LOCKED' });
     await store.close();
     // Held by another process, as when the gateway runs.
     const holder = spawn(
@@ -244,7 +245,7 @@ test('a locked data directory gives STORE_LOCKED', () =>
     try {
       const [line] = (await once(holder.stdout, 'data')) as [Buffer];
       assert.equal(line.toString().trim(), 'ready');
-      await assert.rejects(Store.open(dir), (e: { code?: string; message?: string }) => e.code === 'STORE_LOCKED' && /in use/.test(e.message ?? ''));
+      await assert.rejects(LevelStore.open(dir), (e: { code?: string; message?: string }) => e.code === 'STORE_LOCKED' && /in use/.test(e.message ?? ''));
     } finally {
       holder.stdin.end();
       await once(holder, 'exit');
@@ -294,14 +295,14 @@ test('openRaw of an unknown id errors with MESSAGE_NOT_FOUND', () =>
 test('schema version is written; a newer layout refuses to open', async () => {
   const { dir, cleanup } = await tempDir('mailgate-storage-');
   try {
-    await (await Store.open(dir)).close();
+    await (await LevelStore.open(dir)).close();
     const raw: RootDb = new Level<string, string>(dir);
     await raw.open();
     assert.equal(await raw.get('schema'), String(SCHEMA_VERSION));
     await raw.put('schema', String(SCHEMA_VERSION + 1));
     await raw.close();
     await assert.rejects(
-      Store.open(dir),
+      LevelStore.open(dir),
       (e: { code?: string; message?: string }) => e.code === 'STORE_SCHEMA_TOO_NEW' && (e.message ?? '').includes(`version ${SCHEMA_VERSION + 1}`),
     );
     // The refused open released the lock.

@@ -12,10 +12,11 @@ import type { Stage } from '../policy/chain/stage.js';
 import { ingestMessage } from '../ingest/ingest.js';
 import { silentLogger } from '../lib/logger.js';
 import { MailgateError } from '../lib/errors.js';
-import { Store } from '../storage/leveldb/store.js';
+import { LevelStore } from '../storage/leveldb/store.js';
+import { openStore } from '../storage/open.js';
 import { runCli, startTestGateway, type TestGateway } from './helpers/gateway.js';
 import { PE_PROGRAM, RawSmtpClient, base64Body, hiddenExecutableCases, type HiddenExecutable } from './helpers/fuzz.js';
-import { listQuarantine, type QuarantineRecord } from '../storage/leveldb/quarantine.js';
+import type { QuarantineRecord } from '../storage/records.js';
 import { openQuarantinedContent, restoreQuarantined } from '../policy/attachments/quarantine.js';
 import { fixture, tempDir } from './helpers/paths.js';
 import { asReceivedOverSmtp, parseWrapped, storedMessage } from './helpers/wrapped.js';
@@ -38,7 +39,7 @@ async function send(gw: TestGateway, raw: Buffer): Promise<string> {
   return queued[1]!;
 }
 
-async function assertNoSpoolLeft(store: Store): Promise<void> {
+async function assertNoSpoolLeft(store: LevelStore): Promise<void> {
   assert.deepEqual(await readdir(spoolDir(store.dir)).catch(() => []), [], 'no spool file left');
   assert.deepEqual(await store.sublevels.pending.keys().all(), [], 'no pending mark left');
 }
@@ -152,7 +153,7 @@ test('the size limit still wins over wrapping: 552 and nothing stored', async (t
 test('if even the wrapping message cannot be stored, the reply is 451 and nothing is stored', async (t) => {
   const { dir, cleanup } = await tempDir();
   t.after(cleanup);
-  const store = await Store.open(path.join(dir, 'data'));
+  const store = await LevelStore.open(path.join(dir, 'data'));
   t.after(() => store.close());
   let writers = 0;
   // The store refuses a second writer: the one the wrapping message would need.
@@ -185,7 +186,7 @@ test('if even the wrapping message cannot be stored, the reply is 451 and nothin
 test('the wrapping fallback asks each stage for its part in the original, whatever the stage is called', async (t) => {
   const { dir, cleanup } = await tempDir();
   t.after(cleanup);
-  const store = await Store.open(path.join(dir, 'data'));
+  const store = await openStore(path.join(dir, 'data'));
   t.after(() => store.close());
   // Its own name, yet it masks the original: it says so.
   const redactor: Stage = {
@@ -406,7 +407,7 @@ test('setup.exe first and an alternative last is parsed and the program blocked;
   assert.ok((await parseWrapped(restored.raw, restored.meta)).original.equals(asReceivedOverSmtp(sent)), 'restored: the original is attached again');
   assert.deepEqual(restored.meta._AttachmentFileNames, ['original-message.eml']);
   assert.deepEqual(
-    (await listQuarantine(gw.store)).map((r) => r.messageId),
+    (await gw.store.listQuarantine()).map((r) => r.messageId),
     [parsedId],
     'only the program of the parsed message is left in quarantine',
   );
@@ -421,7 +422,7 @@ test('with action = "delete" the blocked original of a wrapping message is gone,
   assert.deepEqual(await leaks(raw, secretsOf(PE_PROGRAM)), []);
   assert.match(raw.toString('latin1'), /The original incoming email is not attached: the original contains .*\.exe" \(part 2\): blocked extension \.exe/);
   assert.match(raw.toString('latin1'), /It was deleted, as the attachment policy says \(action = "delete"\)\./);
-  assert.deepEqual(await listQuarantine(gw.store), []);
+  assert.deepEqual(await gw.store.listQuarantine(), []);
   assert.deepEqual(await gw.store.sublevels.quarantineChunks.keys().all(), [], 'no bytes of it kept');
   assert.deepEqual(meta._AttachmentFileNames, ['original-message.eml [blocked]']);
   await assertNoSpoolLeft(gw.store);
@@ -437,12 +438,12 @@ async function checkHidden(gw: TestGateway, client: RawSmtpClient, c: HiddenExec
   if (!c.hides) {
     // Broken alone is no reason to block: the original is attached as received.
     assert.ok((await parseWrapped(raw, meta)).original.equals(c.bytes), `${c.name}: the original is attached`);
-    assert.deepEqual(await listQuarantine(gw.store, { messageId: id }), [], c.name);
+    assert.deepEqual(await gw.store.listQuarantine({ messageId: id }), [], c.name);
     return;
   }
   assert.deepEqual(await leaks(raw, secretsOf(c.payload)), [], `${c.name}: the program is nowhere in the stored message`);
   assert.deepEqual(meta._AttachmentFileNames, ['original-message.eml [blocked]'], c.name);
-  const records = await listQuarantine(gw.store, { messageId: id });
+  const records = await gw.store.listQuarantine({ messageId: id });
   if (action === 'delete') {
     assert.deepEqual(records, [], c.name);
     assert.match(raw.toString('latin1'), /It was deleted, as the attachment policy says/, c.name);

@@ -11,9 +11,10 @@ import { buffer } from 'node:stream/consumers';
 import type { Writable } from 'node:stream';
 import { Level } from 'level';
 import { tempDir } from './helpers/paths.js';
-import { Store, newMessageId, idTime, CHUNK_SIZE, type StoreLogger, type StoreOp } from '../storage/leveldb/store.js';
+import { LevelStore, CHUNK_SIZE, type StoreLogger } from '../storage/leveldb/store.js';
+import type { SideRecord } from '../storage/store.js';
+import { newMessageId, idTime } from '../storage/ids.js';
 import { chunkRange } from '../storage/leveldb/layout.js';
-import { QuarantineSpool } from '../storage/leveldb/quarantine-spool.js';
 import type { MessageMeta } from '../storage/records.js';
 import { fileSpool, type Spool } from '../ingest/spool.js';
 
@@ -30,7 +31,7 @@ type WriteMethod = '_batch' | '_put' | '_del' | '_clear';
  * Opens a store whose every LevelDB write is recorded. The store's write guard binds the write
  * methods when it is made, so patching the prototype for the open alone is enough.
  */
-async function openRecorded(dir: string, logger?: StoreLogger): Promise<{ store: Store; writes: RecordedWrite[] }> {
+async function openRecorded(dir: string, logger?: StoreLogger): Promise<{ store: LevelStore; writes: RecordedWrite[] }> {
   const proto = Level.prototype as unknown as Record<WriteMethod, (this: unknown, ...args: unknown[]) => Promise<void>>;
   const originals = { _batch: proto._batch, _put: proto._put, _del: proto._del, _clear: proto._clear };
   const writes: RecordedWrite[] = [];
@@ -43,13 +44,13 @@ async function openRecorded(dir: string, logger?: StoreLogger): Promise<{ store:
     };
   }
   try {
-    return { store: await Store.open(dir, logger ? { logger } : {}), writes };
+    return { store: await LevelStore.open(dir, logger ? { logger } : {}), writes };
   } finally {
     Object.assign(proto, originals);
   }
 }
 
-async function withRecordedStore(fn: (store: Store, writes: RecordedWrite[], dir: string) => Promise<void>): Promise<void> {
+async function withRecordedStore(fn: (store: LevelStore, writes: RecordedWrite[], dir: string) => Promise<void>): Promise<void> {
   const { dir, cleanup } = await tempDir('mailgate-writer-');
   const { store, writes } = await openRecorded(dir);
   try {
@@ -103,7 +104,7 @@ async function feedReusing(bytes: Buffer, sizes: readonly number[], take: (piece
 }
 
 /** Every key in every sublevel of the store. */
-async function storedKeys(store: Store): Promise<string[]> {
+async function storedKeys(store: LevelStore): Promise<string[]> {
   const keys: string[] = [];
   for (const [name, sublevel] of Object.entries(store.sublevels)) {
     for (const key of await (sublevel as { keys(): { all(): Promise<string[]> } }).keys().all()) keys.push(`${name}:${key}`);
@@ -153,7 +154,7 @@ test('a message under 64 KiB reaches LevelDB only in its one synced commit batch
 test('an uncommitted small message leaves no key, and nothing of it after a crash', async () => {
   const { dir, cleanup } = await tempDir('mailgate-writer-');
   try {
-    let store = await Store.open(dir);
+    let store = await LevelStore.open(dir);
     const kept = store.createMessageWriter(newMessageId());
     kept.end(randomBytes(5000));
     await kept.commit(sampleMeta(kept.id));
@@ -165,7 +166,7 @@ test('an uncommitted small message leaves no key, and nothing of it after a cras
     // Small itself, but with a part the attachments stage quarantined: the spool puts the pending mark.
     const blocked = store.createMessageWriter(newMessageId());
     await write(blocked, randomBytes(2000));
-    const part = new QuarantineSpool(store.sublevels, `${blocked.id}.1`);
+    const part = store.createQuarantineSpool(`${blocked.id}.1`);
     await part.write(randomBytes(3000));
     await part.close();
     const keys = await storedKeys(store);
@@ -184,7 +185,7 @@ test('an uncommitted small message leaves no key, and nothing of it after a cras
       'not in the database either',
     );
     const swept: object[] = [];
-    store = await Store.open(dir, { logger: { info: (o) => swept.push(o), warn() {}, error() {} } });
+    store = await LevelStore.open(dir, { logger: { info: (o) => swept.push(o), warn() {}, error() {} } });
     try {
       assert.ok(
         swept.some((e) => (e as { swept?: number }).swept === 2),
@@ -296,10 +297,10 @@ test('abort removes everything: small messages without a write, quarantined part
     // Never filled a chunk, but a part of it was quarantined meanwhile (attachment-blocking.ts).
     const blocked = store.createMessageWriter(newMessageId());
     await write(blocked, randomBytes(3000));
-    const part = new QuarantineSpool(store.sublevels, `${blocked.id}.1`);
+    const part = store.createQuarantineSpool(`${blocked.id}.1`);
     await part.write(randomBytes(CHUNK_SIZE + 100));
     await part.close();
-    const other = new QuarantineSpool(store.sublevels, `${newMessageId()}.1`);
+    const other = store.createQuarantineSpool(`${newMessageId()}.1`);
     await other.write(randomBytes(10));
     await other.close();
     await blocked.abort();
@@ -316,13 +317,13 @@ test('abort removes everything: small messages without a write, quarantined part
     await big.abort();
     assert.deepEqual(await storedKeys(store), []);
 
-    // After a commit that failed (here before reaching LevelDB: an op it cannot encode).
-    const badOp = { type: 'put', sublevel: store.sublevels.aliasState, key: null, value: {} } as unknown as StoreOp;
+    // After a commit that failed (here before reaching LevelDB: a record whose key it cannot encode).
+    const badRecord = { type: 'quarantine', record: { id: null } } as unknown as SideRecord;
     for (const size of [4000, CHUNK_SIZE + 4000]) {
       const writer = store.createMessageWriter(newMessageId());
       await write(writer, randomBytes(size));
       await end(writer);
-      await assert.rejects(writer.commit(sampleMeta(writer.id), [badOp]));
+      await assert.rejects(writer.commit(sampleMeta(writer.id), [badRecord]));
       before = writes.length;
       await writer.abort();
       if (size < CHUNK_SIZE) assert.deepEqual(writes.slice(before), [], 'nothing of a small message was stored: nothing to write');

@@ -5,10 +5,7 @@
 import { createConnection, type Socket } from 'node:net';
 import { PassThrough, Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { MessageMeta } from '../../storage/records.js';
-import type { QuarantineRecord } from '../../storage/leveldb/quarantine.js';
-import type { AliasState, AliasStatus } from '../../storage/leveldb/alias-state.js';
-import type { QueueEntry } from '../../storage/leveldb/queue.js';
+import type { AliasState, AliasStatus, MessageMeta, QuarantineRecord, QueueEntry } from '../../storage/records.js';
 import type { QueueAccess } from '../dispatch/dispatcher.js';
 import type { AliasStateAccess, QuarantineAccess, SendAccess, SendRequest, SendResult, StoreReader } from './control.js';
 import { FrameWriter, readReply, type Reply } from './control-wire.js';

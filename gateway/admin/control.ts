@@ -4,11 +4,9 @@ import { chmod, rm } from 'node:fs/promises';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
-import type { Store } from '../../storage/leveldb/store.js';
-import type { MessageMeta } from '../../storage/records.js';
-import { deleteQuarantined, getQuarantined, listQuarantine, type QuarantineRecord } from '../../storage/leveldb/quarantine.js';
+import type { Store } from '../../storage/store.js';
+import type { AliasState, AliasStatus, MessageMeta, QuarantineRecord } from '../../storage/records.js';
 import { openQuarantinedContent, restoreQuarantined } from '../../policy/attachments/quarantine.js';
-import { listAliasStates, type AliasState, type AliasStatus } from '../../storage/leveldb/alias-state.js';
 import { setAliasStatusInStore } from '../fetch/alias-health.js';
 import type { Retriever } from '../fetch/retriever.js';
 import type { Dispatcher, QueueAccess } from '../dispatch/dispatcher.js';
@@ -139,12 +137,12 @@ const methods: Record<string, Method> = {
     return store.listMessages({ ...o, since: o.since ? new Date(o.since) : undefined });
   },
   openRaw: (store, [id]) => store.openRaw(String(id)),
-  listQuarantine: (store, [opts]) => listQuarantine(store, (opts ?? {}) as { messageId?: string }),
-  getQuarantined: (store, [id]) => getQuarantined(store, String(id)),
+  listQuarantine: (store, [opts]) => store.listQuarantine((opts ?? {}) as { messageId?: string }),
+  getQuarantined: (store, [id]) => store.getQuarantined(String(id)),
   restoreQuarantined: (store, [id]) => restoreQuarantined(store, String(id)),
-  deleteQuarantined: (store, [id]) => deleteQuarantined(store, String(id)),
+  deleteQuarantined: (store, [id]) => store.deleteQuarantined(String(id)),
   openQuarantinedContent: (store, [id]) => openQuarantinedContent(store, String(id)),
-  listAliasStates: (store) => listAliasStates(store),
+  listAliasStates: (store) => store.listAliasStates(),
   setAliasStatus: async (store, [alias, status], ctx) => {
     if (status !== 'active' && status !== 'inactive')
       throw Object.assign(new Error(`status must be active or inactive, got ${String(status)}`), { code: 'BAD_REQUEST' });

@@ -1,8 +1,9 @@
 import { existsSync } from 'node:fs';
 import { Command } from 'commander';
 import type { AliasConfig, Config } from '../config/schema.js';
-import { Store } from '../../storage/leveldb/store.js';
-import { listAliasStates, type AliasState, type AliasStatus } from '../../storage/leveldb/alias-state.js';
+import type { Store } from '../../storage/store.js';
+import { openStore } from '../../storage/open.js';
+import type { AliasState, AliasStatus } from '../../storage/records.js';
 import { setAliasStatusInStore } from '../fetch/alias-health.js';
 import type { ConnectionStep, ConnectionTestOptions } from '../fetch/connection-test.js';
 import { ControlClient, type AliasStateAccess } from '../admin/control.js';
@@ -112,7 +113,7 @@ async function withIncomingTokens<T>(
   const key = await gatewaySecretKey(config);
   let store: Store;
   try {
-    store = await Store.open(config.data_dir);
+    store = await openStore(config.data_dir);
   } catch (err) {
     if ((err as { code?: string }).code !== 'STORE_LOCKED') throw err;
     return run({
@@ -133,7 +134,7 @@ function withAliasStates<T>(cmd: Command, run: (a: AliasStateAccess) => Promise<
 /** The same operations on a store this process opened (the gateway is not running). */
 function direct(store: Store): AliasStateAccess {
   return {
-    listAliasStates: () => listAliasStates(store),
+    listAliasStates: () => store.listAliasStates(),
     setAliasStatus: (alias, status) => setAliasStatusInStore(store, alias, status),
   };
 }

@@ -2,7 +2,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import type { Command } from 'commander';
 import { resolveConfig, type LoadedConfig } from '../config/load.js';
 import type { AliasConfig, Config } from '../config/schema.js';
-import { Store } from '../../storage/leveldb/store.js';
+import { openStore } from '../../storage/open.js';
 import { ControlClient, controlSocketPath, type StoreReader } from '../admin/control.js';
 
 /** A command line that makes no sense (bad option value); exits 2 like commander's own errors. */
@@ -39,7 +39,7 @@ export async function openStoreReader(config: Config, opts: { create?: boolean }
     throw new Error(`no store at ${config.data_dir} (has the gateway run with this configuration?)`);
   }
   try {
-    return await Store.open(config.data_dir);
+    return await openStore(config.data_dir);
   } catch (err) {
     if ((err as { code?: string }).code !== 'STORE_LOCKED') throw err;
     const socket = controlSocketPath(config.data_dir);

@@ -1,8 +1,7 @@
 import { pipeline } from 'node:stream/promises';
 import { Command } from 'commander';
-import type { MessageMeta } from '../../storage/records.js';
+import type { MessageMeta, QuarantineRecord } from '../../storage/records.js';
 import { storeErrors } from '../../lib/errors.js';
-import type { QuarantineRecord } from '../../storage/leveldb/quarantine.js';
 import type { StoreReader } from '../admin/control.js';
 import { storedAttachments, type StoredAttachment } from './attachment-sizes.js';
 import { quarantineAccess } from './quarantine.js';

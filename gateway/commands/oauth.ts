@@ -1,7 +1,8 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { Command } from 'commander';
-import { Store } from '../../storage/leveldb/store.js';
+import type { Store } from '../../storage/store.js';
+import { openStore } from '../../storage/open.js';
 import { commandConfig, UsageError } from './common.js';
 import { requireSecrets } from '../config/load.js';
 
@@ -38,7 +39,7 @@ export function oauthCommand(): Command {
       if (!existsSync(config.data_dir)) mkdirSync(config.data_dir, { recursive: true, mode: 0o700 });
       let store: Store;
       try {
-        store = await Store.open(config.data_dir);
+        store = await openStore(config.data_dir);
       } catch (err) {
         if ((err as { code?: string }).code === 'STORE_LOCKED') {
           throw new Error(

@@ -100,7 +100,7 @@ async function tryPolicy(file: string, set: PolicySet, department: string | unde
     tags: new Set(),
     log: silentLogger(),
     dryRun: true,
-    commitOps: [],
+    sideRecords: [],
   };
   let size = 0;
   const sink = new Writable({

@@ -1,8 +1,8 @@
 import { createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import { Command } from 'commander';
-import { Store } from '../../storage/leveldb/store.js';
-import { deleteQuarantined, getQuarantined, listQuarantine, type QuarantineRecord } from '../../storage/leveldb/quarantine.js';
+import type { Store } from '../../storage/store.js';
+import type { QuarantineRecord } from '../../storage/records.js';
 import { openQuarantinedContent, restoreQuarantined } from '../../policy/attachments/quarantine.js';
 import { ControlClient, type QuarantineAccess, type StoreReader } from '../admin/control.js';
 import { clip, withStoreReader } from './common.js';
@@ -73,10 +73,10 @@ export function quarantineAccess(reader: StoreReader): QuarantineAccess {
 /** The same operations on a store this process opened. */
 function direct(store: Store): QuarantineAccess {
   return {
-    listQuarantine: (opts) => listQuarantine(store, opts),
-    getQuarantined: (id) => getQuarantined(store, id),
+    listQuarantine: (opts) => store.listQuarantine(opts),
+    getQuarantined: (id) => store.getQuarantined(id),
     restoreQuarantined: (id) => restoreQuarantined(store, id),
-    deleteQuarantined: (id) => deleteQuarantined(store, id),
+    deleteQuarantined: (id) => store.deleteQuarantined(id),
     openQuarantinedContent: (id) => openQuarantinedContent(store, id),
   };
 }

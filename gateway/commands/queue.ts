@@ -1,17 +1,7 @@
 import { Command } from 'commander';
-import type { Store } from '../../storage/leveldb/store.js';
-import {
-  dropQueueEntry,
-  dueNow,
-  entriesToRetry,
-  getQueueEntry,
-  listQueue,
-  queueEntryNotFound,
-  queuePutOp,
-  requireQueueEntry,
-  type DeliveryResult,
-  type QueueEntry,
-} from '../../storage/leveldb/queue.js';
+import type { Store } from '../../storage/store.js';
+import type { DeliveryResult, QueueEntry } from '../../storage/records.js';
+import { dropQueueEntry, dueNow, entriesToRetry, queueEntryNotFound, requireQueueEntry } from '../../storage/queue.js';
 import type { QueueAccess } from '../dispatch/dispatcher.js';
 import { ControlClient } from '../admin/control.js';
 import { clip, shortTime, UsageError, withStoreReader } from './common.js';
@@ -81,11 +71,11 @@ function withQueue(cmd: Command, run: (q: QueueAccess, running: boolean) => Prom
 /** Queue management on the store of a stopped gateway: what its dispatcher does, without scheduling. */
 export function storeQueue(store: Store): QueueAccess {
   return {
-    listQueue: () => listQueue(store),
-    getQueueEntry: (id) => getQueueEntry(store, id),
+    listQueue: () => store.listQueue(),
+    getQueueEntry: (id) => store.getQueueEntry(id),
     retryQueued: async (id) => {
       const entries = await entriesToRetry(store, id);
-      if (entries.length > 0) await store.commitBatch(entries.map((e) => queuePutOp(store, dueNow(e))));
+      if (entries.length > 0) await store.putQueueEntries(entries.map(dueNow));
       return entries.length;
     },
     dropQueued: async (id) => {

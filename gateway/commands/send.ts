@@ -4,7 +4,7 @@ import type { Readable } from 'node:stream';
 import { Command } from 'commander';
 import MailComposer from 'nodemailer/lib/mail-composer';
 import type { Config } from '../config/schema.js';
-import type { Store } from '../../storage/leveldb/store.js';
+import type { Store } from '../../storage/store.js';
 import { PolicySet, policySources } from '../../policy/policy-set.js';
 import { silentLogger } from '../../lib/logger.js';
 import { aliasOfAddress } from '../config/alias-addresses.js';

@@ -1,7 +1,8 @@
 import { mkdirSync } from 'node:fs';
 import { Command } from 'commander';
 import { createLogger } from '../../lib/logger.js';
-import { Store } from '../../storage/leveldb/store.js';
+import type { Store } from '../../storage/store.js';
+import { openStore } from '../../storage/open.js';
 import { commandConfig } from './common.js';
 
 export function serveCommand(): Command {
@@ -12,7 +13,7 @@ export function serveCommand(): Command {
     mkdirSync(config.data_dir, { recursive: true, mode: 0o700 });
     let store: Store;
     try {
-      store = await Store.open(config.data_dir, { logger });
+      store = await openStore(config.data_dir, { logger });
     } catch (err) {
       if ((err as { code?: string }).code === 'STORE_LOCKED') throw new Error(`another mailgate is already running on ${config.data_dir}`, { cause: err });
       throw err;

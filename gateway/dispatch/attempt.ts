@@ -7,9 +7,8 @@
 import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
-import type { Store } from '../../storage/leveldb/store.js';
-import type { MessageMeta } from '../../storage/records.js';
-import type { DeliveryResult, QueueEntry, QueueRecipient } from '../../storage/leveldb/queue.js';
+import type { Store } from '../../storage/store.js';
+import type { DeliveryResult, MessageMeta, QueueEntry, QueueRecipient } from '../../storage/records.js';
 import { outboundRouting, relayRouting, type Route, type Routing } from './routes.js';
 import type { SendResult, Transports } from './transports.js';
 import { traceHeaders } from './trace.js';

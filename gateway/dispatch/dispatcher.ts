@@ -8,23 +8,10 @@
  */
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
-import type { Store } from '../../storage/leveldb/store.js';
-import type { MessageMeta } from '../../storage/records.js';
+import type { Store } from '../../storage/store.js';
+import type { DeliveryRecord, MessageMeta, QueueEntry } from '../../storage/records.js';
 import { newMessageId } from '../../storage/ids.js';
-import {
-  dropQueueEntry,
-  dueNow,
-  entriesToRetry,
-  finishOps,
-  getQueueEntry,
-  requireQueueEntry,
-  listQueue,
-  outcomeOf,
-  queuePutOp,
-  saveQueueEntry,
-  type DeliveryRecord,
-  type QueueEntry,
-} from '../../storage/leveldb/queue.js';
+import { dropQueueEntry, dueNow, entriesToRetry, requireQueueEntry, outcomeOf } from '../../storage/queue.js';
 import type { Stage } from '../../policy/chain/stage.js';
 import type { AliasConfig } from '../config/schema.js';
 import type { TokenProvider } from '../oauth/tokens.js';
@@ -83,7 +70,7 @@ export class Dispatcher implements QueueAccess {
 
   /** Loads the queue and schedules every entry. Held entries are tried once at start: the configuration may have changed. */
   async start(): Promise<void> {
-    const entries = await listQueue(this.#deps.store);
+    const entries = await this.#deps.store.listQueue();
     for (const entry of entries) this.#schedule(entry, true);
     this.#log.info({ queued: entries.length, held: entries.filter((e) => e.held).length }, `dispatcher started with ${entries.length} queued message(s)`);
   }
@@ -111,11 +98,11 @@ export class Dispatcher implements QueueAccess {
   }
 
   listQueue(): Promise<QueueEntry[]> {
-    return listQueue(this.#deps.store);
+    return this.#deps.store.listQueue();
   }
 
   getQueueEntry(id: string): Promise<QueueEntry | undefined> {
-    return getQueueEntry(this.#deps.store, id);
+    return this.#deps.store.getQueueEntry(id);
   }
 
   async retryQueued(id?: string): Promise<number> {
@@ -127,7 +114,7 @@ export class Dispatcher implements QueueAccess {
         continue;
       }
       const now = dueNow(entry);
-      await saveQueueEntry(this.#deps.store, now);
+      await this.#deps.store.putQueueEntries([now]);
       this.#schedule(now, true);
       count++;
     }
@@ -173,7 +160,7 @@ export class Dispatcher implements QueueAccess {
       const run = this.#run(id)
         .catch((err: unknown) => {
           this.#log.error({ err, msg_id: id }, 'a delivery attempt failed in mailgate itself; trying again in a minute');
-          void getQueueEntry(this.#deps.store, id).then(
+          void this.#deps.store.getQueueEntry(id).then(
             (e) => e && this.#schedule({ ...e, nextAttemptAt: new Date(Date.now() + STORE_RETRY_MS).toISOString() }, false),
             () => undefined,
           );
@@ -188,21 +175,19 @@ export class Dispatcher implements QueueAccess {
 
   async #run(id: string): Promise<void> {
     const { store, config } = this.#deps;
-    const entry = await getQueueEntry(store, id);
+    const entry = await store.getQueueEntry(id);
     if (!entry) return; // dropped meanwhile
     const meta = await store.getMessage(id);
     if (!meta) {
       this.#log.error({ msg_id: id }, 'queued message has no stored message; removing it from the queue');
-      await store.commitBatch(
-        await finishOps(store, entry, {
-          kind: entry.kind,
-          status: 'failed',
-          finishedAt: new Date().toISOString(),
-          attempts: entry.attempts,
-          recipients: entry.recipients,
-          reason: 'the stored message is gone',
-        }),
-      );
+      await store.finishQueueEntry(entry.id, {
+        kind: entry.kind,
+        status: 'failed',
+        finishedAt: new Date().toISOString(),
+        attempts: entry.attempts,
+        recipients: entry.recipients,
+        reason: 'the stored message is gone',
+      });
       return;
     }
     const before = new Map(entry.recipients.filter((r) => r.status === 'pending').map((r) => [r.address, r.attempts]));
@@ -213,7 +198,7 @@ export class Dispatcher implements QueueAccess {
     if (next.held !== undefined && next.attempts === entry.attempts) {
       // Nothing could be tried: it waits for an admin (config change and restart, or `queue retry`).
       this.#log.warn({ msg_id: id, reason: next.held }, 'queued message held: no route to send it');
-      await saveQueueEntry(store, next);
+      await store.putQueueEntries([next]);
       return;
     }
     const age = Date.now() - Date.parse(next.queuedAt);
@@ -232,7 +217,7 @@ export class Dispatcher implements QueueAccess {
       return this.#finish(next, meta);
     }
     next = { ...next, nextAttemptAt: new Date(Date.now() + this.#retryDelay(next.attempts)).toISOString() };
-    await saveQueueEntry(store, next);
+    await store.putQueueEntries([next]);
     this.#schedule(next, false);
   }
 
@@ -271,7 +256,7 @@ export class Dispatcher implements QueueAccess {
     const notify = failed.length > 0 && entry.mailFrom !== '' && !entry.dsn;
     if (!notify || !dsnRoute) {
       const why = notify ? { reason: `${record.reason ? `${record.reason}; ` : ''}no delivery status notification: no server to send it through` } : {};
-      await store.commitBatch(await finishOps(store, entry, { ...record, ...why }));
+      await store.finishQueueEntry(entry.id, { ...record, ...why });
     } else {
       const dsnId = newMessageId();
       const alias = config.alias.find((a) => a.name === entry.alias);
@@ -301,8 +286,11 @@ export class Dispatcher implements QueueAccess {
         direction: 'outbound',
         ...(alias?.department ? { department: alias.department } : {}),
         id: dsnId,
-        // The original leaves the queue in the same synced batch that stores and queues its notification.
-        commitOps: [...(await finishOps(store, entry, { ...record, dsnId })), queuePutOp(store, dsnEntry)],
+        // The original leaves the queue in the same commit that stores and queues its notification.
+        sideRecords: [
+          { type: 'queue-finished', id: entry.id, delivery: { ...record, dsnId } },
+          { type: 'queue-entry', entry: dsnEntry },
+        ],
         wrapUnparsable: false,
       });
       this.#log.info({ msg_id: entry.id, dsn_id: dsnId, to: entry.mailFrom }, 'delivery status notification queued for the sender');

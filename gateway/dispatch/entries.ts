@@ -4,7 +4,7 @@
  * half-sent message go to a different set of people.
  */
 import type { AliasConfig, Config, RelayConfig } from '../config/schema.js';
-import type { QueueEntry, QueueRecipient } from '../../storage/leveldb/queue.js';
+import type { QueueEntry, QueueRecipient } from '../../storage/records.js';
 import { aliasAddresses } from '../config/alias-addresses.js';
 
 const pending = (address: string, relay?: string): QueueRecipient => ({ address, status: 'pending', attempts: 0, ...(relay ? { relay } : {}) });

@@ -6,9 +6,8 @@
 import type { Readable } from 'node:stream';
 import addressparser from 'nodemailer/lib/addressparser';
 import type { AliasConfig, Config } from '../config/schema.js';
-import type { MessageMeta, MessageSource } from '../../storage/records.js';
+import type { MessageMeta, MessageSource, QueueEntry } from '../../storage/records.js';
 import { newMessageId } from '../../storage/ids.js';
-import { queuePutOp, type QueueEntry } from '../../storage/leveldb/queue.js';
 import { ingestMessage, type IngestDeps } from '../../ingest/ingest.js';
 import { errors } from '../../lib/errors.js';
 import { aliasAddresses } from '../config/alias-addresses.js';
@@ -40,7 +39,7 @@ export async function submitOutbound(deps: SubmitDeps, input: Readable, sub: Sub
     id,
     ...(sub.maxSize ? { maxSize: sub.maxSize } : {}),
     defaultDomain: deps.config.partition.default_domain,
-    commitOps: [queuePutOp(deps.store, entry)],
+    sideRecords: [{ type: 'queue-entry', entry }],
     // A wrapper must not go out to a customer: refuse (the submitter keeps the message).
     wrapUnparsable: false,
     beforeCommit(stored) {

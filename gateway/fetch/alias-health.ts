@@ -9,9 +9,9 @@
 import { createHash } from 'node:crypto';
 import type { IncomingServerConfig } from '../config/schema.js';
 import type { Metrics } from '../../lib/metrics.js';
-import type { Store } from '../../storage/leveldb/store.js';
+import type { Store } from '../../storage/store.js';
 import { OAuthError } from '../oauth/tokens.js';
-import { getAliasState, putAliasState, type AliasChangedBy, type AliasState, type AliasStatus } from '../../storage/leveldb/alias-state.js';
+import type { AliasChangedBy, AliasState, AliasStatus } from '../../storage/records.js';
 
 /** Consecutive failures after which the retriever makes an alias inactive (Cisco guide). */
 export const FAILURES_BEFORE_INACTIVE = 3;
@@ -120,7 +120,7 @@ export class AliasHealth {
   /** Loads the stored state; a state the retriever reached with other incoming settings starts afresh. */
   static async load(deps: HealthDeps, alias: string, server: IncomingServerConfig): Promise<AliasHealth> {
     const hash = incomingHash(server);
-    const stored = await getAliasState(deps.store, alias);
+    const stored = await deps.store.getAliasState(alias);
     const now = new Date((deps.now ?? Date.now)()).toISOString();
     const fresh: AliasState = { status: 'active', failures: 0, changedAt: now, changedBy: 'retriever', configHash: hash };
     const health = new AliasHealth(deps, alias, server, stored ?? fresh);
@@ -161,7 +161,7 @@ export class AliasHealth {
       );
     } else {
       this.#state = next;
-      await putAliasState(this.#deps.store, this.alias, next);
+      await this.#deps.store.putAliasState(this.alias, next);
     }
   }
 
@@ -191,7 +191,7 @@ export class AliasHealth {
     // Still active (fewer than three), or the timed retry of an inactive alias failed again.
     const next: AliasState = s.status === 'inactive' && retry ? { ...base, retryAt: this.#retryAt() } : base;
     this.#state = next;
-    await putAliasState(this.#deps.store, this.alias, next);
+    await this.#deps.store.putAliasState(this.alias, next);
   }
 
   /** An admin's change (`mailgate aliases activate|deactivate`): failures reset, no timed retry. */
@@ -211,7 +211,7 @@ export class AliasHealth {
   async #change(next: AliasState, level: 'info' | 'warn', msg: string): Promise<void> {
     const from = this.#state.status;
     this.#state = next;
-    await putAliasState(this.#deps.store, this.alias, next);
+    await this.#deps.store.putAliasState(this.alias, next);
     this.#deps.logger[level](
       {
         alias: this.alias,
@@ -252,7 +252,7 @@ export async function setAliasStatusInStore(store: Store, alias: string, status:
     changedBy: by,
     reason: status === 'active' ? 'activated by an admin' : 'deactivated by an admin',
   };
-  await putAliasState(store, alias, next);
+  await store.putAliasState(alias, next);
   return next;
 }
 

@@ -1,7 +1,7 @@
 /**
  * The retriever: brings mail in from each active alias's `[alias.incoming]` mailbox through
  * ingestMessage, exactly once. The mailbox key (IMAP UIDVALIDITY:UID, POP3 UIDL) is recorded in
- * the `fetched` sublevel in the message's own synced batch; only then is the message moved or
+ * the store with the message, in its one commit (a `fetched` side record); only then is the message moved or
  * deleted, so after a crash at any point a message found again gets only its post-store action.
  * One worker per mailbox; a failing mailbox never holds up another. `max_items` bounds one
  * batch, not the rate: a poll that stopped at it is followed by the next at once.
@@ -10,8 +10,9 @@ import { Readable } from 'node:stream';
 import type { AliasConfig, Config, IncomingServerConfig } from '../config/schema.js';
 import { ingestMessage, type IngestDeps, type IngestRequest } from '../../ingest/ingest.js';
 import { MailgateError } from '../../lib/errors.js';
-import { newMessageId, type StoreOp } from '../../storage/leveldb/store.js';
-import type { FetchedRecord } from '../../storage/leveldb/layout.js';
+import { newMessageId } from '../../storage/ids.js';
+import type { AliasState, AliasStatus, FetchedKey, FetchedRecord } from '../../storage/records.js';
+import type { SideRecord } from '../../storage/store.js';
 import type { Metrics } from '../../lib/metrics.js';
 import { Pop3Error } from './pop3/client.js';
 import { ImapMailbox } from './imap.js';
@@ -21,7 +22,6 @@ import type { Mailbox, MailboxItem } from './mailbox.js';
 import { addressedTo, mailboxIdentity, needsTargets, targetsFor, type DeliveryTarget } from './recipients.js';
 import { AliasHealth } from './alias-health.js';
 import type { TokenProvider } from '../oauth/tokens.js';
-import type { AliasState, AliasStatus } from '../../storage/leveldb/alias-state.js';
 
 /** CCaaS "lightweight" size: messages up to this many bytes are fetched before larger ones in a poll. */
 export const LIGHTWEIGHT_SIZE = 10_000;
@@ -98,13 +98,8 @@ export function startRetriever(deps: RetrieverDeps): Retriever {
 }
 
 /** Key of one stored copy: the alias it is for, and the recipient with `split_recipients`. */
-function targetKey(target: DeliveryTarget, item: MailboxItem): string {
-  return fetchedKey(target.alias.name, target.recipient ? `${item.key}#${target.recipient}` : item.key);
-}
-
-/** Key of a mailbox message in the `fetched` sublevel. */
-export function fetchedKey(alias: string, itemKey: string): string {
-  return `${alias}\x00${itemKey}`;
+function targetKey(target: DeliveryTarget, item: MailboxItem): FetchedKey {
+  return { alias: target.alias.name, key: target.recipient ? `${item.key}#${target.recipient}` : item.key };
 }
 
 const DNS_ERRORS = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME', 'EAI_FAIL', 'EAI_NODATA']);
@@ -287,11 +282,10 @@ class MailboxWorker {
   }
 
   async #poll(mailbox: Mailbox, healths: Map<string, AliasHealth>): Promise<PollResult> {
-    const { fetched } = this.#deps.store.sublevels;
     const items = await mailbox.list();
     const present = new Set(items.map((i) => i.key));
     for (const key of this.#held.keys()) if (!present.has(key)) this.#held.delete(key);
-    const records = items.length ? await fetched.getMany(items.map((i) => fetchedKey(this.alias.name, i.key))) : [];
+    const records = await this.#deps.store.getFetched(items.map((i) => ({ alias: this.alias.name, key: i.key })));
     const result: PollResult = { stored: 0, finished: 0, deferred: 0, held: 0 };
     const fresh: MailboxItem[] = [];
     const leftover: MailboxItem[] = [];
@@ -374,13 +368,10 @@ class MailboxWorker {
     // The record of a message too big to fetch goes to the first alias it is for that is active.
     const first = targets[0]!.alias;
     if (item.size > this.#server.max_message_size) return this.#storeOversize(mailbox, item, first, headers).then(() => 'invalid');
-    const keys = targets.map((t) => targetKey(t, item));
-    const { fetched } = this.#deps.store.sublevels;
-    const done = await fetched.getMany(keys);
+    const done = await this.#deps.store.getFetched(targets.map((t) => targetKey(t, item)));
     // Every copy recorded before a crash, and the alias whose copy was to carry the mailbox key
     // inactive since: record the mailbox key now, so the message counts as stored.
-    if (done.every((d) => d))
-      await this.#deps.store.commitBatch([{ type: 'put', sublevel: fetched, key: fetchedKey(this.alias.name, item.key), value: done[0]! }]);
+    if (done.every((d) => d)) await this.#deps.store.putFetched({ alias: this.alias.name, key: item.key }, done[0]!);
     for (const [i, target] of targets.entries()) {
       if (done[i]) continue;
       const last = targets.slice(i + 1).every((_, j) => done[i + 1 + j]);
@@ -437,9 +428,13 @@ class MailboxWorker {
     const record: FetchedRecord = opts.invalid ? { id, invalid: true } : { id };
     const target = opts.target ?? { alias: this.alias };
     const alias = target.alias;
-    // The copy's own key, and with the last copy the mailbox key that says "all stored".
-    const keys = new Set([targetKey(target, item), ...(opts.mailboxKey !== false ? [fetchedKey(this.alias.name, item.key)] : [])]);
-    const ops: StoreOp[] = [...keys].map((key) => ({ type: 'put', sublevel: this.#deps.store.sublevels.fetched, key, value: record }));
+    // The copy's own key, and with the last copy the mailbox key that says "all stored" (once, when they are the same).
+    const own = targetKey(target, item);
+    const keys = [
+      own,
+      ...(opts.mailboxKey !== false && (own.alias !== this.alias.name || own.key !== item.key) ? [{ alias: this.alias.name, key: item.key }] : []),
+    ];
+    const records: SideRecord[] = keys.map((key) => ({ type: 'fetched', key, record }));
     return {
       id,
       envelope: { mailFrom: '', rcptTo: [target.recipient ?? alias.address] },
@@ -448,7 +443,7 @@ class MailboxWorker {
       // The record of an over-size message is ours, not the sender's: no limit on it.
       ...(opts.invalid ? {} : { maxSize: this.#server.max_message_size }),
       defaultDomain: this.#deps.config.partition.default_domain,
-      commitOps: ops,
+      sideRecords: records,
       ...(opts.tags ? { tags: opts.tags } : {}),
     };
   }

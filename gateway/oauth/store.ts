@@ -1,12 +1,12 @@
 /**
  * OAuth2 for the aliases of a running gateway: one TokenProvider per alias that sets
- * `[alias.incoming] oauth2`, its msal cache kept encrypted in the store's `oauth-cache`
- * sublevel, and the secret key loaded at start only when some alias needs it.
+ * `[alias.incoming] oauth2`, its msal cache kept encrypted in the store (its token cache), and
+ * the secret key loaded at start only when some alias needs it.
  */
 import { readFileSync } from 'node:fs';
 import type { AliasConfig, Config, OAuthAppConfig } from '../config/schema.js';
 import { ConfigError } from '../../lib/config-file/toml.js';
-import type { Store } from '../../storage/leveldb/store.js';
+import type { Store } from '../../storage/store.js';
 import { ClientCredentialsTokenProvider, DelegatedTokenProvider, type OAuthApp, type TokenProvider } from './tokens.js';
 import { encryptedCacheStore, loadSecretKey, SecretKeyError, type TokenCacheStore } from './cache.js';
 
@@ -26,14 +26,13 @@ export function oauthApp(app: OAuthAppConfig): OAuthApp {
   };
 }
 
-/** The alias's token cache, sealed under KEY in the `oauth-cache` sublevel; the app and alias names are authenticated with it. */
+/** The alias's token cache, sealed under KEY in the store; the app and alias names are authenticated with it. */
 export function aliasTokenCache(store: Store, app: string, alias: string, key: Buffer | undefined): TokenCacheStore {
-  const { oauthCache } = store.sublevels;
   return encryptedCacheStore(
     {
-      read: () => oauthCache.get(alias),
-      // A synced write: a rotated refresh token lost in a crash would need a new sign-in.
-      write: (bytes) => store.commitBatch([{ type: 'put', sublevel: oauthCache, key: alias, value: bytes }]),
+      read: () => store.readTokenCache(alias),
+      // A durable write: a rotated refresh token lost in a crash would need a new sign-in.
+      write: (bytes) => store.writeTokenCache(alias, bytes),
     },
     key,
     `mailgate-oauth/${app}/${alias}`,

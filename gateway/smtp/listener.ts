@@ -5,7 +5,6 @@ import type { Config } from '../config/schema.js';
 import { recipientRules } from './recipient-rules.js';
 import { MailgateError } from '../../lib/errors.js';
 import { newMessageId } from '../../storage/ids.js';
-import { queuePutOp } from '../../storage/leveldb/queue.js';
 import { DEFAULT_ROUTE, relayEntry } from '../dispatch/entries.js';
 import { SessionGuard } from './session-limits.js';
 import { takeInData, type IntakeSettings } from './intake.js';
@@ -120,7 +119,7 @@ function serverOptions(
             maxSize: smtp.max_message_size,
             defaultDomain: config.partition.default_domain,
             ...(alias?.department ? { department: alias.department } : {}),
-            ...(relay ? { commitOps: [queuePutOp(deps.store, relay)] } : {}),
+            ...(relay ? { sideRecords: [{ type: 'queue-entry' as const, entry: relay }] } : {}),
           }),
         accepted: (meta) => ({
           id: meta.id,

@@ -7,9 +7,8 @@
  * place (wrapping-message.ts).
  */
 import type { Readable } from 'node:stream';
-import type { Store, StoreOp } from '../../storage/leveldb/store.js';
-import { QuarantineSpool } from '../../storage/leveldb/quarantine-spool.js';
-import type { QuarantineRecord } from '../../storage/leveldb/quarantine.js';
+import type { SideRecord, Store } from '../../storage/store.js';
+import type { QuarantineRecord } from '../../storage/records.js';
 import type { Direction, Stage, StageFindings } from '../chain/stage.js';
 import type { AttachmentFinding } from './stage.js';
 import type { OriginalFinding } from './original-scan.js';
@@ -25,8 +24,8 @@ export interface OriginalBlock {
   close(): Promise<void>;
   /** The attachments findings of the wrapping message, as the stage writes them for a blocked part. */
   findings(): StageFindings;
-  /** The quarantine record, visible with the message, and the end of the pending mark the quarantine spool set. */
-  commitOps(): StoreOp[];
+  /** The quarantine record, to become visible with the wrapping message. */
+  sideRecords(): SideRecord[];
 }
 
 /**
@@ -72,7 +71,7 @@ export async function blockedOriginal(opts: {
   if (!verdict) return undefined;
   const { finding, action, rule } = verdict;
   const { store, id } = opts;
-  const quarantine = action === 'quarantine' ? new QuarantineSpool(store.sublevels, `${id}.1`) : undefined;
+  const quarantine = action === 'quarantine' ? store.createQuarantineSpool(`${id}.1`) : undefined;
   let size = 0;
   const outcome = quarantine ? `quarantined as ${quarantine.id}` : 'deleted';
   return {
@@ -98,7 +97,7 @@ export async function blockedOriginal(opts: {
       ],
       action,
     }),
-    commitOps: () => {
+    sideRecords: () => {
       if (!quarantine) return [];
       const record: QuarantineRecord = {
         id: quarantine.id,
@@ -112,10 +111,7 @@ export async function blockedOriginal(opts: {
         date: new Date().toISOString(),
         ...(opts.department ? { department: opts.department } : {}),
       };
-      return [
-        { type: 'put', sublevel: store.sublevels.quarantine, key: record.id, value: record },
-        { type: 'del', sublevel: store.sublevels.pending, key: id },
-      ];
+      return [{ type: 'quarantine', record }];
     },
   };
 }

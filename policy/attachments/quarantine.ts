@@ -6,19 +6,18 @@
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Joiner, Splitter, type SplitterChunk } from '@zone-eu/mailsplit';
-import type { Store, StoreOp } from '../../storage/leveldb/store.js';
+import { quarantineNotFound, type Store } from '../../storage/store.js';
+import type { QuarantineRecord } from '../../storage/records.js';
 import { MailgateError } from '../../lib/errors.js';
 import { SummaryCollector, attachmentFileNames } from '../chain/summary.js';
 import { ChunkStage, StageChain } from '../chain/stage-chain.js';
-import { RewriteWriter } from '../../storage/leveldb/message-rewrite.js';
 import { bodyDecoder, type BodyDecoder } from '../mime/transfer-decode.js';
-import { getQuarantined, notFound, openQuarantined, type QuarantineRecord } from '../../storage/leveldb/quarantine.js';
 
 /** The attachment's decoded content (the file as the sender attached it), transfer encoding undone. */
 export function openQuarantinedContent(store: Store, id: string): Readable {
   async function* content(): AsyncGenerator<Buffer> {
     const splitter = new Splitter({ ignoreEmbedded: true });
-    const source = openQuarantined(store, id);
+    const source = store.openQuarantined(id);
     source.once('error', (err) => splitter.destroy(err));
     source.pipe(splitter);
     let decoder: BodyDecoder | undefined;
@@ -33,16 +32,15 @@ export function openQuarantinedContent(store: Store, id: string): Readable {
 
 /**
  * Puts a quarantined attachment back into its message, byte for byte as received, in place
- * of the text part that replaced it. The message is rewritten as a new generation of chunks
- * and swapped in with one synced batch (layout.ts), with its metadata updated and the
- * quarantine record removed.
+ * of the text part that replaced it. The message's new bytes are swapped in at once with its
+ * metadata updated and the quarantine record removed (storage/store.ts MessageRewrite).
  */
 export async function restoreQuarantined(store: Store, id: string): Promise<QuarantineRecord> {
-  const record = await getQuarantined(store, id);
-  if (!record) throw notFound(id);
+  const record = await store.getQuarantined(id);
+  if (!record) throw quarantineNotFound(id);
   const meta = await store.getMessage(record.messageId);
   if (!meta) throw new MailgateError('MESSAGE_NOT_FOUND', 550, '5.0.0', `The message ${record.messageId} of quarantined attachment ${id} is gone`);
-  const writer = await RewriteWriter.start(store, record.messageId);
+  const writer = await store.rewriteMessage(record.messageId);
   const summary = new SummaryCollector();
   const replacer = new PlaceholderReplacer(store, id);
   try {
@@ -67,8 +65,7 @@ export async function restoreQuarantined(store: Store, id: string): Promise<Quar
     _AttachmentFileNames: attachmentFileNames(summary.summary.attachments),
     findings,
   };
-  const ops: StoreOp[] = [{ type: 'del', sublevel: store.sublevels.quarantine, key: id }];
-  await writer.commit(updated, ops, id);
+  await writer.commit(updated, { restoredQuarantineId: id });
   return record;
 }
 
@@ -103,7 +100,7 @@ class PlaceholderReplacer extends ChunkStage {
   async #original(placeholder: SplitterChunk & { type: 'node' }): Promise<void> {
     // As a part of its own it parses as a root node; give it the placeholder's place in the tree.
     const splitter = new Splitter({ ignoreEmbedded: true });
-    const source = openQuarantined(this.#store, this.#qid);
+    const source = this.#store.openQuarantined(this.#qid);
     source.pipe(splitter);
     source.once('error', (err) => splitter.destroy(err));
     for await (const chunk of splitter as AsyncIterable<SplitterChunk>) {

@@ -4,7 +4,7 @@
  * replaced in the stored message by a short text part naming the file and the rule; with
  * `action = "quarantine"` the original part (raw header block and encoded body, exactly as
  * received) is kept in the quarantine store under `<message id>.<n>`, and restore puts it
- * back byte for byte (storage/quarantine.ts).
+ * back byte for byte (quarantine.ts).
  *
  * Streaming: a part judged by its name is replaced at once and its bytes go straight to the
  * quarantine. Otherwise its first chunks wait until a few decoded bytes show what it is; an
@@ -19,8 +19,8 @@ import { attachmentRules, attachmentsSectionSchema, type AttachmentRules, type A
 import { PartInspector, type PartVerdict } from './part-inspector.js';
 import { visible } from './names.js';
 import { blockedInOriginal } from './original-scan.js';
-import { QuarantineSpool } from '../../storage/leveldb/quarantine-spool.js';
-import type { QuarantineRecord } from '../../storage/leveldb/quarantine.js';
+import type { QuarantineRecord } from '../../storage/records.js';
+import type { QuarantineSpool } from '../../storage/store.js';
 
 export { attachmentsSectionSchema, type AttachmentsSection };
 
@@ -235,15 +235,14 @@ class AttachmentBlocker extends ChunkStage {
     if (part.spool) {
       await part.spool.close();
       const record = this.#quarantineRecord(part, part.spool, verdict);
-      this.#ctx.commitOps.push({ type: 'put', sublevel: this.#ctx.store!.sublevels.quarantine, key: record.id, value: record });
+      this.#ctx.sideRecords.push({ type: 'quarantine', record });
     }
     this.#note(part, verdict);
   }
 
-  /** A quarantine spool for the next part; its bytes go under the message's pending mark, which the commit removes. */
+  /** A quarantine spool for the next part; its bytes belong to the message: kept by its commit, removed by its abort. */
   #newSpool(): QuarantineSpool {
-    if (this.#n === 0) this.#ctx.commitOps.push({ type: 'del', sublevel: this.#ctx.store!.sublevels.pending, key: this.#ctx.id });
-    return new QuarantineSpool(this.#ctx.store!.sublevels, `${this.#ctx.id}.${++this.#n}`);
+    return this.#ctx.store!.createQuarantineSpool(`${this.#ctx.id}.${++this.#n}`);
   }
 
   #fileName(part: Part): string {

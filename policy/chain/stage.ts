@@ -1,7 +1,7 @@
 import type { Readable, Transform } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Envelope, MessageSource } from '../../storage/records.js';
-import type { Store, StoreOp } from '../../storage/leveldb/store.js';
+import type { SideRecord, Store } from '../../storage/store.js';
 import type { ChunkHandler } from './stage-chain.js';
 import type { OriginalFinding } from '../attachments/original-scan.js';
 
@@ -30,11 +30,11 @@ export interface MessageContext {
   /** The store; absent in a dry run. Stages that keep data (quarantine) write it here. */
   readonly store?: Store;
   /**
-   * Store operations that become visible with the message, in its one synced commit
-   * (e.g. quarantine records). Bytes a stage writes ahead under keys prefixed by the
-   * message id are removed if the message is aborted (see storage/layout.ts).
+   * Records that become durable and visible with the message, in its one commit (e.g.
+   * quarantine records). Bytes a stage writes ahead through a quarantine spool are removed
+   * if the message is aborted (storage/store.ts).
    */
-  readonly commitOps: StoreOp[];
+  readonly sideRecords: SideRecord[];
 }
 
 /** What one stage recorded about one message. */

@@ -15,11 +15,11 @@
  *   !fetched!<alias>\x00<uidvalidity>:<uid>   FetchedRecord (JSON): an IMAP message the retriever stored; or
  *   !fetched!<alias>\x00pop3:<uidl>            a POP3 one. Written in the message's own synced batch, so a
  *                                   message found again after a crash gets only its post-store action
- *   !alias-state!<alias>            AliasState (JSON, alias-state.ts): the alias's health as the retriever or
+ *   !alias-state!<alias>            AliasState (JSON, records.ts): the alias's health as the retriever or
  *                                   an admin last set it (status, failures, last error and its reason)
- *   !oauth-cache!<alias>            the alias's msal token cache (Buffer), AES-256-GCM sealed by oauth-cache.ts
+ *   !oauth-cache!<alias>            the alias's msal token cache (Buffer), AES-256-GCM sealed by gateway/oauth/cache.ts
  *                                   (refresh tokens are as good as a password: never in clear)
- *   !queue!<id>                     QueueEntry (JSON, queue.ts): a stored message still to be sent (outbound) or
+ *   !queue!<id>                     QueueEntry (JSON, records.ts): a stored message still to be sent (outbound) or
  *                                   forwarded (relay), recipient by recipient. Put in the message's own synced
  *                                   batch; removed in the batch that records the outcome on the message's metadata
  *
@@ -39,8 +39,7 @@
  */
 import { Level } from 'level';
 import type { BatchOperation } from 'level';
-import type { MessageMeta } from '../records.js';
-import type { QueueEntry } from './queue.js';
+import type { AliasState, FetchedKey, FetchedRecord, MessageMeta, QuarantineRecord, QueueEntry } from '../records.js';
 import { storeErrors } from '../../lib/errors.js';
 
 /** The root database: utf8 keys and values. */
@@ -58,7 +57,7 @@ export function openSublevels(db: RootDb) {
     /** id → '' while the message is being written. */
     pending: db.sublevel<string, string>('pending', {}),
     /** `<message id>.<n>` → quarantine record (JSON). */
-    quarantine: db.sublevel<string, unknown>('quarantine', { valueEncoding: 'json' }),
+    quarantine: db.sublevel<string, QuarantineRecord>('quarantine', { valueEncoding: 'json' }),
     /** `<message id>.<n>!<seq>` → bytes of a blocked part. */
     quarantineChunks: db.sublevel<string, Buffer>('quarantine-chunks', { valueEncoding: 'buffer' }),
     /** id → generation of the message's chunks, when not 0 (see the header comment). */
@@ -67,11 +66,11 @@ export function openSublevels(db: RootDb) {
     rewrites: db.sublevel<string, RewriteMark>('rewrites', { valueEncoding: 'json' }),
     /** `<alias>\x00<uidvalidity>:<uid>` or `<alias>\x00pop3:<uidl>` → what the retriever stored for it. */
     fetched: db.sublevel<string, FetchedRecord>('fetched', { valueEncoding: 'json' }),
-    /** alias name → its health: status, failures, last error (alias-state.ts). */
-    aliasState: db.sublevel<string, unknown>('alias-state', { valueEncoding: 'json' }),
-    /** alias name → its encrypted OAuth token cache (oauth-cache.ts). */
+    /** alias name → its health: status, failures, last error (gateway/fetch/alias-health.ts). */
+    aliasState: db.sublevel<string, AliasState>('alias-state', { valueEncoding: 'json' }),
+    /** alias name → its encrypted OAuth token cache (gateway/oauth/cache.ts). */
     oauthCache: db.sublevel<string, Buffer>('oauth-cache', { valueEncoding: 'buffer' }),
-    /** message id → its delivery still to do (queue.ts). */
+    /** message id → its delivery still to do (storage/queue.ts). */
     queue: db.sublevel<string, QueueEntry>('queue', { valueEncoding: 'json' }),
   };
 }
@@ -82,9 +81,8 @@ export function openSublevels(db: RootDb) {
  */
 export async function clearUnfinished(sublevels: Sublevels, id: string): Promise<void> {
   await sublevels.chunks.clear(chunkRange(id));
-  // '/' is the character after '.', so this covers the quarantine ids `<id>.<n>`.
-  await sublevels.quarantineChunks.clear({ gte: `${id}.`, lt: `${id}/` });
-  await sublevels.quarantine.clear({ gte: `${id}.`, lt: `${id}/` });
+  await sublevels.quarantineChunks.clear(quarantineRange(id));
+  await sublevels.quarantine.clear(quarantineRange(id));
 }
 
 /** What a rewrite of a message's bytes may leave behind if it stops: see the header comment. */
@@ -93,14 +91,6 @@ export interface RewriteMark {
   generation: number;
   /** Quarantined part whose chunks are garbage (restored into the message). */
   quarantineId?: string;
-}
-
-/** A mailbox message the retriever has stored (the fetched sublevel). */
-export interface FetchedRecord {
-  /** The stored message: the message itself, or the record of an over-size one. */
-  id: string;
-  /** Set when the message was invalid (over-size): it gets `on_invalid`, not `on_stored`. */
-  invalid?: true;
 }
 
 /** Removes what a rewrite mark names (old or unfinished generation, restored quarantine bytes). */
@@ -179,6 +169,18 @@ export function aliasKey(alias: string, id: string): string {
 /** Range of the `by-alias` keys of `alias`, from id `fromId` on when given. */
 export function aliasRange(alias: string, fromId = ''): { gte: string; lt: string } {
   return { gte: `${alias}\x00${fromId}`, lt: `${alias}\x01` };
+}
+
+/** Key of a mailbox message in the `fetched` sublevel. */
+export function fetchedKey({ alias, key }: FetchedKey): string {
+  if (alias.includes('\x00')) throw new TypeError('alias contains NUL');
+  return `${alias}\x00${key}`;
+}
+
+/** Range of the keys of message `id`'s quarantined parts (`<id>.<n>`) in the `quarantine` sublevels. */
+export function quarantineRange(id: string): { gte: string; lt: string } {
+  // '/' is the character after '.', so this covers the quarantine ids `<id>.<n>`.
+  return { gte: `${id}.`, lt: `${id}/` };
 }
 
 /** Id part of a `by-alias` key. */

@@ -6,27 +6,28 @@
 import { Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import type { MessageMeta } from '../records.js';
-import type { Store } from './store.js';
+import type { MessageRewrite } from '../store.js';
+import type { LevelStore } from './store.js';
 import { chunkKey, clearRewriteGarbage, type StoreOp } from './layout.js';
 import { CHUNK_SIZE } from './message-writer.js';
 
 // Rewrites of one message must not overlap: each reads the current bytes and replaces them.
-const locks = new WeakMap<Store, Map<string, Promise<void>>>();
+const locks = new WeakMap<LevelStore, Map<string, Promise<void>>>();
 
 /** A Writable of the message's new bytes; `commit` swaps them in, `abandon` removes them. */
-export class RewriteWriter extends Writable {
+export class RewriteWriter extends Writable implements MessageRewrite {
   #stage: Buffer[] = [];
   #staged = 0;
   #seq = 0;
   #bytes = 0;
   #release: () => void;
 
-  readonly #store: Store;
+  readonly #store: LevelStore;
   readonly #id: string;
   readonly #oldGeneration: number;
   readonly #generation: number;
 
-  private constructor(store: Store, id: string, oldGeneration: number, generation: number, release: () => void) {
+  private constructor(store: LevelStore, id: string, oldGeneration: number, generation: number, release: () => void) {
     super();
     this.#store = store;
     this.#id = id;
@@ -36,7 +37,7 @@ export class RewriteWriter extends Writable {
   }
 
   /** Waits for any other rewrite of the message, then marks a new generation as in progress. */
-  static async start(store: Store, id: string): Promise<RewriteWriter> {
+  static async start(store: LevelStore, id: string): Promise<RewriteWriter> {
     let perStore = locks.get(store);
     if (!perStore) locks.set(store, (perStore = new Map()));
     const previous = perStore.get(id) ?? Promise.resolve();
@@ -86,22 +87,24 @@ export class RewriteWriter extends Writable {
   }
 
   /**
-   * Makes the new bytes the message's, with `meta` (size set to the bytes written) and
-   * `extraOps`, in one synced batch; then removes the old generation and, when given, the
-   * restored quarantine part's bytes.
+   * Makes the new bytes the message's, with `meta` (size set to the bytes written) and the
+   * removal of the restored quarantine record when given, in one synced batch; then removes
+   * the old generation and the restored part's bytes.
    */
-  async commit(meta: MessageMeta, extraOps: readonly StoreOp[], restoredQuarantineId?: string): Promise<void> {
+  async commit(meta: MessageMeta, opts: { restoredQuarantineId?: string } = {}): Promise<void> {
+    const restoredQuarantineId = opts.restoredQuarantineId;
     try {
       await finished(this);
       if (this.#staged > 0) await this.#put(Buffer.concat(this.#stage, this.#staged));
-      const { generations, messages, rewrites, chunks, quarantineChunks } = this.#store.sublevels;
+      const { generations, messages, rewrites, chunks, quarantine, quarantineChunks } = this.#store.sublevels;
       const garbage = { generation: this.#oldGeneration, ...(restoredQuarantineId ? { quarantineId: restoredQuarantineId } : {}) };
-      await this.#store.commitBatch([
+      const ops: StoreOp[] = [
         { type: 'put', sublevel: generations, key: this.#id, value: this.#generation },
         { type: 'put', sublevel: messages, key: this.#id, value: { ...meta, size: this.#bytes } },
         { type: 'put', sublevel: rewrites, key: this.#id, value: garbage },
-        ...extraOps,
-      ]);
+      ];
+      if (restoredQuarantineId) ops.push({ type: 'del', sublevel: quarantine, key: restoredQuarantineId });
+      await this.#store.commitBatch(ops);
       await clearRewriteGarbage(chunks, quarantineChunks, this.#id, garbage);
       await rewrites.del(this.#id);
     } finally {

@@ -7,8 +7,10 @@
 import { Writable } from 'node:stream';
 import { finished } from 'node:stream/promises';
 import type { MessageMeta } from '../records.js';
+import type { MessageWriter as StoreMessageWriter, SideRecord } from '../store.js';
 import type { GroupCommit } from './group-commit.js';
-import { aliasKey, chunkKey, clearUnfinished, type RootDb, type StoreOp, type Sublevels } from './layout.js';
+import { aliasKey, chunkKey, clearUnfinished, quarantineRange, type RootDb, type StoreOp, type Sublevels } from './layout.js';
+import { sideRecordOps } from './side-records.js';
 
 /** Size of a stored chunk: small values keep LevelDB's memory use low (RECIPES.md). */
 export const CHUNK_SIZE = 64 * 1024;
@@ -37,25 +39,19 @@ export interface WriterContext {
   db: RootDb;
   sublevels: Sublevels;
   groupCommit: GroupCommit<StoreOp>;
+  /**
+   * Ids of messages whose pending mark a quarantine spool put (quarantine-spool.ts): their
+   * commit removes it, though the message itself may never have filled a chunk.
+   */
+  spoolMarks: Set<string>;
+  /** Commits begun and not yet settled: the store's close waits for them. */
+  commits: Set<Promise<void>>;
 }
 
 type WriterState = 'writing' | 'committing' | 'committed' | 'failed' | 'aborted';
 
-/**
- * A `Writable` of one message's bytes. Pipe the message into it, then `commit(meta)` to make
- * it durable and visible, or `abort()` to remove what was written.
- *
- * @example
- * const writer = store.createMessageWriter(newMessageId());
- * try {
- *   await pipeline(source, writer);
- *   await writer.commit(meta);
- * } catch (err) {
- *   await writer.abort();
- *   throw errors.storeFailed(err);
- * }
- */
-export class MessageWriter extends Writable {
+/** The store's MessageWriter (storage/store.ts) on LevelDB. */
+export class MessageWriter extends Writable implements StoreMessageWriter {
   /** The id the message is stored under. */
   readonly id: string;
   readonly #ctx: WriterContext;
@@ -140,11 +136,11 @@ export class MessageWriter extends Writable {
 
   /**
    * Makes the message durable and visible: the last chunk, the metadata (with `size` set to
-   * the bytes actually stored), the by-alias entry and the removal of the pending mark go in
-   * one synced batch, shared with concurrent commits. Call after the stream has ended.
-   * Rejects with the cause on failure; then call `abort()`.
+   * the bytes actually stored), the by-alias entry, the side records and the removal of the
+   * pending mark go in one synced batch, shared with concurrent commits. Call after the
+   * stream has ended. Rejects with the cause on failure; then call `abort()`.
    */
-  async commit(meta: MessageMeta, extraOps: readonly StoreOp[] = []): Promise<void> {
+  async commit(meta: MessageMeta, sideRecords: readonly SideRecord[] = []): Promise<void> {
     if (this.#state !== 'writing') throw new Error(`message ${this.id}: cannot commit, the writer was ${this.#state}`);
     if (meta.id !== this.id) throw new TypeError(`message ${this.id}: commit with metadata of ${meta.id}`);
     const alias = meta.source.alias;
@@ -152,9 +148,20 @@ export class MessageWriter extends Writable {
     if (!this.writableEnded) throw new Error(`message ${this.id}: commit before the stream was ended`);
     this.#state = 'committing';
     this.#commitTried = true;
+    const committing = this.#commit(meta, alias, sideRecords);
+    const { commits } = this.#ctx;
+    commits.add(committing);
+    try {
+      await committing;
+    } finally {
+      commits.delete(committing);
+    }
+  }
+
+  async #commit(meta: MessageMeta, alias: string | undefined, sideRecords: readonly SideRecord[]): Promise<void> {
     try {
       await finished(this);
-      const { sublevels, groupCommit } = this.#ctx;
+      const { sublevels, groupCommit, spoolMarks } = this.#ctx;
       const ops: StoreOp[] = [];
       if (this.#staged > 0) {
         ops.push({ type: 'put', sublevel: sublevels.chunks, key: chunkKey(this.id, this.#seq++), value: this.#stage.subarray(0, this.#staged) });
@@ -162,11 +169,12 @@ export class MessageWriter extends Writable {
       const stored: MessageMeta = { ...meta, size: this.#bytesWritten };
       ops.push({ type: 'put', sublevel: sublevels.messages, key: this.id, value: stored });
       if (alias !== undefined) ops.push({ type: 'put', sublevel: sublevels.byAlias, key: aliasKey(alias, this.id), value: '' });
-      if (this.#pendingWritten) ops.push({ type: 'del', sublevel: sublevels.pending, key: this.id });
-      // Records that belong to the message (e.g. its quarantined parts) become visible with it.
-      ops.push(...extraOps);
+      if (this.#pendingWritten || spoolMarks.has(this.id)) ops.push({ type: 'del', sublevel: sublevels.pending, key: this.id });
+      // Records that belong to the message (e.g. its quarantined parts, its queue entry) become visible with it.
+      if (sideRecords.length > 0) ops.push(...(await sideRecordOps(sublevels, sideRecords)));
       await groupCommit.commit(ops);
       this.#state = 'committed';
+      spoolMarks.delete(this.id);
     } catch (err) {
       this.#state = 'failed';
       throw err;
@@ -184,10 +192,13 @@ export class MessageWriter extends Writable {
       return Promise.reject(new Error(`message ${this.id}: cannot abort, the writer was ${this.#state}`));
     }
     this.#state = 'aborted';
-    this.#aborting ??= this.#removeWritten().catch((err: unknown) => {
-      this.#aborting = undefined; // let a later abort() try again
-      throw err;
-    });
+    this.#aborting ??= this.#removeWritten().then(
+      () => void this.#ctx.spoolMarks.delete(this.id),
+      (err: unknown) => {
+        this.#aborting = undefined; // let a later abort() try again
+        throw err;
+      },
+    );
     return this.#aborting;
   }
 
@@ -218,7 +229,7 @@ export class MessageWriter extends Writable {
 
 /** Whether quarantine records or bytes of message `id` exist (the ranges clearUnfinished clears). */
 async function hasQuarantined(sublevels: Sublevels, id: string): Promise<boolean> {
-  const range = { gte: `${id}.`, lt: `${id}/`, limit: 1 };
+  const range = { ...quarantineRange(id), limit: 1 };
   return (await sublevels.quarantineChunks.keys(range).all()).length > 0 || (await sublevels.quarantine.keys(range).all()).length > 0;
 }
 

@@ -6,9 +6,10 @@
  * back into the message if they pass. Unsynced writes: the message's synced commit makes the
  * quarantine record visible, and `clearUnfinished` removes these keys if the message aborts.
  * The message's pending mark is put before the first of them, so that the sweep at open finds
- * them after a crash even when the message itself never wrote a chunk (message-writer.ts);
- * the stage deletes the mark in the message's commit.
+ * them after a crash even when the message itself never wrote a chunk; the message's commit
+ * removes the mark (message-writer.ts, told through `spoolMarks`).
  */
+import type { QuarantineSpool as StoreQuarantineSpool } from '../store.js';
 import type { Sublevels } from './layout.js';
 
 const SPOOL_CHUNK = 64 * 1024;
@@ -25,28 +26,35 @@ export function quarantineChunkRange(qid: string): { gte: string; lt: string } {
 }
 
 /** Writes one part's bytes in 64 KiB chunks; see the module comment. */
-export class QuarantineSpool {
-  /** Bytes written so far. */
-  bytes = 0;
+export class QuarantineSpool implements StoreQuarantineSpool {
   readonly #sublevels: Sublevels;
   readonly #qid: string;
+  readonly #spoolMarks: Set<string>;
+  #bytes = 0;
   #stage: Buffer[] = [];
   #staged = 0;
   #seq = 0;
   #marked = false;
 
-  constructor(sublevels: Sublevels, qid: string) {
+  /** `qid` is `<message id>.<n>`; `spoolMarks` collects the ids of messages whose pending mark a spool put. */
+  constructor(sublevels: Sublevels, qid: string, spoolMarks: Set<string>) {
     this.#sublevels = sublevels;
     this.#qid = qid;
+    this.#spoolMarks = spoolMarks;
   }
 
   get id(): string {
     return this.#qid;
   }
 
+  /** Bytes written so far. */
+  get bytes(): number {
+    return this.#bytes;
+  }
+
   /** Appends bytes; resolves once any full chunk is written (backpressure for the caller). */
   async write(data: Buffer): Promise<void> {
-    this.bytes += data.length;
+    this.#bytes += data.length;
     this.#stage.push(Buffer.from(data)); // the caller's buffer may be reused
     this.#staged += data.length;
     while (this.#staged >= SPOOL_CHUNK) {
@@ -72,7 +80,10 @@ export class QuarantineSpool {
   async #markPending(): Promise<void> {
     if (this.#marked) return;
     this.#marked = true;
-    await this.#sublevels.pending.put(this.#qid.slice(0, this.#qid.lastIndexOf('.')), '');
+    const messageId = this.#qid.slice(0, this.#qid.lastIndexOf('.'));
+    // Before the put: a mark that may be stored must be one the commit removes.
+    this.#spoolMarks.add(messageId);
+    await this.#sublevels.pending.put(messageId, '');
   }
 
   /** The written bytes from `offset` on, chunk by chunk (call after `close`). */

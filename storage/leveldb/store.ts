@@ -1,14 +1,21 @@
 /**
- * The message store: metadata and bytes of every accepted message in one LevelDB database.
- * The key layout, its version and its migrations are documented in layout.ts; writing one
- * message is message-writer.ts; shared synced writes are group-commit.ts.
+ * The message store on LevelDB (the storage interface, storage/store.ts): metadata and bytes
+ * of every accepted message and the records that go with them, in one LevelDB database. The
+ * key layout, its version and its migrations are documented in layout.ts; writing one message
+ * is message-writer.ts, its side records side-records.ts; shared synced writes are
+ * group-commit.ts.
  */
 import { statfs } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { MessageMeta } from '../records.js';
+import type { AliasState, DeliveryRecord, FetchedKey, FetchedRecord, MessageMeta, QuarantineRecord, QueueEntry } from '../records.js';
+import type { ListOptions, Store } from '../store.js';
 import { GroupCommit } from './group-commit.js';
 import { MessageWriter } from './message-writer.js';
+import { RewriteWriter } from './message-rewrite.js';
+import { QuarantineSpool } from './quarantine-spool.js';
+import { deleteQuarantined, listQuarantine, openQuarantined } from './quarantine.js';
+import { sideRecordOps } from './side-records.js';
 import { isDiskFull, storeErrors } from '../../lib/errors.js';
 import { idFloor, isMessageId } from '../ids.js';
 import {
@@ -16,6 +23,7 @@ import {
   chunkRange,
   clearRewriteGarbage,
   clearUnfinished,
+  fetchedKey,
   idOfAliasKey,
   openDatabase,
   openSublevels,
@@ -27,26 +35,13 @@ import {
 } from './layout.js';
 import { WriteGuard, batchApplied, isWriteUncertain } from './write-guard.js';
 
-export { newMessageId, isMessageId, idTime } from '../ids.js';
 export { MessageWriter, CHUNK_SIZE } from './message-writer.js';
 export { SCHEMA_VERSION, type StoreLogger, type StoreOp, type Sublevels } from './layout.js';
 
-/** Options for {@link Store.open}. */
+/** Options for {@link LevelStore.open}. */
 export interface StoreOptions {
   /** Where to report the sweep and migrations; pino fits. Default: silent. */
   logger?: StoreLogger;
-}
-
-/** What {@link Store.listMessages} returns. */
-export interface ListOptions {
-  /** Only messages whose `source.alias` is this. */
-  alias?: string | undefined;
-  /** Only messages whose id was made at or after this time (ids follow arrival). */
-  since?: Date | undefined;
-  /** Only messages carrying this tag, e.g. `exception-queue`; read newest first until `limit` of them are found. */
-  tag?: string | undefined;
-  /** At most this many, newest first. Default 100. */
-  limit?: number | undefined;
 }
 
 /** Counters, for tests and metrics. */
@@ -66,13 +61,17 @@ const REOPEN_FIRST_RETRY_MS = 100;
 const REOPEN_MAX_RETRY_MS = 2000;
 const silentLogger: StoreLogger = { info() {}, warn() {}, error() {} };
 
-/** The message store. Open with {@link Store.open}; one process at a time. */
-export class Store {
-  /** The data directory. */
+/** The message store on LevelDB. Open with {@link LevelStore.open}; one process at a time. */
+export class LevelStore implements Store {
+  /** The data directory: the database, and the spool and control socket beside it. */
   readonly dir: string;
-  /** The layout's sublevels, for storage modules that build their own {@link StoreOp}s. */
+  /** The layout's sublevels, for the storage modules that build their own {@link StoreOp}s (and LevelDB's own tests). */
   readonly sublevels: Sublevels;
   readonly #db: RootDb;
+  // Messages whose pending mark a quarantine spool put: see WriterContext.
+  readonly #spoolMarks = new Set<string>();
+  // Message commits begun and not yet settled: close lets them finish.
+  readonly #commits = new Set<Promise<void>>();
   readonly #logger: StoreLogger;
   readonly #groupCommit: GroupCommit<StoreOp>;
   readonly #guard: WriteGuard;
@@ -95,13 +94,13 @@ export class Store {
    * messages left unfinished by a crash. Rejects with code `STORE_LOCKED` when another
    * process holds the directory, `STORE_SCHEMA_TOO_NEW` when a newer mailgate wrote it.
    */
-  static async open(dir: string, opts: StoreOptions = {}): Promise<Store> {
+  static async open(dir: string, opts: StoreOptions = {}): Promise<LevelStore> {
     const logger = opts.logger ?? silentLogger;
     const db = await openDatabase(dir);
-    let store: Store | undefined;
+    let store: LevelStore | undefined;
     try {
       await runMigrations(db, dir, logger);
-      store = new Store(dir, db, logger);
+      store = new LevelStore(dir, db, logger);
       await store.#sweep();
       return store;
     } catch (err) {
@@ -119,16 +118,101 @@ export class Store {
   createMessageWriter(id: string): MessageWriter {
     this.#assertOpen();
     if (!isMessageId(id)) throw new TypeError(`not a message id: ${JSON.stringify(id)}`);
-    return new MessageWriter({ db: this.#db, sublevels: this.sublevels, groupCommit: this.#groupCommit }, id);
+    return new MessageWriter(
+      { db: this.#db, sublevels: this.sublevels, groupCommit: this.#groupCommit, spoolMarks: this.#spoolMarks, commits: this.#commits },
+      id,
+    );
   }
 
   /**
    * Writes `ops` atomically and durably, sharing the synced write with concurrent commits.
-   * Resolves once durable; rejects with the cause (a batch fails as a whole).
+   * Resolves once durable; rejects with the cause (a batch fails as a whole). For the
+   * storage modules; the rest of mailgate writes through the storage interface.
    */
   async commitBatch(ops: readonly StoreOp[]): Promise<void> {
     this.#assertOpen();
     await this.#groupCommit.commit(ops);
+  }
+
+  /** New bytes for a committed message, as a new generation of its chunks (message-rewrite.ts). */
+  rewriteMessage(id: string): Promise<RewriteWriter> {
+    this.#assertOpen();
+    return RewriteWriter.start(this, id);
+  }
+
+  createQuarantineSpool(id: string): QuarantineSpool {
+    this.#assertOpen();
+    return new QuarantineSpool(this.sublevels, id, this.#spoolMarks);
+  }
+
+  listQuarantine(opts: { messageId?: string } = {}): Promise<QuarantineRecord[]> {
+    return listQuarantine(this.sublevels, opts);
+  }
+
+  getQuarantined(id: string): Promise<QuarantineRecord | undefined> {
+    return this.sublevels.quarantine.get(id);
+  }
+
+  openQuarantined(id: string): Readable {
+    return openQuarantined(this.sublevels, id);
+  }
+
+  deleteQuarantined(id: string): Promise<QuarantineRecord> {
+    return deleteQuarantined(this.sublevels, (ops) => this.commitBatch(ops), id);
+  }
+
+  async putQueueEntries(entries: readonly QueueEntry[]): Promise<void> {
+    await this.commitBatch(
+      await sideRecordOps(
+        this.sublevels,
+        entries.map((entry) => ({ type: 'queue-entry', entry })),
+      ),
+    );
+  }
+
+  getQueueEntry(id: string): Promise<QueueEntry | undefined> {
+    return this.sublevels.queue.get(id);
+  }
+
+  /** Oldest first: ids sort by time. */
+  listQueue(): Promise<QueueEntry[]> {
+    return this.sublevels.queue.values().all();
+  }
+
+  async finishQueueEntry(id: string, delivery: DeliveryRecord): Promise<void> {
+    await this.commitBatch(await sideRecordOps(this.sublevels, [{ type: 'queue-finished', id, delivery }]));
+  }
+
+  getAliasState(alias: string): Promise<AliasState | undefined> {
+    return this.sublevels.aliasState.get(alias);
+  }
+
+  async listAliasStates(): Promise<Record<string, AliasState>> {
+    const out: Record<string, AliasState> = {};
+    for await (const [name, state] of this.sublevels.aliasState.iterator()) out[name] = state;
+    return out;
+  }
+
+  /** A synced write shared with concurrent commits. */
+  async putAliasState(alias: string, state: AliasState): Promise<void> {
+    await this.commitBatch([{ type: 'put', sublevel: this.sublevels.aliasState, key: alias, value: state }]);
+  }
+
+  async getFetched(keys: readonly FetchedKey[]): Promise<(FetchedRecord | undefined)[]> {
+    if (keys.length === 0) return [];
+    return this.sublevels.fetched.getMany(keys.map(fetchedKey));
+  }
+
+  async putFetched(key: FetchedKey, record: FetchedRecord): Promise<void> {
+    await this.commitBatch(await sideRecordOps(this.sublevels, [{ type: 'fetched', key, record }]));
+  }
+
+  readTokenCache(alias: string): Promise<Buffer | undefined> {
+    return this.sublevels.oauthCache.get(alias);
+  }
+
+  async writeTokenCache(alias: string, sealed: Buffer): Promise<void> {
+    await this.commitBatch([{ type: 'put', sublevel: this.sublevels.oauthCache, key: alias, value: sealed }]);
   }
 
   /** The metadata of a committed message, or undefined. */
@@ -213,11 +297,13 @@ export class Store {
     return Readable.from(bytes(), { objectMode: false });
   }
 
-  /** Waits for queued commits, then closes the database. Safe to call twice. */
+  /** Waits for commits begun before it, then closes the database. Safe to call twice. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
       this.#stop.abort();
       await this.#repairing?.catch(() => {});
+      // A commit may still be between its call and its batch (waiting for the stream to finish).
+      await Promise.allSettled(this.#commits);
       await this.#groupCommit.idle();
       await this.#db.close();
     })();

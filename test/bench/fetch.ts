@@ -5,7 +5,7 @@ import { loadConfigText } from '../../gateway/config/load.js';
 import { silentLogger } from '../../lib/logger.js';
 import { startRetriever } from '../../gateway/fetch/retriever.js';
 import { PolicySet, policySources } from '../../policy/policy-set.js';
-import { Store } from '../../storage/leveldb/store.js';
+import { openStore } from '../../storage/open.js';
 import { ensureDovecot, startDovecot, type TestDovecot } from '../helpers/dovecot.js';
 import { fixture, tempDir } from '../helpers/paths.js';
 
@@ -67,7 +67,7 @@ async function retriever(dovecot: TestDovecot, user: string, type: 'imap' | 'pop
       `max_items = ${COUNT}`,
     ].join('\n');
     const config = loadConfigText(toml, path.join(dir, 'mailgate.toml'), {});
-    const store = await Store.open(config.data_dir);
+    const store = await openStore(config.data_dir);
     const policy = PolicySet.load(policySources(config));
     const start = process.hrtime.bigint();
     let stored = 0;

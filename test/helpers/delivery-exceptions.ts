@@ -46,7 +46,7 @@ export async function check(message: string | { file: string }, opts: CheckOptio
     tags: new Set(),
     log: pino({ level: 'silent' }),
     dryRun: opts.dryRun ?? false,
-    commitOps: [],
+    sideRecords: [],
   };
   const input = typeof message === 'string' ? Buffer.from(message) : undefined;
   const chunks: Buffer[] = [];

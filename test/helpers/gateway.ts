@@ -7,7 +7,7 @@ import type { Config } from '../../gateway/config/schema.js';
 import { startGateway, type Gateway } from '../../gateway/gateway.js';
 import { silentLogger, type Logger } from '../../lib/logger.js';
 import { pino } from 'pino';
-import { Store } from '../../storage/leveldb/store.js';
+import { LevelStore } from '../../storage/leveldb/store.js';
 import type { Stage } from '../../policy/chain/stage.js';
 import { cliPath, tempDir } from './paths.js';
 
@@ -17,7 +17,7 @@ export interface TestGateway {
   config: Config;
   configFile: string;
   dir: string;
-  store: Store;
+  store: LevelStore;
   gateway: Gateway;
   /** Stops the gateway and closes the store; the directory stays until cleanup. */
   stop(): Promise<void>;
@@ -55,10 +55,10 @@ export async function writeTestConfig(dir: string, toml = ''): Promise<string> {
 export async function startGatewayOn(
   configFile: string,
   opts: { stages?: (department?: string) => readonly Stage[]; logger?: Logger; retriever?: boolean } = {},
-): Promise<{ config: Config; store: Store; gateway: Gateway; stop(): Promise<void> }> {
+): Promise<{ config: Config; store: LevelStore; gateway: Gateway; stop(): Promise<void> }> {
   const config = loadConfigFile(configFile);
   const logger = opts.logger ?? silentLogger();
-  const store = await Store.open(config.data_dir);
+  const store = await LevelStore.open(config.data_dir);
   const gateway = await startGateway({
     config,
     store,

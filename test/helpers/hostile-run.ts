@@ -20,7 +20,7 @@ import { maskingStage, rawMasker } from '../../policy/masking/stage.js';
 import { spoolDir } from '../../ingest/spool.js';
 import { unparsableReasons } from '../../policy/mime/unparsable.js';
 import { ORIGINAL_FILE_NAME } from '../../policy/wrapping/wrapping-message.js';
-import { listQuarantine } from '../../storage/leveldb/quarantine.js';
+
 import { openQuarantinedContent } from '../../policy/attachments/quarantine.js';
 import { startTestGateway, type TestGateway } from './gateway.js';
 import { projectRoot } from './paths.js';
@@ -136,7 +136,7 @@ async function checkStored(gw: TestGateway, label: string, message: FuzzCase, se
   // Masking is on, so the original is attached masked as raw text (policy.test.ts); where
   // nothing in it matches, that is the original byte for byte.
   const masked = await digest(Readable.from(received(gw, message)).pipe(rawMasker(masking, 'inbound')!));
-  const quarantined = await listQuarantine(gw.store, { messageId: id });
+  const quarantined = await gw.store.listQuarantine({ messageId: id });
   if (meta._AttachmentFileNames.includes(`${ORIGINAL_FILE_NAME} [blocked]`)) {
     // The attachment policy blocks something in the original (wrap-ingest.test.ts): it is
     // kept whole in quarantine (the example policy's action), as it would have been attached.

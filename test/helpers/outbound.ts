@@ -1,9 +1,9 @@
 import nodemailer from 'nodemailer';
 import type Mail from 'nodemailer/lib/mailer';
 import { hashPassword } from '../../gateway/config/password.js';
-import type { Store } from '../../storage/leveldb/store.js';
+import type { Store } from '../../storage/store.js';
 import type { MessageMeta } from '../../storage/records.js';
-import type { QueueEntry } from '../../storage/leveldb/queue.js';
+import type { QueueEntry } from '../../storage/records.js';
 
 export const SUBMIT_USER = 'helpdesk';
 export const SUBMIT_PASSWORD = 'helpdesk pass';
@@ -45,7 +45,7 @@ export async function waitDelivered(store: Store, id: string, timeoutMs = 20_000
     const meta = await store.getMessage(id);
     if (meta?.delivery) return meta as MessageMeta & { delivery: NonNullable<MessageMeta['delivery']> };
     if (Date.now() > deadline)
-      throw new Error(`message ${id} did not leave the queue within ${timeoutMs} ms: ${JSON.stringify(await store.sublevels.queue.get(id))}`);
+      throw new Error(`message ${id} did not leave the queue within ${timeoutMs} ms: ${JSON.stringify(await store.getQueueEntry(id))}`);
     await new Promise((r) => setTimeout(r, 25));
   }
 }
@@ -54,7 +54,7 @@ export async function waitDelivered(store: Store, id: string, timeoutMs = 20_000
 export async function waitQueue(store: Store, id: string, done: (e: QueueEntry) => boolean, timeoutMs = 20_000): Promise<QueueEntry> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const entry = await store.sublevels.queue.get(id);
+    const entry = await store.getQueueEntry(id);
     if (entry && done(entry)) return entry;
     if (Date.now() > deadline) throw new Error(`queue entry ${id} not as expected within ${timeoutMs} ms: ${JSON.stringify(entry)}`);
     await new Promise((r) => setTimeout(r, 25));

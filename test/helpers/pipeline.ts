@@ -20,7 +20,7 @@ export interface StageRunOptions {
 export interface StageRun {
   /** The bytes the store would get (as far as the pipeline got before an error). */
   output: Buffer;
-  /** The context the stages saw: findings, tags, commitOps. */
+  /** The context the stages saw: findings, tags, sideRecords. */
   ctx: MessageContext;
   /** Header summary of the output; absent when the pipeline failed. */
   summary?: MessageSummary;
@@ -45,7 +45,7 @@ export function messageContext(opts: StageRunOptions = {}): MessageContext {
     tags: new Set(),
     log: silentLogger(),
     dryRun: false,
-    commitOps: [],
+    sideRecords: [],
   };
 }
 

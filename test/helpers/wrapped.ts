@@ -1,6 +1,6 @@
 import { buffer } from 'node:stream/consumers';
 import { simpleParser } from 'mailparser';
-import type { Store } from '../../storage/leveldb/store.js';
+import type { Store } from '../../storage/store.js';
 import type { MessageMeta } from '../../storage/records.js';
 
 /** What a mail client shows of a stored wrapping message. */

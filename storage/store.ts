@@ -1,0 +1,191 @@
+/**
+ * The storage interface: everything the rest of mailgate may ask of a store, in mailgate's
+ * own terms. Today's implementation is LevelDB (storage/leveldb/, opened by storage/open.ts);
+ * a PostgreSQL one, shared by several nodes, is to satisfy the same interface without any
+ * caller changing. So nothing here names how records are kept (database keys, batches,
+ * versions of a message's bytes): only messages and the records that go with them. test/helpers/store-contract.ts
+ * is the contract every implementation must pass.
+ */
+import type { Readable, Writable } from 'node:stream';
+import { MailgateError } from '../lib/errors.js';
+import type { AliasState, DeliveryRecord, FetchedKey, FetchedRecord, MessageMeta, QuarantineRecord, QueueEntry } from './records.js';
+
+/**
+ * A record that must become durable and visible in the same commit as a message, or not at
+ * all: after a crash or a failed commit either the message and all its side records are
+ * there, or none of them is.
+ */
+export type SideRecord =
+  /** Queue the message (submitted for an alias, or relayed downstream); `entry.id` is the message's id. */
+  | { type: 'queue-entry'; entry: QueueEntry }
+  /**
+   * Another message left the queue: its entry goes and `delivery` is recorded on its metadata
+   * (a delivery status notification is stored and queued in the same commit as this).
+   */
+  | { type: 'queue-finished'; id: string; delivery: DeliveryRecord }
+  /** An attachment of the message kept in quarantine; its bytes were written through a {@link QuarantineSpool}. */
+  | { type: 'quarantine'; record: QuarantineRecord }
+  /** The retriever's record that a mailbox message is stored (so it is never stored twice). */
+  | { type: 'fetched'; key: FetchedKey; record: FetchedRecord };
+
+/** What {@link Store.listMessages} returns. */
+export interface ListOptions {
+  /** Only messages whose `source.alias` is this. */
+  alias?: string | undefined;
+  /** Only messages whose id was made at or after this time (ids follow arrival). */
+  since?: Date | undefined;
+  /** Only messages carrying this tag, e.g. `exception-queue`; read newest first until `limit` of them are found. */
+  tag?: string | undefined;
+  /** At most this many, newest first. Default 100. */
+  limit?: number | undefined;
+}
+
+/**
+ * The writable end of the store for one new message. Pipe the message into it, then
+ * `commit(meta, sideRecords)` to make it durable and visible, or `abort()` to remove what was
+ * written. Nothing of the message is visible before its commit.
+ *
+ * @example
+ * const writer = store.createMessageWriter(newMessageId());
+ * try {
+ *   await pipeline(source, writer);
+ *   await writer.commit(meta, [{ type: 'queue-entry', entry }]);
+ * } catch (err) {
+ *   await writer.abort();
+ *   throw errors.storeFailed(err);
+ * }
+ */
+export interface MessageWriter extends Writable {
+  /** The id the message is stored under. */
+  readonly id: string;
+  /** Bytes received so far; after `commit()`, the stored size. */
+  readonly bytesWritten: number;
+  /**
+   * Makes the message (`meta`, with `size` set to the bytes actually stored) and its side
+   * records durable and visible at once. Call after the stream has ended. Rejects with the
+   * cause on failure; then call `abort()`.
+   */
+  commit(meta: MessageMeta, sideRecords?: readonly SideRecord[]): Promise<void>;
+  /**
+   * Removes whatever was written for the message, its quarantine spools' bytes included, and
+   * stops the stream if it is still open. Safe to call twice; refuses once `commit()` has begun.
+   */
+  abort(): Promise<void>;
+}
+
+/**
+ * New bytes for a committed message (an attachment restored from quarantine). Readers see the
+ * old bytes until `commit`, the new ones after, never a mix; one rewrite of a message at a time.
+ */
+export interface MessageRewrite extends Writable {
+  /** Bytes written so far. */
+  readonly bytesWritten: number;
+  /**
+   * Swaps the new bytes in with `meta` (its `size` set to the bytes written), atomically with
+   * the removal of the quarantined attachment `restoredQuarantineId` when given.
+   */
+  commit(meta: MessageMeta, opts?: { restoredQuarantineId?: string }): Promise<void>;
+  /** Drops the new bytes; the message keeps its old ones. */
+  abandon(): Promise<void>;
+}
+
+/**
+ * The bytes of one MIME part, written while its message streams: a blocked part kept as the
+ * quarantined original, or a part whose verdict is known only at its end (archives, attached
+ * messages), which waits here, not in memory, and is played back into the message if it
+ * passes. They belong to the message: its commit keeps them (with a `quarantine` side record
+ * naming this spool's id), its abort removes them.
+ */
+export interface QuarantineSpool {
+  /** The quarantine id, `<message id>.<n>`. */
+  readonly id: string;
+  /** Bytes written so far. */
+  readonly bytes: number;
+  /** Appends bytes; resolves once they may be released (backpressure for the caller). */
+  write(data: Buffer): Promise<void>;
+  /** Writes what is still held in memory; call before `replay` and before the message commits. */
+  close(): Promise<void>;
+  /** The written bytes from `offset` on, in order (after `close`). */
+  replay(offset?: number): AsyncIterable<Buffer>;
+  /** Removes the written bytes (the part passed, or the action is delete). */
+  discard(): Promise<void>;
+}
+
+/** The message store. One per gateway; opened by storage/open.ts. */
+export interface Store {
+  /**
+   * This node's data directory. The spool of messages being received (ingest/spool.ts) and
+   * the control socket live there, whatever keeps the records.
+   */
+  readonly dir: string;
+
+  // Messages.
+
+  /** A writer for a new message; `id` comes from `newMessageId()` (storage/ids.ts). */
+  createMessageWriter(id: string): MessageWriter;
+  /** The metadata of a committed message, or undefined. */
+  getMessage(id: string): Promise<MessageMeta | undefined>;
+  /** Committed messages, newest first, narrowed by `opts`. */
+  listMessages(opts?: ListOptions): Promise<MessageMeta[]>;
+  /**
+   * The stored bytes of a message, byte for byte. The stream errors with code
+   * `MESSAGE_NOT_FOUND` if there is no such committed message, `MESSAGE_DAMAGED` if the bytes
+   * do not add up to the recorded size.
+   */
+  openRaw(id: string): Readable;
+  /** Starts new bytes for committed message `id`, once any other rewrite of it is done. */
+  rewriteMessage(id: string): Promise<MessageRewrite>;
+
+  // Quarantine.
+
+  /** A spool for the bytes of a part of a message being written; `id` is `<message id>.<n>`. */
+  createQuarantineSpool(id: string): QuarantineSpool;
+  /** Quarantined attachments, newest message first; only one message's with `messageId`. */
+  listQuarantine(opts?: { messageId?: string }): Promise<QuarantineRecord[]>;
+  /** One quarantined attachment, or undefined. */
+  getQuarantined(id: string): Promise<QuarantineRecord | undefined>;
+  /** The original part's bytes (raw header block and encoded body, as received); errors with {@link quarantineNotFound}. */
+  openQuarantined(id: string): Readable;
+  /** Removes a quarantined attachment for good and returns its record; rejects with {@link quarantineNotFound}. */
+  deleteQuarantined(id: string): Promise<QuarantineRecord>;
+
+  // Outbound queue.
+
+  /** Saves new or updated entries durably, all or none (after each attempt: a recipient delivered must stay delivered). */
+  putQueueEntries(entries: readonly QueueEntry[]): Promise<void>;
+  /** The entry of message `id`, or undefined when it is not queued. */
+  getQueueEntry(id: string): Promise<QueueEntry | undefined>;
+  /** Every queued message, oldest first. */
+  listQueue(): Promise<QueueEntry[]>;
+  /** Takes message `id` out of the queue and records `delivery` on its metadata (if the message is still there), at once. */
+  finishQueueEntry(id: string, delivery: DeliveryRecord): Promise<void>;
+
+  // Alias health.
+
+  /** The stored state of `alias`, or undefined when none was ever recorded. */
+  getAliasState(alias: string): Promise<AliasState | undefined>;
+  /** Every stored alias state, by alias name. */
+  listAliasStates(): Promise<Record<string, AliasState>>;
+  /** Records the state of `alias` durably. */
+  putAliasState(alias: string, state: AliasState): Promise<void>;
+
+  // The retriever's fetched keys.
+
+  /** What was stored for each key, in the order given (undefined: not stored). */
+  getFetched(keys: readonly FetchedKey[]): Promise<(FetchedRecord | undefined)[]>;
+  /** Records durably that a mailbox message is stored (on its own; with a message, use a `fetched` side record). */
+  putFetched(key: FetchedKey, record: FetchedRecord): Promise<void>;
+
+  // OAuth token cache.
+
+  /** The alias's sealed token cache (gateway/oauth/cache.ts encrypts it), or undefined. */
+  readTokenCache(alias: string): Promise<Buffer | undefined>;
+  /** Replaces the alias's sealed token cache durably (a rotated refresh token lost in a crash would need a new sign-in). */
+  writeTokenCache(alias: string, sealed: Buffer): Promise<void>;
+
+  /** Waits for writes in progress, then closes the store. Safe to call twice. */
+  close(): Promise<void>;
+}
+
+/** The error for a quarantine id with no quarantined attachment, from every store alike. */
+export const quarantineNotFound = (id: string) => new MailgateError('QUARANTINE_NOT_FOUND', 550, '5.0.0', `No quarantined attachment with id ${id}`);

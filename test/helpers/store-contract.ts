@@ -1,0 +1,561 @@
+/**
+ * The contract of the storage interface (storage/store.ts): what every store must do, told
+ * through the interface alone, so the PostgreSQL store can run the same tests as the LevelDB
+ * one. `storeContract` registers node:test tests against a factory of fresh, empty stores;
+ * with `reopen`, also what must survive closing the store and opening it again.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { buffer } from 'node:stream/consumers';
+import type { Readable, Writable } from 'node:stream';
+import { createIdGenerator, newMessageId } from '../../storage/ids.js';
+import type { AliasState, DeliveryRecord, FetchedKey, MessageMeta, QuarantineRecord, QueueEntry } from '../../storage/records.js';
+import type { MessageWriter, SideRecord, Store } from '../../storage/store.js';
+
+/** How the contract gets stores. */
+export interface StoreFactory {
+  /** A fresh, empty store. The contract closes it. */
+  open(): Promise<Store>;
+  /** The same store opened again after `closed` was closed; the contract closes it. */
+  reopen?(closed: Store): Promise<Store>;
+}
+
+// Bigger than any chunk or page a store is likely to cut bytes into, and not a multiple of one.
+const BIG = 3 * 64 * 1024 + 4321;
+
+/** Registers the contract's tests, each title starting with `name`. */
+export function storeContract(name: string, factory: StoreFactory): void {
+  const contract = (title: string, fn: (store: Store) => Promise<void>) =>
+    test(`${name}: ${title}`, async () => {
+      const store = await factory.open();
+      try {
+        await fn(store);
+      } finally {
+        await store.close();
+      }
+    });
+
+  contract('a committed message reads back byte for byte, with its metadata and size', async (store) => {
+    for (const bytes of [Buffer.alloc(0), Buffer.from('Subject: hi\r\n\r\nbody\r\n'), randomBytes(BIG)]) {
+      const id = newMessageId();
+      const writer = store.createMessageWriter(id);
+      assert.equal(writer.id, id);
+      await writeInPieces(writer, bytes, [1, 4096, 999, 70_000]);
+      writer.end();
+      assert.equal(writer.bytesWritten, bytes.length);
+      await writer.commit(sampleMeta(id, { size: 12345 }));
+      const meta = await store.getMessage(id);
+      assert.deepEqual(meta, sampleMeta(id, { size: bytes.length }), 'the size recorded is the bytes stored');
+      assert.ok((await buffer(store.openRaw(id))).equals(bytes), `${bytes.length} bytes read back as written`);
+      assert.ok((await buffer(store.openRaw(id))).equals(bytes), 'and again');
+    }
+  });
+
+  contract('nothing of a message is visible before its commit, nor after an abort', async (store) => {
+    const id = newMessageId();
+    const writer = store.createMessageWriter(id);
+    await writeInPieces(writer, randomBytes(BIG), [65_536]);
+    assert.equal(await store.getMessage(id), undefined);
+    assert.deepEqual(await store.listMessages(), []);
+    await assert.rejects(buffer(store.openRaw(id)), { code: 'MESSAGE_NOT_FOUND' });
+    await writer.abort();
+    await writer.abort(); // safe twice
+    await assert.rejects(writer.commit(sampleMeta(id)), 'an aborted writer cannot commit');
+    assert.equal(await store.getMessage(id), undefined);
+    await assert.rejects(buffer(store.openRaw(newMessageId())), { code: 'MESSAGE_NOT_FOUND' });
+  });
+
+  contract('every kind of side record becomes visible with its message', async (store) => {
+    const queued = await storeQueued(store, Buffer.from('queued\r\n'));
+    const id = newMessageId();
+    const spool = store.createQuarantineSpool(`${id}.1`);
+    const part = randomBytes(BIG);
+    await spool.write(part);
+    await spool.close();
+    const record = quarantineRecord(`${id}.1`, id, part.length);
+    const delivery = deliveryRecord('failed');
+    const fetchedKey: FetchedKey = { alias: 'sales', key: '1700000000:42' };
+    const sides: SideRecord[] = [
+      { type: 'queue-entry', entry: queueEntry(id) },
+      { type: 'quarantine', record },
+      { type: 'fetched', key: fetchedKey, record: { id } },
+      { type: 'queue-finished', id: queued, delivery },
+    ];
+    await storeMessage(store, Buffer.from('with all of them\r\n'), sides, id);
+    assert.deepEqual(await store.getQueueEntry(id), queueEntry(id));
+    assert.deepEqual(await store.getQuarantined(record.id), record);
+    assert.ok((await buffer(store.openQuarantined(record.id))).equals(part));
+    assert.deepEqual(await store.getFetched([fetchedKey]), [{ id }]);
+    assert.equal(await store.getQueueEntry(queued), undefined, 'the finished message left the queue');
+    assert.deepEqual((await store.getMessage(queued))?.delivery, delivery, 'with its outcome recorded on it');
+    assert.deepEqual(
+      (await store.listQueue()).map((e) => e.id),
+      [id],
+    );
+  });
+
+  contract('an aborted message leaves no side record, and its quarantine spools leave no bytes', async (store) => {
+    const earlier = await storeQueued(store, Buffer.from('queued\r\n'));
+    for (const size of [10, BIG]) {
+      const id = newMessageId();
+      const writer = store.createMessageWriter(id);
+      await writeInPieces(writer, randomBytes(size), [8192]);
+      const spool = store.createQuarantineSpool(`${id}.1`);
+      await spool.write(randomBytes(size));
+      await spool.close();
+      // Abandoned before its commit: the side records it would have carried never appear.
+      await writer.abort();
+      assert.equal(await store.getMessage(id), undefined);
+      assert.equal(await store.getQuarantined(`${id}.1`), undefined);
+      await assert.rejects(buffer(store.openQuarantined(`${id}.1`)), { code: 'QUARANTINE_NOT_FOUND' });
+      assert.deepEqual(await store.listQuarantine({ messageId: id }), []);
+    }
+    assert.deepEqual(
+      (await store.listQueue()).map((e) => e.id),
+      [earlier],
+    );
+    assert.equal((await store.getMessage(earlier))?.delivery, undefined);
+    assert.deepEqual(await store.getFetched([{ alias: 'sales', key: 'never' }]), [undefined]);
+  });
+
+  contract('a commit that fails leaves neither the message nor its side records; a new writer can then store it', async (store) => {
+    const earlier = await storeQueued(store, Buffer.from('queued\r\n'));
+    const id = newMessageId();
+    const key: FetchedKey = { alias: 'sales', key: '7:7' };
+    const sides: SideRecord[] = [
+      { type: 'queue-entry', entry: queueEntry(id) },
+      { type: 'fetched', key, record: { id } },
+      { type: 'queue-finished', id: earlier, delivery: deliveryRecord('delivered') },
+    ];
+    const writer = store.createMessageWriter(id);
+    writer.end(Buffer.from('refused\r\n'));
+    // The metadata of another message: refused, and nothing may be written.
+    await assert.rejects(writer.commit(sampleMeta(newMessageId()), sides));
+    await writer.abort();
+    assert.equal(await store.getMessage(id), undefined);
+    assert.equal(await store.getQueueEntry(id), undefined);
+    assert.deepEqual(await store.getFetched([key]), [undefined]);
+    assert.ok(await store.getQueueEntry(earlier), 'the other message is still queued');
+    assert.equal((await store.getMessage(earlier))?.delivery, undefined);
+
+    await storeMessage(store, Buffer.from('stored after all\r\n'), sides, id);
+    assert.ok(await store.getQueueEntry(id));
+    assert.deepEqual(await store.getFetched([key]), [{ id }]);
+    assert.equal(await store.getQueueEntry(earlier), undefined);
+  });
+
+  contract('concurrent commits all land, each with its own side records', async (store) => {
+    const ids = await Promise.all(
+      Array.from({ length: 40 }, async (_, i) => {
+        const id = newMessageId();
+        const bytes = i % 5 === 0 ? randomBytes(70_000) : Buffer.from(`message ${i}\r\n`);
+        await storeMessage(store, bytes, [{ type: 'queue-entry', entry: queueEntry(id) }], id);
+        return id;
+      }),
+    );
+    assert.equal((await store.listMessages({ limit: 1000 })).length, 40);
+    assert.deepEqual((await store.listQueue()).map((e) => e.id).sort(), [...ids].sort());
+  });
+
+  contract('listing: newest first, by alias, since a time, by tag, at most a limit', async (store) => {
+    const start = Date.parse('2026-03-01T08:00:00Z');
+    let now = start;
+    const nextId = createIdGenerator(() => now);
+    const made: MessageMeta[] = [];
+    const plan = [
+      { alias: 'sales', tags: [] },
+      { alias: 'support', tags: ['exception-queue'] },
+      { alias: 'sales', tags: ['exception-queue'] },
+      { alias: undefined, tags: [] },
+      { alias: 'sales', tags: [] },
+    ];
+    for (const [i, p] of plan.entries()) {
+      now = start + i * 3_600_000;
+      const id = nextId();
+      const meta = sampleMeta(id, { tags: p.tags, source: { kind: 'smtp', ...(p.alias ? { alias: p.alias } : {}) }, size: 2 });
+      const writer = store.createMessageWriter(id);
+      writer.end(Buffer.from(`${i}\n`));
+      await writer.commit(meta);
+      made.push(meta);
+    }
+    const ids = (list: MessageMeta[]) => list.map((m) => m.id);
+    const newestFirst = ids([...made].reverse());
+    assert.deepEqual(ids(await store.listMessages()), newestFirst);
+    assert.deepEqual(await store.listMessages(), [...made].reverse(), 'the metadata as committed');
+    assert.deepEqual(ids(await store.listMessages({ limit: 2 })), newestFirst.slice(0, 2));
+    assert.deepEqual(ids(await store.listMessages({ alias: 'sales' })), [made[4]!.id, made[2]!.id, made[0]!.id]);
+    assert.deepEqual(ids(await store.listMessages({ alias: 'sales', limit: 1 })), [made[4]!.id]);
+    assert.deepEqual(await store.listMessages({ alias: 'nobody' }), []);
+    assert.deepEqual(ids(await store.listMessages({ since: new Date(start + 2 * 3_600_000) })), newestFirst.slice(0, 3));
+    assert.deepEqual(ids(await store.listMessages({ alias: 'sales', since: new Date(start + 1) })), [made[4]!.id, made[2]!.id]);
+    assert.deepEqual(ids(await store.listMessages({ tag: 'exception-queue' })), [made[2]!.id, made[1]!.id]);
+    assert.deepEqual(ids(await store.listMessages({ tag: 'exception-queue', limit: 1 })), [made[2]!.id]);
+    assert.deepEqual(ids(await store.listMessages({ tag: 'exception-queue', alias: 'support' })), [made[1]!.id]);
+    assert.deepEqual(ids(await store.listMessages({ tag: 'exception-queue', since: new Date(start + 2 * 3_600_000) })), [made[2]!.id]);
+    assert.deepEqual(await store.listMessages({ limit: 0 }), []);
+  });
+
+  contract('a rewrite swaps new bytes in at once, with the metadata and without the restored quarantine record', async (store) => {
+    const id = newMessageId();
+    const part = randomBytes(5000);
+    const spool = store.createQuarantineSpool(`${id}.1`);
+    await spool.write(part);
+    await spool.close();
+    const record = quarantineRecord(`${id}.1`, id, part.length);
+    const old = randomBytes(BIG);
+    await storeMessage(store, old, [{ type: 'quarantine', record }], id);
+
+    // Abandoned: the old bytes stay, and so does the record.
+    const abandoned = await store.rewriteMessage(id);
+    await writeInPieces(abandoned, randomBytes(BIG), [65_536]);
+    await abandoned.abandon();
+    assert.ok((await buffer(store.openRaw(id))).equals(old));
+    assert.deepEqual(await store.getQuarantined(record.id), record);
+
+    const rewrite = await store.rewriteMessage(id);
+    const fresh = randomBytes(BIG + 5000);
+    await writeInPieces(rewrite, fresh, [1000, 65_536]);
+    rewrite.end();
+    assert.ok((await buffer(store.openRaw(id))).equals(old), 'the old bytes until the commit');
+    const meta = { ...sampleMeta(id), tags: ['restored'] };
+    await rewrite.commit(meta, { restoredQuarantineId: record.id });
+    assert.ok((await buffer(store.openRaw(id))).equals(fresh), 'the new bytes after');
+    assert.deepEqual(await store.getMessage(id), { ...meta, size: fresh.length });
+    assert.equal(await store.getQuarantined(record.id), undefined);
+    assert.deepEqual(await store.listQuarantine(), []);
+
+    // Rewrites of one message take turns: the second starts once the first is done.
+    const first = await store.rewriteMessage(id);
+    let secondStarted = false;
+    const second = store.rewriteMessage(id).then((r) => ((secondStarted = true), r));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    assert.equal(secondStarted, false, 'the second rewrite waits for the first');
+    first.end(Buffer.from('first\r\n'));
+    await first.commit(sampleMeta(id));
+    const next = await second;
+    next.end(Buffer.from('second\r\n'));
+    await next.commit(sampleMeta(id));
+    assert.equal((await buffer(store.openRaw(id))).toString(), 'second\r\n');
+    assert.equal((await store.getMessage(id))?.size, 8);
+  });
+
+  contract('quarantine: list newest message first, get, open byte for byte, delete', async (store) => {
+    const kept: QuarantineRecord[] = [];
+    const bytes = new Map<string, Buffer>();
+    for (const parts of [1, 2]) {
+      const id = newMessageId();
+      const sides: SideRecord[] = [];
+      for (let n = 1; n <= parts; n++) {
+        const spool = store.createQuarantineSpool(`${id}.${n}`);
+        assert.equal(spool.id, `${id}.${n}`);
+        const part = randomBytes(n === 2 ? BIG : 300);
+        await writeInPieces({ write: (b: Buffer) => spool.write(b) }, part, [7, 65_536]);
+        assert.equal(spool.bytes, part.length);
+        await spool.close();
+        const record = quarantineRecord(spool.id, id, part.length);
+        sides.push({ type: 'quarantine', record });
+        kept.push(record);
+        bytes.set(record.id, part);
+      }
+      await storeMessage(store, Buffer.from('placeholder\r\n'), sides, id);
+    }
+    const [a, b1, b2] = kept as [QuarantineRecord, QuarantineRecord, QuarantineRecord];
+    const listed = await store.listQuarantine();
+    assert.deepEqual(
+      listed.map((r) => r.messageId),
+      [b1.messageId, b1.messageId, a.messageId],
+      'newest message first',
+    );
+    assert.deepEqual(listed.map((r) => r.id).sort(), [a.id, b1.id, b2.id].sort());
+    assert.deepEqual((await store.listQuarantine({ messageId: b1.messageId })).map((r) => r.id).sort(), [b1.id, b2.id]);
+    assert.deepEqual(await store.getQuarantined(b2.id), b2);
+    for (const r of kept) assert.ok((await buffer(store.openQuarantined(r.id))).equals(bytes.get(r.id)!), r.id);
+
+    assert.deepEqual(await store.deleteQuarantined(b2.id), b2);
+    assert.equal(await store.getQuarantined(b2.id), undefined);
+    await assert.rejects(buffer(store.openQuarantined(b2.id)), { code: 'QUARANTINE_NOT_FOUND' });
+    await assert.rejects(store.deleteQuarantined(b2.id), { code: 'QUARANTINE_NOT_FOUND' });
+    assert.deepEqual(
+      (await store.listQuarantine()).map((r) => r.id),
+      [b1.id, a.id],
+    );
+    assert.ok((await buffer(store.openRaw(b1.messageId))).equals(Buffer.from('placeholder\r\n')), 'the message keeps its placeholder');
+  });
+
+  contract('quarantine spool: replays from an offset, and a discard removes the bytes', async (store) => {
+    const id = newMessageId();
+    const writer = store.createMessageWriter(id);
+    const spool = store.createQuarantineSpool(`${id}.1`);
+    const part = randomBytes(BIG);
+    await writeInPieces({ write: (b: Buffer) => spool.write(b) }, part, [333, 65_536, 1]);
+    await spool.close();
+    assert.ok(Buffer.concat(await collect(spool.replay())).equals(part));
+    assert.ok(Buffer.concat(await collect(spool.replay(70_000))).equals(part.subarray(70_000)));
+    assert.ok(Buffer.concat(await collect(spool.replay(part.length))).equals(Buffer.alloc(0)));
+    await spool.discard();
+    assert.deepEqual(Buffer.concat(await collect(spool.replay())), Buffer.alloc(0), 'nothing left to replay');
+    // A part that passed leaves nothing behind when its message commits.
+    writer.end(Buffer.from('passed\r\n'));
+    await writer.commit(sampleMeta(id));
+    assert.deepEqual(await store.listQuarantine(), []);
+    assert.equal((await buffer(store.openRaw(id))).toString(), 'passed\r\n');
+  });
+
+  contract('queue: put, get, list oldest first, update, finish with the outcome on the message', async (store) => {
+    const [a, b, c] = [newMessageId(), newMessageId(), newMessageId()];
+    await storeMessage(store, Buffer.from('a\r\n'), [{ type: 'queue-entry', entry: queueEntry(a) }], a);
+    await storeMessage(store, Buffer.from('b\r\n'), [], b);
+    assert.equal(await store.getQueueEntry(b), undefined);
+    // Several at once (`queue retry` on a stopped gateway), an entry whose message is gone among them.
+    await store.putQueueEntries([queueEntry(c), { ...queueEntry(b), attempts: 2 }]);
+    assert.deepEqual(
+      (await store.listQueue()).map((e) => e.id),
+      [a, b, c],
+      'oldest first',
+    );
+    assert.equal((await store.getQueueEntry(b))?.attempts, 2);
+    await store.putQueueEntries([{ ...queueEntry(b), attempts: 3, held: 'no route' }]);
+    assert.deepEqual(await store.getQueueEntry(b), { ...queueEntry(b), attempts: 3, held: 'no route' });
+    await store.putQueueEntries([]);
+
+    const delivered = deliveryRecord('delivered');
+    await store.finishQueueEntry(a, delivered);
+    assert.equal(await store.getQueueEntry(a), undefined);
+    assert.deepEqual(await store.getMessage(a), { ...sampleMeta(a, { size: 3 }), delivery: delivered });
+    // No stored message to record on (c was never stored): the entry still goes.
+    await store.finishQueueEntry(c, deliveryRecord('dropped'));
+    assert.equal(await store.getMessage(c), undefined);
+    assert.deepEqual(
+      (await store.listQueue()).map((e) => e.id),
+      [b],
+    );
+  });
+
+  contract('alias state: get, put, list, replace', async (store) => {
+    assert.equal(await store.getAliasState('sales'), undefined);
+    assert.deepEqual(await store.listAliasStates(), {});
+    const inactive: AliasState = {
+      status: 'inactive',
+      failures: 3,
+      lastError: 'AUTHENTICATIONFAILED',
+      lastErrorKind: 'auth',
+      reason: 'the mailbox refused the login',
+      changedAt: '2026-03-01T08:00:00.000Z',
+      changedBy: 'retriever',
+      retryAt: '2026-03-01T09:00:00.000Z',
+      configHash: 'abc',
+    };
+    const active: AliasState = { status: 'active', failures: 0, changedAt: '2026-03-01T10:00:00.000Z', changedBy: 'admin' };
+    await store.putAliasState('sales', inactive);
+    await store.putAliasState('support', active);
+    assert.deepEqual(await store.getAliasState('sales'), inactive);
+    assert.deepEqual(await store.listAliasStates(), { sales: inactive, support: active });
+    await store.putAliasState('sales', active);
+    assert.deepEqual(await store.getAliasState('sales'), active, 'replaced whole, not merged');
+  });
+
+  contract('fetched keys: in the order asked, per alias and key', async (store) => {
+    const keys: FetchedKey[] = [
+      { alias: 'sales', key: '1700000000:1' },
+      { alias: 'sales', key: 'pop3:0000000100000002' },
+      { alias: 'sales', key: '1700000000:1#billing@example.com' },
+      { alias: 'support', key: '1700000000:1' },
+    ];
+    assert.deepEqual(await store.getFetched([]), []);
+    assert.deepEqual(await store.getFetched(keys), [undefined, undefined, undefined, undefined]);
+    const id = newMessageId();
+    await store.putFetched(keys[1]!, { id, invalid: true });
+    await storeMessage(store, Buffer.from('fetched\r\n'), [{ type: 'fetched', key: keys[2]!, record: { id } }]);
+    assert.deepEqual(await store.getFetched(keys), [undefined, { id, invalid: true }, { id }, undefined]);
+    assert.deepEqual(await store.getFetched([keys[2]!, keys[1]!, keys[2]!]), [{ id }, { id, invalid: true }, { id }]);
+  });
+
+  contract('token cache: read what was written, per alias, replaced whole', async (store) => {
+    assert.equal(await store.readTokenCache('sales'), undefined);
+    const sealed = randomBytes(3000);
+    await store.writeTokenCache('sales', sealed);
+    await store.writeTokenCache('support', Buffer.from('other'));
+    assert.deepEqual(await store.readTokenCache('sales'), sealed);
+    const rotated = randomBytes(10);
+    await store.writeTokenCache('sales', rotated);
+    assert.deepEqual(await store.readTokenCache('sales'), rotated);
+    assert.deepEqual(await store.readTokenCache('support'), Buffer.from('other'));
+  });
+
+  test(`${name}: close waits for a commit in flight, is safe twice, and refuses writes after`, async () => {
+    const store = await factory.open();
+    let reopened: Store | undefined;
+    try {
+      const id = newMessageId();
+      const writer = store.createMessageWriter(id);
+      writer.end(Buffer.from('in flight\r\n'));
+      const committing = writer.commit(sampleMeta(id), [{ type: 'queue-entry', entry: queueEntry(id) }]);
+      const closing = store.close();
+      await committing;
+      await closing;
+      await store.close();
+      await assert.rejects(async () => storeMessage(store, Buffer.from('too late\r\n'), []), 'no message after close');
+      if (!factory.reopen) return;
+      reopened = await factory.reopen(store);
+      assert.equal((await buffer(reopened.openRaw(id))).toString(), 'in flight\r\n', 'the commit in flight was durable');
+      assert.ok(await reopened.getQueueEntry(id));
+    } finally {
+      await store.close();
+      await reopened?.close();
+    }
+  });
+
+  if (factory.reopen) {
+    const reopen = factory.reopen.bind(factory);
+    test(`${name}: after a reopen, committed messages and records are there and unfinished ones are not`, async () => {
+      const store = await factory.open();
+      let reopened: Store | undefined;
+      try {
+        const id = newMessageId();
+        const spool = store.createQuarantineSpool(`${id}.1`);
+        await spool.write(Buffer.from('part'));
+        await spool.close();
+        const record = quarantineRecord(`${id}.1`, id, 4);
+        await storeMessage(
+          store,
+          Buffer.from('kept\r\n'),
+          [
+            { type: 'queue-entry', entry: queueEntry(id) },
+            { type: 'quarantine', record },
+          ],
+          id,
+        );
+        await store.putAliasState('sales', { status: 'active', failures: 0, changedAt: '2026-03-01T10:00:00.000Z', changedBy: 'admin' });
+        await store.putFetched({ alias: 'sales', key: '1:1' }, { id });
+        await store.writeTokenCache('sales', Buffer.from('sealed'));
+        // Never committed: the store closes with it half written, as a stop in the middle would leave it.
+        const unfinished = newMessageId();
+        const writer = store.createMessageWriter(unfinished);
+        await writeInPieces(writer, randomBytes(BIG), [65_536]);
+        const orphan = store.createQuarantineSpool(`${unfinished}.1`);
+        await orphan.write(randomBytes(BIG));
+        await orphan.close();
+        await store.close();
+
+        reopened = await reopen(store);
+        assert.equal((await buffer(reopened.openRaw(id))).toString(), 'kept\r\n');
+        assert.deepEqual(await reopened.getQueueEntry(id), queueEntry(id));
+        assert.deepEqual(await reopened.getQuarantined(record.id), record);
+        assert.equal((await buffer(reopened.openQuarantined(record.id))).toString(), 'part');
+        assert.equal((await reopened.getAliasState('sales'))?.changedBy, 'admin');
+        assert.deepEqual(await reopened.getFetched([{ alias: 'sales', key: '1:1' }]), [{ id }]);
+        assert.deepEqual(await reopened.readTokenCache('sales'), Buffer.from('sealed'));
+        assert.equal(await reopened.getMessage(unfinished), undefined);
+        assert.deepEqual(await reopened.listQuarantine({ messageId: unfinished }), []);
+        assert.deepEqual(
+          (await reopened.listMessages()).map((m) => m.id),
+          [id],
+        );
+      } finally {
+        await store.close();
+        await reopened?.close();
+      }
+    });
+  }
+}
+
+/** Stores `bytes` as a new message (id given or new) with `sides`; resolves with its id once committed. */
+async function storeMessage(store: Store, bytes: Buffer, sides: readonly SideRecord[], id = newMessageId()): Promise<string> {
+  const writer: MessageWriter = store.createMessageWriter(id);
+  try {
+    await writeInPieces(writer, bytes, [65_536]);
+    writer.end();
+    await writer.commit(sampleMeta(id, { size: bytes.length }), sides);
+  } catch (err) {
+    await writer.abort().catch(() => {});
+    throw err;
+  }
+  return id;
+}
+
+/** Stores `bytes` as a new message, queued with it; resolves with its id once committed. */
+function storeQueued(store: Store, bytes: Buffer): Promise<string> {
+  const id = newMessageId();
+  return storeMessage(store, bytes, [{ type: 'queue-entry', entry: queueEntry(id) }], id);
+}
+
+/** Writes `bytes` in pieces of `sizes` (cycled), waiting for each: as a sender's data arrives. */
+async function writeInPieces(target: Writable | { write(b: Buffer): Promise<void> }, bytes: Buffer, sizes: readonly number[]): Promise<void> {
+  const put = (piece: Buffer): Promise<void> =>
+    'writable' in target
+      ? new Promise((resolve, reject) => (target as Writable).write(piece, (err) => (err ? reject(err) : resolve())))
+      : (target as { write(b: Buffer): Promise<void> }).write(piece);
+  for (let offset = 0, i = 0; offset < bytes.length; i++) {
+    const n = Math.min(sizes[i % sizes.length]!, bytes.length - offset);
+    // A copy: the store must not keep the caller's buffer, which a sender reuses.
+    const scratch = Buffer.from(bytes.subarray(offset, offset + n));
+    await put(scratch);
+    scratch.fill(0xee);
+    offset += n;
+  }
+}
+
+async function collect(source: AsyncIterable<Buffer> | Readable): Promise<Buffer[]> {
+  const out: Buffer[] = [];
+  for await (const chunk of source) out.push(chunk as Buffer);
+  return out;
+}
+
+function sampleMeta(id: string, over: Partial<MessageMeta> = {}): MessageMeta {
+  return {
+    id,
+    version: 1,
+    receivedAt: '2026-03-01T08:00:00.000Z',
+    size: 0,
+    receivedSize: 0,
+    envelope: { mailFrom: 'sender@example.org', rcptTo: ['sales@example.com'] },
+    source: { kind: 'smtp', alias: 'sales' },
+    subject: 'Order 1234',
+    to: ['sales@example.com'],
+    cc: [],
+    _AttachmentFileNames: [],
+    attachments: [],
+    findings: {},
+    tags: [],
+    ...over,
+  };
+}
+
+function queueEntry(id: string): QueueEntry {
+  return {
+    id,
+    kind: 'outbound',
+    alias: 'sales',
+    mailFrom: 'sales@example.com',
+    requestedRecipients: ['customer@example.org'],
+    recipients: [{ address: 'customer@example.org', status: 'pending', attempts: 0 }],
+    queuedAt: '2026-03-01T08:00:00.000Z',
+    attempts: 0,
+    nextAttemptAt: '2026-03-01T08:00:00.000Z',
+  };
+}
+
+function deliveryRecord(status: DeliveryRecord['status']): DeliveryRecord {
+  return {
+    kind: 'outbound',
+    status,
+    finishedAt: '2026-03-01T09:00:00.000Z',
+    attempts: 1,
+    recipients: [{ address: 'customer@example.org', status: status === 'delivered' ? 'delivered' : 'failed', attempts: 1 }],
+  };
+}
+
+function quarantineRecord(id: string, messageId: string, size: number): QuarantineRecord {
+  return {
+    id,
+    messageId,
+    fileName: 'invoice.exe',
+    contentType: 'application/octet-stream',
+    size,
+    storedBytes: size,
+    rule: 'blocked extension .exe',
+    evidence: ['name invoice.exe'],
+    date: '2026-03-01T08:00:00.000Z',
+  };
+}
