@@ -16,8 +16,10 @@ import { createReadStream, mkdirSync, rmSync } from 'node:fs';
 import { mkdir, open as openFile, rm, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { PassThrough, Readable, Writable } from 'node:stream';
-import { CHUNK_SIZE } from '../storage/leveldb/store.js';
-import { grownStage } from '../storage/leveldb/message-writer.js';
+import { grownStage } from '../lib/buffers.js';
+
+/** The spool writes its file in pieces of this size (as large as the store's chunks). */
+const SPOOL_WRITE = 64 * 1024;
 
 /** Where the received bytes go while the pipeline runs, and how to read them back. */
 export interface Spool {
@@ -61,12 +63,12 @@ export function fileSpool(dir: string): Spool {
       let offset = 0;
       while (offset < chunk.length) {
         // Never more than fills the stage, so every turn takes at least one byte.
-        const end = Math.min(chunk.length, offset + CHUNK_SIZE - staged);
-        stage = grownStage(stage, staged, staged + end - offset);
+        const end = Math.min(chunk.length, offset + SPOOL_WRITE - staged);
+        stage = grownStage(stage, staged, staged + end - offset, SPOOL_WRITE);
         chunk.copy(stage, staged, offset, end);
         staged += end - offset;
         offset = end;
-        if (staged < CHUNK_SIZE) continue;
+        if (staged < SPOOL_WRITE) continue;
         sealing ??= seal();
         await (await sealing.handle).write(sealing.cipher.update(stage.subarray(0, staged)));
         // Discarded during that write: the file is gone, and writing on would refill a dropped stage.

@@ -11,28 +11,14 @@ import type { MessageWriter as StoreMessageWriter, SideRecord } from '../store.j
 import type { GroupCommit } from './group-commit.js';
 import { aliasKey, chunkKey, clearUnfinished, quarantineRange, type RootDb, type StoreOp, type Sublevels } from './layout.js';
 import { sideRecordOps } from './side-records.js';
+import { grownStage } from '../../lib/buffers.js';
 
 /** Size of a stored chunk: small values keep LevelDB's memory use low (RECIPES.md). */
 export const CHUNK_SIZE = 64 * 1024;
 // Bounds one unsynced batch (and the copies it holds) when a caller writes a huge buffer at once.
 const CHUNKS_PER_BATCH = 16;
 // Smallest staging buffer: below Node's 4 KiB pool threshold, so tiny messages share a slab.
-const MIN_STAGE = 1024;
 const EMPTY: Buffer = Buffer.alloc(0);
-
-/**
- * A staging buffer that holds `need` bytes (at most a chunk), keeping the first `used` bytes
- * of `stage`. It grows by doubling, so a small message costs about its size, not a whole
- * chunk; shared with the spool (policy/spool.ts).
- */
-export function grownStage(stage: Buffer, used: number, need: number): Buffer {
-  if (need <= stage.length) return stage;
-  let size = Math.max(MIN_STAGE, stage.length);
-  while (size < need) size *= 2;
-  const grown = Buffer.allocUnsafe(Math.min(size, CHUNK_SIZE));
-  stage.copy(grown, 0, 0, used);
-  return grown;
-}
 
 /** What a writer needs from its store. */
 export interface WriterContext {
@@ -103,7 +89,7 @@ export class MessageWriter extends Writable implements StoreMessageWriter {
   #stageBytes(chunk: Buffer, start: number, end: number): void {
     const need = this.#staged + end - start;
     // Once a chunk is stored the message is a big one: take whole chunks from then on.
-    this.#stage = grownStage(this.#stage, this.#staged, this.#seq > 0 ? CHUNK_SIZE : need);
+    this.#stage = grownStage(this.#stage, this.#staged, this.#seq > 0 ? CHUNK_SIZE : need, CHUNK_SIZE);
     chunk.copy(this.#stage, this.#staged, start, end);
     this.#staged = need;
   }
