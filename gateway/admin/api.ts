@@ -316,7 +316,16 @@ export class Admin implements AdminApi {
     // msal loads only for OAuth aliases.
     const { aliasTokenCache, aliasTokenProvider, gatewaySecretKey, oauthAppOf } = await import('../oauth/store.js');
     if (oauthAppOf(config, alias)?.flow === 'client_credentials') return { tokens: aliasTokenProvider(config, alias) };
-    const store = await this.#deps.store();
+    let store: Store | undefined;
+    try {
+      store = await this.#deps.store();
+    } catch (err) {
+      // Held by a gateway that is starting or stopping (or does not answer): the tokens are its to use.
+      if ((err as { code?: string }).code !== 'GATEWAY_NOT_ANSWERING') throw err;
+      return {
+        noTokens: `the running gateway holds this alias's OAuth2 tokens (authorization_code flow): see its status and last error in \`mailgate aliases list\`, or stop the gateway to test the login here`,
+      };
+    }
     if (!store) return { noTokens: `no tokens yet (no store at ${config.data_dir}): run \`mailgate oauth authorize ${alias.name}\`` };
     const key = await gatewaySecretKey(config);
     return { tokens: aliasTokenProvider(config, alias, (app) => aliasTokenCache(store, app.name, alias.name, key)) };
