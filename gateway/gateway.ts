@@ -3,7 +3,8 @@ import type { Config } from './config/schema.js';
 import type { Store } from '../storage/store.js';
 import type { Stage } from '../policy/chain/stage.js';
 import { startSmtpListener, type SmtpListener } from './smtp/listener.js';
-import { startControlServer } from './admin/control.js';
+import { Admin, controlSocketPath, type AdminApi } from './admin/api.js';
+import { startAdminServer } from './admin/http-server.js';
 import { resetSpoolDir } from '../ingest/spool.js';
 import { PolicySet, policySources } from '../policy/policy-set.js';
 import { watchPolicies } from '../policy/policy-watcher.js';
@@ -40,6 +41,8 @@ export interface Gateway {
   readonly metrics: Metrics;
   /** The retriever, unless disabled. */
   readonly retriever?: Retriever;
+  /** The admin API the control socket serves. */
+  readonly admin: AdminApi;
   /** Port of the metrics server, when `[metrics] listen` is set. */
   readonly metricsPort?: number;
   /** Stops listening, lets messages in progress finish, and closes the control socket. The store stays open for the caller to close. */
@@ -64,10 +67,11 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
     });
   const stages = deps.stages ?? ((department?: string) => policy!.stagesFor(department));
   resetSpoolDir(store.dir);
-  // The retriever starts last; the control socket reaches it through this getter once it runs.
+  // The retriever starts last; the admin API reaches it through this getter once it runs.
   let retriever: Retriever | undefined;
   const dispatcher = new Dispatcher({ store, config, logger, stages, metrics, tokens });
-  const control = await startControlServer(store, config.data_dir, logger, { retriever: () => retriever, dispatcher, config, stages, metrics });
+  const admin = new Admin({ config, store: async () => store, logger, stages, dispatcher, retriever: () => retriever, metrics, tokens });
+  const control = await startAdminServer(admin, controlSocketPath(config.data_dir), logger);
   let smtp: SmtpListener | undefined;
   let submission: SmtpListener | undefined;
   let metricsServer: Awaited<ReturnType<typeof startMetricsServer>> | undefined;
@@ -98,6 +102,7 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
     ...(submitter ? { submission: submitter } : {}),
     dispatcher,
     metrics,
+    admin,
     ...(metricsServer ? { metricsPort: metricsServer.port } : {}),
     ...(retriever ? { retriever } : {}),
     async stop() {

@@ -49,6 +49,36 @@ export const errors = {
   shuttingDown: () => new MailgateError('SHUTTING_DOWN', 421, '4.3.2', 'Service shutting down, try again later'),
   storageFull: (cause: unknown) =>
     new MailgateError('STORE_FULL', 452, '4.3.1', 'Insufficient system storage: the message could not be stored, try again later', { cause }),
+
+  // The admin API (gateway/admin/api.ts): what the CLI prints (and the REST API will answer) when
+  // an admin's request cannot be done. An admin reads them, never an SMTP client: a code and a
+  // sentence, no SMTP reply (see adminError at the end of this file).
+  /** An admin named an alias the gateway's configuration does not have. */
+  aliasNotConfigured: (alias: string) => adminError('UNKNOWN_ALIAS', `no alias named "${alias}" in the gateway's configuration`),
+  /** An admin named a department the gateway's configuration does not have. */
+  departmentNotConfigured: (department: string) => adminError('UNKNOWN_DEPARTMENT', `no department "${department}" in the gateway's configuration`),
+  /** A request the admin API cannot make sense of: `detail` says what was wrong. */
+  badRequest: (detail: string) => adminError('BAD_REQUEST', detail),
+  /** No admin operation at this method and path of the control socket. */
+  unknownOperation: (method: string, path: string) => adminError('UNKNOWN_OPERATION', `no admin operation at ${method} ${path}`),
+  /** `queue drop` of a message the dispatcher is sending at this moment. */
+  queueBusy: (id: string) => adminError('QUEUE_BUSY', `message ${id} is being sent right now; try again in a moment`),
+  /** A command that reads the store, run before the gateway ever made one. */
+  noStore: (dir: string) => adminError('NO_STORE', `no store at ${dir} (has the gateway run with this configuration?)`),
+  /** The store is held by a process that does not answer on the control socket (a gateway starting or stopping, or another program). */
+  gatewayNotAnswering: (dir: string, socket: string, cause: unknown) =>
+    adminError('GATEWAY_NOT_ANSWERING', `the store at ${dir} is locked by another process and no gateway answers on ${socket}`, cause),
+  /** `mailgate serve` while another gateway holds the data directory. */
+  gatewayRunning: (dir: string, cause: unknown) => adminError('GATEWAY_RUNNING', `another mailgate is already running on ${dir}`, cause),
+  /** `mailgate oauth authorize` writes the tokens into the store, which the running gateway holds. */
+  oauthGatewayRunning: (dir: string, alias: string, cause: unknown) =>
+    adminError(
+      'OAUTH_GATEWAY_RUNNING',
+      `the gateway is running on ${dir}: stop it, run \`mailgate oauth authorize ${alias}\` again, then start it (the tokens are written to the store directly)`,
+      cause,
+    ),
+  /** An admin operation failed in a way no other code names; the sentence is the failure's own. */
+  adminFailed: (cause: unknown) => adminError('ADMIN_FAILED', cause instanceof Error ? cause.message : String(cause), cause),
 };
 
 /** Turns anything thrown into an error with an SMTP reply: unknown failures are temporary (4xx), never 250. */
@@ -94,4 +124,16 @@ export function isDiskFull(err: unknown): boolean {
     if (typeof message === 'string' && /No space left on device|Disk quota exceeded/.test(message)) return true;
   }
   return false;
+}
+
+/**
+ * An error of the admin block of `errors`: a code and a sentence, printed as they are (the CLI
+ * prints `mailgate: <message>`), with no enhanced status code in front since no SMTP client
+ * reads it. responseCode 0: were one ever to reach an SMTP session, smtp-server would answer
+ * its default 450, a temporary failure.
+ */
+function adminError(code: string, sentence: string, cause?: unknown): MailgateError {
+  const err = new MailgateError(code, 0, '', sentence, cause === undefined ? undefined : { cause });
+  err.message = sentence;
+  return err;
 }

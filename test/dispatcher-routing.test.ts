@@ -52,7 +52,7 @@ password = "pw"
   );
   t.after(() => second.stop());
   // The queue keeps its schedule across a restart; the admin asks for a retry now (`mailgate queue retry --all`).
-  assert.equal(await second.gateway.dispatcher.retryQueued(), 1);
+  assert.equal((await second.gateway.admin.retryQueued()).retried, 1);
   const meta = await waitDelivered(second.store, id);
   assert.equal(meta.delivery.status, 'delivered');
   assert.match(meta.delivery.recipients[0]!.route ?? '', /deleted alias "old": partition default SMTP via 127\.0\.0\.1:\d+ \(ESMTP as partition/);
@@ -72,12 +72,12 @@ test('without default SMTP settings, mail from a deleted alias is held in the qu
 
   const second = await runOn(dir, '');
   t.after(() => second.stop());
-  await second.gateway.dispatcher.retryQueued(id);
+  await second.gateway.admin.retryQueued(id);
   const held = await waitQueue(second.store, id, (e) => e.held !== undefined);
   assert.match(held.held!, /alias "old" no longer exists and \[partition\.default_smtp\] sets no server/);
   assert.equal(held.attempts, 1, 'holding is not an attempt');
   assert.equal(held.recipients[0]!.status, 'pending');
-  const listed = await second.gateway.dispatcher.listQueue();
+  const listed = await second.gateway.admin.listQueue();
   assert.deepEqual(
     listed.map((e) => e.id),
     [id],

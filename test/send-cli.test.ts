@@ -10,7 +10,7 @@ import { simpleParser } from 'mailparser';
 import { loadConfigFile } from '../gateway/config/load.js';
 import { verifyPassword } from '../gateway/config/password.js';
 import { startGateway, type Gateway } from '../gateway/gateway.js';
-import { ControlClient, controlSocketPath } from '../gateway/admin/control.js';
+import { adminClient, controlSocketPath } from '../gateway/admin/http-client.js';
 import { silentLogger } from '../lib/logger.js';
 import { openStore } from '../storage/open.js';
 import type { Store } from '../storage/store.js';
@@ -264,13 +264,13 @@ test('a message cut short (the sender failed, or the connection closed before th
       this.destroy(new Error('the disk went away'));
     },
   });
-  await assert.rejects(new ControlClient(socketPath).submit(request, failing), /the disk went away/);
+  await assert.rejects(adminClient(socketPath).sendMessage(request, failing), /the disk went away/);
 
-  // A client killed after some bytes: the connection ends with no empty frame.
+  // A client killed after some bytes: the connection ends with no last chunk.
   const socket = createConnection(socketPath);
-  const frame = Buffer.alloc(4);
-  frame.writeUInt32BE(Buffer.byteLength(head));
-  socket.end(Buffer.concat([Buffer.from(JSON.stringify({ method: 'submit', args: [request] }) + '\n'), frame, Buffer.from(head)]));
+  const query = `alias=support&from=${encodeURIComponent(request.mailFrom)}&to=${encodeURIComponent(request.rcptTo[0]!)}`;
+  const start = `POST /send?${query} HTTP/1.1\r\nHost: mailgate\r\nContent-Type: message/rfc822\r\nTransfer-Encoding: chunked\r\n\r\n`;
+  socket.end(`${start}${Buffer.byteLength(head).toString(16)}\r\n${head}\r\n`);
   const chunks: Buffer[] = [];
   for await (const chunk of socket) chunks.push(chunk as Buffer);
   assert.match(Buffer.concat(chunks).toString(), /"code":"CLIENT_GONE"/);

@@ -1,9 +1,7 @@
-import { existsSync, mkdirSync } from 'node:fs';
 import type { Command } from 'commander';
 import { resolveConfig, type LoadedConfig } from '../config/load.js';
 import type { AliasConfig, Config } from '../config/schema.js';
-import { openStore } from '../../storage/open.js';
-import { ControlClient, controlSocketPath, type StoreReader } from '../admin/control.js';
+import { openAdminApi, type AdminApi } from '../admin/api.js';
 
 /** A command line that makes no sense (bad option value); exits 2 like commander's own errors. */
 export class UsageError extends Error {}
@@ -28,27 +26,6 @@ export function knownAlias(config: Config, name: string): AliasConfig {
   throw new UsageError(`no alias named "${name}"; known aliases: ${known.length ? known.join(', ') : '(none configured)'}`);
 }
 
-/**
- * Opens the store for reading. While the gateway runs it holds LevelDB's lock, so then
- * the request goes to the gateway over its control socket instead. `create` makes the
- * store when there is none yet (for commands that add to it, as `serve` would).
- */
-export async function openStoreReader(config: Config, opts: { create?: boolean } = {}): Promise<StoreReader> {
-  if (opts.create) mkdirSync(config.data_dir, { recursive: true, mode: 0o700 });
-  else if (!existsSync(config.data_dir)) {
-    throw new Error(`no store at ${config.data_dir} (has the gateway run with this configuration?)`);
-  }
-  try {
-    return await openStore(config.data_dir);
-  } catch (err) {
-    if ((err as { code?: string }).code !== 'STORE_LOCKED') throw err;
-    const socket = controlSocketPath(config.data_dir);
-    if (!existsSync(socket))
-      throw new Error(`the store at ${config.data_dir} is locked by another process and no gateway answers on ${socket}`, { cause: err });
-    return new ControlClient(socket);
-  }
-}
-
 /** Parses `--since`: an ISO 8601 time, or an age such as `30m`, `2h`, `7d`. */
 export function parseSince(value: string): Date {
   const age = /^(\d+)([smhd])$/.exec(value);
@@ -70,13 +47,17 @@ export function parsePositive(name: string) {
   };
 }
 
-/** Runs `run` with the store (directly, or through the running gateway) and closes it after. */
-export async function withStoreReader<T>(cmd: Command, run: (store: StoreReader) => Promise<T>, opts: { create?: boolean } = {}): Promise<T> {
-  const store = await openStoreReader(commandConfig(cmd).config, opts);
+/**
+ * Runs `run` with the admin API: the running gateway's, or this process's own on the stopped
+ * gateway's store (`create`: made when there is none yet, for commands that add to it), and
+ * lets go of it after.
+ */
+export async function withAdminApi<T>(cmd: Command, run: (api: AdminApi) => Promise<T>, opts: { create?: boolean } = {}): Promise<T> {
+  const api = await openAdminApi(commandConfig(cmd), opts);
   try {
-    return await run(store);
+    return await run(api);
   } finally {
-    await store.close();
+    await api.close();
   }
 }
 

@@ -1,11 +1,7 @@
 import { pipeline } from 'node:stream/promises';
 import { Command } from 'commander';
-import type { MessageMeta, QuarantineRecord } from '../../storage/records.js';
-import { storeErrors } from '../../lib/errors.js';
-import type { StoreReader } from '../admin/control.js';
-import { storedAttachments, type StoredAttachment } from './attachment-sizes.js';
-import { quarantineAccess } from './quarantine.js';
-import { clip, commandConfig, knownAlias, parsePositive, parseSince, withStoreReader } from './common.js';
+import type { AttachmentDetail, MessageMeta } from '../admin/api.js';
+import { clip, commandConfig, knownAlias, parsePositive, parseSince, withAdminApi } from './common.js';
 
 export function messagesCommand(): Command {
   const messages = new Command('messages').description('list and read stored messages');
@@ -26,11 +22,11 @@ export function messagesCommand(): Command {
       const since = opts.since ? parseSince(opts.since) : undefined;
       // A mistyped alias name would list nothing, which reads as "no mail for it".
       if (opts.alias !== undefined) knownAlias(commandConfig(cmd).config, opts.alias);
-      await withStoreReader(cmd, async (store) => {
-        const list = await store.listMessages({
+      await withAdminApi(cmd, async (api) => {
+        const list = await api.listMessages({
           ...(opts.alias !== undefined ? { alias: opts.alias } : {}),
           ...(opts.tag !== undefined ? { tag: opts.tag } : {}),
-          ...(since ? { since } : {}),
+          ...(since ? { since: since.toISOString() } : {}),
           limit,
         });
         process.stdout.write(opts.json ? JSON.stringify(list, null, 2) + '\n' : table(list));
@@ -43,12 +39,9 @@ export function messagesCommand(): Command {
     .argument('<id>', 'message id')
     .option('--json', 'print JSON (each attachment with its decodedSize)')
     .action(async (id: string, opts: { json?: boolean }, cmd: Command) => {
-      await withStoreReader(cmd, async (store) => {
-        const meta = await store.getMessage(id);
-        // The error `messages raw` gives for the same id (Store.openRaw).
-        if (!meta) throw storeErrors.messageNotFound(id);
-        const attachments = await attachmentDetails(store, meta);
-        process.stdout.write(opts.json ? JSON.stringify(withDecodedSizes(meta, attachments), null, 2) + '\n' : describe(meta, attachments));
+      await withAdminApi(cmd, async (api) => {
+        const { meta, attachments } = await api.showMessage(id);
+        process.stdout.write(opts.json ? JSON.stringify(meta, null, 2) + '\n' : describe(meta, attachments));
       });
     });
 
@@ -57,43 +50,10 @@ export function messagesCommand(): Command {
     .description('write the stored bytes of a message to stdout')
     .argument('<id>', 'message id')
     .action(async (id: string, _opts: unknown, cmd: Command) => {
-      await withStoreReader(cmd, (store) => pipeline(store.openRaw(id), process.stdout, { end: false }));
+      await withAdminApi(cmd, async (api) => pipeline(await api.rawMessage(id), process.stdout, { end: false }));
     });
 
   return messages;
-}
-
-/** An attachment of the metadata with what the stored bytes and the quarantine say about it. */
-interface AttachmentDetail extends StoredAttachment {
-  /** A blocked attachment's quarantine record, while it is kept. */
-  quarantined?: QuarantineRecord;
-}
-
-/** The message read back for its attachments' decoded sizes; a blocked one's size is its quarantine record's. */
-async function attachmentDetails(store: StoreReader, meta: MessageMeta): Promise<AttachmentDetail[]> {
-  if (meta.attachments.length === 0) return [];
-  const found: AttachmentDetail[] = await storedAttachments(store.openRaw(meta.id));
-  const quarantine = quarantineAccess(store);
-  for (const a of found) {
-    if (a.quarantineId === undefined) continue;
-    const record = await quarantine.getQuarantined(a.quarantineId);
-    if (record) {
-      a.quarantined = record;
-      a.decodedSize = record.size;
-    }
-  }
-  return found;
-}
-
-/** The metadata as --json prints it: each attachment with `decodedSize` where it is known. */
-function withDecodedSizes(meta: MessageMeta, details: AttachmentDetail[]): MessageMeta {
-  return {
-    ...meta,
-    attachments: meta.attachments.map((a, i) => {
-      const size = details[i]?.decodedSize;
-      return size === undefined ? a : { ...a, decodedSize: size };
-    }),
-  };
 }
 
 function table(list: MessageMeta[]): string {

@@ -1,8 +1,7 @@
-import { existsSync, mkdirSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { Command } from 'commander';
-import type { Store } from '../../storage/store.js';
-import { openStore } from '../../storage/open.js';
+import { errors } from '../../lib/errors.js';
+import { openOwnStore } from '../admin/api.js';
 import { commandConfig, UsageError } from './common.js';
 import { requireSecrets } from '../config/load.js';
 
@@ -36,19 +35,7 @@ export function oauthCommand(): Command {
       // Redeeming the code takes the app's client secret.
       requireSecrets(loaded, [`oauth_app[${config.oauth_app.indexOf(app)}]`]);
       const key = await gatewaySecretKey(config);
-      if (!existsSync(config.data_dir)) mkdirSync(config.data_dir, { recursive: true, mode: 0o700 });
-      let store: Store;
-      try {
-        store = await openStore(config.data_dir);
-      } catch (err) {
-        if ((err as { code?: string }).code === 'STORE_LOCKED') {
-          throw new Error(
-            `the gateway is running on ${config.data_dir}: stop it, run \`mailgate oauth authorize ${name}\` again, then start it (the tokens are written to the store directly)`,
-            { cause: err },
-          );
-        }
-        throw err;
-      }
+      const store = await openOwnStore(config, (cause) => errors.oauthGatewayRunning(config.data_dir, name, cause));
       try {
         const provider = new DelegatedTokenProvider(oauthApp(app), { cache: aliasTokenCache(store, app.name, alias.name, key) });
         const url = await provider.authorizationUrl(opts.redirectUri, alias.incoming?.user);

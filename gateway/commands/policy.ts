@@ -1,16 +1,13 @@
 import { createReadStream } from 'node:fs';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import { Command, Option } from 'commander';
 import { loadPolicyFile, policyJsonSchema } from '../../policy/policy-file.js';
-import { PolicySet, departmentPolicyWarnings, policySources } from '../../policy/policy-set.js';
+import { departmentPolicyWarnings } from '../../policy/policy-set.js';
 import { formatProblem } from '../../lib/config-file/toml.js';
 import type { Config } from '../config/schema.js';
-import { runPipeline } from '../../policy/chain/pipeline.js';
-import { originalVerdict } from '../../policy/attachments/original.js';
-import type { Direction, MessageContext, StageFindings } from '../../policy/chain/stage.js';
-import { silentLogger } from '../../lib/logger.js';
-import { commandConfig, UsageError } from './common.js';
+import type { Direction } from '../../policy/chain/stage.js';
+import type { PolicyReport } from '../admin/api.js';
+import { commandConfig, UsageError, withAdminApi } from './common.js';
 
 export function policyCommand(): Command {
   const policy = new Command('policy').description('check policy files and try them on a message');
@@ -47,8 +44,11 @@ export function policyCommand(): Command {
           `--department: no department "${opts.department}" in the configuration (have: ${config.department.map((d) => d.name).join(', ') || 'none'})`,
         );
       }
-      const set = PolicySet.load(policySources(config));
-      const report = await tryPolicy(file, set, opts.department, opts.direction);
+      // The running gateway's policy, or the files' as `serve` would load them; a dry run either way.
+      const found = await withAdminApi(cmd, (api) =>
+        api.testPolicy(createReadStream(file), { ...(opts.department ? { department: opts.department } : {}), direction: opts.direction }),
+      );
+      const report = { file, ...found };
       process.stdout.write(opts.json ? JSON.stringify(report, null, 2) + '\n' : describe(report));
     });
 
@@ -72,67 +72,7 @@ function partitionFor(file: string, config: Config): string | undefined | false 
   return config.partition.policy;
 }
 
-/** What `policy test` found. */
-interface PolicyReport {
-  file: string;
-  department?: string;
-  direction: Direction;
-  /** `stored` when the message would be stored (rewritten as the stages say), `wrapped` when it could not be processed. */
-  outcome: 'stored' | 'wrapped';
-  /** Why it would be wrapped. */
-  reason?: string;
-  stages: { stage: string; summary: string[]; details: Record<string, unknown> }[];
-  tags: string[];
-  /** Bytes the stored message would have. */
-  size?: number;
-  /** When wrapped: the attachment rules block something in the original, so it would be blocked whole. */
-  original?: { action: 'quarantine' | 'delete'; rule: string };
-}
-
-async function tryPolicy(file: string, set: PolicySet, department: string | undefined, direction: Direction): Promise<PolicyReport> {
-  const ctx: MessageContext = {
-    id: 'policy-test',
-    envelope: { mailFrom: '', rcptTo: [] },
-    source: { kind: 'cli' },
-    direction,
-    ...(department ? { department } : {}),
-    findings: {},
-    tags: new Set(),
-    log: silentLogger(),
-    dryRun: true,
-    sideRecords: [],
-  };
-  let size = 0;
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, done) {
-      size += chunk.length;
-      done();
-    },
-  });
-  const stages = set.stagesFor(department);
-  const report: PolicyReport = { file, ...(department ? { department } : {}), direction, outcome: 'stored', stages: [], tags: [] };
-  try {
-    await runPipeline(createReadStream(file), ctx, stages, sink);
-    report.size = size;
-  } catch (err) {
-    const e = err as { code?: string; message?: string; reason?: string };
-    if (e.code === 'ENOENT' || e.code === 'EACCES') throw err;
-    report.outcome = 'wrapped';
-    report.reason = e.reason ? `${e.reason}: ${e.message}` : (e.message ?? String(err));
-    // Wrapping is no way around attachment blocking: say what ingest would do with the original.
-    const verdict = await originalVerdict(stages, direction, () => createReadStream(file));
-    if (verdict) report.original = { action: verdict.action, rule: verdict.rule };
-  }
-  for (const stage of stages) {
-    const found: StageFindings | undefined = ctx.findings[stage.name];
-    const { summary = [], ...details } = found ?? { summary: [] };
-    report.stages.push({ stage: stage.name, summary: summary.length ? summary : ['nothing to do'], details });
-  }
-  report.tags = [...ctx.tags];
-  return report;
-}
-
-function describe(r: PolicyReport): string {
+function describe(r: PolicyReport & { file: string }): string {
   let out = `${r.file} (${r.direction}, ${r.department ? `department ${r.department}` : 'partition policy'})\n`;
   for (const s of r.stages) {
     out += `${s.stage}:\n`;

@@ -1,10 +1,6 @@
 import { Command } from 'commander';
-import type { Store } from '../../storage/store.js';
-import type { DeliveryResult, QueueEntry } from '../../storage/records.js';
-import { dropQueueEntry, dueNow, entriesToRetry, queueEntryNotFound, requireQueueEntry } from '../../storage/queue.js';
-import type { QueueAccess } from '../dispatch/dispatcher.js';
-import { ControlClient } from '../admin/control.js';
-import { clip, shortTime, UsageError, withStoreReader } from './common.js';
+import type { DeliveryResult, QueueEntry } from '../admin/api.js';
+import { clip, shortTime, UsageError, withAdminApi } from './common.js';
 
 /** `mailgate queue ...`: the outbound queue (mail sent for aliases, inbound mail relayed downstream). */
 export function queueCommand(): Command {
@@ -15,8 +11,8 @@ export function queueCommand(): Command {
     .description('list queued messages, oldest first')
     .option('--json', 'print JSON instead of a table')
     .action(async (opts: { json?: boolean }, cmd: Command) => {
-      await withQueue(cmd, async (q) => {
-        const list = await q.listQueue();
+      await withAdminApi(cmd, async (api) => {
+        const list = await api.listQueue();
         process.stdout.write(opts.json ? JSON.stringify(list, null, 2) + '\n' : table(list));
       });
     });
@@ -27,9 +23,8 @@ export function queueCommand(): Command {
     .argument('<id>', 'message id (as `queue list` shows it)')
     .option('--json', 'print JSON')
     .action(async (id: string, opts: { json?: boolean }, cmd: Command) => {
-      await withQueue(cmd, async (q) => {
-        const entry = await q.getQueueEntry(id);
-        if (!entry) throw queueEntryNotFound(id);
+      await withAdminApi(cmd, async (api) => {
+        const entry = await api.showQueued(id);
         process.stdout.write(opts.json ? JSON.stringify(entry, null, 2) + '\n' : describe(entry));
       });
     });
@@ -41,10 +36,12 @@ export function queueCommand(): Command {
     .option('--all', 'every queued message')
     .action(async (id: string | undefined, opts: { all?: boolean }, cmd: Command) => {
       if ((id === undefined) === !opts.all) throw new UsageError('queue retry: give a message id or --all, not both and not neither');
-      await withQueue(cmd, async (q, running) => {
-        const n = await q.retryQueued(id);
+      await withAdminApi(cmd, async (api) => {
+        const { retried: n } = await api.retryQueued(id);
         const what = `${n} queued message${n === 1 ? '' : 's'}`;
-        process.stdout.write(running ? `${what} made due now\n` : `${what} made due now; the gateway is not running: they are tried when it starts\n`);
+        process.stdout.write(
+          api.gatewayRunning ? `${what} made due now\n` : `${what} made due now; the gateway is not running: they are tried when it starts\n`,
+        );
       });
     });
 
@@ -53,37 +50,14 @@ export function queueCommand(): Command {
     .description('take a message out of the queue unsent; the message stays in the store, the drop recorded on it')
     .argument('<id>', 'message id')
     .action(async (id: string, _opts: unknown, cmd: Command) => {
-      await withQueue(cmd, async (q) => {
-        const entry = await q.dropQueued(id);
+      await withAdminApi(cmd, async (api) => {
+        const entry = await api.dropQueued(id);
         const unsent = entry.recipients.filter((r) => r.status === 'pending').map((r) => r.address);
         process.stdout.write(`dropped ${entry.id}${unsent.length ? `; not sent to ${unsent.join(', ')}` : ''}\n`);
       });
     });
 
   return queue;
-}
-
-/** Runs `run` through the running gateway, or on the store when the gateway is stopped (`running` false). */
-function withQueue(cmd: Command, run: (q: QueueAccess, running: boolean) => Promise<void>): Promise<void> {
-  return withStoreReader(cmd, (reader) => (reader instanceof ControlClient ? run(reader, true) : run(storeQueue(reader as Store), false)));
-}
-
-/** Queue management on the store of a stopped gateway: what its dispatcher does, without scheduling. */
-export function storeQueue(store: Store): QueueAccess {
-  return {
-    listQueue: () => store.listQueue(),
-    getQueueEntry: (id) => store.getQueueEntry(id),
-    retryQueued: async (id) => {
-      const entries = await entriesToRetry(store, id);
-      if (entries.length > 0) await store.putQueueEntries(entries.map(dueNow));
-      return entries.length;
-    },
-    dropQueued: async (id) => {
-      const entry = await requireQueueEntry(store, id);
-      await dropQueueEntry(store, entry);
-      return entry;
-    },
-  };
 }
 
 /** `outbound`, `relay`, or `dsn` for a delivery status notification going back to a sender. */

@@ -4,12 +4,9 @@ import type { Readable } from 'node:stream';
 import { Command } from 'commander';
 import MailComposer from 'nodemailer/lib/mail-composer';
 import type { Config } from '../config/schema.js';
-import type { Store } from '../../storage/store.js';
-import { PolicySet, policySources } from '../../policy/policy-set.js';
-import { silentLogger } from '../../lib/logger.js';
 import { aliasOfAddress } from '../config/alias-addresses.js';
-import { ControlClient, submitFromCli, type SendRequest, type SendResult } from '../admin/control.js';
-import { commandConfig, openStoreReader, UsageError } from './common.js';
+import type { SendRequest } from '../admin/api.js';
+import { commandConfig, UsageError, withAdminApi } from './common.js';
 
 interface SendOptions {
   from: string;
@@ -52,22 +49,20 @@ export function sendCommand(): Command {
       const { config } = commandConfig(cmd);
       const request = requestFrom(config, opts);
       await checkFiles(opts);
-      const reader = await openStoreReader(config, { create: true });
-      let sent: SendResult;
       try {
-        if (reader instanceof ControlClient) sent = await reader.submit(request, message(request.mailFrom, opts));
-        else {
-          // The gateway is stopped: its policy comes from the files, as `serve` would load it.
-          const policy = PolicySet.load(policySources(config));
-          const deps = { store: reader as Store, logger: silentLogger(), config, stages: (department?: string) => policy.stagesFor(department) };
-          sent = await submitFromCli(deps, message(request.mailFrom, opts), request);
-        }
+        await withAdminApi(
+          cmd,
+          async (api) => {
+            const sent = await api.sendMessage(request, message(request.mailFrom, opts));
+            process.stdout.write(`queued as ${sent.id} for ${sent.recipients.join(', ')}\n`);
+            if (!api.gatewayRunning) process.stderr.write('the gateway is not running: the message is sent when it starts\n');
+          },
+          // With the gateway stopped, the message goes into its store, made if need be, as `serve` would.
+          { create: true },
+        );
       } finally {
-        await reader.close();
         if (opts.text === '-') process.stdin.destroy(); // a refusal may leave it unread, which would keep us running
       }
-      process.stdout.write(`queued as ${sent.id} for ${sent.recipients.join(', ')}\n`);
-      if (!(reader instanceof ControlClient)) process.stderr.write('the gateway is not running: the message is sent when it starts\n');
     });
 }
 

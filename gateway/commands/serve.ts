@@ -1,8 +1,7 @@
-import { mkdirSync } from 'node:fs';
 import { Command } from 'commander';
 import { createLogger } from '../../lib/logger.js';
-import type { Store } from '../../storage/store.js';
-import { openStore } from '../../storage/open.js';
+import { errors } from '../../lib/errors.js';
+import { openOwnStore } from '../admin/api.js';
 import { commandConfig } from './common.js';
 
 export function serveCommand(): Command {
@@ -10,14 +9,7 @@ export function serveCommand(): Command {
     const { config, file } = commandConfig(cmd, { secrets: 'required' });
     const logger = createLogger(config.log_level);
     logger.info({ config: file ?? 'built-in defaults', data_dir: config.data_dir }, 'starting mailgate');
-    mkdirSync(config.data_dir, { recursive: true, mode: 0o700 });
-    let store: Store;
-    try {
-      store = await openStore(config.data_dir, { logger });
-    } catch (err) {
-      if ((err as { code?: string }).code === 'STORE_LOCKED') throw new Error(`another mailgate is already running on ${config.data_dir}`, { cause: err });
-      throw err;
-    }
+    const store = await openOwnStore(config, (cause) => errors.gatewayRunning(config.data_dir, cause), { logger });
     // Loaded here, not at the top: every other command would pay for the whole gateway.
     const { startGateway } = await import('../gateway.js');
     const gateway = await startGateway({ config, store, logger }).catch(async (err: unknown) => {

@@ -11,7 +11,7 @@ import type { Config } from '../config/schema.js';
 import type { Store } from '../../storage/store.js';
 import type { DeliveryRecord, MessageMeta, QueueEntry } from '../../storage/records.js';
 import { newMessageId } from '../../storage/ids.js';
-import { dropQueueEntry, dueNow, entriesToRetry, requireQueueEntry, outcomeOf } from '../../storage/queue.js';
+import { outcomeOf } from '../../storage/queue.js';
 import type { Stage } from '../../policy/chain/stage.js';
 import type { AliasConfig } from '../config/schema.js';
 import type { TokenProvider } from '../oauth/tokens.js';
@@ -22,6 +22,7 @@ import { outboundEntry } from './entries.js';
 import { outboundRouting } from './routes.js';
 import { deliveryStatusNotification } from './dsn.js';
 import { Transports } from './transports.js';
+import type { QueueWorker } from './queue-actions.js';
 
 export interface DispatcherDeps {
   store: Store;
@@ -34,16 +35,6 @@ export interface DispatcherDeps {
   tokens?: (alias: AliasConfig) => TokenProvider | undefined;
 }
 
-/** Queue management, whether through the running gateway or on a stopped one's store. */
-export interface QueueAccess {
-  listQueue(): Promise<QueueEntry[]>;
-  getQueueEntry(id: string): Promise<QueueEntry | undefined>;
-  /** Makes the entry (or every entry) due now, held ones included; returns how many. */
-  retryQueued(id?: string): Promise<number>;
-  /** Takes an entry out of the queue unsent; its metadata records the drop. */
-  dropQueued(id: string): Promise<QueueEntry>;
-}
-
 /** Retried sooner than the schedule when our own store failed to save an attempt. */
 const STORE_RETRY_MS = 60_000;
 /** How long `stop` waits for deliveries in progress before cutting their connections. */
@@ -51,7 +42,7 @@ const STOP_GRACE_MS = 5000;
 // setTimeout takes at most a signed 32-bit delay.
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
-export class Dispatcher implements QueueAccess {
+export class Dispatcher implements QueueWorker {
   readonly #deps: DispatcherDeps;
   readonly #transports: Transports;
   readonly #metrics: Metrics;
@@ -97,38 +88,26 @@ export class Dispatcher implements QueueAccess {
     await settled;
   }
 
-  listQueue(): Promise<QueueEntry[]> {
-    return this.#deps.store.listQueue();
+  // An admin's retry and drop (queue-actions.ts) tell the running dispatcher through these.
+
+  isSending(id: string): boolean {
+    return this.#active.has(id);
   }
 
-  getQueueEntry(id: string): Promise<QueueEntry | undefined> {
-    return this.#deps.store.getQueueEntry(id);
-  }
-
-  async retryQueued(id?: string): Promise<number> {
-    const entries = await entriesToRetry(this.#deps.store, id);
-    let count = 0;
-    for (const entry of entries) {
-      if (this.#active.has(entry.id)) {
-        count++; // being sent right now: that is as soon as it gets
-        continue;
-      }
-      const now = dueNow(entry);
-      await this.#deps.store.putQueueEntries([now]);
-      this.#schedule(now, true);
-      count++;
-    }
-    return count;
-  }
-
-  async dropQueued(id: string): Promise<QueueEntry> {
-    const entry = await requireQueueEntry(this.#deps.store, id);
-    if (this.#active.has(id)) throw Object.assign(new Error(`message ${id} is being sent right now; try again in a moment`), { code: 'QUEUE_BUSY' });
+  forget(id: string): void {
     this.#unschedule(id);
-    await dropQueueEntry(this.#deps.store, entry);
+  }
+
+  tryNow(entry: QueueEntry): void {
+    this.#schedule(entry, true);
+  }
+
+  dropped(entry: QueueEntry): void {
     this.#metrics.inc('mailgate_queue_finished_total', { kind: entry.kind, status: 'dropped' });
-    this.#log.warn({ msg_id: id, pending: entry.recipients.filter((r) => r.status === 'pending').map((r) => r.address) }, 'queued message dropped by an admin');
-    return entry;
+    this.#log.warn(
+      { msg_id: entry.id, pending: entry.recipients.filter((r) => r.status === 'pending').map((r) => r.address) },
+      'queued message dropped by an admin',
+    );
   }
 
   #schedule(entry: QueueEntry, includeHeld: boolean): void {

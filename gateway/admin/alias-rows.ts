@@ -1,0 +1,60 @@
+/**
+ * Alias health as an admin reads it (Cisco guide, "Changing the Status of Aliases" and "Test
+ * Connection"): each configured alias beside the state the retriever or an admin recorded.
+ */
+import type { AliasConfig } from '../config/schema.js';
+import type { AliasState, AliasStatus } from './api.js';
+import type { ConnectionStep } from '../fetch/connection-test.js';
+
+/** One row of `mailgate aliases list`. */
+export interface AliasRow {
+  name: string;
+  address: string;
+  department?: string;
+  /** `type host:port` of the incoming server, when there is one. */
+  incoming?: string;
+  /** `status` in the configuration file. */
+  configuredStatus: AliasStatus;
+  /** What the retriever does now: inactive when the config says so, else the recorded health. */
+  status: AliasStatus;
+  failures: number;
+  lastError?: string;
+  lastErrorKind?: string;
+  reason?: string;
+  changedAt?: string;
+  changedBy?: AliasState['changedBy'];
+  retryAt?: string;
+}
+
+/** What `mailgate aliases test` found. */
+export interface AliasTestReport {
+  alias: string;
+  /** Every step passed; a login that could not be tried (no OAuth2 tokens here) is not a pass. */
+  ok: boolean;
+  steps: ConnectionStep[];
+}
+
+/** The row of ALIAS, with its recorded STATE when there is one. */
+export function aliasRow(alias: AliasConfig, state: AliasState | undefined): AliasRow {
+  const r: AliasRow = {
+    name: alias.name,
+    address: alias.address,
+    configuredStatus: alias.status,
+    status: alias.status === 'inactive' ? 'inactive' : (state?.status ?? 'active'),
+    failures: state?.failures ?? 0,
+  };
+  if (alias.department) r.department = alias.department;
+  if (alias.incoming) r.incoming = `${alias.incoming.type} ${alias.incoming.host}:${alias.incoming.port}`;
+  if (state) {
+    for (const key of ['lastError', 'lastErrorKind', 'reason', 'changedAt', 'changedBy', 'retryAt'] as const) {
+      if (state[key] !== undefined) (r as unknown as Record<string, unknown>)[key] = state[key];
+    }
+  }
+  if (alias.status === 'inactive') r.reason = 'status = "inactive" in the configuration';
+  return r;
+}
+
+/** The report of a connection test: ok only when no step failed and every login was tried. */
+export function aliasTestReport(alias: string, steps: ConnectionStep[]): AliasTestReport {
+  return { alias, ok: steps.every((s) => s.result !== 'fail' && !(s.step === 'login' && s.result === 'skip')), steps };
+}

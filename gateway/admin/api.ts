@@ -1,0 +1,411 @@
+/**
+ * Every admin operation, defined once: messages, quarantine, aliases, queue, send, policy
+ * test. `Admin` does them on a store, and on the running gateway's parts when it is given
+ * them (retriever, dispatcher, policy, metrics). The running gateway serves its `Admin` on the
+ * control socket (http-server.ts); a CLI command gets an AdminApi from openAdminApi: the
+ * gateway's, through the socket (http-client.ts), while it runs and holds LevelDB's lock, or
+ * its own `Admin` on the store when the gateway is stopped. The command cannot tell which.
+ *
+ * Inputs and outputs are plain: JSON-able records, a Readable for bytes, errors from the
+ * catalogue (lib/errors.ts) with a code and a sentence. This file is the one place in
+ * gateway/admin and gateway/commands that reaches the store.
+ */
+import { existsSync, mkdirSync } from 'node:fs';
+import type { Readable } from 'node:stream';
+import type { Logger } from 'pino';
+import { quarantineNotFound, type Store } from '../../storage/store.js';
+import { openStore } from '../../storage/open.js';
+import type { AliasState, AliasStatus, DeliveryResult, MessageMeta, QuarantineRecord, QueueEntry } from '../../storage/records.js';
+import { requireQueueEntry } from '../../storage/queue.js';
+import { openQuarantinedContent, restoreQuarantined } from '../../policy/attachments/quarantine.js';
+import { PolicySet, policySources } from '../../policy/policy-set.js';
+import type { Stage } from '../../policy/chain/stage.js';
+import { errors, storeErrors } from '../../lib/errors.js';
+import type { ConfigProblem } from '../../lib/config-file/toml.js';
+import { silentLogger } from '../../lib/logger.js';
+import type { Metrics } from '../../lib/metrics.js';
+import type { Config, AliasConfig } from '../config/schema.js';
+import { requireSecrets, type LoadedConfig } from '../config/load.js';
+import { aliasOfAddress } from '../config/alias-addresses.js';
+import type { ConnectionTestOptions } from '../fetch/connection-test.js';
+import { setAliasStatusInStore } from '../fetch/alias-health.js';
+import type { Retriever } from '../fetch/retriever.js';
+import type { TokenProvider } from '../oauth/tokens.js';
+import type { Dispatcher } from '../dispatch/dispatcher.js';
+import { submitOutbound } from '../dispatch/submit.js';
+import { dropQueued, retryQueued } from '../dispatch/queue-actions.js';
+import { storedAttachments, type StoredAttachment } from './attachment-sizes.js';
+import { aliasRow, aliasTestReport, type AliasRow, type AliasTestReport } from './alias-rows.js';
+import { tryPolicy, type PolicyReport, type PolicyTestRequest } from './policy-test.js';
+import { adminClient, controlSocketPath, gatewayAnswers } from './http-client.js';
+
+// The stored records the operations answer with, named here so the commands need no storage import.
+export type { MessageMeta, QuarantineRecord, AliasState, AliasStatus, QueueEntry, DeliveryResult, Store };
+export type { AliasRow, AliasTestReport, PolicyReport, PolicyTestRequest };
+export { controlSocketPath };
+
+/** Which stored messages `messages list` wants, newest first. */
+export interface MessageQuery {
+  /** Only messages fetched for or sent as this alias. */
+  alias?: string;
+  /** Only messages with this tag (exception-queue, wrapped, oversize...). */
+  tag?: string;
+  /** Only messages received at or after this ISO 8601 time. */
+  since?: string;
+  /** At most this many (default 100). */
+  limit?: number;
+}
+
+/** An attachment of a stored message, as read back from its bytes and the quarantine. */
+export interface AttachmentDetail extends StoredAttachment {
+  /** A blocked attachment's quarantine record, while it is kept. */
+  quarantined?: QuarantineRecord;
+}
+
+/** A stored message as `messages show` presents it. */
+export interface MessageDetails {
+  /** The metadata, each attachment with its `decodedSize` where it is known. */
+  meta: MessageMeta;
+  /** Per attachment of `meta.attachments`, in order: what the stored bytes and the quarantine say. */
+  attachments: AttachmentDetail[];
+}
+
+/** What `mailgate send` asks for. */
+export interface SendRequest {
+  /** Name of the alias the message is sent as. */
+  alias: string;
+  /** Envelope sender: an address of the alias. */
+  mailFrom: string;
+  /** Envelope recipients (To, Cc and Bcc). */
+  rcptTo: string[];
+}
+
+/** A message `mailgate send` stored and queued. */
+export interface SendResult {
+  id: string;
+  /** Who it goes to: the envelope recipients after automatic BCC or send_mail_to. */
+  recipients: string[];
+}
+
+/** Every admin operation. Implemented by `Admin` (on a store) and by the control socket's client. */
+export interface AdminApi {
+  /** True when the running gateway answers (its dispatcher sends what is queued now); false on a stopped gateway's store. */
+  readonly gatewayRunning: boolean;
+
+  listMessages(query: MessageQuery): Promise<MessageMeta[]>;
+  /** Fails with MESSAGE_NOT_FOUND. */
+  showMessage(id: string): Promise<MessageDetails>;
+  /** The stored bytes; fails with MESSAGE_NOT_FOUND before any byte. */
+  rawMessage(id: string): Promise<Readable>;
+
+  /** Quarantined attachments, newest message first; one message's with `messageId`. */
+  listQuarantine(query: { messageId?: string }): Promise<QuarantineRecord[]>;
+  /** Fails with QUARANTINE_NOT_FOUND, as the others below. */
+  showQuarantined(id: string): Promise<QuarantineRecord>;
+  /** Puts the attachment back into its message, byte for byte as received. */
+  restoreQuarantined(id: string): Promise<QuarantineRecord>;
+  /** Deletes it for good; the notice in the message stays. */
+  deleteQuarantined(id: string): Promise<QuarantineRecord>;
+  /** The attachment's decoded content (the file as the sender attached it). */
+  exportQuarantined(id: string): Promise<Readable>;
+
+  /** Every configured alias with its health. */
+  listAliases(): Promise<AliasRow[]>;
+  /** An admin's change of status; a running retriever applies it at once. Fails with UNKNOWN_ALIAS. */
+  setAliasStatus(alias: string, status: AliasStatus): Promise<AliasState>;
+  /** Tries the alias's incoming and outgoing servers step by step. */
+  testAlias(alias: string): Promise<AliasTestReport>;
+
+  /** Queued messages, oldest first. */
+  listQueue(): Promise<QueueEntry[]>;
+  /** Fails with QUEUE_ENTRY_NOT_FOUND, as retry of one id and drop. */
+  showQueued(id: string): Promise<QueueEntry>;
+  /** Makes one queued message (or, without an id, all) due now, held ones included. */
+  retryQueued(id?: string): Promise<{ retried: number }>;
+  /** Takes a message out of the queue unsent; fails with QUEUE_BUSY while it is being sent. */
+  dropQueued(id: string): Promise<QueueEntry>;
+
+  /** Stores and queues a message sent as an alias, as the submission listener does. */
+  sendMessage(request: SendRequest, message: Readable): Promise<SendResult>;
+  /** Runs the policy on a message without storing anything. */
+  testPolicy(message: Readable, request: PolicyTestRequest): Promise<PolicyReport>;
+
+  /** Lets go of what was opened for this caller (a stopped gateway's store). */
+  close(): Promise<void>;
+}
+
+/** What the operations work on. */
+export interface AdminDeps {
+  config: Config;
+  /**
+   * The store: the running gateway's, or a stopped gateway's that the CLI opens on first use;
+   * undefined when none was ever made (then only what needs no store can be done).
+   */
+  store(): Promise<Store | undefined>;
+  logger: Logger;
+  /** The policy stages for the next message of a department. */
+  stages(department?: string): readonly Stage[];
+  /** The running dispatcher: queue changes and sent messages go through it. */
+  dispatcher?: Dispatcher;
+  /** The running retriever, when there is one: admin status changes go through it. */
+  retriever?: () => Retriever | undefined;
+  /** The gateway's counters: `mailgate send` counts in them as the listeners do. */
+  metrics?: Metrics;
+  /** The running gateway's OAuth2 token providers (the retriever's own), for `aliases test`. */
+  tokens?: (alias: AliasConfig) => TokenProvider | undefined;
+  /** Secrets unset in this environment (the CLI reads the configuration with secrets deferred). */
+  unsetSecrets?: readonly ConfigProblem[];
+  /** Called by close: closes what was opened for this caller. */
+  release?: () => Promise<void>;
+}
+
+export class Admin implements AdminApi {
+  readonly gatewayRunning: boolean;
+  readonly #deps: AdminDeps;
+
+  constructor(deps: AdminDeps) {
+    this.#deps = deps;
+    this.gatewayRunning = deps.dispatcher !== undefined;
+  }
+
+  async listMessages(query: MessageQuery): Promise<MessageMeta[]> {
+    const { since, ...rest } = query;
+    return (await this.#store()).listMessages({ ...rest, ...(since !== undefined ? { since: new Date(since) } : {}) });
+  }
+
+  async showMessage(id: string): Promise<MessageDetails> {
+    const store = await this.#store();
+    const meta = await store.getMessage(id);
+    if (!meta) throw storeErrors.messageNotFound(id);
+    const attachments = await attachmentDetails(store, meta);
+    return { meta: withDecodedSizes(meta, attachments), attachments };
+  }
+
+  async rawMessage(id: string): Promise<Readable> {
+    const store = await this.#store();
+    if (!(await store.getMessage(id))) throw storeErrors.messageNotFound(id);
+    return store.openRaw(id);
+  }
+
+  async listQuarantine(query: { messageId?: string }): Promise<QuarantineRecord[]> {
+    return (await this.#store()).listQuarantine(query);
+  }
+
+  async showQuarantined(id: string): Promise<QuarantineRecord> {
+    const record = await (await this.#store()).getQuarantined(id);
+    if (!record) throw quarantineNotFound(id);
+    return record;
+  }
+
+  async restoreQuarantined(id: string): Promise<QuarantineRecord> {
+    return restoreQuarantined(await this.#store(), id);
+  }
+
+  async deleteQuarantined(id: string): Promise<QuarantineRecord> {
+    return (await this.#store()).deleteQuarantined(id);
+  }
+
+  async exportQuarantined(id: string): Promise<Readable> {
+    await this.showQuarantined(id);
+    return openQuarantinedContent(await this.#store(), id);
+  }
+
+  async listAliases(): Promise<AliasRow[]> {
+    const store = await this.#deps.store();
+    // No store yet (the gateway never ran): every alias is as configured.
+    const states = store ? await store.listAliasStates() : {};
+    return this.#deps.config.alias.map((a) => aliasRow(a, states[a.name]));
+  }
+
+  async setAliasStatus(alias: string, status: AliasStatus): Promise<AliasState> {
+    this.#alias(alias);
+    // The worker is the only writer of its alias's state while it runs: ask it, so the change takes effect now.
+    return (await this.#deps.retriever?.()?.setStatus(alias, status)) ?? setAliasStatusInStore(await this.#store(), alias, status);
+  }
+
+  async testAlias(name: string): Promise<AliasTestReport> {
+    const { config } = this.#deps;
+    const alias = this.#alias(name);
+    if (!alias.incoming && !alias.outgoing) throw errors.badRequest(`alias ${name} has neither [alias.incoming] nor [alias.outgoing]: nothing to test`);
+    // It logs in as the retriever does: with the alias's passwords, or its OAuth app's client secret.
+    const app = config.oauth_app.findIndex((a) => a.name === (alias.incoming?.oauth2 ?? alias.outgoing?.oauth2));
+    requireSecrets({ config, unsetSecrets: this.#deps.unsetSecrets ?? [] }, [
+      `alias[${config.alias.indexOf(alias)}]`,
+      ...(app >= 0 ? [`oauth_app[${app}]`] : []),
+    ]);
+    // imapflow and friends load only for this operation.
+    const { testAliasConnection } = await import('../fetch/connection-test.js');
+    return aliasTestReport(name, await testAliasConnection(alias, await this.#incomingTokens(alias)));
+  }
+
+  async listQueue(): Promise<QueueEntry[]> {
+    return (await this.#store()).listQueue();
+  }
+
+  async showQueued(id: string): Promise<QueueEntry> {
+    return requireQueueEntry(await this.#store(), id);
+  }
+
+  async retryQueued(id?: string): Promise<{ retried: number }> {
+    return { retried: await retryQueued(await this.#store(), id, this.#deps.dispatcher) };
+  }
+
+  async dropQueued(id: string): Promise<QueueEntry> {
+    return dropQueued(await this.#store(), id, this.#deps.dispatcher);
+  }
+
+  /** The submission listener's path (submitOutbound), with the command line as its source. */
+  async sendMessage(request: SendRequest, message: Readable): Promise<SendResult> {
+    const { config, logger, metrics } = this.#deps;
+    try {
+      const alias = this.#alias(request.alias);
+      if (aliasOfAddress(config, request.mailFrom) !== alias) throw errors.sendAsDenied(request.mailFrom);
+      const deps = { store: await this.#store(), logger, config, stages: this.#deps.stages, dispatcher: this.#deps.dispatcher };
+      const { meta, entry } = await submitOutbound(deps, message, {
+        alias,
+        envelope: { mailFrom: request.mailFrom, rcptTo: request.rcptTo },
+        source: { kind: 'cli', alias: alias.name },
+        maxSize: config.submission.max_message_size ?? config.smtp.max_message_size,
+      });
+      const recipients = entry.recipients.map((r) => r.address);
+      // Counted as the submission listener counts, under the source the metadata names (`cli`).
+      metrics?.inc('mailgate_messages_total', { source: 'cli', outcome: 'queued' });
+      logger.info({ msg_id: meta.id, outcome: 'queued', alias: request.alias, source: 'cli', rcpt: recipients }, 'message queued by mailgate send');
+      return { id: meta.id, recipients };
+    } catch (err) {
+      metrics?.inc('mailgate_messages_total', { source: 'cli', outcome: 'refused' });
+      const e = err as { code?: string; message?: string };
+      logger.info({ outcome: 'refused', reason: e.code, source: 'cli', alias: request.alias }, e.message ?? String(err));
+      throw err;
+    }
+  }
+
+  async testPolicy(message: Readable, request: PolicyTestRequest): Promise<PolicyReport> {
+    const { department } = request;
+    if (department !== undefined && !this.#deps.config.department.some((d) => d.name === department)) throw errors.departmentNotConfigured(department);
+    return tryPolicy(message, this.#deps.stages(department), request);
+  }
+
+  async close(): Promise<void> {
+    await this.#deps.release?.();
+  }
+
+  async #store(): Promise<Store> {
+    const store = await this.#deps.store();
+    if (!store) throw errors.noStore(this.#deps.config.data_dir);
+    return store;
+  }
+
+  #alias(name: string): AliasConfig {
+    const alias = this.#deps.config.alias.find((a) => a.name === name);
+    if (!alias) throw errors.aliasNotConfigured(name);
+    return alias;
+  }
+
+  /**
+   * Where the login of ALIAS's incoming server gets its OAuth2 token, as the retriever would:
+   * the running gateway lends its own providers; on a stopped gateway's store, client
+   * credentials need nothing kept, and the delegated flow's tokens are in the store, encrypted
+   * (a refresh rotates the refresh token, which is saved back).
+   */
+  async #incomingTokens(alias: AliasConfig): Promise<Pick<ConnectionTestOptions, 'tokens' | 'noTokens'>> {
+    if (alias.incoming?.oauth2 === undefined) return {};
+    if (this.#deps.tokens) return { tokens: this.#deps.tokens(alias) };
+    const { config } = this.#deps;
+    // msal loads only for OAuth aliases.
+    const { aliasTokenCache, aliasTokenProvider, gatewaySecretKey, oauthAppOf } = await import('../oauth/store.js');
+    if (oauthAppOf(config, alias)?.flow === 'client_credentials') return { tokens: aliasTokenProvider(config, alias) };
+    let store: Store | undefined;
+    try {
+      store = await this.#deps.store();
+    } catch (err) {
+      // Held by a gateway that is starting or stopping (or does not answer): the tokens are its to use.
+      if ((err as { code?: string }).code !== 'GATEWAY_NOT_ANSWERING') throw err;
+      return {
+        noTokens: `the running gateway holds this alias's OAuth2 tokens (authorization_code flow): see its status and last error in \`mailgate aliases list\`, or stop the gateway to test the login here`,
+      };
+    }
+    if (!store) return { noTokens: `no tokens yet (no store at ${config.data_dir}): run \`mailgate oauth authorize ${alias.name}\`` };
+    const key = await gatewaySecretKey(config);
+    return { tokens: aliasTokenProvider(config, alias, (app) => aliasTokenCache(store, app.name, alias.name, key)) };
+  }
+}
+
+/** The message read back for its attachments' decoded sizes; a blocked one's size is its quarantine record's. */
+async function attachmentDetails(store: Store, meta: MessageMeta): Promise<AttachmentDetail[]> {
+  if (meta.attachments.length === 0) return [];
+  const found: AttachmentDetail[] = await storedAttachments(store.openRaw(meta.id));
+  for (const a of found) {
+    if (a.quarantineId === undefined) continue;
+    const record = await store.getQuarantined(a.quarantineId);
+    if (record) {
+      a.quarantined = record;
+      a.decodedSize = record.size;
+    }
+  }
+  return found;
+}
+
+/** The metadata with each attachment's `decodedSize` where it is known. */
+function withDecodedSizes(meta: MessageMeta, details: AttachmentDetail[]): MessageMeta {
+  return {
+    ...meta,
+    attachments: meta.attachments.map((a, i) => {
+      const size = details[i]?.decodedSize;
+      return size === undefined ? a : { ...a, decodedSize: size };
+    }),
+  };
+}
+
+/**
+ * The admin API for a CLI command: the running gateway's, through its control socket, when it
+ * answers there; otherwise this process's own on the stopped gateway's store, opened on first
+ * use (`create`: made when there is none yet, for commands that add to it, as `serve` would).
+ * The policy, when an operation needs it, is read from the files as `serve` would read it.
+ */
+export async function openAdminApi(loaded: LoadedConfig, opts: { create?: boolean } = {}): Promise<AdminApi> {
+  const { config } = loaded;
+  const socket = controlSocketPath(config.data_dir);
+  if (await gatewayAnswers(socket)) return adminClient(socket);
+  let opened: Promise<Store | undefined> | undefined;
+  let policy: PolicySet | undefined;
+  return new Admin({
+    config,
+    unsetSecrets: loaded.unsetSecrets,
+    logger: silentLogger(),
+    store: () => (opened ??= openStoppedStore(config.data_dir, socket, opts.create === true)),
+    stages: (department) => (policy ??= PolicySet.load(policySources(config))).stagesFor(department),
+    release: async () => {
+      const store = await opened?.catch(() => undefined);
+      await store?.close();
+    },
+  });
+}
+
+/** A stopped gateway's store, or undefined when there is none and none is to be made. */
+async function openStoppedStore(dir: string, socket: string, create: boolean): Promise<Store | undefined> {
+  if (create) mkdirSync(dir, { recursive: true, mode: 0o700 });
+  else if (!existsSync(dir)) return undefined;
+  try {
+    return await openStore(dir);
+  } catch (err) {
+    // The gateway did not answer a moment ago: something else holds it, or it is starting or stopping.
+    if ((err as { code?: string }).code === 'STORE_LOCKED') throw errors.gatewayNotAnswering(dir, socket, err);
+    throw err;
+  }
+}
+
+/**
+ * The data directory's store, opened by this process and made when there is none: for `serve`,
+ * and for `oauth authorize`, which writes tokens that the gateway reads. `locked` is the error
+ * when another process (a running gateway) holds it.
+ */
+export async function openOwnStore(config: Config, locked: (cause: unknown) => Error, opts: { logger?: Logger } = {}): Promise<Store> {
+  mkdirSync(config.data_dir, { recursive: true, mode: 0o700 });
+  try {
+    return await openStore(config.data_dir, opts.logger ? { logger: opts.logger } : {});
+  } catch (err) {
+    if ((err as { code?: string }).code === 'STORE_LOCKED') throw locked(err);
+    throw err;
+  }
+}

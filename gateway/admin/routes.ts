@@ -1,0 +1,174 @@
+/**
+ * The admin API over HTTP: one route per operation, and for each how a call becomes a request
+ * (the client, http-client.ts) and a request becomes the call again (the server,
+ * http-server.ts). Answers are JSON, or bytes for the operations that give a Readable; the
+ * upload of `send` and `policy test` is the message itself, its other inputs in the query.
+ * Kept free of Node's http objects so the REST API can register the same table.
+ */
+import type { Readable } from 'node:stream';
+import { errors } from '../../lib/errors.js';
+import type { AdminApi, AliasStatus, SendRequest } from './api.js';
+import type { PolicyTestRequest } from './policy-test.js';
+
+/** The operations of AdminApi (all of it but its lifecycle). */
+export type Operation = Exclude<keyof AdminApi, 'gatewayRunning' | 'close'>;
+
+/** A request as both sides see it. */
+export interface HttpCall {
+  /** The `:name` segments of the path, decoded. */
+  params: Record<string, string>;
+  query: URLSearchParams;
+  /** A JSON body. */
+  json?: unknown;
+  /** The bytes of an upload (a message). */
+  body?: Readable;
+}
+
+export interface Route<K extends Operation> {
+  method: 'GET' | 'POST' | 'PUT' | 'DELETE';
+  /** The path, with `:name` for a parameter, e.g. `/queue/:id`. */
+  path: string;
+  /** The call's arguments as a request. */
+  encode(...args: Parameters<AdminApi[K]>): Partial<HttpCall>;
+  /** The request as the call's arguments, checked: anything may arrive on the socket. */
+  decode(call: HttpCall): Parameters<AdminApi[K]>;
+  /** The answer is bytes of this media type rather than JSON. */
+  bytes?: string;
+  /** The request body is a message rather than JSON. */
+  upload?: true;
+}
+
+/** A route with its operation's types forgotten, for the code that serves or calls any of them. */
+export interface AnyRoute {
+  method: Route<Operation>['method'];
+  path: string;
+  encode(...args: never[]): Partial<HttpCall>;
+  decode(call: HttpCall): unknown[];
+  bytes?: string;
+  upload?: true;
+}
+
+/** Encodes and decodes an operation whose one argument is the path parameter `name`. */
+const byParam = (name: string) => ({
+  encode: (value: string) => ({ params: { [name]: value } }),
+  decode: ({ params }: HttpCall): [string] => [params[name] ?? ''],
+});
+
+const none = { encode: () => ({}), decode: (): [] => [] };
+
+export const routes: { readonly [K in Operation]: Route<K> } = {
+  listMessages: {
+    method: 'GET',
+    path: '/messages',
+    encode: (q) => ({ query: queryOf({ alias: q.alias, tag: q.tag, since: q.since, limit: q.limit }) }),
+    decode: ({ query }) => [defined({ alias: text(query, 'alias'), tag: text(query, 'tag'), since: time(query, 'since'), limit: positive(query, 'limit') })],
+  },
+  showMessage: { method: 'GET', path: '/messages/:id', ...byParam('id') },
+  rawMessage: { method: 'GET', path: '/messages/:id/raw', bytes: 'message/rfc822', ...byParam('id') },
+
+  listQuarantine: {
+    method: 'GET',
+    path: '/quarantine',
+    encode: (q) => ({ query: queryOf({ message: q.messageId }) }),
+    decode: ({ query }) => [defined({ messageId: text(query, 'message') })],
+  },
+  showQuarantined: { method: 'GET', path: '/quarantine/:id', ...byParam('id') },
+  restoreQuarantined: { method: 'POST', path: '/quarantine/:id/restore', ...byParam('id') },
+  deleteQuarantined: { method: 'DELETE', path: '/quarantine/:id', ...byParam('id') },
+  exportQuarantined: { method: 'GET', path: '/quarantine/:id/content', bytes: 'application/octet-stream', ...byParam('id') },
+
+  listAliases: { method: 'GET', path: '/aliases', ...none },
+  setAliasStatus: {
+    method: 'PUT',
+    path: '/aliases/:name/status',
+    encode: (alias, status) => ({ params: { name: alias }, json: { status } }),
+    decode: ({ params, json }) => [params['name'] ?? '', aliasStatus(json)],
+  },
+  testAlias: { method: 'POST', path: '/aliases/:name/test', ...byParam('name') },
+
+  listQueue: { method: 'GET', path: '/queue', ...none },
+  showQueued: { method: 'GET', path: '/queue/:id', ...byParam('id') },
+  retryQueued: {
+    method: 'POST',
+    path: '/queue/retry',
+    // Without an id: every queued message.
+    encode: (id) => ({ query: queryOf({ id }) }),
+    decode: ({ query }) => {
+      const id = text(query, 'id');
+      return id === undefined ? [] : [id];
+    },
+  },
+  dropQueued: { method: 'DELETE', path: '/queue/:id', ...byParam('id') },
+
+  sendMessage: {
+    method: 'POST',
+    path: '/send',
+    upload: true,
+    encode: (request, message) => ({ query: queryOf({ alias: request.alias, from: request.mailFrom, to: request.rcptTo }), body: message }),
+    decode: ({ query, body }) => [sendRequest(query), uploaded(body)],
+  },
+  testPolicy: {
+    method: 'POST',
+    path: '/policy/test',
+    upload: true,
+    encode: (message, request) => ({ query: queryOf({ department: request.department, direction: request.direction }), body: message }),
+    decode: ({ query, body }) => [uploaded(body), policyTestRequest(query)],
+  },
+};
+
+/** The query string of `fields`, leaving out the absent ones; a list gives the name once per value. */
+export function queryOf(fields: Record<string, string | number | readonly string[] | undefined>): URLSearchParams {
+  const query = new URLSearchParams();
+  for (const [name, value] of Object.entries(fields)) {
+    if (value === undefined) continue;
+    for (const v of Array.isArray(value) ? value : [value]) query.append(name, String(v));
+  }
+  return query;
+}
+
+/** `object` without its undefined fields (exactOptionalPropertyTypes: absent, not undefined). */
+function defined<T extends Record<string, unknown>>(object: T): { [K in keyof T]?: Exclude<T[K], undefined> } {
+  return Object.fromEntries(Object.entries(object).filter(([, v]) => v !== undefined)) as { [K in keyof T]?: Exclude<T[K], undefined> };
+}
+
+const text = (query: URLSearchParams, name: string): string | undefined => query.get(name) ?? undefined;
+
+function time(query: URLSearchParams, name: string): string | undefined {
+  const value = text(query, name);
+  if (value !== undefined && Number.isNaN(Date.parse(value))) throw errors.badRequest(`${name}: expected an ISO 8601 time, got "${value}"`);
+  return value;
+}
+
+function positive(query: URLSearchParams, name: string): number | undefined {
+  const value = text(query, name);
+  if (value === undefined) return undefined;
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw errors.badRequest(`${name}: expected a whole number of at least 1, got "${value}"`);
+  return n;
+}
+
+function aliasStatus(json: unknown): AliasStatus {
+  const status = (json as { status?: unknown } | undefined)?.status;
+  if (status !== 'active' && status !== 'inactive') throw errors.badRequest(`status must be active or inactive, got ${String(status)}`);
+  return status;
+}
+
+function sendRequest(query: URLSearchParams): SendRequest {
+  const alias = text(query, 'alias');
+  const mailFrom = text(query, 'from');
+  const rcptTo = query.getAll('to');
+  if (alias === undefined || mailFrom === undefined || rcptTo.length === 0) throw errors.badRequest('send needs alias, from and at least one to');
+  return { alias, mailFrom, rcptTo };
+}
+
+function policyTestRequest(query: URLSearchParams): PolicyTestRequest {
+  const department = text(query, 'department');
+  const direction = text(query, 'direction') ?? 'inbound';
+  if (direction !== 'inbound' && direction !== 'outbound') throw errors.badRequest(`direction must be inbound or outbound, got ${direction}`);
+  return { ...(department !== undefined ? { department } : {}), direction };
+}
+
+function uploaded(body: Readable | undefined): Readable {
+  if (!body) throw errors.badRequest('this operation takes a message as the request body');
+  return body;
+}

@@ -1,0 +1,42 @@
+/**
+ * An admin's retry and drop of queued messages (`mailgate queue retry|drop`, the admin API),
+ * written once for both cases: while the gateway runs its dispatcher is told (a retried
+ * message is tried at once, a dropped one never again, nothing is dropped under an attempt in
+ * progress); while it is stopped only the store changes, and the next start picks it up.
+ */
+import type { Store } from '../../storage/store.js';
+import type { QueueEntry } from '../../storage/records.js';
+import { dropQueueEntry, dueNow, entriesToRetry, requireQueueEntry } from '../../storage/queue.js';
+import { errors } from '../../lib/errors.js';
+
+/** What the running dispatcher does around an admin's retry or drop. */
+export interface QueueWorker {
+  /** Whether the entry is being sent at this moment. */
+  isSending(id: string): boolean;
+  /** Forgets the entry's timer: it is about to leave the queue. */
+  forget(id: string): void;
+  /** Tries the entry (made due by an admin, held or not) as soon as a slot is free. */
+  tryNow(entry: QueueEntry): void;
+  /** Counts and logs an admin's drop. */
+  dropped(entry: QueueEntry): void;
+}
+
+/** Makes the entry (or, without an id, every entry) due now, held ones included; returns how many. */
+export async function retryQueued(store: Store, id: string | undefined, worker?: QueueWorker): Promise<number> {
+  const entries = await entriesToRetry(store, id);
+  // One being sent right now is as soon as it gets: counted, and not overwritten under the attempt.
+  const due = entries.filter((e) => !worker?.isSending(e.id)).map(dueNow);
+  if (due.length > 0) await store.putQueueEntries(due);
+  for (const entry of due) worker?.tryNow(entry);
+  return entries.length;
+}
+
+/** Takes an entry out of the queue unsent; its message stays, with the drop recorded on its metadata. */
+export async function dropQueued(store: Store, id: string, worker?: QueueWorker): Promise<QueueEntry> {
+  const entry = await requireQueueEntry(store, id);
+  if (worker?.isSending(id)) throw errors.queueBusy(id);
+  worker?.forget(id);
+  await dropQueueEntry(store, entry);
+  worker?.dropped(entry);
+  return entry;
+}
