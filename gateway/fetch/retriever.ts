@@ -9,7 +9,7 @@
 import { Readable } from 'node:stream';
 import type { AliasConfig, Config, IncomingServerConfig } from '../config/schema.js';
 import { ingestMessage, type IngestDeps, type IngestRequest } from '../../ingest/ingest.js';
-import { MailgateError } from '../../lib/errors.js';
+import { hasReply, MailgateError } from '../../lib/errors.js';
 import { newMessageId, type StoreOp } from '../../storage/leveldb/store.js';
 import type { FetchedRecord } from '../../storage/leveldb/layout.js';
 import type { Metrics } from '../../lib/metrics.js';
@@ -390,7 +390,7 @@ class MailboxWorker {
         meta = await ingestMessage(this.#deps, await mailbox.message(item), this.#request(id, item, { target, mailboxKey: last }));
       } catch (err) {
         // 5xx: the message itself is refused for good (bigger than the server said); anything else is retried.
-        if (err instanceof MailgateError && err.responseCode >= 500) return this.#storeOversize(mailbox, item, first, headers).then(() => 'invalid');
+        if (hasReply(err) && err.responseCode >= 500) return this.#storeOversize(mailbox, item, first, headers).then(() => 'invalid');
         throw err;
       }
       const outcome = meta.tags.includes('wrapped') ? 'wrapped' : 'stored';

@@ -3,7 +3,7 @@ import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { parseListenAddress } from '../../lib/net.js';
 import type { Config } from '../config/schema.js';
 import { recipientRules } from './recipient-rules.js';
-import { MailgateError } from '../../lib/errors.js';
+import { MailgateError, type SmtpError } from '../../lib/errors.js';
 import { newMessageId } from '../../storage/ids.js';
 import { queuePutOp } from '../../storage/leveldb/queue.js';
 import { DEFAULT_ROUTE, relayEntry } from '../dispatch/entries.js';
@@ -149,7 +149,7 @@ function serverOptions(
           replied?.(250);
           callback(null, `2.0.0 Ok: queued as ${meta.id}`);
         },
-        (err: MailgateError) => {
+        (err: SmtpError) => {
           const level = err.responseCode >= 500 ? 'info' : 'error';
           deps.logger[level](
             {

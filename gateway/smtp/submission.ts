@@ -6,7 +6,7 @@
  */
 import type { SMTPServerOptions } from 'smtp-server';
 import type { Config } from '../config/schema.js';
-import { errors, MailgateError } from '../../lib/errors.js';
+import { asMailgateError, errors } from '../../lib/errors.js';
 import type { IngestDeps } from '../../ingest/ingest.js';
 import { Metrics } from '../../lib/metrics.js';
 import { authSettings } from './auth.js';
@@ -97,7 +97,7 @@ export async function startSubmissionListener(
           callback(null, `2.0.0 Ok: queued as ${meta.id}`);
         },
         (err: unknown) => {
-          const e = err instanceof MailgateError ? err : errors.storeFailed(err);
+          const e = asMailgateError(err);
           deps.logger[e.responseCode >= 500 ? 'info' : 'error'](
             { outcome: 'refused', code: e.responseCode, reason: e.code, err: e.cause ?? e, source: 'submission', user: source.user },
             e.message,

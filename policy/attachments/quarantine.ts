@@ -7,12 +7,12 @@ import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Joiner, Splitter, type SplitterChunk } from '@zone-eu/mailsplit';
 import type { Store, StoreOp } from '../../storage/leveldb/store.js';
-import { MailgateError } from '../../lib/errors.js';
+import { storeErrors } from '../../lib/errors.js';
 import { SummaryCollector, attachmentFileNames } from '../chain/summary.js';
 import { ChunkStage, StageChain } from '../chain/stage-chain.js';
 import { RewriteWriter } from '../../storage/leveldb/message-rewrite.js';
 import { bodyDecoder, type BodyDecoder } from '../mime/transfer-decode.js';
-import { getQuarantined, notFound, openQuarantined, type QuarantineRecord } from '../../storage/leveldb/quarantine.js';
+import { getQuarantined, openQuarantined, type QuarantineRecord } from '../../storage/leveldb/quarantine.js';
 
 /** The attachment's decoded content (the file as the sender attached it), transfer encoding undone. */
 export function openQuarantinedContent(store: Store, id: string): Readable {
@@ -39,9 +39,9 @@ export function openQuarantinedContent(store: Store, id: string): Readable {
  */
 export async function restoreQuarantined(store: Store, id: string): Promise<QuarantineRecord> {
   const record = await getQuarantined(store, id);
-  if (!record) throw notFound(id);
+  if (!record) throw storeErrors.quarantineNotFound(id);
   const meta = await store.getMessage(record.messageId);
-  if (!meta) throw new MailgateError('MESSAGE_NOT_FOUND', 550, '5.0.0', `The message ${record.messageId} of quarantined attachment ${id} is gone`);
+  if (!meta) throw storeErrors.messageNotFound(record.messageId, id);
   const writer = await RewriteWriter.start(store, record.messageId);
   const summary = new SummaryCollector();
   const replacer = new PlaceholderReplacer(store, id);
@@ -51,7 +51,7 @@ export async function restoreQuarantined(store: Store, id: string): Promise<Quar
       { name: 'summary', handler: summary },
     ]);
     await pipeline([store.openRaw(record.messageId), new Splitter(), stages, new Joiner(), writer]);
-    if (!replacer.replaced) throw new MailgateError('QUARANTINE_PLACE_NOT_FOUND', 550, '5.0.0', `Message ${record.messageId} has no placeholder for ${id}`);
+    if (!replacer.replaced) throw storeErrors.quarantinePlaceNotFound(record.messageId, id);
   } catch (err) {
     await writer.abandon();
     throw err;

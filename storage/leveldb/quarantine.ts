@@ -8,7 +8,7 @@
  */
 import { Readable } from 'node:stream';
 import type { Store } from './store.js';
-import { MailgateError } from '../../lib/errors.js';
+import { storeErrors } from '../../lib/errors.js';
 import { quarantineChunkRange } from './quarantine-spool.js';
 
 /** One quarantined attachment. */
@@ -35,8 +35,6 @@ export interface QuarantineRecord {
   department?: string;
 }
 
-export const notFound = (id: string) => new MailgateError('QUARANTINE_NOT_FOUND', 550, '5.0.0', `No quarantined attachment with id ${id}`);
-
 /** Quarantined attachments, newest message first; only one message's with `messageId`. */
 export async function listQuarantine(store: Store, opts: { messageId?: string } = {}): Promise<QuarantineRecord[]> {
   const q = store.sublevels.quarantine;
@@ -53,7 +51,7 @@ export async function getQuarantined(store: Store, id: string): Promise<Quaranti
 /** The original part's bytes (raw header block and encoded body, as received). */
 export function openQuarantined(store: Store, id: string): Readable {
   async function* bytes(): AsyncGenerator<Buffer> {
-    if (!(await getQuarantined(store, id))) throw notFound(id);
+    if (!(await getQuarantined(store, id))) throw storeErrors.quarantineNotFound(id);
     for await (const chunk of store.sublevels.quarantineChunks.values(quarantineChunkRange(id))) yield chunk;
   }
   return Readable.from(bytes(), { objectMode: false });
@@ -62,7 +60,7 @@ export function openQuarantined(store: Store, id: string): Readable {
 /** Removes a quarantined attachment for good. The placeholder text stays in the message. */
 export async function deleteQuarantined(store: Store, id: string): Promise<QuarantineRecord> {
   const record = await getQuarantined(store, id);
-  if (!record) throw notFound(id);
+  if (!record) throw storeErrors.quarantineNotFound(id);
   await store.commitBatch([{ type: 'del', sublevel: store.sublevels.quarantine, key: id }]);
   await store.sublevels.quarantineChunks.clear(quarantineChunkRange(id));
   return record;

@@ -7,6 +7,7 @@
  * on the message's metadata.
  */
 import type { Store, StoreOp } from './store.js';
+import { storeErrors } from '../../lib/errors.js';
 import type { MessageMeta } from '../records.js';
 
 /** Where one recipient stands. */
@@ -140,9 +141,7 @@ export function droppedRecord(entry: QueueEntry): DeliveryRecord {
 }
 
 /** The error for an id that is not queued, alike through the gateway and on a stopped store. */
-export function queueEntryNotFound(id: string): Error {
-  return Object.assign(new Error(`no queued message with id ${id}`), { code: 'QUEUE_ENTRY_NOT_FOUND' });
-}
+export const queueEntryNotFound = storeErrors.queueEntryNotFound;
 
 /** The entry, or `queueEntryNotFound`. */
 export async function requireQueueEntry(store: Store, id: string): Promise<QueueEntry> {
