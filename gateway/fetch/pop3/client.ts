@@ -13,6 +13,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { Readable } from 'node:stream';
 import { DotDecoder, LineBuffer } from './stream.js';
+import { Pop3Error, serverRefusal, socketError, type Pop3ErrorKind } from './errors.js';
 
 /** How the connection is protected: `tls` is TLS on connect (port 995), `starttls` upgrades with STLS (port 110), `none` is clear text. */
 export type Pop3Security = 'tls' | 'starttls' | 'none';
@@ -35,36 +36,6 @@ export interface Pop3Options {
   commandTimeoutMs?: number;
 }
 
-/**
- * What went wrong, in terms a mail admin can act on:
- * `dns` host name does not resolve; `tcp_refused` nothing listens on the port;
- * `network` connection reset, lost or host unreachable; `timeout` no answer in time;
- * `tls_certificate` the server's certificate is not trusted; `tls` TLS could not be
- * negotiated (wrong port for the security setting, no STLS offered);
- * `auth` wrong credentials or authentication refused; `in_use` the mailbox is locked by
- * another session (`[IN-USE]`); `server` the server reports a failure on its side
- * (`[SYS/TEMP]`, `[SYS/PERM]`, `[LOGIN-DELAY]`); `protocol` an unexpected or refused answer.
- */
-export type Pop3ErrorKind = 'dns' | 'tcp_refused' | 'network' | 'timeout' | 'tls_certificate' | 'tls' | 'auth' | 'in_use' | 'server' | 'protocol';
-
-/** A POP3 failure with its kind and, when the server answered, the server's own text. */
-export class Pop3Error extends Error {
-  /** What went wrong; see {@link Pop3ErrorKind}. */
-  readonly kind: Pop3ErrorKind;
-  /** The server's text after `-ERR` (or the unexpected line), when the server said something. */
-  readonly serverText: string | undefined;
-  /** The system or TLS error code (`ECONNREFUSED`, `DEPTH_ZERO_SELF_SIGNED_CERT`, ...), when there was one. */
-  readonly code: string | undefined;
-
-  constructor(kind: Pop3ErrorKind, message: string, opts: { serverText?: string; code?: string | undefined; cause?: unknown } = {}) {
-    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
-    this.name = 'Pop3Error';
-    this.kind = kind;
-    this.serverText = opts.serverText;
-    this.code = opts.code;
-  }
-}
-
 /** One message's unique id (UIDL): stable across sessions, unlike its number. */
 export interface Pop3Uid {
   msgno: number;
@@ -79,50 +50,6 @@ export interface Pop3Size {
 
 const MAX_LINE = 64 * 1024;
 const MAX_AUTH_LINE = 255; // RFC 5034 section 4: longer initial responses go after a "+" continuation
-const CERT_ERROR = /CERT|SELF_SIGNED|ISSUER|LEAF_SIGNATURE|HOSTNAME_MISMATCH|INVALID_CA|INVALID_PURPOSE/;
-const DNS_ERRORS = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME', 'EAI_FAIL', 'EAI_NODATA']);
-
-/** Which kind a socket or TLS error is; `handshaking` is true before TLS is established. */
-function socketError(err: NodeJS.ErrnoException & { reason?: string }, where: string, handshaking: boolean): Pop3Error {
-  const code = err.code;
-  // OpenSSL's messages run over several lines of internals; its reason alone reads well.
-  const said = err.reason ?? err.message.split('\n')[0];
-  const opts = { code, cause: err };
-  if (code && DNS_ERRORS.has(code)) return new Pop3Error('dns', `Cannot resolve ${where} (${code}): check the host name`, opts);
-  if (code === 'ECONNREFUSED')
-    return new Pop3Error('tcp_refused', `Connection to ${where} refused: no POP3 service listens there, check the host and port`, opts);
-  if (code === 'ETIMEDOUT') return new Pop3Error('timeout', `Connection to ${where} timed out: check the host, port and firewall`, opts);
-  if (code && CERT_ERROR.test(code)) {
-    return new Pop3Error(
-      'tls_certificate',
-      `The TLS certificate of ${where} is not trusted (${said}): install a valid certificate on the server or trust its CA`,
-      opts,
-    );
-  }
-  if (handshaking || code?.startsWith('ERR_SSL_')) {
-    return new Pop3Error(
-      'tls',
-      `TLS negotiation with ${where} failed (${said}): check the security setting (tls on connect is usually port 995, starttls port 110)`,
-      opts,
-    );
-  }
-  return new Pop3Error('network', `Connection to ${where} lost (${said})`, opts);
-}
-
-/** Which kind a `-ERR` answer is: RFC 2449 and 3206 response codes first, then the command's own default. */
-function serverRefusal(command: string, text: string, where: string, fallback: Pop3ErrorKind): Pop3Error {
-  const code = /^\[([^\]]+)\]/.exec(text)?.[1]?.toUpperCase();
-  const kind: Pop3ErrorKind =
-    code === 'IN-USE' ? 'in_use' : code === 'AUTH' ? 'auth' : code === 'LOGIN-DELAY' || code?.startsWith('SYS/') ? 'server' : fallback;
-  const hints: Partial<Record<Pop3ErrorKind, string>> = {
-    in_use: '; the mailbox is open in another POP3 session, try again later',
-    auth: '; check the user name and password (or the OAuth2 token)',
-    server: '; the server reports a problem on its side',
-  };
-  const hint = hints[kind] ?? '';
-  return new Pop3Error(kind, `${command} refused by ${where}: "${text}"${hint}`, { serverText: text });
-}
-
 /** Decodes a SASL challenge for an error message (XOAUTH2 servers send a base64 JSON status). */
 function decodeChallenge(text: string): string {
   const decoded = Buffer.from(text, 'base64').toString('utf8');
