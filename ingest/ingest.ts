@@ -12,8 +12,7 @@ import { readHeaderBlock, wrappingMessage } from '../policy/wrapping/wrapping-me
 import { blockedOriginal } from '../policy/attachments/original.js';
 import { defaultMimeLimits } from '../policy/mime/mime-check.js';
 import { attachmentFileNames } from '../policy/chain/summary.js';
-import { isDiskFull } from '../lib/errors.js';
-import { errors, MailgateError } from '../lib/errors.js';
+import { asMailgateError, errors, isDiskFull, MailgateError, type SmtpError } from '../lib/errors.js';
 
 /** What ingest needs from the running gateway. Stages are read per message so a policy reload applies to the next one. */
 export interface IngestDeps {
@@ -46,7 +45,7 @@ export interface IngestRequest {
    * and keeps the message.
    */
   wrapUnparsable?: boolean;
-  /** Last check before the commit, with the message as it will be stored; throw a MailgateError to refuse it (nothing is stored). */
+  /** Last check before the commit, with the message as it will be stored; throw an error of the catalogue with an SMTP reply to refuse it (nothing is stored). */
   beforeCommit?: (meta: MessageMeta) => void;
 }
 
@@ -208,11 +207,12 @@ function isStoreError(err: unknown): boolean {
 /**
  * The reply for a message we could not store: 452 when the disk is full (RFC 5321 section
  * 4.2.3 "insufficient system storage"; 4.3.1 "mail system full", RFC 3463, as Postfix
- * answers), else 451; a refusal that already carries its reply keeps it.
+ * answers), else 451 (a store error too: it has no reply of its own); a refusal that already
+ * carries its reply keeps it.
  */
-function storeFailure(err: unknown): MailgateError {
+function storeFailure(err: unknown): SmtpError {
   if (isDiskFull(err)) return errors.storageFull(err);
-  return err instanceof MailgateError ? err : errors.storeFailed(err);
+  return asMailgateError(err);
 }
 
 /**

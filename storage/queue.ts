@@ -8,6 +8,7 @@
  */
 import type { Store } from './store.js';
 import type { DeliveryRecord, FinishedRecipient, QueueEntry } from './records.js';
+import { storeErrors } from '../lib/errors.js';
 
 /** Status of a finished entry from its recipients. */
 export function outcomeOf(entry: QueueEntry): DeliveryRecord['status'] {
@@ -30,15 +31,10 @@ export function droppedRecord(entry: QueueEntry): DeliveryRecord {
   };
 }
 
-/** The error for an id that is not queued, alike through the gateway and on a stopped store. */
-export function queueEntryNotFound(id: string): Error {
-  return Object.assign(new Error(`no queued message with id ${id}`), { code: 'QUEUE_ENTRY_NOT_FOUND' });
-}
-
-/** The entry, or `queueEntryNotFound`. */
+/** The entry, or QUEUE_ENTRY_NOT_FOUND. */
 export async function requireQueueEntry(store: Store, id: string): Promise<QueueEntry> {
   const entry = await store.getQueueEntry(id);
-  if (!entry) throw queueEntryNotFound(id);
+  if (!entry) throw storeErrors.queueEntryNotFound(id);
   return entry;
 }
 

@@ -7,7 +7,6 @@
  * is the contract every implementation must pass.
  */
 import type { Readable, Writable } from 'node:stream';
-import { MailgateError } from '../lib/errors.js';
 import type { AliasState, DeliveryRecord, FetchedKey, FetchedRecord, MessageMeta, QuarantineRecord, QueueEntry } from './records.js';
 
 /**
@@ -144,9 +143,9 @@ export interface Store {
   listQuarantine(opts?: { messageId?: string }): Promise<QuarantineRecord[]>;
   /** One quarantined attachment, or undefined. */
   getQuarantined(id: string): Promise<QuarantineRecord | undefined>;
-  /** The original part's bytes (raw header block and encoded body, as received); errors with {@link quarantineNotFound}. */
+  /** The original part's bytes (raw header block and encoded body, as received); errors with `QUARANTINE_NOT_FOUND`. */
   openQuarantined(id: string): Readable;
-  /** Removes a quarantined attachment for good and returns its record; rejects with {@link quarantineNotFound}. */
+  /** Removes a quarantined attachment for good and returns its record; rejects with `QUARANTINE_NOT_FOUND`. */
   deleteQuarantined(id: string): Promise<QuarantineRecord>;
 
   // Outbound queue.
@@ -186,6 +185,3 @@ export interface Store {
   /** Waits for writes in progress, then closes the store. Safe to call twice. */
   close(): Promise<void>;
 }
-
-/** The error for a quarantine id with no quarantined attachment, from every store alike. */
-export const quarantineNotFound = (id: string) => new MailgateError('QUARANTINE_NOT_FOUND', 550, '5.0.0', `No quarantined attachment with id ${id}`);

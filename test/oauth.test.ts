@@ -5,7 +5,8 @@ import https from 'node:https';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Pop3Client, Pop3Error } from '../gateway/fetch/pop3/client.js';
+import { Pop3Client } from '../gateway/fetch/pop3/client.js';
+import { Pop3Error } from '../gateway/fetch/pop3/errors.js';
 import { ClientCredentialsTokenProvider, DelegatedTokenProvider, OAuthError, type OAuthApp } from '../gateway/oauth/tokens.js';
 import { encryptedCacheStore, loadSecretKey, SecretKeyError } from '../gateway/oauth/cache.js';
 import { ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot.js';
@@ -191,7 +192,7 @@ test("a token inside msal's five-minute renewal window is refreshed before it ex
   assert.equal(server.liveRefreshTokens().length, 1);
 });
 
-test('revoked consent is reauthorization_needed; signing in again fixes it', async (t) => {
+test('revoked consent is oauth_reauthorization; signing in again fixes it', async (t) => {
   const server = await startOAuthServer({ user: 'alice', tokenLifetimeSeconds: 1 });
   t.after(() => server.stop());
   const key = randomBytes(32);
@@ -200,7 +201,7 @@ test('revoked consent is reauthorization_needed; signing in again fixes it', asy
   await provider.getAccessToken();
   server.revokeConsent();
   await sleep(1200);
-  const err = await rejectsWithKind(provider.getAccessToken(), 'reauthorization_needed');
+  const err = await rejectsWithKind(provider.getAccessToken(), 'oauth_reauthorization');
   assert.equal(err.code, 'invalid_grant');
   assert.equal(err.aadsts, 'AADSTS65001');
   assert.match(err.message, /re-authorization needed/);
@@ -210,14 +211,14 @@ test('revoked consent is reauthorization_needed; signing in again fixes it', asy
   assert.ok(await again.getAccessToken());
 });
 
-test('no saved tokens is reauthorization_needed', async () => {
+test('no saved tokens is oauth_reauthorization', async () => {
   const provider = new DelegatedTokenProvider(appFor(idp), { cache: encryptedCacheStore(path.join(dir, 'never.cache'), randomBytes(32)) });
-  await rejectsWithKind(provider.getAccessToken(), 'reauthorization_needed');
+  await rejectsWithKind(provider.getAccessToken(), 'oauth_reauthorization');
 });
 
-test('a wrong or expired client secret is bad_client_secret', async (t) => {
+test('a wrong or expired client secret is oauth_client_secret', async (t) => {
   const wrong = new ClientCredentialsTokenProvider(appFor(idp, { client_secret: 'not-the-secret' }));
-  const err = await rejectsWithKind(wrong.getAccessToken(), 'bad_client_secret');
+  const err = await rejectsWithKind(wrong.getAccessToken(), 'oauth_client_secret');
   assert.equal(err.aadsts, 'AADSTS7000215');
 
   const server = await startOAuthServer({ user: 'alice', tokenLifetimeSeconds: 1 });
@@ -225,7 +226,7 @@ test('a wrong or expired client secret is bad_client_secret', async (t) => {
   const provider = await authorized(server, path.join(dir, 'expired-secret.cache'), randomBytes(32));
   server.expireSecret();
   await sleep(1200);
-  const expired = await rejectsWithKind(provider.getAccessToken(), 'bad_client_secret');
+  const expired = await rejectsWithKind(provider.getAccessToken(), 'oauth_client_secret');
   assert.equal(expired.aadsts, 'AADSTS7000222');
 });
 
@@ -233,7 +234,7 @@ test('an identity provider that cannot be reached is network', async () => {
   const server = await startOAuthServer();
   const app = appFor(server);
   await server.stop();
-  const err = await rejectsWithKind(new ClientCredentialsTokenProvider(app).getAccessToken(), 'network');
+  const err = await rejectsWithKind(new ClientCredentialsTokenProvider(app).getAccessToken(), 'oauth_network');
   assert.match(err.message, /ECONNREFUSED/);
 });
 
@@ -248,7 +249,7 @@ test('without a secret key the cache is neither read nor written, with an error 
       .authorizationUrl(REDIRECT)
       .then((url) => signIn(url, idp.caPem))
       .then((u) => provider.redeemCode(u)),
-    (err: unknown) => err instanceof OAuthError && err.kind === 'other' && /MAILGATE_SECRET_KEY/.test(err.message),
+    (err: unknown) => err instanceof OAuthError && err.kind === 'oauth' && /MAILGATE_SECRET_KEY/.test(err.message),
   );
 
   await assert.rejects(loadSecretKey({ env: {} }), /MAILGATE_SECRET_KEY/);

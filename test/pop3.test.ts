@@ -7,7 +7,8 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Pop3Client, Pop3Error, type Pop3Options } from '../gateway/fetch/pop3/client.js';
+import { Pop3Client, type Pop3Options } from '../gateway/fetch/pop3/client.js';
+import { Pop3Error } from '../gateway/fetch/pop3/errors.js';
 import { DotDecoder } from '../gateway/fetch/pop3/stream.js';
 import { startDovecot, type TestDovecot } from './helpers/dovecot.js';
 

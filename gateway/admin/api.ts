@@ -13,7 +13,7 @@
 import { existsSync, mkdirSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
-import { quarantineNotFound, type Store } from '../../storage/store.js';
+import type { Store } from '../../storage/store.js';
 import { openStore } from '../../storage/open.js';
 import type { AliasState, AliasStatus, DeliveryResult, MessageMeta, QuarantineRecord, QueueEntry } from '../../storage/records.js';
 import { requireQueueEntry } from '../../storage/queue.js';
@@ -193,7 +193,7 @@ export class Admin implements AdminApi {
 
   async showQuarantined(id: string): Promise<QuarantineRecord> {
     const record = await (await this.#store()).getQuarantined(id);
-    if (!record) throw quarantineNotFound(id);
+    if (!record) throw storeErrors.quarantineNotFound(id);
     return record;
   }
 

@@ -3,7 +3,7 @@
  * `{ code, message }` (with `reply` when it carries an SMTP reply) from which the client
  * rebuilds the same MailgateError, so the CLI prints exactly what it would print on the store.
  */
-import { MailgateError, errors } from '../../lib/errors.js';
+import { MailgateError, errors, receivedError } from '../../lib/errors.js';
 
 /** The JSON body of an error answer. */
 export interface ErrorBody {
@@ -36,7 +36,6 @@ const STATUS: Readonly<Record<string, number>> = {
   CLIENT_GONE: 400,
   NO_STORE: 503,
   STORE_UNAVAILABLE: 503,
-  SHUTTING_DOWN: 503,
 };
 
 /** The HTTP status an error with this code answers with. */
@@ -45,7 +44,7 @@ export const statusOf = (code: string): number => STATUS[code] ?? 500;
 /** The body for anything an operation threw: a coded error keeps its code; anything else becomes ADMIN_FAILED. */
 export function errorBody(err: unknown): ErrorBody {
   if (err instanceof MailgateError) {
-    return { code: err.code, message: err.message, ...(err.enhancedCode ? { reply: { code: err.responseCode, enhanced: err.enhancedCode } } : {}) };
+    return { code: err.code, message: err.message, ...(err.reply ? { reply: { code: err.reply.code, enhanced: err.reply.enhanced } } : {}) };
   }
   const { code, message } = (err ?? {}) as { code?: unknown; message?: unknown };
   if (typeof code === 'string' && typeof message === 'string') return { code, message };
@@ -53,8 +52,8 @@ export function errorBody(err: unknown): ErrorBody {
 }
 
 /**
- * The error the gateway answered with, rebuilt: the same code, sentence and SMTP reply. Not a
- * new error but one of the catalogue's crossing the socket, hence the constructor here.
+ * The error the gateway answered with, rebuilt: the same code, sentence and SMTP reply (one of
+ * the catalogue's crossing the socket).
  */
 export function errorFromBody(value: unknown, status: number): MailgateError {
   const body = (value ?? {}) as Partial<ErrorBody>;
@@ -63,7 +62,7 @@ export function errorFromBody(value: unknown, status: number): MailgateError {
   }
   const reply = body.reply;
   const sentence = reply && body.message.startsWith(`${reply.enhanced} `) ? body.message.slice(reply.enhanced.length + 1) : body.message;
-  const rebuilt = new MailgateError(body.code, reply?.code ?? 0, reply?.enhanced ?? '', sentence);
+  const rebuilt = receivedError(body.code, sentence, reply);
   rebuilt.message = body.message; // as the gateway said it, whatever the shape of its sentence
   return rebuilt;
 }

@@ -4,77 +4,18 @@
  * the network or the server being unreachable, or the mailbox being in use elsewhere, it tries
  * again after `health_retry_interval` (the guide's ten minutes) and makes the alias active when
  * it connects. Bad credentials or the IMAP/POP3 service not running keep it inactive until an
- * admin reactivates it. Failures are counted with a reason in words (Enate, "Missing Emails").
+ * admin reactivates it. Failures are counted with a reason in words (Enate, "Missing Emails");
+ * failures.ts says, kind by kind, which is which and in what words.
  */
 import { createHash } from 'node:crypto';
 import type { IncomingServerConfig } from '../config/schema.js';
 import type { Metrics } from '../../lib/metrics.js';
 import type { Store } from '../../storage/store.js';
-import { OAuthError } from '../oauth/tokens.js';
+import { fetchFailures, type FetchFailureKind } from './failures.js';
 import type { AliasChangedBy, AliasState, AliasStatus } from '../../storage/records.js';
 
 /** Consecutive failures after which the retriever makes an alias inactive (Cisco guide). */
 export const FAILURES_BEFORE_INACTIVE = 3;
-
-/**
- * Failure kinds after which the retriever tries again by itself. The guide names the network,
- * a stopped server and a mailbox in use; a name that does not resolve is a network problem to
- * the guide (often a resolver outage), and a server reporting trouble on its side is a stopped
- * server. Anything we cannot classify (`protocol`) is retried too: giving up on an unknown
- * cause would lose mail silently.
- */
-const RETRIED = new Set(['dns', 'network', 'timeout', 'server', 'in_use', 'protocol', 'oauth_network']);
-
-/**
- * Not retried: only an admin's fix helps. `tcp_refused` is the guide's "service not started"
- * (the host answers, nothing listens on the port); TLS certificate and negotiation failures
- * and a missing folder are configuration problems like bad credentials.
- */
-export function retriesBySelf(kind: string): boolean {
-  return RETRIED.has(kind);
-}
-
-/**
- * The health kind of a token failure (oauth.ts OAuthError): revoked consent or an expired
- * refresh token, and a rejected client secret, need an admin (issue 4: "re-authorization
- * needed"); an unreachable identity provider is the network. `oauth` (anything else, such as a
- * cache that no longer decrypts with the secret key) needs an admin too.
- */
-export function oauthKind(err: unknown): string | undefined {
-  if (!(err instanceof OAuthError)) return undefined;
-  return { reauthorization_needed: 'oauth_reauthorization', bad_client_secret: 'oauth_client_secret', network: 'oauth_network', other: 'oauth' }[err.kind];
-}
-
-/** Kinds that say nothing about the mailbox (our own store or pipeline failed): not counted against the alias. */
-const NOT_THE_ALIAS = new Set(['store', 'ingest']);
-
-/** Whether a failure of this kind counts against the alias's health. */
-export function countsAgainstAlias(kind: string): boolean {
-  return !NOT_THE_ALIAS.has(kind);
-}
-
-const REASONS: Record<string, string> = {
-  dns: 'DNS: host not found (check the host name and the resolver)',
-  tcp_refused: 'TCP connection refused: is the POP3/IMAP service running? (check the host and port)',
-  network: 'server unreachable (connection lost or reset)',
-  timeout: 'server unreachable (timeout): check the host, port and firewall',
-  tls_certificate: 'TLS certificate not trusted: install a valid certificate on the server or trust its CA with ca_file',
-  tls: 'TLS negotiation failed: check the security setting (TLS on connect is usually port 993/995, STARTTLS 143/110)',
-  auth: 'authentication failed: check user and password',
-  in_use: 'mailbox in use by another client',
-  folder_missing: 'folder missing: check the folder name',
-  server: 'the server reports a problem on its side',
-  protocol: 'unexpected answer from the server',
-  oauth_reauthorization: 're-authorization needed: consent was revoked or the sign-in expired; run `mailgate oauth authorize ALIAS`',
-  oauth_client_secret: 'client secret rejected: the oauth_app client_secret is wrong or expired; renew it in Entra ID and in the configuration',
-  oauth_network: 'identity provider unreachable (OAuth token endpoint)',
-  oauth: 'OAuth token request failed (see the last error)',
-};
-
-/** A failure kind in words a mail admin can act on. */
-export function reasonFor(kind: string): string {
-  return REASONS[kind] ?? `fetch failed (${kind})`;
-}
 
 /** Fingerprint of the incoming settings: when an admin edits them, a state reached with the old ones no longer holds. */
 export function incomingHash(server: IncomingServerConfig): string {
@@ -165,16 +106,14 @@ export class AliasHealth {
     }
   }
 
-  /** A connection or poll failed with KIND: counted; the third in a row makes the alias inactive. */
-  async failed(err: unknown, fetchKind: string): Promise<void> {
-    // The retriever classifies mailbox errors; a token failure says more about itself.
-    const kind = oauthKind(err) ?? fetchKind;
-    if (!countsAgainstAlias(kind)) return;
+  /** A connection or poll failed with KIND (failures.ts fetchFailureKind): counted unless ours; the third in a row makes the alias inactive. */
+  async failed(err: unknown, kind: FetchFailureKind): Promise<void> {
+    const { recovery, reason } = fetchFailures[kind];
+    if (recovery === 'ours') return;
     const s = this.#state;
     const failures = s.failures + 1;
-    const reason = reasonFor(kind);
     const lastError = errorText(err);
-    const retry = retriesBySelf(kind);
+    const retry = recovery === 'retry';
     const base: AliasState = { ...s, failures, lastError, lastErrorKind: kind, reason, configHash: incomingHash(this.#server) };
     delete base.retryAt;
     if (s.status === 'active' && failures >= FAILURES_BEFORE_INACTIVE) {

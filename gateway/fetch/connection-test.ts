@@ -14,8 +14,7 @@ import nodemailer from 'nodemailer';
 import type { AliasConfig, IncomingServerConfig, OutgoingServerConfig } from '../config/schema.js';
 import type { Pop3Client } from './pop3/client.js';
 import { tlsOptionsFor } from './mailbox.js';
-import { fetchErrorKind } from './retriever.js';
-import { oauthKind, reasonFor } from './alias-health.js';
+import { fetchFailureKind, fetchFailures, isCertificateCode } from './failures.js';
 import { imapClient, loginDescription, mailboxCredentials, pop3Connect, pop3Login, pop3Security, type MailboxCredentials } from './login.js';
 import type { TokenProvider } from '../oauth/tokens.js';
 
@@ -114,7 +113,7 @@ function tlsDescription(socket: tls.TLSSocket): string {
 function tlsFailure(err: unknown, hint: string): string {
   const e = err as { code?: string; reason?: string; message?: string };
   const said = e.reason ?? e.message?.split('\n')[0] ?? String(err);
-  if (e.code && /CERT|SELF_SIGNED|ISSUER|LEAF_SIGNATURE|HOSTNAME_MISMATCH|INVALID_CA/.test(e.code)) {
+  if (isCertificateCode(e.code)) {
     return `TLS certificate not trusted (${said}): install a valid certificate on the server, or trust its CA with ca_file`;
   }
   return `TLS negotiation failed (${said}): ${hint}`;
@@ -147,12 +146,12 @@ async function credentials(server: IncomingServerConfig, record: Record, opts: C
   try {
     return await mailboxCredentials(server, opts.tokens);
   } catch (err) {
-    const kind = oauthKind(err) ?? fetchErrorKind(err);
+    const kind = fetchFailureKind(err);
     const mailbox = server.auth_identity ? `the shared mailbox ${JSON.stringify(server.auth_identity)}` : JSON.stringify(server.user ?? '');
     record(
       'login',
       'fail',
-      `no OAuth2 token from oauth_app ${JSON.stringify(server.oauth2)} to open ${mailbox}: ${reasonFor(kind)} (${(err as Error).message})`,
+      `no OAuth2 token from oauth_app ${JSON.stringify(server.oauth2)} to open ${mailbox}: ${fetchFailures[kind].reason} (${(err as Error).message})`,
     );
     return undefined;
   }
@@ -160,16 +159,16 @@ async function credentials(server: IncomingServerConfig, record: Record, opts: C
 
 /** A refused login, in words: for OAuth2 the token was had, so the mailbox's grant is what to check. */
 function loginFailure(server: IncomingServerConfig, err: unknown): string {
-  const kind = fetchErrorKind(err);
+  const kind = fetchFailureKind(err);
   const e = err as { responseText?: string; serverText?: string; message?: string };
   const said = e.responseText ?? e.serverText ?? e.message ?? String(err);
   if (server.oauth2 !== undefined && kind === 'auth') {
     return `the server refused the OAuth2 token for ${loginDescription(server)}: check that the app may open this mailbox (Exchange: IMAP.AccessAsApp or POP.AccessAsApp and mailbox permission for its service principal; delegated: the signed-in user's access) and that user names it (${said})`;
   }
   if (server.auth_identity && kind === 'auth') {
-    return `${reasonFor(kind)}, and that ${JSON.stringify(server.user ?? '')} may open the shared mailbox ${JSON.stringify(server.auth_identity)} (full access) (${said})`;
+    return `${fetchFailures[kind].reason}, and that ${JSON.stringify(server.user ?? '')} may open the shared mailbox ${JSON.stringify(server.auth_identity)} (full access) (${said})`;
   }
-  return `${reasonFor(kind)} for ${loginDescription(server)} (${said})`;
+  return `${fetchFailures[kind].reason} for ${loginDescription(server)} (${said})`;
 }
 
 async function testPop3(server: IncomingServerConfig, record: Record, timeoutMs: number, opts: ConnectionTestOptions): Promise<void> {
@@ -178,7 +177,7 @@ async function testPop3(server: IncomingServerConfig, record: Record, timeoutMs:
   try {
     client = await pop3Connect(server, { connectTimeoutMs: timeoutMs, commandTimeoutMs: timeoutMs });
   } catch (err) {
-    record('TLS', 'fail', `${reasonFor(fetchErrorKind(err))}: ${(err as Error).message}`);
+    record('TLS', 'fail', `${fetchFailures[fetchFailureKind(err)].reason}: ${(err as Error).message}`);
     return skipRest(record, ['login', 'STAT']);
   }
   try {
@@ -200,7 +199,7 @@ async function testPop3(server: IncomingServerConfig, record: Record, timeoutMs:
       const stat = await client.stat();
       record('STAT', 'pass', `${stat.count} message(s), ${stat.size} bytes waiting`);
     } catch (err) {
-      record('STAT', 'fail', `${reasonFor(fetchErrorKind(err))} (${(err as Error).message})`);
+      record('STAT', 'fail', `${fetchFailures[fetchFailureKind(err)].reason} (${(err as Error).message})`);
     }
   } finally {
     await client.quit().catch(() => client.close());
@@ -229,7 +228,7 @@ async function testImap(server: IncomingServerConfig, record: Record, timeoutMs:
       record('folder', 'pass', `${server.folder}: ${mailbox.exists} message(s)`);
     } catch (err) {
       const said = (err as { responseText?: string }).responseText ?? (err as Error).message;
-      record('folder', 'fail', `${reasonFor(fetchErrorKind(err))}: ${JSON.stringify(server.folder)} (${said})`);
+      record('folder', 'fail', `${fetchFailures[fetchFailureKind(err)].reason}: ${JSON.stringify(server.folder)} (${said})`);
     }
   } finally {
     await client.logout().catch(() => client.close());

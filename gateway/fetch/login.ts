@@ -27,7 +27,7 @@ export type MailboxCredentials =
 export async function mailboxCredentials(server: IncomingServerConfig, tokens?: TokenProvider): Promise<MailboxCredentials> {
   if (server.oauth2 !== undefined) {
     // Never fall back to an empty password: the server's refusal would hide the real cause.
-    if (!tokens) throw new OAuthError('other', `oauth_app ${server.oauth2}: no token source for this alias`);
+    if (!tokens) throw new OAuthError('oauth', `oauth_app ${server.oauth2}: no token source for this alias`);
     // XOAUTH2/OAUTHBEARER name the mailbox to open: the shared one when there is one.
     return { kind: 'oauth2', user: server.auth_identity ?? server.user ?? '', accessToken: await tokens.getAccessToken() };
   }

@@ -9,18 +9,18 @@
 import { Readable } from 'node:stream';
 import type { AliasConfig, Config, IncomingServerConfig } from '../config/schema.js';
 import { ingestMessage, type IngestDeps, type IngestRequest } from '../../ingest/ingest.js';
-import { MailgateError } from '../../lib/errors.js';
+import { hasReply } from '../../lib/errors.js';
 import { newMessageId } from '../../storage/ids.js';
 import type { AliasState, AliasStatus, FetchedKey, FetchedRecord } from '../../storage/records.js';
 import type { SideRecord } from '../../storage/store.js';
 import type { Metrics } from '../../lib/metrics.js';
-import { Pop3Error } from './pop3/client.js';
 import { ImapMailbox } from './imap.js';
 import { Pop3Mailbox } from './pop3/mailbox.js';
 import { oversizeRecord } from './oversize.js';
 import type { Mailbox, MailboxItem } from './mailbox.js';
 import { addressedTo, mailboxIdentity, needsTargets, targetsFor, type DeliveryTarget } from './recipients.js';
 import { AliasHealth } from './alias-health.js';
+import { fetchFailureKind } from './failures.js';
 import type { TokenProvider } from '../oauth/tokens.js';
 
 /** CCaaS "lightweight" size: messages up to this many bytes are fetched before larger ones in a poll. */
@@ -100,47 +100,6 @@ export function startRetriever(deps: RetrieverDeps): Retriever {
 /** Key of one stored copy: the alias it is for, and the recipient with `split_recipients`. */
 function targetKey(target: DeliveryTarget, item: MailboxItem): FetchedKey {
   return { alias: target.alias.name, key: target.recipient ? `${item.key}#${target.recipient}` : item.key };
-}
-
-const DNS_ERRORS = new Set(['ENOTFOUND', 'EAI_AGAIN', 'EAI_NONAME', 'EAI_FAIL', 'EAI_NODATA']);
-
-/** imapflow's own codes for a session that ended under us, and Node's for unreachable networks. */
-const NETWORK_CODES = new Set([
-  'ECONNRESET',
-  'EPIPE',
-  'EHOSTUNREACH',
-  'ENETUNREACH',
-  'EHOSTDOWN',
-  'ENETDOWN',
-  'NoConnection',
-  'EConnectionClosed',
-  'ClosedAfterConnectText',
-  'ClosedAfterConnectTLS',
-]);
-const TIMEOUT_CODES = new Set(['ETIMEDOUT', 'ETIMEOUT', 'CONNECT_TIMEOUT', 'GREETING_TIMEOUT', 'UPGRADE_TIMEOUT']);
-
-/**
- * The kind of a fetch failure, in the words of Pop3ErrorKind (plus `folder_missing` for IMAP),
- * for the log and the alias health (alias-health.ts).
- */
-export function fetchErrorKind(err: unknown): string {
-  if (err instanceof Pop3Error) return err.kind;
-  if (err instanceof MailgateError) return err.code.startsWith('STORE_') ? 'store' : 'ingest';
-  const e = (err ?? {}) as { authenticationFailed?: boolean; code?: unknown; serverResponseCode?: unknown };
-  const code = typeof e.code === 'string' ? e.code : '';
-  const response = typeof e.serverResponseCode === 'string' ? e.serverResponseCode.toUpperCase() : '';
-  if (e.authenticationFailed) return 'auth';
-  // RFC 5530 response codes
-  if (response === 'NONEXISTENT') return 'folder_missing';
-  if (response === 'INUSE') return 'in_use';
-  if (response === 'UNAVAILABLE' || response === 'SERVERBUG') return 'server';
-  if (DNS_ERRORS.has(code)) return 'dns';
-  if (code === 'ECONNREFUSED') return 'tcp_refused';
-  if (TIMEOUT_CODES.has(code)) return 'timeout';
-  if (/CERT|SELF_SIGNED|ISSUER|LEAF_SIGNATURE|HOSTNAME_MISMATCH/.test(code)) return 'tls_certificate';
-  if (code.startsWith('ERR_SSL') || code === 'StartTLSFailed') return 'tls';
-  if (NETWORK_CODES.has(code)) return 'network';
-  return 'protocol';
 }
 
 /** Whether an alias receives mail now: active, or inactive by the retriever with its timed retry due (alias-health.ts). */
@@ -265,7 +224,7 @@ class MailboxWorker {
         // 10,000 took 3.3 hours at 50 a minute).
         if (result.deferred > 0) delay = 0;
       } catch (err) {
-        const kind = fetchErrorKind(err);
+        const kind = fetchFailureKind(err);
         this.#log.error({ err, kind, retry_in_s: this.#server.reconnect_interval }, `fetching for alias ${this.alias.name} failed; connecting again later`);
         await mailbox?.close();
         mailbox = undefined;
@@ -381,7 +340,7 @@ class MailboxWorker {
         meta = await ingestMessage(this.#deps, await mailbox.message(item), this.#request(id, item, { target, mailboxKey: last }));
       } catch (err) {
         // 5xx: the message itself is refused for good (bigger than the server said); anything else is retried.
-        if (err instanceof MailgateError && err.responseCode >= 500) return this.#storeOversize(mailbox, item, first, headers).then(() => 'invalid');
+        if (hasReply(err) && err.responseCode >= 500) return this.#storeOversize(mailbox, item, first, headers).then(() => 'invalid');
         throw err;
       }
       const outcome = meta.tags.includes('wrapped') ? 'wrapped' : 'stored';

@@ -6,13 +6,15 @@
  * getAccessToken asks msal, which answers from its cache until the token is within its renewal
  * window (5 minutes before expiry, or the server's `refresh_in`) and then refreshes; a rotated
  * refresh token lands in the cache msal writes back, which the cache plugin saves.
- * Failures carry a kind the retriever maps to alias health (issue 4, "Alias health").
+ * Failures carry their kind of fetch failure (fetch/failures.ts), which alias health acts on
+ * (issue 4, "Alias health").
  */
 import https from 'node:https';
 import tls from 'node:tls';
 import { randomBytes } from 'node:crypto';
 import * as msal from '@azure/msal-node';
 import { SecretKeyError, type TokenCacheStore } from './cache.js';
+import { ClassifiedError, type FetchFailureKind } from '../fetch/failures.js';
 
 export type { TokenCacheStore } from './cache.js';
 
@@ -57,27 +59,24 @@ export interface OAuthApp {
 }
 
 /**
- * Why a token could not be had, as alias health needs it:
- * `reauthorization_needed` consent revoked, refresh token expired or revoked, or no tokens yet
- * (an admin must sign in again: the alias stays inactive); `bad_client_secret` the client
- * secret is wrong or expired, or the app is unknown (an admin must fix the config);
- * `network` the identity provider could not be reached or is temporarily unavailable (retry
- * later); `other` anything else, including a missing or wrong secret key for the cache.
+ * Why a token could not be had (fetch/failures.ts says what alias health does about each):
+ * `oauth_reauthorization` consent revoked, refresh token expired or revoked, or no tokens yet;
+ * `oauth_client_secret` the client secret is wrong or expired, or the app is unknown;
+ * `oauth_network` the identity provider could not be reached or is temporarily unavailable;
+ * `oauth` anything else, including a missing or wrong secret key for the cache.
  */
-export type OAuthErrorKind = 'reauthorization_needed' | 'bad_client_secret' | 'network' | 'other';
+export type OAuthErrorKind = Extract<FetchFailureKind, 'oauth_reauthorization' | 'oauth_client_secret' | 'oauth_network' | 'oauth'>;
 
 /** A token failure with its kind and, when Microsoft answered, its AADSTS code. */
-export class OAuthError extends Error {
-  readonly kind: OAuthErrorKind;
+export class OAuthError extends ClassifiedError<OAuthErrorKind> {
   /** OAuth error code (`invalid_grant`, `invalid_client`, `network_error`, ...) when there was one. */
   readonly code: string | undefined;
   /** Entra ID's error number, e.g. `AADSTS65001`, when the answer carried one. */
   readonly aadsts: string | undefined;
 
   constructor(kind: OAuthErrorKind, message: string, opts: { code?: string; aadsts?: string; cause?: unknown } = {}) {
-    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    super(kind, message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'OAuthError';
-    this.kind = kind;
     this.code = opts.code;
     this.aadsts = opts.aadsts;
   }
@@ -99,7 +98,7 @@ const NETWORK_ERRNOS = new Set(['ECONNREFUSED', 'ECONNRESET', 'ENOTFOUND', 'EAI_
 /** Turns whatever msal (or the cache) threw into an OAuthError with a kind and a sentence an admin can act on. */
 export function oauthError(err: unknown, app: string): OAuthError {
   if (err instanceof OAuthError) return err;
-  if (err instanceof SecretKeyError) return new OAuthError('other', `oauth_app ${app}: ${err.message}`, { cause: err });
+  if (err instanceof SecretKeyError) return new OAuthError('oauth', `oauth_app ${app}: ${err.message}`, { cause: err });
   if (err instanceof msal.AuthError) {
     const code = err.errorCode;
     const text = (err.errorMessage || err.message).split(/\s+Trace ID:/)[0]!.trim();
@@ -107,19 +106,19 @@ export function oauthError(err: unknown, app: string): OAuthError {
     const status = err instanceof msal.ServerError ? err.status : undefined;
     const extra = { code, ...(aadsts ? { aadsts } : {}), cause: err };
     if (REAUTH_CODES.has(code) || REAUTH_CODES.has(err.subError) || err instanceof msal.InteractionRequiredAuthError) {
-      return new OAuthError('reauthorization_needed', `oauth_app ${app}: re-authorization needed (${code}): ${text}`, extra);
+      return new OAuthError('oauth_reauthorization', `oauth_app ${app}: re-authorization needed (${code}): ${text}`, extra);
     }
     if (CLIENT_CODES.has(code))
-      return new OAuthError('bad_client_secret', `oauth_app ${app}: the client secret or client id is not accepted (${code}): ${text}`, extra);
+      return new OAuthError('oauth_client_secret', `oauth_app ${app}: the client secret or client id is not accepted (${code}): ${text}`, extra);
     if (code === 'network_error' || code === 'temporarily_unavailable' || (status !== undefined && status >= 500)) {
-      return new OAuthError('network', `oauth_app ${app}: the identity provider cannot be reached or is unavailable (${code}): ${text}`, extra);
+      return new OAuthError('oauth_network', `oauth_app ${app}: the identity provider cannot be reached or is unavailable (${code}): ${text}`, extra);
     }
-    return new OAuthError('other', `oauth_app ${app}: token request failed (${code}): ${text}`, extra);
+    return new OAuthError('oauth', `oauth_app ${app}: token request failed (${code}): ${text}`, extra);
   }
   const errno = (err as NodeJS.ErrnoException | undefined)?.code;
   if (errno && NETWORK_ERRNOS.has(errno))
-    return new OAuthError('network', `oauth_app ${app}: the identity provider cannot be reached (${errno})`, { code: errno, cause: err });
-  return new OAuthError('other', `oauth_app ${app}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
+    return new OAuthError('oauth_network', `oauth_app ${app}: the identity provider cannot be reached (${errno})`, { code: errno, cause: err });
+  return new OAuthError('oauth', `oauth_app ${app}: ${(err as Error)?.message ?? String(err)}`, { cause: err });
 }
 
 /**
@@ -151,7 +150,11 @@ export function httpsNetworkClient(opts: { ca?: string; timeoutMs?: number } = {
           resolve({ headers, body, status: res.statusCode ?? 0 });
         });
       });
-      req.on('timeout', () => req.destroy(Object.assign(new Error(`no answer within ${timeout ?? timeoutMs} ms`), { code: 'ETIMEDOUT' })));
+      req.on('timeout', () => {
+        // Worded as a socket's own timeout; this failure settles the promise before the destroy's own error.
+        fail(`ETIMEDOUT no answer within ${timeout ?? timeoutMs} ms`);
+        req.destroy();
+      });
       req.on('error', (e: NodeJS.ErrnoException) => fail(`${e.code ?? ''} ${e.message}`.trim()));
       if (method === 'POST') req.end(options?.body ?? '');
       else req.end();
@@ -193,7 +196,7 @@ export interface TokenProvider {
 }
 
 function msalApp(app: OAuthApp, opts: TokenProviderOptions): msal.ConfidentialClientApplication {
-  if (app.provider !== 'microsoft365') throw new OAuthError('other', `oauth_app ${app.name}: unknown provider ${String(app.provider)}`);
+  if (app.provider !== 'microsoft365') throw new OAuthError('oauth', `oauth_app ${app.name}: unknown provider ${String(app.provider)}`);
   const authority = app.authority ?? `https://${app.authority_host ?? 'login.microsoftonline.com'}/${app.tenant_id}`;
   const networkClient = opts.networkClient ?? (app.ca_pem ? httpsNetworkClient({ ca: app.ca_pem }) : undefined);
   return new msal.ConfidentialClientApplication({
@@ -243,7 +246,7 @@ export class ClientCredentialsTokenProvider implements TokenProvider {
     } catch (err) {
       throw oauthError(err, this.#app.name);
     }
-    if (!result?.accessToken) throw new OAuthError('other', `oauth_app ${this.#app.name}: the token endpoint gave no access token`);
+    if (!result?.accessToken) throw new OAuthError('oauth', `oauth_app ${this.#app.name}: the token endpoint gave no access token`);
     return result.accessToken;
   }
 }
@@ -293,22 +296,22 @@ export class DelegatedTokenProvider implements TokenProvider {
    */
   async redeemCode(codeOrRedirect: string): Promise<{ username: string }> {
     const pending = this.#pending;
-    if (!pending) throw new OAuthError('other', `oauth_app ${this.#app.name}: call authorizationUrl first`);
+    if (!pending) throw new OAuthError('oauth', `oauth_app ${this.#app.name}: call authorizationUrl first`);
     let code = codeOrRedirect.trim();
     if (/^https?:\/\//i.test(code)) {
       const url = new URL(code);
       const error = url.searchParams.get('error');
       if (error)
         throw new OAuthError(
-          error === 'access_denied' || error === 'consent_required' ? 'reauthorization_needed' : 'other',
+          error === 'access_denied' || error === 'consent_required' ? 'oauth_reauthorization' : 'oauth',
           `oauth_app ${this.#app.name}: sign-in failed: ${error}: ${url.searchParams.get('error_description') ?? ''}`,
           { code: error },
         );
       if (url.searchParams.get('state') !== pending.state)
-        throw new OAuthError('other', `oauth_app ${this.#app.name}: the redirect's state does not match this sign-in; start again`);
+        throw new OAuthError('oauth', `oauth_app ${this.#app.name}: the redirect's state does not match this sign-in; start again`);
       code = url.searchParams.get('code') ?? '';
     }
-    if (!code) throw new OAuthError('other', `oauth_app ${this.#app.name}: no authorization code given`);
+    if (!code) throw new OAuthError('oauth', `oauth_app ${this.#app.name}: no authorization code given`);
     try {
       const result = await this.#msal.acquireTokenByCode({ code, scopes: this.#scopes, redirectUri: pending.redirectUri, codeVerifier: pending.verifier });
       this.#pending = undefined;
@@ -330,7 +333,7 @@ export class DelegatedTokenProvider implements TokenProvider {
             : wanted
               ? `no saved tokens for ${wanted}`
               : `tokens for ${accounts.length} users and no username to choose`;
-        throw new OAuthError('reauthorization_needed', `oauth_app ${this.#app.name}: re-authorization needed: ${why}; run \`mailgate oauth authorize\``, {
+        throw new OAuthError('oauth_reauthorization', `oauth_app ${this.#app.name}: re-authorization needed: ${why}; run \`mailgate oauth authorize\``, {
           code: 'no_tokens_found',
         });
       }

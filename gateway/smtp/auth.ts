@@ -9,7 +9,7 @@ import type { SMTPServerOptions, SMTPServerSession } from 'smtp-server';
 import type { Logger } from 'pino';
 import { isLoopbackHost } from '../../lib/net.js';
 import { verifyPasswordAsync } from '../config/password.js';
-import { errors, MailgateError } from '../../lib/errors.js';
+import { errors } from '../../lib/errors.js';
 import type { SessionGuard } from './session-limits.js';
 
 export interface AuthSettingsInput {
@@ -84,7 +84,7 @@ export function authSettings(input: AuthSettingsInput): AuthOptions {
       // Guessing passwords from one address stops here for a while, right or wrong.
       if (guard.authLocked(ip)) {
         input.logger.warn({ remote: ip, user: auth.username }, 'login refused: too many failed logins from this address');
-        return callback(guard.refuse(session, new MailgateError('AUTH_LOCKED', 454, '4.7.0', 'Too many failed logins from your address, try again later')));
+        return callback(guard.refuse(session, errors.authLocked()));
       }
       const hash = auth.username ? users.get(auth.username) : undefined;
       const verified = hash && auth.method !== 'XOAUTH2' ? verifyPasswordAsync(auth.password ?? '', hash) : Promise.resolve(false);

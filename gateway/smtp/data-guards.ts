@@ -4,7 +4,7 @@
  * rate. A refusal fails the stream with an SMTP reply; ingest then refuses the message as is.
  */
 import { Transform, type TransformCallback } from 'node:stream';
-import { errors, MailgateError } from '../../lib/errors.js';
+import { errors, type MailgateError } from '../../lib/errors.js';
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -54,7 +54,7 @@ export class DataGuard extends Transform {
       if (chunk[0] === LF) {
         out.push(CRLF);
         start = i = 1;
-      } else if (this.#opts.bareLineEndings === 'reject') return done(bareEnding('CR'));
+      } else if (this.#opts.bareLineEndings === 'reject') return done(errors.bareLineEnding('CR'));
       else out.push(CRLF);
     }
     // Jump from line ending to line ending (memchr), not byte by byte: most chunks have only CRLF pairs.
@@ -63,7 +63,7 @@ export class DataGuard extends Transform {
     while (lf >= 0 || cr >= 0) {
       if (lf >= 0 && (cr < 0 || lf < cr)) {
         // An LF with no CR before it: bare (a CR's own LF is skipped below).
-        if (this.#opts.bareLineEndings === 'reject') return done(bareEnding('LF'));
+        if (this.#opts.bareLineEndings === 'reject') return done(errors.bareLineEnding('LF'));
         out.push(chunk.subarray(start, lf), CRLF);
         start = lf + 1;
         lf = chunk.indexOf(LF, lf + 1);
@@ -77,7 +77,7 @@ export class DataGuard extends Transform {
       } else if (chunk[cr + 1] === LF) {
         if (lf === cr + 1) lf = chunk.indexOf(LF, lf + 1);
       } else {
-        if (this.#opts.bareLineEndings === 'reject') return done(bareEnding('CR'));
+        if (this.#opts.bareLineEndings === 'reject') return done(errors.bareLineEnding('CR'));
         out.push(chunk.subarray(start, cr), CRLF);
         start = cr + 1;
       }
@@ -90,7 +90,7 @@ export class DataGuard extends Transform {
 
   override _flush(done: TransformCallback): void {
     if (this.#pendingCr) {
-      if (this.#opts.bareLineEndings === 'reject') return done(bareEnding('CR'));
+      if (this.#opts.bareLineEndings === 'reject') return done(errors.bareLineEnding('CR'));
       this.push(CRLF);
     }
     done();
@@ -108,20 +108,11 @@ export class DataGuard extends Transform {
       this.#line = '';
       if (line === '') this.#inHeader = false;
       else if (/^received\s*:/i.test(line) && ++this.#hops > this.#opts.maxReceivedHeaders) {
-        return new MailgateError('TOO_MANY_HOPS', 554, '5.4.6', `Too many hops: more than ${this.#opts.maxReceivedHeaders} Received headers (a mail loop?)`);
+        return errors.tooManyHops(this.#opts.maxReceivedHeaders);
       }
     }
     return undefined;
   }
-}
-
-function bareEnding(what: 'LF' | 'CR'): MailgateError {
-  return new MailgateError(
-    'BARE_LINE_ENDING',
-    554,
-    '5.5.2',
-    `Message refused: bare ${what} in the message text; lines must end in CRLF (SMTP smuggling protection)`,
-  );
 }
 
 /**

@@ -5,7 +5,7 @@
  */
 import type { Readable } from 'node:stream';
 import type { SMTPServerDataStream, SMTPServerSession } from 'smtp-server';
-import { errors, MailgateError } from '../../lib/errors.js';
+import { asMailgateError } from '../../lib/errors.js';
 import type { Logger } from '../../lib/logger.js';
 import type { Metrics } from '../../lib/metrics.js';
 import type { Config } from '../config/schema.js';
@@ -83,8 +83,8 @@ export function takeInData<T>(
       callback(null, `2.0.0 Ok: queued as ${accepted.id}`);
     },
     (err: unknown) => {
-      // Ingest refuses only with a MailgateError; anything else is ours, and the client tries again.
-      const e = err instanceof MailgateError ? err : errors.storeFailed(err);
+      // Ingest refuses with an error that has an SMTP reply; anything else is ours, and the client tries again.
+      const e = asMailgateError(err);
       logger[e.responseCode >= 500 ? 'info' : 'error'](
         { outcome: 'refused', code: e.responseCode, reason: e.code, err: e.cause ?? e, source, ...handover.refusedFields },
         e.message,

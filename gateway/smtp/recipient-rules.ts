@@ -123,7 +123,7 @@ function outwardRelay(config: Config): (session: SMTPServerSession) => boolean {
 function addressTrick(address: string): MailgateError | undefined {
   const local = address.slice(0, address.lastIndexOf('@'));
   if (!/[%!]/.test(local)) return undefined;
-  return new MailgateError('ADDRESS_ROUTING', 550, '5.7.1', `Relay access denied: <${address}> routes through its local part (% or !), which is not accepted`);
+  return errors.addressRouting(address);
 }
 
 /** Who may relay to other domains (rule 3 above), in words, for `mailgate config check`. */

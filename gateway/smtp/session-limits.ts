@@ -7,7 +7,7 @@
 import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { SMTPServer, SMTPServerSession } from 'smtp-server';
-import { MailgateError } from '../../lib/errors.js';
+import { errors, type MailgateError } from '../../lib/errors.js';
 
 export interface SessionLimitSettings {
   max_connections_per_ip: number;
@@ -93,7 +93,8 @@ export class SessionGuard {
         if ((i > 0 ? chunk[i - 1] : watched.lastByte) !== CR) {
           // RFC 5321 2.3.8: lines end in CRLF. A bare LF in a command is how smuggling starts.
           this.#log.warn({ remote: socket.remoteAddress }, 'bare LF in an SMTP command; connection closed');
-          socket.end('421 4.5.2 Bare LF in a command line is not allowed, closing connection\r\n');
+          const refusal = errors.bareLfInCommand();
+          socket.end(`${refusal.responseCode} ${refusal.message}\r\n`);
           setTimeout(() => socket.destroy(), 1000).unref();
           return socket.off('data', onData);
         }
@@ -119,7 +120,7 @@ export class SessionGuard {
     this.#perIp.set(ip, count);
     if (count > this.#limits.max_connections_per_ip) {
       this.#log.warn({ remote: ip, connections: count - 1 }, 'too many connections from one address; refused');
-      return new MailgateError('TOO_MANY_CONNECTIONS', 421, '4.7.0', `Too many connections from ${ip}, try again later`);
+      return errors.tooManyConnections(ip);
     }
     return undefined;
   }
@@ -142,13 +143,13 @@ export class SessionGuard {
     this.#errors.set(session.id, count);
     if (count < this.#limits.max_errors) return err;
     this.#log.warn({ remote: session.remoteAddress, errors: count }, 'too many errors in one session; connection closed');
-    return new MailgateError('TOO_MANY_ERRORS', 421, '4.7.0', `Too many errors (${err.message}), closing connection`);
+    return errors.tooManyErrors(err.message);
   }
 
   /** onRcptTo: past `max_recipients` the client must send the rest in another transaction (RFC 5321 4.5.3.1.8). */
   recipientLimit(session: SMTPServerSession): MailgateError | undefined {
     if (session.envelope.rcptTo.length < this.#limits.max_recipients) return undefined;
-    return new MailgateError('TOO_MANY_RECIPIENTS', 452, '4.5.3', `Too many recipients: at most ${this.#limits.max_recipients} per message`);
+    return errors.tooManyRecipients(this.#limits.max_recipients);
   }
 
   /** True while the client's address has had too many failed logins lately. */

@@ -6,9 +6,9 @@
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { Joiner, Splitter, type SplitterChunk } from '@zone-eu/mailsplit';
-import { quarantineNotFound, type Store } from '../../storage/store.js';
+import type { Store } from '../../storage/store.js';
 import type { QuarantineRecord } from '../../storage/records.js';
-import { MailgateError } from '../../lib/errors.js';
+import { storeErrors } from '../../lib/errors.js';
 import { SummaryCollector, attachmentFileNames } from '../chain/summary.js';
 import { ChunkStage, StageChain } from '../chain/stage-chain.js';
 import { bodyDecoder, type BodyDecoder } from '../mime/transfer-decode.js';
@@ -37,9 +37,9 @@ export function openQuarantinedContent(store: Store, id: string): Readable {
  */
 export async function restoreQuarantined(store: Store, id: string): Promise<QuarantineRecord> {
   const record = await store.getQuarantined(id);
-  if (!record) throw quarantineNotFound(id);
+  if (!record) throw storeErrors.quarantineNotFound(id);
   const meta = await store.getMessage(record.messageId);
-  if (!meta) throw new MailgateError('MESSAGE_NOT_FOUND', 550, '5.0.0', `The message ${record.messageId} of quarantined attachment ${id} is gone`);
+  if (!meta) throw storeErrors.messageNotFound(record.messageId, id);
   const writer = await store.rewriteMessage(record.messageId);
   const summary = new SummaryCollector();
   const replacer = new PlaceholderReplacer(store, id);
@@ -49,7 +49,7 @@ export async function restoreQuarantined(store: Store, id: string): Promise<Quar
       { name: 'summary', handler: summary },
     ]);
     await pipeline([store.openRaw(record.messageId), new Splitter(), stages, new Joiner(), writer]);
-    if (!replacer.replaced) throw new MailgateError('QUARANTINE_PLACE_NOT_FOUND', 550, '5.0.0', `Message ${record.messageId} has no placeholder for ${id}`);
+    if (!replacer.replaced) throw storeErrors.quarantinePlaceNotFound(record.messageId, id);
   } catch (err) {
     await writer.abandon();
     throw err;

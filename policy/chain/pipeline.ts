@@ -79,6 +79,7 @@ function connect(streams: readonly (Readable | Writable)[]): Promise<void> {
   });
 }
 
+// Node's own error for an early close (what stream.pipeline gives), not one of mailgate's codes.
 function prematureClose(): Error {
   return Object.assign(new Error('Premature close'), { code: 'ERR_STREAM_PREMATURE_CLOSE' });
 }

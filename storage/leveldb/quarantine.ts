@@ -6,7 +6,7 @@
  */
 import { Readable } from 'node:stream';
 import type { QuarantineRecord } from '../records.js';
-import { quarantineNotFound } from '../store.js';
+import { storeErrors } from '../../lib/errors.js';
 import type { StoreOp, Sublevels } from './layout.js';
 import { quarantineRange } from './layout.js';
 import { quarantineChunkRange } from './quarantine-spool.js';
@@ -20,7 +20,7 @@ export function listQuarantine(sublevels: Sublevels, opts: { messageId?: string 
 /** The original part's bytes (raw header block and encoded body, as received). */
 export function openQuarantined(sublevels: Sublevels, id: string): Readable {
   async function* bytes(): AsyncGenerator<Buffer> {
-    if (!(await sublevels.quarantine.get(id))) throw quarantineNotFound(id);
+    if (!(await sublevels.quarantine.get(id))) throw storeErrors.quarantineNotFound(id);
     for await (const chunk of sublevels.quarantineChunks.values(quarantineChunkRange(id))) yield chunk;
   }
   return Readable.from(bytes(), { objectMode: false });
@@ -32,7 +32,7 @@ export function openQuarantined(sublevels: Sublevels, id: string): Readable {
  */
 export async function deleteQuarantined(sublevels: Sublevels, commit: (ops: StoreOp[]) => Promise<void>, id: string): Promise<QuarantineRecord> {
   const record = await sublevels.quarantine.get(id);
-  if (!record) throw quarantineNotFound(id);
+  if (!record) throw storeErrors.quarantineNotFound(id);
   await commit([{ type: 'del', sublevel: sublevels.quarantine, key: id }]);
   await sublevels.quarantineChunks.clear(quarantineChunkRange(id));
   return record;

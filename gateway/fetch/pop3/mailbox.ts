@@ -1,5 +1,5 @@
 /**
- * The retriever's view of a POP3 mailbox (mailbox.ts) over our client in pop3.ts. POP3 has no
+ * The retriever's view of a POP3 mailbox (mailbox.ts) over our client (client.ts). POP3 has no
  * folders: stored and invalid messages are deleted or kept. Deletions apply at QUIT, so the
  * session is closed after every poll.
  */
