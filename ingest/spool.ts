@@ -1,6 +1,6 @@
 /**
  * The spool: the message as received, kept while its pipeline runs so that a wrapping message
- * can still be built from the original when the pipeline fails (wrap-unparsable.ts).
+ * can still be built from the original when the pipeline fails (policy/wrapping/stage.ts).
  *
  * It is a file in `<data_dir>/spool/`, not a LevelDB record: the bytes live only for the
  * length of one pipeline, and writing them through LevelDB doubled its write and compaction

@@ -74,7 +74,7 @@ export interface MessageMeta {
    * Set when the message as received could not be processed and a wrapping message (the
    * original attached byte for byte) was stored in its place: the reason code, a colon and what
    * exactly was wrong, e.g. `header_nul: The message header has a NUL byte at offset 12`. The
-   * codes are listed in policy/unparsable.ts (Genesys `_WrappingMessageReason`).
+   * codes are listed in policy/mime/unparsable.ts (Genesys `_WrappingMessageReason`).
    */
   _WrappingMessageReason?: string;
   /** What each pipeline stage found and did, by stage name. */

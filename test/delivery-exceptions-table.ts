@@ -1,7 +1,7 @@
 /**
  * The Cisco guide's predefined delivery exceptions, written out again for the tests
  * ("Appendix: Predefined Delivery Exceptions"): phrase and failure type, in the guide's order.
- * Kept apart from policy/delivery-exception-phrases.ts on purpose, so a slip in one shows up
+ * Kept apart from policy/delivery-exceptions/phrases.ts on purpose, so a slip in one shows up
  * against the other.
  */
 export type Expected = readonly [phrase: string, failure: 'permanent' | 'temporary'];

@@ -294,7 +294,7 @@ test('abort removes everything: small messages without a write, quarantined part
     assert.deepEqual(writes.slice(before), [], 'aborting a small message writes nothing');
     await assert.rejects(small.commit(sampleMeta(small.id)), /aborted/);
 
-    // Never filled a chunk, but a part of it was quarantined meanwhile (attachment-blocking.ts).
+    // Never filled a chunk, but a part of it was quarantined meanwhile (policy/attachments/stage.ts).
     const blocked = store.createMessageWriter(newMessageId());
     await write(blocked, randomBytes(3000));
     const part = store.createQuarantineSpool(`${blocked.id}.1`);

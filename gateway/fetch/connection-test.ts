@@ -37,7 +37,7 @@ const STEP_TIMEOUT_MS = 10_000;
 export interface ConnectionTestOptions {
   /** Time allowed for each network step (default 10 s). */
   timeoutMs?: number;
-  /** With `[alias.incoming] oauth2`: where the login gets its token, as the retriever would (oauth-store.ts aliasTokenProvider). */
+  /** With `[alias.incoming] oauth2`: where the login gets its token, as the retriever would (gateway/oauth/store.ts aliasTokenProvider). */
   tokens?: TokenProvider | undefined;
   /** With `oauth2` and no TOKENS: why no token can be had here, said in the skipped login step. */
   noTokens?: string;

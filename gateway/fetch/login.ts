@@ -1,12 +1,12 @@
 /**
  * How the retriever logs in to an alias's mailbox, in one place for the retriever (imap.ts,
- * pop3-mailbox.ts) and `mailgate aliases test` (connection-test.ts), so the test tries exactly
+ * gateway/fetch/pop3/mailbox.ts) and `mailgate aliases test` (connection-test.ts), so the test tries exactly
  * what the retriever does and the two cannot drift (issue 11):
  * - a password: IMAP AUTHENTICATE PLAIN (LOGIN where PLAIN is not offered), POP3 USER/PASS;
  * - a password with `auth_identity` (Cisco "Shared Mailbox", Enate "Authorization Identity"):
  *   SASL PLAIN with it as the authorization identity (RFC 4616), the form Exchange's shared
  *   mailboxes and Dovecot's master users take;
- * - `oauth2`: a token from the alias's app (oauth.ts), SASL XOAUTH2 (IMAP: OAUTHBEARER where
+ * - `oauth2`: a token from the alias's app (gateway/oauth/tokens.ts), SASL XOAUTH2 (IMAP: OAUTHBEARER where
  *   the server offers it, RFC 7628), naming the shared mailbox (`auth_identity`) or `user`.
  */
 import { ImapFlow, type ImapFlowOptions } from 'imapflow';

@@ -1,5 +1,5 @@
 /**
- * What the retriever needs from a mailbox, whatever the protocol: imap.ts and pop3-mailbox.ts
+ * What the retriever needs from a mailbox, whatever the protocol: imap.ts and gateway/fetch/pop3/mailbox.ts
  * implement it. One session at a time; calls are made one after another, never concurrently.
  */
 import { readFileSync } from 'node:fs';

@@ -51,7 +51,7 @@ export interface RetrieverDeps extends IngestDeps {
   config: Config;
   metrics?: Metrics;
   hooks?: RetrieverHooks;
-  /** The alias's OAuth2 token provider when it sets `oauth2` (oauth-store.ts aliasTokenProviders). */
+  /** The alias's OAuth2 token provider when it sets `oauth2` (gateway/oauth/store.ts aliasTokenProviders). */
   tokenProvider?: (alias: AliasConfig) => TokenProvider | undefined;
 }
 

@@ -16,7 +16,7 @@ export function oauthAppOf(config: Config, alias: AliasConfig): OAuthAppConfig |
   return name === undefined ? undefined : config.oauth_app.find((a) => a.name === name);
 }
 
-/** The app as oauth.ts takes it: the CA file read, the scopes put where the flow looks for them. */
+/** The app as gateway/oauth/tokens.ts takes it: the CA file read, the scopes put where the flow looks for them. */
 export function oauthApp(app: OAuthAppConfig): OAuthApp {
   const { flow, scopes, ca_file, ...rest } = app;
   return {

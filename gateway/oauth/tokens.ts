@@ -2,7 +2,7 @@
  * OAuth2 access tokens for SASL XOAUTH2 (IMAP, POP3, SMTP) from Microsoft 365, through msal-node.
  * Two flows: client credentials (app-only) and authorization code with refresh token
  * (delegated: an admin signs in once, `mailgate oauth authorize ALIAS`). msal's token cache is
- * persisted through a TokenCacheStore (oauth-cache.ts: encrypted at rest). Every
+ * persisted through a TokenCacheStore (gateway/oauth/cache.ts: encrypted at rest). Every
  * getAccessToken asks msal, which answers from its cache until the token is within its renewal
  * window (5 minutes before expiry, or the server's `refresh_in`) and then refreshes; a rotated
  * refresh token lands in the cache msal writes back, which the cache plugin saves.

@@ -20,7 +20,7 @@
  *   depth limit (`zip_max_depth`), below which it is blocked as uninspectable, as the stage does.
  *
  * The first thing that would be blocked is the answer; the whole original is then blocked
- * with the policy's action (attachment-original.ts). One pass over a stream: bodies are never held, a header section
+ * with the policy's action (policy/attachments/original.ts). One pass over a stream: bodies are never held, a header section
  * is held up to 1 MiB (the splitter's own bound), and the scan yields to the event loop every
  * 10 ms so other sessions are not held up by a big or pathological message.
  */

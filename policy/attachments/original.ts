@@ -2,7 +2,7 @@
  * The original of a wrapping message under the attachment policy (issue 17; Cisco guide,
  * "Blocking Attachments"): wrapping must never be a way around attachment blocking. Ingest
  * asks {@link blockedOriginal} before it writes a wrapping message; when the scan
- * (attachment-original-scan.ts) finds anything the rules block, the whole original is
+ * (policy/attachments/original-scan.ts) finds anything the rules block, the whole original is
  * blocked with the policy's action, and the wrapping message carries a placeholder in its
  * place (wrapping-message.ts).
  */

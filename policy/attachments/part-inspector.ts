@@ -36,7 +36,7 @@ export function isAttachmentPart(node: MimeNode, names: readonly PresentedName[]
 export interface InspectOptions {
   /**
    * Decode the body as this transfer encoding instead of the one declared: the original of a
-   * wrapped message is read every way a mail client might read it (attachment-original-scan.ts).
+   * wrapped message is read every way a mail client might read it (policy/attachments/original-scan.ts).
    */
   decodeAs?: 'base64' | 'raw' | undefined;
   /** Sniff the content of a part that is not an attachment too (default: attachments only). */

@@ -56,7 +56,7 @@ export interface AttachmentsStage extends Stage {
   scans(direction: Direction): boolean;
 }
 
-/** The stage; partition rules supersede department rules (see attachment-rules.ts). */
+/** The stage; partition rules supersede department rules (see policy/attachments/rules.ts). */
 export function attachmentsStage(partition: AttachmentsSection | undefined, department: AttachmentsSection | undefined): AttachmentsStage {
   const rules = attachmentRules(partition, department);
   const scans = (direction: Direction) => !(direction === 'outbound' && rules.scan === 'inbound');

@@ -47,7 +47,7 @@ export class SummaryCollector extends ChunkStage {
       // whole message): it is listed like any attachment, below.
     }
     if (node.multipart) return;
-    // A part the attachments stage replaced still names the removed file (policy/attachment-blocking.ts).
+    // A part the attachments stage replaced still names the removed file (policy/attachments/stage.ts).
     const blockedFile = node.headers ? node.headers.getFirst('x-mailgate-blocked-file') : '';
     if (blockedFile) {
       this.#current = {

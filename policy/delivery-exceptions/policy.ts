@@ -33,7 +33,7 @@ export const deliveryExceptionsSectionSchema = z
   .strictObject({
     /** Check messages for delivery exceptions at all. */
     enabled: z.boolean().default(true),
-    /** Use the guide's 16 address and 111 subject phrases (see delivery-exception-phrases.ts). */
+    /** Use the guide's 16 address and 111 subject phrases (see policy/delivery-exceptions/phrases.ts). */
     use_predefined: z.boolean().default(true),
     /** Names of phrases to delete, predefined ones included. In the partition file this applies to every department. */
     remove: z.array(z.string()).default([]),

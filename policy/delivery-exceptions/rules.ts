@@ -1,7 +1,7 @@
 /**
  * The matching half of delivery-exception tagging: compiled phrases, the signals read from a
  * message's structure, and the decision that turns both into a tag. No streams here; the stage
- * in delivery-exceptions.ts feeds it what it read from the root headers, the report parts and the
+ * in policy/delivery-exceptions/stage.ts feeds it what it read from the root headers, the report parts and the
  * words of a bounce.
  */
 import type { DeliveryExceptionPhrase, FailureType, PhraseType } from './phrases.js';
@@ -76,7 +76,7 @@ export interface Evidence {
    * signal, and its status types the message) when the message forwarding it is machine mail.
    */
   forwardedReport?: { counted: boolean; report?: DeliveryStatusReport };
-  /** What the human-readable text of a bounce says (delivery-exception-text.ts). */
+  /** What the human-readable text of a bounce says (policy/delivery-exceptions/text.ts). */
   bounceText?: BounceTextVerdict;
   /** The parsed message/feedback-report part of an abuse complaint. */
   feedback?: FeedbackReport;

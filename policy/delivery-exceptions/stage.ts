@@ -11,7 +11,7 @@
  * because phrases such as "Admin" or "system" misfire on ordinary mail. Once a message is a
  * delivery exception, its failure type comes from the most specific evidence: a report's
  * per-recipient status, then the words of the bounce, and the phrase's type only when nothing
- * else tells (`decide` in delivery-exception-rules.ts).
+ * else tells (`decide` in policy/delivery-exceptions/rules.ts).
  *
  * Streaming: the root node's headers are read, and small capped pieces of the body: the
  * `message/delivery-status` and `message/feedback-report` parts, the human-readable text of a

@@ -6,7 +6,7 @@
  * byte for byte. Failures of the MIME splitter or of any later stage are wrapped as well
  * (`parser_exception`), so no message is lost because a stage could not cope with it.
  * Wrapping is no way around attachment blocking: ingest judges the original by the
- * attachment rules first (attachment-original.ts) and, when they block anything in it,
+ * attachment rules first (policy/attachments/original.ts) and, when they block anything in it,
  * the original is quarantined or deleted as a whole instead of attached.
  *
  * The reasons and their codes are in unparsable.ts ({@link unparsableReasons}).

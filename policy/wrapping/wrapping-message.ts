@@ -43,7 +43,7 @@ export interface WrappingMessageOptions {
 
 /**
  * The original of a wrapping message that is not attached, because the attachment rules block
- * something in it (attachment-original-scan.ts): a placeholder part stands where it would be,
+ * something in it (policy/attachments/original-scan.ts): a placeholder part stands where it would be,
  * as for any blocked attachment, and the text says why.
  */
 export interface BlockedOriginal {
