@@ -27,14 +27,27 @@ export type SideRecord =
   /** The retriever's record that a mailbox message is stored (so it is never stored twice). */
   | { type: 'fetched'; key: FetchedKey; record: FetchedRecord };
 
-/** What {@link Store.listMessages} returns. */
+/** Which messages {@link Store.listMessages} returns: every filter given must hold. */
 export interface ListOptions {
   /** Only messages whose `source.alias` is this. */
   alias?: string | undefined;
   /** Only messages whose id was made at or after this time (ids follow arrival). */
   since?: Date | undefined;
+  /** Only messages whose id was made before this time. */
+  until?: Date | undefined;
+  /**
+   * Paging: only messages older than the message with this id (ids sort by arrival, so a page
+   * read after new mail arrived still continues where the last one stopped).
+   */
+  before?: string | undefined;
   /** Only messages carrying this tag, e.g. `exception-queue`; read newest first until `limit` of them are found. */
   tag?: string | undefined;
+  /** Only messages whose subject, From or To contains this text, in any letter case. */
+  text?: string | undefined;
+  /** true: only messages with at least one attachment (a blocked one counts); false: only those without. */
+  hasAttachment?: boolean | undefined;
+  /** true: only wrapping messages (the original could not be processed); false: only the others. */
+  wrapped?: boolean | undefined;
   /** At most this many, newest first. Default 100. */
   limit?: number | undefined;
 }

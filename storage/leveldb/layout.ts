@@ -166,9 +166,9 @@ export function aliasKey(alias: string, id: string): string {
   return `${alias}\x00${id}`;
 }
 
-/** Range of the `by-alias` keys of `alias`, from id `fromId` on when given. */
-export function aliasRange(alias: string, fromId = ''): { gte: string; lt: string } {
-  return { gte: `${alias}\x00${fromId}`, lt: `${alias}\x01` };
+/** Range of the `by-alias` keys of `alias`, from id `fromId` on and below id `toId` when given. */
+export function aliasRange(alias: string, fromId = '', toId?: string): { gte: string; lt: string } {
+  return { gte: `${alias}\x00${fromId}`, lt: toId === undefined ? `${alias}\x01` : `${alias}\x00${toId}` };
 }
 
 /** Key of a mailbox message in the `fetched` sublevel. */

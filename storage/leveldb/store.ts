@@ -10,6 +10,7 @@ import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AliasState, DeliveryRecord, FetchedKey, FetchedRecord, MessageMeta, QuarantineRecord, QueueEntry } from '../records.js';
 import type { ListOptions, Store } from '../store.js';
+import { filtersContent, matchesContent } from '../message-filter.js';
 import { GroupCommit } from './group-commit.js';
 import { MessageWriter } from './message-writer.js';
 import { RewriteWriter } from './message-rewrite.js';
@@ -53,6 +54,8 @@ export interface StoreStats {
 }
 
 const DEFAULT_LIST_LIMIT = 100;
+// Ids read from the by-alias index before their metadata is fetched in one getMany.
+const ALIAS_PAGE = 100;
 // Reopening after a failed write replays LevelDB's log (at most its 4 MiB write buffer and one
 // batch) into a table: with less free space than this it would fail again, and a database
 // that failed to open cannot even be read, so after a full disk we wait for room first.
@@ -220,58 +223,60 @@ export class LevelStore implements Store {
     return this.sublevels.messages.get(id);
   }
 
-  /** Committed messages, newest first; `since` and `alias` narrow the key range read. */
+  /**
+   * Committed messages, newest first. The time range, the paging bound and the alias narrow the
+   * key range read (the by-alias index for an alias); the other filters are checked message by
+   * message, reading on until `limit` of them are found.
+   */
   async listMessages(opts: ListOptions = {}): Promise<MessageMeta[]> {
     const limit = opts.limit ?? DEFAULT_LIST_LIMIT;
     if (!(limit > 0)) return [];
-    const levelLimit = Number.isFinite(limit) ? Math.floor(limit) : -1;
-    const fromId = opts.since ? idFloor(opts.since) : undefined;
-    const { messages, byAlias } = this.sublevels;
     if (opts.alias?.includes('\x00')) throw new TypeError('alias contains NUL');
-    if (opts.tag !== undefined) {
-      // No index by tag: a tag's messages are a few among many, read past until enough are found.
-      const found: MessageMeta[] = [];
-      for await (const meta of this.#newestFirst(opts.alias, fromId)) {
-        if (!meta.tags.includes(opts.tag)) continue;
+    const range = idRange(opts);
+    if (range === undefined) return [];
+    const found: MessageMeta[] = [];
+    if (!filtersContent(opts)) {
+      if (opts.alias === undefined) {
+        const levelLimit = Number.isFinite(limit) ? Math.floor(limit) : -1;
+        return this.sublevels.messages.values({ ...range, reverse: true, limit: levelLimit }).all();
+      }
+      // The alias's index read for just the ids wanted, as before the other filters came.
+      for await (const meta of this.#newestFirst(opts.alias, range, Math.ceil(Math.min(limit, ALIAS_PAGE)))) {
         found.push(meta);
         if (found.length >= limit) break;
       }
       return found;
     }
-    if (opts.alias === undefined) {
-      // Range options must be absent, not undefined: classic-level reads `gte: undefined` as a bound.
-      const range = fromId === undefined ? {} : { gte: fromId };
-      return messages.values({ ...range, reverse: true, limit: levelLimit }).all();
+    // No index by tag or content: the matching messages are read past the others until enough are found.
+    for await (const meta of this.#newestFirst(opts.alias, range)) {
+      if (!matchesContent(meta, opts)) continue;
+      found.push(meta);
+      if (found.length >= limit) break;
     }
-    const keys = await byAlias.keys({ ...aliasRange(opts.alias, fromId), reverse: true, limit: levelLimit }).all();
-    const ids = keys.map(idOfAliasKey);
-    const metas = await messages.getMany(ids);
-    const found: MessageMeta[] = [];
-    metas.forEach((meta, i) => {
-      if (meta) found.push(meta);
-      else this.#logger.warn({ id: ids[i], alias: opts.alias }, 'by-alias entry without a message');
-    });
     return found;
   }
 
-  /** Committed messages newest first, of one alias when given, read a page at a time. */
-  async *#newestFirst(alias: string | undefined, fromId: string | undefined): AsyncGenerator<MessageMeta> {
+  /** Committed messages newest first within `range` of ids, of one alias when given, read `pageSize` at a time. */
+  async *#newestFirst(alias: string | undefined, range: IdRange, pageSize = ALIAS_PAGE): AsyncGenerator<MessageMeta> {
     const { messages, byAlias } = this.sublevels;
     if (alias === undefined) {
-      yield* messages.values({ ...(fromId === undefined ? {} : { gte: fromId }), reverse: true });
+      yield* messages.values({ ...range, reverse: true });
       return;
     }
     let ids: string[] = [];
-    const page = async function* (): AsyncGenerator<MessageMeta> {
+    const page = async function* (logger: StoreLogger): AsyncGenerator<MessageMeta> {
       const metas = await messages.getMany(ids);
+      for (const [i, meta] of metas.entries()) {
+        if (meta) yield meta;
+        else logger.warn({ id: ids[i], alias }, 'by-alias entry without a message');
+      }
       ids = [];
-      for (const meta of metas) if (meta) yield meta;
     };
-    for await (const key of byAlias.keys({ ...aliasRange(alias, fromId), reverse: true })) {
+    for await (const key of byAlias.keys({ ...aliasRange(alias, range.gte, range.lt), reverse: true })) {
       ids.push(idOfAliasKey(key));
-      if (ids.length === 100) yield* page();
+      if (ids.length === pageSize) yield* page(this.#logger);
     }
-    yield* page();
+    yield* page(this.#logger);
   }
 
   /**
@@ -386,4 +391,20 @@ async function freeBytes(dir: string): Promise<number> {
   } catch {
     return Number.POSITIVE_INFINITY; // unknown: try the reopen
   }
+}
+
+/** Bounds on message ids; range options are left out when absent (classic-level reads `gte: undefined` as a bound). */
+interface IdRange {
+  gte?: string;
+  lt?: string;
+}
+
+/** The ids `since`, `until` and `before` allow, or undefined when none can be. */
+function idRange(opts: ListOptions): IdRange | undefined {
+  const range: IdRange = {};
+  if (opts.since) range.gte = idFloor(opts.since);
+  const uppers = [opts.until && idFloor(opts.until), opts.before].filter((b): b is string => b !== undefined);
+  if (uppers.length > 0) range.lt = uppers.reduce((a, b) => (a < b ? a : b));
+  if (range.gte !== undefined && range.lt !== undefined && range.gte >= range.lt) return undefined;
+  return range;
 }

@@ -196,6 +196,72 @@ export function storeContract(name: string, factory: StoreFactory): void {
     assert.deepEqual(await store.listMessages({ limit: 0 }), []);
   });
 
+  contract('searching: until, text in subject/From/To in any case, attachments, wrapped, each with alias and time, and paging', async (store) => {
+    const start = Date.parse('2026-03-02T08:00:00Z');
+    let now = start;
+    const nextId = createIdGenerator(() => now);
+    const made: MessageMeta[] = [];
+    const attachment = { fileName: 'invoice.pdf', contentType: 'application/pdf', size: 10 };
+    const plan: Partial<MessageMeta>[] = [
+      { subject: 'Invoice 17', from: 'Billing <billing@example.org>', source: { kind: 'smtp', alias: 'sales' }, attachments: [attachment] },
+      { subject: 'Hello', from: 'ann@example.org', to: ['Sales@Example.com'], source: { kind: 'imap', alias: 'support' } },
+      { subject: 'Re: INVOICE 17', from: 'bob@example.net', source: { kind: 'smtp', alias: 'sales' }, _WrappingMessageReason: 'header_nul: x' },
+      { subject: 'Lunch', from: 'carol@example.org', source: { kind: 'smtp' }, attachments: [{ ...attachment, blocked: true }] },
+      { subject: 'Invoice 18', from: 'billing@example.org', source: { kind: 'smtp', alias: 'sales' } },
+    ];
+    for (const [i, over] of plan.entries()) {
+      now = start + i * 3_600_000;
+      const id = nextId();
+      const meta = sampleMeta(id, { to: ['sales@example.com'], ...over, size: 2 });
+      const writer = store.createMessageWriter(id);
+      writer.end(Buffer.from(`${i}\n`));
+      await writer.commit(meta);
+      made.push(meta);
+    }
+    const ids = (list: MessageMeta[]) => list.map((m) => m.id);
+    const of = (...i: number[]) => i.map((n) => made[n]!.id);
+    const hour = (n: number) => new Date(start + n * 3_600_000);
+    assert.deepEqual(ids(await store.listMessages({ until: hour(2) })), of(1, 0), 'until is exclusive');
+    assert.deepEqual(ids(await store.listMessages({ since: hour(1), until: hour(3) })), of(2, 1));
+    assert.deepEqual(await store.listMessages({ since: hour(3), until: hour(3) }), [], 'an empty range');
+    assert.deepEqual(ids(await store.listMessages({ alias: 'sales', until: hour(4) })), of(2, 0));
+    assert.deepEqual(ids(await store.listMessages({ text: 'invoice' })), of(4, 2, 0), 'subject, any case');
+    assert.deepEqual(ids(await store.listMessages({ text: 'BILLING@' })), of(4, 0), 'From');
+    assert.deepEqual(ids(await store.listMessages({ text: 'sales@example.COM' })), of(4, 3, 2, 1, 0), 'To');
+    assert.deepEqual(ids(await store.listMessages({ text: 'ann', alias: 'support' })), of(1));
+    assert.deepEqual(await store.listMessages({ text: 'nowhere' }), []);
+    assert.deepEqual(ids(await store.listMessages({ hasAttachment: true })), of(3, 0), 'a blocked attachment counts');
+    assert.deepEqual(ids(await store.listMessages({ hasAttachment: false })), of(4, 2, 1));
+    assert.deepEqual(ids(await store.listMessages({ wrapped: true })), of(2));
+    assert.deepEqual(ids(await store.listMessages({ wrapped: false, alias: 'sales' })), of(4, 0));
+    assert.deepEqual(ids(await store.listMessages({ text: 'invoice', hasAttachment: false, since: hour(1) })), of(4, 2), 'filters together');
+    assert.deepEqual(ids(await store.listMessages({ text: 'invoice', limit: 1 })), of(4));
+
+    // Paging: `before` continues below the last id seen, with or without other filters.
+    assert.deepEqual(ids(await store.listMessages({ before: made[3]!.id })), of(2, 1, 0));
+    assert.deepEqual(ids(await store.listMessages({ before: made[3]!.id, limit: 2 })), of(2, 1));
+    assert.deepEqual(ids(await store.listMessages({ before: made[2]!.id, alias: 'sales' })), of(0));
+    assert.deepEqual(ids(await store.listMessages({ before: made[4]!.id, text: 'invoice', limit: 1 })), of(2));
+    assert.deepEqual(ids(await store.listMessages({ before: made[2]!.id, until: hour(4) })), of(1, 0), 'the lower of before and until');
+    assert.deepEqual(ids(await store.listMessages({ before: made[4]!.id, until: hour(1) })), of(0));
+    const pages: string[][] = [];
+    for (let before: string | undefined; ;) {
+      const page = await store.listMessages({ limit: 2, ...(before ? { before } : {}) });
+      if (page.length === 0) break;
+      pages.push(ids(page));
+      before = page[page.length - 1]!.id;
+      if (pages.length === 1) {
+        // Mail arriving between two pages does not shift the next page.
+        now = start + 10 * 3_600_000;
+        const id = nextId();
+        const writer = store.createMessageWriter(id);
+        writer.end(Buffer.from('late\n'));
+        await writer.commit(sampleMeta(id, { size: 5 }));
+      }
+    }
+    assert.deepEqual(pages, [of(4, 3), of(2, 1), of(0)]);
+  });
+
   contract('a rewrite swaps new bytes in at once, with the metadata and without the restored quarantine record', async (store) => {
     const id = newMessageId();
     const part = randomBytes(5000);
