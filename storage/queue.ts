@@ -38,9 +38,11 @@ export async function requireQueueEntry(store: Store, id: string): Promise<Queue
   return entry;
 }
 
-/** The entries `queue retry` names: one by id, or all. */
-export async function entriesToRetry(store: Store, id: string | undefined): Promise<QueueEntry[]> {
-  return id === undefined ? store.listQueue() : [await requireQueueEntry(store, id)];
+/** The entries `queue retry` names: one by id, or all (only the held ones with `heldOnly`). */
+export async function entriesToRetry(store: Store, id: string | undefined, opts: { heldOnly?: boolean } = {}): Promise<QueueEntry[]> {
+  if (id !== undefined) return [await requireQueueEntry(store, id)];
+  const all = await store.listQueue();
+  return opts.heldOnly ? all.filter((e) => e.held !== undefined) : all;
 }
 
 /** The entry made due now and no longer held (`queue retry`); the caller saves it. */

@@ -17,6 +17,7 @@ import type { Store } from '../../storage/store.js';
 import { openStore } from '../../storage/open.js';
 import type { AliasState, AliasStatus, DeliveryResult, MessageMeta, QuarantineRecord, QueueEntry } from '../../storage/records.js';
 import { requireQueueEntry } from '../../storage/queue.js';
+import { isMessageId } from '../../storage/ids.js';
 import { openQuarantinedContent, restoreQuarantined } from '../../policy/attachments/quarantine.js';
 import { PolicySet, policySources } from '../../policy/policy-set.js';
 import type { Stage } from '../../policy/chain/stage.js';
@@ -35,16 +36,18 @@ import type { Dispatcher } from '../dispatch/dispatcher.js';
 import { submitOutbound } from '../dispatch/submit.js';
 import { dropQueued, retryQueued } from '../dispatch/queue-actions.js';
 import { storedAttachments, type StoredAttachment } from './attachment-sizes.js';
+import { quarantineMatcher } from './quarantine-filter.js';
+import { messageTimeline, type TimelineStep } from './timeline.js';
 import { aliasRow, aliasTestReport, type AliasRow, type AliasTestReport } from './alias-rows.js';
 import { tryPolicy, type PolicyReport, type PolicyTestRequest } from './policy-test.js';
 import { adminClient, controlSocketPath, gatewayAnswers } from './http-client.js';
 
 // The stored records the operations answer with, named here so the commands need no storage import.
 export type { MessageMeta, QuarantineRecord, AliasState, AliasStatus, QueueEntry, DeliveryResult, Store };
-export type { AliasRow, AliasTestReport, PolicyReport, PolicyTestRequest };
+export type { AliasRow, AliasTestReport, PolicyReport, PolicyTestRequest, TimelineStep };
 export { controlSocketPath };
 
-/** Which stored messages `messages list` wants, newest first. */
+/** Which stored messages `messages list` wants, newest first; every filter given must hold. */
 export interface MessageQuery {
   /** Only messages fetched for or sent as this alias. */
   alias?: string;
@@ -52,8 +55,46 @@ export interface MessageQuery {
   tag?: string;
   /** Only messages received at or after this ISO 8601 time. */
   since?: string;
+  /** Only messages received before this ISO 8601 time. */
+  until?: string;
+  /** Only messages whose subject, From or To contains this text, in any letter case. */
+  text?: string;
+  /** true: only messages with an attachment (a blocked one counts); false: only those without. */
+  hasAttachment?: boolean;
+  /** true: only wrapping messages (the original could not be processed); false: only the others. */
+  wrapped?: boolean;
+  /** The `next` of the page before: the page that follows it (new arrivals do not shift it). */
+  cursor?: string;
   /** At most this many (default 100). */
   limit?: number;
+}
+
+/** One page of a message search. */
+export interface MessagePage {
+  /** Newest first. */
+  messages: MessageMeta[];
+  /** Give this as `cursor` for the next page; absent on the last page. */
+  next?: string;
+}
+
+/** Which quarantined attachments an operation is about; every filter given must hold. */
+export interface QuarantineQuery {
+  /** Only the attachments of this message. */
+  messageId?: string;
+  /** Only those whose blocking rule contains this text, in any letter case (e.g. `.exe`). */
+  rule?: string;
+  /** Only those whose file name fits this pattern, in any letter case: `*` any run of characters, `?` one (e.g. `*.exe`). */
+  fileName?: string;
+  /** Only those quarantined before this ISO 8601 time. */
+  olderThan?: string;
+}
+
+/** What a bulk restore or delete did, attachment by attachment. */
+export interface QuarantineBulkResult {
+  /** The records restored or deleted. */
+  done: QuarantineRecord[];
+  /** The ones that could not be (another admin got there first, a damaged message): the error's code and sentence. */
+  failed: { id: string; code?: string; message: string }[];
 }
 
 /** An attachment of a stored message, as read back from its bytes and the quarantine. */
@@ -68,6 +109,8 @@ export interface MessageDetails {
   meta: MessageMeta;
   /** Per attachment of `meta.attachments`, in order: what the stored bytes and the quarantine say. */
   attachments: AttachmentDetail[];
+  /** Received, each stage's outcome, queued, each attempt's reply, delivered or failed (timeline.ts). */
+  timeline: TimelineStep[];
 }
 
 /** What `mailgate send` asks for. */
@@ -92,14 +135,15 @@ export interface AdminApi {
   /** True when the running gateway answers (its dispatcher sends what is queued now); false on a stopped gateway's store. */
   readonly gatewayRunning: boolean;
 
-  listMessages(query: MessageQuery): Promise<MessageMeta[]>;
+  /** A page of stored messages, newest first; fails with BAD_REQUEST for a cursor it did not give. */
+  listMessages(query: MessageQuery): Promise<MessagePage>;
   /** Fails with MESSAGE_NOT_FOUND. */
   showMessage(id: string): Promise<MessageDetails>;
   /** The stored bytes; fails with MESSAGE_NOT_FOUND before any byte. */
   rawMessage(id: string): Promise<Readable>;
 
-  /** Quarantined attachments, newest message first; one message's with `messageId`. */
-  listQuarantine(query: { messageId?: string }): Promise<QuarantineRecord[]>;
+  /** Quarantined attachments, newest message first, narrowed by `query`. */
+  listQuarantine(query: QuarantineQuery): Promise<QuarantineRecord[]>;
   /** Fails with QUARANTINE_NOT_FOUND, as the others below. */
   showQuarantined(id: string): Promise<QuarantineRecord>;
   /** Puts the attachment back into its message, byte for byte as received. */
@@ -108,6 +152,12 @@ export interface AdminApi {
   deleteQuarantined(id: string): Promise<QuarantineRecord>;
   /** The attachment's decoded content (the file as the sender attached it). */
   exportQuarantined(id: string): Promise<Readable>;
+  /**
+   * Restores or deletes every quarantined attachment `query` matches, one after the other; one
+   * that fails is reported and the others still done. Fails with BAD_REQUEST without a filter
+   * (all of the quarantine at once is never what a slip of the keyboard should do).
+   */
+  bulkQuarantine(action: 'restore' | 'delete', query: QuarantineQuery): Promise<QuarantineBulkResult>;
 
   /** Every configured alias with its health. */
   listAliases(): Promise<AliasRow[]>;
@@ -120,8 +170,11 @@ export interface AdminApi {
   listQueue(): Promise<QueueEntry[]>;
   /** Fails with QUEUE_ENTRY_NOT_FOUND, as retry of one id and drop. */
   showQueued(id: string): Promise<QueueEntry>;
-  /** Makes one queued message (or, without an id, all) due now, held ones included. */
-  retryQueued(id?: string): Promise<{ retried: number }>;
+  /**
+   * Makes one queued message (or, without an id, all) due now, held ones included; with
+   * `heldOnly` and no id, only the held ones (after the admin fixed what held them).
+   */
+  retryQueued(id?: string, opts?: { heldOnly?: boolean }): Promise<{ retried: number }>;
   /** Takes a message out of the queue unsent; fails with QUEUE_BUSY while it is being sent. */
   dropQueued(id: string): Promise<QueueEntry>;
 
@@ -168,9 +221,22 @@ export class Admin implements AdminApi {
     this.gatewayRunning = deps.dispatcher !== undefined;
   }
 
-  async listMessages(query: MessageQuery): Promise<MessageMeta[]> {
-    const { since, ...rest } = query;
-    return (await this.#store()).listMessages({ ...rest, ...(since !== undefined ? { since: new Date(since) } : {}) });
+  async listMessages(query: MessageQuery): Promise<MessagePage> {
+    const { since, until, cursor, limit = DEFAULT_PAGE, ...rest } = query;
+    const before = cursor === undefined ? undefined : cursorId(cursor);
+    // One more than asked tells whether another page follows.
+    const found = await (
+      await this.#store()
+    ).listMessages({
+      ...rest,
+      ...(since !== undefined ? { since: new Date(since) } : {}),
+      ...(until !== undefined ? { until: new Date(until) } : {}),
+      ...(before !== undefined ? { before } : {}),
+      limit: limit + 1,
+    });
+    if (found.length <= limit) return { messages: found };
+    const messages = found.slice(0, limit);
+    return { messages, next: cursorOf(messages[messages.length - 1]!.id) };
   }
 
   async showMessage(id: string): Promise<MessageDetails> {
@@ -178,7 +244,8 @@ export class Admin implements AdminApi {
     const meta = await store.getMessage(id);
     if (!meta) throw storeErrors.messageNotFound(id);
     const attachments = await attachmentDetails(store, meta);
-    return { meta: withDecodedSizes(meta, attachments), attachments };
+    const timeline = messageTimeline(meta, await store.getQueueEntry(id));
+    return { meta: withDecodedSizes(meta, attachments), attachments, timeline };
   }
 
   async rawMessage(id: string): Promise<Readable> {
@@ -187,8 +254,10 @@ export class Admin implements AdminApi {
     return store.openRaw(id);
   }
 
-  async listQuarantine(query: { messageId?: string }): Promise<QuarantineRecord[]> {
-    return (await this.#store()).listQuarantine(query);
+  async listQuarantine(query: QuarantineQuery): Promise<QuarantineRecord[]> {
+    const fits = quarantineMatcher(query);
+    const { messageId } = query;
+    return (await (await this.#store()).listQuarantine(messageId !== undefined ? { messageId } : {})).filter(fits);
   }
 
   async showQuarantined(id: string): Promise<QuarantineRecord> {
@@ -208,6 +277,23 @@ export class Admin implements AdminApi {
   async exportQuarantined(id: string): Promise<Readable> {
     await this.showQuarantined(id);
     return openQuarantinedContent(await this.#store(), id);
+  }
+
+  async bulkQuarantine(action: 'restore' | 'delete', query: QuarantineQuery): Promise<QuarantineBulkResult> {
+    if (!Object.values(query).some((v) => v !== undefined)) {
+      throw errors.badRequest('a bulk restore or delete needs at least one filter: message, rule, file name or older than');
+    }
+    const result: QuarantineBulkResult = { done: [], failed: [] };
+    // One at a time: a restore rewrites its message, and two of one message must not race.
+    for (const record of await this.listQuarantine(query)) {
+      try {
+        result.done.push(await (action === 'restore' ? this.restoreQuarantined(record.id) : this.deleteQuarantined(record.id)));
+      } catch (err) {
+        const e = err as { code?: unknown; message?: string };
+        result.failed.push({ id: record.id, ...(typeof e.code === 'string' ? { code: e.code } : {}), message: e.message ?? String(err) });
+      }
+    }
+    return result;
   }
 
   async listAliases(): Promise<AliasRow[]> {
@@ -246,8 +332,8 @@ export class Admin implements AdminApi {
     return requireQueueEntry(await this.#store(), id);
   }
 
-  async retryQueued(id?: string): Promise<{ retried: number }> {
-    return { retried: await retryQueued(await this.#store(), id, this.#deps.dispatcher) };
+  async retryQueued(id?: string, opts: { heldOnly?: boolean } = {}): Promise<{ retried: number }> {
+    return { retried: await retryQueued(await this.#store(), id, this.#deps.dispatcher, opts) };
   }
 
   async dropQueued(id: string): Promise<QueueEntry> {
@@ -329,6 +415,24 @@ export class Admin implements AdminApi {
     const key = await gatewaySecretKey(config);
     return { tokens: aliasTokenProvider(config, alias, (app) => aliasTokenCache(store, app.name, alias.name, key)) };
   }
+}
+
+/** Messages on a page when the caller does not say. */
+const DEFAULT_PAGE = 100;
+// A cursor is opaque to callers: what it holds may change (a PostgreSQL store may page otherwise).
+const CURSOR_PREFIX = 'm1:';
+
+/** The cursor that continues below message `id`. */
+function cursorOf(id: string): string {
+  return Buffer.from(CURSOR_PREFIX + id).toString('base64url');
+}
+
+/** The message id a cursor continues below; BAD_REQUEST for anything listMessages did not give. */
+function cursorId(cursor: string): string {
+  const text = Buffer.from(cursor, 'base64url').toString();
+  const id = text.slice(CURSOR_PREFIX.length);
+  if (!text.startsWith(CURSOR_PREFIX) || !isMessageId(id)) throw errors.badRequest(`cursor: not one that a message list gave, got "${cursor}"`);
+  return id;
 }
 
 /** The message read back for its attachments' decoded sizes; a blocked one's size is its quarantine record's. */

@@ -7,7 +7,7 @@
  */
 import type { Readable } from 'node:stream';
 import { errors } from '../../lib/errors.js';
-import type { AdminApi, AliasStatus, SendRequest } from './api.js';
+import type { AdminApi, AliasStatus, QuarantineQuery, SendRequest } from './api.js';
 import type { PolicyTestRequest } from './policy-test.js';
 
 /** The operations of AdminApi (all of it but its lifecycle). */
@@ -60,8 +60,32 @@ export const routes: { readonly [K in Operation]: Route<K> } = {
   listMessages: {
     method: 'GET',
     path: '/messages',
-    encode: (q) => ({ query: queryOf({ alias: q.alias, tag: q.tag, since: q.since, limit: q.limit }) }),
-    decode: ({ query }) => [defined({ alias: text(query, 'alias'), tag: text(query, 'tag'), since: time(query, 'since'), limit: positive(query, 'limit') })],
+    encode: (q) => ({
+      query: queryOf({
+        alias: q.alias,
+        tag: q.tag,
+        since: q.since,
+        until: q.until,
+        text: q.text,
+        attachment: flagText(q.hasAttachment),
+        wrapped: flagText(q.wrapped),
+        cursor: q.cursor,
+        limit: q.limit,
+      }),
+    }),
+    decode: ({ query }) => [
+      defined({
+        alias: text(query, 'alias'),
+        tag: text(query, 'tag'),
+        since: time(query, 'since'),
+        until: time(query, 'until'),
+        text: text(query, 'text'),
+        hasAttachment: flag(query, 'attachment'),
+        wrapped: flag(query, 'wrapped'),
+        cursor: text(query, 'cursor'),
+        limit: positive(query, 'limit'),
+      }),
+    ],
   },
   showMessage: { method: 'GET', path: '/messages/:id', ...byParam('id') },
   rawMessage: { method: 'GET', path: '/messages/:id/raw', bytes: 'message/rfc822', ...byParam('id') },
@@ -69,13 +93,20 @@ export const routes: { readonly [K in Operation]: Route<K> } = {
   listQuarantine: {
     method: 'GET',
     path: '/quarantine',
-    encode: (q) => ({ query: queryOf({ message: q.messageId }) }),
-    decode: ({ query }) => [defined({ messageId: text(query, 'message') })],
+    encode: (q) => ({ query: quarantineQueryOf(q) }),
+    decode: ({ query }) => [quarantineQuery(query)],
   },
   showQuarantined: { method: 'GET', path: '/quarantine/:id', ...byParam('id') },
   restoreQuarantined: { method: 'POST', path: '/quarantine/:id/restore', ...byParam('id') },
   deleteQuarantined: { method: 'DELETE', path: '/quarantine/:id', ...byParam('id') },
   exportQuarantined: { method: 'GET', path: '/quarantine/:id/content', bytes: 'application/octet-stream', ...byParam('id') },
+  bulkQuarantine: {
+    method: 'POST',
+    // `restore` or `delete`: never a quarantine id (those are `<message id>.<n>`).
+    path: '/quarantine-bulk/:action',
+    encode: (action, q) => ({ params: { action }, query: quarantineQueryOf(q) }),
+    decode: ({ params, query }) => [bulkAction(params['action']), quarantineQuery(query)],
+  },
 
   listAliases: { method: 'GET', path: '/aliases', ...none },
   setAliasStatus: {
@@ -91,11 +122,12 @@ export const routes: { readonly [K in Operation]: Route<K> } = {
   retryQueued: {
     method: 'POST',
     path: '/queue/retry',
-    // Without an id: every queued message.
-    encode: (id) => ({ query: queryOf({ id }) }),
+    // Without an id: every queued message (every held one with held=true).
+    encode: (id, opts) => ({ query: queryOf({ id, held: opts?.heldOnly ? 'true' : undefined }) }),
     decode: ({ query }) => {
       const id = text(query, 'id');
-      return id === undefined ? [] : [id];
+      const heldOnly = flag(query, 'held');
+      return heldOnly === undefined ? (id === undefined ? [] : [id]) : [id, { heldOnly }];
     },
   },
   dropQueued: { method: 'DELETE', path: '/queue/:id', ...byParam('id') },
@@ -145,6 +177,29 @@ function positive(query: URLSearchParams, name: string): number | undefined {
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw errors.badRequest(`${name}: expected a whole number of at least 1, got "${value}"`);
   return n;
+}
+
+/** `true` or `false` in a query; anything else is a bad request. */
+function flag(query: URLSearchParams, name: string): boolean | undefined {
+  const value = text(query, name);
+  if (value === undefined) return undefined;
+  if (value !== 'true' && value !== 'false') throw errors.badRequest(`${name}: expected true or false, got "${value}"`);
+  return value === 'true';
+}
+
+const flagText = (value: boolean | undefined) => (value === undefined ? undefined : String(value));
+
+function quarantineQueryOf(q: QuarantineQuery): URLSearchParams {
+  return queryOf({ message: q.messageId, rule: q.rule, file: q.fileName, older_than: q.olderThan });
+}
+
+function quarantineQuery(query: URLSearchParams): QuarantineQuery {
+  return defined({ messageId: text(query, 'message'), rule: text(query, 'rule'), fileName: text(query, 'file'), olderThan: time(query, 'older_than') });
+}
+
+function bulkAction(action: string | undefined): 'restore' | 'delete' {
+  if (action !== 'restore' && action !== 'delete') throw errors.badRequest(`a bulk action is restore or delete, got ${String(action)}`);
+  return action;
 }
 
 function aliasStatus(json: unknown): AliasStatus {

@@ -26,15 +26,15 @@ export function knownAlias(config: Config, name: string): AliasConfig {
   throw new UsageError(`no alias named "${name}"; known aliases: ${known.length ? known.join(', ') : '(none configured)'}`);
 }
 
-/** Parses `--since`: an ISO 8601 time, or an age such as `30m`, `2h`, `7d`. */
-export function parseSince(value: string): Date {
+/** Parses `--since` (or the option `name`): an ISO 8601 time, or an age such as `30m`, `2h`, `7d`. */
+export function parseSince(value: string, name = '--since'): Date {
   const age = /^(\d+)([smhd])$/.exec(value);
   if (age) {
     const unit = { s: 1e3, m: 60e3, h: 3600e3, d: 86400e3 }[age[2] as 's' | 'm' | 'h' | 'd'];
     return new Date(Date.now() - Number(age[1]) * unit);
   }
   const t = new Date(value);
-  if (Number.isNaN(t.getTime())) throw new UsageError(`--since: expected an ISO 8601 time or an age like 2h or 7d, got "${value}"`);
+  if (Number.isNaN(t.getTime())) throw new UsageError(`${name}: expected an ISO 8601 time or an age like 2h or 7d, got "${value}"`);
   return t;
 }
 

@@ -1,7 +1,21 @@
 import { pipeline } from 'node:stream/promises';
 import { Command } from 'commander';
-import type { AttachmentDetail, MessageMeta } from '../admin/api.js';
-import { clip, commandConfig, knownAlias, parsePositive, parseSince, withAdminApi } from './common.js';
+import type { AttachmentDetail, MessageMeta, TimelineStep } from '../admin/api.js';
+import { clip, commandConfig, knownAlias, parsePositive, parseSince, shortTime, withAdminApi } from './common.js';
+
+/** The options of `messages list`. */
+interface ListFlags {
+  alias?: string;
+  tag?: string;
+  since?: string;
+  until?: string;
+  text?: string;
+  attachment?: boolean;
+  wrapped?: boolean;
+  cursor?: string;
+  limit: string;
+  json?: boolean;
+}
 
 export function messagesCommand(): Command {
   const messages = new Command('messages').description('list and read stored messages');
@@ -15,21 +29,36 @@ export function messagesCommand(): Command {
       'only messages with this tag: exception-queue (bounces and auto-replies), email-permanent-undeliverable, email-temporary-undeliverable, oversize, wrapped...',
     )
     .option('--since <time>', 'only messages received since this time (ISO 8601, or an age like 2h, 7d)')
+    .option('--until <time>', 'only messages received before this time (ISO 8601, or an age like 2h, 7d)')
+    .option('--text <text>', 'only messages whose subject, From or To contains this text, in any letter case')
+    .option('--attachment', 'only messages with an attachment (a blocked one counts)')
+    .option('--no-attachment', 'only messages without an attachment')
+    .option('--wrapped', 'only wrapping messages (the original could not be processed)')
+    .option('--no-wrapped', 'only messages that are not wrapping messages')
+    .option('--cursor <cursor>', 'the next page: the cursor the page before printed on stderr')
     .option('--limit <n>', 'at most this many messages', '100')
     .option('--json', 'print JSON instead of a table')
-    .action(async (opts: { alias?: string; tag?: string; since?: string; limit: string; json?: boolean }, cmd: Command) => {
+    .action(async (opts: ListFlags, cmd: Command) => {
       const limit = parsePositive('--limit')(opts.limit);
       const since = opts.since ? parseSince(opts.since) : undefined;
+      const until = opts.until ? parseSince(opts.until, '--until') : undefined;
       // A mistyped alias name would list nothing, which reads as "no mail for it".
       if (opts.alias !== undefined) knownAlias(commandConfig(cmd).config, opts.alias);
       await withAdminApi(cmd, async (api) => {
-        const list = await api.listMessages({
+        const page = await api.listMessages({
           ...(opts.alias !== undefined ? { alias: opts.alias } : {}),
           ...(opts.tag !== undefined ? { tag: opts.tag } : {}),
           ...(since ? { since: since.toISOString() } : {}),
+          ...(until ? { until: until.toISOString() } : {}),
+          ...(opts.text !== undefined ? { text: opts.text } : {}),
+          ...(opts.attachment !== undefined ? { hasAttachment: opts.attachment } : {}),
+          ...(opts.wrapped !== undefined ? { wrapped: opts.wrapped } : {}),
+          ...(opts.cursor !== undefined ? { cursor: opts.cursor } : {}),
           limit,
         });
-        process.stdout.write(opts.json ? JSON.stringify(list, null, 2) + '\n' : table(list));
+        process.stdout.write(opts.json ? JSON.stringify(page.messages, null, 2) + '\n' : table(page.messages));
+        // On stderr: the list on stdout stays the same for scripts, the way on is still said.
+        if (page.next !== undefined) process.stderr.write(`more messages: add --cursor ${page.next} for the next page\n`);
       });
     });
 
@@ -38,10 +67,12 @@ export function messagesCommand(): Command {
     .description("show a stored message's metadata: envelope, headers, attachments with their decoded sizes, tags, what each policy stage found, delivery")
     .argument('<id>', 'message id')
     .option('--json', 'print JSON (each attachment with its decodedSize)')
-    .action(async (id: string, opts: { json?: boolean }, cmd: Command) => {
+    .option('--timeline', 'print only the delivery timeline: received, each stage, queued, each attempt with the reply, delivered or failed')
+    .action(async (id: string, opts: { json?: boolean; timeline?: boolean }, cmd: Command) => {
       await withAdminApi(cmd, async (api) => {
-        const { meta, attachments } = await api.showMessage(id);
-        process.stdout.write(opts.json ? JSON.stringify(meta, null, 2) + '\n' : describe(meta, attachments));
+        const { meta, attachments, timeline } = await api.showMessage(id);
+        if (opts.timeline) process.stdout.write(opts.json ? JSON.stringify(timeline, null, 2) + '\n' : timelineLines(timeline));
+        else process.stdout.write(opts.json ? JSON.stringify(meta, null, 2) + '\n' : describe(meta, attachments) + 'timeline:\n' + timelineLines(timeline));
       });
     });
 
@@ -149,4 +180,9 @@ function describe(m: MessageMeta, attachments: AttachmentDetail[]): string {
     }
   }
   return out;
+}
+
+/** One line per step: its time (blank when it waits for an admin), then what happened. */
+function timelineLines(steps: readonly TimelineStep[]): string {
+  return steps.map((s) => `  ${(s.at === undefined ? '' : shortTime(s.at)).padEnd(19)}  ${s.summary.replace(/\s+/g, ' ')}\n`).join('');
 }

@@ -1,8 +1,8 @@
 import { createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import { Command } from 'commander';
-import type { QuarantineRecord } from '../admin/api.js';
-import { clip, withAdminApi } from './common.js';
+import type { QuarantineBulkResult, QuarantineQuery, QuarantineRecord } from '../admin/api.js';
+import { clip, parseSince, UsageError, withAdminApi } from './common.js';
 
 /** `mailgate quarantine ...`: attachments blocked by the attachments stage (Cisco guide, "Viewing/Restoring/Deleting Blocked Attachments"). */
 export function quarantineCommand(): Command {
@@ -12,33 +12,49 @@ export function quarantineCommand(): Command {
     .command('list')
     .description('list quarantined attachments, newest message first')
     .option('--message <id>', 'only the attachments of this message')
+    .option(...RULE)
+    .option(...FILE)
+    .option(...OLDER_THAN)
     .option('--json', 'print JSON instead of a table')
-    .action(async (opts: { message?: string; json?: boolean }, cmd: Command) => {
+    .action(async (opts: FilterFlags & { json?: boolean }, cmd: Command) => {
+      const query = quarantineQuery(opts);
       await withAdminApi(cmd, async (api) => {
-        const list = await api.listQuarantine(opts.message ? { messageId: opts.message } : {});
+        const list = await api.listQuarantine(query);
         process.stdout.write(opts.json ? JSON.stringify(list, null, 2) + '\n' : table(list));
       });
     });
 
   quarantine
     .command('restore')
-    .description('put a quarantined attachment back into its message, byte for byte as received, and remove it from quarantine')
-    .argument('<id>', 'quarantine id (as `quarantine list` shows it)')
-    .action(async (id: string, _opts: unknown, cmd: Command) => {
+    .description(
+      'put a quarantined attachment back into its message, byte for byte as received, and remove it from quarantine; or, with filters instead of an id, every one they match',
+    )
+    .argument('[id]', 'quarantine id (as `quarantine list` shows it)')
+    .option('--message <id>', 'every attachment of this message')
+    .option(...RULE)
+    .option(...FILE)
+    .option(...OLDER_THAN)
+    .action(async (id: string | undefined, opts: FilterFlags, cmd: Command) => {
+      const restored = (r: QuarantineRecord) => `restored "${r.fileName}" into message ${r.messageId}\n`;
       await withAdminApi(cmd, async (api) => {
-        const record = await api.restoreQuarantined(id);
-        process.stdout.write(`restored "${record.fileName}" into message ${record.messageId}\n`);
+        if (id !== undefined && !hasFilter(opts)) return void process.stdout.write(restored(await api.restoreQuarantined(id)));
+        printBulk(await api.bulkQuarantine('restore', bulkQuery('restore', id, opts)), 'restore', restored);
       });
     });
 
   quarantine
     .command('delete')
-    .description('delete a quarantined attachment for good (the notice in the message stays)')
-    .argument('<id>', 'quarantine id')
-    .action(async (id: string, _opts: unknown, cmd: Command) => {
+    .description('delete a quarantined attachment for good (the notice in the message stays); or, with filters instead of an id, every one they match')
+    .argument('[id]', 'quarantine id')
+    .option('--message <id>', 'every attachment of this message')
+    .option(...RULE)
+    .option(...FILE)
+    .option(...OLDER_THAN)
+    .action(async (id: string | undefined, opts: FilterFlags, cmd: Command) => {
+      const deleted = (r: QuarantineRecord) => `deleted "${r.fileName}" (${r.id})\n`;
       await withAdminApi(cmd, async (api) => {
-        const record = await api.deleteQuarantined(id);
-        process.stdout.write(`deleted "${record.fileName}" (${id})\n`);
+        if (id !== undefined && !hasFilter(opts)) return void process.stdout.write(deleted(await api.deleteQuarantined(id)));
+        printBulk(await api.bulkQuarantine('delete', bulkQuery('delete', id, opts)), 'delete', deleted);
       });
     });
 
@@ -57,6 +73,44 @@ export function quarantineCommand(): Command {
     });
 
   return quarantine;
+}
+
+/** The filter options of `quarantine list`, `restore` and `delete`. */
+interface FilterFlags {
+  message?: string;
+  rule?: string;
+  file?: string;
+  olderThan?: string;
+}
+
+const RULE = ['--rule <text>', 'only attachments whose blocking rule contains this text, in any letter case'] as const;
+const FILE = ['--file <pattern>', 'only attachments whose file name fits this pattern, in any letter case (* any characters, ? one; quote it)'] as const;
+const OLDER_THAN = ['--older-than <time>', 'only attachments quarantined before this time (ISO 8601, or an age like 7d)'] as const;
+
+const hasFilter = (opts: FilterFlags) => [opts.message, opts.rule, opts.file, opts.olderThan].some((v) => v !== undefined);
+
+function quarantineQuery(opts: FilterFlags): QuarantineQuery {
+  return {
+    ...(opts.message !== undefined ? { messageId: opts.message } : {}),
+    ...(opts.rule !== undefined ? { rule: opts.rule } : {}),
+    ...(opts.file !== undefined ? { fileName: opts.file } : {}),
+    ...(opts.olderThan !== undefined ? { olderThan: parseSince(opts.olderThan, '--older-than').toISOString() } : {}),
+  };
+}
+
+/** The filters of a bulk ACTION; an id beside them is a usage error, as is nothing at all. */
+function bulkQuery(action: string, id: string | undefined, opts: FilterFlags): QuarantineQuery {
+  if (id !== undefined) throw new UsageError(`quarantine ${action}: give a quarantine id or filters, not both`);
+  if (!hasFilter(opts)) throw new UsageError(`quarantine ${action}: give a quarantine id, or at least one of --message, --rule, --file, --older-than`);
+  return quarantineQuery(opts);
+}
+
+/** One line per attachment done on stdout, one per failure on stderr (and exit 1 if any failed). */
+function printBulk(result: QuarantineBulkResult, action: string, line: (r: QuarantineRecord) => string): void {
+  for (const record of result.done) process.stdout.write(line(record));
+  for (const f of result.failed) process.stderr.write(`could not ${action} ${f.id}: ${f.message}\n`);
+  if (result.done.length === 0 && result.failed.length === 0) process.stdout.write(`nothing in quarantine matches: nothing to ${action}\n`);
+  if (result.failed.length > 0) process.exitCode = 1;
 }
 
 function table(list: QuarantineRecord[]): string {

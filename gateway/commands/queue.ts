@@ -31,13 +31,15 @@ export function queueCommand(): Command {
 
   queue
     .command('retry')
-    .description('make a queued message (or every one, with --all) due now, held ones included')
+    .description('make a queued message (or every one, with --all; every held one, with --held) due now, held ones included')
     .argument('[id]', 'message id')
     .option('--all', 'every queued message')
-    .action(async (id: string | undefined, opts: { all?: boolean }, cmd: Command) => {
-      if ((id === undefined) === !opts.all) throw new UsageError('queue retry: give a message id or --all, not both and not neither');
+    .option('--held', 'every held message (once what held them is fixed)')
+    .action(async (id: string | undefined, opts: { all?: boolean; held?: boolean }, cmd: Command) => {
+      if (opts.held && (id !== undefined || opts.all)) throw new UsageError('queue retry: --held goes alone, without a message id or --all');
+      if (!opts.held && (id === undefined) === !opts.all) throw new UsageError('queue retry: give a message id or --all, not both and not neither');
       await withAdminApi(cmd, async (api) => {
-        const { retried: n } = await api.retryQueued(id);
+        const { retried: n } = await (opts.held ? api.retryQueued(undefined, { heldOnly: true }) : api.retryQueued(id));
         const what = `${n} queued message${n === 1 ? '' : 's'}`;
         process.stdout.write(
           api.gatewayRunning ? `${what} made due now\n` : `${what} made due now; the gateway is not running: they are tried when it starts\n`,

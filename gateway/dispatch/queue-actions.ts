@@ -21,9 +21,9 @@ export interface QueueWorker {
   dropped(entry: QueueEntry): void;
 }
 
-/** Makes the entry (or, without an id, every entry) due now, held ones included; returns how many. */
-export async function retryQueued(store: Store, id: string | undefined, worker?: QueueWorker): Promise<number> {
-  const entries = await entriesToRetry(store, id);
+/** Makes the entry (or, without an id, every entry, or every held one) due now, held ones included; returns how many. */
+export async function retryQueued(store: Store, id: string | undefined, worker?: QueueWorker, opts: { heldOnly?: boolean } = {}): Promise<number> {
+  const entries = await entriesToRetry(store, id, opts);
   // One being sent right now is as soon as it gets: counted, and not overwritten under the attempt.
   const due = entries.filter((e) => !worker?.isSending(e.id)).map(dueNow);
   if (due.length > 0) await store.putQueueEntries(due);
