@@ -420,3 +420,76 @@ test('messages show: each attachment with its decoded size (a blocked one: its q
     /^ {2}delivery_exceptions: +Tagged email-permanent-undeliverable and put it in the exception queue; failure type decided by phrase \(the phrase: "Out of office" \(permanent\)\)\.\n {2} +Subject phrase "Out of office" \(predefined, permanent\) matched "Out of Office" in the subject\.$/m,
   );
 });
+
+test('messages list searches by text, attachment, wrapped and time, a page at a time; show prints the timeline; quarantine acts in bulk by filter', async (t) => {
+  const gw = await gatewayWithPolicy(t);
+  const plain = (text: string) => ['Content-Type: text/plain', '', text];
+  const program = (name: string) => [
+    'Content-Type: application/octet-stream',
+    `Content-Disposition: attachment; filename="${name}"`,
+    'Content-Transfer-Encoding: base64',
+    '',
+    base64Lines(PROGRAM),
+  ];
+  const tool = await gw.send('support@example.com', mime('Ann <ann@example.org>', 'support@example.com', 'Tools', [plain('See.'), program('tool.exe')]));
+  const setup = await gw.send('sales@example.com', mime('Bob <bob@example.org>', 'sales@example.com', 'Setup', [plain('See.'), program('SETUP.EXE')]));
+  const order = await gw.send('sales@example.com', mime('Cy <cy@example.org>', 'sales@example.com', 'Order 1234', [plain('Where is it?')]));
+  const ids = async (...args: string[]) => {
+    const r = await gw.cli('messages', 'list', ...args, '--json');
+    assert.equal(r.code, 0, r.stderr);
+    return (JSON.parse(r.stdout.toString()) as MessageMeta[]).map((m) => m.id);
+  };
+  assert.deepEqual(await ids('--text', 'ORDER 12'), [order]);
+  assert.deepEqual(await ids('--text', 'bob@'), [setup]);
+  assert.deepEqual(await ids('--attachment'), [setup, tool]);
+  assert.deepEqual(await ids('--no-attachment'), [order]);
+  assert.deepEqual(await ids('--attachment', '--alias', 'support'), [tool]);
+  assert.deepEqual(await ids('--wrapped'), []);
+  assert.deepEqual(await ids('--no-wrapped', '--since', '1h'), [order, setup, tool]);
+  assert.deepEqual(await ids('--until', '2000-01-01T00:00:00Z'), []);
+  const badUntil = await gw.cli('messages', 'list', '--until', 'soon');
+  assert.deepEqual([badUntil.code, badUntil.stderr], [2, 'mailgate: --until: expected an ISO 8601 time or an age like 2h or 7d, got "soon"\n']);
+
+  // A page: the table as before on stdout, the way to the next page on stderr.
+  const first = await gw.cli('messages', 'list', '--limit', '2');
+  assert.equal(first.stdout.toString().split('\n').length, 4, 'a header and two messages');
+  const cursor = /^more messages: add --cursor (\S+) for the next page\n$/.exec(first.stderr)?.[1];
+  assert.ok(cursor, first.stderr);
+  const last = await gw.cli('messages', 'list', '--limit', '2', '--cursor', cursor, '--json');
+  assert.deepEqual([(JSON.parse(last.stdout.toString()) as MessageMeta[]).map((m) => m.id), last.stderr], [[tool], '']);
+  const badCursor = await gw.cli('messages', 'list', '--cursor', 'nope');
+  assert.deepEqual([badCursor.code, badCursor.stderr], [1, 'mailgate: cursor: not one that a message list gave, got "nope"\n']);
+
+  const show = (await gw.cli('messages', 'show', tool)).stdout.toString();
+  assert.match(show, /^timeline:\n {2}\d{4}-\d\d-\d\d \d\d:\d\d:\d\d {2}received by smtp for alias support from 127\.0\.0\.1, \d+ bytes\n/m);
+  assert.match(show, /^ {2}\d{4}-.{14} {2}attachments: .*"tool\.exe" quarantined: blocked extension \.exe/m);
+  const timeline = (await gw.cli('messages', 'show', tool, '--timeline')).stdout.toString();
+  assert.ok(show.endsWith(`timeline:\n${timeline}`), 'the same lines alone');
+  const steps = JSON.parse((await gw.cli('messages', 'show', tool, '--timeline', '--json')).stdout.toString()) as { event: string }[];
+  assert.deepEqual(steps[0], { ...steps[0], event: 'received', source: 'smtp', alias: 'support' });
+
+  // Quarantine: list by pattern, restore and delete by filter.
+  const listed = async (...args: string[]) =>
+    (JSON.parse((await gw.cli('quarantine', 'list', ...args, '--json')).stdout.toString()) as QuarantineRecord[]).map((r) => r.messageId);
+  assert.deepEqual((await listed('--file', '*.exe')).sort(), [tool, setup].sort());
+  assert.deepEqual(await listed('--file', 'setup.*'), [setup]);
+  assert.deepEqual(await listed('--rule', '.EXE', '--older-than', '1h'), []);
+  const restore = await gw.cli('quarantine', 'restore', '--file', 'tool.exe');
+  assert.deepEqual([restore.code, restore.stdout.toString()], [0, `restored "tool.exe" into message ${tool}\n`]);
+  const usage = await Promise.all([gw.cli('quarantine', 'delete'), gw.cli('quarantine', 'delete', `${setup}.1`, '--rule', 'exe')]);
+  assert.deepEqual(
+    usage.map((r) => [r.code, r.stderr]),
+    [
+      [2, 'mailgate: quarantine delete: give a quarantine id, or at least one of --message, --rule, --file, --older-than\n'],
+      [2, 'mailgate: quarantine delete: give a quarantine id or filters, not both\n'],
+    ],
+  );
+  // Stopped: the same on the store.
+  await gw.stop();
+  const [record] = JSON.parse((await gw.cli('quarantine', 'list', '--json')).stdout.toString()) as QuarantineRecord[];
+  const deleted = await gw.cli('quarantine', 'delete', '--rule', 'extension .exe', '--message', setup);
+  assert.deepEqual([deleted.code, deleted.stdout.toString()], [0, `deleted "${record!.fileName}" (${record!.id})\n`]);
+  const nothing = await gw.cli('quarantine', 'delete', '--rule', 'exe');
+  assert.deepEqual([nothing.code, nothing.stdout.toString()], [0, 'nothing in quarantine matches: nothing to delete\n']);
+  assert.deepEqual(await ids('--text', 'order'), [order]);
+});

@@ -189,3 +189,36 @@ test('with the gateway stopped: list, show, retry and drop work on the store; th
   assert.equal((await untilFinished(q.json, kept)).status, 'delivered');
   assert.equal(upstream.received.length, 1, 'the dropped message never went out');
 });
+
+test('queue retry --held makes only the held messages due, running or stopped; messages show --timeline tells why one waits', async (t) => {
+  const port = await closedPort();
+  // desk has no server to send through: its mail is held until an admin acts.
+  const q = await setup(t, aliasesToml({ support: port }) + '\n[[alias]]\nname = "desk"\naddress = "desk@example.com"\n');
+  await q.serve();
+  const waiting = await q.send('support', 'customer@example.org');
+  const held = await q.send('desk', 'customer@example.org');
+  const tried = await untilEntry(q.json, waiting, (e) => e.attempts >= 1);
+  await untilEntry(q.json, held, (e) => e.held !== undefined);
+
+  const retry = await q.cli('queue', 'retry', '--held');
+  assert.deepEqual([retry.code, retry.stdout.toString()], [0, '1 queued message made due now\n']);
+  assert.equal((await q.json<QueueEntry>('queue', 'show', waiting)).nextAttemptAt, tried.nextAttemptAt, 'the one not held still waits its hour');
+  // No route yet: held again at once.
+  await untilEntry(q.json, held, (e) => e.held !== undefined);
+  const timeline = (await q.cli('messages', 'show', held, '--timeline')).stdout.toString();
+  assert.match(timeline, /^ {2}\S+ \S+ {2}received by cli for alias desk, \d+ bytes$/m);
+  assert.match(timeline, /^ {2}\S+ \S+ {2}queued \(outbound\) for customer@example\.org$/m);
+  assert.match(timeline, /^ {23}held until an admin acts: alias "desk" has no \[alias\.outgoing\] server/m);
+  const waitingLine = (await q.cli('messages', 'show', waiting, '--timeline')).stdout.toString();
+  assert.match(waitingLine, /^ {2}\S+ \S+ {2}attempt 1 for customer@example\.org: to be tried again: alias "support" via .*ECONNREFUSED/m);
+  assert.match(waitingLine, /^ {2}\S+ \S+ {2}next attempt due \d{4}-/m);
+
+  await q.stop();
+  const stopped = await q.cli('queue', 'retry', '--held');
+  assert.deepEqual(
+    [stopped.code, stopped.stdout.toString()],
+    [0, '1 queued message made due now; the gateway is not running: they are tried when it starts\n'],
+  );
+  const usage = await Promise.all([q.cli('queue', 'retry', '--held', '--all'), q.cli('queue', 'retry', held, '--held')]);
+  for (const r of usage) assert.deepEqual([r.code, r.stderr], [2, 'mailgate: queue retry: --held goes alone, without a message id or --all\n']);
+});
