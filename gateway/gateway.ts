@@ -14,6 +14,7 @@ import { startRetriever, type Retriever, type RetrieverHooks } from './fetch/ret
 import { aliasTokenProviders, gatewaySecretKey } from './oauth/store.js';
 import { Dispatcher } from './dispatch/dispatcher.js';
 import { startSubmissionListener, submissionEnabled } from './smtp/submission.js';
+import { startWebServer, type WebServer } from './web/server.js';
 
 /** Everything a gateway needs, passed in so tests can run several side by side. */
 export interface GatewayDeps {
@@ -43,6 +44,8 @@ export interface Gateway {
   readonly retriever?: Retriever;
   /** The admin API the control socket serves. */
   readonly admin: AdminApi;
+  /** The REST API's web server, when `[admin]` is enabled. */
+  readonly web?: WebServer;
   /** Port of the metrics server, when `[metrics] listen` is set. */
   readonly metricsPort?: number;
   /** Stops listening, lets messages in progress finish, and closes the control socket. The store stays open for the caller to close. */
@@ -75,6 +78,8 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
   let smtp: SmtpListener | undefined;
   let submission: SmtpListener | undefined;
   let metricsServer: Awaited<ReturnType<typeof startMetricsServer>> | undefined;
+  let web: WebServer | undefined;
+  let listening = false;
   try {
     await dispatcher.start();
     smtp = await startSmtpListener(config, { store, logger, stages, dispatcher }, metrics);
@@ -82,8 +87,13 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
     else logger.info('submission listener off: no [[submission.user]] (set [submission] enabled = true to force it)');
     const at = config.metrics.listen ? parseListenAddress(config.metrics.listen) : undefined;
     if (at) metricsServer = await startMetricsServer(metrics, at.host, at.port);
+    listening = true;
+    // Ready once the store answers a read and the listeners are bound.
+    const ready = async () => listening && (await store.listAliasStates().then(() => true));
+    if (config.admin.enabled) web = await startWebServer({ config, admin, logger, ready });
   } catch (err) {
     watcher?.close();
+    await metricsServer?.close();
     await smtp?.close();
     await submission?.close();
     await dispatcher.stop();
@@ -105,8 +115,12 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
     admin,
     ...(metricsServer ? { metricsPort: metricsServer.port } : {}),
     ...(retriever ? { retriever } : {}),
+    ...(web ? { web } : {}),
     async stop() {
-      // First: a fetch in progress finishes while the store and everything else are still up.
+      listening = false;
+      // First the REST API: no admin operation starts while the rest stops.
+      await web?.close();
+      // Then: a fetch in progress finishes while the store and everything else are still up.
       await retriever?.stop();
       watcher?.close();
       await metricsServer?.close();
