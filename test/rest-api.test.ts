@@ -6,16 +6,17 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import nodemailer from 'nodemailer';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import { attachmentsSectionSchema, attachmentsStage } from '../policy/attachments/stage.js';
-import { hashPassword } from '../gateway/config/password.js';
+import { hashPassword, verifyPassword } from '../gateway/config/password.js';
 import { loadConfigText } from '../gateway/config/load.js';
 import { ConfigError } from '../lib/config-file/toml.js';
 import { apiRoutes } from '../gateway/web/api-routes.js';
-import { runCli, startTestGateway, type TestGateway } from './helpers/gateway.js';
-import { fixture } from './helpers/paths.js';
+import { runCli, startTestGateway, writeTestConfig, type TestGateway } from './helpers/gateway.js';
+import { cliPath, fixture, tempDir } from './helpers/paths.js';
 
 const ROLES = ['admin', 'operator', 'auditor'] as const;
 const tokenOf = (role: string) => `token-for-${role}-0123456789`;
@@ -207,4 +208,38 @@ test('REST API: the OpenAPI 3.1 document validates and covers every route; the r
   assert.equal(page.status, 200);
   const html = await page.text();
   assert.doesNotMatch(html, /https?:\/\/(?!127\.0\.0\.1)[a-z]/i, 'no asset from another host');
+});
+
+test('`mailgate admin token` prints a token once with a hash that the API accepts; with no [[admin.user]], `serve` prints a sign-in link valid for the run', async (t) => {
+  const made = await runCli(['admin', 'token']);
+  assert.equal(made.code, 0, made.stderr);
+  const m = /^token = (\S+)\ntoken_hash = "(scrypt\$[^"]+)"\n$/.exec(made.stdout.toString());
+  assert.ok(m, made.stdout.toString());
+  const [, token, hash] = m;
+  assert.ok(verifyPassword(token!, hash!));
+
+  const { dir, cleanup } = await tempDir();
+  t.after(cleanup);
+  const configFile = await writeTestConfig(dir, `[admin]\n\n[[admin.token]]\nname = "made"\ntoken_hash = "${hash}"\nrole = "auditor"\n`);
+  const child = spawn(process.execPath, [cliPath, 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  t.after(() => child.kill('SIGKILL'));
+  const link = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => {
+      out += c.toString();
+      const found = /^Sign in to mailgate \(valid until it stops\): (\S+)$/m.exec(out);
+      if (found) resolve(found[1]!);
+    });
+    child.once('exit', (code) => reject(new Error(`serve exited ${code}: ${out}`)));
+  });
+  const base = new URL(link).origin;
+  assert.equal((await fetch(`${base}/api/v1/queue`, { headers: { authorization: `Bearer ${token}` } })).status, 200);
+  // The link signs in as admin: a session cookie, then the reference page.
+  const followed = await fetch(link, { redirect: 'manual' });
+  assert.equal(followed.status, 302);
+  const cookie = (followed.headers.get('set-cookie') ?? '').split(';')[0]!;
+  assert.equal((await fetch(`${base}/api/v1/queue/none/retry`, { method: 'POST', headers: { cookie } })).status, 404, 'admin may retry (no such entry)');
+  const guessed = await fetch(`${base}/api/v1/session/link?token=guess`, { redirect: 'manual' });
+  assert.equal(guessed.status, 401);
+  child.kill('SIGTERM');
 });
