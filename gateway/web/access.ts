@@ -131,6 +131,11 @@ export class Access {
   #open(caller: Caller): { sessionId: string; caller: Caller } {
     const sessionId = randomBytes(32).toString('base64url');
     const now = Date.now();
+    // Sessions nobody signs out of would pile up: each sign-in drops the ones past their time.
+    for (const [id, s] of this.#sessions) {
+      if (now - s.lastUsed > this.#config.session_idle_timeout * 60_000 || now - s.created > this.#config.session_max_age * 3_600_000)
+        this.#sessions.delete(id);
+    }
     this.#sessions.set(sessionId, { caller, created: now, lastUsed: now });
     return { sessionId, caller };
   }
