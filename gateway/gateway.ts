@@ -90,7 +90,7 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
     listening = true;
     // Ready once the store answers a read and the listeners are bound.
     const ready = async () => listening && (await store.listAliasStates().then(() => true));
-    if (config.admin.enabled) web = await startWebServer({ config, admin, logger, ready });
+    if (config.admin.enabled) web = await startWebServer({ config, admin, logger, ready, audit: (entry) => store.appendAudit(entry) });
   } catch (err) {
     watcher?.close();
     await metricsServer?.close();

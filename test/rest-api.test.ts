@@ -243,3 +243,40 @@ test('`mailgate admin token` prints a token once with a hash that the API accept
   assert.equal(guessed.status, 401);
   child.kill('SIGTERM');
 });
+
+test('the audit log: changes, exports, sign-ins and failed sign-ins through the API, who, what, from where; GET /api/v1/audit and `mailgate audit list` agree', async (t) => {
+  const gw = await startApiGateway();
+  t.after(() => gw.cleanup());
+  const id = await send(gw.port, readFileSync(fixture('attachments', 'double-extension.eml')));
+  const [record] = await gw.store.listQuarantine({ messageId: id });
+  assert.ok(record);
+  const signIn = (password: string) =>
+    fetch(`${gw.base}/api/v1/session`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ user: 'alice', password }) });
+  assert.equal((await signIn('wrong')).status, 401);
+  const cookie = ((await signIn(PASSWORD)).headers.get('set-cookie') ?? '').split(';')[0]!;
+  await (await fetch(`${gw.base}/api/v1/quarantine/${record.id}/content`, { headers: { cookie } })).arrayBuffer();
+  assert.equal((await fetch(`${gw.base}/api/v1/quarantine/${record.id}/restore`, { method: 'POST', headers: { cookie } })).status, 200);
+  assert.equal((await fetch(`${gw.base}/api/v1/queue/nothing-queued/retry`, { method: 'POST', headers: bearer('operator') })).status, 404);
+  // Reading is not a change: not written.
+  assert.equal((await fetch(`${gw.base}/api/v1/messages`, { headers: bearer('auditor') })).status, 200);
+
+  const res = await fetch(`${gw.base}/api/v1/audit`, { headers: bearer('auditor') });
+  assert.equal(res.status, 200);
+  const entries = (await res.json()) as { who: string; action: string; target?: string; from: string; outcome: string; at: string }[];
+  assert.deepEqual(
+    entries.map(({ who, action, target, from, outcome }) => ({ who, action, target, from, outcome })),
+    [
+      { who: 'token operator-script', action: 'retry', target: 'nothing-queued', from: '127.0.0.1', outcome: 'QUEUE_ENTRY_NOT_FOUND' },
+      { who: 'user alice', action: 'restore', target: record.id, from: '127.0.0.1', outcome: 'ok' },
+      { who: 'user alice', action: 'export', target: record.id, from: '127.0.0.1', outcome: 'ok' },
+      { who: 'user alice', action: 'sign-in', target: undefined, from: '127.0.0.1', outcome: 'ok' },
+      { who: 'user alice', action: 'sign-in', target: undefined, from: '127.0.0.1', outcome: 'SIGN_IN_FAILED' },
+    ],
+  );
+  assert.ok(entries.every((e) => !Number.isNaN(Date.parse(e.at))));
+  const cli = await runCli(['audit', 'list', '--json', '--config', gw.configFile]);
+  assert.equal(cli.code, 0, cli.stderr);
+  assert.deepEqual(JSON.parse(cli.stdout.toString()), entries);
+  const table = await runCli(['audit', 'list', '--limit', '1', '--config', gw.configFile]);
+  assert.match(table.stdout.toString(), /token operator-script +retry +nothing-queued +127\.0\.0\.1 +QUEUE_ENTRY_NOT_FOUND\n$/);
+});

@@ -27,6 +27,8 @@ export interface ApiRoute {
   upload?: true;
   /** The answer is bytes of this media type rather than JSON. */
   bytes?: string;
+  /** A change (or export) the audit log records under this action name, with the path's id or name as its target. */
+  audit?: string;
   run(api: AdminApi, input: { params: never; query: never; body: Readable | undefined }): Promise<unknown>;
 }
 
@@ -96,6 +98,7 @@ export const apiRoutes: readonly ApiRoute[] = [
   route({
     method: 'GET',
     url: '/quarantine/:id/content',
+    audit: 'export',
     permission: 'read-content',
     summary: 'The quarantined file, decoded, as the sender attached it',
     bytes: 'application/octet-stream',
@@ -105,6 +108,7 @@ export const apiRoutes: readonly ApiRoute[] = [
   route({
     method: 'POST',
     url: '/quarantine/:id/restore',
+    audit: 'restore',
     permission: 'operate',
     summary: 'Puts the attachment back into its message, byte for byte',
     params: id,
@@ -113,6 +117,7 @@ export const apiRoutes: readonly ApiRoute[] = [
   route({
     method: 'DELETE',
     url: '/quarantine/:id',
+    audit: 'delete',
     permission: 'operate',
     summary: 'Deletes a quarantined attachment for good',
     params: id,
@@ -135,6 +140,7 @@ export const apiRoutes: readonly ApiRoute[] = [
   route({
     method: 'POST',
     url: '/aliases/:name/test',
+    audit: 'test',
     permission: 'operate',
     summary: "Tries the alias's servers step by step",
     params: name,
@@ -143,6 +149,7 @@ export const apiRoutes: readonly ApiRoute[] = [
   route({
     method: 'POST',
     url: '/aliases/:name/activate',
+    audit: 'activate',
     permission: 'operate',
     summary: 'Makes the alias active',
     params: name,
@@ -151,6 +158,7 @@ export const apiRoutes: readonly ApiRoute[] = [
   route({
     method: 'POST',
     url: '/aliases/:name/deactivate',
+    audit: 'deactivate',
     permission: 'operate',
     summary: 'Makes the alias inactive',
     params: name,
@@ -169,6 +177,7 @@ export const apiRoutes: readonly ApiRoute[] = [
   route({
     method: 'POST',
     url: '/queue/:id/retry',
+    audit: 'retry',
     permission: 'operate',
     summary: 'Makes a queued message due now, held or not',
     params: id,
@@ -177,12 +186,24 @@ export const apiRoutes: readonly ApiRoute[] = [
   route({
     method: 'DELETE',
     url: '/queue/:id',
+    audit: 'drop',
     permission: 'operate',
     summary: 'Takes a message out of the queue unsent',
     params: id,
     run: (api, { params }) => api.dropQueued(params.id),
   }),
 
+  route({
+    method: 'GET',
+    url: '/audit',
+    permission: 'read',
+    summary: 'The audit log: changes made through this API and sign-ins, newest first',
+    query: z.object({
+      since: isoTime.optional().describe('only entries recorded at or after this ISO 8601 time'),
+      limit: z.coerce.number().int().min(1).optional().describe('at most this many (default 100)'),
+    }),
+    run: (api, { query }) => api.listAudit(defined(query)),
+  }),
   route({
     method: 'POST',
     url: '/policy/test',

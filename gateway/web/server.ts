@@ -23,7 +23,7 @@ import { z } from 'zod';
 import type { Logger } from 'pino';
 import { errors } from '../../lib/errors.js';
 import { parseListenAddress } from '../../lib/net.js';
-import type { AdminApi } from '../admin/api.js';
+import type { AdminApi, AuditEntry } from '../admin/api.js';
 import { errorBody, statusOf } from '../admin/http-errors.js';
 import type { Config } from '../config/schema.js';
 import { Access, requirePermission, type Caller } from './access.js';
@@ -40,6 +40,8 @@ export interface WebServerDeps {
   logger: Logger;
   /** True when the store answers and the listeners are bound (`/readyz`). */
   ready(): Promise<boolean>;
+  /** Writes one entry to the audit log in the store. */
+  audit(entry: Omit<AuditEntry, 'id'>): Promise<unknown>;
 }
 
 /** A running web server. */
@@ -88,7 +90,7 @@ declare module 'fastify' {
 
 /** Sets up APP with every route; exported for the test that checks the OpenAPI document without listening. */
 export async function buildApp(app: FastifyInstance, deps: WebServerDeps): Promise<void> {
-  const { config, admin } = deps;
+  const { config } = deps;
   const access = new Access(config.admin, config.smtp.limits);
   app.decorate('access', access);
   app.setValidatorCompiler(validatorCompiler);
@@ -136,7 +138,9 @@ export async function buildApp(app: FastifyInstance, deps: WebServerDeps): Promi
       },
     },
     async (req, reply) => {
-      const { sessionId, caller } = await access.signIn(req.body.user, req.body.password, req.ip);
+      const { sessionId, caller } = await audited(deps, { who: `user ${req.body.user}`, action: 'sign-in', from: req.ip }, () =>
+        access.signIn(req.body.user, req.body.password, req.ip),
+      );
       return reply.setCookie(SESSION_COOKIE, sessionId, cookieOptions).send({ user: req.body.user, role: caller.role });
     },
   );
@@ -149,8 +153,10 @@ export async function buildApp(app: FastifyInstance, deps: WebServerDeps): Promi
         querystring: z.object({ token: z.string().min(1) }),
       },
     },
-    (req, reply) => {
-      const { sessionId } = access.signInFirstRun(req.query.token, req.ip);
+    async (req, reply) => {
+      const { sessionId } = await audited(deps, { who: 'first-run link', action: 'sign-in', from: req.ip }, async () =>
+        access.signInFirstRun(req.query.token, req.ip),
+      );
       return reply.setCookie(SESSION_COOKIE, sessionId, cookieOptions).redirect('/api/docs');
     },
   );
@@ -160,17 +166,18 @@ export async function buildApp(app: FastifyInstance, deps: WebServerDeps): Promi
     return reply.clearCookie(SESSION_COOKIE, cookieOptions).code(204).send();
   });
 
-  for (const r of apiRoutes) registerOperation(zapp, r, admin);
+  for (const r of apiRoutes) registerOperation(zapp, r, deps);
 
   // Every route under /api/v1 but sign-in needs a caller; each operation then checks its permission.
   app.addHook('onRequest', async (req) => {
     const path = req.url.split('?')[0] ?? '';
     if (!path.startsWith(`${API_PREFIX}/`) || (path.startsWith(`${API_PREFIX}/session`) && req.method !== 'DELETE')) return;
-    req.caller = await authenticate(req, access);
+    req.caller = await authenticate(req, access, deps);
   });
 }
 
-function registerOperation(app: FastifyInstance, r: ApiRoute, admin: AdminApi): void {
+function registerOperation(app: FastifyInstance, r: ApiRoute, deps: WebServerDeps): void {
+  const { admin } = deps;
   app.route({
     method: r.method,
     url: `${API_PREFIX}${r.url}`,
@@ -184,7 +191,12 @@ function registerOperation(app: FastifyInstance, r: ApiRoute, admin: AdminApi): 
     handler: async (req: FastifyRequest, reply: FastifyReply) => {
       requirePermission(req.caller!.role, r.permission);
       const body = r.upload ? (req.body as Readable | undefined) : undefined;
-      const result = await r.run(admin, { params: (req.params ?? {}) as never, query: (req.query ?? {}) as never, body });
+      const input = { params: (req.params ?? {}) as never, query: (req.query ?? {}) as never, body };
+      const params = (req.params ?? {}) as { id?: string; name?: string };
+      const target = params.id ?? params.name;
+      const result = r.audit
+        ? await audited(deps, { who: req.caller!.who, action: r.audit, from: req.ip, ...(target !== undefined ? { target } : {}) }, () => r.run(admin, input))
+        : await r.run(admin, input);
       // Bytes are streamed from the store as they are read.
       if (r.bytes) return reply.type(r.bytes).send(result as Readable);
       return reply.send(result);
@@ -193,12 +205,17 @@ function registerOperation(app: FastifyInstance, r: ApiRoute, admin: AdminApi): 
 }
 
 /** The caller of REQ: a bearer token, or a session cookie from this site (CSRF); SIGN_IN_REQUIRED otherwise. */
-async function authenticate(req: FastifyRequest, access: Access): Promise<Caller> {
+async function authenticate(req: FastifyRequest, access: Access, deps: WebServerDeps): Promise<Caller> {
   const authorization = req.headers.authorization;
   if (authorization !== undefined) {
     const m = /^Bearer\s+(\S+)$/i.exec(authorization);
     if (!m) throw errors.badRequest('Authorization: expected "Bearer TOKEN"');
-    return access.bearer(m[1]!, req.ip);
+    const token = m[1]!;
+    // Only a failure is written: a script's every request would otherwise fill the log with sign-ins.
+    return access.bearer(token, req.ip).catch(async (err: unknown) => {
+      await writeAudit(deps, { who: 'bearer token', action: 'sign-in', from: req.ip, outcome: errorBody(err).code });
+      throw err;
+    });
   }
   const sessionId = req.cookies[SESSION_COOKIE];
   const caller = sessionId === undefined ? undefined : access.session(sessionId);
@@ -230,4 +247,25 @@ function sendError(reply: FastifyReply, err: unknown, logger: Logger): FastifyRe
   const status = statusOf(body.code);
   if (status >= 500) logger.warn({ err, method: reply.request.method, path: reply.request.url }, 'REST API request failed');
   return reply.code(status).type('application/json; charset=utf-8').send(body);
+}
+
+/** Runs WHAT and writes it to the audit log with its outcome: `ok`, or the code it failed with. */
+async function audited<T>(deps: WebServerDeps, entry: Pick<AuditEntry, 'who' | 'action' | 'from' | 'target'>, what: () => Promise<T>): Promise<T> {
+  try {
+    const result = await what();
+    await writeAudit(deps, { ...entry, outcome: 'ok' });
+    return result;
+  } catch (err) {
+    await writeAudit(deps, { ...entry, outcome: errorBody(err).code });
+    throw err;
+  }
+}
+
+/** An entry the store could not take is logged, not answered: the change itself is done (or refused) either way. */
+async function writeAudit(deps: WebServerDeps, entry: Omit<AuditEntry, 'id' | 'at'>): Promise<void> {
+  try {
+    await deps.audit({ at: new Date().toISOString(), ...entry });
+  } catch (err) {
+    deps.logger.error({ err, audit: entry }, 'could not write to the audit log');
+  }
 }
