@@ -15,6 +15,7 @@ import { aliasTokenProviders, gatewaySecretKey } from './oauth/store.js';
 import { Dispatcher } from './dispatch/dispatcher.js';
 import { startSubmissionListener, submissionEnabled } from './smtp/submission.js';
 import { startWebServer, type WebServer } from './web/server.js';
+import { GatewayEvents, reportingStore } from './events.js';
 
 /** Everything a gateway needs, passed in so tests can run several side by side. */
 export interface GatewayDeps {
@@ -44,6 +45,8 @@ export interface Gateway {
   readonly retriever?: Retriever;
   /** The admin API the control socket serves. */
   readonly admin: AdminApi;
+  /** What happens, live: messages stored, attachments quarantined or restored, queue and alias changes. */
+  readonly events: GatewayEvents;
   /** The REST API's web server, when `[admin]` is enabled. */
   readonly web?: WebServer;
   /** Port of the metrics server, when `[metrics] listen` is set. */
@@ -53,7 +56,10 @@ export interface Gateway {
 }
 
 export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
-  const { config, store, logger } = deps;
+  const { config, logger } = deps;
+  // Every part gets the store through this: what they write is reported to whoever watches live.
+  const events = new GatewayEvents();
+  const store = reportingStore(deps.store, events);
   // Before anything listens: an OAuth alias without a usable secret key is a configuration error.
   const sendsWithOAuth = config.alias.some((a) => a.outgoing?.oauth2 !== undefined);
   const secretKey = deps.retriever === false && !sendsWithOAuth ? undefined : await gatewaySecretKey(config);
@@ -90,7 +96,7 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
     listening = true;
     // Ready once the store answers a read and the listeners are bound.
     const ready = async () => listening && (await store.listAliasStates().then(() => true));
-    if (config.admin.enabled) web = await startWebServer({ config, admin, logger, ready, audit: (entry) => store.appendAudit(entry) });
+    if (config.admin.enabled) web = await startWebServer({ config, admin, logger, ready, events, audit: (entry) => store.appendAudit(entry) });
   } catch (err) {
     watcher?.close();
     await metricsServer?.close();
@@ -113,6 +119,7 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
     dispatcher,
     metrics,
     admin,
+    events,
     ...(metricsServer ? { metricsPort: metricsServer.port } : {}),
     ...(retriever ? { retriever } : {}),
     ...(web ? { web } : {}),

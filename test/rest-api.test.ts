@@ -24,7 +24,7 @@ const PASSWORD = 'correct horse battery staple';
 
 function adminToml(extra = ''): string {
   const tokens = ROLES.map((r) => `[[admin.token]]\nname = "${r}-script"\ntoken_hash = "${hashPassword(tokenOf(r))}"\nrole = "${r}"\n`).join('\n');
-  return `[admin]\n${extra}\n[[admin.user]]\nname = "alice"\npassword_hash = "${hashPassword(PASSWORD)}"\nrole = "operator"\n\n${tokens}`;
+  return `[[alias]]\nname = "sales"\naddress = "sales@example.com"\n\n[admin]\n${extra}\n[[admin.user]]\nname = "alice"\npassword_hash = "${hashPassword(PASSWORD)}"\nrole = "operator"\n\n${tokens}`;
 }
 
 async function startApiGateway(): Promise<TestGateway & { base: string }> {
@@ -203,7 +203,7 @@ test('REST API: the OpenAPI 3.1 document validates and covers every route; the r
     const path = `/api/v1${route.url.replace(/:(\w+)/g, '{$1}')}`;
     assert.ok(doc.paths[path]?.[route.method.toLowerCase()], `${route.method} ${path} is in the document`);
   }
-  for (const path of ['/api/v1/session', '/healthz', '/readyz']) assert.ok(doc.paths[path], path);
+  for (const path of ['/api/v1/session', '/api/v1/events', '/healthz', '/readyz']) assert.ok(doc.paths[path], path);
   const page = await fetch(`${gw.base}/api/docs/`);
   assert.equal(page.status, 200);
   const html = await page.text();
@@ -279,4 +279,41 @@ test('the audit log: changes, exports, sign-ins and failed sign-ins through the 
   assert.deepEqual(JSON.parse(cli.stdout.toString()), entries);
   const table = await runCli(['audit', 'list', '--limit', '1', '--config', gw.configFile]);
   assert.match(table.stdout.toString(), /token operator-script +retry +nothing-queued +127\.0\.0\.1 +QUEUE_ENTRY_NOT_FOUND\n$/);
+});
+
+test('/api/v1/events: message stored, attachment quarantined and restored, queue and alias changes, as Server-Sent Events', async (t) => {
+  const gw = await startApiGateway();
+  t.after(() => gw.cleanup());
+  assert.equal((await fetch(`${gw.base}/api/v1/events`)).status, 401);
+  const abort = new AbortController();
+  t.after(() => abort.abort());
+  const res = await fetch(`${gw.base}/api/v1/events`, { headers: bearer('auditor'), signal: abort.signal });
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get('content-type') ?? '', /^text\/event-stream/);
+  const reader = res.body!.getReader();
+  let text = '';
+  const next = async (type: string): Promise<Record<string, string>> => {
+    for (;;) {
+      const m = new RegExp(`event: ${type}\ndata: (.*)\n\n`).exec(text);
+      if (m) {
+        text = text.slice(m.index + m[0].length);
+        return JSON.parse(m[1]!) as Record<string, string>;
+      }
+      const { value, done } = await reader.read();
+      assert.ok(!done, `the stream ended before ${type}`);
+      text += Buffer.from(value).toString();
+    }
+  };
+  const id = await send(gw.port, readFileSync(fixture('attachments', 'double-extension.eml')));
+  const stored = await next('message-stored');
+  assert.equal(stored.id, id);
+  assert.equal(stored.source, 'smtp');
+  const quarantined = await next('attachment-quarantined');
+  assert.equal(quarantined.messageId, id);
+  assert.equal(quarantined.fileName, 'invoice.pdf.exe');
+  assert.equal((await fetch(`${gw.base}/api/v1/quarantine/${quarantined.id}/restore`, { method: 'POST', headers: bearer('operator') })).status, 200);
+  assert.deepEqual(await next('attachment-restored'), { type: 'attachment-restored', id: quarantined.id, messageId: id });
+  // An admin's change of an alias's status, written through the same store.
+  assert.equal((await fetch(`${gw.base}/api/v1/aliases/sales/deactivate`, { method: 'POST', headers: bearer('operator') })).status, 200);
+  assert.deepEqual(await next('alias-status'), { type: 'alias-status', alias: 'sales', status: 'inactive', failures: 0 });
 });

@@ -26,6 +26,7 @@ import { parseListenAddress } from '../../lib/net.js';
 import type { AdminApi, AuditEntry } from '../admin/api.js';
 import { errorBody, statusOf } from '../admin/http-errors.js';
 import type { Config } from '../config/schema.js';
+import type { GatewayEvents } from '../events.js';
 import { Access, requirePermission, type Caller } from './access.js';
 import { apiRoutes, MESSAGE_TYPES, type ApiRoute } from './api-routes.js';
 
@@ -40,6 +41,8 @@ export interface WebServerDeps {
   logger: Logger;
   /** True when the store answers and the listeners are bound (`/readyz`). */
   ready(): Promise<boolean>;
+  /** The gateway's events, sent to `/api/v1/events`. */
+  events: GatewayEvents;
   /** Writes one entry to the audit log in the store. */
   audit(entry: Omit<AuditEntry, 'id'>): Promise<unknown>;
 }
@@ -167,6 +170,7 @@ export async function buildApp(app: FastifyInstance, deps: WebServerDeps): Promi
   });
 
   for (const r of apiRoutes) registerOperation(zapp, r, deps);
+  registerEvents(app, deps.events);
 
   // Every route under /api/v1 but sign-in needs a caller; each operation then checks its permission.
   app.addHook('onRequest', async (req) => {
@@ -202,6 +206,44 @@ function registerOperation(app: FastifyInstance, r: ApiRoute, deps: WebServerDep
       return reply.send(result);
     },
   });
+}
+
+/** Seconds between SSE comments, so proxies and browsers keep an idle stream open. */
+const HEARTBEAT_SECONDS = 15;
+
+/** `/api/v1/events`: the gateway's events as Server-Sent Events, one `event: TYPE` with JSON `data` each. */
+function registerEvents(app: FastifyInstance, events: GatewayEvents): void {
+  const open = new Set<() => void>();
+  // fastify's close waits for open requests: end the streams first.
+  app.addHook('preClose', async () => {
+    for (const end of open) end();
+  });
+  app.get(
+    `${API_PREFIX}/events`,
+    {
+      schema: {
+        summary: 'Live events (text/event-stream): message-stored, attachment-quarantined, attachment-restored, queue-changed, alias-status',
+        produces: ['text/event-stream'],
+      },
+    },
+    (req, reply) => {
+      requirePermission(req.caller!.role, 'read');
+      reply.hijack();
+      const res = reply.raw;
+      res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', connection: 'keep-alive' });
+      res.write(': mailgate events\n\n');
+      const stop = events.listen((event) => res.write(`event: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`));
+      const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), HEARTBEAT_SECONDS * 1000);
+      const end = () => {
+        stop();
+        clearInterval(heartbeat);
+        open.delete(end);
+        res.end();
+      };
+      open.add(end);
+      res.once('close', end);
+    },
+  );
 }
 
 /** The caller of REQ: a bearer token, or a session cookie from this site (CSRF); SIGN_IN_REQUIRED otherwise. */
