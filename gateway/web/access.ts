@@ -63,8 +63,12 @@ export class Access {
   /** With no `[[admin.user]]`: the first-run link's secret, valid for this run. */
   readonly firstRunToken: string | undefined;
 
-  constructor(config: AdminConfig, limits: SmtpLimitsConfig) {
+  readonly #now: () => number;
+
+  /** NOW is the clock sessions age by (tests pass their own). */
+  constructor(config: AdminConfig, limits: SmtpLimitsConfig, now: () => number = Date.now) {
     this.#config = config;
+    this.#now = now;
     this.#failed = new FailedLogins(limits);
     this.firstRunToken = config.user.length === 0 ? randomBytes(24).toString('base64url') : undefined;
   }
@@ -102,7 +106,7 @@ export class Access {
   session(sessionId: string): Caller | undefined {
     const session = this.#sessions.get(sessionId);
     if (!session) return undefined;
-    const now = Date.now();
+    const now = this.#now();
     if (now - session.lastUsed > this.#config.session_idle_timeout * 60_000 || now - session.created > this.#config.session_max_age * 3_600_000) {
       this.#sessions.delete(sessionId);
       return undefined;
@@ -130,7 +134,7 @@ export class Access {
 
   #open(caller: Caller): { sessionId: string; caller: Caller } {
     const sessionId = randomBytes(32).toString('base64url');
-    const now = Date.now();
+    const now = this.#now();
     // Sessions nobody signs out of would pile up: each sign-in drops the ones past their time.
     for (const [id, s] of this.#sessions) {
       if (now - s.lastUsed > this.#config.session_idle_timeout * 60_000 || now - s.created > this.#config.session_max_age * 3_600_000)
