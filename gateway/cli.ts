@@ -11,6 +11,8 @@ import { aliasesCommand } from './commands/aliases.js';
 import { oauthCommand } from './commands/oauth.js';
 import { queueCommand } from './commands/queue.js';
 import { sendCommand } from './commands/send.js';
+import { adminCommand } from './commands/admin.js';
+import { auditCommand } from './commands/audit.js';
 import { UsageError } from './commands/common.js';
 
 /** The version in package.json (compiled to dist/gateway/cli.js, two folders below it), so a release changes it in one place. */
@@ -38,6 +40,8 @@ program.addCommand(aliasesCommand());
 program.addCommand(oauthCommand());
 program.addCommand(queueCommand());
 program.addCommand(sendCommand());
+program.addCommand(adminCommand());
+program.addCommand(auditCommand());
 // Commands built with `new Command()` don't inherit these settings, so apply them to the whole tree.
 (function inherit(cmd: Command) {
   for (const sub of cmd.commands) {

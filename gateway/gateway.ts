@@ -14,6 +14,8 @@ import { startRetriever, type Retriever, type RetrieverHooks } from './fetch/ret
 import { aliasTokenProviders, gatewaySecretKey } from './oauth/store.js';
 import { Dispatcher } from './dispatch/dispatcher.js';
 import { startSubmissionListener, submissionEnabled } from './smtp/submission.js';
+import { startWebServer, type WebServer } from './web/server.js';
+import { GatewayEvents, reportingStore } from './events.js';
 
 /** Everything a gateway needs, passed in so tests can run several side by side. */
 export interface GatewayDeps {
@@ -43,6 +45,10 @@ export interface Gateway {
   readonly retriever?: Retriever;
   /** The admin API the control socket serves. */
   readonly admin: AdminApi;
+  /** What happens, live: messages stored, attachments quarantined or restored, queue and alias changes. */
+  readonly events: GatewayEvents;
+  /** The REST API's web server, when `[admin]` is enabled. */
+  readonly web?: WebServer;
   /** Port of the metrics server, when `[metrics] listen` is set. */
   readonly metricsPort?: number;
   /** Stops listening, lets messages in progress finish, and closes the control socket. The store stays open for the caller to close. */
@@ -50,7 +56,10 @@ export interface Gateway {
 }
 
 export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
-  const { config, store, logger } = deps;
+  const { config, logger } = deps;
+  // Every part gets the store through this: what they write is reported to whoever watches live.
+  const events = new GatewayEvents();
+  const store = reportingStore(deps.store, events);
   // Before anything listens: an OAuth alias without a usable secret key is a configuration error.
   const sendsWithOAuth = config.alias.some((a) => a.outgoing?.oauth2 !== undefined);
   const secretKey = deps.retriever === false && !sendsWithOAuth ? undefined : await gatewaySecretKey(config);
@@ -75,6 +84,8 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
   let smtp: SmtpListener | undefined;
   let submission: SmtpListener | undefined;
   let metricsServer: Awaited<ReturnType<typeof startMetricsServer>> | undefined;
+  let web: WebServer | undefined;
+  let listening = false;
   try {
     await dispatcher.start();
     smtp = await startSmtpListener(config, { store, logger, stages, dispatcher }, metrics);
@@ -82,8 +93,13 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
     else logger.info('submission listener off: no [[submission.user]] (set [submission] enabled = true to force it)');
     const at = config.metrics.listen ? parseListenAddress(config.metrics.listen) : undefined;
     if (at) metricsServer = await startMetricsServer(metrics, at.host, at.port);
+    listening = true;
+    // Ready once the store answers a read and the listeners are bound.
+    const ready = async () => listening && (await store.listAliasStates().then(() => true));
+    if (config.admin.enabled) web = await startWebServer({ config, admin, logger, ready, events, audit: (entry) => store.appendAudit(entry) });
   } catch (err) {
     watcher?.close();
+    await metricsServer?.close();
     await smtp?.close();
     await submission?.close();
     await dispatcher.stop();
@@ -103,10 +119,15 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
     dispatcher,
     metrics,
     admin,
+    events,
     ...(metricsServer ? { metricsPort: metricsServer.port } : {}),
     ...(retriever ? { retriever } : {}),
+    ...(web ? { web } : {}),
     async stop() {
-      // First: a fetch in progress finishes while the store and everything else are still up.
+      listening = false;
+      // First the REST API: no admin operation starts while the rest stops.
+      await web?.close();
+      // Then: a fetch in progress finishes while the store and everything else are still up.
       await retriever?.stop();
       watcher?.close();
       await metricsServer?.close();

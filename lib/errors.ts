@@ -177,6 +177,17 @@ export const errors = {
     (dir: string, alias: string) =>
       `the gateway is running on ${dir}: stop it, run \`mailgate oauth authorize ${alias}\` again, then start it (the tokens are written to the store directly)`,
   ),
+  // The REST API's sign-in and roles (gateway/web).
+  /** A REST API request with neither a signed-in session nor a bearer token. */
+  signInRequired: entry('SIGN_IN_REQUIRED', {}, () => 'sign in, or send Authorization: Bearer TOKEN'),
+  /** A sign-in with a wrong user name or password, or an unknown bearer token. */
+  signInFailed: entry('SIGN_IN_FAILED', {}, () => 'wrong user name, password or token'),
+  /** Too many failed sign-ins from one address within `[smtp.limits] auth_failure_window`. */
+  signInLocked: entry('SIGN_IN_LOCKED', {}, () => 'too many failed sign-ins from your address, try again later'),
+  /** The signed-in user's or token's role may not do this. */
+  notAllowed: entry('NOT_ALLOWED', {}, (role: string, what: string) => `the ${role} role may not ${what}`),
+  /** A request carrying the session cookie from a page of another site (CSRF). */
+  crossSiteRequest: entry('CROSS_SITE_REQUEST', {}, (origin: string) => `refused: a request from ${origin} with this site's session cookie`),
   /** An admin operation failed in a way no other code names; the sentence is the failure's own. */
   adminFailed: Object.assign((cause: unknown) => new MailgateError('ADMIN_FAILED', cause instanceof Error ? cause.message : String(cause), { cause }), {
     code: 'ADMIN_FAILED',

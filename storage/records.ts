@@ -245,3 +245,23 @@ export interface FetchedRecord {
   /** Set when the message was invalid (over-size): it gets `on_invalid`, not `on_stored`. */
   invalid?: true;
 }
+
+// The audit log (the REST API, gateway/web): every change an admin made, and every sign-in.
+
+/** One line of the audit log: who did what, when, from where, and how it ended. */
+export interface AuditEntry {
+  /** Sorts by time (a message-style id from ids.ts); set by the store. */
+  id: string;
+  /** ISO time it was done. */
+  at: string;
+  /** Who: `user NAME`, `token NAME`, `first-run link`, or what a failed sign-in claimed to be. */
+  who: string;
+  /** What: `sign-in`, `restore`, `delete`, `export`, `retry`, `drop`, `activate`, `deactivate`... */
+  action: string;
+  /** What it was done to: a message, quarantine or queue id, an alias name. */
+  target?: string;
+  /** The client address it came from. */
+  from: string;
+  /** `ok`, or the error code it failed with. */
+  outcome: string;
+}

@@ -7,7 +7,7 @@
  * is the contract every implementation must pass.
  */
 import type { Readable, Writable } from 'node:stream';
-import type { AliasState, DeliveryRecord, FetchedKey, FetchedRecord, MessageMeta, QuarantineRecord, QueueEntry } from './records.js';
+import type { AliasState, AuditEntry, DeliveryRecord, FetchedKey, FetchedRecord, MessageMeta, QuarantineRecord, QueueEntry } from './records.js';
 
 /**
  * A record that must become durable and visible in the same commit as a message, or not at
@@ -194,6 +194,13 @@ export interface Store {
   readTokenCache(alias: string): Promise<Buffer | undefined>;
   /** Replaces the alias's sealed token cache durably (a rotated refresh token lost in a crash would need a new sign-in). */
   writeTokenCache(alias: string, sealed: Buffer): Promise<void>;
+
+  // The audit log.
+
+  /** Records ENTRY durably, giving it its id. */
+  appendAudit(entry: Omit<AuditEntry, 'id'>): Promise<AuditEntry>;
+  /** Audit entries, newest first: at most `limit` (default 100), at or after `since`. */
+  listAudit(opts?: { limit?: number; since?: Date }): Promise<AuditEntry[]>;
 
   /** Waits for writes in progress, then closes the store. Safe to call twice. */
   close(): Promise<void>;

@@ -102,7 +102,7 @@ function mountTmpfs(dir: string, size: number): string | undefined {
 /** A gateway in this process on a data directory of our choosing (startTestGateway picks its own). */
 async function gatewayOn(t: TestContext, dir: string, dataDir: string) {
   const configFile = path.join(dir, 'mailgate.toml');
-  await writeFile(configFile, `data_dir = ${JSON.stringify(dataDir)}\n\n[smtp]\nlisten = ["127.0.0.1:0"]\n`);
+  await writeFile(configFile, `data_dir = ${JSON.stringify(dataDir)}\n\n[admin]\nenabled = false\n\n[smtp]\nlisten = ["127.0.0.1:0"]\n`);
   const config = loadConfigFile(configFile);
   const log = capturingLogger();
   const store = await LevelStore.open(config.data_dir, { logger: log.logger });

@@ -15,7 +15,7 @@ import type { Readable } from 'node:stream';
 import type { Logger } from 'pino';
 import type { Store } from '../../storage/store.js';
 import { openStore } from '../../storage/open.js';
-import type { AliasState, AliasStatus, DeliveryResult, MessageMeta, QuarantineRecord, QueueEntry } from '../../storage/records.js';
+import type { AliasState, AliasStatus, AuditEntry, DeliveryResult, MessageMeta, QuarantineRecord, QueueEntry } from '../../storage/records.js';
 import { requireQueueEntry } from '../../storage/queue.js';
 import { isMessageId } from '../../storage/ids.js';
 import { openQuarantinedContent, restoreQuarantined } from '../../policy/attachments/quarantine.js';
@@ -43,7 +43,7 @@ import { tryPolicy, type PolicyReport, type PolicyTestRequest } from './policy-t
 import { adminClient, controlSocketPath, gatewayAnswers } from './http-client.js';
 
 // The stored records the operations answer with, named here so the commands need no storage import.
-export type { MessageMeta, QuarantineRecord, AliasState, AliasStatus, QueueEntry, DeliveryResult, Store };
+export type { MessageMeta, QuarantineRecord, AliasState, AliasStatus, QueueEntry, DeliveryResult, AuditEntry, Store };
 export type { AliasRow, AliasTestReport, PolicyReport, PolicyTestRequest, TimelineStep };
 export { controlSocketPath };
 
@@ -183,8 +183,19 @@ export interface AdminApi {
   /** Runs the policy on a message without storing anything. */
   testPolicy(message: Readable, request: PolicyTestRequest): Promise<PolicyReport>;
 
+  /** The audit log (changes made through the REST API, sign-ins), newest first. */
+  listAudit(query: AuditQuery): Promise<AuditEntry[]>;
+
   /** Lets go of what was opened for this caller (a stopped gateway's store). */
   close(): Promise<void>;
+}
+
+/** Which audit entries `audit list` wants, newest first. */
+export interface AuditQuery {
+  /** Only entries recorded at or after this ISO 8601 time. */
+  since?: string;
+  /** At most this many (default 100). */
+  limit?: number;
 }
 
 /** What the operations work on. */
@@ -370,6 +381,11 @@ export class Admin implements AdminApi {
     const { department } = request;
     if (department !== undefined && !this.#deps.config.department.some((d) => d.name === department)) throw errors.departmentNotConfigured(department);
     return tryPolicy(message, this.#deps.stages(department), request);
+  }
+
+  async listAudit(query: AuditQuery): Promise<AuditEntry[]> {
+    const { since, ...rest } = query;
+    return (await this.#store()).listAudit({ ...rest, ...(since !== undefined ? { since: new Date(since) } : {}) });
   }
 
   async close(): Promise<void> {

@@ -34,6 +34,12 @@ const STATUS: Readonly<Record<string, number>> = {
   MESSAGE_TOO_BIG: 400,
   MESSAGE_UNPROCESSABLE: 400,
   CLIENT_GONE: 400,
+  // The REST API's sign-in and roles (gateway/web).
+  SIGN_IN_REQUIRED: 401,
+  SIGN_IN_FAILED: 401,
+  SIGN_IN_LOCKED: 429,
+  NOT_ALLOWED: 403,
+  CROSS_SITE_REQUEST: 403,
   NO_STORE: 503,
   STORE_UNAVAILABLE: 503,
 };

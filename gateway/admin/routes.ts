@@ -139,6 +139,12 @@ export const routes: { readonly [K in Operation]: Route<K> } = {
     encode: (request, message) => ({ query: queryOf({ alias: request.alias, from: request.mailFrom, to: request.rcptTo }), body: message }),
     decode: ({ query, body }) => [sendRequest(query), uploaded(body)],
   },
+  listAudit: {
+    method: 'GET',
+    path: '/audit',
+    encode: (q) => ({ query: queryOf({ since: q.since, limit: q.limit }) }),
+    decode: ({ query }) => [defined({ since: time(query, 'since'), limit: positive(query, 'limit') })],
+  },
   testPolicy: {
     method: 'POST',
     path: '/policy/test',

@@ -21,9 +21,16 @@ export function serveCommand(): Command {
         smtp: gateway.smtp.addresses,
         ...(gateway.submission ? { submission: gateway.submission.addresses } : {}),
         ...(gateway.metricsPort ? { metrics: gateway.metricsPort } : {}),
+        ...(gateway.web ? { api: gateway.web.url } : {}),
       },
       'mailgate ready',
     );
+    // No [[admin.user]] yet: a link that signs in as admin for this run, so a new user gets in without editing a file (as Jupyter does).
+    const link = gateway.web?.firstRunLink;
+    if (link) {
+      logger.warn({ link }, 'no [[admin.user]] configured: sign in with this link (valid until mailgate stops)');
+      process.stdout.write(`Sign in to mailgate (valid until it stops): ${link}\n`);
+    }
 
     await new Promise<void>((resolve) => {
       const stop = (signal: string) => {

@@ -140,6 +140,7 @@ function finish(config: Config, baseDir: string): Config {
   const at = (p: string) => path.resolve(baseDir, p);
   const tls = config.smtp.tls;
   const subTls = config.submission.tls;
+  const adminTls = config.admin.tls;
   // `ca_file` keys wherever they are: relative to the config file.
   const withCa = <T extends { ca_file?: string | undefined }>(t: T): T => (t.ca_file === undefined ? t : { ...t, ca_file: at(t.ca_file) });
   const partition = config.partition;
@@ -148,6 +149,7 @@ function finish(config: Config, baseDir: string): Config {
     data_dir: at(config.data_dir),
     smtp: { ...config.smtp, tls: tls && { cert: at(tls.cert), key: at(tls.key) } },
     submission: { ...config.submission, tls: subTls && { cert: at(subTls.cert), key: at(subTls.key) } },
+    admin: { ...config.admin, tls: adminTls && { cert: at(adminTls.cert), key: at(adminTls.key) } },
     partition: {
       ...partition,
       ...(partition.policy === undefined ? {} : { policy: at(partition.policy) }),

@@ -14,6 +14,7 @@ import { domain, email, host, is, passwordHash, port, positive, text } from './f
 import { invariantIssues } from './invariants.js';
 import { incoming } from './incoming.js';
 import { oauthApp } from './oauth-app.js';
+import { adminSchema } from './admin.js';
 import { queueSchema, relaySchema, submissionSchema } from './outbound.js';
 
 const LISTEN = 'a "host:port" address such as "127.0.0.1:2525" or "[::1]:2525"';
@@ -256,6 +257,8 @@ const configTables = z.strictObject({
       listen: listenAddress.optional(),
     })
     .prefault({}),
+  /** The REST API: where it listens, who may sign in, which tokens scripts use. On by default, on loopback. */
+  admin: adminSchema,
   /** The partition this gateway serves. */
   partition,
   /** Departments, one `[[department]]` table each. */
@@ -317,5 +320,7 @@ export type QueueConfig = Config['queue'];
 export type RelayConfig = Config['relay'][number];
 /** One `[[oauth_app]]`. */
 export type OAuthAppConfig = Config['oauth_app'][number];
+/** `[admin]`. */
+export type { AdminConfig, AdminUserConfig, AdminTokenConfig, AdminRole } from './admin.js';
 /** One of `fatal`, `error`, `warn`, `info`, `debug`, `trace`. */
 export type LogLevel = Config['log_level'];

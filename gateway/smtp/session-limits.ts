@@ -8,6 +8,7 @@ import type { Socket } from 'node:net';
 import type { Logger } from 'pino';
 import type { SMTPServer, SMTPServerSession } from 'smtp-server';
 import { errors, type MailgateError } from '../../lib/errors.js';
+import { FailedLogins } from './failed-logins.js';
 
 export interface SessionLimitSettings {
   max_connections_per_ip: number;
@@ -45,7 +46,7 @@ export class SessionGuard {
   readonly #log: Logger;
   readonly #perIp = new Map<string, number>();
   readonly #errors = new Map<string, number>();
-  readonly #authFailures = new Map<string, number[]>();
+  readonly #failedLogins: FailedLogins;
   readonly #sockets = new Map<string, Watched>();
   readonly #transfers = new Set<Transfer>();
   #timer: NodeJS.Timeout | undefined;
@@ -53,6 +54,7 @@ export class SessionGuard {
   constructor(limits: SessionLimitSettings, logger: Logger) {
     this.#limits = limits;
     this.#log = logger;
+    this.#failedLogins = new FailedLogins(limits);
   }
 
   /** Watches every connection of `server` for bare LF in command lines and for slow DATA. */
@@ -154,19 +156,11 @@ export class SessionGuard {
 
   /** True while the client's address has had too many failed logins lately. */
   authLocked(ip: string): boolean {
-    return this.#recentFailures(ip).length >= this.#limits.auth_failures_per_ip;
+    return this.#failedLogins.locked(ip);
   }
 
   authFailed(ip: string): void {
-    this.#authFailures.set(ip, [...this.#recentFailures(ip), Date.now()]);
-  }
-
-  #recentFailures(ip: string): number[] {
-    const since = Date.now() - this.#limits.auth_failure_window * 1000;
-    const recent = (this.#authFailures.get(ip) ?? []).filter((t) => t > since);
-    if (recent.length) this.#authFailures.set(ip, recent);
-    else this.#authFailures.delete(ip);
-    return recent;
+    this.#failedLogins.failed(ip);
   }
 
   /**

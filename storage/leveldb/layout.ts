@@ -22,6 +22,9 @@
  *   !queue!<id>                     QueueEntry (JSON, records.ts): a stored message still to be sent (outbound) or
  *                                   forwarded (relay), recipient by recipient. Put in the message's own synced
  *                                   batch; removed in the batch that records the outcome on the message's metadata
+ *   !audit!<id>                     AuditEntry (JSON, records.ts): one change made through the REST API or one
+ *                                   sign-in; `<id>` from ids.ts sorts by time. Added without a migration: a new
+ *                                   sublevel is simply empty in an older store, and nothing existing changes
  *
  * A rewrite writes the new generation's chunks under a `rewrites` mark naming the new
  * generation, then in one synced batch records the new generation and metadata, deletes
@@ -39,7 +42,7 @@
  */
 import { Level } from 'level';
 import type { BatchOperation } from 'level';
-import type { AliasState, FetchedKey, FetchedRecord, MessageMeta, QuarantineRecord, QueueEntry } from '../records.js';
+import type { AliasState, AuditEntry, FetchedKey, FetchedRecord, MessageMeta, QuarantineRecord, QueueEntry } from '../records.js';
 import { storeErrors } from '../../lib/errors.js';
 
 /** The root database: utf8 keys and values. */
@@ -72,6 +75,8 @@ export function openSublevels(db: RootDb) {
     oauthCache: db.sublevel<string, Buffer>('oauth-cache', { valueEncoding: 'buffer' }),
     /** message id → its delivery still to do (storage/queue.ts). */
     queue: db.sublevel<string, QueueEntry>('queue', { valueEncoding: 'json' }),
+    /** audit id → AuditEntry: the admin's changes and sign-ins. */
+    audit: db.sublevel<string, AuditEntry>('audit', { valueEncoding: 'json' }),
   };
 }
 

@@ -8,7 +8,7 @@
 import { statfs } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
-import type { AliasState, DeliveryRecord, FetchedKey, FetchedRecord, MessageMeta, QuarantineRecord, QueueEntry } from '../records.js';
+import type { AliasState, AuditEntry, DeliveryRecord, FetchedKey, FetchedRecord, MessageMeta, QuarantineRecord, QueueEntry } from '../records.js';
 import type { ListOptions, Store } from '../store.js';
 import { filtersContent, matchesContent } from '../message-filter.js';
 import { GroupCommit } from './group-commit.js';
@@ -18,7 +18,7 @@ import { QuarantineSpool } from './quarantine-spool.js';
 import { deleteQuarantined, listQuarantine, openQuarantined } from './quarantine.js';
 import { sideRecordOps } from './side-records.js';
 import { isDiskFull, storeErrors } from '../../lib/errors.js';
-import { idFloor, isMessageId } from '../ids.js';
+import { idFloor, isMessageId, newMessageId } from '../ids.js';
 import {
   aliasRange,
   chunkRange,
@@ -208,6 +208,21 @@ export class LevelStore implements Store {
 
   async putFetched(key: FetchedKey, record: FetchedRecord): Promise<void> {
     await this.commitBatch(await sideRecordOps(this.sublevels, [{ type: 'fetched', key, record }]));
+  }
+
+  /** A synced write shared with concurrent commits: an admin's change is on record before the answer. */
+  async appendAudit(entry: Omit<AuditEntry, 'id'>): Promise<AuditEntry> {
+    const stored: AuditEntry = { id: newMessageId(), ...entry };
+    await this.commitBatch([{ type: 'put', sublevel: this.sublevels.audit, key: stored.id, value: stored }]);
+    return stored;
+  }
+
+  async listAudit(opts: { limit?: number; since?: Date } = {}): Promise<AuditEntry[]> {
+    const limit = opts.limit ?? DEFAULT_LIST_LIMIT;
+    if (!(limit > 0)) return [];
+    return this.sublevels.audit
+      .values({ reverse: true, limit: Number.isFinite(limit) ? Math.floor(limit) : -1, ...(opts.since ? { gte: idFloor(opts.since) } : {}) })
+      .all();
   }
 
   readTokenCache(alias: string): Promise<Buffer | undefined> {

@@ -76,13 +76,24 @@ export async function startGatewayOn(
   return { config, store, gateway, stop };
 }
 
-/** A config for tests: data under DIR, SMTP on an ephemeral loopback port, then the caller's TOML. */
+/**
+ * A config for tests: data under DIR, SMTP on an ephemeral loopback port, then the caller's
+ * TOML. The REST API is off unless the caller has an `[admin]` table, and then on an ephemeral
+ * port unless it names one: tests run side by side and none may bind the default 8025.
+ */
 export function testConfigText(dir: string, toml = ''): string {
   // Keys of [smtp] the caller gives replace ours; TOML forbids defining a key twice.
   const callerSmtp = /^\[smtp\]\s*$/m.test(toml);
   const header = `data_dir = ${JSON.stringify(path.join(dir, 'data'))}\n`;
-  if (callerSmtp) return header + toml.replace(/^\[smtp\]\s*$/m, '[smtp]\nlisten = ["127.0.0.1:0"]');
-  return header + toml + '\n[smtp]\nlisten = ["127.0.0.1:0"]\n';
+  const admin = /^\[admin\]\s*$/m;
+  let body = admin.test(toml)
+    ? /^listen\s*=\s*"[^"]*:\d+"/m.test(toml.slice(toml.search(admin)))
+      ? toml
+      : toml.replace(admin, '[admin]\nlisten = "127.0.0.1:0"')
+    : toml + '\n[admin]\nenabled = false\n';
+  if (callerSmtp) return header + body.replace(/^\[smtp\]\s*$/m, '[smtp]\nlisten = ["127.0.0.1:0"]');
+  body += '\n[smtp]\nlisten = ["127.0.0.1:0"]\n';
+  return header + body;
 }
 
 export interface CliResult {

@@ -449,6 +449,20 @@ export function storeContract(name: string, factory: StoreFactory): void {
     assert.deepEqual(await store.readTokenCache('support'), Buffer.from('other'));
   });
 
+  contract('audit entries are kept with an id, listed newest first, limited and from a time on', async (store) => {
+    assert.deepEqual(await store.listAudit(), []);
+    const entry = (action: string, at: string) => ({ at, who: 'user alice', action, target: 'q1', from: '127.0.0.1', outcome: 'ok' });
+    const first = await store.appendAudit(entry('sign-in', '2026-03-01T10:00:00.000Z'));
+    assert.deepEqual({ ...first, id: undefined }, { ...entry('sign-in', '2026-03-01T10:00:00.000Z'), id: undefined });
+    const second = await store.appendAudit(entry('restore', '2026-03-01T10:00:01.000Z'));
+    const third = await store.appendAudit(entry('delete', '2026-03-01T10:00:02.000Z'));
+    assert.deepEqual(await store.listAudit(), [third, second, first]);
+    assert.deepEqual(await store.listAudit({ limit: 2 }), [third, second]);
+    // `since` is the time the entry was recorded; all three were just now.
+    assert.deepEqual(await store.listAudit({ since: new Date(Date.now() + 60_000) }), []);
+    assert.equal((await store.listAudit({ since: new Date(Date.now() - 60_000) })).length, 3);
+  });
+
   test(`${name}: close waits for a commit in flight, is safe twice, and refuses writes after`, async () => {
     const store = await factory.open();
     let reopened: Store | undefined;

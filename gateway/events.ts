@@ -1,0 +1,99 @@
+/**
+ * What happens in the running gateway, for whoever watches live (the REST API's
+ * `/api/v1/events`, the console later): a message stored, an attachment quarantined or
+ * restored, a queue entry changed, an alias's state changed. Reported at the one place every
+ * part of the gateway writes them: the store it was given by gateway.ts (`reportingStore`), so
+ * the listeners, the retriever, the dispatcher and the admin API report without knowing it.
+ * Nothing is done when nobody listens.
+ */
+import { EventEmitter } from 'node:events';
+import type { MessageWriter, MessageRewrite, SideRecord, Store } from '../storage/store.js';
+import type { AliasState, MessageMeta, QueueEntry } from '../storage/records.js';
+
+/** One thing that happened, as `/api/v1/events` sends it (the SSE event name is `type`). */
+export type GatewayEvent =
+  | { type: 'message-stored'; id: string; source: MessageMeta['source']['kind']; subject?: string }
+  | { type: 'attachment-quarantined'; id: string; messageId: string; fileName?: string }
+  | { type: 'attachment-restored'; id: string; messageId: string }
+  | { type: 'queue-changed'; id: string; state: 'queued' | 'finished'; entry?: QueueEntry }
+  | { type: 'alias-status'; alias: string; status: AliasState['status']; failures: number };
+
+/** The gateway's events: typed, and with listeners counted so reporting costs nothing when idle. */
+export class GatewayEvents {
+  readonly #emitter = new EventEmitter();
+
+  constructor() {
+    // Every open event stream is a listener; many browser tabs are not a leak.
+    this.#emitter.setMaxListeners(0);
+  }
+
+  /** True when someone listens: reporters skip building events otherwise. */
+  get watched(): boolean {
+    return this.#emitter.listenerCount('event') > 0;
+  }
+
+  report(event: GatewayEvent): void {
+    this.#emitter.emit('event', event);
+  }
+
+  /** Calls LISTENER for each event until the returned function is called. */
+  listen(listener: (event: GatewayEvent) => void): () => void {
+    this.#emitter.on('event', listener);
+    return () => this.#emitter.off('event', listener);
+  }
+}
+
+/** STORE, reporting to EVENTS what is written through it. */
+export function reportingStore(store: Store, events: GatewayEvents): Store {
+  const committed = (meta: MessageMeta, side: readonly SideRecord[] = []) => {
+    if (!events.watched) return;
+    events.report({ type: 'message-stored', id: meta.id, source: meta.source.kind, ...(meta.subject !== undefined ? { subject: meta.subject } : {}) });
+    for (const r of side) {
+      if (r.type === 'quarantine')
+        events.report({ type: 'attachment-quarantined', id: r.record.id, messageId: r.record.messageId, fileName: r.record.fileName });
+      if (r.type === 'queue-entry') events.report({ type: 'queue-changed', id: r.entry.id, state: 'queued', entry: r.entry });
+      if (r.type === 'queue-finished') events.report({ type: 'queue-changed', id: r.id, state: 'finished' });
+    }
+  };
+  const wrapped: Partial<Store> = {
+    createMessageWriter(id: string): MessageWriter {
+      const writer = store.createMessageWriter(id);
+      const commit = writer.commit.bind(writer);
+      writer.commit = async (meta, side) => {
+        await commit(meta, side);
+        committed(meta, side);
+      };
+      return writer;
+    },
+    async rewriteMessage(id: string): Promise<MessageRewrite> {
+      const rewrite = await store.rewriteMessage(id);
+      const commit = rewrite.commit.bind(rewrite);
+      rewrite.commit = async (meta, opts) => {
+        await commit(meta, opts);
+        const restored = opts?.restoredQuarantineId;
+        if (restored !== undefined && events.watched) events.report({ type: 'attachment-restored', id: restored, messageId: meta.id });
+      };
+      return rewrite;
+    },
+    async putQueueEntries(entries: readonly QueueEntry[]): Promise<void> {
+      await store.putQueueEntries(entries);
+      if (events.watched) for (const entry of entries) events.report({ type: 'queue-changed', id: entry.id, state: 'queued', entry });
+    },
+    async finishQueueEntry(id, delivery): Promise<void> {
+      await store.finishQueueEntry(id, delivery);
+      if (events.watched) events.report({ type: 'queue-changed', id, state: 'finished' });
+    },
+    async putAliasState(alias: string, state: AliasState): Promise<void> {
+      await store.putAliasState(alias, state);
+      if (events.watched) events.report({ type: 'alias-status', alias, status: state.status, failures: state.failures });
+    },
+  };
+  // Everything else goes to the store itself (its methods bound to it: it keeps `#` fields).
+  return new Proxy(store, {
+    get(target, prop) {
+      if (Object.hasOwn(wrapped, prop)) return wrapped[prop as keyof Store];
+      const value: unknown = Reflect.get(target, prop, target);
+      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+    },
+  });
+}

@@ -1,0 +1,315 @@
+/**
+ * The gateway's web server: the REST API under `/api/v1` (api-routes.ts) with its OpenAPI 3.1
+ * document at `/api/openapi.json` and a reference page at `/api/docs`, sign-in and sign-out
+ * at `/api/v1/session`, and `/healthz` and `/readyz`. One fastify instance, HTTPS with
+ * `[admin.tls]`; the console will be served from here too. Errors answer as the control socket's
+ * do: JSON `{ code, message }` from the catalogue with a status that fits (http-errors.ts).
+ */
+import { readFileSync } from 'node:fs';
+import type { AddressInfo } from 'node:net';
+import type { Readable } from 'node:stream';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import cookie from '@fastify/cookie';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import {
+  hasZodFastifySchemaValidationErrors,
+  jsonSchemaTransform,
+  serializerCompiler,
+  validatorCompiler,
+  type ZodTypeProvider,
+} from 'fastify-type-provider-zod';
+import { z } from 'zod';
+import type { Logger } from 'pino';
+import { errors } from '../../lib/errors.js';
+import { parseListenAddress } from '../../lib/net.js';
+import type { AdminApi, AuditEntry } from '../admin/api.js';
+import { errorBody, statusOf } from '../admin/http-errors.js';
+import type { Config } from '../config/schema.js';
+import type { GatewayEvents } from '../events.js';
+import { Access, requirePermission, type Caller } from './access.js';
+import { apiRoutes, MESSAGE_TYPES, type ApiRoute } from './api-routes.js';
+
+/** The session cookie's name. */
+export const SESSION_COOKIE = 'mailgate_session';
+/** Where the REST API's operations are. */
+export const API_PREFIX = '/api/v1';
+
+export interface WebServerDeps {
+  config: Config;
+  admin: AdminApi;
+  logger: Logger;
+  /** True when the store answers and the listeners are bound (`/readyz`). */
+  ready(): Promise<boolean>;
+  /** The gateway's events, sent to `/api/v1/events`. */
+  events: GatewayEvents;
+  /** Writes one entry to the audit log in the store. */
+  audit(entry: Omit<AuditEntry, 'id'>): Promise<unknown>;
+}
+
+/** A running web server. */
+export interface WebServer {
+  /** The bound port (the configured one, or the ephemeral one for port 0). */
+  readonly port: number;
+  /** `http://` or `https://` and the bound address. */
+  readonly url: string;
+  /** With no `[[admin.user]]`: the link that signs in as admin, valid for this run. */
+  readonly firstRunLink?: string;
+  close(): Promise<void>;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Who made the request, once authenticated. */
+    caller?: Caller;
+  }
+}
+
+export async function startWebServer(deps: WebServerDeps): Promise<WebServer> {
+  const { config, logger } = deps;
+  const at = parseListenAddress(config.admin.listen)!;
+  const tls = config.admin.tls;
+  const app = Fastify({
+    // Our logger's lines, not one per request: ingest is what the log is for.
+    logger: false,
+    ...(tls ? { https: { cert: readFileSync(tls.cert), key: readFileSync(tls.key) } } : {}),
+  });
+  await buildApp(app, deps);
+  await app.listen({ host: at.host, port: at.port });
+  const port = (app.server.address() as AddressInfo).port;
+  const host = at.host.includes(':') ? `[${at.host}]` : at.host;
+  const url = `${tls ? 'https' : 'http'}://${host}:${port}`;
+  const access = app.access;
+  const firstRunLink = access.firstRunToken === undefined ? undefined : `${url}${API_PREFIX}/session/link?token=${access.firstRunToken}`;
+  logger.info({ url, docs: `${url}/api/docs` }, 'REST API listening');
+  return { port, url, ...(firstRunLink ? { firstRunLink } : {}), close: () => app.close() };
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    access: Access;
+  }
+}
+
+/** Sets up APP with every route; exported for the test that checks the OpenAPI document without listening. */
+export async function buildApp(app: FastifyInstance, deps: WebServerDeps): Promise<void> {
+  const { config } = deps;
+  const access = new Access(config.admin, config.smtp.limits);
+  app.decorate('access', access);
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  // A message upload goes to the operation as the request stream: it is never held whole here.
+  app.addContentTypeParser(MESSAGE_TYPES, (_req, payload, done) => done(null, payload));
+  app.setErrorHandler((err, req, reply) => sendError(reply, requestError(err, req), deps.logger));
+  app.setNotFoundHandler((req, reply) => sendError(reply, errors.unknownOperation(req.method, req.url.split('?')[0] ?? ''), deps.logger));
+
+  await app.register(cookie);
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.1.0',
+      info: { title: 'mailgate admin API', version: '1', description: 'Every admin operation of mailgate, as the CLI does them (README "Console and API").' },
+      components: {
+        securitySchemes: {
+          bearer: { type: 'http', scheme: 'bearer', description: 'a token of [[admin.token]]' },
+          session: { type: 'apiKey', in: 'cookie', name: SESSION_COOKIE, description: 'from POST /api/v1/session' },
+        },
+      },
+      security: [{ bearer: [] }, { session: [] }],
+    },
+    transform: jsonSchemaTransform,
+  });
+  // The reference page's scripts and styles come from the package itself: no CDN at run time.
+  await app.register(swaggerUi, { routePrefix: '/api/docs' });
+
+  const zapp = app.withTypeProvider<ZodTypeProvider>();
+  zapp.get('/api/openapi.json', { schema: { hide: true } }, () => app.swagger());
+  zapp.get('/healthz', { schema: { summary: 'The process is up', security: [] } }, () => ({ status: 'ok' }));
+  zapp.get('/readyz', { schema: { summary: 'The store is open and the listeners are bound', security: [] } }, async (_req, reply) => {
+    const ready = await deps.ready().catch(() => false);
+    return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready' });
+  });
+
+  const secure = config.admin.tls !== undefined;
+  const cookieOptions = { path: '/', httpOnly: true, sameSite: 'strict' as const, secure };
+  zapp.post(
+    `${API_PREFIX}/session`,
+    {
+      schema: {
+        summary: 'Signs a person in ([[admin.user]]): sets the session cookie',
+        security: [],
+        body: z.object({ user: z.string().min(1), password: z.string().min(1) }),
+      },
+    },
+    async (req, reply) => {
+      const { sessionId, caller } = await audited(deps, { who: `user ${req.body.user}`, action: 'sign-in', from: req.ip }, () =>
+        access.signIn(req.body.user, req.body.password, req.ip),
+      );
+      return reply.setCookie(SESSION_COOKIE, sessionId, cookieOptions).send({ user: req.body.user, role: caller.role });
+    },
+  );
+  zapp.get(
+    `${API_PREFIX}/session/link`,
+    {
+      schema: {
+        summary: 'The first-run sign-in link (no [[admin.user]] configured): signs in as admin',
+        security: [],
+        querystring: z.object({ token: z.string().min(1) }),
+      },
+    },
+    async (req, reply) => {
+      const { sessionId } = await audited(deps, { who: 'first-run link', action: 'sign-in', from: req.ip }, async () =>
+        access.signInFirstRun(req.query.token, req.ip),
+      );
+      return reply.setCookie(SESSION_COOKIE, sessionId, cookieOptions).redirect('/api/docs');
+    },
+  );
+  zapp.delete(`${API_PREFIX}/session`, { schema: { summary: 'Signs out: ends the session' } }, (req, reply) => {
+    const sessionId = req.cookies[SESSION_COOKIE];
+    if (sessionId !== undefined) access.signOut(sessionId);
+    return reply.clearCookie(SESSION_COOKIE, cookieOptions).code(204).send();
+  });
+
+  for (const r of apiRoutes) registerOperation(zapp, r, deps);
+  registerEvents(app, deps.events);
+
+  // Every route under /api/v1 but sign-in needs a caller; each operation then checks its permission.
+  app.addHook('onRequest', async (req) => {
+    const path = req.url.split('?')[0] ?? '';
+    if (!path.startsWith(`${API_PREFIX}/`) || (path.startsWith(`${API_PREFIX}/session`) && req.method !== 'DELETE')) return;
+    req.caller = await authenticate(req, access, deps);
+  });
+}
+
+function registerOperation(app: FastifyInstance, r: ApiRoute, deps: WebServerDeps): void {
+  const { admin } = deps;
+  app.route({
+    method: r.method,
+    url: `${API_PREFIX}${r.url}`,
+    schema: {
+      summary: r.summary,
+      ...(r.params ? { params: r.params } : {}),
+      ...(r.query ? { querystring: r.query } : {}),
+      ...(r.upload ? { consumes: MESSAGE_TYPES } : {}),
+      ...(r.bytes ? { produces: [r.bytes] } : {}),
+    },
+    handler: async (req: FastifyRequest, reply: FastifyReply) => {
+      requirePermission(req.caller!.role, r.permission);
+      const body = r.upload ? (req.body as Readable | undefined) : undefined;
+      const input = { params: (req.params ?? {}) as never, query: (req.query ?? {}) as never, body };
+      const params = (req.params ?? {}) as { id?: string; name?: string };
+      // A bulk action names its filter, so the log says what it was applied to.
+      const query = (req.query ?? {}) as Record<string, unknown>;
+      const target = params.id ?? params.name ?? (Object.keys(query).length > 0 ? new URLSearchParams(query as Record<string, string>).toString() : undefined);
+      const result = r.audit
+        ? await audited(deps, { who: req.caller!.who, action: r.audit, from: req.ip, ...(target !== undefined ? { target } : {}) }, () => r.run(admin, input))
+        : await r.run(admin, input);
+      // Bytes are streamed from the store as they are read.
+      if (r.bytes) return reply.type(r.bytes).send(result as Readable);
+      return reply.send(result);
+    },
+  });
+}
+
+/** Seconds between SSE comments, so proxies and browsers keep an idle stream open. */
+const HEARTBEAT_SECONDS = 15;
+
+/** `/api/v1/events`: the gateway's events as Server-Sent Events, one `event: TYPE` with JSON `data` each. */
+function registerEvents(app: FastifyInstance, events: GatewayEvents): void {
+  const open = new Set<() => void>();
+  // fastify's close waits for open requests: end the streams first.
+  app.addHook('preClose', async () => {
+    for (const end of open) end();
+  });
+  app.get(
+    `${API_PREFIX}/events`,
+    {
+      schema: {
+        summary: 'Live events (text/event-stream): message-stored, attachment-quarantined, attachment-restored, queue-changed, alias-status',
+        produces: ['text/event-stream'],
+      },
+    },
+    (req, reply) => {
+      requirePermission(req.caller!.role, 'read');
+      reply.hijack();
+      const res = reply.raw;
+      res.writeHead(200, { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', connection: 'keep-alive' });
+      res.write(': mailgate events\n\n');
+      const stop = events.listen((event) => res.write(`event: ${event.type}\ndata: ${JSON.stringify(event)}\n\n`));
+      const heartbeat = setInterval(() => res.write(': keep-alive\n\n'), HEARTBEAT_SECONDS * 1000);
+      const end = () => {
+        stop();
+        clearInterval(heartbeat);
+        open.delete(end);
+        res.end();
+      };
+      open.add(end);
+      res.once('close', end);
+    },
+  );
+}
+
+/** The caller of REQ: a bearer token, or a session cookie from this site (CSRF); SIGN_IN_REQUIRED otherwise. */
+async function authenticate(req: FastifyRequest, access: Access, deps: WebServerDeps): Promise<Caller> {
+  const authorization = req.headers.authorization;
+  if (authorization !== undefined) {
+    const m = /^Bearer\s+(\S+)$/i.exec(authorization);
+    if (!m) throw errors.badRequest('Authorization: expected "Bearer TOKEN"');
+    const token = m[1]!;
+    // Only a failure is written: a script's every request would otherwise fill the log with sign-ins.
+    return access.bearer(token, req.ip).catch(async (err: unknown) => {
+      await writeAudit(deps, { who: 'bearer token', action: 'sign-in', from: req.ip, outcome: errorBody(err).code });
+      throw err;
+    });
+  }
+  const sessionId = req.cookies[SESSION_COOKIE];
+  const caller = sessionId === undefined ? undefined : access.session(sessionId);
+  if (!caller) throw errors.signInRequired();
+  // The cookie goes with any request the browser makes; only this site's own pages may use it.
+  const origin = req.headers.origin;
+  if (origin !== undefined && origin !== `${req.protocol}://${req.headers.host ?? ''}`) throw errors.crossSiteRequest(origin);
+  if (req.headers['sec-fetch-site'] === 'cross-site') throw errors.crossSiteRequest(origin ?? 'another site');
+  return caller;
+}
+
+/** A request's failure as one of the catalogue: schema validation becomes BAD_REQUEST naming the field and why. */
+function requestError(err: unknown, req: FastifyRequest): unknown {
+  if (hasZodFastifySchemaValidationErrors(err)) {
+    const where = err.validationContext ?? 'request';
+    const detail = err.validation.map((v) => `${where}${v.instancePath.replaceAll('/', '.')}: ${v.message}`).join('; ');
+    return errors.badRequest(detail);
+  }
+  const e = err as { statusCode?: number; code?: string; message?: string };
+  // fastify's own refusals (a body that is not JSON, an unsupported media type, too large).
+  if (typeof e.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500 && e.code?.startsWith('FST_')) {
+    return errors.badRequest(`${req.method} ${req.url.split('?')[0] ?? ''}: ${e.message ?? e.code}`);
+  }
+  return err;
+}
+
+function sendError(reply: FastifyReply, err: unknown, logger: Logger): FastifyReply {
+  const body = errorBody(err);
+  const status = statusOf(body.code);
+  if (status >= 500) logger.warn({ err, method: reply.request.method, path: reply.request.url }, 'REST API request failed');
+  return reply.code(status).type('application/json; charset=utf-8').send(body);
+}
+
+/** Runs WHAT and writes it to the audit log with its outcome: `ok`, or the code it failed with. */
+async function audited<T>(deps: WebServerDeps, entry: Pick<AuditEntry, 'who' | 'action' | 'from' | 'target'>, what: () => Promise<T>): Promise<T> {
+  try {
+    const result = await what();
+    await writeAudit(deps, { ...entry, outcome: 'ok' });
+    return result;
+  } catch (err) {
+    await writeAudit(deps, { ...entry, outcome: errorBody(err).code });
+    throw err;
+  }
+}
+
+/** An entry the store could not take is logged, not answered: the change itself is done (or refused) either way. */
+async function writeAudit(deps: WebServerDeps, entry: Omit<AuditEntry, 'id' | 'at'>): Promise<void> {
+  try {
+    await deps.audit({ at: new Date().toISOString(), ...entry });
+  } catch (err) {
+    deps.logger.error({ err, audit: entry }, 'could not write to the audit log');
+  }
+}
