@@ -71,6 +71,12 @@ if (want('outbound')) {
   for (const line of await outboundBench({ quick, ...(cpuProfDir ? { cpuProfDir } : {}) })) console.log(line);
 }
 
+if (want('admin')) {
+  const { compareAdmin } = await import('./compare.js');
+  console.log(`\n# The REST API idle: ingest with [admin] off and on, same build, 4 KB and 100 KB, smtp-source, 20 sessions, all four stages, durable`);
+  for (const line of await compareAdmin({ quick })) console.log(line);
+}
+
 // Not part of a plain `npm run bench`: only when named (`npm run bench -- compare DIR`).
 if (only[0] === 'compare') {
   const other = only[1];
