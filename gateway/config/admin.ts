@@ -4,29 +4,13 @@
  * same conventions apply (custom messages say what was expected).
  */
 import { z } from 'zod';
-import { isLoopbackAddress, parseListenAddress } from '../../lib/net.js';
-import { is, passwordHash, text } from './fields.js';
-
-const LISTEN = 'a "host:port" address such as "127.0.0.1:8025" or "[::1]:8025"';
-const listenAddress = z.string(is(LISTEN)).refine((a) => parseListenAddress(a) !== undefined, is(LISTEN));
+import { isLoopbackAddress } from '../../lib/net.js';
+import { is, listenAddress, passwordHash, text, tlsFiles } from './fields.js';
 
 /** What each role may do (issue 13): `admin` everything; `operator` the day-to-day changes; `auditor` reads all but message bytes and quarantined content. */
 export const adminRoles = ['admin', 'operator', 'auditor'] as const;
 export type AdminRole = (typeof adminRoles)[number];
 const role = z.enum(adminRoles, is('"admin", "operator" or "auditor"'));
-
-const adminTls = z
-  .strictObject({
-    /** Certificate chain file (PEM). Needs `key`. */
-    cert: text.optional(),
-    /** Private key file (PEM). Needs `cert`. */
-    key: text.optional(),
-  })
-  .superRefine((t, ctx) => {
-    if (t.cert !== undefined && t.key === undefined) ctx.addIssue({ code: 'custom', path: ['key'], message: 'the key file that goes with cert' });
-    if (t.key !== undefined && t.cert === undefined) ctx.addIssue({ code: 'custom', path: ['cert'], message: 'the certificate file that goes with key' });
-  })
-  .transform((t) => (t.cert !== undefined && t.key !== undefined ? { cert: t.cert, key: t.key } : undefined));
 
 const adminUser = z.strictObject({
   /** Sign-in name. */
@@ -62,9 +46,9 @@ export const adminSchema = z
     /** Serve the REST API. Default: true. */
     enabled: z.boolean().default(true),
     /** "host:port" the API listens on; anything but loopback needs `[admin.tls]`. */
-    listen: listenAddress.default('127.0.0.1:8025'),
+    listen: listenAddress(8025).default('127.0.0.1:8025'),
     /** Certificate for HTTPS: both `cert` and `key`, or neither. */
-    tls: adminTls.optional(),
+    tls: tlsFiles.optional(),
     /** Minutes a signed-in session may stay unused before it ends. */
     session_idle_timeout: z.int(is('a positive integer (minutes)')).min(1, is('a positive integer (minutes)')).default(30),
     /** Hours after sign-in at which a session ends, used or not. */

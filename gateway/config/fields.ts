@@ -4,6 +4,7 @@
  * `KEY: expected MESSAGE, got GIVEN`. schema.ts and the table files beside it build from these.
  */
 import { z } from 'zod';
+import { parseListenAddress } from '../../lib/net.js';
 import { isPasswordHash } from './password.js';
 
 /** A custom message, written as what was expected. */
@@ -34,3 +35,23 @@ export const email = z.string(is(EMAIL)).regex(EMAIL_RE, is(EMAIL));
 const HASH = 'a password hash "scrypt$N$r$p$salt$hash" (made by `mailgate config hash-password`)';
 /** An scrypt password hash as hashPassword writes it. */
 export const passwordHash = z.string(is(HASH)).refine(isPasswordHash, is(HASH));
+
+/** A `host:port` listen address; EXAMPLE_PORT is the port the message shows (the section's default). */
+export function listenAddress(examplePort: number) {
+  const phrase = `a "host:port" address such as "127.0.0.1:${examplePort}" or "[::1]:${examplePort}"`;
+  return z.string(is(phrase)).refine((a) => parseListenAddress(a) !== undefined, is(phrase));
+}
+
+/** `[smtp.tls]`, `[admin.tls]`: a certificate chain and its key (PEM files), both or neither. */
+export const tlsFiles = z
+  .strictObject({
+    /** Certificate chain file (PEM). Needs `key`. */
+    cert: text.optional(),
+    /** Private key file (PEM). Needs `cert`. */
+    key: text.optional(),
+  })
+  .superRefine((t, ctx) => {
+    if (t.cert !== undefined && t.key === undefined) ctx.addIssue({ code: 'custom', path: ['key'], message: 'the key file that goes with cert' });
+    if (t.key !== undefined && t.cert === undefined) ctx.addIssue({ code: 'custom', path: ['cert'], message: 'the certificate file that goes with key' });
+  })
+  .transform((t) => (t.cert !== undefined && t.key !== undefined ? { cert: t.cert, key: t.key } : undefined));

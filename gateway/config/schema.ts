@@ -9,34 +9,20 @@
  */
 import os from 'node:os';
 import { z } from 'zod';
-import { isLoopbackAddress, parseCidr, parseListenAddress } from '../../lib/net.js';
-import { domain, email, host, is, passwordHash, port, positive, text } from './fields.js';
+import { isLoopbackAddress, parseCidr } from '../../lib/net.js';
+import { domain, email, host, is, listenAddress as listenAddressOf, passwordHash, port, positive, text, tlsFiles } from './fields.js';
 import { invariantIssues } from './invariants.js';
 import { incoming } from './incoming.js';
 import { oauthApp } from './oauth-app.js';
 import { adminSchema } from './admin.js';
 import { queueSchema, relaySchema, submissionSchema } from './outbound.js';
 
-const LISTEN = 'a "host:port" address such as "127.0.0.1:2525" or "[::1]:2525"';
-const listenAddress = z.string(is(LISTEN)).refine((a) => parseListenAddress(a) !== undefined, is(LISTEN));
+const listenAddress = listenAddressOf(2525);
 
 export { defaultFetchPort } from './incoming.js';
 
 /** Default SMTP port. Cisco guide: 25, or 587 when the SSL ("SMTP") flag is set. */
 export const defaultSmtpPort = (ssl: boolean) => (ssl ? 587 : 25);
-
-const smtpTls = z
-  .strictObject({
-    /** Certificate chain file (PEM). Needs `key`. */
-    cert: text.optional(),
-    /** Private key file (PEM). Needs `cert`. */
-    key: text.optional(),
-  })
-  .superRefine((t, ctx) => {
-    if (t.cert !== undefined && t.key === undefined) ctx.addIssue({ code: 'custom', path: ['key'], message: 'the key file that goes with cert' });
-    if (t.key !== undefined && t.cert === undefined) ctx.addIssue({ code: 'custom', path: ['cert'], message: 'the certificate file that goes with key' });
-  })
-  .transform((t) => (t.cert !== undefined && t.key !== undefined ? { cert: t.cert, key: t.key } : undefined));
 
 const smtpUser = z.strictObject({
   /** Login name for SMTP AUTH. */
@@ -100,7 +86,7 @@ const smtp = z
     /** How long a reverse DNS lookup may take, in milliseconds. */
     reverse_dns_timeout_ms: positive('milliseconds').default(1000),
     /** Certificate for STARTTLS: both `cert` and `key`, or neither. */
-    tls: smtpTls.optional(),
+    tls: tlsFiles.optional(),
     /** SMTP AUTH settings. */
     auth: z
       .strictObject({
