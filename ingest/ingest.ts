@@ -129,7 +129,7 @@ export async function ingestMessage(deps: IngestDeps, input: Readable, req: Inge
         throw storeFailure(err);
       }
     }
-    if (inputError !== undefined || !isWrappable(failure)) {
+    if (inputError !== undefined || !isWrappable(deps.store, failure)) {
       failure = inputError ?? failure;
       drain();
       await discard();
@@ -185,23 +185,14 @@ function messageContext(deps: IngestDeps, req: IngestRequest, id: string): Messa
 
 /**
  * Whether a pipeline failure is the message's own (wrap it) rather than ours or the client's:
- * not the size limit (552), not the client going away or a shutdown (421), not the store (a
- * store or LevelDB error, from the writer, the spool or a stage that writes, e.g. quarantine).
+ * not the size limit (552), not the client going away or a shutdown (421), not the store's
+ * (from the writer, the spool or a stage that writes, e.g. quarantine; the store knows its own).
  */
-function isWrappable(err: unknown): boolean {
+function isWrappable(store: Store, err: unknown): boolean {
   if (err instanceof MailgateError) {
     return !(err.responseCode === 552 || err.responseCode === 421 || err.code.startsWith('STORE_'));
   }
-  return !isStoreError(err);
-}
-
-function isStoreError(err: unknown): boolean {
-  if (isDiskFull(err)) return true;
-  for (let e = err, depth = 0; typeof e === 'object' && e !== null && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
-    const code = (e as { code?: unknown }).code;
-    if (typeof code === 'string' && (code.startsWith('LEVEL_') || code.startsWith('STORE_'))) return true;
-  }
-  return false;
+  return !store.isStoreFailure(err);
 }
 
 /**
@@ -294,7 +285,7 @@ async function storeWrapped(
     summary = await runPipeline(wrapper, wrapCtx, [], writer, deps.limits);
     await blocked?.close();
   } catch (err) {
-    throw isStoreError(err) ? storeFailure(err) : err;
+    throw deps.store.isStoreFailure(err) ? storeFailure(err) : err;
   }
   // Tagging reads the header once more: with a counter of its own, so the wrapper's counts stand.
   const tagged = await tagWrapped(deps, req, base.id, stages, () => maskedOriginal({}), limits.maxHeaderSize);

@@ -202,6 +202,13 @@ export interface Store {
   /** Audit entries, newest first: at most `limit` (default 100), at or after `since`. */
   listAudit(opts?: { limit?: number; since?: Date }): Promise<AuditEntry[]>;
 
+  /**
+   * Whether ERR (or one of its causes) is a failure of this store: a `STORE_*` error of
+   * `storeErrors`, its database's own errors, a full disk. Ingest answers those 451/452 instead of wrapping the
+   * message, which was not at fault.
+   */
+  isStoreFailure(err: unknown): boolean;
+
   /** Waits for writes in progress, then closes the store. Safe to call twice. */
   close(): Promise<void>;
 }

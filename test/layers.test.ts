@@ -68,6 +68,8 @@ test('LevelDB, its batch operations and its sublevels appear only under storage/
     for (const target of localImports(file, source, '.ts')) if (target.startsWith(path.join('storage', 'leveldb'))) found.push(`${file} imports ${target}`);
     const code = source.replace(/\/\/.*$|\/\*[\s\S]*?\*\//gm, '');
     for (const word of ['StoreOp', 'sublevels', 'sublevel']) if (new RegExp(`\\b${word}\\b`).test(code)) found.push(`${file} uses ${word}`);
+    // LevelDB's own error codes are the store's to recognise (Store.isStoreFailure).
+    if (/['"`]LEVEL_/.test(code)) found.push(`${file} names a LEVEL_ error code`);
   }
   assert.deepEqual(found, []);
 });

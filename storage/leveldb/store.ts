@@ -317,6 +317,16 @@ export class LevelStore implements Store {
     return Readable.from(bytes(), { objectMode: false });
   }
 
+  isStoreFailure(err: unknown): boolean {
+    if (isDiskFull(err)) return true;
+    for (let e = err, depth = 0; typeof e === 'object' && e !== null && depth < 5; e = (e as { cause?: unknown }).cause, depth++) {
+      const code = (e as { code?: unknown }).code;
+      // classic-level's errors are LEVEL_*; ours (storeErrors) STORE_*.
+      if (typeof code === 'string' && (code.startsWith('LEVEL_') || code.startsWith('STORE_'))) return true;
+    }
+    return false;
+  }
+
   /** Waits for commits begun before it, then closes the database. Safe to call twice. */
   close(): Promise<void> {
     this.#closing ??= (async () => {

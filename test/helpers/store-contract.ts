@@ -10,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { buffer } from 'node:stream/consumers';
 import type { Readable, Writable } from 'node:stream';
 import { createIdGenerator, newMessageId } from '../../storage/ids.js';
+import { storeErrors } from '../../lib/errors.js';
 import type { AliasState, DeliveryRecord, FetchedKey, MessageMeta, QuarantineRecord, QueueEntry } from '../../storage/records.js';
 import type { MessageWriter, SideRecord, Store } from '../../storage/store.js';
 
@@ -50,6 +51,15 @@ export function storeContract(name: string, factory: StoreFactory): void {
       assert.ok((await buffer(store.openRaw(id))).equals(bytes), `${bytes.length} bytes read back as written`);
       assert.ok((await buffer(store.openRaw(id))).equals(bytes), 'and again');
     }
+  });
+
+  contract("the store knows its own failures (STORE_* errors, a full disk), through causes, and not a message's", async (store) => {
+    const refused = storeErrors.storeUnavailable(new Error('a write failed'));
+    assert.equal(store.isStoreFailure(refused), true);
+    assert.equal(store.isStoreFailure(new Error('outside', { cause: refused })), true, 'through a cause');
+    assert.equal(store.isStoreFailure(Object.assign(new Error('write failed'), { code: 'ENOSPC' })), true, 'a full disk');
+    assert.equal(store.isStoreFailure(Object.assign(new Error('MIME nesting too deep'), { code: 'MIME_TOO_DEEP' })), false);
+    assert.equal(store.isStoreFailure(new Error('unexpected end of the message')), false);
   });
 
   contract('nothing of a message is visible before its commit, nor after an abort', async (store) => {
