@@ -89,11 +89,16 @@ export function reportingStore(store: Store, events: GatewayEvents): Store {
     },
   };
   // Everything else goes to the store itself (its methods bound to it: it keeps `#` fields).
+  // Bound once each, not at every call: the store is asked on every message's path.
+  const bound = new Map<PropertyKey, unknown>();
   return new Proxy(store, {
     get(target, prop) {
       if (Object.hasOwn(wrapped, prop)) return wrapped[prop as keyof Store];
       const value: unknown = Reflect.get(target, prop, target);
-      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+      if (typeof value !== 'function') return value;
+      let fn = bound.get(prop);
+      if (fn === undefined) bound.set(prop, (fn = (value as (...args: unknown[]) => unknown).bind(target)));
+      return fn;
     },
   });
 }
