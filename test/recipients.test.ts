@@ -9,7 +9,7 @@ import { startRetriever, type PollResult } from '../gateway/fetch/retriever.js';
 import { deliveryTargets } from '../gateway/fetch/recipients.js';
 import { openStore } from '../storage/open.js';
 import type { Store } from '../storage/store.js';
-import { ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot.js';
+import { ensureDovecot, startDovecot, type TestDovecot, dovecotIncoming } from './helpers/dovecot.js';
 import { fixture, tempDir } from './helpers/paths.js';
 
 let dovecot: TestDovecot;
@@ -31,14 +31,7 @@ const aliasToml = (name: string, address: string, user: string, extra: string[] 
     `name = "${name}"`,
     `address = "${address}"`,
     ...extra.filter((e) => !e.startsWith('incoming:')),
-    '[alias.incoming]',
-    'type = "imap"',
-    'host = "127.0.0.1"',
-    `port = ${dovecot.imapPort}`,
-    'security = "starttls"',
-    `ca_file = ${JSON.stringify(fixture('tls', 'cert.pem'))}`,
-    `user = "${user}"`,
-    'password = "pw"',
+    ...dovecotIncoming(dovecot, user),
     'poll_interval = 3600',
     'idle = false',
     ...extra.filter((e) => e.startsWith('incoming:')).map((e) => e.slice('incoming:'.length)),

@@ -4,9 +4,9 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { buffer } from 'node:stream/consumers';
 import { openStore } from '../storage/open.js';
-import { ensureDovecot, startDovecot } from './helpers/dovecot.js';
+import { ensureDovecot, startDovecot, dovecotIncoming } from './helpers/dovecot.js';
 import { spawnServe, testConfigText } from './helpers/gateway.js';
-import { fixture, tempDir } from './helpers/paths.js';
+import { tempDir } from './helpers/paths.js';
 
 const COUNT = 300;
 
@@ -30,14 +30,7 @@ test('SIGKILL while fetching a mailbox of hundreds: after restart each message i
         '[[alias]]',
         'name = "support"',
         'address = "support@example.com"',
-        '[alias.incoming]',
-        'type = "imap"',
-        'host = "127.0.0.1"',
-        `port = ${dovecot.imapPort}`,
-        'security = "starttls"',
-        `ca_file = ${JSON.stringify(fixture('tls', 'cert.pem'))}`,
-        'user = "support"',
-        'password = "pw"',
+        ...dovecotIncoming(dovecot, 'support'),
         'poll_interval = 1',
         'reconnect_interval = 1',
         'max_items = 100',

@@ -5,9 +5,9 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AliasRow } from '../gateway/commands/aliases.js';
 import type { MessageMeta } from '../storage/records.js';
-import { ensureDovecot, startDovecot } from './helpers/dovecot.js';
+import { ensureDovecot, startDovecot, dovecotIncoming } from './helpers/dovecot.js';
 import { runCli, spawnServe, testConfigText } from './helpers/gateway.js';
-import { fixture, tempDir } from './helpers/paths.js';
+import { tempDir } from './helpers/paths.js';
 
 const mail = (to: string, subject: string) =>
   `From: customer@example.net\r\nTo: ${to}\r\nSubject: ${subject}\r\nMessage-ID: <${subject.replace(/\s+/g, '-')}@example.net>\r\n\r\nHello.\r\n`;
@@ -18,18 +18,7 @@ test('aliases sharing a mailbox each have their own status: the mailbox is fetch
   t.after(() => dovecot.stop());
   const { dir, cleanup } = await tempDir();
   t.after(cleanup);
-  const incoming = [
-    '[alias.incoming]',
-    'type = "imap"',
-    'host = "127.0.0.1"',
-    `port = ${dovecot.imapPort}`,
-    'security = "starttls"',
-    `ca_file = ${JSON.stringify(fixture('tls', 'cert.pem'))}`,
-    'user = "shared"',
-    'password = "pw"',
-    'poll_interval = 1',
-    'idle = false',
-  ];
+  const incoming = [...dovecotIncoming(dovecot, 'shared'), 'poll_interval = 1', 'idle = false'];
   const configFile = path.join(dir, 'mailgate.toml');
   // sales is configured first: it leads the mailbox.
   await writeFile(

@@ -330,3 +330,20 @@ function alive(pid: number): boolean {
     return false;
   }
 }
+
+/**
+ * The `[alias.incoming]` lines of an alias that fetches from this Dovecot's IMAP as USER (password
+ * "pw"), over STARTTLS with the test CA; a test adds its own keys (poll_interval, idle...) after.
+ */
+export function dovecotIncoming(dovecot: { imapPort: number }, user: string): string[] {
+  return [
+    '[alias.incoming]',
+    'type = "imap"',
+    'host = "127.0.0.1"',
+    `port = ${dovecot.imapPort}`,
+    'security = "starttls"',
+    `ca_file = ${JSON.stringify(fixture('tls', 'cert.pem'))}`,
+    `user = ${JSON.stringify(user)}`,
+    'password = "pw"',
+  ];
+}
