@@ -243,9 +243,10 @@ test('`mailgate admin token` prints a token once with a hash that the API accept
   });
   const base = new URL(link).origin;
   assert.equal((await fetch(`${base}/api/v1/queue`, { headers: { authorization: `Bearer ${token}` } })).status, 200);
-  // The link signs in as admin: a session cookie, then the reference page.
+  // The link signs in as admin: a session cookie, then the console's dashboard.
   const followed = await fetch(link, { redirect: 'manual' });
-  assert.equal(followed.status, 302);
+  assert.equal(followed.status, 303);
+  assert.equal(followed.headers.get('location'), '/');
   const cookie = (followed.headers.get('set-cookie') ?? '').split(';')[0]!;
   assert.equal((await fetch(`${base}/api/v1/queue/none/retry`, { method: 'POST', headers: { cookie } })).status, 404, 'admin may retry (no such entry)');
   const guessed = await fetch(`${base}/api/v1/session/link?token=guess`, { redirect: 'manual' });

@@ -40,11 +40,12 @@ import { quarantineMatcher } from './quarantine-filter.js';
 import { messageTimeline, type TimelineStep } from './timeline.js';
 import { aliasRow, aliasTestReport, type AliasRow, type AliasTestReport } from './alias-rows.js';
 import { tryPolicy, type PolicyReport, type PolicyTestRequest } from './policy-test.js';
+import { summarise, SUMMARY_SCAN_LIMIT, type GatewaySummary, type TrafficRow } from './summary.js';
 import { adminClient, controlSocketPath, gatewayAnswers } from './http-client.js';
 
 // The stored records the operations answer with, named here so the commands need no storage import.
 export type { MessageMeta, QuarantineRecord, AliasState, AliasStatus, QueueEntry, DeliveryResult, AuditEntry, Store };
-export type { AliasRow, AliasTestReport, PolicyReport, PolicyTestRequest, TimelineStep };
+export type { AliasRow, AliasTestReport, PolicyReport, PolicyTestRequest, TimelineStep, GatewaySummary, TrafficRow };
 export { controlSocketPath };
 
 /** Which stored messages `messages list` wants, newest first; every filter given must hold. */
@@ -185,6 +186,8 @@ export interface AdminApi {
 
   /** The audit log (changes made through the REST API, sign-ins), newest first. */
   listAudit(query: AuditQuery): Promise<AuditEntry[]>;
+  /** The gateway at a glance: the last hour's and day's messages, the queue, the quarantine, the aliases (summary.ts). */
+  summary(): Promise<GatewaySummary>;
 
   /** Lets go of what was opened for this caller (a stopped gateway's store). */
   close(): Promise<void>;
@@ -386,6 +389,18 @@ export class Admin implements AdminApi {
   async listAudit(query: AuditQuery): Promise<AuditEntry[]> {
     const { since, ...rest } = query;
     return (await this.#store()).listAudit({ ...rest, ...(since !== undefined ? { since: new Date(since) } : {}) });
+  }
+
+  async summary(): Promise<GatewaySummary> {
+    const store = await this.#store();
+    const now = new Date();
+    const [messages, queue, quarantined, aliases] = await Promise.all([
+      store.listMessages({ since: new Date(now.getTime() - 24 * 3_600_000), limit: SUMMARY_SCAN_LIMIT }),
+      store.listQueue(),
+      store.listQuarantine({}),
+      this.listAliases(),
+    ]);
+    return summarise(now, messages, queue, quarantined.length, aliases);
   }
 
   async close(): Promise<void> {

@@ -145,6 +145,7 @@ export const routes: { readonly [K in Operation]: Route<K> } = {
     encode: (q) => ({ query: queryOf({ since: q.since, limit: q.limit }) }),
     decode: ({ query }) => [defined({ since: time(query, 'since'), limit: positive(query, 'limit') })],
   },
+  summary: { method: 'GET', path: '/summary', ...none },
   testPolicy: {
     method: 'POST',
     path: '/policy/test',

@@ -27,6 +27,8 @@ export interface ApiRoute {
   upload?: true;
   /** The answer is bytes of this media type rather than JSON. */
   bytes?: string;
+  /** The file name a browser saves the bytes under (Content-Disposition: attachment). */
+  fileName?(api: AdminApi, input: { params: never }): Promise<string>;
   /** A change (or export) the audit log records under this action name, with the path's id or name as its target. */
   audit?: string;
   run(api: AdminApi, input: { params: never; query: never; body: Readable | undefined }): Promise<unknown>;
@@ -38,6 +40,7 @@ function route<P extends z.ZodObject = z.ZodObject<z.ZodRawShape>, Q extends z.Z
     params?: P;
     query?: Q;
     run(api: AdminApi, input: { params: z.output<P>; query: z.output<Q>; body: Readable | undefined }): Promise<unknown>;
+    fileName?(api: AdminApi, input: { params: z.output<P> }): Promise<string>;
   },
 ): ApiRoute {
   return def as unknown as ApiRoute;
@@ -92,6 +95,7 @@ export const apiRoutes: readonly ApiRoute[] = [
     summary: 'The stored bytes of a message',
     bytes: 'message/rfc822',
     params: id,
+    fileName: async (_api, { params }) => `${params.id}.eml`,
     run: (api, { params }) => api.rawMessage(params.id),
   }),
 
@@ -137,6 +141,7 @@ export const apiRoutes: readonly ApiRoute[] = [
     summary: 'The quarantined file, decoded, as the sender attached it',
     bytes: 'application/octet-stream',
     params: id,
+    fileName: async (api, { params }) => (await api.showQuarantined(params.id)).fileName,
     run: (api, { params }) => api.exportQuarantined(params.id),
   }),
   route({
@@ -236,6 +241,13 @@ export const apiRoutes: readonly ApiRoute[] = [
     run: (api, { params }) => api.dropQueued(params.id),
   }),
 
+  route({
+    method: 'GET',
+    url: '/summary',
+    permission: 'read',
+    summary: "The gateway at a glance: the last hour's and day's messages by source and outcome, the queue by state, the quarantine, the aliases",
+    run: (api) => api.summary(),
+  }),
   route({
     method: 'GET',
     url: '/audit',

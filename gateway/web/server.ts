@@ -23,29 +23,14 @@ import { z } from 'zod';
 import type { Logger } from 'pino';
 import { errors } from '../../lib/errors.js';
 import { parseListenAddress } from '../../lib/net.js';
-import type { AdminApi, AuditEntry } from '../admin/api.js';
 import { errorBody, statusOf } from '../admin/http-errors.js';
-import type { Config } from '../config/schema.js';
 import type { GatewayEvents } from '../events.js';
 import { Access, requirePermission, type Caller } from './access.js';
 import { apiRoutes, MESSAGE_TYPES, type ApiRoute } from './api-routes.js';
+import { API_PREFIX, authenticate, perform, sessionCookie, SESSION_COOKIE, signIn, signInFirstRun, type WebServerDeps } from './operations.js';
+import { registerConsole } from './console/routes.js';
 
-/** The session cookie's name. */
-export const SESSION_COOKIE = 'mailgate_session';
-/** Where the REST API's operations are. */
-export const API_PREFIX = '/api/v1';
-
-export interface WebServerDeps {
-  config: Config;
-  admin: AdminApi;
-  logger: Logger;
-  /** True when the store answers and the listeners are bound (`/readyz`). */
-  ready(): Promise<boolean>;
-  /** The gateway's events, sent to `/api/v1/events`. */
-  events: GatewayEvents;
-  /** Writes one entry to the audit log in the store. */
-  audit(entry: Omit<AuditEntry, 'id'>): Promise<unknown>;
-}
+export { API_PREFIX, SESSION_COOKIE, type WebServerDeps };
 
 /** A running web server. */
 export interface WebServer {
@@ -129,8 +114,7 @@ export async function buildApp(app: FastifyInstance, deps: WebServerDeps): Promi
     return reply.code(ready ? 200 : 503).send({ status: ready ? 'ready' : 'not ready' });
   });
 
-  const secure = config.admin.tls !== undefined;
-  const cookieOptions = { path: '/', httpOnly: true, sameSite: 'strict' as const, secure };
+  const cookieOptions = sessionCookie(config);
   zapp.post(
     `${API_PREFIX}/session`,
     {
@@ -141,9 +125,7 @@ export async function buildApp(app: FastifyInstance, deps: WebServerDeps): Promi
       },
     },
     async (req, reply) => {
-      const { sessionId, caller } = await audited(deps, { who: `user ${req.body.user}`, action: 'sign-in', from: req.ip }, () =>
-        access.signIn(req.body.user, req.body.password, req.ip),
-      );
+      const { sessionId, caller } = await signIn(deps, access, req.body.user, req.body.password, req.ip);
       return reply.setCookie(SESSION_COOKIE, sessionId, cookieOptions).send({ user: req.body.user, role: caller.role });
     },
   );
@@ -157,10 +139,9 @@ export async function buildApp(app: FastifyInstance, deps: WebServerDeps): Promi
       },
     },
     async (req, reply) => {
-      const { sessionId } = await audited(deps, { who: 'first-run link', action: 'sign-in', from: req.ip }, async () =>
-        access.signInFirstRun(req.query.token, req.ip),
-      );
-      return reply.setCookie(SESSION_COOKIE, sessionId, cookieOptions).redirect('/api/docs');
+      const { sessionId } = await signInFirstRun(deps, access, req.query.token, req.ip);
+      // Into the console, which the link is for.
+      return reply.setCookie(SESSION_COOKIE, sessionId, cookieOptions).redirect('/', 303);
     },
   );
   zapp.delete(`${API_PREFIX}/session`, { schema: { summary: 'Signs out: ends the session' } }, (req, reply) => {
@@ -171,6 +152,7 @@ export async function buildApp(app: FastifyInstance, deps: WebServerDeps): Promi
 
   for (const r of apiRoutes) registerOperation(zapp, r, deps);
   registerEvents(app, deps.events);
+  await registerConsole(app, deps);
 
   // Every route under /api/v1 but sign-in needs a caller; each operation then checks its permission.
   app.addHook('onRequest', async (req) => {
@@ -181,7 +163,6 @@ export async function buildApp(app: FastifyInstance, deps: WebServerDeps): Promi
 }
 
 function registerOperation(app: FastifyInstance, r: ApiRoute, deps: WebServerDeps): void {
-  const { admin } = deps;
   app.route({
     method: r.method,
     url: `${API_PREFIX}${r.url}`,
@@ -193,21 +174,22 @@ function registerOperation(app: FastifyInstance, r: ApiRoute, deps: WebServerDep
       ...(r.bytes ? { produces: [r.bytes] } : {}),
     },
     handler: async (req: FastifyRequest, reply: FastifyReply) => {
-      requirePermission(req.caller!.role, r.permission);
       const body = r.upload ? (req.body as Readable | undefined) : undefined;
-      const input = { params: (req.params ?? {}) as never, query: (req.query ?? {}) as never, body };
-      const params = (req.params ?? {}) as { id?: string; name?: string };
-      // A bulk action names its filter, so the log says what it was applied to.
-      const query = (req.query ?? {}) as Record<string, unknown>;
-      const target = params.id ?? params.name ?? (Object.keys(query).length > 0 ? new URLSearchParams(query as Record<string, string>).toString() : undefined);
-      const result = r.audit
-        ? await audited(deps, { who: req.caller!.who, action: r.audit, from: req.ip, ...(target !== undefined ? { target } : {}) }, () => r.run(admin, input))
-        : await r.run(admin, input);
+      const result = await perform(deps, r, req.caller!, req.ip, { params: req.params ?? {}, query: req.query ?? {}, body });
       // Bytes are streamed from the store as they are read.
-      if (r.bytes) return reply.type(r.bytes).send(result as Readable);
+      if (r.bytes) {
+        if (r.fileName) reply.header('content-disposition', attachment(await r.fileName(deps.admin, { params: req.params as never })));
+        return reply.type(r.bytes).send(result as Readable);
+      }
       return reply.send(result);
     },
   });
+}
+
+/** A Content-Disposition saving as NAME: an ASCII fallback and the exact name (RFC 6266, RFC 8187). */
+export function attachment(name: string): string {
+  const ascii = name.replace(/[^\x20-\x7e]|["\\%]/g, '_');
+  return `attachment; filename="${ascii}"; filename*=UTF-8''${encodeURIComponent(name).replace(/['()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`)}`;
 }
 
 /** Seconds between SSE comments, so proxies and browsers keep an idle stream open. */
@@ -248,29 +230,6 @@ function registerEvents(app: FastifyInstance, events: GatewayEvents): void {
   );
 }
 
-/** The caller of REQ: a bearer token, or a session cookie from this site (CSRF); SIGN_IN_REQUIRED otherwise. */
-async function authenticate(req: FastifyRequest, access: Access, deps: WebServerDeps): Promise<Caller> {
-  const authorization = req.headers.authorization;
-  if (authorization !== undefined) {
-    const m = /^Bearer\s+(\S+)$/i.exec(authorization);
-    if (!m) throw errors.badRequest('Authorization: expected "Bearer TOKEN"');
-    const token = m[1]!;
-    // Only a failure is written: a script's every request would otherwise fill the log with sign-ins.
-    return access.bearer(token, req.ip).catch(async (err: unknown) => {
-      await writeAudit(deps, { who: 'bearer token', action: 'sign-in', from: req.ip, outcome: errorBody(err).code });
-      throw err;
-    });
-  }
-  const sessionId = req.cookies[SESSION_COOKIE];
-  const caller = sessionId === undefined ? undefined : access.session(sessionId);
-  if (!caller) throw errors.signInRequired();
-  // The cookie goes with any request the browser makes; only this site's own pages may use it.
-  const origin = req.headers.origin;
-  if (origin !== undefined && origin !== `${req.protocol}://${req.headers.host ?? ''}`) throw errors.crossSiteRequest(origin);
-  if (req.headers['sec-fetch-site'] === 'cross-site') throw errors.crossSiteRequest(origin ?? 'another site');
-  return caller;
-}
-
 /** A request's failure as one of the catalogue: schema validation becomes BAD_REQUEST naming the field and why. */
 function requestError(err: unknown, req: FastifyRequest): unknown {
   if (hasZodFastifySchemaValidationErrors(err)) {
@@ -291,25 +250,4 @@ function sendError(reply: FastifyReply, err: unknown, logger: Logger): FastifyRe
   const status = statusOf(body.code);
   if (status >= 500) logger.warn({ err, method: reply.request.method, path: reply.request.url }, 'REST API request failed');
   return reply.code(status).type('application/json; charset=utf-8').send(body);
-}
-
-/** Runs WHAT and writes it to the audit log with its outcome: `ok`, or the code it failed with. */
-async function audited<T>(deps: WebServerDeps, entry: Pick<AuditEntry, 'who' | 'action' | 'from' | 'target'>, what: () => Promise<T>): Promise<T> {
-  try {
-    const result = await what();
-    await writeAudit(deps, { ...entry, outcome: 'ok' });
-    return result;
-  } catch (err) {
-    await writeAudit(deps, { ...entry, outcome: errorBody(err).code });
-    throw err;
-  }
-}
-
-/** An entry the store could not take is logged, not answered: the change itself is done (or refused) either way. */
-async function writeAudit(deps: WebServerDeps, entry: Omit<AuditEntry, 'id' | 'at'>): Promise<void> {
-  try {
-    await deps.audit({ at: new Date().toISOString(), ...entry });
-  } catch (err) {
-    deps.logger.error({ err, audit: entry }, 'could not write to the audit log');
-  }
 }

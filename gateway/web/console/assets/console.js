@@ -1,0 +1,57 @@
+// The little the console does with JavaScript on; every page works without it.
+'use strict';
+
+// Live parts: an element with data-live="EVENT..." (and hx-get, hx-trigger="live") is fetched
+// again when one of those gateway events arrives, at most twice a second however busy the
+// gateway is; the last event of a burst always gets its refresh.
+function startLive() {
+  const liveParts = () => document.querySelectorAll('[data-live]');
+  if (liveParts().length === 0 || !('EventSource' in window)) return;
+  const source = new EventSource('/api/v1/events');
+  const pending = new Set();
+  let timer;
+  const refresh = () => {
+    timer = undefined;
+    for (const el of liveParts()) if (el.dataset.live.split(' ').some((t) => pending.has(t))) htmx.trigger(el, 'live');
+    pending.clear();
+  };
+  const types = new Set([...liveParts()].flatMap((el) => el.dataset.live.split(' ')));
+  for (const type of types) {
+    source.addEventListener(type, () => {
+      pending.add(type);
+      timer ??= setTimeout(refresh, 500);
+    });
+  }
+  const status = document.getElementById('live-status');
+  source.addEventListener('open', () => {
+    if (status) status.textContent = 'Live';
+  });
+  source.addEventListener('error', () => {
+    if (status) status.textContent = 'Reconnecting…';
+  });
+  // Leaving the page ends the stream here rather than as an interrupted request.
+  window.addEventListener('pagehide', () => source.close());
+}
+
+// Forms that change something for good ask first.
+document.addEventListener('submit', (event) => {
+  const message = event.target.dataset && event.target.dataset.confirm;
+  if (message && !window.confirm(message)) event.preventDefault();
+});
+
+// Times in the reader's own time zone (the page says UTC without JavaScript).
+function localTimes(root) {
+  for (const t of root.querySelectorAll('time[datetime]')) {
+    const date = new Date(t.dateTime);
+    if (!Number.isNaN(date.getTime())) {
+      t.title = t.dateTime;
+      t.textContent = date.toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'medium' });
+    }
+  }
+}
+
+document.addEventListener('DOMContentLoaded', () => {
+  localTimes(document);
+  htmx.onLoad(localTimes);
+  startLive();
+});

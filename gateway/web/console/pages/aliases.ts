@@ -1,0 +1,92 @@
+/** Aliases: each with its health (AdminApi.listAliases), a connection test showing every step (testAlias), activate and deactivate. */
+import type { AliasRow, AliasTestReport } from '../../../admin/api.js';
+import { html, type Html } from '../html.js';
+import { actionButton, badge, table, time } from '../layout.js';
+import { canOperate, type PageContext } from './context.js';
+
+function status(a: AliasRow): Html {
+  if (a.status === 'inactive') return badge('inactive', 'bad');
+  return a.failures > 0 ? badge('active, failing', 'warn') : badge('active', 'ok');
+}
+
+/** A connection test's steps, as `mailgate aliases test` prints them. */
+export function testReport(report: AliasTestReport): Html {
+  return html`<section aria-labelledby="test-title" id="test-report">
+    <h2 id="test-title">Connection test of ${report.alias}: ${report.ok ? badge('passed', 'ok') : badge('failed', 'bad')}</h2>
+    ${table(
+      `Connection test of ${report.alias}`,
+      html`<tr>
+        <th scope="col">Server</th>
+        <th scope="col">Step</th>
+        <th scope="col">Result</th>
+        <th scope="col">Detail</th>
+      </tr>`,
+      report.steps.map(
+        (s) =>
+          html`<tr>
+            <td>${s.server}</td>
+            <td>${s.step}</td>
+            <td>${badge(s.result, s.result === 'pass' ? 'ok' : s.result === 'fail' ? 'bad' : 'muted')}</td>
+            <td>${s.detail}</td>
+          </tr>`,
+      ),
+      'No steps were run.',
+    )}
+  </section>`;
+}
+
+export function aliasesPage(ctx: PageContext, rows: AliasRow[], report?: AliasTestReport): Html {
+  const operate = canOperate(ctx);
+  return html`${report ? testReport(report) : ''}
+    <div id="alias-table" data-live="alias-status" hx-get="/aliases" hx-select="#alias-table" hx-trigger="live" hx-swap="outerHTML">
+      ${table(
+        'Aliases',
+        html`<tr>
+          <th scope="col">Alias</th>
+          <th scope="col">Incoming</th>
+          <th scope="col">Status</th>
+          <th scope="col" class="num">Failures</th>
+          <th scope="col">Reason</th>
+          <th scope="col">Next retry</th>
+          <th scope="col">Changed</th>
+          ${operate ? html`<th scope="col">Actions</th>` : ''}
+        </tr>`,
+        rows.map(
+          (a) =>
+            html`<tr id="alias-${a.name}">
+              <th scope="row">
+                ${a.name}
+                <div class="muted">${a.address}${a.department ? ` · ${a.department}` : ''}</div>
+              </th>
+              <td class="mono">${a.incoming ?? html`<span class="muted">none</span>`}</td>
+              <td>${status(a)}</td>
+              <td class="num">${a.failures}</td>
+              <td>${a.reason ?? ''}${a.lastError && a.lastError !== a.reason ? html`<div class="muted">${a.lastError}</div>` : ''}</td>
+              <td>${time(a.retryAt)}</td>
+              <td>${time(a.changedAt)}${a.changedBy ? html` <span class="muted">by ${a.changedBy}</span>` : ''}</td>
+              ${
+                operate
+                  ? html`<td>
+                      <div class="actions">
+                        ${actionButton({ action: `/aliases/${a.name}/test`, label: 'Test connection', back: ctx.here, secondary: true })}
+                        ${
+                          a.status === 'inactive'
+                            ? actionButton({ action: `/aliases/${a.name}/activate`, label: 'Activate', back: ctx.here })
+                            : actionButton({
+                                action: `/aliases/${a.name}/deactivate`,
+                                label: 'Deactivate',
+                                back: ctx.here,
+                                danger: true,
+                                confirm: `Stop fetching mail for ${a.name}?`,
+                              })
+                        }
+                      </div>
+                    </td>`
+                  : ''
+              }
+            </tr>`,
+        ),
+        'No aliases are configured: add [[alias]] tables to the configuration file.',
+      )}
+    </div>`;
+}
