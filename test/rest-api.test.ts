@@ -326,6 +326,18 @@ test('/api/v1/events: message stored, attachment quarantined and restored, queue
   // An admin's change of an alias's status, written through the same store.
   assert.equal((await fetch(`${gw.base}/api/v1/aliases/sales/deactivate`, { method: 'POST', headers: bearer('operator') })).status, 200);
   assert.deepEqual(await next('alias-status'), { type: 'alias-status', alias: 'sales', status: 'inactive', failures: 0 });
+  // A message queued (sales has no server: held), then dropped from the queue.
+  const sent = await runCli(['send', '--from', 'sales@example.com', '--to', 'customer@example.org', '--subject', 's', '--text', 't', '--config', gw.configFile]);
+  assert.equal(sent.code, 0, sent.stderr.toString());
+  const queuedId = /^queued as (\S+)/.exec(sent.stdout.toString())![1]!;
+  const queued = await next('queue-changed');
+  assert.deepEqual([queued.id, queued.state], [queuedId, 'queued']);
+  assert.equal((await fetch(`${gw.base}/api/v1/queue/${queuedId}`, { method: 'DELETE', headers: bearer('operator') })).status, 200);
+  for (;;) {
+    const changed = await next('queue-changed');
+    assert.equal(changed.id, queuedId);
+    if (changed.state === 'finished') break;
+  }
 });
 
 test('REST API: quarantine in bulk by filter (operator yes, auditor no, no filter refused) and retry of the held, written to the audit log', async (t) => {
@@ -354,4 +366,31 @@ test('REST API: quarantine in bulk by filter (operator yes, auditor no, no filte
     JSON.stringify(audit),
   );
   assert.ok(audit.some((e) => e.action === 'retry' && e.target === 'held=true'));
+});
+
+test('GET /api/v1/summary and `mailgate status` count the same: the last hour by source and outcome, the queue by state, the quarantine, the aliases', async (t) => {
+  const gw = await startApiGateway();
+  t.after(() => gw.cleanup());
+  await send(gw.port, readFileSync(fixture('attachments', 'double-extension.eml')));
+  await send(gw.port, readFileSync(fixture('attachments', 'clean.eml')));
+  const api = (await (await fetch(`${gw.base}/api/v1/summary`, { headers: bearer('auditor') })).json()) as Record<string, unknown>;
+  const cli = await runCli(['status', '--json', '--config', gw.configFile]);
+  assert.equal(cli.code, 0, cli.stderr.toString());
+  const printed = JSON.parse(cli.stdout.toString()) as Record<string, unknown>;
+  const { at: _apiAt, ...fromApi } = api;
+  const { at: _cliAt, ...fromCli } = printed;
+  assert.deepEqual(fromCli, fromApi);
+  const smtp = { source: 'smtp', messages: 2, wrapped: 0, blocked: 1, exceptions: 0, masked: 0, delivered: 0, failed: 0 };
+  assert.deepEqual(fromApi['lastHour'], [smtp]);
+  assert.deepEqual(fromApi['lastDay'], [smtp]);
+  assert.deepEqual(fromApi['queue'], { total: 0, waiting: 0, retrying: 0, held: 0 });
+  assert.equal(fromApi['quarantined'], 1);
+  assert.deepEqual(
+    (fromApi['aliases'] as { name: string; status: string }[]).map((a) => [a.name, a.status]),
+    [['sales', 'active']],
+  );
+  const text = await runCli(['status', '--config', gw.configFile]);
+  assert.match(text.stdout.toString(), /^gateway: running\n/);
+  assert.match(text.stdout.toString(), /^ {2}smtp {16}2 {10}0 {10}1 {10}0 {10}0 {10}0 {10}0$/m);
+  assert.match(text.stdout.toString(), /^quarantine: 1 attachment$/m);
 });

@@ -33,7 +33,7 @@ import { authenticate, perform, sessionCookie, SESSION_COOKIE, signIn, type WebS
 import { html, type Html } from './html.js';
 import { barePage, page, type Flash } from './layout.js';
 import type { PageContext } from './pages/context.js';
-import { dashboardLive } from './pages/dashboard.js';
+import { dashboardLive, dashboardPage } from './pages/dashboard.js';
 import { messagePage, messagesPage, type MessageSearch } from './pages/messages.js';
 import { quarantinePage, type QuarantineSearch } from './pages/quarantine.js';
 import { aliasesPage } from './pages/aliases.js';
@@ -108,6 +108,12 @@ const ACTIONS: readonly ConsoleAction[] = [
     done: (_r, p) => `Alias ${p['name']} is inactive: its mailbox is not fetched until it is activated.`,
   },
 ];
+
+/** A catalogue sentence as the first words on a line. */
+const sentence = (err: unknown) => {
+  const text = errorBody(err).message;
+  return text.charAt(0).toUpperCase() + text.slice(1);
+};
 
 const operations = new Map(apiRoutes.map((r) => [`${r.method} ${r.url}`, r]));
 
@@ -190,7 +196,7 @@ export async function registerConsole(app: FastifyInstance, deps: WebServerDeps)
         const body = errorBody(err);
         return send(
           reply,
-          page({ title: name, path: req.url.split('?')[0] ?? '/', caller, flash: { kind: 'error', text: body.message }, body: html`` }),
+          page({ title: name, path: req.url.split('?')[0] ?? '/', caller, flash: { kind: 'error', text: sentence(err) }, body: html`` }),
           statusOf(body.code),
         );
       }
@@ -217,7 +223,7 @@ export async function registerConsole(app: FastifyInstance, deps: WebServerDeps)
       return reply.setCookie(SESSION_COOKIE, sessionId, sessionCookie(config)).redirect(next, 303);
     } catch (err) {
       const body = errorBody(err);
-      const again = signInPage({ next, user: form['user'] ?? '', error: body.message, noUsers: config.admin.user.length === 0 });
+      const again = signInPage({ next, user: form['user'] ?? '', error: sentence(err), noUsers: config.admin.user.length === 0 });
       return send(reply, barePage('Sign in', again), statusOf(body.code));
     }
   });
@@ -228,7 +234,7 @@ export async function registerConsole(app: FastifyInstance, deps: WebServerDeps)
   });
 
   const summary = (req: FastifyRequest, ctx: PageContext) => call<GatewaySummary>(req, ctx.caller, 'GET /summary');
-  pageRoute('/', 'Dashboard', async (req, ctx) => dashboardLive(await summary(req, ctx)));
+  pageRoute('/', 'Dashboard', async (req, ctx) => dashboardPage(await summary(req, ctx)));
   app.get('/dashboard/live', { schema: { hide: true } }, async (req, reply) => {
     const caller = await authenticate(req, access, deps);
     return send(reply, dashboardLive(await summary(req, { caller, config, here: '/' })));
@@ -267,7 +273,7 @@ export async function registerConsole(app: FastifyInstance, deps: WebServerDeps)
         return send(reply, page({ title, path, caller, body: await run(req, ctx) }));
       } catch (err) {
         const body = errorBody(err);
-        return send(reply, page({ title, path, caller, flash: { kind: 'error', text: body.message }, body: html`` }), statusOf(body.code));
+        return send(reply, page({ title, path, caller, flash: { kind: 'error', text: sentence(err) }, body: html`` }), statusOf(body.code));
       }
     });
   };
@@ -309,7 +315,7 @@ export async function registerConsole(app: FastifyInstance, deps: WebServerDeps)
       try {
         setFlash(reply, { kind: 'ok', text: action.done(await call(req, caller, action.operation, params, fields), params) });
       } catch (err) {
-        setFlash(reply, { kind: 'error', text: errorBody(err).message });
+        setFlash(reply, { kind: 'error', text: sentence(err) });
       }
       return reply.redirect(localPath(back) ?? action.fallback, 303);
     });

@@ -24,10 +24,10 @@ function startLive() {
   }
   const status = document.getElementById('live-status');
   source.addEventListener('open', () => {
-    if (status) status.textContent = 'Live';
+    if (status) status.textContent = 'Live: updated as mail arrives.';
   });
   source.addEventListener('error', () => {
-    if (status) status.textContent = 'Reconnecting…';
+    if (status) status.textContent = 'Not live: reconnecting to the gateway…';
   });
   // Leaving the page ends the stream here rather than as an interrupted request.
   window.addEventListener('pagehide', () => source.close());

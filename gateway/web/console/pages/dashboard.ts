@@ -45,12 +45,18 @@ function traffic(title: string, rows: TrafficRow[]): Html {
     )}`;
 }
 
+/** The dashboard page: whether it is live (console.js says), then the part that live updates replace. */
+export function dashboardPage(s: GatewaySummary): Html {
+  return html`<p class="live muted" id="live-status" role="status">Not live: the page shows the numbers as they were when it loaded.</p>
+    ${dashboardLive(s)}`;
+}
+
 /** The part of the dashboard that live updates fetch again (GET /dashboard/live). */
 export function dashboardLive(s: GatewaySummary): Html {
   const q = s.queue;
   const unhealthy = s.aliases.filter((a) => a.status !== 'active' || a.failures > 0).length;
   return html`<div id="dashboard" data-live="${LIVE_EVENTS}" hx-get="/dashboard/live" hx-trigger="live" hx-swap="outerHTML">
-    <p class="muted">Counted at ${time(s.at)}. <span id="live-status" role="status"></span></p>
+    <p class="muted">Counted at ${time(s.at)}.</p>
     <div class="cards">
       <div class="card">
         <div>Last hour</div>
