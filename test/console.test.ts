@@ -170,7 +170,9 @@ test('console: test an alias against a real Dovecot and see each step as the CLI
   await page.getByRole('navigation').getByRole('link', { name: 'Aliases' }).click();
   await page.locator('#alias-support').getByRole('button', { name: 'Test connection' }).click();
   await page.getByRole('heading', { name: /Connection test of support: passed/ }).waitFor();
-  const shown = await page.locator('#test-report tbody tr').evaluateAll((trs) => trs.map((tr) => [...tr.querySelectorAll('td')].map((td) => td.textContent!.trim())));
+  const shown = await page
+    .locator('#test-report tbody tr')
+    .evaluateAll((trs) => trs.map((tr) => [...tr.querySelectorAll('td')].map((td) => td.textContent!.trim())));
   const cli = await runCli(['aliases', 'test', 'support', '--json', '--config', gw.configFile]);
   assert.equal(cli.code, 0, cli.stderr);
   const report = JSON.parse(cli.stdout.toString()) as { ok: boolean; steps: { server: string; step: string; result: string; detail: string }[] };

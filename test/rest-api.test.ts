@@ -327,7 +327,19 @@ test('/api/v1/events: message stored, attachment quarantined and restored, queue
   assert.equal((await fetch(`${gw.base}/api/v1/aliases/sales/deactivate`, { method: 'POST', headers: bearer('operator') })).status, 200);
   assert.deepEqual(await next('alias-status'), { type: 'alias-status', alias: 'sales', status: 'inactive', failures: 0 });
   // A message queued (sales has no server: held), then dropped from the queue.
-  const sent = await runCli(['send', '--from', 'sales@example.com', '--to', 'customer@example.org', '--subject', 's', '--text', 't', '--config', gw.configFile]);
+  const sent = await runCli([
+    'send',
+    '--from',
+    'sales@example.com',
+    '--to',
+    'customer@example.org',
+    '--subject',
+    's',
+    '--text',
+    't',
+    '--config',
+    gw.configFile,
+  ]);
   assert.equal(sent.code, 0, sent.stderr.toString());
   const queuedId = /^queued as (\S+)/.exec(sent.stdout.toString())![1]!;
   const queued = await next('queue-changed');
