@@ -30,7 +30,7 @@ import { errorBody, statusOf } from '../../admin/http-errors.js';
 import type { Caller } from '../access.js';
 import { apiRoutes } from '../api-routes.js';
 import { authenticate, perform, sessionCookie, SESSION_COOKIE, signIn, type WebServerDeps } from '../operations.js';
-import { html, type Html } from './html.js';
+import { html, Html } from './html.js';
 import { barePage, page, type Flash } from './layout.js';
 import type { PageContext } from './pages/context.js';
 import { dashboardLive, dashboardPage } from './pages/dashboard.js';
@@ -183,22 +183,20 @@ export async function registerConsole(app: FastifyInstance, deps: WebServerDeps)
   const send = (reply: FastifyReply, body: Html, status = 200) => reply.code(status).headers(PAGE_HEADERS).type('text/html; charset=utf-8').send(body.text);
 
   /** A GET page: signed in, rendered by RENDER, an error shown on the page with its status. */
-  const pageRoute = (path: string, title: string | ((req: FastifyRequest) => string), render: (req: FastifyRequest, ctx: PageContext) => Promise<Html>) => {
+  const pageRoute = (path: string, title: string, render: (req: FastifyRequest, ctx: PageContext) => Promise<Html | { title: string; body: Html }>) => {
     app.get(path, { schema: { hide: true } }, async (req, reply) => {
       const caller = await callerOf(req, reply);
       if (!caller) return reply;
       const ctx: PageContext = { caller, config, here: req.url };
       const flash = takeFlash(req, reply);
-      const name = typeof title === 'string' ? title : title(req);
+      const where = req.url.split('?')[0] ?? '/';
       try {
-        return send(reply, page({ title: name, path: req.url.split('?')[0] ?? '/', caller, flash, body: await render(req, ctx) }));
+        const rendered = await render(req, ctx);
+        const named = rendered instanceof Html ? { title, body: rendered } : rendered;
+        return send(reply, page({ ...named, path: where, caller, flash }));
       } catch (err) {
-        const body = errorBody(err);
-        return send(
-          reply,
-          page({ title: name, path: req.url.split('?')[0] ?? '/', caller, flash: { kind: 'error', text: sentence(err) }, body: html`` }),
-          statusOf(body.code),
-        );
+        const failed = { kind: 'error' as const, text: sentence(err) };
+        return send(reply, page({ title, path: where, caller, flash: failed, body: html`` }), statusOf(errorBody(err).code));
       }
     });
   };
@@ -246,7 +244,8 @@ export async function registerConsole(app: FastifyInstance, deps: WebServerDeps)
   });
   pageRoute('/messages/:id', 'Message', async (req, ctx) => {
     const { id } = req.params as { id: string };
-    return messagePage(ctx, await call<MessageDetails>(req, ctx.caller, 'GET /messages/:id', { id }));
+    const details = await call<MessageDetails>(req, ctx.caller, 'GET /messages/:id', { id });
+    return { title: details.meta.subject || '(no subject)', body: messagePage(ctx, details) };
   });
   pageRoute('/quarantine', 'Quarantine', async (req, ctx) => {
     const q = req.query as QuarantineSearch;

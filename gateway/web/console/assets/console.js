@@ -53,5 +53,9 @@ function localTimes(root) {
 document.addEventListener('DOMContentLoaded', () => {
   localTimes(document);
   htmx.onLoad(localTimes);
+  // A session that ended (idle too long, signed out elsewhere): to the sign-in form, then back here.
+  document.body.addEventListener('htmx:responseError', (event) => {
+    if (event.detail.xhr.status === 401) window.location.assign(`/sign-in?next=${encodeURIComponent(window.location.pathname + window.location.search)}`);
+  });
   startLive();
 });
