@@ -40,7 +40,11 @@ test('a read receipt (RFC 8098) from the null sender over SMTP is tagged disposi
     originalMessageId: '<reply-4471.20250317160200@example.com>',
     reportingUa: 'joes-pc.customer.example; Foomail 97.1',
   });
-  assert.ok(findings.summary.includes('Disposition notification: displayed by joe.recipient@customer.example; about <reply-4471.20250317160200@example.com>; Reporting-UA: joes-pc.customer.example; Foomail 97.1.'));
+  assert.ok(
+    findings.summary.includes(
+      'Disposition notification: displayed by joe.recipient@customer.example; about <reply-4471.20250317160200@example.com>; Reporting-UA: joes-pc.customer.example; Foomail 97.1.',
+    ),
+  );
   assert.deepEqual(
     (await gw.store.listMessages({ tag: 'disposition-notification' })).map((m) => m.id),
     [id],
@@ -115,7 +119,8 @@ test('dsn_notify: NOTIFY=FAILURE,DELAY on every RCPT TO where the server offers 
 });
 
 test('config: dsn_notify takes SUCCESS, FAILURE and DELAY, or NEVER alone, and errors name the key', () => {
-  const toml = (value: string) => ['[[alias]]', 'name = "a"', 'address = "a@example.com"', '[alias.outgoing]', 'host = "127.0.0.1"', `dsn_notify = ${value}`].join('\n');
+  const toml = (value: string) =>
+    ['[[alias]]', 'name = "a"', 'address = "a@example.com"', '[alias.outgoing]', 'host = "127.0.0.1"', `dsn_notify = ${value}`].join('\n');
   assert.deepEqual(loadConfigText(toml('["FAILURE", "DELAY"]'), 'mailgate.toml', {}).alias[0]!.outgoing!.dsn_notify, ['FAILURE', 'DELAY']);
   assert.deepEqual(loadConfigText(toml('["NEVER"]'), 'mailgate.toml', {}).alias[0]!.outgoing!.dsn_notify, ['NEVER']);
   for (const bad of ['["NEVER", "FAILURE"]', '["FAILURE", "FAILURE"]', '["failure"]', '[]', '"FAILURE"']) {

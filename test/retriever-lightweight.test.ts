@@ -30,7 +30,13 @@ after(async () => {
 
 /** A CRLF message of about BODY bytes, its subject naming it. */
 function message(name: string, bodyBytes: number): Buffer {
-  const head = [`From: customer@example.net`, 'To: support@example.com', `Subject: ${name}`, `Message-ID: <${name}-${Date.now()}@example.net>`, 'MIME-Version: 1.0'];
+  const head = [
+    `From: customer@example.net`,
+    'To: support@example.com',
+    `Subject: ${name}`,
+    `Message-ID: <${name}-${Date.now()}@example.net>`,
+    'MIME-Version: 1.0',
+  ];
   const line = `Line of ${name} `.padEnd(70, '.');
   const body: string[] = [];
   for (let size = 0; size < bodyBytes; size += line.length + 2) body.push(line);

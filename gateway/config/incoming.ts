@@ -79,7 +79,12 @@ export const incoming = z
       }
     }
     if (i.type === 'pop3' && i.deleted_folder !== undefined) {
-      ctx.addIssue({ code: 'custom', path: ['deleted_folder'], input: i.deleted_folder, message: 'no deleted_folder with type = "pop3" (POP3 has no folders)' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['deleted_folder'],
+        input: i.deleted_folder,
+        message: 'no deleted_folder with type = "pop3" (POP3 has no folders)',
+      });
     }
     if (i.oauth2 !== undefined && i.password !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['password'], input: i.password, message: 'no password with oauth2 (the OAuth token replaces it)' });

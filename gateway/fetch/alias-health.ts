@@ -14,7 +14,6 @@ import type { Store } from '../../storage/store.js';
 import { fetchFailures, type FetchFailureKind } from './failures.js';
 import type { AliasChangedBy, AliasState, AliasStatus } from '../../storage/records.js';
 
-
 /** Fingerprint of the incoming settings: when an admin edits them, a state reached with the old ones no longer holds. */
 export function incomingHash(server: IncomingServerConfig): string {
   const { host, port, type, security, ca_file, user, password, folder, oauth2, auth_identity } = server;

@@ -301,7 +301,10 @@ export function parseDispositionNotification(text: string): DispositionNotificat
     const colon = field.indexOf(':');
     if (colon <= 0) continue;
     const key = field.slice(0, colon).trim().toLowerCase();
-    const value = field.slice(colon + 1).trim().slice(0, MAX_DIAGNOSTIC);
+    const value = field
+      .slice(colon + 1)
+      .trim()
+      .slice(0, MAX_DIAGNOSTIC);
     if (key === 'disposition') {
       // disposition-mode ";" disposition-type ["/" modifier...]
       const [mode, type] = value.split(';').map((s) => s.trim());
