@@ -145,7 +145,7 @@ test('IMAP: small messages are fetched while the large ones download on a second
       events.push(kind);
       if (kind === 'large') largeStored();
       else if (events.filter((e) => e === 'small').length === 1) {
-        const gaveUp = sleep(15_000).then(() => (waitedInVain = true));
+        const gaveUp = sleep(15_000, undefined, { ref: false }).then(() => (waitedInVain = true));
         await Promise.race([large, gaveUp]);
       }
     },
@@ -154,7 +154,6 @@ test('IMAP: small messages are fetched while the large ones download on a second
   const [poll] = await r.waitForPolls(1, 40_000);
   assert.equal(waitedInVain, false, `a large message was stored while a small one was in hand; stored in order ${events.join(', ')}`);
   assert.deepEqual(poll, { stored: 6, finished: 0, deferred: 0, held: 0 });
-  assert.equal(events.indexOf('small'), 0, 'a small one was in hand first');
   // Exactly once: one message and one fetched key per mailbox message, all moved once.
   assert.deepEqual(await storedSubjects(r.store, 'parallel', delivered), [...delivered.keys()].sort());
   assert.equal((await r.store.sublevels.fetched.keys().all()).length, 6);
