@@ -51,14 +51,24 @@ test('a read receipt (RFC 8098) from the null sender over SMTP is tagged disposi
   );
 });
 
-test('read receipts sent automatically, of a deleted message, or in the RFC 6533 global form are receipts too; turning the signal off brings back the old reading', async () => {
+test('read receipts sent automatically, of a message deleted unread, or in the RFC 6533 global form are receipts too; a Sieve reject is a bounce; turning the signal off brings back the old reading', async () => {
   const text = readFileSync(mdnFile, 'utf8');
   const automatic = text
-    .replace('manual-action/MDN-sent-manually; displayed', 'automatic-action/MDN-sent-automatically; deleted')
+    .replace('manual-action/MDN-sent-manually; displayed', 'automatic-action/MDN-sent-automatically; processed')
     .replace('Subject: Disposition notification', 'Subject: Read: Undeliverable goods in ticket 4471\nAuto-Submitted: auto-replied');
   const r = await check(automatic, { mailFrom: '' });
   assert.deepEqual(r.tags.sort(), ['disposition-notification', 'exception-queue'], r.findings.summary.join(' '));
-  assert.equal(r.findings.dispositionNotification?.disposition, 'deleted');
+  assert.equal(r.findings.dispositionNotification?.disposition, 'processed');
+  const deletedUnread = await check(text.replace('manual-action/MDN-sent-manually; displayed', 'manual-action/MDN-sent-manually; deleted'), { mailFrom: '' });
+  assert.deepEqual(deletedUnread.tags.sort(), ['disposition-notification', 'exception-queue']);
+
+  // RFC 5429 section 2.1.1: a Sieve reject is sent as an MDN, automatic-action and deleted.
+  const rejected = await check(text.replace('manual-action/MDN-sent-manually; displayed', 'automatic-action/MDN-sent-automatically; deleted'), {
+    mailFrom: '',
+  });
+  assert.equal(rejected.failure, 'permanent', rejected.findings.summary.join(' '));
+  assert.ok(!rejected.tags.includes('disposition-notification'));
+  assert.match(rejected.findings.decidingEvidence ?? '', /a rejection \(RFC 5429\)$/);
 
   const global = text.replace('report-type=disposition-notification', 'report-type=global-disposition-notification');
   assert.deepEqual((await check(global.replace('message/disposition-notification', 'message/global-disposition-notification'), { mailFrom: '' })).tags.sort(), [

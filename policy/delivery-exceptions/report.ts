@@ -45,7 +45,7 @@ export interface DeliveryExceptionFindings extends StageFindings {
 const SIGNAL_LABEL: Record<StructuralSignal, string> = {
   delivery_status: 'a delivery status report (RFC 3464)',
   feedback_report: 'a feedback report (RFC 5965 abuse complaint)',
-  disposition_notification: 'a message disposition notification (RFC 8098 read receipt)',
+  disposition_notification: 'a message disposition notification (RFC 8098)',
   auto_submitted: 'the Auto-Submitted header (RFC 3834)',
   x_autoreply: 'the X-Autoreply header',
   x_autorespond: 'the X-Autorespond header',

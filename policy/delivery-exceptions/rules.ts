@@ -194,7 +194,8 @@ function match(p: CompiledPhrase, where: MatchPlace, matched: string): PhraseMat
  * structure wins over phrases, whose types the guide's appendix sets for general words such as
  * "Undeliverable" or "Mailer"):
  * 1. a feedback report (RFC 5965) is an abuse complaint, a disposition notification (RFC 8098) a
- *    read receipt: each tagged as what it is, with no failure type;
+ *    read receipt: each tagged as what it is, with no failure type; except the MDN of a Sieve
+ *    reject (RFC 5429: automatic-action, deleted), which is a permanent failure;
  * 2. the per-recipient status of the message's own report (RFC 3464 section 2.3.3, RFC 3463):
  *    permanent when any recipient failed (`Action: failed` is final whatever the status
  *    class), temporary when recipients were only delayed;
@@ -218,7 +219,12 @@ export function decide(rules: DeliveryExceptionRules, ev: Evidence): Decision {
   // arrived, the opposite of a bounce, though it comes from <> (RFC 8098 section 3).
   const disposition = ev.signals.find((s) => s.signal === 'disposition_notification');
   if (disposition) {
-    const said = ev.disposition?.disposition ? ` (Disposition: ${ev.disposition.mode ?? ''}; ${ev.disposition.disposition})` : '';
+    const d = ev.disposition;
+    const said = d?.disposition ? ` (Disposition: ${d.mode ?? ''}; ${d.disposition})` : '';
+    // RFC 5429 section 2.1.1: a Sieve `reject` (Dovecot's "Automatically rejected mail") is
+    // an MDN saying automatic-action and deleted. The message was refused for good: a bounce.
+    if (d?.disposition === 'deleted' && /^automatic-action\b/i.test(d.mode ?? ''))
+      return { failure: 'permanent', decidedBy: 'disposition_notification', decidingEvidence: `${disposition.evidence}${said}: a rejection (RFC 5429)` };
     return { dispositionNotification: true, decidedBy: 'disposition_notification', decidingEvidence: `${disposition.evidence}${said}` };
   }
   const own = reportFailure(ev.deliveryStatus);
