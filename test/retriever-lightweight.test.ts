@@ -164,6 +164,38 @@ test('IMAP: small messages are fetched while the large ones download on a second
   assert.deepEqual(sessions.slice(0, 2), ['login', 'login'], `Dovecot's sessions: ${sessions.join(', ')}\n${await dovecot.readLog()}`);
 });
 
+test('IMAP: a server that allows one session per user (mail_max_userip_connections = 1) gets the large ones after the small ones on that session', async (t) => {
+  const single = await startDovecot({
+    users: [{ name: 'single', password: 'pw-single' }],
+    extraConfig: 'protocol imap {\n  mail_max_userip_connections = 1\n}',
+  });
+  t.after(() => single.stop());
+  const delivered = new Map<string, Buffer>();
+  for (const [name, size] of [
+    ['s-large', 40_000],
+    ['s-small-1', 300],
+    ['s-small-2', 300],
+  ] as const) {
+    const m = message(name, size);
+    delivered.set(name, m);
+    await single.deliver('single', m);
+  }
+  const r = await retrieve(t, 'single', { port: single.imapPort });
+  const [poll] = await r.waitForPolls(1);
+  assert.deepEqual(poll, { stored: 3, finished: 0, deferred: 0, held: 0 });
+  const refused = r.log.entries.find((e) => String(e.msg).startsWith('cannot open a second IMAP session'));
+  assert.ok(refused, 'the refusal is logged');
+  assert.match(await single.readLog(), /mail_max_userip_connections/, 'Dovecot refused the second session');
+  // Newest first: the large one came last, on the one session.
+  assert.deepEqual(
+    (await r.store.listMessages({ alias: 'single' })).map((m) => m.subject),
+    ['s-large', 's-small-2', 's-small-1'],
+  );
+  assert.equal((await r.store.sublevels.fetched.keys().all()).length, 3);
+  assert.equal((await single.listMessages('single', 'Processed')).length, 3);
+  assert.equal((await r.store.getAliasState('single'))?.failures ?? 0, 0, 'not a failure of the alias');
+});
+
 test('IMAP: max_items counts the messages of both sessions; the rest follow at once, none stored twice', async (t) => {
   const delivered = new Map<string, Buffer>();
   for (const [name, size] of [
