@@ -335,6 +335,8 @@ test('ports default by protocol and security', async (t) => {
       processed_folder: 'Processed',
       on_invalid: 'keep',
       invalid_folder: 'Invalid',
+      lightweight_size: 10_000,
+      auto_connect_retries: 3,
     });
     const imap = load(toml('[[alias]]', 'name = "a"', 'address = "a@x.org"', '[alias.incoming]', 'type = "imap"', 'host = "mx"')).alias[0]?.incoming;
     assert.equal(imap?.on_stored, 'move');

@@ -64,12 +64,27 @@ export const incoming = z
     on_invalid: action.optional(),
     /** IMAP folder invalid messages are moved to; created when missing. */
     invalid_folder: text.default('Invalid'),
+    // Issue 14, CCaaS "Manage mailboxes" settings.
+    /** CCaaS "Max email LW size in bytes": IMAP messages up to this size are downloaded in parallel with larger ones, on a second session; POP3 fetches them first (default 10000). */
+    lightweight_size: positive('bytes').default(10_000),
+    /** CCaaS "Auto connect retries": failed connection attempts in a row after which the alias is made inactive (default 3, as the Cisco guide's three). */
+    auto_connect_retries: positive('attempts').default(3),
+    /** CCaaS "Deleted emails folder name": with it, IMAP `delete` (on_stored or on_invalid) moves the message to this folder, created when missing, instead of expunging it. Default: expunge. */
+    deleted_folder: text.optional(),
   })
   .superRefine((i, ctx) => {
     for (const key of ['on_stored', 'on_invalid'] as const) {
       if (i.type === 'pop3' && i[key] === 'move') {
         ctx.addIssue({ code: 'custom', path: [key], input: i[key], message: '"delete" or "keep" with type = "pop3" (POP3 has no folders to move to)' });
       }
+    }
+    if (i.type === 'pop3' && i.deleted_folder !== undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['deleted_folder'],
+        input: i.deleted_folder,
+        message: 'no deleted_folder with type = "pop3" (POP3 has no folders)',
+      });
     }
     if (i.oauth2 !== undefined && i.password !== undefined) {
       ctx.addIssue({ code: 'custom', path: ['password'], input: i.password, message: 'no password with oauth2 (the OAuth token replaces it)' });

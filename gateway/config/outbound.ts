@@ -73,6 +73,18 @@ export const queueSchema = z
   })
   .prefault({});
 
+const NOTIFY = 'a list of "SUCCESS", "FAILURE" and "DELAY" (each at most once), or ["NEVER"] alone';
+
+/**
+ * `[alias.outgoing] dsn_notify` (Genesys: "the types of notification of delivery status"): the
+ * RFC 3461 NOTIFY parameter on every RCPT TO, sent only when the server offers DSN.
+ */
+export const dsnNotify = z
+  .array(z.enum(['NEVER', 'SUCCESS', 'FAILURE', 'DELAY'], is(NOTIFY)), is(NOTIFY))
+  .min(1, is(NOTIFY))
+  // RFC 3461 section 4.1: NEVER alone, or any of the others.
+  .refine((list) => new Set(list).size === list.length && (!list.includes('NEVER') || list.length === 1), is(NOTIFY));
+
 /** Parsed `[[relay]] to`. */
 export interface RelayTarget {
   host: string;

@@ -15,7 +15,7 @@ import { invariantIssues } from './invariants.js';
 import { incoming } from './incoming.js';
 import { oauthApp } from './oauth-app.js';
 import { adminSchema } from './admin.js';
-import { queueSchema, relaySchema, submissionSchema } from './outbound.js';
+import { dsnNotify, queueSchema, relaySchema, submissionSchema } from './outbound.js';
 
 const listenAddress = listenAddressOf(2525);
 
@@ -179,6 +179,8 @@ const outgoing = z
     oauth2: text.optional(),
     /** Extra CA certificate file (PEM) to trust for this server; relative to the config file. */
     ca_file: text.optional(),
+    /** Delivery status notifications to ask for (RFC 3461 NOTIFY, when the server offers DSN), e.g. ["FAILURE", "DELAY"] (Genesys). Default: none asked. */
+    dsn_notify: dsnNotify.optional(),
   })
   .superRefine((o, ctx) => {
     if (o.use_smtp === 'when_auth_fails' && o.type !== 'esmtp') {

@@ -20,6 +20,8 @@ export interface Route {
   readonly oauthAlias?: AliasConfig;
   /** `use_smtp = "when_auth_fails"`: the same server without authentication, tried when authentication fails. */
   readonly withoutAuth?: Route;
+  /** `[alias.outgoing] dsn_notify`: the NOTIFY values asked for on each RCPT TO (RFC 3461), when the server offers DSN. */
+  readonly dsnNotify?: readonly string[];
 }
 
 /** A route, or why there is none (the message waits, held, until an admin acts). */
@@ -35,6 +37,7 @@ interface SmtpServer {
   password?: string | undefined;
   oauth2?: string | undefined;
   ca_file?: string | undefined;
+  dsn_notify?: readonly string[] | undefined;
 }
 
 const fromOutgoing = (o: OutgoingServerConfig): SmtpServer => ({ ...o, protocol: o.type });
@@ -121,7 +124,9 @@ function smtpRoute(config: Config, owner: string, s: SmtpServer, fallBackToSmtp:
   const base = { ...common(config), host: s.host, port: s.port, ...tlsOptions(s.ssl, implicit, s.ca_file) };
   const mode = implicit ? 'TLS' : s.ssl ? 'STARTTLS' : 'STARTTLS if offered';
   const where = `${s.host}:${s.port}`;
-  const plain = (label: string): Route => ({ key: keyOf(base), name: `${owner} via ${where} (${label}, ${mode})`, options: base });
+  // A per-message parameter, not a connection option: routes that differ only in it share a pool.
+  const dsn = s.dsn_notify ? { dsnNotify: s.dsn_notify } : {};
+  const plain = (label: string): Route => ({ key: keyOf(base), name: `${owner} via ${where} (${label}, ${mode})`, options: base, ...dsn });
   if (s.protocol === 'smtp') return plain('SMTP');
   let auth: SMTPPool.Options['auth'] | undefined;
   if (s.oauth2 !== undefined && s.user) auth = { type: 'OAuth2', user: s.user };
@@ -133,6 +138,7 @@ function smtpRoute(config: Config, owner: string, s: SmtpServer, fallBackToSmtp:
     name: `${owner} via ${where} (ESMTP as ${s.user}${s.oauth2 ? ', OAuth2' : ''}, ${mode})`,
     options,
     ...(s.oauth2 && alias ? { oauthAlias: alias } : {}),
+    ...dsn,
     ...(fallBackToSmtp ? { withoutAuth: plain('SMTP, after ESMTP authentication failed') } : {}),
   };
 }

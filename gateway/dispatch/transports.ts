@@ -27,9 +27,15 @@ export class Transports {
     this.#tokens = tokens;
   }
 
-  /** Sends `raw` (the message as stored, plus any header lines the caller prepended) over `route`. */
+  /**
+   * Sends `raw` (the message as stored, plus any header lines the caller prepended) over
+   * `route`, with the route's NOTIFY when it has one (nodemailer adds it only where the server
+   * offers DSN).
+   */
   async send(route: Route, envelope: { from: string; to: string[] }, raw: Readable): Promise<SendResult> {
-    const info = (await this.#transport(route).sendMail({ envelope, raw })) as {
+    // No NOTIFY on our own notifications (null sender): nothing could be reported back to <>.
+    const dsn = route.dsnNotify && envelope.from !== '' ? { dsn: { notify: [...route.dsnNotify] } } : {};
+    const info = (await this.#transport(route).sendMail({ envelope, raw, ...dsn })) as {
       accepted?: unknown[];
       rejectedErrors?: { recipient?: string; responseCode?: number; response?: string; message: string }[];
       response?: string;

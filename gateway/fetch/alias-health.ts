@@ -1,6 +1,6 @@
 /**
  * Alias health (Cisco guide, "Changing the Status of Aliases"): the retriever tries to connect
- * three times; after the third failure in a row the alias becomes inactive. When the cause was
+ * three times (`auto_connect_retries`, CCaaS); after the third failure in a row the alias becomes inactive. When the cause was
  * the network or the server being unreachable, or the mailbox being in use elsewhere, it tries
  * again after `health_retry_interval` (the guide's ten minutes) and makes the alias active when
  * it connects. Bad credentials or the IMAP/POP3 service not running keep it inactive until an
@@ -13,9 +13,6 @@ import type { Metrics } from '../../lib/metrics.js';
 import type { Store } from '../../storage/store.js';
 import { fetchFailures, type FetchFailureKind } from './failures.js';
 import type { AliasChangedBy, AliasState, AliasStatus } from '../../storage/records.js';
-
-/** Consecutive failures after which the retriever makes an alias inactive (Cisco guide). */
-export const FAILURES_BEFORE_INACTIVE = 3;
 
 /** Fingerprint of the incoming settings: when an admin edits them, a state reached with the old ones no longer holds. */
 export function incomingHash(server: IncomingServerConfig): string {
@@ -106,7 +103,7 @@ export class AliasHealth {
     }
   }
 
-  /** A connection or poll failed with KIND (failures.ts fetchFailureKind): counted unless ours; the third in a row makes the alias inactive. */
+  /** A connection or poll failed with KIND (failures.ts fetchFailureKind): counted unless ours; the `auto_connect_retries`th in a row makes the alias inactive. */
   async failed(err: unknown, kind: FetchFailureKind): Promise<void> {
     const { recovery, reason } = fetchFailures[kind];
     if (recovery === 'ours') return;
@@ -116,7 +113,8 @@ export class AliasHealth {
     const retry = recovery === 'retry';
     const base: AliasState = { ...s, failures, lastError, lastErrorKind: kind, reason, configHash: incomingHash(this.#server) };
     delete base.retryAt;
-    if (s.status === 'active' && failures >= FAILURES_BEFORE_INACTIVE) {
+    // CCaaS "Auto connect retries" (default 3, the Cisco guide's three): attempts before failing.
+    if (s.status === 'active' && failures >= this.#server.auto_connect_retries) {
       const next: AliasState = { ...base, status: 'inactive', changedAt: this.#iso(), changedBy: 'retriever', ...(retry ? { retryAt: this.#retryAt() } : {}) };
       await this.#change(
         next,
@@ -127,7 +125,7 @@ export class AliasHealth {
       );
       return;
     }
-    // Still active (fewer than three), or the timed retry of an inactive alias failed again.
+    // Still active (fewer than auto_connect_retries), or the timed retry of an inactive alias failed again.
     const next: AliasState = s.status === 'inactive' && retry ? { ...base, retryAt: this.#retryAt() } : base;
     this.#state = next;
     await this.#deps.store.putAliasState(this.alias, next);

@@ -114,10 +114,13 @@ export class ImapMailbox implements Mailbox {
   // One UID MOVE (or STORE + EXPUNGE) for many messages: a command per message cost more than the download.
   async #apply(items: MailboxItem | readonly MailboxItem[], action: 'move' | 'delete' | 'keep', folder: string): Promise<void> {
     if (action === 'keep') return;
-    if (action === 'move') await this.#ensureFolder(folder);
+    // CCaaS "Deleted emails folder name": a deletion is a move there, so the mailbox owner can still find it.
+    const deleted = this.#server.deleted_folder;
+    const target = action === 'move' ? folder : deleted;
+    if (target !== undefined) await this.#ensureFolder(target);
     await this.#locked(async (client) => {
       const uid = (Array.isArray(items) ? items : [items]).map((i: MailboxItem) => String(i.ref)).join(',');
-      if (action === 'move') await client.messageMove(uid, folder, { uid: true });
+      if (target !== undefined) await client.messageMove(uid, target, { uid: true });
       else await client.messageDelete(uid, { uid: true });
     });
   }

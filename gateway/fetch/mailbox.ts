@@ -1,6 +1,7 @@
 /**
  * What the retriever needs from a mailbox, whatever the protocol: imap.ts and gateway/fetch/pop3/mailbox.ts
- * implement it. One session at a time; calls are made one after another, never concurrently.
+ * implement it. Calls on one session are made one after another, never concurrently (the retriever
+ * may open a second IMAP session for large messages, retriever.ts).
  */
 import { readFileSync } from 'node:fs';
 import tls from 'node:tls';

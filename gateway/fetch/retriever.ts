@@ -3,7 +3,8 @@
  * ingestMessage, exactly once. The mailbox key (IMAP UIDVALIDITY:UID, POP3 UIDL) is recorded in
  * the store with the message, in its one commit (a `fetched` side record); only then is the message moved or
  * deleted, so after a crash at any point a message found again gets only its post-store action.
- * One worker per mailbox; a failing mailbox never holds up another. `max_items` bounds one
+ * One worker per mailbox; a failing mailbox never holds up another. Within a poll, IMAP messages
+ * up to `lightweight_size` and larger ones are fetched at once over two sessions (CCaaS). `max_items` bounds one
  * batch, not the rate: a poll that stopped at it is followed by the next at once.
  */
 import { Readable } from 'node:stream';
@@ -23,8 +24,12 @@ import { AliasHealth } from './alias-health.js';
 import { fetchFailureKind } from './failures.js';
 import type { TokenProvider } from '../oauth/tokens.js';
 
-/** CCaaS "lightweight" size: messages up to this many bytes are fetched before larger ones in a poll. */
-export const LIGHTWEIGHT_SIZE = 10_000;
+/** What the lanes of one poll share: messages taken and being fetched (for `max_items`), and whether one failed. */
+interface Lanes {
+  taken: number;
+  inFlight: number;
+  failed: boolean;
+}
 
 /** Test seams: a test simulates a crash by throwing from `afterStore`, and waits for polls with `afterPoll`. */
 export interface RetrieverHooks {
@@ -261,40 +266,107 @@ class MailboxWorker {
     await mailbox.markStored(leftover);
     // Read live, message by message: an admin's change during a poll applies to the next message.
     const receives = (alias: AliasConfig) => receiving(healths.get(alias.name));
-    // A small message never waits behind a large one (CCaaS lightweight size).
-    const ordered = [...fresh.filter((i) => i.size <= LIGHTWEIGHT_SIZE), ...fresh.filter((i) => i.size > LIGHTWEIGHT_SIZE)];
+    // CCaaS "Max email LW size": messages up to the lightweight size are downloaded in parallel
+    // with larger ones, so a small one never waits behind a large download. IMAP: the large
+    // ones go over a second session while this one takes the small ones. POP3 gives one session
+    // per mailbox (RFC 1939 section 8, the maildrop lock): there the small ones come first.
+    const limit = this.#server.lightweight_size;
+    const small = fresh.filter((i) => i.size <= limit);
+    const large = fresh.filter((i) => i.size > limit);
+    const lanes: Lanes = { taken: 0, inFlight: 0, failed: false };
     // Stored messages are moved or deleted together, after their keys are durable. A failure
     // or a crash before that leaves them recorded: the next poll only finishes them.
     const stored: MailboxItem[] = [];
+    const lane = (box: Mailbox, items: readonly MailboxItem[]) => this.#lane(box, items, lanes, receives, stored, result);
+    let left: MailboxItem[];
+    try {
+      if (this.#server.type === 'imap' && small.length && large.length) {
+        const second = this.#openSecondSession();
+        const lightweight = lane(mailbox, small);
+        // Without a second session the large ones follow the small ones on this one.
+        const heavy = second.then((box) => (box ? lane(box, large) : lightweight.then(() => lane(mailbox, large))));
+        const settled = await Promise.allSettled([lightweight, heavy]);
+        await (await second)?.close();
+        const failure = settled.find((r) => r.status === 'rejected');
+        if (failure) throw failure.reason;
+        const [a, b] = settled.map((r) => (r as PromiseFulfilledResult<number>).value);
+        left = [...small.slice(a), ...large.slice(b)];
+      } else {
+        const ordered = [...small, ...large];
+        left = ordered.slice(await lane(mailbox, ordered));
+      }
+    } finally {
+      if (stored.length) await mailbox.markStored(stored);
+    }
+    // Messages not reached, less those known to wait for an inactive alias (not a backlog to drain).
+    for (const item of left) {
+      if (this.#held.has(item.key)) result.held++;
+      else result.deferred++;
+    }
+    return result;
+  }
+
+  /**
+   * A second IMAP session on the same folder, for the large messages of a poll; undefined when
+   * the server refuses it (a per-user connection limit): then they follow the small ones on
+   * the first session, as before. Without IDLE: the first session watches for new mail.
+   */
+  async #openSecondSession(): Promise<Mailbox | undefined> {
+    const tokens = this.#server.oauth2 !== undefined ? this.#deps.tokenProvider?.(this.alias) : undefined;
+    const box = new ImapMailbox({ ...this.#server, idle: false }, tokens);
+    try {
+      await box.open();
+      return box;
+    } catch (err) {
+      this.#log.warn({ err }, 'cannot open a second IMAP session for the large messages; they follow the small ones on one session');
+      return undefined;
+    }
+  }
+
+  /**
+   * Fetches ITEMS in turn on BOX until `max_items` messages are taken over all lanes of the
+   * poll, or another lane failed; returns how many of ITEMS it reached. A failure marks the
+   * poll failed, so the other lane stops after the message it is on.
+   */
+  async #lane(
+    box: Mailbox,
+    items: readonly MailboxItem[],
+    lanes: Lanes,
+    receives: (alias: AliasConfig) => boolean,
+    stored: MailboxItem[],
+    result: PollResult,
+  ): Promise<number> {
     let next = 0;
     try {
       // max_items counts the messages taken; those left for inactive aliases are not taken.
-      for (let taken = 0; next < ordered.length && taken < this.#server.max_items && !this.#stopping; next++) {
-        const item = ordered[next]!;
+      for (; next < items.length && lanes.taken + lanes.inFlight < this.#server.max_items && !this.#stopping && !lanes.failed; next++) {
+        const item = items[next]!;
         const held = this.#held.get(item.key);
         // Still for inactive aliases only: untouched, without reading it again.
         if (held && !held.some(receives)) {
           result.held++;
           continue;
         }
-        const outcome = await this.#fetch(mailbox, item, receives);
+        lanes.inFlight++;
+        let outcome;
+        try {
+          outcome = await this.#fetch(box, item, receives);
+        } finally {
+          lanes.inFlight--;
+        }
         if (outcome === 'held') {
           result.held++;
           continue;
         }
-        taken++;
+        lanes.taken++;
         result.stored++;
         if (outcome === 'stored') stored.push(item);
       }
-    } finally {
-      if (stored.length) await mailbox.markStored(stored);
+    } catch (err) {
+      lanes.failed = true;
+      throw err;
     }
-    // Messages not reached, less those known to wait for an inactive alias (not a backlog to drain).
-    for (const item of ordered.slice(next)) {
-      if (this.#held.has(item.key)) result.held++;
-      else result.deferred++;
-    }
-    return result;
+    return next;
   }
 
   /**

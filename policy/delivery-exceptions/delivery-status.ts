@@ -271,3 +271,48 @@ export function parseFeedbackReport(text: string): FeedbackReport {
   }
   return report;
 }
+
+/** Content types of the machine-readable part of a read receipt (RFC 8098 section 3, RFC 6533 section 6). */
+export const DISPOSITION_TYPES: ReadonlySet<string> = new Set(['message/disposition-notification', 'message/global-disposition-notification']);
+
+/** A parsed Content-Type that is a read receipt: multipart/report of report-type (global-)disposition-notification. */
+export function isDispositionReport(ct: ParsedHeaderValue): boolean {
+  return ct.value.toLowerCase() === 'multipart/report' && /^(global-)?disposition-notification$/i.test(ct.params['report-type'] ?? '');
+}
+
+/** What a message disposition notification says (RFC 8098 section 3.2, the message/disposition-notification part). */
+export interface DispositionNotification {
+  /** displayed, deleted, dispatched or processed (RFC 8098 section 3.2.6.2), lower case. */
+  disposition?: string;
+  /** How it was sent: action and sending modes, e.g. `manual-action/MDN-sent-manually` (section 3.2.6.1). */
+  mode?: string;
+  /** Final-Recipient: who read (or deleted) the message, without its address type. */
+  finalRecipient?: string;
+  /** Original-Message-ID: the Message-ID of the message the receipt is about, ours when an agent asked for it. */
+  originalMessageId?: string;
+  /** Reporting-UA: the mail client that sent the receipt. */
+  reportingUa?: string;
+}
+
+/** Parses the decoded text of a message/disposition-notification part. */
+export function parseDispositionNotification(text: string): DispositionNotification {
+  const mdn: DispositionNotification = {};
+  for (const field of unfoldedFields(text)) {
+    const colon = field.indexOf(':');
+    if (colon <= 0) continue;
+    const key = field.slice(0, colon).trim().toLowerCase();
+    const value = field
+      .slice(colon + 1)
+      .trim()
+      .slice(0, MAX_DIAGNOSTIC);
+    if (key === 'disposition') {
+      // disposition-mode ";" disposition-type ["/" modifier...]
+      const [mode, type] = value.split(';').map((s) => s.trim());
+      if (mode) mdn.mode ??= mode;
+      if (type) mdn.disposition ??= type.split('/')[0]!.trim().toLowerCase();
+    } else if (key === 'final-recipient') mdn.finalRecipient ??= withoutType(value);
+    else if (key === 'original-message-id') mdn.originalMessageId ??= value;
+    else if (key === 'reporting-ua') mdn.reportingUa ??= value;
+  }
+  return mdn;
+}

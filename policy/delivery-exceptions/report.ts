@@ -6,7 +6,7 @@
  */
 import type { StageFindings } from '../chain/stage.js';
 import type { FailureType } from './phrases.js';
-import type { FeedbackReport, RecipientStatus } from './delivery-status.js';
+import type { DispositionNotification, FeedbackReport, RecipientStatus } from './delivery-status.js';
 import type { BounceTextVerdict } from './text.js';
 import type { DecidedBy, Decision, Evidence, PhraseMatch, SignalFound, StructuralSignal } from './rules.js';
 
@@ -14,7 +14,7 @@ import type { DecidedBy, Decision, Evidence, PhraseMatch, SignalFound, Structura
 export interface DeliveryExceptionFindings extends StageFindings {
   /** True when the message was tagged and put in the exception queue. */
   tagged: boolean;
-  /** `email-permanent-undeliverable`, `email-temporary-undeliverable` or `feedback-report`. */
+  /** `email-permanent-undeliverable`, `email-temporary-undeliverable`, `feedback-report` or `disposition-notification`. */
   tag?: string;
   failure?: FailureType;
   exceptionQueue: boolean;
@@ -35,6 +35,8 @@ export interface DeliveryExceptionFindings extends StageFindings {
   forwardedReport?: { counted: boolean; recipients: RecipientStatus[] };
   bounceText?: BounceTextVerdict;
   feedbackReport?: FeedbackReport;
+  /** What a read receipt (RFC 8098) says: the disposition, who, and about which message. */
+  dispositionNotification?: DispositionNotification;
   /** The mailing-list header seen (List-Id...), which is no sign of a delivery exception. */
   listPost?: string;
   phrasesIgnored?: string;
@@ -43,6 +45,7 @@ export interface DeliveryExceptionFindings extends StageFindings {
 const SIGNAL_LABEL: Record<StructuralSignal, string> = {
   delivery_status: 'a delivery status report (RFC 3464)',
   feedback_report: 'a feedback report (RFC 5965 abuse complaint)',
+  disposition_notification: 'a message disposition notification (RFC 8098)',
   auto_submitted: 'the Auto-Submitted header (RFC 3834)',
   x_autoreply: 'the X-Autoreply header',
   x_autorespond: 'the X-Autorespond header',
@@ -94,12 +97,22 @@ export function describeOutcome(ev: Evidence, decision: Decision, failedHeader: 
   const failedFromReport = failedBlocks.filter((r) => r.failure).map((r) => r.originalRecipient ?? r.finalRecipient ?? '');
   const failedRecipients = [...new Set([...failedFromReport, ...failedHeader].filter(Boolean))];
   const summary: string[] = [];
-  const tag = decision.failure ? `email-${decision.failure}-undeliverable` : decision.feedbackReport ? 'feedback-report' : undefined;
+  const tag = decision.failure
+    ? `email-${decision.failure}-undeliverable`
+    : decision.feedbackReport
+      ? 'feedback-report'
+      : decision.dispositionNotification
+        ? 'disposition-notification'
+        : undefined;
   const would = (done: string, todo: string) => (dryRun ? todo : done);
 
   if (decision.feedbackReport) {
     summary.push(
       `${would('Tagged', 'Would tag')} feedback-report and ${would('put it', 'would put it')} in the exception queue: an abuse complaint, not a bounce; ${describeDecision(decision)}.`,
+    );
+  } else if (decision.dispositionNotification) {
+    summary.push(
+      `${would('Tagged', 'Would tag')} disposition-notification and ${would('put it', 'would put it')} in the exception queue: a read receipt, not a bounce; ${describeDecision(decision)}.`,
     );
   } else if (decision.failure) {
     summary.push(
@@ -148,6 +161,16 @@ export function describeOutcome(ev: Evidence, decision: Decision, failedHeader: 
     const said = parts.filter(Boolean).join('; ');
     if (said) summary.push(`Feedback report: ${said}.`);
   }
+  if (ev.disposition) {
+    const d = ev.disposition;
+    const parts = [
+      d.disposition && `${d.disposition}${d.finalRecipient ? ` by ${d.finalRecipient}` : ''}`,
+      d.originalMessageId && `about ${d.originalMessageId}`,
+      d.reportingUa && `Reporting-UA: ${d.reportingUa}`,
+    ];
+    const said = parts.filter(Boolean).join('; ');
+    if (said) summary.push(`Disposition notification: ${said}.`);
+  }
   if (decision.failure && decision.decidedBy !== 'phrase') {
     const disagreeing = ev.phraseMatches.filter((m) => m.failure !== decision.failure);
     if (disagreeing.length) summary.push(`${capitalised(decidedLabel(decision.decidedBy!))} wins over the phrase failure type (${disagreeing[0]!.failure}).`);
@@ -168,6 +191,7 @@ export function describeOutcome(ev: Evidence, decision: Decision, failedHeader: 
     ...(ev.forwardedReport ? { forwardedReport: { counted: ev.forwardedReport.counted, recipients: ev.forwardedReport.report?.recipients ?? [] } } : {}),
     ...(ev.bounceText ? { bounceText: ev.bounceText } : {}),
     ...(ev.feedback ? { feedbackReport: ev.feedback } : {}),
+    ...(ev.disposition ? { dispositionNotification: ev.disposition } : {}),
     ...(ev.listPost ? { listPost: ev.listPost } : {}),
     ...(decision.phrasesIgnored ? { phrasesIgnored: decision.phrasesIgnored } : {}),
   };

@@ -5,13 +5,14 @@
  * words of a bounce.
  */
 import type { DeliveryExceptionPhrase, FailureType, PhraseType } from './phrases.js';
-import { recipientSucceeded, type DeliveryStatusReport, type FeedbackReport } from './delivery-status.js';
+import { recipientSucceeded, type DeliveryStatusReport, type DispositionNotification, type FeedbackReport } from './delivery-status.js';
 import type { BounceTextVerdict } from './text.js';
 
 /** Signs of machine-generated mail read from the message's structure rather than its words. */
 export const structuralSignals = [
   'delivery_status',
   'feedback_report',
+  'disposition_notification',
   'auto_submitted',
   'x_autoreply',
   'x_autorespond',
@@ -80,6 +81,8 @@ export interface Evidence {
   bounceText?: BounceTextVerdict;
   /** The parsed message/feedback-report part of an abuse complaint. */
   feedback?: FeedbackReport;
+  /** The parsed message/disposition-notification part of a read receipt (RFC 8098). */
+  disposition?: DispositionNotification;
   /** The header that shows a mailing-list post (List-Id...), which is no sign of a bounce by itself. */
   listPost?: string;
 }
@@ -92,6 +95,8 @@ export interface Decision {
   failure?: FailureType;
   /** An abuse complaint (RFC 5965): tagged as what it is, with no failure type. */
   feedbackReport?: boolean;
+  /** A message disposition notification (RFC 8098 read receipt): tagged as what it is, with no failure type. */
+  dispositionNotification?: boolean;
   /** The evidence that decided the failure type (or that it is a feedback report). */
   decidedBy?: DecidedBy;
   /** The words or fields behind `decidedBy`, quoted for the admin. */
@@ -188,7 +193,9 @@ function match(p: CompiledPhrase, where: MatchPlace, matched: string): PhraseMat
  * structural signal. Its failure type comes from the most specific evidence (issue 17:
  * structure wins over phrases, whose types the guide's appendix sets for general words such as
  * "Undeliverable" or "Mailer"):
- * 1. a feedback report (RFC 5965) is an abuse complaint: tagged as such, with no failure type;
+ * 1. a feedback report (RFC 5965) is an abuse complaint, a disposition notification (RFC 8098) a
+ *    read receipt: each tagged as what it is, with no failure type; except the MDN of a Sieve
+ *    reject (RFC 5429: automatic-action, deleted), which is a permanent failure;
  * 2. the per-recipient status of the message's own report (RFC 3464 section 2.3.3, RFC 3463):
  *    permanent when any recipient failed (`Action: failed` is final whatever the status
  *    class), temporary when recipients were only delayed;
@@ -207,6 +214,18 @@ export function decide(rules: DeliveryExceptionRules, ev: Evidence): Decision {
   if (feedback) {
     const type = ev.feedback?.feedbackType ? ` (Feedback-Type: ${ev.feedback.feedbackType})` : '';
     return { feedbackReport: true, decidedBy: 'feedback_report', decidingEvidence: `${feedback.evidence}${type}` };
+  }
+  // Genesys "notification of ... message disposition": a read receipt says the message
+  // arrived, the opposite of a bounce, though it comes from <> (RFC 8098 section 3).
+  const disposition = ev.signals.find((s) => s.signal === 'disposition_notification');
+  if (disposition) {
+    const d = ev.disposition;
+    const said = d?.disposition ? ` (Disposition: ${d.mode ?? ''}; ${d.disposition})` : '';
+    // RFC 5429 section 2.1.1: a Sieve `reject` (Dovecot's "Automatically rejected mail") is
+    // an MDN saying automatic-action and deleted. The message was refused for good: a bounce.
+    if (d?.disposition === 'deleted' && /^automatic-action\b/i.test(d.mode ?? ''))
+      return { failure: 'permanent', decidedBy: 'disposition_notification', decidingEvidence: `${disposition.evidence}${said}: a rejection (RFC 5429)` };
+    return { dispositionNotification: true, decidedBy: 'disposition_notification', decidingEvidence: `${disposition.evidence}${said}` };
   }
   const own = reportFailure(ev.deliveryStatus);
   if (own) return { ...own, decidedBy: 'delivery_status' };

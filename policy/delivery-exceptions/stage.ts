@@ -2,7 +2,8 @@
  * Delivery-exception tagging (Cisco guide, "Delivery Exceptions" and its appendix): bounces and
  * auto-replies are tagged `email-permanent-undeliverable` or `email-temporary-undeliverable`
  * and put in the exception queue instead of reaching agents; abuse complaints (RFC 5965
- * feedback reports) are tagged `feedback-report` and go there too.
+ * feedback reports) are tagged `feedback-report` and go there too, as do read receipts (RFC 8098
+ * disposition notifications, Genesys), tagged `disposition-notification`.
  *
  * Two kinds of evidence: the guide's phrases (in the From address before `@`, or in the
  * subject), and, beyond the guide, the structure of machine-generated mail (RFC 3464 delivery
@@ -26,10 +27,13 @@ import { ChunkStage, type ChunkHandler } from '../chain/stage-chain.js';
 import { bodyDecoder } from '../mime/transfer-decode.js';
 import {
   DELIVERY_STATUS_CAP,
+  DISPOSITION_TYPES,
   STATUS_TYPES,
   attachedReport,
   isDeliveryReport,
+  isDispositionReport,
   parseDeliveryStatus,
+  parseDispositionNotification,
   parseFeedbackReport,
   type DeliveryStatusReport,
 } from './delivery-status.js';
@@ -48,6 +52,8 @@ export const PERMANENT_TAG = 'email-permanent-undeliverable';
 export const TEMPORARY_TAG = 'email-temporary-undeliverable';
 /** Tag of an abuse complaint (RFC 5965): machine mail, but no bounce. */
 export const FEEDBACK_REPORT_TAG = 'feedback-report';
+/** Tag of a read receipt (RFC 8098 message disposition notification, Genesys): machine mail, but no bounce. */
+export const DISPOSITION_NOTIFICATION_TAG = 'disposition-notification';
 /** Tag of messages routed to the exception queue (Cisco: "sent to the exception queue"). */
 export const EXCEPTION_QUEUE_TAG = 'exception-queue';
 
@@ -92,7 +98,7 @@ export function deliveryExceptionsStage(partition: DeliveryExceptionsSection | u
 }
 
 /** What a captured body is read for. */
-type CaptureKind = 'status' | 'forwarded-status' | 'feedback' | 'text' | 'html' | 'attached';
+type CaptureKind = 'status' | 'forwarded-status' | 'feedback' | 'disposition' | 'text' | 'html' | 'attached';
 
 /** The body of one part, being read up to a cap. */
 interface Capture {
@@ -189,6 +195,9 @@ class DeliveryExceptionScan extends ChunkStage {
       } else if (type === 'message/feedback-report') {
         this.#textDone = true;
         this.#feedbackPart(node, 'a message/feedback-report part');
+      } else if (DISPOSITION_TYPES.has(type)) {
+        this.#textDone = true;
+        this.#dispositionPart(node, `a ${type} part`);
       } else if (MESSAGE_TYPES.has(type)) {
         this.#textDone = true;
         // Not parsed inline by the splitter: read its bytes to see whether it is a report.
@@ -219,6 +228,11 @@ class DeliveryExceptionScan extends ChunkStage {
   #feedbackPart(node: MimeNode, evidence: string): void {
     this.#signal('feedback_report', evidence);
     if (!this.#ev.feedback) this.#start(node, 'feedback', DELIVERY_STATUS_CAP);
+  }
+
+  #dispositionPart(node: MimeNode, evidence: string): void {
+    this.#signal('disposition_notification', evidence);
+    if (!this.#ev.disposition) this.#start(node, 'disposition', DELIVERY_STATUS_CAP);
   }
 
   /** The human-readable text of a bounce, when the message is one at all (see readRootHeaders). */
@@ -286,13 +300,17 @@ class DeliveryExceptionScan extends ChunkStage {
     const contentType = libmime.parseHeaderValue(headerHead(first('content-type')));
     const type = contentType.value.toLowerCase();
     const reportType = String(contentType.params['report-type'] ?? '').toLowerCase();
-    this.#rootIsReport = type === 'multipart/report' || STATUS_TYPES.has(type) || type === 'message/feedback-report';
+    this.#rootIsReport = type === 'multipart/report' || STATUS_TYPES.has(type) || type === 'message/feedback-report' || DISPOSITION_TYPES.has(type);
     if (isDeliveryReport(contentType)) {
       this.#signal('delivery_status', `Content-Type: multipart/report; report-type=${reportType}`);
     }
     // RFC 5965 section 3: an abuse report from a mailbox provider's feedback loop.
     if (type === 'multipart/report' && reportType === 'feedback-report') {
       this.#signal('feedback_report', 'Content-Type: multipart/report; report-type=feedback-report');
+    }
+    // RFC 8098 section 3: a read receipt, which comes from the null sender like a bounce.
+    if (isDispositionReport(contentType)) {
+      this.#signal('disposition_notification', `Content-Type: multipart/report; report-type=${reportType}`);
     }
 
     // What the headers alone say: the message forwarding a report is itself machine mail
@@ -347,6 +365,7 @@ class DeliveryExceptionScan extends ChunkStage {
     }
     const text = body.toString('utf8');
     if (c.kind === 'feedback') this.#ev.feedback = parseFeedbackReport(text);
+    else if (c.kind === 'disposition') this.#ev.disposition = parseDispositionNotification(text);
     else if (c.kind === 'forwarded-status') this.#forwardedReports.push(parseDeliveryStatus(text, c.truncated));
     else this.#ev.deliveryStatus = mergeReports(this.#ev.deliveryStatus, parseDeliveryStatus(text, c.truncated));
   }
@@ -369,6 +388,9 @@ class DeliveryExceptionScan extends ChunkStage {
       this.#ctx.tags.add(EXCEPTION_QUEUE_TAG);
     } else if (decision.feedbackReport) {
       this.#ctx.tags.add(FEEDBACK_REPORT_TAG);
+      this.#ctx.tags.add(EXCEPTION_QUEUE_TAG);
+    } else if (decision.dispositionNotification) {
+      this.#ctx.tags.add(DISPOSITION_NOTIFICATION_TAG);
       this.#ctx.tags.add(EXCEPTION_QUEUE_TAG);
     }
     this.#ctx.findings[DELIVERY_EXCEPTIONS] = outcome;

@@ -136,14 +136,17 @@ test('plain-text bounces in the corpora: qmail, Exim, Sendmail and OpenSMTPD wit
   }
 });
 
-test('the MimeKit feedback report is tagged feedback-report; its MDN is not a bounce', async () => {
+test('the MimeKit feedback report is tagged feedback-report; its MDN is tagged disposition-notification, not a bounce', async () => {
   const arf = await check(mimekit('feedback-report.txt'));
   assert.ok(arf.tags.includes('feedback-report'), arf.findings.summary.join(' '));
   assert.equal(arf.failure, undefined);
   assert.equal(arf.findings.decidedBy, 'feedback_report');
-  // A read receipt (RFC 8098) reports a display, not a delivery failure.
+  // A read receipt (RFC 8098) reports a display, not a delivery failure (issue 14, Genesys).
   const mdn = await check(mimekit('disposition-notification.txt'));
-  assert.deepEqual(mdn.tags, [], mdn.findings.summary.join(' '));
+  assert.deepEqual(mdn.tags.sort(), ['disposition-notification', 'exception-queue'], mdn.findings.summary.join(' '));
+  assert.equal(mdn.failure, undefined);
+  // From the null sender, as RFC 8098 section 3 has it, still a receipt.
+  assert.equal((await check(mimekit('disposition-notification.txt'), { mailFrom: '' })).failure, undefined);
 });
 
 test('the messages in sisimai not/: the two ordinary ones show no machine-mail sign', async () => {

@@ -10,6 +10,8 @@ export interface Received {
   /** The user that authenticated, if any. */
   user?: string;
   secure: boolean;
+  /** NOTIFY of each RCPT TO that had one (RFC 3461), by recipient; absent when none had. */
+  notify?: Record<string, string[]>;
 }
 
 export interface UpstreamOptions {
@@ -29,6 +31,8 @@ export interface UpstreamOptions {
   data?: (message: Received) => Promise<[number, string] | undefined> | [number, string] | undefined;
   /** Listen on this port (e.g. one a stopped upstream had). Default: an ephemeral one. */
   port?: number;
+  /** Offer the DSN extension (RFC 3461) in EHLO. Default false, as smtp-server's. */
+  dsn?: boolean;
 }
 
 /** A real smtp-server on an ephemeral loopback port, standing in for an alias's mail server, the partition default, or a downstream. */
@@ -51,6 +55,7 @@ export async function startUpstream(opts: UpstreamOptions = {}): Promise<Upstrea
     // A gateway's pooled connection may still be open when a test ends: don't wait 30 s for it.
     closeTimeout: 200,
     secure: Boolean(opts.secure),
+    hideDSN: !opts.dsn,
     authOptional: true,
     allowInsecureAuth: !opts.authOnlyOverTls,
     authMethods: [...(opts.users ? ['PLAIN', 'LOGIN'] : []), ...(opts.xoauth2 ? ['XOAUTH2'] : [])],
@@ -79,9 +84,15 @@ export async function startUpstream(opts: UpstreamOptions = {}): Promise<Upstrea
       const chunks: Buffer[] = [];
       stream.on('data', (c: Buffer) => chunks.push(c));
       stream.on('end', () => {
+        // What the client sent, whether or not DSN was offered (then it should have sent none).
+        const notify = session.envelope.rcptTo.flatMap((r) => {
+          const given = r.dsn?.notify ?? (r.args && typeof r.args.NOTIFY === 'string' ? r.args.NOTIFY.split(',') : undefined);
+          return given ? [[r.address, given] as const] : [];
+        });
         const message: Received = {
           mailFrom: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
           rcptTo: session.envelope.rcptTo.map((r) => r.address),
+          ...(notify.length ? { notify: Object.fromEntries(notify) } : {}),
           raw: Buffer.concat(chunks),
           ...(typeof session.user === 'string' ? { user: session.user } : {}),
           secure: session.secure,

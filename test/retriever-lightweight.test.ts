@@ -1,0 +1,293 @@
+/**
+ * CCaaS mailbox settings of the retriever (issue 14), against a real Dovecot: lightweight
+ * messages fetched in parallel with large ones ("Max email LW size"), "Auto connect retries"
+ * and the "Deleted emails folder".
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { loadConfigText } from '../gateway/config/load.js';
+import { ConfigError } from '../lib/config-file/toml.js';
+import { startRetriever, type PollResult, type RetrieverHooks } from '../gateway/fetch/retriever.js';
+import type { MailboxItem } from '../gateway/fetch/mailbox.js';
+import { LevelStore } from '../storage/leveldb/store.js';
+import { ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot.js';
+import { capturingLogger } from './helpers/gateway.js';
+import { closedPort } from './helpers/upstream.js';
+import { fixture, tempDir } from './helpers/paths.js';
+
+const USERS = ['parallel', 'budget', 'deleted', 'expunged', 'pop3lw'];
+let dovecot: TestDovecot;
+
+before(async () => {
+  await ensureDovecot();
+  dovecot = await startDovecot({ users: USERS.map((name) => ({ name, password: `pw-${name}` })) });
+});
+after(async () => {
+  await dovecot?.stop();
+});
+
+/** A CRLF message of about BODY bytes, its subject naming it. */
+function message(name: string, bodyBytes: number): Buffer {
+  const head = [
+    `From: customer@example.net`,
+    'To: support@example.com',
+    `Subject: ${name}`,
+    `Message-ID: <${name}-${Date.now()}@example.net>`,
+    'MIME-Version: 1.0',
+  ];
+  const line = `Line of ${name} `.padEnd(70, '.');
+  const body: string[] = [];
+  for (let size = 0; size < bodyBytes; size += line.length + 2) body.push(line);
+  return Buffer.from(head.join('\r\n') + '\r\n\r\n' + body.join('\r\n') + '\r\n');
+}
+
+type Incoming = Record<string, string | number | boolean>;
+
+/** A retriever for one alias fetching USER's mailbox over IMAP (STARTTLS), polling once an hour unless told. */
+async function retrieve(t: { after(fn: () => Promise<void>): void }, user: string, incoming: Incoming, hooks: RetrieverHooks = {}) {
+  const { dir, cleanup } = await tempDir();
+  const settings: Incoming = {
+    type: 'imap',
+    host: '127.0.0.1',
+    port: dovecot.imapPort,
+    security: 'starttls',
+    ca_file: fixture('tls', 'cert.pem'),
+    user,
+    password: `pw-${user}`,
+    poll_interval: 3600,
+    reconnect_interval: 3600,
+    idle: false,
+    ...incoming,
+  };
+  const toml = [
+    `data_dir = ${JSON.stringify(path.join(dir, 'data'))}`,
+    '[[alias]]',
+    `name = "${user}"`,
+    `address = "${user}@example.com"`,
+    '[alias.incoming]',
+    ...Object.entries(settings).map(([k, v]) => `${k} = ${JSON.stringify(v)}`),
+  ].join('\n');
+  const config = loadConfigText(toml, path.join(dir, 'mailgate.toml'), {});
+  const store = await LevelStore.open(config.data_dir);
+  const polls: PollResult[] = [];
+  const log = capturingLogger();
+  const retriever = startRetriever({
+    config,
+    store,
+    logger: log.logger,
+    stages: () => [],
+    hooks: { ...hooks, afterPoll: (_alias, result) => void polls.push(result) },
+  });
+  t.after(async () => {
+    await retriever.stop();
+    await store.close();
+    await cleanup();
+  });
+  const waitForPolls = async (count: number, timeoutMs = 20_000) => {
+    const deadline = Date.now() + timeoutMs;
+    while (polls.length < count) {
+      if (Date.now() > deadline) throw new Error(`only ${polls.length} poll(s) in ${timeoutMs} ms; log: ${log.entries.map((e) => e.msg).join(' | ')}`);
+      await sleep(20);
+    }
+    return polls;
+  };
+  return { store, polls, log, waitForPolls, retriever };
+}
+
+/** Subjects of the stored messages, sorted, and each stored message's bytes compared with what was delivered. */
+async function storedSubjects(store: LevelStore, alias: string, delivered: Map<string, Buffer>): Promise<string[]> {
+  const metas = await store.listMessages({ alias, limit: 1000 });
+  for (const m of metas) {
+    const chunks: Buffer[] = [];
+    for await (const c of store.openRaw(m.id)) chunks.push(c as Buffer);
+    assert.ok(delivered.get(m.subject ?? '')?.equals(Buffer.concat(chunks)), `bytes of ${m.subject} as delivered`);
+  }
+  return metas.map((m) => m.subject ?? '').sort();
+}
+
+/** Dovecot's login and logout lines for USER's sessions of PROTOCOL, in log order. */
+async function sessionEvents(user: string, protocol: 'imap' | 'pop3'): Promise<('login' | 'logout')[]> {
+  const lines = (await dovecot.readLog()).split('\n');
+  return lines.flatMap((l): ('login' | 'logout')[] => {
+    if (l.includes(`${protocol}-login: Info: Login: user=<${user}>`)) return ['login'];
+    if (l.includes(`${protocol}(${user})`) && /Disconnected|Logged out/.test(l)) return ['logout'];
+    return [];
+  });
+}
+
+test('IMAP: small messages are fetched while the large ones download on a second session; each stored exactly once', async (t) => {
+  const delivered = new Map<string, Buffer>();
+  // Large ones first in the mailbox: mailbox order must not decide.
+  for (const [name, size] of [
+    ['large-1', 80_000],
+    ['large-2', 80_000],
+    ['small-1', 300],
+    ['small-2', 300],
+    ['small-3', 300],
+    ['small-4', 300],
+  ] as const) {
+    const m = message(name, size);
+    delivered.set(name, m);
+    await dovecot.deliver('parallel', m);
+  }
+  // The first small message's post-store step holds its session until a large message is
+  // stored. Fetched one after the other, small ones first, no large one could be stored
+  // meanwhile: the wait would run out and the test fail.
+  const events: string[] = [];
+  let largeStored!: () => void;
+  const large = new Promise<void>((resolve) => (largeStored = resolve));
+  let waitedInVain = false;
+  const hooks: RetrieverHooks = {
+    async afterStore(_alias: string, item: MailboxItem) {
+      const kind = item.size > 10_000 ? 'large' : 'small';
+      events.push(kind);
+      if (kind === 'large') largeStored();
+      else if (events.filter((e) => e === 'small').length === 1) {
+        const gaveUp = sleep(15_000, undefined, { ref: false }).then(() => (waitedInVain = true));
+        await Promise.race([large, gaveUp]);
+      }
+    },
+  };
+  const r = await retrieve(t, 'parallel', {}, hooks);
+  const [poll] = await r.waitForPolls(1, 40_000);
+  assert.equal(waitedInVain, false, `a large message was stored while a small one was in hand; stored in order ${events.join(', ')}`);
+  assert.deepEqual(poll, { stored: 6, finished: 0, deferred: 0, held: 0 });
+  // Exactly once: one message and one fetched key per mailbox message, all moved once.
+  assert.deepEqual(await storedSubjects(r.store, 'parallel', delivered), [...delivered.keys()].sort());
+  assert.equal((await r.store.sublevels.fetched.keys().all()).length, 6);
+  assert.deepEqual(await dovecot.listMessages('parallel'), []);
+  assert.equal((await dovecot.listMessages('parallel', 'Processed')).length, 6);
+  // Dovecot saw two IMAP sessions of the user open at once: the second logged in before any logged out.
+  const sessions = await sessionEvents('parallel', 'imap');
+  assert.deepEqual(sessions.slice(0, 2), ['login', 'login'], `Dovecot's sessions: ${sessions.join(', ')}\n${await dovecot.readLog()}`);
+});
+
+test('IMAP: a server that allows one session per user (mail_max_userip_connections = 1) gets the large ones after the small ones on that session', async (t) => {
+  const single = await startDovecot({
+    users: [{ name: 'single', password: 'pw-single' }],
+    extraConfig: 'protocol imap {\n  mail_max_userip_connections = 1\n}',
+  });
+  t.after(() => single.stop());
+  const delivered = new Map<string, Buffer>();
+  for (const [name, size] of [
+    ['s-large', 40_000],
+    ['s-small-1', 300],
+    ['s-small-2', 300],
+  ] as const) {
+    const m = message(name, size);
+    delivered.set(name, m);
+    await single.deliver('single', m);
+  }
+  const r = await retrieve(t, 'single', { port: single.imapPort });
+  const [poll] = await r.waitForPolls(1);
+  assert.deepEqual(poll, { stored: 3, finished: 0, deferred: 0, held: 0 });
+  const refused = r.log.entries.find((e) => String(e.msg).startsWith('cannot open a second IMAP session'));
+  assert.ok(refused, 'the refusal is logged');
+  assert.match(await single.readLog(), /mail_max_userip_connections/, 'Dovecot refused the second session');
+  // Newest first: the large one came last, on the one session.
+  assert.deepEqual(
+    (await r.store.listMessages({ alias: 'single' })).map((m) => m.subject),
+    ['s-large', 's-small-2', 's-small-1'],
+  );
+  assert.equal((await r.store.sublevels.fetched.keys().all()).length, 3);
+  assert.equal((await single.listMessages('single', 'Processed')).length, 3);
+  assert.equal((await r.store.getAliasState('single'))?.failures ?? 0, 0, 'not a failure of the alias');
+});
+
+test('IMAP: max_items counts the messages of both sessions; the rest follow at once, none stored twice', async (t) => {
+  const delivered = new Map<string, Buffer>();
+  for (const [name, size] of [
+    ['b-large-1', 30_000],
+    ['b-small-1', 300],
+    ['b-large-2', 30_000],
+    ['b-small-2', 300],
+    ['b-large-3', 30_000],
+    ['b-small-3', 300],
+  ] as const) {
+    const m = message(name, size);
+    delivered.set(name, m);
+    await dovecot.deliver('budget', m);
+  }
+  const r = await retrieve(t, 'budget', { max_items: 4 });
+  const [first, second] = await r.waitForPolls(2);
+  assert.deepEqual(first, { stored: 4, finished: 0, deferred: 2, held: 0 });
+  assert.deepEqual(second, { stored: 2, finished: 0, deferred: 0, held: 0 });
+  assert.deepEqual(await storedSubjects(r.store, 'budget', delivered), [...delivered.keys()].sort());
+  assert.equal((await r.store.sublevels.fetched.keys().all()).length, 6);
+  assert.equal((await dovecot.listMessages('budget', 'Processed')).length, 6);
+});
+
+test('POP3 (one session per mailbox): small messages are fetched before large ones on the one session', async (t) => {
+  const delivered = new Map<string, Buffer>();
+  for (const [name, size] of [
+    ['p-large', 40_000],
+    ['p-small', 300],
+  ] as const) {
+    const m = message(name, size);
+    delivered.set(name, m);
+    await dovecot.deliver('pop3lw', m);
+  }
+  const r = await retrieve(t, 'pop3lw', { type: 'pop3', port: dovecot.pop3Port });
+  const [poll] = await r.waitForPolls(1);
+  assert.deepEqual(poll, { stored: 2, finished: 0, deferred: 0, held: 0 });
+  // Newest first: the large one was stored after the small one, though it came first in the mailbox.
+  const metas = await r.store.listMessages({ alias: 'pop3lw' });
+  assert.deepEqual(
+    metas.map((m) => m.subject),
+    ['p-large', 'p-small'],
+  );
+  assert.deepEqual(await dovecot.listMessages('pop3lw'), []);
+  assert.deepEqual(await sessionEvents('pop3lw', 'pop3'), ['login', 'logout']);
+});
+
+test('deleted_folder: "delete" moves stored and invalid messages there instead of expunging them', async (t) => {
+  await dovecot.deliver('deleted', message('d-ordinary', 300));
+  // Over max_message_size: a record is stored and on_invalid applies.
+  await dovecot.deliver('deleted', message('d-too-big', 8_000));
+  const r = await retrieve(t, 'deleted', { on_stored: 'delete', on_invalid: 'delete', max_message_size: 5_000, deleted_folder: 'DeletedCCSPItems' });
+  const [poll] = await r.waitForPolls(1);
+  assert.deepEqual(poll, { stored: 2, finished: 0, deferred: 0, held: 0 });
+  assert.deepEqual(await dovecot.listMessages('deleted'), [], 'gone from INBOX');
+  assert.equal((await dovecot.listMessages('deleted', 'DeletedCCSPItems')).length, 2, 'both in the deleted folder');
+  assert.deepEqual(await dovecot.listMessages('deleted', 'Processed'), []);
+  const tags = (await r.store.listMessages({ alias: 'deleted' })).map((m) => m.tags.includes('oversize')).sort();
+  assert.deepEqual(tags, [false, true]);
+});
+
+test('without deleted_folder, "delete" expunges: the message is in no folder', async (t) => {
+  await dovecot.deliver('expunged', message('e-ordinary', 300));
+  const r = await retrieve(t, 'expunged', { on_stored: 'delete' });
+  await r.waitForPolls(1);
+  assert.equal((await r.store.listMessages({ alias: 'expunged' })).length, 1);
+  assert.deepEqual(await dovecot.listMessages('expunged'), []);
+  assert.deepEqual(await dovecot.listMessages('expunged', 'DeletedCCSPItems'), []);
+  assert.deepEqual(await dovecot.listMessages('expunged', 'Processed'), []);
+});
+
+test('auto_connect_retries: the alias turns inactive after that many failed connections in a row, not three', async (t) => {
+  const port = await closedPort();
+  const r = await retrieve(t, 'retries', { port, reconnect_interval: 1, health_retry_interval: 3600, auto_connect_retries: 2 });
+  const entry = await r.log.waitFor((e) => typeof e.msg === 'string' && e.msg.startsWith('alias inactive after'), 20_000);
+  assert.match(String(entry.msg), /^alias inactive after 2 failed connections/);
+  const state = await r.store.getAliasState('retries');
+  assert.equal(state?.status, 'inactive');
+  assert.equal(state?.failures, 2);
+});
+
+test('config: defaults, and deleted_folder is refused for POP3 naming the key', () => {
+  const base = ['[[alias]]', 'name = "p"', 'address = "p@example.com"', '[alias.incoming]', 'host = "127.0.0.1"'];
+  const incoming = loadConfigText(base.join('\n'), 'mailgate.toml', {}).alias[0]!.incoming!;
+  assert.equal(incoming.lightweight_size, 10_000);
+  assert.equal(incoming.auto_connect_retries, 3);
+  assert.equal(incoming.deleted_folder, undefined);
+  assert.throws(
+    () => loadConfigText([...base, 'type = "pop3"', 'deleted_folder = "Deleted"'].join('\n'), 'mailgate.toml', {}),
+    (err: unknown) => err instanceof ConfigError && /alias\[0\]\.incoming\.deleted_folder/.test(err.message) && /POP3 has no folders/.test(err.message),
+  );
+  assert.throws(
+    () => loadConfigText([...base, 'auto_connect_retries = 0'].join('\n'), 'mailgate.toml', {}),
+    (err: unknown) => err instanceof ConfigError && /auto_connect_retries/.test(err.message),
+  );
+});
