@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
+import { Readable } from 'node:stream';
 import nodemailer from 'nodemailer';
 import { simpleParser, type ParsedMail } from 'mailparser';
 import type { MessageMeta } from '../storage/records.js';
@@ -17,6 +18,11 @@ import { startUpstream, type Received, type Upstream } from './helpers/upstream.
 import { waitDelivered, waitQueue } from './helpers/outbound.js';
 import { ensureDovecot, startDovecot, dovecotIncoming } from './helpers/dovecot.js';
 import { fixture, tempDir } from './helpers/paths.js';
+import { loadConfigFile } from '../gateway/config/load.js';
+import { LevelStore } from '../storage/leveldb/store.js';
+import { ingestMessage } from '../ingest/ingest.js';
+import { silentLogger } from '../lib/logger.js';
+import { quarantineForwarding } from '../gateway/quarantine-forward/forwarding.js';
 import { asReceivedOverSmtp, parseWrapped, storedMessage } from './helpers/wrapped.js';
 
 const ALIASES = ['support', 'sales'].map((n) => `[[alias]]\nname = "${n}"\naddress = "${n}@example.com"\n`).join('\n');
@@ -277,4 +283,53 @@ test('without forward_to nothing is forwarded', async (t) => {
   assert.ok(meta.tags.includes('wrapped'));
   assert.equal(meta.quarantineForward, undefined);
   assert.deepEqual(await gw.store.listQueue(), []);
+});
+
+test('the forward is committed with the message: after a crash before the forwarding message was made, the next start sends it (unknown recipient)', async (t) => {
+  const mailbox = await startUpstream();
+  const { dir, cleanup } = await tempDir();
+  const configFile = await writeTestConfig(dir, `[partition]\nunknown_recipient = "quarantine"\n\n${ALIASES}\n${quarantineToml(mailbox)}`);
+  const config = loadConfigFile(configFile);
+  const store = await LevelStore.open(config.data_dir);
+  const raw = Buffer.from('From: customer@example.org\r\nTo: nobody@example.com\r\nSubject: Where does this go?\r\n\r\nHello.\r\n');
+  // As the retriever stores a message for no alias of its mailbox; the process dies before the dispatcher hears of it.
+  const hook = quarantineForwarding(config, silentLogger(), () => {});
+  const meta = await ingestMessage({ store, logger: silentLogger(), stages: () => [], commitHook: hook }, Readable.from([raw]), {
+    envelope: { mailFrom: 'customer@example.org', rcptTo: ['support@example.com'] },
+    source: { kind: 'imap', alias: 'support' },
+    tags: ['unknown-recipient'],
+  });
+  const forwardId = meta.quarantineForward!.id;
+  assert.equal(meta.quarantineForward!.reason, 'unknown recipient');
+  assert.deepEqual(
+    (await store.listQueue()).map((e) => [e.id, e.kind, e.quarantine?.original]),
+    [[forwardId, 'quarantine', meta.id]],
+  );
+  assert.equal(await store.getMessage(forwardId), undefined, 'the forwarding message itself is not made yet');
+  await store.close();
+
+  const gw = await startGatewayOn(configFile, { retriever: false });
+  t.after(async () => {
+    await gw.stop();
+    await cleanup();
+    await mailbox.close();
+  });
+  const [got] = await mailbox.waitFor(1);
+  const fwd = await forwardOf(got!);
+  assert.equal(fwd.mail.subject, 'Quarantined: unknown recipient — Where does this go?');
+  assert.ok(fwd.attached.equals((await storedMessage(gw.store, meta.id)).raw));
+  assert.match(fwd.mail.text ?? '', /nobody@example\.com/);
+  assert.equal((await waitDelivered(gw.store, forwardId)).delivery.status, 'delivered');
+});
+
+test('a [quarantine] user without its password is a configuration error naming the key', async () => {
+  const { dir, cleanup } = await tempDir();
+  try {
+    const configFile = await writeTestConfig(dir, '[quarantine]\nforward_to = "q@example.com"\nuser = "alone"\n');
+    const r = await runCli(['config', 'check', configFile]);
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /mailgate\.toml:\d+: quarantine\.password: missing \(expected user and password together, or neither\)/);
+  } finally {
+    await cleanup();
+  }
 });
