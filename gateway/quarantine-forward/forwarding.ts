@@ -103,7 +103,10 @@ export async function forwardNow(store: Store, forward: QuarantineForward): Prom
     const last = entry.held ?? entry.lastError?.message ?? entry.recipients.find((r) => r.last)?.last?.message;
     return { ...base, status: 'queued', ...(last !== undefined ? { lastError: last } : {}) };
   }
-  const delivery = (await store.getMessage(forward.id))?.delivery;
+  const made = await store.getMessage(forward.id);
+  // Neither queued nor made: the entry left before the forwarding message was made (an admin dropped it).
+  if (!made) return { ...base, status: 'dropped', lastError: 'left the queue unsent before the forwarding message was made' };
+  const delivery = made.delivery;
   if (!delivery) return { ...base, status: 'queued' };
   const failure = delivery.status === 'delivered' ? undefined : (delivery.reason ?? delivery.recipients.find((r) => r.status !== 'delivered')?.last?.message);
   return { ...base, status: delivery.status, leftAt: delivery.finishedAt, ...(failure !== undefined ? { lastError: failure } : {}) };
