@@ -333,3 +333,24 @@ test('a [quarantine] user without its password is a configuration error naming t
     await cleanup();
   }
 });
+
+test('ssl = true forwards over verified STARTTLS with the login, trusting ca_file', async (t) => {
+  const mailbox = await startUpstream({ tls: true, users: { quarantine: 'q-secret' }, authOnlyOverTls: true });
+  const gw = await startTestGateway(
+    ALIASES +
+      quarantineToml(
+        mailbox,
+        ['ssl = true', 'user = "quarantine"', 'password = "q-secret"', `ca_file = ${JSON.stringify(fixture('tls', 'cert.pem'))}`].join('\n'),
+      ),
+  );
+  t.after(async () => {
+    await gw.cleanup();
+    await mailbox.close();
+  });
+  const id = await send(gw, readFileSync(fixture('unparsable', 'quarantine-test.eml')));
+  const [got] = await mailbox.waitFor(1);
+  assert.equal(got!.secure, true, 'over TLS');
+  assert.equal(got!.user, 'quarantine');
+  const forward = await waitDelivered(gw.store, (await stored(gw.store, id)).quarantineForward!.id);
+  assert.match(forward.delivery.recipients[0]!.route ?? '', /^quarantine of alias "support" via 127\.0\.0\.1:\d+ \(ESMTP as quarantine, STARTTLS\)/);
+});

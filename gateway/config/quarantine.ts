@@ -5,7 +5,7 @@
  * that file stays small; gateway/quarantine-forward/ applies it.
  */
 import { z } from 'zod';
-import { email, host, port } from './fields.js';
+import { email, host, port, text } from './fields.js';
 
 /** The keys `[quarantine]` and `[alias.quarantine]` share, all optional: an alias's table overrides the partition's key by key. */
 const quarantineKeys = {
@@ -21,6 +21,8 @@ const quarantineKeys = {
   password: z.string().optional(),
   /** PCEmail "Use SSL", as `[alias.outgoing] ssl`: verified TLS, on connect on port 465, required STARTTLS on any other; when false, STARTTLS where offered, unverified. */
   ssl: z.boolean().optional(),
+  /** Extra CA certificate file (PEM) to trust for the server; relative to the config file. With it the certificate is verified. */
+  ca_file: text.optional(),
   /** Sender of the forwarding message, header and envelope (PCEmail "SMTP Sender"). Default: `quarantine@` the `[smtp] hostname`. */
   from: email.optional(),
   /** Forward messages that could not be processed and were stored wrapped, the quarantine test marker included. Default true. */

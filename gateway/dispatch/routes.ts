@@ -76,7 +76,13 @@ export function quarantineRouting(config: Config, aliasName: string | undefined)
     const server = quarantineSettings(config, aliasName)?.server;
     const owner = aliasName === undefined ? 'quarantine' : `quarantine of alias "${aliasName}"`;
     if (server) {
-      const s: SmtpServer = { protocol: server.user !== undefined ? 'esmtp' : 'smtp', host: server.host, port: server.port, ssl: server.ssl };
+      const s: SmtpServer = {
+        protocol: server.user !== undefined ? 'esmtp' : 'smtp',
+        host: server.host,
+        port: server.port,
+        ssl: server.ssl,
+        ca_file: server.ca_file,
+      };
       if (server.user !== undefined) Object.assign(s, { user: server.user, password: server.password });
       return { route: smtpRoute(config, owner, s, false) };
     }

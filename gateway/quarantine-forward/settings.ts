@@ -12,6 +12,7 @@ export interface QuarantineServer {
   ssl: boolean;
   user?: string;
   password?: string;
+  ca_file?: string;
 }
 
 /** What applies to mail of one alias (or of none). */
@@ -45,6 +46,7 @@ export function quarantineSettings(config: Config, aliasName: string | undefined
           port: conn.port ?? DEFAULT_PORT,
           ssl: conn.ssl ?? false,
           ...(conn.user !== undefined && conn.password !== undefined ? { user: conn.user, password: conn.password } : {}),
+          ...(conn.ca_file !== undefined ? { ca_file: conn.ca_file } : {}),
         };
   return {
     ...(merged.forward_to !== undefined ? { forwardTo: merged.forward_to } : {}),
