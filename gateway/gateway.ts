@@ -16,6 +16,7 @@ import { Dispatcher } from './dispatch/dispatcher.js';
 import { startSubmissionListener, submissionEnabled } from './smtp/submission.js';
 import { startWebServer, type WebServer } from './web/server.js';
 import { GatewayEvents, reportingStore } from './events.js';
+import { quarantineForwarding } from './quarantine-forward/forwarding.js';
 
 /** Everything a gateway needs, passed in so tests can run several side by side. */
 export interface GatewayDeps {
@@ -79,6 +80,8 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
   // The retriever starts last; the admin API reaches it through this getter once it runs.
   let retriever: Retriever | undefined;
   const dispatcher = new Dispatcher({ store, config, logger, stages, metrics, tokens });
+  // Inbound mail only (SMTP listener, retriever): what goes to the quarantine mailbox is queued with it.
+  const commitHook = quarantineForwarding(config, logger, (entry) => dispatcher.queued(entry));
   const admin = new Admin({ config, store: async () => store, logger, stages, dispatcher, retriever: () => retriever, metrics, tokens });
   const control = await startAdminServer(admin, controlSocketPath(config.data_dir), logger);
   let smtp: SmtpListener | undefined;
@@ -88,7 +91,7 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
   let listening = false;
   try {
     await dispatcher.start();
-    smtp = await startSmtpListener(config, { store, logger, stages, dispatcher }, metrics);
+    smtp = await startSmtpListener(config, { store, logger, stages, dispatcher, commitHook }, metrics);
     if (submissionEnabled(config)) submission = await startSubmissionListener(config, { store, logger, stages, dispatcher }, metrics);
     else logger.info('submission listener off: no [[submission.user]] (set [submission] enabled = true to force it)');
     const at = config.metrics.listen ? parseListenAddress(config.metrics.listen) : undefined;
@@ -110,7 +113,16 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
   retriever =
     deps.retriever === false
       ? undefined
-      : startRetriever({ store, logger, stages, config, metrics, tokenProvider: tokens, ...(deps.retrieverHooks ? { hooks: deps.retrieverHooks } : {}) });
+      : startRetriever({
+          store,
+          logger,
+          stages,
+          config,
+          metrics,
+          tokenProvider: tokens,
+          commitHook,
+          ...(deps.retrieverHooks ? { hooks: deps.retrieverHooks } : {}),
+        });
   const listener = smtp;
   const submitter = submission;
   return {

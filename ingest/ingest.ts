@@ -21,7 +21,15 @@ export interface IngestDeps {
   /** The stages for a message of this department (the partition's policy when none). */
   stages: (department?: string) => readonly Stage[];
   limits?: PipelineLimits;
+  /** Asked about each message about to be committed, wrapped or not (quarantine forwarding: gateway/quarantine-forward/). */
+  commitHook?: CommitHook;
 }
+
+/**
+ * The last word on a message before its commit: it may add to the metadata and give records
+ * to commit with it, so that what it starts is durable with the message or not at all.
+ */
+export type CommitHook = (meta: MessageMeta) => { sideRecords: readonly SideRecord[]; committed(): void } | undefined;
 
 /** One message to take in. */
 export interface IngestRequest {
@@ -121,7 +129,9 @@ export async function ingestMessage(deps: IngestDeps, input: Readable, req: Inge
           ...(req.direction === 'outbound' ? { direction: 'outbound' as const } : {}),
         };
         req.beforeCommit?.(meta);
-        await writer.commit(meta, [...ctx.sideRecords, ...(req.sideRecords ?? [])]);
+        const hooked = deps.commitHook?.(meta);
+        await writer.commit(meta, [...ctx.sideRecords, ...(req.sideRecords ?? []), ...(hooked?.sideRecords ?? [])]);
+        hooked?.committed();
         return meta;
       } catch (err) {
         drain();
@@ -325,8 +335,10 @@ async function storeWrapped(
       },
       tags: ['wrapped', ...tagged.tags, ...(req.tags ?? [])],
     };
+    const hooked = deps.commitHook?.(meta);
     // The retriever's record of the fetched message must be durable with whatever is stored for it.
-    await writer.commit(meta, [...(blocked?.sideRecords() ?? []), ...(req.sideRecords ?? [])]);
+    await writer.commit(meta, [...(blocked?.sideRecords() ?? []), ...(req.sideRecords ?? []), ...(hooked?.sideRecords ?? [])]);
+    hooked?.committed();
     return meta;
   } catch (err) {
     throw storeFailure(err);

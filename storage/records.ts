@@ -13,8 +13,8 @@ export interface Envelope {
 
 /** Where a message came from. */
 export interface MessageSource {
-  /** smtp: the SMTP listener; submission: the submission listener; imap/pop3: the retriever; cli: `mailgate send`; dsn: a delivery status notification mailgate made. */
-  kind: 'smtp' | 'submission' | 'imap' | 'pop3' | 'cli' | 'dsn';
+  /** smtp: the SMTP listener; submission: the submission listener; imap/pop3: the retriever; cli: `mailgate send`; dsn: a delivery status notification mailgate made; quarantine: a message forwarding another to the quarantine mailbox. */
+  kind: 'smtp' | 'submission' | 'imap' | 'pop3' | 'cli' | 'dsn' | 'quarantine';
   /** The alias the message arrived for or was fetched by, when one is known. */
   alias?: string;
   /** Client IP address for SMTP. */
@@ -85,6 +85,31 @@ export interface MessageMeta {
   direction?: 'outbound';
   /** Set when the message left the outbound queue: delivered, failed (with the notification sent back) or dropped. */
   delivery?: DeliveryRecord;
+  /** Set when the message is forwarded to the quarantine mailbox (gateway/quarantine-forward/). */
+  quarantineForward?: QuarantineForward;
+}
+
+/**
+ * That an inbound message goes to the quarantine mailbox, written with the message (PCEmail
+ * "Email Quarantine Settings"). The forward is a message of its own, `id`, queued in the same
+ * commit: whether and when it left is on that message's delivery record (`messages show`
+ * reads it from there into `status`, `leftAt` and `lastError`).
+ */
+export interface QuarantineForward {
+  /** The quarantine mailbox. */
+  to: string;
+  /** Id of the forwarding message (from `to`'s point of view, the one it receives). */
+  id: string;
+  /** Why, in words: `unparsable (header_nul: ...)`, `auto-response`, ... */
+  reason: string;
+  /** ISO 8601 time it was queued. */
+  queuedAt: string;
+  /** Filled in when read (`messages show`), never stored: `queued`, or the forward's delivery status. */
+  status?: 'queued' | DeliveryRecord['status'];
+  /** Filled in when read: when the forward left the queue. */
+  leftAt?: string;
+  /** Filled in when read: the last error while it is queued, or why it failed. */
+  lastError?: string;
 }
 
 // Outbound queue (storage/queue.ts, gateway/dispatch/): one entry per stored message still to
@@ -124,8 +149,8 @@ export interface QueueRecipient {
 export interface QueueEntry {
   /** The stored message's id. */
   id: string;
-  /** `outbound`: submitted for an alias to send; `relay`: inbound mail forwarded downstream. */
-  kind: 'outbound' | 'relay';
+  /** `outbound`: submitted for an alias to send; `relay`: inbound mail forwarded downstream; `quarantine`: a message forwarding another to the quarantine mailbox. */
+  kind: 'outbound' | 'relay' | 'quarantine';
   /** Outbound: the alias it is sent from (resolved again at each attempt: the alias may be gone). */
   alias?: string;
   /** Envelope sender used upstream ('' for the null sender of a delivery status notification). */
@@ -146,6 +171,12 @@ export interface QueueEntry {
   lastError?: DeliveryResult;
   /** True for a delivery status notification: it never gets one of its own. */
   dsn?: boolean;
+  /**
+   * Kind `quarantine`: the message forwarded and why. The entry is committed with that
+   * message, before the forwarding message itself is stored (the dispatcher makes it from
+   * this when it finds it missing), so a crash cannot lose the forward.
+   */
+  quarantine?: { original: string; reason: string };
 }
 
 /** A recipient of a message that left the queue: `dropped` when an admin took it out before it was delivered or failed. */

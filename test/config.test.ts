@@ -416,7 +416,7 @@ test('defaults need no file', async (t) => {
     assert.equal(config.smtp.reverse_dns, false);
     assert.equal(config.smtp.reverse_dns_timeout_ms, 1000);
     assert.ok(config.smtp.hostname.length > 0);
-    assert.deepEqual(config.partition, { name: 'default', default_domain: 'localhost' });
+    assert.deepEqual(config.partition, { name: 'default', default_domain: 'localhost', unknown_recipient: 'file' });
     assert.deepEqual([config.department, config.alias, config.smtp.user], [[], [], []]);
   });
   const { dir, cleanup } = await tempDir();

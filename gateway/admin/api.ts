@@ -38,6 +38,7 @@ import { dropQueued, retryQueued } from '../dispatch/queue-actions.js';
 import { storedAttachments, type StoredAttachment } from './attachment-sizes.js';
 import { quarantineMatcher } from './quarantine-filter.js';
 import { messageTimeline, type TimelineStep } from './timeline.js';
+import { forwardNow } from '../quarantine-forward/forwarding.js';
 import { aliasRow, aliasTestReport, type AliasRow, type AliasTestReport } from './alias-rows.js';
 import { tryPolicy, type PolicyReport, type PolicyTestRequest } from './policy-test.js';
 import { summarise, SUMMARY_SCAN_LIMIT, type GatewaySummary, type TrafficRow } from './summary.js';
@@ -255,8 +256,10 @@ export class Admin implements AdminApi {
 
   async showMessage(id: string): Promise<MessageDetails> {
     const store = await this.#store();
-    const meta = await store.getMessage(id);
-    if (!meta) throw storeErrors.messageNotFound(id);
+    const stored = await store.getMessage(id);
+    if (!stored) throw storeErrors.messageNotFound(id);
+    // Whether and when the forward to the quarantine mailbox left is on the forward's own records.
+    const meta = stored.quarantineForward ? { ...stored, quarantineForward: await forwardNow(store, stored.quarantineForward) } : stored;
     const attachments = await attachmentDetails(store, meta);
     const timeline = messageTimeline(meta, await store.getQueueEntry(id));
     return { meta: withDecodedSizes(meta, attachments), attachments, timeline };

@@ -11,7 +11,7 @@ import type { DeliveryRecord, DeliveryResult, FinishedRecipient, MessageMeta, Qu
 
 /** What a step of the timeline is. */
 export type TimelineEvent =
-  'received' | 'stage' | 'wrapped' | 'queued' | 'attempt' | 'held' | 'waiting' | 'delivered' | 'failed' | 'partly_delivered' | 'dropped';
+  'received' | 'stage' | 'wrapped' | 'queued' | 'attempt' | 'held' | 'waiting' | 'delivered' | 'failed' | 'partly_delivered' | 'dropped' | 'quarantine_forward';
 
 /** One step of a message's timeline, JSON as it is. */
 export interface TimelineStep {
@@ -40,6 +40,8 @@ export interface TimelineStep {
   route?: string;
   /** a finished message: the delivery status notification sent back to the sender. */
   notification?: string;
+  /** quarantine_forward: the forwarding message's id (its own timeline has each attempt). */
+  forward?: string;
 }
 
 /** The timeline of `meta`, with its queue entry while it is queued. */
@@ -59,6 +61,32 @@ export function messageTimeline(meta: MessageMeta, entry?: QueueEntry): Timeline
   if (entry?.held !== undefined) steps.push({ event: 'held', summary: `held until an admin acts: ${entry.held}` });
   else if (entry) steps.push({ event: 'waiting', at: entry.nextAttemptAt, summary: `next attempt due ${entry.nextAttemptAt}` });
   if (delivery) steps.push(finished(delivery));
+  if (meta.quarantineForward) steps.push(...forwardSteps(meta.quarantineForward));
+  return steps;
+}
+
+/** PCEmail "Email Quarantine Settings": forwarded to the quarantine mailbox, and (once known) when it left. */
+function forwardSteps(f: NonNullable<MessageMeta['quarantineForward']>): TimelineStep[] {
+  const steps: TimelineStep[] = [
+    {
+      event: 'quarantine_forward',
+      at: f.queuedAt,
+      forward: f.id,
+      recipients: [f.to],
+      summary: `forwarded to the quarantine mailbox ${f.to} as message ${f.id}: ${f.reason}`,
+    },
+  ];
+  const error = f.lastError !== undefined ? `: ${f.lastError}` : '';
+  if (f.status === 'queued')
+    steps.push({ event: 'waiting', forward: f.id, summary: `forward ${f.id} queued${f.lastError !== undefined ? `, last error${error}` : ''}` });
+  else if (f.status !== undefined)
+    steps.push({
+      event: f.status,
+      ...(f.leftAt !== undefined ? { at: f.leftAt } : {}),
+      forward: f.id,
+      recipients: [f.to],
+      summary: `forward ${f.id} to ${f.to} ${f.status.replace('_', ' ')}${error}`,
+    });
   return steps;
 }
 
@@ -87,7 +115,7 @@ function queueSteps(
       event: 'queued',
       at: queuedAt,
       recipients: addresses,
-      summary: `queued (${kind === 'relay' ? 'relay downstream' : 'outbound'}) for ${addresses.join(', ')}`,
+      summary: `queued (${kind === 'relay' ? 'relay downstream' : kind === 'quarantine' ? 'to the quarantine mailbox' : 'outbound'}) for ${addresses.join(', ')}`,
     },
   ];
   const attempts = new Map<string, TimelineStep>();

@@ -148,6 +148,11 @@ function describe(m: MessageMeta, attachments: AttachmentDetail[]): string {
     ['wrapped', m._WrappingMessageReason],
     ['tags', m.tags.join(', ') || undefined],
     ['direction', m.direction],
+    [
+      'quarantine',
+      m.quarantineForward &&
+        `forwarded to ${m.quarantineForward.to} as ${m.quarantineForward.id} (${m.quarantineForward.reason}): ${m.quarantineForward.status ?? 'queued'}${m.quarantineForward.leftAt ? ` ${m.quarantineForward.leftAt}` : ''}${m.quarantineForward.lastError ? `; ${m.quarantineForward.lastError}` : ''}`,
+    ],
   ];
   let out = lines
     .filter(([, v]) => v !== undefined && v !== '')

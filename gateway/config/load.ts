@@ -160,8 +160,10 @@ function finish(config: Config, baseDir: string): Config {
       ...a,
       ...(a.incoming ? { incoming: withCa(a.incoming) } : {}),
       ...(a.outgoing ? { outgoing: withCa(a.outgoing) } : {}),
+      ...(a.quarantine ? { quarantine: withCa(a.quarantine) } : {}),
     })),
     relay: config.relay.map(withCa),
+    quarantine: withCa(config.quarantine),
     oauth_app: config.oauth_app.map((o) => (o.ca_file === undefined ? o : { ...o, ca_file: at(o.ca_file) })),
     ...(config.secret_key_file === undefined ? {} : { secret_key_file: at(config.secret_key_file) }),
   });

@@ -16,6 +16,7 @@ import { incoming } from './incoming.js';
 import { oauthApp } from './oauth-app.js';
 import { adminSchema } from './admin.js';
 import { dsnNotify, queueSchema, relaySchema, submissionSchema } from './outbound.js';
+import { aliasQuarantineSchema, quarantineSchema } from './quarantine.js';
 
 const listenAddress = listenAddressOf(2525);
 
@@ -149,6 +150,8 @@ const partition = z
      * allow/block rules supersede the departments' (Cisco guide); masking patterns live here.
      */
     policy: text.optional(),
+    /** Fetched mail whose To/Cc name no alias of the mailbox (Enate "Inbound Email"): `file` under the first alias (default), `auto_reply` to the sender, or `quarantine` (forwarded as `[quarantine]` says). */
+    unknown_recipient: z.enum(['file', 'auto_reply', 'quarantine']).default('file'),
   })
   .prefault({});
 
@@ -223,6 +226,8 @@ const alias = z.strictObject({
   incoming: incoming.optional(),
   /** Server this alias sends mail through. */
   outgoing: outgoing.optional(),
+  /** Overrides `[quarantine]` for mail of this alias, key by key. */
+  quarantine: aliasQuarantineSchema.optional(),
 });
 
 const configTables = z.strictObject({
@@ -247,6 +252,8 @@ const configTables = z.strictObject({
     .prefault({}),
   /** The REST API: where it listens, who may sign in, which tokens scripts use. On by default, on loopback. */
   admin: adminSchema,
+  /** Where bad inbound mail is forwarded for a person to work (PCEmail "Email Quarantine Settings"). */
+  quarantine: quarantineSchema,
   /** The partition this gateway serves. */
   partition,
   /** Departments, one `[[department]]` table each. */

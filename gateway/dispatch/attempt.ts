@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import type { Store } from '../../storage/store.js';
 import type { DeliveryResult, MessageMeta, QueueEntry, QueueRecipient } from '../../storage/records.js';
-import { outboundRouting, relayRouting, type Route, type Routing } from './routes.js';
+import { outboundRouting, quarantineRouting, relayRouting, type Route, type Routing } from './routes.js';
 import type { SendResult, Transports } from './transports.js';
 import { traceHeaders } from './trace.js';
 import { oneLine } from '../../lib/text.js';
@@ -47,7 +47,12 @@ export async function attemptDelivery(deps: AttemptDeps, entry: QueueEntry, meta
   let tried = false;
   for (const [relay, recipients] of groups) {
     // A relayed recipient without a [[relay]] name goes out through the partition default SMTP.
-    const routing: Routing = entry.kind === 'relay' && relay ? relayRouting(deps.config, relay) : outboundRouting(deps.config, entry.alias);
+    const routing: Routing =
+      entry.kind === 'quarantine'
+        ? quarantineRouting(deps.config, entry.alias)
+        : entry.kind === 'relay' && relay
+          ? relayRouting(deps.config, relay)
+          : outboundRouting(deps.config, entry.alias);
     if (routing.held !== undefined) {
       next.held = routing.held;
       continue;

@@ -23,6 +23,7 @@ import { outboundRouting } from './routes.js';
 import { deliveryStatusNotification } from './dsn.js';
 import { Transports } from './transports.js';
 import type { QueueWorker } from './queue-actions.js';
+import { storeForwardingMessage } from '../quarantine-forward/forwarding.js';
 
 export interface DispatcherDeps {
   store: Store;
@@ -156,7 +157,8 @@ export class Dispatcher implements QueueWorker {
     const { store, config } = this.#deps;
     const entry = await store.getQueueEntry(id);
     if (!entry) return; // dropped meanwhile
-    const meta = await store.getMessage(id);
+    // A forward to the quarantine mailbox is queued with the message it forwards, and made here.
+    const meta = (await store.getMessage(id)) ?? (entry.quarantine ? await storeForwardingMessage({ store, config, logger: this.#log }, entry) : undefined);
     if (!meta) {
       this.#log.error({ msg_id: id }, 'queued message has no stored message; removing it from the queue');
       await store.finishQueueEntry(entry.id, {

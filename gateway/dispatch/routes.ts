@@ -8,6 +8,7 @@ import { readFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import type SMTPPool from 'nodemailer/lib/smtp-pool';
 import type { AliasConfig, Config, DefaultSmtpConfig, OutgoingServerConfig, RelayConfig } from '../config/schema.js';
+import { quarantineSettings } from '../quarantine-forward/settings.js';
 
 /** How nodemailer reaches one server, with the name admins see in the queue and the logs. */
 export interface Route {
@@ -65,6 +66,35 @@ export function relayRouting(config: Config, relayName: string): Routing {
     const relay = config.relay.find((r) => r.name === relayName);
     if (!relay) return { held: `[[relay]] "${relayName}" no longer exists in the configuration` };
     return { route: relayRoute(config, relay) };
+  });
+}
+
+/**
+ * Where a forward to the quarantine mailbox of mail for `aliasName` goes now: the `[quarantine]`
+ * server (or the alias's `[alias.quarantine]` one), else the partition's default SMTP
+ * (PCEmail: the quarantine SMTP fields default to the Email section's).
+ */
+export function quarantineRouting(config: Config, aliasName: string | undefined): Routing {
+  return memoized(config, `quarantine\0${aliasName ?? ''}`, () => {
+    const server = quarantineSettings(config, aliasName)?.server;
+    const owner = aliasName === undefined ? 'quarantine' : `quarantine of alias "${aliasName}"`;
+    if (server) {
+      const s: SmtpServer = {
+        protocol: server.user !== undefined ? 'esmtp' : 'smtp',
+        host: server.host,
+        port: server.port,
+        ssl: server.ssl,
+        ca_file: server.ca_file,
+      };
+      if (server.user !== undefined) Object.assign(s, { user: server.user, password: server.password });
+      return { route: smtpRoute(config, owner, s, false) };
+    }
+    const fallback = config.partition.default_smtp;
+    if (fallback?.server !== undefined)
+      return { route: smtpRoute(config, `${owner}: partition default SMTP`, fromDefault({ ...fallback, server: fallback.server }), false) };
+    return {
+      held: `${aliasName === undefined ? '[quarantine]' : `[quarantine] (and [alias.quarantine] of alias "${aliasName}")`} sets no server and [partition.default_smtp] sets none either`,
+    };
   });
 }
 
