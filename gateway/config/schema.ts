@@ -16,6 +16,7 @@ import { incoming } from './incoming.js';
 import { oauthApp } from './oauth-app.js';
 import { adminSchema } from './admin.js';
 import { queueSchema, relaySchema, submissionSchema } from './outbound.js';
+import { retentionSchema } from './retention.js';
 
 const listenAddress = listenAddressOf(2525);
 
@@ -245,6 +246,8 @@ const configTables = z.strictObject({
     .prefault({}),
   /** The REST API: where it listens, who may sign in, which tokens scripts use. On by default, on loopback. */
   admin: adminSchema,
+  /** How long messages, quarantined attachments and the audit log are kept (the retention sweep). */
+  retention: retentionSchema,
   /** The partition this gateway serves. */
   partition,
   /** Departments, one `[[department]]` table each. */
@@ -308,5 +311,7 @@ export type RelayConfig = Config['relay'][number];
 export type OAuthAppConfig = Config['oauth_app'][number];
 /** `[admin]`. */
 export type { AdminConfig, AdminUserConfig, AdminTokenConfig, AdminRole } from './admin.js';
+/** `[retention]`, ages in milliseconds. */
+export type RetentionConfig = Config['retention'];
 /** One of `fatal`, `error`, `warn`, `info`, `debug`, `trace`. */
 export type LogLevel = Config['log_level'];
