@@ -133,8 +133,8 @@ export async function compactDeleted(db: RootDb, sublevels: Sublevels, deleted: 
   if (auditBelow !== undefined) await compactRange(sublevels.audit.prefix, sublevels.audit.prefix + auditBelow);
 }
 
-/** The synced batch of one deletion: the records go, the pending mark comes (layout.ts). */
-function deletionOps(sublevels: Sublevels, meta: MessageMeta, quarantined: readonly string[]): StoreOp[] {
+/** The synced batch of one deletion: the records go, the pending mark comes (layout.ts). Exported for LevelDB's own tests. */
+export function deletionOps(sublevels: Sublevels, meta: MessageMeta, quarantined: readonly string[]): StoreOp[] {
   const { messages, byAlias, generations, rewrites, quarantine, pending } = sublevels;
   const ops: StoreOp[] = [
     { type: 'del', sublevel: messages, key: meta.id },
