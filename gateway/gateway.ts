@@ -17,6 +17,7 @@ import { startSubmissionListener, submissionEnabled } from './smtp/submission.js
 import { startWebServer, type WebServer } from './web/server.js';
 import { GatewayEvents, reportingStore } from './events.js';
 import { quarantineForwarding } from './quarantine-forward/forwarding.js';
+import { Retention } from './retention/sweep.js';
 
 /** Everything a gateway needs, passed in so tests can run several side by side. */
 export interface GatewayDeps {
@@ -50,6 +51,8 @@ export interface Gateway {
   readonly events: GatewayEvents;
   /** The REST API's web server, when `[admin]` is enabled. */
   readonly web?: WebServer;
+  /** The retention sweep (`[retention]`): a minute after start, then daily; `sweep()` runs one now. */
+  readonly retention: Retention;
   /** Port of the metrics server, when `[metrics] listen` is set. */
   readonly metricsPort?: number;
   /** Stops listening, lets messages in progress finish, and closes the control socket. The store stays open for the caller to close. */
@@ -123,6 +126,8 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
           commitHook,
           ...(deps.retrieverHooks ? { hooks: deps.retrieverHooks } : {}),
         });
+  const retention = new Retention({ config: config.retention, store, logger, metrics });
+  retention.start();
   const listener = smtp;
   const submitter = submission;
   return {
@@ -132,6 +137,7 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
     metrics,
     admin,
     events,
+    retention,
     ...(metricsServer ? { metricsPort: metricsServer.port } : {}),
     ...(retriever ? { retriever } : {}),
     ...(web ? { web } : {}),
@@ -139,6 +145,8 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
       listening = false;
       // First the REST API: no admin operation starts while the rest stops.
       await web?.close();
+      // A sweep in progress stops between messages.
+      await retention.stop();
       // Then: a fetch in progress finishes while the store and everything else are still up.
       await retriever?.stop();
       watcher?.close();

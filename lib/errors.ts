@@ -241,6 +241,12 @@ export const storeErrors = {
   quarantinePlaceNotFound: entry('QUARANTINE_PLACE_NOT_FOUND', {}, (messageId: string, id: string) => `Message ${messageId} has no placeholder for ${id}`),
   /** No queued message has this id (delivered, dropped, or mistyped). */
   queueEntryNotFound: entry('QUEUE_ENTRY_NOT_FOUND', {}, (id: string) => `no queued message with id ${id}`),
+  /** A message still in the outbound queue cannot be deleted: it has yet to be sent (retention and `messages delete`). */
+  messageQueued: entry(
+    'MESSAGE_QUEUED',
+    {},
+    (id: string) => `Message ${id} is still in the outbound queue and is not deleted: drop it first (\`mailgate queue drop ${id}\`) or wait until it is sent`,
+  ),
 };
 
 /** Every group of the catalogue, for the test that README "Error codes" documents each code. */

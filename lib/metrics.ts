@@ -23,6 +23,10 @@ const COUNTERS = {
     help: 'Alias status changes, by alias, new status (active, inactive), who changed it (retriever, admin) and failure kind.',
     labels: ['alias', 'to', 'by', 'kind'],
   },
+  mailgate_retention_deleted_total: {
+    help: 'Records the retention sweep deleted, by kind (message, quarantine, audit).',
+    labels: ['kind'],
+  },
 } as const;
 
 export type CounterName = keyof typeof COUNTERS;

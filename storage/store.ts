@@ -123,6 +123,18 @@ export interface QuarantineSpool {
   discard(): Promise<void>;
 }
 
+/** What {@link Store.deleteMessagesBefore} did. */
+export interface DeletedMessages {
+  /** Messages deleted. */
+  messages: number;
+  /** Their quarantined attachments, deleted with them. */
+  quarantined: number;
+  /** Bytes of the messages deleted (their stored size). */
+  bytes: number;
+  /** Messages old enough but kept because they are still in the outbound queue. */
+  queued: number;
+}
+
 /** The message store. One per gateway; opened by storage/open.ts. */
 export interface Store {
   /**
@@ -201,6 +213,26 @@ export interface Store {
   appendAudit(entry: Omit<AuditEntry, 'id'>): Promise<AuditEntry>;
   /** Audit entries, newest first: at most `limit` (default 100), at or after `since`. */
   listAudit(opts?: { limit?: number; since?: Date }): Promise<AuditEntry[]>;
+
+  // Retention (gateway/retention/): what is deleted for good, and the space it gives back.
+
+  /**
+   * Deletes committed message `id` for good: its bytes, metadata, index entries and quarantined
+   * attachments. The retriever's fetched-key records stay: they say the mailbox message is
+   * stored, and without them a mailbox that still holds it would have it fetched again.
+   * Rejects with `MESSAGE_NOT_FOUND`, or `MESSAGE_QUEUED` while it is in the outbound queue.
+   */
+  deleteMessage(id: string): Promise<MessageMeta>;
+  /**
+   * Deletes, as {@link deleteMessage} does, every committed message that arrived before
+   * `before`, oldest first, except those in the outbound queue; stops between messages once
+   * `signal` aborts.
+   */
+  deleteMessagesBefore(before: Date, opts?: { signal?: AbortSignal }): Promise<DeletedMessages>;
+  /** Deletes the audit entries recorded before `before`; resolves to how many. */
+  deleteAuditBefore(before: Date): Promise<number>;
+  /** Gives the space of what was deleted back to the file system (for LevelDB: compaction of the deleted key ranges). */
+  compact(): Promise<void>;
 
   /**
    * Whether ERR (or one of its causes) is a failure of this store: a `STORE_*` error of

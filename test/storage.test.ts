@@ -11,7 +11,8 @@ import { LevelStore, SCHEMA_VERSION, CHUNK_SIZE, type StoreLogger } from '../sto
 import { newMessageId, idTime, isMessageId } from '../storage/ids.js';
 import { createIdGenerator, idFloor } from '../storage/ids.js';
 import { GroupCommit } from '../storage/leveldb/group-commit.js';
-import { chunkRange, runMigrations, type RootDb } from '../storage/leveldb/layout.js';
+import { chunkRange, quarantineRange, runMigrations, type RootDb } from '../storage/leveldb/layout.js';
+import { deletionOps } from '../storage/leveldb/retention.js';
 import type { MessageMeta } from '../storage/records.js';
 
 function sampleMeta(id: string, over: Partial<MessageMeta> = {}): MessageMeta {
@@ -210,6 +211,38 @@ test('a crash mid-write is swept at the next open', async () => {
         (await store.listMessages()).map((m) => m.id),
         [kept.id],
       );
+      assert.equal((await readAll(store.openRaw(kept.id))).length, 100_000);
+    } finally {
+      await store.close();
+    }
+  } finally {
+    await cleanup();
+  }
+});
+
+test('a crash in the middle of a deletion is finished at the next open: no chunk of any generation, no quarantined byte is left', async () => {
+  const { dir, cleanup } = await tempDir('mailgate-storage-');
+  try {
+    let store = await LevelStore.open(dir);
+    const kept = await storeMessage(store, randomBytes(100_000));
+    const gone = await storeMessage(store, randomBytes(3 * CHUNK_SIZE));
+    const rewrite = await store.rewriteMessage(gone.id);
+    await pipeline(pieces(randomBytes(2 * CHUNK_SIZE)), rewrite);
+    await rewrite.commit(gone);
+    await store.sublevels.quarantineChunks.put(`${gone.id}.1!00000000`, randomBytes(100));
+    // The deletion's synced batch, and then the process dies before the bytes are cleared.
+    await store.commitBatch(deletionOps(store.sublevels, gone, []));
+    const left = async (s: LevelStore) => [
+      ...(await s.sublevels.chunks.keys({ gte: gone.id, lt: `${gone.id}~` }).all()),
+      ...(await s.sublevels.quarantineChunks.keys(quarantineRange(gone.id)).all()),
+    ];
+    assert.equal((await left(store)).length, 3, 'the second generation and the quarantined bytes are still there');
+    await store.close();
+    store = await LevelStore.open(dir);
+    try {
+      assert.deepEqual(await left(store), []);
+      assert.deepEqual(await store.sublevels.pending.keys().all(), []);
+      assert.equal(await store.getMessage(gone.id), undefined);
       assert.equal((await readAll(store.openRaw(kept.id))).length, 100_000);
     } finally {
       await store.close();

@@ -143,6 +143,12 @@ export interface AdminApi {
   showMessage(id: string): Promise<MessageDetails>;
   /** The stored bytes; fails with MESSAGE_NOT_FOUND before any byte. */
   rawMessage(id: string): Promise<Readable>;
+  /**
+   * Deletes a message for good with everything stored for it (bytes, indexes, quarantined
+   * attachments), as the retention sweep does; fails with MESSAGE_NOT_FOUND, or MESSAGE_QUEUED
+   * while it is still in the outbound queue.
+   */
+  deleteMessage(id: string): Promise<MessageMeta>;
 
   /** Quarantined attachments, newest message first, narrowed by `query`. */
   listQuarantine(query: QuarantineQuery): Promise<QuarantineRecord[]>;
@@ -269,6 +275,12 @@ export class Admin implements AdminApi {
     const store = await this.#store();
     if (!(await store.getMessage(id))) throw storeErrors.messageNotFound(id);
     return store.openRaw(id);
+  }
+
+  async deleteMessage(id: string): Promise<MessageMeta> {
+    const meta = await (await this.#store()).deleteMessage(id);
+    this.#deps.logger.info({ msg_id: id, size: meta.size }, 'message deleted by an admin');
+    return meta;
   }
 
   async listQuarantine(query: QuarantineQuery): Promise<QuarantineRecord[]> {

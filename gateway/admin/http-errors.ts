@@ -27,6 +27,7 @@ const STATUS: Readonly<Record<string, number>> = {
   UNKNOWN_DEPARTMENT: 404,
   UNKNOWN_OPERATION: 404,
   QUEUE_BUSY: 409,
+  MESSAGE_QUEUED: 409,
   BAD_REQUEST: 400,
   // `send` refused: the message, its sender or its upload was at fault.
   SEND_AS_DENIED: 400,

@@ -89,6 +89,7 @@ export const routes: { readonly [K in Operation]: Route<K> } = {
   },
   showMessage: { method: 'GET', path: '/messages/:id', ...byParam('id') },
   rawMessage: { method: 'GET', path: '/messages/:id/raw', bytes: 'message/rfc822', ...byParam('id') },
+  deleteMessage: { method: 'DELETE', path: '/messages/:id', ...byParam('id') },
 
   listQuarantine: {
     method: 'GET',

@@ -84,6 +84,21 @@ export function messagesCommand(): Command {
       await withAdminApi(cmd, async (api) => pipeline(await api.rawMessage(id), process.stdout, { end: false }));
     });
 
+  messages
+    .command('delete')
+    .description(
+      'delete a stored message for good: its bytes, indexes and quarantined attachments (refused for a message still in the outbound queue: drop it first with `mailgate queue drop ID`)',
+    )
+    .argument('<id>', 'message id')
+    .action(async (id: string, _opts: unknown, cmd: Command) => {
+      await withAdminApi(cmd, async (api) => {
+        const meta = await api.deleteMessage(id);
+        process.stdout.write(
+          `deleted message ${meta.id} (${meta.size} bytes${meta.subject !== undefined ? `, "${meta.subject.replace(/\s+/g, ' ')}"` : ''})\n`,
+        );
+      });
+    });
+
   return messages;
 }
 

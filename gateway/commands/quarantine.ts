@@ -6,7 +6,7 @@ import { clip, parseSince, UsageError, withAdminApi } from './common.js';
 
 /** `mailgate quarantine ...`: attachments blocked by the attachments stage (Cisco guide, "Viewing/Restoring/Deleting Blocked Attachments"). */
 export function quarantineCommand(): Command {
-  const quarantine = new Command('quarantine').description('list, restore, delete and export quarantined attachments');
+  const quarantine = new Command('quarantine').description('list, restore, delete, purge and export quarantined attachments');
 
   quarantine
     .command('list')
@@ -55,6 +55,23 @@ export function quarantineCommand(): Command {
       await withAdminApi(cmd, async (api) => {
         if (id !== undefined && !hasFilter(opts)) return void process.stdout.write(deleted(await api.deleteQuarantined(id)));
         printBulk(await api.bulkQuarantine('delete', bulkQuery('delete', id, opts)), 'delete', deleted);
+      });
+    });
+
+  quarantine
+    .command('purge')
+    .description(
+      'delete for good every quarantined attachment quarantined before a time, as `delete --older-than` does (the notices in the messages stay); prints how many',
+    )
+    .requiredOption('--before <time>', 'an ISO 8601 time, or an age like 30d')
+    .action(async (opts: { before: string }, cmd: Command) => {
+      const before = parseSince(opts.before, '--before').toISOString();
+      await withAdminApi(cmd, async (api) => {
+        // The same operation as the bulk delete by age (REST: DELETE /api/v1/quarantine?older_than=T).
+        const result = await api.bulkQuarantine('delete', { olderThan: before });
+        for (const f of result.failed) process.stderr.write(`could not delete ${f.id}: ${f.message}\n`);
+        process.stdout.write(`purged ${result.done.length} quarantined attachment(s) quarantined before ${before}\n`);
+        if (result.failed.length > 0) process.exitCode = 1;
       });
     });
 

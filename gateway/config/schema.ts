@@ -17,6 +17,7 @@ import { oauthApp } from './oauth-app.js';
 import { adminSchema } from './admin.js';
 import { dsnNotify, queueSchema, relaySchema, submissionSchema } from './outbound.js';
 import { aliasQuarantineSchema, quarantineSchema } from './quarantine.js';
+import { retentionSchema } from './retention.js';
 
 const listenAddress = listenAddressOf(2525);
 
@@ -254,6 +255,8 @@ const configTables = z.strictObject({
   admin: adminSchema,
   /** Where bad inbound mail is forwarded for a person to work (PCEmail "Email Quarantine Settings"). */
   quarantine: quarantineSchema,
+  /** How long messages, quarantined attachments and the audit log are kept (the retention sweep). */
+  retention: retentionSchema,
   /** The partition this gateway serves. */
   partition,
   /** Departments, one `[[department]]` table each. */
@@ -317,5 +320,7 @@ export type RelayConfig = Config['relay'][number];
 export type OAuthAppConfig = Config['oauth_app'][number];
 /** `[admin]`. */
 export type { AdminConfig, AdminUserConfig, AdminTokenConfig, AdminRole } from './admin.js';
+/** `[retention]`, ages in milliseconds. */
+export type RetentionConfig = Config['retention'];
 /** One of `fatal`, `error`, `warn`, `info`, `debug`, `trace`. */
 export type LogLevel = Config['log_level'];

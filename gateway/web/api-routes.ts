@@ -98,6 +98,15 @@ export const apiRoutes: readonly ApiRoute[] = [
     fileName: async (_api, { params }) => `${params.id}.eml`,
     run: (api, { params }) => api.rawMessage(params.id),
   }),
+  route({
+    method: 'DELETE',
+    url: '/messages/:id',
+    audit: 'delete-message',
+    permission: 'operate',
+    summary: 'Deletes a message for good with its bytes and quarantined attachments (refused, 409 MESSAGE_QUEUED, while it is in the outbound queue)',
+    params: id,
+    run: (api, { params }) => api.deleteMessage(params.id),
+  }),
 
   route({
     method: 'GET',

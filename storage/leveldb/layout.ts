@@ -37,6 +37,11 @@
  * chunk (or before it), and LevelDB recovers a prefix of its log, so after a crash every
  * surviving chunk of an unfinished message still has its `pending` key.
  *
+ * Deleting a message (retention.ts) is the same in reverse: one synced batch removes its
+ * `messages`, `by-alias`, `generations` and `quarantine` keys and puts its `pending` mark; then
+ * its chunks (every generation) and quarantined bytes go, then the mark. A crash in between
+ * leaves a mark without a message, which the open-time sweep finishes. `fetched` keys stay.
+ *
  * To add a sublevel: add one line to `openSublevels` and one line above; if existing data
  * must change, append a migration to `migrations`.
  */
@@ -85,7 +90,8 @@ export function openSublevels(db: RootDb) {
  * its chunks and the bytes of parts it quarantined. Used by abort and the sweep.
  */
 export async function clearUnfinished(sublevels: Sublevels, id: string): Promise<void> {
-  await sublevels.chunks.clear(chunkRange(id));
+  // Every generation: a deleted message (retention.ts) may have been rewritten; an unfinished one has generation 0 only.
+  await sublevels.chunks.clear(allChunksRange(id));
   await sublevels.quarantineChunks.clear(quarantineRange(id));
   await sublevels.quarantine.clear(quarantineRange(id));
 }
@@ -164,6 +170,11 @@ export function chunkRange(id: string, generation = 0): { gte: string; lt: strin
   // after '"', so a rewritten generation's keys are outside generation 0's range.
   const prefix = chunkPrefix(id, generation);
   return { gte: `${prefix}!`, lt: `${prefix}"` };
+}
+
+/** Range of the chunk keys of message `id` in every generation: `<id>!...` and `<id>#<n>!...` ('$' follows '#'). */
+export function allChunksRange(id: string): { gte: string; lt: string } {
+  return { gte: `${id}!`, lt: `${id}$` };
 }
 
 /** Key of message `id` in the `by-alias` index. */

@@ -11,8 +11,28 @@ import type { LevelStore } from './store.js';
 import { chunkKey, clearRewriteGarbage, type StoreOp } from './layout.js';
 import { CHUNK_SIZE } from './message-writer.js';
 
-// Rewrites of one message must not overlap: each reads the current bytes and replaces them.
+// Rewrites of one message must not overlap: each reads the current bytes and replaces them;
+// nor may a deletion, or a rewrite's commit would bring the deleted message back.
 const locks = new WeakMap<LevelStore, Map<string, Promise<void>>>();
+
+/**
+ * Waits until no other rewrite (or deletion, retention.ts) of message `id` holds it, then holds
+ * it until the returned function is called.
+ */
+export async function lockMessage(store: LevelStore, id: string): Promise<() => void> {
+  let perStore = locks.get(store);
+  if (!perStore) locks.set(store, (perStore = new Map()));
+  const previous = perStore.get(id) ?? Promise.resolve();
+  let release!: () => void;
+  const mine = new Promise<void>((resolve) => (release = resolve));
+  const queued = previous.then(() => mine);
+  perStore.set(id, queued);
+  await previous;
+  return () => {
+    release();
+    if (perStore.get(id) === queued) perStore.delete(id);
+  };
+}
 
 /** A Writable of the message's new bytes; `commit` swaps them in, `abandon` removes them. */
 export class RewriteWriter extends Writable implements MessageRewrite {
@@ -38,18 +58,7 @@ export class RewriteWriter extends Writable implements MessageRewrite {
 
   /** Waits for any other rewrite of the message, then marks a new generation as in progress. */
   static async start(store: LevelStore, id: string): Promise<RewriteWriter> {
-    let perStore = locks.get(store);
-    if (!perStore) locks.set(store, (perStore = new Map()));
-    const previous = perStore.get(id) ?? Promise.resolve();
-    let release!: () => void;
-    const mine = new Promise<void>((resolve) => (release = resolve));
-    const queued = previous.then(() => mine);
-    perStore.set(id, queued);
-    await previous;
-    const done = () => {
-      release();
-      if (perStore.get(id) === queued) perStore.delete(id);
-    };
+    const done = await lockMessage(store, id);
     try {
       const { generations, rewrites } = store.sublevels;
       const old = (await generations.get(id)) ?? 0;

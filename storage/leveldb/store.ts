@@ -9,7 +9,7 @@ import { statfs } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AliasState, AuditEntry, DeliveryRecord, FetchedKey, FetchedRecord, MessageMeta, QuarantineRecord, QueueEntry } from '../records.js';
-import type { ListOptions, Store } from '../store.js';
+import type { DeletedMessages, ListOptions, Store } from '../store.js';
 import { filtersContent, matchesContent } from '../message-filter.js';
 import { GroupCommit } from './group-commit.js';
 import { MessageWriter } from './message-writer.js';
@@ -17,6 +17,7 @@ import { RewriteWriter } from './message-rewrite.js';
 import { QuarantineSpool } from './quarantine-spool.js';
 import { deleteQuarantined, listQuarantine, openQuarantined } from './quarantine.js';
 import { sideRecordOps } from './side-records.js';
+import { DeletedRanges, compactDeleted, deleteAuditBefore, deleteMessage, deleteMessagesBefore } from './retention.js';
 import { isDiskFull, storeErrors } from '../../lib/errors.js';
 import { idFloor, isMessageId, newMessageId } from '../ids.js';
 import {
@@ -81,6 +82,8 @@ export class LevelStore implements Store {
   /** Reopening the database after a failed write (write-guard.ts); settles when done or closing. */
   #repairing: Promise<void> | undefined;
   readonly #stop = new AbortController();
+  // What deletions emptied since the last compaction (retention.ts).
+  readonly #deleted = new DeletedRanges();
   #closing: Promise<void> | undefined;
 
   private constructor(dir: string, db: RootDb, logger: StoreLogger) {
@@ -315,6 +318,27 @@ export class LevelStore implements Store {
       if (total !== meta.size) throw storeErrors.messageDamaged(id, meta.size, total);
     }
     return Readable.from(bytes(), { objectMode: false });
+  }
+
+  deleteMessage(id: string): Promise<MessageMeta> {
+    this.#assertOpen();
+    return deleteMessage({ store: this, deleted: this.#deleted }, id);
+  }
+
+  deleteMessagesBefore(before: Date, opts: { signal?: AbortSignal } = {}): Promise<DeletedMessages> {
+    this.#assertOpen();
+    return deleteMessagesBefore({ store: this, deleted: this.#deleted }, before, opts.signal);
+  }
+
+  deleteAuditBefore(before: Date): Promise<number> {
+    this.#assertOpen();
+    return deleteAuditBefore({ store: this, deleted: this.#deleted }, before);
+  }
+
+  /** Compacts the key ranges deleted since the last call (retention.ts). */
+  compact(): Promise<void> {
+    this.#assertOpen();
+    return compactDeleted(this.#db, this.sublevels, this.#deleted);
   }
 
   isStoreFailure(err: unknown): boolean {

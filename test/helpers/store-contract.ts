@@ -473,6 +473,134 @@ export function storeContract(name: string, factory: StoreFactory): void {
     assert.equal((await store.listAudit({ since: new Date(Date.now() - 60_000) })).length, 3);
   });
 
+  contract('deleting a message removes its bytes (rewritten ones too), index entry and quarantined attachments; its fetched record stays', async (store) => {
+    const id = newMessageId();
+    const spool = store.createQuarantineSpool(`${id}.1`);
+    await spool.write(randomBytes(BIG));
+    await spool.close();
+    const fetchedKey: FetchedKey = { alias: 'sales', key: '1700000000:7' };
+    await storeMessage(
+      store,
+      randomBytes(BIG),
+      [
+        { type: 'quarantine', record: quarantineRecord(`${id}.1`, id, BIG) },
+        { type: 'fetched', key: fetchedKey, record: { id } },
+      ],
+      id,
+    );
+    // A second generation of its bytes, as a restore from quarantine writes.
+    const rewrite = await store.rewriteMessage(id);
+    rewrite.end(randomBytes(BIG + 1));
+    await rewrite.commit(sampleMeta(id));
+    const other = await storeMessage(store, Buffer.from('another\r\n'), []);
+
+    const deleted = await store.deleteMessage(id);
+    assert.equal(deleted.id, id, 'the deleted metadata is given back');
+    assert.equal(await store.getMessage(id), undefined);
+    await assert.rejects(buffer(store.openRaw(id)), { code: 'MESSAGE_NOT_FOUND' });
+    assert.deepEqual(
+      (await store.listMessages()).map((m) => m.id),
+      [other],
+    );
+    assert.deepEqual(
+      (await store.listMessages({ alias: 'sales' })).map((m) => m.id),
+      [other],
+      'gone from the by-alias index',
+    );
+    assert.deepEqual(await store.listQuarantine({ messageId: id }), []);
+    await assert.rejects(buffer(store.openQuarantined(`${id}.1`)), { code: 'QUARANTINE_NOT_FOUND' });
+    assert.deepEqual(await store.getFetched([fetchedKey]), [{ id }], 'the mailbox message stays known as stored: it is not fetched again');
+    await assert.rejects(store.deleteMessage(id), { code: 'MESSAGE_NOT_FOUND' });
+    await store.compact();
+    assert.ok((await buffer(store.openRaw(other))).equals(Buffer.from('another\r\n')), 'compaction leaves the others as they were');
+  });
+
+  contract('a message in the outbound queue is never deleted: refused with MESSAGE_QUEUED, skipped by age', async (store) => {
+    const queued = await storeQueued(store, Buffer.from('still to send\r\n'));
+    await assert.rejects(store.deleteMessage(queued), { code: 'MESSAGE_QUEUED' });
+    const result = await store.deleteMessagesBefore(new Date(Date.now() + 60_000));
+    assert.deepEqual(result, { messages: 0, quarantined: 0, bytes: 0, queued: 1 });
+    assert.ok((await buffer(store.openRaw(queued))).equals(Buffer.from('still to send\r\n')));
+    // Once it has left the queue, it is an old message like any other.
+    await store.finishQueueEntry(queued, deliveryRecord('delivered'));
+    assert.equal((await store.deleteMessage(queued)).id, queued);
+  });
+
+  contract('deleting by age: messages that arrived before the time go, oldest first; newer ones and queued ones stay', async (store) => {
+    const start = Date.parse('2026-01-01T00:00:00Z');
+    let now = start;
+    const nextId = createIdGenerator(() => now);
+    const days = (n: number) => n * 86_400_000;
+    const old: string[] = [];
+    for (let i = 0; i < 250; i++) {
+      now = start + i * 60_000;
+      old.push(await storeMessage(store, randomBytes(100), [], nextId()));
+    }
+    now = start + days(1);
+    const oldQueued = nextId();
+    await storeMessage(store, Buffer.from('queued\r\n'), [{ type: 'queue-entry', entry: queueEntry(oldQueued) }], oldQueued);
+    now = start + days(40);
+    const recent = await storeMessage(store, Buffer.from('recent\r\n'), [], nextId());
+
+    const result = await store.deleteMessagesBefore(new Date(start + days(30)));
+    assert.deepEqual(result, { messages: 250, quarantined: 0, bytes: 250 * 100, queued: 1 });
+    assert.deepEqual(
+      (await store.listMessages({ limit: 1000 })).map((m) => m.id),
+      [recent, oldQueued],
+    );
+    for (const id of [old[0]!, old[249]!]) await assert.rejects(buffer(store.openRaw(id)), { code: 'MESSAGE_NOT_FOUND' });
+    await store.compact();
+    assert.ok((await buffer(store.openRaw(recent))).equals(Buffer.from('recent\r\n')));
+
+    // A sweep stopped by shutdown stops between messages.
+    const stop = new AbortController();
+    stop.abort();
+    assert.deepEqual(await store.deleteMessagesBefore(new Date(start + days(60)), { signal: stop.signal }), {
+      messages: 0,
+      quarantined: 0,
+      bytes: 0,
+      queued: 0,
+    });
+    assert.equal((await store.listMessages()).length, 2);
+  });
+
+  contract('audit entries recorded before a time are deleted, later ones kept', async (store) => {
+    const entry = { at: '2026-03-01T10:00:00.000Z', who: 'user alice', action: 'delete', target: 'q1', from: '127.0.0.1', outcome: 'ok' };
+    await store.appendAudit(entry);
+    await store.appendAudit(entry);
+    assert.equal(await store.deleteAuditBefore(new Date(Date.now() - 60_000)), 0, 'both were recorded just now');
+    assert.equal((await store.listAudit()).length, 2);
+    assert.equal(await store.deleteAuditBefore(new Date(Date.now() + 60_000)), 2);
+    assert.deepEqual(await store.listAudit(), []);
+    await store.compact();
+    const later = await store.appendAudit(entry);
+    assert.deepEqual(await store.listAudit(), [later]);
+  });
+
+  if (factory.reopen) {
+    const reopen = factory.reopen;
+    test(`${name}: a deleted message stays deleted after the store is opened again`, async () => {
+      const store = await factory.open();
+      let reopened: Store | undefined;
+      try {
+        const gone = await storeMessage(store, randomBytes(BIG), []);
+        const kept = await storeMessage(store, Buffer.from('kept\r\n'), []);
+        await store.deleteMessage(gone);
+        await store.close();
+        reopened = await reopen(store);
+        assert.equal(await reopened.getMessage(gone), undefined);
+        await assert.rejects(buffer(reopened.openRaw(gone)), { code: 'MESSAGE_NOT_FOUND' });
+        assert.deepEqual(
+          (await reopened.listMessages()).map((m) => m.id),
+          [kept],
+        );
+      } finally {
+        await store.close();
+        await reopened?.close();
+      }
+    });
+  }
+
   test(`${name}: close waits for a commit in flight, is safe twice, and refuses writes after`, async () => {
     const store = await factory.open();
     let reopened: Store | undefined;
