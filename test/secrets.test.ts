@@ -1,0 +1,228 @@
+/**
+ * Secrets sealed at rest in mailgate.toml (issue 14; CCaaS: "encrypted by ... the Tenant
+ * Encryption Key"; "If the Tenant Encryption Key does not exist, the password cannot be saved").
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
+import { ensureDovecot, startDovecot, dovecotIncoming } from './helpers/dovecot.js';
+import { runCli, startGatewayOn, testConfigText } from './helpers/gateway.js';
+import { tempDir } from './helpers/paths.js';
+import { loadConfigText, requireSecrets, resolveConfig } from '../gateway/config/load.js';
+import { ConfigError } from '../lib/config-file/toml.js';
+
+const hexKey = () => randomBytes(32).toString('hex');
+
+/** `mailgate config encrypt-secret` with KEY in MAILGATE_SECRET_KEY: the sealed value it prints. */
+async function encryptSecret(key: string, secret: string): Promise<string> {
+  const r = await runCli(['config', 'encrypt-secret'], { env: { MAILGATE_SECRET_KEY: key }, input: `${secret}\n` });
+  assert.equal(r.code, 0, r.stderr);
+  const sealed = r.stdout.toString().trim();
+  assert.match(sealed, /^enc:v1:[A-Za-z0-9_-]+$/);
+  return sealed;
+}
+
+/** 1-based line of the first line of TEXT that starts with START. */
+const lineOf = (text: string, start: string) => text.split('\n').findIndex((l) => l.startsWith(start)) + 1;
+
+test('an enc:v1: alias password opens with the key file and the alias fetches mail from Dovecot into the store', async (t) => {
+  await ensureDovecot();
+  const dovecot = await startDovecot({ users: [{ name: 'sales', password: 'pw' }] });
+  t.after(() => dovecot.stop());
+  const { dir, cleanup } = await tempDir();
+  t.after(cleanup);
+  const key = hexKey();
+  await writeFile(path.join(dir, 'secret.key'), key + '\n', { mode: 0o600 });
+  const sealed = await encryptSecret(key, 'pw');
+  // Sealed twice, the same secret reads differently (a fresh IV each time): nothing to compare across files.
+  assert.notEqual(await encryptSecret(key, 'pw'), sealed);
+  await dovecot.deliver('sales', 'From: customer@example.net\r\nTo: sales@example.com\r\nSubject: Sealed password works\r\n\r\nHello.\r\n');
+
+  const incoming = dovecotIncoming(dovecot, 'sales').map((l) => (l.startsWith('password =') ? `password = "${sealed}"` : l));
+  const configFile = path.join(dir, 'mailgate.toml');
+  await writeFile(
+    configFile,
+    testConfigText(
+      dir,
+      ['secret_key_file = "secret.key"', '[[alias]]', 'name = "sales"', 'address = "sales@example.com"', ...incoming, 'poll_interval = 1'].join('\n'),
+    ),
+  );
+  // MAILGATE_SECRET_KEY would win over the file: make sure this process has none.
+  const saved = process.env.MAILGATE_SECRET_KEY;
+  delete process.env.MAILGATE_SECRET_KEY;
+  t.after(() => {
+    if (saved !== undefined) process.env.MAILGATE_SECRET_KEY = saved;
+  });
+  const { config, store, stop } = await startGatewayOn(configFile);
+  t.after(stop);
+  assert.equal(config.alias[0]!.incoming!.password, 'pw', 'the loaded config holds the opened secret');
+
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const stored = await store.listMessages({ alias: 'sales' });
+    if (stored.length > 0) {
+      assert.equal(stored[0]!.subject, 'Sealed password works');
+      break;
+    }
+    assert.ok(Date.now() < deadline, 'the message fetched with the sealed password is stored');
+    await new Promise((r) => setTimeout(r, 200));
+  }
+
+  // config check opens it too, and has no clear password to warn about.
+  const check = await runCli(['config', 'check', configFile], { env: { MAILGATE_SECRET_KEY: '' } });
+  assert.equal(check.code, 0, check.stderr);
+  assert.doesNotMatch(check.stderr, /in clear/);
+});
+
+test('without the secret key, or with another one, serve and config check stop with the file, line and key of the sealed value', async (t) => {
+  const { dir, cleanup } = await tempDir();
+  t.after(cleanup);
+  const sealed = await encryptSecret(hexKey(), 'pw-relay');
+  const text = testConfigText(
+    dir,
+    ['[[relay]]', 'name = "crm"', 'to = "smtp://127.0.0.1:2526"', 'domains = ["example.com"]', 'user = "gate"', `password = "${sealed}"`].join('\n'),
+  );
+  const configFile = path.join(dir, 'mailgate.toml');
+  await writeFile(configFile, text);
+  const line = lineOf(text, 'password =');
+
+  for (const args of [
+    ['config', 'check', configFile],
+    ['serve', '--config', configFile],
+  ]) {
+    const missing = await runCli(args, { env: { MAILGATE_SECRET_KEY: '' } });
+    assert.equal(missing.code, 2, `${args[0]}: ${missing.stderr}`);
+    assert.match(
+      missing.stderr,
+      new RegExp(`mailgate\\.toml:${line}: relay\\[0\\]\\.password: sealed \\(enc:v1:\\), but no secret key is configured: set MAILGATE_SECRET_KEY`),
+    );
+
+    const wrong = await runCli(args, { env: { MAILGATE_SECRET_KEY: hexKey() } });
+    assert.equal(wrong.code, 2, `${args[0]}: ${wrong.stderr}`);
+    assert.match(wrong.stderr, new RegExp(`mailgate\\.toml:${line}: relay\\[0\\]\\.password: sealed \\(enc:v1:\\) but does not open with this secret key`));
+    assert.doesNotMatch(wrong.stderr, /pw-relay/);
+  }
+
+  // A command that uses no password runs without the key, as with an unset ${NAME}.
+  // requireSecrets stops the one that does, naming the same line.
+  const deferred = resolveConfig({ file: configFile, env: {}, secrets: 'deferred' });
+  assert.equal(deferred.config.relay[0]!.password, sealed, 'left as written, never used');
+  assert.throws(
+    () => requireSecrets(deferred, ['relay[0]']),
+    (err: unknown) => err instanceof ConfigError && err.problems[0]!.line === line && /no secret key is configured/.test(err.message),
+  );
+
+  // An altered value does not open either (GCM authenticates it).
+  const altered = sealed.slice(0, -2) + (sealed.endsWith('AA') ? 'BB' : 'AA');
+  const key = hexKey();
+  assert.throws(
+    () => loadConfigText(text.replace(sealed, altered), configFile, { MAILGATE_SECRET_KEY: key }),
+    (err: unknown) => err instanceof ConfigError && err.problems[0]!.key === 'relay[0].password' && err.problems[0]!.line === line,
+  );
+});
+
+test('${NAME} references keep working, and a variable may itself hold an enc:v1: value; an oauth_app client_secret may be sealed', async (t) => {
+  const { dir, cleanup } = await tempDir();
+  t.after(cleanup);
+  const key = hexKey();
+  const sealedSecret = await encryptSecret(key, 'app-secret-value');
+  const sealedSmtp = await encryptSecret(key, 'smtp-pw');
+  const text = testConfigText(
+    dir,
+    [
+      '[partition.default_smtp]',
+      'server = "127.0.0.1"',
+      'protocol = "esmtp"',
+      'user = "gate"',
+      'password = "${SMTP_PASSWORD}"',
+      '[[oauth_app]]',
+      'name = "m365"',
+      'provider = "microsoft365"',
+      'tenant_id = "contoso.example"',
+      'client_id = "11111111-2222-3333-4444-555555555555"',
+      `client_secret = "${sealedSecret}"`,
+      'flow = "client_credentials"',
+      '[[relay]]',
+      'name = "crm"',
+      'to = "smtp://127.0.0.1:2526"',
+      'domains = ["example.com"]',
+      'user = "gate"',
+      'password = "${RELAY_PASSWORD}"',
+    ].join('\n'),
+  );
+  const config = loadConfigText(text, path.join(dir, 'mailgate.toml'), {
+    MAILGATE_SECRET_KEY: key,
+    SMTP_PASSWORD: sealedSmtp,
+    RELAY_PASSWORD: 'plain-from-env',
+  });
+  assert.equal(config.partition.default_smtp!.password, 'smtp-pw');
+  assert.equal(config.oauth_app[0]!.client_secret, 'app-secret-value');
+  assert.equal(config.relay[0]!.password, 'plain-from-env');
+});
+
+test('config check warns about each secret written in clear, naming line and key, and still exits 0', async (t) => {
+  const { dir, cleanup } = await tempDir();
+  t.after(cleanup);
+  const key = hexKey();
+  const sealed = await encryptSecret(key, 'pw');
+  const text = testConfigText(
+    dir,
+    [
+      '[partition.default_smtp]',
+      'server = "127.0.0.1"',
+      'protocol = "esmtp"',
+      'user = "gate"',
+      'password = "clear-smtp-password"',
+      '[[alias]]',
+      'name = "sales"',
+      'address = "sales@example.com"',
+      '[alias.incoming]',
+      'host = "127.0.0.1"',
+      'security = "none"',
+      'user = "sales"',
+      `password = "${sealed}"`,
+      '[[alias]]',
+      'name = "support"',
+      'address = "support@example.com"',
+      '[alias.incoming]',
+      'host = "127.0.0.1"',
+      'security = "none"',
+      'user = "support"',
+      'password = "${SUPPORT_PASSWORD}"',
+      '[alias.outgoing]',
+      'host = "127.0.0.1"',
+      'type = "esmtp"',
+      'user = "support"',
+      "password = 'clear-outgoing'",
+    ].join('\n'),
+  );
+  const configFile = path.join(dir, 'mailgate.toml');
+  await writeFile(configFile, text);
+  const r = await runCli(['config', 'check', configFile], { env: { MAILGATE_SECRET_KEY: key, SUPPORT_PASSWORD: 'x' } });
+  assert.equal(r.code, 0, r.stderr);
+  const lines = text.split('\n');
+  const at = (value: string) => lines.findIndex((l) => l.includes(value)) + 1;
+  assert.equal(
+    r.stderr,
+    'warning: secrets written in clear (anyone who can read the file can use them):\n' +
+      `  ${configFile}:${at('clear-smtp-password')}: partition.default_smtp.password: written in clear: seal it with \`mailgate config encrypt-secret\` (or use \${NAME})\n` +
+      `  ${configFile}:${at('clear-outgoing')}: alias[1].outgoing.password: written in clear: seal it with \`mailgate config encrypt-secret\` (or use \${NAME})\n`,
+  );
+});
+
+test('config encrypt-secret refuses without a key (the secret cannot be saved) and refuses an empty secret', async () => {
+  const { dir, cleanup } = await tempDir();
+  try {
+    const r = await runCli(['config', 'encrypt-secret'], { cwd: dir, env: { MAILGATE_SECRET_KEY: '' }, input: 'pw\n' });
+    assert.equal(r.code, 2);
+    assert.match(r.stderr, /config encrypt-secret: the secret cannot be sealed: no secret key is configured: set MAILGATE_SECRET_KEY/);
+    assert.equal(r.stdout.toString(), '');
+    const empty = await runCli(['config', 'encrypt-secret'], { cwd: dir, env: { MAILGATE_SECRET_KEY: hexKey() }, input: '\n' });
+    assert.equal(empty.code, 2);
+    assert.match(empty.stderr, /the secret is empty/);
+  } finally {
+    await cleanup();
+  }
+});
