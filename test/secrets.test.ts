@@ -6,9 +6,10 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { writeFile } from 'node:fs/promises';
+import { networkInterfaces } from 'node:os';
 import path from 'node:path';
 import { ensureDovecot, startDovecot, dovecotIncoming } from './helpers/dovecot.js';
-import { runCli, startGatewayOn, testConfigText } from './helpers/gateway.js';
+import { capturingLogger, runCli, startGatewayOn, testConfigText } from './helpers/gateway.js';
 import { tempDir } from './helpers/paths.js';
 import { loadConfigText, requireSecrets, resolveConfig } from '../gateway/config/load.js';
 import { ConfigError } from '../lib/config-file/toml.js';
@@ -225,4 +226,96 @@ test('config encrypt-secret refuses without a key (the secret cannot be saved) a
   } finally {
     await cleanup();
   }
+});
+
+/** A non-loopback IPv4 address of this machine, for a server "on the local network". */
+function lanAddress(): string {
+  const found = Object.values(networkInterfaces())
+    .flat()
+    .find((i) => i !== undefined && i.family === 'IPv4' && !i.internal);
+  assert.ok(found, 'this test needs a network interface with a non-loopback IPv4 address (a server on the local network)');
+  return found.address;
+}
+
+test('security = "none" to a host that is not loopback is refused unless allow_plaintext = true; 127.0.0.0/8 is loopback', () => {
+  const file = '/etc/mailgate/mailgate.toml';
+  const alias = (host: string, extra = '') =>
+    `[[alias]]\nname = "sales"\naddress = "sales@example.com"\n[alias.incoming]\nhost = "${host}"\nsecurity = "none"\nuser = "sales"\npassword = "pw"\n${extra}`;
+  assert.throws(
+    () => loadConfigText(alias('pop.office.lan'), file, {}),
+    (err: unknown) =>
+      err instanceof ConfigError &&
+      err.message ===
+        `${file}:6: alias[0].incoming.security: expected "tls", "starttls" or "auto" for a host that is not loopback (the password would cross in clear; allow_plaintext = true permits it), got "none"`,
+  );
+  assert.equal(loadConfigText(alias('pop.office.lan', 'allow_plaintext = true'), file, {}).alias[0]!.incoming!.allow_plaintext, true);
+  assert.throws(() => loadConfigText(alias('192.168.10.4', 'allow_plaintext = false'), file, {}), ConfigError);
+  for (const loopback of ['127.0.0.2', 'localhost', '::1', '::ffff:127.0.0.1']) {
+    assert.equal(loadConfigText(alias(loopback), file, {}).alias[0]!.incoming!.security, 'none', loopback);
+  }
+});
+
+test('allow_plaintext: the retriever fetches from a POP3 server on the local network without TLS and warns at each connection', async (t) => {
+  await ensureDovecot();
+  const lan = lanAddress();
+  const dovecot = await startDovecot({
+    users: [
+      { name: 'branch', password: 'pw-branch' },
+      { name: 'local', password: 'pw-local' },
+    ],
+    alsoListenOn: lan,
+  });
+  t.after(() => dovecot.stop());
+  const { dir, cleanup } = await tempDir();
+  t.after(cleanup);
+  await dovecot.deliver('branch', 'From: customer@example.net\r\nTo: branch@example.com\r\nSubject: Over the office network\r\n\r\nHello.\r\n');
+  const pop3 = (host: string, user: string) => [
+    '[alias.incoming]',
+    'type = "pop3"',
+    `host = "${host}"`,
+    `port = ${dovecot.pop3Port}`,
+    'security = "none"',
+    `user = "${user}"`,
+    `password = "pw-${user}"`,
+    'poll_interval = 1',
+  ];
+  const configFile = path.join(dir, 'mailgate.toml');
+  await writeFile(
+    configFile,
+    testConfigText(
+      dir,
+      [
+        '[[alias]]',
+        'name = "branch"',
+        'address = "branch@example.com"',
+        ...pop3(lan, 'branch'),
+        'allow_plaintext = true',
+        '[[alias]]',
+        'name = "local"',
+        'address = "local@example.com"',
+        ...pop3('127.0.0.1', 'local'),
+      ].join('\n'),
+    ),
+  );
+  const log = capturingLogger();
+  const { store, stop } = await startGatewayOn(configFile, { logger: log.logger });
+  t.after(stop);
+
+  const warning = `alias branch: logging in to ${lan}:${dovecot.pop3Port} without TLS (security = "none", allow_plaintext = true): the password crosses the network in clear`;
+  const warnings = () => log.entries.filter((e) => e.msg === warning);
+  const deadline = Date.now() + 20_000;
+  // POP3 connects for each poll: a second warning shows it is each connection, not once at start.
+  while (warnings().length < 2 || (await store.listMessages({ alias: 'branch' })).length === 0) {
+    assert.ok(Date.now() < deadline, `two connections warned and the message stored; log: ${log.entries.map((e) => e.msg).join(' | ')}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  const [first] = warnings();
+  assert.equal(first!.level, 40, 'a warning');
+  assert.equal(first!.alias, 'branch');
+  assert.equal((await store.listMessages({ alias: 'branch' }))[0]!.subject, 'Over the office network');
+  assert.deepEqual(
+    log.entries.filter((e) => e.alias === 'local' && /without TLS/.test(String(e.msg))),
+    [],
+    'no warning for a loopback server: nothing crosses a network',
+  );
 });

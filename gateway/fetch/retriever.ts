@@ -22,6 +22,7 @@ import { addressedTo, mailboxIdentity, needsTargets, targetsFor, type DeliveryTa
 import { AliasHealth } from './alias-health.js';
 import { fetchFailureKind } from './failures.js';
 import type { TokenProvider } from '../oauth/tokens.js';
+import { plaintextOverNetwork } from '../config/incoming.js';
 
 /** CCaaS "lightweight" size: messages up to this many bytes are fetched before larger ones in a poll. */
 export const LIGHTWEIGHT_SIZE = 10_000;
@@ -209,6 +210,14 @@ class MailboxWorker {
           const tokens = this.#server.oauth2 !== undefined ? this.#deps.tokenProvider?.(this.alias) : undefined;
           mailbox = this.#server.type === 'imap' ? new ImapMailbox(this.#server, tokens) : new Pop3Mailbox(this.#server, tokens);
           mailbox.onNewMail(() => this.#wakeUp());
+          // Cisco guide, "SSL disabled": permitted on the local network, never silently.
+          if (plaintextOverNetwork(this.#server)) {
+            const { host, port } = this.#server;
+            this.#log.warn(
+              { host, port },
+              `alias ${this.alias.name}: logging in to ${host}:${port} without TLS (security = "none", allow_plaintext = true): the password crosses the network in clear`,
+            );
+          }
           await mailbox.open();
         }
         const result = await this.#poll(mailbox, healths);
