@@ -13,6 +13,8 @@ import { capturingLogger, runCli, startGatewayOn, testConfigText } from './helpe
 import { tempDir } from './helpers/paths.js';
 import { loadConfigText, requireSecrets, resolveConfig } from '../gateway/config/load.js';
 import { ConfigError } from '../lib/config-file/toml.js';
+import { hashPassword } from '../gateway/config/password.js';
+import type { AliasRow } from '../gateway/admin/alias-rows.js';
 
 const hexKey = () => randomBytes(32).toString('hex');
 
@@ -318,4 +320,140 @@ test('allow_plaintext: the retriever fetches from a POP3 server on the local net
     [],
     'no warning for a loopback server: nothing crosses a network',
   );
+});
+
+/** The UTC day DAYS from today, "YYYY-MM-DD". */
+const dayFromToday = (days: number) => new Date(Date.now() + days * 86_400_000).toISOString().slice(0, 10);
+
+test('client_secret_expires: from 30 days before (and after), a warning in the log, aliases list, the console and a metric', async (t) => {
+  const { dir, cleanup } = await tempDir();
+  t.after(cleanup);
+  const soon = dayFromToday(10);
+  const gone = dayFromToday(-3);
+  const far = dayFromToday(100);
+  const app = (name: string, expires?: string) => [
+    '[[oauth_app]]',
+    `name = "${name}"`,
+    'provider = "microsoft365"',
+    'tenant_id = "contoso.example"',
+    'client_id = "11111111-2222-3333-4444-555555555555"',
+    'client_secret = "${APP_SECRET}"',
+    'flow = "client_credentials"',
+    ...(expires ? [`client_secret_expires = "${expires}"`] : []),
+  ];
+  const alias = (name: string, appName?: string) => [
+    '[[alias]]',
+    `name = "${name}"`,
+    `address = "${name}@example.com"`,
+    '[alias.incoming]',
+    'type = "imap"',
+    'host = "outlook.office365.com"',
+    `user = "${name}@example.com"`,
+    ...(appName ? [`oauth2 = "${appName}"`] : ['password = "${APP_SECRET}"']),
+  ];
+  const password = 'console-password';
+  await writeFile(
+    path.join(dir, 'mailgate.toml'),
+    testConfigText(
+      dir,
+      [
+        ...app('soon', soon),
+        ...app('gone', gone),
+        ...app('far', far),
+        ...app('untracked'),
+        ...alias('sales', 'soon'),
+        ...alias('billing', 'gone'),
+        ...alias('support', 'far'),
+        ...alias('desk'),
+        '[admin]',
+        '[[admin.user]]',
+        'name = "alice"',
+        `password_hash = "${hashPassword(password)}"`,
+        'role = "auditor"',
+      ].join('\n'),
+    ),
+  );
+  const configFile = path.join(dir, 'mailgate.toml');
+  const env = { APP_SECRET: 'x', MAILGATE_SECRET_KEY: hexKey() };
+  const saved = { ...process.env };
+  Object.assign(process.env, env);
+  t.after(() => {
+    for (const k of Object.keys(env)) if (saved[k] === undefined) delete process.env[k];
+  });
+  const log = capturingLogger();
+  const { gateway, stop } = await startGatewayOn(configFile, { logger: log.logger, retriever: false });
+  t.after(stop);
+
+  const soonText = `client secret of oauth_app soon expires on ${soon}: create a new secret for the app registration and set client_secret`;
+  const goneText = `client secret of oauth_app gone expired on ${gone}: create a new secret for the app registration and set client_secret`;
+  // At start, in the log: the two within 30 days, not the one 100 days away.
+  const warned = log.entries.filter((e) => e.level === 40 && /client secret of oauth_app/.test(String(e.msg)));
+  assert.deepEqual(
+    warned.map((e) => [e.msg, e.days_left]),
+    [
+      [soonText, 10],
+      [goneText, -3],
+    ],
+  );
+
+  const metrics = await gateway.metrics.render();
+  assert.match(metrics, /^mailgate_oauth_client_secret_expiry_days\{app="soon"\} 10$/m);
+  assert.match(metrics, /^mailgate_oauth_client_secret_expiry_days\{app="gone"\} -3$/m);
+  assert.match(metrics, /^mailgate_oauth_client_secret_expiry_days\{app="far"\} 100$/m);
+  assert.doesNotMatch(metrics, /app="untracked"/);
+
+  // aliases list, through the running gateway: a line under each alias whose app is concerned.
+  const list = await runCli(['aliases', 'list', '--config', configFile], { env });
+  assert.equal(list.code, 0, list.stderr);
+  const lines = list.stdout.toString().split('\n');
+  const under = (alias: string) => lines[lines.findIndex((l) => l.startsWith(alias)) + 1];
+  assert.equal(under('sales'), `  warning: ${soonText}`);
+  assert.equal(under('billing'), `  warning: ${goneText}`);
+  assert.doesNotMatch(list.stdout.toString(), /oauth_app far|oauth_app untracked/);
+  const json = JSON.parse((await runCli(['aliases', 'list', '--json', '--config', configFile], { env })).stdout.toString()) as AliasRow[];
+  assert.deepEqual(
+    json.map((r) => [r.name, r.warnings]),
+    [
+      ['sales', [soonText]],
+      ['billing', [goneText]],
+      ['support', undefined],
+      ['desk', undefined],
+    ],
+  );
+
+  // The console's aliases page, signed in as an auditor.
+  const base = gateway.web!.url;
+  const session = await fetch(`${base}/api/v1/session`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ user: 'alice', password }),
+  });
+  assert.equal(session.status, 200);
+  const cookie = (session.headers.get('set-cookie') ?? '').split(';')[0]!;
+  const page = await fetch(`${base}/aliases`, { headers: { cookie } });
+  assert.equal(page.status, 200);
+  const body = await page.text();
+  const row = (alias: string) => body.slice(body.indexOf(`id="alias-${alias}"`), body.indexOf('</tr>', body.indexOf(`id="alias-${alias}"`)));
+  assert.match(row('sales'), new RegExp(`role="note">.*warning.*${soonText.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}`, 's'));
+  assert.match(row('billing'), /expired on/);
+  assert.doesNotMatch(row('support'), /role="note"/);
+});
+
+test('client_secret_expires must be a real day written "YYYY-MM-DD"', () => {
+  const text = (value: string) =>
+    `[[oauth_app]]\nname = "m365"\nprovider = "microsoft365"\ntenant_id = "t"\nclient_id = "c"\nclient_secret = "s"\nflow = "client_credentials"\nclient_secret_expires = ${value}\n`;
+  assert.equal(loadConfigText(text('"2027-02-28"'), 'mailgate.toml', {}).oauth_app[0]!.client_secret_expires, '2027-02-28');
+  for (const [value, given] of [
+    ['"2027-02-30"', '"2027-02-30"'],
+    ['"28/02/2027"', '"28/02/2027"'],
+    ['2027-02-28', 'a date'],
+  ]) {
+    assert.throws(
+      () => loadConfigText(text(value!), 'mailgate.toml', {}),
+      (err: unknown) =>
+        err instanceof ConfigError &&
+        err.message === `mailgate.toml:8: oauth_app[0].client_secret_expires: expected a date in quotes, "YYYY-MM-DD", got ${given}`,
+      value,
+    );
+  }
 });
