@@ -11,7 +11,7 @@ import { UsageError } from './common.js';
 import { whoMayRelay } from '../smtp/recipient-rules.js';
 
 export function configCommand(): Command {
-  const config = new Command('config').description('check the configuration, or print its JSON Schema');
+  const config = new Command('config').description('check the configuration, print its JSON Schema, hash passwords, seal secrets');
 
   config
     .command('check')

@@ -41,7 +41,7 @@ export const incoming = z
     ca_file: text.optional(),
     /** Login name. */
     user: z.string().optional(),
-    /** Password. Use `${ENV_NAME}` rather than writing it here. Not used with `oauth2`. */
+    /** Password. Use `${ENV_NAME}`, or `enc:v1:...` from `mailgate config encrypt-secret`, rather than writing it here. Not used with `oauth2`. */
     password: z.string().optional(),
     /** Name of the `[[oauth_app]]` to log in with (SASL XOAUTH2) instead of a password; `user` is then the mailbox to log in as. */
     oauth2: text.optional(),

@@ -23,7 +23,7 @@ export const oauthApp = z.strictObject({
   tenant_id: text,
   /** Application (client) id. */
   client_id: text,
-  /** Client secret value. Use `${ENV_NAME}` rather than writing it here. */
+  /** Client secret value. Use `${ENV_NAME}`, or `enc:v1:...` from `mailgate config encrypt-secret`, rather than writing it here. */
   client_secret: text,
   /** The day the client secret expires (Cisco guide: an Azure client secret lasts 24 months at most), "YYYY-MM-DD". From 30 days before: a warning in the log (at start and daily), in `aliases list` and the console, and the metric mailgate_oauth_client_secret_expiry_days. Default: not tracked. */
   client_secret_expires: day.optional(),
