@@ -15,6 +15,8 @@ import { loadConfigText, requireSecrets, resolveConfig } from '../gateway/config
 import { ConfigError } from '../lib/config-file/toml.js';
 import { hashPassword } from '../gateway/config/password.js';
 import type { AliasRow } from '../gateway/admin/alias-rows.js';
+import { watchClientSecrets } from '../gateway/oauth/secret-expiry.js';
+import { Metrics } from '../lib/metrics.js';
 
 const hexKey = () => randomBytes(32).toString('hex');
 
@@ -456,4 +458,21 @@ test('client_secret_expires must be a real day written "YYYY-MM-DD"', () => {
       value,
     );
   }
+});
+
+test('the client secret warning is repeated at each check (daily in the gateway), not only at start', async (t) => {
+  const expires = dayFromToday(0);
+  const config = loadConfigText(
+    `[[oauth_app]]\nname = "m365"\nprovider = "microsoft365"\ntenant_id = "t"\nclient_id = "c"\nclient_secret = "s"\nflow = "client_credentials"\nclient_secret_expires = "${expires}"\n`,
+    'mailgate.toml',
+    {},
+  );
+  const log = capturingLogger();
+  const metrics = new Metrics();
+  // A check every 20 ms stands in for the day between two.
+  const watch = watchClientSecrets(config, log.logger, metrics, 20);
+  t.after(() => watch.stop());
+  const text = `client secret of oauth_app m365 expires on ${expires}: create a new secret for the app registration and set client_secret`;
+  await log.waitFor(() => log.entries.filter((e) => e.msg === text).length >= 3);
+  assert.match(await metrics.render(), /^mailgate_oauth_client_secret_expiry_days\{app="m365"\} 0$/m);
 });
