@@ -12,6 +12,7 @@ import { Metrics, startMetricsServer } from '../lib/metrics.js';
 import { parseListenAddress } from '../lib/net.js';
 import { startRetriever, type Retriever, type RetrieverHooks } from './fetch/retriever.js';
 import { aliasTokenProviders, gatewaySecretKey } from './oauth/store.js';
+import { watchClientSecrets } from './oauth/secret-expiry.js';
 import { Dispatcher } from './dispatch/dispatcher.js';
 import { startSubmissionListener, submissionEnabled } from './smtp/submission.js';
 import { startWebServer, type WebServer } from './web/server.js';
@@ -79,6 +80,8 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
       if (next) policy = next;
     });
   const stages = deps.stages ?? ((department?: string) => policy!.stagesFor(department));
+  // Cisco guide: a client secret expires; warned about from 30 days before, at start and daily.
+  const secrets = watchClientSecrets(config, logger, metrics);
   resetSpoolDir(store.dir);
   // The retriever starts last; the admin API reaches it through this getter once it runs.
   let retriever: Retriever | undefined;
@@ -104,6 +107,7 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
     const ready = async () => listening && (await store.listAliasStates().then(() => true));
     if (config.admin.enabled) web = await startWebServer({ config, admin, logger, ready, events, audit: (entry) => store.appendAudit(entry) });
   } catch (err) {
+    secrets.stop();
     watcher?.close();
     await metricsServer?.close();
     await smtp?.close();
@@ -149,6 +153,7 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
       await retention.stop();
       // Then: a fetch in progress finishes while the store and everything else are still up.
       await retriever?.stop();
+      secrets.stop();
       watcher?.close();
       await metricsServer?.close();
       await listener.close();

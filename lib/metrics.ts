@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import { once } from 'node:events';
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /**
  * The counters an admin graphs and alerts on, each with the labels it is counted by. One
@@ -32,6 +32,17 @@ const COUNTERS = {
 export type CounterName = keyof typeof COUNTERS;
 type LabelsOf<N extends CounterName> = Partial<Record<(typeof COUNTERS)[N]['labels'][number], string>>;
 
+/** The values an admin alerts on that go up and down, as COUNTERS. */
+const GAUGES = {
+  mailgate_oauth_client_secret_expiry_days: {
+    help: "Days until an OAuth app's client secret expires (client_secret_expires), negative once it has; by app. Absent for apps that do not set it.",
+    labels: ['app'],
+  },
+} as const;
+
+export type GaugeName = keyof typeof GAUGES;
+type GaugeLabelsOf<N extends GaugeName> = Record<(typeof GAUGES)[N]['labels'][number], string>;
+
 /**
  * A gateway's metrics, in Prometheus's text format (prom-client), on a registry of its own so
  * gateways can run side by side in one process (tests do): the counters above, the time from
@@ -41,6 +52,7 @@ type LabelsOf<N extends CounterName> = Partial<Record<(typeof COUNTERS)[N]['labe
 export class Metrics {
   readonly #registry = new Registry();
   readonly #counters = new Map<CounterName, Counter<string>>();
+  readonly #gauges = new Map<GaugeName, Gauge<string>>();
   /** Seconds from the end of a message's DATA to our reply (250 or a refusal), by listener: the wait a client sees. */
   readonly replySeconds: Histogram<'listener' | 'reply'>;
 
@@ -48,6 +60,9 @@ export class Metrics {
   constructor(opts: { processMetrics?: boolean } = {}) {
     for (const [name, { help, labels }] of Object.entries(COUNTERS)) {
       this.#counters.set(name as CounterName, new Counter({ name, help, labelNames: [...labels], registers: [this.#registry] }));
+    }
+    for (const [name, { help, labels }] of Object.entries(GAUGES)) {
+      this.#gauges.set(name as GaugeName, new Gauge({ name, help, labelNames: [...labels], registers: [this.#registry] }));
     }
     this.replySeconds = new Histogram({
       name: 'mailgate_data_to_reply_seconds',
@@ -63,6 +78,11 @@ export class Metrics {
   /** Adds `by` (default 1) to a counter. */
   inc<N extends CounterName>(name: N, labels: LabelsOf<N> = {}, by = 1): void {
     this.#counters.get(name)!.inc(labels as Record<string, string>, by);
+  }
+
+  /** Sets a gauge. */
+  set<N extends GaugeName>(name: N, labels: GaugeLabelsOf<N>, value: number): void {
+    this.#gauges.get(name)!.set(labels as Record<string, string>, value);
   }
 
   /** Starts timing a reply: call the result with the reply code when the reply is sent. */

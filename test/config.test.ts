@@ -322,6 +322,7 @@ test('ports default by protocol and security', async (t) => {
       type: 'pop3',
       host: 'mx',
       security: 'auto',
+      allow_plaintext: false,
       folder: 'INBOX',
       port: 110,
       split_recipients: false,

@@ -214,7 +214,7 @@ test('send: bad usage exits 2 with a clear message and touches no store', async 
   await writeFile(textFile, 'body');
   const cases: [string[], RegExp][] = [
     [['--from', 'support'], /give at least one --to/],
-    [['--to', 'a@example.org'], /required option '--from <alias>'/],
+    [['--to', 'a@example.org'], /give --from ALIAS, or --department NAME to send as its default alias/],
     [['--from', 'support', '--to', 'a@example.org', '--text', 'x', '--eml', textFile], /--eml sends the file as it is/],
     [['--from', 'support', '--to', 'a@example.org', '--attach', textFile, '--eml', textFile], /--eml sends the file as it is/],
     [['--from', 'support', '--to', 'a@example.org', '--text', 'x', '--text-file', textFile], /--text or --text-file, not both/],
@@ -230,6 +230,74 @@ test('send: bad usage exits 2 with a clear message and touches no store', async 
     assert.match(r.stderr, message);
   });
   assert.equal(existsSync(path.join(dir, 'data')), false, 'no store was made');
+});
+
+test("send --department without --from sends as the department's default alias; an unknown department, or one without a default, is refused", async (t) => {
+  const upstream = await startUpstream();
+  const { configFile, cleanup } = await configIn(`
+[[department]]
+name = "sales"
+[[department]]
+name = "billing"
+
+[[alias]]
+name = "sales-ops"
+address = "ops@example.com"
+department = "sales"
+
+[[alias]]
+name = "sales-desk"
+address = "desk@example.com"
+department = "sales"
+default = true
+[alias.outgoing]
+host = "127.0.0.1"
+port = ${upstream.port}
+
+[[alias]]
+name = "invoices"
+address = "invoices@example.com"
+department = "billing"
+`);
+  let serve: Awaited<ReturnType<typeof spawnServe>> | undefined;
+  t.after(async () => {
+    serve?.child.kill('SIGTERM');
+    await serve?.exited;
+    await upstream.close();
+    await cleanup();
+  });
+  serve = await spawnServe(configFile);
+  const r = await runCli([
+    'send',
+    '--config',
+    configFile,
+    '--department',
+    'sales',
+    '--to',
+    'buyer@example.org',
+    '--subject',
+    'Your quote',
+    '--text',
+    'Attached soon.',
+  ]);
+  const id = queuedId(r, ['buyer@example.org']);
+  const [got] = await upstream.waitFor(1);
+  assert.equal(got!.mailFrom, 'desk@example.com');
+  assert.equal((await simpleParser(got!.raw)).from?.text, 'desk@example.com');
+  const meta = JSON.parse((await runCli(['messages', 'show', id, '--json', '--config', configFile])).stdout.toString()) as MessageMeta;
+  assert.deepEqual(meta.source, { kind: 'cli', alias: 'sales-desk' });
+
+  const refusals: [string[], RegExp][] = [
+    [['--department', 'billing'], /send: department billing has no default alias \(set default = true on one of its \[\[alias\]\] tables\), so give --from/],
+    [['--department', 'marketing'], /send: --department marketing is not a configured department; known departments: sales, billing/],
+    [['--department', 'sales', '--from', 'sales-ops'], /give --from or --department, not both/],
+  ];
+  for (const [args, message] of refusals) {
+    const refused = await runCli(['send', '--config', configFile, ...args, '--to', 'buyer@example.org', '--text', 'x']);
+    assert.equal(refused.code, 2, `${args.join(' ')}: ${refused.stderr}`);
+    assert.match(refused.stderr, message);
+  }
+  assert.equal(upstream.received.length, 1, 'nothing else was sent');
 });
 
 test('config hash-password prints a hash that verifies, keeps spaces, and refuses an empty password', async () => {

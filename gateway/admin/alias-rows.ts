@@ -24,6 +24,8 @@ export interface AliasRow {
   changedAt?: string;
   changedBy?: AliasState['changedBy'];
   retryAt?: string;
+  /** What the admin should act on before it breaks the alias, e.g. its OAuth app's client secret expiring; absent when nothing. */
+  warnings?: string[];
 }
 
 /** What `mailgate aliases test` found. */
@@ -34,8 +36,8 @@ export interface AliasTestReport {
   steps: ConnectionStep[];
 }
 
-/** The row of ALIAS, with its recorded STATE when there is one. */
-export function aliasRow(alias: AliasConfig, state: AliasState | undefined): AliasRow {
+/** The row of ALIAS, with its recorded STATE when there is one, and WARNINGS (none: no key). */
+export function aliasRow(alias: AliasConfig, state: AliasState | undefined, warnings: string[] = []): AliasRow {
   const r: AliasRow = {
     name: alias.name,
     address: alias.address,
@@ -51,6 +53,7 @@ export function aliasRow(alias: AliasConfig, state: AliasState | undefined): Ali
     }
   }
   if (alias.status === 'inactive') r.reason = 'status = "inactive" in the configuration';
+  if (warnings.length) r.warnings = warnings;
   return r;
 }
 

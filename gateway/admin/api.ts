@@ -40,6 +40,7 @@ import { quarantineMatcher } from './quarantine-filter.js';
 import { messageTimeline, type TimelineStep } from './timeline.js';
 import { forwardNow } from '../quarantine-forward/forwarding.js';
 import { aliasRow, aliasTestReport, type AliasRow, type AliasTestReport } from './alias-rows.js';
+import { aliasWarnings } from '../oauth/secret-expiry.js';
 import { tryPolicy, type PolicyReport, type PolicyTestRequest } from './policy-test.js';
 import { summarise, SUMMARY_SCAN_LIMIT, type GatewaySummary, type TrafficRow } from './summary.js';
 import { adminClient, controlSocketPath, gatewayAnswers } from './http-client.js';
@@ -329,7 +330,9 @@ export class Admin implements AdminApi {
     const store = await this.#deps.store();
     // No store yet (the gateway never ran): every alias is as configured.
     const states = store ? await store.listAliasStates() : {};
-    return this.#deps.config.alias.map((a) => aliasRow(a, states[a.name]));
+    const { config } = this.#deps;
+    const now = new Date();
+    return config.alias.map((a) => aliasRow(a, states[a.name], aliasWarnings(config, a, now)));
   }
 
   async setAliasStatus(alias: string, status: AliasStatus): Promise<AliasState> {

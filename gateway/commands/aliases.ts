@@ -76,7 +76,10 @@ function table(rows: AliasRow[]): string {
             String(r.failures).padStart(4),
             (r.retryAt ? r.retryAt.slice(0, 19).replace('T', ' ') : '-').padEnd(19),
             r.reason ? `${r.reason}${r.lastError ? ` (${r.lastError})` : ''}` : r.incoming ? '' : 'no incoming server',
-          ].join('  ') + '\n',
+          ].join('  ') +
+          '\n' +
+          // On a line of their own under the alias: too long for a column, and they must be read.
+          (r.warnings ?? []).map((w) => `  warning: ${w}\n`).join(''),
       )
       .join('')
   );

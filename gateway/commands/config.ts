@@ -1,14 +1,17 @@
+import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { Writable } from 'node:stream';
 import { Command } from 'commander';
 import { configJsonSchema, resolveConfig } from '../config/load.js';
 import { formatProblem } from '../../lib/config-file/toml.js';
 import { hashPassword } from '../config/password.js';
+import { clearSecrets, MISSING_KEY, sealSecret } from '../config/secrets.js';
+import { readSecretKey, SecretKeyError } from '../../lib/secret-box.js';
 import { UsageError } from './common.js';
 import { whoMayRelay } from '../smtp/recipient-rules.js';
 
 export function configCommand(): Command {
-  const config = new Command('config').description('check the configuration, or print its JSON Schema');
+  const config = new Command('config').description('check the configuration, print its JSON Schema, hash passwords, seal secrets');
 
   config
     .command('check')
@@ -18,7 +21,8 @@ export function configCommand(): Command {
       const globalFile = cmd.optsWithGlobals<{ config?: string }>().config;
       const path = file ?? globalFile;
       // The file is checked, not this shell: secrets are often set only where the gateway runs.
-      const { config: cfg, file: found, unsetSecrets } = resolveConfig({ file: path, cwd: process.cwd(), secrets: 'deferred' });
+      // Sealed secrets must open, though: the key is part of the setup, as the file is.
+      const { config: cfg, file: found, unsetSecrets } = resolveConfig({ file: path, cwd: process.cwd(), secrets: 'check' });
       const where = path ?? found ?? 'built-in defaults';
       process.stdout.write(
         `${where}: ok (${cfg.department.length} departments, ${cfg.alias.length} aliases; SMTP on ${cfg.smtp.listen.join(', ')}, ` +
@@ -27,6 +31,13 @@ export function configCommand(): Command {
       if (unsetSecrets.length) {
         process.stderr.write(
           `secrets not set in this environment (\`mailgate serve\` needs them where it runs):\n${unsetSecrets.map((p) => `  ${formatProblem(p)}\n`).join('')}`,
+        );
+      }
+      // A warning, not a failure: a password in clear works, it is only readable by whoever reads the file.
+      const clear = found === undefined ? [] : clearSecrets(readFileSync(found, 'utf8'), where);
+      if (clear.length) {
+        process.stderr.write(
+          `warning: secrets written in clear (anyone who can read the file can use them):\n${clear.map((p) => `  ${formatProblem(p)}\n`).join('')}`,
         );
       }
     });
@@ -47,13 +58,35 @@ export function configCommand(): Command {
       process.stdout.write(hashPassword(password) + '\n');
     });
 
+  config
+    .command('encrypt-secret')
+    .description(
+      "read a secret from stdin (one line) and print it sealed with the gateway's secret key (MAILGATE_SECRET_KEY or secret_key_file), as enc:v1:..., for any password or client_secret in the configuration",
+    )
+    .action(async (_opts: unknown, cmd: Command) => {
+      const file = cmd.optsWithGlobals<{ config?: string }>().config;
+      // Only secret_key_file is wanted from the file: its own secrets may be unset or sealed here.
+      const { config: cfg } = resolveConfig({ file, cwd: process.cwd(), secrets: 'deferred' });
+      let key: Buffer;
+      try {
+        key = readSecretKey({ env: process.env, ...(cfg.secret_key_file === undefined ? {} : { keyFile: cfg.secret_key_file }) }, MISSING_KEY);
+      } catch (err) {
+        // CCaaS: "If the Tenant Encryption Key does not exist, the password cannot be saved".
+        if (err instanceof SecretKeyError) throw new UsageError(`config encrypt-secret: the secret cannot be sealed: ${err.message}`);
+        throw err;
+      }
+      const secret = await passwordLine('Secret: ');
+      if (secret === '') throw new UsageError('config encrypt-secret: the secret is empty');
+      process.stdout.write(sealSecret(key, secret) + '\n');
+    });
+
   return config;
 }
 
 /** The first line of stdin, newline stripped and nothing else: spaces may be part of a password. Not echoed on a terminal. */
-async function passwordLine(): Promise<string> {
+async function passwordLine(prompt = 'Password: '): Promise<string> {
   const tty = Boolean(process.stdin.isTTY);
-  if (tty) process.stderr.write('Password: ');
+  if (tty) process.stderr.write(prompt);
   // On a terminal readline echoes what is typed to its output: give it one that shows nothing.
   const output = new Writable({ write: (_chunk, _enc, done) => done() });
   const lines = createInterface({ input: process.stdin, output, terminal: tty });

@@ -9,7 +9,8 @@ import type { SendRequest } from '../admin/api.js';
 import { commandConfig, UsageError, withAdminApi } from './common.js';
 
 interface SendOptions {
-  from: string;
+  from?: string;
+  department?: string;
   to: string[];
   cc: string[];
   bcc: string[];
@@ -34,7 +35,8 @@ export function sendCommand(): Command {
     .description(
       'send a message as an alias: composed from the options, or an .eml file as it is; it is stored and queued like mail from the submission listener',
     )
-    .requiredOption('--from <alias>', 'alias name, or one of its addresses (the From header and envelope sender)')
+    .option('--from <alias>', 'alias name, or one of its addresses (the From header and envelope sender)')
+    .option('--department <name>', "without --from: send as the department's default alias (default = true in its [[alias]])")
     .option('--to <address>', 'recipient; repeat for more', collect)
     .option('--cc <address>', 'copy recipient; repeat for more', collect)
     .option('--bcc <address>', 'blind copy recipient (envelope only); repeat for more', collect)
@@ -44,7 +46,7 @@ export function sendCommand(): Command {
     .option('--html <file>', 'HTML body from a file (with --text or --text-file, the two are alternatives)')
     .option('--eml <file>', 'send this message file as it is; its From must be an address of the alias, and --to, --cc, --bcc are the envelope only')
     .option('--attach <file>', 'attach a file; repeat for more', collect)
-    .action(async (given: Partial<SendOptions> & { from: string }, cmd: Command) => {
+    .action(async (given: Partial<SendOptions>, cmd: Command) => {
       const opts: SendOptions = { ...given, to: given.to ?? [], cc: given.cc ?? [], bcc: given.bcc ?? [], attach: given.attach ?? [] };
       const { config } = commandConfig(cmd);
       const request = requestFrom(config, opts);
@@ -78,6 +80,13 @@ function requestFrom(config: Config, opts: SendOptions): SendRequest {
     throw new UsageError('send: --eml sends the file as it is; it cannot be combined with --subject, --text, --text-file or --html');
   }
   if (opts.eml !== undefined && opts.attach.length > 0) throw new UsageError('send: --eml sends the file as it is; it cannot be combined with --attach');
+  if (opts.from === undefined) {
+    if (opts.department === undefined) throw new UsageError('send: give --from ALIAS, or --department NAME to send as its default alias');
+    const alias = departmentDefault(config, opts.department);
+    return { alias: alias.name, mailFrom: alias.address, rcptTo: [...opts.to, ...opts.cc, ...opts.bcc] };
+  }
+  if (opts.department !== undefined)
+    throw new UsageError('send: give --from or --department, not both (--department names the sender when --from is not given)');
   const byAddress = opts.from.includes('@') ? aliasOfAddress(config, opts.from) : undefined;
   const alias = byAddress ?? config.alias.find((a) => a.name === opts.from);
   if (!alias) {
@@ -87,6 +96,22 @@ function requestFrom(config: Config, opts: SendOptions): SendRequest {
     );
   }
   return { alias: alias.name, mailFrom: byAddress ? opts.from : alias.address, rcptTo: [...opts.to, ...opts.cc, ...opts.bcc] };
+}
+
+/** Cisco guide: the department's default alias is the sender when none is named. A UsageError when there is none. */
+function departmentDefault(config: Config, department: string): Config['alias'][number] {
+  if (!config.department.some((d) => d.name === department)) {
+    const known = config.department.map((d) => d.name);
+    throw new UsageError(
+      `send: --department ${department} is not a configured department; known departments: ${known.length ? known.join(', ') : '(none configured)'}`,
+    );
+  }
+  // The schema keeps it to at most one per department, and active.
+  const alias = config.alias.find((a) => a.department === department && a.default);
+  if (!alias) {
+    throw new UsageError(`send: department ${department} has no default alias (set default = true on one of its [[alias]] tables), so give --from`);
+  }
+  return alias;
 }
 
 /** Every file the options name is a readable file, before anything is sent: a message cut short by a missing attachment is no message. */

@@ -3,8 +3,8 @@
  * Kept apart from schema.ts so that file stays small; the same conventions apply (custom
  * messages say what was expected).
  */
-import net from 'node:net';
 import { z } from 'zod';
+import { isLoopbackHost } from '../../lib/net.js';
 
 import { host, port, positive, text } from './fields.js';
 
@@ -15,8 +15,13 @@ export function defaultFetchPort(type: 'pop3' | 'imap', tls: boolean): number {
 
 const action = z.enum(['move', 'delete', 'keep']);
 
-function loopbackHost(h: string): boolean {
-  return h === 'localhost' || h === '::1' || (net.isIPv4(h) && h.startsWith('127.'));
+/**
+ * True when the retriever would log in to SERVER in clear across a network: `security = "none"`
+ * to a host that is not loopback (`localhost`, 127.0.0.0/8, ::1), which only `allow_plaintext`
+ * permits. The retriever warns at each such connection.
+ */
+export function plaintextOverNetwork(server: { security: string; host: string }): boolean {
+  return server.security === 'none' && !isLoopbackHost(server.host);
 }
 
 /** The `[alias.incoming]` table. */
@@ -28,13 +33,15 @@ export const incoming = z
     host,
     /** Port. Default: POP3 110, POP3 with TLS 995, IMAP 143, IMAP with TLS 993. */
     port: port.optional(),
-    /** `tls` (TLS on connect), `starttls`, `none` (loopback hosts only), or `auto` (TLS on connect for ports 993/995, else STARTTLS; IMAP goes on in clear when the server offers no STARTTLS). */
+    /** `tls` (TLS on connect), `starttls`, `none` (loopback hosts only, unless `allow_plaintext`), or `auto` (TLS on connect for ports 993/995, else STARTTLS; IMAP goes on in clear when the server offers no STARTTLS). */
     security: z.enum(['auto', 'tls', 'starttls', 'none']).default('auto'),
+    /** Permit `security = "none"` to a host that is not loopback, e.g. a POP3 (110) or IMAP (143) server on the local network without TLS (Cisco guide, "SSL disabled"); the password crosses in clear, and the retriever logs a warning at each connection. */
+    allow_plaintext: z.boolean().default(false),
     /** Extra CA certificate file (PEM) to trust for this server, e.g. a private CA; relative to the config file. Default: the system's CAs only. */
     ca_file: text.optional(),
     /** Login name. */
     user: z.string().optional(),
-    /** Password. Use `${ENV_NAME}` rather than writing it here. Not used with `oauth2`. */
+    /** Password. Use `${ENV_NAME}`, or `enc:v1:...` from `mailgate config encrypt-secret`, rather than writing it here. Not used with `oauth2`. */
     password: z.string().optional(),
     /** Name of the `[[oauth_app]]` to log in with (SASL XOAUTH2) instead of a password; `user` is then the mailbox to log in as. */
     oauth2: text.optional(),
@@ -92,12 +99,12 @@ export const incoming = z
     if (i.oauth2 !== undefined && (i.user === undefined || i.user === '')) {
       ctx.addIssue({ code: 'custom', path: ['user'], message: 'the mailbox to log in as (needed with oauth2)' });
     }
-    if (i.security === 'none' && !loopbackHost(i.host)) {
+    if (plaintextOverNetwork(i) && !i.allow_plaintext) {
       ctx.addIssue({
         code: 'custom',
         path: ['security'],
         input: i.security,
-        message: '"tls", "starttls" or "auto" for a host that is not loopback (the password would cross in clear)',
+        message: '"tls", "starttls" or "auto" for a host that is not loopback (the password would cross in clear; allow_plaintext = true permits it)',
       });
     }
   })

@@ -9,6 +9,7 @@ import { z } from 'zod';
 import { configSchema, type Config } from './schema.js';
 import { ConfigError, loadToml, type ConfigProblem } from '../../lib/config-file/toml.js';
 import { hashPassword } from './password.js';
+import { openSealed, SECRET_KEYS } from './secrets.js';
 
 export type { ConfigProblem } from '../../lib/config-file/toml.js';
 export { hashPassword, verifyPassword } from './password.js';
@@ -29,17 +30,20 @@ export const DEFAULT_CONFIG_FILE = 'mailgate.toml';
  */
 function secretStandIn(path: readonly PropertyKey[], written: string): string | undefined {
   const key = path[path.length - 1];
-  if (key === 'password' || key === 'client_secret') return written;
+  if (typeof key === 'string' && SECRET_KEYS.has(key)) return written;
   if (key === 'password_hash') return hashPassword(randomBytes(32).toString('base64'));
   return undefined;
 }
 
 /**
- * `required`: every `${NAME}` must be set, as `serve` needs. `deferred`: a secret key whose
- * variable is unset holds a stand-in (secretStandIn) and is listed in `unsetSecrets` (a command
- * that reads the store uses no password); any other key's unset variable is still an error.
+ * `required`: every `${NAME}` must be set and every `enc:v1:` secret open, as `serve` needs.
+ * `deferred`: a secret key whose variable is unset holds a stand-in (secretStandIn), and a
+ * sealed secret stays as written when no secret key is configured; both are listed in
+ * `unsetSecrets` (a command that reads the store uses no password); any other key's unset
+ * variable, and a sealed value the key does not open, is still an error. `check`: as deferred
+ * for variables, but sealed secrets must open (`config check`: the key is part of the setup).
  */
-export type SecretsMode = 'required' | 'deferred';
+export type SecretsMode = 'required' | 'deferred' | 'check';
 
 /** A configuration as a command loaded it. */
 export interface LoadedConfig {
@@ -130,9 +134,13 @@ function fromFile(absolute: string, shown: string, env: ConfigEnv, secrets: Secr
 }
 
 function fromText(text: string, shown: string, baseDir: string, env: ConfigEnv, secrets: SecretsMode): Omit<LoadedConfig, 'file'> {
-  const result = loadToml(text, shown, configSchema, { env, ...(secrets === 'deferred' ? { deferUnset: secretStandIn } : {}) });
+  const result = loadToml(text, shown, configSchema, { env, ...(secrets === 'required' ? {} : { deferUnset: secretStandIn }) });
   if (!result.ok) throw new ConfigError(result.problems);
-  return { config: finish(result.value, baseDir), unsetSecrets: result.unset };
+  const keyFile = result.value.secret_key_file;
+  const keys = { env, ...(keyFile === undefined ? {} : { keyFile: path.resolve(baseDir, keyFile) }) };
+  const opened = openSealed(result.value, text, shown, keys, { deferMissingKey: secrets === 'deferred' });
+  if (opened.problems.length) throw new ConfigError(opened.problems);
+  return { config: finish(opened.value, baseDir), unsetSecrets: [...result.unset, ...opened.unopened] };
 }
 
 /** Makes relative paths absolute against `baseDir` and freezes the whole object. */

@@ -6,6 +6,13 @@ import { z } from 'zod';
 
 import { is, text } from './fields.js';
 
+const DAY = 'a date in quotes, "YYYY-MM-DD"';
+/** A calendar day written "YYYY-MM-DD" that exists (not 2027-02-30). */
+const day = z.string(is(DAY)).refine((d) => {
+  const m = /^(\d{4})-(\d{2})-(\d{2})$/.exec(d);
+  return m !== null && new Date(`${d}T00:00:00Z`).toISOString().startsWith(d);
+}, is(DAY));
+
 /** One `[[oauth_app]]` table. */
 export const oauthApp = z.strictObject({
   /** Name aliases use in `[alias.incoming] oauth2`; unique. */
@@ -16,8 +23,10 @@ export const oauthApp = z.strictObject({
   tenant_id: text,
   /** Application (client) id. */
   client_id: text,
-  /** Client secret value. Use `${ENV_NAME}` rather than writing it here. */
+  /** Client secret value. Use `${ENV_NAME}`, or `enc:v1:...` from `mailgate config encrypt-secret`, rather than writing it here. */
   client_secret: text,
+  /** The day the client secret expires (Cisco guide: an Azure client secret lasts 24 months at most), "YYYY-MM-DD". From 30 days before: a warning in the log (at start and daily), in `aliases list` and the console, and the metric mailgate_oauth_client_secret_expiry_days. Default: not tracked. */
+  client_secret_expires: day.optional(),
   /** `client_credentials` (app-only access) or `authorization_code` (a user signs in once with `mailgate oauth authorize ALIAS`). */
   flow: z.enum(['client_credentials', 'authorization_code']),
   /** Scopes to ask for. Default: `https://outlook.office365.com/.default` for client credentials; IMAP, POP and SMTP as the user plus `offline_access` for authorization code. */

@@ -184,7 +184,9 @@ async function testPop3(server: IncomingServerConfig, record: Record, timeoutMs:
     record(
       'TLS',
       security === 'none' ? 'skip' : 'pass',
-      security === 'none' ? 'security = "none": clear text (loopback only)' : `${security === 'tls' ? 'TLS on connect' : 'STLS'}, certificate trusted`,
+      security === 'none'
+        ? 'security = "none": clear text (loopback, or allow_plaintext)'
+        : `${security === 'tls' ? 'TLS on connect' : 'STLS'}, certificate trusted`,
     );
     const creds = await credentials(server, record, opts);
     if (!creds) return skipRest(record, ['STAT']);
@@ -242,7 +244,7 @@ async function testImap(server: IncomingServerConfig, record: Record, timeoutMs:
 function imapTlsProbe(server: IncomingServerConfig, tlsOnConnect: boolean, timeoutMs: number): Promise<{ result: ConnectionStep['result']; detail: string }> {
   const options = { host: server.host, ...(net.isIP(server.host) ? {} : { servername: server.host }), ...tlsOptionsFor(server) };
   const hint = 'check the security setting (TLS on connect is usually port 993, STARTTLS 143)';
-  if (server.security === 'none') return Promise.resolve({ result: 'skip', detail: 'security = "none": clear text (loopback only)' });
+  if (server.security === 'none') return Promise.resolve({ result: 'skip', detail: 'security = "none": clear text (loopback, or allow_plaintext)' });
   return new Promise((resolve) => {
     let done = false;
     let socket: net.Socket;

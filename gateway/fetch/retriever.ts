@@ -23,6 +23,7 @@ import { addressedTo, mailboxIdentity, needsTargets, targetsFor, type DeliveryTa
 import { AliasHealth } from './alias-health.js';
 import { fetchFailureKind } from './failures.js';
 import type { TokenProvider } from '../oauth/tokens.js';
+import { plaintextOverNetwork } from '../config/incoming.js';
 
 /** What the lanes of one poll share: messages taken and being fetched (for `max_items`), and whether one failed. */
 interface Lanes {
@@ -214,6 +215,14 @@ class MailboxWorker {
           const tokens = this.#server.oauth2 !== undefined ? this.#deps.tokenProvider?.(this.alias) : undefined;
           mailbox = this.#server.type === 'imap' ? new ImapMailbox(this.#server, tokens) : new Pop3Mailbox(this.#server, tokens);
           mailbox.onNewMail(() => this.#wakeUp());
+          // Cisco guide, "SSL disabled": permitted on the local network, never silently.
+          if (plaintextOverNetwork(this.#server)) {
+            const { host, port } = this.#server;
+            this.#log.warn(
+              { host, port },
+              `alias ${this.alias.name}: logging in to ${host}:${port} without TLS (security = "none", allow_plaintext = true): the password crosses the network in clear`,
+            );
+          }
           await mailbox.open();
         }
         const result = await this.#poll(mailbox, healths);

@@ -3,8 +3,9 @@
  * are as good as a mailbox password. AES-256-GCM under a 32-byte key from MAILGATE_SECRET_KEY or
  * a key file; without a key nothing is read or written.
  */
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { readFile, rename, writeFile } from 'node:fs/promises';
+import { open, readSecretKey, seal, SecretKeyError } from '../../lib/secret-box.js';
 
 /** Keeps one serialized msal token cache (a JSON string). The retriever keeps it in the store; tests and the CLI may use a file. */
 export interface TokenCacheStore {
@@ -17,13 +18,7 @@ export interface TokenCacheStore {
 /** Raw bytes behind an encrypted store: a file path, or callbacks (e.g. a LevelDB key). */
 export type CacheBytes = string | { read(): Promise<Buffer | undefined>; write(bytes: Buffer): Promise<void> };
 
-/** The secret key is missing, malformed, or does not open the saved cache. */
-export class SecretKeyError extends Error {
-  constructor(message: string, opts?: { cause?: unknown }) {
-    super(message, opts);
-    this.name = 'SecretKeyError';
-  }
-}
+export { SecretKeyError };
 
 const MISSING_KEY =
   'the OAuth token cache is encrypted at rest and no key is configured: set MAILGATE_SECRET_KEY to 32 random bytes (64 hex digits or base64, e.g. `openssl rand -hex 32`) or name a key file';
@@ -31,36 +26,14 @@ const MISSING_KEY =
 /**
  * The 32-byte secret key: MAILGATE_SECRET_KEY (64 hex digits or base64) from ENV, else the
  * contents of KEYFILE (same encodings, or exactly 32 raw bytes). Throws SecretKeyError saying
- * what is wrong when neither gives a key.
+ * what is wrong when neither gives a key. The one key loading of lib/secret-box.ts.
  */
 export async function loadSecretKey(opts: { env?: NodeJS.ProcessEnv; keyFile?: string } = {}): Promise<Buffer> {
-  const env = opts.env ?? process.env;
-  const fromEnv = env.MAILGATE_SECRET_KEY?.trim();
-  if (fromEnv) return decodeKey(fromEnv, 'MAILGATE_SECRET_KEY');
-  if (opts.keyFile) {
-    let raw: Buffer;
-    try {
-      raw = await readFile(opts.keyFile);
-    } catch (err) {
-      throw new SecretKeyError(`cannot read the secret key file ${opts.keyFile}: ${(err as Error).message}`, { cause: err });
-    }
-    if (raw.length === 32) return raw;
-    return decodeKey(raw.toString('utf8').trim(), `key file ${opts.keyFile}`);
-  }
-  throw new SecretKeyError(MISSING_KEY);
+  return readSecretKey({ env: opts.env ?? process.env, ...(opts.keyFile ? { keyFile: opts.keyFile } : {}) }, MISSING_KEY);
 }
 
-function decodeKey(text: string, source: string): Buffer {
-  const key = /^[0-9a-fA-F]{64}$/.test(text) ? Buffer.from(text, 'hex') : /^[A-Za-z0-9+/_-]+={0,2}$/.test(text) ? Buffer.from(text, 'base64') : Buffer.alloc(0);
-  if (key.length !== 32)
-    throw new SecretKeyError(`${source} must hold 32 bytes as 64 hex digits or base64 (e.g. \`openssl rand -hex 32\`); it decodes to ${key.length} bytes`);
-  return key;
-}
-
-// Layout: MAGIC | 12-byte IV | 16-byte GCM tag | ciphertext. The magic names the format version.
+// Layout: MAGIC | sealed (lib/secret-box.ts: 12-byte IV | 16-byte GCM tag | ciphertext). The magic names the format version.
 const MAGIC = Buffer.from('MGTC1');
-const IV_BYTES = 12;
-const TAG_BYTES = 16;
 
 /**
  * A TokenCacheStore that encrypts with AES-256-GCM under KEY. The CONTEXT (e.g. the OAuth app
@@ -69,7 +42,6 @@ const TAG_BYTES = 16;
  */
 export function encryptedCacheStore(target: CacheBytes, key: Buffer | undefined, context = 'mailgate-oauth-cache'): TokenCacheStore {
   const bytes = typeof target === 'string' ? fileBytes(target) : target;
-  const aad = Buffer.from(context, 'utf8');
   const needKey = (): Buffer => {
     if (!key) throw new SecretKeyError(MISSING_KEY);
     if (key.length !== 32) throw new SecretKeyError(`the secret key must be 32 bytes, got ${key.length}`);
@@ -80,30 +52,20 @@ export function encryptedCacheStore(target: CacheBytes, key: Buffer | undefined,
       const k = needKey();
       const sealed = await bytes.read();
       if (!sealed || sealed.length === 0) return undefined;
-      if (sealed.length < MAGIC.length + IV_BYTES + TAG_BYTES || !sealed.subarray(0, MAGIC.length).equals(MAGIC)) {
+      if (!sealed.subarray(0, MAGIC.length).equals(MAGIC)) {
         throw new SecretKeyError("the saved OAuth token cache is not in mailgate's encrypted format; authorize again to replace it");
       }
-      const iv = sealed.subarray(MAGIC.length, MAGIC.length + IV_BYTES);
-      const tag = sealed.subarray(MAGIC.length + IV_BYTES, MAGIC.length + IV_BYTES + TAG_BYTES);
-      const decipher = createDecipheriv('aes-256-gcm', k, iv);
-      decipher.setAAD(aad);
-      decipher.setAuthTag(tag);
-      try {
-        return Buffer.concat([decipher.update(sealed.subarray(MAGIC.length + IV_BYTES + TAG_BYTES)), decipher.final()]).toString('utf8');
-      } catch (err) {
+      const plain = open(k, sealed.subarray(MAGIC.length), context);
+      if (plain === undefined) {
         throw new SecretKeyError(
           'the saved OAuth token cache does not decrypt with this secret key (the key changed, or the data was altered); restore the old key or authorize again',
-          { cause: err },
         );
       }
+      return plain.toString('utf8');
     },
     async save(serialized) {
       const k = needKey();
-      const iv = randomBytes(IV_BYTES);
-      const cipher = createCipheriv('aes-256-gcm', k, iv);
-      cipher.setAAD(aad);
-      const body = Buffer.concat([cipher.update(serialized, 'utf8'), cipher.final()]);
-      await bytes.write(Buffer.concat([MAGIC, iv, cipher.getAuthTag(), body]));
+      await bytes.write(Buffer.concat([MAGIC, seal(k, Buffer.from(serialized, 'utf8'), context)]));
     },
   };
 }

@@ -207,8 +207,8 @@ function expectedPhrase(issue: z.core.$ZodRawIssue): string {
   }
 }
 
-/** Key names whose string values are never echoed back in problems. */
-const SECRET = /pass(word)?|secret|token/i;
+/** Key names whose string values are never echoed back in problems; a date about a secret (`client_secret_expires`) is no secret. */
+const SECRET = /^(?!.*_expires$).*(pass(word)?|secret|token)/i;
 
 /** How a value reads in a problem: `"abc"`, `70000`, `a table`; secrets are hidden. */
 function describeGiven(value: unknown, path: readonly PropertyKey[]): string {

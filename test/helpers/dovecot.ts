@@ -41,6 +41,8 @@ export interface DovecotOptions {
   masterUsers?: DovecotUser[];
   /** Extra lines appended to the generated dovecot.conf. */
   extraConfig?: string;
+  /** Another address, besides 127.0.0.1, every listener binds too (a non-loopback address of this machine, to be a server "on the local network"). */
+  alsoListenOn?: string;
 }
 
 /** A Dovecot running for a test, on ephemeral loopback ports, with its own directories. */
@@ -167,6 +169,7 @@ async function startDovecotOnce(opts: DovecotOptions): Promise<TestDovecot> {
     );
   }
   const mechanisms = opts.oauth ? 'plain login xoauth2 oauthbearer' : 'plain login';
+  const addresses = ['127.0.0.1', ...(opts.alsoListenOn ? [opts.alsoListenOn] : [])].join(', ');
   const config = [
     `base_dir = ${path.join(dir, 'run')}`,
     `state_dir = ${path.join(dir, 'state')}`,
@@ -174,7 +177,7 @@ async function startDovecotOnce(opts: DovecotOptions): Promise<TestDovecot> {
     `log_path = ${logPath}`,
     'auth_verbose = yes',
     'protocols = imap pop3',
-    'listen = 127.0.0.1',
+    `listen = ${addresses}`,
     `ssl = ${ssl}`,
     ...(ssl === 'no' ? [] : [`ssl_cert = <${fixture('tls', 'cert.pem')}`, `ssl_key = <${fixture('tls', 'key.pem')}`]),
     `disable_plaintext_auth = ${opts.disablePlaintextAuth ? 'yes' : 'no'}`,
@@ -200,13 +203,13 @@ async function startDovecotOnce(opts: DovecotOptions): Promise<TestDovecot> {
     '}',
     'service imap-login {',
     '  chroot =',
-    `  inet_listener imap {\n    address = 127.0.0.1\n    port = ${imapPort}\n  }`,
-    `  inet_listener imaps {\n    address = 127.0.0.1\n    port = ${tlsPorts.imaps}\n  }`,
+    `  inet_listener imap {\n    address = ${addresses}\n    port = ${imapPort}\n  }`,
+    `  inet_listener imaps {\n    address = ${addresses}\n    port = ${tlsPorts.imaps}\n  }`,
     '}',
     'service pop3-login {',
     '  chroot =',
-    `  inet_listener pop3 {\n    address = 127.0.0.1\n    port = ${pop3Port}\n  }`,
-    `  inet_listener pop3s {\n    address = 127.0.0.1\n    port = ${tlsPorts.pop3s}\n  }`,
+    `  inet_listener pop3 {\n    address = ${addresses}\n    port = ${pop3Port}\n  }`,
+    `  inet_listener pop3s {\n    address = ${addresses}\n    port = ${tlsPorts.pop3s}\n  }`,
     '}',
     'service anvil {',
     '  chroot =',

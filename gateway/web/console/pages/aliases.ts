@@ -57,6 +57,7 @@ export function aliasesPage(ctx: PageContext, rows: AliasRow[], report?: AliasTe
               <th scope="row">
                 ${a.name}
                 <div class="muted">${a.address}${a.department ? ` · ${a.department}` : ''}</div>
+                ${(a.warnings ?? []).map((w) => html`<div class="warn" role="note">${badge('warning', 'warn')} ${w}</div>`)}
               </th>
               <td class="mono">${a.incoming ?? html`<span class="muted">none</span>`}</td>
               <td>${status(a)}</td>
