@@ -85,6 +85,11 @@ export interface MessageMeta {
   direction?: 'outbound';
   /** Set when the message left the outbound queue: delivered, failed (with the notification sent back) or dropped. */
   delivery?: DeliveryRecord;
+  // Reply threading (policy/threading/; Enate "Inbound Email": the reference in Subject or Body).
+  /** The conversation's reference token, e.g. `K7P2QX` (shown in subjects as `[ref:K7P2QX]`). */
+  conversation?: string;
+  /** Id of the stored message this one answers (its In-Reply-To or References named it), when known. */
+  inReplyTo?: string;
 }
 
 // Outbound queue (storage/queue.ts, gateway/dispatch/): one entry per stored message still to
