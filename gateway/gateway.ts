@@ -16,6 +16,7 @@ import { Dispatcher } from './dispatch/dispatcher.js';
 import { startSubmissionListener, submissionEnabled } from './smtp/submission.js';
 import { startWebServer, type WebServer } from './web/server.js';
 import { GatewayEvents, reportingStore } from './events.js';
+import { withThreading } from '../policy/threading/stage.js';
 
 /** Everything a gateway needs, passed in so tests can run several side by side. */
 export interface GatewayDeps {
@@ -74,7 +75,8 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
       metrics.inc('mailgate_policy_reloads_total', { result });
       if (next) policy = next;
     });
-  const stages = deps.stages ?? ((department?: string) => policy!.stagesFor(department));
+  // Reply threading runs after the policy's stages on every message (it reads, and going out adds the reference to the subject).
+  const stages = withThreading(config.partition, deps.stages ?? ((department?: string) => policy!.stagesFor(department)));
   resetSpoolDir(store.dir);
   // The retriever starts last; the admin API reaches it through this getter once it runs.
   let retriever: Retriever | undefined;

@@ -13,8 +13,8 @@ export interface Envelope {
 
 /** Where a message came from. */
 export interface MessageSource {
-  /** smtp: the SMTP listener; submission: the submission listener; imap/pop3: the retriever; cli: `mailgate send`; dsn: a delivery status notification mailgate made. */
-  kind: 'smtp' | 'submission' | 'imap' | 'pop3' | 'cli' | 'dsn';
+  /** smtp: the SMTP listener; submission: the submission listener; imap/pop3: the retriever; cli: `mailgate send`; dsn: a delivery status notification mailgate made; auto-reply: an answer mailgate sent (gateway/auto-reply/). */
+  kind: 'smtp' | 'submission' | 'imap' | 'pop3' | 'cli' | 'dsn' | 'auto-reply';
   /** The alias the message arrived for or was fetched by, when one is known. */
   alias?: string;
   /** Client IP address for SMTP. */

@@ -18,6 +18,7 @@ import { openStore } from '../../storage/open.js';
 import type { AliasState, AliasStatus, AuditEntry, DeliveryResult, MessageMeta, QuarantineRecord, QueueEntry } from '../../storage/records.js';
 import { requireQueueEntry } from '../../storage/queue.js';
 import { isMessageId } from '../../storage/ids.js';
+import { withThreading } from '../../policy/threading/stage.js';
 import { openQuarantinedContent, restoreQuarantined } from '../../policy/attachments/quarantine.js';
 import { PolicySet, policySources } from '../../policy/policy-set.js';
 import type { Stage } from '../../policy/chain/stage.js';
@@ -509,7 +510,7 @@ export async function openAdminApi(loaded: LoadedConfig, opts: { create?: boolea
     unsetSecrets: loaded.unsetSecrets,
     logger: silentLogger(),
     store: () => (opened ??= openStoppedStore(config.data_dir, socket, opts.create === true)),
-    stages: (department) => (policy ??= PolicySet.load(policySources(config))).stagesFor(department),
+    stages: withThreading(config.partition, (department) => (policy ??= PolicySet.load(policySources(config))).stagesFor(department)),
     release: async () => {
       const store = await opened?.catch(() => undefined);
       await store?.close();

@@ -16,6 +16,7 @@ import { incoming } from './incoming.js';
 import { oauthApp } from './oauth-app.js';
 import { adminSchema } from './admin.js';
 import { queueSchema, relaySchema, submissionSchema } from './outbound.js';
+import { aliasAutoReply, partitionThreadingKeys } from './threading.js';
 
 const listenAddress = listenAddressOf(2525);
 
@@ -149,6 +150,8 @@ const partition = z
      * allow/block rules supersede the departments' (Cisco guide); masking patterns live here.
      */
     policy: text.optional(),
+    // Reply threading and auto-replies (issue 14): reference_format, unknown_recipient, unknown_recipient_reply, auto_reply_interval.
+    ...partitionThreadingKeys,
   })
   .prefault({});
 
@@ -221,6 +224,8 @@ const alias = z.strictObject({
   incoming: incoming.optional(),
   /** Server this alias sends mail through. */
   outgoing: outgoing.optional(),
+  /** The acknowledgement sent to each sender (issue 14, gateway/auto-reply/). */
+  auto_reply: aliasAutoReply.optional(),
 });
 
 const configTables = z.strictObject({
