@@ -112,7 +112,16 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
   retriever =
     deps.retriever === false
       ? undefined
-      : startRetriever({ store, logger, stages, config, metrics, tokenProvider: tokens, ...(deps.retrieverHooks ? { hooks: deps.retrieverHooks } : {}) });
+      : startRetriever({
+          store,
+          logger,
+          stages,
+          config,
+          metrics,
+          dispatcher,
+          tokenProvider: tokens,
+          ...(deps.retrieverHooks ? { hooks: deps.retrieverHooks } : {}),
+        });
   const listener = smtp;
   const submitter = submission;
   return {
