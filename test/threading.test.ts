@@ -17,7 +17,7 @@ import { silentLogger } from '../lib/logger.js';
 import { ConfigError } from '../lib/config-file/toml.js';
 import { ensureDovecot, startDovecot, dovecotIncoming, type TestDovecot } from './helpers/dovecot.js';
 import { startUpstream, type Upstream } from './helpers/upstream.js';
-import { testConfigText } from './helpers/gateway.js';
+import { runCli, testConfigText } from './helpers/gateway.js';
 import { tempDir } from './helpers/paths.js';
 
 let dovecot: TestDovecot;
@@ -75,7 +75,7 @@ async function gatewayWith(t: { after(fn: () => Promise<void>): void }, toml: st
   const polled = (n: number) => new Promise<void>((resolve) => (stored >= n ? resolve() : waiters.push({ n, resolve })));
   const inbound = async () => (await store.listMessages()).filter((m) => m.direction !== 'outbound');
   const autoReplies = async () => (await store.listMessages()).filter((m) => m.source.kind === 'auto-reply');
-  return { store, polled, inbound, autoReplies };
+  return { store, gateway, configFile, polled, inbound, autoReplies };
 }
 
 const mail = (lines: string[], body = 'Hello.') => Buffer.from([...lines, '', body, ''].join('\r\n'));
@@ -199,6 +199,35 @@ test('one auto-reply per sender (RFC 3834), none to a bounce or a list; replies 
   assert.deepEqual(received.map((r) => r.rcptTo.join()).sort(), ['ann@example.org', 'bob@example.org', 'carl@example.org']);
   assert.ok(bySubject(inbound, 'Undelivered Mail')!.tags.includes('exception-queue'));
   assert.match(String(bySubject(inbound, 'Weekly digest')!.findings.threading?.noAutoReply), /mailing list/);
+
+  // What the admin sees: the conversation through the admin API (REST and console use it), and the CLI.
+  const page = await gw.gateway.admin.listMessages({ thread: question.conversation! });
+  assert.deepEqual(
+    page.messages.map((m) => m.id),
+    thread.map((m) => m.id),
+  );
+  const shown = await gw.gateway.admin.showMessage(again.id);
+  assert.deepEqual(
+    shown.conversation.map((c) => c.id).sort(),
+    thread
+      .map((m) => m.id)
+      .filter((id) => id !== again.id)
+      .sort(),
+  );
+  const listed = await runCli(['messages', 'list', '--thread', ref, '--config', gw.configFile]);
+  assert.equal(listed.code, 0, listed.stderr);
+  assert.deepEqual(
+    listed.stdout
+      .toString()
+      .split('\n')
+      .slice(1)
+      .filter(Boolean)
+      .map((l) => l.split(' ')[0]),
+    thread.map((m) => m.id),
+  );
+  const show = (await runCli(['messages', 'show', again.id, '--config', gw.configFile])).stdout.toString();
+  assert.match(show, new RegExp(`^conversation: +${question.conversation}, answering ${sent!.id}$`, 'm'));
+  assert.match(show, new RegExp(`${question.id} .* in +Ann <ann@example.org> +Broken printer$`, 'm'));
 });
 
 test('mail for an address no alias has: tagged unknown-recipient and answered with the addresses that work, once', async (t) => {

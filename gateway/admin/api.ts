@@ -65,6 +65,8 @@ export interface MessageQuery {
   hasAttachment?: boolean;
   /** true: only wrapping messages (the original could not be processed); false: only the others. */
   wrapped?: boolean;
+  /** Only messages of this conversation (its reference token, e.g. `K7P2QX`). */
+  thread?: string;
   /** The `next` of the page before: the page that follows it (new arrivals do not shift it). */
   cursor?: string;
   /** At most this many (default 100). */
@@ -113,7 +115,15 @@ export interface MessageDetails {
   attachments: AttachmentDetail[];
   /** Received, each stage's outcome, queued, each attempt's reply, delivered or failed (timeline.ts). */
   timeline: TimelineStep[];
+  /** The other messages of its conversation, newest first (at most 50). */
+  conversation: ConversationMessage[];
 }
+
+/** A message of a conversation, as `messages show` lists it. */
+export type ConversationMessage = Pick<MessageMeta, 'id' | 'receivedAt' | 'from' | 'subject' | 'direction' | 'inReplyTo'>;
+
+/** Messages of a conversation `messages show` lists beside the message. */
+const CONVERSATION_LIMIT = 50;
 
 /** What `mailgate send` asks for. */
 export interface SendRequest {
@@ -260,7 +270,19 @@ export class Admin implements AdminApi {
     if (!meta) throw storeErrors.messageNotFound(id);
     const attachments = await attachmentDetails(store, meta);
     const timeline = messageTimeline(meta, await store.getQueueEntry(id));
-    return { meta: withDecodedSizes(meta, attachments), attachments, timeline };
+    const thread = meta.conversation ? await store.listMessages({ thread: meta.conversation, limit: CONVERSATION_LIMIT + 1 }) : [];
+    const conversation = thread
+      .filter((m) => m.id !== id)
+      .slice(0, CONVERSATION_LIMIT)
+      .map(({ id, receivedAt, from, subject, direction, inReplyTo }) => ({
+        id,
+        receivedAt,
+        ...(from !== undefined ? { from } : {}),
+        ...(subject !== undefined ? { subject } : {}),
+        ...(direction ? { direction } : {}),
+        ...(inReplyTo ? { inReplyTo } : {}),
+      }));
+    return { meta: withDecodedSizes(meta, attachments), attachments, timeline, conversation };
   }
 
   async rawMessage(id: string): Promise<Readable> {
