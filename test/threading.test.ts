@@ -8,6 +8,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { writeFile } from 'node:fs/promises';
 import { simpleParser } from 'mailparser';
+import nodemailer from 'nodemailer';
 import { loadConfigFile, loadConfigText } from '../gateway/config/load.js';
 import { startGateway } from '../gateway/gateway.js';
 import type { PollResult } from '../gateway/fetch/retriever.js';
@@ -256,6 +257,41 @@ test('mail for an address no alias has: tagged unknown-recipient and answered wi
   assert.deepEqual(bySubject(inbound, 'Opening hours')!.tags, ['unknown-recipient']);
   assert.deepEqual(bySubject(inbound, 'An invoice')!.tags, [], 'mail for an alias is not tagged');
   assert.equal((await gw.autoReplies()).length, 1, 'an alias without [alias.auto_reply] does not answer its own mail');
+});
+
+test('mail for the alias over SMTP is acknowledged too, once per sender', async (t) => {
+  const upstream = await startUpstream();
+  t.after(() => upstream.close());
+  const gw = await gatewayWith(
+    t,
+    [
+      '[[alias]]',
+      'name = "desk"',
+      'address = "desk@example.com"',
+      '[alias.outgoing]',
+      'host = "127.0.0.1"',
+      `port = ${upstream.port}`,
+      '[alias.auto_reply]',
+      'subject = "Thanks: {subject}"',
+      'text = "Noted."',
+    ].join('\n'),
+  );
+  const transport = nodemailer.createTransport({ host: '127.0.0.1', port: gw.gateway.smtp.addresses[0]!.port, secure: false, ignoreTLS: true });
+  t.after(() => transport.close());
+  for (const [from, subject] of [
+    ['eve@example.org', 'First'],
+    ['eve@example.org', 'Second'],
+    ['fay@example.org', 'Third'],
+  ]) {
+    await transport.sendMail({ from, to: 'desk@example.com', subject, text: 'Hi.' });
+  }
+  const received = await upstream.waitFor(2);
+  assert.deepEqual(received.map((r) => r.rcptTo.join()).sort(), ['eve@example.org', 'fay@example.org']);
+  const subjects = await Promise.all(received.map(async (r) => (await simpleParser(r.raw)).subject));
+  assert.ok(
+    subjects.some((s) => /^Thanks: First \[ref:[2-9A-Z]{6}\]$/.test(s ?? '')),
+    subjects.join(' | '),
+  );
 });
 
 test('config: reference_format needs {ref} once, templates only known placeholders, auto_reply_interval an age', () => {
