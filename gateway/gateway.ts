@@ -19,6 +19,7 @@ import { startWebServer, type WebServer } from './web/server.js';
 import { GatewayEvents, reportingStore } from './events.js';
 import { quarantineForwarding } from './quarantine-forward/forwarding.js';
 import { Retention } from './retention/sweep.js';
+import { withThreading } from '../policy/threading/stage.js';
 
 /** Everything a gateway needs, passed in so tests can run several side by side. */
 export interface GatewayDeps {
@@ -79,7 +80,8 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
       metrics.inc('mailgate_policy_reloads_total', { result });
       if (next) policy = next;
     });
-  const stages = deps.stages ?? ((department?: string) => policy!.stagesFor(department));
+  // Reply threading runs after the policy's stages on every message (it reads, and going out adds the reference to the subject).
+  const stages = withThreading(config.partition, deps.stages ?? ((department?: string) => policy!.stagesFor(department)));
   // Cisco guide: a client secret expires; warned about from 30 days before, at start and daily.
   const secrets = watchClientSecrets(config, logger, metrics);
   resetSpoolDir(store.dir);
@@ -126,6 +128,7 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
           stages,
           config,
           metrics,
+          dispatcher,
           tokenProvider: tokens,
           commitHook,
           ...(deps.retrieverHooks ? { hooks: deps.retrieverHooks } : {}),

@@ -12,6 +12,7 @@ import { readHeaderBlock, wrappingMessage } from '../policy/wrapping/wrapping-me
 import { blockedOriginal } from '../policy/attachments/original.js';
 import { defaultMimeLimits } from '../policy/mime/mime-check.js';
 import { attachmentFileNames } from '../policy/chain/summary.js';
+import { threadOf } from '../policy/threading/stage.js';
 import { asMailgateError, errors, isDiskFull, MailgateError, type SmtpError } from '../lib/errors.js';
 
 /** What ingest needs from the running gateway. Stages are read per message so a policy reload applies to the next one. */
@@ -127,6 +128,7 @@ export async function ingestMessage(deps: IngestDeps, input: Readable, req: Inge
           findings: ctx.findings,
           tags: [...ctx.tags],
           ...(req.direction === 'outbound' ? { direction: 'outbound' as const } : {}),
+          ...threadOf(ctx.findings),
         };
         req.beforeCommit?.(meta);
         const hooked = deps.commitHook?.(meta);

@@ -13,6 +13,7 @@ import type { ListOptions } from './store.js';
  */
 export function matchesContent(meta: MessageMeta, opts: ListOptions): boolean {
   if (opts.tag !== undefined && !meta.tags.includes(opts.tag)) return false;
+  if (opts.thread !== undefined && meta.conversation !== opts.thread) return false;
   if (opts.hasAttachment !== undefined && meta.attachments.length > 0 !== opts.hasAttachment) return false;
   if (opts.wrapped !== undefined && (meta._WrappingMessageReason !== undefined) !== opts.wrapped) return false;
   if (opts.text !== undefined) {
@@ -25,5 +26,5 @@ export function matchesContent(meta: MessageMeta, opts: ListOptions): boolean {
 
 /** Whether `opts` has a filter that {@link matchesContent} must check message by message. */
 export function filtersContent(opts: ListOptions): boolean {
-  return opts.tag !== undefined || opts.text !== undefined || opts.hasAttachment !== undefined || opts.wrapped !== undefined;
+  return opts.tag !== undefined || opts.thread !== undefined || opts.text !== undefined || opts.hasAttachment !== undefined || opts.wrapped !== undefined;
 }

@@ -13,8 +13,8 @@ export interface Envelope {
 
 /** Where a message came from. */
 export interface MessageSource {
-  /** smtp: the SMTP listener; submission: the submission listener; imap/pop3: the retriever; cli: `mailgate send`; dsn: a delivery status notification mailgate made; quarantine: a message forwarding another to the quarantine mailbox. */
-  kind: 'smtp' | 'submission' | 'imap' | 'pop3' | 'cli' | 'dsn' | 'quarantine';
+  /** smtp: the SMTP listener; submission: the submission listener; imap/pop3: the retriever; cli: `mailgate send`; dsn: a delivery status notification mailgate made; quarantine: a message forwarding another to the quarantine mailbox; auto-reply: an answer mailgate sent (gateway/auto-reply/). */
+  kind: 'smtp' | 'submission' | 'imap' | 'pop3' | 'cli' | 'dsn' | 'quarantine' | 'auto-reply';
   /** The alias the message arrived for or was fetched by, when one is known. */
   alias?: string;
   /** Client IP address for SMTP. */
@@ -85,6 +85,11 @@ export interface MessageMeta {
   direction?: 'outbound';
   /** Set when the message left the outbound queue: delivered, failed (with the notification sent back) or dropped. */
   delivery?: DeliveryRecord;
+  // Reply threading (policy/threading/; Enate "Inbound Email": the reference in Subject or Body).
+  /** The conversation's reference token, e.g. `K7P2QX` (shown in subjects as `[ref:K7P2QX]`). */
+  conversation?: string;
+  /** Id of the stored message this one answers (its In-Reply-To or References named it), when known. */
+  inReplyTo?: string;
   /** Set when the message is forwarded to the quarantine mailbox (gateway/quarantine-forward/). */
   quarantineForward?: QuarantineForward;
 }

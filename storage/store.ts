@@ -48,6 +48,8 @@ export interface ListOptions {
   hasAttachment?: boolean | undefined;
   /** true: only wrapping messages (the original could not be processed); false: only the others. */
   wrapped?: boolean | undefined;
+  /** Only messages of this conversation (`MessageMeta.conversation`, the reference token). */
+  thread?: string | undefined;
   /** At most this many, newest first. Default 100. */
   limit?: number | undefined;
 }
@@ -160,6 +162,9 @@ export interface Store {
   /** Starts new bytes for committed message `id`, once any other rewrite of it is done. */
   rewriteMessage(id: string): Promise<MessageRewrite>;
 
+  /** Committed messages whose Message-ID (without angle brackets) is `messageId`, oldest first (reply threading). */
+  findByMessageId(messageId: string): Promise<MessageMeta[]>;
+
   // Quarantine.
 
   /** A spool for the bytes of a part of a message being written; `id` is `<message id>.<n>`. */
@@ -206,6 +211,15 @@ export interface Store {
   readTokenCache(alias: string): Promise<Buffer | undefined>;
   /** Replaces the alias's sealed token cache durably (a rotated refresh token lost in a crash would need a new sign-in). */
   writeTokenCache(alias: string, sealed: Buffer): Promise<void>;
+
+  // Auto-replies (gateway/auto-reply/; RFC 3834 section 2: not more than one per sender per interval).
+
+  /**
+   * Records that `alias` answers `sender` at `at`, unless an answer was recorded at or after
+   * `notBefore`: true when recorded (send it), false when one was (do not). Check and record are
+   * one step, so two messages of one sender arriving together get one answer; durable.
+   */
+  claimAutoReply(alias: string, sender: string, at: Date, notBefore: Date): Promise<boolean>;
 
   // The audit log.
 

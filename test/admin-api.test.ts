@@ -306,15 +306,16 @@ test('search, timeline, quarantine in bulk and retry of the held: the same answe
     message: 'cursor: not one that a message list gave, got "bm9wZQ"',
   });
 
-  // Timeline: received, the stage, queued, the attempt with the reply; held, or waiting for the next attempt.
+  // Timeline: received, the stages (attachments, threading), queued, the attempt with the reply; held, or waiting for the next attempt.
   const timeline = (await same('timeline of a message tried', (api) => api.showMessage(tried))).timeline;
   assert.deepEqual(
     timeline.map((s) => s.event),
-    ['received', 'stage', 'queued', 'attempt', 'waiting'],
+    ['received', 'stage', 'stage', 'queued', 'attempt', 'waiting'],
   );
   assert.equal(timeline[0]!.source, 'cli');
-  assert.deepEqual(timeline[2]!.recipients, ['customer@example.org']);
-  const attempt = timeline[3]!;
+  assert.match(timeline[2]!.summary, /^threading: Started conversation \[ref:[2-9A-Z]{6}\]\.$/);
+  assert.deepEqual(timeline[3]!.recipients, ['customer@example.org']);
+  const attempt = timeline[4]!;
   assert.equal(attempt.attempts, 1);
   assert.equal(attempt.permanent, false);
   assert.match(attempt.reply!, /ECONNREFUSED|refused/i);
@@ -322,9 +323,9 @@ test('search, timeline, quarantine in bulk and retry of the held: the same answe
   const heldLine = (await same('timeline of a held message', (api) => api.showMessage(held))).timeline;
   assert.deepEqual(
     heldLine.map((s) => s.event),
-    ['received', 'stage', 'queued', 'held'],
+    ['received', 'stage', 'stage', 'queued', 'held'],
   );
-  assert.match(heldLine[3]!.summary, /desk.*no \[alias\.outgoing\]/);
+  assert.match(heldLine[4]!.summary, /desk.*no \[alias\.outgoing\]/);
   const inbound = (await same('timeline of a blocked message', (api) => api.showMessage(blocked[0]!))).timeline;
   assert.equal(inbound[0]!.source, 'smtp');
   assert.match(inbound.find((s) => s.stage === 'attachments')!.summary, /invoice\.pdf\.exe/);

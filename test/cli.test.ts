@@ -200,7 +200,7 @@ test('read-only commands run without the secrets in the shell; a command that us
     const r = await cli(...args);
     assert.equal(r.code, 0, `${args.join(' ')}: ${r.stderr}`);
   }
-  assert.match((await cli('messages', 'list')).stdout.toString(), new RegExp(`^${id} .* Hello$`, 'm'));
+  assert.match((await cli('messages', 'list')).stdout.toString(), new RegExp(`^${id} .* Hello \\[ref:[2-9A-Z]{6}\\]$`, 'm'));
 
   const hashLine = `mailgate.toml:4: smtp.user[0].password_hash: expected environment variable MAILGATE_TEST_UNSET_HASH to be set`;
   const passwordLine = `mailgate.toml:14: alias[0].outgoing.password: expected environment variable MAILGATE_TEST_UNSET_PASSWORD to be set`;

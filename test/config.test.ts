@@ -417,7 +417,13 @@ test('defaults need no file', async (t) => {
     assert.equal(config.smtp.reverse_dns, false);
     assert.equal(config.smtp.reverse_dns_timeout_ms, 1000);
     assert.ok(config.smtp.hostname.length > 0);
-    assert.deepEqual(config.partition, { name: 'default', default_domain: 'localhost', unknown_recipient: 'file' });
+    assert.deepEqual(config.partition, {
+      name: 'default',
+      default_domain: 'localhost',
+      reference_format: '[ref:{ref}]',
+      unknown_recipient: 'file',
+      auto_reply_interval: 86_400_000,
+    });
     assert.deepEqual([config.department, config.alias, config.smtp.user], [[], [], []]);
   });
   const { dir, cleanup } = await tempDir();

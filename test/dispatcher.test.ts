@@ -31,8 +31,10 @@ test('mail submitted for an alias goes out through its SMTP server, and its meta
   assert.deepEqual(got!.rcptTo, ['customer@example.org']);
   assert.equal(got!.user, undefined, 'plain SMTP does not authenticate');
   const parsed = await simpleParser(got!.raw);
-  assert.equal(parsed.subject, 'Re: your order');
   const meta = await waitDelivered(gw.store, id);
+  // Reply threading: the conversation's reference is added to the subject, and a Message-ID we keep.
+  assert.equal(parsed.subject, `Re: your order [ref:${meta.conversation}]`);
+  assert.equal(parsed.messageId, `<${meta.messageId}>`);
   assert.equal(meta.direction, 'outbound');
   assert.equal(meta.source.kind, 'submission');
   assert.equal(meta.delivery.status, 'delivered');

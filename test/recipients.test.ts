@@ -155,4 +155,8 @@ test('deliveryTargets reads To, Cc and delivery headers, case-insensitively', ()
   assert.deepEqual(names('To: z@z.example\r\nX-Original-To: old@y.example'), ['b']);
   assert.deepEqual(names('To: z@z.example'), ['a']);
   assert.deepEqual(names('To: a@x.example\r\nCc: "B" <b@x.example>'), ['a', 'b']);
+  // [partition] unknown_recipient: the copy of mail for no alias is marked, mail for an alias is not.
+  const marks = (h: string) => deliveryTargets(Buffer.from(h + '\r\n\r\n'), group).map((t) => t.unknownRecipient ?? false);
+  assert.deepEqual(marks('To: z@z.example'), [true]);
+  assert.deepEqual(marks('To: z@z.example\r\nX-Original-To: old@y.example'), [false]);
 });

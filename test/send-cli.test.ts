@@ -97,7 +97,7 @@ test('send through the running gateway: text, an attachment streamed from a file
   assert.deepEqual(got!.rcptTo, ['a@example.org', 'b@example.org', 'c@example.org']);
   const parsed = await simpleParser(got!.raw);
   assert.equal(parsed.from?.text, 'support@example.com');
-  assert.equal(parsed.subject, 'Quarterly report');
+  assert.match(parsed.subject ?? '', /^Quarterly report \[ref:[2-9A-Z]{6}\]$/, 'with the conversation reference');
   assert.equal(parsed.text?.trim(), 'See attached.');
   assert.deepEqual(
     [parsed.cc].flat().map((a) => a?.text),
@@ -123,7 +123,7 @@ test('send through the running gateway: text, an attachment streamed from a file
   assert.doesNotMatch(second!.raw.toString(), /[^\r]\n/, 'every line ends in CRLF');
 });
 
-test('send --eml: the file goes out as it is; an eml whose From is another alias is refused (exit 1) and nothing is stored', async (t) => {
+test('send --eml: the file goes out as it is (but for the conversation reference added to its subject); an eml whose From is another alias is refused (exit 1) and nothing is stored', async (t) => {
   const upstream = await startUpstream();
   const gw = await startTestGateway(aliasesToml(upstream.port));
   t.after(async () => {
@@ -144,8 +144,14 @@ test('send --eml: the file goes out as it is; an eml whose From is another alias
       got!.raw.toString(),
     ) ?? [];
   assert.ok(received, got!.raw.toString().slice(0, 300));
-  assert.equal(rest, eml('Support Desk <support@example.com>', 'Re: your order'), 'byte for byte');
-  assert.equal((await waitDelivered(gw.store, id)).delivery.status, 'delivered');
+  const delivered = await waitDelivered(gw.store, id);
+  // Reply threading: the reference goes into the subject of mail going out; nothing else changes.
+  assert.equal(
+    rest,
+    eml('Support Desk <support@example.com>', 'Re: your order').replace('Subject: Re: your order', `Subject: Re: your order [ref:${delivered.conversation}]`),
+    'byte for byte, but for the reference',
+  );
+  assert.equal(delivered.delivery.status, 'delivered');
 
   const other = path.join(gw.dir, 'other.eml');
   await writeFile(other, eml('billing@example.com', 'Your invoice'));
@@ -204,7 +210,7 @@ test('send with the gateway stopped goes into the store, and out when the gatewa
     'the refused message was not stored',
   );
   const [got] = await upstream.waitFor(1);
-  assert.equal((await simpleParser(got!.raw)).subject, 'Sent while stopped');
+  assert.match((await simpleParser(got!.raw)).subject ?? '', /^Sent while stopped \[ref:[2-9A-Z]{6}\]$/);
 });
 
 test('send: bad usage exits 2 with a clear message and touches no store', async (t) => {

@@ -325,6 +325,32 @@ test('openRaw of an unknown id errors with MESSAGE_NOT_FOUND', () =>
     await assert.rejects(readAll(store.openRaw(newMessageId())), { code: 'MESSAGE_NOT_FOUND' });
   }));
 
+test('migration 8 indexes the Message-IDs of messages stored before reply threading, so a reply to one finds it', async () => {
+  const { dir, cleanup } = await tempDir('mailgate-storage-');
+  try {
+    const store = await LevelStore.open(dir);
+    const old = await storeMessage(store, Buffer.from('Subject: old\r\n\r\nold\r\n'), { messageId: 'old@example.org' });
+    await store.close();
+    // As a layout-7 store left it: no by-message-id index.
+    const raw: RootDb = new Level<string, string>(dir);
+    await raw.open();
+    await raw.sublevel('by-message-id').clear();
+    await raw.put('schema', '7');
+    await raw.close();
+    const reopened = await LevelStore.open(dir);
+    try {
+      assert.deepEqual(
+        (await reopened.findByMessageId('old@example.org')).map((m) => m.id),
+        [old.id],
+      );
+    } finally {
+      await reopened.close();
+    }
+  } finally {
+    await cleanup();
+  }
+});
+
 test('schema version is written; a newer layout refuses to open', async () => {
   const { dir, cleanup } = await tempDir('mailgate-storage-');
   try {

@@ -18,6 +18,7 @@ import { openStore } from '../../storage/open.js';
 import type { AliasState, AliasStatus, AuditEntry, DeliveryResult, MessageMeta, QuarantineRecord, QueueEntry } from '../../storage/records.js';
 import { requireQueueEntry } from '../../storage/queue.js';
 import { isMessageId } from '../../storage/ids.js';
+import { withThreading } from '../../policy/threading/stage.js';
 import { openQuarantinedContent, restoreQuarantined } from '../../policy/attachments/quarantine.js';
 import { PolicySet, policySources } from '../../policy/policy-set.js';
 import type { Stage } from '../../policy/chain/stage.js';
@@ -66,6 +67,8 @@ export interface MessageQuery {
   hasAttachment?: boolean;
   /** true: only wrapping messages (the original could not be processed); false: only the others. */
   wrapped?: boolean;
+  /** Only messages of this conversation (its reference token, e.g. `K7P2QX`). */
+  thread?: string;
   /** The `next` of the page before: the page that follows it (new arrivals do not shift it). */
   cursor?: string;
   /** At most this many (default 100). */
@@ -114,7 +117,15 @@ export interface MessageDetails {
   attachments: AttachmentDetail[];
   /** Received, each stage's outcome, queued, each attempt's reply, delivered or failed (timeline.ts). */
   timeline: TimelineStep[];
+  /** The other messages of its conversation, newest first (at most 50). */
+  conversation: ConversationMessage[];
 }
+
+/** A message of a conversation, as `messages show` lists it. */
+export type ConversationMessage = Pick<MessageMeta, 'id' | 'receivedAt' | 'from' | 'subject' | 'direction' | 'inReplyTo'>;
+
+/** Messages of a conversation `messages show` lists beside the message. */
+const CONVERSATION_LIMIT = 50;
 
 /** What `mailgate send` asks for. */
 export interface SendRequest {
@@ -269,7 +280,19 @@ export class Admin implements AdminApi {
     const meta = stored.quarantineForward ? { ...stored, quarantineForward: await forwardNow(store, stored.quarantineForward) } : stored;
     const attachments = await attachmentDetails(store, meta);
     const timeline = messageTimeline(meta, await store.getQueueEntry(id));
-    return { meta: withDecodedSizes(meta, attachments), attachments, timeline };
+    const thread = meta.conversation ? await store.listMessages({ thread: meta.conversation, limit: CONVERSATION_LIMIT + 1 }) : [];
+    const conversation = thread
+      .filter((m) => m.id !== id)
+      .slice(0, CONVERSATION_LIMIT)
+      .map(({ id, receivedAt, from, subject, direction, inReplyTo }) => ({
+        id,
+        receivedAt,
+        ...(from !== undefined ? { from } : {}),
+        ...(subject !== undefined ? { subject } : {}),
+        ...(direction ? { direction } : {}),
+        ...(inReplyTo ? { inReplyTo } : {}),
+      }));
+    return { meta: withDecodedSizes(meta, attachments), attachments, timeline, conversation };
   }
 
   async rawMessage(id: string): Promise<Readable> {
@@ -527,7 +550,7 @@ export async function openAdminApi(loaded: LoadedConfig, opts: { create?: boolea
     unsetSecrets: loaded.unsetSecrets,
     logger: silentLogger(),
     store: () => (opened ??= openStoppedStore(config.data_dir, socket, opts.create === true)),
-    stages: (department) => (policy ??= PolicySet.load(policySources(config))).stagesFor(department),
+    stages: withThreading(config.partition, (department) => (policy ??= PolicySet.load(policySources(config))).stagesFor(department)),
     release: async () => {
       const store = await opened?.catch(() => undefined);
       await store?.close();

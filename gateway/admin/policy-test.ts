@@ -5,6 +5,7 @@
  * wrapped is read again from the spool, to say what the attachment rules would do with its
  * original, as ingest does.
  */
+import { THREADING } from '../../policy/threading/stage.js';
 import { tmpdir } from 'node:os';
 import { Writable, type Readable } from 'node:stream';
 import { finished } from 'node:stream/promises';
@@ -39,8 +40,10 @@ export interface PolicyReport {
 }
 
 /** Runs `stages` on `message` as a dry run. Fails (rather than reporting "wrapped") when the message itself cannot be read. */
-export async function tryPolicy(message: Readable, stages: readonly Stage[], request: PolicyTestRequest): Promise<PolicyReport> {
+export async function tryPolicy(message: Readable, allStages: readonly Stage[], request: PolicyTestRequest): Promise<PolicyReport> {
   const { department, direction } = request;
+  // The policy's stages: reply threading is the gateway's, not the policy files', and a dry run cannot look up a conversation.
+  const stages = allStages.filter((s) => s.name !== THREADING);
   const ctx: MessageContext = {
     id: 'policy-test',
     envelope: { mailFrom: '', rcptTo: [] },

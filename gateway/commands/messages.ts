@@ -1,6 +1,6 @@
 import { pipeline } from 'node:stream/promises';
 import { Command } from 'commander';
-import type { AttachmentDetail, MessageMeta, TimelineStep } from '../admin/api.js';
+import type { AttachmentDetail, ConversationMessage, MessageMeta, TimelineStep } from '../admin/api.js';
 import { clip, commandConfig, knownAlias, parsePositive, parseSince, shortTime, withAdminApi } from './common.js';
 
 /** The options of `messages list`. */
@@ -12,6 +12,7 @@ interface ListFlags {
   text?: string;
   attachment?: boolean;
   wrapped?: boolean;
+  thread?: string;
   cursor?: string;
   limit: string;
   json?: boolean;
@@ -35,6 +36,7 @@ export function messagesCommand(): Command {
     .option('--no-attachment', 'only messages without an attachment')
     .option('--wrapped', 'only wrapping messages (the original could not be processed)')
     .option('--no-wrapped', 'only messages that are not wrapping messages')
+    .option('--thread <ref>', 'only messages of this conversation: its reference, e.g. K7P2QX (as in [ref:K7P2QX])')
     .option('--cursor <cursor>', 'the next page: the cursor the page before printed on stderr')
     .option('--limit <n>', 'at most this many messages', '100')
     .option('--json', 'print JSON instead of a table')
@@ -53,6 +55,7 @@ export function messagesCommand(): Command {
           ...(opts.text !== undefined ? { text: opts.text } : {}),
           ...(opts.attachment !== undefined ? { hasAttachment: opts.attachment } : {}),
           ...(opts.wrapped !== undefined ? { wrapped: opts.wrapped } : {}),
+          ...(opts.thread !== undefined ? { thread: threadRef(opts.thread) } : {}),
           ...(opts.cursor !== undefined ? { cursor: opts.cursor } : {}),
           limit,
         });
@@ -70,9 +73,14 @@ export function messagesCommand(): Command {
     .option('--timeline', 'print only the delivery timeline: received, each stage, queued, each attempt with the reply, delivered or failed')
     .action(async (id: string, opts: { json?: boolean; timeline?: boolean }, cmd: Command) => {
       await withAdminApi(cmd, async (api) => {
-        const { meta, attachments, timeline } = await api.showMessage(id);
+        const { meta, attachments, timeline, conversation } = await api.showMessage(id);
         if (opts.timeline) process.stdout.write(opts.json ? JSON.stringify(timeline, null, 2) + '\n' : timelineLines(timeline));
-        else process.stdout.write(opts.json ? JSON.stringify(meta, null, 2) + '\n' : describe(meta, attachments) + 'timeline:\n' + timelineLines(timeline));
+        else
+          process.stdout.write(
+            opts.json
+              ? JSON.stringify(meta, null, 2) + '\n'
+              : describe(meta, attachments) + conversationLines(meta, conversation) + 'timeline:\n' + timelineLines(timeline),
+          );
       });
     });
 
@@ -100,6 +108,22 @@ export function messagesCommand(): Command {
     });
 
   return messages;
+}
+
+/** The token of `--thread`: given bare (K7P2QX) or as written in a subject ([ref:K7P2QX]). */
+function threadRef(value: string): string {
+  return /([2-9A-Za-z]{6})\W*$/.exec(value.trim())?.[1]?.toUpperCase() ?? value;
+}
+
+/** `conversation:` and the conversation's other messages, newest first. */
+function conversationLines(meta: MessageMeta, others: readonly ConversationMessage[]): string {
+  if (!meta.conversation) return '';
+  const head = field('conversation', [`${meta.conversation}${meta.inReplyTo ? `, answering ${meta.inReplyTo}` : ''}`]);
+  const lines = others.map(
+    (m) =>
+      `${m.id}  ${m.receivedAt.slice(0, 19).replace('T', ' ')}  ${m.direction === 'outbound' ? 'out' : 'in '}  ${clip(m.from ?? '', 30)}  ${(m.subject ?? '').replace(/\s+/g, ' ')}`,
+  );
+  return head + (lines.length ? field('  messages', lines) : field('  messages', ['(no other message yet)']));
 }
 
 function table(list: MessageMeta[]): string {

@@ -18,6 +18,7 @@ import { adminSchema } from './admin.js';
 import { dsnNotify, queueSchema, relaySchema, submissionSchema } from './outbound.js';
 import { aliasQuarantineSchema, quarantineSchema } from './quarantine.js';
 import { retentionSchema } from './retention.js';
+import { aliasAutoReply, partitionThreadingKeys } from './threading.js';
 
 const listenAddress = listenAddressOf(2525);
 
@@ -151,8 +152,8 @@ const partition = z
      * allow/block rules supersede the departments' (Cisco guide); masking patterns live here.
      */
     policy: text.optional(),
-    /** Fetched mail whose To/Cc name no alias of the mailbox (Enate "Inbound Email"): `file` under the first alias (default), `auto_reply` to the sender, or `quarantine` (forwarded as `[quarantine]` says). */
-    unknown_recipient: z.enum(['file', 'auto_reply', 'quarantine']).default('file'),
+    // Reply threading and auto-replies (issue 14): reference_format, unknown_recipient, unknown_recipient_reply, auto_reply_interval.
+    ...partitionThreadingKeys,
   })
   .prefault({});
 
@@ -229,6 +230,8 @@ const alias = z.strictObject({
   outgoing: outgoing.optional(),
   /** Overrides `[quarantine]` for mail of this alias, key by key. */
   quarantine: aliasQuarantineSchema.optional(),
+  /** The acknowledgement sent to each sender (issue 14, gateway/auto-reply/). */
+  auto_reply: aliasAutoReply.optional(),
 });
 
 const configTables = z.strictObject({

@@ -14,6 +14,8 @@ export interface DeliveryTarget {
   alias: AliasConfig;
   /** With `split_recipients`: the To/Cc recipient this copy is for. */
   recipient?: string;
+  /** The message names no alias of its mailbox: filed under this alias (`[partition] unknown_recipient`). */
+  unknownRecipient?: true;
 }
 
 /** Header fields whose addresses say who a message was delivered to. */
@@ -64,7 +66,10 @@ export function targetsFor(addressed: Addressed, receives: (alias: AliasConfig) 
   const open = addressed.aliases.filter(receives);
   const aliases = addressed.matched ? open : open.slice(0, 1);
   const toCc = addressed.toCc;
-  return aliases.flatMap((alias) => (alias.incoming?.split_recipients && toCc.length > 1 ? toCc.map((recipient) => ({ alias, recipient })) : [{ alias }]));
+  const unknown = addressed.matched ? {} : { unknownRecipient: true as const };
+  return aliases.flatMap((alias) =>
+    alias.incoming?.split_recipients && toCc.length > 1 ? toCc.map((recipient) => ({ alias, recipient, ...unknown })) : [{ alias, ...unknown }],
+  );
 }
 
 /** `targetsFor(addressedTo(...))`: the copies to store for a message with these headers. */
@@ -72,9 +77,9 @@ export function deliveryTargets(rawHeaders: Buffer, group: readonly AliasConfig[
   return targetsFor(addressedTo(rawHeaders, group), receives);
 }
 
-/** Whether a mailbox's messages need their headers read before they are stored. */
-export function needsTargets(group: readonly AliasConfig[]): boolean {
-  return group.length > 1 || group.some((a) => a.incoming?.split_recipients);
+/** Whether a mailbox's messages need their headers read before they are stored (`unknownRecipient`: `[partition] unknown_recipient`). */
+export function needsTargets(group: readonly AliasConfig[], unknownRecipient: 'file' | 'auto_reply' | 'quarantine' = 'file'): boolean {
+  return group.length > 1 || group.some((a) => a.incoming?.split_recipients) || unknownRecipient !== 'file';
 }
 
 /**

@@ -12,13 +12,14 @@ import type { AliasConfig, Config, IncomingServerConfig } from '../config/schema
 import { ingestMessage, type IngestDeps, type IngestRequest } from '../../ingest/ingest.js';
 import { hasReply } from '../../lib/errors.js';
 import { newMessageId } from '../../storage/ids.js';
-import type { AliasState, AliasStatus, FetchedKey, FetchedRecord } from '../../storage/records.js';
+import type { AliasState, AliasStatus, FetchedKey, FetchedRecord, MessageMeta, QueueEntry } from '../../storage/records.js';
 import type { SideRecord } from '../../storage/store.js';
 import type { Metrics } from '../../lib/metrics.js';
 import { ImapMailbox } from './imap.js';
 import { Pop3Mailbox } from './pop3/mailbox.js';
 import { oversizeRecord } from './oversize.js';
 import type { Mailbox, MailboxItem } from './mailbox.js';
+import { UNKNOWN_RECIPIENT_TAG, autoReply } from '../auto-reply/auto-reply.js';
 import { addressedTo, mailboxIdentity, needsTargets, targetsFor, type DeliveryTarget } from './recipients.js';
 import { AliasHealth } from './alias-health.js';
 import { fetchFailureKind } from './failures.js';
@@ -55,6 +56,8 @@ export interface PollResult {
 /** What the retriever needs. */
 export interface RetrieverDeps extends IngestDeps {
   config: Config;
+  /** The running dispatcher, told about auto-replies queued (gateway/auto-reply/). */
+  dispatcher?: { queued(entry: QueueEntry): void } | undefined;
   metrics?: Metrics;
   hooks?: RetrieverHooks;
   /** The alias's OAuth2 token provider when it sets `oauth2` (gateway/oauth/store.ts aliasTokenProviders). */
@@ -389,9 +392,11 @@ class MailboxWorker {
     let headers: Buffer | undefined;
     let targets: DeliveryTarget[];
     let aliases: readonly AliasConfig[];
-    if (needsTargets(this.#group)) {
+    let written: string[] = [];
+    if (needsTargets(this.#group, this.#deps.config.partition.unknown_recipient)) {
       headers = await mailbox.headers(item);
       const addressed = addressedTo(headers, this.#group);
+      written = addressed.toCc;
       aliases = addressed.aliases;
       targets = targetsFor(addressed, receives);
     } else {
@@ -438,9 +443,24 @@ class MailboxWorker {
       );
       this.#deps.metrics?.inc('mailgate_messages_total', { source: this.#server.type, outcome });
       this.#deps.metrics?.inc('mailgate_message_bytes_total', { source: this.#server.type }, meta.size);
+      await this.#autoReply(meta, target, written);
     }
     await this.#deps.hooks?.afterStore?.(this.alias.name, item);
     return 'stored'; // to be marked stored with the rest of the poll's
+  }
+
+  /**
+   * The alias's acknowledgement, or the answer to mail for an unknown address when
+   * `[partition] unknown_recipient = "auto_reply"` (gateway/auto-reply/). Never fails the fetch.
+   */
+  async #autoReply(meta: MessageMeta, target: DeliveryTarget, written: readonly string[]): Promise<void> {
+    const mode = this.#deps.config.partition.unknown_recipient;
+    if (target.unknownRecipient && mode === 'auto_reply') {
+      const working = this.#group.filter((a) => a.status === 'active').map((a) => a.address);
+      await autoReply(this.#deps, meta, target.alias, { written, working });
+    } else if (target.alias.auto_reply && !(target.unknownRecipient && mode === 'quarantine')) {
+      await autoReply(this.#deps, meta, target.alias);
+    }
   }
 
   /** Stores for ALIAS a record of a message too big to fetch (its headers and size), then applies `on_invalid`. */
@@ -475,6 +495,8 @@ class MailboxWorker {
       ...(opts.mailboxKey !== false && (own.alias !== this.alias.name || own.key !== item.key) ? [{ alias: this.alias.name, key: item.key }] : []),
     ];
     const records: SideRecord[] = keys.map((key) => ({ type: 'fetched', key, record }));
+    // Enate "Inbound Email": mail for an address no alias has is marked for the answer or the quarantine.
+    const unknown = target.unknownRecipient === true && this.#deps.config.partition.unknown_recipient !== 'file';
     return {
       id,
       envelope: { mailFrom: '', rcptTo: [target.recipient ?? alias.address] },
@@ -484,7 +506,7 @@ class MailboxWorker {
       ...(opts.invalid ? {} : { maxSize: this.#server.max_message_size }),
       defaultDomain: this.#deps.config.partition.default_domain,
       sideRecords: records,
-      ...(opts.tags ? { tags: opts.tags } : {}),
+      ...(opts.tags || unknown ? { tags: [...(opts.tags ?? []), ...(unknown ? [UNKNOWN_RECIPIENT_TAG] : [])] } : {}),
     };
   }
 }

@@ -12,6 +12,7 @@ import type { Dispatcher } from '../dispatch/dispatcher.js';
 import { authSettings } from './auth.js';
 import { aliasOfAddress } from '../config/alias-addresses.js';
 import { ingestMessage, type IngestDeps } from '../../ingest/ingest.js';
+import { autoReply } from '../auto-reply/auto-reply.js';
 import { Metrics } from '../../lib/metrics.js';
 
 /** A running SMTP listener: one smtp-server per configured address. */
@@ -120,6 +121,10 @@ function serverOptions(
             defaultDomain: config.partition.default_domain,
             ...(alias?.department ? { department: alias.department } : {}),
             ...(relay ? { sideRecords: [{ type: 'queue-entry' as const, entry: relay }] } : {}),
+          }).then((meta) => {
+            // The alias's acknowledgement (gateway/auto-reply/), not awaited: it never holds up the 250, and never rejects.
+            if (alias?.auto_reply) void autoReply({ ...deps, config }, meta, alias);
+            return meta;
           }),
         accepted: (meta) => ({
           id: meta.id,

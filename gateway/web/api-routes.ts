@@ -72,6 +72,7 @@ export const apiRoutes: readonly ApiRoute[] = [
       text: z.string().min(1).optional().describe('only messages whose subject, From or To contains this text, in any letter case'),
       attachment: flag.optional().describe('true: only messages with an attachment (a blocked one counts); false: only those without'),
       wrapped: flag.optional().describe('true: only wrapping messages; false: only the others'),
+      thread: z.string().min(1).optional().describe('only messages of this conversation (its reference, e.g. K7P2QX)'),
       cursor: z.string().min(1).optional().describe('the `next` of the page before, for the page that follows it'),
       limit: z.coerce.number().int().min(1).optional().describe('at most this many (default 100)'),
     }),

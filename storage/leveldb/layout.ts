@@ -25,6 +25,11 @@
  *   !audit!<id>                     AuditEntry (JSON, records.ts): one change made through the REST API or one
  *                                   sign-in; `<id>` from ids.ts sorts by time. Added without a migration: a new
  *                                   sublevel is simply empty in an older store, and nothing existing changes
+ *   !by-message-id!<message-id>\x00<id>   '' : index of messages by their Message-ID (without angle brackets), for
+ *                                   reply threading; put in the message's commit batch; built for older messages
+ *                                   by migration 8. Message-IDs with NUL or over 500 characters are not indexed
+ *   !by-conversation!<ref>\x00<id>  '' : index of messages by conversation reference (MessageMeta.conversation)
+ *   !auto-replies!<alias>\x00<sender>   ISO time of the last auto-reply the alias sent the sender (gateway/auto-reply/)
  *
  * A rewrite writes the new generation's chunks under a `rewrites` mark naming the new
  * generation, then in one synced batch records the new generation and metadata, deletes
@@ -82,6 +87,12 @@ export function openSublevels(db: RootDb) {
     queue: db.sublevel<string, QueueEntry>('queue', { valueEncoding: 'json' }),
     /** audit id → AuditEntry: the admin's changes and sign-ins. */
     audit: db.sublevel<string, AuditEntry>('audit', { valueEncoding: 'json' }),
+    /** `<message-id>\x00<id>` → ''. */
+    byMessageId: db.sublevel<string, string>('by-message-id', {}),
+    /** `<conversation ref>\x00<id>` → ''. */
+    byConversation: db.sublevel<string, string>('by-conversation', {}),
+    /** `<alias>\x00<sender>` → ISO time of the last auto-reply. */
+    autoReplies: db.sublevel<string, string>('auto-replies', {}),
   };
 }
 
@@ -146,7 +157,32 @@ export const migrations: readonly Migration[] = [
   { version: 5, description: 'alias-state sublevel: alias health kept by the retriever and admins (new, nothing to rewrite)', up: async () => {} },
   { version: 6, description: 'oauth-cache sublevel: encrypted OAuth token caches per alias (new, nothing to rewrite)', up: async () => {} },
   { version: 7, description: 'queue sublevel: outbound and relayed messages still to deliver (new, nothing to rewrite)', up: async () => {} },
+  { version: 8, description: 'by-message-id index of stored messages, for reply threading', up: indexMessageIds },
 ];
+
+/** Longest Message-ID indexed: a longer one is no real mailer's, and keys stay small. */
+const MAX_INDEXED_MESSAGE_ID = 500;
+
+/** The `by-message-id` key of message `id` whose Message-ID is `messageId`, or undefined when it is not indexed. */
+export function messageIdKey(messageId: string | undefined, id: string): string | undefined {
+  if (!messageId || messageId.length > MAX_INDEXED_MESSAGE_ID || messageId.includes('\x00')) return undefined;
+  return `${messageId}\x00${id}`;
+}
+
+// Migration 8: index the Message-IDs of messages stored before threading, so a reply to one joins it.
+async function indexMessageIds(db: RootDb): Promise<void> {
+  const { messages, byMessageId } = openSublevels(db);
+  let ops: StoreOp[] = [];
+  for await (const meta of messages.values()) {
+    const key = messageIdKey(meta.messageId, meta.id);
+    if (key) ops.push({ type: 'put', sublevel: byMessageId, key, value: '' });
+    if (ops.length >= 1000) {
+      await db.batch<string, unknown>(ops, {});
+      ops = [];
+    }
+  }
+  if (ops.length > 0) await db.batch<string, unknown>(ops, {});
+}
 
 /** The layout version this code reads and writes. */
 export const SCHEMA_VERSION = migrations[migrations.length - 1]?.version ?? 0;

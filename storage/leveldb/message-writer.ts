@@ -9,7 +9,7 @@ import { finished } from 'node:stream/promises';
 import type { MessageMeta } from '../records.js';
 import type { MessageWriter as StoreMessageWriter, SideRecord } from '../store.js';
 import type { GroupCommit } from './group-commit.js';
-import { aliasKey, chunkKey, clearUnfinished, quarantineRange, type RootDb, type StoreOp, type Sublevels } from './layout.js';
+import { aliasKey, chunkKey, clearUnfinished, messageIdKey, quarantineRange, type RootDb, type StoreOp, type Sublevels } from './layout.js';
 import { sideRecordOps } from './side-records.js';
 import { grownStage } from '../../lib/buffers.js';
 
@@ -155,6 +155,9 @@ export class MessageWriter extends Writable implements StoreMessageWriter {
       const stored: MessageMeta = { ...meta, size: this.#bytesWritten };
       ops.push({ type: 'put', sublevel: sublevels.messages, key: this.id, value: stored });
       if (alias !== undefined) ops.push({ type: 'put', sublevel: sublevels.byAlias, key: aliasKey(alias, this.id), value: '' });
+      const byMessageId = messageIdKey(meta.messageId, this.id);
+      if (byMessageId) ops.push({ type: 'put', sublevel: sublevels.byMessageId, key: byMessageId, value: '' });
+      if (meta.conversation) ops.push({ type: 'put', sublevel: sublevels.byConversation, key: aliasKey(meta.conversation, this.id), value: '' });
       if (this.#pendingWritten || spoolMarks.has(this.id)) ops.push({ type: 'del', sublevel: sublevels.pending, key: this.id });
       // Records that belong to the message (e.g. its quarantined parts, its queue entry) become visible with it.
       if (sideRecords.length > 0) ops.push(...(await sideRecordOps(sublevels, sideRecords)));

@@ -8,7 +8,7 @@ import type { MessageMeta } from '../records.js';
 import type { DeletedMessages } from '../store.js';
 import { storeErrors } from '../../lib/errors.js';
 import { idFloor } from '../ids.js';
-import { aliasKey, clearUnfinished, quarantineRange, type RootDb, type StoreOp, type Sublevels } from './layout.js';
+import { aliasKey, clearUnfinished, messageIdKey, quarantineRange, type RootDb, type StoreOp, type Sublevels } from './layout.js';
 import { lockMessage } from './message-rewrite.js';
 import type { LevelStore } from './store.js';
 
@@ -135,7 +135,7 @@ export async function compactDeleted(db: RootDb, sublevels: Sublevels, deleted: 
 
 /** The synced batch of one deletion: the records go, the pending mark comes (layout.ts). Exported for LevelDB's own tests. */
 export function deletionOps(sublevels: Sublevels, meta: MessageMeta, quarantined: readonly string[]): StoreOp[] {
-  const { messages, byAlias, generations, rewrites, quarantine, pending } = sublevels;
+  const { messages, byAlias, byMessageId, byConversation, generations, rewrites, quarantine, pending } = sublevels;
   const ops: StoreOp[] = [
     { type: 'del', sublevel: messages, key: meta.id },
     { type: 'del', sublevel: generations, key: meta.id },
@@ -143,6 +143,10 @@ export function deletionOps(sublevels: Sublevels, meta: MessageMeta, quarantined
     { type: 'put', sublevel: pending, key: meta.id, value: '' },
   ];
   if (meta.source.alias !== undefined) ops.push({ type: 'del', sublevel: byAlias, key: aliasKey(meta.source.alias, meta.id) });
+  // The threading indexes (message-writer.ts writes them): a deleted message is no longer found by its Message-ID or conversation.
+  const byId = messageIdKey(meta.messageId, meta.id);
+  if (byId !== undefined) ops.push({ type: 'del', sublevel: byMessageId, key: byId });
+  if (meta.conversation) ops.push({ type: 'del', sublevel: byConversation, key: aliasKey(meta.conversation, meta.id) });
   for (const key of quarantined) ops.push({ type: 'del', sublevel: quarantine, key });
   return ops;
 }

@@ -27,6 +27,7 @@ import {
   clearUnfinished,
   fetchedKey,
   idOfAliasKey,
+  messageIdKey,
   openDatabase,
   openSublevels,
   runMigrations,
@@ -85,6 +86,7 @@ export class LevelStore implements Store {
   // What deletions emptied since the last compaction (retention.ts).
   readonly #deleted = new DeletedRanges();
   #closing: Promise<void> | undefined;
+  #autoReplyClaims: Promise<void> = Promise.resolve();
 
   private constructor(dir: string, db: RootDb, logger: StoreLogger) {
     this.dir = dir;
@@ -144,6 +146,30 @@ export class LevelStore implements Store {
   rewriteMessage(id: string): Promise<RewriteWriter> {
     this.#assertOpen();
     return RewriteWriter.start(this, id);
+  }
+
+  /** Oldest first: the index keys sort by id after the Message-ID. */
+  async findByMessageId(messageId: string): Promise<MessageMeta[]> {
+    const prefix = messageIdKey(messageId, '');
+    if (prefix === undefined) return [];
+    const ids: string[] = [];
+    for await (const key of this.sublevels.byMessageId.keys({ gte: prefix, lt: `${prefix.slice(0, -1)}\x01` })) ids.push(idOfAliasKey(key));
+    if (ids.length === 0) return [];
+    return (await this.sublevels.messages.getMany(ids)).filter((m): m is MessageMeta => m !== undefined);
+  }
+
+  /** One claim at a time, so the check and the record cannot interleave with another claim. */
+  claimAutoReply(alias: string, sender: string, at: Date, notBefore: Date): Promise<boolean> {
+    if (alias.includes('\x00')) return Promise.reject(new TypeError('alias contains NUL'));
+    const key = `${alias}\x00${sender.toLowerCase()}`;
+    const claim = this.#autoReplyClaims.then(async () => {
+      const last = await this.sublevels.autoReplies.get(key);
+      if (last !== undefined && Date.parse(last) >= notBefore.getTime()) return false;
+      await this.commitBatch([{ type: 'put', sublevel: this.sublevels.autoReplies, key, value: at.toISOString() }]);
+      return true;
+    });
+    this.#autoReplyClaims = claim.then(noop, noop);
+    return claim;
   }
 
   createQuarantineSpool(id: string): QuarantineSpool {
@@ -250,9 +276,20 @@ export class LevelStore implements Store {
     const limit = opts.limit ?? DEFAULT_LIST_LIMIT;
     if (!(limit > 0)) return [];
     if (opts.alias?.includes('\x00')) throw new TypeError('alias contains NUL');
+    if (opts.thread?.includes('\x00')) return [];
     const range = idRange(opts);
     if (range === undefined) return [];
     const found: MessageMeta[] = [];
+    if (opts.thread !== undefined) {
+      // A conversation is a handful of messages: its index, then every other filter message by message.
+      for await (const meta of this.#newestFirst(opts.thread, range, ALIAS_PAGE, 'byConversation')) {
+        if (opts.alias !== undefined && meta.source.alias !== opts.alias) continue;
+        if (!matchesContent(meta, opts)) continue;
+        found.push(meta);
+        if (found.length >= limit) break;
+      }
+      return found;
+    }
     if (!filtersContent(opts)) {
       if (opts.alias === undefined) {
         const levelLimit = Number.isFinite(limit) ? Math.floor(limit) : -1;
@@ -275,8 +312,14 @@ export class LevelStore implements Store {
   }
 
   /** Committed messages newest first within `range` of ids, of one alias when given, read `pageSize` at a time. */
-  async *#newestFirst(alias: string | undefined, range: IdRange, pageSize = ALIAS_PAGE): AsyncGenerator<MessageMeta> {
-    const { messages, byAlias } = this.sublevels;
+  async *#newestFirst(
+    alias: string | undefined,
+    range: IdRange,
+    pageSize = ALIAS_PAGE,
+    index: 'byAlias' | 'byConversation' = 'byAlias',
+  ): AsyncGenerator<MessageMeta> {
+    const { messages } = this.sublevels;
+    const byAlias = this.sublevels[index];
     if (alias === undefined) {
       yield* messages.values({ ...range, reverse: true });
       return;
@@ -432,6 +475,8 @@ export class LevelStore implements Store {
     this.#logger.info({ dir: this.dir, swept: ids.length }, `store opened; swept ${ids.length} unfinished message(s)`);
   }
 }
+
+function noop(): void {}
 
 async function freeBytes(dir: string): Promise<number> {
   try {

@@ -601,6 +601,64 @@ export function storeContract(name: string, factory: StoreFactory): void {
     });
   }
 
+  contract('messages are found by their Message-ID, oldest first, and listed by conversation', async (store) => {
+    const commit = async (over: Partial<MessageMeta>) => {
+      const id = newMessageId();
+      const writer = store.createMessageWriter(id);
+      writer.end(Buffer.from('x\r\n'));
+      await writer.commit(sampleMeta(id, over));
+      return id;
+    };
+    const first = await commit({ messageId: 'abc@example.org', conversation: 'K7P2QX' });
+    const copy = await commit({ messageId: 'abc@example.org', source: { kind: 'imap', alias: 'support' } });
+    const reply = await commit({ messageId: 'reply@example.com', conversation: 'K7P2QX', inReplyTo: first });
+    await commit({ messageId: 'abc@example.org.other', conversation: 'OTHER2' });
+    assert.deepEqual(
+      (await store.findByMessageId('abc@example.org')).map((m) => m.id),
+      [first, copy],
+    );
+    assert.equal((await store.findByMessageId('reply@example.com'))[0]?.inReplyTo, first);
+    assert.deepEqual(await store.findByMessageId('abc@example'), [], 'a prefix of a Message-ID is not it');
+    assert.deepEqual(await store.findByMessageId('nobody@example.org'), []);
+    assert.deepEqual(
+      (await store.listMessages({ thread: 'K7P2QX' })).map((m) => m.id),
+      [reply, first],
+    );
+    assert.deepEqual(
+      (await store.listMessages({ thread: 'K7P2QX', limit: 1 })).map((m) => m.id),
+      [reply],
+    );
+    assert.deepEqual(
+      (await store.listMessages({ thread: 'K7P2QX', before: reply })).map((m) => m.id),
+      [first],
+    );
+    assert.deepEqual(await store.listMessages({ thread: 'K7P2QX', alias: 'support' }), []);
+    assert.deepEqual(await store.listMessages({ thread: 'NONE00' }), []);
+    // A deleted message (retention, `messages delete`) is found neither way.
+    await store.deleteMessage(first);
+    assert.deepEqual(
+      (await store.findByMessageId('abc@example.org')).map((m) => m.id),
+      [copy],
+    );
+    assert.deepEqual(
+      (await store.listMessages({ thread: 'K7P2QX' })).map((m) => m.id),
+      [reply],
+    );
+  });
+
+  contract('an auto-reply is claimed once per sender and alias until the interval has passed', async (store) => {
+    const t0 = new Date('2026-03-01T10:00:00.000Z');
+    const day = 24 * 3600_000;
+    const at = (ms: number) => new Date(t0.getTime() + ms);
+    assert.equal(await store.claimAutoReply('sales', 'Ann@example.org', t0, at(-day)), true, 'the first one goes');
+    assert.equal(await store.claimAutoReply('sales', 'ann@example.org', at(3600_000), at(3600_000 - day)), false, 'not again within a day, whatever the case');
+    assert.equal(await store.claimAutoReply('support', 'ann@example.org', at(3600_000), at(3600_000 - day)), true, 'another alias answers on its own');
+    assert.equal(await store.claimAutoReply('sales', 'bob@example.org', at(3600_000), at(3600_000 - day)), true, 'another sender too');
+    const together = await Promise.all([1, 2, 3].map(() => store.claimAutoReply('sales', 'carl@example.org', t0, at(-day))));
+    assert.deepEqual(together.filter(Boolean).length, 1, 'claims made together: one wins');
+    assert.equal(await store.claimAutoReply('sales', 'ann@example.org', at(day + 1), at(1)), true, 'after the interval, again');
+  });
+
   test(`${name}: close waits for a commit in flight, is safe twice, and refuses writes after`, async () => {
     const store = await factory.open();
     let reopened: Store | undefined;
@@ -647,6 +705,7 @@ export function storeContract(name: string, factory: StoreFactory): void {
         await store.putAliasState('sales', { status: 'active', failures: 0, changedAt: '2026-03-01T10:00:00.000Z', changedBy: 'admin' });
         await store.putFetched({ alias: 'sales', key: '1:1' }, { id });
         await store.writeTokenCache('sales', Buffer.from('sealed'));
+        await store.claimAutoReply('sales', 'ann@example.org', new Date(), new Date(Date.now() - 3600_000));
         // Never committed: the store closes with it half written, as a stop in the middle would leave it.
         const unfinished = newMessageId();
         const writer = store.createMessageWriter(unfinished);
@@ -664,6 +723,11 @@ export function storeContract(name: string, factory: StoreFactory): void {
         assert.equal((await reopened.getAliasState('sales'))?.changedBy, 'admin');
         assert.deepEqual(await reopened.getFetched([{ alias: 'sales', key: '1:1' }]), [{ id }]);
         assert.deepEqual(await reopened.readTokenCache('sales'), Buffer.from('sealed'));
+        assert.equal(
+          await reopened.claimAutoReply('sales', 'ann@example.org', new Date(), new Date(Date.now() - 3600_000)),
+          false,
+          'an auto-reply is remembered',
+        );
         assert.equal(await reopened.getMessage(unfinished), undefined);
         assert.deepEqual(await reopened.listQuarantine({ messageId: unfinished }), []);
         assert.deepEqual(

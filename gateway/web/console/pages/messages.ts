@@ -5,7 +5,7 @@ import { actionButton, badge, size, table, time } from '../layout.js';
 import { canOperate, canReadContent, type PageContext } from './context.js';
 
 /** The search form's fields, as the API's query names them. */
-export type MessageSearch = Partial<Record<'text' | 'alias' | 'tag' | 'since' | 'until' | 'attachment' | 'wrapped', string>>;
+export type MessageSearch = Partial<Record<'text' | 'alias' | 'tag' | 'since' | 'until' | 'attachment' | 'wrapped' | 'thread', string>>;
 
 function choice(name: string, label: string, value: string | undefined, options: readonly [string, string][]): Html {
   return html`<label
@@ -27,6 +27,7 @@ function searchForm(ctx: PageContext, q: MessageSearch): Html {
     <label>Search <input type="search" name="text" value="${q.text ?? ''}" placeholder="subject, from or to" /></label>
     ${choice('alias', 'Alias', q.alias, aliases)}
     <label>Tag <input type="text" name="tag" value="${q.tag ?? ''}" size="14" /></label>
+    <label>Conversation <input type="text" name="thread" value="${q.thread ?? ''}" size="8" placeholder="K7P2QX" /></label>
     <label>Since (UTC) <input type="datetime-local" name="since" value="${q.since ?? ''}" /></label>
     <label>Until (UTC) <input type="datetime-local" name="until" value="${q.until ?? ''}" /></label>
     ${choice('attachment', 'Attachment', q.attachment, yesNo)} ${choice('wrapped', 'Wrapped', q.wrapped, yesNo)}
@@ -110,6 +111,30 @@ function step(s: TimelineStep): Html {
   return html`<li>${badge(s.event.replace('_', ' '), tone)} ${time(s.at)} ${s.summary}</li>`;
 }
 
+/** The message's conversation: its other messages, newest first, each a link. */
+function conversationSection(d: MessageDetails): Html {
+  return html`<h2>Conversation</h2>
+    ${table(
+      'Conversation',
+      html`<tr>
+        <th scope="col">Received</th>
+        <th scope="col">Way</th>
+        <th scope="col">From</th>
+        <th scope="col">Subject</th>
+      </tr>`,
+      d.conversation.map(
+        (c) =>
+          html`<tr>
+            <td>${time(c.receivedAt)}</td>
+            <td>${c.direction === 'outbound' ? 'sent' : 'received'}${c.id === d.meta.inReplyTo ? ' (answered by this one)' : ''}</td>
+            <td>${c.from ?? ''}</td>
+            <td><a href="/messages/${c.id}">${c.subject || '(no subject)'}</a></td>
+          </tr>`,
+      ),
+      'No other message in this conversation yet.',
+    )}`;
+}
+
 export function messagePage(ctx: PageContext, d: MessageDetails): Html {
   const m = d.meta;
   const src = m.source;
@@ -156,6 +181,12 @@ export function messagePage(ctx: PageContext, d: MessageDetails): Html {
               <dd>${m._WrappingMessageReason}</dd>`
           : ''
       }
+      ${
+        m.conversation
+          ? html`<dt>Conversation</dt>
+              <dd><a class="mono" href="/messages?thread=${encodeURIComponent(m.conversation)}">${m.conversation}</a></dd>`
+          : ''
+      }
       <dt>Tags</dt>
       <dd>
         ${m.tags.length ? m.tags.map((t) => html`<a class="badge" href="/messages?tag=${encodeURIComponent(t)}">${t}</a> `) : html`<span class="muted">none</span>`}
@@ -177,6 +208,7 @@ export function messagePage(ctx: PageContext, d: MessageDetails): Html {
       d.attachments.map((a, i) => attachmentRow(ctx, a, m.attachments[i]!)),
       'No attachments.',
     )}
+    ${m.conversation ? conversationSection(d) : ''}
     <h2>Findings</h2>
     ${
       findings.length === 0
