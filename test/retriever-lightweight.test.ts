@@ -5,17 +5,15 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadConfigText } from '../gateway/config/load.js';
 import { ConfigError } from '../lib/config-file/toml.js';
-import { startRetriever, type PollResult, type RetrieverHooks } from '../gateway/fetch/retriever.js';
+import type { RetrieverHooks } from '../gateway/fetch/retriever.js';
 import type { MailboxItem } from '../gateway/fetch/mailbox.js';
 import { LevelStore } from '../storage/leveldb/store.js';
 import { ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot.js';
-import { capturingLogger } from './helpers/gateway.js';
+import { retrieveFrom, type Incoming } from './helpers/retrieve.js';
 import { closedPort } from './helpers/upstream.js';
-import { fixture, tempDir } from './helpers/paths.js';
 
 const USERS = ['parallel', 'budget', 'deleted', 'expunged', 'pop3lw'];
 let dovecot: TestDovecot;
@@ -43,58 +41,9 @@ function message(name: string, bodyBytes: number): Buffer {
   return Buffer.from(head.join('\r\n') + '\r\n\r\n' + body.join('\r\n') + '\r\n');
 }
 
-type Incoming = Record<string, string | number | boolean>;
-
-/** A retriever for one alias fetching USER's mailbox over IMAP (STARTTLS), polling once an hour unless told. */
-async function retrieve(t: { after(fn: () => Promise<void>): void }, user: string, incoming: Incoming, hooks: RetrieverHooks = {}) {
-  const { dir, cleanup } = await tempDir();
-  const settings: Incoming = {
-    type: 'imap',
-    host: '127.0.0.1',
-    port: dovecot.imapPort,
-    security: 'starttls',
-    ca_file: fixture('tls', 'cert.pem'),
-    user,
-    password: `pw-${user}`,
-    poll_interval: 3600,
-    reconnect_interval: 3600,
-    idle: false,
-    ...incoming,
-  };
-  const toml = [
-    `data_dir = ${JSON.stringify(path.join(dir, 'data'))}`,
-    '[[alias]]',
-    `name = "${user}"`,
-    `address = "${user}@example.com"`,
-    '[alias.incoming]',
-    ...Object.entries(settings).map(([k, v]) => `${k} = ${JSON.stringify(v)}`),
-  ].join('\n');
-  const config = loadConfigText(toml, path.join(dir, 'mailgate.toml'), {});
-  const store = await LevelStore.open(config.data_dir);
-  const polls: PollResult[] = [];
-  const log = capturingLogger();
-  const retriever = startRetriever({
-    config,
-    store,
-    logger: log.logger,
-    stages: () => [],
-    hooks: { ...hooks, afterPoll: (_alias, result) => void polls.push(result) },
-  });
-  t.after(async () => {
-    await retriever.stop();
-    await store.close();
-    await cleanup();
-  });
-  const waitForPolls = async (count: number, timeoutMs = 20_000) => {
-    const deadline = Date.now() + timeoutMs;
-    while (polls.length < count) {
-      if (Date.now() > deadline) throw new Error(`only ${polls.length} poll(s) in ${timeoutMs} ms; log: ${log.entries.map((e) => e.msg).join(' | ')}`);
-      await sleep(20);
-    }
-    return polls;
-  };
-  return { store, polls, log, waitForPolls, retriever };
-}
+/** A retriever for one alias fetching USER's mailbox over IMAP (STARTTLS), polling once an hour unless told (test/helpers/retrieve.ts). */
+const retrieve = (t: { after(fn: () => Promise<void>): void }, user: string, incoming: Incoming, hooks: RetrieverHooks = {}) =>
+  retrieveFrom(dovecot, t, user, incoming, hooks);
 
 /** Subjects of the stored messages, sorted, and each stored message's bytes compared with what was delivered. */
 async function storedSubjects(store: LevelStore, alias: string, delivered: Map<string, Buffer>): Promise<string[]> {

@@ -1,14 +1,12 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadConfigText } from '../gateway/config/load.js';
 import { ConfigError } from '../lib/config-file/toml.js';
-import { startRetriever, type PollResult, type RetrieverHooks } from '../gateway/fetch/retriever.js';
+import type { RetrieverHooks } from '../gateway/fetch/retriever.js';
 import { LevelStore } from '../storage/leveldb/store.js';
 import { ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot.js';
-import { capturingLogger } from './helpers/gateway.js';
-import { fixture, tempDir } from './helpers/paths.js';
+import { retrieveFrom, type Incoming } from './helpers/retrieve.js';
 
 // One mailbox user per test, so no test sees another's mail.
 const USERS = ['starttls', 'imaps', 'pop3', 'keep', 'items', 'big', 'idle', 'crash', 'backlog-imap', 'backlog-pop3'];
@@ -39,73 +37,10 @@ function message(n: number, bodyBytes = 200): Buffer {
 }
 
 /** `[alias.incoming]` keys; null leaves a key out, so its default applies. */
-type Incoming = Record<string, string | number | boolean | null>;
 
-/** Runs a retriever for one alias fetching USER's mailbox; the store and directory go away in `t.after`. */
-async function retrieve(t: { after(fn: () => Promise<void>): void }, user: string, incoming: Incoming, hooks: RetrieverHooks = {}, reuse?: LevelStore) {
-  const { dir, cleanup } = await tempDir();
-  const settings: Incoming = {
-    type: 'imap',
-    host: '127.0.0.1',
-    port: dovecot.imapPort,
-    security: 'starttls',
-    ca_file: fixture('tls', 'cert.pem'),
-    user,
-    password: `pw-${user}`,
-    poll_interval: 3600,
-    reconnect_interval: 3600,
-    idle: false,
-    ...incoming,
-  };
-  const toml = [
-    `data_dir = ${JSON.stringify(path.join(dir, 'data'))}`,
-    '[[alias]]',
-    `name = "${user}"`,
-    `address = "${user}@example.com"`,
-    '[alias.incoming]',
-    ...Object.entries(settings)
-      .filter(([, v]) => v !== null)
-      .map(([k, v]) => `${k} = ${JSON.stringify(v)}`),
-  ].join('\n');
-  const config = loadConfigText(toml, path.join(dir, 'mailgate.toml'), {});
-  const store = reuse ?? (await LevelStore.open(config.data_dir));
-  const polls: PollResult[] = [];
-  const log = capturingLogger();
-  const retriever = startRetriever({
-    config,
-    store,
-    logger: log.logger,
-    stages: () => [],
-    hooks: {
-      ...hooks,
-      afterPoll: (alias, result) => {
-        polls.push(result);
-        hooks.afterPoll?.(alias, result);
-      },
-    },
-  });
-  let stopped = false;
-  const stop = async () => {
-    if (stopped) return;
-    stopped = true;
-    await retriever.stop();
-  };
-  t.after(async () => {
-    await stop();
-    if (!reuse) await store.close();
-    await cleanup();
-  });
-  const waitForPolls = async (count: number, timeoutMs = 15_000) => {
-    const deadline = Date.now() + timeoutMs;
-    while (polls.length < count) {
-      if (Date.now() > deadline)
-        throw new Error(`only ${polls.length} poll(s) in ${timeoutMs} ms; log: ${log.entries.map((e) => e.msg + ' ' + String(e.kind ?? '')).join(' | ')}`);
-      await sleep(20);
-    }
-    return polls;
-  };
-  return { store, polls, log, stop, waitForPolls, retriever };
-}
+/** Runs a retriever for one alias fetching USER's mailbox (test/helpers/retrieve.ts). */
+const retrieve = (t: { after(fn: () => Promise<void>): void }, user: string, incoming: Incoming, hooks: RetrieverHooks = {}, reuse?: LevelStore) =>
+  retrieveFrom(dovecot, t, user, incoming, hooks, reuse);
 
 async function storedBytes(store: LevelStore, alias: string): Promise<string[]> {
   const metas = await store.listMessages({ alias, limit: 1000 });

@@ -116,10 +116,9 @@ export function parseDeliveryStatus(text: string, truncatedInput = false): Deliv
       finish();
       continue;
     }
-    const colon = field.indexOf(':');
-    if (colon <= 0) continue;
-    const key = field.slice(0, colon).trim().toLowerCase();
-    const value = field.slice(colon + 1).trim();
+    const pair = nameAndValue(field);
+    if (!pair) continue;
+    const [key, value] = pair;
     if (key === 'reporting-mta' && !current) {
       report.reportingMta ??= withoutType(value);
       continue;
@@ -154,6 +153,13 @@ function inlineBase64(text: string): string {
     .filter((line) => /^[A-Za-z0-9+/=]+$/.test(line.trim()))
     .join('');
   return `${text.slice(0, m.index)}\n\n${Buffer.from(tail, 'base64').toString('utf8')}`;
+}
+
+/** A field as its lower-case name and trimmed value; undefined for a line that is not one. */
+function nameAndValue(field: string): [string, string] | undefined {
+  const colon = field.indexOf(':');
+  if (colon <= 0) return undefined;
+  return [field.slice(0, colon).trim().toLowerCase(), field.slice(colon + 1).trim()];
 }
 
 /** Header-style fields with continuation lines joined; a blank line yields ''. */
@@ -233,10 +239,8 @@ function splitHeader(text: string): { fields: Map<string, string>; body: string 
   const body = end ? text.slice(end.index + end[0].length) : '';
   const fields = new Map<string, string>();
   for (const field of unfoldedFields(head)) {
-    const colon = field.indexOf(':');
-    if (colon <= 0) continue;
-    const key = field.slice(0, colon).trim().toLowerCase();
-    if (!fields.has(key)) fields.set(key, field.slice(colon + 1).trim());
+    const pair = nameAndValue(field);
+    if (pair && !fields.has(pair[0])) fields.set(pair[0], pair[1]);
   }
   return { fields, body };
 }
@@ -257,13 +261,10 @@ export interface FeedbackReport {
 export function parseFeedbackReport(text: string): FeedbackReport {
   const report: FeedbackReport = { complainants: [] };
   for (const field of unfoldedFields(text)) {
-    const colon = field.indexOf(':');
-    if (colon <= 0) continue;
-    const key = field.slice(0, colon).trim().toLowerCase();
-    const value = field
-      .slice(colon + 1)
-      .trim()
-      .replace(/^<(.*)>$/, '$1');
+    const pair = nameAndValue(field);
+    if (!pair) continue;
+    const key = pair[0];
+    const value = pair[1].replace(/^<(.*)>$/, '$1');
     if (key === 'feedback-type') report.feedbackType ??= value.toLowerCase();
     else if (key === 'original-rcpt-to' && report.complainants.length < MAX_RECIPIENTS) report.complainants.push(value);
     else if (key === 'original-mail-from') report.originalMailFrom ??= value;
@@ -298,13 +299,10 @@ export interface DispositionNotification {
 export function parseDispositionNotification(text: string): DispositionNotification {
   const mdn: DispositionNotification = {};
   for (const field of unfoldedFields(text)) {
-    const colon = field.indexOf(':');
-    if (colon <= 0) continue;
-    const key = field.slice(0, colon).trim().toLowerCase();
-    const value = field
-      .slice(colon + 1)
-      .trim()
-      .slice(0, MAX_DIAGNOSTIC);
+    const pair = nameAndValue(field);
+    if (!pair) continue;
+    const key = pair[0];
+    const value = pair[1].slice(0, MAX_DIAGNOSTIC);
     if (key === 'disposition') {
       // disposition-mode ";" disposition-type ["/" modifier...]
       const [mode, type] = value.split(';').map((s) => s.trim());

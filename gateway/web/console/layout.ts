@@ -116,16 +116,24 @@ export function actionButton(opts: {
   </form>`;
 }
 
+/** A column heading: its label, right-aligned for numbers; false leaves the column out (a button the role may not use). */
+export type Column = string | { label: string; num: true } | false;
+
 /** A table in a box that scrolls sideways on a narrow screen rather than the whole page. */
-export function table(caption: string, head: Html, rows: Html[], empty: string): Html {
+export function table(caption: string, columns: readonly Column[], rows: Html[], empty: string): Html {
   if (rows.length === 0) return html`<p class="muted">${empty}</p>`;
+  const heads = columns.map((c) =>
+    c === false ? '' : typeof c === 'string' ? html`<th scope="col">${c}</th>` : html`<th scope="col" class="num">${c.label}</th>`,
+  );
   return html`<div class="scroll">
     <table>
       <caption class="visually-hidden">
         ${caption}
       </caption>
       <thead>
-        ${head}
+        <tr>
+          ${heads}
+        </tr>
       </thead>
       <tbody>
         ${rows}

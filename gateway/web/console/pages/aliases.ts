@@ -15,12 +15,7 @@ export function testReport(report: AliasTestReport): Html {
     <h2 id="test-title">Connection test of ${report.alias}: ${report.ok ? badge('passed', 'ok') : badge('failed', 'bad')}</h2>
     ${table(
       `Connection test of ${report.alias}`,
-      html`<tr>
-        <th scope="col">Server</th>
-        <th scope="col">Step</th>
-        <th scope="col">Result</th>
-        <th scope="col">Detail</th>
-      </tr>`,
+      ['Server', 'Step', 'Result', 'Detail'],
       report.steps.map(
         (s) =>
           html`<tr>
@@ -41,16 +36,7 @@ export function aliasesPage(ctx: PageContext, rows: AliasRow[], report?: AliasTe
     <div id="alias-table" data-live="alias-status" hx-get="/aliases" hx-select="#alias-table" hx-trigger="live" hx-swap="outerHTML">
       ${table(
         'Aliases',
-        html`<tr>
-          <th scope="col">Alias</th>
-          <th scope="col">Incoming</th>
-          <th scope="col">Status</th>
-          <th scope="col" class="num">Failures</th>
-          <th scope="col">Reason</th>
-          <th scope="col">Next retry</th>
-          <th scope="col">Changed</th>
-          ${operate ? html`<th scope="col">Actions</th>` : ''}
-        </tr>`,
+        ['Alias', 'Incoming', 'Status', { label: 'Failures', num: true }, 'Reason', 'Next retry', 'Changed', operate && 'Actions'],
         rows.map(
           (a) =>
             html`<tr id="alias-${a.name}">

@@ -23,14 +23,7 @@ export function auditPage(window: string, list: AuditEntry[], limit: number): Ht
     </form>
     ${table(
       'Audit log, newest first',
-      html`<tr>
-        <th scope="col">When</th>
-        <th scope="col">Who</th>
-        <th scope="col">Action</th>
-        <th scope="col">Target</th>
-        <th scope="col">From</th>
-        <th scope="col">Outcome</th>
-      </tr>`,
+      ['When', 'Who', 'Action', 'Target', 'From', 'Outcome'],
       list.map(
         (e) =>
           html`<tr>

@@ -23,6 +23,8 @@ const SOURCES: Record<string, string> = {
   pop3: 'POP3 fetch',
   cli: 'mailgate send',
   dsn: 'Delivery notices',
+  quarantine: 'Quarantine forwards',
+  'auto-reply': 'Auto-replies',
 };
 
 function traffic(title: string, rows: TrafficRow[]): Html {
@@ -30,10 +32,7 @@ function traffic(title: string, rows: TrafficRow[]): Html {
   return html`<h2>${title}: ${total} message${total === 1 ? '' : 's'}</h2>
     ${table(
       `${title} by source and outcome`,
-      html`<tr>
-        <th scope="col">Source</th>
-        ${COLUMNS.map(([, label]) => html`<th scope="col" class="num">${label}</th>`)}
-      </tr>`,
+      ['Source', ...COLUMNS.map(([, label]) => ({ label, num: true as const }))],
       rows.map(
         (r) =>
           html`<tr>
@@ -87,12 +86,7 @@ export function dashboardLive(s: GatewaySummary): Html {
     <h2>Alias health</h2>
     ${table(
       'Alias health',
-      html`<tr>
-        <th scope="col">Alias</th>
-        <th scope="col">Status</th>
-        <th scope="col" class="num">Failures</th>
-        <th scope="col">Reason</th>
-      </tr>`,
+      ['Alias', 'Status', { label: 'Failures', num: true }, 'Reason'],
       s.aliases.map(
         (a) =>
           html`<tr>

@@ -56,15 +56,7 @@ export function messagesPage(ctx: PageContext, q: MessageSearch, found: MessageP
   return html`${searchForm(ctx, q)}
   ${table(
     'Messages, newest first',
-    html`<tr>
-      <th scope="col">Received</th>
-      <th scope="col">Subject</th>
-      <th scope="col">From</th>
-      <th scope="col">To</th>
-      <th scope="col">Source</th>
-      <th scope="col" class="num">Size</th>
-      <th scope="col">Outcome</th>
-    </tr>`,
+    ['Received', 'Subject', 'From', 'To', 'Source', { label: 'Size', num: true }, 'Outcome'],
     found.messages.map(
       (m) =>
         html`<tr>
@@ -116,12 +108,7 @@ function conversationSection(d: MessageDetails): Html {
   return html`<h2>Conversation</h2>
     ${table(
       'Conversation',
-      html`<tr>
-        <th scope="col">Received</th>
-        <th scope="col">Way</th>
-        <th scope="col">From</th>
-        <th scope="col">Subject</th>
-      </tr>`,
+      ['Received', 'Way', 'From', 'Subject'],
       d.conversation.map(
         (c) =>
           html`<tr>
@@ -198,13 +185,7 @@ export function messagePage(ctx: PageContext, d: MessageDetails): Html {
     <h2>Attachments</h2>
     ${table(
       'Attachments',
-      html`<tr>
-        <th scope="col">File</th>
-        <th scope="col">Type</th>
-        <th scope="col" class="num">Size</th>
-        <th scope="col">State</th>
-        <th scope="col">Actions</th>
-      </tr>`,
+      ['File', 'Type', { label: 'Size', num: true }, 'State', 'Actions'],
       d.attachments.map((a, i) => attachmentRow(ctx, a, m.attachments[i]!)),
       'No attachments.',
     )}

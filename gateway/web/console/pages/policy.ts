@@ -43,10 +43,7 @@ function report(r: PolicyReport, fileName: string | undefined): Html {
     </dl>
     ${table(
       'Each stage',
-      html`<tr>
-        <th scope="col">Stage</th>
-        <th scope="col">What it found and did</th>
-      </tr>`,
+      ['Stage', 'What it found and did'],
       r.stages.map(
         (s) =>
           html`<tr>

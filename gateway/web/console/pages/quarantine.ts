@@ -37,14 +37,7 @@ export function quarantinePage(ctx: PageContext, q: QuarantineSearch, list: Quar
     ${bulk}
     ${table(
       'Quarantined attachments',
-      html`<tr>
-        <th scope="col">File</th>
-        <th scope="col" class="num">Size</th>
-        <th scope="col">Rule</th>
-        <th scope="col">Message</th>
-        <th scope="col">Quarantined</th>
-        <th scope="col">Actions</th>
-      </tr>`,
+      ['File', { label: 'Size', num: true }, 'Rule', 'Message', 'Quarantined', 'Actions'],
       list.map((r) => {
         const actions: Html[] = [];
         if (canReadContent(ctx)) actions.push(html`<a class="button secondary" href="/api/v1/quarantine/${r.id}/content" download>Download</a>`);

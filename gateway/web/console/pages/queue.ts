@@ -25,16 +25,7 @@ export function queuePage(ctx: PageContext, list: QueueEntry[]): Html {
     }
     ${table(
       'Queued messages, oldest first',
-      html`<tr>
-        <th scope="col">Message</th>
-        <th scope="col">Kind</th>
-        <th scope="col">Recipients</th>
-        <th scope="col">State</th>
-        <th scope="col" class="num">Attempts</th>
-        <th scope="col">Next attempt</th>
-        <th scope="col">Last error</th>
-        ${operate ? html`<th scope="col">Actions</th>` : ''}
-      </tr>`,
+      ['Message', 'Kind', 'Recipients', 'State', { label: 'Attempts', num: true }, 'Next attempt', 'Last error', operate && 'Actions'],
       list.map(
         (e) =>
           html`<tr id="queued-${e.id}">
