@@ -156,6 +156,14 @@ test('console: an auditor sees no buttons, and a change posted anyway is refused
   assert.equal(await flash(operator), 'Deleted 2 attachments.');
   assert.match(await operator.locator('main').innerText(), /Nothing in the quarantine matches\./);
   assert.deepEqual(await gw.store.listQuarantine({}), []);
+
+  // Retention by hand: the operator deletes a message from its page, for good.
+  await operator.goto(`${base}/messages/${ids[0]}`);
+  await operator.getByRole('button', { name: 'Delete message' }).click();
+  await operator.waitForURL(`${base}/messages`);
+  assert.equal(await flash(operator), `Deleted message ${ids[0]} for good.`);
+  assert.equal(await gw.store.getMessage(ids[0]!), undefined);
+  assert.equal(await operator.locator('tbody tr').count(), 1, 'the other message is left');
   assert.deepEqual(browser.errors, []);
 });
 

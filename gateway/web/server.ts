@@ -6,6 +6,8 @@
  * do: JSON `{ code, message }` from the catalogue with a status that fits (http-errors.ts).
  */
 import { readFileSync } from 'node:fs';
+import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import type { Readable } from 'node:stream';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
@@ -50,24 +52,69 @@ declare module 'fastify' {
   }
 }
 
+/**
+ * Listens on `[admin] listen` at once, but builds the fastify app (routes, schemas, the OpenAPI
+ * document, the console: some 10 MB of heap) only when the first request comes: a gateway
+ * whose console nobody opens carries none of it while it takes in mail.
+ */
 export async function startWebServer(deps: WebServerDeps): Promise<WebServer> {
   const { config, logger } = deps;
   const at = parseListenAddress(config.admin.listen)!;
   const tls = config.admin.tls;
-  const app = Fastify({
-    // Our logger's lines, not one per request: ingest is what the log is for.
-    logger: false,
-    ...(tls ? { https: { cert: readFileSync(tls.cert), key: readFileSync(tls.key) } } : {}),
+  const server = tls ? createHttpsServer({ cert: readFileSync(tls.cert), key: readFileSync(tls.key) }) : createHttpServer();
+  // Made now: the first-run link's secret is printed at start.
+  const access = new Access(config.admin, config.smtp.limits);
+  let handle: ((req: IncomingMessage, res: ServerResponse) => void) | undefined;
+  let built: Promise<FastifyInstance> | undefined;
+  const build = () =>
+    (built ??= (async () => {
+      const app = Fastify({
+        // Our logger's lines, not one per request: ingest is what the log is for.
+        logger: false,
+        serverFactory: (handler) => {
+          handle = handler;
+          return server;
+        },
+      });
+      await buildApp(app, deps, access);
+      await app.ready();
+      return app;
+    })());
+  server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    if (handle) return handle(req, res);
+    build().then(
+      () => handle!(req, res),
+      (err: unknown) => {
+        logger.error({ err }, 'the console and REST API could not start');
+        res
+          .writeHead(500, { 'content-type': 'application/json' })
+          .end(JSON.stringify({ code: 'INTERNAL', message: 'the web server could not start; see the log' }));
+      },
+    );
   });
-  await buildApp(app, deps);
-  await app.listen({ host: at.host, port: at.port });
-  const port = (app.server.address() as AddressInfo).port;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(at.port, at.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const port = (server.address() as AddressInfo).port;
   const host = at.host.includes(':') ? `[${at.host}]` : at.host;
   const url = `${tls ? 'https' : 'http'}://${host}:${port}`;
-  const access = app.access;
   const firstRunLink = access.firstRunToken === undefined ? undefined : `${url}${API_PREFIX}/session/link?token=${access.firstRunToken}`;
-  logger.info({ url, docs: `${url}/api/docs` }, 'REST API listening');
-  return { port, url, ...(firstRunLink ? { firstRunLink } : {}), close: () => app.close() };
+  logger.info({ url, docs: `${url}/api/docs` }, 'console and REST API listening');
+  return {
+    port,
+    url,
+    ...(firstRunLink ? { firstRunLink } : {}),
+    close: async () => {
+      // fastify's close ends the event streams (preClose) and waits for requests in flight; the server is ours to close.
+      if (built) await (await built.catch(() => undefined))?.close();
+      server.closeAllConnections();
+      if (server.listening) await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
 }
 
 declare module 'fastify' {
@@ -77,9 +124,8 @@ declare module 'fastify' {
 }
 
 /** Sets up APP with every route; exported for the test that checks the OpenAPI document without listening. */
-export async function buildApp(app: FastifyInstance, deps: WebServerDeps): Promise<void> {
+export async function buildApp(app: FastifyInstance, deps: WebServerDeps, access = new Access(deps.config.admin, deps.config.smtp.limits)): Promise<void> {
   const { config } = deps;
-  const access = new Access(config.admin, config.smtp.limits);
   app.decorate('access', access);
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);

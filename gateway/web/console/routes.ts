@@ -92,6 +92,12 @@ const ACTIONS: readonly ConsoleAction[] = [
   },
   { path: '/quarantine/restore', operation: 'POST /quarantine/restore', fallback: '/quarantine', done: bulk('Restored') },
   { path: '/quarantine/delete', operation: 'DELETE /quarantine', fallback: '/quarantine', done: bulk('Deleted') },
+  {
+    path: '/messages/:id/delete',
+    operation: 'DELETE /messages/:id',
+    fallback: '/messages',
+    done: (_r, p) => `Deleted message ${p['id']} for good.`,
+  },
   { path: '/queue/:id/retry', operation: 'POST /queue/:id/retry', fallback: '/queue', done: (_r, p) => `Message ${p['id']} will be tried again now.` },
   {
     path: '/queue/retry',
