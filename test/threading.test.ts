@@ -254,7 +254,7 @@ test('mail for an address no alias has: tagged unknown-recipient and answered wi
   assert.match(parsed.text ?? '', /You wrote to info@example\.com, an address that does not receive mail here/);
   assert.match(parsed.text ?? '', /sales@example\.com\nbilling@example\.com/);
   const inbound = await gw.inbound();
-  assert.deepEqual(bySubject(inbound, 'Opening hours')!.tags, ['unknown-recipient']);
+  assert.deepEqual(bySubject(inbound, 'Opening hours')!.tags, ['unknown-recipient', 'resolved']);
   assert.deepEqual(bySubject(inbound, 'An invoice')!.tags, [], 'mail for an alias is not tagged');
   assert.equal((await gw.autoReplies()).length, 1, 'an alias without [alias.auto_reply] does not answer its own mail');
 });

@@ -19,8 +19,7 @@ import { EXCEPTION_QUEUE_TAG } from '../../policy/delivery-exceptions/stage.js';
 import { ReferenceFormat, THREADING, type ThreadingFindings } from '../../policy/threading/stage.js';
 import { UNKNOWN_RECIPIENT_REPLY, fillTemplates } from './templates.js';
 
-/** Tag of fetched mail written to an address no alias of its mailbox has (`[partition] unknown_recipient`). */
-export const UNKNOWN_RECIPIENT_TAG = 'unknown-recipient';
+export { RESOLVED_TAG, UNKNOWN_RECIPIENT_TAG } from './tags.js';
 
 /** Mail for an address no alias has: what it was written to, and what would have worked. */
 export interface UnknownRecipient {

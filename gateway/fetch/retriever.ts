@@ -19,7 +19,7 @@ import { ImapMailbox } from './imap.js';
 import { Pop3Mailbox } from './pop3/mailbox.js';
 import { oversizeRecord } from './oversize.js';
 import type { Mailbox, MailboxItem } from './mailbox.js';
-import { UNKNOWN_RECIPIENT_TAG, autoReply } from '../auto-reply/auto-reply.js';
+import { RESOLVED_TAG, UNKNOWN_RECIPIENT_TAG, autoReply } from '../auto-reply/auto-reply.js';
 import { addressedTo, mailboxIdentity, needsTargets, targetsFor, type DeliveryTarget } from './recipients.js';
 import { AliasHealth } from './alias-health.js';
 import { fetchFailureKind } from './failures.js';
@@ -496,7 +496,10 @@ class MailboxWorker {
     ];
     const records: SideRecord[] = keys.map((key) => ({ type: 'fetched', key, record }));
     // Enate "Inbound Email": mail for an address no alias has is marked for the answer or the quarantine.
-    const unknown = target.unknownRecipient === true && this.#deps.config.partition.unknown_recipient !== 'file';
+    const unknownRecipient = this.#deps.config.partition.unknown_recipient;
+    const unknown = target.unknownRecipient === true && unknownRecipient !== 'file';
+    // Answered automatically (auto_reply): resolved, as Enate marks it; for the quarantine, a person decides.
+    const unknownTags = unknown ? [UNKNOWN_RECIPIENT_TAG, ...(unknownRecipient === 'auto_reply' ? [RESOLVED_TAG] : [])] : [];
     return {
       id,
       envelope: { mailFrom: '', rcptTo: [target.recipient ?? alias.address] },
@@ -506,7 +509,7 @@ class MailboxWorker {
       ...(opts.invalid ? {} : { maxSize: this.#server.max_message_size }),
       defaultDomain: this.#deps.config.partition.default_domain,
       sideRecords: records,
-      ...(opts.tags || unknown ? { tags: [...(opts.tags ?? []), ...(unknown ? [UNKNOWN_RECIPIENT_TAG] : [])] } : {}),
+      ...(opts.tags || unknown ? { tags: [...(opts.tags ?? []), ...unknownTags] } : {}),
     };
   }
 }

@@ -6,6 +6,7 @@
 import type { MessageMeta } from '../../storage/records.js';
 import type { Config } from '../config/schema.js';
 import type { QuarantineSettings } from './settings.js';
+import { UNKNOWN_RECIPIENT_TAG } from '../auto-reply/tags.js';
 
 /** Why a message is forwarded: a short reason for the subject, and sentences for the body. */
 export interface ForwardReason {
@@ -16,8 +17,6 @@ export interface ForwardReason {
 /** The delivery-exception stage's findings key and the signals that mean "an auto-reply" (policy/delivery-exceptions/rules.ts). */
 const DELIVERY_EXCEPTIONS = 'delivery_exceptions';
 const AUTO_REPLY_SIGNALS = new Set(['auto_submitted', 'x_autoreply', 'x_autorespond', 'precedence']);
-/** The tag fetched mail for no alias of its mailbox gets (`[partition] unknown_recipient`). */
-export const UNKNOWN_RECIPIENT_TAG = 'unknown-recipient';
 
 /** Why `meta` goes to the quarantine mailbox, or undefined when it does not. */
 export function forwardReason(meta: MessageMeta, settings: QuarantineSettings, config: Config): ForwardReason | undefined {
