@@ -183,15 +183,17 @@ export function messagePage(ctx: PageContext, d: MessageDetails): Html {
     </dl>
     <div class="actions">
       ${canReadContent(ctx) ? html`<a class="button secondary" href="/api/v1/messages/${m.id}/raw" download>Download raw message (.eml)</a>` : ''}
-      ${canOperate(ctx)
-        ? actionButton({
-            action: `/messages/${m.id}/delete`,
-            label: 'Delete message',
-            back: '/messages',
-            danger: true,
-            confirm: 'Delete this message for good, with its quarantined attachments?',
-          })
-        : ''}
+      ${
+        canOperate(ctx)
+          ? actionButton({
+              action: `/messages/${m.id}/delete`,
+              label: 'Delete message',
+              back: '/messages',
+              danger: true,
+              confirm: 'Delete this message for good, with its quarantined attachments?',
+            })
+          : ''
+      }
     </div>
     <h2>Attachments</h2>
     ${table(
