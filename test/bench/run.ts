@@ -77,6 +77,12 @@ if (want('admin')) {
   for (const line of await compareAdmin({ quick })) console.log(line);
 }
 
+if (want('hostile')) {
+  const { hostileBench } = await import('./hostile.js');
+  console.log(`\n# Hostile input: the longest the event loop is held while each message of the fuzz set is taken in (target under 100 ms), all four stages`);
+  for (const line of await hostileBench()) console.log(line);
+}
+
 // Not part of a plain `npm run bench`: only when named (`npm run bench -- compare DIR`).
 if (only[0] === 'compare') {
   const other = only[1];

@@ -3,7 +3,9 @@
  * test`) and test/corpora/hostile.test.ts (every message of ../shared/corpora, in `npm run
  * test:corpora`): a gateway in this process with the example partition policy (all four
  * stages), a raw SMTP client, and the checks that each message is stored, parsed or wrapped,
- * with nothing lost, within a deadline, and without holding the event loop over 100 ms.
+ * with nothing lost, within a deadline. How long the event loop is held meanwhile is measured
+ * and reported; the 100 ms target is held by `npm run bench -- hostile` (test/bench/hostile.ts),
+ * not asserted here: a timing on a shared machine is not a test.
  *
  * A failure names the seed and the case: `MAILGATE_FUZZ_SEED=<seed>` replays the same set;
  * MAILGATE_FUZZ_ROUNDS sets how many rounds of mutations run (8 cases a round).
@@ -30,10 +32,8 @@ export const SEED = Number(process.env.MAILGATE_FUZZ_SEED ?? 20260601);
 export const ROUNDS = Number(process.env.MAILGATE_FUZZ_ROUNDS ?? 8);
 /** Per message, from the first byte sent to the stored message checked: a failure, not a benchmark. */
 const DEADLINE_MS = 30_000;
-/** Longest the event loop may be held while a message is taken in. */
-const MAX_STALL_MS = 100;
-/** A stall is measured again this many times before it counts: a real one recurs, a descheduled process does not. */
-const STALL_ATTEMPTS = 3;
+/** Longest the event loop should be held while a message is taken in (the benchmark's target). */
+export const MAX_STALL_MS = 100;
 
 const partitionPolicy = path.join(projectRoot, 'policy', 'examples', 'partition.toml');
 const masking = maskingStage(loadPolicyFile(partitionPolicy).masking, undefined).policy;
@@ -55,18 +55,28 @@ export interface Tally {
   slowest: { ms: number; label: string };
   outcomes: Record<string, number>;
   stored: number;
+  /** Each case's event-loop stall (the least of its attempts), for the benchmark. */
+  stalls: { label: string; ms: number }[];
 }
 
-export const newTally = (): Tally => ({ worstStall: { ms: 0, label: '' }, slowest: { ms: 0, label: '' }, outcomes: {}, stored: 0 });
+export const newTally = (): Tally => ({ worstStall: { ms: 0, label: '' }, slowest: { ms: 0, label: '' }, outcomes: {}, stored: 0, stalls: [] });
 
 /**
- * Sends one message and checks what was stored, measuring the event loop meanwhile. A stall
- * over the limit is measured again (the message is stored again) before it fails the case.
+ * Sends one message and checks what was stored, measuring the event loop meanwhile. With
+ * `stallAttempts` (the benchmark), a stall over the target is measured again (the message is
+ * stored again), up to that many times: a real one recurs, a descheduled process does not.
  */
-export async function deliver(run: Run, tally: Tally, label: string, message: FuzzCase, opts: { refused?: number } = {}): Promise<void> {
+export async function deliver(
+  run: Run,
+  tally: Tally,
+  label: string,
+  message: FuzzCase,
+  opts: { refused?: number; stallAttempts?: number } = {},
+): Promise<void> {
   const loop = monitorEventLoopDelay({ resolution: 10 });
+  const attempts = opts.stallAttempts ?? 1;
   let stall = Infinity;
-  for (let attempt = 1; attempt <= STALL_ATTEMPTS && stall >= MAX_STALL_MS; attempt++) {
+  for (let attempt = 1; attempt <= attempts && stall >= MAX_STALL_MS; attempt++) {
     run.watchdog.watch(label);
     try {
       loop.reset();
@@ -88,7 +98,7 @@ export async function deliver(run: Run, tally: Tally, label: string, message: Fu
     }
   }
   if (stall > tally.worstStall.ms) tally.worstStall = { ms: stall, label };
-  assert.ok(stall < MAX_STALL_MS, `${label}: the event loop was held for ${stall.toFixed(0)} ms (limit ${MAX_STALL_MS}) in each of ${STALL_ATTEMPTS} attempts`);
+  tally.stalls.push({ label, ms: stall });
 }
 
 /** The bytes ingest received for `message`: as sent, CRLF added to end DATA, bare line ends made CRLF if the gateway does that. */
@@ -173,7 +183,7 @@ export interface Run {
   watchdog: Watchdog;
 }
 
-export async function startRun(t: TestContext): Promise<Run> {
+export async function startRun(t: { after(fn: () => Promise<void>): void }): Promise<Run> {
   const gw = await startTestGateway(`[partition]\npolicy = ${JSON.stringify(partitionPolicy)}\n`);
   const client = new RawSmtpClient(gw.port);
   const watchdog = new Watchdog(DEADLINE_MS + 15_000);
