@@ -8,6 +8,7 @@ import { PolicySet, policySources } from '../../policy/policy-set.js';
 import { openStore } from '../../storage/open.js';
 import { ensureDovecot, startDovecot, type TestDovecot } from '../helpers/dovecot.js';
 import { fixture, tempDir } from '../helpers/paths.js';
+import { startDelayProxy } from './delay-proxy.js';
 
 const COUNT = 500;
 
@@ -20,11 +21,17 @@ async function fill(dovecot: TestDovecot, user: string): Promise<void> {
   for (let n = 0; n < COUNT; n++) await dovecot.deliver(user, message(n));
 }
 
+/** Where the clients connect: Dovecot itself, or a delaying proxy in front of it. */
+interface Ports {
+  imap: number;
+  pop3: number;
+}
+
 /** The baseline: a plain imapflow download of the whole mailbox, nothing stored. */
-async function plainImapflow(dovecot: TestDovecot, user: string): Promise<number> {
+async function plainImapflow(ports: Ports, user: string): Promise<number> {
   const client = new ImapFlow({
     host: '127.0.0.1',
-    port: dovecot.imapPort,
+    port: ports.imap,
     secure: false,
     auth: { user, pass: 'pw' },
     logger: false,
@@ -45,10 +52,10 @@ async function plainImapflow(dovecot: TestDovecot, user: string): Promise<number
 }
 
 /** mailgate's retriever: fetch, policy stages (default policy), durable store, move to Processed or delete. */
-async function retriever(dovecot: TestDovecot, user: string, type: 'imap' | 'pop3'): Promise<number> {
+async function retriever(ports: Ports, user: string, type: 'imap' | 'pop3'): Promise<number> {
   const { dir, cleanup } = await tempDir('mailgate-bench-');
   try {
-    const port = type === 'imap' ? dovecot.imapPort : dovecot.pop3Port;
+    const port = type === 'imap' ? ports.imap : ports.pop3;
     const toml = [
       `data_dir = ${JSON.stringify(path.join(dir, 'data'))}`,
       '[[alias]]',
@@ -96,8 +103,11 @@ async function retriever(dovecot: TestDovecot, user: string, type: 'imap' | 'pop
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
 
-/** Fetch throughput from a real Dovecot, as a ratio against a plain imapflow download in the same run. */
-export async function fetchBench(runs = 3): Promise<string[]> {
+/**
+ * Fetch throughput from a real Dovecot, as a ratio against a plain imapflow download in the same
+ * run; with RTTS, again through a proxy giving each connection that round-trip time (0: direct).
+ */
+export async function fetchBench(runs = 3, rtts: readonly number[] = [0]): Promise<string[]> {
   await ensureDovecot();
   const dovecot = await startDovecot({
     users: [
@@ -106,25 +116,38 @@ export async function fetchBench(runs = 3): Promise<string[]> {
       { name: 'pop', password: 'pw' },
     ],
   });
+  const lines: string[] = [];
   try {
-    const base: number[] = [];
-    const imap: number[] = [];
-    const pop: number[] = [];
     await fill(dovecot, 'base');
-    for (let i = 0; i < runs; i++) {
-      base.push(await plainImapflow(dovecot, 'base'));
-      await fill(dovecot, 'imap');
-      imap.push(await retriever(dovecot, 'imap', 'imap'));
-      await fill(dovecot, 'pop');
-      pop.push(await retriever(dovecot, 'pop', 'pop3'));
+    for (const rtt of rtts) {
+      const imapProxy = rtt > 0 ? await startDelayProxy(dovecot.imapPort, rtt / 2) : undefined;
+      const popProxy = rtt > 0 ? await startDelayProxy(dovecot.pop3Port, rtt / 2) : undefined;
+      const ports: Ports = { imap: imapProxy?.port ?? dovecot.imapPort, pop3: popProxy?.port ?? dovecot.pop3Port };
+      try {
+        const base: number[] = [];
+        const imap: number[] = [];
+        const pop: number[] = [];
+        for (let i = 0; i < runs; i++) {
+          base.push(await plainImapflow(ports, 'base'));
+          await fill(dovecot, 'imap');
+          imap.push(await retriever(ports, 'imap', 'imap'));
+          await fill(dovecot, 'pop');
+          pop.push(await retriever(ports, 'pop', 'pop3'));
+        }
+        const rate = (s: number) => (COUNT / s).toFixed(0).padStart(6);
+        const b = median(base);
+        const link = rtt > 0 ? `, ${rtt} ms round trips` : ', loopback';
+        lines.push(
+          `plain imapflow download (baseline${link})`.padEnd(58) + `${rate(b)} msg/s`,
+          `mailgate retriever, IMAP (store + move${link})`.padEnd(58) + `${rate(median(imap))} msg/s  ratio ${(b / median(imap)).toFixed(2)}`,
+          `mailgate retriever, POP3 (store + DELE${link})`.padEnd(58) + `${rate(median(pop))} msg/s  ratio ${(b / median(pop)).toFixed(2)}`,
+        );
+      } finally {
+        await imapProxy?.close();
+        await popProxy?.close();
+      }
     }
-    const rate = (s: number) => (COUNT / s).toFixed(0).padStart(6);
-    const b = median(base);
-    return [
-      `plain imapflow download (baseline)       ${rate(b)} msg/s`,
-      `mailgate retriever, IMAP (store + move)  ${rate(median(imap))} msg/s  ratio ${(b / median(imap)).toFixed(2)}`,
-      `mailgate retriever, POP3 (store + DELE)  ${rate(median(pop))} msg/s  ratio ${(b / median(pop)).toFixed(2)}`,
-    ];
+    return lines;
   } finally {
     await dovecot.stop();
   }

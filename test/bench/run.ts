@@ -7,7 +7,12 @@ import { formatMemory, measureMemory } from './memory.js';
 import { projectRoot } from '../helpers/paths.js';
 
 const MB = 1024 * 1024;
-const only = process.argv.slice(2).filter((a) => !a.startsWith('--'));
+// `--rtt MS`: the fetch bench also runs through a link with that round-trip time.
+const rttAt = process.argv.indexOf('--rtt');
+const rtt = rttAt > 0 ? Number(process.argv[rttAt + 1]) : undefined;
+if (rtt !== undefined && !(Number.isFinite(rtt) && rtt > 0))
+  throw new Error(`--rtt: expected a round-trip time in milliseconds, got ${process.argv[rttAt + 1]}`);
+const only = process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && all[i - 1] !== '--rtt');
 /** `--quick`: few or small messages and one run, to check that a section works (CI); `memory`, `ingest` and `outbound` have it. */
 const quick = process.argv.includes('--quick');
 const want = (name: string) => only.length === 0 || only.includes(name);
@@ -57,8 +62,11 @@ if (want('ingest')) {
 
 if (want('fetch')) {
   const { fetchBench } = await import('./fetch.js');
-  console.log(`\n# Fetch: 500 messages of 4 KB from a real Dovecot; mailgate's retriever against a plain imapflow download, medians of 3 interleaved runs`);
-  for (const line of await fetchBench()) console.log(line);
+  const through = rtt !== undefined ? `, on loopback and through ${rtt} ms round trips (a delaying proxy)` : '';
+  console.log(
+    `\n# Fetch: 500 messages of 4 KB from a real Dovecot; mailgate's retriever against a plain imapflow download, medians of 3 interleaved runs${through}`,
+  );
+  for (const line of await fetchBench(3, rtt !== undefined ? [0, rtt] : [0])) console.log(line);
 }
 
 if (want('outbound')) {
