@@ -92,6 +92,13 @@ export function size(bytes: number | undefined): string {
   return `${(bytes / 1024 / 1024).toFixed(1)} MB`;
 }
 
+/** A `<dt>`/`<dd>` pair of a facts list; nothing when VALUE is absent or empty. */
+export function fact(label: string, value: unknown, cls?: string): Html | '' {
+  if (value === undefined || value === null || value === '' || value === false) return '';
+  return html`<dt>${label}</dt>
+    <dd ${cls ? html`class="${cls}"` : ''}>${value}</dd>`;
+}
+
 export function badge(text: string, tone: 'ok' | 'warn' | 'bad' | 'muted' = 'muted'): Html {
   return html`<span class="badge ${tone}">${text}</span>`;
 }

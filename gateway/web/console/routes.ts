@@ -188,22 +188,36 @@ export async function registerConsole(app: FastifyInstance, deps: WebServerDeps)
 
   const send = (reply: FastifyReply, body: Html, status = 200) => reply.code(status).headers(PAGE_HEADERS).type('text/html; charset=utf-8').send(body.text);
 
-  /** A GET page: signed in, rendered by RENDER, an error shown on the page with its status. */
-  const pageRoute = (path: string, title: string, render: (req: FastifyRequest, ctx: PageContext) => Promise<Html | { title: string; body: Html }>) => {
-    app.get(path, { schema: { hide: true } }, async (req, reply) => {
-      const caller = await callerOf(req, reply);
-      if (!caller) return reply;
-      const ctx: PageContext = { caller, config, here: req.url };
-      const flash = takeFlash(req, reply);
-      const where = req.url.split('?')[0] ?? '/';
-      try {
-        const rendered = await render(req, ctx);
-        const named = rendered instanceof Html ? { title, body: rendered } : rendered;
-        return send(reply, page({ ...named, path: where, caller, flash }));
-      } catch (err) {
-        const failed = { kind: 'error' as const, text: sentence(err) };
-        return send(reply, page({ title, path: where, caller, flash: failed, body: html`` }), statusOf(errorBody(err).code));
-      }
+  /**
+   * A page: signed in, rendered by RENDER, an error shown on the page with its status. A GET
+   * reads; a POST here answers with a page of results (a connection test, a policy test)
+   * rather than coming back as an action does.
+   */
+  const pageRoute = (
+    path: string,
+    title: string,
+    render: (req: FastifyRequest, ctx: PageContext) => Promise<Html | { title: string; body: Html }>,
+    method: 'GET' | 'POST' = 'GET',
+  ) => {
+    app.route({
+      method,
+      url: path,
+      schema: { hide: true },
+      handler: async (req, reply) => {
+        const caller = await callerOf(req, reply);
+        if (!caller) return reply;
+        const ctx: PageContext = { caller, config, here: req.url };
+        const flash = takeFlash(req, reply);
+        const where = req.url.split('?')[0] ?? '/';
+        try {
+          const rendered = await render(req, ctx);
+          const named = rendered instanceof Html ? { title, body: rendered } : rendered;
+          return send(reply, page({ ...named, path: where, caller, flash }));
+        } catch (err) {
+          const failed = { kind: 'error' as const, text: sentence(err) };
+          return send(reply, page({ title, path: where, caller, flash: failed, body: html`` }), statusOf(errorBody(err).code));
+        }
+      },
     });
   };
 
@@ -268,48 +282,44 @@ export async function registerConsole(app: FastifyInstance, deps: WebServerDeps)
     return auditPage(window, await call<AuditEntry[]>(req, ctx.caller, 'GET /audit', {}, { since, limit: String(AUDIT_LIMIT) }), AUDIT_LIMIT);
   });
 
-  /** A POST that answers with a page of results (a connection test, a policy test) rather than coming back. */
-  const resultRoute = (path: string, title: string, run: (req: FastifyRequest, ctx: PageContext) => Promise<Html>) => {
-    app.post(path, { schema: { hide: true } }, async (req, reply) => {
-      const caller = await callerOf(req, reply);
-      if (!caller) return reply;
-      const ctx: PageContext = { caller, config, here: req.url };
-      try {
-        return send(reply, page({ title, path, caller, body: await run(req, ctx) }));
-      } catch (err) {
-        const body = errorBody(err);
-        return send(reply, page({ title, path, caller, flash: { kind: 'error', text: sentence(err) }, body: html`` }), statusOf(body.code));
+  pageRoute(
+    '/aliases/:name/test',
+    'Aliases',
+    async (req, ctx) => {
+      const { name } = req.params as { name: string };
+      const report = await call<AliasTestReport>(req, ctx.caller, 'POST /aliases/:name/test', { name });
+      return aliasesPage({ ...ctx, here: '/aliases' }, await call<AliasRow[]>(req, ctx.caller, 'GET /aliases'), report);
+    },
+    'POST',
+  );
+  pageRoute(
+    '/policy',
+    'Policy test',
+    async (req, ctx) => {
+      const form: PolicyTestForm = {};
+      let report: PolicyReport | undefined;
+      // The form puts its fields before the file, so they are known when the file streams in.
+      for await (const part of req.parts()) {
+        if (part.type === 'field') {
+          if (part.fieldname === 'department' && typeof part.value === 'string' && part.value !== '') form.department = part.value;
+          if (part.fieldname === 'direction' && typeof part.value === 'string') form.direction = part.value;
+        } else if (report === undefined) {
+          form.fileName = part.filename;
+          report = await call<PolicyReport>(
+            req,
+            ctx.caller,
+            'POST /policy/test',
+            {},
+            { department: form.department, direction: form.direction },
+            part.file,
+          ).finally(() => part.file.resume());
+        } else part.file.resume();
       }
-    });
-  };
-  resultRoute('/aliases/:name/test', 'Aliases', async (req, ctx) => {
-    const { name } = req.params as { name: string };
-    const report = await call<AliasTestReport>(req, ctx.caller, 'POST /aliases/:name/test', { name });
-    return aliasesPage({ ...ctx, here: '/aliases' }, await call<AliasRow[]>(req, ctx.caller, 'GET /aliases'), report);
-  });
-  resultRoute('/policy', 'Policy test', async (req, ctx) => {
-    const form: PolicyTestForm = {};
-    let report: PolicyReport | undefined;
-    // The form puts its fields before the file, so they are known when the file streams in.
-    for await (const part of req.parts()) {
-      if (part.type === 'field') {
-        if (part.fieldname === 'department' && typeof part.value === 'string' && part.value !== '') form.department = part.value;
-        if (part.fieldname === 'direction' && typeof part.value === 'string') form.direction = part.value;
-      } else if (report === undefined) {
-        form.fileName = part.filename;
-        report = await call<PolicyReport>(
-          req,
-          ctx.caller,
-          'POST /policy/test',
-          {},
-          { department: form.department, direction: form.direction },
-          part.file,
-        ).finally(() => part.file.resume());
-      } else part.file.resume();
-    }
-    if (!report) throw errors.badRequest('message: choose a message file (.eml) to test');
-    return policyPage(ctx, form, report);
-  });
+      if (!report) throw errors.badRequest('message: choose a message file (.eml) to test');
+      return policyPage(ctx, form, report);
+    },
+    'POST',
+  );
 
   for (const action of ACTIONS) {
     app.post(action.path, { schema: { hide: true } }, async (req, reply) => {

@@ -25,6 +25,10 @@ function startLive() {
   const status = document.getElementById('live-status');
   source.addEventListener('open', () => {
     if (status) status.textContent = 'Live: updated as mail arrives.';
+    // What happened between the page's rendering (or a lost connection) and now was sent to
+    // nobody: fetch the live parts once to catch up.
+    for (const type of types) pending.add(type);
+    timer ??= setTimeout(refresh, 0);
   });
   source.addEventListener('error', () => {
     if (status) status.textContent = 'Not live: reconnecting to the gateway…';

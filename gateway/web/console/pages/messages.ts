@@ -1,7 +1,7 @@
 /** Messages: the search (AdminApi.listMessages) and one message (AdminApi.showMessage) with its findings, attachments and delivery timeline. */
 import type { AttachmentDetail, MessageDetails, MessagePage, MessageMeta, TimelineStep } from '../../../admin/api.js';
 import { html, type Html } from '../html.js';
-import { actionButton, badge, size, table, time } from '../layout.js';
+import { actionButton, badge, fact, size, table, time } from '../layout.js';
 import { canOperate, canReadContent, type PageContext } from './context.js';
 
 /** The search form's fields, as the API's query names them. */
@@ -142,38 +142,18 @@ export function messagePage(ctx: PageContext, d: MessageDetails): Html {
       <dd>${m.from ?? ''}</dd>
       <dt>To</dt>
       <dd>${m.to.join(', ')}</dd>
-      ${
-        m.cc.length
-          ? html`<dt>Cc</dt>
-              <dd>${m.cc.join(', ')}</dd>`
-          : ''
-      }
+      ${fact('Cc', m.cc.join(', '))}
       <dt>Envelope</dt>
       <dd class="mono">MAIL FROM:&lt;${m.envelope.mailFrom}&gt; RCPT TO: ${m.envelope.rcptTo.map((r) => `<${r}>`).join(' ')}</dd>
       <dt>Received</dt>
       <dd>${time(m.receivedAt)} by ${source}</dd>
       <dt>Size</dt>
       <dd>${size(m.size)} stored, ${size(m.receivedSize)} received</dd>
-      ${
-        m.messageId
-          ? html`<dt>Message-ID</dt>
-              <dd class="mono">${m.messageId}</dd>`
-          : ''
-      }
+      ${fact('Message-ID', m.messageId, 'mono')}
       <dt>Id</dt>
       <dd class="mono">${m.id}</dd>
-      ${
-        m._WrappingMessageReason
-          ? html`<dt>Wrapped because</dt>
-              <dd>${m._WrappingMessageReason}</dd>`
-          : ''
-      }
-      ${
-        m.conversation
-          ? html`<dt>Conversation</dt>
-              <dd><a class="mono" href="/messages?thread=${encodeURIComponent(m.conversation)}">${m.conversation}</a></dd>`
-          : ''
-      }
+      ${fact('Wrapped because', m._WrappingMessageReason)}
+      ${m.conversation ? fact('Conversation', html`<a class="mono" href="/messages?thread=${encodeURIComponent(m.conversation)}">${m.conversation}</a>`) : ''}
       <dt>Tags</dt>
       <dd>
         ${m.tags.length ? m.tags.map((t) => html`<a class="badge" href="/messages?tag=${encodeURIComponent(t)}">${t}</a> `) : html`<span class="muted">none</span>`}

@@ -1,7 +1,7 @@
 /** Policy test: an uploaded .eml run through the policy as a dry run (AdminApi.testPolicy), each stage's result and why; nothing is stored. */
 import type { PolicyReport } from '../../../admin/api.js';
 import { html, type Html } from '../html.js';
-import { badge, size, table } from '../layout.js';
+import { badge, fact, size, table } from '../layout.js';
 import { canOperate, type PageContext } from './context.js';
 
 export interface PolicyTestForm {
@@ -20,26 +20,11 @@ function report(r: PolicyReport, fileName: string | undefined): Html {
       <dd>${r.direction}</dd>
       <dt>Department</dt>
       <dd>${r.department ?? html`<span class="muted">the partition's policy</span>`}</dd>
-      ${
-        r.reason
-          ? html`<dt>Wrapped because</dt>
-              <dd>${r.reason}</dd>`
-          : ''
-      }
-      ${
-        r.original
-          ? html`<dt>Original</dt>
-              <dd>${r.original.action === 'quarantine' ? 'quarantined' : 'deleted'} whole by rule ${r.original.rule}</dd>`
-          : ''
-      }
+      ${fact('Wrapped because', r.reason)}
+      ${r.original ? fact('Original', html`${r.original.action === 'quarantine' ? 'quarantined' : 'deleted'} whole by rule ${r.original.rule}`) : ''}
       <dt>Tags</dt>
       <dd>${r.tags.length ? r.tags.map((t) => html`${badge(t)} `) : html`<span class="muted">none</span>`}</dd>
-      ${
-        r.size !== undefined
-          ? html`<dt>Stored size</dt>
-              <dd>${size(r.size)}</dd>`
-          : ''
-      }
+      ${fact('Stored size', r.size !== undefined && size(r.size))}
     </dl>
     ${table(
       'Each stage',
