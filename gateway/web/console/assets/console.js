@@ -1,25 +1,31 @@
 // The little the console does with JavaScript on; every page works without it.
 'use strict';
 
-// Live parts: an element with data-live="EVENT..." (and hx-get, hx-trigger="live") is fetched
-// again when one of those gateway events arrives, at most twice a second however busy the
-// gateway is; the last event of a burst always gets its refresh.
+// Live parts: an element with an id, data-live="EVENT..." (and hx-get, hx-trigger="live") is
+// fetched again when one of those gateway events arrives, at most once per data-live-delay ms
+// (default 500) however busy the gateway is; the last event of a burst always gets its refresh.
 function startLive() {
-  const liveParts = () => document.querySelectorAll('[data-live]');
+  const liveParts = () => [...document.querySelectorAll('[data-live]')];
   if (liveParts().length === 0 || !('EventSource' in window)) return;
   const source = new EventSource('/api/v1/events');
-  const pending = new Set();
-  let timer;
-  const refresh = () => {
-    timer = undefined;
-    for (const el of liveParts()) if (el.dataset.live.split(' ').some((t) => pending.has(t))) htmx.trigger(el, 'live');
-    pending.clear();
+  const timers = new Map();
+  const due = (el, delay) => {
+    if (timers.has(el.id)) return;
+    const wait = delay ?? Number(el.dataset.liveDelay ?? 500);
+    timers.set(
+      el.id,
+      setTimeout(() => {
+        timers.delete(el.id);
+        // The part may have been swapped since: the one in the page now is refreshed.
+        const now = document.getElementById(el.id);
+        if (now) htmx.trigger(now, 'live');
+      }, wait),
+    );
   };
-  const types = new Set([...liveParts()].flatMap((el) => el.dataset.live.split(' ')));
+  const types = new Set(liveParts().flatMap((el) => el.dataset.live.split(' ')));
   for (const type of types) {
     source.addEventListener(type, () => {
-      pending.add(type);
-      timer ??= setTimeout(refresh, 500);
+      for (const el of liveParts()) if (el.dataset.live.split(' ').includes(type)) due(el);
     });
   }
   const status = document.getElementById('live-status');
@@ -27,8 +33,7 @@ function startLive() {
     if (status) status.textContent = 'Live: updated as mail arrives.';
     // What happened between the page's rendering (or a lost connection) and now was sent to
     // nobody: fetch the live parts once to catch up.
-    for (const type of types) pending.add(type);
-    timer ??= setTimeout(refresh, 0);
+    for (const el of liveParts()) due(el, 0);
   });
   source.addEventListener('error', () => {
     if (status) status.textContent = 'Not live: reconnecting to the gateway…';
