@@ -7,12 +7,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { loadConfigText } from '../gateway/config/load.js';
 import { startRetriever } from '../gateway/fetch/retriever.js';
 import { AliasHealth } from '../gateway/fetch/alias-health.js';
-import { Metrics } from '../lib/metrics.js';
 import { openStore } from '../storage/open.js';
 import type { AliasState } from '../storage/records.js';
 import { ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot.js';
 import { capturingLogger } from './helpers/gateway.js';
-import { fixture, tempDir } from './helpers/paths.js';
+import { tempDir } from './helpers/paths.js';
+import { dovecotIncoming, retrieveFrom, type Incoming } from './helpers/retrieve.js';
 import { closedPort } from './helpers/upstream.js';
 
 const USERS = ['auth', 'net', 'refused', 'pause', 'team'];
@@ -38,41 +38,13 @@ async function setDovecotPassword(d: TestDovecot, user: string, password: string
 const message = (n: number) =>
   `From: c${n}@example.net\r\nTo: desk@example.com\r\nSubject: Health ${n}\r\nMessage-ID: <health-${n}-${Date.now()}@example.net>\r\n\r\nBody ${n}\r\n`;
 
-type Incoming = Record<string, string | number | boolean>;
-
+/** A retriever for alias NAME (test/helpers/retrieve.ts) that polls, reconnects and retries an inactive alias every second unless told. */
 async function retrieve(t: { after(fn: () => Promise<void>): void }, name: string, incoming: Incoming) {
-  const { dir, cleanup } = await tempDir();
-  const settings: Incoming = {
-    type: 'imap',
-    host: '127.0.0.1',
-    port: dovecot.imapPort,
-    security: 'starttls',
-    ca_file: fixture('tls', 'cert.pem'),
-    user: name,
-    password: `pw-${name}`,
+  const { store, log, metrics, retriever } = await retrieveFrom(dovecot, t, name, {
     poll_interval: 1,
     reconnect_interval: 1,
     health_retry_interval: 1,
-    idle: false,
     ...incoming,
-  };
-  const toml = [
-    `data_dir = ${JSON.stringify(path.join(dir, 'data'))}`,
-    '[[alias]]',
-    `name = "${name}"`,
-    `address = "${name}@example.com"`,
-    '[alias.incoming]',
-    ...Object.entries(settings).map(([k, v]) => `${k} = ${JSON.stringify(v)}`),
-  ].join('\n');
-  const config = loadConfigText(toml, path.join(dir, 'mailgate.toml'), {});
-  const store = await openStore(config.data_dir);
-  const log = capturingLogger();
-  const metrics = new Metrics();
-  const retriever = startRetriever({ config, store, logger: log.logger, stages: () => [], metrics });
-  t.after(async () => {
-    await retriever.stop();
-    await store.close();
-    await cleanup();
   });
   const failuresLogged = () => log.entries.filter((e) => e.msg === `fetching for alias ${name} failed; connecting again later`).length;
   const waitForState = async (match: (s: AliasState) => boolean, timeoutMs = 30_000): Promise<AliasState> => {
@@ -247,13 +219,7 @@ test('a shared mailbox: failed connections make each of its aliases inactive wit
   await setDovecotPassword(dovecot, 'team', 'changed-on-the-server');
   const { dir, cleanup } = await tempDir();
   const incoming = {
-    type: 'imap',
-    host: '127.0.0.1',
-    port: dovecot.imapPort,
-    security: 'starttls',
-    ca_file: fixture('tls', 'cert.pem'),
-    user: 'team',
-    password: 'pw-team',
+    ...dovecotIncoming(dovecot, 'team'),
     poll_interval: 1,
     reconnect_interval: 1,
     health_retry_interval: 1,

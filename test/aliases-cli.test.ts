@@ -10,6 +10,7 @@ import type { MessageMeta } from '../storage/records.js';
 import { ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot.js';
 import { runCli, spawnServe, testConfigText } from './helpers/gateway.js';
 import { fixture, tempDir } from './helpers/paths.js';
+import { dovecotIncoming } from './helpers/retrieve.js';
 
 let dovecot: TestDovecot;
 
@@ -50,13 +51,7 @@ function aliasToml(name: string, incoming: Record<string, string | number | bool
 }
 
 const imap = (user: string, extra: Record<string, string | number | boolean> = {}) => ({
-  type: 'imap',
-  host: '127.0.0.1',
-  port: dovecot.imapPort,
-  security: 'starttls',
-  ca_file: fixture('tls', 'cert.pem'),
-  user,
-  password: `pw-${user}`,
+  ...dovecotIncoming(dovecot, user),
   poll_interval: 1,
   reconnect_interval: 1,
   health_retry_interval: 1,

@@ -41,6 +41,17 @@ function message(name: string, bodyBytes: number): Buffer {
   return Buffer.from(head.join('\r\n') + '\r\n\r\n' + body.join('\r\n') + '\r\n');
 }
 
+/** Delivers MESSAGES (name and body size) to USER's mailbox on SERVER in that order; returns each one's bytes by name. */
+async function deliverAll(server: TestDovecot, user: string, messages: readonly (readonly [string, number])[]): Promise<Map<string, Buffer>> {
+  const delivered = new Map<string, Buffer>();
+  for (const [name, size] of messages) {
+    const m = message(name, size);
+    delivered.set(name, m);
+    await server.deliver(user, m);
+  }
+  return delivered;
+}
+
 /** A retriever for one alias fetching USER's mailbox over IMAP (STARTTLS), polling once an hour unless told (test/helpers/retrieve.ts). */
 const retrieve = (t: { after(fn: () => Promise<void>): void }, user: string, incoming: Incoming, hooks: RetrieverHooks = {}) =>
   retrieveFrom(dovecot, t, user, incoming, hooks);
@@ -67,20 +78,15 @@ async function sessionEvents(user: string, protocol: 'imap' | 'pop3'): Promise<(
 }
 
 test('IMAP: small messages are fetched while the large ones download on a second session; each stored exactly once', async (t) => {
-  const delivered = new Map<string, Buffer>();
   // Large ones first in the mailbox: mailbox order must not decide.
-  for (const [name, size] of [
+  const delivered = await deliverAll(dovecot, 'parallel', [
     ['large-1', 80_000],
     ['large-2', 80_000],
     ['small-1', 300],
     ['small-2', 300],
     ['small-3', 300],
     ['small-4', 300],
-  ] as const) {
-    const m = message(name, size);
-    delivered.set(name, m);
-    await dovecot.deliver('parallel', m);
-  }
+  ]);
   // The first small message's post-store step holds its session until a large message is
   // stored. Fetched one after the other, small ones first, no large one could be stored
   // meanwhile: the wait would run out and the test fail.
@@ -119,16 +125,11 @@ test('IMAP: a server that allows one session per user (mail_max_userip_connectio
     extraConfig: 'protocol imap {\n  mail_max_userip_connections = 1\n}',
   });
   t.after(() => single.stop());
-  const delivered = new Map<string, Buffer>();
-  for (const [name, size] of [
+  const delivered = await deliverAll(single, 'single', [
     ['s-large', 40_000],
     ['s-small-1', 300],
     ['s-small-2', 300],
-  ] as const) {
-    const m = message(name, size);
-    delivered.set(name, m);
-    await single.deliver('single', m);
-  }
+  ]);
   const r = await retrieve(t, 'single', { port: single.imapPort });
   const [poll] = await r.waitForPolls(1);
   assert.deepEqual(poll, { stored: 3, finished: 0, deferred: 0, held: 0 });
@@ -140,25 +141,21 @@ test('IMAP: a server that allows one session per user (mail_max_userip_connectio
     (await r.store.listMessages({ alias: 'single' })).map((m) => m.subject),
     ['s-large', 's-small-2', 's-small-1'],
   );
+  assert.deepEqual(await storedSubjects(r.store, 'single', delivered), [...delivered.keys()].sort());
   assert.equal((await r.store.sublevels.fetched.keys().all()).length, 3);
   assert.equal((await single.listMessages('single', 'Processed')).length, 3);
   assert.equal((await r.store.getAliasState('single'))?.failures ?? 0, 0, 'not a failure of the alias');
 });
 
 test('IMAP: max_items counts the messages of both sessions; the rest follow at once, none stored twice', async (t) => {
-  const delivered = new Map<string, Buffer>();
-  for (const [name, size] of [
+  const delivered = await deliverAll(dovecot, 'budget', [
     ['b-large-1', 30_000],
     ['b-small-1', 300],
     ['b-large-2', 30_000],
     ['b-small-2', 300],
     ['b-large-3', 30_000],
     ['b-small-3', 300],
-  ] as const) {
-    const m = message(name, size);
-    delivered.set(name, m);
-    await dovecot.deliver('budget', m);
-  }
+  ]);
   const r = await retrieve(t, 'budget', { max_items: 4 });
   const [first, second] = await r.waitForPolls(2);
   assert.deepEqual(first, { stored: 4, finished: 0, deferred: 2, held: 0 });
@@ -169,15 +166,10 @@ test('IMAP: max_items counts the messages of both sessions; the rest follow at o
 });
 
 test('POP3 (one session per mailbox): small messages are fetched before large ones on the one session', async (t) => {
-  const delivered = new Map<string, Buffer>();
-  for (const [name, size] of [
+  const delivered = await deliverAll(dovecot, 'pop3lw', [
     ['p-large', 40_000],
     ['p-small', 300],
-  ] as const) {
-    const m = message(name, size);
-    delivered.set(name, m);
-    await dovecot.deliver('pop3lw', m);
-  }
+  ]);
   const r = await retrieve(t, 'pop3lw', { type: 'pop3', port: dovecot.pop3Port });
   const [poll] = await r.waitForPolls(1);
   assert.deepEqual(poll, { stored: 2, finished: 0, deferred: 0, held: 0 });
@@ -187,6 +179,7 @@ test('POP3 (one session per mailbox): small messages are fetched before large on
     metas.map((m) => m.subject),
     ['p-large', 'p-small'],
   );
+  assert.deepEqual(await storedSubjects(r.store, 'pop3lw', delivered), [...delivered.keys()].sort());
   assert.deepEqual(await dovecot.listMessages('pop3lw'), []);
   assert.deepEqual(await sessionEvents('pop3lw', 'pop3'), ['login', 'logout']);
 });

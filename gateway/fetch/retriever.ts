@@ -215,7 +215,7 @@ class MailboxWorker {
       try {
         if (!mailbox?.usable) {
           await mailbox?.close();
-          const tokens = this.#server.oauth2 !== undefined ? this.#deps.tokenProvider?.(this.alias) : undefined;
+          const tokens = this.#tokens();
           mailbox = this.#server.type === 'imap' ? new ImapMailbox(this.#server, tokens) : new Pop3Mailbox(this.#server, tokens);
           mailbox.onNewMail(() => this.#wakeUp());
           // Cisco guide, "SSL disabled": permitted on the local network, never silently.
@@ -318,14 +318,18 @@ class MailboxWorker {
     return result;
   }
 
+  /** The alias's OAuth2 token provider when it logs in with `oauth2`; one per alias, shared by its sessions. */
+  #tokens(): TokenProvider | undefined {
+    return this.#server.oauth2 !== undefined ? this.#deps.tokenProvider?.(this.alias) : undefined;
+  }
+
   /**
    * A second IMAP session on the same folder, for the large messages of a poll; undefined when
    * the server refuses it (a per-user connection limit): then they follow the small ones on
    * the first session, as before. Without IDLE: the first session watches for new mail.
    */
   async #openSecondSession(): Promise<Mailbox | undefined> {
-    const tokens = this.#server.oauth2 !== undefined ? this.#deps.tokenProvider?.(this.alias) : undefined;
-    const box = new ImapMailbox({ ...this.#server, idle: false }, tokens);
+    const box = new ImapMailbox({ ...this.#server, idle: false }, this.#tokens());
     try {
       await box.open();
       return box;

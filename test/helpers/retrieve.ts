@@ -7,6 +7,7 @@ import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { loadConfigText } from '../../gateway/config/load.js';
 import { startRetriever, type PollResult, type RetrieverHooks } from '../../gateway/fetch/retriever.js';
+import { Metrics } from '../../lib/metrics.js';
 import { LevelStore } from '../../storage/leveldb/store.js';
 import type { TestDovecot } from './dovecot.js';
 import { capturingLogger } from './gateway.js';
@@ -14,6 +15,19 @@ import { fixture, tempDir } from './paths.js';
 
 /** [alias.incoming] keys over the defaults; null leaves a default key out. */
 export type Incoming = Record<string, string | number | boolean | null>;
+
+/** [alias.incoming] keys that log in to USER's mailbox on DOVECOT: IMAP over STARTTLS, password `pw-USER`. */
+export function dovecotIncoming(dovecot: TestDovecot, user: string) {
+  return {
+    type: 'imap',
+    host: '127.0.0.1',
+    port: dovecot.imapPort,
+    security: 'starttls',
+    ca_file: fixture('tls', 'cert.pem'),
+    user,
+    password: `pw-${user}`,
+  };
+}
 
 export async function retrieveFrom(
   dovecot: TestDovecot,
@@ -25,13 +39,7 @@ export async function retrieveFrom(
 ) {
   const { dir, cleanup } = await tempDir();
   const settings: Incoming = {
-    type: 'imap',
-    host: '127.0.0.1',
-    port: dovecot.imapPort,
-    security: 'starttls',
-    ca_file: fixture('tls', 'cert.pem'),
-    user,
-    password: `pw-${user}`,
+    ...dovecotIncoming(dovecot, user),
     poll_interval: 3600,
     reconnect_interval: 3600,
     idle: false,
@@ -51,11 +59,13 @@ export async function retrieveFrom(
   const store = reuse ?? (await LevelStore.open(config.data_dir));
   const polls: PollResult[] = [];
   const log = capturingLogger();
+  const metrics = new Metrics();
   const retriever = startRetriever({
     config,
     store,
     logger: log.logger,
     stages: () => [],
+    metrics,
     hooks: {
       ...hooks,
       afterPoll: (alias, result) => {
@@ -84,5 +94,5 @@ export async function retrieveFrom(
     }
     return polls;
   };
-  return { store, polls, log, stop, waitForPolls, retriever };
+  return { store, polls, log, metrics, stop, waitForPolls, retriever };
 }
