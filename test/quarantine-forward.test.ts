@@ -191,6 +191,7 @@ test('blocked_attachments forwards the message whose attachment was blocked, wit
   const [got] = await mailbox.waitFor(1);
   const fwd = await forwardOf(got!);
   assert.equal(fwd.mail.subject, 'Quarantined: blocked attachment (REPORT.ExE) — case');
+  assert.ok(fwd.attached.equals((await storedMessage(gw.store, id)).raw), 'the message as stored, byte for byte');
   const attached = await simpleParser(fwd.attached);
   assert.ok(!attached.attachments.some((a) => a.content.subarray(0, 2).toString('latin1') === 'MZ'), 'the blocked program is not sent on');
   assert.equal((await gw.store.listQuarantine({ messageId: id })).length, 1, 'it stays in mailgate’s quarantine');
