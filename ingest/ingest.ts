@@ -131,10 +131,7 @@ export async function ingestMessage(deps: IngestDeps, input: Readable, req: Inge
           ...threadOf(ctx.findings),
         };
         req.beforeCommit?.(meta);
-        const hooked = deps.commitHook?.(meta);
-        await writer.commit(meta, [...ctx.sideRecords, ...(req.sideRecords ?? []), ...(hooked?.sideRecords ?? [])]);
-        hooked?.committed();
-        return meta;
+        return await commitMessage(deps, req, writer, meta, ctx.sideRecords);
       } catch (err) {
         drain();
         await discard();
@@ -193,6 +190,18 @@ function messageContext(deps: IngestDeps, req: IngestRequest, id: string): Messa
     store: deps.store,
     sideRecords: [],
   };
+}
+
+/**
+ * The message's one commit, stored or wrapped alike: with the records of its own passage
+ * (`own`), the caller's (the retriever's record of the fetched message must be durable with
+ * whatever is stored for it) and the commit hook's, which has the last word on the metadata.
+ */
+async function commitMessage(deps: IngestDeps, req: IngestRequest, writer: MessageWriter, meta: MessageMeta, own: readonly SideRecord[]): Promise<MessageMeta> {
+  const hooked = deps.commitHook?.(meta);
+  await writer.commit(meta, [...own, ...(req.sideRecords ?? []), ...(hooked?.sideRecords ?? [])]);
+  hooked?.committed();
+  return meta;
 }
 
 /**
@@ -337,11 +346,7 @@ async function storeWrapped(
       },
       tags: ['wrapped', ...tagged.tags, ...(req.tags ?? [])],
     };
-    const hooked = deps.commitHook?.(meta);
-    // The retriever's record of the fetched message must be durable with whatever is stored for it.
-    await writer.commit(meta, [...(blocked?.sideRecords() ?? []), ...(req.sideRecords ?? []), ...(hooked?.sideRecords ?? [])]);
-    hooked?.committed();
-    return meta;
+    return await commitMessage(deps, req, writer, meta, blocked?.sideRecords() ?? []);
   } catch (err) {
     throw storeFailure(err);
   }

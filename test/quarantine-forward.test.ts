@@ -3,7 +3,7 @@
  * is stored as before and forwarded over SMTP to the quarantine mailbox (a real smtp-server
  * here), with the original attached byte for byte and the reason in the subject.
  */
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
@@ -14,7 +14,7 @@ import { simpleParser, type ParsedMail } from 'mailparser';
 import type { MessageMeta } from '../storage/records.js';
 import type { Store } from '../storage/store.js';
 import { runCli, startGatewayOn, startTestGateway, writeTestConfig, type TestGateway } from './helpers/gateway.js';
-import { startUpstream, type Received, type Upstream } from './helpers/upstream.js';
+import { startUpstream, type Received, type Upstream, type UpstreamOptions } from './helpers/upstream.js';
 import { waitDelivered, waitQueue } from './helpers/outbound.js';
 import { ensureDovecot, startDovecot, dovecotIncoming } from './helpers/dovecot.js';
 import { fixture, tempDir } from './helpers/paths.js';
@@ -41,6 +41,20 @@ function quarantineToml(upstream: { port: number }, extra = ''): string {
     'retry_jitter = 0.0',
     '',
   ].join('\n');
+}
+
+/** A gateway of the two aliases forwarding to a quarantine mailbox of its own (`extra`: more `[quarantine]` keys), both closed after the test. */
+async function forwardingGateway(
+  t: TestContext,
+  opts: { aliases?: string; extra?: string; mailbox?: UpstreamOptions } = {},
+): Promise<{ gw: TestGateway; mailbox: Upstream }> {
+  const mailbox = await startUpstream(opts.mailbox);
+  const gw = await startTestGateway((opts.aliases ?? ALIASES) + quarantineToml(mailbox, opts.extra));
+  t.after(async () => {
+    await gw.cleanup();
+    await mailbox.close();
+  });
+  return { gw, mailbox };
 }
 
 async function send(gw: TestGateway, raw: Buffer, to = 'support@example.com'): Promise<string> {
@@ -72,12 +86,7 @@ async function stored(store: Store, id: string): Promise<MessageMeta> {
 }
 
 test('an unparsable message over SMTP is stored wrapped and arrives at the quarantine mailbox with the original attached byte for byte', async (t) => {
-  const mailbox = await startUpstream();
-  const gw = await startTestGateway(ALIASES + quarantineToml(mailbox));
-  t.after(async () => {
-    await gw.cleanup();
-    await mailbox.close();
-  });
+  const { gw, mailbox } = await forwardingGateway(t);
   // A NUL in the header: bytes that cannot travel as message/rfc822, so they go as base64.
   const nul = readFileSync(fixture('unparsable', 'header-nul.eml'));
   const id = await send(gw, nul);
@@ -129,12 +138,7 @@ test('an unparsable message over SMTP is stored wrapped and arrives at the quara
 });
 
 test('the [pcemail quarantine test message] subject marker goes to the quarantine mailbox', async (t) => {
-  const mailbox = await startUpstream();
-  const gw = await startTestGateway(ALIASES + quarantineToml(mailbox));
-  t.after(async () => {
-    await gw.cleanup();
-    await mailbox.close();
-  });
+  const { gw, mailbox } = await forwardingGateway(t);
   const sent = readFileSync(fixture('unparsable', 'pcemail-quarantine-test.eml'));
   const id = await send(gw, sent);
   const meta = await stored(gw.store, id);
@@ -147,13 +151,8 @@ test('the [pcemail quarantine test message] subject marker goes to the quarantin
 });
 
 test('auto-responses stay in the store by default; with auto_responses = true they are forwarded too', async (t) => {
-  const mailbox = await startUpstream();
-  const gw = await startTestGateway(
-    ALIASES.replace('address = "sales@example.com"\n', 'address = "sales@example.com"\n[alias.quarantine]\nauto_responses = true\n') + quarantineToml(mailbox),
-  );
-  t.after(async () => {
-    await gw.cleanup();
-    await mailbox.close();
+  const { gw, mailbox } = await forwardingGateway(t, {
+    aliases: ALIASES.replace('address = "sales@example.com"\n', 'address = "sales@example.com"\n[alias.quarantine]\nauto_responses = true\n'),
   });
   const auto = readFileSync(fixture('delivery-exceptions', 'auto-reply.eml'));
   const kept = await stored(gw.store, await send(gw, auto, 'support@example.com'));
@@ -192,6 +191,7 @@ test('blocked_attachments forwards the message whose attachment was blocked, wit
   const [got] = await mailbox.waitFor(1);
   const fwd = await forwardOf(got!);
   assert.equal(fwd.mail.subject, 'Quarantined: blocked attachment (REPORT.ExE) — case');
+  assert.ok(fwd.attached.equals((await storedMessage(gw.store, id)).raw), 'the message as stored, byte for byte');
   const attached = await simpleParser(fwd.attached);
   assert.ok(!attached.attachments.some((a) => a.content.subarray(0, 2).toString('latin1') === 'MZ'), 'the blocked program is not sent on');
   assert.equal((await gw.store.listQuarantine({ messageId: id })).length, 1, 'it stays in mailgate’s quarantine');
@@ -335,17 +335,9 @@ test('a [quarantine] user without its password is a configuration error naming t
 });
 
 test('ssl = true forwards over verified STARTTLS with the login, trusting ca_file', async (t) => {
-  const mailbox = await startUpstream({ tls: true, users: { quarantine: 'q-secret' }, authOnlyOverTls: true });
-  const gw = await startTestGateway(
-    ALIASES +
-      quarantineToml(
-        mailbox,
-        ['ssl = true', 'user = "quarantine"', 'password = "q-secret"', `ca_file = ${JSON.stringify(fixture('tls', 'cert.pem'))}`].join('\n'),
-      ),
-  );
-  t.after(async () => {
-    await gw.cleanup();
-    await mailbox.close();
+  const { gw, mailbox } = await forwardingGateway(t, {
+    mailbox: { tls: true, users: { quarantine: 'q-secret' }, authOnlyOverTls: true },
+    extra: ['ssl = true', 'user = "quarantine"', 'password = "q-secret"', `ca_file = ${JSON.stringify(fixture('tls', 'cert.pem'))}`].join('\n'),
   });
   const id = await send(gw, readFileSync(fixture('unparsable', 'quarantine-test.eml')));
   const [got] = await mailbox.waitFor(1);

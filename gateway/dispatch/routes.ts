@@ -76,19 +76,10 @@ export function relayRouting(config: Config, relayName: string): Routing {
  */
 export function quarantineRouting(config: Config, aliasName: string | undefined): Routing {
   return memoized(config, `quarantine\0${aliasName ?? ''}`, () => {
-    const server = quarantineSettings(config, aliasName)?.server;
+    const server = quarantineSettings(config, aliasName).server;
     const owner = aliasName === undefined ? 'quarantine' : `quarantine of alias "${aliasName}"`;
-    if (server) {
-      const s: SmtpServer = {
-        protocol: server.user !== undefined ? 'esmtp' : 'smtp',
-        host: server.host,
-        port: server.port,
-        ssl: server.ssl,
-        ca_file: server.ca_file,
-      };
-      if (server.user !== undefined) Object.assign(s, { user: server.user, password: server.password });
-      return { route: smtpRoute(config, owner, s, false) };
-    }
+    // The settings carry the login only with its password: a login means ESMTP.
+    if (server) return { route: smtpRoute(config, owner, { ...server, protocol: server.user !== undefined ? 'esmtp' : 'smtp' }, false) };
     const fallback = config.partition.default_smtp;
     if (fallback?.server !== undefined)
       return { route: smtpRoute(config, `${owner}: partition default SMTP`, fromDefault({ ...fallback, server: fallback.server }), false) };
