@@ -10,7 +10,6 @@
  * here is logged, and the original stays stored.
  */
 import MailComposer from 'nodemailer/lib/mail-composer';
-import addressparser from 'nodemailer/lib/addressparser';
 import type { AliasConfig, Config } from '../config/schema.js';
 import type { MessageMeta } from '../../storage/records.js';
 import { submitOutbound, type SubmitDeps } from '../dispatch/submit.js';
@@ -106,7 +105,5 @@ function whyNot(meta: MessageMeta, threading: ThreadingFindings | undefined, ali
   if (!to) return 'no sender address to answer';
   // Never to ourselves: two aliases answering each other would loop.
   if (aliasAddresses(alias).includes(to.toLowerCase()) || aliasOfAddress(config, to)) return 'the sender is one of our aliases';
-  const sender = addressparser(to, { flatten: true })[0]?.address;
-  if (!sender) return 'no sender address to answer';
   return undefined;
 }

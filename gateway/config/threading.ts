@@ -6,15 +6,18 @@
  */
 import { z } from 'zod';
 import { is, text } from './fields.js';
+import { ageMs } from './retention.js';
 
 const AGE = 'an age such as "30m", "12h", "1d" or "2w"';
-const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 };
 
-/** An age such as `1d`, in milliseconds. */
-export const age = z
+/**
+ * An age such as `1d`, in milliseconds, read as `[retention]` reads its ages. At most six digits:
+ * `now - interval` must stay a valid Date, or every claim would pass (an answer to every message).
+ */
+const age = z
   .string(is(AGE))
   .regex(/^[1-9][0-9]{0,5}[smhdw]$/, is(AGE))
-  .transform((v) => Number(v.slice(0, -1)) * UNIT_MS[v.slice(-1)]!);
+  .transform((v) => ageMs(v)!);
 
 /** Placeholders the alias acknowledgement may use. */
 export const AUTO_REPLY_FIELDS = ['subject', 'from', 'reference'] as const;

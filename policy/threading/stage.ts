@@ -91,7 +91,6 @@ class ThreadingScan extends ChunkStage {
   readonly #ctx: MessageContext;
   #sawRoot = false;
   #decided: { conversation: string; joinedBy: JoinedBy; inReplyTo?: string } | undefined;
-  #subjectRefs: string[] = [];
   #replyTo: string | undefined;
   #noAutoReply: string | undefined;
   /** Body text read so far (inbound, when the header did not decide). */
@@ -151,7 +150,6 @@ class ThreadingScan extends ChunkStage {
     const headers = node.headers as Exclude<MimeNode['headers'], false>;
     const first = (key: string) => headers.getFirst(key);
     const subject = decodedHead(first('subject'));
-    this.#subjectRefs = this.#opts.format.find(subject);
     this.#autoReplyFacts(headers);
 
     // The message it answers: In-Reply-To first, then References from the newest (RFC 5322 section 3.6.4).
@@ -164,7 +162,7 @@ class ThreadingScan extends ChunkStage {
       // A message stored before threading has no conversation: the reply starts one that names it.
       this.#decided = { conversation: answered.conversation ?? newReference(), joinedBy: how, inReplyTo: answered.id };
     } else {
-      const known = await this.#known(this.#subjectRefs);
+      const known = await this.#known(this.#opts.format.find(subject));
       if (known) this.#decided = { conversation: known, joinedBy: 'subject' };
     }
     if (this.#ctx.direction !== 'outbound') return;

@@ -28,7 +28,8 @@
  *   !by-message-id!<message-id>\x00<id>   '' : index of messages by their Message-ID (without angle brackets), for
  *                                   reply threading; put in the message's commit batch; built for older messages
  *                                   by migration 8. Message-IDs with NUL or over 500 characters are not indexed
- *   !by-conversation!<ref>\x00<id>  '' : index of messages by conversation reference (MessageMeta.conversation)
+ *   !by-conversation!<ref>\x00<id>  '' : index of messages by conversation reference (MessageMeta.conversation);
+ *                                   put in the message's commit batch; no migration (older messages have no conversation)
  *   !auto-replies!<alias>\x00<sender>   ISO time of the last auto-reply the alias sent the sender (gateway/auto-reply/)
  *
  * A rewrite writes the new generation's chunks under a `rewrites` mark naming the new
@@ -43,9 +44,10 @@
  * surviving chunk of an unfinished message still has its `pending` key.
  *
  * Deleting a message (retention.ts) is the same in reverse: one synced batch removes its
- * `messages`, `by-alias`, `generations` and `quarantine` keys and puts its `pending` mark; then
- * its chunks (every generation) and quarantined bytes go, then the mark. A crash in between
- * leaves a mark without a message, which the open-time sweep finishes. `fetched` keys stay.
+ * `messages`, `by-alias`, `by-message-id`, `by-conversation`, `generations` and `quarantine`
+ * keys and puts its `pending` mark; then its chunks (every generation) and quarantined bytes go,
+ * then the mark. A crash in between leaves a mark without a message, which the open-time sweep
+ * finishes. `fetched` keys stay.
  *
  * To add a sublevel: add one line to `openSublevels` and one line above; if existing data
  * must change, append a migration to `migrations`.

@@ -150,10 +150,10 @@ export class LevelStore implements Store {
 
   /** Oldest first: the index keys sort by id after the Message-ID. */
   async findByMessageId(messageId: string): Promise<MessageMeta[]> {
-    const prefix = messageIdKey(messageId, '');
-    if (prefix === undefined) return [];
+    if (messageIdKey(messageId, '') === undefined) return [];
     const ids: string[] = [];
-    for await (const key of this.sublevels.byMessageId.keys({ gte: prefix, lt: `${prefix.slice(0, -1)}\x01` })) ids.push(idOfAliasKey(key));
+    // `<message-id>\x00<id>`: the same shape as the by-alias keys, read the same way.
+    for await (const key of this.sublevels.byMessageId.keys(aliasRange(messageId))) ids.push(idOfAliasKey(key));
     if (ids.length === 0) return [];
     return (await this.sublevels.messages.getMany(ids)).filter((m): m is MessageMeta => m !== undefined);
   }
@@ -311,16 +311,19 @@ export class LevelStore implements Store {
     return found;
   }
 
-  /** Committed messages newest first within `range` of ids, of one alias when given, read `pageSize` at a time. */
+  /**
+   * Committed messages newest first within `range` of ids, of one alias (or, with INDEX
+   * `byConversation`, one conversation) when KEY is given, read `pageSize` at a time.
+   */
   async *#newestFirst(
-    alias: string | undefined,
+    key: string | undefined,
     range: IdRange,
     pageSize = ALIAS_PAGE,
     index: 'byAlias' | 'byConversation' = 'byAlias',
   ): AsyncGenerator<MessageMeta> {
     const { messages } = this.sublevels;
-    const byAlias = this.sublevels[index];
-    if (alias === undefined) {
+    const byKey = this.sublevels[index];
+    if (key === undefined) {
       yield* messages.values({ ...range, reverse: true });
       return;
     }
@@ -329,12 +332,12 @@ export class LevelStore implements Store {
       const metas = await messages.getMany(ids);
       for (const [i, meta] of metas.entries()) {
         if (meta) yield meta;
-        else logger.warn({ id: ids[i], alias }, 'by-alias entry without a message');
+        else logger.warn({ id: ids[i], index, key }, 'index entry without a message');
       }
       ids = [];
     };
-    for await (const key of byAlias.keys({ ...aliasRange(alias, range.gte, range.lt), reverse: true })) {
-      ids.push(idOfAliasKey(key));
+    for await (const indexKey of byKey.keys({ ...aliasRange(key, range.gte, range.lt), reverse: true })) {
+      ids.push(idOfAliasKey(indexKey));
       if (ids.length === pageSize) yield* page(this.#logger);
     }
     yield* page(this.#logger);
