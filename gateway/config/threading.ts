@@ -5,16 +5,7 @@
  * only gains a line per key; the same conventions apply (messages say what was expected).
  */
 import { z } from 'zod';
-import { is, text } from './fields.js';
-
-const AGE = 'an age such as "30m", "12h", "1d" or "2w"';
-const UNIT_MS: Record<string, number> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 };
-
-/** An age such as `1d`, in milliseconds. */
-export const age = z
-  .string(is(AGE))
-  .regex(/^[1-9][0-9]{0,5}[smhdw]$/, is(AGE))
-  .transform((v) => Number(v.slice(0, -1)) * UNIT_MS[v.slice(-1)]!);
+import { age, is, text } from './fields.js';
 
 /** Placeholders the alias acknowledgement may use. */
 export const AUTO_REPLY_FIELDS = ['subject', 'from', 'reference'] as const;
@@ -54,7 +45,7 @@ export const partitionThreadingKeys = {
   /** The answer to mail for an unknown address, instead of the built-in text. */
   unknown_recipient_reply: replyTemplates(UNKNOWN_RECIPIENT_FIELDS).optional(),
   /** At most one auto-reply per sender address per alias within this age (RFC 3834 section 2). */
-  auto_reply_interval: age.default(86_400_000),
+  auto_reply_interval: age('"30m", "12h", "1d" or "2w"').default(86_400_000),
 };
 
 /** `[alias.auto_reply]` as loaded. */
