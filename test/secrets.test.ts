@@ -29,6 +29,15 @@ async function encryptSecret(key: string, secret: string): Promise<string> {
   return sealed;
 }
 
+/** `[partition.default_smtp]` on loopback, signing in with PASSWORD as written. */
+const defaultSmtp = (password: string) => [
+  '[partition.default_smtp]',
+  'server = "127.0.0.1"',
+  'protocol = "esmtp"',
+  'user = "gate"',
+  `password = "${password}"`,
+];
+
 /** 1-based line of the first line of TEXT that starts with START. */
 const lineOf = (text: string, start: string) => text.split('\n').findIndex((l) => l.startsWith(start)) + 1;
 
@@ -137,11 +146,7 @@ test('${NAME} references keep working, and a variable may itself hold an enc:v1:
   const text = testConfigText(
     dir,
     [
-      '[partition.default_smtp]',
-      'server = "127.0.0.1"',
-      'protocol = "esmtp"',
-      'user = "gate"',
-      'password = "${SMTP_PASSWORD}"',
+      ...defaultSmtp('${SMTP_PASSWORD}'),
       '[[oauth_app]]',
       'name = "m365"',
       'provider = "microsoft365"',
@@ -175,11 +180,7 @@ test('config check warns about each secret written in clear, naming line and key
   const text = testConfigText(
     dir,
     [
-      '[partition.default_smtp]',
-      'server = "127.0.0.1"',
-      'protocol = "esmtp"',
-      'user = "gate"',
-      'password = "clear-smtp-password"',
+      ...defaultSmtp('clear-smtp-password'),
       '[[alias]]',
       'name = "sales"',
       'address = "sales@example.com"',

@@ -311,6 +311,11 @@ test('config: reference_format needs {ref} once, templates only known placeholde
   };
   assert.match(problem('[partition]\nreference_format = "[ref]"\n'), /mailgate\.toml:2: partition\.reference_format: expected a text with \{ref\} in it once/);
   assert.match(problem('[partition]\nauto_reply_interval = "1 day"\n'), /mailgate\.toml:2: partition\.auto_reply_interval: expected an age such as "30m"/);
+  // An age past any valid date would make every sender "not answered yet": refused.
+  assert.match(
+    problem('[partition]\nauto_reply_interval = "99999999999w"\n'),
+    /mailgate\.toml:2: partition\.auto_reply_interval: expected an age such as "30m"/,
+  );
   assert.match(
     problem('[[alias]]\nname = "a"\naddress = "a@example.com"\n[alias.auto_reply]\nsubject = "Re: {subjcet}"\ntext = "ok"\n'),
     /mailgate\.toml:5: alias\[0\]\.auto_reply\.subject: expected a text whose placeholders are among \{subject\}, \{from\}, \{reference\}/,

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { ageMs } from '../../lib/age.js';
 import { resolveConfig, type LoadedConfig } from '../config/load.js';
 import type { AliasConfig, Config } from '../config/schema.js';
 import { openAdminApi, type AdminApi } from '../admin/api.js';
@@ -26,13 +27,10 @@ export function knownAlias(config: Config, name: string): AliasConfig {
   throw new UsageError(`no alias named "${name}"; known aliases: ${known.length ? known.join(', ') : '(none configured)'}`);
 }
 
-/** Parses `--since` (or the option `name`): an ISO 8601 time, or an age such as `30m`, `2h`, `7d`. */
+/** Parses `--since` (or the option `name`): an ISO 8601 time, or an age such as `30m`, `2h`, `7d` (lib/age.ts). */
 export function parseSince(value: string, name = '--since'): Date {
-  const age = /^(\d+)([smhd])$/.exec(value);
-  if (age) {
-    const unit = { s: 1e3, m: 60e3, h: 3600e3, d: 86400e3 }[age[2] as 's' | 'm' | 'h' | 'd'];
-    return new Date(Date.now() - Number(age[1]) * unit);
-  }
+  const age = ageMs(value);
+  if (age !== undefined) return new Date(Date.now() - age);
   const t = new Date(value);
   if (Number.isNaN(t.getTime())) throw new UsageError(`${name}: expected an ISO 8601 time or an age like 2h or 7d, got "${value}"`);
   return t;

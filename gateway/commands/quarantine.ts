@@ -1,7 +1,7 @@
 import { createWriteStream } from 'node:fs';
 import { pipeline } from 'node:stream/promises';
 import { Command } from 'commander';
-import type { QuarantineBulkResult, QuarantineQuery, QuarantineRecord } from '../admin/api.js';
+import type { AdminApi, QuarantineBulkResult, QuarantineQuery, QuarantineRecord } from '../admin/api.js';
 import { clip, parseSince, UsageError, withAdminApi } from './common.js';
 
 /** `mailgate quarantine ...`: attachments blocked by the attachments stage (Cisco guide, "Viewing/Restoring/Deleting Blocked Attachments"). */
@@ -24,39 +24,23 @@ export function quarantineCommand(): Command {
       });
     });
 
-  quarantine
-    .command('restore')
-    .description(
-      'put a quarantined attachment back into its message, byte for byte as received, and remove it from quarantine; or, with filters instead of an id, every one they match',
-    )
-    .argument('[id]', 'quarantine id (as `quarantine list` shows it)')
-    .option('--message <id>', 'every attachment of this message')
-    .option(...RULE)
-    .option(...FILE)
-    .option(...OLDER_THAN)
-    .action(async (id: string | undefined, opts: FilterFlags, cmd: Command) => {
-      const restored = (r: QuarantineRecord) => `restored "${r.fileName}" into message ${r.messageId}\n`;
-      await withAdminApi(cmd, async (api) => {
-        if (id !== undefined && !hasFilter(opts)) return void process.stdout.write(restored(await api.restoreQuarantined(id)));
-        printBulk(await api.bulkQuarantine('restore', bulkQuery('restore', id, opts)), 'restore', restored);
-      });
-    });
+  oneOrMatching(
+    quarantine,
+    'restore',
+    'put a quarantined attachment back into its message, byte for byte as received, and remove it from quarantine; or, with filters instead of an id, every one they match',
+    'quarantine id (as `quarantine list` shows it)',
+    (api, id) => api.restoreQuarantined(id),
+    (r) => `restored "${r.fileName}" into message ${r.messageId}\n`,
+  );
 
-  quarantine
-    .command('delete')
-    .description('delete a quarantined attachment for good (the notice in the message stays); or, with filters instead of an id, every one they match')
-    .argument('[id]', 'quarantine id')
-    .option('--message <id>', 'every attachment of this message')
-    .option(...RULE)
-    .option(...FILE)
-    .option(...OLDER_THAN)
-    .action(async (id: string | undefined, opts: FilterFlags, cmd: Command) => {
-      const deleted = (r: QuarantineRecord) => `deleted "${r.fileName}" (${r.id})\n`;
-      await withAdminApi(cmd, async (api) => {
-        if (id !== undefined && !hasFilter(opts)) return void process.stdout.write(deleted(await api.deleteQuarantined(id)));
-        printBulk(await api.bulkQuarantine('delete', bulkQuery('delete', id, opts)), 'delete', deleted);
-      });
-    });
+  oneOrMatching(
+    quarantine,
+    'delete',
+    'delete a quarantined attachment for good (the notice in the message stays); or, with filters instead of an id, every one they match',
+    'quarantine id',
+    (api, id) => api.deleteQuarantined(id),
+    (r) => `deleted "${r.fileName}" (${r.id})\n`,
+  );
 
   quarantine
     .command('purge')
@@ -69,9 +53,8 @@ export function quarantineCommand(): Command {
       await withAdminApi(cmd, async (api) => {
         // The same operation as the bulk delete by age (REST: DELETE /api/v1/quarantine?older_than=T).
         const result = await api.bulkQuarantine('delete', { olderThan: before });
-        for (const f of result.failed) process.stderr.write(`could not delete ${f.id}: ${f.message}\n`);
+        printFailures(result, 'delete');
         process.stdout.write(`purged ${result.done.length} quarantined attachment(s) quarantined before ${before}\n`);
-        if (result.failed.length > 0) process.exitCode = 1;
       });
     });
 
@@ -122,11 +105,44 @@ function bulkQuery(action: string, id: string | undefined, opts: FilterFlags): Q
   return quarantineQuery(opts);
 }
 
+/**
+ * `quarantine ACTION [id]`: the attachment ID (ONE of it), or with filters instead every one they
+ * match (the admin API's bulk ACTION); LINE is what is printed for each attachment done.
+ */
+function oneOrMatching(
+  quarantine: Command,
+  action: 'restore' | 'delete',
+  description: string,
+  idHelp: string,
+  one: (api: AdminApi, id: string) => Promise<QuarantineRecord>,
+  line: (r: QuarantineRecord) => string,
+): void {
+  quarantine
+    .command(action)
+    .description(description)
+    .argument('[id]', idHelp)
+    .option('--message <id>', 'every attachment of this message')
+    .option(...RULE)
+    .option(...FILE)
+    .option(...OLDER_THAN)
+    .action(async (id: string | undefined, opts: FilterFlags, cmd: Command) => {
+      await withAdminApi(cmd, async (api) => {
+        if (id !== undefined && !hasFilter(opts)) return void process.stdout.write(line(await one(api, id)));
+        printBulk(await api.bulkQuarantine(action, bulkQuery(action, id, opts)), action, line);
+      });
+    });
+}
+
 /** One line per attachment done on stdout, one per failure on stderr (and exit 1 if any failed). */
 function printBulk(result: QuarantineBulkResult, action: string, line: (r: QuarantineRecord) => string): void {
   for (const record of result.done) process.stdout.write(line(record));
-  for (const f of result.failed) process.stderr.write(`could not ${action} ${f.id}: ${f.message}\n`);
+  printFailures(result, action);
   if (result.done.length === 0 && result.failed.length === 0) process.stdout.write(`nothing in quarantine matches: nothing to ${action}\n`);
+}
+
+/** One line per failure on stderr, and exit 1 if any. */
+function printFailures(result: QuarantineBulkResult, action: string): void {
+  for (const f of result.failed) process.stderr.write(`could not ${action} ${f.id}: ${f.message}\n`);
   if (result.failed.length > 0) process.exitCode = 1;
 }
 

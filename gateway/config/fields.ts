@@ -4,6 +4,7 @@
  * `KEY: expected MESSAGE, got GIVEN`. schema.ts and the table files beside it build from these.
  */
 import { z } from 'zod';
+import { ageMs } from '../../lib/age.js';
 import { parseListenAddress } from '../../lib/net.js';
 import { isPasswordHash } from './password.js';
 
@@ -14,6 +15,15 @@ const PORT = 'an integer from 1 to 65535';
 export const port = z.int(is(PORT)).min(1, is(PORT)).max(65535, is(PORT));
 export const positive = (unit: string) => z.int(is(`a positive integer (${unit})`)).min(1, is(`a positive integer (${unit})`));
 export const text = z.string().min(1, is('a non-empty string'));
+
+/** An age as written (`90d`, lib/age.ts), read as milliseconds; never zero. EXAMPLES fit the key (`"90d"`). */
+export function age(examples: string) {
+  const expected = `an age such as ${examples}: a whole number and s, m, h, d or w (seconds, minutes, hours, days, weeks)`;
+  return z
+    .string(is(expected))
+    .refine((v) => (ageMs(v) ?? 0) > 0, is(expected))
+    .transform((v) => ageMs(v)!);
+}
 
 const LABEL = '[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?';
 const DOMAIN_RE = new RegExp(`^${LABEL}(?:\\.${LABEL})*\\.?$`);

@@ -7,7 +7,7 @@
  */
 import { parse } from 'smol-toml';
 import { keyLocator, keyPath, type ConfigProblem } from '../../lib/config-file/toml.js';
-import { open, readSecretKey, seal, SecretKeyError, type SecretKeySources } from '../../lib/secret-box.js';
+import { open, readSecretKey, seal, secretKeyConfigured, SecretKeyError, type SecretKeySources } from '../../lib/secret-box.js';
 
 /** What a sealed value starts with; the version names the layout (lib/secret-box.ts seal, base64url). */
 export const SEALED_PREFIX = 'enc:v1:';
@@ -87,7 +87,7 @@ export function openSealed<T>(value: T, text: string, file: string, keys: Secret
     key = readSecretKey(keys, MISSING_KEY);
   } catch (err) {
     if (!(err instanceof SecretKeyError)) throw err;
-    const missing = err.message === MISSING_KEY;
+    const missing = !secretKeyConfigured(keys);
     const list = missing && opts.deferMissingKey ? result.unopened : result.problems;
     for (const s of sealed) list.push(problem(s.path, missing ? 'no secret key' : 'an unusable secret key', `sealed (enc:v1:), but ${err.message}`));
     return result;

@@ -5,19 +5,7 @@
  * only gains a line per key; the same conventions apply (messages say what was expected).
  */
 import { z } from 'zod';
-import { is, text } from './fields.js';
-import { ageMs } from './retention.js';
-
-const AGE = 'an age such as "30m", "12h", "1d" or "2w"';
-
-/**
- * An age such as `1d`, in milliseconds, read as `[retention]` reads its ages. At most six digits:
- * `now - interval` must stay a valid Date, or every claim would pass (an answer to every message).
- */
-const age = z
-  .string(is(AGE))
-  .regex(/^[1-9][0-9]{0,5}[smhdw]$/, is(AGE))
-  .transform((v) => ageMs(v)!);
+import { age, is, text } from './fields.js';
 
 /** Placeholders the alias acknowledgement may use. */
 export const AUTO_REPLY_FIELDS = ['subject', 'from', 'reference'] as const;
@@ -57,7 +45,7 @@ export const partitionThreadingKeys = {
   /** The answer to mail for an unknown address, instead of the built-in text. */
   unknown_recipient_reply: replyTemplates(UNKNOWN_RECIPIENT_FIELDS).optional(),
   /** At most one auto-reply per sender address per alias within this age (RFC 3834 section 2). */
-  auto_reply_interval: age.default(86_400_000),
+  auto_reply_interval: age('"30m", "12h", "1d" or "2w"').default(86_400_000),
 };
 
 /** `[alias.auto_reply]` as loaded. */
