@@ -8,7 +8,7 @@ import { finished } from 'node:stream';
 import type { Readable } from 'node:stream';
 import type { ImapFlow } from 'imapflow';
 import type { IncomingServerConfig } from '../config/schema.js';
-import type { Mailbox, MailboxItem } from './mailbox.js';
+import { readAll, type FetchedMessage, type Mailbox, type MailboxItem } from './mailbox.js';
 import { imapClient, mailboxCredentials } from './login.js';
 import type { TokenProvider } from '../oauth/tokens.js';
 
@@ -81,6 +81,11 @@ export class ImapMailbox implements Mailbox {
       lock.release();
       throw err;
     }
+  }
+
+  async *messages(items: readonly MailboxItem[]): AsyncIterable<FetchedMessage> {
+    // One message at a time for now; the retriever's pipelined fetch replaces this with one UID FETCH.
+    for (const item of items) yield { item, content: await readAll(await this.message(item)) };
   }
 
   headers(item: MailboxItem): Promise<Buffer> {

@@ -18,6 +18,12 @@ export interface MailboxItem {
   ref: number;
 }
 
+/** One message of a range (Mailbox.messages), read whole. */
+export interface FetchedMessage {
+  item: MailboxItem;
+  content: Buffer;
+}
+
 /** One open session on a mailbox. */
 export interface Mailbox {
   /** Connects, secures, logs in and (IMAP) selects the folder. */
@@ -26,6 +32,15 @@ export interface Mailbox {
   list(): Promise<MailboxItem[]>;
   /** The whole message as a stream; read it to the end or destroy it. */
   message(item: MailboxItem): Promise<Readable>;
+  /**
+   * The messages ITEMS, in order, with several of them on the wire at once (IMAP: one UID FETCH
+   * for the range; POP3: RETR commands pipelined where the server offers PIPELINING); each is
+   * yielded as soon as it is whole, so the caller can store one while the next arrives. The
+   * caller bounds the bytes by the ITEMS it passes (their sizes are known from `list`), reads the
+   * iterator to its end or ends it early (`return`), and makes no other call on this session
+   * meanwhile. A message gone from the mailbox since `list` is left out.
+   */
+  messages(items: readonly MailboxItem[]): AsyncIterable<FetchedMessage>;
   /** The message's header block only (IMAP `BODY.PEEK[HEADER]`, POP3 `TOP n 0`). */
   headers(item: MailboxItem): Promise<Buffer>;
   /** Applies `on_stored` to messages already recorded as stored: move to the processed folder, delete, or keep; in as few commands as the protocol allows. */
@@ -40,6 +55,13 @@ export interface Mailbox {
   readonly persistent: boolean;
   /** Ends the session: POP3 QUIT (which applies deletions), IMAP LOGOUT. Never rejects. */
   close(): Promise<void>;
+}
+
+/** Reads STREAM to its end. */
+export async function readAll(stream: Readable): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of stream) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
 }
 
 /** TLS options for a server: the `ca_file` is trusted in addition to the system's CAs. */

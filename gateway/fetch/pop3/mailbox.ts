@@ -6,15 +6,9 @@
 import type { Readable } from 'node:stream';
 import type { IncomingServerConfig } from '../../config/schema.js';
 import type { Pop3Client } from './client.js';
-import type { Mailbox, MailboxItem } from '../mailbox.js';
+import { readAll, type FetchedMessage, type Mailbox, type MailboxItem } from '../mailbox.js';
 import { mailboxCredentials, pop3Connect, pop3Login } from '../login.js';
 import type { TokenProvider } from '../../oauth/tokens.js';
-
-async function readAll(stream: Readable): Promise<Buffer> {
-  const chunks: Buffer[] = [];
-  for await (const chunk of stream) chunks.push(chunk as Buffer);
-  return Buffer.concat(chunks);
-}
 
 /** A POP3 mailbox session for the retriever. */
 export class Pop3Mailbox implements Mailbox {
@@ -56,6 +50,11 @@ export class Pop3Mailbox implements Mailbox {
 
   message(item: MailboxItem): Promise<Readable> {
     return this.#session().retr(item.ref);
+  }
+
+  async *messages(items: readonly MailboxItem[]): AsyncIterable<FetchedMessage> {
+    // One RETR at a time for now; to be pipelined (RFC 2449 PIPELINING).
+    for (const item of items) yield { item, content: await readAll(await this.message(item)) };
   }
 
   async headers(item: MailboxItem): Promise<Buffer> {
