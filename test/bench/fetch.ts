@@ -1,11 +1,8 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { ImapFlow } from 'imapflow';
-import { loadConfigText } from '../../gateway/config/load.js';
-import { silentLogger } from '../../lib/logger.js';
-import { startRetriever } from '../../gateway/fetch/retriever.js';
-import { PolicySet, policySources } from '../../policy/policy-set.js';
-import { openStore } from '../../storage/open.js';
+import { pathToFileURL } from 'node:url';
+import { projectRoot } from '../helpers/paths.js';
 import { ensureDovecot, startDovecot, type TestDovecot } from '../helpers/dovecot.js';
 import { fixture, tempDir } from '../helpers/paths.js';
 import { startDelayProxy } from './delay-proxy.js';
@@ -72,8 +69,34 @@ async function plainImapflow(ports: Ports, user: string): Promise<number> {
   return Number(process.hrtime.bigint() - start) / 1e9;
 }
 
+/** A mailgate build whose retriever is measured: ROOT/dist holds its compiled modules (this checkout, or another's for `compare`). */
+export interface FetchBuild {
+  label: string;
+  root: string;
+}
+
+/** The modules of BUILD the bench drives, loaded from its own dist (the same interfaces in every build compared). */
+async function modulesOf(build: FetchBuild) {
+  const load = (file: string) => import(pathToFileURL(path.join(build.root, 'dist', file)).href);
+  const [config, logger, fetch, policy, storage] = await Promise.all([
+    load('gateway/config/load.js') as Promise<typeof import('../../gateway/config/load.js')>,
+    load('lib/logger.js') as Promise<typeof import('../../lib/logger.js')>,
+    load('gateway/fetch/retriever.js') as Promise<typeof import('../../gateway/fetch/retriever.js')>,
+    load('policy/policy-set.js') as Promise<typeof import('../../policy/policy-set.js')>,
+    load('storage/open.js') as Promise<typeof import('../../storage/open.js')>,
+  ]);
+  return {
+    loadConfigText: config.loadConfigText,
+    silentLogger: logger.silentLogger,
+    startRetriever: fetch.startRetriever,
+    ...policy,
+    openStore: storage.openStore,
+  };
+}
+
 /** mailgate's retriever: fetch, policy stages (default policy), durable store, move to Processed or delete. */
-async function retriever(ports: Ports, user: string, type: 'imap' | 'pop3'): Promise<number> {
+async function retriever(ports: Ports, user: string, type: 'imap' | 'pop3', build: FetchBuild): Promise<number> {
+  const { loadConfigText, silentLogger, startRetriever, PolicySet, policySources, openStore } = await modulesOf(build);
   const { dir, cleanup } = await tempDir('mailgate-bench-');
   try {
     const port = type === 'imap' ? ports.imap : ports.pop3;
@@ -124,11 +147,23 @@ async function retriever(ports: Ports, user: string, type: 'imap' | 'pop3'): Pro
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
 
+export interface FetchBenchOptions {
+  /** Interleaved runs of each; default 3. */
+  runs?: number;
+  /** Round-trip times to measure, in ms (0: direct to Dovecot); default [0]. */
+  rtts?: readonly number[];
+  /** The builds measured; default this checkout alone. */
+  builds?: readonly FetchBuild[];
+}
+
 /**
  * Fetch throughput from a real Dovecot, as a ratio against a plain imapflow download in the same
  * run; with RTTS, again through a proxy giving each connection that round-trip time (0: direct).
+ * With several BUILDS (`compare`), each build's retriever in turn, interleaved with the others.
  */
-export async function fetchBench(runs = 3, rtts: readonly number[] = [0]): Promise<string[]> {
+export async function fetchBench(opts: FetchBenchOptions = {}): Promise<string[]> {
+  const runs = opts.runs ?? 3;
+  const builds = opts.builds ?? [{ label: 'mailgate', root: projectRoot }];
   await ensureDovecot();
   const dovecot = await startDovecot({
     users: [
@@ -140,29 +175,34 @@ export async function fetchBench(runs = 3, rtts: readonly number[] = [0]): Promi
   const lines: string[] = [];
   try {
     await fill(dovecot, 'base');
-    for (const rtt of rtts) {
+    for (const rtt of opts.rtts ?? [0]) {
       const imapProxy = rtt > 0 ? await startDelayProxy(dovecot.imapPort, rtt / 2) : undefined;
       const popProxy = rtt > 0 ? await startDelayProxy(dovecot.pop3Port, rtt / 2) : undefined;
       const ports: Ports = { imap: imapProxy?.port ?? dovecot.imapPort, pop3: popProxy?.port ?? dovecot.pop3Port };
       try {
         const base: number[] = [];
-        const imap: number[] = [];
-        const pop: number[] = [];
+        const imap = builds.map(() => [] as number[]);
+        const pop = builds.map(() => [] as number[]);
         for (let i = 0; i < runs; i++) {
           base.push(await plainImapflow(ports, 'base'));
-          await fill(dovecot, 'imap');
-          imap.push(await retriever(ports, 'imap', 'imap'));
-          await fill(dovecot, 'pop');
-          pop.push(await retriever(ports, 'pop', 'pop3'));
+          for (const [j, build] of builds.entries()) {
+            await fill(dovecot, 'imap');
+            imap[j]!.push(await retriever(ports, 'imap', 'imap', build));
+            await fill(dovecot, 'pop');
+            pop[j]!.push(await retriever(ports, 'pop', 'pop3', build));
+          }
         }
         const rate = (s: number) => `${(COUNT / s).toFixed(0).padStart(6)} msg/s ${(TOTAL_BYTES / 1e6 / s).toFixed(1).padStart(5)} MB/s`;
         const b = median(base);
         const link = rtt > 0 ? `, ${rtt} ms round trips` : ', loopback';
-        lines.push(
-          `plain imapflow download (baseline${link})`.padEnd(58) + `${rate(b)}`,
-          `mailgate retriever, IMAP (store + move${link})`.padEnd(58) + `${rate(median(imap))}  ratio ${(b / median(imap)).toFixed(2)}`,
-          `mailgate retriever, POP3 (store + DELE${link})`.padEnd(58) + `${rate(median(pop))}  ratio ${(b / median(pop)).toFixed(2)}`,
-        );
+        lines.push(`plain imapflow download (baseline${link})`.padEnd(66) + `${rate(b)}`);
+        for (const [j, build] of builds.entries()) {
+          const who = builds.length > 1 ? `${build.label}: ` : 'mailgate ';
+          lines.push(
+            `${who}retriever, IMAP (store + move${link})`.padEnd(66) + `${rate(median(imap[j]!))}  ratio ${(b / median(imap[j]!)).toFixed(2)}`,
+            `${who}retriever, POP3 (store + DELE${link})`.padEnd(66) + `${rate(median(pop[j]!))}  ratio ${(b / median(pop[j]!)).toFixed(2)}`,
+          );
+        }
       } finally {
         await imapProxy?.close();
         await popProxy?.close();

@@ -95,8 +95,12 @@ function startRole(args: string[]): { child: ChildProcess; replies: Replies } {
 }
 
 /** `mailgate serve` with its submission port, read from its log; `nodeArgs` e.g. `--cpu-prof`. */
-async function spawnGateway(configFile: string, nodeArgs: string[]): Promise<{ submissionPort: number; child: ChildProcess; exited: Promise<number | null> }> {
-  const child = spawn(process.execPath, [...nodeArgs, cliPath, 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+async function spawnGateway(
+  configFile: string,
+  nodeArgs: string[],
+  cli = cliPath,
+): Promise<{ submissionPort: number; child: ChildProcess; exited: Promise<number | null> }> {
+  const child = spawn(process.execPath, [...nodeArgs, cli, 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
   let stderr = '';
   child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
@@ -172,6 +176,8 @@ export interface OutboundBenchOptions {
   runs?: number;
   /** Write a V8 CPU profile of the `mailgate serve` process into this directory (`node --cpu-prof`). */
   cpuProfDir?: string;
+  /** The builds measured (`compare`: another checkout's DIR/dist/gateway/cli.js too); default this checkout alone. */
+  builds?: readonly { label: string; cli: string }[];
 }
 
 /**
@@ -184,10 +190,11 @@ export async function outboundBench(opts: OutboundBenchOptions = {}): Promise<st
   const n = opts.messages ?? (opts.quick ? 50 : 2000);
   const runs = opts.runs ?? (opts.quick ? 1 : 3);
   const warmUp = opts.quick ? 20 : 200;
+  const builds = opts.builds ?? [{ label: 'mailgate', cli: cliPath }];
   const { dir, cleanup } = await tempDir('mailgate-bench-');
   const sink = startRole(['sink']);
   const children: ChildProcess[] = [sink.child];
-  let gateway: Awaited<ReturnType<typeof spawnGateway>> | undefined;
+  const gateways: Awaited<ReturnType<typeof spawnGateway>>[] = [];
   try {
     const { port: sinkPort } = await sink.replies.next<{ port: number }>();
     const toml = `
@@ -198,48 +205,65 @@ address = "${FROM}"
 host = "127.0.0.1"
 port = ${sinkPort}
 ${submissionToml(['support'], '# [queue] defaults: concurrency = 20, connections_per_route = 5')}`;
-    const configFile = await writeTestConfig(dir, toml);
     if (opts.cpuProfDir) await mkdir(opts.cpuProfDir, { recursive: true });
-    gateway = await spawnGateway(configFile, opts.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', opts.cpuProfDir] : []);
     const direct = startRole(['client', String(sinkPort), String(ROUTE_CONNECTIONS), String(ROUTE_MAX_MESSAGES)]);
-    const submitter = startRole(['client', String(gateway.submissionPort), String(SUBMIT_CONNECTIONS), 'Infinity', SUBMIT_USER, SUBMIT_PASSWORD]);
-    children.push(direct.child, submitter.child);
+    children.push(direct.child);
+    const submitters: ReturnType<typeof startRole>[] = [];
+    for (const [j, build] of builds.entries()) {
+      // Each build its own directory and store.
+      const own = path.join(dir, `build-${j}`);
+      await mkdir(own);
+      const configFile = await writeTestConfig(own, toml);
+      const gateway = await spawnGateway(configFile, opts.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', opts.cpuProfDir] : [], build.cli);
+      gateways.push(gateway);
+      const submitter = startRole(['client', String(gateway.submissionPort), String(SUBMIT_CONNECTIONS), 'Infinity', SUBMIT_USER, SUBMIT_PASSWORD]);
+      children.push(submitter.child);
+      submitters.push(submitter);
+    }
 
     // Opens the pools (and the submitter's logins: a synchronous scrypt each), warms JIT and LevelDB.
     await timedRun(sink.replies, direct.replies, warmUp);
-    await timedRun(sink.replies, submitter.replies, warmUp);
+    for (const submitter of submitters) await timedRun(sink.replies, submitter.replies, warmUp);
     await pause(200);
-    const pid = gateway.child.pid!;
-    const peakReset = resetPeak(pid);
+    const peakReset = gateways.map((g) => resetPeak(g.child.pid!));
 
     const base: Run[] = [];
-    const mg: Run[] = [];
+    const mg: Run[][] = builds.map(() => []);
     for (let i = 0; i < runs; i++) {
       base.push(await timedRun(sink.replies, direct.replies, n, [direct.child.pid!, sink.child.pid!]));
       // The dispatcher's last few outcome commits land just after the sink's last 250.
       await pause(200);
-      mg.push(await timedRun(sink.replies, submitter.replies, n, [pid, submitter.child.pid!, sink.child.pid!]));
-      await pause(200);
+      for (const [j, gateway] of gateways.entries()) {
+        const submitter = submitters[j]!;
+        mg[j]!.push(await timedRun(sink.replies, submitter.replies, n, [gateway.child.pid!, submitter.child.pid!, sink.child.pid!]));
+        await pause(200);
+      }
     }
-    const peak = memoryOf(pid).peak;
 
     const rate = (rs: Run[], key: 'seconds' | 'acceptSeconds') => n / median(rs.map((r) => r[key]));
     const cpuMs = (rs: Run[], i: number) => ((median(rs.map((r) => r.cpu[i]!)) * 1000) / n).toFixed(2);
     const baseRate = rate(base, 'seconds');
-    const mgRate = rate(mg, 'seconds');
     const fmt = (r: number) => r.toFixed(0).padStart(6);
-    return [
+    const lines = [
       `${n} messages of ${SIZE / 1024} KB per run, ${runs === 1 ? '1 run' : `medians of ${runs} interleaved runs`}, after a warm-up of ${warmUp} each${opts.quick ? ' (quick: not a measurement)' : ''}`,
       `nodemailer straight to the sink (baseline, pool of ${ROUTE_CONNECTIONS})       ${fmt(baseRate)} msg/s` +
         `  CPU per message: sender ${cpuMs(base, 0)} ms, sink ${cpuMs(base, 1)} ms`,
-      `mailgate: first submit (${SUBMIT_CONNECTIONS} connections) to sink has all   ${fmt(mgRate)} msg/s  ratio ${(mgRate / baseRate).toFixed(2)}` +
-        `  CPU per message: mailgate ${cpuMs(mg, 0)} ms, submitter ${cpuMs(mg, 1)} ms, sink ${cpuMs(mg, 2)} ms`,
-      `mailgate: submissions accepted (250 after the synced write)     ${fmt(rate(mg, 'acceptSeconds'))} msg/s`,
-      `mailgate peak resident memory${peakReset ? ' over the timed runs' : ''}: ${(peak / 1024 / 1024).toFixed(0)} MB`,
     ];
+    for (const [j, build] of builds.entries()) {
+      const who = builds.length > 1 ? build.label : 'mailgate';
+      const mgRate = rate(mg[j]!, 'seconds');
+      const peak = memoryOf(gateways[j]!.child.pid!).peak;
+      lines.push(
+        `${who}: first submit (${SUBMIT_CONNECTIONS} connections) to sink has all   ${fmt(mgRate)} msg/s  ratio ${(mgRate / baseRate).toFixed(2)}` +
+          `  CPU per message: mailgate ${cpuMs(mg[j]!, 0)} ms, submitter ${cpuMs(mg[j]!, 1)} ms, sink ${cpuMs(mg[j]!, 2)} ms`,
+        `${who}: submissions accepted (250 after the synced write)     ${fmt(rate(mg[j]!, 'acceptSeconds'))} msg/s`,
+        `${who}: peak resident memory${peakReset[j] ? ' over the timed runs' : ''}: ${(peak / 1024 / 1024).toFixed(0)} MB`,
+      );
+    }
+    return lines;
   } finally {
     for (const c of children) c.kill('SIGTERM');
-    if (gateway) {
+    for (const gateway of gateways) {
       gateway.child.kill('SIGTERM');
       await gateway.exited;
     }

@@ -15,7 +15,8 @@ if (rtt !== undefined && !(Number.isFinite(rtt) && rtt > 0))
 const only = process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && all[i - 1] !== '--rtt');
 /** `--quick`: few or small messages and one run, to check that a section works (CI); `memory`, `ingest` and `outbound` have it. */
 const quick = process.argv.includes('--quick');
-const want = (name: string) => only.length === 0 || only.includes(name);
+// `compare DIR ingest` names sections of the comparison, not sections to run on their own.
+const want = (name: string) => only.length === 0 || (only[0] !== 'compare' && only.includes(name));
 
 if (want('memory')) {
   // --quick: a tenth of the sizes and 5 messages at once, to check that the section works; no limit is judged.
@@ -66,7 +67,7 @@ if (want('fetch')) {
   console.log(
     `\n# Fetch: 600 messages of 2 to 200 KB (a quarter with a PDF attachment) from a real Dovecot; mailgate's retriever against a plain imapflow download, medians of 3 interleaved runs${through}`,
   );
-  for (const line of await fetchBench(3, rtt !== undefined ? [0, rtt] : [0])) console.log(line);
+  for (const line of await fetchBench({ rtts: rtt !== undefined ? [0, rtt] : [0] })) console.log(line);
 }
 
 if (want('outbound')) {
@@ -91,13 +92,35 @@ if (want('hostile')) {
   for (const line of await hostileBench()) console.log(line);
 }
 
-// Not part of a plain `npm run bench`: only when named (`npm run bench -- compare DIR`).
+// Not part of a plain `npm run bench`: only when named (`npm run bench -- compare DIR [ingest|fetch|outbound]... [--rtt MS]`).
 if (only[0] === 'compare') {
   const other = only[1];
-  if (!other) throw new Error('usage: npm run bench -- compare DIR (another checkout, built with tsc)');
-  const { compareBuilds } = await import('./compare.js');
-  console.log(`\n# Compare: this build against ${other}, 4 KB and 100 KB, smtp-source, 20 sessions, all four stages, durable`);
-  for (const line of await compareBuilds(path.resolve(other))) console.log(line);
+  if (!other) throw new Error('usage: npm run bench -- compare DIR [ingest] [fetch] [outbound] [--rtt MS] (DIR: another checkout, built with tsc)');
+  const otherDir = path.resolve(other);
+  const sections = only.slice(2);
+  const compare = (name: string) => sections.length === 0 || sections.includes(name);
+  const builds = [
+    { label: `before (${otherDir})`, root: otherDir, cli: path.join(otherDir, 'dist', 'gateway', 'cli.js') },
+    { label: 'after (this build)', root: projectRoot, cli: path.join(projectRoot, 'dist', 'gateway', 'cli.js') },
+  ];
+  if (compare('ingest')) {
+    const { compareBuilds } = await import('./compare.js');
+    console.log(`\n# Compare ingest: this build against ${otherDir}, 4 KB and 100 KB, smtp-source, 20 sessions, all four stages, durable`);
+    for (const line of await compareBuilds(otherDir)) console.log(line);
+  }
+  if (compare('fetch')) {
+    const { fetchBench } = await import('./fetch.js');
+    const rtts = [0, rtt ?? 40];
+    console.log(
+      `\n# Compare fetch: 600 messages of 2 to 200 KB from a real Dovecot, before and after, loopback and ${rtts[1]} ms round trips, medians of 3 interleaved runs`,
+    );
+    for (const line of await fetchBench({ rtts, builds })) console.log(line);
+  }
+  if (compare('outbound')) {
+    const { outboundBench } = await import('./outbound.js');
+    console.log(`\n# Compare outbound: 2000 x 4 KB submitted to each build's mailgate serve and sent to one sink, against nodemailer straight to it`);
+    for (const line of await outboundBench({ builds })) console.log(line);
+  }
 }
 
 // Not part of a plain `npm run bench`: only when named (`npm run bench -- ingest-profile`).
