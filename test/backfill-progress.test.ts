@@ -10,6 +10,7 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { BackfillProgress, backfillText, type Backfill } from '../gateway/fetch/progress.js';
+import { GatewayEvents, type GatewayEvent } from '../gateway/events.js';
 import type { AliasRow } from '../gateway/admin/api.js';
 import type { Retriever } from '../gateway/fetch/retriever.js';
 import { ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot.js';
@@ -95,6 +96,29 @@ test('the tracker: done and left from the polls, the rate over the last minute, 
   const last = lines.at(-1)!;
   assert.deepEqual(last.obj, { backfill: 'done', done: 1030, duration_s: 157 });
   assert.equal(last.msg, 'backfill of alias support done: 1,030 messages in 3 min');
+  progress.stop();
+});
+
+test('the tracker tells the console at most every 2 s however fast the polls end, and once when it is done', () => {
+  let now = 0;
+  const events = new GatewayEvents();
+  const seen: GatewayEvent[] = [];
+  events.listen((e) => seen.push(e));
+  const progress = new BackfillProgress({ alias: 'support', logger: { info: () => {} }, events, batch: 10, now: () => now });
+  let waiting = 100;
+  // Ten polls of 10, half a second each.
+  for (let i = 0; i < 10; i++) {
+    let stored = 0;
+    progress.listed(waiting, () => stored);
+    stored = 10;
+    waiting -= 10;
+    now += 500;
+    progress.polled(waiting);
+  }
+  assert.deepEqual(
+    seen.map((e) => (e.type === 'backfill-progress' ? (e.backfill?.done ?? 'done') : e.type)),
+    [10, 50, 90, 'done'],
+  );
   progress.stop();
 });
 
@@ -209,6 +233,20 @@ test('mailgate serve: aliases list --json, the REST API and the console show the
   });
   assert.equal(signedIn.status, 200, await signedIn.clone().text());
   const cookie = signedIn.headers.get('set-cookie')!.split(';')[0]!;
+  // The console's live refresh: the events it listens to, gathered while the backfill runs.
+  const abort = new AbortController();
+  t.after(() => abort.abort());
+  const stream = await fetch(`${base}/api/v1/events`, { headers: { cookie }, signal: abort.signal });
+  assert.equal(stream.status, 200);
+  const events: { alias: string; backfill?: Backfill }[] = [];
+  void (async () => {
+    let text = '';
+    for await (const chunk of stream.body!) {
+      text += Buffer.from(chunk).toString();
+      for (let m; (m = /event: backfill-progress\ndata: (.*)\n\n/.exec(text)); text = text.slice(m.index + m[0].length))
+        events.push(JSON.parse(m[1]!) as { alias: string; backfill?: Backfill });
+    }
+  })().catch(() => {});
 
   const fromCli: Backfill[] = [];
   let fromApi: Backfill | undefined;
@@ -256,6 +294,16 @@ test('mailgate serve: aliases list --json, the REST API and the console show the
   assert.equal(done['done'], total);
   assert.match(done['msg'] as string, new RegExp(`^backfill of alias served done: ${total} messages in \\d+ (s|min)$`));
   assert.equal(log.filter((e) => e['backfill'] === 'progress').length < total / 4, true, 'not a line per message or per poll');
+
+  // The console was told as it went, and told when it ended.
+  while (!events.some((e) => e.backfill === undefined)) {
+    assert.ok(Date.now() < deadline, `a backfill-progress event without a backfill at the end; got ${events.length}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  const moved = events.filter((e) => e.backfill);
+  assert.ok(moved.length > 0, 'backfill-progress events while it ran');
+  for (const e of events) assert.equal(e.alias, user);
+  for (const e of moved) assert.equal(e.backfill!.done + e.backfill!.left, total);
 
   // Done: nothing shown anywhere, the gauge at 0.
   const after = await runCli(['aliases', 'list', '--json', '--config', configFile]);

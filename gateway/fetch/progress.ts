@@ -63,8 +63,9 @@ export class BackfillProgress {
   #samples: { at: number; done: number }[] = [];
   #timer: NodeJS.Timeout | undefined;
   #nextLogAt = 0;
-  /** `done` at the last event. */
+  /** `done` at the last event, and when the next may be sent: the console refetches the page on each. */
   #reported = -1;
+  #nextReportAt = 0;
 
   constructor(deps: BackfillDeps) {
     this.#deps = deps;
@@ -132,6 +133,7 @@ export class BackfillProgress {
     // The first line as soon as there is something to say, then every LOG_EVERY_MS.
     this.#nextLogAt = now;
     this.#reported = -1;
+    this.#nextReportAt = now;
     this.#timer = setInterval(() => this.#tick(), TICK_MS);
     // A backlog never keeps the process alive.
     this.#timer.unref();
@@ -152,8 +154,10 @@ export class BackfillProgress {
     const now = this.#now();
     this.#samples.push({ at: now, done: view.done });
     while (this.#samples.length > 1 && this.#samples[1]!.at <= now - RATE_WINDOW_MS) this.#samples.shift();
-    if (view.done !== this.#reported) {
+    // Polls end far more often than every TICK_MS in a fast backfill: events no oftener than that.
+    if (view.done !== this.#reported && now >= this.#nextReportAt) {
       this.#reported = view.done;
+      this.#nextReportAt = now + TICK_MS;
       this.#report(view);
     }
     this.#gauge(view.left);
