@@ -90,12 +90,23 @@ test('the tracker: done and left from the polls, the rate over the last minute, 
   waiting += 30;
   poll(100, 10);
   assert.deepEqual([progress.view()!.done, progress.view()!.left, progress.view()!.total], [860, 170, 1030]);
+  // A poll that stores nothing (the server refuses, every alias paused): no line says the same again.
+  const before = lines.length;
+  poll(0, 40);
+  poll(0, 40);
+  assert.deepEqual(
+    lines.slice(before).map((l) => l.obj['done']),
+    [860],
+    'the line for what the last poll did, then none',
+  );
+  assert.equal(progress.view()!.ratePerSecond, 0);
+  assert.equal(backfillText(progress.view()!), '860 of 1,030, no message stored in the last minute');
   // The mailbox is empty: one line, and nothing shown.
   poll(170, 17);
   assert.equal(progress.view(), undefined);
   const last = lines.at(-1)!;
-  assert.deepEqual(last.obj, { backfill: 'done', done: 1030, duration_s: 157 });
-  assert.equal(last.msg, 'backfill of alias support done: 1,030 messages in 3 min');
+  assert.deepEqual(last.obj, { backfill: 'done', done: 1030, duration_s: 237 });
+  assert.equal(last.msg, 'backfill of alias support done: 1,030 messages in 4 min');
   progress.stop();
 });
 

@@ -63,6 +63,8 @@ export class BackfillProgress {
   #samples: { at: number; done: number }[] = [];
   #timer: NodeJS.Timeout | undefined;
   #nextLogAt = 0;
+  /** `done` at the last progress line. */
+  #logged = 0;
   /** `done` at the last event, and when the next may be sent: the console refetches the page on each. */
   #reported = -1;
   #nextReportAt = 0;
@@ -132,6 +134,7 @@ export class BackfillProgress {
     this.#samples = [{ at: now, done: 0 }];
     // The first line as soon as there is something to say, then every LOG_EVERY_MS.
     this.#nextLogAt = now;
+    this.#logged = 0;
     this.#reported = -1;
     this.#nextReportAt = now;
     this.#timer = setInterval(() => this.#tick(), TICK_MS);
@@ -161,8 +164,10 @@ export class BackfillProgress {
       this.#report(view);
     }
     this.#gauge(view.left);
-    if (now >= this.#nextLogAt && view.done > 0) {
+    // Nothing stored since the last line (the server down, every alias paused): the failure is logged where it happens, not every 30 s here.
+    if (now >= this.#nextLogAt && view.done > this.#logged) {
       this.#nextLogAt = now + LOG_EVERY_MS;
+      this.#logged = view.done;
       this.#deps.logger.info(
         {
           backfill: 'progress',
