@@ -20,8 +20,12 @@ import { fixture, tempDir } from './helpers/paths.js';
 import { freePorts } from './helpers/ports.js';
 import { hashPassword } from '../gateway/config/password.js';
 import { startDelayProxy } from './bench/delay-proxy.js';
+import { loadConfigFile } from '../gateway/config/load.js';
+import { startGateway } from '../gateway/gateway.js';
+import { silentLogger } from '../lib/logger.js';
+import { LevelStore } from '../storage/leveldb/store.js';
 
-const USERS = ['bulk-imap', 'bulk-pop3', 'served'];
+const USERS = ['bulk-imap', 'bulk-pop3', 'served', 'paused'];
 let dovecot: TestDovecot;
 
 before(async () => {
@@ -322,4 +326,74 @@ test('mailgate serve: aliases list --json, the REST API and the console show the
   assert.doesNotMatch(await (await fetch(`${base}/aliases`, { headers: { cookie } })).text(), /<progress/);
   assert.match(await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text(), /^mailgate_mailbox_waiting_messages\{alias="served"\} 0$/m);
   assert.equal((await dovecot.listMessages(user, 'Processed')).length, total);
+});
+
+test('aliases list through the control socket, held at a known moment of the backfill (the 7th of 12 being stored, polls of 5): 6 of 12 in the table and in JSON; nothing once done', async (t) => {
+  const user = 'paused';
+  for (let i = 0; i < 12; i++) await dovecot.deliver(user, message(user, i));
+  const { dir, cleanup } = await tempDir();
+  t.after(cleanup);
+  const configFile = path.join(dir, 'mailgate.toml');
+  await writeFile(
+    configFile,
+    testConfigText(
+      dir,
+      [
+        '[[alias]]',
+        `name = "${user}"`,
+        `address = "${user}@example.com"`,
+        '[alias.incoming]',
+        'type = "imap"',
+        'host = "127.0.0.1"',
+        `port = ${dovecot.imapPort}`,
+        'security = "starttls"',
+        `ca_file = ${JSON.stringify(fixture('tls', 'cert.pem'))}`,
+        `user = "${user}"`,
+        `password = "pw-${user}"`,
+        'max_items = 5',
+        'poll_interval = 3600',
+      ].join('\n'),
+    ),
+  );
+  const config = loadConfigFile(configFile);
+  const store = await LevelStore.open(config.data_dir);
+  let stored = 0;
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  let reached!: () => void;
+  const seventh = new Promise<void>((resolve) => (reached = resolve));
+  const polls: number[] = [];
+  const gateway = await startGateway({
+    config,
+    store,
+    logger: silentLogger(),
+    retrieverHooks: {
+      // The 7th message is durable and not yet counted: the retriever waits here until released.
+      afterStore: async () => {
+        if (++stored !== 7) return;
+        reached();
+        await gate;
+      },
+      afterPoll: (_alias, r) => polls.push(r.deferred),
+    },
+  });
+  t.after(async () => {
+    release();
+    await gateway.stop();
+    await store.close();
+  });
+  await seventh;
+  const table = await runCli(['aliases', 'list', '--config', configFile]);
+  assert.equal(table.code, 0, table.stderr);
+  assert.match(table.stdout.toString(), /\n {2}backfill 6 of 12, [\d.]+\/s, about \d+ (s|min) left\n/);
+  const json = await runCli(['aliases', 'list', '--json', '--config', configFile]);
+  const row = (JSON.parse(json.stdout.toString()) as AliasRow[])[0]!;
+  assert.deepEqual([row.backfill?.done, row.backfill?.left, row.backfill?.total], [6, 6, 12]);
+  assert.ok(row.backfill!.ratePerSecond > 0);
+
+  release();
+  while (polls.at(-1) !== 0) await new Promise((r) => setTimeout(r, 50));
+  const after = await runCli(['aliases', 'list', '--config', configFile]);
+  assert.doesNotMatch(after.stdout.toString(), /backfill/);
+  assert.equal(after.stdout.toString().split('\n').length, 3, 'the heading and one alias line');
 });
