@@ -1,7 +1,8 @@
 /**
  * What happens in the running gateway, for whoever watches live (the REST API's
  * `/api/v1/events`, the console later): a message stored, an attachment quarantined or
- * restored, a queue entry changed, an alias's state changed. Reported at the one place every
+ * restored, a queue entry changed, an alias's state changed (and, from the retriever itself, a
+ * backfill's progress). Reported at the one place every
  * part of the gateway writes them: the store it was given by gateway.ts (`reportingStore`), so
  * the listeners, the retriever, the dispatcher and the admin API report without knowing it.
  * Nothing is done when nobody listens.
@@ -9,6 +10,7 @@
 import { EventEmitter } from 'node:events';
 import type { MessageWriter, MessageRewrite, SideRecord, Store } from '../storage/store.js';
 import type { AliasState, MessageMeta, QueueEntry } from '../storage/records.js';
+import type { Backfill } from './fetch/progress.js';
 
 /** One thing that happened, as `/api/v1/events` sends it (the SSE event name is `type`). */
 export type GatewayEvent =
@@ -16,7 +18,9 @@ export type GatewayEvent =
   | { type: 'attachment-quarantined'; id: string; messageId: string; fileName?: string }
   | { type: 'attachment-restored'; id: string; messageId: string }
   | { type: 'queue-changed'; id: string; state: 'queued' | 'finished'; entry?: QueueEntry }
-  | { type: 'alias-status'; alias: string; status: AliasState['status']; failures: number };
+  | { type: 'alias-status'; alias: string; status: AliasState['status']; failures: number }
+  // A mailbox's backlog (gateway/fetch/progress.ts) moved on, at most every few seconds; without `backfill` it is done.
+  | { type: 'backfill-progress'; alias: string; backfill?: Backfill };
 
 /** The gateway's events: typed, and with listeners counted so reporting costs nothing when idle. */
 export class GatewayEvents {

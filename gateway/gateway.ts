@@ -131,6 +131,7 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
           dispatcher,
           tokenProvider: tokens,
           commitHook,
+          events,
           ...(deps.retrieverHooks ? { hooks: deps.retrieverHooks } : {}),
         });
   const retention = new Retention({ config: config.retention, store, logger, metrics });

@@ -5,6 +5,9 @@
 import type { AliasConfig } from '../config/schema.js';
 import type { AliasState, AliasStatus } from './api.js';
 import type { ConnectionStep } from '../fetch/connection-test.js';
+import type { Backfill } from '../fetch/progress.js';
+
+export { backfillText, type Backfill } from '../fetch/progress.js';
 
 /** One row of `mailgate aliases list`. */
 export interface AliasRow {
@@ -26,6 +29,8 @@ export interface AliasRow {
   retryAt?: string;
   /** What the admin should act on before it breaks the alias, e.g. its OAuth app's client secret expiring; absent when nothing. */
   warnings?: string[];
+  /** The backlog the running retriever is working through in the alias's mailbox (issue 15); absent when none. */
+  backfill?: Backfill;
 }
 
 /** What `mailgate aliases test` found. */
@@ -36,8 +41,8 @@ export interface AliasTestReport {
   steps: ConnectionStep[];
 }
 
-/** The row of ALIAS, with its recorded STATE when there is one, and WARNINGS (none: no key). */
-export function aliasRow(alias: AliasConfig, state: AliasState | undefined, warnings: string[] = []): AliasRow {
+/** The row of ALIAS, with its recorded STATE when there is one, WARNINGS (none: no key) and its mailbox's BACKFILL. */
+export function aliasRow(alias: AliasConfig, state: AliasState | undefined, warnings: string[] = [], backfill?: Backfill): AliasRow {
   const r: AliasRow = {
     name: alias.name,
     address: alias.address,
@@ -54,6 +59,7 @@ export function aliasRow(alias: AliasConfig, state: AliasState | undefined, warn
   }
   if (alias.status === 'inactive') r.reason = 'status = "inactive" in the configuration';
   if (warnings.length) r.warnings = warnings;
+  if (backfill) r.backfill = backfill;
   return r;
 }
 

@@ -179,7 +179,7 @@ export interface AdminApi {
    */
   bulkQuarantine(action: 'restore' | 'delete', query: QuarantineQuery): Promise<QuarantineBulkResult>;
 
-  /** Every configured alias with its health. */
+  /** Every configured alias with its health, and the backfill of its mailbox while the running retriever works one. */
   listAliases(): Promise<AliasRow[]>;
   /** An admin's change of status; a running retriever applies it at once. Fails with UNKNOWN_ALIAS. */
   setAliasStatus(alias: string, status: AliasStatus): Promise<AliasState>;
@@ -355,7 +355,9 @@ export class Admin implements AdminApi {
     const states = store ? await store.listAliasStates() : {};
     const { config } = this.#deps;
     const now = new Date();
-    return config.alias.map((a) => aliasRow(a, states[a.name], aliasWarnings(config, a, now)));
+    // A backlog is known only to the running retriever (the CLI reaches it through the control socket).
+    const retriever = this.#deps.retriever?.();
+    return config.alias.map((a) => aliasRow(a, states[a.name], aliasWarnings(config, a, now), retriever?.backfill(a.name)));
   }
 
   async setAliasStatus(alias: string, status: AliasStatus): Promise<AliasState> {

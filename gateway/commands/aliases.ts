@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import type { AliasConfig } from '../config/schema.js';
 import type { ConnectionStep } from '../fetch/connection-test.js';
 import type { AliasRow } from '../admin/api.js';
+import { backfillText } from '../admin/alias-rows.js';
 import { clip, commandConfig, knownAlias, UsageError, withAdminApi } from './common.js';
 
 export type { AliasRow };
@@ -12,7 +13,7 @@ export function aliasesCommand(): Command {
 
   aliases
     .command('list')
-    .description('list aliases with their configured and current status, failures, last error and its reason, next retry')
+    .description('list aliases with their configured and current status, failures, last error and its reason, next retry, and the progress of a backfill')
     .option('--json', 'print JSON instead of a table')
     .action(async (opts: { json?: boolean }, cmd: Command) => {
       const rows = await withAdminApi(cmd, (api) => api.listAliases());
@@ -79,7 +80,8 @@ function table(rows: AliasRow[]): string {
           ].join('  ') +
           '\n' +
           // On a line of their own under the alias: too long for a column, and they must be read.
-          (r.warnings ?? []).map((w) => `  warning: ${w}\n`).join(''),
+          (r.warnings ?? []).map((w) => `  warning: ${w}\n`).join('') +
+          (r.backfill ? `  backfill ${backfillText(r.backfill)}\n` : ''),
       )
       .join('')
   );

@@ -25,6 +25,8 @@ import { AliasHealth } from './alias-health.js';
 import { fetchFailureKind } from './failures.js';
 import type { TokenProvider } from '../oauth/tokens.js';
 import { plaintextOverNetwork } from '../config/incoming.js';
+import { BackfillProgress, type Backfill } from './progress.js';
+import type { GatewayEvents } from '../events.js';
 
 /** What the lanes of one poll share: messages taken and being fetched (for `max_items`), and whether one failed. */
 interface Lanes {
@@ -62,6 +64,8 @@ export interface RetrieverDeps extends IngestDeps {
   hooks?: RetrieverHooks;
   /** The alias's OAuth2 token provider when it sets `oauth2` (gateway/oauth/store.ts aliasTokenProviders). */
   tokenProvider?: (alias: AliasConfig) => TokenProvider | undefined;
+  /** Where a backfill's progress is reported live (the console's aliases page). */
+  events?: GatewayEvents;
 }
 
 /** The running retriever. */
@@ -77,6 +81,8 @@ export interface Retriever {
    * caller records the change in the store itself).
    */
   setStatus(alias: string, status: AliasStatus): Promise<AliasState | undefined>;
+  /** The backlog of the alias's mailbox being worked (progress.ts); undefined when there is none or the retriever does not run the alias. */
+  backfill(alias: string): Backfill | undefined;
 }
 
 /**
@@ -103,6 +109,7 @@ export function startRetriever(deps: RetrieverDeps): Retriever {
       const worker = workers.find((w) => w.runs(alias));
       return worker ? worker.setStatus(alias, status) : undefined;
     },
+    backfill: (alias) => workers.find((w) => w.runs(alias))?.progress.view(),
   };
 }
 
@@ -139,6 +146,8 @@ class MailboxWorker {
   /** Waiting messages whose aliases were all inactive when last looked at, by mailbox key: not read again until one is active. */
   readonly #held = new Map<string, readonly AliasConfig[]>();
   readonly #running: Promise<void>;
+  /** The mailbox's backlog, when more wait than one poll takes (issue 15). */
+  readonly progress: BackfillProgress;
 
   readonly #deps: RetrieverDeps;
 
@@ -148,6 +157,13 @@ class MailboxWorker {
     this.#server = this.alias.incoming!;
     this.#group = group;
     this.#log = deps.logger.child({ alias: this.alias.name, source: this.#server.type });
+    this.progress = new BackfillProgress({
+      alias: this.alias.name,
+      logger: this.#log,
+      metrics: deps.metrics,
+      events: deps.events,
+      batch: this.#server.max_items,
+    });
     const healthDeps = { store: deps.store, logger: deps.logger, ...(deps.metrics ? { metrics: deps.metrics } : {}) };
     const active = group.filter((a) => a.status === 'active');
     this.#healths = Promise.all(active.map((a) => AliasHealth.load(healthDeps, a.name, a.incoming!))).then((list) => new Map(list.map((h) => [h.alias, h])));
@@ -176,6 +192,7 @@ class MailboxWorker {
     this.#stopping = true;
     this.#wakeUp();
     await this.#running;
+    this.progress.stop();
   }
 
   #wakeUp(): void {
@@ -278,6 +295,8 @@ class MailboxWorker {
     await mailbox.markStored(leftover);
     // Read live, message by message: an admin's change during a poll applies to the next message.
     const receives = (alias: AliasConfig) => receiving(healths.get(alias.name));
+    // The backlog: messages to fetch, less those left for inactive aliases; its count read live as the lanes store.
+    this.progress.listed(fresh.filter((i) => this.#held.get(i.key)?.some(receives) ?? true).length, () => result.stored);
     // CCaaS "Max email LW size": messages up to the lightweight size are downloaded in parallel
     // with larger ones, so a small one never waits behind a large download. IMAP: the large
     // ones go over a second session while this one takes the small ones. POP3 gives one session
@@ -315,6 +334,7 @@ class MailboxWorker {
       if (this.#held.has(item.key)) result.held++;
       else result.deferred++;
     }
+    this.progress.polled(result.deferred);
     return result;
   }
 

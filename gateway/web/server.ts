@@ -252,7 +252,7 @@ function registerEvents(app: FastifyInstance, events: GatewayEvents): void {
     `${API_PREFIX}/events`,
     {
       schema: {
-        summary: 'Live events (text/event-stream): message-stored, attachment-quarantined, attachment-restored, queue-changed, alias-status',
+        summary: 'Live events (text/event-stream): message-stored, attachment-quarantined, attachment-restored, queue-changed, alias-status, backfill-progress',
         produces: ['text/event-stream'],
       },
     },

@@ -1,5 +1,6 @@
 /** Aliases: each with its health (AdminApi.listAliases), a connection test showing every step (testAlias), activate and deactivate. */
 import type { AliasRow, AliasTestReport } from '../../../admin/api.js';
+import { backfillText } from '../../../admin/alias-rows.js';
 import { html, type Html } from '../html.js';
 import { actionButton, badge, table, time } from '../layout.js';
 import { canOperate, type PageContext } from './context.js';
@@ -7,6 +8,16 @@ import { canOperate, type PageContext } from './context.js';
 function status(a: AliasRow): Html {
   if (a.status === 'inactive') return badge('inactive', 'bad');
   return a.failures > 0 ? badge('active, failing', 'warn') : badge('active', 'ok');
+}
+
+/** The mailbox's backlog being fetched (issue 15): a bar, and the words `aliases list` prints. */
+function backfill(a: AliasRow): Html | '' {
+  const b = a.backfill;
+  if (!b) return '';
+  return html`<div class="backfill" role="status">
+    <progress value="${b.done}" max="${b.total}" aria-label="Backfill of ${a.name}"></progress>
+    <div class="muted">backfill ${backfillText(b)}</div>
+  </div>`;
 }
 
 /** A connection test's steps, as `mailgate aliases test` prints them. */
@@ -33,7 +44,7 @@ export function testReport(report: AliasTestReport): Html {
 export function aliasesPage(ctx: PageContext, rows: AliasRow[], report?: AliasTestReport): Html {
   const operate = canOperate(ctx);
   return html`${report ? testReport(report) : ''}
-    <div id="alias-table" data-live="alias-status" hx-get="/aliases" hx-select="#alias-table" hx-trigger="live" hx-swap="outerHTML">
+    <div id="alias-table" data-live="alias-status backfill-progress" hx-get="/aliases" hx-select="#alias-table" hx-trigger="live" hx-swap="outerHTML">
       ${table(
         'Aliases',
         ['Alias', 'Incoming', 'Status', { label: 'Failures', num: true }, 'Reason', 'Next retry', 'Changed', operate && 'Actions'],
@@ -46,7 +57,7 @@ export function aliasesPage(ctx: PageContext, rows: AliasRow[], report?: AliasTe
                 ${(a.warnings ?? []).map((w) => html`<div class="warn" role="note">${badge('warning', 'warn')} ${w}</div>`)}
               </th>
               <td class="mono">${a.incoming ?? html`<span class="muted">none</span>`}</td>
-              <td>${status(a)}</td>
+              <td>${status(a)}${backfill(a)}</td>
               <td class="num">${a.failures}</td>
               <td>${a.reason ?? ''}${a.lastError && a.lastError !== a.reason ? html`<div class="muted">${a.lastError}</div>` : ''}</td>
               <td>${time(a.retryAt)}</td>
