@@ -338,6 +338,7 @@ test('ports default by protocol and security', async (t) => {
       invalid_folder: 'Invalid',
       lightweight_size: 10_000,
       auto_connect_retries: 3,
+      bytes_in_flight: 8 * 1024 * 1024,
     });
     const imap = load(toml('[[alias]]', 'name = "a"', 'address = "a@x.org"', '[alias.incoming]', 'type = "imap"', 'host = "mx"')).alias[0]?.incoming;
     assert.equal(imap?.on_stored, 'move');

@@ -78,6 +78,9 @@ export const incoming = z
     auto_connect_retries: positive('attempts').default(3),
     /** CCaaS "Deleted emails folder name": with it, IMAP `delete` (on_stored or on_invalid) moves the message to this folder, created when missing, instead of expunging it. Default: expunge. */
     deleted_folder: text.optional(),
+    // Issue 15: the pipelined fetch.
+    /** Most bytes of this mailbox's fetched messages held in memory at once: a range of messages is read with one command and stored as they arrive, up to this many bytes; a larger message is streamed on its own (default 8 MiB). */
+    bytes_in_flight: positive('bytes').default(8 * 1024 * 1024),
   })
   .superRefine((i, ctx) => {
     for (const key of ['on_stored', 'on_invalid'] as const) {
@@ -117,3 +120,11 @@ export const incoming = z
       on_invalid: i.on_invalid ?? (imap ? 'move' : 'keep'),
     };
   });
+
+/** The `[retriever]` table: what all fetched mailboxes share (issue 15). */
+export const retrieverSchema = z
+  .strictObject({
+    /** Most bytes of fetched messages held in memory at once over every mailbox, so hundreds fetching together cannot exhaust memory (default 64 MiB). */
+    bytes_in_flight: positive('bytes').default(64 * 1024 * 1024),
+  })
+  .prefault({});

@@ -12,7 +12,7 @@ import { z } from 'zod';
 import { isLoopbackAddress, parseCidr } from '../../lib/net.js';
 import { domain, email, host, is, listenAddress as listenAddressOf, passwordHash, port, positive, text, tlsFiles } from './fields.js';
 import { invariantIssues } from './invariants.js';
-import { incoming } from './incoming.js';
+import { incoming, retrieverSchema } from './incoming.js';
 import { oauthApp } from './oauth-app.js';
 import { adminSchema } from './admin.js';
 import { dsnNotify, queueSchema, relaySchema, submissionSchema } from './outbound.js';
@@ -266,6 +266,8 @@ const configTables = z.strictObject({
   department: z.array(department).default([]),
   /** Aliases, one `[[alias]]` table each. */
   alias: z.array(alias).default([]),
+  /** What the retriever's mailboxes share: the bound on fetched bytes in memory. */
+  retriever: retrieverSchema,
   /** OAuth2 app registrations aliases log in with, one `[[oauth_app]]` table each. */
   oauth_app: z.array(oauthApp).default([]),
   /** File holding the 32-byte key the OAuth token cache is encrypted with (64 hex digits, base64, or raw); relative to the config file. Default: the MAILGATE_SECRET_KEY environment variable, which wins when both are set. Needed only when an alias uses `oauth2`. */

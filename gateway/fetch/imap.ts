@@ -8,7 +8,7 @@ import { finished } from 'node:stream';
 import type { Readable } from 'node:stream';
 import type { ImapFlow } from 'imapflow';
 import type { IncomingServerConfig } from '../config/schema.js';
-import { readAll, type FetchedMessage, type Mailbox, type MailboxItem } from './mailbox.js';
+import { type FetchedMessage, type Mailbox, type MailboxItem } from './mailbox.js';
 import { imapClient, mailboxCredentials } from './login.js';
 import type { TokenProvider } from '../oauth/tokens.js';
 
@@ -83,9 +83,28 @@ export class ImapMailbox implements Mailbox {
     }
   }
 
+  /**
+   * One `UID FETCH <set> (UID BODY.PEEK[])` for the whole range (PEEK: \Seen is not set). imapflow
+   * hands the rows over one at a time and parses the next only when asked for it, so a slow
+   * caller leaves the rest in the socket (TCP pushes back) rather than in memory: the bytes held
+   * are those of the messages the caller took. No other command runs until the loop ends.
+   */
   async *messages(items: readonly MailboxItem[]): AsyncIterable<FetchedMessage> {
-    // One message at a time for now; the retriever's pipelined fetch replaces this with one UID FETCH.
-    for (const item of items) yield { item, content: await readAll(await this.message(item)) };
+    if (!items.length) return;
+    const client = this.#session();
+    const byUid = new Map(items.map((i) => [i.ref, i]));
+    const lock = await client.getMailboxLock(this.#server.folder);
+    try {
+      for await (const row of client.fetch(uidSet(items.map((i) => i.ref)), { uid: true, source: true }, { uid: true })) {
+        // Unsolicited rows (a flag changed meanwhile) carry no source.
+        const item = byUid.get(row.uid);
+        if (!item || !row.source) continue;
+        byUid.delete(row.uid);
+        yield { item, content: row.source };
+      }
+    } finally {
+      lock.release();
+    }
   }
 
   headers(item: MailboxItem): Promise<Buffer> {
@@ -151,4 +170,16 @@ export class ImapMailbox implements Mailbox {
     if (!this.#client) throw new Error('IMAP session is not open');
     return this.#client;
   }
+}
+
+/** UIDS (ascending) as an IMAP sequence set, runs written `a:b`, so a long range stays a short command. */
+export function uidSet(uids: readonly number[]): string {
+  const parts: string[] = [];
+  for (let i = 0; i < uids.length;) {
+    let j = i;
+    while (j + 1 < uids.length && uids[j + 1] === uids[j]! + 1) j++;
+    parts.push(j > i ? `${uids[i]}:${uids[j]}` : String(uids[i]));
+    i = j + 1;
+  }
+  return parts.join(',');
 }

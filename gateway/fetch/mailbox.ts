@@ -64,6 +64,16 @@ export async function readAll(stream: Readable): Promise<Buffer> {
   return Buffer.concat(chunks);
 }
 
+/** The header block of a whole MESSAGE, with the blank line that ends it (what IMAP `BODY[HEADER]` answers); all of it when it has no body. */
+export function headerBlock(message: Buffer): Buffer {
+  const crlf = message.indexOf('\r\n\r\n');
+  const lf = message.indexOf('\n\n');
+  // The first blank line, whichever line ending the message uses.
+  if (crlf >= 0 && (lf < 0 || crlf < lf)) return message.subarray(0, crlf + 4);
+  if (lf >= 0) return message.subarray(0, lf + 2);
+  return message;
+}
+
 /** TLS options for a server: the `ca_file` is trusted in addition to the system's CAs. */
 export function tlsOptionsFor(server: IncomingServerConfig): { ca?: string[] } {
   if (!server.ca_file) return {};

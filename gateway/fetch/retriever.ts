@@ -18,7 +18,8 @@ import type { Metrics } from '../../lib/metrics.js';
 import { ImapMailbox } from './imap.js';
 import { Pop3Mailbox } from './pop3/mailbox.js';
 import { oversizeRecord } from './oversize.js';
-import type { Mailbox, MailboxItem } from './mailbox.js';
+import { headerBlock, type Mailbox, type MailboxItem } from './mailbox.js';
+import { ByteBudget, acquireAll } from './byte-budget.js';
 import { RESOLVED_TAG, UNKNOWN_RECIPIENT_TAG, autoReply } from '../auto-reply/auto-reply.js';
 import { addressedTo, mailboxIdentity, needsTargets, targetsFor, type DeliveryTarget } from './recipients.js';
 import { AliasHealth } from './alias-health.js';
@@ -35,12 +36,30 @@ interface Lanes {
   failed: boolean;
 }
 
+/** What became of one message: see MailboxWorker.#fetch. */
+type Outcome = 'stored' | 'invalid' | 'held';
+
+/** What the stores a lane started share: those still running, the first failure, and the messages refused for good while a range was on the wire. */
+interface LaneRun {
+  pending: Set<Promise<void>>;
+  failure: unknown;
+  refused: MailboxItem[];
+}
+
+/** Where a message's bytes come from: read whole within a range, or streamed on its own from the session. */
+interface MessageSource {
+  headers(): Promise<Buffer>;
+  body(): Promise<Readable>;
+}
+
 /** Test seams: a test simulates a crash by throwing from `afterStore`, and waits for polls with `afterPoll`. */
 export interface RetrieverHooks {
   /** Called after a message (or its over-size record) is durable and before its post-store action. */
   afterStore?(alias: string, item: MailboxItem): void | Promise<void>;
   /** Called after each poll that completed. */
   afterPoll?(alias: string, result: PollResult): void;
+  /** Told the bytes of fetched messages the mailbox holds in memory, at each change (`[alias.incoming] bytes_in_flight`). */
+  bytesInFlight?(alias: string, bytes: number): void;
 }
 
 /** What one poll did. */
@@ -99,7 +118,9 @@ export function startRetriever(deps: RetrieverDeps): Retriever {
   // Aliases with status = "inactive" in the file stay in their mailbox's group, so their mail
   // is recognised and left in the mailbox rather than taken for another alias; a mailbox none
   // of whose aliases can ever be active (until the file changes) is not fetched at all.
-  const workers = [...groups.values()].filter((group) => group.some((a) => a.status === 'active')).map((group) => new MailboxWorker(deps, group));
+  // `[retriever] bytes_in_flight`: one bound on the fetched bytes in memory over all mailboxes.
+  const shared = new ByteBudget(deps.config.retriever.bytes_in_flight);
+  const workers = [...groups.values()].filter((group) => group.some((a) => a.status === 'active')).map((group) => new MailboxWorker(deps, group, shared));
   return {
     aliases: workers.map((w) => w.alias.name),
     async stop() {
@@ -148,14 +169,18 @@ class MailboxWorker {
   readonly #running: Promise<void>;
   /** The mailbox's backlog, when more wait than one poll takes (issue 15). */
   readonly progress: BackfillProgress;
+  /** This mailbox's bound on fetched bytes in memory, then the one shared by every mailbox. */
+  readonly #budgets: readonly ByteBudget[];
 
   readonly #deps: RetrieverDeps;
 
-  constructor(deps: RetrieverDeps, group: readonly AliasConfig[]) {
+  constructor(deps: RetrieverDeps, group: readonly AliasConfig[], shared: ByteBudget) {
     this.#deps = deps;
     this.alias = group.find((a) => a.status === 'active')!;
     this.#server = this.alias.incoming!;
     this.#group = group;
+    const told = deps.hooks?.bytesInFlight;
+    this.#budgets = [new ByteBudget(this.#server.bytes_in_flight, told && ((bytes) => told(this.alias.name, bytes))), shared];
     this.#log = deps.logger.child({ alias: this.alias.name, source: this.#server.type });
     this.progress = new BackfillProgress({
       alias: this.alias.name,
@@ -360,9 +385,14 @@ class MailboxWorker {
   }
 
   /**
-   * Fetches ITEMS in turn on BOX until `max_items` messages are taken over all lanes of the
-   * poll, or another lane failed; returns how many of ITEMS it reached. A failure marks the
-   * poll failed, so the other lane stops after the message it is on.
+   * Fetches ITEMS on BOX until `max_items` messages are taken over all lanes of the poll, or
+   * another lane failed; returns how many of ITEMS it reached. Runs of messages that fit the
+   * mailbox's `bytes_in_flight` come in ranges, several on the wire at once (Mailbox.messages),
+   * and each is stored as it arrives without waiting for the one before, so the store's group
+   * commit shares the synced writes (issue 15); a message bigger than the bound, over
+   * `max_message_size`, or kept for inactive aliases is handled on its own, as before. Every
+   * store started is waited for before this returns or throws. A failure marks the poll failed,
+   * so the other lane stops after the message it is on.
    */
   async #lane(
     box: Mailbox,
@@ -372,53 +402,161 @@ class MailboxWorker {
     stored: MailboxItem[],
     result: PollResult,
   ): Promise<number> {
+    const run: LaneRun = { pending: new Set(), failure: undefined, refused: [] };
+    const allowed = () => this.#server.max_items - lanes.taken - lanes.inFlight;
+    const going = () => !this.#stopping && !lanes.failed;
+    const counted = (item: MailboxItem, outcome: Outcome) => {
+      if (outcome === 'held') {
+        result.held++;
+        return;
+      }
+      lanes.taken++;
+      result.stored++;
+      if (outcome === 'stored') stored.push(item);
+    };
     let next = 0;
     try {
-      // max_items counts the messages taken; those left for inactive aliases are not taken.
-      for (; next < items.length && lanes.taken + lanes.inFlight < this.#server.max_items && !this.#stopping && !lanes.failed; next++) {
+      while (next < items.length && allowed() > 0 && going()) {
         const item = items[next]!;
         const held = this.#held.get(item.key);
         // Still for inactive aliases only: untouched, without reading it again.
         if (held && !held.some(receives)) {
           result.held++;
+          next++;
           continue;
         }
-        lanes.inFlight++;
-        let outcome;
-        try {
-          outcome = await this.#fetch(box, item, receives);
-        } finally {
-          lanes.inFlight--;
-        }
-        if (outcome === 'held') {
-          result.held++;
+        if (!this.#inRange(item)) {
+          // Streamed from the session, one at a time: memory does not grow with the message's size.
+          lanes.inFlight++;
+          let outcome;
+          try {
+            outcome = await this.#fetch(this.#streamed(box, item), item, receives);
+          } finally {
+            lanes.inFlight--;
+          }
+          if (outcome === 'invalid') await box.markInvalid(item);
+          counted(item, outcome);
+          next++;
           continue;
         }
-        lanes.taken++;
-        result.stored++;
-        if (outcome === 'stored') stored.push(item);
+        // The range: the following messages that go in a range, up to the byte bound and max_items.
+        const range: MailboxItem[] = [];
+        let bytes = 0;
+        for (let j = next; j < items.length && range.length < allowed(); j++) {
+          const candidate = items[j]!;
+          // Up to the next message handled on its own: it is read with commands of its own, after this range.
+          const waits = this.#held.get(candidate.key);
+          if (!this.#inRange(candidate) || (waits && !waits.some(receives))) break;
+          if (range.length && bytes + candidate.size > this.#server.bytes_in_flight) break;
+          range.push(candidate);
+          bytes += candidate.size;
+        }
+        next += await this.#range(box, range, lanes, receives, run, counted);
       }
     } catch (err) {
-      lanes.failed = true;
-      throw err;
+      run.failure ??= err;
+    } finally {
+      await Promise.allSettled(run.pending);
     }
+    if (run.failure !== undefined) {
+      lanes.failed = true;
+      throw run.failure;
+    }
+    // Messages the ingest refused for good while a range was on the wire: no command could be issued then.
+    for (const item of run.refused) await box.markInvalid(item);
     return next;
+  }
+
+  /** Whether ITEM is fetched within a range: not over `max_message_size` (only its headers are read) and within the byte bound. */
+  #inRange(item: MailboxItem): boolean {
+    return item.size <= this.#server.max_message_size && item.size <= this.#server.bytes_in_flight;
+  }
+
+  /**
+   * Reads RANGE with one command and starts storing each message as it arrives. Before taking
+   * the next message off the wire its size is held in the byte budgets (given back once it is
+   * stored), so the bytes in memory stay within `bytes_in_flight` while the rest waits in the
+   * socket. Returns how many of RANGE it reached: all, unless the poll failed or is stopping.
+   */
+  async #range(
+    box: Mailbox,
+    range: readonly MailboxItem[],
+    lanes: Lanes,
+    receives: (alias: AliasConfig) => boolean,
+    run: LaneRun,
+    counted: (item: MailboxItem, outcome: Outcome) => void,
+  ): Promise<number> {
+    // Counted against max_items from now: a message a lane is about to read is taken unless it turns out held.
+    lanes.inFlight += range.length;
+    const index = new Map(range.map((item, i) => [item.key, i]));
+    let started = 0;
+    let reached = 0;
+    // Held for the message to be taken off the wire next; handed to its store once it arrived.
+    let release: (() => void) | undefined = await acquireAll(this.#budgets, range[0]!.size);
+    try {
+      for await (const { item, content } of box.messages(range)) {
+        const at = index.get(item.key)!;
+        reached = at + 1;
+        started++;
+        const done = release ?? (() => {});
+        release = undefined;
+        const task = this.#fetch(this.#buffered(content), item, receives).then(
+          (outcome) => {
+            if (outcome === 'invalid') run.refused.push(item);
+            counted(item, outcome);
+          },
+          (err: unknown) => {
+            run.failure ??= err;
+            lanes.failed = true;
+          },
+        );
+        const tracked: Promise<void> = task.finally(() => {
+          done();
+          lanes.inFlight--;
+          run.pending.delete(tracked);
+        });
+        run.pending.add(tracked);
+        if (this.#stopping || lanes.failed) break;
+        if (reached < range.length) {
+          // No IMAP command here (imapflow issues 110, 159, 284): waiting for the budget only waits for stores.
+          release = await acquireAll(this.#budgets, range[reached]!.size);
+          if (this.#stopping || lanes.failed) break;
+        }
+      }
+    } finally {
+      // Bytes held for a message not taken after all (the loop ended early, or it was gone).
+      release?.();
+      // Messages of the range not started (not reached, or gone from the mailbox): no longer in flight.
+      lanes.inFlight -= range.length - started;
+    }
+    return this.#stopping || lanes.failed ? reached : range.length;
+  }
+
+  /** A message read whole in a range: its header block is cut from the bytes, with no command to the server. */
+  #buffered(content: Buffer): MessageSource {
+    return { headers: () => Promise.resolve(headerBlock(content)), body: () => Promise.resolve(Readable.from([content])) };
+  }
+
+  /** A message read on its own from BOX: its headers with a command of their own, its body streamed. */
+  #streamed(box: Mailbox, item: MailboxItem): MessageSource {
+    return { headers: () => box.headers(item), body: () => box.message(item) };
   }
 
   /**
    * Stores one message (once per active alias it is for, or per recipient with
    * `split_recipients`), each copy recording its own key in its own synced batch and the last
    * one also the mailbox key. After a crash between copies, the copies already recorded are
-   * skipped. `stored`: ready for `on_stored`; `invalid`: it got `on_invalid` instead; `held`:
-   * every alias it is for is inactive, so it was left in the mailbox untouched.
+   * skipped. `stored`: ready for `on_stored`; `invalid`: its record is stored and it is to get
+   * `on_invalid` instead (the caller applies it); `held`: every alias it is for is inactive, so
+   * it was left in the mailbox untouched. Issues no command on the session itself beyond SOURCE's.
    */
-  async #fetch(mailbox: Mailbox, item: MailboxItem, receives: (alias: AliasConfig) => boolean): Promise<'stored' | 'invalid' | 'held'> {
+  async #fetch(source: MessageSource, item: MailboxItem, receives: (alias: AliasConfig) => boolean): Promise<Outcome> {
     let headers: Buffer | undefined;
     let targets: DeliveryTarget[];
     let aliases: readonly AliasConfig[];
     let written: string[] = [];
     if (needsTargets(this.#group, this.#deps.config.partition.unknown_recipient)) {
-      headers = await mailbox.headers(item);
+      headers = await source.headers();
       const addressed = addressedTo(headers, this.#group);
       written = addressed.toCc;
       aliases = addressed.aliases;
@@ -436,7 +574,7 @@ class MailboxWorker {
     this.#held.delete(item.key);
     // The record of a message too big to fetch goes to the first alias it is for that is active.
     const first = targets[0]!.alias;
-    if (item.size > this.#server.max_message_size) return this.#storeOversize(mailbox, item, first, headers).then(() => 'invalid');
+    if (item.size > this.#server.max_message_size) return this.#storeOversize(source, item, first, headers).then(() => 'invalid');
     const done = await this.#deps.store.getFetched(targets.map((t) => targetKey(t, item)));
     // Every copy recorded before a crash, and the alias whose copy was to carry the mailbox key
     // inactive since: record the mailbox key now, so the message counts as stored.
@@ -447,10 +585,10 @@ class MailboxWorker {
       const id = newMessageId();
       let meta;
       try {
-        meta = await ingestMessage(this.#deps, await mailbox.message(item), this.#request(id, item, { target, mailboxKey: last }));
+        meta = await ingestMessage(this.#deps, await source.body(), this.#request(id, item, { target, mailboxKey: last }));
       } catch (err) {
         // 5xx: the message itself is refused for good (bigger than the server said); anything else is retried.
-        if (hasReply(err) && err.responseCode >= 500) return this.#storeOversize(mailbox, item, first, headers).then(() => 'invalid');
+        if (hasReply(err) && err.responseCode >= 500) return this.#storeOversize(source, item, first, headers).then(() => 'invalid');
         throw err;
       }
       const outcome = meta.tags.includes('wrapped') ? 'wrapped' : 'stored';
@@ -487,10 +625,10 @@ class MailboxWorker {
     }
   }
 
-  /** Stores for ALIAS a record of a message too big to fetch (its headers and size), then applies `on_invalid`. */
-  async #storeOversize(mailbox: Mailbox, item: MailboxItem, alias: AliasConfig, headers?: Buffer): Promise<void> {
+  /** Stores for ALIAS a record of a message too big to fetch (its headers and size); the caller then applies `on_invalid`. */
+  async #storeOversize(source: MessageSource, item: MailboxItem, alias: AliasConfig, headers?: Buffer): Promise<void> {
     const size = item.size;
-    const record = oversizeRecord(headers ?? (await mailbox.headers(item)), {
+    const record = oversizeRecord(headers ?? (await source.headers()), {
       size,
       limit: this.#server.max_message_size,
       alias: alias.name,
@@ -505,7 +643,6 @@ class MailboxWorker {
     );
     this.#deps.metrics?.inc('mailgate_messages_total', { source: this.#server.type, outcome: 'oversize' });
     await this.#deps.hooks?.afterStore?.(this.alias.name, item);
-    await mailbox.markInvalid(item);
   }
 
   #request(id: string, item: MailboxItem, opts: { invalid?: true; tags?: string[]; target?: DeliveryTarget; mailboxKey?: boolean }): IngestRequest {

@@ -36,6 +36,8 @@ export async function retrieveFrom(
   incoming: Incoming,
   hooks: RetrieverHooks = {},
   reuse?: LevelStore,
+  /** More aliases (`NAME@example.com`) fetching the same mailbox, after USER. */
+  siblings: readonly string[] = [],
 ) {
   const { dir, cleanup } = await tempDir();
   const settings: Incoming = {
@@ -45,16 +47,16 @@ export async function retrieveFrom(
     idle: false,
     ...incoming,
   };
-  const toml = [
-    `data_dir = ${JSON.stringify(path.join(dir, 'data'))}`,
+  const aliasTable = (name: string) => [
     '[[alias]]',
-    `name = "${user}"`,
-    `address = "${user}@example.com"`,
+    `name = "${name}"`,
+    `address = "${name}@example.com"`,
     '[alias.incoming]',
     ...Object.entries(settings)
       .filter(([, v]) => v !== null)
       .map(([k, v]) => `${k} = ${JSON.stringify(v)}`),
-  ].join('\n');
+  ];
+  const toml = [`data_dir = ${JSON.stringify(path.join(dir, 'data'))}`, ...[user, ...siblings].flatMap(aliasTable)].join('\n');
   const config = loadConfigText(toml, path.join(dir, 'mailgate.toml'), {});
   const store = reuse ?? (await LevelStore.open(config.data_dir));
   const polls: PollResult[] = [];
