@@ -575,7 +575,11 @@ class MailboxWorker {
     // The record of a message too big to fetch goes to the first alias it is for that is active.
     const first = targets[0]!.alias;
     if (item.size > this.#server.max_message_size) return this.#storeOversize(source, item, first, headers).then(() => 'invalid');
-    const done = await this.#deps.store.getFetched(targets.map((t) => targetKey(t, item)));
+    const keys = targets.map((t) => targetKey(t, item));
+    // One copy under the mailbox key itself: the poll's listing already found it not stored
+    // (and only this worker stores for this mailbox), so no read per message.
+    const single = keys.length === 1 && keys[0]!.alias === this.alias.name && keys[0]!.key === item.key;
+    const done = single ? [undefined] : await this.#deps.store.getFetched(keys);
     // Every copy recorded before a crash, and the alias whose copy was to carry the mailbox key
     // inactive since: record the mailbox key now, so the message counts as stored.
     if (done.every((d) => d)) await this.#deps.store.putFetched({ alias: this.alias.name, key: item.key }, done[0]!);
