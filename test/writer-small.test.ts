@@ -16,7 +16,7 @@ import type { SideRecord } from '../storage/store.js';
 import { newMessageId, idTime } from '../storage/ids.js';
 import { chunkRange } from '../storage/leveldb/layout.js';
 import type { MessageMeta } from '../storage/records.js';
-import { fileSpool, type Spool } from '../ingest/spool.js';
+import { fileSpool, SPOOL_WRITE, type Spool } from '../ingest/spool.js';
 
 /** One call of a write method of the database, as LevelDB got it (root keys, `!sublevel!key`). */
 interface RecordedWrite {
@@ -340,19 +340,19 @@ async function spooled(spool: Spool): Promise<Buffer> {
   return buffer(spool.open());
 }
 
-test('spool: odd-sized writes read back byte for byte; only whole chunks reach the file, encrypted', async () => {
+test('spool: odd-sized writes read back byte for byte; only whole 128 KiB pieces reach the file, encrypted', async () => {
   const { dir, cleanup } = await tempDir('mailgate-spool-');
   try {
-    for (const size of [0, 1, 4000, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 3 * CHUNK_SIZE + 5]) {
+    for (const size of [0, 1, 4000, CHUNK_SIZE, 102_400, SPOOL_WRITE - 1, SPOOL_WRITE, SPOOL_WRITE + 1, 3 * SPOOL_WRITE + 5]) {
       for (const sizes of [ODD_SIZES, [size || 1]]) {
         const spool = fileSpool(dir);
         const bytes = randomBytes(size);
         await feedReusing(bytes, sizes, (piece) => spool.write(piece));
         const what = `size ${size} in writes of ${sizes.join(', ')}`;
         const files = await spoolFiles(dir);
-        const whole = Math.floor(size / CHUNK_SIZE) * CHUNK_SIZE;
+        const whole = Math.floor(size / SPOOL_WRITE) * SPOOL_WRITE;
         if (whole === 0) {
-          assert.deepEqual(files, [], `${what}: no file under 64 KiB`);
+          assert.deepEqual(files, [], `${what}: no file under 128 KiB`);
         } else {
           assert.equal(files.length, 1, what);
           const file = `${dir}/${files[0]}`;
