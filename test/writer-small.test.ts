@@ -363,24 +363,29 @@ async function spooled(spool: Spool): Promise<Buffer> {
   return buffer(spool.open());
 }
 
-test('spool: odd-sized writes read back byte for byte; only whole 128 KiB pieces reach the file, encrypted', async () => {
+test('spool: odd-sized writes read back byte for byte; nothing under 128 KiB reaches the file, and what does is encrypted', async () => {
   const { dir, cleanup } = await tempDir('mailgate-spool-');
   try {
     for (const size of [0, 1, 4000, CHUNK_SIZE, 102_400, SPOOL_WRITE - 1, SPOOL_WRITE, SPOOL_WRITE + 1, 3 * SPOOL_WRITE + 5]) {
       for (const sizes of [ODD_SIZES, [size || 1]]) {
         const spool = fileSpool(dir);
         const bytes = randomBytes(size);
-        await feedReusing(bytes, sizes, (piece) => spool.write(piece));
+        // Fresh pieces, as SpoolTee gives: the spool keeps the buffers it is given (the pipeline holds the same ones).
+        for (let at = 0, i = 0; at < size; i++) {
+          const n = sizes[i % sizes.length]!;
+          await spool.write(bytes.subarray(at, at + n));
+          at += n;
+        }
         const what = `size ${size} in writes of ${sizes.join(', ')}`;
         const files = await spoolFiles(dir);
-        const whole = Math.floor(size / SPOOL_WRITE) * SPOOL_WRITE;
-        if (whole === 0) {
+        if (size < SPOOL_WRITE) {
           assert.deepEqual(files, [], `${what}: no file under 128 KiB`);
         } else {
           assert.equal(files.length, 1, what);
           const file = `${dir}/${files[0]}`;
-          assert.equal((await stat(file)).size, whole, `${what}: the partial last chunk stays in memory`);
-          assert.ok(!(await readFile(file)).equals(bytes.subarray(0, whole)), `${what}: the file is not the plain bytes`);
+          const inFile = (await stat(file)).size;
+          assert.ok(inFile >= SPOOL_WRITE && inFile <= size && size - inFile < SPOOL_WRITE, `${what}: ${inFile} bytes in the file, under 128 KiB in memory`);
+          assert.ok(!(await readFile(file)).equals(bytes.subarray(0, inFile)), `${what}: the file is not the plain bytes`);
         }
         assert.ok((await spooled(spool)).equals(bytes), what);
         assert.ok((await spooled(spool)).equals(bytes), `${what}: read twice`);
