@@ -16,7 +16,7 @@ import type { SideRecord } from '../storage/store.js';
 import { newMessageId, idTime } from '../storage/ids.js';
 import { chunkRange } from '../storage/leveldb/layout.js';
 import type { MessageMeta } from '../storage/records.js';
-import { fileSpool, type Spool } from '../ingest/spool.js';
+import { fileSpool, SPOOL_WRITE, type Spool } from '../ingest/spool.js';
 
 /** One call of a write method of the database, as LevelDB got it (root keys, `!sublevel!key`). */
 interface RecordedWrite {
@@ -162,7 +162,7 @@ test('an uncommitted small message leaves no key, and nothing of it after a cras
     await feedReusing(randomBytes(40_000), [4096, 1, 999], (piece) => write(small, piece));
     await end(small);
     const big = store.createMessageWriter(newMessageId());
-    await write(big, randomBytes(CHUNK_SIZE + 10));
+    await write(big, randomBytes(2 * CHUNK_SIZE + 10));
     // Small itself, but with a part the attachments stage quarantined: the spool puts the pending mark.
     const blocked = store.createMessageWriter(newMessageId());
     await write(blocked, randomBytes(2000));
@@ -176,7 +176,7 @@ test('an uncommitted small message leaves no key, and nothing of it after a cras
       [],
       'nothing of the small message is stored',
     );
-    assert.deepEqual(keys.filter((k) => k.includes(big.id)).sort(), [`chunks:${big.id}!00000000`, `pending:${big.id}`]);
+    assert.deepEqual(keys.filter((k) => k.includes(big.id)).sort(), [`chunks:${big.id}!00000000`, `chunks:${big.id}!00000001`, `pending:${big.id}`]);
     await store.close(); // no commit: as if the process died here
     const raw = await rawKeys(dir);
     assert.deepEqual(
@@ -213,7 +213,7 @@ test('an uncommitted small message leaves no key, and nothing of it after a cras
 
 test('odd-sized writes round trip byte for byte, in whole 64 KiB chunks and a partial last one', () =>
   withRecordedStore(async (store) => {
-    for (const size of [CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 2 * CHUNK_SIZE - 1, 3 * CHUNK_SIZE + 5]) {
+    for (const size of [CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 2 * CHUNK_SIZE - 1, 2 * CHUNK_SIZE, 2 * CHUNK_SIZE + 1, 3 * CHUNK_SIZE + 5]) {
       for (const sizes of [ODD_SIZES, [1], [CHUNK_SIZE + 1], [size]]) {
         if (sizes[0] === 1 && size > CHUNK_SIZE + 1) continue; // a byte at a time: slow, and the boundaries are already covered
         const bytes = randomBytes(size);
@@ -239,25 +239,48 @@ test('odd-sized writes round trip byte for byte, in whole 64 KiB chunks and a pa
     }
   }));
 
-test('the pending mark goes in the batch of the first full chunk and is removed by the commit', () =>
+test('a 100 KB message reaches LevelDB only in its one synced commit batch, in two chunks', () =>
   withRecordedStore(async (store, writes) => {
-    const bytes = randomBytes(CHUNK_SIZE + 10);
+    const bytes = randomBytes(102_400);
     const writer = store.createMessageWriter(newMessageId());
     const before = writes.length;
-    await feedReusing(bytes.subarray(0, CHUNK_SIZE - 1), [1, 30_000, 5], (piece) => write(writer, piece));
+    await feedReusing(bytes, [1, 30_000, 65_536, 7], (piece) => write(writer, piece));
+    await end(writer);
+    assert.deepEqual(writes.slice(before), [], 'writing costs no LevelDB write');
+    await writer.commit(sampleMeta(writer.id));
+    assert.deepEqual(writes.slice(before), [
+      {
+        method: '_batch',
+        sync: true,
+        keys: [`!chunks!${writer.id}!00000000`, `!chunks!${writer.id}!00000001`, `!messages!${writer.id}`, `!by-alias!sales\x00${writer.id}`],
+      },
+    ]);
+    assert.deepEqual(await buffer(store.openRaw(writer.id)), bytes, 'the bytes as written, though the caller reused its buffer');
+    assert.deepEqual(await store.sublevels.pending.keys().all(), []);
+  }));
+
+test('the pending mark goes in the batch of the first two full chunks and is removed by the commit', () =>
+  withRecordedStore(async (store, writes) => {
+    const first = 2 * CHUNK_SIZE;
+    const bytes = randomBytes(first + 10);
+    const writer = store.createMessageWriter(newMessageId());
+    const before = writes.length;
+    await feedReusing(bytes.subarray(0, first - 1), [1, 30_000, 5], (piece) => write(writer, piece));
     assert.deepEqual(writes.slice(before), []);
     assert.deepEqual(await store.sublevels.pending.keys().all(), []);
-    await write(writer, bytes.subarray(CHUNK_SIZE - 1, CHUNK_SIZE));
-    assert.deepEqual(writes.slice(before), [{ method: '_batch', sync: false, keys: [`!pending!${writer.id}`, `!chunks!${writer.id}!00000000`] }]);
+    await write(writer, bytes.subarray(first - 1, first));
+    assert.deepEqual(writes.slice(before), [
+      { method: '_batch', sync: false, keys: [`!pending!${writer.id}`, `!chunks!${writer.id}!00000000`, `!chunks!${writer.id}!00000001`] },
+    ]);
     assert.deepEqual(await store.sublevels.pending.keys().all(), [writer.id]);
-    await write(writer, bytes.subarray(CHUNK_SIZE));
+    await write(writer, bytes.subarray(first));
     await end(writer);
     await writer.commit(sampleMeta(writer.id));
     assert.deepEqual(writes.slice(before + 1), [
       {
         method: '_batch',
         sync: true,
-        keys: [`!chunks!${writer.id}!00000001`, `!messages!${writer.id}`, `!by-alias!sales\x00${writer.id}`, `!pending!${writer.id}`],
+        keys: [`!chunks!${writer.id}!00000002`, `!messages!${writer.id}`, `!by-alias!sales\x00${writer.id}`, `!pending!${writer.id}`],
       },
     ]);
     assert.deepEqual(await store.sublevels.pending.keys().all(), []);
@@ -319,14 +342,14 @@ test('abort removes everything: small messages without a write, quarantined part
 
     // After a commit that failed (here before reaching LevelDB: a record whose key it cannot encode).
     const badRecord = { type: 'quarantine', record: { id: null } } as unknown as SideRecord;
-    for (const size of [4000, CHUNK_SIZE + 4000]) {
+    for (const size of [4000, CHUNK_SIZE + 4000, 2 * CHUNK_SIZE + 4000]) {
       const writer = store.createMessageWriter(newMessageId());
       await write(writer, randomBytes(size));
       await end(writer);
       await assert.rejects(writer.commit(sampleMeta(writer.id), [badRecord]));
       before = writes.length;
       await writer.abort();
-      if (size < CHUNK_SIZE) assert.deepEqual(writes.slice(before), [], 'nothing of a small message was stored: nothing to write');
+      if (size < 2 * CHUNK_SIZE) assert.deepEqual(writes.slice(before), [], 'nothing of a message under 128 KiB was stored: nothing to write');
       assert.equal(await store.getMessage(writer.id), undefined);
       assert.deepEqual(await storedKeys(store), [], `size ${size}: nothing is left`);
     }
@@ -340,24 +363,29 @@ async function spooled(spool: Spool): Promise<Buffer> {
   return buffer(spool.open());
 }
 
-test('spool: odd-sized writes read back byte for byte; only whole chunks reach the file, encrypted', async () => {
+test('spool: odd-sized writes read back byte for byte; nothing under 128 KiB reaches the file, and what does is encrypted', async () => {
   const { dir, cleanup } = await tempDir('mailgate-spool-');
   try {
-    for (const size of [0, 1, 4000, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1, 3 * CHUNK_SIZE + 5]) {
+    for (const size of [0, 1, 4000, CHUNK_SIZE, 102_400, SPOOL_WRITE - 1, SPOOL_WRITE, SPOOL_WRITE + 1, 3 * SPOOL_WRITE + 5]) {
       for (const sizes of [ODD_SIZES, [size || 1]]) {
         const spool = fileSpool(dir);
         const bytes = randomBytes(size);
-        await feedReusing(bytes, sizes, (piece) => spool.write(piece));
+        // Fresh pieces, as SpoolTee gives: the spool keeps the buffers it is given (the pipeline holds the same ones).
+        for (let at = 0, i = 0; at < size; i++) {
+          const n = sizes[i % sizes.length]!;
+          await spool.write(bytes.subarray(at, at + n));
+          at += n;
+        }
         const what = `size ${size} in writes of ${sizes.join(', ')}`;
         const files = await spoolFiles(dir);
-        const whole = Math.floor(size / CHUNK_SIZE) * CHUNK_SIZE;
-        if (whole === 0) {
-          assert.deepEqual(files, [], `${what}: no file under 64 KiB`);
+        if (size < SPOOL_WRITE) {
+          assert.deepEqual(files, [], `${what}: no file under 128 KiB`);
         } else {
           assert.equal(files.length, 1, what);
           const file = `${dir}/${files[0]}`;
-          assert.equal((await stat(file)).size, whole, `${what}: the partial last chunk stays in memory`);
-          assert.ok(!(await readFile(file)).equals(bytes.subarray(0, whole)), `${what}: the file is not the plain bytes`);
+          const inFile = (await stat(file)).size;
+          assert.ok(inFile >= SPOOL_WRITE && inFile <= size && size - inFile < SPOOL_WRITE, `${what}: ${inFile} bytes in the file, under 128 KiB in memory`);
+          assert.ok(!(await readFile(file)).equals(bytes.subarray(0, inFile)), `${what}: the file is not the plain bytes`);
         }
         assert.ok((await spooled(spool)).equals(bytes), what);
         assert.ok((await spooled(spool)).equals(bytes), `${what}: read twice`);

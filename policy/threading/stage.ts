@@ -116,6 +116,8 @@ class ThreadingScan extends ChunkStage {
       }
     } else if (chunk.type === 'body' && this.#reading && chunk.node === this.#reading.node) {
       this.#read(this.#reading.decoder.push(chunk.value));
+      // Enough text to search: the rest of the part is not decoded a second time (masking decodes it too).
+      if (this.#text.length >= BODY_SEARCH_CHARS) this.#reading = undefined;
     }
     this.push(chunk);
   }

@@ -1,7 +1,7 @@
 /**
- * A CPU profile of `mailgate serve` (all four stages, durable) taking 4 KB messages over
- * reused connections from smtp-source, 20 sessions: the shape where mailgate is furthest
- * from the bare sink. Only the timed smtp-source run is summarised (V8's profile clock and
+ * A CPU profile of `mailgate serve` (all four stages, durable) taking messages of one size
+ * (4 KB by default; `--size 100` for 100 KB) over reused connections from smtp-source, 20
+ * sessions. Only the timed smtp-source run is summarised (V8's profile clock and
  * process.hrtime are both CLOCK_MONOTONIC), not start-up, warm-up or shutdown.
  */
 import { mkdir, readdir } from 'node:fs/promises';
@@ -19,18 +19,18 @@ const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.len
  * policy (all four stages, masking on) and with built-in defaults (three stages; masking is
  * off unless a policy enables it), interleaved, medians of `runs`.
  */
-async function policyVariants(messages: number, runs: number): Promise<string[]> {
+async function policyVariants(messages: number, runs: number, size: number): Promise<string[]> {
   const variants = [
     { label: 'policy/examples/partition.toml (4 stages, masking on)', peer: await startMailgate() },
     { label: 'built-in defaults (masking off)', peer: await startMailgate({ toml: '' }) },
   ];
   const results = variants.map(() => ({ seconds: [] as number[], cpu: [] as number[] }));
   try {
-    for (const v of variants) await smtpSource(v.peer.port, { size: 4096, reuse: true }, 1000);
+    for (const v of variants) await smtpSource(v.peer.port, { size, reuse: true }, warmUp(size));
     for (let i = 0; i < runs; i++) {
       for (const [j, v] of variants.entries()) {
         const cpu0 = cpuSeconds(v.peer.pid);
-        results[j]!.seconds.push(await smtpSource(v.peer.port, { size: 4096, reuse: true }, messages));
+        results[j]!.seconds.push(await smtpSource(v.peer.port, { size, reuse: true }, messages));
         results[j]!.cpu.push(cpuSeconds(v.peer.pid) - cpu0);
       }
     }
@@ -43,8 +43,14 @@ async function policyVariants(messages: number, runs: number): Promise<string[]>
   );
 }
 
-export async function ingestProfile(opts: { messages?: number; dir?: string } = {}): Promise<string[]> {
-  const messages = opts.messages ?? 10_000;
+/** Warm-up messages: about 4 MB of traffic, enough for the JIT, at least 200. */
+const warmUp = (size: number) => Math.max(200, Math.min(1000, Math.round((4000 * 1024) / size)));
+
+/** `size`: the message body in bytes (default 4096); `messages`: default 10,000 at 4 KB, 2,000 at larger sizes. */
+export async function ingestProfile(opts: { messages?: number; dir?: string; size?: number } = {}): Promise<string[]> {
+  const size = opts.size ?? 4096;
+  const messages = opts.messages ?? (size > 4096 ? 2000 : 10_000);
+  const kb = `${Math.round(size / 1024)} KB`;
   // smtp-source comes with Debian's postfix package, installed on first use.
   await ensurePostfixTools();
   const own = opts.dir ? undefined : await tempDir('mailgate-bench-prof-');
@@ -56,10 +62,10 @@ export async function ingestProfile(opts: { messages?: number; dir?: string } = 
   let rate: number;
   let cpuMs: number;
   try {
-    await smtpSource(mailgate.port, { size: 4096, reuse: true }, 1000);
+    await smtpSource(mailgate.port, { size, reuse: true }, warmUp(size));
     const cpu0 = cpuSeconds(mailgate.pid);
     const from = Number(process.hrtime.bigint() / 1000n);
-    const seconds = await smtpSource(mailgate.port, { size: 4096, reuse: true }, messages);
+    const seconds = await smtpSource(mailgate.port, { size, reuse: true }, messages);
     window = [from, Number(process.hrtime.bigint() / 1000n)];
     cpuMs = ((cpuSeconds(mailgate.pid) - cpu0) * 1000) / messages;
     rate = messages / seconds;
@@ -72,9 +78,9 @@ export async function ingestProfile(opts: { messages?: number; dir?: string } = 
   if (summary.samples === 0) throw new Error('no profile samples in the timed window: the profile clock is not process.hrtime here');
   const runs = opts.messages && opts.messages < 1000 ? 1 : 3;
   const lines = [
-    `mailgate with and without masking, ${Math.ceil(messages / 2)} messages of 4 KB a run, 20 sessions, reused connections, ${runs === 1 ? '1 run' : `medians of ${runs} interleaved runs`}:`,
-    ...(await policyVariants(Math.ceil(messages / 2), runs)),
-    `${messages} messages of 4 KB, 20 sessions, reused connections: ${rate.toFixed(0)}/s, mailgate CPU ${cpuMs.toFixed(2)} ms/msg (user + system, all threads)`,
+    `mailgate with and without masking, ${Math.ceil(messages / 2)} messages of ${kb} a run, 20 sessions, reused connections, ${runs === 1 ? '1 run' : `medians of ${runs} interleaved runs`}:`,
+    ...(await policyVariants(Math.ceil(messages / 2), runs, size)),
+    `${messages} messages of ${kb}, 20 sessions, reused connections: ${rate.toFixed(0)}/s, mailgate CPU ${cpuMs.toFixed(2)} ms/msg (user + system, all threads)`,
     `profile: ${opts.dir ? path.join(dir, file) : '(temporary; MAILGATE_BENCH_CPU_PROF=DIR keeps it)'}`,
     ...formatProfile(summary),
   ];

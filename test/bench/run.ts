@@ -12,7 +12,11 @@ const rttAt = process.argv.indexOf('--rtt');
 const rtt = rttAt > 0 ? Number(process.argv[rttAt + 1]) : undefined;
 if (rtt !== undefined && !(Number.isFinite(rtt) && rtt > 0))
   throw new Error(`--rtt: expected a round-trip time in milliseconds, got ${process.argv[rttAt + 1]}`);
-const only = process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && all[i - 1] !== '--rtt');
+// `--size KB`: the size of the messages ingest-profile sends (default 4).
+const sizeAt = process.argv.indexOf('--size');
+const sizeKb = sizeAt > 0 ? Number(process.argv[sizeAt + 1]) : 4;
+if (!(Number.isInteger(sizeKb) && sizeKb > 0)) throw new Error(`--size: expected a message size in KB, got ${process.argv[sizeAt + 1]}`);
+const only = process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && all[i - 1] !== '--rtt' && all[i - 1] !== '--size');
 /** `--quick`: few or small messages and one run, to check that a section works (CI); `memory`, `ingest` and `outbound` have it. */
 const quick = process.argv.includes('--quick');
 // `compare DIR ingest` names sections of the comparison, not sections to run on their own.
@@ -126,8 +130,9 @@ if (only[0] === 'compare') {
 // Not part of a plain `npm run bench`: only when named (`npm run bench -- ingest-profile`).
 if (only.includes('ingest-profile')) {
   const { ingestProfile } = await import('./ingest-profile.js');
-  console.log(`\n# Ingest CPU profile: mailgate serve (all four stages, durable), 4 KB messages, reused connections, 20 smtp-source sessions`);
+  console.log(`\n# Ingest CPU profile: mailgate serve (all four stages, durable), ${sizeKb} KB messages, reused connections, 20 smtp-source sessions`);
   // MAILGATE_BENCH_CPU_PROF=DIR keeps the .cpuprofile there (open it in Chrome DevTools).
   const dir = process.env.MAILGATE_BENCH_CPU_PROF;
-  for (const line of await ingestProfile({ ...(quick ? { messages: 500 } : {}), ...(dir ? { dir } : {}) })) console.log(line);
+  const size = sizeKb * 1024;
+  for (const line of await ingestProfile({ size, ...(quick ? { messages: 500 } : {}), ...(dir ? { dir } : {}) })) console.log(line);
 }
