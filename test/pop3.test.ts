@@ -597,3 +597,100 @@ test('a connection lost in the middle of a range rejects with kind network', asy
   await mailbox.close(); // never rejects
   assert.equal((await dovecot.listMessages('cut')).length, 3, 'nothing deleted');
 });
+
+/**
+ * A minimal POP3 server without PIPELINING, speaking the real wire protocol (RFC 1939), for the
+ * one branch the real Dovecot cannot show: it always offers PIPELINING and has no setting to
+ * stop. MESSAGES are the mailbox; those numbered in GONE are listed, but their RETR answers -ERR
+ * as when another session deleted them after our LIST. It
+ * answers each command a moment after it arrives, and notes for each command how many earlier
+ * ones were still unanswered: a client that waits for each answer always finds none.
+ */
+async function scriptedPop3(messages: Buffer[], gone: number[]) {
+  const seen: { line: string; unanswered: number }[] = [];
+  const waiters: { line: string; resolve: () => void }[] = [];
+  const answer = (line: string): string => {
+    const [verb = '', arg = ''] = line.split(' ');
+    const n = Number(arg);
+    const listing = (f: (m: Buffer, n: number) => string) => '+OK\r\n' + messages.map((m, i) => f(m, i + 1) + '\r\n').join('') + '.\r\n';
+    switch (verb.toUpperCase()) {
+      case 'CAPA':
+        return '+OK\r\nTOP\r\nUIDL\r\nUSER\r\n.\r\n';
+      case 'UIDL':
+        return listing((_, i) => `${i} scripted-${i}`);
+      case 'LIST':
+        return listing((m, i) => `${i} ${m.length}`);
+      case 'RETR': {
+        const m = gone.includes(n) ? undefined : messages[n - 1];
+        // RFC 1939 section 3: lines beginning with "." are stuffed; the answer ends with ".".
+        return m ? `+OK ${m.length} octets\r\n${m.toString('latin1').replace(/^\./gm, '..')}.\r\n` : '-ERR no such message';
+      }
+      default:
+        return verb.toUpperCase() === 'QUIT' ? '+OK bye\r\n' : '+OK\r\n';
+    }
+  };
+  const server = createServer((socket) => {
+    socket.on('error', () => undefined);
+    socket.write('+OK scripted POP3 server\r\n');
+    let partial = '';
+    let unanswered = 0;
+    socket.on('data', (chunk: Buffer) => {
+      const lines = (partial + chunk.toString('latin1')).split('\r\n');
+      partial = lines.pop()!;
+      for (const line of lines) {
+        seen.push({ line, unanswered: unanswered++ });
+        for (const w of waiters.filter((w) => w.line === line)) w.resolve();
+        setTimeout(() => {
+          const text = answer(line);
+          socket.write(text.endsWith('\r\n') ? text : text + '\r\n', 'latin1');
+          unanswered--;
+          if (line === 'QUIT') socket.end();
+        }, 5);
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    seen,
+    /** Resolves once LINE has arrived. */
+    received: (line: string) => new Promise<void>((resolve) => (seen.some((s) => s.line === line) ? resolve() : waiters.push({ line, resolve }))),
+    close: () => new Promise((resolve) => server.close(resolve)),
+  };
+}
+
+test(
+  'without PIPELINING one command at a time, the next RETR sent while the caller handles the last; a gone message is left out',
+  { timeout: 30_000 },
+  async (t) => {
+    const raws = [dottedMessage('scripted 1'), dottedMessage('scripted 2'), bigMessage('scripted 3', 100 * 1024), dottedMessage('scripted 4')];
+    const server = await scriptedPop3(raws, [2]);
+    t.after(() => server.close());
+    // The scripted server's users are whatever the mailbox logs in as: this one's name is in no Dovecot.
+    const mailbox = pop3Mailbox(server.port, 'scripted');
+    await mailbox.open();
+    const items = await mailbox.list();
+    assert.equal(items.length, 4);
+    const got: FetchedMessage[] = [];
+    for await (const m of mailbox.messages(items)) {
+      // The next RETR is already on its way while this one is handled (a client that waited would never send it: the test times out).
+      if (got.length === 0) await server.received('RETR 2');
+      got.push(m);
+    }
+    assert.deepEqual(
+      got.map((m) => m.content.toString('latin1')),
+      [raws[0]!, raws[2]!, raws[3]!].map((r) => r.toString('latin1')),
+    );
+    await mailbox.markStored(got.map((m) => m.item));
+    await mailbox.close();
+    assert.deepEqual(
+      server.seen.map((s) => s.line).filter((l) => /^(RETR|DELE|QUIT)/.test(l)),
+      ['RETR 1', 'RETR 2', 'RETR 3', 'RETR 4', 'DELE 1', 'DELE 3', 'DELE 4', 'QUIT'],
+    );
+    assert.deepEqual(
+      server.seen.filter((s) => s.unanswered > 0),
+      [],
+      'no command was sent before the answer to the one before it',
+    );
+  },
+);
