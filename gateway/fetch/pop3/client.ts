@@ -4,12 +4,14 @@
  * RFC 1939 (POP3), 2449 (CAPA, response codes), 2595 (STLS), 3206 (SYS and AUTH codes),
  * 5034 (SASL AUTH), 7628 (OAuth over SASL). No library supports all of them with streaming RETR.
  *
- * Commands are strictly one at a time, in call order: a command called while a RETR or TOP
- * stream is still being read waits until that response has ended. Read or destroy every
- * stream you get; a destroyed stream's remaining bytes are read and thrown away, so the
- * session stays usable.
+ * Commands run in call order: a command called while a RETR or TOP stream is still being read
+ * waits until that response has ended. Read or destroy every stream you get; a destroyed
+ * stream's remaining bytes are read and thrown away, so the session stays usable. Where the
+ * server offers PIPELINING (RFC 2449), the batch commands (`retrieve`, `deleMany`,
+ * `uidlAndList`) send their commands without waiting for each answer.
  */
 import type { Readable } from 'node:stream';
+import { readAll } from '../mailbox.js';
 import { Pop3Error, serverRefusal } from './errors.js';
 import { Pop3Session, type Pop3Options } from './session.js';
 
@@ -26,6 +28,14 @@ export interface Pop3Size {
   msgno: number;
   size: number;
 }
+
+/** One message of {@link Pop3Client.retrieve}: its bytes, dot-stuffing removed, or the server's `-ERR` (a message gone). */
+export type Pop3Retrieved = { msgno: number; content: Buffer } | { msgno: number; refused: Pop3Error };
+
+/** Pipelined RETR: the answers asked for and not yet read add up to about this many octets (by LIST's sizes). */
+const RETR_WINDOW_BYTES = 1024 * 1024;
+/** Pipelined commands sent and not yet answered, at most: a thousand DELEs are about 10 KB out and 30 KB back. */
+const MAX_UNANSWERED = 1000;
 
 const MAX_AUTH_LINE = 255; // RFC 5034 section 4: longer initial responses go after a "+" continuation
 
@@ -138,16 +148,16 @@ export class Pop3Client {
     });
   }
 
+  /** True when the server offers PIPELINING (RFC 2449 section 6.6): commands may be sent without waiting for each answer. */
+  get pipelining(): boolean {
+    return this.capabilities.has('PIPELINING');
+  }
+
   /** UIDL: every message's number and unique id (RFC 1939 section 7). */
   uidl(): Promise<Pop3Uid[]> {
     return this.#session.exclusive(async () => {
       await this.#session.command('UIDL', 'protocol', 'UIDL');
-      const value = (await this.#session.readListing('UIDL')).map((line) => {
-        const m = /^(\d+)\s+(\S+)/.exec(line);
-        if (!m) throw this.#session.unexpected('UIDL', line);
-        return { msgno: Number(m[1]), uid: m[2]! };
-      });
-      return { value };
+      return { value: this.#uids(await this.#session.readListing('UIDL')) };
     });
   }
 
@@ -155,13 +165,69 @@ export class Pop3Client {
   list(): Promise<Pop3Size[]> {
     return this.#session.exclusive(async () => {
       await this.#session.command('LIST', 'protocol', 'LIST');
-      const value = (await this.#session.readListing('LIST')).map((line) => {
-        const m = /^(\d+)\s+(\d+)/.exec(line);
-        if (!m) throw this.#session.unexpected('LIST', line);
-        return { msgno: Number(m[1]), size: Number(m[2]) };
-      });
-      return { value };
+      return { value: this.#sizes(await this.#session.readListing('LIST')) };
     });
+  }
+
+  /** UIDL and LIST together: with PIPELINING in one round trip. */
+  uidlAndList(): Promise<{ uids: Pop3Uid[]; sizes: Pop3Size[] }> {
+    return this.#session.exclusive(async () => {
+      const [uidl, list] = await this.#pipelined(['UIDL', 'LIST'], (command) => this.#listing(command));
+      // Both answers are read before either refusal is thrown, so the session stays in step.
+      for (const answer of [uidl, list]) if (answer instanceof Pop3Error) throw answer;
+      return { value: { uids: this.#uids(uidl as string[]), sizes: this.#sizes(list as string[]) } };
+    });
+  }
+
+  /**
+   * RETR for each of MESSAGES (number and LIST size), in order, each given whole once its
+   * terminating line has arrived. With PIPELINING the commands go out without waiting, as many
+   * as keep about `windowBytes` of answers on the way, topped up as answers are read, so socket
+   * buffers stay bounded; without it the next RETR goes out as soon as the last answer is read,
+   * so it downloads while the caller handles that one. A `-ERR` (a message gone since LIST) is
+   * given as `refused` and the rest go on; a lost connection rejects. Ending the iteration early
+   * reads and drops the answers already asked for, so the session stays usable. Make no other
+   * call on this session while iterating: it would wait for the iteration's end.
+   */
+  async *retrieve(messages: readonly Pop3Size[], windowBytes = RETR_WINDOW_BYTES): AsyncGenerator<Pop3Retrieved, void, undefined> {
+    const session = this.#session;
+    let release!: () => void;
+    const ended = new Promise<void>((resolve) => (release = resolve));
+    await session.exclusive(async () => ({ value: undefined, hold: ended }));
+    const pipelining = this.pipelining;
+    const asked: Pop3Size[] = [];
+    let askedBytes = 0;
+    let next = 0;
+    const askMore = () => {
+      const lines: string[] = [];
+      for (; next < messages.length; next++) {
+        const m = messages[next]!;
+        const room = asked.length === 0 || (pipelining && asked.length < MAX_UNANSWERED && askedBytes + m.size <= windowBytes);
+        if (!room) break;
+        asked.push(m);
+        askedBytes += m.size;
+        lines.push(`RETR ${m.msgno}`);
+      }
+      if (lines.length > 0) session.send(...lines);
+    };
+    try {
+      askMore();
+      for (let m = asked[0]; m; m = asked[0]) {
+        const answer = await this.#retrAnswer(m.msgno);
+        asked.shift();
+        askedBytes -= m.size;
+        // Before handing this one over: the next answers arrive while the caller works.
+        askMore();
+        yield answer;
+      }
+    } finally {
+      try {
+        for (let m = asked.shift(); m; m = asked.shift()) await this.#retrAnswer(m.msgno);
+      } catch {
+        // The session has failed: every later command reports it.
+      }
+      release();
+    }
   }
 
   /**
@@ -181,6 +247,23 @@ export class Pop3Client {
   /** DELE: marks a message for deletion; the server removes it at QUIT. */
   dele(msgno: number): Promise<void> {
     return this.#simple(`DELE ${msgno}`, 'DELE');
+  }
+
+  /**
+   * DELE for each of MSGNOS: with PIPELINING all sent at once, one round trip for the lot.
+   * Every answer is read; then the first refusal, if any, rejects (the other DELEs stand).
+   */
+  deleMany(msgnos: readonly number[]): Promise<void> {
+    const session = this.#session;
+    return session.exclusive(async () => {
+      const answers = await this.#pipelined(
+        msgnos.map((n) => `DELE ${n}`),
+        (command) => this.#answer(command),
+      );
+      const refused = answers.find((a) => a instanceof Pop3Error);
+      if (refused) throw refused;
+      return { value: undefined };
+    });
   }
 
   /** RSET: unmarks every message marked for deletion in this session. */
@@ -210,6 +293,66 @@ export class Pop3Client {
   /** Drops the connection without QUIT: messages marked with DELE stay (RFC 1939 section 6). */
   close(): void {
     this.#session.close();
+  }
+
+  /**
+   * Sends COMMANDS and reads each answer in turn with READ: with PIPELINING without waiting (at
+   * most MAX_UNANSWERED unanswered, topped up as answers are read), otherwise one after another.
+   */
+  async #pipelined<T>(commands: readonly string[], read: (command: string) => Promise<T>): Promise<T[]> {
+    const limit = this.pipelining ? MAX_UNANSWERED : 1;
+    const answers: T[] = [];
+    let sent = 0;
+    while (answers.length < commands.length) {
+      const more = commands.slice(sent, answers.length + limit);
+      if (more.length > 0) this.#session.send(...more);
+      sent += more.length;
+      answers.push(await read(commands[answers.length]!));
+    }
+    return answers;
+  }
+
+  /**
+   * Reads the status line answering COMMAND: the text after `+OK`, or a `-ERR` as a value so the
+   * answers after it are still read. Any other line means we are out of step with the answers
+   * to the commands sent after it: the session ends.
+   */
+  async #answer(command: string): Promise<string | Pop3Error> {
+    const session = this.#session;
+    const line = await session.readLine(command);
+    if (line.startsWith('+OK')) return line.slice(3).trim();
+    if (line.startsWith('-ERR')) return serverRefusal(command, line.slice(4).trim(), session.where, 'protocol');
+    throw session.abort(session.unexpected(command, line));
+  }
+
+  /** Reads the answer to a listing COMMAND (UIDL, LIST): its lines, or the server's refusal. */
+  async #listing(command: string): Promise<string[] | Pop3Error> {
+    const status = await this.#answer(command);
+    return status instanceof Pop3Error ? status : this.#session.readListing(command);
+  }
+
+  /** Reads the answer to RETR MSGNO: the message, or the server's refusal. */
+  async #retrAnswer(msgno: number): Promise<Pop3Retrieved> {
+    const command = `RETR ${msgno}`;
+    const status = await this.#answer(command);
+    if (status instanceof Pop3Error) return { msgno, refused: status };
+    return { msgno, content: await readAll(this.#session.body(command).value) };
+  }
+
+  #uids(lines: readonly string[]): Pop3Uid[] {
+    return lines.map((line) => {
+      const m = /^(\d+)\s+(\S+)/.exec(line);
+      if (!m) throw this.#session.unexpected('UIDL', line);
+      return { msgno: Number(m[1]), uid: m[2]! };
+    });
+  }
+
+  #sizes(lines: readonly string[]): Pop3Size[] {
+    return lines.map((line) => {
+      const m = /^(\d+)\s+(\d+)/.exec(line);
+      if (!m) throw this.#session.unexpected('LIST', line);
+      return { msgno: Number(m[1]), size: Number(m[2]) };
+    });
   }
 
   #simple(line: string, name: string): Promise<void> {

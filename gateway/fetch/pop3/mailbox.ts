@@ -42,10 +42,9 @@ export class Pop3Mailbox implements Mailbox {
   }
 
   async list(): Promise<MailboxItem[]> {
-    const client = this.#session();
-    const uids = await client.uidl();
-    const sizes = new Map((await client.list()).map((s) => [s.msgno, s.size]));
-    return uids.map((u) => ({ key: `pop3:${u.uid}`, size: sizes.get(u.msgno) ?? 0, ref: u.msgno }));
+    const { uids, sizes } = await this.#session().uidlAndList();
+    const sizeOf = new Map(sizes.map((s) => [s.msgno, s.size]));
+    return uids.map((u) => ({ key: `pop3:${u.uid}`, size: sizeOf.get(u.msgno) ?? 0, ref: u.msgno }));
   }
 
   message(item: MailboxItem): Promise<Readable> {
@@ -53,8 +52,14 @@ export class Pop3Mailbox implements Mailbox {
   }
 
   async *messages(items: readonly MailboxItem[]): AsyncIterable<FetchedMessage> {
-    // One RETR at a time for now; to be pipelined (RFC 2449 PIPELINING).
-    for (const item of items) yield { item, content: await readAll(await this.message(item)) };
+    // RETRs pipelined where the server offers PIPELINING (RFC 2449), else each sent as the last arrives.
+    let index = 0;
+    for await (const answer of this.#session().retrieve(items.map((i) => ({ msgno: i.ref, size: i.size })))) {
+      const item = items[index++]!;
+      // -ERR: gone since LIST (another session deleted it). Left out; were it still there, the next poll tries again.
+      if ('refused' in answer) continue;
+      yield { item, content: answer.content };
+    }
   }
 
   async headers(item: MailboxItem): Promise<Buffer> {
@@ -62,8 +67,9 @@ export class Pop3Mailbox implements Mailbox {
   }
 
   async markStored(items: readonly MailboxItem[]): Promise<void> {
-    if (this.#server.on_stored !== 'delete') return;
-    for (const item of items) await this.#session().dele(item.ref);
+    if (this.#server.on_stored !== 'delete' || items.length === 0) return;
+    // Pipelined where the server allows: one round trip for the lot.
+    await this.#session().deleMany(items.map((i) => i.ref));
   }
 
   async markInvalid(item: MailboxItem): Promise<void> {

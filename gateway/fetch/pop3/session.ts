@@ -117,10 +117,10 @@ export class Pop3Session {
     throw this.unexpected(name, reply);
   }
 
-  /** Sends one command line; throws the session's failure once it has failed. */
-  send(line: string): void {
+  /** Sends command LINES in one write (several: pipelined, RFC 2449); throws the session's failure once it has failed. */
+  send(...lines: string[]): void {
     if (this.#failure) throw this.#failure;
-    this.#socket.write(line + '\r\n');
+    this.#socket.write(lines.join('\r\n') + '\r\n');
   }
 
   /** The next line the server sends, as the answer to WHAT (`greeting` for the greeting). */
@@ -166,6 +166,12 @@ export class Pop3Session {
     return { answer, closed };
   }
 
+  /** Ends the session with ERR, e.g. when an answer shows the client is out of step with the server; gives ERR back to throw. */
+  abort(err: Pop3Error): Pop3Error {
+    this.#fail(err);
+    return err;
+  }
+
   /** Drops the connection at once. */
   close(): void {
     this.#closing = true;
@@ -204,7 +210,7 @@ export class Pop3Session {
       },
     });
     this.#waitingFor = `the rest of the ${name} answer`;
-    this.#body = {
+    const reader: BodyReader = {
       feed: (chunk) => {
         let result;
         try {
@@ -232,8 +238,13 @@ export class Pop3Session {
         settle();
       },
     };
-    const early = this.#lines.drain();
-    if (early.length > 0) this.#body.feed(early);
+    this.#body = reader;
+    // Bytes already received (pipelined answers): chunk by chunk, until this answer ends.
+    while (this.#body === reader) {
+      const chunk = this.#lines.take();
+      if (!chunk) break;
+      reader.feed(chunk);
+    }
     this.#armTimer();
     return { value: stream, hold };
   }

@@ -111,11 +111,13 @@ export class DotDecoder {
 }
 
 /**
- * Splits a buffer into CRLF (or LF) terminated lines. Holds at most one partial line, and
- * refuses lines longer than `maxLine` so a broken server cannot grow it without bound.
+ * Splits received bytes into CRLF (or LF) terminated lines. Keeps the chunks as they came, so
+ * answers that wait unread (pipelined RETRs while the caller stores the last message) are not
+ * copied again with every chunk; refuses lines longer than `maxLine` so a broken server cannot
+ * grow one without bound.
  */
 export class LineBuffer {
-  #pending: Buffer = Buffer.alloc(0);
+  #chunks: Buffer[] = [];
 
   readonly #maxLine: number;
 
@@ -125,36 +127,42 @@ export class LineBuffer {
 
   /** Appends bytes received from the server. */
   push(chunk: Buffer): void {
-    this.#pending = this.#pending.length === 0 ? chunk : Buffer.concat([this.#pending, chunk]);
+    if (chunk.length > 0) this.#chunks.push(chunk);
   }
 
   /** The next complete line without its line end, or null. Throws when a line exceeds the limit. */
   shift(): Buffer | null {
-    const nl = this.#pending.indexOf(LF);
-    if (nl < 0) {
-      if (this.#pending.length > this.#maxLine) throw new Error(`line longer than ${this.#maxLine} bytes`);
-      return null;
+    for (;;) {
+      const first = this.#chunks[0];
+      if (!first) return null;
+      const nl = first.indexOf(LF);
+      if (nl >= 0) {
+        const end = nl > 0 && first[nl - 1] === CR ? nl - 1 : nl;
+        const rest = first.subarray(nl + 1);
+        if (rest.length > 0) this.#chunks[0] = rest;
+        else this.#chunks.shift();
+        return first.subarray(0, end);
+      }
+      if (first.length > this.#maxLine) throw new Error(`line longer than ${this.#maxLine} bytes`);
+      const second = this.#chunks[1];
+      if (!second) return null;
+      // A line split across chunks: join just these two and look again.
+      this.#chunks.splice(0, 2, Buffer.concat([first, second]));
     }
-    const end = nl > 0 && this.#pending[nl - 1] === CR ? nl - 1 : nl;
-    const line = this.#pending.subarray(0, end);
-    this.#pending = this.#pending.subarray(nl + 1);
-    return line;
   }
 
-  /** Takes every byte not yet read as lines (to hand to a multi-line decoder). */
-  drain(): Buffer {
-    const all = this.#pending;
-    this.#pending = Buffer.alloc(0);
-    return all;
+  /** The next chunk not yet read as lines (for a multi-line decoder), or null. */
+  take(): Buffer | null {
+    return this.#chunks.shift() ?? null;
   }
 
   /** Puts bytes back in front (what followed a multi-line response). */
   unshift(bytes: Buffer): void {
-    if (bytes.length > 0) this.#pending = this.#pending.length === 0 ? bytes : Buffer.concat([bytes, this.#pending]);
+    if (bytes.length > 0) this.#chunks.unshift(bytes);
   }
 
   /** Forgets everything buffered (after STLS: bytes sent in clear before the handshake must not be trusted, RFC 2595 section 4). */
   clear(): void {
-    this.#pending = Buffer.alloc(0);
+    this.#chunks = [];
   }
 }
