@@ -16,7 +16,7 @@ import { outboundEntry } from './entries.js';
 export interface SubmitDeps extends IngestDeps {
   config: Config;
   /** The running dispatcher, told about the new entry; absent when the gateway is stopped (it is sent at the next start). */
-  dispatcher?: { queued(entry: QueueEntry): void } | undefined;
+  dispatcher?: { queued(entry: QueueEntry, meta?: MessageMeta): void } | undefined;
 }
 
 export interface Submission {
@@ -48,6 +48,6 @@ export async function submitOutbound(deps: SubmitDeps, input: Readable, sub: Sub
       if (!allowed.includes(from.toLowerCase())) throw errors.fromHeaderDenied(from, sub.alias.name);
     },
   });
-  deps.dispatcher?.queued(entry);
+  deps.dispatcher?.queued(entry, meta);
   return { meta, entry };
 }

@@ -28,11 +28,11 @@ export class Transports {
   }
 
   /**
-   * Sends `raw` (the message as stored, plus any header lines the caller prepended) over
+   * Sends `raw` (the message as stored, plus any header lines the caller prepended; whole, or streamed when large) over
    * `route`, with the route's NOTIFY when it has one (nodemailer adds it only where the server
    * offers DSN).
    */
-  async send(route: Route, envelope: { from: string; to: string[] }, raw: Readable): Promise<SendResult> {
+  async send(route: Route, envelope: { from: string; to: string[] }, raw: Readable | Buffer): Promise<SendResult> {
     // No NOTIFY on our own notifications (null sender): nothing could be reported back to <>.
     const dsn = route.dsnNotify && envelope.from !== '' ? { dsn: { notify: [...route.dsnNotify] } } : {};
     const info = (await this.#transport(route).sendMail({ envelope, raw, ...dsn })) as {
