@@ -57,17 +57,19 @@ export interface Attempt {
 /** Messages up to this size are read from the store into one buffer and handed to the SMTP client whole; larger ones stream. */
 const WHOLE_MESSAGE_MAX = 1024 * 1024;
 
-/**
- * Runs one attempt; returns the entry as it stands after it (not yet saved). `saveProgress`
- * saves the entry between transactions of a message sent in several (relayed recipients of
- * different downstreams), so that a crash in a later one sends nobody of an earlier one twice.
- */
-export async function attemptDelivery(
-  deps: AttemptDeps,
-  entry: QueueEntry,
-  meta: MessageMeta,
-  saveProgress?: (entry: QueueEntry) => Promise<void>,
-): Promise<Attempt> {
+export interface AttemptOptions {
+  /**
+   * Saves the entry between transactions of a message sent in several (relayed recipients of
+   * different downstreams), so that a crash in a later one sends nobody of an earlier one twice.
+   */
+  saveProgress?: (entry: QueueEntry) => Promise<void>;
+  /** The message's bytes as stored, when the caller has them (just submitted): not read from the store. */
+  raw?: Buffer;
+}
+
+/** Runs one attempt; returns the entry as it stands after it (not yet saved). */
+export async function attemptDelivery(deps: AttemptDeps, entry: QueueEntry, meta: MessageMeta, opts: AttemptOptions = {}): Promise<Attempt> {
+  const { saveProgress } = opts;
   const now = new Date();
   const next: QueueEntry = { ...entry, recipients: entry.recipients.map((r) => ({ ...r })) };
   delete next.held;
@@ -94,7 +96,7 @@ export async function attemptDelivery(
       continue;
     }
     tried = true;
-    let outcome = await sendGroup(deps, routing.route, entry, meta, recipients);
+    let outcome = await sendGroup(deps, routing.route, entry, meta, recipients, opts.raw);
     const fallback = routing.route.withoutAuth;
     if (outcome.authFailed && fallback) {
       // Cisco guide, "Use SMTP: When authorization fails": the same server, as plain SMTP.
@@ -102,7 +104,7 @@ export async function attemptDelivery(
         { msg_id: entry.id, route: routing.route.name, reason: outcome.failure?.message },
         'ESMTP authentication failed; sending through the same server without authentication (use_smtp = "when_auth_fails")',
       );
-      outcome = await sendGroup(deps, fallback, entry, meta, recipients);
+      outcome = await sendGroup(deps, fallback, entry, meta, recipients, opts.raw);
     }
     transactions.push(record(outcome, recipients, now));
     if (outcome.failure) next.lastError = outcome.failure;
@@ -141,11 +143,22 @@ export function logAttempt(log: Logger, id: string, attempt: Attempt, outcome?: 
   );
 }
 
-async function sendGroup(deps: AttemptDeps, route: Route, entry: QueueEntry, meta: MessageMeta, recipients: QueueRecipient[]): Promise<GroupOutcome> {
+async function sendGroup(
+  deps: AttemptDeps,
+  route: Route,
+  entry: QueueEntry,
+  meta: MessageMeta,
+  recipients: QueueRecipient[],
+  stored: Buffer | undefined,
+): Promise<GroupOutcome> {
   let raw: Readable | Buffer | undefined;
   try {
     // A small message is read whole first: the SMTP client writes a buffer in far fewer steps than it pipes a stream.
-    raw = meta.size <= WHOLE_MESSAGE_MAX ? await wholeMessage(deps, entry, meta, recipients) : Readable.from(withHeaders(deps, entry, meta, recipients));
+    raw = stored
+      ? Buffer.concat([traceBuffer(deps, meta, recipients), stored])
+      : meta.size <= WHOLE_MESSAGE_MAX
+        ? await wholeMessage(deps, entry, meta, recipients)
+        : Readable.from(withHeaders(deps, entry, meta, recipients));
     const sent = await deps.transports.send(route, { from: entry.mailFrom, to: recipients.map((r) => r.address) }, raw);
     return { route, sent };
   } catch (err) {
@@ -236,11 +249,17 @@ async function wholeMessage(deps: AttemptDeps, entry: QueueEntry, meta: MessageM
 
 /** The stored bytes, with our trace headers in front (trace.ts). */
 async function* withHeaders(deps: AttemptDeps, entry: QueueEntry, meta: MessageMeta, recipients: QueueRecipient[]): AsyncGenerator<Buffer> {
+  yield traceBuffer(deps, meta, recipients);
+  yield* deps.store.openRaw(entry.id) as AsyncIterable<Buffer>;
+}
+
+/** Our trace headers (trace.ts) for this group of recipients. */
+function traceBuffer(deps: AttemptDeps, meta: MessageMeta, recipients: QueueRecipient[]): Buffer {
   // A group shares its route (attemptDelivery): a [[relay]] name means our own downstream. A
   // trusted client's mail for another domain is a relay entry too, but has none: it leaves
   // through the default SMTP to someone else's server.
   const ourDownstream = recipients[0]?.relay !== undefined;
-  yield Buffer.from(
+  return Buffer.from(
     traceHeaders(
       deps.config.smtp.hostname,
       meta,
@@ -249,5 +268,4 @@ async function* withHeaders(deps: AttemptDeps, entry: QueueEntry, meta: MessageM
     ),
     'utf8',
   );
-  yield* deps.store.openRaw(entry.id) as AsyncIterable<Buffer>;
 }

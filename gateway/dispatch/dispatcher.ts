@@ -44,6 +44,8 @@ const STOP_GRACE_MS = 5000;
 const MAX_TIMER_MS = 2 ** 31 - 1;
 /** New entries kept in memory with their metadata until their first attempt; beyond this many (a backlog), that attempt reads them from the store. */
 const MAX_FRESH = 10_000;
+/** Bytes of new messages kept in memory as stored for their first attempt; beyond this, that attempt reads them from the store. */
+const MAX_FRESH_BYTES = 32 * 1024 * 1024;
 
 export class Dispatcher implements QueueWorker {
   readonly #deps: DispatcherDeps;
@@ -56,7 +58,9 @@ export class Dispatcher implements QueueWorker {
   // Entries just committed by this process, with their message's metadata: their first attempt
   // needs neither read from the store. Anything that may change an entry in the store (an
   // admin's retry or drop) forgets it here, so the store stays the truth.
-  readonly #fresh = new Map<string, { entry: QueueEntry; meta: MessageMeta | undefined }>();
+  readonly #fresh = new Map<string, { entry: QueueEntry; meta: MessageMeta | undefined; raw: Buffer | undefined }>();
+  // The bytes of the `raw`s in #fresh.
+  #freshBytes = 0;
   #stopped = false;
 
   constructor(deps: DispatcherDeps) {
@@ -73,11 +77,25 @@ export class Dispatcher implements QueueWorker {
     this.#log.info({ queued: entries.length, held: entries.filter((e) => e.held).length }, `dispatcher started with ${entries.length} queued message(s)`);
   }
 
-  /** A new entry, just committed with its message (whose metadata, when given, is as committed). */
-  queued(entry: QueueEntry, meta?: MessageMeta): void {
+  /** A new entry, just committed with its message (whose metadata and bytes, when given, are as committed). */
+  queued(entry: QueueEntry, meta?: MessageMeta, raw?: Buffer): void {
     if (this.#stopped) return;
-    if (this.#fresh.size < MAX_FRESH && entry.held === undefined) this.#fresh.set(entry.id, { entry, meta });
+    if (this.#fresh.size < MAX_FRESH && entry.held === undefined) {
+      const keep = meta && raw && this.#freshBytes + raw.length <= MAX_FRESH_BYTES ? raw : undefined;
+      this.#forgetFresh(entry.id);
+      this.#fresh.set(entry.id, { entry, meta, raw: keep });
+      this.#freshBytes += keep?.length ?? 0;
+    }
     this.#schedule(entry, false);
+  }
+
+  /** The fresh entry `id` with what it was queued with, if any, no longer kept. */
+  #forgetFresh(id: string): { entry: QueueEntry; meta: MessageMeta | undefined; raw: Buffer | undefined } | undefined {
+    const fresh = this.#fresh.get(id);
+    if (!fresh) return undefined;
+    this.#fresh.delete(id);
+    this.#freshBytes -= fresh.raw?.length ?? 0;
+    return fresh;
   }
 
   /**
@@ -90,6 +108,7 @@ export class Dispatcher implements QueueWorker {
     for (const t of this.#timers.values()) clearTimeout(t);
     this.#timers.clear();
     this.#fresh.clear();
+    this.#freshBytes = 0;
     const settled = Promise.allSettled([...this.#active.values()]);
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([settled, new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)))]);
@@ -105,12 +124,12 @@ export class Dispatcher implements QueueWorker {
   }
 
   forget(id: string): void {
-    this.#fresh.delete(id);
+    this.#forgetFresh(id);
     this.#unschedule(id);
   }
 
   tryNow(entry: QueueEntry): void {
-    this.#fresh.delete(entry.id);
+    this.#forgetFresh(entry.id);
     this.#schedule(entry, true);
   }
 
@@ -166,8 +185,7 @@ export class Dispatcher implements QueueWorker {
 
   async #run(id: string): Promise<void> {
     const { store, config } = this.#deps;
-    const fresh = this.#fresh.get(id);
-    this.#fresh.delete(id);
+    const fresh = this.#forgetFresh(id);
     const entry = fresh?.entry ?? (await store.getQueueEntry(id));
     if (!entry) return; // dropped meanwhile
     // A forward to the quarantine mailbox is queued with the message it forwards, and made here.
@@ -186,7 +204,10 @@ export class Dispatcher implements QueueWorker {
       return;
     }
     const before = new Map(entry.recipients.filter((r) => r.status === 'pending').map((r) => [r.address, r.attempts]));
-    const attempt = await attemptDelivery({ store, config, transports: this.#transports, logger: this.#log }, entry, meta, (e) => store.putQueueEntries([e]));
+    const attempt = await attemptDelivery({ store, config, transports: this.#transports, logger: this.#log }, entry, meta, {
+      saveProgress: (e) => store.putQueueEntries([e]),
+      ...(fresh?.raw ? { raw: fresh.raw } : {}),
+    });
     let next = attempt.entry;
     const pending = next.recipients.filter((r) => r.status === 'pending');
     // Saved first, counted and logged after (attempt.ts: the window before the record is the one to keep small).
