@@ -54,6 +54,11 @@ export interface IngestRequest {
    * and keeps the message.
    */
   wrapUnparsable?: boolean;
+  /**
+   * For a caller that sends the message on at once (submission): the bytes as stored, given to
+   * `stored` once committed when they are no more than `maxBytes`, so they need not be read back.
+   */
+  keepStored?: { maxBytes: number; stored(raw: Buffer): void };
   /** Last check before the commit, with the message as it will be stored; throw an error of the catalogue with an SMTP reply to refuse it (nothing is stored). */
   beforeCommit?: (meta: MessageMeta) => void;
 }
@@ -109,12 +114,14 @@ export async function ingestMessage(deps: IngestDeps, input: Readable, req: Inge
   try {
     let failure: unknown;
     let summary: Awaited<ReturnType<typeof runPipeline>> | undefined;
+    const keep = req.keepStored && keeper(req.keepStored.maxBytes);
     try {
-      summary = await runPipeline(tee.branch, ctx, stages, writer, deps.limits);
+      summary = await runPipeline(tee.branch, ctx, stages, writer, deps.limits, keep?.add);
     } catch (err) {
       failure = err;
     }
     if (summary) {
+      let committed: MessageMeta;
       try {
         await spooled;
         // Before the commit: nothing unmasked may outlive the message's one durable write.
@@ -131,12 +138,16 @@ export async function ingestMessage(deps: IngestDeps, input: Readable, req: Inge
           ...threadOf(ctx.findings),
         };
         req.beforeCommit?.(meta);
-        return await commitMessage(deps, req, writer, meta, ctx.sideRecords);
+        committed = await commitMessage(deps, req, writer, meta, ctx.sideRecords);
       } catch (err) {
         drain();
         await discard();
         throw storeFailure(err);
       }
+      // After the commit, outside it: nothing here may undo a durable message.
+      const raw = keep?.bytes();
+      if (raw?.length === committed.size) req.keepStored!.stored(raw);
+      return committed;
     }
     if (inputError !== undefined || !isWrappable(deps.store, failure)) {
       failure = inputError ?? failure;
@@ -174,6 +185,20 @@ export async function ingestMessage(deps: IngestDeps, input: Readable, req: Inge
   } finally {
     input.off('close', onInputGone);
   }
+}
+
+/** Chunks kept while they add up to no more than `maxBytes`; none once they go over. */
+function keeper(maxBytes: number): { add(chunk: Buffer): void; bytes(): Buffer | undefined } {
+  let chunks: Buffer[] | undefined = [];
+  let size = 0;
+  return {
+    add(chunk) {
+      size += chunk.length;
+      if (size > maxBytes) chunks = undefined;
+      else chunks?.push(chunk);
+    },
+    bytes: () => chunks && Buffer.concat(chunks, size),
+  };
 }
 
 function messageContext(deps: IngestDeps, req: IngestRequest, id: string): MessageContext {

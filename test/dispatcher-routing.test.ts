@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { simpleParser } from 'mailparser';
+import nodemailer from 'nodemailer';
 import { openStore } from '../storage/open.js';
 import { spawnServe, startGatewayOn, testConfigText, writeTestConfig } from './helpers/gateway.js';
 import { closedPort, startUpstream, type Received } from './helpers/upstream.js';
@@ -153,4 +154,69 @@ port = ${upstream.port}
   const copies = (address: string) => upstream.received.filter((m) => m.rcptTo.includes(address)).length;
   assert.equal(copies('a@example.org'), 1, 'a@ got exactly one copy');
   assert.equal(copies('b@example.org'), 1, 'b@ got exactly one copy');
+});
+
+test('a message relayed to two downstreams: the first one that took it is on record before the second is tried, so a SIGKILL during the second sends nothing twice', async (t) => {
+  const { dir, cleanup } = await tempDir();
+  let killed = false;
+  let release: (() => void) | undefined;
+  const holding = new Promise<void>((resolve) => (release = resolve));
+  let heldOpen: (() => void) | undefined;
+  const heldSeen = new Promise<void>((resolve) => (heldOpen = resolve));
+  const first = await startUpstream();
+  // The second downstream holds its DATA open until the gateway is killed.
+  const second = await startUpstream({
+    data: async () => {
+      if (killed) return undefined;
+      heldOpen?.();
+      await holding;
+      return [451, '4.4.2 Connection lost'];
+    },
+  });
+  t.after(async () => {
+    release?.();
+    await first.close();
+    await second.close();
+    await cleanup();
+  });
+  const configFile = await writeTestConfig(
+    dir,
+    `
+[[relay]]
+name = "one"
+domains = ["one.example"]
+to = "smtp://127.0.0.1:${first.port}"
+
+[[relay]]
+name = "two"
+domains = ["two.example"]
+to = "smtp://127.0.0.1:${second.port}"
+
+[queue]
+retry_intervals = [1]
+retry_jitter = 0.0
+`,
+  );
+  const serve = await spawnServe(configFile);
+  t.after(() => void serve.child.kill('SIGKILL'));
+  const client = nodemailer.createTransport({ host: '127.0.0.1', port: serve.port, secure: false, ignoreTLS: true });
+  await client.sendMail({ from: 'sender@outside.example', to: ['a@one.example', 'b@two.example'], subject: 'to both', text: 'hi\r\n' });
+  client.close();
+  await first.waitFor(1);
+  await heldSeen; // the second transaction is in DATA, waiting for the reply
+  serve.child.kill('SIGKILL');
+  await serve.exited;
+  killed = true;
+  release?.();
+
+  const again = await spawnServe(configFile);
+  t.after(() => void again.child.kill('SIGKILL'));
+  await second.waitFor(1);
+  again.child.kill('SIGTERM');
+  await again.exited;
+  assert.equal(first.received.length, 1, 'a@one.example got exactly one copy');
+  assert.deepEqual(
+    second.received.map((m) => m.rcptTo),
+    [['b@two.example']],
+  );
 });

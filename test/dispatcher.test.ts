@@ -41,6 +41,10 @@ test('mail submitted for an alias goes out through its SMTP server, and its meta
   assert.equal(meta.delivery.recipients[0]!.status, 'delivered');
   assert.match(meta.delivery.recipients[0]!.route ?? '', /alias "support" via 127\.0\.0\.1:\d+ \(SMTP/);
   assert.equal(await gw.store.getQueueEntry(id), undefined, 'nothing left in the queue');
+  // Its first attempt sends the bytes ingest kept in memory: they must be the stored ones (the subject as rewritten), after our trace headers.
+  const stored = Buffer.concat(await gw.store.openRaw(id).toArray());
+  assert.ok(got!.raw.length > stored.length && got!.raw.subarray(got!.raw.length - stored.length).equals(stored), 'sent byte for byte as stored');
+  assert.match(got!.raw.subarray(0, got!.raw.length - stored.length).toString(), /^Received: from /);
 });
 
 test('ESMTP authenticates with the alias user and password', async (t) => {

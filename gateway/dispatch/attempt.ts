@@ -3,6 +3,12 @@
  * group sent in one SMTP transaction of the stored bytes; every recipient's outcome recorded
  * on the (returned) entry. What is permanent (5xx) fails now; everything else stays pending
  * for the next attempt. The caller saves the entry and decides about retries.
+ *
+ * A recipient the server accepted must be on record before anything else happens: the time
+ * between the server's 250 and the synced write that records it is the one window in which a
+ * crash sends a recipient twice (the protocol cannot close it). So nothing is logged here; the
+ * caller saves first and logs after (`logAttempt`), and when an entry goes out in several
+ * transactions, each one's accepted recipients are saved before the next one starts.
  */
 import { Readable } from 'node:stream';
 import type { Logger } from 'pino';
@@ -33,8 +39,37 @@ interface GroupOutcome {
   authFailed?: boolean;
 }
 
+/** What one transaction of an attempt did, for its log line (written once it is on record). */
+export interface TransactionReport {
+  route: string;
+  delivered: string[];
+  failed: string[];
+  deferred: string[];
+  reason?: string;
+}
+
+/** The entry after an attempt (not yet saved) and what each of its transactions did. */
+export interface Attempt {
+  entry: QueueEntry;
+  transactions: TransactionReport[];
+}
+
+/** Messages up to this size are read from the store into one buffer and handed to the SMTP client whole; larger ones stream. */
+const WHOLE_MESSAGE_MAX = 1024 * 1024;
+
+export interface AttemptOptions {
+  /**
+   * Saves the entry between transactions of a message sent in several (relayed recipients of
+   * different downstreams), so that a crash in a later one sends nobody of an earlier one twice.
+   */
+  saveProgress?: (entry: QueueEntry) => Promise<void>;
+  /** The message's bytes as stored, when the caller has them (just submitted): not read from the store. */
+  raw?: Buffer;
+}
+
 /** Runs one attempt; returns the entry as it stands after it (not yet saved). */
-export async function attemptDelivery(deps: AttemptDeps, entry: QueueEntry, meta: MessageMeta): Promise<QueueEntry> {
+export async function attemptDelivery(deps: AttemptDeps, entry: QueueEntry, meta: MessageMeta, opts: AttemptOptions = {}): Promise<Attempt> {
+  const { saveProgress } = opts;
   const now = new Date();
   const next: QueueEntry = { ...entry, recipients: entry.recipients.map((r) => ({ ...r })) };
   delete next.held;
@@ -45,7 +80,10 @@ export async function attemptDelivery(deps: AttemptDeps, entry: QueueEntry, meta
     groups.set(key, [...(groups.get(key) ?? []), r]);
   }
   let tried = false;
+  const transactions: TransactionReport[] = [];
+  let left = groups.size;
   for (const [relay, recipients] of groups) {
+    left--;
     // A relayed recipient without a [[relay]] name goes out through the partition default SMTP.
     const routing: Routing =
       entry.kind === 'quarantine'
@@ -58,7 +96,7 @@ export async function attemptDelivery(deps: AttemptDeps, entry: QueueEntry, meta
       continue;
     }
     tried = true;
-    let outcome = await sendGroup(deps, routing.route, entry, meta, recipients);
+    let outcome = await sendGroup(deps, routing.route, entry, meta, recipients, opts.raw);
     const fallback = routing.route.withoutAuth;
     if (outcome.authFailed && fallback) {
       // Cisco guide, "Use SMTP: When authorization fails": the same server, as plain SMTP.
@@ -66,25 +104,65 @@ export async function attemptDelivery(deps: AttemptDeps, entry: QueueEntry, meta
         { msg_id: entry.id, route: routing.route.name, reason: outcome.failure?.message },
         'ESMTP authentication failed; sending through the same server without authentication (use_smtp = "when_auth_fails")',
       );
-      outcome = await sendGroup(deps, fallback, entry, meta, recipients);
+      outcome = await sendGroup(deps, fallback, entry, meta, recipients, opts.raw);
     }
-    record(outcome, recipients, now, deps.logger.child({ msg_id: entry.id }));
+    transactions.push(record(outcome, recipients, now));
     if (outcome.failure) next.lastError = outcome.failure;
+    if (left > 0 && saveProgress && recipients.some((r) => r.status === 'delivered')) await saveProgress(next);
   }
   if (tried) {
     next.attempts = entry.attempts + 1;
     next.lastAttemptAt = now.toISOString();
   }
-  return next;
+  return { entry: next, transactions };
 }
 
-async function sendGroup(deps: AttemptDeps, route: Route, entry: QueueEntry, meta: MessageMeta, recipients: QueueRecipient[]): Promise<GroupOutcome> {
-  const raw = Readable.from(withHeaders(deps, entry, meta, recipients));
+/**
+ * The attempt's log line, one per message and attempt (the line an admin reads for "where did
+ * my mail go"); `outcome` when the message left the queue with it.
+ */
+export function logAttempt(log: Logger, id: string, attempt: Attempt, outcome?: string): void {
+  const { transactions } = attempt;
+  const all = (key: 'delivered' | 'failed' | 'deferred') => transactions.flatMap((t) => t[key]);
+  const delivered = all('delivered');
+  const failed = all('failed');
+  const deferred = all('deferred');
+  const reasons = transactions.flatMap((t) => (t.reason && (t.failed.length || t.deferred.length) ? [t.reason] : []));
+  log[deferred.length || failed.length ? 'warn' : 'info'](
+    {
+      msg_id: id,
+      route: transactions.map((t) => t.route).join(', '),
+      delivered,
+      failed,
+      deferred,
+      ...(reasons.length ? { reason: reasons.join('; ') } : {}),
+      attempts: attempt.entry.attempts,
+      ...(outcome ? { left_queue: outcome } : {}),
+    },
+    'delivery attempt',
+  );
+}
+
+async function sendGroup(
+  deps: AttemptDeps,
+  route: Route,
+  entry: QueueEntry,
+  meta: MessageMeta,
+  recipients: QueueRecipient[],
+  stored: Buffer | undefined,
+): Promise<GroupOutcome> {
+  let raw: Readable | Buffer | undefined;
   try {
+    // A small message is read whole first: the SMTP client writes a buffer in far fewer steps than it pipes a stream.
+    raw = stored
+      ? Buffer.concat([traceBuffer(deps, meta, recipients), stored])
+      : meta.size <= WHOLE_MESSAGE_MAX
+        ? await wholeMessage(deps, entry, meta, recipients)
+        : Readable.from(withHeaders(deps, entry, meta, recipients));
     const sent = await deps.transports.send(route, { from: entry.mailFrom, to: recipients.map((r) => r.address) }, raw);
     return { route, sent };
   } catch (err) {
-    raw.destroy();
+    if (raw instanceof Readable) raw.destroy();
     return { route, ...classify(err, route) };
   }
 }
@@ -127,7 +205,7 @@ function classify(err: unknown, route: Route): Omit<GroupOutcome, 'route'> {
   return { failure: { at, ...(code ? { code } : {}), message: what, permanent } };
 }
 
-function record(outcome: GroupOutcome, recipients: QueueRecipient[], now: Date, log: Logger): void {
+function record(outcome: GroupOutcome, recipients: QueueRecipient[], now: Date): TransactionReport {
   const at = now.toISOString();
   const accepted = new Set(outcome.sent?.accepted.map((a) => a.toLowerCase()));
   const refused = new Map(outcome.sent?.rejected.map((r) => [r.address.toLowerCase(), r]));
@@ -159,19 +237,29 @@ function record(outcome: GroupOutcome, recipients: QueueRecipient[], now: Date, 
   const failed = recipients.filter((r) => r.status === 'failed').map((r) => r.address);
   const deferred = recipients.filter((r) => r.status === 'pending').map((r) => r.address);
   const reason = outcome.failure?.message ?? recipients.find((r) => r.status !== 'delivered')?.last?.message;
-  log[deferred.length || failed.length ? 'warn' : 'info'](
-    { route: outcome.route.name, delivered, failed, deferred, ...(reason && (failed.length || deferred.length) ? { reason } : {}) },
-    'delivery attempt',
-  );
+  return { route: outcome.route.name, delivered, failed, deferred, ...(reason ? { reason } : {}) };
+}
+
+/** The stored bytes with our trace headers in front, as one buffer. */
+async function wholeMessage(deps: AttemptDeps, entry: QueueEntry, meta: MessageMeta, recipients: QueueRecipient[]): Promise<Buffer> {
+  const parts: Buffer[] = [];
+  for await (const chunk of withHeaders(deps, entry, meta, recipients)) parts.push(chunk);
+  return Buffer.concat(parts);
 }
 
 /** The stored bytes, with our trace headers in front (trace.ts). */
 async function* withHeaders(deps: AttemptDeps, entry: QueueEntry, meta: MessageMeta, recipients: QueueRecipient[]): AsyncGenerator<Buffer> {
+  yield traceBuffer(deps, meta, recipients);
+  yield* deps.store.openRaw(entry.id) as AsyncIterable<Buffer>;
+}
+
+/** Our trace headers (trace.ts) for this group of recipients. */
+function traceBuffer(deps: AttemptDeps, meta: MessageMeta, recipients: QueueRecipient[]): Buffer {
   // A group shares its route (attemptDelivery): a [[relay]] name means our own downstream. A
   // trusted client's mail for another domain is a relay entry too, but has none: it leaves
   // through the default SMTP to someone else's server.
   const ourDownstream = recipients[0]?.relay !== undefined;
-  yield Buffer.from(
+  return Buffer.from(
     traceHeaders(
       deps.config.smtp.hostname,
       meta,
@@ -180,5 +268,4 @@ async function* withHeaders(deps: AttemptDeps, entry: QueueEntry, meta: MessageM
     ),
     'utf8',
   );
-  yield* deps.store.openRaw(entry.id) as AsyncIterable<Buffer>;
 }

@@ -17,7 +17,7 @@ import type { AliasConfig } from '../config/schema.js';
 import type { TokenProvider } from '../oauth/tokens.js';
 import { ingestMessage } from '../../ingest/ingest.js';
 import { Metrics } from '../../lib/metrics.js';
-import { attemptDelivery } from './attempt.js';
+import { attemptDelivery, logAttempt, type Attempt } from './attempt.js';
 import { outboundEntry } from './entries.js';
 import { outboundRouting } from './routes.js';
 import { deliveryStatusNotification } from './dsn.js';
@@ -42,6 +42,10 @@ const STORE_RETRY_MS = 60_000;
 const STOP_GRACE_MS = 5000;
 // setTimeout takes at most a signed 32-bit delay.
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/** New entries kept in memory with their metadata until their first attempt; beyond this many (a backlog), that attempt reads them from the store. */
+const MAX_FRESH = 10_000;
+/** Bytes of new messages kept in memory as stored for their first attempt; beyond this, that attempt reads them from the store. */
+const MAX_FRESH_BYTES = 32 * 1024 * 1024;
 
 export class Dispatcher implements QueueWorker {
   readonly #deps: DispatcherDeps;
@@ -51,6 +55,12 @@ export class Dispatcher implements QueueWorker {
   readonly #timers = new Map<string, NodeJS.Timeout>();
   readonly #due: string[] = [];
   readonly #active = new Map<string, Promise<void>>();
+  // Entries just committed by this process, with their message's metadata: their first attempt
+  // needs neither read from the store. Anything that may change an entry in the store (an
+  // admin's retry or drop) forgets it here, so the store stays the truth.
+  readonly #fresh = new Map<string, { entry: QueueEntry; meta: MessageMeta | undefined; raw: Buffer | undefined }>();
+  // The bytes of the `raw`s in #fresh.
+  #freshBytes = 0;
   #stopped = false;
 
   constructor(deps: DispatcherDeps) {
@@ -67,9 +77,25 @@ export class Dispatcher implements QueueWorker {
     this.#log.info({ queued: entries.length, held: entries.filter((e) => e.held).length }, `dispatcher started with ${entries.length} queued message(s)`);
   }
 
-  /** A new entry, just committed with its message. */
-  queued(entry: QueueEntry): void {
+  /** A new entry, just committed with its message (whose metadata and bytes, when given, are as committed). */
+  queued(entry: QueueEntry, meta?: MessageMeta, raw?: Buffer): void {
+    if (this.#stopped) return;
+    if (this.#fresh.size < MAX_FRESH && entry.held === undefined) {
+      const keep = meta && raw && this.#freshBytes + raw.length <= MAX_FRESH_BYTES ? raw : undefined;
+      this.#forgetFresh(entry.id);
+      this.#fresh.set(entry.id, { entry, meta, raw: keep });
+      this.#freshBytes += keep?.length ?? 0;
+    }
     this.#schedule(entry, false);
+  }
+
+  /** The fresh entry `id` with what it was queued with, if any, no longer kept. */
+  #forgetFresh(id: string): { entry: QueueEntry; meta: MessageMeta | undefined; raw: Buffer | undefined } | undefined {
+    const fresh = this.#fresh.get(id);
+    if (!fresh) return undefined;
+    this.#fresh.delete(id);
+    this.#freshBytes -= fresh.raw?.length ?? 0;
+    return fresh;
   }
 
   /**
@@ -81,6 +107,8 @@ export class Dispatcher implements QueueWorker {
     this.#stopped = true;
     for (const t of this.#timers.values()) clearTimeout(t);
     this.#timers.clear();
+    this.#fresh.clear();
+    this.#freshBytes = 0;
     const settled = Promise.allSettled([...this.#active.values()]);
     let timer: NodeJS.Timeout | undefined;
     await Promise.race([settled, new Promise<void>((resolve) => (timer = setTimeout(resolve, graceMs)))]);
@@ -96,10 +124,12 @@ export class Dispatcher implements QueueWorker {
   }
 
   forget(id: string): void {
+    this.#forgetFresh(id);
     this.#unschedule(id);
   }
 
   tryNow(entry: QueueEntry): void {
+    this.#forgetFresh(entry.id);
     this.#schedule(entry, true);
   }
 
@@ -155,10 +185,12 @@ export class Dispatcher implements QueueWorker {
 
   async #run(id: string): Promise<void> {
     const { store, config } = this.#deps;
-    const entry = await store.getQueueEntry(id);
+    const fresh = this.#forgetFresh(id);
+    const entry = fresh?.entry ?? (await store.getQueueEntry(id));
     if (!entry) return; // dropped meanwhile
     // A forward to the quarantine mailbox is queued with the message it forwards, and made here.
-    const meta = (await store.getMessage(id)) ?? (entry.quarantine ? await storeForwardingMessage({ store, config, logger: this.#log }, entry) : undefined);
+    const meta =
+      fresh?.meta ?? (await store.getMessage(id)) ?? (entry.quarantine ? await storeForwardingMessage({ store, config, logger: this.#log }, entry) : undefined);
     if (!meta) {
       this.#log.error({ msg_id: id }, 'queued message has no stored message; removing it from the queue');
       await store.finishQueueEntry(entry.id, {
@@ -172,14 +204,18 @@ export class Dispatcher implements QueueWorker {
       return;
     }
     const before = new Map(entry.recipients.filter((r) => r.status === 'pending').map((r) => [r.address, r.attempts]));
-    let next = await attemptDelivery({ store, config, transports: this.#transports, logger: this.#log }, entry, meta);
-    this.#count(next, before);
+    const attempt = await attemptDelivery({ store, config, transports: this.#transports, logger: this.#log }, entry, meta, {
+      saveProgress: (e) => store.putQueueEntries([e]),
+      ...(fresh?.raw ? { raw: fresh.raw } : {}),
+    });
+    let next = attempt.entry;
     const pending = next.recipients.filter((r) => r.status === 'pending');
-    if (pending.length === 0) return this.#finish(next, meta);
+    // Saved first, counted and logged after (attempt.ts: the window before the record is the one to keep small).
+    if (pending.length === 0) return this.#finish(next, meta, attempt, before);
     if (next.held !== undefined && next.attempts === entry.attempts) {
       // Nothing could be tried: it waits for an admin (config change and restart, or `queue retry`).
-      this.#log.warn({ msg_id: id, reason: next.held }, 'queued message held: no route to send it');
       await store.putQueueEntries([next]);
+      this.#log.warn({ msg_id: id, reason: next.held }, 'queued message held: no route to send it');
       return;
     }
     const age = Date.now() - Date.parse(next.queuedAt);
@@ -195,11 +231,18 @@ export class Dispatcher implements QueueWorker {
           permanent: true,
         };
       }
-      return this.#finish(next, meta);
+      return this.#finish(next, meta, attempt, before);
     }
     next = { ...next, nextAttemptAt: new Date(Date.now() + this.#retryDelay(next.attempts)).toISOString() };
     await store.putQueueEntries([next]);
+    this.#reportAttempt(attempt, before);
     this.#schedule(next, false);
+  }
+
+  /** Counts and logs an attempt, once it is on record. */
+  #reportAttempt(attempt: Attempt, before: Map<string, number>, outcome?: string): void {
+    this.#count(attempt.entry, before);
+    if (attempt.transactions.length > 0) logAttempt(this.#log, attempt.entry.id, attempt, outcome);
   }
 
   /** The wait before retry number `attempts` (1 after the first attempt): the schedule's entry, moved by the jitter. */
@@ -219,7 +262,7 @@ export class Dispatcher implements QueueWorker {
   }
 
   /** Takes a finished entry out of the queue, recording the outcome; a failure goes back to the sender as a notification. */
-  async #finish(entry: QueueEntry, meta: MessageMeta): Promise<void> {
+  async #finish(entry: QueueEntry, meta: MessageMeta, attempt: Attempt, before: Map<string, number>): Promise<void> {
     const { store, config } = this.#deps;
     const status = outcomeOf(entry);
     const record: DeliveryRecord = {
@@ -238,6 +281,7 @@ export class Dispatcher implements QueueWorker {
     if (!notify || !dsnRoute) {
       const why = notify ? { reason: `${record.reason ? `${record.reason}; ` : ''}no delivery status notification: no server to send it through` } : {};
       await store.finishQueueEntry(entry.id, { ...record, ...why });
+      this.#reportAttempt(attempt, before, status);
     } else {
       const dsnId = newMessageId();
       const alias = config.alias.find((a) => a.name === entry.alias);
@@ -261,7 +305,7 @@ export class Dispatcher implements QueueWorker {
         })),
         originalHeaders: () => store.openRaw(entry.id),
       });
-      await ingestMessage({ store, logger: this.#log, stages: this.#deps.stages }, dsn, {
+      const dsnMeta = await ingestMessage({ store, logger: this.#log, stages: this.#deps.stages }, dsn, {
         envelope: { mailFrom: '', rcptTo: [entry.mailFrom] },
         source: { kind: 'dsn', ...(entry.alias ? { alias: entry.alias } : {}) },
         direction: 'outbound',
@@ -274,11 +318,13 @@ export class Dispatcher implements QueueWorker {
         ],
         wrapUnparsable: false,
       });
+      this.#reportAttempt(attempt, before, status);
       this.#log.info({ msg_id: entry.id, dsn_id: dsnId, to: entry.mailFrom }, 'delivery status notification queued for the sender');
-      this.queued(dsnEntry);
+      this.queued(dsnEntry, dsnMeta);
     }
     this.#metrics.inc('mailgate_queue_finished_total', { kind: entry.kind, status });
-    this.#log[status === 'delivered' ? 'info' : 'warn'](
+    // The attempt's line said how it left; this one is for whoever follows the queue itself.
+    this.#log.debug(
       { msg_id: entry.id, status, attempts: entry.attempts, failed: failed.map((r) => r.address) },
       `message left the queue: ${status.replace('_', ' ')}`,
     );

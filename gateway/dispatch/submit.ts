@@ -13,10 +13,13 @@ import { errors } from '../../lib/errors.js';
 import { aliasAddresses } from '../config/alias-addresses.js';
 import { outboundEntry } from './entries.js';
 
+/** Messages up to this size are handed to the dispatcher as stored, in memory (the dispatcher bounds how many it keeps). */
+const KEEP_STORED_MAX = 256 * 1024;
+
 export interface SubmitDeps extends IngestDeps {
   config: Config;
   /** The running dispatcher, told about the new entry; absent when the gateway is stopped (it is sent at the next start). */
-  dispatcher?: { queued(entry: QueueEntry): void } | undefined;
+  dispatcher?: { queued(entry: QueueEntry, meta?: MessageMeta, raw?: Buffer): void } | undefined;
 }
 
 export interface Submission {
@@ -31,6 +34,7 @@ export async function submitOutbound(deps: SubmitDeps, input: Readable, sub: Sub
   const id = newMessageId();
   const entry = outboundEntry(id, sub.alias, sub.envelope);
   const allowed = aliasAddresses(sub.alias);
+  let raw: Buffer | undefined;
   const meta = await ingestMessage(deps, input, {
     envelope: sub.envelope,
     source: sub.source,
@@ -42,12 +46,14 @@ export async function submitOutbound(deps: SubmitDeps, input: Readable, sub: Sub
     sideRecords: [{ type: 'queue-entry', entry }],
     // A wrapper must not go out to a customer: refuse (the submitter keeps the message).
     wrapUnparsable: false,
+    // Sent at once: the dispatcher's first attempt takes the bytes from here instead of reading them back.
+    ...(deps.dispatcher ? { keepStored: { maxBytes: KEEP_STORED_MAX, stored: (bytes: Buffer) => (raw = bytes) } } : {}),
     beforeCommit(stored) {
       // What recipients see must be the alias too, not only the envelope.
       const from = stored.from ? (addressparser(stored.from, { flatten: true })[0]?.address ?? '') : '';
       if (!allowed.includes(from.toLowerCase())) throw errors.fromHeaderDenied(from, sub.alias.name);
     },
   });
-  deps.dispatcher?.queued(entry);
+  deps.dispatcher?.queued(entry, meta, raw);
   return { meta, entry };
 }

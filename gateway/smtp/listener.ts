@@ -141,7 +141,7 @@ function serverOptions(
           },
           logMessage: relay ? 'message stored and queued for delivery' : 'message stored',
           bytes: meta.size,
-          ...(relay ? { afterCount: () => deps.dispatcher?.queued(relay) } : {}),
+          ...(relay ? { afterCount: () => deps.dispatcher?.queued(relay, meta) } : {}),
         }),
         refusedFields: { remote: session.remoteAddress, from: envelope.mailFrom, rcpt: envelope.rcptTo },
       });

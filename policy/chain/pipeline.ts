@@ -22,7 +22,8 @@ export const defaultPipelineLimits: PipelineLimits = { maxHeadSize: 1024 * 1024,
  * The stages and the summary are handlers in one stream (stage-chain.ts).
  * Everything is a stream, so memory stays flat whatever the message size; the sink sees the
  * rewritten message. With no stage altering anything the output is byte-identical to the input
- * (mailsplit's Joiner rebuilds exactly what its Splitter took apart).
+ * (mailsplit's Joiner rebuilds exactly what its Splitter took apart). `output`, when given, is
+ * called with each chunk the sink is given, in order.
  */
 export async function runPipeline(
   input: Readable,
@@ -30,6 +31,7 @@ export async function runPipeline(
   stages: readonly Stage[],
   sink: Writable,
   limits: PipelineLimits = defaultPipelineLimits,
+  output?: (chunk: Buffer) => void,
 ): Promise<MessageSummary> {
   const splitter = new Splitter({ maxHeadSize: limits.maxHeadSize, maxChildNodes: limits.maxChildNodes });
   const handlers: NamedHandler[] = [];
@@ -39,8 +41,12 @@ export async function runPipeline(
   }
   const summary = new SummaryCollector();
   handlers.push({ name: 'summary', handler: summary });
+  const joiner = new Joiner() as unknown as Transform;
   // mailsplit types its streams narrower than Transform; they are Transforms.
-  await connect([input, new ContentFieldGuard(), splitter as unknown as Transform, new StageChain(handlers), new Joiner() as unknown as Transform, sink]);
+  const connected = connect([input, new ContentFieldGuard(), splitter as unknown as Transform, new StageChain(handlers), joiner, sink]);
+  // Once piped: a second 'data' listener then sees each chunk pipe() hands the sink and changes nothing about the flow.
+  if (output) joiner.on('data', output);
+  await connected;
   return summary.summary;
 }
 

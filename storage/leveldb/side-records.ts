@@ -32,8 +32,12 @@ export async function sideRecordOps(sublevels: Sublevels, records: readonly Side
 async function queueFinishedOps(sublevels: Sublevels, id: string, delivery: DeliveryRecord): Promise<StoreOp[]> {
   const { queue, messages } = sublevels;
   const ops: StoreOp[] = [{ type: 'del', sublevel: queue, key: id }];
-  // Read now, at the commit, not earlier: a quarantine restore may have rewritten the metadata meanwhile.
-  const meta = await messages.get(id);
+  // Read now, at the commit, not earlier: a quarantine restore may have rewritten the metadata
+  // meanwhile. Read on this thread: the record of a delivery is what stands between the
+  // server's 250 and a second copy after a crash, and an async read would queue it behind
+  // the thread pool's file and database work (a queued message's metadata is recent, in
+  // LevelDB's memory or the page cache, so this is a lookup, not a disk wait).
+  const meta = messages.getSync(id);
   // A message removed meanwhile has nothing to record on; the queue entry still goes.
   if (meta) ops.push({ type: 'put', sublevel: messages, key: id, value: { ...meta, delivery } satisfies MessageMeta });
   return ops;

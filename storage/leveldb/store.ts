@@ -56,6 +56,8 @@ export interface StoreStats {
 }
 
 const DEFAULT_LIST_LIMIT = 100;
+// Chunks (64 KiB each) read at once by openRaw.
+const RAW_CHUNKS_PER_READ = 8;
 // Ids read from the by-alias index before their metadata is fetched in one getMany.
 const ALIAS_PAGE = 100;
 // Reopening after a failed write replays LevelDB's log (at most its 4 MiB write buffer and one
@@ -351,17 +353,28 @@ export class LevelStore implements Store {
   openRaw(id: string): Readable {
     const { messages, chunks, generations } = this.sublevels;
     async function* bytes(): AsyncGenerator<Buffer> {
-      const meta = await messages.get(id);
+      // Two small records read on this thread: the dispatcher opens every message it sends, and
+      // an async read costs a trip through the thread pool (measured: more than the lookup).
+      const meta = messages.getSync(id);
       if (!meta) throw storeErrors.messageNotFound(id);
+      const size = meta.size;
       // A message rewritten by a restore reads from its current generation (layout.ts).
-      const generation = (await generations.get(id)) ?? 0;
+      const generation = generations.getSync(id) ?? 0;
       let total = 0;
-      // for-await closes the iterator when the consumer destroys the stream early.
-      for await (const chunk of chunks.values(chunkRange(id, generation))) {
-        total += chunk.length;
-        yield chunk;
+      // A few chunks per read (a 4 KB message is one), at most RAW_CHUNKS_PER_READ of them in memory at once.
+      const iterator = chunks.iterator({ ...chunkRange(id, generation), keys: false });
+      try {
+        // An empty page is the end (classic-level knows it without another read).
+        for (let page = await iterator.nextv(RAW_CHUNKS_PER_READ); page.length > 0; page = await iterator.nextv(RAW_CHUNKS_PER_READ)) {
+          for (const [, chunk] of page) {
+            total += chunk!.length;
+            yield chunk!;
+          }
+        }
+      } finally {
+        await iterator.close();
       }
-      if (total !== meta.size) throw storeErrors.messageDamaged(id, meta.size, total);
+      if (total !== size) throw storeErrors.messageDamaged(id, size, total);
     }
     return Readable.from(bytes(), { objectMode: false });
   }
