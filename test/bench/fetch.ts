@@ -45,7 +45,7 @@ interface Ports {
   pop3: number;
 }
 
-/** The baseline: a plain imapflow download of the whole mailbox, nothing stored. */
+/** The baseline: a plain imapflow download of the whole mailbox (fresh, as the retriever's is), nothing stored. */
 async function plainImapflow(ports: Ports, user: string): Promise<number> {
   const client = new ImapFlow({
     host: '127.0.0.1',
@@ -165,17 +165,20 @@ export async function fetchBench(opts: FetchBenchOptions = {}): Promise<string[]
   const runs = opts.runs ?? 3;
   const builds = opts.builds ?? [{ label: 'mailgate', root: projectRoot }];
   await ensureDovecot();
+  const rtts = opts.rtts ?? [0];
+  // The baseline downloads a freshly filled mailbox each run, as the retrievers do: Dovecot
+  // indexes new mail on its first access, which a mailbox downloaded before would not pay.
+  const baseUser = (r: number, i: number) => `base${r}x${i}`;
   const dovecot = await startDovecot({
     users: [
-      { name: 'base', password: 'pw' },
+      ...rtts.flatMap((_, r) => Array.from({ length: runs }, (_, i) => ({ name: baseUser(r, i), password: 'pw' }))),
       { name: 'imap', password: 'pw' },
       { name: 'pop', password: 'pw' },
     ],
   });
   const lines: string[] = [];
   try {
-    await fill(dovecot, 'base');
-    for (const rtt of opts.rtts ?? [0]) {
+    for (const [r, rtt] of rtts.entries()) {
       const imapProxy = rtt > 0 ? await startDelayProxy(dovecot.imapPort, rtt / 2) : undefined;
       const popProxy = rtt > 0 ? await startDelayProxy(dovecot.pop3Port, rtt / 2) : undefined;
       const ports: Ports = { imap: imapProxy?.port ?? dovecot.imapPort, pop3: popProxy?.port ?? dovecot.pop3Port };
@@ -184,7 +187,8 @@ export async function fetchBench(opts: FetchBenchOptions = {}): Promise<string[]
         const imap = builds.map(() => [] as number[]);
         const pop = builds.map(() => [] as number[]);
         for (let i = 0; i < runs; i++) {
-          base.push(await plainImapflow(ports, 'base'));
+          await fill(dovecot, baseUser(r, i));
+          base.push(await plainImapflow(ports, baseUser(r, i)));
           for (const [j, build] of builds.entries()) {
             await fill(dovecot, 'imap');
             imap[j]!.push(await retriever(ports, 'imap', 'imap', build));
