@@ -6,7 +6,7 @@ import { newMessageId } from '../storage/ids.js';
 import type { Envelope, MessageMeta, MessageSource } from '../storage/records.js';
 import { defaultPipelineLimits, runPipeline, stageOf, type PipelineLimits } from '../policy/chain/pipeline.js';
 import type { Direction, MessageContext, Stage } from '../policy/chain/stage.js';
-import { SpoolTee, fileSpool, spoolDir, type Spool } from './spool.js';
+import { SpoolTee, fileSpool, reopenableSpool, spoolDir, type Spool } from './spool.js';
 import { unparsableFrom, type UnparsableMessage } from '../policy/mime/unparsable.js';
 import { readHeaderBlock, wrappingMessage } from '../policy/wrapping/wrapping-message.js';
 import { blockedOriginal } from '../policy/attachments/original.js';
@@ -59,6 +59,11 @@ export interface IngestRequest {
    * `stored` once committed when they are no more than `maxBytes`, so they need not be read back.
    */
   keepStored?: { maxBytes: number; stored(raw: Buffer): void };
+  /**
+   * The original can be read again from where it came (a fetched message held in memory whole):
+   * then nothing is spooled, and a wrapping message takes its original from here.
+   */
+  reopen?: () => Readable;
   /** Last check before the commit, with the message as it will be stored; throw an error of the catalogue with an SMTP reply to refuse it (nothing is stored). */
   beforeCommit?: (meta: MessageMeta) => void;
 }
@@ -78,7 +83,7 @@ export async function ingestMessage(deps: IngestDeps, input: Readable, req: Inge
   const receivedAt = new Date();
   // The spool counts the bytes and fails the moment the message goes over the limit, so an
   // oversized message stops reaching the store at the limit instead of at its end.
-  const spool = storeSpool(fileSpool(spoolDir(deps.store.dir)), req.maxSize ?? Number.POSITIVE_INFINITY);
+  const spool = storeSpool(req.reopen ? reopenableSpool(req.reopen) : fileSpool(spoolDir(deps.store.dir)), req.maxSize ?? Number.POSITIVE_INFINITY);
   const tee = new SpoolTee(spool);
   // Resolves once every received byte is in the spool; rejects with the size limit or the client gone.
   const spooled = finished(tee);

@@ -36,6 +36,17 @@ interface Lanes {
   failed: boolean;
 }
 
+/**
+ * Messages of a poll waiting to be taken, in order: the lanes take from the front, so when the
+ * lightweight lane has no small message left it helps with the large ones (the second session
+ * costs round trips to open, and would leave the first one idle meanwhile).
+ */
+interface Waiting {
+  readonly items: readonly MailboxItem[];
+  /** The first not yet taken by a lane. */
+  next: number;
+}
+
 /** What became of one message: see MailboxWorker.#fetch. */
 type Outcome = 'stored' | 'invalid' | 'held';
 
@@ -50,6 +61,8 @@ interface LaneRun {
 interface MessageSource {
   headers(): Promise<Buffer>;
   body(): Promise<Readable>;
+  /** The bytes again, for a message held whole in memory: ingest then spools nothing (ingest.ts `reopen`). */
+  reopen?: () => Readable;
 }
 
 /** Test seams: a test simulates a crash by throwing from `afterStore`, and waits for polls with `afterPoll`. */
@@ -333,27 +346,34 @@ class MailboxWorker {
     // Stored messages are moved or deleted together, after their keys are durable. A failure
     // or a crash before that leaves them recorded: the next poll only finishes them.
     const stored: MailboxItem[] = [];
-    const lane = (box: Mailbox, items: readonly MailboxItem[]) => this.#lane(box, items, lanes, receives, stored, result);
-    let left: MailboxItem[];
+    const lane = (box: Mailbox, queues: readonly Waiting[]) => this.#lane(box, queues, lanes, receives, stored, result);
+    const smalls: Waiting = { items: small, next: 0 };
+    const larges: Waiting = { items: large, next: 0 };
     try {
       if (this.#server.type === 'imap' && small.length && large.length) {
         const second = this.#openSecondSession();
-        const lightweight = lane(mailbox, small);
-        // Without a second session the large ones follow the small ones on this one.
-        const heavy = second.then((box) => (box ? lane(box, large) : lightweight.then(() => lane(mailbox, large))));
-        const settled = await Promise.allSettled([lightweight, heavy]);
-        await (await second)?.close();
+        // This session takes the small ones, then helps with the large ones; the second, once
+        // open, takes large ones only, so a small message never waits behind a large download.
+        let done = false;
+        let heavy: Promise<void> | undefined;
+        // A second session that opens only after this one took everything has nothing to do:
+        // it is closed when it opens, and not waited for (its login costs round trips and CPU).
+        void second.then((box) => {
+          if (box && !done) heavy = lane(box, [larges]).finally(() => box.close());
+          else void box?.close();
+        });
+        const settled = await Promise.allSettled([lane(mailbox, [smalls, larges])]);
+        done = true;
+        if (heavy) settled.push(...(await Promise.allSettled([heavy])));
         const failure = settled.find((r) => r.status === 'rejected');
         if (failure) throw failure.reason;
-        const [a, b] = settled.map((r) => (r as PromiseFulfilledResult<number>).value);
-        left = [...small.slice(a), ...large.slice(b)];
       } else {
-        const ordered = [...small, ...large];
-        left = ordered.slice(await lane(mailbox, ordered));
+        await lane(mailbox, [smalls, larges]);
       }
     } finally {
       if (stored.length) await mailbox.markStored(stored);
     }
+    const left = [...small.slice(smalls.next), ...large.slice(larges.next)];
     // Messages not reached, less those known to wait for an inactive alias (not a backlog to drain).
     for (const item of left) {
       if (this.#held.has(item.key)) result.held++;
@@ -385,8 +405,9 @@ class MailboxWorker {
   }
 
   /**
-   * Fetches ITEMS on BOX until `max_items` messages are taken over all lanes of the poll, or
-   * another lane failed; returns how many of ITEMS it reached. Runs of messages that fit the
+   * Fetches on BOX the messages waiting in QUEUES, one queue after the other, taking from the
+   * front of each (another lane may take from the same queue), until `max_items` messages are
+   * taken over all lanes of the poll, or another lane failed. Runs of messages that fit the
    * mailbox's `bytes_in_flight` come in ranges, several on the wire at once (Mailbox.messages),
    * and each is stored as it arrives without waiting for the one before, so the store's group
    * commit shares the synced writes (issue 15); a message bigger than the bound, over
@@ -396,12 +417,12 @@ class MailboxWorker {
    */
   async #lane(
     box: Mailbox,
-    items: readonly MailboxItem[],
+    queues: readonly Waiting[],
     lanes: Lanes,
     receives: (alias: AliasConfig) => boolean,
     stored: MailboxItem[],
     result: PollResult,
-  ): Promise<number> {
+  ): Promise<void> {
     const run: LaneRun = { pending: new Set(), failure: undefined, refused: [] };
     const allowed = () => this.#server.max_items - lanes.taken - lanes.inFlight;
     const going = () => !this.#stopping && !lanes.failed;
@@ -414,44 +435,48 @@ class MailboxWorker {
       result.stored++;
       if (outcome === 'stored') stored.push(item);
     };
-    let next = 0;
     try {
-      while (next < items.length && allowed() > 0 && going()) {
-        const item = items[next]!;
-        const held = this.#held.get(item.key);
-        // Still for inactive aliases only: untouched, without reading it again.
-        if (held && !held.some(receives)) {
-          result.held++;
-          next++;
-          continue;
-        }
-        if (!this.#inRange(item)) {
-          // Streamed from the session, one at a time: memory does not grow with the message's size.
-          lanes.inFlight++;
-          let outcome;
-          try {
-            outcome = await this.#fetch(this.#streamed(box, item), item, receives);
-          } finally {
-            lanes.inFlight--;
+      for (const queue of queues) {
+        const { items } = queue;
+        while (queue.next < items.length && allowed() > 0 && going()) {
+          const item = items[queue.next]!;
+          const held = this.#held.get(item.key);
+          // Still for inactive aliases only: untouched, without reading it again.
+          if (held && !held.some(receives)) {
+            result.held++;
+            queue.next++;
+            continue;
           }
-          if (outcome === 'invalid') await box.markInvalid(item);
-          counted(item, outcome);
-          next++;
-          continue;
+          if (!this.#inRange(item)) {
+            // Streamed from the session, one at a time: memory does not grow with the message's size.
+            queue.next++;
+            lanes.inFlight++;
+            let outcome;
+            try {
+              outcome = await this.#fetch(this.#streamed(box, item), item, receives);
+            } finally {
+              lanes.inFlight--;
+            }
+            if (outcome === 'invalid') await box.markInvalid(item);
+            counted(item, outcome);
+            continue;
+          }
+          // The range: the following messages that go in a range, up to the byte bound and max_items.
+          const range: MailboxItem[] = [];
+          let bytes = 0;
+          for (let j = queue.next; j < items.length && range.length < allowed(); j++) {
+            const candidate = items[j]!;
+            // Up to the next message handled on its own: it is read with commands of its own, after this range.
+            const waits = this.#held.get(candidate.key);
+            if (!this.#inRange(candidate) || (waits && !waits.some(receives))) break;
+            if (range.length && bytes + candidate.size > this.#server.bytes_in_flight) break;
+            range.push(candidate);
+            bytes += candidate.size;
+          }
+          // Taken before the first await, so the other lane goes on after it.
+          queue.next += range.length;
+          await this.#range(box, range, lanes, receives, run, counted);
         }
-        // The range: the following messages that go in a range, up to the byte bound and max_items.
-        const range: MailboxItem[] = [];
-        let bytes = 0;
-        for (let j = next; j < items.length && range.length < allowed(); j++) {
-          const candidate = items[j]!;
-          // Up to the next message handled on its own: it is read with commands of its own, after this range.
-          const waits = this.#held.get(candidate.key);
-          if (!this.#inRange(candidate) || (waits && !waits.some(receives))) break;
-          if (range.length && bytes + candidate.size > this.#server.bytes_in_flight) break;
-          range.push(candidate);
-          bytes += candidate.size;
-        }
-        next += await this.#range(box, range, lanes, receives, run, counted);
       }
     } catch (err) {
       run.failure ??= err;
@@ -464,7 +489,6 @@ class MailboxWorker {
     }
     // Messages the ingest refused for good while a range was on the wire: no command could be issued then.
     for (const item of run.refused) await box.markInvalid(item);
-    return next;
   }
 
   /** Whether ITEM is fetched within a range: not over `max_message_size` (only its headers are read) and within the byte bound. */
@@ -534,7 +558,8 @@ class MailboxWorker {
 
   /** A message read whole in a range: its header block is cut from the bytes, with no command to the server. */
   #buffered(content: Buffer): MessageSource {
-    return { headers: () => Promise.resolve(headerBlock(content)), body: () => Promise.resolve(Readable.from([content])) };
+    const reopen = () => Readable.from([content]);
+    return { headers: () => Promise.resolve(headerBlock(content)), body: () => Promise.resolve(reopen()), reopen };
   }
 
   /** A message read on its own from BOX: its headers with a command of their own, its body streamed. */
@@ -589,7 +614,8 @@ class MailboxWorker {
       const id = newMessageId();
       let meta;
       try {
-        meta = await ingestMessage(this.#deps, await source.body(), this.#request(id, item, { target, mailboxKey: last }));
+        const request = this.#request(id, item, { target, mailboxKey: last });
+        meta = await ingestMessage(this.#deps, await source.body(), source.reopen ? { ...request, reopen: source.reopen } : request);
       } catch (err) {
         // 5xx: the message itself is refused for good (bigger than the server said); anything else is retried.
         if (hasReply(err) && err.responseCode >= 500) return this.#storeOversize(source, item, first, headers).then(() => 'invalid');
