@@ -257,7 +257,7 @@ ${submissionToml(['support'], '# [queue] defaults: concurrency = 20, connections
         `${who}: first submit (${SUBMIT_CONNECTIONS} connections) to sink has all   ${fmt(mgRate)} msg/s  ratio ${(mgRate / baseRate).toFixed(2)}` +
           `  CPU per message: mailgate ${cpuMs(mg[j]!, 0)} ms, submitter ${cpuMs(mg[j]!, 1)} ms, sink ${cpuMs(mg[j]!, 2)} ms`,
         `${who}: submissions accepted (250 after the synced write)     ${fmt(rate(mg[j]!, 'acceptSeconds'))} msg/s`,
-        `${who}: peak resident memory${peakReset[j] ? ' over the timed runs' : ''}: ${(peak / 1024 / 1024).toFixed(0)} MB`,
+        `${builds.length > 1 ? `${who}:` : who} peak resident memory${peakReset[j] ? ' over the timed runs' : ''}: ${(peak / 1024 / 1024).toFixed(0)} MB`,
       );
     }
     return lines;
