@@ -13,10 +13,10 @@ import { BackfillProgress, backfillText, type Backfill } from '../gateway/fetch/
 import { GatewayEvents, type GatewayEvent } from '../gateway/events.js';
 import type { AliasRow } from '../gateway/admin/api.js';
 import type { Retriever } from '../gateway/fetch/retriever.js';
-import { ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot.js';
+import { dovecotIncoming, ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot.js';
 import { retrieveFrom } from './helpers/retrieve.js';
 import { runCli, spawnServe, testConfigText } from './helpers/gateway.js';
-import { fixture, tempDir } from './helpers/paths.js';
+import { tempDir } from './helpers/paths.js';
 import { freePorts } from './helpers/ports.js';
 import { hashPassword } from '../gateway/config/password.js';
 import { startDelayProxy } from './bench/delay-proxy.js';
@@ -205,14 +205,7 @@ test('mailgate serve: aliases list --json, the REST API and the console show the
         '[[alias]]',
         `name = "${user}"`,
         `address = "${user}@example.com"`,
-        '[alias.incoming]',
-        'type = "imap"',
-        'host = "127.0.0.1"',
-        `port = ${proxy.port}`,
-        'security = "starttls"',
-        `ca_file = ${JSON.stringify(fixture('tls', 'cert.pem'))}`,
-        `user = "${user}"`,
-        `password = "pw-${user}"`,
+        ...dovecotIncoming(dovecot, user, { password: `pw-${user}`, port: proxy.port }),
         'max_items = 4',
         'poll_interval = 3600',
         '[metrics]',
@@ -342,14 +335,7 @@ test('aliases list through the control socket, held at a known moment of the bac
         '[[alias]]',
         `name = "${user}"`,
         `address = "${user}@example.com"`,
-        '[alias.incoming]',
-        'type = "imap"',
-        'host = "127.0.0.1"',
-        `port = ${dovecot.imapPort}`,
-        'security = "starttls"',
-        `ca_file = ${JSON.stringify(fixture('tls', 'cert.pem'))}`,
-        `user = "${user}"`,
-        `password = "pw-${user}"`,
+        ...dovecotIncoming(dovecot, user, { password: `pw-${user}` }),
         'max_items = 5',
         'poll_interval = 3600',
       ].join('\n'),

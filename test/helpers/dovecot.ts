@@ -336,17 +336,18 @@ function alive(pid: number): boolean {
 
 /**
  * The `[alias.incoming]` lines of an alias that fetches from this Dovecot's IMAP as USER (password
- * "pw"), over STARTTLS with the test CA; a test adds its own keys (poll_interval, idle...) after.
+ * "pw" unless given), over STARTTLS with the test CA, on Dovecot's port or PORT (a proxy in
+ * front of it); a test adds its own keys (poll_interval, idle...) after.
  */
-export function dovecotIncoming(dovecot: { imapPort: number }, user: string): string[] {
+export function dovecotIncoming(dovecot: { imapPort: number }, user: string, opts: { password?: string; port?: number } = {}): string[] {
   return [
     '[alias.incoming]',
     'type = "imap"',
     'host = "127.0.0.1"',
-    `port = ${dovecot.imapPort}`,
+    `port = ${opts.port ?? dovecot.imapPort}`,
     'security = "starttls"',
     `ca_file = ${JSON.stringify(fixture('tls', 'cert.pem'))}`,
     `user = ${JSON.stringify(user)}`,
-    'password = "pw"',
+    `password = ${JSON.stringify(opts.password ?? 'pw')}`,
   ];
 }
