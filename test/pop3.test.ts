@@ -245,7 +245,7 @@ test('a mailbox locked by another session is kind in_use', async (t) => {
 test('UIDL is stable across sessions and as mail arrives', async () => {
   for (let i = 0; i < 3; i++) await dovecot.deliver('uidl', dottedMessage(`uidl ${i}`));
   const one = await session('uidl');
-  const first = await one.uidl();
+  const first = (await one.uidlAndList()).uids;
   assert.equal(first.length, 3);
   assert.deepEqual(
     first.map((u) => u.msgno),
@@ -256,7 +256,7 @@ test('UIDL is stable across sessions and as mail arrives', async () => {
 
   await dovecot.deliver('uidl', dottedMessage('uidl 3'));
   const two = await session('uidl', 'tls');
-  const second = await two.uidl();
+  const second = (await two.uidlAndList()).uids;
   assert.equal(second.length, 4);
   assert.deepEqual(second.slice(0, 3), first);
   await two.quit();
@@ -268,7 +268,7 @@ test('RETR gives the delivered bytes exactly, dotted lines and a message of seve
   // Read back from Maildir/new before a session moves the files to cur/.
   const expected = [await deliveredBytes('retr', await dovecot.deliver('retr', small)), await deliveredBytes('retr', await dovecot.deliver('retr', big))];
   const client = await session('retr');
-  const sizes = await client.list();
+  const sizes = (await client.uidlAndList()).sizes;
   for (const [i, bytes] of expected.entries()) {
     assert.equal(sizes[i]?.size, bytes.length, 'LIST counts the bytes as stored (CRLF)');
     const got = await readAll(await client.retr(i + 1));
@@ -291,13 +291,13 @@ test('DELE then QUIT removes the message; DELE then RSET keeps it; DELE without 
   await dovecot.deliver('dele', dottedMessage('dele 1'));
   await dovecot.deliver('dele', dottedMessage('dele 2'));
   const client = await session('dele');
-  const [, second] = await client.uidl();
+  const [, second] = (await client.uidlAndList()).uids;
   await client.dele(1);
   await client.quit();
   assert.equal((await dovecot.listMessages('dele')).length, 1);
   const again = await session('dele');
   assert.deepEqual(
-    (await again.uidl()).map((u) => u.uid),
+    (await again.uidlAndList()).uids.map((u) => u.uid),
     [second!.uid],
   );
   await again.dele(1);
@@ -368,11 +368,11 @@ test('commands issued while a RETR stream is unread run after it, in order', asy
   await dovecot.deliver('order', dottedMessage('order 2'));
   const client = await session('order');
   const retr = client.retr(1);
-  const uidl = client.uidl();
+  const uidl = client.uidlAndList();
   const stream = await retr;
   await sleep(50);
   const body = await readAll(stream);
-  assert.equal((await uidl).length, 2);
+  assert.equal((await uidl).uids.length, 2);
   assert.equal(body.toString(), first.toString());
   await client.quit();
   await failsWith(client.noop(), 'network');
@@ -578,7 +578,7 @@ test('ending a range early leaves the session usable: QUIT applies the DELE of w
 test('a connection lost in the middle of a range rejects with kind network', async (t) => {
   for (const n of [1, 2, 3]) await dovecot.deliver('cut', bigMessage(`cut ${n}`, 200 * 1024));
   const direct = await session('cut', 'none');
-  const listed = await direct.list();
+  const listed = (await direct.uidlAndList()).sizes;
   await direct.quit();
   // Cut halfway through the second message's answer (the login and listing answers are small).
   const proxy = await recordingProxy(dovecot.pop3Port, 2000 + listed[0]!.size + listed[1]!.size / 2);

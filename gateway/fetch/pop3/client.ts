@@ -153,23 +153,7 @@ export class Pop3Client {
     return this.capabilities.has('PIPELINING');
   }
 
-  /** UIDL: every message's number and unique id (RFC 1939 section 7). */
-  uidl(): Promise<Pop3Uid[]> {
-    return this.#session.exclusive(async () => {
-      await this.#session.command('UIDL', 'protocol', 'UIDL');
-      return { value: this.#uids(await this.#session.readListing('UIDL')) };
-    });
-  }
-
-  /** LIST: every message's number and size in octets. */
-  list(): Promise<Pop3Size[]> {
-    return this.#session.exclusive(async () => {
-      await this.#session.command('LIST', 'protocol', 'LIST');
-      return { value: this.#sizes(await this.#session.readListing('LIST')) };
-    });
-  }
-
-  /** UIDL and LIST together: with PIPELINING in one round trip. */
+  /** UIDL and LIST (RFC 1939 section 7): every message's number with its unique id and its size; with PIPELINING in one round trip. */
   uidlAndList(): Promise<{ uids: Pop3Uid[]; sizes: Pop3Size[] }> {
     return this.#session.exclusive(async () => {
       const [uidl, list] = await this.#pipelined(['UIDL', 'LIST'], (command) => this.#listing(command));
