@@ -500,7 +500,7 @@ class MailboxWorker {
    * Reads RANGE with one command and starts storing each message as it arrives. Before taking
    * the next message off the wire its size is held in the byte budgets (given back once it is
    * stored), so the bytes in memory stay within `bytes_in_flight` while the rest waits in the
-   * socket. Returns how many of RANGE it reached: all, unless the poll failed or is stopping.
+   * socket. It stops early when the poll failed or is stopping.
    */
   async #range(
     box: Mailbox,
@@ -509,18 +509,17 @@ class MailboxWorker {
     receives: (alias: AliasConfig) => boolean,
     run: LaneRun,
     counted: (item: MailboxItem, outcome: Outcome) => void,
-  ): Promise<number> {
+  ): Promise<void> {
     // Counted against max_items from now: a message a lane is about to read is taken unless it turns out held.
     lanes.inFlight += range.length;
     const index = new Map(range.map((item, i) => [item.key, i]));
     let started = 0;
-    let reached = 0;
     // Held for the message to be taken off the wire next; handed to its store once it arrived.
     let release: (() => void) | undefined = await acquireAll(this.#budgets, range[0]!.size);
     try {
       for await (const { item, content } of box.messages(range)) {
-        const at = index.get(item.key)!;
-        reached = at + 1;
+        // The next message to hold bytes for: the one after this in the range.
+        const reached = index.get(item.key)! + 1;
         started++;
         const done = release ?? (() => {});
         release = undefined;
@@ -553,7 +552,6 @@ class MailboxWorker {
       // Messages of the range not started (not reached, or gone from the mailbox): no longer in flight.
       lanes.inFlight -= range.length - started;
     }
-    return this.#stopping || lanes.failed ? reached : range.length;
   }
 
   /** A message read whole in a range: its header block is cut from the bytes, with no command to the server. */
