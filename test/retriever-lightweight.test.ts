@@ -130,7 +130,10 @@ test('IMAP: a server that allows one session per user (mail_max_userip_connectio
     ['s-small-1', 300],
     ['s-small-2', 300],
   ]);
-  const r = await retrieve(t, 'single', { port: single.imapPort });
+  // IDLE keeps the first session logged in after the poll, so the second login is refused
+  // whenever it arrives (without IDLE the first may have logged out by then, and the second,
+  // opened in parallel and no longer needed, would be let in).
+  const r = await retrieve(t, 'single', { port: single.imapPort, idle: true });
   const [poll] = await r.waitForPolls(1);
   assert.deepEqual(poll, { stored: 3, finished: 0, deferred: 0, held: 0 });
   // The second session is tried in parallel and not waited for once the first took everything,
