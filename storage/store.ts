@@ -223,8 +223,8 @@ export interface Store {
 
   // The audit log.
 
-  /** Records ENTRY durably, giving it its id. */
-  appendAudit(entry: Omit<AuditEntry, 'id'>): Promise<AuditEntry>;
+  /** Records ENTRY durably, giving it its id (or keeping the one it has: `mailgate storage copy`). */
+  appendAudit(entry: Omit<AuditEntry, 'id'> & { id?: string }): Promise<AuditEntry>;
   /** Audit entries, newest first: at most `limit` (default 100), at or after `since`. */
   listAudit(opts?: { limit?: number; since?: Date }): Promise<AuditEntry[]>;
 
@@ -247,6 +247,16 @@ export interface Store {
   deleteAuditBefore(before: Date): Promise<number>;
   /** Gives the space of what was deleted back to the file system (for LevelDB: compaction of the deleted key ranges). */
   compact(): Promise<void>;
+
+  // Everything else, record by record, for `mailgate storage copy` (messages, quarantine, the
+  // queue, alias states and the audit log are listed by the methods above).
+
+  /** Every fetched-key record, in no particular order. */
+  listFetched(): AsyncIterable<{ key: FetchedKey; record: FetchedRecord }>;
+  /** Every alias's sealed token cache. */
+  listTokenCaches(): AsyncIterable<{ alias: string; sealed: Buffer }>;
+  /** Every auto-reply on record: who was last answered for which alias, and when. */
+  listAutoReplies(): AsyncIterable<{ alias: string; sender: string; at: Date }>;
 
   /**
    * Whether ERR (or one of its causes) is a failure of this store: a `STORE_*` error of

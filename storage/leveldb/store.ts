@@ -242,8 +242,8 @@ export class LevelStore implements Store {
   }
 
   /** A synced write shared with concurrent commits: an admin's change is on record before the answer. */
-  async appendAudit(entry: Omit<AuditEntry, 'id'>): Promise<AuditEntry> {
-    const stored: AuditEntry = { id: newMessageId(), ...entry };
+  async appendAudit(entry: Omit<AuditEntry, 'id'> & { id?: string }): Promise<AuditEntry> {
+    const stored: AuditEntry = { ...entry, id: entry.id ?? newMessageId() };
     await this.commitBatch([{ type: 'put', sublevel: this.sublevels.audit, key: stored.id, value: stored }]);
     return stored;
   }
@@ -254,6 +254,24 @@ export class LevelStore implements Store {
     return this.sublevels.audit
       .values({ reverse: true, limit: Number.isFinite(limit) ? Math.floor(limit) : -1, ...(opts.since ? { gte: idFloor(opts.since) } : {}) })
       .all();
+  }
+
+  async *listFetched(): AsyncIterable<{ key: FetchedKey; record: FetchedRecord }> {
+    for await (const [stored, record] of this.sublevels.fetched.iterator()) {
+      const nul = stored.indexOf('\x00');
+      yield { key: { alias: stored.slice(0, nul), key: stored.slice(nul + 1) }, record };
+    }
+  }
+
+  async *listTokenCaches(): AsyncIterable<{ alias: string; sealed: Buffer }> {
+    for await (const [alias, sealed] of this.sublevels.oauthCache.iterator()) yield { alias, sealed };
+  }
+
+  async *listAutoReplies(): AsyncIterable<{ alias: string; sender: string; at: Date }> {
+    for await (const [stored, at] of this.sublevels.autoReplies.iterator()) {
+      const nul = stored.indexOf('\x00');
+      yield { alias: stored.slice(0, nul), sender: stored.slice(nul + 1), at: new Date(at) };
+    }
   }
 
   readTokenCache(alias: string): Promise<Buffer | undefined> {

@@ -1,0 +1,165 @@
+/**
+ * A real PostgreSQL for the tests (RECIPES.md): Debian's `postgresql` package, installed on
+ * first use, a private cluster made with `initdb` in a temporary directory and started on an
+ * ephemeral loopback port, as the unprivileged `postgres` user when the tests run as root
+ * (PostgreSQL refuses to run as root). Each test gets databases of its own from one cluster.
+ */
+import { execFile } from 'node:child_process';
+import { existsSync, readdirSync } from 'node:fs';
+import { chown, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import pg from 'pg';
+import { ensureDebianPackages } from './debian.js';
+import { freePorts } from './ports.js';
+
+const run = promisify(execFile);
+
+/** A PostgreSQL cluster running for a test. */
+export interface TestPostgres {
+  host: '127.0.0.1';
+  port: number;
+  /** The superuser (`mailgate`, trusted on loopback: no password). */
+  user: string;
+  /** The cluster's data directory (its log is `DIR/postgres.log`). */
+  dir: string;
+  /** A connection URL to database NAME. */
+  url(database: string): string;
+  /** Creates an empty database (a fresh name unless given) and resolves to its URL. */
+  createDatabase(name?: string): Promise<string>;
+  /** Runs SQL as the superuser on database `postgres` (or DATABASE). */
+  query(sql: string, database?: string): Promise<pg.QueryResult>;
+  /** Stops the server; `mode` `immediate` is a crash (recovery from the WAL on the next start). */
+  stopServer(mode?: 'fast' | 'immediate'): Promise<void>;
+  /** Starts it again on the same port after `stopServer`. */
+  startServer(): Promise<void>;
+  /** The server's log so far. */
+  readLog(): Promise<string>;
+  /** Stops the server and removes the cluster. Safe to call twice. */
+  stop(): Promise<void>;
+}
+
+export interface PostgresOptions {
+  /**
+   * `fsync` (default on, as in production: the bench compares it with LevelDB's synced writes).
+   * Off only where a test measures nothing and loses nothing by it: a crash of the server
+   * process (`stopServer('immediate')`) keeps the WAL in the page cache either way.
+   */
+  fsync?: boolean;
+  /** Extra `-c name=value` settings. */
+  settings?: Record<string, string>;
+}
+
+/** Installs Debian's PostgreSQL when it is missing (test/helpers/debian.ts). */
+export async function ensurePostgres(): Promise<void> {
+  await ensureDebianPackages({
+    what: 'PostgreSQL',
+    packages: ['postgresql'],
+    installed: () => postgresBin() !== undefined,
+    installedTest: 'ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1',
+    // Debian's package would start a system cluster on 5432; nothing of ours needs it.
+    before: ['printf "#!/bin/sh\\nexit 101\\n" > /usr/sbin/policy-rc.d', 'chmod +x /usr/sbin/policy-rc.d'],
+  });
+}
+
+/** The newest installed server's bin directory. */
+function postgresBin(): string | undefined {
+  const root = '/usr/lib/postgresql';
+  if (!existsSync(root)) return undefined;
+  const versions = readdirSync(root)
+    .filter((v) => existsSync(path.join(root, v, 'bin', 'initdb')))
+    .sort((a, b) => Number(b) - Number(a));
+  return versions[0] === undefined ? undefined : path.join(root, versions[0], 'bin');
+}
+
+let databases = 0;
+
+/** Starts a private cluster; call `stop()` in `after`/`t.after`. */
+export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPostgres> {
+  await ensurePostgres();
+  const bin = postgresBin()!;
+  const asRoot = process.getuid?.() === 0;
+  // As root, the server runs as `postgres`, which must own the cluster and reach the socket.
+  const as = (cmd: string, args: string[]) => (asRoot ? run('runuser', ['-u', 'postgres', '--', path.join(bin, cmd), ...args]) : run(path.join(bin, cmd), args));
+  const dir = await mkdtemp(path.join(tmpdir(), 'mailgate-postgres-'));
+  if (asRoot) {
+    const { stdout } = await run('id', ['-u', 'postgres']);
+    const { stdout: gid } = await run('id', ['-g', 'postgres']);
+    await chown(dir, Number(stdout.trim()), Number(gid.trim()));
+  }
+  const data = path.join(dir, 'data');
+  const log = path.join(dir, 'postgres.log');
+  const user = 'mailgate';
+  // C collation: ids sort byte by byte whatever the locale (the store also says COLLATE "C").
+  await as('initdb', ['-D', data, '-U', user, '--auth=trust', '--no-instructions', '--locale=C', '--encoding=UTF8']);
+  const settings: Record<string, string> = {
+    listen_addresses: '127.0.0.1',
+    unix_socket_directories: dir,
+    fsync: opts.fsync === false ? 'off' : 'on',
+    // Several gateways and the contract's stores, each with a pool.
+    max_connections: '200',
+    ...opts.settings,
+  };
+  let port = 0;
+  const start = async () => {
+    const options = [`-p ${port}`, ...Object.entries(settings).map(([k, v]) => `-c ${k}=${v}`)].join(' ');
+    await as('pg_ctl', ['-D', data, '-l', log, '-o', options, '-w', '-t', '60', 'start']);
+  };
+  for (let attempt = 1; ; attempt++) {
+    port = (await freePorts(1))[0]!;
+    try {
+      await start();
+      break;
+    } catch (err) {
+      const text = await readFile(log, 'utf8').catch(() => '');
+      if (attempt >= 3 || !/could not bind|Address already in use/.test(text)) {
+        await rm(dir, { recursive: true, force: true });
+        throw new Error(`PostgreSQL did not start: ${(err as Error).message}\n${text.slice(-2000)}`, { cause: err });
+      }
+    }
+  }
+  let running = true;
+  let removed = false;
+  const url = (database: string) => `postgres://${user}@127.0.0.1:${port}/${database}`;
+  const query = async (sql: string, database = 'postgres') => {
+    const client = new pg.Client({ connectionString: url(database) });
+    await client.connect();
+    try {
+      return await client.query(sql);
+    } finally {
+      await client.end();
+    }
+  };
+  const stopServer = async (mode: 'fast' | 'immediate' = 'fast') => {
+    if (!running) return;
+    await as('pg_ctl', ['-D', data, '-m', mode, '-w', 'stop']);
+    running = false;
+  };
+  return {
+    host: '127.0.0.1',
+    port,
+    user,
+    dir,
+    url,
+    query,
+    async createDatabase(name) {
+      const db = name ?? `t${process.pid}_${++databases}`;
+      await query(`CREATE DATABASE "${db}"`);
+      return url(db);
+    },
+    stopServer,
+    async startServer() {
+      if (running) return;
+      await start();
+      running = true;
+    },
+    readLog: () => readFile(log, 'utf8'),
+    async stop() {
+      if (removed) return;
+      removed = true;
+      await stopServer('immediate').catch(() => {});
+      await rm(dir, { recursive: true, force: true });
+    },
+  };
+}
