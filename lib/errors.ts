@@ -235,6 +235,25 @@ export const storeErrors = {
   storeUnavailable: entry('STORE_UNAVAILABLE', { cause: true }, () => 'The store is refusing writes until it recovers from a failed write'),
   /** A write that was in flight when another one failed: it may be lost at the next open (write-guard.ts). */
   writeUncertain: entry('STORE_WRITE_UNCERTAIN', { cause: true }, () => 'A write may not have reached the store: another write failed meanwhile'),
+  /** A PostgreSQL store without mailgate's tables, or with older ones: `mailgate storage migrate` makes or upgrades them. */
+  schemaTooOld: entry('STORE_SCHEMA_TOO_OLD', {}, (where: string, found: number, supported: number) =>
+    found === 0
+      ? `The database ${where} has no mailgate tables: run \`mailgate storage migrate\` to create them`
+      : `The database ${where} has schema version ${found}, older than the ${supported} this mailgate needs: run \`mailgate storage migrate\``,
+  ),
+  /** PostgreSQL would answer a commit before it is on disk: a 250 could then be lost. */
+  unsafeCommit: entry(
+    'STORE_UNSAFE_COMMIT',
+    {},
+    (where: string, setting: string) =>
+      `The database ${where} has synchronous_commit = ${setting}: a commit would return before it is on disk and an accepted message could be lost; set synchronous_commit = on (ALTER DATABASE ... SET synchronous_commit = on, or in postgresql.conf)`,
+  ),
+  /** This node no longer holds the mailbox's lease (it expired, another node took it): it may not record or move the mailbox's messages. */
+  leaseLost: entry(
+    'STORE_LEASE_LOST',
+    {},
+    (mailbox: string, epoch: number) => `This node no longer holds the lease on mailbox ${mailbox} (epoch ${epoch}): another node fetches it now`,
+  ),
   /** No quarantined attachment has this id (restored or deleted already, or mistyped). */
   quarantineNotFound: entry('QUARANTINE_NOT_FOUND', {}, (id: string) => `No quarantined attachment with id ${id}`),
   /** A restore found no placeholder of the attachment in its message. */

@@ -25,7 +25,17 @@ export type SideRecord =
   /** An attachment of the message kept in quarantine; its bytes were written through a {@link QuarantineSpool}. */
   | { type: 'quarantine'; record: QuarantineRecord }
   /** The retriever's record that a mailbox message is stored (so it is never stored twice). */
-  | { type: 'fetched'; key: FetchedKey; record: FetchedRecord };
+  | {
+      type: 'fetched';
+      key: FetchedKey;
+      record: FetchedRecord;
+      /**
+       * The lease the fetching node holds on the mailbox (several nodes on one store): the
+       * commit fails with `STORE_LEASE_LOST` unless this node still holds it at this epoch, so
+       * a node that lost its mailbox (paused, partitioned) cannot record a message.
+       */
+      lease?: { mailbox: string; epoch: number };
+    };
 
 /** Which messages {@link Store.listMessages} returns: every filter given must hold. */
 export interface ListOptions {
