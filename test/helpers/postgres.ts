@@ -4,8 +4,8 @@
  * ephemeral loopback port, as the unprivileged `postgres` user when the tests run as root
  * (PostgreSQL refuses to run as root). Each test gets databases of its own from one cluster.
  */
-import { execFile } from 'node:child_process';
-import { existsSync, readdirSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { chown, mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -38,6 +38,8 @@ export interface TestPostgres {
   readLog(): Promise<string>;
   /** Stops the server and removes the cluster. Safe to call twice. */
   stop(): Promise<void>;
+  /** The same, synchronously: for `process.on('exit')`, when a cluster lives as long as its test process. */
+  stopSync(): void;
 }
 
 export interface PostgresOptions {
@@ -81,7 +83,9 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPos
   const bin = postgresBin()!;
   const asRoot = process.getuid?.() === 0;
   // As root, the server runs as `postgres`, which must own the cluster and reach the socket.
-  const as = (cmd: string, args: string[]) => (asRoot ? run('runuser', ['-u', 'postgres', '--', path.join(bin, cmd), ...args]) : run(path.join(bin, cmd), args));
+  const command = (cmd: string, args: string[]): [string, string[]] =>
+    asRoot ? ['runuser', ['-u', 'postgres', '--', path.join(bin, cmd), ...args]] : [path.join(bin, cmd), args];
+  const as = (cmd: string, args: string[]) => run(...command(cmd, args));
   const dir = await mkdtemp(path.join(tmpdir(), 'mailgate-postgres-'));
   if (asRoot) {
     const { stdout } = await run('id', ['-u', 'postgres']);
@@ -160,6 +164,16 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPos
       removed = true;
       await stopServer('immediate').catch(() => {});
       await rm(dir, { recursive: true, force: true });
+    },
+    stopSync() {
+      if (removed) return;
+      removed = true;
+      try {
+        if (running) execFileSync(...command('pg_ctl', ['-D', data, '-m', 'immediate', '-w', 'stop']), { stdio: 'ignore' });
+      } catch {
+        // already gone
+      }
+      rmSync(dir, { recursive: true, force: true });
     },
   };
 }
