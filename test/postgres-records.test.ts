@@ -239,6 +239,15 @@ test('queue-finished removes the entry and records the delivery on the message i
     [dsnId],
   );
 
+  // A NUL in a server's reply cannot go into the jsonb metadata: it is shown as U+FFFD, and the message leaves the queue.
+  const hostile = newMessageId();
+  await insertMessage(pool, hostile);
+  await putQueueEntries(pool, [minimalEntry(hostile)]);
+  const reply = { at: '2026-03-01T09:00:00.000Z', code: 250, message: '2.0.0 Ok\x00 queued', permanent: false };
+  await finishQueueEntry(pool, hostile, { ...delivered, recipients: [{ ...delivered.recipients[0]!, last: reply }] }, 'node-1');
+  assert.equal(await getQueueEntry(pool, hostile), undefined);
+  assert.equal((await messageMeta(pool, hostile))?.delivery?.recipients[0]?.last?.message, '2.0.0 Ok\uFFFD queued');
+
   // On its own (finishQueueEntry), and for an entry whose message is gone: the entry still goes.
   await finishQueueEntry(pool, dsnId, delivered, 'node-1');
   assert.deepEqual((await messageMeta(pool, dsnId))?.delivery, delivered);

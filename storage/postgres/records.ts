@@ -108,9 +108,16 @@ async function finishQueued(db: Db, id: string, delivery: DeliveryRecord): Promi
   await db.query(
     `WITH finished AS (DELETE FROM queue WHERE id = $1)
      UPDATE messages SET meta = jsonb_set(meta, '{delivery}', $2::jsonb) WHERE id = $1`,
-    [id, json(delivery)],
+    [id, JSON.stringify(delivery, withoutNul)],
   );
 }
+
+/**
+ * The metadata is jsonb (the message tables'), which cannot hold a NUL character: one in a
+ * server's reply would fail the commit, leave the entry queued, and send the message again.
+ * The record of the delivery shows it as U+FFFD instead.
+ */
+const withoutNul = (_key: string, value: unknown): unknown => (typeof value === 'string' ? value.replaceAll('\0', '\uFFFD') : value);
 
 export async function putQueueEntries(db: pg.Pool, entries: readonly QueueEntry[]): Promise<void> {
   await upsertQueueEntries(db, entries);
