@@ -80,11 +80,15 @@ CREATE TABLE quarantine_chunks (
   PRIMARY KEY (quarantine, seq)
 );
 
+-- The records below are kept as the JSON text mailgate wrote (json, not jsonb): nothing
+-- queries inside them, and jsonb refuses the NUL character a server's reply, a mailbox's error or a
+-- name typed at the sign-in page may carry, which would make the write fail.
+
 -- The outbound queue, one row per message; claimed_by/claimed_until: which node is delivering it.
 CREATE TABLE queue (
   id text COLLATE "C" PRIMARY KEY,
   next_attempt_at timestamptz NOT NULL,
-  entry jsonb NOT NULL,
+  entry json NOT NULL,
   claimed_by text,
   claimed_until timestamptz
 );
@@ -92,21 +96,24 @@ CREATE INDEX queue_due ON queue (next_attempt_at);
 
 CREATE TABLE alias_states (
   alias text PRIMARY KEY,
-  state jsonb NOT NULL
+  state json NOT NULL
 );
 
+-- The retriever's record that a mailbox message is stored; key: IMAP <uidvalidity>:<uid>, POP3 pop3:<uidl>.
 CREATE TABLE fetched (
   alias text NOT NULL,
   key text NOT NULL,
-  record jsonb NOT NULL,
+  record json NOT NULL,
   PRIMARY KEY (alias, key)
 );
 
+-- Sealed (encrypted) by gateway/oauth/cache.ts before it comes here.
 CREATE TABLE token_caches (
   alias text PRIMARY KEY,
   sealed bytea NOT NULL
 );
 
+-- When ALIAS last answered SENDER (lower-cased); a claim checks and moves it in one statement.
 CREATE TABLE auto_replies (
   alias text NOT NULL,
   sender text NOT NULL,
@@ -114,9 +121,10 @@ CREATE TABLE auto_replies (
   PRIMARY KEY (alias, sender)
 );
 
+-- entry: the whole AuditEntry, its id included.
 CREATE TABLE audit (
   id text COLLATE "C" PRIMARY KEY,
-  entry jsonb NOT NULL
+  entry json NOT NULL
 );
 
 -- Which node fetches which mailbox (type, host, port, user, folder): one holder at a time.
