@@ -38,7 +38,7 @@ export class Chunker {
    * inserted here (the commit writes them: `take()`). Rejects with a failed insert's error.
    */
   async add(bytes: Buffer): Promise<void> {
-    for (let offset = 0; offset < bytes.length; ) {
+    for (let offset = 0; offset < bytes.length;) {
       if (this.#staged === CHUNK_SIZE) await this.#send();
       const end = Math.min(bytes.length, offset + CHUNK_SIZE - this.#staged);
       // Grown by doubling up to one chunk: a small message costs about its size.

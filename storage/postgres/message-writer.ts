@@ -169,12 +169,10 @@ export class PgMessageWriter extends Writable implements StoreMessageWriter {
  * (swept meanwhile, with the bytes under it).
  */
 export async function deleteMarks(tx: pg.PoolClient, id: string, node: string, kinds: readonly string[], generation = 0): Promise<void> {
-  const { rows } = await tx.query<{ kind: string }>('DELETE FROM unfinished WHERE id = $1 AND node = $2 AND generation = $3 AND kind = ANY($4) RETURNING kind', [
-    id,
-    node,
-    generation,
-    kinds,
-  ]);
+  const { rows } = await tx.query<{ kind: string }>(
+    'DELETE FROM unfinished WHERE id = $1 AND node = $2 AND generation = $3 AND kind = ANY($4) RETURNING kind',
+    [id, node, generation, kinds],
+  );
   const found = new Set(rows.map((r) => r.kind));
   const missing = kinds.filter((k) => !found.has(k));
   if (missing.length > 0) throw new Error(`message ${id}: its unfinished ${missing.join(' and ')} mark was swept while it was written; its bytes are gone`);

@@ -90,7 +90,8 @@ export function redactedUrl(url: string): string {
 
 // Errors of node-postgres and Node's sockets that mean the server could not be reached or went away.
 const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN']);
-const CONNECTION_MESSAGES = /Connection terminated|connection timeout|timeout exceeded when trying to connect|Query read timeout|Client has encountered a connection error|Connection ended/i;
+const CONNECTION_MESSAGES =
+  /Connection terminated|connection timeout|timeout exceeded when trying to connect|Query read timeout|Client has encountered a connection error|Connection ended/i;
 // SQLSTATE classes: 08 connection, 53 insufficient resources (disk full, too many connections),
 // 57 operator intervention (admin shutdown, cannot connect now), 58 system error (I/O).
 const FAILURE_CLASSES = new Set(['08', '53', '57', '58']);

@@ -62,7 +62,8 @@ export class PgQuarantineSpool implements QuarantineSpool {
     const { pools, node, spoolMarks, background } = this.#ctx;
     // Before the insert: a mark that may be stored must be one the message's commit removes.
     if (seq === 0) spoolMarks.add(this.#messageId);
-    const query = seq === 0 ? pools.bytes.query(INSERT_FIRST_CHUNK, [this.id, seq, data, this.#messageId, node]) : pools.bytes.query(INSERT_CHUNK, [this.id, seq, data]);
+    const query =
+      seq === 0 ? pools.bytes.query(INSERT_FIRST_CHUNK, [this.id, seq, data, this.#messageId, node]) : pools.bytes.query(INSERT_CHUNK, [this.id, seq, data]);
     return track(
       background,
       query.then(() => {}),
@@ -117,12 +118,11 @@ export async function getQuarantined(db: pg.Pool, id: string): Promise<Quarantin
 export function openQuarantined(pools: Pools, id: string): Readable {
   async function* bytes(): AsyncGenerator<Buffer> {
     if (!(await getQuarantined(pools.commits, id))) throw storeErrors.quarantineNotFound(id);
-    for (let seq = 0; ; ) {
-      const { rows } = await pools.commits.query<{ data: Buffer }>('SELECT data FROM quarantine_chunks WHERE quarantine = $1 AND seq >= $2 ORDER BY seq LIMIT $3', [
-        id,
-        seq,
-        CHUNKS_PER_READ,
-      ]);
+    for (let seq = 0; ;) {
+      const { rows } = await pools.commits.query<{ data: Buffer }>(
+        'SELECT data FROM quarantine_chunks WHERE quarantine = $1 AND seq >= $2 ORDER BY seq LIMIT $3',
+        [id, seq, CHUNKS_PER_READ],
+      );
       for (const { data } of rows) yield data;
       if (rows.length < CHUNKS_PER_READ) return;
       seq += rows.length;

@@ -50,7 +50,13 @@ export async function deleteMessagesBefore(pool: pg.Pool, before: Date, signal?:
       );
       // Never a message still to be sent: it stays until it leaves the queue, then goes at a later sweep.
       const gone = rows.filter((r) => !r.queued);
-      const quarantined = gone.length > 0 ? await deleteRows(tx, gone.map((r) => r.id)) : 0;
+      const quarantined =
+        gone.length > 0
+          ? await deleteRows(
+              tx,
+              gone.map((r) => r.id),
+            )
+          : 0;
       done.messages += gone.length;
       done.quarantined += quarantined;
       done.bytes += gone.reduce((sum, r) => sum + Number(r.size), 0);

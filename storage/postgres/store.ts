@@ -146,7 +146,7 @@ export class PgStore implements Store {
     };
     if (!filtersContent({ text: opts.text, hasAttachment: opts.hasAttachment, wrapped: opts.wrapped })) return page(upper, limit);
     const found: MessageMeta[] = [];
-    for (let below = upper; ; ) {
+    for (let below = upper; ;) {
       const metas = await page(below, LIST_PAGE);
       for (const meta of metas) {
         if (!matchesContent(meta, opts)) continue;

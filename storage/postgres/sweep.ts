@@ -26,10 +26,10 @@ export async function sweepUnfinished(pool: pg.Pool, node: string, logger: Store
       if (!rowCount) return false; // committed or swept meanwhile
       if (mark.kind === 'rewrite') {
         // The new generation's chunks, unless it was swapped in (then they are the message's bytes).
-        await tx.query('DELETE FROM message_chunks WHERE message = $1 AND generation = $2 AND NOT EXISTS (SELECT 1 FROM messages WHERE id = $1 AND generation = $2)', [
-          mark.id,
-          mark.generation,
-        ]);
+        await tx.query(
+          'DELETE FROM message_chunks WHERE message = $1 AND generation = $2 AND NOT EXISTS (SELECT 1 FROM messages WHERE id = $1 AND generation = $2)',
+          [mark.id, mark.generation],
+        );
       } else if ((await tx.query('SELECT 1 FROM messages WHERE id = $1', [mark.id])).rowCount) {
         logger.warn({ id: mark.id, kind: mark.kind }, 'unfinished mark on a committed message; keeping the message');
       } else {
