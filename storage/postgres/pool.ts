@@ -19,6 +19,10 @@ export const DEFAULT_MAX_CONNECTIONS = 10;
 const CONNECT_TIMEOUT_MS = 10_000;
 // An idle connection is given back after this long: the fleet shares the server's max_connections.
 const IDLE_TIMEOUT_MS = 30_000;
+// A server cut off without a reset (a partition) would hold a commit, and the sender, until TCP
+// keepalive gives up (hours): a query that has no answer after this fails as a store failure
+// (the sender retries; a commit that did land meanwhile makes a duplicate, never a loss).
+const QUERY_TIMEOUT_MS = 60_000;
 
 /** The two pools of a store (see the module comment). */
 export interface Pools {
@@ -38,6 +42,7 @@ export function openPools(url: string, maxConnections: number, logger: StoreLogg
       connectionTimeoutMillis: CONNECT_TIMEOUT_MS,
       idleTimeoutMillis: IDLE_TIMEOUT_MS,
       keepAlive: true,
+      query_timeout: QUERY_TIMEOUT_MS,
       ...(options ? { options } : {}),
     });
     // An idle client whose server went away (restart, failover): the pool drops it and the
@@ -52,8 +57,8 @@ export function openPools(url: string, maxConnections: number, logger: StoreLogg
 }
 
 /**
- * Runs FN in a transaction on a client of POOL: BEGIN, FN, COMMIT; ROLLBACK and the client
- * dropped on any failure (a connection that failed mid-transaction is not given back).
+ * Runs FN in a transaction on a client of POOL: BEGIN, FN, COMMIT; ROLLBACK on any failure,
+ * and the client dropped when even that fails (a connection lost mid-transaction).
  */
 export async function inTransaction<T>(pool: pg.Pool, fn: (tx: pg.PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect();
@@ -61,19 +66,21 @@ export async function inTransaction<T>(pool: pg.Pool, fn: (tx: pg.PoolClient) =>
   // connection would otherwise be thrown at the process. The statement in progress rejects anyway.
   const lost = (): void => {};
   client.on('error', lost);
-  let failure: Error | undefined;
+  let broken: Error | undefined;
   try {
     await client.query('BEGIN');
     const result = await fn(client);
     await client.query('COMMIT');
     return result;
   } catch (err) {
-    failure = err instanceof Error ? err : new Error(String(err));
-    await client.query('ROLLBACK').catch(() => {});
+    // A connection that cannot even roll back is not given back to the pool; one that can is healthy.
+    await client.query('ROLLBACK').catch((rollback: unknown) => {
+      broken = rollback instanceof Error ? rollback : new Error(String(rollback));
+    });
     throw err;
   } finally {
     client.off('error', lost);
-    client.release(failure);
+    client.release(broken);
   }
 }
 

@@ -60,12 +60,12 @@ export class PgRewrite extends Writable implements MessageRewrite {
   #bytes = 0;
   #done = false;
 
-  private constructor(ctx: WriterContext, id: string, oldGeneration: number, release: () => void) {
+  private constructor(ctx: WriterContext, id: string, oldGeneration: number, generation: number, release: () => void) {
     super();
     this.#ctx = ctx;
     this.#id = id;
     this.#oldGeneration = oldGeneration;
-    this.#generation = oldGeneration + 1;
+    this.#generation = generation;
     this.#release = release;
     this.#chunker = new Chunker((seq, data) => this.#insert(seq, data));
   }
@@ -75,9 +75,13 @@ export class PgRewrite extends Writable implements MessageRewrite {
     const release = await locks.lock(id);
     try {
       if (!storable(id)) throw storeErrors.messageNotFound(id);
-      const { rows } = await ctx.pools.commits.query<{ generation: number }>('SELECT generation FROM messages WHERE id = $1', [id]);
+      // The next generation is past any a crashed rewrite left unswept, so its rows never collide with them.
+      const { rows } = await ctx.pools.commits.query<{ generation: number; highest: number }>(
+        'SELECT generation, (SELECT coalesce(max(generation), 0) FROM message_chunks WHERE message = $1) AS highest FROM messages WHERE id = $1',
+        [id],
+      );
       if (rows.length === 0) throw storeErrors.messageNotFound(id);
-      return new PgRewrite(ctx, id, rows[0]!.generation, release);
+      return new PgRewrite(ctx, id, rows[0]!.generation, Math.max(rows[0]!.generation, rows[0]!.highest) + 1, release);
     } catch (err) {
       release();
       throw err;
