@@ -210,6 +210,35 @@ test('a commit while PostgreSQL is down is refused as a store failure; once it i
   }
 });
 
+test('a large message aborted while PostgreSQL is down leaves no rows once it is back, without a restart of the store', async () => {
+  const { store, database } = await freshStore('node-f');
+  let closed = false;
+  try {
+    const id = newMessageId();
+    const writer = store.createMessageWriter(id);
+    for (let at = 0; at < 3 * CHUNK_SIZE; at += 64 * 1024) await write(writer, randomBytes(64 * 1024));
+    await postgres.stopServer('fast');
+    try {
+      // The sender went away mid-message while the database was down: the rows cannot go yet.
+      await assert.rejects(writer.abort());
+    } finally {
+      await postgres.startServer();
+    }
+    assert.ok((await count(database, `SELECT count(*) AS n FROM message_chunks WHERE message = '${id}'`)) >= 1, 'its chunks are still there');
+    const next = newMessageId();
+    const other = store.createMessageWriter(next);
+    other.end(Buffer.from('Subject: next\r\n\r\nthe next message\r\n'));
+    await other.commit(meta(next));
+    // The retry runs in the background after that commit; close waits for it.
+    await store.close();
+    closed = true;
+    assert.equal(await count(database, `SELECT count(*) AS n FROM message_chunks WHERE message = '${id}'`), 0, 'the aborted chunks are gone');
+    assert.equal(await count(database, 'SELECT count(*) AS n FROM unfinished'), 0, 'and its mark');
+  } finally {
+    if (!closed) await store.close();
+  }
+});
+
 test('open refuses an empty database unless asked to create the schema, a newer schema, and synchronous_commit off, naming the database without its password', async () => {
   const url = await postgres.createDatabase();
   const database = new URL(url).pathname.slice(1);

@@ -34,6 +34,11 @@ export interface WriterContext {
   commits: Set<Promise<unknown>>;
   /** Chunk inserts and cleanups in flight: the store's close waits for them before ending the pools. */
   background: Set<Promise<unknown>>;
+  /**
+   * Ids of aborted messages whose rows could not be removed (the database was down): removed
+   * after the next commit that works, so a running node does not keep them until it restarts.
+   */
+  leftovers: Set<string>;
 }
 
 type WriterState = 'writing' | 'committing' | 'committed' | 'failed' | 'aborted';
@@ -140,6 +145,7 @@ export class PgMessageWriter extends Writable implements StoreMessageWriter {
       });
     }
     spoolMarks.delete(this.id);
+    if (this.#ctx.leftovers.size > 0) removeLeftovers(this.#ctx);
   }
 
   /**
@@ -165,13 +171,32 @@ export class PgMessageWriter extends Writable implements StoreMessageWriter {
     if (!this.destroyed) this.destroy();
     await this.#chunker.settle();
     this.#chunker.clear();
-    const { pools, spoolMarks, background } = this.#ctx;
-    // A commit whose answer was lost with its connection may have committed all the same: then the message is whole and stays.
-    if (this.#commitTried && (await pools.commits.query('SELECT 1 FROM messages WHERE id = $1', [this.id])).rowCount) return;
-    // Nothing of ours is stored: no chunk was sent, and a failed commit's transaction is atomic.
-    if (this.#chunker.seq === 0 && !spoolMarks.has(this.id)) return;
-    await track(background, removeUnfinished(pools.bytes, this.id));
+    const { spoolMarks, leftovers } = this.#ctx;
+    // Nothing of ours is stored: no chunk was sent, and no commit was tried (its answer may have been lost with its connection).
+    if (this.#chunker.seq === 0 && !spoolMarks.has(this.id) && !this.#commitTried) return;
+    try {
+      await removeAborted(this.#ctx, this.id);
+    } catch (err) {
+      leftovers.add(this.id);
+      throw err;
+    }
   }
+}
+
+/** Removes the rows of aborted message ID, unless its commit landed after all (its answer lost with its connection). */
+async function removeAborted(ctx: WriterContext, id: string): Promise<void> {
+  if ((await ctx.pools.commits.query('SELECT 1 FROM messages WHERE id = $1', [id])).rowCount) return;
+  await track(ctx.background, removeUnfinished(ctx.pools.bytes, id));
+}
+
+/** Retries the removals that failed (see WriterContext.leftovers), one pass at a time, in the background. */
+function removeLeftovers(ctx: WriterContext): void {
+  const ids = [...ctx.leftovers];
+  ctx.leftovers.clear();
+  const pass = (async () => {
+    for (const id of ids) await removeAborted(ctx, id).catch(() => ctx.leftovers.add(id));
+  })();
+  void track(ctx.background, pass);
 }
 
 /**

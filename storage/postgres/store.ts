@@ -64,7 +64,7 @@ export class PgStore implements Store {
     this.node = opts.node;
     this.where = redactedUrl(opts.url);
     this.#pools = pools;
-    this.#ctx = { pools, node: opts.node, spoolMarks: new Set(), commits: new Set(), background: new Set() };
+    this.#ctx = { pools, node: opts.node, spoolMarks: new Set(), commits: new Set(), background: new Set(), leftovers: new Set() };
   }
 
   /**
