@@ -2,8 +2,8 @@
  * The writable end of the PostgreSQL store for one message (storage/store.ts MessageWriter).
  *
  * A message that ends within one chunk (most mail) is written by its commit alone: one
- * transaction inserts its one chunk, its `messages` row and its side records, with no mark to
- * put and delete again. A bigger one puts an `unfinished` mark with its first chunk (one
+ * transaction inserts its one chunk, its `messages` row and its side records (one statement
+ * when it has none), with no mark to put and delete again. A bigger one puts an `unfinished` mark with its first chunk (one
  * statement, on the bytes pool: no flush of its own, see pool.ts), then each chunk as it
  * fills; its commit transaction inserts the last chunk and the row, applies the side records
  * and deletes the mark. A crash in between leaves the mark, and the sweep at open
