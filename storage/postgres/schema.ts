@@ -46,7 +46,8 @@ CREATE INDEX messages_by_message_id ON messages (message_id) WHERE message_id IS
 CREATE INDEX messages_by_conversation ON messages (conversation, id) WHERE conversation IS NOT NULL;
 CREATE INDEX messages_by_tag ON messages USING gin (tags);
 
--- The bytes, a few hundred KiB a row, written while the message streams in.
+-- The bytes, written while the message streams in: 256 KiB rows, every one but the last full
+-- (storage/postgres/chunks.ts). A message that fits one row gets it in its commit.
 CREATE TABLE message_chunks (
   message text COLLATE "C" NOT NULL,
   generation integer NOT NULL,
@@ -57,6 +58,8 @@ CREATE TABLE message_chunks (
 
 -- Bytes being written (a new message, a rewrite, a quarantine spool) and by which node: what a
 -- crash leaves here is swept by that node when it starts again, or by any node once stale.
+-- kind 'message': the chunks of uncommitted message id; 'spool': the quarantine_chunks of its
+-- spools (<id>.<n>); 'rewrite': its chunks of that generation. The commit deletes the mark.
 CREATE TABLE unfinished (
   id text COLLATE "C" NOT NULL,
   kind text NOT NULL,
