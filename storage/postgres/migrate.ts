@@ -23,9 +23,14 @@ export interface MigrationResult {
 
 /** The schema version of the database (0: no mailgate tables). */
 export async function readSchemaVersion(db: pg.Pool | pg.PoolClient): Promise<number> {
-  // to_regclass is NULL, not an error, for a table that is not there (a database never migrated).
-  const table = await db.query<{ found: string | null }>(`SELECT to_regclass('mailgate_schema')::text AS found`);
-  if (table.rows[0]?.found == null) return 0;
+  // A plain query of the catalog, read with this statement's snapshot: to_regclass() looks in
+  // the session's catalog cache, which under the migration lock can still miss the table
+  // another node has just committed (two `storage migrate` at once then both created it).
+  const table = await db.query<{ found: boolean }>(
+    `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                    WHERE c.relname = 'mailgate_schema' AND n.nspname = current_schema()) AS found`,
+  );
+  if (!table.rows[0]?.found) return 0;
   const version = await db.query<{ version: number | null }>('SELECT max(version) AS version FROM mailgate_schema');
   return version.rows[0]?.version ?? 0;
 }
