@@ -6,7 +6,9 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { chmod, chown, copyFile, readFile, writeFile } from 'node:fs/promises';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 import path from 'node:path';
 import { buffer } from 'node:stream/consumers';
 import pg from 'pg';
@@ -17,8 +19,12 @@ import { createIdGenerator, newMessageId } from '../storage/ids.js';
 import type { MessageMeta, QueueEntry } from '../storage/records.js';
 import type { Store } from '../storage/store.js';
 import { runCli, startTestGateway } from './helpers/gateway.js';
-import { tempDir } from './helpers/paths.js';
+import { fixture, tempDir } from './helpers/paths.js';
+import { loadConfigText } from '../gateway/config/load.js';
+import { configuredStore } from '../gateway/config/storage.js';
 import { startPostgres, type TestPostgres } from './helpers/postgres.js';
+
+const run = promisify(execFile);
 
 let postgres: TestPostgres;
 before(async () => {
@@ -359,4 +365,38 @@ test('storage copy from LevelDB into PostgreSQL: migrated first, everything equa
   const copy = await openStore(spool, { postgres: { url, connections: 2 }, node: 'test' });
   t.after(() => copy.close());
   assert.deepEqual(await contents(copy), before);
+});
+
+test('TLS as the documented sslmode values give it: verify-full with sslrootcert checks the server, no-verify encrypts, disable does not', async (t) => {
+  const { dir, cleanup } = await tempDir('mailgate-pg-tls-');
+  t.after(cleanup);
+  // PostgreSQL reads its key only when the server's user owns it and nobody else may read it.
+  const cert = path.join(dir, 'server.pem');
+  const key = path.join(dir, 'server.key');
+  await copyFile(fixture('tls', 'cert.pem'), cert);
+  await copyFile(fixture('tls', 'key.pem'), key);
+  await chmod(key, 0o600);
+  if (process.getuid?.() === 0) {
+    const [uid, gid] = await Promise.all(['-u', '-g'].map(async (flag) => Number((await run('id', [flag, 'postgres'])).stdout.trim())));
+    for (const f of [dir, cert, key]) await chown(f, uid!, gid!);
+  }
+  const tls = await startPostgres({ fsync: false, settings: { ssl: 'on', ssl_cert_file: cert, ssl_key_file: key } });
+  t.after(() => tls.stop());
+  await tls.createDatabase('mailgate');
+  // The CA file is named relative to the config file, as every path in it is.
+  await copyFile(fixture('tls', 'cert.pem'), path.join(dir, 'db-ca.pem'));
+  const encrypted = async (query: string): Promise<boolean> => {
+    const config = loadConfigText(`[storage]\npostgres = "postgres://mailgate@127.0.0.1:${tls.port}/mailgate?${query}"\n`, path.join(dir, 'mailgate.toml'), {});
+    const client = new pg.Client({ connectionString: configuredStore(config).postgres!.url });
+    await client.connect();
+    try {
+      return (await client.query<{ ssl: boolean }>('SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()')).rows[0]!.ssl;
+    } finally {
+      await client.end();
+    }
+  };
+  assert.equal(await encrypted('sslmode=verify-full&sslrootcert=db-ca.pem'), true);
+  assert.equal(await encrypted('sslmode=no-verify'), true);
+  assert.equal(await encrypted('sslmode=disable'), false);
+  await assert.rejects(encrypted('sslmode=verify-full'), /self[- ]signed certificate/, 'without the CA the server is not trusted');
 });
