@@ -569,13 +569,14 @@ export async function openAdminApi(loaded: LoadedConfig, opts: { create?: boolea
 async function openStoppedStore(loaded: LoadedConfig, socket: string, create: boolean): Promise<Store | undefined> {
   const dir = loaded.config.data_dir;
   const settings = configuredStore(loaded.config);
+  // The data directory holds the spool whichever store keeps the records.
+  if (create) mkdirSync(dir, { recursive: true, mode: 0o700 });
   if (settings.postgres) {
     // The database's password, unlike a mail server's, is needed by every command that reads the store.
     requireSecrets(loaded, ['storage']);
     return openStore(dir, { ...settings, createIfEmpty: create });
   }
-  if (create) mkdirSync(dir, { recursive: true, mode: 0o700 });
-  else if (!existsSync(dir)) return undefined;
+  if (!create && !existsSync(dir)) return undefined;
   try {
     return await openStore(dir);
   } catch (err) {
