@@ -14,6 +14,7 @@ import { sendCommand } from './commands/send.js';
 import { adminCommand } from './commands/admin.js';
 import { auditCommand } from './commands/audit.js';
 import { statusCommand } from './commands/status.js';
+import { storageCommand } from './commands/storage.js';
 import { UsageError } from './commands/common.js';
 
 /** The version in package.json (compiled to dist/gateway/cli.js, two folders below it), so a release changes it in one place. */
@@ -44,6 +45,7 @@ program.addCommand(sendCommand());
 program.addCommand(adminCommand());
 program.addCommand(auditCommand());
 program.addCommand(statusCommand());
+program.addCommand(storageCommand());
 // Commands built with `new Command()` don't inherit these settings, so apply them to the whole tree.
 (function inherit(cmd: Command) {
   for (const sub of cmd.commands) {

@@ -72,6 +72,7 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
   const tokens = aliasTokenProviders(config, store, secretKey);
   // Node's process collectors (a GC observer, an event-loop monitor) run only where someone scrapes them.
   const metrics = new Metrics({ processMetrics: config.metrics.listen !== undefined });
+  metrics.set('mailgate_node_info', { node: config.node.name }, 1);
   // An invalid policy file at start is a config error (there is no last good policy yet).
   let policy = deps.stages ? undefined : PolicySet.load(policySources(config));
   const watcher =

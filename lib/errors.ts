@@ -254,6 +254,18 @@ export const storeErrors = {
     {},
     (mailbox: string, epoch: number) => `This node no longer holds the lease on mailbox ${mailbox} (epoch ${epoch}): another node fetches it now`,
   ),
+  /** `mailgate storage copy` fills only an empty store: the target already holds records. */
+  copyTargetNotEmpty: entry(
+    'STORE_COPY_TARGET_NOT_EMPTY',
+    {},
+    (where: string, held: string) => `The target ${where} already holds ${held}: \`mailgate storage copy\` copies only into an empty store`,
+  ),
+  /** After `mailgate storage copy`, the target does not hold what the source does. */
+  copyMismatch: entry(
+    'STORE_COPY_MISMATCH',
+    {},
+    (where: string, differences: number) => `The copy in ${where} differs from the source (${differences} differences, listed above): do not use it`,
+  ),
   /** No quarantined attachment has this id (restored or deleted already, or mistyped). */
   quarantineNotFound: entry('QUARANTINE_NOT_FOUND', {}, (id: string) => `No quarantined attachment with id ${id}`),
   /** A restore found no placeholder of the attachment in its message. */

@@ -4,9 +4,11 @@ export type { Logger };
 
 /**
  * Structured JSON logs (one object per line) for log shippers; a readable form when
- * stdout is a terminal, since an admin watching `mailgate serve` reads it by eye.
+ * stdout is a terminal, since an admin watching `mailgate serve` reads it by eye. `node`
+ * (`[node] name`) is on every JSON line, so a fleet's logs shipped to one place tell the nodes
+ * apart; the readable form, read on the node itself, leaves it out.
  */
-export function createLogger(level: LevelWithSilent = 'info', opts: { pretty?: boolean; destination?: NodeJS.WritableStream } = {}): Logger {
+export function createLogger(level: LevelWithSilent = 'info', opts: { pretty?: boolean; destination?: NodeJS.WritableStream; node?: string } = {}): Logger {
   const pretty = opts.pretty ?? Boolean(process.stdout.isTTY);
   if (pretty && !opts.destination) {
     return pino({
@@ -15,7 +17,10 @@ export function createLogger(level: LevelWithSilent = 'info', opts: { pretty?: b
     });
   }
   // Asynchronous writes keep a busy gateway's event loop off the disk; flushed on stop.
-  return pino({ level, base: { service: 'mailgate' } }, (opts.destination as pino.DestinationStream | undefined) ?? pino.destination({ dest: 1, sync: false }));
+  return pino(
+    { level, base: { service: 'mailgate', ...(opts.node === undefined ? {} : { node: opts.node }) } },
+    (opts.destination as pino.DestinationStream | undefined) ?? pino.destination({ dest: 1, sync: false }),
+  );
 }
 
 /** A logger that drops everything, for CLI commands that read the store and for tests. */

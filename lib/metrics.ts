@@ -38,6 +38,10 @@ const GAUGES = {
     help: "Days until an OAuth app's client secret expires (client_secret_expires), negative once it has; by app. Absent for apps that do not set it.",
     labels: ['app'],
   },
+  mailgate_node_info: {
+    help: "Always 1, labelled with this gateway's [node] name: joined on `instance` where several nodes share one store, it names the node without a label on every series.",
+    labels: ['node'],
+  },
   mailgate_mailbox_waiting_messages: {
     help: "Messages waiting in an alias's mailbox to be fetched, as of its last poll and while a backfill runs (gateway/fetch/progress.ts); held ones for inactive aliases not counted. By the mailbox's leading alias.",
     labels: ['alias'],

@@ -1,17 +1,73 @@
 /**
  * How the gateway and the commands get a store: the one place that knows which
- * implementation stands behind the storage interface (today LevelDB in the data directory).
+ * implementation stands behind the storage interface: LevelDB in the data directory, or
+ * PostgreSQL (storage/postgres/) when `[storage] postgres` names a database.
  */
+import os from 'node:os';
+import pg from 'pg';
 import type { Store } from './store.js';
 import { LevelStore, type StoreOptions } from './leveldb/store.js';
+import { checkDatabase, databaseName } from './postgres/migrate.js';
 
 export type { StoreOptions } from './leveldb/store.js';
 
+/** Which store {@link openStore} opens, and how. */
+export interface OpenStoreOptions extends StoreOptions {
+  /** `[storage] postgres`: the connection URL (password included) and the pool's size. Absent: LevelDB in the data directory. */
+  postgres?: { url: string; connections: number } | undefined;
+  /** `[node] name`: who holds leases and applied migrations. Default: the host name. */
+  node?: string | undefined;
+  /**
+   * PostgreSQL: create mailgate's tables on a database that has none (`serve`, and the commands
+   * that add to a store as `serve` would); otherwise such a database is `STORE_SCHEMA_TOO_OLD`.
+   * LevelDB always makes its own.
+   */
+  createIfEmpty?: boolean | undefined;
+}
+
+/** What storage/postgres/store.ts gives; loaded only when a database is configured, so a LevelDB node never loads it. */
+interface PgStoreModule {
+  PgStore: {
+    open(opts: { url: string; dir: string; node: string; logger?: StoreOptions['logger']; maxConnections?: number; createIfEmpty?: boolean }): Promise<Store>;
+  };
+}
+
+// A variable, not a literal: the PostgreSQL store is built beside this file and tsc need not see it to compile this one.
+const PG_STORE_MODULE = './postgres/store.js';
+
 /**
- * Opens (creating if needed) the store in data directory `dir`. Rejects with code
- * `STORE_LOCKED` when another process holds it (the CLI then asks the running gateway),
- * `STORE_SCHEMA_TOO_NEW` when a newer mailgate wrote it.
+ * Opens the store: with `opts.postgres`, the database (its schema checked first, see
+ * checkDatabase: `STORE_SCHEMA_TOO_OLD`, `STORE_SCHEMA_TOO_NEW`, `STORE_UNSAFE_COMMIT`), with
+ * `dir` as this node's data directory (its spool and control socket; no lock, several nodes
+ * share the database); otherwise LevelDB in `dir`, created if needed, rejecting with
+ * `STORE_LOCKED` when another process holds it and `STORE_SCHEMA_TOO_NEW` when a newer
+ * mailgate wrote it.
  */
-export function openStore(dir: string, opts: StoreOptions = {}): Promise<Store> {
-  return LevelStore.open(dir, opts);
+export async function openStore(dir: string, opts: OpenStoreOptions = {}): Promise<Store> {
+  const { postgres, node = os.hostname(), createIfEmpty, ...rest } = opts;
+  if (!postgres) return LevelStore.open(dir, rest);
+  const where = databaseName(postgres.url);
+  // One connection of its own, closed before the store opens its pool: the check is done once per open.
+  const db = new pg.Pool({ connectionString: postgres.url, max: 1 });
+  // A server that goes away while the connection idles is reported by the query that fails, not as a crash.
+  db.on('error', () => {});
+  try {
+    await checkDatabase(db, { where, node, createIfEmpty, logger: rest.logger });
+  } finally {
+    await db.end();
+  }
+  const { PgStore } = (await import(PG_STORE_MODULE)) as PgStoreModule;
+  return PgStore.open({
+    url: postgres.url,
+    dir,
+    node,
+    maxConnections: postgres.connections,
+    ...(rest.logger ? { logger: rest.logger } : {}),
+    ...(createIfEmpty === undefined ? {} : { createIfEmpty }),
+  });
+}
+
+/** Whether TARGET, as `mailgate storage copy --to` takes it, names a PostgreSQL database rather than a directory. */
+export function isDatabaseUrl(target: string): boolean {
+  return /^postgres(ql)?:\/\//i.test(target);
 }

@@ -28,6 +28,7 @@ import { silentLogger } from '../../lib/logger.js';
 import type { Metrics } from '../../lib/metrics.js';
 import type { Config, AliasConfig } from '../config/schema.js';
 import { requireSecrets, type LoadedConfig } from '../config/load.js';
+import { configuredStore } from '../config/storage.js';
 import { aliasOfAddress } from '../config/alias-addresses.js';
 import type { ConnectionTestOptions } from '../fetch/connection-test.js';
 import { setAliasStatusInStore } from '../fetch/alias-health.js';
@@ -551,7 +552,7 @@ export async function openAdminApi(loaded: LoadedConfig, opts: { create?: boolea
     config,
     unsetSecrets: loaded.unsetSecrets,
     logger: silentLogger(),
-    store: () => (opened ??= openStoppedStore(config.data_dir, socket, opts.create === true)),
+    store: () => (opened ??= openStoppedStore(loaded, socket, opts.create === true)),
     stages: withThreading(config.partition, (department) => (policy ??= PolicySet.load(policySources(config))).stagesFor(department)),
     release: async () => {
       const store = await opened?.catch(() => undefined);
@@ -560,10 +561,22 @@ export async function openAdminApi(loaded: LoadedConfig, opts: { create?: boolea
   });
 }
 
-/** A stopped gateway's store, or undefined when there is none and none is to be made. */
-async function openStoppedStore(dir: string, socket: string, create: boolean): Promise<Store | undefined> {
+/**
+ * A stopped gateway's store, or undefined when there is none and none is to be made. With
+ * PostgreSQL the database is opened directly: there is no data-directory lock (several nodes
+ * share it), and the tables are made only when `create`.
+ */
+async function openStoppedStore(loaded: LoadedConfig, socket: string, create: boolean): Promise<Store | undefined> {
+  const dir = loaded.config.data_dir;
+  const settings = configuredStore(loaded.config);
+  // The data directory holds the spool whichever store keeps the records.
   if (create) mkdirSync(dir, { recursive: true, mode: 0o700 });
-  else if (!existsSync(dir)) return undefined;
+  if (settings.postgres) {
+    // The database's password, unlike a mail server's, is needed by every command that reads the store.
+    requireSecrets(loaded, ['storage']);
+    return openStore(dir, { ...settings, createIfEmpty: create });
+  }
+  if (!create && !existsSync(dir)) return undefined;
   try {
     return await openStore(dir);
   } catch (err) {
@@ -581,7 +594,7 @@ async function openStoppedStore(dir: string, socket: string, create: boolean): P
 export async function openOwnStore(config: Config, locked: (cause: unknown) => Error, opts: { logger?: Logger } = {}): Promise<Store> {
   mkdirSync(config.data_dir, { recursive: true, mode: 0o700 });
   try {
-    return await openStore(config.data_dir, opts.logger ? { logger: opts.logger } : {});
+    return await openStore(config.data_dir, { ...configuredStore(config), createIfEmpty: true, ...(opts.logger ? { logger: opts.logger } : {}) });
   } catch (err) {
     if ((err as { code?: string }).code === 'STORE_LOCKED') throw locked(err);
     throw err;

@@ -32,8 +32,8 @@ export function oauthCommand(): Command {
       if (!app) throw new UsageError(`alias ${name} has no oauth2 (in [alias.incoming] or [alias.outgoing]) in ${where}`);
       if (app.flow !== 'authorization_code')
         throw new UsageError(`oauth_app ${app.name} uses flow = "${app.flow}": nobody signs in; only flow = "authorization_code" needs \`oauth authorize\``);
-      // Redeeming the code takes the app's client secret.
-      requireSecrets(loaded, [`oauth_app[${config.oauth_app.indexOf(app)}]`]);
+      // Redeeming the code takes the app's client secret; storing the tokens, the database's password when there is one.
+      requireSecrets(loaded, [`oauth_app[${config.oauth_app.indexOf(app)}]`, 'storage']);
       const key = await gatewaySecretKey(config);
       const store = await openOwnStore(config, (cause) => errors.oauthGatewayRunning(config.data_dir, name, cause));
       try {

@@ -3,12 +3,14 @@ import { createLogger } from '../../lib/logger.js';
 import { errors } from '../../lib/errors.js';
 import { openOwnStore } from '../admin/api.js';
 import { commandConfig } from './common.js';
+import { databaseName } from '../../storage/postgres/migrate.js';
 
 export function serveCommand(): Command {
   return new Command('serve').description('run the gateway (SMTP listener and store) until SIGTERM or SIGINT').action(async (_opts: unknown, cmd: Command) => {
     const { config, file } = commandConfig(cmd, { secrets: 'required' });
-    const logger = createLogger(config.log_level);
-    logger.info({ config: file ?? 'built-in defaults', data_dir: config.data_dir }, 'starting mailgate');
+    const logger = createLogger(config.log_level, { node: config.node.name });
+    const storeWhere = config.storage ? { postgres: databaseName(config.storage.postgres) } : {};
+    logger.info({ config: file ?? 'built-in defaults', data_dir: config.data_dir, node: config.node.name, ...storeWhere }, 'starting mailgate');
     const store = await openOwnStore(config, (cause) => errors.gatewayRunning(config.data_dir, cause), { logger });
     // Loaded here, not at the top: every other command would pay for the whole gateway.
     const { startGateway } = await import('../gateway.js');

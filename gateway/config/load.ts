@@ -10,6 +10,7 @@ import { configSchema, type Config } from './schema.js';
 import { ConfigError, loadToml, type ConfigProblem } from '../../lib/config-file/toml.js';
 import { hashPassword } from './password.js';
 import { openSealed, SECRET_KEYS } from './secrets.js';
+import { storageWithPaths } from './storage.js';
 
 export type { ConfigProblem } from '../../lib/config-file/toml.js';
 export { hashPassword, verifyPassword } from './password.js';
@@ -174,6 +175,7 @@ function finish(config: Config, baseDir: string): Config {
     quarantine: withCa(config.quarantine),
     oauth_app: config.oauth_app.map((o) => (o.ca_file === undefined ? o : { ...o, ca_file: at(o.ca_file) })),
     ...(config.secret_key_file === undefined ? {} : { secret_key_file: at(config.secret_key_file) }),
+    ...(config.storage === undefined ? {} : { storage: storageWithPaths(config.storage, baseDir) }),
   });
 }
 

@@ -19,6 +19,7 @@ import { dsnNotify, queueSchema, relaySchema, submissionSchema } from './outboun
 import { aliasQuarantineSchema, quarantineSchema } from './quarantine.js';
 import { retentionSchema } from './retention.js';
 import { aliasAutoReply, partitionThreadingKeys } from './threading.js';
+import { nodeSchema, storageSchema } from './storage.js';
 
 const listenAddress = listenAddressOf(2525);
 
@@ -237,6 +238,10 @@ const alias = z.strictObject({
 const configTables = z.strictObject({
   /** Where messages and state are stored; relative to the config file. */
   data_dir: text.default('./data'),
+  /** Where the records are kept: a PostgreSQL database several nodes share (issue 16). Absent: LevelDB in data_dir. */
+  storage: storageSchema.optional(),
+  /** This gateway among several on one database: its name. */
+  node: nodeSchema,
   /** Least severe log level written. */
   log_level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace']).default('info'),
   /** The SMTP listener. */
@@ -325,6 +330,9 @@ export type RelayConfig = Config['relay'][number];
 export type OAuthAppConfig = Config['oauth_app'][number];
 /** `[admin]`. */
 export type { AdminConfig, AdminUserConfig, AdminTokenConfig, AdminRole } from './admin.js';
+/** `[storage]` (absent: LevelDB in data_dir) and `[node]`. */
+export type { StorageConfig } from './storage.js';
+export type NodeConfig = Config['node'];
 /** `[retention]`, ages in milliseconds. */
 export type RetentionConfig = Config['retention'];
 /** One of `fatal`, `error`, `warn`, `info`, `debug`, `trace`. */

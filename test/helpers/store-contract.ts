@@ -659,6 +659,76 @@ export function storeContract(name: string, factory: StoreFactory): void {
     assert.equal(await store.claimAutoReply('sales', 'ann@example.org', at(day + 1), at(1)), true, 'after the interval, again');
   });
 
+  // The list methods `mailgate storage copy` reads a store with (storage/copy.ts).
+
+  contract('every fetched key is listed once with its record, those of side records and of putFetched alike', async (store) => {
+    assert.deepEqual(await all(store.listFetched()), []);
+    const id = newMessageId();
+    const keys: FetchedKey[] = [
+      { alias: 'sales', key: '1700000000:1' },
+      { alias: 'sales', key: '1700000000:1#billing@example.com' },
+      { alias: 'support', key: 'pop3:0000000100000002' },
+    ];
+    await store.putFetched(keys[0]!, { id, invalid: true });
+    await storeMessage(store, Buffer.from('fetched\r\n'), [{ type: 'fetched', key: keys[1]!, record: { id } }], id);
+    await store.putFetched(keys[2]!, { id });
+    await store.putFetched(keys[2]!, { id, invalid: true });
+    const byKey = (a: { key: FetchedKey }, b: { key: FetchedKey }) => `${a.key.alias} ${a.key.key}`.localeCompare(`${b.key.alias} ${b.key.key}`);
+    assert.deepEqual((await all(store.listFetched())).sort(byKey), [
+      { key: keys[0]!, record: { id, invalid: true } },
+      { key: keys[1]!, record: { id } },
+      { key: keys[2]!, record: { id, invalid: true } },
+    ]);
+  });
+
+  contract('every token cache is listed once, as last written', async (store) => {
+    assert.deepEqual(await all(store.listTokenCaches()), []);
+    const rotated = randomBytes(2000);
+    await store.writeTokenCache('sales', randomBytes(10));
+    await store.writeTokenCache('support', Buffer.from('other'));
+    await store.writeTokenCache('sales', rotated);
+    const listed = (await all(store.listTokenCaches())).sort((a, b) => a.alias.localeCompare(b.alias));
+    assert.deepEqual(
+      listed.map(({ alias, sealed }) => ({ alias, sealed: Buffer.from(sealed) })),
+      [
+        { alias: 'sales', sealed: rotated },
+        { alias: 'support', sealed: Buffer.from('other') },
+      ],
+    );
+  });
+
+  contract('every auto-reply is listed with the time of its last answer, per alias and sender', async (store) => {
+    assert.deepEqual(await all(store.listAutoReplies()), []);
+    const t0 = new Date('2026-03-01T10:00:00.000Z');
+    const later = new Date('2026-03-03T10:00:00.000Z');
+    await store.claimAutoReply('sales', 'ann@example.org', t0, new Date(0));
+    await store.claimAutoReply('support', 'ann@example.org', t0, new Date(0));
+    await store.claimAutoReply('sales', 'ann@example.org', later, new Date(later.getTime() - 86_400_000));
+    await store.claimAutoReply('sales', 'bob@example.org', new Date(t0.getTime() + 1000), new Date(t0.getTime() + 1000 - 86_400_000));
+    assert.equal(await store.claimAutoReply('sales', 'bob@example.org', later, t0), false, 'bob was answered after t0');
+    const listed = (await all(store.listAutoReplies())).sort((a, b) => `${a.alias} ${a.sender}`.localeCompare(`${b.alias} ${b.sender}`));
+    assert.deepEqual(
+      listed.map((r) => ({ ...r, at: r.at.toISOString() })),
+      [
+        { alias: 'sales', sender: 'ann@example.org', at: later.toISOString() },
+        { alias: 'sales', sender: 'bob@example.org', at: new Date(t0.getTime() + 1000).toISOString() },
+        { alias: 'support', sender: 'ann@example.org', at: t0.toISOString() },
+      ],
+      'a refused claim changes nothing',
+    );
+  });
+
+  contract('an audit entry given its id keeps it, and lists in its place by that id', async (store) => {
+    const entry = { at: '2025-01-01T10:00:00.000Z', who: 'user alice', action: 'restore', target: 'q1', from: '127.0.0.1', outcome: 'ok' };
+    const now = await store.appendAudit({ ...entry, action: 'delete' });
+    // An id made a year ago (a copied store's oldest entry) sorts before one made now.
+    const old = createIdGenerator(() => new Date('2025-01-01T10:00:00.000Z').getTime())();
+    const copied = await store.appendAudit({ ...entry, id: old });
+    assert.deepEqual(copied, { ...entry, id: old });
+    assert.deepEqual(await store.listAudit(), [now, copied]);
+    assert.deepEqual(await store.listAudit({ since: new Date('2026-01-01T00:00:00.000Z') }), [now], 'its time is that of its id');
+  });
+
   test(`${name}: close waits for a commit in flight, is safe twice, and refuses writes after`, async () => {
     const store = await factory.open();
     let reopened: Store | undefined;
@@ -776,6 +846,12 @@ async function writeInPieces(target: Writable | { write(b: Buffer): Promise<void
     scratch.fill(0xee);
     offset += n;
   }
+}
+
+async function all<T>(items: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const item of items) out.push(item);
+  return out;
 }
 
 async function collect(source: AsyncIterable<Buffer> | Readable): Promise<Buffer[]> {
