@@ -4,10 +4,9 @@
  * PostgreSQL (storage/postgres/) when `[storage] postgres` names a database.
  */
 import os from 'node:os';
-import pg from 'pg';
 import type { Store } from './store.js';
 import { LevelStore, type StoreOptions } from './leveldb/store.js';
-import { checkDatabase, databaseName } from './postgres/migrate.js';
+import { PgStore } from './postgres/store.js';
 
 export type { StoreOptions } from './leveldb/store.js';
 
@@ -25,16 +24,6 @@ export interface OpenStoreOptions extends StoreOptions {
   createIfEmpty?: boolean | undefined;
 }
 
-/** What storage/postgres/store.ts gives; loaded only when a database is configured, so a LevelDB node never loads it. */
-interface PgStoreModule {
-  PgStore: {
-    open(opts: { url: string; dir: string; node: string; logger?: StoreOptions['logger']; maxConnections?: number; createIfEmpty?: boolean }): Promise<Store>;
-  };
-}
-
-// A variable, not a literal: the PostgreSQL store is built beside this file and tsc need not see it to compile this one.
-const PG_STORE_MODULE = './postgres/store.js';
-
 /**
  * Opens the store: with `opts.postgres`, the database (its schema checked first, see
  * checkDatabase: `STORE_SCHEMA_TOO_OLD`, `STORE_SCHEMA_TOO_NEW`, `STORE_UNSAFE_COMMIT`), with
@@ -46,17 +35,6 @@ const PG_STORE_MODULE = './postgres/store.js';
 export async function openStore(dir: string, opts: OpenStoreOptions = {}): Promise<Store> {
   const { postgres, node = os.hostname(), createIfEmpty, ...rest } = opts;
   if (!postgres) return LevelStore.open(dir, rest);
-  const where = databaseName(postgres.url);
-  // One connection of its own, closed before the store opens its pool: the check is done once per open.
-  const db = new pg.Pool({ connectionString: postgres.url, max: 1 });
-  // A server that goes away while the connection idles is reported by the query that fails, not as a crash.
-  db.on('error', () => {});
-  try {
-    await checkDatabase(db, { where, node, createIfEmpty, logger: rest.logger });
-  } finally {
-    await db.end();
-  }
-  const { PgStore } = (await import(PG_STORE_MODULE)) as PgStoreModule;
   return PgStore.open({
     url: postgres.url,
     dir,

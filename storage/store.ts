@@ -147,6 +147,13 @@ export interface DeletedMessages {
   queued: number;
 }
 
+/** Where a store reports its sweeps, migrations and recoveries; pino's `info/warn/error(obj, msg)` fit. */
+export interface StoreLogger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
 /** The message store. One per gateway; opened by storage/open.ts. */
 export interface Store {
   /**

@@ -55,6 +55,7 @@
 import { Level } from 'level';
 import type { BatchOperation } from 'level';
 import type { AliasState, AuditEntry, FetchedKey, FetchedRecord, MessageMeta, QuarantineRecord, QueueEntry } from '../records.js';
+import type { StoreLogger } from '../store.js';
 import { storeErrors } from '../../lib/errors.js';
 
 /** The root database: utf8 keys and values. */
@@ -240,13 +241,6 @@ export function quarantineRange(id: string): { gte: string; lt: string } {
 /** Id part of a `by-alias` key. */
 export function idOfAliasKey(key: string): string {
   return key.slice(key.lastIndexOf('\x00') + 1);
-}
-
-/** Minimal logger: pino's `info/warn/error(obj, msg)` fit. */
-export interface StoreLogger {
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
 }
 
 /**

@@ -9,7 +9,7 @@ import { statfs } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AliasState, AuditEntry, DeliveryRecord, FetchedKey, FetchedRecord, MessageMeta, QuarantineRecord, QueueEntry } from '../records.js';
-import type { DeletedMessages, ListOptions, Store } from '../store.js';
+import type { DeletedMessages, ListOptions, Store, StoreLogger } from '../store.js';
 import { filtersContent, matchesContent } from '../message-filter.js';
 import { GroupCommit } from './group-commit.js';
 import { MessageWriter } from './message-writer.js';
@@ -32,14 +32,14 @@ import {
   openSublevels,
   runMigrations,
   type RootDb,
-  type StoreLogger,
   type StoreOp,
   type Sublevels,
 } from './layout.js';
 import { WriteGuard, batchApplied, isWriteUncertain } from './write-guard.js';
 
 export { MessageWriter, CHUNK_SIZE } from './message-writer.js';
-export { SCHEMA_VERSION, type StoreLogger, type StoreOp, type Sublevels } from './layout.js';
+export { SCHEMA_VERSION, type StoreOp, type Sublevels } from './layout.js';
+export type { StoreLogger } from '../store.js';
 
 /** Options for {@link LevelStore.open}. */
 export interface StoreOptions {

@@ -11,7 +11,8 @@
  */
 import pg from 'pg';
 import { isDiskFull } from '../../lib/errors.js';
-import type { StoreLogger } from '../leveldb/layout.js';
+import { databaseName } from './migrate.js';
+import type { StoreLogger } from '../store.js';
 
 /** Default size of the commits pool; the bytes pool gets half as many. */
 export const DEFAULT_MAX_CONNECTIONS = 10;
@@ -34,7 +35,7 @@ export interface Pools {
 
 /** Opens the pools on URL; a lost idle connection is logged, never thrown (it would crash the gateway). */
 export function openPools(url: string, maxConnections: number, logger: StoreLogger): Pools {
-  const where = redactedUrl(url);
+  const where = databaseName(url);
   const make = (max: number, options?: string): pg.Pool => {
     const pool = new pg.Pool({
       connectionString: url,
@@ -81,17 +82,6 @@ export async function inTransaction<T>(pool: pg.Pool, fn: (tx: pg.PoolClient) =>
   } finally {
     client.off('error', lost);
     client.release(broken);
-  }
-}
-
-/** URL without its password: what errors and logs name the database by. */
-export function redactedUrl(url: string): string {
-  try {
-    const parsed = new URL(url);
-    if (parsed.password) parsed.password = '***';
-    return parsed.toString();
-  } catch {
-    return url.replace(/:[^:@/]*@/, ':***@');
   }
 }
 

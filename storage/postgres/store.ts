@@ -10,20 +10,19 @@
 import { Readable } from 'node:stream';
 import type { AliasState, AuditEntry, DeliveryRecord, FetchedKey, FetchedRecord, MessageMeta, QuarantineRecord, QueueEntry } from '../records.js';
 import type { DeletedMessages, ListOptions, Store } from '../store.js';
-import type { StoreLogger } from '../leveldb/layout.js';
+import type { StoreLogger } from '../store.js';
 import { storeErrors } from '../../lib/errors.js';
 import { idFloor, isMessageId } from '../ids.js';
 import { filtersContent, matchesContent } from '../message-filter.js';
 import { CHUNKS_PER_READ } from './chunks.js';
 import { indexedMessageId, storable } from './message-row.js';
 import { PgMessageWriter, type WriterContext } from './message-writer.js';
-import { migrateDatabase, readSchemaVersion } from './migrate.js';
-import { DEFAULT_MAX_CONNECTIONS, isPostgresFailure, openPools, redactedUrl, type Pools } from './pool.js';
+import { checkDatabase, databaseName } from './migrate.js';
+import { DEFAULT_MAX_CONNECTIONS, isPostgresFailure, openPools, type Pools } from './pool.js';
 import { PgQuarantineSpool, deleteQuarantined, getQuarantined, listQuarantine, openQuarantined } from './quarantine.js';
 import * as records from './records.js';
 import { deleteMessage, deleteMessagesBefore } from './retention.js';
 import { MessageLocks, PgRewrite } from './rewrite.js';
-import { SCHEMA_VERSION } from './schema.js';
 import { sweepUnfinished } from './sweep.js';
 
 /** Options for {@link PgStore.open}. */
@@ -62,7 +61,7 @@ export class PgStore implements Store {
   private constructor(opts: PgStoreOptions, pools: Pools) {
     this.dir = opts.dir;
     this.node = opts.node;
-    this.where = redactedUrl(opts.url);
+    this.where = databaseName(opts.url);
     this.#pools = pools;
     this.#ctx = { pools, node: opts.node, spoolMarks: new Set(), commits: new Set(), background: new Set(), leftovers: new Set() };
   }
@@ -75,20 +74,10 @@ export class PgStore implements Store {
    */
   static async open(opts: PgStoreOptions): Promise<PgStore> {
     const logger = opts.logger ?? silentLogger;
-    const where = redactedUrl(opts.url);
+    const where = databaseName(opts.url);
     const pools = openPools(opts.url, opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS, logger);
     try {
-      let version = await readSchemaVersion(pools.commits);
-      if (version === 0 && opts.createIfEmpty) {
-        await migrateDatabase(pools.commits, { where, node: opts.node, logger });
-        version = await readSchemaVersion(pools.commits);
-      }
-      if (version > SCHEMA_VERSION) throw storeErrors.schemaTooNew(where, version, SCHEMA_VERSION);
-      if (version < SCHEMA_VERSION) throw storeErrors.schemaTooOld(where, version, SCHEMA_VERSION);
-      const { rows } = await pools.commits.query<{ synchronous_commit: string }>('SHOW synchronous_commit');
-      const setting = rows[0]?.synchronous_commit ?? 'unknown';
-      // local, remote_write, on and remote_apply all flush this server's WAL before a commit returns; off does not.
-      if (setting === 'off') throw storeErrors.unsafeCommit(where, setting);
+      await checkDatabase(pools.commits, { where, node: opts.node, createIfEmpty: opts.createIfEmpty, logger });
       const store = new PgStore(opts, pools);
       const swept = await sweepUnfinished(pools.commits, opts.node, logger);
       logger.info({ where, node: opts.node, swept }, `store opened; swept ${swept} unfinished write(s)`);

@@ -6,7 +6,7 @@
  * comes second finds it gone (the commit then fails: message-writer.ts).
  */
 import type pg from 'pg';
-import type { StoreLogger } from '../leveldb/layout.js';
+import type { StoreLogger } from '../store.js';
 import { removeUnfinished } from './message-writer.js';
 import { inTransaction } from './pool.js';
 

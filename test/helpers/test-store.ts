@@ -1,0 +1,54 @@
+/**
+ * Which store the suite runs on: LevelDB in each test's data directory (the default), or with
+ * `MAILGATE_TEST_STORE=postgres` a PostgreSQL database per data directory, on one private
+ * cluster per test file (test/helpers/postgres.ts), started when this module is first loaded
+ * and removed when the test process exits. Tests that configure a gateway through
+ * `testConfigText` (helpers/gateway.ts) and open its store through `openTestStore` run on
+ * either; tests of LevelDB itself open it by name and stay on it.
+ */
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import path from 'node:path';
+import { openStore } from '../../storage/open.js';
+import type { Store } from '../../storage/store.js';
+import { startPostgres, type TestPostgres } from './postgres.js';
+
+/** `postgres` when the suite runs on PostgreSQL. */
+export const testStoreKind: 'leveldb' | 'postgres' = process.env.MAILGATE_TEST_STORE === 'postgres' ? 'postgres' : 'leveldb';
+if (process.env.MAILGATE_TEST_STORE && !['postgres', 'leveldb'].includes(process.env.MAILGATE_TEST_STORE))
+  throw new Error(`MAILGATE_TEST_STORE: expected postgres or leveldb, got ${process.env.MAILGATE_TEST_STORE}`);
+
+// fsync off: the suite checks behaviour, not power loss; a crash of the server process
+// (`stopServer('immediate')`) keeps the WAL in the page cache either way. The bench keeps fsync on.
+const cluster: TestPostgres | undefined = testStoreKind === 'postgres' ? await startPostgres({ fsync: false }) : undefined;
+if (cluster) process.once('exit', () => cluster.stopSync());
+
+const created = new Set<string>();
+
+/**
+ * The database of data directory DATA_DIR (made on first use): a name derived from the path,
+ * so the gateway child processes and the test that reads their store afterwards meet in it.
+ */
+export function testDatabaseUrl(dataDir: string): string {
+  if (!cluster) throw new Error('testDatabaseUrl: the suite runs on LevelDB (MAILGATE_TEST_STORE is not postgres)');
+  const name = 'mg_' + createHash('sha256').update(path.resolve(dataDir)).digest('hex').slice(0, 24);
+  if (!created.has(name)) {
+    // Synchronous: testConfigText, which names it, is. One short psql run (~50 ms).
+    execFileSync('psql', ['-q', '-h', cluster.host, '-p', String(cluster.port), '-U', cluster.user, '-d', 'postgres', '-c', `CREATE DATABASE "${name}"`], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    created.add(name);
+  }
+  return cluster.url(name);
+}
+
+/** The `[storage]` table for a gateway whose data directory is DATA_DIR: empty on LevelDB. */
+export function testStorageToml(dataDir: string): string {
+  return cluster ? `\n[storage]\npostgres = ${JSON.stringify(testDatabaseUrl(dataDir))}\n` : '';
+}
+
+/** Opens the store of data directory DATA_DIR the way `serve` would with the suite's store. */
+export function openTestStore(dataDir: string): Promise<Store> {
+  if (!cluster) return openStore(dataDir);
+  return openStore(dataDir, { postgres: { url: testDatabaseUrl(dataDir), connections: 5 }, node: 'test', createIfEmpty: true });
+}
