@@ -96,15 +96,21 @@ export class LeaseKeeper {
       }
       return;
     }
-    const lapsed = began - this.#renewedAt >= ttlMs;
     this.#renewedAt = began;
     if (this.#stopped) return;
     const current = new Map(now.map((l) => [l.mailbox, l]));
-    for (const lease of [...this.#held.values()]) {
-      const still = current.get(lease.mailbox);
-      if (still?.epoch === lease.epoch) continue;
+    const gone = [...this.#held.values()].filter((lease) => current.get(lease.mailbox)?.epoch !== lease.epoch);
+    // Who holds them now says why they went: nobody (this round gave them back for another
+    // node's share) or another node (they lapsed first: this node was paused or cut off).
+    const rows = gone.length ? await leases.list().catch(() => []) : [];
+    for (const lease of gone) {
       this.#held.delete(lease.mailbox);
-      if (lapsed) this.#log('warn', lease, 'mailbox lease lost: it lapsed before this node renewed it; this node stops fetching it');
+      const row = rows.find((r) => r.mailbox === lease.mailbox);
+      if (row?.held && row.holder !== leases.node)
+        this.#log('warn', lease, `mailbox lease lost to node ${row.holder}: it lapsed before this node renewed it; this node stops fetching it`, {
+          to: row.holder,
+          to_epoch: row.epoch,
+        });
       else this.#log('info', lease, 'mailbox lease given back so another node gets its share; this node stops fetching it');
       this.#opts.lost(lease);
     }
@@ -119,7 +125,10 @@ export class LeaseKeeper {
     }
   }
 
-  #log(level: 'info' | 'warn', lease: { mailbox: string; epoch: number }, msg: string): void {
-    this.#opts.logger[level]({ mailbox: lease.mailbox, alias: this.#opts.aliasOf(lease.mailbox), epoch: lease.epoch, node: this.#opts.leases.node }, msg);
+  #log(level: 'info' | 'warn', lease: { mailbox: string; epoch: number }, msg: string, more: object = {}): void {
+    this.#opts.logger[level](
+      { mailbox: lease.mailbox, alias: this.#opts.aliasOf(lease.mailbox), epoch: lease.epoch, node: this.#opts.leases.node, ...more },
+      msg,
+    );
   }
 }

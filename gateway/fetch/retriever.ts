@@ -216,7 +216,10 @@ export function startRetriever(deps: RetrieverDeps): Retriever {
       const worker = running().find((w) => w.runs(alias));
       return worker ? worker.setStatus(alias, status) : undefined;
     },
-    backfill: (alias) => running().find((w) => w.runs(alias))?.progress.view(),
+    backfill: (alias) =>
+      running()
+        .find((w) => w.runs(alias))
+        ?.progress.view(),
   };
 }
 
