@@ -46,11 +46,13 @@ function disjoint(held: readonly (readonly MailboxLease[])[]): void {
 
 /** Balancing rounds of NODES in turn until WANT holds of what they hold. */
 async function roundsUntil(nodes: readonly PgLeases[], want: (held: MailboxLease[][]) => boolean, mailboxes = MAILBOXES): Promise<MailboxLease[][]> {
-  for (;;) {
+  // A bound, so a regression fails with the state it got stuck in rather than hanging the run.
+  for (let round = 1; ; round++) {
     const held: MailboxLease[][] = [];
     for (const node of nodes) held.push(await node.balance(mailboxes, TTL));
     disjoint(held);
     if (want(held)) return held;
+    if (round === 300) assert.fail(`not settled after ${round} rounds: ${JSON.stringify(held.map(names))}`);
     await sleep(100);
   }
 }
@@ -147,6 +149,35 @@ test('a mailbox no longer in a node configuration is given back, and one not in 
   const b = node('b');
   // B fetches only the last two: those are the ones it takes, whatever its share of A's.
   assert.deepEqual(names(await b.balance(MAILBOXES.slice(5), TTL)), MAILBOXES.slice(5));
+});
+
+test('a node fetching none of the mailboxes takes no share of them, and configurations that overlap in part leave none unfetched', async () => {
+  const node = await fleet();
+  const a = node('a');
+  const b = node('b');
+  const idle = node('no-mailboxes');
+  // Two nodes share the seven, 4 and 3, as if the third (live all along) were not there.
+  for (let round = 1; ; round++) {
+    assert.ok(round < 100, 'settled');
+    assert.deepEqual(await idle.balance([], TTL), []);
+    const held = [await a.balance(MAILBOXES, TTL), await b.balance(MAILBOXES, TTL)];
+    disjoint(held);
+    if (held[1]!.length > 0 && held.flat().length === 7) {
+      assert.deepEqual(
+        held.map((h) => h.length),
+        [4, 3],
+      );
+      break;
+    }
+  }
+  // A third node fetching only two of them: every mailbox stays held by someone, each once.
+  const some = node('some');
+  for (let round = 0; round < 6; round++) {
+    const now = [await a.balance(MAILBOXES, TTL), await b.balance(MAILBOXES, TTL), await some.balance(MAILBOXES.slice(0, 2), TTL)];
+    disjoint(now);
+    assert.equal(now.flat().length, 7, `round ${round}: ${JSON.stringify(now.map(names))}`);
+    assert.ok(now[2]!.every((l) => MAILBOXES.slice(0, 2).includes(l.mailbox)));
+  }
 });
 
 test('nodes balancing at the same moment never both get a mailbox', async () => {

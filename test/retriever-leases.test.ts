@@ -108,7 +108,11 @@ async function startNode(t: { after(fn: () => Promise<void>): void }, pool: pg.P
 
 /** Polls WHAT until it holds. */
 async function until(what: () => Promise<boolean> | boolean): Promise<void> {
-  while (!(await what())) await sleep(100);
+  // A bound, so a regression fails rather than hanging the run.
+  for (let tries = 0; !(await what()); tries++) {
+    if (tries === 600) assert.fail('the awaited state never came');
+    await sleep(100);
+  }
 }
 
 const subjects = async (store: LevelStore, alias: string) => (await store.listMessages({ alias, limit: 1000 })).map((m) => m.subject ?? '').sort();

@@ -68,12 +68,15 @@ export class PgLeases implements Leases {
          FROM nodes n WHERE n.stopped_at IS NULL AND n.seen_at > now() - ${ms(1)}`,
         [ttlMs],
       );
-      const others = live.rows.filter((n) => n.name !== this.node);
-      const share = Math.ceil(wanted.length / (others.length + 1));
-      // A mailbox no other live node fetches is taken whatever the share: else no one would.
-      const elsewhere = new Set(others.flatMap((n) => n.info.mailboxes ?? []));
+      // Peers: live nodes fetching any of these mailboxes (a node fetching none of them takes no share of them).
+      const ours = new Set(wanted);
+      const peers = live.rows.filter((n) => n.name !== this.node && (n.info.mailboxes ?? []).some((m) => ours.has(m)));
+      const share = Math.ceil(wanted.length / (peers.length + 1));
+      // A mailbox no peer fetches is taken whatever the share: else no one would.
+      const elsewhere = new Set(peers.flatMap((n) => n.info.mailboxes ?? []));
       const only = wanted.filter((m) => !elsewhere.has(m));
       if (only.length) held += await this.#take(tx, only, ttlMs, only.length);
+      const hungry = new Set(peers.filter((n) => Number(n.holds) < share).flatMap((n) => n.info.mailboxes ?? []));
       if (held < share) {
         held += await this.#take(
           tx,
@@ -81,10 +84,15 @@ export class PgLeases implements Leases {
           ttlMs,
           share - held,
         );
-      } else if (held > share) {
-        // Given back only as far as other live nodes that fetch it are short of their share,
-        // so nothing lies free when no one would take it.
-        const short = others.filter((n) => Number(n.holds) < share);
+      }
+      // Beyond the share, free ones no peer short of its share fetches (their configurations
+      // differ): else they would lie unfetched.
+      const spare = wanted.filter((m) => elsewhere.has(m) && !hungry.has(m));
+      if (held >= share && spare.length) held += await this.#take(tx, spare, ttlMs, spare.length);
+      if (held > share) {
+        // Given back only as far as peers that fetch them are short of their share, so
+        // nothing lies free when no one would take it.
+        const short = peers.filter((n) => Number(n.holds) < share);
         const deficit = short.reduce((sum, n) => sum + share - Number(n.holds), 0);
         const wantedByShort = [...new Set(short.flatMap((n) => n.info.mailboxes ?? []))];
         const surplus = Math.min(held - share, deficit);
