@@ -11,7 +11,7 @@ import { PgStore } from './postgres/store.js';
 export type { StoreOptions } from './leveldb/store.js';
 
 /** Which store {@link openStore} opens, and how. */
-export interface OpenStoreOptions extends StoreOptions {
+export interface OpenStoreOptions extends Omit<StoreOptions, 'node'> {
   /** `[storage] postgres`: the connection URL (password included) and the pool's size. Absent: LevelDB in the data directory. */
   postgres?: { url: string; connections: number } | undefined;
   /** `[node] name`: who holds leases and applied migrations. Default: the host name. */
@@ -34,7 +34,7 @@ export interface OpenStoreOptions extends StoreOptions {
  */
 export async function openStore(dir: string, opts: OpenStoreOptions = {}): Promise<Store> {
   const { postgres, node = os.hostname(), createIfEmpty, ...rest } = opts;
-  if (!postgres) return LevelStore.open(dir, rest);
+  if (!postgres) return LevelStore.open(dir, { ...rest, node });
   return PgStore.open({
     url: postgres.url,
     dir,

@@ -154,6 +154,73 @@ export interface StoreLogger {
   error(obj: object, msg?: string): void;
 }
 
+/** A node's hold on one mailbox (the identity aliases share: type, host, port, user, folder). */
+export interface MailboxLease {
+  /** The mailbox's identity (gateway/fetch/recipients.ts `mailboxIdentity`). */
+  mailbox: string;
+  /** The node holding it. */
+  holder: string;
+  /** Grows with every change of holder: a fetched record carries it, so a former holder's commit is refused. */
+  epoch: number;
+  /** When it lapses unless renewed, by the database's clock. */
+  expiresAt: Date;
+}
+
+/** One row of the lease table, for the console: a mailbox free or lapsed has no live holder. */
+export interface LeaseState {
+  mailbox: string;
+  /** The node that holds it, or held it last (absent once released). */
+  holder?: string;
+  epoch: number;
+  expiresAt?: Date;
+  /** Whether `holder` holds it now (not released, not expired by the database's clock). */
+  held: boolean;
+}
+
+/** A node of the fleet as the lease table knows it. */
+export interface FleetNode {
+  name: string;
+  /** When this run of the node first balanced its leases. */
+  startedAt: Date;
+  /** Its last balancing round. */
+  seenAt: Date;
+  /** Seen within the lease time and not shut down: counted when mailboxes are shared out. */
+  live: boolean;
+}
+
+/**
+ * Which node fetches which mailbox (issue 16, "Several nodes: Fetching"): each mailbox is held
+ * by one node at a time through a lease with an expiry and an epoch. The retriever balances
+ * every third of the lease time, fetches only what it holds, and confirms a lease right before
+ * moving or deleting a poll's messages.
+ */
+export interface Leases {
+  /** This node's name (`[node] name`). */
+  readonly node: string;
+  /**
+   * Whether other nodes may share the store. false for a store only one process can open
+   * (LevelDB): it holds every mailbox, so the retriever needs no lease rounds and logs none.
+   */
+  readonly shared: boolean;
+  /**
+   * One round: records this node as seen, renews the leases it holds, takes free or expired
+   * ones among MAILBOXES up to its fair share (ceil(mailboxes / live nodes)), gives back
+   * those above it when another live node has fewer (so a node that joins gets work), and
+   * resolves to the leases it holds now. Two nodes balancing at once never both get one. A
+   * new holder always gets the last epoch + 1. Mailboxes it holds that are not in MAILBOXES
+   * (no longer in this node's configuration) are given back.
+   */
+  balance(mailboxes: readonly string[], ttlMs: number): Promise<MailboxLease[]>;
+  /** Whether this node still holds LEASE at its epoch; if so it is extended by the lease time. */
+  confirm(lease: { mailbox: string; epoch: number }): Promise<boolean>;
+  /** Gives back these mailboxes' leases (default: every one this node holds, and it leaves the fleet); resolves to those given back. */
+  release(mailboxes?: readonly string[]): Promise<MailboxLease[]>;
+  /** Every mailbox ever leased, by mailbox. */
+  list(): Promise<LeaseState[]>;
+  /** Every node that ever balanced, by name. */
+  nodes(): Promise<FleetNode[]>;
+}
+
 /** The message store. One per gateway; opened by storage/open.ts. */
 export interface Store {
   /**
@@ -161,6 +228,9 @@ export interface Store {
    * the control socket live there, whatever keeps the records.
    */
   readonly dir: string;
+
+  /** Which node fetches which mailbox. */
+  readonly leases: Leases;
 
   // Messages.
 

@@ -6,7 +6,7 @@
 import { z } from 'zod';
 import { isLoopbackHost } from '../../lib/net.js';
 
-import { host, port, positive, text } from './fields.js';
+import { age, host, port, positive, text } from './fields.js';
 
 /** Default mail-fetch port: POP3 110, POP3 over TLS 995, IMAP 143, IMAP over TLS 993. */
 export function defaultFetchPort(type: 'pop3' | 'imap', tls: boolean): number {
@@ -126,5 +126,10 @@ export const retrieverSchema = z
   .strictObject({
     /** Most bytes of fetched messages held in memory at once over every mailbox, so hundreds fetching together cannot exhaust memory (default 64 MiB). */
     bytes_in_flight: positive('bytes').default(64 * 1024 * 1024),
+    /**
+     * Several nodes on PostgreSQL (issue 16): how long a node's hold on a mailbox lasts unless
+     * renewed (every third of it); a node that dies loses its mailboxes to the others after this. Default "30s".
+     */
+    lease_ttl: age('"30s" or "1m"').default(30_000),
   })
   .prefault({});

@@ -13,7 +13,7 @@ import { ingestMessage, type IngestDeps, type IngestRequest } from '../../ingest
 import { hasReply } from '../../lib/errors.js';
 import { newMessageId } from '../../storage/ids.js';
 import type { AliasState, AliasStatus, FetchedKey, FetchedRecord, MessageMeta, QueueEntry } from '../../storage/records.js';
-import type { SideRecord } from '../../storage/store.js';
+import type { Leases, SideRecord } from '../../storage/store.js';
 import type { Metrics } from '../../lib/metrics.js';
 import { ImapMailbox } from './imap.js';
 import { Pop3Mailbox } from './pop3/mailbox.js';
@@ -28,6 +28,7 @@ import type { TokenProvider } from '../oauth/tokens.js';
 import { plaintextOverNetwork } from '../config/incoming.js';
 import { BackfillProgress, type Backfill } from './progress.js';
 import type { GatewayEvents } from '../events.js';
+import { LeaseKeeper } from './lease-keeper.js';
 
 /** What the lanes of one poll share: messages taken and being fetched (for `max_items`), and whether one failed. */
 interface Lanes {
@@ -75,6 +76,24 @@ export interface RetrieverHooks {
   bytesInFlight?(alias: string, bytes: number): void;
 }
 
+/** The lease a worker fetches under, with several nodes on one store (lease-keeper.ts). */
+interface WorkerLease {
+  lease: { mailbox: string; epoch: number };
+  leases: Leases;
+  /** The former worker of this mailbox on this node, still stopping: this one starts after it. */
+  after: Promise<void> | undefined;
+  /** Tells the keeper the lease is gone (a confirm failed, a commit was refused). */
+  lost(): void;
+}
+
+/** Whether ERR, or one of its causes, is the store refusing a record because the mailbox's lease is gone. */
+function isLeaseLost(err: unknown): boolean {
+  for (let e = err, depth = 0; typeof e === 'object' && e !== null && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
+    if ((e as { code?: unknown }).code === 'STORE_LEASE_LOST') return true;
+  }
+  return false;
+}
+
 /** What one poll did. */
 export interface PollResult {
   /** Messages stored in this poll (over-size records included). */
@@ -102,7 +121,10 @@ export interface RetrieverDeps extends IngestDeps {
 
 /** The running retriever. */
 export interface Retriever {
-  /** Names of the mailboxes being fetched, each by its leading alias (the first configured active one). */
+  /**
+   * Names of the mailboxes being fetched, each by its leading alias (the first configured
+   * active one). With several nodes on one store, only those whose lease this node holds.
+   */
   readonly aliases: readonly string[];
   /** Stops every worker; waits for the message being fetched to be stored, then closes the sessions. */
   stop(): Promise<void>;
@@ -131,19 +153,73 @@ export function startRetriever(deps: RetrieverDeps): Retriever {
   // Aliases with status = "inactive" in the file stay in their mailbox's group, so their mail
   // is recognised and left in the mailbox rather than taken for another alias; a mailbox none
   // of whose aliases can ever be active (until the file changes) is not fetched at all.
+  const fetched = [...groups.entries()].filter(([, group]) => group.some((a) => a.status === 'active'));
   // `[retriever] bytes_in_flight`: one bound on the fetched bytes in memory over all mailboxes.
   const shared = new ByteBudget(deps.config.retriever.bytes_in_flight);
-  const workers = [...groups.values()].filter((group) => group.some((a) => a.status === 'active')).map((group) => new MailboxWorker(deps, group, shared));
+  /** The workers running, by mailbox identity. */
+  const workers = new Map<string, MailboxWorker>();
+  /** Workers of mailboxes whose lease went, until they have stopped: a worker for the same mailbox waits for them. */
+  const stopping = new Map<string, Promise<void>>();
+  const { leases } = deps.store;
+  let keeper: LeaseKeeper | undefined;
+  if (!leases.shared) {
+    // One node on its own store (LevelDB): it fetches every mailbox, with no lease rounds.
+    for (const [mailbox, group] of fetched) workers.set(mailbox, new MailboxWorker(deps, group, shared));
+  } else {
+    const byMailbox = new Map(fetched);
+    const lose = (mailbox: string) => {
+      const worker = workers.get(mailbox);
+      if (!worker) return;
+      workers.delete(mailbox);
+      const stopped = worker.stop().finally(() => {
+        if (stopping.get(mailbox) === stopped) stopping.delete(mailbox);
+      });
+      stopping.set(mailbox, stopped);
+    };
+    const lease = new LeaseKeeper({
+      leases,
+      mailboxes: [...byMailbox.keys()],
+      ttlMs: deps.config.retriever.lease_ttl,
+      logger: deps.logger,
+      aliasOf: (mailbox) => byMailbox.get(mailbox)!.find((a) => a.status === 'active')!.name,
+      taken({ mailbox, epoch }) {
+        lose(mailbox);
+        workers.set(
+          mailbox,
+          new MailboxWorker(deps, byMailbox.get(mailbox)!, shared, {
+            lease: { mailbox, epoch },
+            leases,
+            after: stopping.get(mailbox)?.catch(() => {}),
+            lost: () => {
+              keeper?.dropped({ mailbox, epoch });
+            },
+          }),
+        );
+      },
+      lost: ({ mailbox }) => lose(mailbox),
+    });
+    keeper = lease;
+    lease.start();
+  }
+  const running = () => [...workers.values()];
   return {
-    aliases: workers.map((w) => w.alias.name),
+    get aliases() {
+      return running().map((w) => w.alias.name);
+    },
     async stop() {
-      await Promise.all(workers.map((w) => w.stop()));
+      // No new lease first, then every worker finishes its message, then the leases go back.
+      await keeper?.stop();
+      await Promise.all([...running().map((w) => w.stop()), ...stopping.values()]);
+      await keeper?.release();
     },
     async setStatus(alias, status) {
-      const worker = workers.find((w) => w.runs(alias));
+      const worker = running().find((w) => w.runs(alias));
       return worker ? worker.setStatus(alias, status) : undefined;
     },
-    backfill: (alias) => workers.find((w) => w.runs(alias))?.progress.view(),
+    backfill: (alias) =>
+      running()
+        .find((w) => w.runs(alias))
+        ?.progress.view(),
   };
 }
 
@@ -186,9 +262,14 @@ class MailboxWorker {
   readonly #budgets: readonly ByteBudget[];
 
   readonly #deps: RetrieverDeps;
+  /** With several nodes: the lease this worker fetches under (its fetched records carry it, and moves wait for its confirmation). */
+  readonly #lease: WorkerLease | undefined;
+  /** The lease is gone: nothing more is recorded, moved or deleted, and a failure now is not the alias's. */
+  #leaseLost = false;
 
-  constructor(deps: RetrieverDeps, group: readonly AliasConfig[], shared: ByteBudget) {
+  constructor(deps: RetrieverDeps, group: readonly AliasConfig[], shared: ByteBudget, lease?: WorkerLease) {
     this.#deps = deps;
+    this.#lease = lease;
     this.alias = group.find((a) => a.status === 'active')!;
     this.#server = this.alias.incoming!;
     this.#group = group;
@@ -207,8 +288,9 @@ class MailboxWorker {
     this.#healths = Promise.all(active.map((a) => AliasHealth.load(healthDeps, a.name, a.incoming!))).then((list) => new Map(list.map((h) => [h.alias, h])));
     // A health that cannot be read (store closing) leaves the worker stopped, not crashed.
     this.#healths.catch((err: unknown) => this.#log.error({ err }, `cannot read the health of the aliases of ${this.alias.name}'s mailbox; not fetching it`));
-    this.#running = this.#healths.then(
-      (healths) => this.#loop(healths),
+    // A worker of a mailbox whose former worker on this node is still stopping starts after it.
+    this.#running = Promise.all([this.#healths, lease?.after]).then(
+      ([healths]) => this.#loop(healths),
       () => {},
     );
   }
@@ -231,6 +313,42 @@ class MailboxWorker {
     this.#wakeUp();
     await this.#running;
     this.progress.stop();
+  }
+
+  /**
+   * Whether this node may move or delete COUNT messages of the mailbox now: always on a store of
+   * its own; with several nodes, only while the database confirms the lease at its epoch
+   * (extending it), so a node that lost the mailbox (paused, cut off) never touches its
+   * messages. Skipped ones are recorded: the node holding the mailbox finishes them.
+   */
+  async #mayMove(count: number): Promise<boolean> {
+    const held = this.#lease;
+    if (!held || count === 0) return true;
+    if (!this.#leaseLost) {
+      try {
+        if (await held.leases.confirm(held.lease)) return true;
+        this.#loseLease();
+      } catch (err) {
+        this.#log.warn({ err, messages: count, ...this.#leaseFields() }, 'cannot confirm the mailbox lease; messages stored are left in the mailbox for now');
+        return false;
+      }
+    }
+    this.#log.warn({ messages: count, ...this.#leaseFields() }, 'messages stored are not moved or deleted: this node no longer holds the mailbox lease');
+    return false;
+  }
+
+  /** The lease is gone: this worker stops after the message it is on, and the keeper is told. */
+  #loseLease(): void {
+    if (this.#leaseLost || !this.#lease) return;
+    this.#leaseLost = true;
+    this.#stopping = true;
+    this.#wakeUp();
+    this.#lease.lost();
+  }
+
+  #leaseFields(): { mailbox?: string; epoch?: number; node?: string } {
+    const held = this.#lease;
+    return held ? { mailbox: held.lease.mailbox, epoch: held.lease.epoch, node: held.leases.node } : {};
   }
 
   #wakeUp(): void {
@@ -296,6 +414,12 @@ class MailboxWorker {
         // 10,000 took 3.3 hours at 50 a minute).
         if (result.deferred > 0) delay = 0;
       } catch (err) {
+        // Another node fetches the mailbox now: not the alias's failure, and nothing to retry here.
+        if (this.#leaseLost || isLeaseLost(err)) {
+          this.#loseLease();
+          this.#log.warn({ err, ...this.#leaseFields() }, `fetching for alias ${this.alias.name} stopped: this node no longer holds the mailbox's lease`);
+          continue;
+        }
         const kind = fetchFailureKind(err);
         this.#log.error({ err, kind, retry_in_s: this.#server.reconnect_interval }, `fetching for alias ${this.alias.name} failed; connecting again later`);
         await mailbox?.close();
@@ -320,17 +444,21 @@ class MailboxWorker {
     const result: PollResult = { stored: 0, finished: 0, deferred: 0, held: 0 };
     const fresh: MailboxItem[] = [];
     const leftover: MailboxItem[] = [];
+    const invalid: MailboxItem[] = [];
     for (const [i, item] of items.entries()) {
       const record = records[i];
       if (!record) fresh.push(item);
       else if (!this.#stopping) {
         // Stored before a crash or a failed move: only the post-store action is left to do.
-        if (record.invalid) await mailbox.markInvalid(item);
+        if (record.invalid) invalid.push(item);
         else leftover.push(item);
         if ((record.invalid ? this.#server.on_invalid : this.#server.on_stored) !== 'keep') result.finished++;
       }
     }
-    await mailbox.markStored(leftover);
+    if (await this.#mayMove(invalid.length + leftover.length)) {
+      for (const item of invalid) await mailbox.markInvalid(item);
+      await mailbox.markStored(leftover);
+    }
     // Read live, message by message: an admin's change during a poll applies to the next message.
     const receives = (alias: AliasConfig) => receiving(healths.get(alias.name));
     // The backlog: messages to fetch, less those left for inactive aliases; its count read live as the lanes store.
@@ -371,7 +499,7 @@ class MailboxWorker {
         await lane(mailbox, [smalls, larges]);
       }
     } finally {
-      if (stored.length) await mailbox.markStored(stored);
+      if (stored.length && (await this.#mayMove(stored.length))) await mailbox.markStored(stored);
     }
     const left = [...small.slice(smalls.next), ...large.slice(larges.next)];
     // Messages not reached, less those known to wait for an inactive alias (not a backlog to drain).
@@ -457,7 +585,7 @@ class MailboxWorker {
             } finally {
               lanes.inFlight--;
             }
-            if (outcome === 'invalid') await box.markInvalid(item);
+            if (outcome === 'invalid' && (await this.#mayMove(1))) await box.markInvalid(item);
             counted(item, outcome);
             continue;
           }
@@ -488,7 +616,7 @@ class MailboxWorker {
       throw run.failure;
     }
     // Messages the ingest refused for good while a range was on the wire: no command could be issued then.
-    for (const item of run.refused) await box.markInvalid(item);
+    if (run.refused.length && (await this.#mayMove(run.refused.length))) for (const item of run.refused) await box.markInvalid(item);
   }
 
   /** Whether ITEM is fetched within a range: not over `max_message_size` (only its headers are read) and within the byte bound. */
@@ -605,6 +733,7 @@ class MailboxWorker {
     const done = single ? [undefined] : await this.#deps.store.getFetched(keys);
     // Every copy recorded before a crash, and the alias whose copy was to carry the mailbox key
     // inactive since: record the mailbox key now, so the message counts as stored.
+    // No lease check needed: it only says again what the copies' records already say.
     if (done.every((d) => d)) await this.#deps.store.putFetched({ alias: this.alias.name, key: item.key }, done[0]!);
     for (const [i, target] of targets.entries()) {
       if (done[i]) continue;
@@ -683,7 +812,9 @@ class MailboxWorker {
       own,
       ...(opts.mailboxKey !== false && (own.alias !== this.alias.name || own.key !== item.key) ? [{ alias: this.alias.name, key: item.key }] : []),
     ];
-    const records: SideRecord[] = keys.map((key) => ({ type: 'fetched', key, record }));
+    // Several nodes: the commit is refused unless this node still holds the mailbox at this epoch (fencing).
+    const lease = this.#lease?.lease;
+    const records: SideRecord[] = keys.map((key) => ({ type: 'fetched', key, record, ...(lease ? { lease } : {}) }));
     // Enate "Inbound Email": mail for an address no alias has is marked for the answer or the quarantine.
     const unknownRecipient = this.#deps.config.partition.unknown_recipient;
     const unknown = target.unknownRecipient === true && unknownRecipient !== 'file';

@@ -6,12 +6,14 @@
  * group-commit.ts.
  */
 import { statfs } from 'node:fs/promises';
+import { hostname } from 'node:os';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AliasState, AuditEntry, DeliveryRecord, FetchedKey, FetchedRecord, MessageMeta, QuarantineRecord, QueueEntry } from '../records.js';
 import type { DeletedMessages, ListOptions, Store, StoreLogger } from '../store.js';
 import { filtersContent, matchesContent } from '../message-filter.js';
 import { GroupCommit } from './group-commit.js';
+import { OneNodeLeases } from './leases.js';
 import { MessageWriter } from './message-writer.js';
 import { RewriteWriter } from './message-rewrite.js';
 import { QuarantineSpool } from './quarantine-spool.js';
@@ -45,6 +47,8 @@ export type { StoreLogger } from '../store.js';
 export interface StoreOptions {
   /** Where to report the sweep and migrations; pino fits. Default: silent. */
   logger?: StoreLogger;
+  /** This node's name in its leases (`[node] name`). Default: the host name. */
+  node?: string;
 }
 
 /** Counters, for tests and metrics. */
@@ -74,6 +78,8 @@ export class LevelStore implements Store {
   readonly dir: string;
   /** The layout's sublevels, for the storage modules that build their own {@link StoreOp}s (and LevelDB's own tests). */
   readonly sublevels: Sublevels;
+  /** One node holds every mailbox (leases.ts). */
+  readonly leases: OneNodeLeases;
   readonly #db: RootDb;
   // Messages whose pending mark a quarantine spool put: see WriterContext.
   readonly #spoolMarks = new Set<string>();
@@ -90,8 +96,9 @@ export class LevelStore implements Store {
   #closing: Promise<void> | undefined;
   #autoReplyClaims: Promise<void> = Promise.resolve();
 
-  private constructor(dir: string, db: RootDb, logger: StoreLogger) {
+  private constructor(dir: string, db: RootDb, logger: StoreLogger, node: string) {
     this.dir = dir;
+    this.leases = new OneNodeLeases(node);
     this.#db = db;
     this.#logger = logger;
     this.sublevels = openSublevels(db);
@@ -110,7 +117,7 @@ export class LevelStore implements Store {
     let store: LevelStore | undefined;
     try {
       await runMigrations(db, dir, logger);
-      store = new LevelStore(dir, db, logger);
+      store = new LevelStore(dir, db, logger, opts.node ?? hostname());
       await store.#sweep();
       return store;
     } catch (err) {

@@ -139,11 +139,14 @@ CREATE TABLE mailbox_leases (
   expires_at timestamptz
 );
 
--- The nodes of the fleet, each seen at every lease renewal.
+-- The nodes of the fleet, each seen at every lease round (storage/postgres/leases.ts); a
+-- node live (seen within the lease time, not stopped) counts when mailboxes are shared out.
+-- stopped_at: it gave its leases back on shutdown, so the others share without waiting.
 CREATE TABLE nodes (
   name text PRIMARY KEY,
   started_at timestamptz NOT NULL,
   seen_at timestamptz NOT NULL,
+  stopped_at timestamptz,
   info jsonb NOT NULL DEFAULT '{}'
 );
 `,

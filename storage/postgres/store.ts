@@ -18,6 +18,7 @@ import { CHUNKS_PER_READ } from './chunks.js';
 import { indexedMessageId, storable } from './message-row.js';
 import { PgMessageWriter, type WriterContext } from './message-writer.js';
 import { checkDatabase, databaseName } from './migrate.js';
+import { PgLeases } from './leases.js';
 import { DEFAULT_MAX_CONNECTIONS, isPostgresFailure, openPools, type Pools } from './pool.js';
 import { PgQuarantineSpool, deleteQuarantined, getQuarantined, listQuarantine, openQuarantined } from './quarantine.js';
 import * as records from './records.js';
@@ -53,6 +54,8 @@ export class PgStore implements Store {
   readonly node: string;
   /** The database, as errors and logs name it (its URL without the password). */
   readonly where: string;
+  /** Which node fetches which mailbox, in the shared `mailbox_leases` table. */
+  readonly leases: PgLeases;
   readonly #pools: Pools;
   readonly #ctx: WriterContext;
   readonly #rewriteLocks = new MessageLocks();
@@ -63,6 +66,7 @@ export class PgStore implements Store {
     this.node = opts.node;
     this.where = databaseName(opts.url);
     this.#pools = pools;
+    this.leases = new PgLeases(pools.commits, opts.node);
     this.#ctx = { pools, node: opts.node, spoolMarks: new Set(), commits: new Set(), background: new Set(), leftovers: new Set() };
   }
 

@@ -728,6 +728,41 @@ export function storeContract(name: string, factory: StoreFactory): void {
     assert.deepEqual(await store.listAudit(), [now, copied]);
     assert.deepEqual(await store.listAudit({ since: new Date('2026-01-01T00:00:00.000Z') }), [now], 'its time is that of its id');
   });
+  contract(
+    "a lone node holds the mailboxes it balances for, confirms them, and gives them back (every store: LevelDB's one node, a fleet's first)",
+    async (store) => {
+      const { leases } = store;
+      const mailboxes = ['imap|imap.example.com|993|support||INBOX', 'pop3|pop.example.com|995|sales||INBOX'];
+      const held = await leases.balance(mailboxes, 30_000);
+      assert.deepEqual(
+        held.map((l) => [l.mailbox, l.holder]),
+        mailboxes.map((m) => [m, leases.node]),
+      );
+      assert.ok(held.every((l) => l.expiresAt.getTime() > Date.now() - 60_000 && Number.isInteger(l.epoch)));
+      for (const lease of held) assert.equal(await leases.confirm(lease), true);
+      assert.deepEqual(
+        (await leases.balance(mailboxes, 30_000)).map((l) => [l.mailbox, l.epoch]),
+        held.map((l) => [l.mailbox, l.epoch]),
+        'renewed at the same epoch',
+      );
+      assert.deepEqual(
+        (await leases.release([mailboxes[0]!])).map((l) => l.mailbox),
+        [mailboxes[0]],
+      );
+      assert.deepEqual(
+        (await leases.list()).filter((l) => l.held).map((l) => [l.mailbox, l.holder]),
+        [[mailboxes[1], leases.node]],
+      );
+      assert.deepEqual(
+        (await leases.nodes()).map((n) => [n.name, n.live]),
+        [[leases.node, true]],
+      );
+      assert.deepEqual(
+        (await leases.release()).map((l) => l.mailbox),
+        [mailboxes[1]],
+      );
+    },
+  );
 
   test(`${name}: close waits for a commit in flight, is safe twice, and refuses writes after`, async () => {
     const store = await factory.open();
