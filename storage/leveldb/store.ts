@@ -9,7 +9,7 @@ import { statfs } from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AliasState, AuditEntry, DeliveryRecord, FetchedKey, FetchedRecord, MessageMeta, QuarantineRecord, QueueEntry } from '../records.js';
-import type { DeletedMessages, ListOptions, Store } from '../store.js';
+import type { DeletedMessages, ListOptions, QueueClaims, Store } from '../store.js';
 import { filtersContent, matchesContent } from '../message-filter.js';
 import { GroupCommit } from './group-commit.js';
 import { MessageWriter } from './message-writer.js';
@@ -17,6 +17,7 @@ import { RewriteWriter } from './message-rewrite.js';
 import { QuarantineSpool } from './quarantine-spool.js';
 import { deleteQuarantined, listQuarantine, openQuarantined } from './quarantine.js';
 import { sideRecordOps } from './side-records.js';
+import { OneNodeQueueClaims } from './queue-claims.js';
 import { DeletedRanges, compactDeleted, deleteAuditBefore, deleteMessage, deleteMessagesBefore } from './retention.js';
 import { isDiskFull, storeErrors } from '../../lib/errors.js';
 import { idFloor, isMessageId, newMessageId } from '../ids.js';
@@ -74,6 +75,8 @@ export class LevelStore implements Store {
   readonly dir: string;
   /** The layout's sublevels, for the storage modules that build their own {@link StoreOp}s (and LevelDB's own tests). */
   readonly sublevels: Sublevels;
+  /** One node delivers this store's queue: claims are always its own. */
+  readonly queueClaims: QueueClaims = new OneNodeQueueClaims(this);
   readonly #db: RootDb;
   // Messages whose pending mark a quarantine spool put: see WriterContext.
   readonly #spoolMarks = new Set<string>();
