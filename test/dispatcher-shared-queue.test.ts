@@ -11,6 +11,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { Dispatcher } from '../gateway/dispatch/dispatcher.js';
 import { outboundEntry } from '../gateway/dispatch/entries.js';
+import { dropQueued, retryQueued } from '../gateway/dispatch/queue-actions.js';
 import { loadConfigText } from '../gateway/config/load.js';
 import type { Config } from '../gateway/config/schema.js';
 import { openStore } from '../storage/open.js';
@@ -52,10 +53,10 @@ retry_jitter = 0.0
 }
 
 /** Stores a message from the alias with subject SUBJECT, queued with it (as the submission listener does). */
-async function queueMessage(store: Store, config: Config, subject: string): Promise<{ entry: QueueEntry; meta: MessageMeta }> {
+async function queueMessage(store: Store, config: Config, subject: string, over: Partial<QueueEntry> = {}): Promise<{ entry: QueueEntry; meta: MessageMeta }> {
   const id = newMessageId();
   const raw = Buffer.from(`From: support@example.com\r\nTo: ${RECIPIENTS.join(', ')}\r\nSubject: ${subject}\r\n\r\nHello.\r\n`);
-  const entry = outboundEntry(id, config.alias[0], { mailFrom: 'support@example.com', rcptTo: RECIPIENTS });
+  const entry = { ...outboundEntry(id, config.alias[0], { mailFrom: 'support@example.com', rcptTo: RECIPIENTS }), ...over };
   const writer = store.createMessageWriter(id);
   await new Promise<void>((resolve, reject) => writer.end(raw, () => resolve()).once('error', reject));
   const meta: MessageMeta = {
@@ -173,4 +174,55 @@ test('a node that lost its claim while it sent does not record over the node tha
   assert.deepEqual((await store.getMessage(entry.id))?.delivery, recorded, "the record is still node-b's");
   // The window a pause past the lease opens: the server got the message from both nodes.
   assert.equal(upstream.received.length, 2);
+});
+
+test("an admin's drop and retry on a shared queue: refused under another node's attempt, done otherwise", async (t) => {
+  let holding: (() => void) | undefined;
+  const held = new Promise<void>((resolve) => (holding = resolve));
+  let release: (() => void) | undefined;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  const upstream = await startUpstream({
+    data: async (m) => {
+      if (subjectOf(m) === 'busy') {
+        holding!();
+        await released;
+      }
+      return undefined;
+    },
+  });
+  const { config, store, cleanup } = await setup(upstream.port, 2);
+  const table = new ClaimTable();
+  const viewA = table.nodeView(store, 'node-a');
+  const nodeA = new Dispatcher({ store: viewA, config, logger: capturingLogger().logger, stages: () => [], claimPollMs: 100 });
+  const nodeB = new Dispatcher({ store: table.nodeView(store, 'node-b'), config, logger: capturingLogger().logger, stages: () => [], claimPollMs: 100 });
+  t.after(async () => {
+    release!();
+    await nodeA.stop();
+    await nodeB.stop();
+    await upstream.close();
+    await cleanup();
+  });
+  // node-b alone runs at first, so it is the one sending "busy".
+  const busy = await queueMessage(store, config, 'busy');
+  await nodeB.start();
+  await held;
+  await assert.rejects(dropQueued(viewA, busy.entry.id, nodeA), { code: 'QUEUE_BUSY' }, "node-a's admin cannot drop what node-b is sending");
+  assert.equal(await retryQueued(viewA, busy.entry.id, nodeA), 1, 'a retry of it is counted');
+  release!();
+  await until('node-b to deliver it', async () => (await store.getQueueEntry(busy.entry.id)) === undefined);
+  assert.equal(upstream.received.filter((m) => subjectOf(m) === 'busy').length, 1, 'and it was not sent again');
+
+  // Waiting an hour for its next attempt: a retry on node-a sends it now, a drop takes it out.
+  await nodeA.start();
+  const inAnHour = new Date(Date.now() + 3_600_000).toISOString();
+  const waiting = await queueMessage(store, config, 'waiting', { attempts: 1, nextAttemptAt: inAnHour });
+  assert.equal(await retryQueued(viewA, waiting.entry.id, nodeA), 1);
+  await until('the retried message to go', async () => (await store.getQueueEntry(waiting.entry.id)) === undefined);
+  assert.equal(upstream.received.filter((m) => subjectOf(m) === 'waiting').length, 1);
+
+  const dropped = await queueMessage(store, config, 'dropped', { nextAttemptAt: inAnHour });
+  await dropQueued(viewA, dropped.entry.id, nodeA);
+  assert.equal(await store.getQueueEntry(dropped.entry.id), undefined);
+  assert.equal((await store.getMessage(dropped.entry.id))?.delivery?.status, 'dropped');
+  assert.equal(table.claims.size, 0, 'no claim left behind');
 });
