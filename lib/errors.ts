@@ -272,6 +272,8 @@ export const storeErrors = {
   quarantinePlaceNotFound: entry('QUARANTINE_PLACE_NOT_FOUND', {}, (messageId: string, id: string) => `Message ${messageId} has no placeholder for ${id}`),
   /** No queued message has this id (delivered, dropped, or mistyped). */
   queueEntryNotFound: entry('QUEUE_ENTRY_NOT_FOUND', {}, (id: string) => `no queued message with id ${id}`),
+  /** Several nodes: this node's claim on a queued message expired and another node took it; this node's attempt is not recorded (the holder retries). */
+  queueClaimLost: entry('QUEUE_CLAIM_LOST', {}, (id: string) => `This node no longer holds the claim on queued message ${id}: another node delivers it now`),
   /** A message still in the outbound queue cannot be deleted: it has yet to be sent (retention and `messages delete`). */
   messageQueued: entry(
     'MESSAGE_QUEUED',

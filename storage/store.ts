@@ -21,7 +21,13 @@ export type SideRecord =
    * Another message left the queue: its entry goes and `delivery` is recorded on its metadata
    * (a delivery status notification is stored and queued in the same commit as this).
    */
-  | { type: 'queue-finished'; id: string; delivery: DeliveryRecord }
+  | {
+      type: 'queue-finished';
+      id: string;
+      delivery: DeliveryRecord;
+      /** Several nodes on one store: the commit fails with `QUEUE_CLAIM_LOST` unless this node still holds the entry's claim ({@link QueueClaims}). */
+      claimed?: true;
+    }
   /** An attachment of the message kept in quarantine; its bytes were written through a {@link QuarantineSpool}. */
   | { type: 'quarantine'; record: QuarantineRecord }
   /** The retriever's record that a mailbox message is stored (so it is never stored twice). */
@@ -276,6 +282,9 @@ export interface Store {
   /** Takes message `id` out of the queue and records `delivery` on its metadata (if the message is still there), at once. */
   finishQueueEntry(id: string, delivery: DeliveryRecord): Promise<void>;
 
+  /** Which node delivers which queued message, when several nodes share this store. */
+  readonly queueClaims: QueueClaims;
+
   // Alias health.
 
   /** The stored state of `alias`, or undefined when none was ever recorded. */
@@ -354,4 +363,45 @@ export interface Store {
 
   /** Waits for writes in progress, then closes the store. Safe to call twice. */
   close(): Promise<void>;
+}
+
+/**
+ * Delivery claims on the outbound queue. With several nodes on one store any node may deliver
+ * any queued message, but one at a time: a node claims an entry for a lease, renews the claim
+ * while its attempt runs (an attempt can take minutes on a slow server), and records the
+ * attempt only if the claim is still its own; a dead node's claims expire and another node
+ * takes its entries. The store's clock decides expiry (for PostgreSQL, the database's
+ * `now()`), not the nodes' clocks. A store used by one node alone (LevelDB) has `shared`
+ * false: every claim is granted without reading or writing anything, and the dispatcher keeps
+ * its schedule in memory as it always did.
+ */
+export interface QueueClaims {
+  /** Whether other nodes may deliver from this store's queue (the dispatcher then polls {@link claimDue}). */
+  readonly shared: boolean;
+  /**
+   * Claims up to `limit` entries that are due (their next attempt is now or past), not held
+   * for an admin, and claimed by nobody (or by a node whose claim expired), oldest due first,
+   * for `leaseMs`; two nodes claiming at once never get the same entry. Resolves to the
+   * entries as stored, each with the node whose expired claim was taken over, if any.
+   */
+  claimDue(limit: number, leaseMs: number): Promise<{ entry: QueueEntry; tookOverFrom?: string }[]>;
+  /**
+   * Claims entry `id` for `leaseMs` (a new entry before its first attempt, an admin's retry or
+   * drop): its entry as stored, or undefined when it is not queued, another node (or this one)
+   * holds a live claim on it, or with `onlyIfDue` its next attempt is still to come.
+   */
+  claim(id: string, leaseMs: number, opts?: { onlyIfDue?: boolean }): Promise<QueueEntry | undefined>;
+  /** Extends this node's claims on `ids` to `leaseMs` from now; resolves to the ids still claimed by this node (the others were lost). */
+  renew(ids: readonly string[], leaseMs: number): Promise<string[]>;
+  /** Gives up this node's claims on `ids` at once (shutdown): any node may take them. */
+  release(ids: readonly string[]): Promise<void>;
+  /**
+   * Saves `entry` (progress during an attempt, or its outcome) durably, only if this node
+   * still holds its claim; with `release`, gives the claim up in the same write (the entry
+   * waits for its next attempt, on whichever node). False, and nothing written, when the
+   * claim was lost: the node holding it now retries the message.
+   */
+  saveClaimed(entry: QueueEntry, opts?: { release?: boolean }): Promise<boolean>;
+  /** {@link Store.finishQueueEntry}, only if this node still holds the entry's claim; false, and nothing written, when it was lost. */
+  finishClaimed(id: string, delivery: DeliveryRecord): Promise<boolean>;
 }

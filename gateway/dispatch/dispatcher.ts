@@ -5,10 +5,16 @@
  * wait on the retry schedule (with jitter); past `give_up_after`, or on a permanent reply,
  * recipients fail and a delivery status notification goes back to the sender. A restart
  * picks the queue up from the store where it stopped.
+ *
+ * On a store several nodes share (`store.queueClaims.shared`, PostgreSQL), any node may deliver
+ * any entry, one node at a time: the dispatcher polls for due entries and claims them for a
+ * lease, claims a new entry before its first attempt, renews its claims while attempts run,
+ * records an attempt only while the claim is still its own, and gives its claims up when it
+ * stops. A dead node's claims expire and another node takes its entries over.
  */
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
-import type { Store } from '../../storage/store.js';
+import type { QueueClaims, Store } from '../../storage/store.js';
 import type { DeliveryRecord, MessageMeta, QueueEntry } from '../../storage/records.js';
 import { newMessageId } from '../../storage/ids.js';
 import { outcomeOf } from '../../storage/queue.js';
@@ -17,6 +23,7 @@ import type { AliasConfig } from '../config/schema.js';
 import type { TokenProvider } from '../oauth/tokens.js';
 import { ingestMessage } from '../../ingest/ingest.js';
 import { Metrics } from '../../lib/metrics.js';
+import { storeErrors } from '../../lib/errors.js';
 import { attemptDelivery, logAttempt, type Attempt } from './attempt.js';
 import { outboundEntry } from './entries.js';
 import { outboundRouting } from './routes.js';
@@ -34,6 +41,10 @@ export interface DispatcherDeps {
   metrics?: Metrics;
   /** OAuth token providers, for aliases that send with XOAUTH2. */
   tokens?: (alias: AliasConfig) => TokenProvider | undefined;
+  /** Shared queue: how long a claim on an entry lasts without renewal (a dead node's entries wait this long). Default 30 s. */
+  claimLeaseMs?: number;
+  /** Shared queue: how often due entries are polled for when nothing wakes the dispatcher sooner. Default 3 s. */
+  claimPollMs?: number;
 }
 
 /** Retried sooner than the schedule when our own store failed to save an attempt. */
@@ -46,6 +57,9 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 const MAX_FRESH = 10_000;
 /** Bytes of new messages kept in memory as stored for their first attempt; beyond this, that attempt reads them from the store. */
 const MAX_FRESH_BYTES = 32 * 1024 * 1024;
+/** A shared queue's claim lease, as the issue's mailbox `lease_ttl`: long enough for a pause, short enough for a takeover. */
+const CLAIM_LEASE_MS = 30_000;
+const CLAIM_POLL_MS = 3000;
 
 export class Dispatcher implements QueueWorker {
   readonly #deps: DispatcherDeps;
@@ -62,16 +76,29 @@ export class Dispatcher implements QueueWorker {
   // The bytes of the `raw`s in #fresh.
   #freshBytes = 0;
   #stopped = false;
+  // A shared queue only (undefined on a store of one node).
+  readonly #claims: QueueClaims | undefined;
+  readonly #claimLeaseMs: number;
+  // Entries this node holds a claim on: claimed by a poll and waiting for a slot (with the
+  // entry as claimed), or being attempted. Renewed together; gone once saved and released.
+  readonly #holding = new Map<string, QueueEntry | undefined>();
+  #polling: Promise<void> | undefined;
+  #pollAgain = false;
+  #pollTimer: NodeJS.Timeout | undefined;
+  #renewTimer: NodeJS.Timeout | undefined;
 
   constructor(deps: DispatcherDeps) {
     this.#deps = deps;
     this.#transports = new Transports(deps.tokens);
     this.#metrics = deps.metrics ?? new Metrics();
     this.#log = deps.logger.child({ component: 'dispatcher' });
+    this.#claims = deps.store.queueClaims.shared ? deps.store.queueClaims : undefined;
+    this.#claimLeaseMs = deps.claimLeaseMs ?? CLAIM_LEASE_MS;
   }
 
   /** Loads the queue and schedules every entry. Held entries are tried once at start: the configuration may have changed. */
   async start(): Promise<void> {
+    if (this.#claims) return this.#startShared();
     const entries = await this.#deps.store.listQueue();
     for (const entry of entries) this.#schedule(entry, true);
     this.#log.info({ queued: entries.length, held: entries.filter((e) => e.held).length }, `dispatcher started with ${entries.length} queued message(s)`);
@@ -105,6 +132,8 @@ export class Dispatcher implements QueueWorker {
    */
   async stop(graceMs = STOP_GRACE_MS): Promise<void> {
     this.#stopped = true;
+    clearTimeout(this.#pollTimer);
+    await this.#polling;
     for (const t of this.#timers.values()) clearTimeout(t);
     this.#timers.clear();
     this.#fresh.clear();
@@ -115,6 +144,17 @@ export class Dispatcher implements QueueWorker {
     clearTimeout(timer);
     this.#transports.close();
     await settled;
+    clearInterval(this.#renewTimer);
+    // What this node claimed and never started goes back to the fleet now, not after the lease.
+    const waiting = [...this.#holding.keys()];
+    this.#holding.clear();
+    if (this.#claims && waiting.length > 0) {
+      await this.#claims
+        .release(waiting)
+        .catch((err: unknown) =>
+          this.#log.warn({ err, queued: waiting.length }, 'could not give up claims on queued messages; other nodes take them when the claims expire'),
+        );
+    }
   }
 
   // An admin's retry and drop (queue-actions.ts) tell the running dispatcher through these.
@@ -169,6 +209,18 @@ export class Dispatcher implements QueueWorker {
       if (this.#active.has(id)) continue;
       const run = this.#run(id)
         .catch((err: unknown) => {
+          if (isClaimLost(err)) {
+            this.#log.warn(
+              { msg_id: id },
+              "this node's claim on the queued message expired and another node took it: this attempt is not recorded, the node holding it retries",
+            );
+            return;
+          }
+          if (this.#claims) {
+            // Its claim is no longer renewed: any node tries it again once the claim expires.
+            this.#log.error({ err, msg_id: id }, 'a delivery attempt failed in mailgate itself; trying again once its claim expires');
+            return;
+          }
           this.#log.error({ err, msg_id: id }, 'a delivery attempt failed in mailgate itself; trying again in a minute');
           void this.#deps.store.getQueueEntry(id).then(
             (e) => e && this.#schedule({ ...e, nextAttemptAt: new Date(Date.now() + STORE_RETRY_MS).toISOString() }, false),
@@ -177,7 +229,9 @@ export class Dispatcher implements QueueWorker {
         })
         .finally(() => {
           this.#active.delete(id);
+          this.#holding.delete(id);
           this.#pump();
+          this.#wake();
         });
       this.#active.set(id, run);
     }
@@ -186,14 +240,22 @@ export class Dispatcher implements QueueWorker {
   async #run(id: string): Promise<void> {
     const { store, config } = this.#deps;
     const fresh = this.#forgetFresh(id);
-    const entry = fresh?.entry ?? (await store.getQueueEntry(id));
+    let claimed = this.#holding.get(id);
+    if (this.#claims && !this.#holding.has(id)) {
+      // A new entry (or an admin's retry): another node may have polled it meanwhile, or even
+      // attempted it already, so the entry as claimed is the truth, not the one kept in memory.
+      claimed = await this.#claims.claim(id, this.#claimLeaseMs, { onlyIfDue: true });
+      if (!claimed) return; // another node holds it, or it was attempted, dropped or sent meanwhile
+      this.#holding.set(id, claimed);
+    }
+    const entry = claimed ?? fresh?.entry ?? (await store.getQueueEntry(id));
     if (!entry) return; // dropped meanwhile
     // A forward to the quarantine mailbox is queued with the message it forwards, and made here.
     const meta =
       fresh?.meta ?? (await store.getMessage(id)) ?? (entry.quarantine ? await storeForwardingMessage({ store, config, logger: this.#log }, entry) : undefined);
     if (!meta) {
       this.#log.error({ msg_id: id }, 'queued message has no stored message; removing it from the queue');
-      await store.finishQueueEntry(entry.id, {
+      await this.#finishEntry(entry.id, {
         kind: entry.kind,
         status: 'failed',
         finishedAt: new Date().toISOString(),
@@ -205,7 +267,7 @@ export class Dispatcher implements QueueWorker {
     }
     const before = new Map(entry.recipients.filter((r) => r.status === 'pending').map((r) => [r.address, r.attempts]));
     const attempt = await attemptDelivery({ store, config, transports: this.#transports, logger: this.#log }, entry, meta, {
-      saveProgress: (e) => store.putQueueEntries([e]),
+      saveProgress: (e) => this.#save(e, false),
       ...(fresh?.raw ? { raw: fresh.raw } : {}),
     });
     let next = attempt.entry;
@@ -214,7 +276,7 @@ export class Dispatcher implements QueueWorker {
     if (pending.length === 0) return this.#finish(next, meta, attempt, before);
     if (next.held !== undefined && next.attempts === entry.attempts) {
       // Nothing could be tried: it waits for an admin (config change and restart, or `queue retry`).
-      await store.putQueueEntries([next]);
+      await this.#save(next, true);
       this.#log.warn({ msg_id: id, reason: next.held }, 'queued message held: no route to send it');
       return;
     }
@@ -234,9 +296,28 @@ export class Dispatcher implements QueueWorker {
       return this.#finish(next, meta, attempt, before);
     }
     next = { ...next, nextAttemptAt: new Date(Date.now() + this.#retryDelay(next.attempts)).toISOString() };
-    await store.putQueueEntries([next]);
+    await this.#save(next, true);
     this.#reportAttempt(attempt, before);
-    this.#schedule(next, false);
+    // A shared queue's entry is polled for by every node when it is due.
+    if (!this.#claims) this.#schedule(next, false);
+  }
+
+  /**
+   * Saves an attempt's progress or outcome (`release`: the attempt is over). On a shared
+   * queue only while this node still holds the claim: otherwise the node that took it over
+   * retries, and this attempt's result is dropped (QUEUE_CLAIM_LOST).
+   */
+  async #save(entry: QueueEntry, release: boolean): Promise<void> {
+    if (!this.#claims) return this.#deps.store.putQueueEntries([entry]);
+    if (!(await this.#claims.saveClaimed(entry, { release }))) throw storeErrors.queueClaimLost(entry.id);
+    if (release) this.#holding.delete(entry.id);
+  }
+
+  /** Takes an entry out of the queue with its outcome; on a shared queue only while this node holds its claim. */
+  async #finishEntry(id: string, delivery: DeliveryRecord): Promise<void> {
+    if (!this.#claims) return this.#deps.store.finishQueueEntry(id, delivery);
+    if (!(await this.#claims.finishClaimed(id, delivery))) throw storeErrors.queueClaimLost(id);
+    this.#holding.delete(id);
   }
 
   /** Counts and logs an attempt, once it is on record. */
@@ -280,7 +361,7 @@ export class Dispatcher implements QueueWorker {
     const notify = failed.length > 0 && entry.mailFrom !== '' && !entry.dsn;
     if (!notify || !dsnRoute) {
       const why = notify ? { reason: `${record.reason ? `${record.reason}; ` : ''}no delivery status notification: no server to send it through` } : {};
-      await store.finishQueueEntry(entry.id, { ...record, ...why });
+      await this.#finishEntry(entry.id, { ...record, ...why });
       this.#reportAttempt(attempt, before, status);
     } else {
       const dsnId = newMessageId();
@@ -313,11 +394,12 @@ export class Dispatcher implements QueueWorker {
         id: dsnId,
         // The original leaves the queue in the same commit that stores and queues its notification.
         sideRecords: [
-          { type: 'queue-finished', id: entry.id, delivery: { ...record, dsnId } },
+          { type: 'queue-finished', id: entry.id, delivery: { ...record, dsnId }, ...(this.#claims ? { claimed: true as const } : {}) },
           { type: 'queue-entry', entry: dsnEntry },
         ],
         wrapUnparsable: false,
       });
+      this.#holding.delete(entry.id);
       this.#reportAttempt(attempt, before, status);
       this.#log.info({ msg_id: entry.id, dsn_id: dsnId, to: entry.mailFrom }, 'delivery status notification queued for the sender');
       this.queued(dsnEntry, dsnMeta);
@@ -329,4 +411,85 @@ export class Dispatcher implements QueueWorker {
       `message left the queue: ${status.replace('_', ' ')}`,
     );
   }
+
+  // A shared queue (several nodes on one store).
+
+  /** Held entries are tried once at start, as on one node; everything else comes by polling. */
+  async #startShared(): Promise<void> {
+    const held = (await this.#deps.store.listQueue()).filter((e) => e.held !== undefined);
+    for (const entry of held) this.#schedule(entry, true);
+    // Renewed three times per lease: a renewal late or lost to a database hiccup still leaves time.
+    this.#renewTimer = setInterval(() => void this.#renewClaims(), Math.max(1, Math.floor(this.#claimLeaseMs / 3)));
+    this.#log.info(
+      { held: held.length, claim_lease_ms: this.#claimLeaseMs },
+      'dispatcher started on a queue shared with other nodes: delivering what this node claims',
+    );
+    this.#wake();
+  }
+
+  /** Polls for due entries now (or right after the poll in progress), and then every few seconds. */
+  #wake(): void {
+    if (!this.#claims || this.#stopped) return;
+    if (this.#polling) {
+      this.#pollAgain = true;
+      return;
+    }
+    clearTimeout(this.#pollTimer);
+    this.#polling = this.#poll().finally(() => {
+      this.#polling = undefined;
+      if (this.#pollAgain) {
+        this.#pollAgain = false;
+        this.#wake();
+      } else if (!this.#stopped) {
+        this.#pollTimer = setTimeout(() => this.#wake(), this.#deps.claimPollMs ?? CLAIM_POLL_MS);
+      }
+    });
+  }
+
+  /** Claims as many due entries as there are free slots, and starts them. */
+  async #poll(): Promise<void> {
+    const claims = this.#claims!;
+    const free = this.#deps.config.queue.concurrency - this.#active.size - this.#due.length;
+    if (free <= 0) return;
+    let claimed: Awaited<ReturnType<QueueClaims['claimDue']>>;
+    try {
+      claimed = await claims.claimDue(free, this.#claimLeaseMs);
+    } catch (err) {
+      this.#log.warn({ err }, 'could not claim due messages from the shared queue; polling again in a few seconds');
+      return;
+    }
+    for (const { entry, tookOverFrom } of claimed) {
+      if (tookOverFrom !== undefined)
+        this.#log.warn({ msg_id: entry.id, from_node: tookOverFrom }, 'taking over a queued message whose claim by another node expired');
+      this.#unschedule(entry.id);
+      this.#holding.set(entry.id, entry);
+      this.#due.push(entry.id);
+    }
+    this.#pump();
+  }
+
+  /** Keeps this node's claims alive while it holds them (an attempt can take minutes on a slow server). */
+  async #renewClaims(): Promise<void> {
+    const ids = [...this.#holding.keys()];
+    if (ids.length === 0 || !this.#claims) return;
+    let kept: Set<string>;
+    try {
+      kept = new Set(await this.#claims.renew(ids, this.#claimLeaseMs));
+    } catch (err) {
+      this.#log.warn({ err, claims: ids.length }, 'could not renew claims on queued messages; trying again');
+      return;
+    }
+    for (const id of ids) {
+      // One being attempted learns it when it saves (QUEUE_CLAIM_LOST); one waiting is not started.
+      if (kept.has(id) || this.#active.has(id) || !this.#holding.has(id)) continue;
+      this.#holding.delete(id);
+      this.#log.debug({ msg_id: id }, 'claim on a waiting queued message lost to another node');
+    }
+  }
+}
+
+/** Whether ERR (or one of its causes: a failed commit) is a lost claim on a queued message. */
+function isClaimLost(err: unknown): boolean {
+  for (let e = err; e instanceof Error; e = e.cause) if ((e as { code?: unknown }).code === 'QUEUE_CLAIM_LOST') return true;
+  return false;
 }

@@ -10,7 +10,7 @@ import { hostname } from 'node:os';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AliasState, AuditEntry, DeliveryRecord, FetchedKey, FetchedRecord, MessageMeta, QuarantineRecord, QueueEntry } from '../records.js';
-import type { DeletedMessages, ListOptions, Store, StoreLogger } from '../store.js';
+import type { DeletedMessages, ListOptions, QueueClaims, Store, StoreLogger } from '../store.js';
 import { filtersContent, matchesContent } from '../message-filter.js';
 import { GroupCommit } from './group-commit.js';
 import { OneNodeLeases } from './leases.js';
@@ -19,6 +19,7 @@ import { RewriteWriter } from './message-rewrite.js';
 import { QuarantineSpool } from './quarantine-spool.js';
 import { deleteQuarantined, listQuarantine, openQuarantined } from './quarantine.js';
 import { sideRecordOps } from './side-records.js';
+import { OneNodeQueueClaims } from './queue-claims.js';
 import { DeletedRanges, compactDeleted, deleteAuditBefore, deleteMessage, deleteMessagesBefore } from './retention.js';
 import { isDiskFull, storeErrors } from '../../lib/errors.js';
 import { idFloor, isMessageId, newMessageId } from '../ids.js';
@@ -80,6 +81,8 @@ export class LevelStore implements Store {
   readonly sublevels: Sublevels;
   /** One node holds every mailbox (leases.ts). */
   readonly leases: OneNodeLeases;
+  /** One node delivers this store's queue: claims are always its own. */
+  readonly queueClaims: QueueClaims = new OneNodeQueueClaims(this);
   readonly #db: RootDb;
   // Messages whose pending mark a quarantine spool put: see WriterContext.
   readonly #spoolMarks = new Set<string>();

@@ -19,6 +19,7 @@ import { indexedMessageId, storable } from './message-row.js';
 import { PgMessageWriter, type WriterContext } from './message-writer.js';
 import { checkDatabase, databaseName } from './migrate.js';
 import { PgLeases } from './leases.js';
+import { PgQueueClaims } from './queue-claims.js';
 import { DEFAULT_MAX_CONNECTIONS, isPostgresFailure, openPools, type Pools } from './pool.js';
 import { PgQuarantineSpool, deleteQuarantined, getQuarantined, listQuarantine, openQuarantined } from './quarantine.js';
 import * as records from './records.js';
@@ -56,6 +57,8 @@ export class PgStore implements Store {
   readonly where: string;
   /** Which node fetches which mailbox, in the shared `mailbox_leases` table. */
   readonly leases: PgLeases;
+  /** Which node delivers which queued message, in the `queue` table's claim columns. */
+  readonly queueClaims: PgQueueClaims;
   readonly #pools: Pools;
   readonly #ctx: WriterContext;
   readonly #rewriteLocks = new MessageLocks();
@@ -67,6 +70,7 @@ export class PgStore implements Store {
     this.where = databaseName(opts.url);
     this.#pools = pools;
     this.leases = new PgLeases(pools.commits, opts.node);
+    this.queueClaims = new PgQueueClaims(pools.commits, opts.node);
     this.#ctx = { pools, node: opts.node, spoolMarks: new Set(), commits: new Set(), background: new Set(), leftovers: new Set() };
   }
 

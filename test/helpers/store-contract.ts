@@ -515,6 +515,37 @@ export function storeContract(name: string, factory: StoreFactory): void {
     assert.ok((await buffer(store.openRaw(other))).equals(Buffer.from('another\r\n')), 'compaction leaves the others as they were');
   });
 
+  contract('queue claims: due entries are claimed, saved and finished under the claim; what is not due, held or gone is not', async (store) => {
+    // What every store does, shared by several nodes or not (test/postgres-queue-claims.test.ts: what only a shared one does).
+    const claims = store.queueClaims;
+    const [due, later, held] = [newMessageId(), newMessageId(), newMessageId()];
+    const future = new Date(Date.now() + 3_600_000).toISOString();
+    await storeMessage(store, Buffer.from('due\r\n'), [{ type: 'queue-entry', entry: queueEntry(due) }], due);
+    await storeMessage(store, Buffer.from('later\r\n'), [{ type: 'queue-entry', entry: { ...queueEntry(later), nextAttemptAt: future } }], later);
+    await storeMessage(store, Buffer.from('held\r\n'), [{ type: 'queue-entry', entry: { ...queueEntry(held), held: 'no route' } }], held);
+    assert.deepEqual(
+      (await claims.claimDue(10, 60_000)).map((c) => c.entry),
+      [queueEntry(due)],
+      'only the due one that is not held',
+    );
+    assert.deepEqual(await claims.renew([due], 60_000), [due]);
+    assert.equal(await claims.saveClaimed({ ...queueEntry(due), attempts: 1, nextAttemptAt: future }, { release: true }), true);
+    assert.equal((await store.getQueueEntry(due))?.attempts, 1, 'saved');
+    assert.deepEqual(await claims.claimDue(10, 60_000), [], 'no longer due');
+    assert.equal(await claims.claim(due, 60_000, { onlyIfDue: true }), undefined, 'nor claimed as due');
+    assert.deepEqual(await claims.claim(due, 60_000), { ...queueEntry(due), attempts: 1, nextAttemptAt: future }, 'claimed by id, as saved');
+    assert.equal(await claims.finishClaimed(due, deliveryRecord('delivered')), true);
+    assert.equal(await store.getQueueEntry(due), undefined);
+    assert.deepEqual((await store.getMessage(due))?.delivery, deliveryRecord('delivered'));
+    assert.equal(await claims.claim(due, 60_000), undefined, 'gone from the queue');
+    assert.equal((await claims.claim(held, 60_000))?.held, 'no route', 'a held one by id (an admin, a starting node)');
+    await claims.release([held]);
+    assert.deepEqual(
+      (await store.listQueue()).map((e) => e.id),
+      [later, held],
+    );
+  });
+
   contract('a message in the outbound queue is never deleted: refused with MESSAGE_QUEUED, skipped by age', async (store) => {
     const queued = await storeQueued(store, Buffer.from('still to send\r\n'));
     await assert.rejects(store.deleteMessage(queued), { code: 'MESSAGE_QUEUED' });
