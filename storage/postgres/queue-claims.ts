@@ -35,7 +35,7 @@ export class PgQueueClaims implements QueueClaims {
     const { rows } = await this.#db.query<{ entry: QueueEntry; was: string | null }>(
       `UPDATE queue q SET claimed_by = $1, claimed_until = now() + ${lease('$2')}
          FROM (SELECT id, claimed_by AS was FROM queue
-                WHERE next_attempt_at <= now() AND ${FREE} AND NOT entry ? 'held'
+                WHERE next_attempt_at <= now() AND ${FREE} AND entry->'held' IS NULL
                 ORDER BY next_attempt_at LIMIT $3
                 FOR UPDATE SKIP LOCKED) due
         WHERE q.id = due.id
@@ -72,7 +72,7 @@ export class PgQueueClaims implements QueueClaims {
 
   async saveClaimed(entry: QueueEntry, opts: { release?: boolean } = {}): Promise<boolean> {
     const release = opts.release ? ', claimed_by = NULL, claimed_until = NULL' : '';
-    const { rowCount } = await this.#db.query(`UPDATE queue SET entry = $3::jsonb, next_attempt_at = $4${release} WHERE id = $2 AND claimed_by = $1`, [
+    const { rowCount } = await this.#db.query(`UPDATE queue SET entry = $3::json, next_attempt_at = $4${release} WHERE id = $2 AND claimed_by = $1`, [
       this.node,
       entry.id,
       JSON.stringify(entry),
