@@ -88,7 +88,7 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
   resetSpoolDir(store.dir);
   // The retriever starts last; the admin API reaches it through this getter once it runs.
   let retriever: Retriever | undefined;
-  const dispatcher = new Dispatcher({ store, config, logger, stages, metrics, tokens });
+  const dispatcher = new Dispatcher({ store, config, logger, stages, metrics, tokens, claimLeaseMs: config.queue.claim_ttl });
   // Inbound mail only (SMTP listener, retriever): what goes to the quarantine mailbox is queued with it.
   const commitHook = quarantineForwarding(config, logger, (entry) => dispatcher.queued(entry));
   const admin = new Admin({ config, store: async () => store, logger, stages, dispatcher, retriever: () => retriever, metrics, tokens });

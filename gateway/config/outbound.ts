@@ -5,7 +5,7 @@
  * conventions apply (custom messages say what was expected).
  */
 import { z } from 'zod';
-import { domain, is, passwordHash, positive, text } from './fields.js';
+import { age, domain, is, passwordHash, positive, text } from './fields.js';
 
 const submissionUser = z.strictObject({
   /** Login name for SMTP AUTH. */
@@ -70,6 +70,12 @@ export const queueSchema = z
     timeout: positive('seconds').default(60),
     /** Sender of delivery status notifications. Default: `MAILER-DAEMON@` the `[smtp] hostname`. */
     dsn_from: z.string().optional(),
+    /**
+     * Several nodes on PostgreSQL (issue 16, "Several nodes: The queue"): how long a node's claim
+     * on a queued message lasts unless renewed (every third of it); a dead node's messages wait
+     * this long before another node sends them. Default "30s".
+     */
+    claim_ttl: age('"30s" or "1m"').default(30_000),
   })
   .prefault({});
 
