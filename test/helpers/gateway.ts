@@ -123,7 +123,8 @@ export function runCli(args: string[], opts: { cwd?: string; env?: NodeJS.Proces
 /** Starts `mailgate serve` as a child process and resolves with its SMTP port once it logs that it is ready. */
 export function spawnServe(
   configFile: string,
-): Promise<{ port: number; submissionPort?: number; child: ReturnType<typeof spawn>; exited: Promise<number | null> }> {
+  opts: { /** Every line serve writes to stdout (its JSON log), from the first. */ onLine?: (line: string) => void } = {},
+): Promise<{ port: number; submissionPort?: number; api?: string; child: ReturnType<typeof spawn>; exited: Promise<number | null> }> {
   const child = spawn(process.execPath, [cliPath, 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   let stderr = '';
@@ -131,11 +132,12 @@ export function spawnServe(
   return new Promise((resolve, reject) => {
     const lines = createInterface({ input: child.stdout! });
     lines.on('line', (line) => {
+      opts.onLine?.(line);
       try {
-        const entry = JSON.parse(line) as { msg?: string; smtp?: { port: number }[]; submission?: { port: number }[] };
+        const entry = JSON.parse(line) as { msg?: string; smtp?: { port: number }[]; submission?: { port: number }[]; api?: string };
         const submission = entry.submission?.[0]?.port;
         if (entry.msg === 'mailgate ready' && entry.smtp?.[0])
-          resolve({ port: entry.smtp[0].port, ...(submission ? { submissionPort: submission } : {}), child, exited });
+          resolve({ port: entry.smtp[0].port, ...(submission ? { submissionPort: submission } : {}), ...(entry.api ? { api: entry.api } : {}), child, exited });
       } catch {
         // not a log line
       }
