@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import nodemailer from 'nodemailer';
 import { hashPassword } from '../gateway/config/password.js';
 import type { MessageMeta } from '../storage/records.js';
-import { startFleet, type FleetNode } from './helpers/fleet.js';
+import { startFleet, waitUntil, type FleetNode } from './helpers/fleet.js';
 import { startPostgres, type TestPostgres } from './helpers/postgres.js';
 
 const TOKEN = 'fleet-ingest-reader-0123456789';
@@ -109,10 +109,6 @@ for (const mode of ['fast', 'immediate'] as const) {
           await new Promise((r) => setTimeout(r, 50));
         }
       }
-    };
-    const waitUntil = async (what: string, done: () => boolean) => {
-      for (const deadline = Date.now() + 120_000; !done(); await new Promise((r) => setTimeout(r, 20)))
-        if (Date.now() > deadline) throw new Error(`waited 120 s for ${what}`);
     };
     const clients = Array.from({ length: 4 }, (_, c) => client(c));
     const count = (p: Phase, node: string, code: number) => replies.filter((r) => r.phase === p && r.node === node && r.code === code).length;
