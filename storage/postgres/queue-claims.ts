@@ -11,7 +11,7 @@
 import type pg from 'pg';
 import type { DeliveryRecord, QueueEntry } from '../records.js';
 import type { QueueClaims } from '../store.js';
-import { applySideRecords, claimsNotHeld } from './records.js';
+import { finishClaimedQueued } from './records.js';
 
 // A lease in milliseconds, as an interval the database adds to its own now().
 const lease = (param: string) => `(${param}::double precision * interval '1 millisecond')`;
@@ -81,22 +81,7 @@ export class PgQueueClaims implements QueueClaims {
     return rowCount === 1;
   }
 
-  async finishClaimed(id: string, delivery: DeliveryRecord): Promise<boolean> {
-    const tx = await this.#db.connect();
-    try {
-      await tx.query('BEGIN');
-      if ((await claimsNotHeld(tx, [id], this.node)).length > 0) {
-        await tx.query('ROLLBACK');
-        return false;
-      }
-      await applySideRecords(tx, [{ type: 'queue-finished', id, delivery }], this.node);
-      await tx.query('COMMIT');
-      return true;
-    } catch (err) {
-      await tx.query('ROLLBACK').catch(() => {});
-      throw err;
-    } finally {
-      tx.release();
-    }
+  finishClaimed(id: string, delivery: DeliveryRecord): Promise<boolean> {
+    return finishClaimedQueued(this.#db, id, delivery, this.node);
   }
 }
