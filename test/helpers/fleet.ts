@@ -68,8 +68,8 @@ export interface Fleet {
 export interface FleetOptions {
   /** How many nodes (named `node-a`, `node-b`, ...). */
   nodes: number;
-  /** The TOML every node gets after its data_dir, `[storage]` and `[node]`: aliases, `[queue]`, `[retriever]`... */
-  toml: string;
+  /** The TOML each node gets besides its data_dir, `[storage]` and `[node]`: aliases, `[queue]`, `[retriever]`... (by node name, when a function). */
+  toml: string | ((node: string) => string);
   /** A cluster to use (else one is started with fsync off and stopped by `stop`). */
   postgres?: TestPostgres;
 }
@@ -87,7 +87,7 @@ export async function startFleet(opts: FleetOptions): Promise<Fleet> {
     const name = `node-${NAMES[i]}`;
     const nodeDir = path.join(dir, name);
     await mkdir(nodeDir, { recursive: true });
-    const toml = `${opts.toml}\n[storage]\npostgres = ${JSON.stringify(url)}\n\n[node]\nname = "${name}"\n`;
+    const toml = `${typeof opts.toml === 'string' ? opts.toml : opts.toml(name)}\n[storage]\npostgres = ${JSON.stringify(url)}\n\n[node]\nname = "${name}"\n`;
     configs.push({ name, configFile: await writeTestConfig(nodeDir, toml) });
   }
   const nodes: FleetNode[] = [];

@@ -10,6 +10,8 @@ export interface Received {
   /** The user that authenticated, if any. */
   user?: string;
   secure: boolean;
+  /** The name the client gave in EHLO/HELO (which gateway sent it, when each has its own `[smtp] hostname`). */
+  helo: string;
   /** NOTIFY of each RCPT TO that had one (RFC 3461), by recipient; absent when none had. */
   notify?: Record<string, string[]>;
 }
@@ -96,6 +98,7 @@ export async function startUpstream(opts: UpstreamOptions = {}): Promise<Upstrea
           raw: Buffer.concat(chunks),
           ...(typeof session.user === 'string' ? { user: session.user } : {}),
           secure: session.secure,
+          helo: session.hostNameAppearsAs,
         };
         Promise.resolve(opts.data?.(message)).then((refusal) => {
           if (refusal) return callback(Object.assign(new Error(refusal[1]), { responseCode: refusal[0] }));
