@@ -45,37 +45,38 @@ test('one mailbox of hundreds, two nodes: the holder SIGKILLed mid-fetch, the ot
   t.after(() => fleet.stop());
   const nodes = fleet.nodes as [FleetNode, FleetNode];
 
-  // Whichever node took the lease is the holder; the other must not fetch while it lives.
-  const holder = await Promise.any(nodes.map((n) => n.waitForLog(leaseTaken, 'mailbox lease taken').then(() => n)));
-  const other = nodes.find((n) => n !== holder)!;
+  // Fetching starts once a node holds the lease.
+  await Promise.any(nodes.map((n) => n.waitForLog(leaseTaken, 'mailbox lease taken')));
   const store = await fleet.openStore();
-  const lease = async () =>
-    (await fleet.postgres.query(`SELECT holder, epoch FROM mailbox_leases`, new URL(fleet.url).pathname.slice(1))).rows as { holder: string; epoch: string }[];
-  assert.deepEqual(
-    (await lease()).map((l) => l.holder),
-    [holder.name],
-    'mailbox_leases names the node that logged the lease',
-  );
+  const database = new URL(fleet.url).pathname.slice(1);
+  const leaseHolder = async () =>
+    ((await fleet.postgres.query('SELECT holder FROM mailbox_leases', database)).rows as { holder: string }[]).map((r) => r.holder);
 
   for (let n = 0; n < COUNT; n++) await dovecot.deliver('support', message(n));
-  await holder.waitForLog(() => holder.count(fetched) >= KILL_AFTER, `${KILL_AFTER} messages fetched`);
-  assert.equal(other.count(fetched), 0, `${other.name} fetched nothing while ${holder.name} held the lease`);
+  await waitUntil(`${KILL_AFTER} messages fetched`, () => nodes[0].count(fetched) + nodes[1].count(fetched) >= KILL_AFTER);
+  // The holder now, as mailbox_leases names it. (On a loaded machine a renewal can come late
+  // and the lease move before the kill: that is the fencing's business, and the final checks
+  // below see whether it held.)
+  const [holderName] = await leaseHolder();
+  const holder = nodes.find((n) => n.name === holderName);
+  assert.ok(holder, `mailbox_leases names a node of the fleet (${holderName})`);
+  const other = nodes.find((n) => n !== holder)!;
   const killedAt = Date.now();
+  const mark = other.log.length;
   await holder.kill();
-  const storedByHolder = (await store.listMessages({ limit: Infinity })).length;
-  const leftAtKill = (await dovecot.listMessages('support')).length;
-  t.diagnostic(`${holder.name} killed after ${holder.count(fetched)} fetched, ${storedByHolder} stored, ${leftAtKill} left in INBOX`);
+  const storedAtKill = (await store.listMessages({ limit: Infinity })).length;
+  t.diagnostic(
+    `${holder.name} killed holding the lease, after ${holder.count(fetched)} fetched (${other.name}: ${other.count(fetched)}), ${storedAtKill} stored`,
+  );
   // Moves come after a poll's batch is stored: INBOX may still hold all of them.
-  assert.ok(storedByHolder > 0 && storedByHolder < COUNT, `the kill landed mid-fetch (${storedByHolder} of ${COUNT} stored)`);
+  assert.ok(storedAtKill > 0 && storedAtKill < COUNT, `the kill landed mid-fetch (${storedAtKill} of ${COUNT} stored)`);
 
   // The other node takes the lapsed lease (a higher epoch) and fetches the rest.
-  const taken = await other.waitForLog(leaseTaken, 'mailbox lease taken after the kill');
-  t.diagnostic(`${other.name} took the mailbox over ${Date.now() - killedAt} ms after the kill (lease_ttl ${LEASE_TTL_MS} ms), epoch ${String(taken.epoch)}`);
-  assert.deepEqual(
-    (await lease()).map((l) => l.holder),
-    [other.name],
-    'mailbox_leases names the new holder',
+  const taken = await other.waitForLog((e) => leaseTaken(e) && other.log.indexOf(e) >= mark, 'mailbox lease taken after the kill');
+  t.diagnostic(
+    `${other.name} took the mailbox over ${Number(taken.time) - killedAt} ms after the kill (lease_ttl ${LEASE_TTL_MS} ms), epoch ${String(taken.epoch)}`,
   );
+  assert.deepEqual(await leaseHolder(), [other.name], 'mailbox_leases names the new holder');
   await waitUntil('the mailbox emptied', async () => (await dovecot.listMessages('support')).length === 0);
 
   const stored = await store.listMessages({ limit: Infinity });
@@ -90,6 +91,5 @@ test('one mailbox of hundreds, two nodes: the holder SIGKILLed mid-fetch, the ot
     const n = Number(/^fleet-(\d+)@example\.net$/.exec(m.messageId ?? '')?.[1]);
     assert.equal((await buffer(store.openRaw(m.id))).toString(), message(n), `message ${n} stored byte for byte`);
   }
-  assert.ok(other.count(fetched) > 0, `${other.name} fetched the rest`);
   assert.equal((await dovecot.listMessages('support', 'Processed')).length, COUNT, 'every message moved to Processed');
 });

@@ -4,9 +4,11 @@
  * upstream; one node SIGKILLed while it holds claims and deliveries are in flight. The other
  * takes its messages over once their claims (`[queue] claim_ttl`) expire. Every recipient of
  * every acknowledged message gets it, the queue ends empty, and a recipient got a second copy
- * only in the window the README documents ("Several nodes on one PostgreSQL: the shared queue",
- * window 1): the upstream accepted the first at the moment of the kill, before the dead node's
- * record of it (as in test/queue-crash.test.ts, within KILL_MOMENT_MS of it).
+ * only in the windows the README documents ("Several nodes on one PostgreSQL: the shared
+ * queue"): (1) the upstream accepted the first at the moment of the kill, before the dead
+ * node's record of it (as in test/queue-crash.test.ts, within KILL_MOMENT_MS of it), or (2) the
+ * node that sent the first had lost its claim by then (a pause past claim_ttl, which a short
+ * lease on a loaded machine makes happen) and logged that its record was refused.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -35,8 +37,10 @@ interface Copy {
 const heloOf = (node: string) => `${node}.example.com`;
 
 const takingOver = (e: LogEntry) => e.msg === 'taking over a queued message whose claim by another node expired';
+/** What a node logs when its attempt's record is refused because its claim lapsed and another node took the message (README window 2). */
+const claimLost = (e: LogEntry) => typeof e.msg === 'string' && e.msg.startsWith("this node's claim on the queued message expired and another node took it");
 
-test('a busy shared queue on two nodes, one SIGKILLed mid-delivery: every recipient delivered by the other, the queue empty, a second copy only at the moment of the kill', async (t) => {
+test('a busy shared queue on two nodes, one SIGKILLed mid-delivery: every recipient delivered by the other, the queue empty, a second copy only in the documented windows', async (t) => {
   const copies: Copy[] = [];
   // Transactions between DATA and the upstream's reply, by the sending node's EHLO name.
   const inData = new Map<string, number>();
@@ -128,7 +132,8 @@ port = ${upstream.port}
   await submitting;
 
   // The survivor takes the victim's claimed messages over once the claims expire, and sends everything.
-  await survivor.waitForLog(takingOver, "a takeover of the dead node's messages");
+  const firstTakeover = await survivor.waitForLog(takingOver, "a takeover of the dead node's messages");
+  t.diagnostic(`${survivor.name} took the first message over ${Number(firstTakeover.time) - kill.at} ms after the kill (claim_ttl ${CLAIM_TTL_S} s)`);
   const wanted = [...acknowledged.values()];
   const delivered = (id: string, rcpt: string) => copies.filter((c) => c.messageId === id && c.rcptTo.includes(rcpt));
   await waitUntil('every recipient of every acknowledged message delivered', () => wanted.every((id) => RECIPIENTS.every((r) => delivered(id, r).length > 0)));
@@ -144,13 +149,19 @@ port = ${upstream.port}
     assert.equal(meta?.delivery?.status, 'delivered', `${id} is recorded as delivered`);
   }
 
-  // A second copy (of any try) only where the first one's 250 came at the moment of the kill.
-  const duplicates: { id: string; rcpt: string; beforeKillMs: number; inWindow: boolean; fromVictim: boolean }[] = [];
+  // A second copy (of any try) only in the README's two windows: (1) the killed node sent the
+  // first one at the moment of the kill; (2) the node that sent the first one had lost its claim
+  // meanwhile (renewals late on this loaded machine: a pause past claim_ttl), and says so in its
+  // log, its record refused, while the node that took the message over sent it again.
+  const storeIdOf = new Map(stored.map((m) => [m.messageId ?? '', m.id]));
+  const duplicates: { id: string; rcpt: string; beforeKillMs: number; window: 1 | 2 | undefined }[] = [];
   for (const id of new Set(copies.map((c) => c.messageId))) {
     for (const rcpt of RECIPIENTS) {
       for (const first of delivered(id, rcpt).slice(0, -1)) {
-        const inWindow = first.at >= kill.at - KILL_MOMENT_MS && first.at <= kill.exited + KILL_MOMENT_MS;
-        duplicates.push({ id, rcpt, beforeKillMs: kill.at - first.at, inWindow, fromVictim: first.from === heloOf(victim.name) });
+        const sender = fleet.nodes.find((n) => heloOf(n.name) === first.from)!;
+        const atKill = sender === victim && first.at >= kill.at - KILL_MOMENT_MS && first.at <= kill.exited + KILL_MOMENT_MS;
+        const lostClaim = sender.count((e) => claimLost(e) && e.msg_id === storeIdOf.get(id)) > 0;
+        duplicates.push({ id, rcpt, beforeKillMs: kill.at - first.at, window: atKill ? 1 : lostClaim ? 2 : undefined });
       }
     }
   }
@@ -165,11 +176,17 @@ port = ${upstream.port}
   t.diagnostic(
     `${copies.length} copies accepted upstream (${copiesAtKill} before the kill; ${copies.filter((c) => c.from === heloOf(victim.name)).length} from ${victim.name}), ` +
       `${survivor.count(takingOver)} message(s) taken over; ` +
-      `${duplicates.length} recipient(s) sent twice, accepted ${duplicates.map((d) => d.beforeKillMs).join(', ') || 'none'} ms before the kill (negative: after it)`,
+      `${duplicates.length} recipient(s) sent twice: ${duplicates.filter((d) => d.window === 2).length} after a lost claim (window 2), the others accepted ` +
+      `${
+        duplicates
+          .filter((d) => d.window !== 2)
+          .map((d) => d.beforeKillMs)
+          .join(', ') || 'none'
+      } ms before the kill (negative: after it)`,
   );
   assert.deepEqual(
-    duplicates.filter((d) => !d.inWindow || !d.fromVictim),
+    duplicates.filter((d) => d.window === undefined),
     [],
-    'no recipient was sent twice except one whose first copy the killed node sent at the moment of the kill',
+    'no recipient was sent twice outside the two windows the README documents',
   );
 });
