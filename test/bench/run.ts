@@ -59,7 +59,8 @@ if (want('memory')) {
 if (want('ingest')) {
   const { ingestBench } = await import('./ingest.js');
   console.log(
-    '\n# Ingest: smtp-source, 20 parallel sessions, into mailgate (all four stages, durable store), a bare smtp-server sink (the baseline),' +
+    '\n# Ingest: smtp-source, 20 parallel sessions, into mailgate (all four stages, durable store) on LevelDB, on PostgreSQL (fsync on)' +
+      ' and as two nodes on that PostgreSQL (sessions split over both), a bare smtp-server sink (the baseline),' +
       " Postfix's smtp-sink and Haraka (queue to disk); ratios against the sink",
   );
   for (const line of await ingestBench({ quick })) console.log(line);
