@@ -133,14 +133,14 @@ export async function startMailgate(opts: { toml?: string; nodeArgs?: string[]; 
  * them: each its own data_dir (spool, control socket) and `[node] name`, all four stages, the
  * default `[storage] connections` (10). Started one after the other: the first makes the tables.
  */
-export async function startMailgateOnPostgres(cluster: TestPostgres, nodes: 1 | 2): Promise<Peer> {
+export async function startMailgateOnPostgres(cluster: TestPostgres, nodes: 1 | 2, opts: { nodeArgs?: string[] } = {}): Promise<Peer> {
   const url = await cluster.createDatabase();
   const name = new URL(url).pathname.slice(1);
   const started: Awaited<ReturnType<typeof startMailgate>>[] = [];
   try {
     for (let i = 1; i <= nodes; i++) {
       const toml = `${partitionPolicyToml}\n[storage]\npostgres = ${JSON.stringify(url)}\n\n[node]\nname = "bench-${i}"\n`;
-      started.push(await startMailgate({ toml }));
+      started.push(await startMailgate({ toml, ...(opts.nodeArgs ? { nodeArgs: opts.nodeArgs } : {}) }));
     }
   } catch (err) {
     await Promise.allSettled(started.map((n) => n.stop()));
