@@ -1,11 +1,13 @@
 /**
  * SMTP load generator, run as its own process so its CPU does not count against the
- * server measured: `node load.js PORT SESSIONS MESSAGES SIZE reuse|new`. Prints one JSON
+ * server measured: `node load.js PORT[,PORT...] SESSIONS MESSAGES SIZE reuse|new` (several
+ * ports: the sessions take them in turn, for servers sharing the load). Prints one JSON
  * line: messages per second and the p50/p99 time from end of DATA to the 250 reply.
  */
 import { connect, type Socket } from 'node:net';
 
-const [port, sessions, messages, size, mode] = process.argv.slice(2);
+const [portList, sessions, messages, size, mode] = process.argv.slice(2);
+const ports = portList!.split(',').map(Number);
 const total = Number(messages);
 const body = Buffer.from(
   `From: load@example.org\r\nTo: support@example.com\r\nSubject: load\r\n\r\n` + `${'x'.repeat(74)}\r\n`.repeat(Math.max(1, Math.floor(Number(size) / 76))),
@@ -32,8 +34,8 @@ function session(socket: Socket) {
   return { reply, cmd };
 }
 
-async function open(): Promise<ReturnType<typeof session> & { socket: Socket }> {
-  const socket = connect(Number(port), '127.0.0.1');
+async function open(port: number): Promise<ReturnType<typeof session> & { socket: Socket }> {
+  const socket = connect(port, '127.0.0.1');
   socket.setNoDelay(true); // else Nagle and delayed ACKs add 40 ms to every reply
   const s = session(socket);
   await s.reply();
@@ -43,11 +45,11 @@ async function open(): Promise<ReturnType<typeof session> & { socket: Socket }> 
 
 const latencies: number[] = [];
 let next = 0;
-async function worker(): Promise<void> {
-  let s = mode === 'reuse' ? await open() : undefined;
+async function worker(port: number): Promise<void> {
+  let s = mode === 'reuse' ? await open(port) : undefined;
   while (next < total) {
     next++;
-    if (!s) s = await open();
+    if (!s) s = await open(port);
     await s.cmd('MAIL FROM:<load@example.org>');
     await s.cmd('RCPT TO:<support@example.com>');
     await s.cmd('DATA');
@@ -64,7 +66,7 @@ async function worker(): Promise<void> {
 }
 
 const start = process.hrtime.bigint();
-await Promise.all(Array.from({ length: Number(sessions) }, worker));
+await Promise.all(Array.from({ length: Number(sessions) }, (_, i) => worker(ports[i % ports.length]!)));
 const seconds = Number(process.hrtime.bigint() - start) / 1e9;
 latencies.sort((a, b) => a - b);
 const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor(latencies.length * p))] ?? 0;

@@ -10,6 +10,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { testConfigText } from '../helpers/gateway.js';
+import type { TestPostgres } from '../helpers/postgres.js';
 import { cliPath, projectRoot, tempDir } from '../helpers/paths.js';
 import { accepts, freePorts } from '../helpers/ports.js';
 import { ensureHaraka, ensurePostfixTools, HARAKA_VERSION, SMTP_SINK } from './tools.js';
@@ -19,13 +20,20 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 /** A server under test. */
 export interface Peer {
   /** Short name, used as a key and in the output. */
-  key: 'sink' | 'mailgate' | 'smtp-sink' | 'haraka';
+  key: 'sink' | 'mailgate' | 'mailgate-pg' | 'mailgate-pg2' | 'smtp-sink' | 'haraka';
   /** What it is, for the output. */
   label: string;
   port: number;
   /** The server process (the one whose memory and CPU count). */
   pid: number;
-  /** Messages it has written to disk so far, where the bench can count them (Haraka's queue files). */
+  /**
+   * A peer that is several servers sharing the load: every one of them (the first is `port`
+   * and `pid`), each given an equal share of the sessions; their sum is what is measured.
+   */
+  nodes?: readonly { port: number; pid: number }[];
+  /** The PostgreSQL cluster and database it stores into, whose costs the bench reads too. */
+  database?: { cluster: TestPostgres; name: string };
+  /** Messages it has stored so far, where the bench can count them (Haraka's queue files, mailgate's rows in PostgreSQL). */
   stored?(): Promise<number>;
   stop(): Promise<void>;
 }
@@ -33,7 +41,9 @@ export interface Peer {
 /** How each peer is named in the bench's output (the smoke test looks for these). */
 export const peerLabels: Record<Peer['key'], string> = {
   sink: 'bare smtp-server sink',
-  mailgate: 'mailgate (4 stages, durable)',
+  mailgate: 'mailgate, LevelDB (4 stages, durable)',
+  'mailgate-pg': 'mailgate, PostgreSQL, 1 node',
+  'mailgate-pg2': 'mailgate, PostgreSQL, 2 nodes (sum)',
   'smtp-sink': 'Postfix smtp-sink',
   haraka: `Haraka ${HARAKA_VERSION} (queue to disk, fsync)`,
 };
@@ -116,6 +126,39 @@ export async function startMailgate(opts: { toml?: string; nodeArgs?: string[]; 
     await cleanup();
     throw err;
   }
+}
+
+/**
+ * NODES `mailgate serve` processes (1 or 2) on one fresh database of CLUSTER, as a fleet runs
+ * them: each its own data_dir (spool, control socket) and `[node] name`, all four stages, the
+ * default `[storage] connections` (10). Started one after the other: the first makes the tables.
+ */
+export async function startMailgateOnPostgres(cluster: TestPostgres, nodes: 1 | 2, opts: { nodeArgs?: string[] } = {}): Promise<Peer> {
+  const url = await cluster.createDatabase();
+  const name = new URL(url).pathname.slice(1);
+  const started: Awaited<ReturnType<typeof startMailgate>>[] = [];
+  try {
+    for (let i = 1; i <= nodes; i++) {
+      const toml = `${partitionPolicyToml}\n[storage]\npostgres = ${JSON.stringify(url)}\n\n[node]\nname = "bench-${i}"\n`;
+      started.push(await startMailgate({ toml, ...(opts.nodeArgs ? { nodeArgs: opts.nodeArgs } : {}) }));
+    }
+  } catch (err) {
+    await Promise.allSettled(started.map((n) => n.stop()));
+    throw err;
+  }
+  const key = nodes === 1 ? 'mailgate-pg' : 'mailgate-pg2';
+  return {
+    key,
+    label: peerLabels[key],
+    port: started[0]!.port,
+    pid: started[0]!.pid,
+    nodes: started.map((n) => ({ port: n.port, pid: n.pid })),
+    database: { cluster, name },
+    stored: async () => Number((await cluster.query('SELECT count(*) AS n FROM messages', name)).rows[0].n),
+    async stop() {
+      await Promise.allSettled(started.map((n) => n.stop()));
+    },
+  };
 }
 
 /** The bare smtp-server sink (test/bench/sink.ts): the ceiling for an SMTP server in Node. */

@@ -16,7 +16,7 @@ if (rtt !== undefined && !(Number.isFinite(rtt) && rtt > 0))
 const sizeAt = process.argv.indexOf('--size');
 const sizeKb = sizeAt > 0 ? Number(process.argv[sizeAt + 1]) : 4;
 if (!(Number.isInteger(sizeKb) && sizeKb > 0)) throw new Error(`--size: expected a message size in KB, got ${process.argv[sizeAt + 1]}`);
-const only = process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && all[i - 1] !== '--rtt' && all[i - 1] !== '--size');
+const only = process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && all[i - 1] !== '--rtt' && all[i - 1] !== '--size' && all[i - 1] !== '--store');
 /** `--quick`: few or small messages and one run, to check that a section works (CI); `memory`, `ingest` and `outbound` have it. */
 const quick = process.argv.includes('--quick');
 // `compare DIR ingest` names sections of the comparison, not sections to run on their own.
@@ -59,7 +59,8 @@ if (want('memory')) {
 if (want('ingest')) {
   const { ingestBench } = await import('./ingest.js');
   console.log(
-    '\n# Ingest: smtp-source, 20 parallel sessions, into mailgate (all four stages, durable store), a bare smtp-server sink (the baseline),' +
+    '\n# Ingest: smtp-source, 20 parallel sessions, into mailgate (all four stages, durable store) on LevelDB, on PostgreSQL (fsync on)' +
+      ' and as two nodes on that PostgreSQL (sessions split over both), a bare smtp-server sink (the baseline),' +
       " Postfix's smtp-sink and Haraka (queue to disk); ratios against the sink",
   );
   for (const line of await ingestBench({ quick })) console.log(line);
@@ -130,9 +131,13 @@ if (only[0] === 'compare') {
 // Not part of a plain `npm run bench`: only when named (`npm run bench -- ingest-profile`).
 if (only.includes('ingest-profile')) {
   const { ingestProfile } = await import('./ingest-profile.js');
-  console.log(`\n# Ingest CPU profile: mailgate serve (all four stages, durable), ${sizeKb} KB messages, reused connections, 20 smtp-source sessions`);
+  // `--store postgres`: mailgate on a private PostgreSQL (fsync on) instead of LevelDB.
+  const postgres = process.argv.includes('postgres') && process.argv[process.argv.indexOf('postgres') - 1] === '--store';
+  console.log(
+    `\n# Ingest CPU profile: mailgate serve (all four stages, durable${postgres ? ', on PostgreSQL' : ''}), ${sizeKb} KB messages, reused connections, 20 smtp-source sessions`,
+  );
   // MAILGATE_BENCH_CPU_PROF=DIR keeps the .cpuprofile there (open it in Chrome DevTools).
   const dir = process.env.MAILGATE_BENCH_CPU_PROF;
   const size = sizeKb * 1024;
-  for (const line of await ingestProfile({ size, ...(quick ? { messages: 500 } : {}), ...(dir ? { dir } : {}) })) console.log(line);
+  for (const line of await ingestProfile({ size, postgres, ...(quick ? { messages: 500 } : {}), ...(dir ? { dir } : {}) })) console.log(line);
 }
