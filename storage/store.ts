@@ -227,6 +227,24 @@ export interface Leases {
   nodes(): Promise<FleetNode[]>;
 }
 
+/**
+ * A notice from one node to the others (issue 16, "Several nodes: Admin"): an admin's change
+ * that the node holding a mailbox or a queued message applies. Best effort: a node that is
+ * not listening at that moment (restarting, its database connection lost) misses it, so what a
+ * notice asks for is always recorded in the store first and the notice only makes it quick.
+ */
+export interface Notice {
+  /** What it is about, e.g. `alias-status`. */
+  topic: string;
+  /** The sending node's name (`[node] name`). */
+  from: string;
+  /** Small JSON: the whole notice stays under {@link NOTICE_MAX_BYTES}. */
+  payload: Record<string, unknown>;
+}
+
+/** PostgreSQL refuses a NOTIFY payload of 8000 bytes or more; every store keeps to it, so what works on one works on the other. */
+export const NOTICE_MAX_BYTES = 7900;
+
 /** The message store. One per gateway; opened by storage/open.ts. */
 export interface Store {
   /**
@@ -284,6 +302,14 @@ export interface Store {
 
   /** Which node delivers which queued message, when several nodes share this store. */
   readonly queueClaims: QueueClaims;
+
+  // Notices between nodes (a Notice). On a store of one process (LevelDB) they reach this
+  // process's handlers only; on a shared one, every node's, the sender's included.
+
+  /** Sends a notice to every node's {@link onNotice} handlers; rejects with a RangeError when it is {@link NOTICE_MAX_BYTES} or more as JSON. */
+  notify(topic: string, payload: Record<string, unknown>): Promise<void>;
+  /** Calls HANDLER with every notice from now on, until the returned function is called. */
+  onNotice(handler: (notice: Notice) => void): () => void;
 
   // Alias health.
 
