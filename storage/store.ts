@@ -192,6 +192,8 @@ export interface FleetNode {
   seenAt: Date;
   /** Seen within the lease time and not shut down: counted when mailboxes are shared out. */
   live: boolean;
+  /** What it announced of its configuration (Leases.announce), when it did. */
+  config?: Record<string, unknown>;
 }
 
 /**
@@ -225,6 +227,12 @@ export interface Leases {
   list(): Promise<LeaseState[]>;
   /** Every node that ever balanced, by name. */
   nodes(): Promise<FleetNode[]>;
+  /**
+   * Records with this node's row what it says of its configuration (the aliases and
+   * departments the nodes share, normalised: gateway/admin/shared-config.ts), for the others to
+   * compare; kept across its lease rounds.
+   */
+  announce(config: Record<string, unknown>): Promise<void>;
 }
 
 /**
@@ -430,4 +438,6 @@ export interface QueueClaims {
   saveClaimed(entry: QueueEntry, opts?: { release?: boolean }): Promise<boolean>;
   /** {@link Store.finishQueueEntry}, only if this node still holds the entry's claim; false, and nothing written, when it was lost. */
   finishClaimed(id: string, delivery: DeliveryRecord): Promise<boolean>;
+  /** The live claims (not expired), by entry id, with the node holding each: who delivers what now. None when not `shared`. */
+  claims(): Promise<{ id: string; node: string }[]>;
 }

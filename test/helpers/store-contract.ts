@@ -529,6 +529,8 @@ export function storeContract(name: string, factory: StoreFactory): void {
       'only the due one that is not held',
     );
     assert.deepEqual(await claims.renew([due], 60_000), [due]);
+    // Who delivers what: recorded only where several nodes share the queue.
+    assert.deepEqual(await claims.claims(), claims.shared ? [{ id: due, node: store.leases.node }] : []);
     assert.equal(await claims.saveClaimed({ ...queueEntry(due), attempts: 1, nextAttemptAt: future }, { release: true }), true);
     assert.equal((await store.getQueueEntry(due))?.attempts, 1, 'saved');
     assert.deepEqual(await claims.claimDue(10, 60_000), [], 'no longer due');
@@ -817,6 +819,10 @@ export function storeContract(name: string, factory: StoreFactory): void {
         (await leases.nodes()).map((n) => [n.name, n.live]),
         [[leases.node, true]],
       );
+      // What the node says of its configuration stays with its row across lease rounds.
+      await leases.announce({ fingerprint: 'abc', aliases: { support: 'h1' } });
+      await leases.balance([mailboxes[1]!], 30_000);
+      assert.deepEqual((await leases.nodes()).map((n) => n.config), [{ fingerprint: 'abc', aliases: { support: 'h1' } }]);
       assert.deepEqual(
         (await leases.release()).map((l) => l.mailbox),
         [mailboxes[1]],
