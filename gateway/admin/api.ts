@@ -473,7 +473,13 @@ export class Admin implements AdminApi {
     const holds = count(held.filter((l) => l.held).map((l) => l.holder));
     const delivers = count(claims.map((c) => c.node));
     return nodes.map((n): NodeRow => {
-      const row: NodeRow = { name: n.name, startedAt: n.startedAt.toISOString(), seenAt: n.seenAt.toISOString(), live: n.live, mailboxes: holds.get(n.name) ?? 0 };
+      const row: NodeRow = {
+        name: n.name,
+        startedAt: n.startedAt.toISOString(),
+        seenAt: n.seenAt.toISOString(),
+        live: n.live,
+        mailboxes: holds.get(n.name) ?? 0,
+      };
       if (n.name === leases.node) row.thisNode = true;
       if (store.queueClaims.shared) row.delivering = delivers.get(n.name) ?? 0;
       const theirs = n.config as SharedConfig | undefined;

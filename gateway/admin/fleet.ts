@@ -67,7 +67,10 @@ export function followAdminNotices(deps: NoticeFollowerDeps): () => void {
       // Its worker records and logs the change, and connects or pauses now; a mailbox this node
       // no longer holds needs nothing: the next holder reads the state the admin recorded.
       const state = await deps.retriever()?.setStatus(alias, status);
-      logger.info({ alias, status, from, applied: state !== undefined }, `alias ${alias} ${status === 'active' ? 'activated' : 'deactivated'} by an admin on node ${from}`);
+      logger.info(
+        { alias, status, from, applied: state !== undefined },
+        `alias ${alias} ${status === 'active' ? 'activated' : 'deactivated'} by an admin on node ${from}`,
+      );
     } else if (notice.topic === QUEUE_RETRY_NOTICE) {
       const id = String(payload['id']);
       deps.dispatcher.retryAsked?.(id);

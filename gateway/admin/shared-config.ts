@@ -32,7 +32,11 @@ function normalised(value: unknown): unknown {
   return out;
 }
 
-const hash = (value: unknown) => createHash('sha256').update(JSON.stringify(normalised(value))).digest('base64url').slice(0, 16);
+const hash = (value: unknown) =>
+  createHash('sha256')
+    .update(JSON.stringify(normalised(value)))
+    .digest('base64url')
+    .slice(0, 16);
 
 /** CONFIG's aliases and departments, as a node records them. */
 export function sharedConfig(config: Config): SharedConfig {
@@ -73,14 +77,17 @@ export async function watchSharedConfig(store: Store, config: Config, logger: Lo
       if (logged.has(key)) continue;
       logged.add(key);
       const { aliases, departments } = sharedDifferences(mine, node.config);
-      const what = [aliases.length ? `aliases ${aliases.join(', ')}` : '', departments.length ? `departments ${departments.join(', ')}` : ''].filter(Boolean).join('; ');
+      const what = [aliases.length ? `aliases ${aliases.join(', ')}` : '', departments.length ? `departments ${departments.join(', ')}` : '']
+        .filter(Boolean)
+        .join('; ');
       logger.warn(
         { node: node.name, aliases, departments },
         `node ${node.name} has another configuration of what the nodes share (${what}): copy the same mailgate.toml to every node`,
       );
     }
   };
-  const check = (sender?: string) => compare(sender).catch((err: unknown) => logger.warn({ err }, "could not compare this node's configuration with the other nodes'"));
+  const check = (sender?: string) =>
+    compare(sender).catch((err: unknown) => logger.warn({ err }, "could not compare this node's configuration with the other nodes'"));
   const stop = store.onNotice((notice) => {
     if (notice.topic === NODE_CONFIG_NOTICE && notice.from !== me) void check(notice.from);
   });

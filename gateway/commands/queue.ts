@@ -45,7 +45,8 @@ export function queueCommand(): Command {
           api.gatewayRunning ? `${what} made due now\n` : `${what} made due now; the gateway is not running: they are tried when it starts\n`,
         );
         // Several nodes: being sent by another node right now; it was told, and tries again at once if this attempt does not finish it.
-        for (const d of delivering) process.stdout.write(`${d.id} is being delivered by node ${d.node}, which tries it again at once if this attempt does not finish it\n`);
+        for (const d of delivering)
+          process.stdout.write(`${d.id} is being delivered by node ${d.node}, which tries it again at once if this attempt does not finish it\n`);
       });
     });
 

@@ -262,7 +262,8 @@ export const apiRoutes: readonly ApiRoute[] = [
     method: 'GET',
     url: '/nodes',
     permission: 'read',
-    summary: 'The nodes sharing the store (one on LevelDB): started, last seen, live, mailboxes held, queued messages being delivered, configuration differences',
+    summary:
+      'The nodes sharing the store (one on LevelDB): started, last seen, live, mailboxes held, queued messages being delivered, configuration differences',
     run: (api) => api.listNodes(),
   }),
   route({

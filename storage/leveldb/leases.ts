@@ -41,7 +41,9 @@ export class OneNodeLeases implements Leases {
   }
 
   nodes(): Promise<FleetNode[]> {
-    return Promise.resolve([{ name: this.node, startedAt: this.#startedAt, seenAt: this.#seenAt, live: true, ...(this.#config ? { config: this.#config } : {}) }]);
+    return Promise.resolve([
+      { name: this.node, startedAt: this.#startedAt, seenAt: this.#seenAt, live: true, ...(this.#config ? { config: this.#config } : {}) },
+    ]);
   }
 
   announce(config: Record<string, unknown>): Promise<void> {

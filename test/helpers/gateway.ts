@@ -123,6 +123,7 @@ export function runCli(args: string[], opts: { cwd?: string; env?: NodeJS.Proces
 /** Starts `mailgate serve` as a child process and resolves with its SMTP port once it logs that it is ready. */
 export function spawnServe(
   configFile: string,
+  opts: { onLog?: (entry: Record<string, unknown>) => void } = {},
 ): Promise<{ port: number; submissionPort?: number; child: ReturnType<typeof spawn>; exited: Promise<number | null> }> {
   const child = spawn(process.execPath, [cliPath, 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
@@ -133,6 +134,8 @@ export function spawnServe(
     lines.on('line', (line) => {
       try {
         const entry = JSON.parse(line) as { msg?: string; smtp?: { port: number }[]; submission?: { port: number }[] };
+        // Every log line from the first, for tests that read what the node logged while starting.
+        opts.onLog?.(entry);
         const submission = entry.submission?.[0]?.port;
         if (entry.msg === 'mailgate ready' && entry.smtp?.[0])
           resolve({ port: entry.smtp[0].port, ...(submission ? { submissionPort: submission } : {}), child, exited });

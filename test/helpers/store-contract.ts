@@ -822,7 +822,10 @@ export function storeContract(name: string, factory: StoreFactory): void {
       // What the node says of its configuration stays with its row across lease rounds.
       await leases.announce({ fingerprint: 'abc', aliases: { support: 'h1' } });
       await leases.balance([mailboxes[1]!], 30_000);
-      assert.deepEqual((await leases.nodes()).map((n) => n.config), [{ fingerprint: 'abc', aliases: { support: 'h1' } }]);
+      assert.deepEqual(
+        (await leases.nodes()).map((n) => n.config),
+        [{ fingerprint: 'abc', aliases: { support: 'h1' } }],
+      );
       assert.deepEqual(
         (await leases.release()).map((l) => l.mailbox),
         [mailboxes[1]],
