@@ -67,9 +67,11 @@ function nodesTable(nodes: NodeRow[]): Html {
           html`<tr id="node-${n.name}">
             <th scope="row">
               ${n.name}${n.thisNode ? html` <span class="muted">(this node)</span>` : ''}
-              ${n.configDiffers?.length
-                ? html`<div class="warn" role="note">${badge('warning', 'warn')} configuration differs from this node's: ${n.configDiffers.join(', ')}</div>`
-                : ''}
+              ${
+                n.configDiffers?.length
+                  ? html`<div class="warn" role="note">${badge('warning', 'warn')} configuration differs from this node's: ${n.configDiffers.join(', ')}</div>`
+                  : ''
+              }
             </th>
             <td>${n.live ? badge('live', 'ok') : badge('gone', 'bad')}</td>
             <td>${time(n.startedAt)}</td>
