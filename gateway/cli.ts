@@ -13,6 +13,7 @@ import { queueCommand } from './commands/queue.js';
 import { sendCommand } from './commands/send.js';
 import { adminCommand } from './commands/admin.js';
 import { auditCommand } from './commands/audit.js';
+import { nodesCommand } from './commands/nodes.js';
 import { statusCommand } from './commands/status.js';
 import { storageCommand } from './commands/storage.js';
 import { UsageError } from './commands/common.js';
@@ -44,6 +45,7 @@ program.addCommand(queueCommand());
 program.addCommand(sendCommand());
 program.addCommand(adminCommand());
 program.addCommand(auditCommand());
+program.addCommand(nodesCommand());
 program.addCommand(statusCommand());
 program.addCommand(storageCommand());
 // Commands built with `new Command()` don't inherit these settings, so apply them to the whole tree.

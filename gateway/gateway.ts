@@ -14,6 +14,8 @@ import { startRetriever, type Retriever, type RetrieverHooks } from './fetch/ret
 import { aliasTokenProviders, gatewaySecretKey } from './oauth/store.js';
 import { watchClientSecrets } from './oauth/secret-expiry.js';
 import { Dispatcher } from './dispatch/dispatcher.js';
+import { followAdminNotices } from './admin/fleet.js';
+import { watchSharedConfig } from './admin/shared-config.js';
 import { startSubmissionListener, submissionEnabled } from './smtp/submission.js';
 import { startWebServer, type WebServer } from './web/server.js';
 import { GatewayEvents, reportingStore } from './events.js';
@@ -135,6 +137,10 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
           events,
           ...(deps.retrieverHooks ? { hooks: deps.retrieverHooks } : {}),
         });
+  // Several nodes: an admin on another node reaches this one's retriever and dispatcher through
+  // the store's notices, and a configuration that differs from the others' is logged.
+  const stopNotices = store.leases.shared ? followAdminNotices({ store, logger, retriever: () => retriever, dispatcher }) : undefined;
+  const stopConfigWatch = await watchSharedConfig(store, config, logger);
   const retention = new Retention({ config: config.retention, store, logger, metrics });
   retention.start();
   const listener = smtp;
@@ -154,6 +160,8 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
       listening = false;
       // First the REST API: no admin operation starts while the rest stops.
       await web?.close();
+      stopNotices?.();
+      stopConfigWatch();
       // A sweep in progress stops between messages.
       await retention.stop();
       // Then: a fetch in progress finishes while the store and everything else are still up.

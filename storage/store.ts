@@ -192,6 +192,8 @@ export interface FleetNode {
   seenAt: Date;
   /** Seen within the lease time and not shut down: counted when mailboxes are shared out. */
   live: boolean;
+  /** What it announced of its configuration (Leases.announce), when it did. */
+  config?: Record<string, unknown>;
 }
 
 /**
@@ -225,7 +227,31 @@ export interface Leases {
   list(): Promise<LeaseState[]>;
   /** Every node that ever balanced, by name. */
   nodes(): Promise<FleetNode[]>;
+  /**
+   * Records with this node's row what it says of its configuration (the aliases and
+   * departments the nodes share, normalised: gateway/admin/shared-config.ts), for the others to
+   * compare; kept across its lease rounds.
+   */
+  announce(config: Record<string, unknown>): Promise<void>;
 }
+
+/**
+ * A notice from one node to the others (issue 16, "Several nodes: Admin"): an admin's change
+ * that the node holding a mailbox or a queued message applies. Best effort: a node that is
+ * not listening at that moment (restarting, its database connection lost) misses it, so what a
+ * notice asks for is always recorded in the store first and the notice only makes it quick.
+ */
+export interface Notice {
+  /** What it is about, e.g. `alias-status`. */
+  topic: string;
+  /** The sending node's name (`[node] name`). */
+  from: string;
+  /** Small JSON: the whole notice stays under {@link NOTICE_MAX_BYTES}. */
+  payload: Record<string, unknown>;
+}
+
+/** PostgreSQL refuses a NOTIFY payload of 8000 bytes or more; every store keeps to it, so what works on one works on the other. */
+export const NOTICE_MAX_BYTES = 7900;
 
 /** The message store. One per gateway; opened by storage/open.ts. */
 export interface Store {
@@ -284,6 +310,14 @@ export interface Store {
 
   /** Which node delivers which queued message, when several nodes share this store. */
   readonly queueClaims: QueueClaims;
+
+  // Notices between nodes (a Notice). On a store of one process (LevelDB) they reach this
+  // process's handlers only; on a shared one, every node's, the sender's included.
+
+  /** Sends a notice to every node's {@link onNotice} handlers; rejects with a RangeError when it is {@link NOTICE_MAX_BYTES} or more as JSON. */
+  notify(topic: string, payload: Record<string, unknown>): Promise<void>;
+  /** Calls HANDLER with every notice from now on, until the returned function is called. */
+  onNotice(handler: (notice: Notice) => void): () => void;
 
   // Alias health.
 
@@ -404,4 +438,6 @@ export interface QueueClaims {
   saveClaimed(entry: QueueEntry, opts?: { release?: boolean }): Promise<boolean>;
   /** {@link Store.finishQueueEntry}, only if this node still holds the entry's claim; false, and nothing written, when it was lost. */
   finishClaimed(id: string, delivery: DeliveryRecord): Promise<boolean>;
+  /** The live claims (not expired), by entry id, with the node holding each: who delivers what now. None when not `shared`. */
+  claims(): Promise<{ id: string; node: string }[]>;
 }

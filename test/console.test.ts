@@ -256,6 +256,9 @@ test('console: the dashboard follows arriving mail live; a policy test shows eac
   await smtpSend(gw.port, readFileSync(fixture('delivery-exceptions', 'auto-reply.eml')));
   await page.getByTestId('last-hour').filter({ hasText: /^3$/ }).waitFor();
   assert.equal(await page.evaluate('window.sameDocument'), true, 'updated in place, not reloaded');
+  // The nodes block: on LevelDB one node, this one, live (issue 16: several nodes list each).
+  const node = page.locator('#dashboard tr[id^="node-"]');
+  assert.match(await node.innerText(), /\(this node\)\s+live/);
   const smtpRow = page.locator('#dashboard tbody tr', { hasText: 'SMTP listener' }).first();
   assert.deepEqual(
     (await smtpRow.locator('td').allInnerTexts()).map(Number),

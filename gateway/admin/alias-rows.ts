@@ -31,6 +31,8 @@ export interface AliasRow {
   warnings?: string[];
   /** The backlog the running retriever is working through in the alias's mailbox (issue 15); absent when none. */
   backfill?: Backfill;
+  /** Several nodes on one store: the node fetching the alias's mailbox now; absent when none holds it (or one node alone). */
+  node?: string;
 }
 
 /** What `mailgate aliases test` found. */

@@ -45,6 +45,8 @@ import { aliasRow, aliasTestReport, type AliasRow, type AliasTestReport } from '
 import { aliasWarnings } from '../oauth/secret-expiry.js';
 import { tryPolicy, type PolicyReport, type PolicyTestRequest } from './policy-test.js';
 import { summarise, SUMMARY_SCAN_LIMIT, type GatewaySummary, type TrafficRow } from './summary.js';
+import { ALIAS_STATUS_NOTICE, QUEUE_RETRY_NOTICE, mailboxHolder, mailboxHolders, tell } from './fleet.js';
+import { sharedConfig, sharedDifferences, type SharedConfig } from './shared-config.js';
 import { adminClient, controlSocketPath, gatewayAnswers } from './http-client.js';
 
 // The stored records the operations answer with, named here so the commands need no storage import.
@@ -138,6 +140,39 @@ export interface SendRequest {
   rcptTo: string[];
 }
 
+/** An alias's status after an admin's change. */
+export type AliasStatusChange = AliasState & {
+  /** Several nodes on one store: the node that holds the alias's mailbox and applies the change (told through the store when it is not this one); absent when no node holds it. */
+  node?: string;
+};
+
+/** What a retry did. */
+export interface RetryResult {
+  /** Entries made due now (or, while being sent, as soon as they can be). */
+  retried: number;
+  /** Several nodes on one store: retried entries another node is delivering now; that node was told, and tries again at once if this attempt does not end it. */
+  delivering?: { id: string; node: string }[];
+}
+
+/** A node of the fleet as `mailgate nodes` lists it (on LevelDB: this one). */
+export interface NodeRow {
+  name: string;
+  /** When this run of it started. */
+  startedAt: string;
+  /** Its last lease round. */
+  seenAt: string;
+  /** Seen within the lease time and not shut down. */
+  live: boolean;
+  /** The node answering this request. */
+  thisNode?: true;
+  /** Mailboxes it holds now. */
+  mailboxes: number;
+  /** Queued messages it is delivering now (several nodes on one store). */
+  delivering?: number;
+  /** Alias and department names whose settings differ from this node's (mailgate.toml copied unevenly); absent when the same or unknown. */
+  configDiffers?: string[];
+}
+
 /** A message `mailgate send` stored and queued. */
 export interface SendResult {
   id: string;
@@ -182,8 +217,11 @@ export interface AdminApi {
 
   /** Every configured alias with its health, and the backfill of its mailbox while the running retriever works one. */
   listAliases(): Promise<AliasRow[]>;
-  /** An admin's change of status; a running retriever applies it at once. Fails with UNKNOWN_ALIAS. */
-  setAliasStatus(alias: string, status: AliasStatus): Promise<AliasState>;
+  /**
+   * An admin's change of status; the running retriever holding the alias's mailbox applies it
+   * at once, on this node or (told through the store) another. Fails with UNKNOWN_ALIAS.
+   */
+  setAliasStatus(alias: string, status: AliasStatus): Promise<AliasStatusChange>;
   /** Tries the alias's incoming and outgoing servers step by step. */
   testAlias(alias: string): Promise<AliasTestReport>;
 
@@ -195,7 +233,7 @@ export interface AdminApi {
    * Makes one queued message (or, without an id, all) due now, held ones included; with
    * `heldOnly` and no id, only the held ones (after the admin fixed what held them).
    */
-  retryQueued(id?: string, opts?: { heldOnly?: boolean }): Promise<{ retried: number }>;
+  retryQueued(id?: string, opts?: { heldOnly?: boolean }): Promise<RetryResult>;
   /** Takes a message out of the queue unsent; fails with QUEUE_BUSY while it is being sent. */
   dropQueued(id: string): Promise<QueueEntry>;
 
@@ -203,6 +241,9 @@ export interface AdminApi {
   sendMessage(request: SendRequest, message: Readable): Promise<SendResult>;
   /** Runs the policy on a message without storing anything. */
   testPolicy(message: Readable, request: PolicyTestRequest): Promise<PolicyReport>;
+
+  /** The nodes sharing the store, by name (on LevelDB: this one), with what each holds and delivers now. */
+  listNodes(): Promise<NodeRow[]>;
 
   /** The audit log (changes made through the REST API, sign-ins), newest first. */
   listAudit(query: AuditQuery): Promise<AuditEntry[]>;
@@ -358,13 +399,29 @@ export class Admin implements AdminApi {
     const now = new Date();
     // A backlog is known only to the running retriever (the CLI reaches it through the control socket).
     const retriever = this.#deps.retriever?.();
-    return config.alias.map((a) => aliasRow(a, states[a.name], aliasWarnings(config, a, now), retriever?.backfill(a.name)));
+    // Several nodes: which one fetches each alias's mailbox now.
+    const holders = store ? await mailboxHolders(store, config) : new Map<string, string>();
+    return config.alias.map((a) => {
+      const row = aliasRow(a, states[a.name], aliasWarnings(config, a, now), retriever?.backfill(a.name));
+      const node = holders.get(a.name);
+      return node === undefined ? row : { ...row, node };
+    });
   }
 
-  async setAliasStatus(alias: string, status: AliasStatus): Promise<AliasState> {
-    this.#alias(alias);
+  async setAliasStatus(name: string, status: AliasStatus): Promise<AliasStatusChange> {
+    const alias = this.#alias(name);
     // The worker is the only writer of its alias's state while it runs: ask it, so the change takes effect now.
-    return (await this.#deps.retriever?.()?.setStatus(alias, status)) ?? setAliasStatusInStore(await this.#store(), alias, status);
+    const applied = await this.#deps.retriever?.()?.setStatus(name, status);
+    const store = await this.#store();
+    const shared = store.leases.shared;
+    if (applied) return shared ? { ...applied, node: store.leases.node } : applied;
+    // Not fetched here: recorded in the store, where whichever node fetches it next reads it,
+    // and the node holding the mailbox now (if another) is told, since its worker keeps the state in memory.
+    const state = await setAliasStatusInStore(store, name, status);
+    const holder = await mailboxHolder(store, this.#deps.config, alias);
+    if (holder === undefined) return state;
+    if (holder !== store.leases.node) await tell(store, this.#deps.logger, ALIAS_STATUS_NOTICE, { alias: name, status, holder });
+    return { ...state, node: holder };
   }
 
   async testAlias(name: string): Promise<AliasTestReport> {
@@ -390,8 +447,48 @@ export class Admin implements AdminApi {
     return requireQueueEntry(await this.#store(), id);
   }
 
-  async retryQueued(id?: string, opts: { heldOnly?: boolean } = {}): Promise<{ retried: number }> {
-    return { retried: await retryQueued(await this.#store(), id, this.#deps.dispatcher, opts) };
+  async retryQueued(id?: string, opts: { heldOnly?: boolean } = {}): Promise<RetryResult> {
+    const store = await this.#store();
+    const elsewhere: string[] = [];
+    const retried = await retryQueued(store, id, this.#deps.dispatcher, { ...opts, claimedElsewhere: (e) => elsewhere.push(e) });
+    if (elsewhere.length === 0) return { retried };
+    // Claimed by a node delivering it now: that node is told, and makes it due again when its attempt ends.
+    const claims = new Map((await store.queueClaims.claims()).map((c) => [c.id, c.node]));
+    const delivering: { id: string; node: string }[] = [];
+    for (const e of elsewhere) {
+      const node = claims.get(e);
+      if (node === undefined) continue; // its claim ended meanwhile: the entry waits for any node's poll
+      delivering.push({ id: e, node });
+      if (node !== store.leases.node) await tell(store, this.#deps.logger, QUEUE_RETRY_NOTICE, { id: e, holder: node });
+    }
+    return delivering.length ? { retried, delivering } : { retried };
+  }
+
+  async listNodes(): Promise<NodeRow[]> {
+    const store = await this.#store();
+    const { leases } = store;
+    const [nodes, held, claims] = await Promise.all([leases.nodes(), leases.list(), store.queueClaims.claims()]);
+    const mine = sharedConfig(this.#deps.config);
+    const count = (names: (string | undefined)[]) => names.reduce((m, n) => (n === undefined ? m : m.set(n, (m.get(n) ?? 0) + 1)), new Map<string, number>());
+    const holds = count(held.filter((l) => l.held).map((l) => l.holder));
+    const delivers = count(claims.map((c) => c.node));
+    return nodes.map((n): NodeRow => {
+      const row: NodeRow = {
+        name: n.name,
+        startedAt: n.startedAt.toISOString(),
+        seenAt: n.seenAt.toISOString(),
+        live: n.live,
+        mailboxes: holds.get(n.name) ?? 0,
+      };
+      if (n.name === leases.node) row.thisNode = true;
+      if (store.queueClaims.shared) row.delivering = delivers.get(n.name) ?? 0;
+      const theirs = n.config as SharedConfig | undefined;
+      if (n.name !== leases.node && typeof theirs?.fingerprint === 'string' && theirs.fingerprint !== mine.fingerprint) {
+        const { aliases, departments } = sharedDifferences(mine, theirs);
+        row.configDiffers = [...aliases.map((a) => `alias ${a}`), ...departments.map((d) => `department ${d}`)];
+      }
+      return row;
+    });
   }
 
   async dropQueued(id: string): Promise<QueueEntry> {

@@ -149,6 +149,7 @@ export const routes: { readonly [K in Operation]: Route<K> } = {
     decode: ({ query }) => [defined({ since: time(query, 'since'), limit: positive(query, 'limit') })],
   },
   summary: { method: 'GET', path: '/summary', ...none },
+  listNodes: { method: 'GET', path: '/nodes', ...none },
   testPolicy: {
     method: 'POST',
     path: '/policy/test',

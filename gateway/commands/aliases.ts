@@ -37,7 +37,9 @@ export function aliasesCommand(): Command {
           throw new UsageError(`alias ${name} has status = "inactive" in ${file ?? 'the configuration'}; set status = "active" there to fetch it`);
         }
         const state = await withAdminApi(cmd, (api) => api.setAliasStatus(name, status));
-        process.stdout.write(`alias ${name} is ${state.status}${alias.incoming ? '' : ' (it has no [alias.incoming] server: nothing to fetch)'}\n`);
+        // Several nodes: the node whose retriever applies it (this one or, told through the store, another).
+        const where = state.node !== undefined ? `; node ${state.node} fetches its mailbox` : '';
+        process.stdout.write(`alias ${name} is ${state.status}${where}${alias.incoming ? '' : ' (it has no [alias.incoming] server: nothing to fetch)'}\n`);
       });
   }
 
@@ -81,7 +83,8 @@ function table(rows: AliasRow[]): string {
           '\n' +
           // On a line of their own under the alias: too long for a column, and they must be read.
           (r.warnings ?? []).map((w) => `  warning: ${w}\n`).join('') +
-          (r.backfill ? `  backfill ${backfillText(r.backfill)}\n` : ''),
+          (r.backfill ? `  backfill ${backfillText(r.backfill)}\n` : '') +
+          (r.node !== undefined ? `  fetched by node ${r.node}\n` : ''),
       )
       .join('')
   );

@@ -39,11 +39,14 @@ export function queueCommand(): Command {
       if (opts.held && (id !== undefined || opts.all)) throw new UsageError('queue retry: --held goes alone, without a message id or --all');
       if (!opts.held && (id === undefined) === !opts.all) throw new UsageError('queue retry: give a message id or --all, not both and not neither');
       await withAdminApi(cmd, async (api) => {
-        const { retried: n } = await (opts.held ? api.retryQueued(undefined, { heldOnly: true }) : api.retryQueued(id));
+        const { retried: n, delivering = [] } = await (opts.held ? api.retryQueued(undefined, { heldOnly: true }) : api.retryQueued(id));
         const what = `${n} queued message${n === 1 ? '' : 's'}`;
         process.stdout.write(
           api.gatewayRunning ? `${what} made due now\n` : `${what} made due now; the gateway is not running: they are tried when it starts\n`,
         );
+        // Several nodes: being sent by another node right now; it was told, and tries again at once if this attempt does not finish it.
+        for (const d of delivering)
+          process.stdout.write(`${d.id} is being delivered by node ${d.node}, which tries it again at once if this attempt does not finish it\n`);
       });
     });
 

@@ -86,6 +86,8 @@ export class Dispatcher implements QueueWorker {
   #pollAgain = false;
   #pollTimer: NodeJS.Timeout | undefined;
   #renewTimer: NodeJS.Timeout | undefined;
+  // Entries an admin on another node retried while this node was attempting them: the next attempt is at once.
+  readonly #retryAsked = new Set<string>();
 
   constructor(deps: DispatcherDeps) {
     this.#deps = deps;
@@ -173,6 +175,10 @@ export class Dispatcher implements QueueWorker {
     this.#schedule(entry, true);
   }
 
+  retryAsked(id: string): void {
+    if (this.#active.has(id)) this.#retryAsked.add(id);
+  }
+
   dropped(entry: QueueEntry): void {
     this.#metrics.inc('mailgate_queue_finished_total', { kind: entry.kind, status: 'dropped' });
     this.#log.warn(
@@ -230,6 +236,7 @@ export class Dispatcher implements QueueWorker {
         .finally(() => {
           this.#active.delete(id);
           this.#holding.delete(id);
+          this.#retryAsked.delete(id);
           this.#pump();
           this.#wake();
         });
@@ -295,7 +302,8 @@ export class Dispatcher implements QueueWorker {
       }
       return this.#finish(next, meta, attempt, before);
     }
-    next = { ...next, nextAttemptAt: new Date(Date.now() + this.#retryDelay(next.attempts)).toISOString() };
+    const asked = this.#retryAsked.delete(id);
+    next = { ...next, nextAttemptAt: new Date(Date.now() + (asked ? 0 : this.#retryDelay(next.attempts))).toISOString() };
     await this.#save(next, true);
     this.#reportAttempt(attempt, before);
     // A shared queue's entry is polled for by every node when it is due.

@@ -27,16 +27,27 @@ export interface QueueWorker {
   tryNow(entry: QueueEntry): void;
   /** Counts and logs an admin's drop. */
   dropped(entry: QueueEntry): void;
+  /** An admin on another node asked for a retry of an entry this node may be attempting: its next attempt, if one is needed, is at once. */
+  retryAsked?(id: string): void;
 }
 
 /** Makes the entry (or, without an id, every entry, or every held one) due now, held ones included; returns how many. */
-export async function retryQueued(store: Store, id: string | undefined, worker?: QueueWorker, opts: { heldOnly?: boolean } = {}): Promise<number> {
+export async function retryQueued(
+  store: Store,
+  id: string | undefined,
+  worker?: QueueWorker,
+  opts: { heldOnly?: boolean; claimedElsewhere?: (id: string) => void } = {},
+): Promise<number> {
   const entries = await entriesToRetry(store, id, opts);
   if (store.queueClaims.shared) {
     for (const entry of entries) {
       if (worker?.isSending(entry.id)) continue;
       const claimed = await store.queueClaims.claim(entry.id, ADMIN_CLAIM_MS);
-      if (!claimed) continue; // another node is delivering it (or it just left the queue)
+      if (!claimed) {
+        // Another node is delivering it (or it just left the queue): that node is told (gateway/admin/fleet.ts).
+        opts.claimedElsewhere?.(entry.id);
+        continue;
+      }
       const due = dueNow(claimed);
       if (await store.queueClaims.saveClaimed(due, { release: true })) worker?.tryNow(due);
     }

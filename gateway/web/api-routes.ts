@@ -260,6 +260,14 @@ export const apiRoutes: readonly ApiRoute[] = [
   }),
   route({
     method: 'GET',
+    url: '/nodes',
+    permission: 'read',
+    summary:
+      'The nodes sharing the store (one on LevelDB): started, last seen, live, mailboxes held, queued messages being delivered, configuration differences',
+    run: (api) => api.listNodes(),
+  }),
+  route({
+    method: 'GET',
     url: '/audit',
     permission: 'read',
     summary: 'The audit log: changes made through this API and sign-ins, newest first',

@@ -11,6 +11,7 @@ export class OneNodeLeases implements Leases {
   readonly #startedAt = new Date();
   #seenAt = this.#startedAt;
   readonly #held = new Map<string, MailboxLease>();
+  #config: Record<string, unknown> | undefined;
 
   constructor(node: string) {
     this.node = node;
@@ -40,6 +41,13 @@ export class OneNodeLeases implements Leases {
   }
 
   nodes(): Promise<FleetNode[]> {
-    return Promise.resolve([{ name: this.node, startedAt: this.#startedAt, seenAt: this.#seenAt, live: true }]);
+    return Promise.resolve([
+      { name: this.node, startedAt: this.#startedAt, seenAt: this.#seenAt, live: true, ...(this.#config ? { config: this.#config } : {}) },
+    ]);
+  }
+
+  announce(config: Record<string, unknown>): Promise<void> {
+    this.#config = config;
+    return Promise.resolve();
   }
 }

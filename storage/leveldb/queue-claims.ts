@@ -27,6 +27,11 @@ export class OneNodeQueueClaims implements QueueClaims {
     return entry;
   }
 
+  /** One node: nothing is recorded of its attempts in progress (its dispatcher knows them). */
+  claims(): Promise<{ id: string; node: string }[]> {
+    return Promise.resolve([]);
+  }
+
   renew(ids: readonly string[]): Promise<string[]> {
     return Promise.resolve([...ids]);
   }

@@ -10,7 +10,7 @@ import { hostname } from 'node:os';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AliasState, AuditEntry, DeliveryRecord, FetchedKey, FetchedRecord, MessageMeta, QuarantineRecord, QueueEntry } from '../records.js';
-import type { DeletedMessages, ListOptions, QueueClaims, Store, StoreLogger } from '../store.js';
+import type { DeletedMessages, ListOptions, Notice, QueueClaims, Store, StoreLogger } from '../store.js';
 import { filtersContent, matchesContent } from '../message-filter.js';
 import { GroupCommit } from './group-commit.js';
 import { OneNodeLeases } from './leases.js';
@@ -20,6 +20,7 @@ import { QuarantineSpool } from './quarantine-spool.js';
 import { deleteQuarantined, listQuarantine, openQuarantined } from './quarantine.js';
 import { sideRecordOps } from './side-records.js';
 import { OneNodeQueueClaims } from './queue-claims.js';
+import { NoticeHandlers, noticeText } from '../notices.js';
 import { DeletedRanges, compactDeleted, deleteAuditBefore, deleteMessage, deleteMessagesBefore } from './retention.js';
 import { isDiskFull, storeErrors } from '../../lib/errors.js';
 import { idFloor, isMessageId, newMessageId } from '../ids.js';
@@ -98,12 +99,15 @@ export class LevelStore implements Store {
   readonly #deleted = new DeletedRanges();
   #closing: Promise<void> | undefined;
   #autoReplyClaims: Promise<void> = Promise.resolve();
+  // One process is the whole fleet: a notice goes to this process's handlers only.
+  readonly #notices: NoticeHandlers;
 
   private constructor(dir: string, db: RootDb, logger: StoreLogger, node: string) {
     this.dir = dir;
     this.leases = new OneNodeLeases(node);
     this.#db = db;
     this.#logger = logger;
+    this.#notices = new NoticeHandlers((err, n) => logger.error({ err, topic: n.topic }, 'a notice handler failed'));
     this.sublevels = openSublevels(db);
     this.#guard = new WriteGuard(db, (err) => this.#repair(err));
     this.#groupCommit = new GroupCommit<StoreOp>((ops) => this.#durableWrite(ops));
@@ -436,6 +440,22 @@ export class LevelStore implements Store {
       if (typeof code === 'string' && (code.startsWith('LEVEL_') || code.startsWith('STORE_'))) return true;
     }
     return false;
+  }
+
+  notify(topic: string, payload: Record<string, unknown>): Promise<void> {
+    const notice: Notice = { topic, from: this.leases.node, payload };
+    try {
+      noticeText(notice);
+    } catch (err) {
+      return Promise.reject(err as Error);
+    }
+    // After the caller's turn, as a notice from the database would arrive.
+    queueMicrotask(() => this.#notices.deliver(notice));
+    return Promise.resolve();
+  }
+
+  onNotice(handler: (notice: Notice) => void): () => void {
+    return this.#notices.add(handler);
   }
 
   /** Waits for commits begun before it, then closes the database. Safe to call twice. */

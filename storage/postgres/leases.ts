@@ -52,7 +52,7 @@ export class PgLeases implements Leases {
       // What this node fetches is recorded with it, so the others know which mailboxes only it can take.
       await tx.query(
         `INSERT INTO nodes (name, started_at, seen_at, info) VALUES ($1, now(), now(), $2)
-         ON CONFLICT (name) DO UPDATE SET seen_at = now(), stopped_at = NULL, info = $2${this.#joined ? '' : ', started_at = now()'}`,
+         ON CONFLICT (name) DO UPDATE SET seen_at = now(), stopped_at = NULL, info = nodes.info || $2${this.#joined ? '' : ', started_at = now()'}`,
         [this.node, { mailboxes: wanted }],
       );
       // Mailboxes this node's configuration no longer fetches go back at once.
@@ -177,10 +177,26 @@ export class PgLeases implements Leases {
   }
 
   async nodes(): Promise<FleetNode[]> {
-    const result = await this.#pool.query<{ name: string; started_at: Date; seen_at: Date; live: boolean }>(
-      `SELECT name, started_at, seen_at, (stopped_at IS NULL AND seen_at > now() - ${ms(1)}) AS live FROM nodes ORDER BY name`,
+    const result = await this.#pool.query<{ name: string; started_at: Date; seen_at: Date; live: boolean; config: Record<string, unknown> | null }>(
+      `SELECT name, started_at, seen_at, (stopped_at IS NULL AND seen_at > now() - ${ms(1)}) AS live, info->'config' AS config FROM nodes ORDER BY name`,
       [this.#ttlMs],
     );
-    return result.rows.map((r) => ({ name: r.name, startedAt: r.started_at, seenAt: r.seen_at, live: r.live }));
+    return result.rows.map((r) => ({
+      name: r.name,
+      startedAt: r.started_at,
+      seenAt: r.seen_at,
+      live: r.live,
+      ...(r.config !== null ? { config: r.config } : {}),
+    }));
+  }
+
+  async announce(config: Record<string, unknown>): Promise<void> {
+    // Kept beside what balance records (`info || ...` there): a new row is seen now but fetches
+    // nothing yet, so no node gives it a share before its first round.
+    await this.#pool.query(
+      `INSERT INTO nodes (name, started_at, seen_at, info) VALUES ($1, now(), now(), jsonb_build_object('config', $2::jsonb))
+       ON CONFLICT (name) DO UPDATE SET info = nodes.info || jsonb_build_object('config', $2::jsonb)`,
+      [this.node, JSON.stringify(config)],
+    );
   }
 }

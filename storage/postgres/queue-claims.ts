@@ -55,6 +55,13 @@ export class PgQueueClaims implements QueueClaims {
     return rows[0]?.entry;
   }
 
+  async claims(): Promise<{ id: string; node: string }[]> {
+    const { rows } = await this.#db.query<{ id: string; node: string }>(
+      `SELECT id, claimed_by AS node FROM queue WHERE claimed_by IS NOT NULL AND claimed_until > now() ORDER BY id`,
+    );
+    return rows;
+  }
+
   async renew(ids: readonly string[], leaseMs: number): Promise<string[]> {
     if (ids.length === 0) return [];
     // An expired claim nobody took yet is still this node's: claimed_by moves only when another node claims.

@@ -9,7 +9,7 @@
  */
 import { Readable } from 'node:stream';
 import type { AliasState, AuditEntry, DeliveryRecord, FetchedKey, FetchedRecord, MessageMeta, QuarantineRecord, QueueEntry } from '../records.js';
-import type { DeletedMessages, ListOptions, Store } from '../store.js';
+import type { DeletedMessages, ListOptions, Notice, Store } from '../store.js';
 import type { StoreLogger } from '../store.js';
 import { storeErrors } from '../../lib/errors.js';
 import { idFloor, isMessageId } from '../ids.js';
@@ -20,6 +20,7 @@ import { PgMessageWriter, type WriterContext } from './message-writer.js';
 import { checkDatabase, databaseName } from './migrate.js';
 import { PgLeases } from './leases.js';
 import { PgQueueClaims } from './queue-claims.js';
+import { PgNotices } from './notices.js';
 import { DEFAULT_MAX_CONNECTIONS, isPostgresFailure, openPools, type Pools } from './pool.js';
 import { PgQuarantineSpool, deleteQuarantined, getQuarantined, listQuarantine, openQuarantined } from './quarantine.js';
 import * as records from './records.js';
@@ -62,15 +63,18 @@ export class PgStore implements Store {
   readonly #pools: Pools;
   readonly #ctx: WriterContext;
   readonly #rewriteLocks = new MessageLocks();
+  /** Notices to and from the other nodes (LISTEN/NOTIFY). */
+  readonly #notices: PgNotices;
   #closing: Promise<void> | undefined;
 
-  private constructor(opts: PgStoreOptions, pools: Pools) {
+  private constructor(opts: PgStoreOptions, pools: Pools, logger: StoreLogger) {
     this.dir = opts.dir;
     this.node = opts.node;
     this.where = databaseName(opts.url);
     this.#pools = pools;
     this.leases = new PgLeases(pools.commits, opts.node);
     this.queueClaims = new PgQueueClaims(pools.commits, opts.node);
+    this.#notices = new PgNotices(opts.url, opts.node, pools.commits, logger);
     this.#ctx = { pools, node: opts.node, spoolMarks: new Set(), commits: new Set(), background: new Set(), leftovers: new Set() };
   }
 
@@ -86,7 +90,7 @@ export class PgStore implements Store {
     const pools = openPools(opts.url, opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS, logger);
     try {
       await checkDatabase(pools.commits, { where, node: opts.node, createIfEmpty: opts.createIfEmpty, logger });
-      const store = new PgStore(opts, pools);
+      const store = new PgStore(opts, pools, logger);
       const swept = await sweepUnfinished(pools.commits, opts.node, logger);
       logger.info({ where, node: opts.node, swept }, `store opened; swept ${swept} unfinished write(s)`);
       return store;
@@ -333,11 +337,28 @@ export class PgStore implements Store {
     return isPostgresFailure(err);
   }
 
+  // Notices between nodes (notices.ts).
+
+  notify(topic: string, payload: Record<string, unknown>): Promise<void> {
+    this.#assertOpen();
+    return this.#notices.notify(topic, payload);
+  }
+
+  onNotice(handler: (notice: Notice) => void): () => void {
+    return this.#notices.onNotice(handler);
+  }
+
+  /** Resolves once this node listens for notices (after a first onNotice). */
+  noticesListening(): Promise<void> {
+    return this.#notices.listening();
+  }
+
   /** Waits for commits in progress and bytes in flight, then closes the connections. Safe to call twice. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
       await Promise.allSettled(this.#ctx.commits);
       await Promise.allSettled(this.#ctx.background);
+      await this.#notices.close();
       await Promise.allSettled([this.#pools.commits.end(), this.#pools.bytes.end()]);
     })();
     return this.#closing;

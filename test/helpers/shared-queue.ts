@@ -75,6 +75,11 @@ class MemoryClaims implements QueueClaims {
     return out;
   }
 
+  claims(): Promise<{ id: string; node: string }[]> {
+    const now = Date.now();
+    return Promise.resolve([...this.#table.claims].filter(([, c]) => c.until > now).map(([id, c]) => ({ id, node: c.node })));
+  }
+
   async claim(id: string, leaseMs: number, opts: { onlyIfDue?: boolean } = {}): Promise<QueueEntry | undefined> {
     if (this.#take(id, leaseMs) === false) return undefined;
     const entry = await this.#store.getQueueEntry(id);

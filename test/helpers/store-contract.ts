@@ -12,7 +12,7 @@ import type { Readable, Writable } from 'node:stream';
 import { createIdGenerator, newMessageId } from '../../storage/ids.js';
 import { storeErrors } from '../../lib/errors.js';
 import type { AliasState, DeliveryRecord, FetchedKey, MessageMeta, QuarantineRecord, QueueEntry } from '../../storage/records.js';
-import type { MessageWriter, SideRecord, Store } from '../../storage/store.js';
+import { NOTICE_MAX_BYTES, type MessageWriter, type Notice, type SideRecord, type Store } from '../../storage/store.js';
 
 /** How the contract gets stores. */
 export interface StoreFactory {
@@ -529,6 +529,8 @@ export function storeContract(name: string, factory: StoreFactory): void {
       'only the due one that is not held',
     );
     assert.deepEqual(await claims.renew([due], 60_000), [due]);
+    // Who delivers what: recorded only where several nodes share the queue.
+    assert.deepEqual(await claims.claims(), claims.shared ? [{ id: due, node: store.leases.node }] : []);
     assert.equal(await claims.saveClaimed({ ...queueEntry(due), attempts: 1, nextAttemptAt: future }, { release: true }), true);
     assert.equal((await store.getQueueEntry(due))?.attempts, 1, 'saved');
     assert.deepEqual(await claims.claimDue(10, 60_000), [], 'no longer due');
@@ -760,6 +762,35 @@ export function storeContract(name: string, factory: StoreFactory): void {
     assert.deepEqual(await store.listAudit({ since: new Date('2026-01-01T00:00:00.000Z') }), [now], 'its time is that of its id');
   });
   contract(
+    "a notice reaches this node's handlers with its topic, sender and payload; a stopped handler hears no more; one too long is refused",
+    async (store) => {
+      const heard: Notice[] = [];
+      const stop = store.onNotice((n) => heard.push(n));
+      const other: Notice[] = [];
+      const stopOther = store.onNotice((n) => other.push(n));
+      // A shared store listens on a connection of its own, made on the first handler: notices
+      // sent before it listens are missed (as documented), so the first is sent until one lands.
+      for (let n = 0; !heard.some((h) => h.topic === 'ping'); n++) {
+        if (n === 300) assert.fail('no notice ever came back');
+        await store.notify('ping', { n });
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      await store.notify('alias-status', { alias: 'support', status: 'inactive', holder: 'node-b' });
+      while (!heard.some((h) => h.topic === 'alias-status')) await new Promise((r) => setTimeout(r, 20));
+      assert.deepEqual(
+        heard.find((h) => h.topic === 'alias-status'),
+        { topic: 'alias-status', from: store.leases.node, payload: { alias: 'support', status: 'inactive', holder: 'node-b' } },
+      );
+      stop();
+      const before = heard.length;
+      await store.notify('last', {});
+      while (!other.some((h) => h.topic === 'last')) await new Promise((r) => setTimeout(r, 20));
+      assert.equal(heard.length, before, 'the stopped handler heard nothing more');
+      stopOther();
+      await assert.rejects(store.notify('big', { text: 'x'.repeat(NOTICE_MAX_BYTES) }), RangeError);
+    },
+  );
+  contract(
     "a lone node holds the mailboxes it balances for, confirms them, and gives them back (every store: LevelDB's one node, a fleet's first)",
     async (store) => {
       const { leases } = store;
@@ -787,6 +818,13 @@ export function storeContract(name: string, factory: StoreFactory): void {
       assert.deepEqual(
         (await leases.nodes()).map((n) => [n.name, n.live]),
         [[leases.node, true]],
+      );
+      // What the node says of its configuration stays with its row across lease rounds.
+      await leases.announce({ fingerprint: 'abc', aliases: { support: 'h1' } });
+      await leases.balance([mailboxes[1]!], 30_000);
+      assert.deepEqual(
+        (await leases.nodes()).map((n) => n.config),
+        [{ fingerprint: 'abc', aliases: { support: 'h1' } }],
       );
       assert.deepEqual(
         (await leases.release()).map((l) => l.mailbox),

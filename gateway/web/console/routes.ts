@@ -19,6 +19,7 @@ import type {
   AliasTestReport,
   AuditEntry,
   GatewaySummary,
+  NodeRow,
   MessageDetails,
   MessagePage,
   PolicyReport,
@@ -252,10 +253,13 @@ export async function registerConsole(app: FastifyInstance, deps: WebServerDeps)
   });
 
   const summary = (req: FastifyRequest, ctx: PageContext) => call<GatewaySummary>(req, ctx.caller, 'GET /summary');
-  pageRoute('/', 'Dashboard', async (req, ctx) => dashboardPage(await summary(req, ctx)));
+  // The fleet's nodes under the numbers (issue 16): one on LevelDB, this one.
+  const nodes = (req: FastifyRequest, ctx: PageContext) => call<NodeRow[]>(req, ctx.caller, 'GET /nodes');
+  pageRoute('/', 'Dashboard', async (req, ctx) => dashboardPage(...(await Promise.all([summary(req, ctx), nodes(req, ctx)]))));
   app.get('/dashboard/live', { schema: { hide: true } }, async (req, reply) => {
     const caller = await authenticate(req, access, deps);
-    return send(reply, dashboardLive(await summary(req, { caller, config, here: '/' })));
+    const ctx = { caller, config, here: '/' };
+    return send(reply, dashboardLive(...(await Promise.all([summary(req, ctx), nodes(req, ctx)]))));
   });
 
   pageRoute('/messages', 'Messages', async (req, ctx) => {

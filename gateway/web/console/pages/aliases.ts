@@ -41,6 +41,11 @@ export function testReport(report: AliasTestReport): Html {
   </section>`;
 }
 
+/** Several nodes: which one fetches the alias's mailbox now (none on a store of one node). */
+function fetchedBy(a: AliasRow): Html | string {
+  return a.node !== undefined ? html`<div class="muted">fetched by node ${a.node}</div>` : '';
+}
+
 export function aliasesPage(ctx: PageContext, rows: AliasRow[], report?: AliasTestReport): Html {
   const operate = canOperate(ctx);
   return html`${report ? testReport(report) : ''}
@@ -56,7 +61,7 @@ export function aliasesPage(ctx: PageContext, rows: AliasRow[], report?: AliasTe
                 <div class="muted">${a.address}${a.department ? ` · ${a.department}` : ''}</div>
                 ${(a.warnings ?? []).map((w) => html`<div class="warn" role="note">${badge('warning', 'warn')} ${w}</div>`)}
               </th>
-              <td class="mono">${a.incoming ?? html`<span class="muted">none</span>`}</td>
+              <td class="mono">${a.incoming ?? html`<span class="muted">none</span>`}${fetchedBy(a)}</td>
               <td>${status(a)}${backfill(a)}</td>
               <td class="num">${a.failures}</td>
               <td>${a.reason ?? ''}${a.lastError && a.lastError !== a.reason ? html`<div class="muted">${a.lastError}</div>` : ''}</td>

@@ -1,5 +1,5 @@
 /** The dashboard: the gateway at a glance (AdminApi.summary), refreshed live as events arrive. */
-import type { GatewaySummary, TrafficRow } from '../../../admin/api.js';
+import type { GatewaySummary, NodeRow, TrafficRow } from '../../../admin/api.js';
 import { html, type Html } from '../html.js';
 import { badge, table, time } from '../layout.js';
 
@@ -51,13 +51,41 @@ function traffic(title: string, rows: TrafficRow[]): Html {
 }
 
 /** The dashboard page: whether it is live (console.js says), then the part that live updates replace. */
-export function dashboardPage(s: GatewaySummary): Html {
+export function dashboardPage(s: GatewaySummary, nodes: NodeRow[]): Html {
   return html`<p class="live muted" id="live-status" role="status">Not live: the page shows the numbers as they were when it loaded.</p>
-    ${dashboardLive(s)}`;
+    ${dashboardLive(s, nodes)}`;
+}
+
+/** The nodes sharing the store (issue 16, "Several nodes: Admin"): each one's health and what it holds. */
+function nodesTable(nodes: NodeRow[]): Html {
+  return html`<h2>Nodes</h2>
+    ${table(
+      'Nodes',
+      ['Node', 'State', 'Started', 'Last seen', { label: 'Mailboxes', num: true }, { label: 'Delivering', num: true }],
+      nodes.map(
+        (n) =>
+          html`<tr id="node-${n.name}">
+            <th scope="row">
+              ${n.name}${n.thisNode ? html` <span class="muted">(this node)</span>` : ''}
+              ${
+                n.configDiffers?.length
+                  ? html`<div class="warn" role="note">${badge('warning', 'warn')} configuration differs from this node's: ${n.configDiffers.join(', ')}</div>`
+                  : ''
+              }
+            </th>
+            <td>${n.live ? badge('live', 'ok') : badge('gone', 'bad')}</td>
+            <td>${time(n.startedAt)}</td>
+            <td>${time(n.seenAt)}</td>
+            <td class="num">${n.mailboxes}</td>
+            <td class="num">${n.delivering ?? '-'}</td>
+          </tr>`,
+      ),
+      'No node has started yet.',
+    )}`;
 }
 
 /** The part of the dashboard that live updates fetch again (GET /dashboard/live). */
-export function dashboardLive(s: GatewaySummary): Html {
+export function dashboardLive(s: GatewaySummary, nodes: NodeRow[]): Html {
   const q = s.queue;
   const unhealthy = s.aliases.filter((a) => a.status !== 'active' || a.failures > 0).length;
   return html`<div id="dashboard" data-live="${LIVE_EVENTS}" data-live-delay="${LIVE_DELAY_MS}" hx-get="/dashboard/live" hx-trigger="live" hx-swap="outerHTML">
@@ -104,5 +132,6 @@ export function dashboardLive(s: GatewaySummary): Html {
       ),
       'No aliases are configured.',
     )}
+    ${nodesTable(nodes)}
   </div>`;
 }
