@@ -108,15 +108,20 @@ async function upsertQueueEntries(db: Db, entries: readonly QueueEntry[]): Promi
 async function finishQueued(db: Db, id: string, delivery: DeliveryRecord): Promise<void> {
   await db.query(
     `WITH finished AS (DELETE FROM queue WHERE id = $1)
-     UPDATE messages SET meta = jsonb_set(meta, '{delivery}', $2::jsonb) WHERE id = $1`,
+     UPDATE messages SET meta = (
+       -- json keeps its keys' order (the stages' findings): rebuilt in order, delivery last.
+       SELECT json_object_agg(key, value ORDER BY n NULLS LAST)
+       FROM (SELECT key, value, n FROM json_each(meta) WITH ORDINALITY AS e(key, value, n) WHERE key <> 'delivery'
+             UNION ALL SELECT 'delivery', $2::json, NULL) AS kept
+     ) WHERE id = $1`,
     [id, JSON.stringify(delivery, withoutNul)],
   );
 }
 
 /**
- * The metadata is jsonb (the message tables'), which cannot hold a NUL character: one in a
- * server's reply would fail the commit, leave the entry queued, and send the message again.
- * The record of the delivery shows it as U+FFFD instead.
+ * The metadata shows a NUL character as U+FFFD (message-row.ts: PostgreSQL's text cannot hold
+ * one), and so does the record of a delivery: a NUL in a server's reply must never fail the
+ * commit, which would leave the entry queued and send the message again.
  */
 const withoutNul = (_key: string, value: unknown): unknown => (typeof value === 'string' ? value.replaceAll('\0', '\uFFFD') : value);
 
