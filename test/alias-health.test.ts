@@ -7,7 +7,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { loadConfigText } from '../gateway/config/load.js';
 import { startRetriever } from '../gateway/fetch/retriever.js';
 import { AliasHealth } from '../gateway/fetch/alias-health.js';
-import { openStore } from '../storage/open.js';
+import { openTestStore } from './helpers/test-store.js';
 import type { AliasState } from '../storage/records.js';
 import { ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot.js';
 import { capturingLogger } from './helpers/gateway.js';
@@ -193,7 +193,7 @@ test('an admin deactivation pauses the worker at once; activation resumes it', a
 test('persisted across restarts: an admin deactivation holds; a retriever-made inactive state is dropped when the incoming settings change', async () => {
   const { dir, cleanup } = await tempDir();
   try {
-    const store = await openStore(path.join(dir, 'data'));
+    const store = await openTestStore(path.join(dir, 'data'));
     const server = loadConfigText(
       ['[[alias]]', 'name = "a"', 'address = "a@example.com"', '[alias.incoming]', 'host = "127.0.0.1"', 'password = "one"'].join('\n'),
       path.join(dir, 'm.toml'),
@@ -237,7 +237,7 @@ test('a shared mailbox: failed connections make each of its aliases inactive wit
     path.join(dir, 'mailgate.toml'),
     {},
   );
-  const store = await openStore(config.data_dir);
+  const store = await openTestStore(config.data_dir);
   const retriever = startRetriever({ config, store, logger: capturingLogger().logger, stages: () => [] });
   t.after(async () => {
     await retriever.stop();

@@ -6,6 +6,7 @@ import { ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot
 import { startOAuthServer, type TestOAuthServer } from './helpers/oauth-server.js';
 import { runCli } from './helpers/gateway.js';
 import { fixture, tempDir } from './helpers/paths.js';
+import { testStorageToml } from './helpers/test-store.js';
 
 let idp: TestOAuthServer;
 let dovecot: TestDovecot;
@@ -57,7 +58,7 @@ async function writeConfig(dir: string, clientSecret: string): Promise<string> {
       `ca_file = ${q(fixture('tls', 'cert.pem'))}`,
       ...alias('shared', 'imap', dovecot.imapPort),
       ...alias('sharedpop', 'pop3', dovecot.pop3Port),
-    ].join('\n'),
+    ].join('\n') + testStorageToml(path.join(dir, 'data')),
   );
   return file;
 }

@@ -23,7 +23,7 @@ import { startDelayProxy } from './bench/delay-proxy.js';
 import { loadConfigFile } from '../gateway/config/load.js';
 import { startGateway } from '../gateway/gateway.js';
 import { silentLogger } from '../lib/logger.js';
-import { LevelStore } from '../storage/leveldb/store.js';
+import { openTestStore } from './helpers/test-store.js';
 
 const USERS = ['bulk-imap', 'bulk-pop3', 'served', 'paused'];
 let dovecot: TestDovecot;
@@ -342,7 +342,7 @@ test('aliases list through the control socket, held at a known moment of the bac
     ),
   );
   const config = loadConfigFile(configFile);
-  const store = await LevelStore.open(config.data_dir);
+  const store = await openTestStore(config.data_dir);
   let stored = 0;
   let release!: () => void;
   const gate = new Promise<void>((resolve) => (release = resolve));

@@ -9,7 +9,7 @@ import type { Readable } from 'node:stream';
 import nodemailer from 'nodemailer';
 import type { MessageMeta } from '../storage/records.js';
 import type { QuarantineRecord } from '../storage/records.js';
-import { openStore } from '../storage/open.js';
+import { openTestStore } from './helpers/test-store.js';
 import { runCli, startGatewayOn, startTestGateway, writeTestConfig } from './helpers/gateway.js';
 import { projectRoot, tempDir } from './helpers/paths.js';
 import { accepts } from './helpers/ports.js';
@@ -153,7 +153,7 @@ test('npm start: SIGTERM to the npm process stops the gateway (port free, store 
   await npmExited;
   assert.equal(await accepts(port), false, 'nothing listens on the SMTP port any more');
   assert.deepEqual(below.filter(alive), [], 'no process npm started is left running');
-  const store = await openStore(path.join(dir, 'data'));
+  const store = await openTestStore(path.join(dir, 'data'));
   await store.close();
 });
 

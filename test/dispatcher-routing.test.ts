@@ -4,7 +4,7 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { simpleParser } from 'mailparser';
 import nodemailer from 'nodemailer';
-import { openStore } from '../storage/open.js';
+import { openTestStore } from './helpers/test-store.js';
 import { spawnServe, startGatewayOn, testConfigText, writeTestConfig } from './helpers/gateway.js';
 import { closedPort, startUpstream, type Received } from './helpers/upstream.js';
 import { submissionToml, submit, waitDelivered, waitQueue } from './helpers/outbound.js';
@@ -147,7 +147,7 @@ port = ${upstream.port}
   await upstream.waitFor(2);
   again.child.kill('SIGTERM');
   await again.exited;
-  const store = await openStore(path.join(dir, 'data'));
+  const store = await openTestStore(path.join(dir, 'data'));
   t.after(() => store.close());
   const meta = await waitDelivered(store, id, 1000);
   assert.equal(meta.delivery.status, 'delivered');

@@ -14,7 +14,7 @@ import { outboundEntry } from '../gateway/dispatch/entries.js';
 import { dropQueued, retryQueued } from '../gateway/dispatch/queue-actions.js';
 import { loadConfigText } from '../gateway/config/load.js';
 import type { Config } from '../gateway/config/schema.js';
-import { openStore } from '../storage/open.js';
+import { openTestStore } from './helpers/test-store.js';
 import { newMessageId } from '../storage/ids.js';
 import type { MessageMeta, QueueEntry } from '../storage/records.js';
 import type { Store } from '../storage/store.js';
@@ -41,7 +41,7 @@ retry_intervals = [1]
 retry_jitter = 0.0
 `;
   const config = loadConfigText(testConfigText(dir, toml), path.join(dir, 'mailgate.toml'));
-  const store = await openStore(config.data_dir);
+  const store = await openTestStore(config.data_dir);
   return {
     config,
     store,

@@ -4,7 +4,7 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { buffer } from 'node:stream/consumers';
 import nodemailer from 'nodemailer';
-import { openStore } from '../storage/open.js';
+import { openTestStore } from './helpers/test-store.js';
 import { runCli, spawnServe, testConfigText } from './helpers/gateway.js';
 import { tempDir } from './helpers/paths.js';
 
@@ -94,7 +94,7 @@ test('SIGKILL at random moments while 20 clients send: every message that got a 
   child.kill('SIGTERM');
   assert.equal(await exited, 0, 'a SIGTERM stops the gateway cleanly');
 
-  const store = await openStore(path.join(dir, 'data'));
+  const store = await openTestStore(path.join(dir, 'data'));
   t.after(() => store.close());
   const subjects = listed.map((m) => m.subject);
   assert.equal(new Set(subjects).size, subjects.length, 'no message stored twice');

@@ -2,6 +2,11 @@
  * Faults around SMTP ingest (issue 6). The bar is RFC 5321 section 6.1, as Postfix keeps it:
  * once we answer 250 to DATA the message must survive, and a message we refuse leaves nothing
  * visible behind.
+ *
+ * On LevelDB by name, whatever MAILGATE_TEST_STORE says: the faults are injected below LevelDB
+ * (its prototype, a full tmpfs under its files) and what a fault leaves is read in LevelDB's
+ * layout (pending marks, chunk keys). PostgreSQL's own crash and fault behaviour is checked by
+ * test/postgres-store.test.ts.
  */
 import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
@@ -98,6 +103,8 @@ function mountTmpfs(dir: string, size: number): string | undefined {
     return (err as { stderr?: Buffer }).stderr?.toString().trim() || String(err);
   }
 }
+
+const LEVELDB = { store: 'leveldb' } as const;
 
 /** A gateway in this process on a data directory of our choosing (startTestGateway picks its own). */
 async function gatewayOn(t: TestContext, dir: string, dataDir: string) {
@@ -220,7 +227,7 @@ test('a store failure is answered 451, a full disk 452, and the store recovers b
   };
   let gw: TestGateway;
   try {
-    gw = await startTestGateway();
+    gw = await startTestGateway('', LEVELDB);
   } finally {
     proto._batch = original;
   }
@@ -346,7 +353,7 @@ test('a client that disconnects mid-DATA leaves nothing stored, and others are s
   // A real `mailgate serve`, so that a session that never finishes fails this test instead of hanging it.
   const { dir, cleanup } = await tempDir();
   const configFile = path.join(dir, 'mailgate.toml');
-  await writeFile(configFile, testConfigText(dir));
+  await writeFile(configFile, testConfigText(dir, '', LEVELDB));
   const dataDir = path.join(dir, 'data');
   const { port, child, exited } = await spawnServe(configFile);
   t.after(async () => {
@@ -390,7 +397,7 @@ test('a client that disconnects mid-DATA leaves nothing stored, and others are s
 });
 
 test('RSET drops the transaction: only the message sent after it is stored', async (t) => {
-  const gw = await startTestGateway();
+  const gw = await startTestGateway('', LEVELDB);
   t.after(() => gw.cleanup());
   const s = await rawSmtp(gw.port);
   t.after(() => s.close());
@@ -425,7 +432,7 @@ test('RSET drops the transaction: only the message sent after it is stored', asy
 });
 
 test('an early talker (commands before the greeting) is cut off with 421 and nothing of it is stored', async (t) => {
-  const gw = await startTestGateway();
+  const gw = await startTestGateway('', LEVELDB);
   t.after(() => gw.cleanup());
   const socket = connect(gw.port, '127.0.0.1');
   t.after(() => socket.destroy());

@@ -13,7 +13,7 @@ import type { Config } from '../gateway/config/schema.js';
 import { startRetriever, type PollResult } from '../gateway/fetch/retriever.js';
 import { aliasTokenProviders } from '../gateway/oauth/store.js';
 import type { AliasState } from '../storage/records.js';
-import { openStore } from '../storage/open.js';
+import { openTestStore, testStorageToml, testStoreKind } from './helpers/test-store.js';
 import { ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot.js';
 import { startOAuthServer, type TestOAuthServer } from './helpers/oauth-server.js';
 import { capturingLogger, runCli } from './helpers/gateway.js';
@@ -51,40 +51,42 @@ const q = JSON.stringify;
 
 /** A config with one `[[oauth_app]]` pointed at the local endpoint and one alias logging in with it. */
 function configText(dataDir: string, flow: 'client_credentials' | 'authorization_code', alias: Record<string, string | number | boolean>): string {
-  return [
-    `data_dir = ${q(dataDir)}`,
-    '[[oauth_app]]',
-    'name = "contoso"',
-    'provider = "microsoft365"',
-    `tenant_id = ${q(idp.tenant)}`,
-    `client_id = ${q(idp.clientId)}`,
-    'client_secret = "${OAUTH_SECRET}"',
-    `flow = ${q(flow)}`,
-    `authority = ${q(idp.authority)}`,
-    `known_authorities = [${q(idp.host)}]`,
-    `authority_metadata = ${q(idp.authorityMetadata)}`,
-    `cloud_discovery_metadata = ${q(idp.cloudDiscoveryMetadata)}`,
-    `ca_file = ${q(fixture('tls', 'cert.pem'))}`,
-    '[[alias]]',
-    `name = ${q(String(alias.user))}`,
-    `address = "${String(alias.user)}@example.com"`,
-    '[alias.incoming]',
-    ...Object.entries({
-      host: '127.0.0.1',
-      security: 'starttls',
-      ca_file: fixture('tls', 'cert.pem'),
-      oauth2: 'contoso',
-      poll_interval: 3600,
-      reconnect_interval: 1,
-      idle: false,
-      ...alias,
-    }).map(([k, v]) => `${k} = ${q(v)}`),
-  ].join('\n');
+  return (
+    [
+      `data_dir = ${q(dataDir)}`,
+      '[[oauth_app]]',
+      'name = "contoso"',
+      'provider = "microsoft365"',
+      `tenant_id = ${q(idp.tenant)}`,
+      `client_id = ${q(idp.clientId)}`,
+      'client_secret = "${OAUTH_SECRET}"',
+      `flow = ${q(flow)}`,
+      `authority = ${q(idp.authority)}`,
+      `known_authorities = [${q(idp.host)}]`,
+      `authority_metadata = ${q(idp.authorityMetadata)}`,
+      `cloud_discovery_metadata = ${q(idp.cloudDiscoveryMetadata)}`,
+      `ca_file = ${q(fixture('tls', 'cert.pem'))}`,
+      '[[alias]]',
+      `name = ${q(String(alias.user))}`,
+      `address = "${String(alias.user)}@example.com"`,
+      '[alias.incoming]',
+      ...Object.entries({
+        host: '127.0.0.1',
+        security: 'starttls',
+        ca_file: fixture('tls', 'cert.pem'),
+        oauth2: 'contoso',
+        poll_interval: 3600,
+        reconnect_interval: 1,
+        idle: false,
+        ...alias,
+      }).map(([k, v]) => `${k} = ${q(v)}`),
+    ].join('\n') + testStorageToml(dataDir)
+  );
 }
 
 /** Runs a retriever on CONFIG with the gateway's token providers until `stop`. */
 async function retrieve(config: Config) {
-  const store = await openStore(config.data_dir);
+  const store = await openTestStore(config.data_dir);
   const polls: PollResult[] = [];
   const log = capturingLogger();
   const retriever = startRetriever({
@@ -186,7 +188,7 @@ test('`mailgate oauth authorize ALIAS` stores encrypted tokens that the retrieve
   assert.match(stderr, /stored \(encrypted\) for alias alice/);
 
   const config = loadConfigText(delegatedConfig(), file, env);
-  const store = await openStore(config.data_dir);
+  const store = await openTestStore(config.data_dir);
   const sealed = await store.readTokenCache('alice');
   await store.close();
   assert.ok(sealed && sealed.length > 100);
@@ -218,15 +220,18 @@ test('aliases test on a delegated-flow alias: logs in with the stored tokens whi
   // Tokens live 2 s here: the test refreshed, and the rotated refresh token went back to the store.
   assert.ok(idp.requests.filter((x) => x.grantType === 'refresh_token' && x.outcome === 'ok').length > refreshes);
 
-  // The store held, as a running gateway holds it.
-  const store = await openStore(loadConfigText(delegatedConfig(), file, env).data_dir);
-  try {
-    const held = await runCli(['aliases', 'test', 'alice', '--config', file], { env });
-    assert.equal(held.code, 1, held.stderr);
-    assert.match(held.stdout.toString(), /SKIP\s+login\s+the running gateway holds this alias's OAuth2 tokens/);
-    assert.match(held.stdout.toString(), /not tested: incoming login/);
-  } finally {
-    await store.close();
+  // The store held, as a running gateway holds it: LevelDB's lock on the data directory. A
+  // PostgreSQL database is shared by design (several nodes), so nothing is held there.
+  if (testStoreKind === 'leveldb') {
+    const store = await openTestStore(loadConfigText(delegatedConfig(), file, env).data_dir);
+    try {
+      const held = await runCli(['aliases', 'test', 'alice', '--config', file], { env });
+      assert.equal(held.code, 1, held.stderr);
+      assert.match(held.stdout.toString(), /SKIP\s+login\s+the running gateway holds this alias's OAuth2 tokens/);
+      assert.match(held.stdout.toString(), /not tested: incoming login/);
+    } finally {
+      await store.close();
+    }
   }
   // The tokens the test saved still work for the retriever.
   const config = loadConfigText(delegatedConfig(), file, env);

@@ -19,7 +19,7 @@ import { waitDelivered, waitQueue } from './helpers/outbound.js';
 import { ensureDovecot, startDovecot, dovecotIncoming } from './helpers/dovecot.js';
 import { fixture, tempDir } from './helpers/paths.js';
 import { loadConfigFile } from '../gateway/config/load.js';
-import { LevelStore } from '../storage/leveldb/store.js';
+import { openTestStore } from './helpers/test-store.js';
 import { ingestMessage } from '../ingest/ingest.js';
 import { silentLogger } from '../lib/logger.js';
 import { quarantineForwarding } from '../gateway/quarantine-forward/forwarding.js';
@@ -290,7 +290,7 @@ test('the forward is committed with the message: after a crash before the forwar
   const { dir, cleanup } = await tempDir();
   const configFile = await writeTestConfig(dir, `[partition]\nunknown_recipient = "quarantine"\n\n${ALIASES}\n${quarantineToml(mailbox)}`);
   const config = loadConfigFile(configFile);
-  const store = await LevelStore.open(config.data_dir);
+  const store = await openTestStore(config.data_dir);
   const raw = Buffer.from('From: customer@example.org\r\nTo: nobody@example.com\r\nSubject: Where does this go?\r\n\r\nHello.\r\n');
   // As the retriever stores a message for no alias of its mailbox; the process dies before the dispatcher hears of it.
   const hook = quarantineForwarding(config, silentLogger(), () => {});

@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import nodemailer from 'nodemailer';
-import { openStore } from '../storage/open.js';
+import { openTestStore } from './helpers/test-store.js';
 import { spawnServe, writeTestConfig } from './helpers/gateway.js';
 import { startUpstream } from './helpers/upstream.js';
 import { submissionToml, SUBMIT_PASSWORD, SUBMIT_USER } from './helpers/outbound.js';
@@ -155,7 +155,7 @@ port = ${upstream.port}
   assert.deepEqual(missing, [], 'every acknowledged message reached every recipient');
 
   // The queue is empty and each acknowledged message records its delivery.
-  const store = await openStore(path.join(dir, 'data'));
+  const store = await openTestStore(path.join(dir, 'data'));
   t.after(() => store.close());
   assert.deepEqual(
     (await store.listQueue()).map((e) => e.id),

@@ -7,7 +7,7 @@ import { loadConfigText } from '../gateway/config/load.js';
 import { silentLogger } from '../lib/logger.js';
 import { startRetriever, type PollResult } from '../gateway/fetch/retriever.js';
 import { deliveryTargets } from '../gateway/fetch/recipients.js';
-import { openStore } from '../storage/open.js';
+import { openTestStore } from './helpers/test-store.js';
 import type { Store } from '../storage/store.js';
 import { ensureDovecot, startDovecot, type TestDovecot, dovecotIncoming } from './helpers/dovecot.js';
 import { fixture, tempDir } from './helpers/paths.js';
@@ -40,7 +40,7 @@ const aliasToml = (name: string, address: string, user: string, extra: string[] 
 async function runOnce(t: { after(fn: () => Promise<void>): void }, toml: string, prepare?: (store: Store) => Promise<void>) {
   const { dir, cleanup } = await tempDir();
   const config = loadConfigText(`data_dir = ${JSON.stringify(path.join(dir, 'data'))}\n${toml}`, path.join(dir, 'mailgate.toml'), {});
-  const store = await openStore(config.data_dir);
+  const store = await openTestStore(config.data_dir);
   t.after(async () => {
     await store.close();
     await cleanup();

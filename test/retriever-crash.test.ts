@@ -5,7 +5,7 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import type { ChildProcess } from 'node:child_process';
 import { buffer } from 'node:stream/consumers';
-import { openStore } from '../storage/open.js';
+import { openTestStore } from './helpers/test-store.js';
 import { ensureDovecot, startDovecot, dovecotIncoming } from './helpers/dovecot.js';
 import { spawnServe, testConfigText } from './helpers/gateway.js';
 import { tempDir } from './helpers/paths.js';
@@ -109,7 +109,7 @@ async function fetchThroughKills(t: TestContext, scenario: CrashScenario): Promi
   child.kill('SIGTERM');
   assert.equal(await exited, 0);
 
-  const store = await openStore(path.join(dir, 'data'));
+  const store = await openTestStore(path.join(dir, 'data'));
   t.after(() => store.close());
   const stored = await store.listMessages({ limit: 100_000 });
   const ids = stored.map((m) => m.messageId);

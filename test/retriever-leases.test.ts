@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { loadConfigText } from '../gateway/config/load.js';
 import { startRetriever, type RetrieverHooks } from '../gateway/fetch/retriever.js';
-import { LevelStore } from '../storage/leveldb/store.js';
+import { openTestStore } from './helpers/test-store.js';
 import { PgLeases } from '../storage/postgres/leases.js';
 import { MIGRATIONS } from '../storage/postgres/schema.js';
 import type { Leases, Store } from '../storage/store.js';
@@ -60,7 +60,7 @@ async function leaseDatabase(): Promise<pg.Pool> {
 }
 
 /** STORE, with LEASES in place of its own. */
-function withLeases(store: LevelStore, leases: Leases): Store {
+function withLeases(store: Store, leases: Leases): Store {
   return new Proxy(store, {
     get(target, prop) {
       if (prop === 'leases') return leases;
@@ -88,7 +88,7 @@ async function startNode(t: { after(fn: () => Promise<void>): void }, pool: pg.P
     ]),
   ].join('\n');
   const config = loadConfigText(toml, path.join(dir, 'mailgate.toml'), {});
-  const level = await LevelStore.open(config.data_dir);
+  const level = await openTestStore(config.data_dir);
   const store = withLeases(level, new PgLeases(pool, name));
   const log = capturingLogger();
   const retriever = startRetriever({ config, store, logger: log.logger, stages: () => [], hooks });
@@ -115,7 +115,7 @@ async function until(what: () => Promise<boolean> | boolean): Promise<void> {
   }
 }
 
-const subjects = async (store: LevelStore, alias: string) => (await store.listMessages({ alias, limit: 1000 })).map((m) => m.subject ?? '').sort();
+const subjects = async (store: Store, alias: string) => (await store.listMessages({ alias, limit: 1000 })).map((m) => m.subject ?? '').sort();
 
 test('two nodes share two mailboxes: each fetches one, every message is stored once, and new mail goes to the node holding its mailbox', async (t) => {
   const pool = await leaseDatabase();

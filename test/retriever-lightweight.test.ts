@@ -10,7 +10,8 @@ import { loadConfigText } from '../gateway/config/load.js';
 import { ConfigError } from '../lib/config-file/toml.js';
 import type { RetrieverHooks } from '../gateway/fetch/retriever.js';
 import type { MailboxItem } from '../gateway/fetch/mailbox.js';
-import { LevelStore } from '../storage/leveldb/store.js';
+import type { Store } from '../storage/store.js';
+import { fetchedKeys } from './helpers/test-store.js';
 import { ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot.js';
 import { retrieveFrom, type Incoming } from './helpers/retrieve.js';
 import { closedPort } from './helpers/upstream.js';
@@ -57,7 +58,7 @@ const retrieve = (t: { after(fn: () => Promise<void>): void }, user: string, inc
   retrieveFrom(dovecot, t, user, incoming, hooks);
 
 /** Subjects of the stored messages, sorted, and each stored message's bytes compared with what was delivered. */
-async function storedSubjects(store: LevelStore, alias: string, delivered: Map<string, Buffer>): Promise<string[]> {
+async function storedSubjects(store: Store, alias: string, delivered: Map<string, Buffer>): Promise<string[]> {
   const metas = await store.listMessages({ alias, limit: 1000 });
   for (const m of metas) {
     const chunks: Buffer[] = [];
@@ -111,7 +112,7 @@ test('IMAP: small messages are fetched while the large ones download on a second
   assert.deepEqual(poll, { stored: 6, finished: 0, deferred: 0, held: 0 });
   // Exactly once: one message and one fetched key per mailbox message, all moved once.
   assert.deepEqual(await storedSubjects(r.store, 'parallel', delivered), [...delivered.keys()].sort());
-  assert.equal((await r.store.sublevels.fetched.keys().all()).length, 6);
+  assert.equal((await fetchedKeys(r.store)).length, 6);
   assert.deepEqual(await dovecot.listMessages('parallel'), []);
   assert.equal((await dovecot.listMessages('parallel', 'Processed')).length, 6);
   // Dovecot saw two IMAP sessions of the user open at once: the second logged in before any logged out.
@@ -148,7 +149,7 @@ test('IMAP: a server that allows one session per user (mail_max_userip_connectio
     ['s-large', 's-small-2', 's-small-1'],
   );
   assert.deepEqual(await storedSubjects(r.store, 'single', delivered), [...delivered.keys()].sort());
-  assert.equal((await r.store.sublevels.fetched.keys().all()).length, 3);
+  assert.equal((await fetchedKeys(r.store)).length, 3);
   assert.equal((await single.listMessages('single', 'Processed')).length, 3);
   assert.equal((await r.store.getAliasState('single'))?.failures ?? 0, 0, 'not a failure of the alias');
 });
@@ -167,7 +168,7 @@ test('IMAP: max_items counts the messages of both sessions; the rest follow at o
   assert.deepEqual(first, { stored: 4, finished: 0, deferred: 2, held: 0 });
   assert.deepEqual(second, { stored: 2, finished: 0, deferred: 0, held: 0 });
   assert.deepEqual(await storedSubjects(r.store, 'budget', delivered), [...delivered.keys()].sort());
-  assert.equal((await r.store.sublevels.fetched.keys().all()).length, 6);
+  assert.equal((await fetchedKeys(r.store)).length, 6);
   assert.equal((await dovecot.listMessages('budget', 'Processed')).length, 6);
 });
 

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import path from 'node:path';
 import { loadConfigText } from '../gateway/config/load.js';
 import { ConfigError } from '../lib/config-file/toml.js';
-import type { LevelStore } from '../storage/leveldb/store.js';
+import type { Store } from '../storage/store.js';
 import { ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot.js';
 import { retrieveFrom } from './helpers/retrieve.js';
 
@@ -26,7 +26,7 @@ function message(n: number, bytes: number, to = 'support@example.com'): Buffer {
   return Buffer.from(head + line.repeat(Math.max(1, Math.round((bytes - head.length) / line.length))));
 }
 
-async function storedBytes(store: LevelStore, alias: string): Promise<string[]> {
+async function storedBytes(store: Store, alias: string): Promise<string[]> {
   const out: string[] = [];
   for (const m of await store.listMessages({ alias, limit: 1000 })) {
     const chunks: Buffer[] = [];

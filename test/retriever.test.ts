@@ -4,7 +4,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { loadConfigText } from '../gateway/config/load.js';
 import { ConfigError } from '../lib/config-file/toml.js';
 import type { RetrieverHooks } from '../gateway/fetch/retriever.js';
-import { LevelStore } from '../storage/leveldb/store.js';
+import type { Store } from '../storage/store.js';
+import { fetchedKeys } from './helpers/test-store.js';
 import { ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot.js';
 import { retrieveFrom, type Incoming } from './helpers/retrieve.js';
 
@@ -39,10 +40,10 @@ function message(n: number, bodyBytes = 200): Buffer {
 /** `[alias.incoming]` keys; null leaves a key out, so its default applies. */
 
 /** Runs a retriever for one alias fetching USER's mailbox (test/helpers/retrieve.ts). */
-const retrieve = (t: { after(fn: () => Promise<void>): void }, user: string, incoming: Incoming, hooks: RetrieverHooks = {}, reuse?: LevelStore) =>
+const retrieve = (t: { after(fn: () => Promise<void>): void }, user: string, incoming: Incoming, hooks: RetrieverHooks = {}, reuse?: Store) =>
   retrieveFrom(dovecot, t, user, incoming, hooks, reuse);
 
-async function storedBytes(store: LevelStore, alias: string): Promise<string[]> {
+async function storedBytes(store: Store, alias: string): Promise<string[]> {
   const metas = await store.listMessages({ alias, limit: 1000 });
   const out: string[] = [];
   for (const m of metas) {
@@ -201,7 +202,7 @@ test('exactly once: a crash between the store commit and the move stores nothing
   assert.ok(crashed);
   const [stored] = await first.store.listMessages({ alias: 'crash' });
   assert.ok(stored);
-  assert.equal((await first.store.sublevels.fetched.values().all()).length, 1);
+  assert.equal((await fetchedKeys(first.store)).length, 1);
   assert.equal((await dovecot.listMessages('crash')).length, 1, 'still in INBOX: the move never happened');
   assert.equal(first.log.entries.find((e) => e.level === 50)?.alias, 'crash');
 
@@ -215,7 +216,7 @@ test('exactly once: a crash between the store commit and the move stores nothing
   );
   assert.deepEqual(await dovecot.listMessages('crash'), []);
   assert.equal((await dovecot.listMessages('crash', 'Processed')).length, 1);
-  const keys = await second.store.sublevels.fetched.keys().all();
+  const keys = await fetchedKeys(second.store);
   assert.ok(keys[0]?.startsWith('crash\x00'), keys[0]);
 });
 

@@ -12,7 +12,7 @@ import { verifyPassword } from '../gateway/config/password.js';
 import { startGateway, type Gateway } from '../gateway/gateway.js';
 import { adminClient, controlSocketPath } from '../gateway/admin/http-client.js';
 import { silentLogger } from '../lib/logger.js';
-import { openStore } from '../storage/open.js';
+import { openTestStore } from './helpers/test-store.js';
 import type { Store } from '../storage/store.js';
 import type { MessageMeta } from '../storage/records.js';
 import { runCli, spawnServe, startTestGateway, writeTestConfig, type CliResult } from './helpers/gateway.js';
@@ -199,7 +199,7 @@ test('send with the gateway stopped goes into the store, and out when the gatewa
   assert.match(refused.stderr, /5\.7\.1 The From header <billing@example\.com>/);
 
   const config = loadConfigFile(configFile);
-  const store = await openStore(config.data_dir);
+  const store = await openTestStore(config.data_dir);
   running = { store, gateway: await startGateway({ config, store, logger: silentLogger(), retriever: false }) };
   const meta = await waitDelivered(store, id);
   assert.equal(meta.delivery.status, 'delivered');

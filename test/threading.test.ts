@@ -12,7 +12,7 @@ import nodemailer from 'nodemailer';
 import { loadConfigFile, loadConfigText } from '../gateway/config/load.js';
 import { startGateway } from '../gateway/gateway.js';
 import type { PollResult } from '../gateway/fetch/retriever.js';
-import { LevelStore } from '../storage/leveldb/store.js';
+import { openTestStore } from './helpers/test-store.js';
 import type { MessageMeta } from '../storage/records.js';
 import { silentLogger } from '../lib/logger.js';
 import { ConfigError } from '../lib/config-file/toml.js';
@@ -58,7 +58,7 @@ async function gatewayWith(t: { after(fn: () => Promise<void>): void }, toml: (u
   const configFile = path.join(dir, 'mailgate.toml');
   await writeFile(configFile, testConfigText(dir, toml(upstream)));
   const config = loadConfigFile(configFile);
-  const store = await LevelStore.open(config.data_dir);
+  const store = await openTestStore(config.data_dir);
   let stored = 0;
   const waiters: { n: number; resolve: () => void }[] = [];
   const gateway = await startGateway({

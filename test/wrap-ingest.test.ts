@@ -12,8 +12,8 @@ import type { Stage } from '../policy/chain/stage.js';
 import { ingestMessage } from '../ingest/ingest.js';
 import { silentLogger } from '../lib/logger.js';
 import { MailgateError } from '../lib/errors.js';
-import { LevelStore } from '../storage/leveldb/store.js';
-import { openStore } from '../storage/open.js';
+import type { Store } from '../storage/store.js';
+import { openTestStore, storeLeftovers } from './helpers/test-store.js';
 import { runCli, startTestGateway, type TestGateway } from './helpers/gateway.js';
 import { PE_PROGRAM, RawSmtpClient, base64Body, hiddenExecutableCases, type HiddenExecutable } from './helpers/fuzz.js';
 import type { QuarantineRecord } from '../storage/records.js';
@@ -39,9 +39,9 @@ async function send(gw: TestGateway, raw: Buffer): Promise<string> {
   return queued[1]!;
 }
 
-async function assertNoSpoolLeft(store: LevelStore): Promise<void> {
+async function assertNoSpoolLeft(store: Store): Promise<void> {
   assert.deepEqual(await readdir(spoolDir(store.dir)).catch(() => []), [], 'no spool file left');
-  assert.deepEqual(await store.sublevels.pending.keys().all(), [], 'no pending mark left');
+  assert.deepEqual((await storeLeftovers(store)).unfinished, [], 'no pending mark left');
 }
 
 /** A message with `lines` lines of body, the card-like marker on each (to look for it in the spool). */
@@ -153,7 +153,7 @@ test('the size limit still wins over wrapping: 552 and nothing stored', async (t
 test('if even the wrapping message cannot be stored, the reply is 451 and nothing is stored', async (t) => {
   const { dir, cleanup } = await tempDir();
   t.after(cleanup);
-  const store = await LevelStore.open(path.join(dir, 'data'));
+  const store = await openTestStore(path.join(dir, 'data'));
   t.after(() => store.close());
   let writers = 0;
   // The store refuses a second writer: the one the wrapping message would need.
@@ -186,7 +186,7 @@ test('if even the wrapping message cannot be stored, the reply is 451 and nothin
 test('the wrapping fallback asks each stage for its part in the original, whatever the stage is called', async (t) => {
   const { dir, cleanup } = await tempDir();
   t.after(cleanup);
-  const store = await openStore(path.join(dir, 'data'));
+  const store = await openTestStore(path.join(dir, 'data'));
   t.after(() => store.close());
   // Its own name, yet it masks the original: it says so.
   const redactor: Stage = {
@@ -423,7 +423,7 @@ test('with action = "delete" the blocked original of a wrapping message is gone,
   assert.match(raw.toString('latin1'), /The original incoming email is not attached: the original contains .*\.exe" \(part 2\): blocked extension \.exe/);
   assert.match(raw.toString('latin1'), /It was deleted, as the attachment policy says \(action = "delete"\)\./);
   assert.deepEqual(await gw.store.listQuarantine(), []);
-  assert.deepEqual(await gw.store.sublevels.quarantineChunks.keys().all(), [], 'no bytes of it kept');
+  assert.deepEqual((await storeLeftovers(gw.store)).quarantineChunks, [], 'no bytes of it kept');
   assert.deepEqual(meta._AttachmentFileNames, ['original-message.eml [blocked]']);
   await assertNoSpoolLeft(gw.store);
 });
@@ -476,7 +476,7 @@ for (const action of ['quarantine', 'delete'] as const) {
     } finally {
       client.close();
     }
-    if (action === 'delete') assert.deepEqual(await gw.store.sublevels.quarantineChunks.keys().all(), []);
+    if (action === 'delete') assert.deepEqual((await storeLeftovers(gw.store)).quarantineChunks, []);
     await assertNoSpoolLeft(gw.store);
   });
 }

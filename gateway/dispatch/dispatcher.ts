@@ -424,7 +424,11 @@ export class Dispatcher implements QueueWorker {
 
   /** Held entries are tried once at start, as on one node; everything else comes by polling. */
   async #startShared(): Promise<void> {
-    const held = (await this.#deps.store.listQueue()).filter((e) => e.held !== undefined);
+    const queued = await this.#deps.store.listQueue();
+    // Claims under this node's name are its previous run's (a node name is one process): that
+    // run is gone (a crash, a SIGKILL), so they are free now rather than when their lease ends.
+    await this.#claims!.release(queued.map((e) => e.id));
+    const held = queued.filter((e) => e.held !== undefined);
     for (const entry of held) this.#schedule(entry, true);
     // Renewed three times per lease: a renewal late or lost to a database hiccup still leaves time.
     this.#renewTimer = setInterval(() => void this.#renewClaims(), Math.max(1, Math.floor(this.#claimLeaseMs / 3)));

@@ -1,5 +1,5 @@
 /**
- * A message's row in `messages`: its metadata as JSONB and the columns the console, the CLI
+ * A message's row in `messages`: its metadata as JSON and the columns the console, the CLI
  * and retention filter on, all taken from the metadata. PostgreSQL's text and JSONB cannot hold
  * a NUL character, which hostile mail can put in a decoded header: NULs become U+FFFD in the
  * stored metadata (the same look as any other undecodable byte), and a Message-ID with one is

@@ -100,6 +100,14 @@ async function upsertQueueEntries(db: Db, entries: readonly QueueEntry[]): Promi
   );
 }
 
+// The message's metadata with `delivery` set to $2. json keeps its keys' order (the stages'
+// findings, in the order they ran): rebuilt in order, delivery last.
+const WITH_DELIVERY = `(
+  SELECT json_object_agg(key, value ORDER BY n NULLS LAST)
+  FROM (SELECT key, value, n FROM json_each(meta) WITH ORDINALITY AS e(key, value, n) WHERE key <> 'delivery'
+        UNION ALL SELECT 'delivery', $2::json, NULL) AS kept
+)`;
+
 /**
  * Takes ID out of the queue and records DELIVERY on its message, if the message is still
  * there (the entry goes either way). One statement: the metadata is read and changed at the
@@ -108,7 +116,7 @@ async function upsertQueueEntries(db: Db, entries: readonly QueueEntry[]): Promi
 async function finishQueued(db: Db, id: string, delivery: DeliveryRecord): Promise<void> {
   await db.query(
     `WITH finished AS (DELETE FROM queue WHERE id = $1)
-     UPDATE messages SET meta = jsonb_set(meta, '{delivery}', $2::jsonb) WHERE id = $1`,
+     UPDATE messages SET meta = ${WITH_DELIVERY} WHERE id = $1`,
     [id, JSON.stringify(delivery, withoutNul)],
   );
 }
@@ -123,7 +131,7 @@ export async function finishClaimedQueued(db: Db, id: string, delivery: Delivery
   // A DELETE ... WHERE claimed_by waits on a row another node is claiming, then reads it again.
   const { rows } = await db.query<{ n: number }>(
     `WITH finished AS (DELETE FROM queue WHERE id = $1 AND claimed_by = $3 RETURNING id),
-          recorded AS (UPDATE messages SET meta = jsonb_set(meta, '{delivery}', $2::jsonb) WHERE id IN (SELECT id FROM finished))
+          recorded AS (UPDATE messages SET meta = ${WITH_DELIVERY} WHERE id IN (SELECT id FROM finished))
      SELECT count(*)::int AS n FROM finished`,
     [id, JSON.stringify(delivery, withoutNul), node],
   );
@@ -131,9 +139,9 @@ export async function finishClaimedQueued(db: Db, id: string, delivery: Delivery
 }
 
 /**
- * The metadata is jsonb (the message tables'), which cannot hold a NUL character: one in a
- * server's reply would fail the commit, leave the entry queued, and send the message again.
- * The record of the delivery shows it as U+FFFD instead.
+ * The metadata shows a NUL character as U+FFFD (message-row.ts: PostgreSQL's text cannot hold
+ * one), and so does the record of a delivery: a NUL in a server's reply must never fail the
+ * commit, which would leave the entry queued and send the message again.
  */
 const withoutNul = (_key: string, value: unknown): unknown => (typeof value === 'string' ? value.replaceAll('\0', '\uFFFD') : value);
 

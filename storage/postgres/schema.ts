@@ -27,7 +27,9 @@ CREATE TABLE mailgate_schema (
   applied_by text NOT NULL
 );
 
--- Messages: metadata as JSONB, with the columns the console and CLI filter on beside it.
+-- Messages: metadata as the JSON text mailgate wrote, with the columns the console and CLI filter
+-- on beside it. json, not jsonb: jsonb reorders an object's keys, and the order of the findings is
+-- the order the stages ran (the timeline shows them so); nothing queries inside it.
 CREATE TABLE messages (
   id text COLLATE "C" PRIMARY KEY,
   received_at timestamptz NOT NULL,
@@ -39,7 +41,7 @@ CREATE TABLE messages (
   size bigint NOT NULL,
   -- Which chunks hold the bytes: a quarantine restore writes a new generation and swaps it in.
   generation integer NOT NULL DEFAULT 0,
-  meta jsonb NOT NULL
+  meta json NOT NULL
 );
 CREATE INDEX messages_by_alias ON messages (alias, id);
 CREATE INDEX messages_by_message_id ON messages (message_id) WHERE message_id IS NOT NULL;

@@ -7,9 +7,20 @@ import type { Config } from '../../gateway/config/schema.js';
 import { startGateway, type Gateway } from '../../gateway/gateway.js';
 import { silentLogger, type Logger } from '../../lib/logger.js';
 import { pino } from 'pino';
-import { LevelStore } from '../../storage/leveldb/store.js';
+import { openStore } from '../../storage/open.js';
+import type { Store } from '../../storage/store.js';
+import { configuredStore } from '../../gateway/config/storage.js';
+import { testStorageToml } from './test-store.js';
 import type { Stage } from '../../policy/chain/stage.js';
 import { cliPath, tempDir } from './paths.js';
+
+/**
+ * `store: 'leveldb'`: LevelDB in the data directory whatever MAILGATE_TEST_STORE says, for the
+ * tests of LevelDB itself (its files, its lock, faults injected below it).
+ */
+export interface TestStoreChoice {
+  store?: 'leveldb';
+}
 
 /** A gateway running in this process on an ephemeral port, with its own data directory and config file. */
 export interface TestGateway {
@@ -17,7 +28,7 @@ export interface TestGateway {
   config: Config;
   configFile: string;
   dir: string;
-  store: LevelStore;
+  store: Store;
   gateway: Gateway;
   /** Stops the gateway and closes the store; the directory stays until cleanup. */
   stop(): Promise<void>;
@@ -25,9 +36,12 @@ export interface TestGateway {
 }
 
 /** Writes a config file (the given TOML after a listen/data_dir header) and starts a gateway on it. */
-export async function startTestGateway(toml = '', opts: { stages?: (department?: string) => readonly Stage[]; logger?: Logger } = {}): Promise<TestGateway> {
+export async function startTestGateway(
+  toml = '',
+  opts: { stages?: (department?: string) => readonly Stage[]; logger?: Logger } & TestStoreChoice = {},
+): Promise<TestGateway> {
   const { dir, cleanup } = await tempDir();
-  const configFile = await writeTestConfig(dir, toml);
+  const configFile = await writeTestConfig(dir, toml, opts);
   const { config, store, gateway, stop } = await startGatewayOn(configFile, opts);
   return {
     port: gateway.smtp.addresses[0]!.port,
@@ -45,9 +59,9 @@ export async function startTestGateway(toml = '', opts: { stages?: (department?:
 }
 
 /** Writes `DIR/mailgate.toml` with `testConfigText` and returns its path. */
-export async function writeTestConfig(dir: string, toml = ''): Promise<string> {
+export async function writeTestConfig(dir: string, toml = '', opts: TestStoreChoice = {}): Promise<string> {
   const configFile = path.join(dir, 'mailgate.toml');
-  await writeFile(configFile, testConfigText(dir, toml));
+  await writeFile(configFile, testConfigText(dir, toml, opts));
   return configFile;
 }
 
@@ -55,10 +69,11 @@ export async function writeTestConfig(dir: string, toml = ''): Promise<string> {
 export async function startGatewayOn(
   configFile: string,
   opts: { stages?: (department?: string) => readonly Stage[]; logger?: Logger; retriever?: boolean } = {},
-): Promise<{ config: Config; store: LevelStore; gateway: Gateway; stop(): Promise<void> }> {
+): Promise<{ config: Config; store: Store; gateway: Gateway; stop(): Promise<void> }> {
   const config = loadConfigFile(configFile);
   const logger = opts.logger ?? silentLogger();
-  const store = await LevelStore.open(config.data_dir);
+  // As `serve` opens it (openOwnStore): LevelDB in data_dir, or the database `[storage]` names.
+  const store = await openStore(config.data_dir, { ...configuredStore(config), createIfEmpty: true });
   const gateway = await startGateway({
     config,
     store,
@@ -80,20 +95,24 @@ export async function startGatewayOn(
  * A config for tests: data under DIR, SMTP on an ephemeral loopback port, then the caller's
  * TOML. The REST API is off unless the caller has an `[admin]` table, and then on an ephemeral
  * port unless it names one: tests run side by side and none may bind the default 8025.
+ * With `MAILGATE_TEST_STORE=postgres` a `[storage]` table names the data directory's database
+ * (helpers/test-store.ts), unless the caller's TOML has its own or asks for LevelDB by name.
  */
-export function testConfigText(dir: string, toml = ''): string {
+export function testConfigText(dir: string, toml = '', opts: TestStoreChoice = {}): string {
   // Keys of [smtp] the caller gives replace ours; TOML forbids defining a key twice.
   const callerSmtp = /^\[smtp\]\s*$/m.test(toml);
-  const header = `data_dir = ${JSON.stringify(path.join(dir, 'data'))}\n`;
+  const dataDir = path.join(dir, 'data');
+  const header = `data_dir = ${JSON.stringify(dataDir)}\n`;
+  const storage = opts.store === 'leveldb' || /^\[storage\]\s*$/m.test(toml) ? '' : testStorageToml(dataDir);
   const admin = /^\[admin\]\s*$/m;
   let body = admin.test(toml)
     ? /^listen\s*=\s*"[^"]*:\d+"/m.test(toml.slice(toml.search(admin)))
       ? toml
       : toml.replace(admin, '[admin]\nlisten = "127.0.0.1:0"')
     : toml + '\n[admin]\nenabled = false\n';
-  if (callerSmtp) return header + body.replace(/^\[smtp\]\s*$/m, '[smtp]\nlisten = ["127.0.0.1:0"]');
+  if (callerSmtp) return header + body.replace(/^\[smtp\]\s*$/m, '[smtp]\nlisten = ["127.0.0.1:0"]') + storage;
   body += '\n[smtp]\nlisten = ["127.0.0.1:0"]\n';
-  return header + body;
+  return header + body + storage;
 }
 
 export interface CliResult {

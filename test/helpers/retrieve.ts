@@ -8,7 +8,8 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { loadConfigText } from '../../gateway/config/load.js';
 import { startRetriever, type PollResult, type RetrieverHooks } from '../../gateway/fetch/retriever.js';
 import { Metrics } from '../../lib/metrics.js';
-import { LevelStore } from '../../storage/leveldb/store.js';
+import type { Store } from '../../storage/store.js';
+import { openTestStore } from './test-store.js';
 import type { TestDovecot } from './dovecot.js';
 import { capturingLogger } from './gateway.js';
 import { fixture, tempDir } from './paths.js';
@@ -35,7 +36,7 @@ export async function retrieveFrom(
   user: string,
   incoming: Incoming,
   hooks: RetrieverHooks = {},
-  reuse?: LevelStore,
+  reuse?: Store,
   /** More aliases (`NAME@example.com`) fetching the same mailbox, after USER. */
   siblings: readonly string[] = [],
 ) {
@@ -58,7 +59,7 @@ export async function retrieveFrom(
   ];
   const toml = [`data_dir = ${JSON.stringify(path.join(dir, 'data'))}`, ...[user, ...siblings].flatMap(aliasTable)].join('\n');
   const config = loadConfigText(toml, path.join(dir, 'mailgate.toml'), {});
-  const store = reuse ?? (await LevelStore.open(config.data_dir));
+  const store = reuse ?? (await openTestStore(config.data_dir));
   const polls: PollResult[] = [];
   const log = capturingLogger();
   const metrics = new Metrics();

@@ -9,6 +9,8 @@
 import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
+import pg from 'pg';
+import { LevelStore } from '../../storage/leveldb/store.js';
 import { openStore } from '../../storage/open.js';
 import type { Store } from '../../storage/store.js';
 import { startPostgres, type TestPostgres } from './postgres.js';
@@ -51,4 +53,38 @@ export function testStorageToml(dataDir: string): string {
 export function openTestStore(dataDir: string): Promise<Store> {
   if (!cluster) return openStore(dataDir);
   return openStore(dataDir, { postgres: { url: testDatabaseUrl(dataDir), connections: 5 }, node: 'test', createIfEmpty: true });
+}
+
+/**
+ * What a finished write must not leave in STORE, on either implementation: marks of unfinished
+ * writes (LevelDB's pending marks, PostgreSQL's `unfinished` rows) and the keys of quarantined
+ * bytes (LevelDB's quarantine-chunks, PostgreSQL's `quarantine_chunks`), for tests that check a
+ * refused or deleted message leaves nothing behind.
+ */
+export async function storeLeftovers(store: Store): Promise<{ unfinished: string[]; quarantineChunks: string[] }> {
+  if (store instanceof LevelStore) {
+    return { unfinished: await store.sublevels.pending.keys().all(), quarantineChunks: await store.sublevels.quarantineChunks.keys().all() };
+  }
+  const client = new pg.Client({ connectionString: testDatabaseUrl(store.dir) });
+  await client.connect();
+  try {
+    const unfinished = await client.query<{ key: string }>(`SELECT kind || ':' || id AS key FROM unfinished ORDER BY 1`);
+    const chunks = await client.query<{ key: string }>(`SELECT quarantine || '!' || seq AS key FROM quarantine_chunks ORDER BY 1`);
+    return { unfinished: unfinished.rows.map((r) => r.key), quarantineChunks: chunks.rows.map((r) => r.key) };
+  } finally {
+    await client.end();
+  }
+}
+
+/** The retriever's fetched keys in STORE, as `<alias>\0<key>` (LevelDB's own form), in key order. */
+export async function fetchedKeys(store: Store): Promise<string[]> {
+  if (store instanceof LevelStore) return store.sublevels.fetched.keys().all();
+  const client = new pg.Client({ connectionString: testDatabaseUrl(store.dir) });
+  await client.connect();
+  try {
+    const { rows } = await client.query<{ alias: string; key: string }>('SELECT alias, key FROM fetched ORDER BY alias COLLATE "C", key COLLATE "C"');
+    return rows.map((r) => `${r.alias}\x00${r.key}`);
+  } finally {
+    await client.end();
+  }
 }
