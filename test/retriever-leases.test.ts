@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { loadConfigText } from '../gateway/config/load.js';
 import { startRetriever, type RetrieverHooks } from '../gateway/fetch/retriever.js';
-import { openTestStore } from './helpers/test-store.js';
+import { openStore } from '../storage/open.js';
 import { PgLeases } from '../storage/postgres/leases.js';
 import { MIGRATIONS } from '../storage/postgres/schema.js';
 import type { Leases, Store } from '../storage/store.js';
@@ -88,7 +88,10 @@ async function startNode(t: { after(fn: () => Promise<void>): void }, pool: pg.P
     ]),
   ].join('\n');
   const config = loadConfigText(toml, path.join(dir, 'mailgate.toml'), {});
-  const level = await openTestStore(config.data_dir);
+  // LevelDB by name on either test store: each node has a store of its own and the leases alone
+  // are shared (PgLeases on POOL); a PostgreSQL store would check fetched records against its own
+  // lease table, not POOL's. Nodes sharing a PostgreSQL store: fleet-fetch.test.ts.
+  const level = await openStore(config.data_dir);
   const store = withLeases(level, new PgLeases(pool, name));
   const log = capturingLogger();
   const retriever = startRetriever({ config, store, logger: log.logger, stages: () => [], hooks });

@@ -251,9 +251,12 @@ export class Dispatcher implements QueueWorker {
     if (this.#claims && !this.#holding.has(id)) {
       // A new entry (or an admin's retry): another node may have polled it meanwhile, or even
       // attempted it already, so the entry as claimed is the truth, not the one kept in memory.
-      claimed = await this.#claims.claim(id, this.#claimLeaseMs, { onlyIfDue: true });
+      const got = await this.#claims.claim(id, this.#claimLeaseMs, { onlyIfDue: true });
+      if (got) this.#holding.set(id, got);
+      // This node's own poll may have claimed it while we asked (its start is skipped while this
+      // run is active): then it is ours all the same, and this run is the one to attempt it.
+      claimed = this.#holding.get(id);
       if (!claimed) return; // another node holds it, or it was attempted, dropped or sent meanwhile
-      this.#holding.set(id, claimed);
     }
     const entry = claimed ?? fresh?.entry ?? (await store.getQueueEntry(id));
     if (!entry) return; // dropped meanwhile
