@@ -10,7 +10,7 @@ export function serveCommand(): Command {
     const { config, file } = commandConfig(cmd, { secrets: 'required' });
     const logger = createLogger(config.log_level, { node: config.node.name });
     const storeWhere = config.storage ? { postgres: databaseName(config.storage.postgres) } : {};
-    logger.info({ config: file ?? 'built-in defaults', data_dir: config.data_dir, node: config.node.name, ...storeWhere }, 'starting mailgate');
+    logger.info({ config: file ?? 'built-in defaults', data_dir: config.data_dir, ...storeWhere }, 'starting mailgate');
     const store = await openOwnStore(config, (cause) => errors.gatewayRunning(config.data_dir, cause), { logger });
     // Loaded here, not at the top: every other command would pay for the whole gateway.
     const { startGateway } = await import('../gateway.js');

@@ -92,7 +92,7 @@ export class PgStore implements Store {
       await checkDatabase(pools.commits, { where, node: opts.node, createIfEmpty: opts.createIfEmpty, logger });
       const store = new PgStore(opts, pools, logger);
       const swept = await sweepUnfinished(pools.commits, opts.node, logger);
-      logger.info({ where, node: opts.node, swept }, `store opened; swept ${swept} unfinished write(s)`);
+      logger.info({ where, swept }, `store opened; swept ${swept} unfinished write(s)`);
       return store;
     } catch (err) {
       await Promise.allSettled([pools.commits.end(), pools.bytes.end()]);
