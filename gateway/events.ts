@@ -8,8 +8,8 @@
  * Nothing is done when nobody listens.
  */
 import { EventEmitter } from 'node:events';
-import type { MessageWriter, MessageRewrite, SideRecord, Store } from '../storage/store.js';
-import type { AliasState, MessageMeta, QueueEntry } from '../storage/records.js';
+import type { MessageWriter, MessageRewrite, QueueClaims, SideRecord, Store } from '../storage/store.js';
+import type { AliasState, DeliveryRecord, MessageMeta, QueueEntry } from '../storage/records.js';
 import type { Backfill } from './fetch/progress.js';
 
 /** One thing that happened, as `/api/v1/events` sends it (the SSE event name is `type`). */
@@ -87,6 +87,8 @@ export function reportingStore(store: Store, events: GatewayEvents): Store {
       await store.finishQueueEntry(id, delivery);
       if (events.watched) events.report({ type: 'queue-changed', id, state: 'finished' });
     },
+    // A queue several nodes share saves and finishes entries through their claims.
+    queueClaims: reportingClaims(store.queueClaims, events),
     async putAliasState(alias: string, state: AliasState): Promise<void> {
       await store.putAliasState(alias, state);
       if (events.watched) events.report({ type: 'alias-status', alias, status: state.status, failures: state.failures });
@@ -103,6 +105,30 @@ export function reportingStore(store: Store, events: GatewayEvents): Store {
       let fn = bound.get(prop);
       if (fn === undefined) bound.set(prop, (fn = (value as (...args: unknown[]) => unknown).bind(target)));
       return fn;
+    },
+  });
+}
+
+/** CLAIMS, reporting to EVENTS the entries saved and finished through them (as putQueueEntries and finishQueueEntry are). */
+function reportingClaims(claims: QueueClaims, events: GatewayEvents): QueueClaims {
+  const saveClaimed = claims.saveClaimed.bind(claims);
+  const finishClaimed = claims.finishClaimed.bind(claims);
+  return new Proxy(claims, {
+    get(target, prop) {
+      if (prop === 'saveClaimed')
+        return async (entry: QueueEntry, opts?: { release?: boolean }) => {
+          const saved = await saveClaimed(entry, opts);
+          if (saved && events.watched) events.report({ type: 'queue-changed', id: entry.id, state: 'queued', entry });
+          return saved;
+        };
+      if (prop === 'finishClaimed')
+        return async (id: string, delivery: DeliveryRecord) => {
+          const finished = await finishClaimed(id, delivery);
+          if (finished && events.watched) events.report({ type: 'queue-changed', id, state: 'finished' });
+          return finished;
+        };
+      const value: unknown = Reflect.get(target, prop, target);
+      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
     },
   });
 }
