@@ -20,6 +20,7 @@ import { loadConfigText } from '../gateway/config/load.js';
 import { ConfigError } from '../lib/config-file/toml.js';
 import type { MessageMeta, QueueEntry } from '../storage/records.js';
 import { capturingLogger, runCli, startTestGateway } from './helpers/gateway.js';
+import { testStoreKind } from './helpers/test-store.js';
 import { fixture } from './helpers/paths.js';
 
 const DAY = 86_400_000;
@@ -117,8 +118,12 @@ test('retention sweep: old messages go with their bytes and quarantined attachme
     ],
   );
 
+  // The space given back to the file system is LevelDB's (compaction of the deleted ranges, in
+  // data_dir); PostgreSQL's autovacuum makes it reusable inside the database instead, and
+  // compact() does nothing there. Everything else below holds on either store.
+  const onLevelDb = testStoreKind === 'leveldb';
   const before = await bytesUnder(gw.config.data_dir);
-  assert.ok(before > OLD_MESSAGES * MESSAGE_SIZE, `the store holds the messages: ${before} bytes`);
+  if (onLevelDb) assert.ok(before > OLD_MESSAGES * MESSAGE_SIZE, `the store holds the messages: ${before} bytes`);
 
   const swept = await gw.gateway.retention.sweep(new Date(cut + 30 * DAY));
   assert.deepEqual(
@@ -155,7 +160,7 @@ test('retention sweep: old messages go with their bytes and quarantined attachme
 
   // The space came back: the store shrank by most of the 10 MB deleted.
   const after = await bytesUnder(gw.config.data_dir);
-  assert.ok(after < before / 3, `data_dir: ${before} bytes before the sweep, ${after} after`);
+  if (onLevelDb) assert.ok(after < before / 3, `data_dir: ${before} bytes before the sweep, ${after} after`);
 
   // One log line with the counts, and the metric.
   const line = await log.waitFor((e) => typeof e.msg === 'string' && e.msg.startsWith('retention sweep:'));
