@@ -19,11 +19,28 @@ export interface DebianPackages {
   installed: () => boolean;
   /** The same check as a shell test, run under the lock so a second waiter skips apt. */
   installedTest: string;
-  /** Shell lines run before `apt-get install` (debconf answers, a policy-rc.d). */
+  /** Shell lines run before `apt-get install` (debconf answers). */
   before?: readonly string[];
+  /**
+   * The packages hold a daemon the install would start as a system service (PostgreSQL's
+   * cluster on 5432, Postfix on 25): the tests start their own, so service starts are refused
+   * for the install only. Default false.
+   */
+  noServiceStarts?: boolean;
   /** How to install by hand, when we cannot. Default: `apt-get install PACKAGES`. */
   how?: string;
 }
+
+/**
+ * A policy-rc.d that exits 101 forbids invoke-rc.d to start any service (Debian policy 9.3.3.1).
+ * Put in place only when the machine has none (a container's own one stays as it is) and
+ * removed when the install ends, so the admin's later service starts are not refused.
+ */
+const NO_SERVICE_STARTS = [
+  'made=',
+  'if [ ! -e /usr/sbin/policy-rc.d ]; then printf "#!/bin/sh\\nexit 101\\n" > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; made=1; fi',
+  'trap \'[ -n "$made" ] && rm -f /usr/sbin/policy-rc.d\' EXIT',
+];
 
 /** Installs `p.packages` when `p.installed()` is false; throws an error saying what to do when that is impossible. */
 export async function ensureDebianPackages(p: DebianPackages): Promise<void> {
@@ -38,6 +55,7 @@ export async function ensureDebianPackages(p: DebianPackages): Promise<void> {
   const script = [
     'set -e',
     `if ${p.installedTest}; then exit 0; fi`,
+    ...(p.noServiceStarts === true ? NO_SERVICE_STARTS : []),
     ...(p.before ?? []),
     'apt-get update -q',
     `DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ${p.packages.join(' ')}`,

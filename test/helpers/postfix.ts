@@ -40,13 +40,8 @@ export async function ensurePostfix(): Promise<void> {
     packages: ['postfix'],
     installed: postfixInstalled,
     installedTest: `[ -x ${POSTFIX} ] && [ -x ${DAEMONS}/master ] && [ -x ${SMTP_SOURCE} ] && [ -x ${SMTP_SINK} ]`,
-    before: [
-      // A policy-rc.d that exits 101 forbids invoke-rc.d to start any service (Debian policy 9.3.3.1).
-      'made=',
-      'if [ ! -e /usr/sbin/policy-rc.d ]; then printf "#!/bin/sh\\nexit 101\\n" > /usr/sbin/policy-rc.d; chmod 755 /usr/sbin/policy-rc.d; made=1; fi',
-      'trap \'[ -n "$made" ] && rm -f /usr/sbin/policy-rc.d\' EXIT',
-      'echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections',
-    ],
+    noServiceStarts: true,
+    before: ['echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections'],
     how: 'install it by hand: apt-get install --no-install-recommends postfix (then make sure no Postfix runs)',
   });
   if (!port25Before && (await accepts(25))) {

@@ -61,7 +61,7 @@ export async function ensurePostgres(): Promise<void> {
     installed: () => postgresBin() !== undefined,
     installedTest: 'ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1',
     // Debian's package would start a system cluster on 5432; nothing of ours needs it.
-    before: ['printf "#!/bin/sh\\nexit 101\\n" > /usr/sbin/policy-rc.d', 'chmod +x /usr/sbin/policy-rc.d'],
+    noServiceStarts: true,
   });
 }
 
