@@ -15,10 +15,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { buffer } from 'node:stream/consumers';
 import { projectRoot, tempDir } from './helpers/paths.js';
 import { startPostgres, type TestPostgres } from './helpers/postgres.js';
+import { sampleMeta } from './helpers/store-contract.js';
 import { PgStore, type PgStoreOptions } from '../storage/postgres/store.js';
 import { CHUNK_SIZE } from '../storage/postgres/chunks.js';
 import { newMessageId } from '../storage/ids.js';
-import type { MessageMeta } from '../storage/records.js';
 import type { Writable } from 'node:stream';
 
 let postgres: TestPostgres;
@@ -50,25 +50,6 @@ function write(writer: Writable, piece: Buffer): Promise<void> {
   return new Promise((resolve, reject) => writer.write(piece, (err) => (err ? reject(err) : resolve())));
 }
 
-function meta(id: string): MessageMeta {
-  return {
-    id,
-    version: 1,
-    receivedAt: new Date().toISOString(),
-    size: 0,
-    receivedSize: 0,
-    envelope: { mailFrom: 'sender@example.org', rcptTo: ['sales@example.com'] },
-    source: { kind: 'smtp', alias: 'sales' },
-    subject: 'Large order',
-    to: ['sales@example.com'],
-    cc: [],
-    _AttachmentFileNames: [],
-    attachments: [],
-    findings: {},
-    tags: [],
-  };
-}
-
 test('a 5 MB message streams into 256 KiB rows while it arrives and reads back in pieces of at most one row', async () => {
   const { store, database } = await freshStore();
   try {
@@ -87,7 +68,7 @@ test('a 5 MB message streams into 256 KiB rows while it arrives and reads back i
     assert.ok(rowsBefore >= Math.floor(size / CHUNK_SIZE) - 1, `${rowsBefore} chunk rows stored while the message was still arriving`);
     assert.equal(await store.getMessage(id), undefined, 'nothing visible before the commit');
     writer.end();
-    await writer.commit(meta(id));
+    await writer.commit(sampleMeta(id));
     assert.equal(await count(database, `SELECT count(*) AS n FROM message_chunks WHERE message = '${id}'`), Math.ceil(size / CHUNK_SIZE));
     assert.equal(await count(database, 'SELECT count(*) AS n FROM unfinished'), 0, 'the mark went with the commit');
     assert.equal((await store.getMessage(id))?.size, size);
@@ -157,7 +138,7 @@ test('a message whose rows were swept while it was written (another process of t
     for (let at = 0; at < bytes.length; at += 64 * 1024) await write(writer, Buffer.from(bytes.subarray(at, at + 64 * 1024)));
     await (await PgStore.open({ url, dir, node: 'node-c' })).close();
     writer.end();
-    await assert.rejects(writer.commit(meta(id)), /swept/);
+    await assert.rejects(writer.commit(sampleMeta(id)), /swept/);
     await writer.abort();
     assert.equal(await store.getMessage(id), undefined);
     await assert.rejects(buffer(store.openRaw(id)), { code: 'MESSAGE_NOT_FOUND' });
@@ -174,14 +155,14 @@ test('a commit while PostgreSQL is down is refused as a store failure; once it i
     const before = newMessageId();
     const first = store.createMessageWriter(before);
     first.end(Buffer.from('Subject: before\r\n\r\nstored before the restart\r\n'));
-    await first.commit(meta(before));
+    await first.commit(sampleMeta(before));
 
     await postgres.stopServer('fast');
     try {
       const id = newMessageId();
       const writer = store.createMessageWriter(id);
       writer.end(Buffer.from('Subject: refused\r\n\r\nwhile the database is down\r\n'));
-      const err = await writer.commit(meta(id)).then(
+      const err = await writer.commit(sampleMeta(id)).then(
         () => assert.fail('the commit succeeded without a database'),
         (e: unknown) => e,
       );
@@ -194,7 +175,7 @@ test('a commit while PostgreSQL is down is refused as a store failure; once it i
     const after = newMessageId();
     const writer = store.createMessageWriter(after);
     writer.end(Buffer.from('Subject: after\r\n\r\nstored after the restart\r\n'));
-    await writer.commit(meta(after));
+    await writer.commit(sampleMeta(after));
     assert.equal((await buffer(store.openRaw(after))).toString(), 'Subject: after\r\n\r\nstored after the restart\r\n');
     assert.equal(
       (await buffer(store.openRaw(before))).toString(),
@@ -228,7 +209,7 @@ test('a large message aborted while PostgreSQL is down leaves no rows once it is
     const next = newMessageId();
     const other = store.createMessageWriter(next);
     other.end(Buffer.from('Subject: next\r\n\r\nthe next message\r\n'));
-    await other.commit(meta(next));
+    await other.commit(sampleMeta(next));
     // The retry runs in the background after that commit; close waits for it.
     await store.close();
     closed = true;

@@ -3,7 +3,7 @@
  * node makes before it uses a database, and `mailgate storage copy` from LevelDB into a new
  * LevelDB directory and into PostgreSQL, everything compared through the storage interface.
  */
-import { after, before, test } from 'node:test';
+import { after, before, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { chmod, chown, copyFile, readFile, writeFile } from 'node:fs/promises';
@@ -23,6 +23,7 @@ import { fixture, tempDir } from './helpers/paths.js';
 import { loadConfigText } from '../gateway/config/load.js';
 import { configuredStore } from '../gateway/config/storage.js';
 import { startPostgres, type TestPostgres } from './helpers/postgres.js';
+import { sampleMeta } from './helpers/store-contract.js';
 
 const run = promisify(execFile);
 
@@ -163,23 +164,9 @@ test('before a node uses a database: an empty one is made only when asked (as se
 
 const ids = createIdGenerator(() => Date.parse('2026-03-01T08:00:00.000Z'));
 
+/** The contract's sample record, fetched by a retriever. */
 function meta(id: string, over: Partial<MessageMeta> = {}): MessageMeta {
-  return {
-    id,
-    version: 1,
-    receivedAt: '2026-03-01T08:00:00.000Z',
-    size: 0,
-    receivedSize: 0,
-    envelope: { mailFrom: 'customer@example.org', rcptTo: ['sales@example.com'] },
-    source: { kind: 'imap', alias: 'sales' },
-    subject: 'Invoice',
-    to: ['sales@example.com'],
-    cc: [],
-    attachments: [],
-    findings: {},
-    tags: [],
-    ...over,
-  } as MessageMeta;
+  return sampleMeta(id, { source: { kind: 'imap', alias: 'sales' }, ...over });
 }
 
 async function store(target: Store, id: string, bytes: Buffer, m: MessageMeta, quarantined: Buffer[] = []): Promise<void> {
@@ -217,7 +204,11 @@ async function fillStore(target: Store): Promise<void> {
     target,
     first,
     big,
-    meta(first, { subject: 'Big', attachments: [{ fileName: 'invoice.exe', contentType: 'application/octet-stream', size: 9000, blocked: true }] }),
+    meta(first, {
+      subject: 'Big',
+      _AttachmentFileNames: ['invoice.exe'],
+      attachments: [{ fileName: 'invoice.exe', contentType: 'application/octet-stream', size: 9000, blocked: true }],
+    }),
     [randomBytes(9000)],
   );
   for (let i = 0; i < 5; i++) {
@@ -261,6 +252,17 @@ async function fillStore(target: Store): Promise<void> {
   }
 }
 
+/** A config whose LevelDB store holds one of everything (`fillStore`), and those contents. */
+async function filledSource(t: TestContext): Promise<{ file: string; dir: string; before: unknown }> {
+  const { file, dir, cleanup } = await configFor();
+  t.after(cleanup);
+  const source = await openStore(path.join(dir, 'data'));
+  await fillStore(source);
+  const before = await contents(source);
+  await source.close();
+  return { file, dir, before };
+}
+
 /** Everything in S through the interface, bytes included, in an order both stores agree on. */
 async function contents(s: Store): Promise<unknown> {
   const messages = await s.listMessages({ limit: 1000 });
@@ -283,12 +285,7 @@ async function contents(s: Store): Promise<unknown> {
 }
 
 test('storage copy into a new directory: every message with its bytes and quarantined attachment, the queue, alias states, fetched keys, token cache, auto-reply and audit', async (t) => {
-  const { file, dir, cleanup } = await configFor();
-  t.after(cleanup);
-  const source = await openStore(path.join(dir, 'data'));
-  await fillStore(source);
-  const before = await contents(source);
-  await source.close();
+  const { file, dir, before } = await filledSource(t);
 
   const copyDir = path.join(dir, 'copy');
   const r = await runCli(['storage', 'copy', '--config', file, '--to', copyDir]);
@@ -308,11 +305,7 @@ test('storage copy into a new directory: every message with its bytes and quaran
 });
 
 test('storage copy refuses a target that is not empty, and its own store', async (t) => {
-  const { file, dir, cleanup } = await configFor();
-  t.after(cleanup);
-  const source = await openStore(path.join(dir, 'data'));
-  await fillStore(source);
-  await source.close();
+  const { file, dir } = await filledSource(t);
   await writeFile(path.join(dir, 'notes.txt'), 'mine\n');
   const busy = await runCli(['storage', 'copy', '--config', file, '--to', dir]);
   assert.equal(busy.code, 1);
@@ -329,14 +322,8 @@ test('storage copy refuses a target that is not empty, and its own store', async
   assert.match(running.stderr, /storage copy: GATEWAY_RUNNING: another mailgate is already running on .*: stop it first/);
 });
 
-// These two run once storage/postgres/store.ts (PgStore) is there: until then `storage copy` to a database fails opening it.
-
 test('storage copy refuses a database that already holds records', async (t) => {
-  const { file, dir, cleanup } = await configFor();
-  t.after(cleanup);
-  const source = await openStore(path.join(dir, 'data'));
-  await fillStore(source);
-  await source.close();
+  const { file } = await filledSource(t);
   const url = await postgres.createDatabase();
   assert.equal((await runCli(['storage', 'migrate', '--url', url])).code, 0);
   await postgres.query(
@@ -349,12 +336,7 @@ test('storage copy refuses a database that already holds records', async (t) => 
 });
 
 test('storage copy from LevelDB into PostgreSQL: migrated first, everything equal through the interface', async (t) => {
-  const { file, dir, cleanup } = await configFor();
-  t.after(cleanup);
-  const source = await openStore(path.join(dir, 'data'));
-  await fillStore(source);
-  const before = await contents(source);
-  await source.close();
+  const { file, before } = await filledSource(t);
   const url = await postgres.createDatabase();
   const r = await runCli(['storage', 'copy', '--config', file, '--to', url]);
   assert.equal(r.code, 0, r.stderr);

@@ -964,7 +964,8 @@ async function collect(source: AsyncIterable<Buffer> | Readable): Promise<Buffer
   return out;
 }
 
-function sampleMeta(id: string, over: Partial<MessageMeta> = {}): MessageMeta {
+/** A message's record as ingest would commit it; the store records the size it was given the bytes of. */
+export function sampleMeta(id: string, over: Partial<MessageMeta> = {}): MessageMeta {
   return {
     id,
     version: 1,
