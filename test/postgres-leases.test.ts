@@ -6,9 +6,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import pg from 'pg';
 import { startPostgres, type TestPostgres } from './helpers/postgres.js';
-import { MIGRATIONS } from '../storage/postgres/schema.js';
 import { PgLeases } from '../storage/postgres/leases.js';
 import type { MailboxLease } from '../storage/store.js';
 
@@ -17,22 +15,15 @@ const TTL = 1500;
 const MAILBOXES = ['imap|a', 'imap|b', 'imap|c', 'imap|d', 'imap|e', 'imap|f', 'imap|g'].map((m) => `${m}.example.com|143|agent||INBOX`);
 
 let postgres: TestPostgres;
-const pools: pg.Pool[] = [];
 
 before(async () => {
   postgres = await startPostgres({ fsync: false });
 });
-after(async () => {
-  for (const pool of pools) await pool.end();
-  await postgres?.stop();
-});
+after(() => postgres?.stop());
 
 /** A fresh database with the schema, and a factory of nodes on it. */
 async function fleet(): Promise<(name: string) => PgLeases> {
-  const url = await postgres.createDatabase();
-  const pool = new pg.Pool({ connectionString: url, max: 8 });
-  pools.push(pool);
-  await pool.query(MIGRATIONS[0]!.sql);
+  const { pool } = await postgres.createMailgateDatabase(8);
   return (name) => new PgLeases(pool, name);
 }
 

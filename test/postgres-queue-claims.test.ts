@@ -3,42 +3,32 @@
  * claiming at once never get the same entry, an expired claim is taken over, renewal keeps a
  * claim, release frees it at once, and a node whose claim was taken cannot record its attempt.
  * Each "node" is a PgQueueClaims with a pool of its own, on a database made by the schema's
- * first migration; queue rows are written with plain SQL as the store writes them.
+ * migrations; queue rows are written with plain SQL as the store writes them.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import pg from 'pg';
 import { startPostgres, type TestPostgres } from './helpers/postgres.js';
-import { MIGRATIONS } from '../storage/postgres/schema.js';
 import { PgQueueClaims } from '../storage/postgres/queue-claims.js';
 import { newMessageId } from '../storage/ids.js';
 import type { QueueEntry } from '../storage/records.js';
 
 let postgres: TestPostgres;
-const pools: pg.Pool[] = [];
 
 before(async () => {
   postgres = await startPostgres({ fsync: false });
 });
-after(async () => {
-  for (const pool of pools) await pool.end();
-  await postgres?.stop();
-});
+after(() => postgres?.stop());
 
 /** A fresh database with mailgate's tables, and a pool on it (as the test's own admin view). */
 async function database(): Promise<{ url: string; db: pg.Pool }> {
-  const url = await postgres.createDatabase();
-  const db = new pg.Pool({ connectionString: url, max: 4 });
-  pools.push(db);
-  await db.query(MIGRATIONS[0]!.sql);
-  return { url, db };
+  const { url, pool } = await postgres.createMailgateDatabase();
+  return { url, db: pool };
 }
 
 /** Node NAME on the database at URL, with a pool of its own (its own connections, as another process). */
 function node(url: string, name: string): PgQueueClaims {
-  const pool = new pg.Pool({ connectionString: url, max: 4 });
-  pools.push(pool);
-  return new PgQueueClaims(pool, name);
+  return new PgQueueClaims(postgres.pool(url), name);
 }
 
 function entry(id: string, nextAttemptAt: Date, extra: Partial<QueueEntry> = {}): QueueEntry {

@@ -12,7 +12,6 @@ import { randomBytes } from 'node:crypto';
 import { setTimeout } from 'node:timers/promises';
 import pg from 'pg';
 import { startPostgres, type TestPostgres } from './helpers/postgres.js';
-import { MIGRATIONS } from '../storage/postgres/schema.js';
 import {
   LIST_PAGE,
   appendAudit,
@@ -39,30 +38,15 @@ import { createIdGenerator, newMessageId } from '../storage/ids.js';
 import type { AliasState, AuditEntry, DeliveryRecord, MessageMeta, QueueEntry } from '../storage/records.js';
 
 let cluster: TestPostgres;
-const pools: pg.Pool[] = [];
 
 before(async () => {
   // Nothing here measures speed or survives a crash of the machine: fsync off spares the shared disk.
   cluster = await startPostgres({ fsync: false });
 });
-after(async () => {
-  for (const pool of pools) await pool.end();
-  await cluster?.stop();
-});
+after(() => cluster?.stop());
 
-/** A fresh database with the schema's tables, and a pool on it. */
-async function freshDatabase(): Promise<{ url: string; pool: pg.Pool }> {
-  const url = await cluster.createDatabase();
-  const pool = openPool(url);
-  await pool.query(MIGRATIONS[0]!.sql);
-  return { url, pool };
-}
-
-function openPool(url: string): pg.Pool {
-  const pool = new pg.Pool({ connectionString: url, max: 4 });
-  pools.push(pool);
-  return pool;
-}
+const freshDatabase = () => cluster.createMailgateDatabase();
+const openPool = (url: string) => cluster.pool(url);
 
 /** FN inside BEGIN ... COMMIT on one client, rolled back when it throws (what PgStore's commit does). */
 async function inTransaction<T>(pool: pg.Pool, fn: (tx: pg.PoolClient) => Promise<T>): Promise<T> {

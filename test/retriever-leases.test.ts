@@ -14,7 +14,6 @@ import { loadConfigText } from '../gateway/config/load.js';
 import { startRetriever, type RetrieverHooks } from '../gateway/fetch/retriever.js';
 import { openStore } from '../storage/open.js';
 import { PgLeases } from '../storage/postgres/leases.js';
-import { MIGRATIONS } from '../storage/postgres/schema.js';
 import type { Leases, Store } from '../storage/store.js';
 import { ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot.js';
 import { capturingLogger } from './helpers/gateway.js';
@@ -25,14 +24,12 @@ import { dovecotIncoming } from './helpers/retrieve.js';
 const USERS = ['share-one', 'share-two', 'fence'];
 let dovecot: TestDovecot;
 let postgres: TestPostgres;
-const pools: pg.Pool[] = [];
 
 before(async () => {
   await ensureDovecot();
   [dovecot, postgres] = await Promise.all([startDovecot({ users: USERS.map((name) => ({ name, password: `pw-${name}` })) }), startPostgres({ fsync: false })]);
 });
 after(async () => {
-  for (const pool of pools) await pool.end();
   await dovecot?.stop();
   await postgres?.stop();
 });
@@ -53,10 +50,7 @@ function message(user: string, n: number): Buffer {
 
 /** A fresh database with the schema. */
 async function leaseDatabase(): Promise<pg.Pool> {
-  const pool = new pg.Pool({ connectionString: await postgres.createDatabase(), max: 6 });
-  pools.push(pool);
-  await pool.query(MIGRATIONS[0]!.sql);
-  return pool;
+  return (await postgres.createMailgateDatabase(6)).pool;
 }
 
 /** STORE, with LEASES in place of its own. */

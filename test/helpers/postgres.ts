@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import pg from 'pg';
+import { migrateDatabase } from '../../storage/postgres/migrate.js';
 import { ensureDebianPackages } from './debian.js';
 import { freePorts } from './ports.js';
 
@@ -28,6 +29,13 @@ export interface TestPostgres {
   url(database: string): string;
   /** Creates an empty database (a fresh name unless given) and resolves to its URL. */
   createDatabase(name?: string): Promise<string>;
+  /** A pool on URL, ended by `stop()` before the server goes (a pool's idle client would fail on a stopped server). */
+  pool(url: string, max?: number): pg.Pool;
+  /**
+   * A fresh database with mailgate's tables, made by every migration as `mailgate storage
+   * migrate` makes them, and a pool on it: for tests of one piece of the PostgreSQL store.
+   */
+  createMailgateDatabase(max?: number): Promise<{ url: string; pool: pg.Pool }>;
   /** Runs SQL as the superuser on database `postgres` (or DATABASE). */
   query(sql: string, database?: string): Promise<pg.QueryResult>;
   /** Stops the server; `mode` `immediate` is a crash (recovery from the WAL on the next start). */
@@ -36,7 +44,7 @@ export interface TestPostgres {
   startServer(): Promise<void>;
   /** The server's log so far. */
   readLog(): Promise<string>;
-  /** Stops the server and removes the cluster. Safe to call twice. */
+  /** Ends the pools of `pool()`, stops the server and removes the cluster. Safe to call twice. */
   stop(): Promise<void>;
   /** The same, synchronously: for `process.on('exit')`, when a cluster lives as long as its test process. */
   stopSync(): void;
@@ -140,6 +148,17 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPos
     await as('pg_ctl', ['-D', data, '-m', mode, '-w', 'stop']);
     running = false;
   };
+  const pools: pg.Pool[] = [];
+  const pool = (connectionString: string, max = 4) => {
+    const p = new pg.Pool({ connectionString, max });
+    pools.push(p);
+    return p;
+  };
+  const createDatabase = async (name?: string) => {
+    const db = name ?? `t${process.pid}_${++databases}`;
+    await query(`CREATE DATABASE "${db}"`);
+    return url(db);
+  };
   return {
     host: '127.0.0.1',
     port,
@@ -147,10 +166,13 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPos
     dir,
     url,
     query,
-    async createDatabase(name) {
-      const db = name ?? `t${process.pid}_${++databases}`;
-      await query(`CREATE DATABASE "${db}"`);
-      return url(db);
+    createDatabase,
+    pool,
+    async createMailgateDatabase(max) {
+      const created = await createDatabase();
+      const p = pool(created, max);
+      await migrateDatabase(p, { where: created, node: 'test' });
+      return { url: created, pool: p };
     },
     stopServer,
     async startServer() {
@@ -162,6 +184,7 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPos
     async stop() {
       if (removed) return;
       removed = true;
+      await Promise.all(pools.map((p) => p.end().catch(() => {})));
       await stopServer('immediate').catch(() => {});
       await rm(dir, { recursive: true, force: true });
     },
