@@ -14,6 +14,7 @@ import type { AliasRow, MessageMeta, NodeRow } from '../gateway/admin/api.js';
 import { ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot.js';
 import { runCli, spawnServe } from './helpers/gateway.js';
 import { tempDir } from './helpers/paths.js';
+import { waitUntil } from './helpers/wait.js';
 import { startPostgres, type TestPostgres } from './helpers/postgres.js';
 import { dovecotIncoming } from './helpers/retrieve.js';
 
@@ -92,19 +93,11 @@ async function serve(t: { after(fn: () => Promise<void>): void }, config: string
   return {
     log,
     waitFor: (match: (e: Record<string, unknown>) => boolean) =>
-      until(
+      waitUntil(
+        () => `a log line; the log has: ${log.map((e) => e.msg).join(' | ')}`,
         () => log.some(match),
-        () => log.map((e) => e.msg).join(' | '),
       ).then(() => log.find(match)!),
   };
-}
-
-/** Polls WHAT until it holds (bounded, so a regression fails rather than hangs). */
-async function until(what: () => Promise<boolean> | boolean, seen?: () => string): Promise<void> {
-  for (let tries = 0; !(await what()); tries++) {
-    if (tries === 600) assert.fail(`the awaited state never came${seen ? `; the log has: ${seen()}` : ''}`);
-    await sleep(100);
-  }
 }
 
 async function cli<T>(args: string[]): Promise<T> {
@@ -124,7 +117,7 @@ test('deactivate and activate on node A reach node B, which holds the mailbox; b
 
   // B alone takes the mailbox and fetches it; A, joining after, finds it held (one mailbox, B's share).
   const b = await serve(t, configB);
-  await until(async () => (await dovecot.listMessages('desk')).length === 0);
+  await waitUntil('the mailbox emptied', async () => (await dovecot.listMessages('desk')).length === 0);
   const a = await serve(t, configA);
   assert.equal((await desk(configA)).node, 'node-b', "A's aliases list names the node that fetches the mailbox");
 
@@ -136,7 +129,7 @@ test('deactivate and activate on node A reach node B, which holds the mailbox; b
   await b.waitFor((e) => e.level === 40 && e.node === 'node-a' && Array.isArray(e.aliases));
 
   // The nodes view, from either node.
-  await until(async () => (await cli<NodeRow[]>(['nodes', '--config', configA])).filter((n) => n.live).length === 2);
+  await waitUntil('both nodes listed live', async () => (await cli<NodeRow[]>(['nodes', '--config', configA])).filter((n) => n.live).length === 2);
   const nodes = await cli<NodeRow[]>(['nodes', '--config', configA]);
   assert.deepEqual(
     nodes.map((n) => [n.name, n.live, n.mailboxes, n.thisNode ?? false]),
@@ -170,7 +163,7 @@ test('deactivate and activate on node A reach node B, which holds the mailbox; b
   const on = await runCli(['aliases', 'activate', 'desk', '--config', configA]);
   assert.equal(on.stdout.toString(), 'alias desk is active; node node-b fetches its mailbox\n');
   await b.waitFor((e) => e.msg === 'alias activated by an admin' && e.alias === 'desk');
-  await until(async () => (await dovecot.listMessages('desk')).length === 0);
+  await waitUntil('the mailbox emptied', async () => (await dovecot.listMessages('desk')).length === 0);
   assert.deepEqual(await subjects(configA), ['question 1', 'question 2'], 'fetched by B, listed on A');
   assert.equal((await desk(configB)).status, 'active');
   // Each node logged the difference once, for all that happened since.

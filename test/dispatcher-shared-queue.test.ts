@@ -20,6 +20,7 @@ import type { MessageMeta, QueueEntry } from '../storage/records.js';
 import type { Store } from '../storage/store.js';
 import { capturingLogger, testConfigText } from './helpers/gateway.js';
 import { tempDir } from './helpers/paths.js';
+import { waitUntil } from './helpers/wait.js';
 import { ClaimTable } from './helpers/shared-queue.js';
 import { startUpstream, type Received } from './helpers/upstream.js';
 
@@ -81,14 +82,6 @@ async function queueMessage(store: Store, config: Config, subject: string, over:
 
 const subjectOf = (m: Received) => /^Subject: (.*)$/m.exec(m.raw.toString('utf8'))?.[1]?.trim() ?? '';
 
-async function until(what: string, done: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await done())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
-
 test('two nodes on one shared queue: every recipient gets each message once, and both nodes deliver', async (t) => {
   const upstream = await startUpstream();
   const { config, store, cleanup } = await setup(upstream.port, 3);
@@ -110,7 +103,7 @@ test('two nodes on one shared queue: every recipient gets each message once, and
     const { entry, meta } = await queueMessage(store, config, `new ${i}`);
     nodes[0]!.dispatcher.queued(entry, meta);
   }
-  await until('the queue to empty', async () => (await store.listQueue()).length === 0);
+  await waitUntil('the queue to empty', async () => (await store.listQueue()).length === 0);
   const copies = new Map<string, number>();
   for (const m of upstream.received) for (const r of m.rcptTo) copies.set(`${subjectOf(m)} to ${r}`, (copies.get(`${subjectOf(m)} to ${r}`) ?? 0) + 1);
   assert.equal(copies.size, 70 * RECIPIENTS.length, 'every recipient of every message');
@@ -163,7 +156,7 @@ test('a node that lost its claim while it sent does not record over the node tha
   table.expire('node-a');
   await nodeB.start();
   await b.waitFor((e) => e.msg === 'taking over a queued message whose claim by another node expired' && e.from_node === 'node-a' && e.msg_id === entry.id);
-  await until('node-b to deliver it', async () => (await store.getQueueEntry(entry.id)) === undefined);
+  await waitUntil('node-b to deliver it', async () => (await store.getQueueEntry(entry.id)) === undefined);
   const recorded = (await store.getMessage(entry.id))?.delivery;
   assert.equal(recorded?.status, 'delivered');
   assert.equal(recorded?.attempts, 1, "node-b's one attempt is the record");
@@ -209,7 +202,7 @@ test("an admin's drop and retry on a shared queue: refused under another node's 
   await assert.rejects(dropQueued(viewA, busy.entry.id, nodeA), { code: 'QUEUE_BUSY' }, "node-a's admin cannot drop what node-b is sending");
   assert.equal(await retryQueued(viewA, busy.entry.id, nodeA), 1, 'a retry of it is counted');
   release!();
-  await until('node-b to deliver it', async () => (await store.getQueueEntry(busy.entry.id)) === undefined);
+  await waitUntil('node-b to deliver it', async () => (await store.getQueueEntry(busy.entry.id)) === undefined);
   assert.equal(upstream.received.filter((m) => subjectOf(m) === 'busy').length, 1, 'and it was not sent again');
 
   // Waiting an hour for its next attempt: a retry on node-a sends it now, a drop takes it out.
@@ -217,7 +210,7 @@ test("an admin's drop and retry on a shared queue: refused under another node's 
   const inAnHour = new Date(Date.now() + 3_600_000).toISOString();
   const waiting = await queueMessage(store, config, 'waiting', { attempts: 1, nextAttemptAt: inAnHour });
   assert.equal(await retryQueued(viewA, waiting.entry.id, nodeA), 1);
-  await until('the retried message to go', async () => (await store.getQueueEntry(waiting.entry.id)) === undefined);
+  await waitUntil('the retried message to go', async () => (await store.getQueueEntry(waiting.entry.id)) === undefined);
   assert.equal(upstream.received.filter((m) => subjectOf(m) === 'waiting').length, 1);
 
   const dropped = await queueMessage(store, config, 'dropped', { nextAttemptAt: inAnHour });

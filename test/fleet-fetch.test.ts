@@ -9,7 +9,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { buffer } from 'node:stream/consumers';
 import { ensureDovecot, startDovecot, dovecotIncoming } from './helpers/dovecot.js';
-import { startFleet, waitUntil, type FleetNode, type LogEntry } from './helpers/fleet.js';
+import { startFleet, type FleetNode, type LogEntry } from './helpers/fleet.js';
+import { waitUntil } from './helpers/wait.js';
 
 const COUNT = 300;
 /** The holder is killed after it has stored this many (give or take what it has on the wire then). */

@@ -10,7 +10,8 @@ import assert from 'node:assert/strict';
 import nodemailer from 'nodemailer';
 import { hashPassword } from '../gateway/config/password.js';
 import type { MessageMeta } from '../storage/records.js';
-import { startFleet, waitUntil, type FleetNode } from './helpers/fleet.js';
+import { startFleet, type FleetNode } from './helpers/fleet.js';
+import { waitUntil } from './helpers/wait.js';
 import { startPostgres, type TestPostgres } from './helpers/postgres.js';
 
 const TOKEN = 'fleet-ingest-reader-0123456789';

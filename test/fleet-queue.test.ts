@@ -13,7 +13,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import nodemailer from 'nodemailer';
-import { startFleet, waitUntil, type FleetNode, type LogEntry } from './helpers/fleet.js';
+import { startFleet, type FleetNode, type LogEntry } from './helpers/fleet.js';
+import { waitUntil } from './helpers/wait.js';
 import { startUpstream } from './helpers/upstream.js';
 import { submissionToml, SUBMIT_PASSWORD, SUBMIT_USER } from './helpers/outbound.js';
 

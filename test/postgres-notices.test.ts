@@ -11,6 +11,7 @@ import type { Notice } from '../storage/store.js';
 import { capturingLogger } from './helpers/gateway.js';
 import { tempDir } from './helpers/paths.js';
 import { startPostgres, type TestPostgres } from './helpers/postgres.js';
+import { waitUntil } from './helpers/wait.js';
 
 let postgres: TestPostgres;
 before(async () => {
@@ -44,7 +45,7 @@ test('a notice from node A reaches node B; after a PostgreSQL restart B listens 
   b.onNotice((notice) => heard.push(notice));
   await b.noticesListening();
   await a.notify('alias-status', { alias: 'desk', status: 'inactive', holder: 'node-b' });
-  while (!heard.some((h) => h.topic === 'alias-status')) await sleep(20);
+  await waitUntil('the alias-status notice at node-b', () => heard.some((h) => h.topic === 'alias-status'));
   assert.deepEqual(heard[0], { topic: 'alias-status', from: 'node-a', payload: { alias: 'desk', status: 'inactive', holder: 'node-b' } });
 
   await postgres.stopServer('fast');

@@ -8,7 +8,6 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { loadConfigText } from '../gateway/config/load.js';
 import { startRetriever, type RetrieverHooks } from '../gateway/fetch/retriever.js';
@@ -18,6 +17,7 @@ import type { Leases, Store } from '../storage/store.js';
 import { ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot.js';
 import { capturingLogger } from './helpers/gateway.js';
 import { tempDir } from './helpers/paths.js';
+import { waitUntil } from './helpers/wait.js';
 import { startPostgres, type TestPostgres } from './helpers/postgres.js';
 import { dovecotIncoming } from './helpers/retrieve.js';
 
@@ -103,15 +103,6 @@ async function startNode(t: { after(fn: () => Promise<void>): void }, pool: pg.P
   return { store: level, retriever, log, stop };
 }
 
-/** Polls WHAT until it holds. */
-async function until(what: () => Promise<boolean> | boolean): Promise<void> {
-  // A bound, so a regression fails rather than hanging the run.
-  for (let tries = 0; !(await what()); tries++) {
-    if (tries === 600) assert.fail('the awaited state never came');
-    await sleep(100);
-  }
-}
-
 const subjects = async (store: Store, alias: string) => (await store.listMessages({ alias, limit: 1000 })).map((m) => m.subject ?? '').sort();
 
 test('two nodes share two mailboxes: each fetches one, every message is stored once, and new mail goes to the node holding its mailbox', async (t) => {
@@ -120,10 +111,10 @@ test('two nodes share two mailboxes: each fetches one, every message is stored o
   const users = ['share-one', 'share-two'];
   const a = await startNode(t, pool, 'node-a', users);
   // Alone, A takes both mailboxes.
-  await until(() => a.retriever.aliases.length === 2);
+  await waitUntil('node-a to fetch both mailboxes', () => a.retriever.aliases.length === 2);
   const b = await startNode(t, pool, 'node-b', users);
   // B joins: A gives one back at its next round, and B takes it.
-  await until(() => a.retriever.aliases.length === 1 && b.retriever.aliases.length === 1);
+  await waitUntil('each node to fetch one mailbox', () => a.retriever.aliases.length === 1 && b.retriever.aliases.length === 1);
   assert.notDeepEqual(a.retriever.aliases, b.retriever.aliases);
   const given = a.log.entries.find((e) => e.msg === 'mailbox lease given back so another node gets its share; this node stops fetching it')!;
   assert.equal(given.node, 'node-a');
@@ -133,7 +124,7 @@ test('two nodes share two mailboxes: each fetches one, every message is stored o
 
   // New mail: each mailbox's goes to the node holding it.
   for (const user of users) for (let n = 4; n <= 5; n++) await dovecot.deliver(user, message(user, n));
-  await until(async () => (await Promise.all(users.map((u) => dovecot.listMessages(u)))).every((m) => m.length === 0));
+  await waitUntil('both mailboxes emptied', async () => (await Promise.all(users.map((u) => dovecot.listMessages(u)))).every((m) => m.length === 0));
   for (const user of users) {
     const both = [...(await subjects(a.store, user)), ...(await subjects(b.store, user))].sort();
     assert.deepEqual(
@@ -149,7 +140,7 @@ test('two nodes share two mailboxes: each fetches one, every message is stored o
   // A shuts down: its mailbox goes back at once, and B fetches both.
   await a.stop();
   assert.ok(a.log.entries.some((e) => e.msg === 'mailbox lease released' && e.node === 'node-a'));
-  await until(() => b.retriever.aliases.length === 2);
+  await waitUntil('node-b to fetch both mailboxes', () => b.retriever.aliases.length === 2);
 });
 
 test('a lease lost mid-poll: the stored messages are neither moved nor deleted, the worker stops without a failure counted; the next holder only finishes them', async (t) => {
@@ -165,7 +156,7 @@ test('a lease lost mid-poll: the stored messages are neither moved nor deleted, 
     },
   });
   await node.log.waitFor((e) => e.msg === 'messages stored are not moved or deleted: this node no longer holds the mailbox lease', 20_000);
-  await until(() => node.retriever.aliases.length === 0);
+  await waitUntil('the node to fetch no mailbox', () => node.retriever.aliases.length === 0);
   assert.ok(
     node.log.entries.some((e) => typeof e.msg === 'string' && e.msg.startsWith('mailbox lease lost') && e.node === 'paused' && e.level === 40),
     'the loss is logged as a warning',
@@ -178,7 +169,7 @@ test('a lease lost mid-poll: the stored messages are neither moved nor deleted, 
 
   // The other node gives it back: this one takes it anew, finishes what it stored and fetches the rest, each once.
   await pool.query(`UPDATE mailbox_leases SET holder = NULL, expires_at = NULL`);
-  await until(async () => (await dovecot.listMessages('fence')).length === 0);
+  await waitUntil('the mailbox emptied', async () => (await dovecot.listMessages('fence')).length === 0);
   assert.deepEqual(await subjects(node.store, 'fence'), ['fence 1', 'fence 2', 'fence 3']);
   const retaken = node.log.entries.filter((e) => e.msg === 'mailbox lease taken: this node fetches it');
   assert.deepEqual(

@@ -171,15 +171,3 @@ async function startNode(name: string, configFile: string): Promise<FleetNode> {
   };
   return node;
 }
-
-/**
- * Resolves once DONE holds (checked every 20 ms); rejects after `boundMs` (default 120 s), a
- * bound against a hung test, not a timing claim.
- */
-export async function waitUntil(what: string, done: () => boolean | Promise<boolean>, boundMs = 120_000): Promise<void> {
-  const deadline = Date.now() + boundMs;
-  while (!(await done())) {
-    if (Date.now() > deadline) throw new Error(`waited ${boundMs} ms for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
