@@ -6,7 +6,7 @@
  */
 import { execFile, execFileSync } from 'node:child_process';
 import { existsSync, readdirSync, rmSync } from 'node:fs';
-import { chown, mkdtemp, readFile, rm } from 'node:fs/promises';
+import { chown, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
@@ -85,6 +85,35 @@ function postgresBin(): string | undefined {
 
 let databases = 0;
 
+const CLUSTER_PREFIX = 'mailgate-postgres-';
+/** In a cluster's directory: the pid of the test process that owns it. */
+const OWNER_FILE = 'owner.pid';
+
+/**
+ * Stops and removes the clusters whose test process is gone without stopping them (killed by
+ * `node --test`'s timeout or a SIGKILL: `process.on('exit')` never ran). A cluster without an
+ * owner file, or whose owner still runs, is left alone; a reused pid only leaves one behind.
+ */
+async function reapOrphanedClusters(as: (cmd: string, args: string[]) => Promise<unknown>): Promise<void> {
+  for (const name of readdirSync(tmpdir()).filter((n) => n.startsWith(CLUSTER_PREFIX))) {
+    const dir = path.join(tmpdir(), name);
+    const owner = Number(await readFile(path.join(dir, OWNER_FILE), 'utf8').catch(() => ''));
+    if (!Number.isInteger(owner) || owner <= 0 || processRuns(owner)) continue;
+    if (existsSync(path.join(dir, 'data', 'postmaster.pid')))
+      await as('pg_ctl', ['-D', path.join(dir, 'data'), '-m', 'immediate', '-w', 'stop']).catch(() => {});
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+function processRuns(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 /** Starts a private cluster; call `stop()` in `after`/`t.after`. */
 export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPostgres> {
   await ensurePostgres();
@@ -94,7 +123,9 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPos
   const command = (cmd: string, args: string[]): [string, string[]] =>
     asRoot ? ['runuser', ['-u', 'postgres', '--', path.join(bin, cmd), ...args]] : [path.join(bin, cmd), args];
   const as = (cmd: string, args: string[]) => run(...command(cmd, args));
-  const dir = await mkdtemp(path.join(tmpdir(), 'mailgate-postgres-'));
+  await reapOrphanedClusters(as);
+  const dir = await mkdtemp(path.join(tmpdir(), CLUSTER_PREFIX));
+  await writeFile(path.join(dir, OWNER_FILE), `${process.pid}\n`);
   if (asRoot) {
     const { stdout } = await run('id', ['-u', 'postgres']);
     const { stdout: gid } = await run('id', ['-g', 'postgres']);
