@@ -29,6 +29,8 @@ export interface TestPostgres {
   url(database: string): string;
   /** Creates an empty database (a fresh name unless given) and resolves to its URL. */
   createDatabase(name?: string): Promise<string>;
+  /** The same, synchronously (one run of the cluster's own psql, ~50 ms): for code that cannot await. */
+  createDatabaseSync(name: string): string;
   /** A pool on URL, ended by `stop()` before the server goes (a pool's idle client would fail on a stopped server). */
   pool(url: string, max?: number): pg.Pool;
   /**
@@ -198,6 +200,12 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPos
     url,
     query,
     createDatabase,
+    createDatabaseSync(name) {
+      execFileSync(path.join(bin, 'psql'), ['-q', '-h', '127.0.0.1', '-p', String(port), '-U', user, '-d', 'postgres', '-c', `CREATE DATABASE "${name}"`], {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      return url(name);
+    },
     pool,
     async createMailgateDatabase(max) {
       const created = await createDatabase();

@@ -6,7 +6,6 @@
  * `testConfigText` (helpers/gateway.ts) and open its store through `openTestStore` run on
  * either; tests of LevelDB itself open it by name and stay on it.
  */
-import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import pg from 'pg';
@@ -35,10 +34,8 @@ export function testDatabaseUrl(dataDir: string): string {
   if (!cluster) throw new Error('testDatabaseUrl: the suite runs on LevelDB (MAILGATE_TEST_STORE is not postgres)');
   const name = 'mg_' + createHash('sha256').update(path.resolve(dataDir)).digest('hex').slice(0, 24);
   if (!created.has(name)) {
-    // Synchronous: testConfigText, which names it, is. One short psql run (~50 ms).
-    execFileSync('psql', ['-q', '-h', cluster.host, '-p', String(cluster.port), '-U', cluster.user, '-d', 'postgres', '-c', `CREATE DATABASE "${name}"`], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
+    // Synchronous: testConfigText, which names it, is.
+    cluster.createDatabaseSync(name);
     created.add(name);
   }
   return cluster.url(name);
