@@ -11,12 +11,11 @@ import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AliasRow, MessageMeta, NodeRow } from '../gateway/admin/api.js';
-import { ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot.js';
+import { dovecotIncoming, ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot.js';
 import { runCli, spawnServe } from './helpers/gateway.js';
 import { tempDir } from './helpers/paths.js';
 import { waitUntil } from './helpers/wait.js';
 import { startPostgres, type TestPostgres } from './helpers/postgres.js';
-import { dovecotIncoming } from './helpers/retrieve.js';
 
 let dovecot: TestDovecot;
 let postgres: TestPostgres;
@@ -47,9 +46,6 @@ function message(n: number): Buffer {
 /** A node's mailgate.toml: its own data directory and name, the shared database, the desk alias (and EXTRA). */
 async function nodeConfig(name: string, database: string, extra = ''): Promise<string> {
   const { dir } = await tempDir();
-  const incoming = Object.entries({ ...dovecotIncoming(dovecot, 'desk'), poll_interval: 1, reconnect_interval: 1, idle: false })
-    .map(([k, v]) => `${k} = ${JSON.stringify(v)}`)
-    .join('\n');
   const toml = [
     `data_dir = ${JSON.stringify(path.join(dir, 'data'))}`,
     '[node]',
@@ -65,8 +61,10 @@ async function nodeConfig(name: string, database: string, extra = ''): Promise<s
     '[[alias]]',
     'name = "desk"',
     'address = "desk@example.com"',
-    '[alias.incoming]',
-    incoming,
+    ...dovecotIncoming(dovecot, 'desk', { password: 'pw-desk' }),
+    'poll_interval = 1',
+    'reconnect_interval = 1',
+    'idle = false',
     extra,
   ].join('\n');
   const file = path.join(dir, 'mailgate.toml');

@@ -14,12 +14,11 @@ import { startRetriever, type RetrieverHooks } from '../gateway/fetch/retriever.
 import { openStore } from '../storage/open.js';
 import { PgLeases } from '../storage/postgres/leases.js';
 import type { Leases, Store } from '../storage/store.js';
-import { ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot.js';
+import { dovecotIncoming, ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot.js';
 import { capturingLogger } from './helpers/gateway.js';
 import { tempDir } from './helpers/paths.js';
 import { waitUntil } from './helpers/wait.js';
 import { startPostgres, type TestPostgres } from './helpers/postgres.js';
-import { dovecotIncoming } from './helpers/retrieve.js';
 
 const USERS = ['share-one', 'share-two', 'fence'];
 let dovecot: TestDovecot;
@@ -75,10 +74,10 @@ async function startNode(t: { after(fn: () => Promise<void>): void }, pool: pg.P
       '[[alias]]',
       `name = "${user}"`,
       `address = "${user}@example.com"`,
-      '[alias.incoming]',
-      ...Object.entries({ ...dovecotIncoming(dovecot, user), poll_interval: 1, reconnect_interval: 1, idle: false }).map(
-        ([k, v]) => `${k} = ${JSON.stringify(v)}`,
-      ),
+      ...dovecotIncoming(dovecot, user, { password: `pw-${user}` }),
+      'poll_interval = 1',
+      'reconnect_interval = 1',
+      'idle = false',
     ]),
   ].join('\n');
   const config = loadConfigText(toml, path.join(dir, 'mailgate.toml'), {});
