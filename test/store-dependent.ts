@@ -2,8 +2,8 @@
  * Prints the test files whose outcome can depend on the store the suite runs on: those whose
  * imports (followed through every module of the project, static and literal dynamic ones) reach
  * test/helpers/test-store.js, the one module that reads MAILGATE_TEST_STORE. Any other test
- * file runs the same code on either setting, so `.ci/run` runs only these a second time, on
- * PostgreSQL. Not a test itself (no `.test.` in the name): run as
+ * file runs the same code on either setting, so `npm run test:postgres:store-dependent` runs
+ * only these a second time, on PostgreSQL. Not a test itself (no `.test.` in the name): run as
  *   node dist/test/store-dependent.js            (paths relative to the project, one a line)
  */
 import { readFileSync, readdirSync } from 'node:fs';

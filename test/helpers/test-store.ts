@@ -30,7 +30,7 @@ const created = new Set<string>();
  * The database of data directory DATA_DIR (made on first use): a name derived from the path,
  * so the gateway child processes and the test that reads their store afterwards meet in it.
  */
-export function testDatabaseUrl(dataDir: string): string {
+function testDatabaseUrl(dataDir: string): string {
   if (!cluster) throw new Error('testDatabaseUrl: the suite runs on LevelDB (MAILGATE_TEST_STORE is not postgres)');
   const name = 'mg_' + createHash('sha256').update(path.resolve(dataDir)).digest('hex').slice(0, 24);
   if (!created.has(name)) {
