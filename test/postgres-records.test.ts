@@ -34,6 +34,7 @@ import {
   readTokenCache,
   writeTokenCache,
 } from '../storage/postgres/records.js';
+import { inTransaction } from '../storage/postgres/pool.js';
 import { createIdGenerator, newMessageId } from '../storage/ids.js';
 import type { AliasState, AuditEntry, DeliveryRecord, MessageMeta, QueueEntry } from '../storage/records.js';
 
@@ -47,22 +48,6 @@ after(() => cluster?.stop());
 
 const freshDatabase = () => cluster.createMailgateDatabase();
 const openPool = (url: string) => cluster.pool(url);
-
-/** FN inside BEGIN ... COMMIT on one client, rolled back when it throws (what PgStore's commit does). */
-async function inTransaction<T>(pool: pg.Pool, fn: (tx: pg.PoolClient) => Promise<T>): Promise<T> {
-  const tx = await pool.connect();
-  try {
-    await tx.query('BEGIN');
-    const result = await fn(tx);
-    await tx.query('COMMIT');
-    return result;
-  } catch (err) {
-    await tx.query('ROLLBACK');
-    throw err;
-  } finally {
-    tx.release();
-  }
-}
 
 /** A message row as the message tables' code writes it (only what these tests read back). */
 async function insertMessage(db: pg.Pool | pg.PoolClient, id: string): Promise<MessageMeta> {
