@@ -160,7 +160,7 @@ test('a lease lost mid-poll: the stored messages are neither moved nor deleted, 
     node.log.entries.some((e) => typeof e.msg === 'string' && e.msg.startsWith('mailbox lease lost') && e.node === 'paused' && e.level === 40),
     'the loss is logged as a warning',
   );
-  assert.ok((await dovecot.listMessages('fence')).length === 3, 'every message still in the mailbox');
+  assert.equal((await dovecot.listMessages('fence')).length, 3, 'every message still in the mailbox');
   const stored = (await subjects(node.store, 'fence')).length;
   assert.ok(stored >= 1, 'at least the message being stored when the lease went');
   const state = await node.store.getAliasState('fence');
