@@ -1,7 +1,9 @@
 /**
  * Installing what the tests run against from Debian's packages, on first use: `npm test` on a
  * fresh Debian machine needs nothing beside the clone (we run as root there, as CI does).
- * Concurrent test files serialise on a lock file per package set, so apt runs once.
+ * Concurrent test files serialise on one lock file, so apt runs once per package set and two
+ * installs never overlap (apt refuses a second one while dpkg runs, and a policy-rc.d one install
+ * put in place and removes must not go while another is installing).
  */
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -60,7 +62,7 @@ export async function ensureDebianPackages(p: DebianPackages): Promise<void> {
     'apt-get update -q',
     `DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends ${p.packages.join(' ')}`,
   ].join('\n');
-  const lock = path.join(tmpdir(), `mailgate-${p.packages.join('-')}-install.lock`);
+  const lock = path.join(tmpdir(), 'mailgate-apt-install.lock');
   try {
     await run('flock', [lock, 'sh', '-c', script], {
       env: { ...process.env, DEBIAN_FRONTEND: 'noninteractive' },
