@@ -5,8 +5,8 @@
  * row, and logs a warning once per difference it sees with another node's, naming the node and
  * the aliases or departments that differ, at its start and when another node announces itself.
  */
-import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
+import { fingerprint } from '../../lib/fingerprint.js';
 import type { Store } from '../../storage/store.js';
 import type { Config } from '../config/schema.js';
 
@@ -32,11 +32,7 @@ function normalised(value: unknown): unknown {
   return out;
 }
 
-const hash = (value: unknown) =>
-  createHash('sha256')
-    .update(JSON.stringify(normalised(value)))
-    .digest('base64url')
-    .slice(0, 16);
+const hash = (value: unknown) => fingerprint(normalised(value));
 
 /** CONFIG's aliases and departments, as a node records them. */
 export function sharedConfig(config: Config): SharedConfig {
