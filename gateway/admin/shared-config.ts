@@ -41,16 +41,23 @@ export function sharedConfig(config: Config): SharedConfig {
   return { fingerprint: hash({ aliases, departments }), aliases, departments };
 }
 
-/** The alias and department names whose settings differ between MINE and THEIRS (one has it and the other not, or other settings). */
-export function sharedDifferences(mine: SharedConfig, theirs: SharedConfig): { aliases: string[]; departments: string[] } {
+/**
+ * The alias and department names whose settings differ between MINE and THEIRS, another node's
+ * recorded configuration (one has it and the other not, or other settings); undefined when
+ * they are the same, or THEIRS is not one (a node that recorded none).
+ */
+export function sharedDifferences(mine: SharedConfig, theirs: unknown): { aliases: string[]; departments: string[] } | undefined {
+  if (!isShared(theirs) || theirs.fingerprint === mine.fingerprint) return undefined;
   const differ = (a: Record<string, string>, b: Record<string, string>) =>
     [...new Set([...Object.keys(a), ...Object.keys(b)])].filter((name) => a[name] !== b[name]).sort();
-  return { aliases: differ(mine.aliases, theirs.aliases ?? {}), departments: differ(mine.departments, theirs.departments ?? {}) };
+  return { aliases: differ(mine.aliases, theirs.aliases), departments: differ(mine.departments, theirs.departments) };
 }
 
 function isShared(value: unknown): value is SharedConfig {
   const v = value as Partial<SharedConfig> | undefined;
-  return typeof v?.fingerprint === 'string' && typeof v.aliases === 'object' && typeof v.departments === 'object';
+  return (
+    typeof v?.fingerprint === 'string' && typeof v.aliases === 'object' && v.aliases !== null && typeof v.departments === 'object' && v.departments !== null
+  );
 }
 
 /**
@@ -67,12 +74,13 @@ export async function watchSharedConfig(store: Store, config: Config, logger: Lo
   const compare = async (sender?: string) => {
     for (const node of await store.leases.nodes()) {
       if (sender === undefined ? !node.live : node.name !== sender) continue;
-      if (node.name === me || !isShared(node.config) || node.config.fingerprint === mine.fingerprint) continue;
+      const differ = node.name === me ? undefined : sharedDifferences(mine, node.config);
+      if (!differ) continue;
       // Once per node and configuration of it: a node that changes again is logged again.
-      const key = `${node.name} ${node.config.fingerprint} ${mine.fingerprint}`;
+      const key = `${node.name} ${String(node.config?.['fingerprint'])} ${mine.fingerprint}`;
       if (logged.has(key)) continue;
       logged.add(key);
-      const { aliases, departments } = sharedDifferences(mine, node.config);
+      const { aliases, departments } = differ;
       const what = [aliases.length ? `aliases ${aliases.join(', ')}` : '', departments.length ? `departments ${departments.join(', ')}` : '']
         .filter(Boolean)
         .join('; ');
