@@ -84,8 +84,9 @@ export async function watchSharedConfig(store: Store, config: Config, logger: Lo
       const what = [aliases.length ? `aliases ${aliases.join(', ')}` : '', departments.length ? `departments ${departments.join(', ')}` : '']
         .filter(Boolean)
         .join('; ');
+      // `node` is this node's, on every line (lib/logger.ts): the other one is named apart.
       logger.warn(
-        { node: node.name, aliases, departments },
+        { other_node: node.name, aliases, departments },
         `node ${node.name} has another configuration of what the nodes share (${what}): copy the same mailgate.toml to every node`,
       );
     }
