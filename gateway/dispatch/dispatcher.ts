@@ -23,7 +23,7 @@ import type { AliasConfig } from '../config/schema.js';
 import type { TokenProvider } from '../oauth/tokens.js';
 import { ingestMessage } from '../../ingest/ingest.js';
 import { Metrics } from '../../lib/metrics.js';
-import { storeErrors } from '../../lib/errors.js';
+import { hasCode, storeErrors } from '../../lib/errors.js';
 import { attemptDelivery, logAttempt, type Attempt } from './attempt.js';
 import { outboundEntry } from './entries.js';
 import { outboundRouting } from './routes.js';
@@ -216,7 +216,7 @@ export class Dispatcher implements QueueWorker {
       if (this.#active.has(id)) continue;
       const run = this.#run(id)
         .catch((err: unknown) => {
-          if (isClaimLost(err)) {
+          if (hasCode(err, 'QUEUE_CLAIM_LOST')) {
             this.#log.warn(
               { msg_id: id },
               "this node's claim on the queued message expired and another node took it: this attempt is not recorded, the node holding it retries",
@@ -499,10 +499,4 @@ export class Dispatcher implements QueueWorker {
       this.#log.debug({ msg_id: id }, 'claim on a waiting queued message lost to another node');
     }
   }
-}
-
-/** Whether ERR (or one of its causes: a failed commit) is a lost claim on a queued message. */
-function isClaimLost(err: unknown): boolean {
-  for (let e = err; e instanceof Error; e = e.cause) if ((e as { code?: unknown }).code === 'QUEUE_CLAIM_LOST') return true;
-  return false;
 }
