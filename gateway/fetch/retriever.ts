@@ -338,9 +338,10 @@ class MailboxWorker {
     this.#lease.lost();
   }
 
-  #leaseFields(): { mailbox?: string; epoch?: number; node?: string } {
+  // No `node`: the gateway's logger has it on every line (lib/logger.ts).
+  #leaseFields(): { mailbox?: string; epoch?: number } {
     const held = this.#lease;
-    return held ? { mailbox: held.lease.mailbox, epoch: held.lease.epoch, node: held.leases.node } : {};
+    return held ? { mailbox: held.lease.mailbox, epoch: held.lease.epoch } : {};
   }
 
   #wakeUp(): void {
