@@ -52,9 +52,10 @@ export interface NoticeFollowerDeps {
   dispatcher: QueueWorker;
 }
 
-/** Applies other nodes' admin notices meant for this node; returns the function that stops. */
+/** Applies other nodes' admin notices meant for this node; returns the function that stops. On a store of one node there are none. */
 export function followAdminNotices(deps: NoticeFollowerDeps): () => void {
   const { store, logger } = deps;
+  if (!store.leases.shared) return () => {};
   const me = store.leases.node;
   const apply = async (notice: Notice) => {
     const { payload, from } = notice;
