@@ -94,41 +94,40 @@ export function reportingStore(store: Store, events: GatewayEvents): Store {
       if (events.watched) events.report({ type: 'alias-status', alias, status: state.status, failures: state.failures });
     },
   };
-  // Everything else goes to the store itself (its methods bound to it: it keeps `#` fields).
-  // Bound once each, not at every call: the store is asked on every message's path.
+  return withOverrides(store, wrapped);
+}
+
+/** CLAIMS, reporting to EVENTS the entries saved and finished through them (as putQueueEntries and finishQueueEntry are). */
+function reportingClaims(claims: QueueClaims, events: GatewayEvents): QueueClaims {
+  return withOverrides(claims, {
+    async saveClaimed(entry: QueueEntry, opts?: { release?: boolean }): Promise<boolean> {
+      const saved = await claims.saveClaimed(entry, opts);
+      if (saved && events.watched) events.report({ type: 'queue-changed', id: entry.id, state: 'queued', entry });
+      return saved;
+    },
+    async finishClaimed(id: string, delivery: DeliveryRecord): Promise<boolean> {
+      const finished = await claims.finishClaimed(id, delivery);
+      if (finished && events.watched) events.report({ type: 'queue-changed', id, state: 'finished' });
+      return finished;
+    },
+  });
+}
+
+/**
+ * TARGET with the members of OVERRIDES in place of its own; everything else goes to TARGET
+ * itself, its methods bound to it (it keeps `#` fields), once each rather than at every call:
+ * the store is asked on every message's path.
+ */
+function withOverrides<T extends object>(target: T, overrides: Partial<T>): T {
   const bound = new Map<PropertyKey, unknown>();
-  return new Proxy(store, {
+  return new Proxy(target, {
     get(target, prop) {
-      if (Object.hasOwn(wrapped, prop)) return wrapped[prop as keyof Store];
+      if (Object.hasOwn(overrides, prop)) return overrides[prop as keyof T];
       const value: unknown = Reflect.get(target, prop, target);
       if (typeof value !== 'function') return value;
       let fn = bound.get(prop);
       if (fn === undefined) bound.set(prop, (fn = (value as (...args: unknown[]) => unknown).bind(target)));
       return fn;
-    },
-  });
-}
-
-/** CLAIMS, reporting to EVENTS the entries saved and finished through them (as putQueueEntries and finishQueueEntry are). */
-function reportingClaims(claims: QueueClaims, events: GatewayEvents): QueueClaims {
-  const saveClaimed = claims.saveClaimed.bind(claims);
-  const finishClaimed = claims.finishClaimed.bind(claims);
-  return new Proxy(claims, {
-    get(target, prop) {
-      if (prop === 'saveClaimed')
-        return async (entry: QueueEntry, opts?: { release?: boolean }) => {
-          const saved = await saveClaimed(entry, opts);
-          if (saved && events.watched) events.report({ type: 'queue-changed', id: entry.id, state: 'queued', entry });
-          return saved;
-        };
-      if (prop === 'finishClaimed')
-        return async (id: string, delivery: DeliveryRecord) => {
-          const finished = await finishClaimed(id, delivery);
-          if (finished && events.watched) events.report({ type: 'queue-changed', id, state: 'finished' });
-          return finished;
-        };
-      const value: unknown = Reflect.get(target, prop, target);
-      return typeof value === 'function' ? (value as (...args: unknown[]) => unknown).bind(target) : value;
     },
   });
 }

@@ -139,7 +139,7 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
         });
   // Several nodes: an admin on another node reaches this one's retriever and dispatcher through
   // the store's notices, and a configuration that differs from the others' is logged.
-  const stopNotices = store.leases.shared ? followAdminNotices({ store, logger, retriever: () => retriever, dispatcher }) : undefined;
+  const stopNotices = followAdminNotices({ store, logger, retriever: () => retriever, dispatcher });
   const stopConfigWatch = await watchSharedConfig(store, config, logger);
   const retention = new Retention({ config: config.retention, store, logger, metrics });
   retention.start();
@@ -160,7 +160,7 @@ export async function startGateway(deps: GatewayDeps): Promise<Gateway> {
       listening = false;
       // First the REST API: no admin operation starts while the rest stops.
       await web?.close();
-      stopNotices?.();
+      stopNotices();
       stopConfigWatch();
       // A sweep in progress stops between messages.
       await retention.stop();

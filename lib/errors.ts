@@ -291,11 +291,20 @@ export const catalogue: Readonly<Record<string, Readonly<Record<string, ErrorNam
  * `LEVEL_IO_ERROR: IO error: /data/000003.log: No space left on device`.
  */
 export function isDiskFull(err: unknown): boolean {
-  for (let e = err, depth = 0; typeof e === 'object' && e !== null && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
+  return causedBy(err, (e) => {
     const { code, message } = e as { code?: unknown; message?: unknown };
-    if (code === 'ENOSPC' || code === 'EDQUOT') return true;
-    if (typeof message === 'string' && /No space left on device|Disk quota exceeded/.test(message)) return true;
-  }
+    return code === 'ENOSPC' || code === 'EDQUOT' || (typeof message === 'string' && /No space left on device|Disk quota exceeded/.test(message));
+  });
+}
+
+/** Whether ERR, or one of its causes (a failed commit wraps the store's refusal), has CODE: a catalogue code or a system one. */
+export function hasCode(err: unknown, code: string): boolean {
+  return causedBy(err, (e) => (e as { code?: unknown }).code === code);
+}
+
+// Walks ERR and its causes, a few deep (a cause chain is short; a cyclic one must not hang).
+function causedBy(err: unknown, match: (e: object) => boolean): boolean {
+  for (let e = err, depth = 0; typeof e === 'object' && e !== null && depth < 8; e = (e as { cause?: unknown }).cause, depth++) if (match(e)) return true;
   return false;
 }
 

@@ -120,11 +120,11 @@ test('deactivate and activate on node A reach node B, which holds the mailbox; b
   assert.equal((await desk(configA)).node, 'node-b', "A's aliases list names the node that fetches the mailbox");
 
   // A's configuration lacks B's alias `spare`: A says so at its start, naming B and the alias.
-  const differs = await a.waitFor((e) => e.level === 40 && e.node === 'node-b' && Array.isArray(e.aliases));
+  const differs = await a.waitFor((e) => e.level === 40 && e.node === 'node-a' && e.other_node === 'node-b' && Array.isArray(e.aliases));
   assert.deepEqual(differs.aliases, ['spare']);
   assert.match(String(differs.msg), /node node-b has another configuration of what the nodes share \(aliases spare\)/);
   // And B, told of A's start, says it too, once.
-  await b.waitFor((e) => e.level === 40 && e.node === 'node-a' && Array.isArray(e.aliases));
+  await b.waitFor((e) => e.level === 40 && e.node === 'node-b' && e.other_node === 'node-a' && Array.isArray(e.aliases));
 
   // The nodes view, from either node.
   await waitUntil('both nodes listed live', async () => (await cli<NodeRow[]>(['nodes', '--config', configA])).filter((n) => n.live).length === 2);
@@ -165,6 +165,7 @@ test('deactivate and activate on node A reach node B, which holds the mailbox; b
   assert.deepEqual(await subjects(configA), ['question 1', 'question 2'], 'fetched by B, listed on A');
   assert.equal((await desk(configB)).status, 'active');
   // Each node logged the difference once, for all that happened since.
-  const warned = (log: Record<string, unknown>[], other: string) => log.filter((e) => e.level === 40 && e.node === other && Array.isArray(e.aliases)).length;
+  const warned = (log: Record<string, unknown>[], other: string) =>
+    log.filter((e) => e.level === 40 && e.other_node === other && Array.isArray(e.aliases)).length;
   assert.deepEqual([warned(a.log, 'node-b'), warned(b.log, 'node-a')], [1, 1]);
 });

@@ -87,7 +87,8 @@ async function startNode(t: { after(fn: () => Promise<void>): void }, pool: pg.P
   const level = await openStore(config.data_dir);
   const store = withLeases(level, new PgLeases(pool, name));
   const log = capturingLogger();
-  const retriever = startRetriever({ config, store, logger: log.logger, stages: () => [], hooks });
+  // The node's name on every line, as `serve`'s logger puts it (lib/logger.ts).
+  const retriever = startRetriever({ config, store, logger: log.logger.child({ node: name }), stages: () => [], hooks });
   let stopped = false;
   const stop = async () => {
     if (stopped) return;

@@ -46,7 +46,7 @@ import { aliasWarnings } from '../oauth/secret-expiry.js';
 import { tryPolicy, type PolicyReport, type PolicyTestRequest } from './policy-test.js';
 import { summarise, SUMMARY_SCAN_LIMIT, type GatewaySummary, type TrafficRow } from './summary.js';
 import { ALIAS_STATUS_NOTICE, QUEUE_RETRY_NOTICE, mailboxHolder, mailboxHolders, tell } from './fleet.js';
-import { sharedConfig, sharedDifferences, type SharedConfig } from './shared-config.js';
+import { sharedConfig, sharedDifferences } from './shared-config.js';
 import { adminClient, controlSocketPath, gatewayAnswers } from './http-client.js';
 
 // The stored records the operations answer with, named here so the commands need no storage import.
@@ -482,11 +482,8 @@ export class Admin implements AdminApi {
       };
       if (n.name === leases.node) row.thisNode = true;
       if (store.queueClaims.shared) row.delivering = delivers.get(n.name) ?? 0;
-      const theirs = n.config as SharedConfig | undefined;
-      if (n.name !== leases.node && typeof theirs?.fingerprint === 'string' && theirs.fingerprint !== mine.fingerprint) {
-        const { aliases, departments } = sharedDifferences(mine, theirs);
-        row.configDiffers = [...aliases.map((a) => `alias ${a}`), ...departments.map((d) => `department ${d}`)];
-      }
+      const differ = n.name === leases.node ? undefined : sharedDifferences(mine, n.config);
+      if (differ) row.configDiffers = [...differ.aliases.map((a) => `alias ${a}`), ...differ.departments.map((d) => `department ${d}`)];
       return row;
     });
   }

@@ -36,13 +36,11 @@ export async function mailboxHolder(store: Store, config: Config, alias: AliasCo
 }
 
 /** Sends a notice; one that cannot be sent is logged: the change is recorded, and the holder applies it when it next reads it. */
-export async function tell(store: Store, logger: Logger, topic: string, payload: Record<string, unknown>): Promise<boolean> {
+export async function tell(store: Store, logger: Logger, topic: string, payload: Record<string, unknown>): Promise<void> {
   try {
     await store.notify(topic, payload);
-    return true;
   } catch (err) {
     logger.warn({ err, topic, ...payload }, 'could not notify the node concerned; the change is recorded in the store');
-    return false;
   }
 }
 
@@ -54,9 +52,10 @@ export interface NoticeFollowerDeps {
   dispatcher: QueueWorker;
 }
 
-/** Applies other nodes' admin notices meant for this node; returns the function that stops. */
+/** Applies other nodes' admin notices meant for this node; returns the function that stops. On a store of one node there are none. */
 export function followAdminNotices(deps: NoticeFollowerDeps): () => void {
   const { store, logger } = deps;
+  if (!store.leases.shared) return () => {};
   const me = store.leases.node;
   const apply = async (notice: Notice) => {
     const { payload, from } = notice;
@@ -73,7 +72,7 @@ export function followAdminNotices(deps: NoticeFollowerDeps): () => void {
       );
     } else if (notice.topic === QUEUE_RETRY_NOTICE) {
       const id = String(payload['id']);
-      deps.dispatcher.retryAsked?.(id);
+      deps.dispatcher.retryAsked(id);
       // Made due now here as on the asking node: claimed if free (the attempt just ended), else tried again right after the attempt.
       try {
         await retryQueued(store, id, deps.dispatcher);

@@ -5,8 +5,8 @@
  * row, and logs a warning once per difference it sees with another node's, naming the node and
  * the aliases or departments that differ, at its start and when another node announces itself.
  */
-import { createHash } from 'node:crypto';
 import type { Logger } from 'pino';
+import { fingerprint } from '../../lib/fingerprint.js';
 import type { Store } from '../../storage/store.js';
 import type { Config } from '../config/schema.js';
 
@@ -32,11 +32,7 @@ function normalised(value: unknown): unknown {
   return out;
 }
 
-const hash = (value: unknown) =>
-  createHash('sha256')
-    .update(JSON.stringify(normalised(value)))
-    .digest('base64url')
-    .slice(0, 16);
+const hash = (value: unknown) => fingerprint(normalised(value));
 
 /** CONFIG's aliases and departments, as a node records them. */
 export function sharedConfig(config: Config): SharedConfig {
@@ -45,16 +41,23 @@ export function sharedConfig(config: Config): SharedConfig {
   return { fingerprint: hash({ aliases, departments }), aliases, departments };
 }
 
-/** The alias and department names whose settings differ between MINE and THEIRS (one has it and the other not, or other settings). */
-export function sharedDifferences(mine: SharedConfig, theirs: SharedConfig): { aliases: string[]; departments: string[] } {
+/**
+ * The alias and department names whose settings differ between MINE and THEIRS, another node's
+ * recorded configuration (one has it and the other not, or other settings); undefined when
+ * they are the same, or THEIRS is not one (a node that recorded none).
+ */
+export function sharedDifferences(mine: SharedConfig, theirs: unknown): { aliases: string[]; departments: string[] } | undefined {
+  if (!isShared(theirs) || theirs.fingerprint === mine.fingerprint) return undefined;
   const differ = (a: Record<string, string>, b: Record<string, string>) =>
     [...new Set([...Object.keys(a), ...Object.keys(b)])].filter((name) => a[name] !== b[name]).sort();
-  return { aliases: differ(mine.aliases, theirs.aliases ?? {}), departments: differ(mine.departments, theirs.departments ?? {}) };
+  return { aliases: differ(mine.aliases, theirs.aliases), departments: differ(mine.departments, theirs.departments) };
 }
 
 function isShared(value: unknown): value is SharedConfig {
   const v = value as Partial<SharedConfig> | undefined;
-  return typeof v?.fingerprint === 'string' && typeof v.aliases === 'object' && typeof v.departments === 'object';
+  return (
+    typeof v?.fingerprint === 'string' && typeof v.aliases === 'object' && v.aliases !== null && typeof v.departments === 'object' && v.departments !== null
+  );
 }
 
 /**
@@ -71,17 +74,19 @@ export async function watchSharedConfig(store: Store, config: Config, logger: Lo
   const compare = async (sender?: string) => {
     for (const node of await store.leases.nodes()) {
       if (sender === undefined ? !node.live : node.name !== sender) continue;
-      if (node.name === me || !isShared(node.config) || node.config.fingerprint === mine.fingerprint) continue;
+      const differ = node.name === me ? undefined : sharedDifferences(mine, node.config);
+      if (!differ) continue;
       // Once per node and configuration of it: a node that changes again is logged again.
-      const key = `${node.name} ${node.config.fingerprint} ${mine.fingerprint}`;
+      const key = `${node.name} ${String(node.config?.['fingerprint'])} ${mine.fingerprint}`;
       if (logged.has(key)) continue;
       logged.add(key);
-      const { aliases, departments } = sharedDifferences(mine, node.config);
+      const { aliases, departments } = differ;
       const what = [aliases.length ? `aliases ${aliases.join(', ')}` : '', departments.length ? `departments ${departments.join(', ')}` : '']
         .filter(Boolean)
         .join('; ');
+      // `node` is this node's, on every line (lib/logger.ts): the other one is named apart.
       logger.warn(
-        { node: node.name, aliases, departments },
+        { other_node: node.name, aliases, departments },
         `node ${node.name} has another configuration of what the nodes share (${what}): copy the same mailgate.toml to every node`,
       );
     }

@@ -7,6 +7,7 @@
 import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
+import type { OpenStoreOptions } from '../../storage/open.js';
 import { is, positive } from './fields.js';
 
 /**
@@ -108,12 +109,8 @@ export function storageWithPaths(storage: StorageConfig, baseDir: string): Stora
   return { ...storage, postgres: url.href };
 }
 
-/** What storage/open.ts's openStore needs of the configuration (add `createIfEmpty` and a logger). */
-export interface ConfiguredStore {
-  /** Absent: LevelDB in `data_dir`. */
-  postgres?: { url: string; connections: number };
-  node: string;
-}
+/** What storage/open.ts's openStore needs of the configuration (add `createIfEmpty` and a logger); no `postgres`: LevelDB in `data_dir`. */
+export type ConfiguredStore = Pick<OpenStoreOptions, 'postgres'> & { node: string };
 
 /**
  * The store CONFIG names, for openStore: the database's URL with the password put in (as

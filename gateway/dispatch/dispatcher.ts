@@ -23,7 +23,7 @@ import type { AliasConfig } from '../config/schema.js';
 import type { TokenProvider } from '../oauth/tokens.js';
 import { ingestMessage } from '../../ingest/ingest.js';
 import { Metrics } from '../../lib/metrics.js';
-import { storeErrors } from '../../lib/errors.js';
+import { hasCode, storeErrors } from '../../lib/errors.js';
 import { attemptDelivery, logAttempt, type Attempt } from './attempt.js';
 import { outboundEntry } from './entries.js';
 import { outboundRouting } from './routes.js';
@@ -79,9 +79,10 @@ export class Dispatcher implements QueueWorker {
   // A shared queue only (undefined on a store of one node).
   readonly #claims: QueueClaims | undefined;
   readonly #claimLeaseMs: number;
-  // Entries this node holds a claim on: claimed by a poll and waiting for a slot (with the
-  // entry as claimed), or being attempted. Renewed together; gone once saved and released.
-  readonly #holding = new Map<string, QueueEntry | undefined>();
+  // Entries this node holds a claim on, as claimed: claimed by a poll and waiting for a slot, or
+  // being attempted. Renewed together; forgotten when the attempt's run ends (its last write
+  // released the claim) or when a renewal finds a waiting one lost.
+  readonly #holding = new Map<string, QueueEntry>();
   #polling: Promise<void> | undefined;
   #pollAgain = false;
   #pollTimer: NodeJS.Timeout | undefined;
@@ -215,7 +216,7 @@ export class Dispatcher implements QueueWorker {
       if (this.#active.has(id)) continue;
       const run = this.#run(id)
         .catch((err: unknown) => {
-          if (isClaimLost(err)) {
+          if (hasCode(err, 'QUEUE_CLAIM_LOST')) {
             this.#log.warn(
               { msg_id: id },
               "this node's claim on the queued message expired and another node took it: this attempt is not recorded, the node holding it retries",
@@ -248,7 +249,7 @@ export class Dispatcher implements QueueWorker {
     const { store, config } = this.#deps;
     const fresh = this.#forgetFresh(id);
     let claimed = this.#holding.get(id);
-    if (this.#claims && !this.#holding.has(id)) {
+    if (this.#claims && !claimed) {
       // A new entry (or an admin's retry): another node may have polled it meanwhile, or even
       // attempted it already, so the entry as claimed is the truth, not the one kept in memory.
       const got = await this.#claims.claim(id, this.#claimLeaseMs, { onlyIfDue: true });
@@ -321,14 +322,12 @@ export class Dispatcher implements QueueWorker {
   async #save(entry: QueueEntry, release: boolean): Promise<void> {
     if (!this.#claims) return this.#deps.store.putQueueEntries([entry]);
     if (!(await this.#claims.saveClaimed(entry, { release }))) throw storeErrors.queueClaimLost(entry.id);
-    if (release) this.#holding.delete(entry.id);
   }
 
   /** Takes an entry out of the queue with its outcome; on a shared queue only while this node holds its claim. */
   async #finishEntry(id: string, delivery: DeliveryRecord): Promise<void> {
     if (!this.#claims) return this.#deps.store.finishQueueEntry(id, delivery);
     if (!(await this.#claims.finishClaimed(id, delivery))) throw storeErrors.queueClaimLost(id);
-    this.#holding.delete(id);
   }
 
   /** Counts and logs an attempt, once it is on record. */
@@ -410,7 +409,6 @@ export class Dispatcher implements QueueWorker {
         ],
         wrapUnparsable: false,
       });
-      this.#holding.delete(entry.id);
       this.#reportAttempt(attempt, before, status);
       this.#log.info({ msg_id: entry.id, dsn_id: dsnId, to: entry.mailFrom }, 'delivery status notification queued for the sender');
       this.queued(dsnEntry, dsnMeta);
@@ -501,10 +499,4 @@ export class Dispatcher implements QueueWorker {
       this.#log.debug({ msg_id: id }, 'claim on a waiting queued message lost to another node');
     }
   }
-}
-
-/** Whether ERR (or one of its causes: a failed commit) is a lost claim on a queued message. */
-function isClaimLost(err: unknown): boolean {
-  for (let e = err; e instanceof Error; e = e.cause) if ((e as { code?: unknown }).code === 'QUEUE_CLAIM_LOST') return true;
-  return false;
 }

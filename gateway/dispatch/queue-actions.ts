@@ -28,7 +28,7 @@ export interface QueueWorker {
   /** Counts and logs an admin's drop. */
   dropped(entry: QueueEntry): void;
   /** An admin on another node asked for a retry of an entry this node may be attempting: its next attempt, if one is needed, is at once. */
-  retryAsked?(id: string): void;
+  retryAsked(id: string): void;
 }
 
 /** Makes the entry (or, without an id, every entry, or every held one) due now, held ones included; returns how many. */

@@ -5,7 +5,7 @@
  * so a message queued while its alias existed still goes out after IT removed the alias.
  */
 import { readFileSync } from 'node:fs';
-import { createHash } from 'node:crypto';
+import { fingerprint } from '../../lib/fingerprint.js';
 import type SMTPPool from 'nodemailer/lib/smtp-pool';
 import type { AliasConfig, Config, DefaultSmtpConfig, OutgoingServerConfig, RelayConfig } from '../config/schema.js';
 import { quarantineSettings } from '../quarantine-forward/settings.js';
@@ -147,7 +147,7 @@ function smtpRoute(config: Config, owner: string, s: SmtpServer, fallBackToSmtp:
   const where = `${s.host}:${s.port}`;
   // A per-message parameter, not a connection option: routes that differ only in it share a pool.
   const dsn = s.dsn_notify ? { dsnNotify: s.dsn_notify } : {};
-  const plain = (label: string): Route => ({ key: keyOf(base), name: `${owner} via ${where} (${label}, ${mode})`, options: base, ...dsn });
+  const plain = (label: string): Route => ({ key: fingerprint(base), name: `${owner} via ${where} (${label}, ${mode})`, options: base, ...dsn });
   if (s.protocol === 'smtp') return plain('SMTP');
   let auth: SMTPPool.Options['auth'] | undefined;
   if (s.oauth2 !== undefined && s.user) auth = { type: 'OAuth2', user: s.user };
@@ -155,7 +155,7 @@ function smtpRoute(config: Config, owner: string, s: SmtpServer, fallBackToSmtp:
   if (!auth) return plain('ESMTP without credentials');
   const options = { ...base, auth };
   return {
-    key: keyOf({ ...options, oauth: s.oauth2 ? alias?.name : undefined }),
+    key: fingerprint({ ...options, oauth: s.oauth2 ? alias?.name : undefined }),
     name: `${owner} via ${where} (ESMTP as ${s.user}${s.oauth2 ? ', OAuth2' : ''}, ${mode})`,
     options,
     ...(s.oauth2 && alias ? { oauthAlias: alias } : {}),
@@ -173,9 +173,5 @@ function relayRoute(config: Config, relay: RelayConfig): Route {
     ...tlsOptions(t.implicitTls || relay.require_tls, t.implicitTls, relay.ca_file),
     ...(relay.user !== undefined && relay.password !== undefined ? { auth: { user: relay.user, pass: relay.password } } : {}),
   };
-  return { key: keyOf(options), name: `relay "${relay.name}" via ${t.host}:${t.port}`, options };
-}
-
-function keyOf(options: object): string {
-  return createHash('sha256').update(JSON.stringify(options)).digest('hex').slice(0, 32);
+  return { key: fingerprint(options), name: `relay "${relay.name}" via ${t.host}:${t.port}`, options };
 }

@@ -7,7 +7,7 @@
  * admin reactivates it. Failures are counted with a reason in words (Enate, "Missing Emails");
  * failures.ts says, kind by kind, which is which and in what words.
  */
-import { createHash } from 'node:crypto';
+import { fingerprint } from '../../lib/fingerprint.js';
 import type { IncomingServerConfig } from '../config/schema.js';
 import type { Metrics } from '../../lib/metrics.js';
 import type { Store } from '../../storage/store.js';
@@ -17,10 +17,7 @@ import type { AliasChangedBy, AliasState, AliasStatus } from '../../storage/reco
 /** Fingerprint of the incoming settings: when an admin edits them, a state reached with the old ones no longer holds. */
 export function incomingHash(server: IncomingServerConfig): string {
   const { host, port, type, security, ca_file, user, password, folder, oauth2, auth_identity } = server;
-  return createHash('sha256')
-    .update(JSON.stringify({ host, port, type, security, ca_file, user, password, folder, oauth2, auth_identity }))
-    .digest('base64url')
-    .slice(0, 16);
+  return fingerprint({ host, port, type, security, ca_file, user, password, folder, oauth2, auth_identity });
 }
 
 /** Where health changes are reported. */

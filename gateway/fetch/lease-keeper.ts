@@ -14,6 +14,7 @@ export interface LeaseKeeperOptions {
   /** The identities of the mailboxes this node fetches (recipients.ts `mailboxIdentity`). */
   mailboxes: readonly string[];
   ttlMs: number;
+  /** The gateway's logger, which puts the node's name on every line (lib/logger.ts). */
   logger: Logger;
   /** Names a mailbox in log lines (its leading alias). */
   aliasOf(mailbox: string): string;
@@ -72,7 +73,7 @@ export class LeaseKeeper {
     try {
       for (const lease of await this.#opts.leases.release()) this.#log('info', lease, 'mailbox lease released');
     } catch (err) {
-      this.#opts.logger.error({ err, node: this.#opts.leases.node }, 'cannot give the mailbox leases back; the other nodes take them once they lapse');
+      this.#opts.logger.error({ err }, 'cannot give the mailbox leases back; the other nodes take them once they lapse');
     }
     this.#held.clear();
   }
@@ -84,7 +85,7 @@ export class LeaseKeeper {
     try {
       now = await leases.balance(mailboxes, ttlMs);
     } catch (err) {
-      this.#opts.logger.error({ err, node: leases.node }, 'cannot renew the mailbox leases; fetching goes on until they lapse');
+      this.#opts.logger.error({ err }, 'cannot renew the mailbox leases; fetching goes on until they lapse');
       // Not renewed within the lease time: by now another node may hold them. Stop, whatever
       // the database says later (fencing refuses this node's records anyway).
       if (Date.now() - this.#renewedAt >= ttlMs) {
@@ -126,9 +127,6 @@ export class LeaseKeeper {
   }
 
   #log(level: 'info' | 'warn', lease: { mailbox: string; epoch: number }, msg: string, more: object = {}): void {
-    this.#opts.logger[level](
-      { mailbox: lease.mailbox, alias: this.#opts.aliasOf(lease.mailbox), epoch: lease.epoch, node: this.#opts.leases.node, ...more },
-      msg,
-    );
+    this.#opts.logger[level]({ mailbox: lease.mailbox, alias: this.#opts.aliasOf(lease.mailbox), epoch: lease.epoch, ...more }, msg);
   }
 }

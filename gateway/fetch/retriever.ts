@@ -10,7 +10,7 @@
 import { Readable } from 'node:stream';
 import type { AliasConfig, Config, IncomingServerConfig } from '../config/schema.js';
 import { ingestMessage, type IngestDeps, type IngestRequest } from '../../ingest/ingest.js';
-import { hasReply } from '../../lib/errors.js';
+import { hasCode, hasReply } from '../../lib/errors.js';
 import { newMessageId } from '../../storage/ids.js';
 import type { AliasState, AliasStatus, FetchedKey, FetchedRecord, MessageMeta, QueueEntry } from '../../storage/records.js';
 import type { Leases, SideRecord } from '../../storage/store.js';
@@ -84,14 +84,6 @@ interface WorkerLease {
   after: Promise<void> | undefined;
   /** Tells the keeper the lease is gone (a confirm failed, a commit was refused). */
   lost(): void;
-}
-
-/** Whether ERR, or one of its causes, is the store refusing a record because the mailbox's lease is gone. */
-function isLeaseLost(err: unknown): boolean {
-  for (let e = err, depth = 0; typeof e === 'object' && e !== null && depth < 8; e = (e as { cause?: unknown }).cause, depth++) {
-    if ((e as { code?: unknown }).code === 'STORE_LEASE_LOST') return true;
-  }
-  return false;
 }
 
 /** What one poll did. */
@@ -346,9 +338,10 @@ class MailboxWorker {
     this.#lease.lost();
   }
 
-  #leaseFields(): { mailbox?: string; epoch?: number; node?: string } {
+  // No `node`: the gateway's logger has it on every line (lib/logger.ts).
+  #leaseFields(): { mailbox?: string; epoch?: number } {
     const held = this.#lease;
-    return held ? { mailbox: held.lease.mailbox, epoch: held.lease.epoch, node: held.leases.node } : {};
+    return held ? { mailbox: held.lease.mailbox, epoch: held.lease.epoch } : {};
   }
 
   #wakeUp(): void {
@@ -415,7 +408,7 @@ class MailboxWorker {
         if (result.deferred > 0) delay = 0;
       } catch (err) {
         // Another node fetches the mailbox now: not the alias's failure, and nothing to retry here.
-        if (this.#leaseLost || isLeaseLost(err)) {
+        if (this.#leaseLost || hasCode(err, 'STORE_LEASE_LOST')) {
           this.#loseLease();
           this.#log.warn({ err, ...this.#leaseFields() }, `fetching for alias ${this.alias.name} stopped: this node no longer holds the mailbox's lease`);
           continue;
