@@ -3,10 +3,10 @@
  * implementation stands behind the storage interface: LevelDB in the data directory, or
  * PostgreSQL (storage/postgres/) when `[storage] postgres` names a database.
  */
-import os from 'node:os';
 import type { Store } from './store.js';
 import { LevelStore, type StoreOptions } from './leveldb/store.js';
 import { PgStore } from './postgres/store.js';
+import { defaultNodeName } from './node-name.js';
 
 export type { StoreOptions } from './leveldb/store.js';
 
@@ -14,7 +14,7 @@ export type { StoreOptions } from './leveldb/store.js';
 export interface OpenStoreOptions extends Omit<StoreOptions, 'node'> {
   /** `[storage] postgres`: the connection URL (password included) and the pool's size. Absent: LevelDB in the data directory. */
   postgres?: { url: string; connections: number } | undefined;
-  /** `[node] name`: who holds leases and applied migrations. Default: the host name. */
+  /** `[node] name`: who holds leases and applied migrations. Default: defaultNodeName(), the host name. */
   node?: string | undefined;
   /**
    * PostgreSQL: create mailgate's tables on a database that has none (`serve`, and the commands
@@ -33,7 +33,7 @@ export interface OpenStoreOptions extends Omit<StoreOptions, 'node'> {
  * mailgate wrote it.
  */
 export async function openStore(dir: string, opts: OpenStoreOptions = {}): Promise<Store> {
-  const { postgres, node = os.hostname(), createIfEmpty, ...rest } = opts;
+  const { postgres, node = defaultNodeName(), createIfEmpty, ...rest } = opts;
   if (!postgres) return LevelStore.open(dir, { ...rest, node });
   return PgStore.open({
     url: postgres.url,

@@ -1,6 +1,6 @@
 /**
- * The connections of a PostgreSQL store: how the database is named (databaseName), two pools on one database, transactions over them,
- * and which errors mean "the database, not the message" (isPostgresFailure).
+ * The connections of a PostgreSQL store: how the database is named (databaseName), two pools
+ * on one database, transactions over them, and which errors mean "the database, not the message" (isPostgresFailure).
  *
  * Two pools: `commits` keeps the server's synchronous_commit (on: the open refuses a database
  * where it is off), so a commit returns only once its WAL is flushed; `bytes` says
