@@ -49,7 +49,7 @@ export async function applySideRecords(tx: pg.PoolClient, records: readonly Side
       case 'quarantine':
         // Its bytes are in quarantine_chunks already (the spool wrote them while the message streamed).
         await tx.query(
-          `INSERT INTO quarantine (id, message, record) VALUES ($1, $2, $3::jsonb)
+          `INSERT INTO quarantine (id, message, record) VALUES ($1, $2, $3::json)
            ON CONFLICT (id) DO UPDATE SET message = EXCLUDED.message, record = EXCLUDED.record`,
           [record.record.id, record.record.messageId, json(record.record)],
         );

@@ -359,6 +359,18 @@ export function storeContract(name: string, factory: StoreFactory): void {
     assert.ok((await buffer(store.openRaw(b1.messageId))).equals(Buffer.from('placeholder\r\n')), 'the message keeps its placeholder');
   });
 
+  contract('a quarantine record with a NUL in its file name and evidence commits with its message and reads back as it was', async (store) => {
+    const id = newMessageId();
+    const spool = store.createQuarantineSpool(`${id}.1`);
+    await spool.write(Buffer.from('MZ'));
+    await spool.close();
+    // A NUL decoded from an RFC 2231 file name (%00) or an archive entry's name: the message must still be stored.
+    const record = { ...quarantineRecord(spool.id, id, 2), fileName: 'invoice\x00.exe', evidence: ['name invoice\x00.exe', 'entry a\x00b'] };
+    await storeMessage(store, Buffer.from('placeholder\r\n'), [{ type: 'quarantine', record }], id);
+    assert.deepEqual(await store.getQuarantined(record.id), record);
+    assert.deepEqual(await store.listQuarantine({ messageId: id }), [record]);
+  });
+
   contract('quarantine spool: replays from an offset, and a discard removes the bytes', async (store) => {
     const id = newMessageId();
     const writer = store.createMessageWriter(id);
