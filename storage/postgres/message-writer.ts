@@ -22,6 +22,7 @@ import { applySideRecords } from './records.js';
 import { Chunker } from './chunks.js';
 import { MESSAGE_COLUMNS, messageRow } from './message-row.js';
 import { inTransaction, type Pools } from './pool.js';
+import { WriterLifecycle } from '../writer-lifecycle.js';
 
 /** What a writer needs from its store. */
 export interface WriterContext {
@@ -40,8 +41,6 @@ export interface WriterContext {
    */
   leftovers: Set<string>;
 }
-
-type WriterState = 'writing' | 'committing' | 'committed' | 'failed' | 'aborted';
 
 const INSERT_MESSAGE = `INSERT INTO messages (${MESSAGE_COLUMNS.join(', ')}) VALUES (${MESSAGE_COLUMNS.map((_, i) => `$${i + 1}`).join(', ')})`;
 // The row and the last chunk (none for an empty message) in one statement: one round trip fewer per message.
@@ -69,16 +68,15 @@ export class PgMessageWriter extends Writable implements StoreMessageWriter {
   readonly id: string;
   readonly #ctx: WriterContext;
   readonly #chunker: Chunker;
-  #state: WriterState = 'writing';
+  readonly #life: WriterLifecycle;
   #bytesWritten = 0;
-  #commitTried = false;
-  #aborting: Promise<void> | undefined;
 
   /** Use `store.createMessageWriter(id)`. */
   constructor(ctx: WriterContext, id: string) {
     super();
     this.#ctx = ctx;
     this.id = id;
+    this.#life = new WriterLifecycle(id);
     this.#chunker = new Chunker((seq, data) =>
       track(
         ctx.background,
@@ -93,8 +91,9 @@ export class PgMessageWriter extends Writable implements StoreMessageWriter {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    if (this.#state !== 'writing') {
-      callback(new Error(`message ${this.id}: write after the writer was ${this.#state}`));
+    const refusal = this.#life.writeRefusal();
+    if (refusal) {
+      callback(refusal);
       return;
     }
     this.#bytesWritten += chunk.length;
@@ -110,19 +109,8 @@ export class PgMessageWriter extends Writable implements StoreMessageWriter {
    * to the bytes stored), the side records and the removal of the marks, in one transaction
    * with synchronous_commit on. Call after the stream has ended.
    */
-  async commit(meta: MessageMeta, sideRecords: readonly SideRecord[] = []): Promise<void> {
-    if (this.#state !== 'writing') throw new Error(`message ${this.id}: cannot commit, the writer was ${this.#state}`);
-    if (meta.id !== this.id) throw new TypeError(`message ${this.id}: commit with metadata of ${meta.id}`);
-    if (!this.writableEnded) throw new Error(`message ${this.id}: commit before the stream was ended`);
-    this.#state = 'committing';
-    this.#commitTried = true;
-    try {
-      await track(this.#ctx.commits, this.#commit(meta, sideRecords));
-      this.#state = 'committed';
-    } catch (err) {
-      this.#state = 'failed';
-      throw err;
-    }
+  commit(meta: MessageMeta, sideRecords: readonly SideRecord[] = []): Promise<void> {
+    return this.#life.commit(meta, this.writableEnded, this.#ctx.commits, () => this.#commit(meta, sideRecords));
   }
 
   async #commit(meta: MessageMeta, sideRecords: readonly SideRecord[]): Promise<void> {
@@ -153,18 +141,10 @@ export class PgMessageWriter extends Writable implements StoreMessageWriter {
    * Stops the stream if it is still open. Safe to call twice; refuses once `commit()` has begun.
    */
   abort(): Promise<void> {
-    if (this.#state === 'committing' || this.#state === 'committed') {
-      return Promise.reject(new Error(`message ${this.id}: cannot abort, the writer was ${this.#state}`));
-    }
-    this.#state = 'aborted';
-    this.#aborting ??= this.#removeWritten().then(
-      () => void this.#ctx.spoolMarks.delete(this.id),
-      (err: unknown) => {
-        this.#aborting = undefined; // let a later abort() try again
-        throw err;
-      },
-    );
-    return this.#aborting;
+    return this.#life.abort(async () => {
+      await this.#removeWritten();
+      this.#ctx.spoolMarks.delete(this.id);
+    });
   }
 
   async #removeWritten(): Promise<void> {
@@ -173,7 +153,7 @@ export class PgMessageWriter extends Writable implements StoreMessageWriter {
     this.#chunker.clear();
     const { spoolMarks, leftovers } = this.#ctx;
     // Nothing of ours is stored: no chunk was sent, and no commit was tried (its answer may have been lost with its connection).
-    if (this.#chunker.seq === 0 && !spoolMarks.has(this.id) && !this.#commitTried) return;
+    if (this.#chunker.seq === 0 && !spoolMarks.has(this.id) && !this.#life.commitTried) return;
     try {
       await removeAborted(this.#ctx, this.id);
     } catch (err) {
