@@ -287,6 +287,12 @@ test('storage copy into a new directory: every message with its bytes and quaran
   t.after(cleanup);
   const source = await openStore(path.join(dir, 'data'));
   await fillStore(source);
+  // More audit entries than the copy reads at a time: a long-kept log comes over page by page, every entry once.
+  await Promise.all(
+    Array.from({ length: 250 }, (_, i) =>
+      source.appendAudit({ at: '2026-03-01T08:00:00.000Z', who: 'user alice', action: 'retry', target: `entry ${i}`, from: '127.0.0.1', outcome: 'ok' }),
+    ),
+  );
   const before = await contents(source);
   await source.close();
 
@@ -295,7 +301,7 @@ test('storage copy into a new directory: every message with its bytes and quaran
   assert.equal(r.code, 0, r.stderr);
   assert.match(
     r.stdout.toString(),
-    /^copied 7 messages \(0\.7 MB\), 1 quarantined attachments, 1 queue entries, 1 alias states, 5 fetched keys, 1 token caches, 1 auto-replies, 3 audit entries$/m,
+    /^copied 7 messages \(0\.7 MB\), 1 quarantined attachments, 1 queue entries, 1 alias states, 5 fetched keys, 1 token caches, 1 auto-replies, 253 audit entries$/m,
   );
   assert.match(r.stdout.toString(), /^checked: .*copy holds what .*data does \(7 messages, 0\.7 MB\)$/m);
 

@@ -262,11 +262,16 @@ export class LevelStore implements Store {
     return stored;
   }
 
-  async listAudit(opts: { limit?: number; since?: Date } = {}): Promise<AuditEntry[]> {
+  async listAudit(opts: { limit?: number; since?: Date; before?: string } = {}): Promise<AuditEntry[]> {
     const limit = opts.limit ?? DEFAULT_LIST_LIMIT;
     if (!(limit > 0)) return [];
     return this.sublevels.audit
-      .values({ reverse: true, limit: Number.isFinite(limit) ? Math.floor(limit) : -1, ...(opts.since ? { gte: idFloor(opts.since) } : {}) })
+      .values({
+        reverse: true,
+        limit: Number.isFinite(limit) ? Math.floor(limit) : -1,
+        ...(opts.since ? { gte: idFloor(opts.since) } : {}),
+        ...(opts.before !== undefined ? { lt: opts.before } : {}),
+      })
       .all();
   }
 

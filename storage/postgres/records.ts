@@ -279,13 +279,16 @@ export async function appendAudit(db: Db, entry: Omit<AuditEntry, 'id'> & { id?:
   return stored;
 }
 
-/** Newest first; `limit` Infinity: all of them; `since`: recorded at or after (ids carry the time). */
-export async function listAudit(db: Db, opts: { limit?: number; since?: Date }): Promise<AuditEntry[]> {
+/** Newest first; `limit` Infinity: all of them; `since`: recorded at or after (ids carry the time); `before`: ids below it. */
+export async function listAudit(db: Db, opts: { limit?: number; since?: Date; before?: string }): Promise<AuditEntry[]> {
   const limit = opts.limit ?? DEFAULT_AUDIT_LIMIT;
   if (!(limit >= 1)) return [];
+  const params: unknown[] = [opts.since ? idFloor(opts.since) : ''];
+  const bind = (value: unknown) => `$${params.push(value)}`;
+  const below = opts.before !== undefined ? ` AND id < ${bind(opts.before)}` : '';
   const { rows } = await db.query<{ entry: AuditEntry }>(
-    `SELECT entry FROM audit WHERE id >= $1 ORDER BY id DESC ${Number.isFinite(limit) ? 'LIMIT $2' : ''}`,
-    [opts.since ? idFloor(opts.since) : '', ...(Number.isFinite(limit) ? [Math.floor(limit)] : [])],
+    `SELECT entry FROM audit WHERE id >= $1${below} ORDER BY id DESC${Number.isFinite(limit) ? ` LIMIT ${bind(Math.floor(limit))}` : ''}`,
+    params,
   );
   return rows.map((row) => row.entry);
 }

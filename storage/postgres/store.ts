@@ -291,7 +291,7 @@ export class PgStore implements Store {
     return records.appendAudit(this.#pools.commits, entry);
   }
 
-  listAudit(opts: { limit?: number; since?: Date } = {}): Promise<AuditEntry[]> {
+  listAudit(opts: { limit?: number; since?: Date; before?: string } = {}): Promise<AuditEntry[]> {
     return records.listAudit(this.#pools.commits, opts);
   }
 

@@ -483,6 +483,11 @@ export function storeContract(name: string, factory: StoreFactory): void {
     // `since` is the time the entry was recorded; all three were just now.
     assert.deepEqual(await store.listAudit({ since: new Date(Date.now() + 60_000) }), []);
     assert.equal((await store.listAudit({ since: new Date(Date.now() - 60_000) })).length, 3);
+    // Paging: each page starts below the last id of the one before.
+    assert.deepEqual(await store.listAudit({ before: third.id }), [second, first]);
+    assert.deepEqual(await store.listAudit({ before: third.id, limit: 1 }), [second]);
+    assert.deepEqual(await store.listAudit({ before: first.id }), []);
+    assert.deepEqual(await store.listAudit({ before: third.id, since: new Date(Date.now() + 60_000) }), []);
   });
 
   contract('deleting a message removes its bytes (rewritten ones too), index entry and quarantined attachments; its fetched record stays', async (store) => {
