@@ -18,7 +18,8 @@ import { startPostgres, type TestPostgres } from './helpers/postgres.js';
 import { PgStore, type PgStoreOptions } from '../storage/postgres/store.js';
 import { CHUNK_SIZE } from '../storage/postgres/chunks.js';
 import { newMessageId } from '../storage/ids.js';
-import type { MessageMeta } from '../storage/records.js';
+import type { MessageMeta, QueueEntry } from '../storage/records.js';
+import type { SideRecord } from '../storage/store.js';
 import type { Writable } from 'node:stream';
 
 let postgres: TestPostgres;
@@ -161,6 +162,36 @@ test('a message whose rows were swept while it was written (another process of t
     await writer.abort();
     assert.equal(await store.getMessage(id), undefined);
     await assert.rejects(buffer(store.openRaw(id)), { code: 'MESSAGE_NOT_FOUND' });
+  } finally {
+    await store.close();
+  }
+});
+
+test("a relayed message's queue entries go in with its row in one statement: a row that cannot go in leaves no entry", async () => {
+  const { store } = await freshStore('node-r');
+  try {
+    const id = newMessageId();
+    const entry: QueueEntry = {
+      id,
+      kind: 'outbound',
+      alias: 'sales',
+      mailFrom: 'sales@example.com',
+      requestedRecipients: ['customer@example.org'],
+      recipients: [{ address: 'customer@example.org', status: 'pending', attempts: 0 }],
+      queuedAt: '2026-03-01T08:00:00.000Z',
+      attempts: 0,
+      nextAttemptAt: '2026-03-01T08:00:00.000Z',
+    };
+    const commit = async (sides: SideRecord[]) => {
+      const writer = store.createMessageWriter(id);
+      writer.end(Buffer.from('Subject: reply\r\n\r\nthanks\r\n'));
+      await writer.commit(meta(id), sides);
+    };
+    await commit([]);
+    // The same id again (its row is there): the statement fails whole, entry and all.
+    await assert.rejects(commit([{ type: 'queue-entry', entry }]), { code: '23505' });
+    assert.equal(await store.getQueueEntry(id), undefined);
+    assert.deepEqual(await store.listQueue(), []);
   } finally {
     await store.close();
   }

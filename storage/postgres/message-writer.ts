@@ -18,7 +18,7 @@ import { finished } from 'node:stream/promises';
 import type pg from 'pg';
 import type { MessageMeta } from '../records.js';
 import type { MessageWriter as StoreMessageWriter, SideRecord } from '../store.js';
-import { applySideRecords } from './records.js';
+import { applySideRecords, queueUpsert } from './records.js';
 import { Chunker } from './chunks.js';
 import { MESSAGE_COLUMNS, messageRow } from './message-row.js';
 import { inTransaction, type Pools } from './pool.js';
@@ -45,9 +45,11 @@ export interface WriterContext {
 const INSERT_MESSAGE = `INSERT INTO messages (${MESSAGE_COLUMNS.join(', ')}) VALUES (${MESSAGE_COLUMNS.map((_, i) => `$${i + 1}`).join(', ')})`;
 // The row and the last chunk (none for an empty message) in one statement: one round trip fewer per message.
 const TAIL = MESSAGE_COLUMNS.length;
-const INSERT_MESSAGE_AND_TAIL = `WITH tail AS (
+// WITH: more CTEs (a queue entry's upsert) may follow the tail's, all one statement.
+const messageAndTail = (more = ''): string => `WITH tail AS (
   INSERT INTO message_chunks (message, generation, seq, data) SELECT $1, 0, $${TAIL + 1}, $${TAIL + 2}::bytea WHERE $${TAIL + 2}::bytea IS NOT NULL
-) ${INSERT_MESSAGE}`;
+)${more} ${INSERT_MESSAGE}`;
+const INSERT_MESSAGE_AND_TAIL = messageAndTail();
 const INSERT_CHUNK = 'INSERT INTO message_chunks (message, generation, seq, data) VALUES ($1, 0, $2, $3)';
 // The first chunk carries the mark: no chunk of a message is ever stored without it.
 const INSERT_FIRST_CHUNK = `WITH mark AS (
@@ -121,9 +123,15 @@ export class PgMessageWriter extends Writable implements StoreMessageWriter {
     const expected = [...(this.#chunker.seq > 0 ? ['message'] : []), ...(spoolMarks.has(this.id) ? ['spool'] : [])];
     const tail = this.#chunker.take();
     const insert = [...row, this.#chunker.seq, tail.length > 0 ? tail : null];
-    if (expected.length === 0 && sideRecords.length === 0) {
-      // One statement is a transaction of its own: a message with nothing else to write costs one round trip.
-      await pools.commits.query(INSERT_MESSAGE_AND_TAIL, insert);
+    const queued = sideRecords.flatMap((r) => (r.type === 'queue-entry' ? [r.entry] : []));
+    if (expected.length === 0 && queued.length === sideRecords.length) {
+      // One statement is a transaction of its own: a message with nothing else to write, or
+      // only its queue entries (a relayed or submitted message), costs one round trip, not four.
+      if (queued.length === 0) await pools.commits.query(INSERT_MESSAGE_AND_TAIL, insert);
+      else {
+        const upsert = queueUpsert(queued, insert.length + 1);
+        await pools.commits.query(messageAndTail(`, queued AS (${upsert.sql})`), [...insert, ...upsert.params]);
+      }
     } else {
       await inTransaction(pools.commits, async (tx) => {
         await tx.query(INSERT_MESSAGE_AND_TAIL, insert);

@@ -87,17 +87,26 @@ async function holdLease(tx: pg.PoolClient, mailbox: string, epoch: number, node
 
 /** One statement for any number of entries: all or none. An id given twice: the last one stands, as in a LevelDB batch. */
 async function upsertQueueEntries(db: Db, entries: readonly QueueEntry[]): Promise<void> {
+  if (entries.length === 0) return;
+  const { sql, params } = queueUpsert(entries, 1);
+  await db.query(sql, params);
+}
+
+/**
+ * The upsert of ENTRIES as one SQL statement whose parameters are numbered from FIRST (so a
+ * message's commit can make it a CTE of its own statement: message-writer.ts), with them.
+ */
+export function queueUpsert(entries: readonly QueueEntry[], first: number): { sql: string; params: unknown[] } {
   const last = [...new Map(entries.map((entry) => [entry.id, entry])).values()];
-  if (last.length === 0) return;
   // The claim columns are the dispatching node's, not the entry's: an update leaves them be.
   // Arrays in, not one JSON array taken apart by the server: PostgreSQL's own reading of the
   // JSON would refuse a NUL character anywhere in it (a server's reply in `lastError`).
-  await db.query(
-    `INSERT INTO queue (id, next_attempt_at, entry)
-     SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::json[])
+  return {
+    sql: `INSERT INTO queue (id, next_attempt_at, entry)
+     SELECT * FROM unnest($${first}::text[], $${first + 1}::timestamptz[], $${first + 2}::json[])
      ON CONFLICT (id) DO UPDATE SET next_attempt_at = EXCLUDED.next_attempt_at, entry = EXCLUDED.entry`,
-    [last.map((e) => e.id), last.map((e) => e.nextAttemptAt), last.map(json)],
-  );
+    params: [last.map((e) => e.id), last.map((e) => e.nextAttemptAt), last.map(json)],
+  };
 }
 
 // The message's metadata with `delivery` set to $2. json keeps its keys' order (the stages'
