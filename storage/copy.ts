@@ -50,7 +50,7 @@ const MESSAGES_IN_FLIGHT = 4;
 const RECORDS_IN_FLIGHT = 16;
 
 /** Zero of everything. */
-export function noCounts(): StoreCounts {
+function noCounts(): StoreCounts {
   return { messages: 0, messageBytes: 0, quarantined: 0, queue: 0, aliasStates: 0, fetched: 0, tokenCaches: 0, autoReplies: 0, audit: 0 };
 }
 

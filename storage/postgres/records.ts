@@ -43,7 +43,7 @@ export async function applySideRecords(tx: pg.PoolClient, records: readonly Side
         await upsertQueueEntries(tx, [record.entry]);
         break;
       case 'queue-finished':
-        if (record.claimed) await assertClaimed(tx, [record.id], node);
+        if (record.claimed) await assertClaimed(tx, record.id, node);
         await finishQueued(tx, record.id, record.delivery);
         break;
       case 'quarantine':
@@ -326,18 +326,11 @@ async function* keysetPages<Row extends pg.QueryResultRow>(db: Db, select: strin
 }
 
 /**
- * Inside transaction TX, locks the queue rows `ids` and resolves to those NODE does not hold
- * (claimed by another node, or gone). For a `queue-finished` side record with `claimed`
- * (applySideRecords): reject with {@link assertClaimed} before writing.
+ * Rejects with `QUEUE_CLAIM_LOST` unless NODE holds the claim of queue entry ID (claimed by
+ * another node meanwhile, or gone), inside transaction TX, whose row it locks until the commit:
+ * a `queue-finished` side record with `claimed` (applySideRecords) checks it before writing.
  */
-export async function claimsNotHeld(tx: pg.PoolClient, ids: readonly string[], node: string): Promise<string[]> {
-  const { rows } = await tx.query<{ id: string }>(`SELECT id FROM queue WHERE id = ANY($1) AND claimed_by = $2 FOR UPDATE`, [ids, node]);
-  const held = new Set(rows.map((r) => r.id));
-  return ids.filter((id) => !held.has(id));
-}
-
-/** Rejects with `QUEUE_CLAIM_LOST` unless NODE holds every one of `ids` (inside transaction TX, whose rows it locks). */
-export async function assertClaimed(tx: pg.PoolClient, ids: readonly string[], node: string): Promise<void> {
-  const lost = await claimsNotHeld(tx, ids, node);
-  if (lost.length > 0) throw storeErrors.queueClaimLost(lost[0]!);
+async function assertClaimed(tx: pg.PoolClient, id: string, node: string): Promise<void> {
+  const { rowCount } = await tx.query('SELECT 1 FROM queue WHERE id = $1 AND claimed_by = $2 FOR UPDATE', [id, node]);
+  if (rowCount !== 1) throw storeErrors.queueClaimLost(id);
 }
