@@ -67,10 +67,10 @@ export class PgStore implements Store {
   readonly #notices: PgNotices;
   #closing: Promise<void> | undefined;
 
-  private constructor(opts: PgStoreOptions, pools: Pools, logger: StoreLogger) {
+  private constructor(opts: PgStoreOptions, where: string, pools: Pools, logger: StoreLogger) {
     this.dir = opts.dir;
     this.node = opts.node;
-    this.where = databaseName(opts.url);
+    this.where = where;
     this.#pools = pools;
     this.leases = new PgLeases(pools.commits, opts.node);
     this.queueClaims = new PgQueueClaims(pools.commits, opts.node);
@@ -90,7 +90,7 @@ export class PgStore implements Store {
     const pools = openPools(opts.url, opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS, logger);
     try {
       await checkDatabase(pools.commits, { where, node: opts.node, createIfEmpty: opts.createIfEmpty, logger });
-      const store = new PgStore(opts, pools, logger);
+      const store = new PgStore(opts, where, pools, logger);
       const swept = await sweepUnfinished(pools.commits, opts.node, logger);
       logger.info({ where, swept }, `store opened; swept ${swept} unfinished write(s)`);
       return store;
