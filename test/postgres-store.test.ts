@@ -18,7 +18,8 @@ import { startPostgres, type TestPostgres } from './helpers/postgres.js';
 import { PgStore, type PgStoreOptions } from '../storage/postgres/store.js';
 import { CHUNK_SIZE } from '../storage/postgres/chunks.js';
 import { newMessageId } from '../storage/ids.js';
-import type { MessageMeta, QueueEntry } from '../storage/records.js';
+import type { MessageMeta } from '../storage/records.js';
+import { queueEntry, sampleMeta } from './helpers/store-contract.js';
 import type { SideRecord } from '../storage/store.js';
 import type { Writable } from 'node:stream';
 
@@ -52,22 +53,7 @@ function write(writer: Writable, piece: Buffer): Promise<void> {
 }
 
 function meta(id: string): MessageMeta {
-  return {
-    id,
-    version: 1,
-    receivedAt: new Date().toISOString(),
-    size: 0,
-    receivedSize: 0,
-    envelope: { mailFrom: 'sender@example.org', rcptTo: ['sales@example.com'] },
-    source: { kind: 'smtp', alias: 'sales' },
-    subject: 'Large order',
-    to: ['sales@example.com'],
-    cc: [],
-    _AttachmentFileNames: [],
-    attachments: [],
-    findings: {},
-    tags: [],
-  };
+  return sampleMeta(id, { receivedAt: new Date().toISOString(), subject: 'Large order' });
 }
 
 test('a 5 MB message streams into 256 KiB rows while it arrives and reads back in pieces of at most one row', async () => {
@@ -171,17 +157,7 @@ test("a relayed message's queue entries go in with its row in one statement: a r
   const { store } = await freshStore('node-r');
   try {
     const id = newMessageId();
-    const entry: QueueEntry = {
-      id,
-      kind: 'outbound',
-      alias: 'sales',
-      mailFrom: 'sales@example.com',
-      requestedRecipients: ['customer@example.org'],
-      recipients: [{ address: 'customer@example.org', status: 'pending', attempts: 0 }],
-      queuedAt: '2026-03-01T08:00:00.000Z',
-      attempts: 0,
-      nextAttemptAt: '2026-03-01T08:00:00.000Z',
-    };
+    const entry = queueEntry(id);
     const commit = async (sides: SideRecord[]) => {
       const writer = store.createMessageWriter(id);
       writer.end(Buffer.from('Subject: reply\r\n\r\nthanks\r\n'));

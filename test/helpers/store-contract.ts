@@ -981,7 +981,8 @@ async function collect(source: AsyncIterable<Buffer> | Readable): Promise<Buffer
   return out;
 }
 
-function sampleMeta(id: string, over: Partial<MessageMeta> = {}): MessageMeta {
+/** A message's metadata as a store holds it (size 0: the commit sets it), with OVER. */
+export function sampleMeta(id: string, over: Partial<MessageMeta> = {}): MessageMeta {
   return {
     id,
     version: 1,
@@ -1001,7 +1002,8 @@ function sampleMeta(id: string, over: Partial<MessageMeta> = {}): MessageMeta {
   };
 }
 
-function queueEntry(id: string): QueueEntry {
+/** An outbound queue entry for message ID, one recipient pending. */
+export function queueEntry(id: string): QueueEntry {
   return {
     id,
     kind: 'outbound',
