@@ -11,7 +11,7 @@
  * missing); the other records have no order among them.
  */
 import { pipeline } from 'node:stream/promises';
-import type { MessageMeta } from './records.js';
+import type { AuditEntry, MessageMeta } from './records.js';
 import type { Store } from './store.js';
 
 /** What a copy moved, and what a check counts on each side. */
@@ -43,24 +43,32 @@ export interface CopyOptions {
   progressEveryMs?: number;
 }
 
-// Messages listed at a time; their metadata is all a page holds in memory.
+// Messages (or audit entries) listed at a time: all a page holds in memory.
 const PAGE = 200;
 // Messages (and small records) written at once: commits a database can group, few chunks in memory.
 const MESSAGES_IN_FLIGHT = 4;
 const RECORDS_IN_FLIGHT = 16;
-// "Every entry": the audit log has no paging, and its entries are small. Finite, as a database LIMIT needs.
-const ALL = 2 ** 31 - 1;
 
 /** Zero of everything. */
-export function noCounts(): StoreCounts {
+function noCounts(): StoreCounts {
   return { messages: 0, messageBytes: 0, quarantined: 0, queue: 0, aliasStates: 0, fetched: 0, tokenCaches: 0, autoReplies: 0, audit: 0 };
 }
 
 /** Every committed message's metadata, newest first, a page at a time. */
-export async function* allMessages(store: Store): AsyncIterable<MessageMeta> {
+function allMessages(store: Store): AsyncIterable<MessageMeta> {
+  return byPages((page) => store.listMessages(page));
+}
+
+/** Every audit entry, newest first, a page at a time: a long-kept log never sits in memory whole. */
+function allAudit(store: Store): AsyncIterable<AuditEntry> {
+  return byPages((page) => store.listAudit(page));
+}
+
+/** What LIST gives, page after page, each starting below the last id of the one before. */
+async function* byPages<T extends { id: string }>(list: (page: { limit: number; before?: string }) => Promise<T[]>): AsyncIterable<T> {
   let before: string | undefined;
   for (;;) {
-    const page = await store.listMessages({ limit: PAGE, ...(before === undefined ? {} : { before }) });
+    const page = await list({ limit: PAGE, ...(before === undefined ? {} : { before }) });
     yield* page;
     if (page.length < PAGE) return;
     before = page[page.length - 1]!.id;
@@ -128,9 +136,8 @@ export async function copyStore(source: Store, target: Store, opts: CopyOptions 
     });
 
     phase = 'audit';
-    // Oldest first, so a target that lists by insertion rather than by id still lists them in order.
-    const audit = (await source.listAudit({ limit: ALL })).reverse();
-    await inFlight(audit, RECORDS_IN_FLIGHT, async (entry) => {
+    // Each keeps its id, and every store lists by id (the contract), so the order of the copy does not matter.
+    await inFlight(allAudit(source), RECORDS_IN_FLIGHT, async (entry) => {
       await target.appendAudit(entry);
       counts.audit++;
     });
@@ -216,7 +223,7 @@ export async function compareStores(source: Store, target: Store, opts: { limit?
     counts.fetched = await countOf(store.listFetched());
     counts.tokenCaches = await countOf(store.listTokenCaches());
     counts.autoReplies = await countOf(store.listAutoReplies());
-    counts.audit = (await store.listAudit({ limit: ALL })).length;
+    counts.audit = await countOf(allAudit(store));
   }
   for (const key of Object.keys(sourceCounts) as (keyof StoreCounts)[]) {
     if (sourceCounts[key] !== targetCounts[key]) differ(`${COUNT_NAMES[key]}: ${sourceCounts[key]} in the source, ${targetCounts[key]} in the target`);

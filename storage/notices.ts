@@ -33,10 +33,6 @@ export class NoticeHandlers {
     this.#failed = failed;
   }
 
-  get size(): number {
-    return this.#handlers.size;
-  }
-
   add(handler: (notice: Notice) => void): () => void {
     // A wrapper of its own, so the same function added twice is removed once per call.
     const own = (notice: Notice) => handler(notice);

@@ -3,10 +3,13 @@
  * implementation stands behind the storage interface: LevelDB in the data directory, or
  * PostgreSQL (storage/postgres/) when `[storage] postgres` names a database.
  */
-import os from 'node:os';
+import pg from 'pg';
 import type { Store } from './store.js';
 import { LevelStore, type StoreOptions } from './leveldb/store.js';
 import { PgStore } from './postgres/store.js';
+import { defaultNodeName } from './node-name.js';
+import { migrateDatabase, type MigrationResult } from './postgres/migrate.js';
+import { databaseName } from './postgres/pool.js';
 
 export type { StoreOptions } from './leveldb/store.js';
 
@@ -14,7 +17,7 @@ export type { StoreOptions } from './leveldb/store.js';
 export interface OpenStoreOptions extends Omit<StoreOptions, 'node'> {
   /** `[storage] postgres`: the connection URL (password included) and the pool's size. Absent: LevelDB in the data directory. */
   postgres?: { url: string; connections: number } | undefined;
-  /** `[node] name`: who holds leases and applied migrations. Default: the host name. */
+  /** `[node] name`: who holds leases and applied migrations. Default: defaultNodeName(), the host name. */
   node?: string | undefined;
   /**
    * PostgreSQL: create mailgate's tables on a database that has none (`serve`, and the commands
@@ -33,7 +36,7 @@ export interface OpenStoreOptions extends Omit<StoreOptions, 'node'> {
  * mailgate wrote it.
  */
 export async function openStore(dir: string, opts: OpenStoreOptions = {}): Promise<Store> {
-  const { postgres, node = os.hostname(), createIfEmpty, ...rest } = opts;
+  const { postgres, node = defaultNodeName(), createIfEmpty, ...rest } = opts;
   if (!postgres) return LevelStore.open(dir, { ...rest, node });
   return PgStore.open({
     url: postgres.url,
@@ -48,4 +51,22 @@ export async function openStore(dir: string, opts: OpenStoreOptions = {}): Promi
 /** Whether TARGET, as `mailgate storage copy --to` takes it, names a PostgreSQL database rather than a directory. */
 export function isDatabaseUrl(target: string): boolean {
   return /^postgres(ql)?:\/\//i.test(target);
+}
+
+/** The database URL without its password: how errors, logs and output name it. */
+export { databaseName } from './postgres/pool.js';
+
+/**
+ * Creates or upgrades mailgate's tables in the database at URL (`mailgate storage migrate`), on
+ * one connection of its own; resolves to the version it ends at and the migrations it ran.
+ */
+export async function migrateStore(url: string, opts: { node: string }): Promise<MigrationResult> {
+  const db = new pg.Pool({ connectionString: url, max: 1 });
+  // A server that goes away while the connection idles is reported by the query that fails, not as a crash.
+  db.on('error', () => {});
+  try {
+    return await migrateDatabase(db, { where: databaseName(url), node: opts.node });
+  } finally {
+    await db.end();
+  }
 }

@@ -355,8 +355,11 @@ export interface Store {
 
   /** Records ENTRY durably, giving it its id (or keeping the one it has: `mailgate storage copy`). */
   appendAudit(entry: Omit<AuditEntry, 'id'> & { id?: string }): Promise<AuditEntry>;
-  /** Audit entries, newest first: at most `limit` (default 100), at or after `since`. */
-  listAudit(opts?: { limit?: number; since?: Date }): Promise<AuditEntry[]>;
+  /**
+   * Audit entries, newest first (by id): at most `limit` (default 100), at or after `since`,
+   * and with `before`, only those whose id is smaller (paging: the last id of the page before).
+   */
+  listAudit(opts?: { limit?: number; since?: Date; before?: string }): Promise<AuditEntry[]>;
 
   // Retention (gateway/retention/): what is deleted for good, and the space it gives back.
 

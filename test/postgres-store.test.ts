@@ -15,10 +15,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { buffer } from 'node:stream/consumers';
 import { projectRoot, tempDir } from './helpers/paths.js';
 import { startPostgres, type TestPostgres } from './helpers/postgres.js';
-import { sampleMeta } from './helpers/store-contract.js';
+import { queueEntry, sampleMeta } from './helpers/store-contract.js';
 import { PgStore, type PgStoreOptions } from '../storage/postgres/store.js';
 import { CHUNK_SIZE } from '../storage/postgres/chunks.js';
 import { newMessageId } from '../storage/ids.js';
+import type { MessageMeta } from '../storage/records.js';
+import type { SideRecord } from '../storage/store.js';
 import type { Writable } from 'node:stream';
 
 let postgres: TestPostgres;
@@ -48,6 +50,10 @@ async function count(database: string, sql: string): Promise<number> {
 
 function write(writer: Writable, piece: Buffer): Promise<void> {
   return new Promise((resolve, reject) => writer.write(piece, (err) => (err ? reject(err) : resolve())));
+}
+
+function meta(id: string): MessageMeta {
+  return sampleMeta(id, { receivedAt: new Date().toISOString(), subject: 'Large order' });
 }
 
 test('a 5 MB message streams into 256 KiB rows while it arrives and reads back in pieces of at most one row', async () => {
@@ -142,6 +148,26 @@ test('a message whose rows were swept while it was written (another process of t
     await writer.abort();
     assert.equal(await store.getMessage(id), undefined);
     await assert.rejects(buffer(store.openRaw(id)), { code: 'MESSAGE_NOT_FOUND' });
+  } finally {
+    await store.close();
+  }
+});
+
+test("a relayed message's queue entries go in with its row in one statement: a row that cannot go in leaves no entry", async () => {
+  const { store } = await freshStore('node-r');
+  try {
+    const id = newMessageId();
+    const entry = queueEntry(id);
+    const commit = async (sides: SideRecord[]) => {
+      const writer = store.createMessageWriter(id);
+      writer.end(Buffer.from('Subject: reply\r\n\r\nthanks\r\n'));
+      await writer.commit(meta(id), sides);
+    };
+    await commit([]);
+    // The same id again (its row is there): the statement fails whole, entry and all.
+    await assert.rejects(commit([{ type: 'queue-entry', entry }]), { code: '23505' });
+    assert.equal(await store.getQueueEntry(id), undefined);
+    assert.deepEqual(await store.listQueue(), []);
   } finally {
     await store.close();
   }

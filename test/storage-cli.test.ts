@@ -253,11 +253,16 @@ async function fillStore(target: Store): Promise<void> {
 }
 
 /** A config whose LevelDB store holds one of everything (`fillStore`), and those contents. */
-async function filledSource(t: TestContext): Promise<{ file: string; dir: string; before: unknown }> {
+async function filledSource(t: TestContext, opts: { audit?: number } = {}): Promise<{ file: string; dir: string; before: unknown }> {
   const { file, dir, cleanup } = await configFor();
   t.after(cleanup);
   const source = await openStore(path.join(dir, 'data'));
   await fillStore(source);
+  await Promise.all(
+    Array.from({ length: opts.audit ?? 0 }, (_, i) =>
+      source.appendAudit({ at: '2026-03-01T08:00:00.000Z', who: 'user alice', action: 'retry', target: `entry ${i}`, from: '127.0.0.1', outcome: 'ok' }),
+    ),
+  );
   const before = await contents(source);
   await source.close();
   return { file, dir, before };
@@ -285,14 +290,15 @@ async function contents(s: Store): Promise<unknown> {
 }
 
 test('storage copy into a new directory: every message with its bytes and quarantined attachment, the queue, alias states, fetched keys, token cache, auto-reply and audit', async (t) => {
-  const { file, dir, before } = await filledSource(t);
+  // More audit entries than the copy reads at a time: a long-kept log comes over page by page, every entry once.
+  const { file, dir, before } = await filledSource(t, { audit: 250 });
 
   const copyDir = path.join(dir, 'copy');
   const r = await runCli(['storage', 'copy', '--config', file, '--to', copyDir]);
   assert.equal(r.code, 0, r.stderr);
   assert.match(
     r.stdout.toString(),
-    /^copied 7 messages \(0\.7 MB\), 1 quarantined attachments, 1 queue entries, 1 alias states, 5 fetched keys, 1 token caches, 1 auto-replies, 3 audit entries$/m,
+    /^copied 7 messages \(0\.7 MB\), 1 quarantined attachments, 1 queue entries, 1 alias states, 5 fetched keys, 1 token caches, 1 auto-replies, 253 audit entries$/m,
   );
   assert.match(r.stdout.toString(), /^checked: .*copy holds what .*data does \(7 messages, 0\.7 MB\)$/m);
 

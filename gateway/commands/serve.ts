@@ -3,7 +3,7 @@ import { createLogger } from '../../lib/logger.js';
 import { errors } from '../../lib/errors.js';
 import { openOwnStore } from '../admin/api.js';
 import { commandConfig } from './common.js';
-import { databaseName } from '../../storage/postgres/migrate.js';
+import { databaseName } from '../../storage/open.js';
 
 export function serveCommand(): Command {
   return new Command('serve').description('run the gateway (SMTP listener and store) until SIGTERM or SIGINT').action(async (_opts: unknown, cmd: Command) => {

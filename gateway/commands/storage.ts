@@ -9,10 +9,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Command } from 'commander';
-import pg from 'pg';
 import { errors, storeErrors } from '../../lib/errors.js';
-import { openStore, isDatabaseUrl } from '../../storage/open.js';
-import { databaseName, migrateDatabase } from '../../storage/postgres/migrate.js';
+import { databaseName, isDatabaseUrl, migrateStore, openStore } from '../../storage/open.js';
 import { COUNT_NAMES, compareStores, copyStore, storeContents, type StoreCounts } from '../../storage/copy.js';
 import type { Store } from '../../storage/store.js';
 import { requireSecrets } from '../config/load.js';
@@ -42,17 +40,12 @@ export function storageCommand(): Command {
         requireSecrets(loaded, ['storage']);
         url = configuredStore(config).postgres!.url;
       } else if (!isDatabaseUrl(url)) throw new UsageError(`--url: expected a postgres:// URL, got ${JSON.stringify(databaseName(url))}`);
-      const where = databaseName(url);
-      const db = new pg.Pool({ connectionString: url, max: 1 });
-      db.on('error', () => {});
       try {
-        const { to, applied } = await migrateDatabase(db, { where, node: config.node.name });
+        const { to, applied } = await migrateStore(url, { node: config.node.name });
         if (applied.length === 0) process.stdout.write(`schema is up to date (${to})\n`);
         for (const m of applied) process.stdout.write(`schema ${m.version - 1} -> ${m.version}: ${m.description}\n`);
       } catch (err) {
         throw failed('storage migrate', err);
-      } finally {
-        await db.end();
       }
     });
 

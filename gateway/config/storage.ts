@@ -4,11 +4,11 @@
  * among several sharing one database (in mailbox leases, logs, metrics and the console). Kept
  * apart from schema.ts, as retention.ts is; the same conventions apply.
  */
-import os from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import type { OpenStoreOptions } from '../../storage/open.js';
 import { is, positive } from './fields.js';
+import { defaultNodeName } from '../../storage/node-name.js';
 
 /**
  * The URL parameters a `[storage] postgres` URL may carry: TLS as node-postgres reads it from
@@ -78,15 +78,6 @@ export const storageSchema = z
 
 const NODE_NAME = 'a node name of letters, digits and . - _ (at most 64)';
 const NODE_NAME_RE = /^[A-Za-z0-9._-]{1,64}$/;
-
-/** This machine's host name as a node name: the characters a node name may not have become `-`. */
-export function defaultNodeName(): string {
-  const name = os
-    .hostname()
-    .replace(/[^A-Za-z0-9._-]/g, '-')
-    .slice(0, 64);
-  return name === '' ? 'mailgate' : name;
-}
 
 /** `[node]`: this gateway among several on one database. */
 export const nodeSchema = z

@@ -14,6 +14,7 @@ import type { GroupCommit } from './group-commit.js';
 import { aliasKey, chunkKey, clearUnfinished, messageIdKey, quarantineRange, type RootDb, type StoreOp, type Sublevels } from './layout.js';
 import { sideRecordOps } from './side-records.js';
 import { grownStage } from '../../lib/buffers.js';
+import { WriterLifecycle } from '../writer-lifecycle.js';
 
 /** Size of a stored chunk: small values keep LevelDB's memory use low (RECIPES.md). */
 export const CHUNK_SIZE = 64 * 1024;
@@ -38,14 +39,12 @@ export interface WriterContext {
   commits: Set<Promise<void>>;
 }
 
-type WriterState = 'writing' | 'committing' | 'committed' | 'failed' | 'aborted';
-
 /** The store's MessageWriter (storage/store.ts) on LevelDB. */
 export class MessageWriter extends Writable implements StoreMessageWriter {
   /** The id the message is stored under. */
   readonly id: string;
   readonly #ctx: WriterContext;
-  #state: WriterState = 'writing';
+  readonly #life: WriterLifecycle;
   #bytesWritten = 0;
   // The chunk being filled: grown as bytes arrive, a whole chunk at once after the first.
   #stage: Buffer = EMPTY;
@@ -53,15 +52,14 @@ export class MessageWriter extends Writable implements StoreMessageWriter {
   #seq = 0;
   // Set when the batch carrying the pending mark is sent: from then on the mark and chunks may be stored.
   #pendingWritten = false;
-  #commitTried = false;
   #inflight: Promise<void> = Promise.resolve();
-  #aborting: Promise<void> | undefined;
 
   /** Use `store.createMessageWriter(id)`. */
   constructor(ctx: WriterContext, id: string) {
     super();
     this.#ctx = ctx;
     this.id = id;
+    this.#life = new WriterLifecycle(id);
   }
 
   /** Bytes received so far; after `commit()`, the stored size. */
@@ -70,8 +68,9 @@ export class MessageWriter extends Writable implements StoreMessageWriter {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    if (this.#state !== 'writing') {
-      callback(new Error(`message ${this.id}: write after the writer was ${this.#state}`));
+    const refusal = this.#life.writeRefusal();
+    if (refusal) {
+      callback(refusal);
       return;
     }
     this.#bytesWritten += chunk.length;
@@ -146,46 +145,28 @@ export class MessageWriter extends Writable implements StoreMessageWriter {
    * pending mark go in one synced batch, shared with concurrent commits. Call after the
    * stream has ended. Rejects with the cause on failure; then call `abort()`.
    */
-  async commit(meta: MessageMeta, sideRecords: readonly SideRecord[] = []): Promise<void> {
-    if (this.#state !== 'writing') throw new Error(`message ${this.id}: cannot commit, the writer was ${this.#state}`);
-    if (meta.id !== this.id) throw new TypeError(`message ${this.id}: commit with metadata of ${meta.id}`);
+  commit(meta: MessageMeta, sideRecords: readonly SideRecord[] = []): Promise<void> {
     const alias = meta.source.alias;
-    if (alias?.includes('\x00')) throw new TypeError(`message ${this.id}: alias contains NUL`);
-    if (!this.writableEnded) throw new Error(`message ${this.id}: commit before the stream was ended`);
-    this.#state = 'committing';
-    this.#commitTried = true;
-    const committing = this.#commit(meta, alias, sideRecords);
-    const { commits } = this.#ctx;
-    commits.add(committing);
-    try {
-      await committing;
-    } finally {
-      commits.delete(committing);
-    }
+    if (alias?.includes('\x00')) return Promise.reject(new TypeError(`message ${this.id}: alias contains NUL`));
+    return this.#life.commit(meta, this.writableEnded, this.#ctx.commits, () => this.#commit(meta, alias, sideRecords));
   }
 
   async #commit(meta: MessageMeta, alias: string | undefined, sideRecords: readonly SideRecord[]): Promise<void> {
-    try {
-      await finished(this);
-      const { sublevels, groupCommit, spoolMarks } = this.#ctx;
-      const ops: StoreOp[] = [];
-      this.#stagedChunkOps(ops);
-      const stored: MessageMeta = { ...meta, size: this.#bytesWritten };
-      ops.push({ type: 'put', sublevel: sublevels.messages, key: this.id, value: stored });
-      if (alias !== undefined) ops.push({ type: 'put', sublevel: sublevels.byAlias, key: aliasKey(alias, this.id), value: '' });
-      const byMessageId = messageIdKey(meta.messageId, this.id);
-      if (byMessageId) ops.push({ type: 'put', sublevel: sublevels.byMessageId, key: byMessageId, value: '' });
-      if (meta.conversation) ops.push({ type: 'put', sublevel: sublevels.byConversation, key: aliasKey(meta.conversation, this.id), value: '' });
-      if (this.#pendingWritten || spoolMarks.has(this.id)) ops.push({ type: 'del', sublevel: sublevels.pending, key: this.id });
-      // Records that belong to the message (e.g. its quarantined parts, its queue entry) become visible with it.
-      if (sideRecords.length > 0) ops.push(...(await sideRecordOps(sublevels, sideRecords)));
-      await groupCommit.commit(ops);
-      this.#state = 'committed';
-      spoolMarks.delete(this.id);
-    } catch (err) {
-      this.#state = 'failed';
-      throw err;
-    }
+    await finished(this);
+    const { sublevels, groupCommit, spoolMarks } = this.#ctx;
+    const ops: StoreOp[] = [];
+    this.#stagedChunkOps(ops);
+    const stored: MessageMeta = { ...meta, size: this.#bytesWritten };
+    ops.push({ type: 'put', sublevel: sublevels.messages, key: this.id, value: stored });
+    if (alias !== undefined) ops.push({ type: 'put', sublevel: sublevels.byAlias, key: aliasKey(alias, this.id), value: '' });
+    const byMessageId = messageIdKey(meta.messageId, this.id);
+    if (byMessageId) ops.push({ type: 'put', sublevel: sublevels.byMessageId, key: byMessageId, value: '' });
+    if (meta.conversation) ops.push({ type: 'put', sublevel: sublevels.byConversation, key: aliasKey(meta.conversation, this.id), value: '' });
+    if (this.#pendingWritten || spoolMarks.has(this.id)) ops.push({ type: 'del', sublevel: sublevels.pending, key: this.id });
+    // Records that belong to the message (e.g. its quarantined parts, its queue entry) become visible with it.
+    if (sideRecords.length > 0) ops.push(...(await sideRecordOps(sublevels, sideRecords)));
+    await groupCommit.commit(ops);
+    spoolMarks.delete(this.id);
   }
 
   /**
@@ -195,18 +176,10 @@ export class MessageWriter extends Writable implements StoreMessageWriter {
    * filled a chunk). Safe to call twice; refuses once `commit()` has begun.
    */
   abort(): Promise<void> {
-    if (this.#state === 'committing' || this.#state === 'committed') {
-      return Promise.reject(new Error(`message ${this.id}: cannot abort, the writer was ${this.#state}`));
-    }
-    this.#state = 'aborted';
-    this.#aborting ??= this.#removeWritten().then(
-      () => void this.#ctx.spoolMarks.delete(this.id),
-      (err: unknown) => {
-        this.#aborting = undefined; // let a later abort() try again
-        throw err;
-      },
-    );
-    return this.#aborting;
+    return this.#life.abort(async () => {
+      await this.#removeWritten();
+      this.#ctx.spoolMarks.delete(this.id);
+    });
   }
 
   async #removeWritten(): Promise<void> {
@@ -217,7 +190,7 @@ export class MessageWriter extends Writable implements StoreMessageWriter {
     const { sublevels } = this.#ctx;
     // A commit reported failed may still have been recovered by a reopen (write-guard.ts):
     // a message with its metadata is whole, and its chunks must stay.
-    if (this.#commitTried && (await sublevels.messages.has(this.id))) return;
+    if (this.#life.commitTried && (await sublevels.messages.has(this.id))) return;
     if (this.#pendingWritten) {
       // Chunks first: if we crash in between, the pending mark makes the next open finish the job.
       await clearUnfinished(sublevels, this.id);

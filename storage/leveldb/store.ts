@@ -6,7 +6,6 @@
  * group-commit.ts.
  */
 import { statfs } from 'node:fs/promises';
-import { hostname } from 'node:os';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AliasState, AuditEntry, DeliveryRecord, FetchedKey, FetchedRecord, MessageMeta, QuarantineRecord, QueueEntry } from '../records.js';
@@ -21,6 +20,7 @@ import { deleteQuarantined, listQuarantine, openQuarantined } from './quarantine
 import { sideRecordOps } from './side-records.js';
 import { OneNodeQueueClaims } from './queue-claims.js';
 import { NoticeHandlers, noticeText } from '../notices.js';
+import { defaultNodeName } from '../node-name.js';
 import { DeletedRanges, compactDeleted, deleteAuditBefore, deleteMessage, deleteMessagesBefore } from './retention.js';
 import { isDiskFull, storeErrors } from '../../lib/errors.js';
 import { idFloor, isMessageId, newMessageId } from '../ids.js';
@@ -49,7 +49,7 @@ export type { StoreLogger } from '../store.js';
 export interface StoreOptions {
   /** Where to report the sweep and migrations; pino fits. Default: silent. */
   logger?: StoreLogger;
-  /** This node's name in its leases (`[node] name`). Default: the host name. */
+  /** This node's name in its leases (`[node] name`). Default: defaultNodeName(), the host name. */
   node?: string;
 }
 
@@ -124,7 +124,7 @@ export class LevelStore implements Store {
     let store: LevelStore | undefined;
     try {
       await runMigrations(db, dir, logger);
-      store = new LevelStore(dir, db, logger, opts.node ?? hostname());
+      store = new LevelStore(dir, db, logger, opts.node ?? defaultNodeName());
       await store.#sweep();
       return store;
     } catch (err) {
@@ -262,11 +262,16 @@ export class LevelStore implements Store {
     return stored;
   }
 
-  async listAudit(opts: { limit?: number; since?: Date } = {}): Promise<AuditEntry[]> {
+  async listAudit(opts: { limit?: number; since?: Date; before?: string } = {}): Promise<AuditEntry[]> {
     const limit = opts.limit ?? DEFAULT_LIST_LIMIT;
     if (!(limit > 0)) return [];
     return this.sublevels.audit
-      .values({ reverse: true, limit: Number.isFinite(limit) ? Math.floor(limit) : -1, ...(opts.since ? { gte: idFloor(opts.since) } : {}) })
+      .values({
+        reverse: true,
+        limit: Number.isFinite(limit) ? Math.floor(limit) : -1,
+        ...(opts.since ? { gte: idFloor(opts.since) } : {}),
+        ...(opts.before !== undefined ? { lt: opts.before } : {}),
+      })
       .all();
   }
 

@@ -18,10 +18,11 @@ import { finished } from 'node:stream/promises';
 import type pg from 'pg';
 import type { MessageMeta } from '../records.js';
 import type { MessageWriter as StoreMessageWriter, SideRecord } from '../store.js';
-import { applySideRecords } from './records.js';
+import { applySideRecords, queueUpsert } from './records.js';
 import { Chunker } from './chunks.js';
 import { MESSAGE_COLUMNS, messageRow } from './message-row.js';
 import { inTransaction, type Pools } from './pool.js';
+import { WriterLifecycle } from '../writer-lifecycle.js';
 
 /** What a writer needs from its store. */
 export interface WriterContext {
@@ -41,14 +42,14 @@ export interface WriterContext {
   leftovers: Set<string>;
 }
 
-type WriterState = 'writing' | 'committing' | 'committed' | 'failed' | 'aborted';
-
 const INSERT_MESSAGE = `INSERT INTO messages (${MESSAGE_COLUMNS.join(', ')}) VALUES (${MESSAGE_COLUMNS.map((_, i) => `$${i + 1}`).join(', ')})`;
 // The row and the last chunk (none for an empty message) in one statement: one round trip fewer per message.
 const TAIL = MESSAGE_COLUMNS.length;
-const INSERT_MESSAGE_AND_TAIL = `WITH tail AS (
+// WITH: more CTEs (a queue entry's upsert) may follow the tail's, all one statement.
+const messageAndTail = (more = ''): string => `WITH tail AS (
   INSERT INTO message_chunks (message, generation, seq, data) SELECT $1, 0, $${TAIL + 1}, $${TAIL + 2}::bytea WHERE $${TAIL + 2}::bytea IS NOT NULL
-) ${INSERT_MESSAGE}`;
+)${more} ${INSERT_MESSAGE}`;
+const INSERT_MESSAGE_AND_TAIL = messageAndTail();
 const INSERT_CHUNK = 'INSERT INTO message_chunks (message, generation, seq, data) VALUES ($1, 0, $2, $3)';
 // The first chunk carries the mark: no chunk of a message is ever stored without it.
 const INSERT_FIRST_CHUNK = `WITH mark AS (
@@ -69,16 +70,15 @@ export class PgMessageWriter extends Writable implements StoreMessageWriter {
   readonly id: string;
   readonly #ctx: WriterContext;
   readonly #chunker: Chunker;
-  #state: WriterState = 'writing';
+  readonly #life: WriterLifecycle;
   #bytesWritten = 0;
-  #commitTried = false;
-  #aborting: Promise<void> | undefined;
 
   /** Use `store.createMessageWriter(id)`. */
   constructor(ctx: WriterContext, id: string) {
     super();
     this.#ctx = ctx;
     this.id = id;
+    this.#life = new WriterLifecycle(id);
     this.#chunker = new Chunker((seq, data) =>
       track(
         ctx.background,
@@ -93,8 +93,9 @@ export class PgMessageWriter extends Writable implements StoreMessageWriter {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    if (this.#state !== 'writing') {
-      callback(new Error(`message ${this.id}: write after the writer was ${this.#state}`));
+    const refusal = this.#life.writeRefusal();
+    if (refusal) {
+      callback(refusal);
       return;
     }
     this.#bytesWritten += chunk.length;
@@ -110,19 +111,8 @@ export class PgMessageWriter extends Writable implements StoreMessageWriter {
    * to the bytes stored), the side records and the removal of the marks, in one transaction
    * with synchronous_commit on. Call after the stream has ended.
    */
-  async commit(meta: MessageMeta, sideRecords: readonly SideRecord[] = []): Promise<void> {
-    if (this.#state !== 'writing') throw new Error(`message ${this.id}: cannot commit, the writer was ${this.#state}`);
-    if (meta.id !== this.id) throw new TypeError(`message ${this.id}: commit with metadata of ${meta.id}`);
-    if (!this.writableEnded) throw new Error(`message ${this.id}: commit before the stream was ended`);
-    this.#state = 'committing';
-    this.#commitTried = true;
-    try {
-      await track(this.#ctx.commits, this.#commit(meta, sideRecords));
-      this.#state = 'committed';
-    } catch (err) {
-      this.#state = 'failed';
-      throw err;
-    }
+  commit(meta: MessageMeta, sideRecords: readonly SideRecord[] = []): Promise<void> {
+    return this.#life.commit(meta, this.writableEnded, this.#ctx.commits, () => this.#commit(meta, sideRecords));
   }
 
   async #commit(meta: MessageMeta, sideRecords: readonly SideRecord[]): Promise<void> {
@@ -133,9 +123,15 @@ export class PgMessageWriter extends Writable implements StoreMessageWriter {
     const expected = [...(this.#chunker.seq > 0 ? ['message'] : []), ...(spoolMarks.has(this.id) ? ['spool'] : [])];
     const tail = this.#chunker.take();
     const insert = [...row, this.#chunker.seq, tail.length > 0 ? tail : null];
-    if (expected.length === 0 && sideRecords.length === 0) {
-      // One statement is a transaction of its own: a message with nothing else to write costs one round trip.
-      await pools.commits.query(INSERT_MESSAGE_AND_TAIL, insert);
+    const queued = sideRecords.flatMap((r) => (r.type === 'queue-entry' ? [r.entry] : []));
+    if (expected.length === 0 && queued.length === sideRecords.length) {
+      // One statement is a transaction of its own: a message with nothing else to write, or
+      // only its queue entries (a relayed or submitted message), costs one round trip, not four.
+      if (queued.length === 0) await pools.commits.query(INSERT_MESSAGE_AND_TAIL, insert);
+      else {
+        const upsert = queueUpsert(queued, insert.length + 1);
+        await pools.commits.query(messageAndTail(`, queued AS (${upsert.sql})`), [...insert, ...upsert.params]);
+      }
     } else {
       await inTransaction(pools.commits, async (tx) => {
         await tx.query(INSERT_MESSAGE_AND_TAIL, insert);
@@ -153,18 +149,10 @@ export class PgMessageWriter extends Writable implements StoreMessageWriter {
    * Stops the stream if it is still open. Safe to call twice; refuses once `commit()` has begun.
    */
   abort(): Promise<void> {
-    if (this.#state === 'committing' || this.#state === 'committed') {
-      return Promise.reject(new Error(`message ${this.id}: cannot abort, the writer was ${this.#state}`));
-    }
-    this.#state = 'aborted';
-    this.#aborting ??= this.#removeWritten().then(
-      () => void this.#ctx.spoolMarks.delete(this.id),
-      (err: unknown) => {
-        this.#aborting = undefined; // let a later abort() try again
-        throw err;
-      },
-    );
-    return this.#aborting;
+    return this.#life.abort(async () => {
+      await this.#removeWritten();
+      this.#ctx.spoolMarks.delete(this.id);
+    });
   }
 
   async #removeWritten(): Promise<void> {
@@ -173,7 +161,7 @@ export class PgMessageWriter extends Writable implements StoreMessageWriter {
     this.#chunker.clear();
     const { spoolMarks, leftovers } = this.#ctx;
     // Nothing of ours is stored: no chunk was sent, and no commit was tried (its answer may have been lost with its connection).
-    if (this.#chunker.seq === 0 && !spoolMarks.has(this.id) && !this.#commitTried) return;
+    if (this.#chunker.seq === 0 && !spoolMarks.has(this.id) && !this.#life.commitTried) return;
     try {
       await removeAborted(this.#ctx, this.id);
     } catch (err) {

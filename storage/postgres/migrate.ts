@@ -98,15 +98,3 @@ export async function checkDatabase(
   const setting = (await db.query<{ synchronous_commit: string }>('SHOW synchronous_commit')).rows[0]?.synchronous_commit ?? 'on';
   if (setting === 'off') throw storeErrors.unsafeCommit(opts.where, setting);
 }
-
-/** URL without its password, to name the database in errors, logs and output. */
-export function databaseName(url: string): string {
-  try {
-    const u = new URL(url);
-    u.password = '';
-    u.search = '';
-    return u.href;
-  } catch {
-    return 'the configured database';
-  }
-}

@@ -12,7 +12,7 @@ import type { Notice, StoreLogger } from '../store.js';
 import { NoticeHandlers, noticeText, parseNotice } from '../notices.js';
 
 /** The channel every mailgate node of the database LISTENs on. */
-export const NOTICE_CHANNEL = 'mailgate_notices';
+const NOTICE_CHANNEL = 'mailgate_notices';
 // Between attempts to LISTEN again: short at first, so a restart's gap is small.
 const FIRST_RETRY_MS = 250;
 const LAST_RETRY_MS = 5000;

@@ -1,6 +1,6 @@
 /**
- * The connections of a PostgreSQL store: two pools on one database, transactions over them,
- * and which errors mean "the database, not the message" (isPostgresFailure).
+ * The connections of a PostgreSQL store: how the database is named (databaseName), two pools
+ * on one database, transactions over them, and which errors mean "the database, not the message" (isPostgresFailure).
  *
  * Two pools: `commits` keeps the server's synchronous_commit (on: the open refuses a database
  * where it is off), so a commit returns only once its WAL is flushed; `bytes` says
@@ -11,7 +11,6 @@
  */
 import pg from 'pg';
 import { isDiskFull } from '../../lib/errors.js';
-import { databaseName } from './migrate.js';
 import type { StoreLogger } from '../store.js';
 
 /** Default size of the commits pool; the bytes pool gets half as many. */
@@ -24,6 +23,18 @@ const IDLE_TIMEOUT_MS = 30_000;
 // keepalive gives up (hours): a query that has no answer after this fails as a store failure
 // (the sender retries; a commit that did land meanwhile makes a duplicate, never a loss).
 const QUERY_TIMEOUT_MS = 60_000;
+
+/** URL without its password, to name the database in errors, logs and output. */
+export function databaseName(url: string): string {
+  try {
+    const u = new URL(url);
+    u.password = '';
+    u.search = '';
+    return u.href;
+  } catch {
+    return 'the configured database';
+  }
+}
 
 /** The two pools of a store (see the module comment). */
 export interface Pools {

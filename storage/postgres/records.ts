@@ -43,13 +43,13 @@ export async function applySideRecords(tx: pg.PoolClient, records: readonly Side
         await upsertQueueEntries(tx, [record.entry]);
         break;
       case 'queue-finished':
-        if (record.claimed) await assertClaimed(tx, [record.id], node);
+        if (record.claimed) await assertClaimed(tx, record.id, node);
         await finishQueued(tx, record.id, record.delivery);
         break;
       case 'quarantine':
         // Its bytes are in quarantine_chunks already (the spool wrote them while the message streamed).
         await tx.query(
-          `INSERT INTO quarantine (id, message, record) VALUES ($1, $2, $3::jsonb)
+          `INSERT INTO quarantine (id, message, record) VALUES ($1, $2, $3::json)
            ON CONFLICT (id) DO UPDATE SET message = EXCLUDED.message, record = EXCLUDED.record`,
           [record.record.id, record.record.messageId, json(record.record)],
         );
@@ -87,17 +87,26 @@ async function holdLease(tx: pg.PoolClient, mailbox: string, epoch: number, node
 
 /** One statement for any number of entries: all or none. An id given twice: the last one stands, as in a LevelDB batch. */
 async function upsertQueueEntries(db: Db, entries: readonly QueueEntry[]): Promise<void> {
+  if (entries.length === 0) return;
+  const { sql, params } = queueUpsert(entries, 1);
+  await db.query(sql, params);
+}
+
+/**
+ * The upsert of ENTRIES as one SQL statement whose parameters are numbered from FIRST (so a
+ * message's commit can make it a CTE of its own statement: message-writer.ts), with them.
+ */
+export function queueUpsert(entries: readonly QueueEntry[], first: number): { sql: string; params: unknown[] } {
   const last = [...new Map(entries.map((entry) => [entry.id, entry])).values()];
-  if (last.length === 0) return;
   // The claim columns are the dispatching node's, not the entry's: an update leaves them be.
   // Arrays in, not one JSON array taken apart by the server: PostgreSQL's own reading of the
   // JSON would refuse a NUL character anywhere in it (a server's reply in `lastError`).
-  await db.query(
-    `INSERT INTO queue (id, next_attempt_at, entry)
-     SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::json[])
+  return {
+    sql: `INSERT INTO queue (id, next_attempt_at, entry)
+     SELECT * FROM unnest($${first}::text[], $${first + 1}::timestamptz[], $${first + 2}::json[])
      ON CONFLICT (id) DO UPDATE SET next_attempt_at = EXCLUDED.next_attempt_at, entry = EXCLUDED.entry`,
-    [last.map((e) => e.id), last.map((e) => e.nextAttemptAt), last.map(json)],
-  );
+    params: [last.map((e) => e.id), last.map((e) => e.nextAttemptAt), last.map(json)],
+  };
 }
 
 // The message's metadata with `delivery` set to $2. json keeps its keys' order (the stages'
@@ -279,13 +288,16 @@ export async function appendAudit(db: Db, entry: Omit<AuditEntry, 'id'> & { id?:
   return stored;
 }
 
-/** Newest first; `limit` Infinity: all of them; `since`: recorded at or after (ids carry the time). */
-export async function listAudit(db: Db, opts: { limit?: number; since?: Date }): Promise<AuditEntry[]> {
+/** Newest first; `limit` Infinity: all of them; `since`: recorded at or after (ids carry the time); `before`: ids below it. */
+export async function listAudit(db: Db, opts: { limit?: number; since?: Date; before?: string }): Promise<AuditEntry[]> {
   const limit = opts.limit ?? DEFAULT_AUDIT_LIMIT;
   if (!(limit >= 1)) return [];
+  const params: unknown[] = [opts.since ? idFloor(opts.since) : ''];
+  const bind = (value: unknown) => `$${params.push(value)}`;
+  const below = opts.before !== undefined ? ` AND id < ${bind(opts.before)}` : '';
   const { rows } = await db.query<{ entry: AuditEntry }>(
-    `SELECT entry FROM audit WHERE id >= $1 ORDER BY id DESC ${Number.isFinite(limit) ? 'LIMIT $2' : ''}`,
-    [opts.since ? idFloor(opts.since) : '', ...(Number.isFinite(limit) ? [Math.floor(limit)] : [])],
+    `SELECT entry FROM audit WHERE id >= $1${below} ORDER BY id DESC${Number.isFinite(limit) ? ` LIMIT ${bind(Math.floor(limit))}` : ''}`,
+    params,
   );
   return rows.map((row) => row.entry);
 }
@@ -314,18 +326,11 @@ async function* keysetPages<Row extends pg.QueryResultRow>(db: Db, select: strin
 }
 
 /**
- * Inside transaction TX, locks the queue rows `ids` and resolves to those NODE does not hold
- * (claimed by another node, or gone). For a `queue-finished` side record with `claimed`
- * (applySideRecords): reject with {@link assertClaimed} before writing.
+ * Rejects with `QUEUE_CLAIM_LOST` unless NODE holds the claim of queue entry ID (claimed by
+ * another node meanwhile, or gone), inside transaction TX, whose row it locks until the commit:
+ * a `queue-finished` side record with `claimed` (applySideRecords) checks it before writing.
  */
-export async function claimsNotHeld(tx: pg.PoolClient, ids: readonly string[], node: string): Promise<string[]> {
-  const { rows } = await tx.query<{ id: string }>(`SELECT id FROM queue WHERE id = ANY($1) AND claimed_by = $2 FOR UPDATE`, [ids, node]);
-  const held = new Set(rows.map((r) => r.id));
-  return ids.filter((id) => !held.has(id));
-}
-
-/** Rejects with `QUEUE_CLAIM_LOST` unless NODE holds every one of `ids` (inside transaction TX, whose rows it locks). */
-export async function assertClaimed(tx: pg.PoolClient, ids: readonly string[], node: string): Promise<void> {
-  const lost = await claimsNotHeld(tx, ids, node);
-  if (lost.length > 0) throw storeErrors.queueClaimLost(lost[0]!);
+async function assertClaimed(tx: pg.PoolClient, id: string, node: string): Promise<void> {
+  const { rowCount } = await tx.query('SELECT 1 FROM queue WHERE id = $1 AND claimed_by = $2 FOR UPDATE', [id, node]);
+  if (rowCount !== 1) throw storeErrors.queueClaimLost(id);
 }

@@ -71,10 +71,11 @@ CREATE TABLE unfinished (
   PRIMARY KEY (id, kind, generation)
 );
 
+-- record: json, as the records below (a NUL in a file name or the evidence must not fail the message's commit).
 CREATE TABLE quarantine (
   id text COLLATE "C" PRIMARY KEY,
   message text COLLATE "C" NOT NULL,
-  record jsonb NOT NULL
+  record json NOT NULL
 );
 CREATE INDEX quarantine_by_message ON quarantine (message);
 

@@ -17,11 +17,11 @@ import { filtersContent, matchesContent } from '../message-filter.js';
 import { CHUNKS_PER_READ } from './chunks.js';
 import { indexedMessageId, storable } from './message-row.js';
 import { PgMessageWriter, type WriterContext } from './message-writer.js';
-import { checkDatabase, databaseName } from './migrate.js';
+import { checkDatabase } from './migrate.js';
 import { PgLeases } from './leases.js';
 import { PgQueueClaims } from './queue-claims.js';
 import { PgNotices } from './notices.js';
-import { DEFAULT_MAX_CONNECTIONS, isPostgresFailure, openPools, type Pools } from './pool.js';
+import { DEFAULT_MAX_CONNECTIONS, databaseName, isPostgresFailure, openPools, type Pools } from './pool.js';
 import { PgQuarantineSpool, deleteQuarantined, getQuarantined, listQuarantine, openQuarantined } from './quarantine.js';
 import * as records from './records.js';
 import { deleteMessage, deleteMessagesBefore } from './retention.js';
@@ -67,10 +67,10 @@ export class PgStore implements Store {
   readonly #notices: PgNotices;
   #closing: Promise<void> | undefined;
 
-  private constructor(opts: PgStoreOptions, pools: Pools, logger: StoreLogger) {
+  private constructor(opts: PgStoreOptions, where: string, pools: Pools, logger: StoreLogger) {
     this.dir = opts.dir;
     this.node = opts.node;
-    this.where = databaseName(opts.url);
+    this.where = where;
     this.#pools = pools;
     this.leases = new PgLeases(pools.commits, opts.node);
     this.queueClaims = new PgQueueClaims(pools.commits, opts.node);
@@ -90,7 +90,7 @@ export class PgStore implements Store {
     const pools = openPools(opts.url, opts.maxConnections ?? DEFAULT_MAX_CONNECTIONS, logger);
     try {
       await checkDatabase(pools.commits, { where, node: opts.node, createIfEmpty: opts.createIfEmpty, logger });
-      const store = new PgStore(opts, pools, logger);
+      const store = new PgStore(opts, where, pools, logger);
       const swept = await sweepUnfinished(pools.commits, opts.node, logger);
       logger.info({ where, swept }, `store opened; swept ${swept} unfinished write(s)`);
       return store;
@@ -291,7 +291,7 @@ export class PgStore implements Store {
     return records.appendAudit(this.#pools.commits, entry);
   }
 
-  listAudit(opts: { limit?: number; since?: Date } = {}): Promise<AuditEntry[]> {
+  listAudit(opts: { limit?: number; since?: Date; before?: string } = {}): Promise<AuditEntry[]> {
     return records.listAudit(this.#pools.commits, opts);
   }
 

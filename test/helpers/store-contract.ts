@@ -359,6 +359,18 @@ export function storeContract(name: string, factory: StoreFactory): void {
     assert.ok((await buffer(store.openRaw(b1.messageId))).equals(Buffer.from('placeholder\r\n')), 'the message keeps its placeholder');
   });
 
+  contract('a quarantine record with a NUL in its file name and evidence commits with its message and reads back as it was', async (store) => {
+    const id = newMessageId();
+    const spool = store.createQuarantineSpool(`${id}.1`);
+    await spool.write(Buffer.from('MZ'));
+    await spool.close();
+    // A NUL decoded from an RFC 2231 file name (%00) or an archive entry's name: the message must still be stored.
+    const record = { ...quarantineRecord(spool.id, id, 2), fileName: 'invoice\x00.exe', evidence: ['name invoice\x00.exe', 'entry a\x00b'] };
+    await storeMessage(store, Buffer.from('placeholder\r\n'), [{ type: 'quarantine', record }], id);
+    assert.deepEqual(await store.getQuarantined(record.id), record);
+    assert.deepEqual(await store.listQuarantine({ messageId: id }), [record]);
+  });
+
   contract('quarantine spool: replays from an offset, and a discard removes the bytes', async (store) => {
     const id = newMessageId();
     const writer = store.createMessageWriter(id);
@@ -471,6 +483,11 @@ export function storeContract(name: string, factory: StoreFactory): void {
     // `since` is the time the entry was recorded; all three were just now.
     assert.deepEqual(await store.listAudit({ since: new Date(Date.now() + 60_000) }), []);
     assert.equal((await store.listAudit({ since: new Date(Date.now() - 60_000) })).length, 3);
+    // Paging: each page starts below the last id of the one before.
+    assert.deepEqual(await store.listAudit({ before: third.id }), [second, first]);
+    assert.deepEqual(await store.listAudit({ before: third.id, limit: 1 }), [second]);
+    assert.deepEqual(await store.listAudit({ before: first.id }), []);
+    assert.deepEqual(await store.listAudit({ before: third.id, since: new Date(Date.now() + 60_000) }), []);
   });
 
   contract('deleting a message removes its bytes (rewritten ones too), index entry and quarantined attachments; its fetched record stays', async (store) => {
@@ -985,7 +1002,8 @@ export function sampleMeta(id: string, over: Partial<MessageMeta> = {}): Message
   };
 }
 
-function queueEntry(id: string): QueueEntry {
+/** An outbound queue entry for message ID, one recipient pending. */
+export function queueEntry(id: string): QueueEntry {
   return {
     id,
     kind: 'outbound',
