@@ -4,6 +4,8 @@
  * on node A. What an admin sees: A's CLI answers which node fetches the mailbox, B's log says it
  * stopped and started again, both nodes list the same state, `mailgate nodes` lists both, and a
  * node whose aliases differ from another's says so in its log.
+ *
+ * @store-pinned: its nodes name their own PostgreSQL (test/helpers/fleet.ts).
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';

@@ -1,8 +1,14 @@
+/**
+ * `npm run bench` end to end, quickly: every section and peer prints its line.
+ *
+ * @store-pinned: the bench names each peer's store itself, and is run without MAILGATE_TEST_STORE.
+ */
 import { test, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import path from 'node:path';
 import { projectRoot } from './helpers/paths.js';
+import { SHARED_CLUSTER_ENV } from './helpers/postgres.js';
 import { peerLabels } from './bench/peers.js';
 import { ensureHaraka, ensurePostfixTools } from './bench/tools.js';
 
@@ -18,7 +24,9 @@ before(async () => {
 
 function runBench(args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [path.join(projectRoot, 'dist', 'test', 'bench', 'run.js'), ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    // The bench names each peer's store itself: the suite's choice of store is not passed on.
+    const { MAILGATE_TEST_STORE: _store, [SHARED_CLUSTER_ENV]: _cluster, ...env } = process.env;
+    const child = spawn(process.execPath, [path.join(projectRoot, 'dist', 'test', 'bench', 'run.js'), ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));

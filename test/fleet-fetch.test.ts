@@ -4,6 +4,8 @@
  * SIGKILLed mid-fetch, it loses the lease after `[retriever] lease_ttl` and the other node takes
  * the mailbox over. Each message is stored exactly once, byte for byte, and the mailbox ends
  * empty, every message moved to Processed.
+ *
+ * @store-pinned: its nodes name their own PostgreSQL (test/helpers/fleet.ts).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

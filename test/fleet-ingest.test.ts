@@ -4,6 +4,8 @@
  * and PostgreSQL stopped and started under ingest from several clients: while it is down the
  * clients are told 451 4.3.0 (try again), both gateways serve again once it is back without a
  * restart, nothing answered 250 is lost and nothing is stored twice.
+ *
+ * @store-pinned: its nodes name their own PostgreSQL (test/helpers/fleet.ts).
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';

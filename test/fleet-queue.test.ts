@@ -9,6 +9,8 @@
  * node's record of it (as in test/queue-crash.test.ts, within KILL_MOMENT_MS of it), or (2) the
  * node that sent the first had lost its claim by then (a pause past claim_ttl, which a short
  * lease on a loaded machine makes happen) and logged that its record was refused.
+ *
+ * @store-pinned: its nodes name their own PostgreSQL (test/helpers/fleet.ts).
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

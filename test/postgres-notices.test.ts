@@ -2,6 +2,8 @@
  * Notices between nodes on PostgreSQL (storage/postgres/notices.ts): one node's notify reaches
  * another's handlers through LISTEN/NOTIFY, and after PostgreSQL restarts the listening node
  * listens again by itself (its log says so), so notices reach it without a restart of mailgate.
+ *
+ * @store-pinned: its stores are on a cluster of its own.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';

@@ -4,6 +4,8 @@
  * store of its own standing in for the shared PostgreSQL store (PgStore comes at the merge;
  * LevelDB does not fence records, so what these tests show is the retriever's own part:
  * which mailboxes it fetches, and no move or delete without the lease).
+ *
+ * @store-pinned: it opens LevelDB and a PostgreSQL of its own by name.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';

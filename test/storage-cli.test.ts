@@ -2,6 +2,8 @@
  * `mailgate storage migrate` against a real PostgreSQL (test/helpers/postgres.ts), the checks a
  * node makes before it uses a database, and `mailgate storage copy` from LevelDB into a new
  * LevelDB directory and into PostgreSQL, everything compared through the storage interface.
+ *
+ * @store-pinned: each config it writes names its store.
  */
 import { after, before, test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';

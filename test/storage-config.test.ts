@@ -2,6 +2,8 @@
  * `[storage]` and `[node]` (issue 16): LevelDB when absent, a PostgreSQL URL checked at load with
  * file, line and key, the password from `${ENV}` or sealed, and the node's name in the logs and
  * metrics. The database itself is test/storage-cli.test.ts's.
+ *
+ * @store-pinned: each config it checks names its store.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

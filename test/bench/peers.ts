@@ -91,7 +91,9 @@ async function waitForPort(port: number, child: ChildProcess, what: string, outp
 export async function startMailgate(opts: { toml?: string; nodeArgs?: string[]; cli?: string } = {}): Promise<Peer & { dir: string }> {
   const { dir, cleanup } = await tempDir('mailgate-bench-');
   const configFile = path.join(dir, 'mailgate.toml');
-  await writeFile(configFile, testConfigText(dir, opts.toml ?? partitionPolicyToml));
+  // LevelDB unless the TOML names a PostgreSQL: the bench picks each peer's store itself, whatever
+  // MAILGATE_TEST_STORE the suite runs with.
+  await writeFile(configFile, testConfigText(dir, opts.toml ?? partitionPolicyToml, { store: 'leveldb' }));
   const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), opts.cli ?? cliPath, 'serve', '--config', configFile], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });

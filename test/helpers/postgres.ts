@@ -18,19 +18,15 @@ import { freePorts } from './ports.js';
 const run = promisify(execFile);
 
 /** A PostgreSQL cluster running for a test. */
-export interface TestPostgres {
+export interface TestPostgres extends TestDatabases {
   host: '127.0.0.1';
   port: number;
   /** The superuser (`mailgate`, trusted on loopback: no password). */
   user: string;
   /** The cluster's data directory (its log is `DIR/postgres.log`). */
   dir: string;
-  /** A connection URL to database NAME. */
-  url(database: string): string;
   /** Creates an empty database (a fresh name unless given) and resolves to its URL. */
   createDatabase(name?: string): Promise<string>;
-  /** The same, synchronously (one run of the cluster's own psql, ~50 ms): for code that cannot await. */
-  createDatabaseSync(name: string): string;
   /** A pool on URL, ended by `stop()` before the server goes (a pool's idle client would fail on a stopped server). */
   pool(url: string, max?: number): pg.Pool;
   /**
@@ -116,6 +112,54 @@ function processRuns(pid: number): boolean {
   }
 }
 
+/**
+ * Databases made synchronously on a cluster that is running: the databases a test process
+ * names in the configs it writes (test/helpers/test-store.ts).
+ */
+export interface TestDatabases {
+  /** A connection URL to database NAME. */
+  url(database: string): string;
+  /** Creates database NAME (one run of the cluster's psql, ~0.1 s) and returns its URL. */
+  createDatabaseSync(name: string): string;
+  /** Drops databases NAMES, ending their sessions: for `process.on('exit')`. */
+  dropDatabasesSync(names: string[]): void;
+}
+
+/**
+ * The environment variable through which test/run-postgres.ts hands one cluster to every test
+ * process of a run (`postgres://USER@127.0.0.1:PORT`), so that each test file does not pay an
+ * initdb and a server start of its own (about 5 s).
+ */
+export const SHARED_CLUSTER_ENV = 'MAILGATE_TEST_POSTGRES';
+
+/** Databases on the cluster at URL (`postgres://USER@HOST:PORT`), which someone else runs and stops. */
+export function attachPostgres(url: string): TestDatabases {
+  const { hostname, port, username } = new URL(url);
+  if (!hostname || !port || !username) throw new Error(`${SHARED_CLUSTER_ENV}: expected postgres://USER@HOST:PORT, got ${url}`);
+  return databasesOn(postgresBin()!, hostname, Number(port), username);
+}
+
+function databasesOn(bin: string, host: string, port: number, user: string): TestDatabases {
+  const url = (database: string) => `postgres://${user}@${host}:${port}/${database}`;
+  // Each -c is a statement of its own: CREATE and DROP DATABASE cannot run in a transaction.
+  // FILE_COPY: copying template1's files is quicker than writing them through the WAL, the
+  // default since PostgreSQL 15, for databases as small as these.
+  const psql = (statements: string[]) =>
+    execFileSync(path.join(bin, 'psql'), ['-q', '-h', host, '-p', String(port), '-U', user, '-d', 'postgres', ...statements.flatMap((s) => ['-c', s])], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+  return {
+    url,
+    createDatabaseSync(name) {
+      psql([`CREATE DATABASE "${name}" STRATEGY FILE_COPY`]);
+      return url(name);
+    },
+    dropDatabasesSync(names) {
+      if (names.length > 0) psql(names.map((n) => `DROP DATABASE IF EXISTS "${n}" WITH (FORCE)`));
+    },
+  };
+}
+
 /** Starts a private cluster; call `stop()` in `after`/`t.after`. */
 export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPostgres> {
   await ensurePostgres();
@@ -197,15 +241,9 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPos
     port,
     user,
     dir,
-    url,
     query,
     createDatabase,
-    createDatabaseSync(name) {
-      execFileSync(path.join(bin, 'psql'), ['-q', '-h', '127.0.0.1', '-p', String(port), '-U', user, '-d', 'postgres', '-c', `CREATE DATABASE "${name}"`], {
-        stdio: ['ignore', 'ignore', 'pipe'],
-      });
-      return url(name);
-    },
+    ...databasesOn(bin, '127.0.0.1', port, user),
     pool,
     async createMailgateDatabase(max) {
       const created = await createDatabase();

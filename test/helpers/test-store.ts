@@ -1,10 +1,10 @@
 /**
  * Which store the suite runs on: LevelDB in each test's data directory (the default), or with
- * `MAILGATE_TEST_STORE=postgres` a PostgreSQL database per data directory, on one private
- * cluster per test file (test/helpers/postgres.ts), started when this module is first loaded
- * and removed when the test process exits. Tests that configure a gateway through
- * `testConfigText` (helpers/gateway.ts) and open its store through `openTestStore` run on
- * either; tests of LevelDB itself open it by name and stay on it.
+ * `MAILGATE_TEST_STORE=postgres` a PostgreSQL database per data directory, on the cluster
+ * test/run-postgres.ts runs for the whole run, or on one of the test file's own (testCluster).
+ * Tests that configure a gateway through `testConfigText` (helpers/gateway.ts) and open its
+ * store through `openTestStore` run on either; tests of LevelDB itself open it by name and
+ * stay on it.
  */
 import { createHash } from 'node:crypto';
 import path from 'node:path';
@@ -12,19 +12,35 @@ import pg from 'pg';
 import { LevelStore } from '../../storage/leveldb/store.js';
 import { openStore } from '../../storage/open.js';
 import type { Store } from '../../storage/store.js';
-import { startPostgres, type TestPostgres } from './postgres.js';
+import { attachPostgres, SHARED_CLUSTER_ENV, startPostgres, type TestDatabases } from './postgres.js';
 
 /** `postgres` when the suite runs on PostgreSQL. */
 export const testStoreKind: 'leveldb' | 'postgres' = process.env.MAILGATE_TEST_STORE === 'postgres' ? 'postgres' : 'leveldb';
 if (process.env.MAILGATE_TEST_STORE && !['postgres', 'leveldb'].includes(process.env.MAILGATE_TEST_STORE))
   throw new Error(`MAILGATE_TEST_STORE: expected postgres or leveldb, got ${process.env.MAILGATE_TEST_STORE}`);
 
-// fsync off: the suite checks behaviour, not power loss; a crash of the server process
-// (`stopServer('immediate')`) keeps the WAL in the page cache either way. The bench keeps fsync on.
-const cluster: TestPostgres | undefined = testStoreKind === 'postgres' ? await startPostgres({ fsync: false }) : undefined;
-if (cluster) process.once('exit', () => cluster.stopSync());
-
 const created = new Set<string>();
+
+/**
+ * The cluster: the one test/run-postgres.ts started for the whole run (`npm run test:postgres`),
+ * whose databases this process drops as it exits; else one of this process's own (a file run
+ * by hand), removed as it exits. fsync off: the suite checks behaviour, not power loss; a crash
+ * of the server process (`stopServer('immediate')`) keeps the WAL in the page cache either
+ * way. The bench keeps fsync on.
+ */
+async function testCluster(): Promise<TestDatabases | undefined> {
+  if (testStoreKind !== 'postgres') return undefined;
+  const shared = process.env[SHARED_CLUSTER_ENV];
+  if (shared) {
+    const databases = attachPostgres(shared);
+    process.once('exit', () => databases.dropDatabasesSync([...created]));
+    return databases;
+  }
+  const own = await startPostgres({ fsync: false });
+  process.once('exit', () => own.stopSync());
+  return own;
+}
+const cluster = await testCluster();
 
 /**
  * The database of data directory DATA_DIR (made on first use): a name derived from the path,
