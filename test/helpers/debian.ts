@@ -25,7 +25,7 @@ export interface DebianPackages {
   before?: readonly string[];
   /**
    * The packages hold a daemon the install would start as a system service (PostgreSQL's
-   * cluster on 5432, Postfix on 25): the tests start their own, so service starts are refused
+   * cluster on 5432, Postfix on 25, Dovecot on 143 and 110): the tests start their own, so service starts are refused
    * for the install only. Default false.
    */
   noServiceStarts?: boolean;

@@ -85,6 +85,8 @@ export async function ensureDovecot(): Promise<void> {
     packages: PACKAGES,
     installed: dovecotInstalled,
     installedTest: '[ -x /usr/lib/dovecot/pop3 ] && [ -x /usr/lib/dovecot/imap ] && [ -x /usr/sbin/dovecot ]',
+    // Debian's package would start a system Dovecot on 143 and 110; the tests start their own.
+    noServiceStarts: true,
   });
 }
 
