@@ -14,10 +14,10 @@ test("the README's complete partition policy is policy/examples/partition.toml, 
   assert.equal(block, file);
 });
 
-test("the README's test line is what CI runs first, then the corpora suites", async () => {
+test("the README's test line is what CI runs first, then the store-dependent files on PostgreSQL and the corpora suites", async () => {
   const readme = await readFile(path.join(projectRoot, 'README.md'), 'utf8');
   const ci = await readFile(path.join(projectRoot, '.ci', 'run'), 'utf8');
   assert.match(readme, /^npm ci && npm test$/m);
   const commands = ci.split('\n').filter((l) => l && !l.startsWith('#') && !l.startsWith('set ') && !l.startsWith('cd '));
-  assert.deepEqual(commands, ['npm ci && npm test', 'npm run test:corpora']);
+  assert.deepEqual(commands, ['npm ci && npm test', 'npm run test:postgres:store-dependent', 'npm run test:corpora']);
 });
