@@ -1,9 +1,10 @@
 import type { Readable, Transform, Writable } from 'node:stream';
-import { Splitter, Joiner } from '@zone-eu/mailsplit';
+import { Splitter, Joiner, type SplitterChunk } from '@zone-eu/mailsplit';
 import type { MessageContext, Stage } from './stage.js';
 import { SummaryCollector, type MessageSummary } from './summary.js';
 import { ContentFieldGuard } from '../mime/content-field-guard.js';
-import { StageChain, type NamedHandler } from './stage-chain.js';
+import { ChunkStage, StageChain, type NamedHandler } from './stage-chain.js';
+import { UnparsableMessage } from '../mime/unparsable.js';
 
 export { stageOf } from './stage-chain.js';
 
@@ -11,7 +12,7 @@ export { stageOf } from './stage-chain.js';
 export interface PipelineLimits {
   /** Largest header block of one MIME node, in bytes. */
   maxHeadSize: number;
-  /** Most child nodes one multipart may have (mailsplit and Haraka default: 1000). */
+  /** Most MIME nodes one message may have, its root included (mailsplit and Haraka default: 1000). */
   maxChildNodes: number;
 }
 
@@ -33,8 +34,14 @@ export async function runPipeline(
   limits: PipelineLimits = defaultPipelineLimits,
   output?: (chunk: Buffer) => void,
 ): Promise<MessageSummary> {
-  const splitter = new Splitter({ maxHeadSize: limits.maxHeadSize, maxChildNodes: limits.maxChildNodes });
-  const handlers: NamedHandler[] = [];
+  // The limit on MIME nodes is kept by the first handler of the chain, not by the splitter: the
+  // splitter parses a whole read at once (one read can hold a thousand part headers) while the
+  // chain takes the nodes in order a turn at a time, so a splitter's error would overtake the
+  // verdict of a stage on an earlier node (a 2000-deep nesting reported as too many parts or as
+  // too deep depending on how the bytes arrived). The splitter keeps ten times the limit, so that
+  // one read cannot make it hold an unbounded number of nodes.
+  const splitter = new Splitter({ maxHeadSize: limits.maxHeadSize, maxChildNodes: limits.maxChildNodes * 10 });
+  const handlers: NamedHandler[] = [{ name: 'MIME splitter', handler: new NodeLimit(limits.maxChildNodes) }];
   for (const stage of stages) {
     const handler = stage.create(ctx);
     if (handler) handlers.push({ name: stage.name, handler });
@@ -48,6 +55,24 @@ export async function runPipeline(
   if (output) joiner.on('data', output);
   await connected;
   return summary.summary;
+}
+
+/** Fails a message of more than MAX MIME nodes as mailsplit would, but in the order of the nodes (see runPipeline). */
+class NodeLimit extends ChunkStage {
+  #nodes = 0;
+  readonly #max: number;
+
+  constructor(max: number) {
+    super();
+    this.#max = max;
+  }
+
+  protected transform(chunk: SplitterChunk): void | Promise<void> {
+    if (chunk.type === 'node' && ++this.#nodes > this.#max) {
+      throw new UnparsableMessage('too_many_parts', `More MIME parts than the splitter allows (more than ${this.#max} nodes)`);
+    }
+    return this.push(chunk);
+  }
 }
 
 /**
