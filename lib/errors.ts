@@ -274,6 +274,14 @@ export const storeErrors = {
   queueEntryNotFound: entry('QUEUE_ENTRY_NOT_FOUND', {}, (id: string) => `no queued message with id ${id}`),
   /** Several nodes: this node's claim on a queued message expired and another node took it; this node's attempt is not recorded (the holder retries). */
   queueClaimLost: entry('QUEUE_CLAIM_LOST', {}, (id: string) => `This node no longer holds the claim on queued message ${id}: another node delivers it now`),
+  /**
+   * Several nodes: another `mailgate serve` holds this node's name on the database (leases and
+   * queue claims are held by name, so two processes under one name would fetch and send the same mail).
+   */
+  nodeNameInUse: entry('NODE_NAME_IN_USE', {}, (node: string, where: string, holder: { host?: string; pid?: number } = {}) => {
+    const who = [holder.host === undefined ? '' : `host ${holder.host}`, holder.pid === undefined ? '' : `pid ${holder.pid}`].filter((s) => s !== '');
+    return `Node name ${node} is in use by another mailgate serve on ${where}${who.length ? ` (${who.join(', ')})` : ''}: give each node its own [node] name; if that node is gone, its database session ends with it and the name is free again`;
+  }),
   /** A message still in the outbound queue cannot be deleted: it has yet to be sent (retention and `messages delete`). */
   messageQueued: entry(
     'MESSAGE_QUEUED',

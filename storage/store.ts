@@ -7,6 +7,7 @@
  * is the contract every implementation must pass.
  */
 import type { Readable, Writable } from 'node:stream';
+import type { MailgateError } from '../lib/errors.js';
 import type { AliasState, AuditEntry, DeliveryRecord, FetchedKey, FetchedRecord, MessageMeta, QuarantineRecord, QueueEntry } from './records.js';
 
 /**
@@ -397,6 +398,18 @@ export interface Store {
    * message, which was not at fault.
    */
   isStoreFailure(err: unknown): boolean;
+
+  /**
+   * Holds this node's name (`[node] name`) for this process until the store closes. `serve`
+   * takes it before anything works under the name, since leases, queue claims and unfinished
+   * writes are recorded by name; CLI commands, which open the store under the same name, do
+   * not. Rejects with `NODE_NAME_IN_USE` when another process holds it. On a shared store the
+   * hold lives on a database connection of its own: lost, it is taken again once the database
+   * answers, and ONTAKEN is called (once) if another process took the name meanwhile; this
+   * process must then stop working under it. LevelDB: resolves at once (its data directory is
+   * one process's already: `STORE_LOCKED`, and two LevelDB nodes with one name share nothing).
+   */
+  holdNodeName(onTaken: (err: MailgateError) => void): Promise<void>;
 
   /** Waits for writes in progress, then closes the store. Safe to call twice. */
   close(): Promise<void>;

@@ -12,6 +12,19 @@ export function serveCommand(): Command {
     const storeWhere = config.storage ? { postgres: databaseName(config.storage.postgres) } : {};
     logger.info({ config: file ?? 'built-in defaults', data_dir: config.data_dir, ...storeWhere }, 'starting mailgate');
     const store = await openOwnStore(config, (cause) => errors.gatewayRunning(config.data_dir, cause), { logger });
+    // Before anything works under the name (the dispatcher frees this name's queue claims as its
+    // previous run's): a second serve with the name is refused here (NODE_NAME_IN_USE).
+    let nameTaken: ((err: Error) => void) | undefined;
+    let takenMeanwhile: Error | undefined;
+    await store
+      .holdNodeName((err) => {
+        takenMeanwhile = err;
+        nameTaken?.(err);
+      })
+      .catch(async (err: unknown) => {
+        await store.close();
+        throw err;
+      });
     // Loaded here, not at the top: every other command would pay for the whole gateway.
     const { startGateway } = await import('../gateway.js');
     const gateway = await startGateway({ config, store, logger }).catch(async (err: unknown) => {
@@ -41,10 +54,19 @@ export function serveCommand(): Command {
       };
       process.once('SIGTERM', () => stop('SIGTERM'));
       process.once('SIGINT', () => stop('SIGINT'));
+      // Another process took the name while the database connection holding it was lost: it
+      // has freed this name's queue claims and will fetch its mailboxes, so this one stops
+      // rather than send or fetch the same mail.
+      nameTaken = (err) => {
+        logger.error({ err, code: (err as { code?: string }).code }, `stopping: ${(err as { sentence?: string }).sentence ?? err.message}`);
+        resolve();
+      };
+      if (takenMeanwhile) nameTaken(takenMeanwhile);
     });
     await gateway.stop();
     await store.close();
     logger.info('mailgate stopped');
     logger.flush();
+    if (takenMeanwhile) process.exitCode = 1;
   });
 }

@@ -426,8 +426,9 @@ export class Dispatcher implements QueueWorker {
   /** Held entries are tried once at start, as on one node; everything else comes by polling. */
   async #startShared(): Promise<void> {
     const queued = await this.#deps.store.listQueue();
-    // Claims under this node's name are its previous run's (a node name is one process): that
-    // run is gone (a crash, a SIGKILL), so they are free now rather than when their lease ends.
+    // Claims under this node's name are its previous run's (serve holds the name, so no other
+    // live process has it: Store.holdNodeName): that run is gone (a crash, a SIGKILL), so they
+    // are free now rather than when their lease ends.
     await this.#claims!.release(queued.map((e) => e.id));
     const held = queued.filter((e) => e.held !== undefined);
     for (const entry of held) this.#schedule(entry, true);

@@ -463,6 +463,11 @@ export class LevelStore implements Store {
     return this.#notices.add(handler);
   }
 
+  /** Nothing to take: LevelDB's LOCK already makes the data directory, and so the store, this process's alone. */
+  holdNodeName(): Promise<void> {
+    return Promise.resolve();
+  }
+
   /** Waits for commits begun before it, then closes the database. Safe to call twice. */
   close(): Promise<void> {
     this.#closing ??= (async () => {

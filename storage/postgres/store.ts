@@ -11,7 +11,7 @@ import { Readable } from 'node:stream';
 import type { AliasState, AuditEntry, DeliveryRecord, FetchedKey, FetchedRecord, MessageMeta, QuarantineRecord, QueueEntry } from '../records.js';
 import type { DeletedMessages, ListOptions, Notice, Store } from '../store.js';
 import type { StoreLogger } from '../store.js';
-import { storeErrors } from '../../lib/errors.js';
+import { storeErrors, type MailgateError } from '../../lib/errors.js';
 import { idFloor, isMessageId } from '../ids.js';
 import { filtersContent, matchesContent } from '../message-filter.js';
 import { CHUNKS_PER_READ } from './chunks.js';
@@ -21,6 +21,7 @@ import { checkDatabase } from './migrate.js';
 import { PgLeases } from './leases.js';
 import { PgQueueClaims } from './queue-claims.js';
 import { PgNotices } from './notices.js';
+import { PgNodeName } from './node-name.js';
 import { DEFAULT_MAX_CONNECTIONS, databaseName, isPostgresFailure, openPools, type Pools } from './pool.js';
 import { PgQuarantineSpool, deleteQuarantined, getQuarantined, listQuarantine, openQuarantined } from './quarantine.js';
 import * as records from './records.js';
@@ -65,6 +66,8 @@ export class PgStore implements Store {
   readonly #rewriteLocks = new MessageLocks();
   /** Notices to and from the other nodes (LISTEN/NOTIFY). */
   readonly #notices: PgNotices;
+  /** This process's hold on the node's name, once `serve` takes it. */
+  readonly #nodeName: PgNodeName;
   #closing: Promise<void> | undefined;
 
   private constructor(opts: PgStoreOptions, where: string, pools: Pools, logger: StoreLogger) {
@@ -75,6 +78,7 @@ export class PgStore implements Store {
     this.leases = new PgLeases(pools.commits, opts.node);
     this.queueClaims = new PgQueueClaims(pools.commits, opts.node);
     this.#notices = new PgNotices(opts.url, opts.node, pools.commits, logger);
+    this.#nodeName = new PgNodeName(opts.url, opts.node, where, logger);
     this.#ctx = { pools, node: opts.node, spoolMarks: new Set(), commits: new Set(), background: new Set(), leftovers: new Set() };
   }
 
@@ -353,6 +357,13 @@ export class PgStore implements Store {
     return this.#notices.listening();
   }
 
+  // One process per node name (node-name.ts).
+
+  holdNodeName(onTaken: (err: MailgateError) => void): Promise<void> {
+    this.#assertOpen();
+    return this.#nodeName.hold(onTaken);
+  }
+
   /** Waits for commits in progress and bytes in flight, then closes the connections. Safe to call twice. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
@@ -360,6 +371,8 @@ export class PgStore implements Store {
       await Promise.allSettled(this.#ctx.background);
       await this.#notices.close();
       await Promise.allSettled([this.#pools.commits.end(), this.#pools.bytes.end()]);
+      // Last: the name is given up once nothing more is written under it.
+      await this.#nodeName.close();
     })();
     return this.#closing;
   }
