@@ -255,6 +255,8 @@ export interface AliasState {
   changedAt: string;
   /** Who made the last change of status. */
   changedBy: AliasChangedBy;
+  /** With several nodes: the node on which an admin made it (its `[node] name`), for the holder's log. */
+  changedOn?: string;
   /** ISO time of the retriever's next attempt while inactive; absent when only an admin can bring it back. */
   retryAt?: string;
   /** Fingerprint of the `[alias.incoming]` settings the state was reached with: an edited table starts afresh. */

@@ -319,6 +319,13 @@ export interface Store {
   notify(topic: string, payload: Record<string, unknown>): Promise<void>;
   /** Calls HANDLER with every notice from now on, until the returned function is called. */
   onNotice(handler: (notice: Notice) => void): () => void;
+  /**
+   * Calls HANDLER each time this node starts listening for notices: the first time, and again
+   * after every loss of the listening connection (a PostgreSQL restart, a failover). Notices
+   * sent while it was not listening were missed, so a handler reads again, from the store,
+   * what they would have told. Never called on a store of one process: its notices cannot be lost.
+   */
+  onNoticesResumed(handler: () => void): () => void;
 
   // Alias health.
 

@@ -3,13 +3,17 @@
  * mailbox, and the notices by which an admin on any node reaches the node that holds a
  * mailbox or is delivering a queued message. What an admin asks is recorded in the store
  * first (so a node that takes the mailbox or the entry later finds it there); the notice only
- * makes the holder apply it now.
+ * makes the holder apply it now. A node that was not listening (its LISTEN connection lost)
+ * catches up when it listens again: it reads the alias states and applies an admin's change it
+ * missed. A missed retry needs no catch-up: every node polls the shared queue for due entries
+ * every few seconds, so the entry is tried at its next scheduled attempt instead of at once.
  */
 import type { Logger } from 'pino';
 import type { Notice, Store } from '../../storage/store.js';
 import type { AliasStatus } from '../../storage/records.js';
 import type { AliasConfig, Config } from '../config/schema.js';
 import { mailboxIdentity } from '../fetch/recipients.js';
+import { unheardAdminChangeFields, unheardAdminChangeText } from '../fetch/alias-health.js';
 import type { Retriever } from '../fetch/retriever.js';
 import { retryQueued, type QueueWorker } from '../dispatch/queue-actions.js';
 
@@ -84,7 +88,30 @@ export function followAdminNotices(deps: NoticeFollowerDeps): () => void {
       logger.info({ msg_id: id, from }, `queued message retried by an admin on node ${from}`);
     }
   };
-  return store.onNotice((notice) => {
+  const stopNotices = store.onNotice((notice) => {
     apply(notice).catch((err: unknown) => logger.warn({ err, topic: notice.topic, from: notice.from }, "could not apply another node's admin notice"));
   });
+  const stopResumed = store.onNoticesResumed(() => {
+    catchUpAliasChanges(deps).catch((err: unknown) =>
+      logger.warn(
+        { err },
+        "could not read the alias states after listening again for other nodes' notices; an admin's change made meanwhile waits for the next",
+      ),
+    );
+  });
+  return () => {
+    stopNotices();
+    stopResumed();
+  };
+}
+
+/**
+ * After a time this node could not hear notices: the admin changes to the aliases it fetches
+ * that were recorded meanwhile and not applied here are applied now, each logged once.
+ */
+async function catchUpAliasChanges(deps: NoticeFollowerDeps): Promise<void> {
+  const retriever = deps.retriever();
+  if (!retriever || retriever.aliases.length === 0) return;
+  const applied = await retriever.catchUp(await deps.store.listAliasStates());
+  for (const [alias, state] of applied) deps.logger.info(unheardAdminChangeFields(alias, state), unheardAdminChangeText(alias, state));
 }

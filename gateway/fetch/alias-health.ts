@@ -32,6 +32,10 @@ export interface HealthDeps {
 /**
  * One alias's health, in memory and in the store. The retriever's worker is its only writer
  * while the gateway runs (admin changes reach it through the worker), so no write is lost.
+ * With several nodes, an admin on another node records the change in the store and then
+ * notifies this one; a notice can be missed (storage/store.ts, Notice), so before writing its
+ * own state the worker reads the store and takes in an admin's change it has not applied
+ * rather than overwrite it.
  */
 export class AliasHealth {
   #state: AliasState;
@@ -83,9 +87,11 @@ export class AliasHealth {
 
   /** A connection and poll succeeded: failures back to 0, and active again if the retriever had made it inactive. */
   async succeeded(): Promise<void> {
+    if (this.#state.status === 'active' && this.#state.failures === 0) return;
+    if (await this.#adminChangedMeanwhile()) return;
     const s = this.#state;
-    if (s.status === 'active' && s.failures === 0) return;
-    // A poll that was under way when an admin deactivated the alias does not undo the admin.
+    // A poll that was under way when an admin deactivated the alias (here or, recorded
+    // meanwhile, on another node) does not undo the admin.
     if (s.status === 'inactive' && s.changedBy === 'admin') return;
     const next: AliasState = { status: 'active', failures: 0, changedAt: s.changedAt, changedBy: s.changedBy, configHash: incomingHash(this.#server) };
     if (s.status === 'inactive') {
@@ -104,6 +110,8 @@ export class AliasHealth {
   async failed(err: unknown, kind: FetchFailureKind): Promise<void> {
     const { recovery, reason } = fetchFailures[kind];
     if (recovery === 'ours') return;
+    // An admin's reset, or deactivation, recorded meanwhile on another node wins over this count.
+    if (await this.#adminChangedMeanwhile()) return;
     const s = this.#state;
     const failures = s.failures + 1;
     const lastError = errorText(err);
@@ -140,6 +148,38 @@ export class AliasHealth {
     };
     await this.#change(next, 'info', `alias ${status === 'active' ? 'activated' : 'deactivated'} by an admin`);
     return this.state;
+  }
+
+  /**
+   * Takes in STORED when it is an admin's record this worker does not hold (made on another
+   * node, its notice missed or not yet arrived). Returns it when it changes the status (the
+   * caller logs it and wakes the worker); one that only resets the failures is taken in quietly.
+   */
+  adoptAdminChange(stored: AliasState | undefined): AliasState | undefined {
+    const s = this.#state;
+    // By content, not by clock (nodes' clocks may differ): the worker's own writes are what it
+    // holds, so an admin's record that differs from it is one the worker never applied.
+    if (!stored || stored.changedBy !== 'admin' || (s.changedBy === 'admin' && s.changedAt === stored.changedAt && s.status === stored.status))
+      return undefined;
+    this.#state = { ...stored };
+    if (s.status === stored.status) return undefined;
+    this.#deps.metrics?.inc('mailgate_alias_status_changes_total', {
+      alias: this.alias,
+      to: stored.status,
+      by: 'admin',
+      kind: stored.status === 'inactive' ? 'admin' : 'none',
+    });
+    return this.state;
+  }
+
+  /** Before the worker records its own state: true when an admin's change recorded meanwhile was taken in instead (and logged). */
+  async #adminChangedMeanwhile(): Promise<boolean> {
+    // One node on its own store: admin changes come only through this worker.
+    if (!this.#deps.store.leases.shared) return false;
+    const adopted = this.adoptAdminChange(await this.#deps.store.getAliasState(this.alias));
+    if (!adopted) return false;
+    this.#deps.logger.info(unheardAdminChangeFields(this.alias, adopted), unheardAdminChangeText(this.alias, adopted));
+    return true;
   }
 
   async #change(next: AliasState, level: 'info' | 'warn', msg: string): Promise<void> {
@@ -185,9 +225,26 @@ export async function setAliasStatusInStore(store: Store, alias: string, status:
     changedAt: new Date().toISOString(),
     changedBy: by,
     reason: status === 'active' ? 'activated by an admin' : 'deactivated by an admin',
+    ...(by === 'admin' ? adminNode(store) : {}),
   };
   await store.putAliasState(alias, next);
   return next;
+}
+
+/** With several nodes, the node an admin's change is made on, for the log of the node that applies it. */
+function adminNode(store: Store): { changedOn?: string } {
+  return store.leases.shared ? { changedOn: store.leases.node } : {};
+}
+
+/** The log line of an admin's change recorded on another node that this node applies late (its notice missed). */
+export function unheardAdminChangeText(alias: string, state: AliasState): string {
+  const on = state.changedOn ? `on node ${state.changedOn}` : 'on another node';
+  return `alias ${alias} ${state.status === 'active' ? 'activated' : 'deactivated'} by an admin ${on} while its notice was not reaching this node; applied now`;
+}
+
+/** The fields of that log line. */
+export function unheardAdminChangeFields(alias: string, state: AliasState): Record<string, unknown> {
+  return { alias, status: state.status, changed_at: state.changedAt, ...(state.changedOn ? { from: state.changedOn } : {}) };
 }
 
 function errorText(err: unknown): string {

@@ -127,6 +127,12 @@ export interface Retriever {
    * caller records the change in the store itself).
    */
   setStatus(alias: string, status: AliasStatus): Promise<AliasState | undefined>;
+  /**
+   * Several nodes, after notices may have been missed: of STATES (as recorded in the store, by
+   * alias), the admin changes to aliases this node fetches that it has not applied are taken
+   * in, their workers woken; returns them, by alias name.
+   */
+  catchUp(states: Readonly<Record<string, AliasState>>): Promise<Map<string, AliasState>>;
   /** The backlog of the alias's mailbox being worked (progress.ts); undefined when there is none or the retriever does not run the alias. */
   backfill(alias: string): Backfill | undefined;
 }
@@ -207,6 +213,11 @@ export function startRetriever(deps: RetrieverDeps): Retriever {
     async setStatus(alias, status) {
       const worker = running().find((w) => w.runs(alias));
       return worker ? worker.setStatus(alias, status) : undefined;
+    },
+    async catchUp(states) {
+      const applied = new Map<string, AliasState>();
+      for (const worker of running()) for (const [alias, state] of await worker.catchUp(states)) applied.set(alias, state);
+      return applied;
     },
     backfill: (alias) =>
       running()
@@ -298,6 +309,17 @@ class MailboxWorker {
     const state = await health.setByAdmin(status);
     this.#wakeUp();
     return state;
+  }
+
+  /** Admin changes among STATES that this mailbox's aliases have not applied: taken in, and the loop woken to pause or connect. */
+  async catchUp(states: Readonly<Record<string, AliasState>>): Promise<Map<string, AliasState>> {
+    const applied = new Map<string, AliasState>();
+    for (const [alias, health] of await this.#healths) {
+      const adopted = health.adoptAdminChange(states[alias]);
+      if (adopted) applied.set(alias, adopted);
+    }
+    if (applied.size > 0) this.#wakeUp();
+    return applied;
   }
 
   async stop(): Promise<void> {

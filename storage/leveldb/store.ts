@@ -468,6 +468,11 @@ export class LevelStore implements Store {
     return Promise.resolve();
   }
 
+  /** Notices within one process are never lost: nothing to resume. */
+  onNoticesResumed(): () => void {
+    return () => {};
+  }
+
   /** Waits for commits begun before it, then closes the database. Safe to call twice. */
   close(): Promise<void> {
     this.#closing ??= (async () => {

@@ -5,7 +5,8 @@
  * so a CLI command that only sends opens none. Lost (a PostgreSQL restart, a failover), it is
  * made again and LISTENs again, after a pause that grows to a few seconds while the database
  * is away; notices sent in between are missed, which is why what a notice asks is recorded in
- * the store before it is sent.
+ * the store before it is sent, and why each LISTEN that succeeds is told to the `onResumed`
+ * handlers: they read the store again for what they may have missed.
  */
 import pg from 'pg';
 import type { Notice, StoreLogger } from '../store.js';
@@ -23,6 +24,7 @@ export class PgNotices {
   readonly #pool: pg.Pool;
   readonly #logger: StoreLogger;
   readonly #handlers: NoticeHandlers;
+  readonly #resumed = new Set<() => void>();
   #client: pg.Client | undefined;
   #connecting: Promise<void> | undefined;
   #retryMs = FIRST_RETRY_MS;
@@ -46,6 +48,13 @@ export class PgNotices {
     const remove = this.#handlers.add(handler);
     if (!this.#client && !this.#connecting && !this.#closed) this.#connecting = this.#listen();
     return remove;
+  }
+
+  /** Calls HANDLER after each LISTEN that succeeds (the first, and each after a loss), until the returned function is called. */
+  onResumed(handler: () => void): () => void {
+    const own = () => handler();
+    this.#resumed.add(own);
+    return () => this.#resumed.delete(own);
   }
 
   /** Resolves once the LISTEN connection is up (tests; a node need not wait for it). */
@@ -91,6 +100,14 @@ export class PgNotices {
       this.#client = client;
       if (this.#retryMs > FIRST_RETRY_MS) this.#logger.info({ channel: NOTICE_CHANNEL }, "listening for other nodes' notices again");
       this.#retryMs = FIRST_RETRY_MS;
+      // Up from here, a notice reaches the handlers; what was sent before may have been missed.
+      for (const handler of [...this.#resumed]) {
+        try {
+          handler();
+        } catch (err) {
+          this.#logger.error({ err, channel: NOTICE_CHANNEL }, 'a handler of notices resumed failed');
+        }
+      }
     } catch (err) {
       if (!lost) {
         lost = true;

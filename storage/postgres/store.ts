@@ -352,6 +352,10 @@ export class PgStore implements Store {
     return this.#notices.onNotice(handler);
   }
 
+  onNoticesResumed(handler: () => void): () => void {
+    return this.#notices.onResumed(handler);
+  }
+
   /** Resolves once this node listens for notices (after a first onNotice). */
   noticesListening(): Promise<void> {
     return this.#notices.listening();
