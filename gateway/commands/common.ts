@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
 import { ageMs } from '../../lib/age.js';
-import { resolveConfig, type LoadedConfig } from '../config/load.js';
+import type { LoadedConfig } from '../config/load.js';
 import type { AliasConfig, Config } from '../config/schema.js';
-import { openAdminApi, type AdminApi } from '../admin/api.js';
+import type { AdminApi } from '../admin/api.js';
 
 /** A command line that makes no sense (bad option value); exits 2 like commander's own errors. */
 export class UsageError extends Error {}
@@ -14,8 +14,10 @@ export class UsageError extends Error {}
  * for them, `serve` with `secrets: 'required'` (all, as loading always did), others with
  * requireSecrets for the ones they use; the rest run with them unset.
  */
-export function commandConfig(cmd: Command, opts: { secrets?: 'required' } = {}): LoadedConfig {
+export async function commandConfig(cmd: Command, opts: { secrets?: 'required' } = {}): Promise<LoadedConfig> {
   const { config } = cmd.optsWithGlobals<{ config?: string }>();
+  // Imported when a command runs, not when the CLI starts: building the schema (zod) is a good part of a start.
+  const { resolveConfig } = await import('../config/load.js');
   return resolveConfig({ file: config, cwd: process.cwd(), secrets: opts.secrets ?? 'deferred' });
 }
 
@@ -51,7 +53,10 @@ export function parsePositive(name: string) {
  * lets go of it after.
  */
 export async function withAdminApi<T>(cmd: Command, run: (api: AdminApi) => Promise<T>, opts: { create?: boolean } = {}): Promise<T> {
-  const api = await openAdminApi(commandConfig(cmd), opts);
+  const loaded = await commandConfig(cmd);
+  // The store, the policy and the rest of the gateway that the admin API reaches: only for a command that runs.
+  const { openAdminApi } = await import('../admin/api.js');
+  const api = await openAdminApi(loaded, opts);
   try {
     return await run(api);
   } finally {
