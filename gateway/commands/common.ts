@@ -3,6 +3,7 @@ import { ageMs } from '../../lib/age.js';
 import type { LoadedConfig } from '../config/load.js';
 import type { AliasConfig, Config } from '../config/schema.js';
 import type { AdminApi } from '../admin/api.js';
+import { openAdminApi } from '../admin/open.js';
 
 /** A command line that makes no sense (bad option value); exits 2 like commander's own errors. */
 export class UsageError extends Error {}
@@ -53,10 +54,7 @@ export function parsePositive(name: string) {
  * lets go of it after.
  */
 export async function withAdminApi<T>(cmd: Command, run: (api: AdminApi) => Promise<T>, opts: { create?: boolean } = {}): Promise<T> {
-  const loaded = await commandConfig(cmd);
-  // The store, the policy and the rest of the gateway that the admin API reaches: only for a command that runs.
-  const { openAdminApi } = await import('../admin/api.js');
-  const api = await openAdminApi(loaded, opts);
+  const api = await openAdminApi(await commandConfig(cmd), opts);
   try {
     return await run(api);
   } finally {
