@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError } from 'commander';
-import { ConfigError } from '../lib/config-file/toml.js';
+import { ConfigError } from '../lib/config-file/problems.js';
 import { serveCommand } from './commands/serve.js';
 import { messagesCommand } from './commands/messages.js';
 import { configCommand } from './commands/config.js';
@@ -17,6 +17,11 @@ import { nodesCommand } from './commands/nodes.js';
 import { statusCommand } from './commands/status.js';
 import { storageCommand } from './commands/storage.js';
 import { UsageError } from './commands/common.js';
+
+// Each command module only defines its command (name, options, help); its action imports what it
+// runs when it runs, with `await import('...')` and a literal path (test/store-dependent.ts follows
+// those). So `--help`, or a script running one command in a loop, does not load the whole gateway
+// (the store, pg, the policy stages, zod schemas) at every start. Keep new commands that way.
 
 /** The version in package.json (compiled to dist/gateway/cli.js, two folders below it), so a release changes it in one place. */
 function packageVersion(): string {

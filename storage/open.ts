@@ -3,13 +3,11 @@
  * implementation stands behind the storage interface: LevelDB in the data directory, or
  * PostgreSQL (storage/postgres/) when `[storage] postgres` names a database.
  */
-import pg from 'pg';
 import type { Store } from './store.js';
 import { LevelStore, type StoreOptions } from './leveldb/store.js';
-import { PgStore } from './postgres/store.js';
 import { defaultNodeName } from './node-name.js';
-import { migrateDatabase, type MigrationResult } from './postgres/migrate.js';
-import { databaseName } from './postgres/pool.js';
+import type { MigrationResult } from './postgres/migrate.js';
+import { databaseName } from './postgres/database-name.js';
 
 export type { StoreOptions } from './leveldb/store.js';
 
@@ -38,6 +36,8 @@ export interface OpenStoreOptions extends Omit<StoreOptions, 'node'> {
 export async function openStore(dir: string, opts: OpenStoreOptions = {}): Promise<Store> {
   const { postgres, node = defaultNodeName(), createIfEmpty, ...rest } = opts;
   if (!postgres) return LevelStore.open(dir, { ...rest, node });
+  // The PostgreSQL client is loaded only for a store that is in PostgreSQL: a LevelDB one, and each CLI command on it, does without.
+  const { PgStore } = await import('./postgres/store.js');
   return PgStore.open({
     url: postgres.url,
     dir,
@@ -54,13 +54,15 @@ export function isDatabaseUrl(target: string): boolean {
 }
 
 /** The database URL without its password: how errors, logs and output name it. */
-export { databaseName } from './postgres/pool.js';
+export { databaseName } from './postgres/database-name.js';
 
 /**
  * Creates or upgrades mailgate's tables in the database at URL (`mailgate storage migrate`), on
  * one connection of its own; resolves to the version it ends at and the migrations it ran.
  */
 export async function migrateStore(url: string, opts: { node: string }): Promise<MigrationResult> {
+  const { default: pg } = await import('pg');
+  const { migrateDatabase } = await import('./postgres/migrate.js');
   const db = new pg.Pool({ connectionString: url, max: 1 });
   // A server that goes away while the connection idles is reported by the query that fails, not as a crash.
   db.on('error', () => {});

@@ -2,9 +2,10 @@
  * Every admin operation, defined once: messages, quarantine, aliases, queue, send, policy
  * test. `Admin` does them on a store, and on the running gateway's parts when it is given
  * them (retriever, dispatcher, policy, metrics). The running gateway serves its `Admin` on the
- * control socket (http-server.ts); a CLI command gets an AdminApi from openAdminApi: the
- * gateway's, through the socket (http-client.ts), while it runs and holds LevelDB's lock, or
- * its own `Admin` on the store when the gateway is stopped. The command cannot tell which.
+ * control socket (http-server.ts); a CLI command gets an AdminApi from openAdminApi (open.ts):
+ * the gateway's, through the socket (http-client.ts), while it runs and holds LevelDB's lock, or
+ * its own `Admin` on the store when the gateway is stopped (stoppedGatewayAdmin, here). The
+ * command cannot tell which.
  *
  * Inputs and outputs are plain: JSON-able records, a Readable for bytes, errors from the
  * catalogue (lib/errors.ts) with a code and a sentence. This file is the one place in
@@ -47,7 +48,7 @@ import { tryPolicy, type PolicyReport, type PolicyTestRequest } from './policy-t
 import { summarise, SUMMARY_SCAN_LIMIT, type GatewaySummary, type TrafficRow } from './summary.js';
 import { ALIAS_STATUS_NOTICE, QUEUE_RETRY_NOTICE, mailboxHolder, mailboxHolders, tell } from './fleet.js';
 import { sharedConfig, sharedDifferences } from './shared-config.js';
-import { adminClient, controlSocketPath, gatewayAnswers } from './http-client.js';
+import { controlSocketPath } from './http-client.js';
 
 // The stored records the operations answer with, named here so the commands need no storage import.
 export type { MessageMeta, QuarantineRecord, AliasState, AliasStatus, QueueEntry, DeliveryResult, AuditEntry, Store };
@@ -631,15 +632,13 @@ function withDecodedSizes(meta: MessageMeta, details: AttachmentDetail[]): Messa
 }
 
 /**
- * The admin API for a CLI command: the running gateway's, through its control socket, when it
- * answers there; otherwise this process's own on the stopped gateway's store, opened on first
+ * The admin API of a CLI command while the gateway is stopped (openAdminApi, open.ts, found no
+ * gateway answering on `socket`): this process's own on the gateway's store, opened on first
  * use (`create`: made when there is none yet, for commands that add to it, as `serve` would).
  * The policy, when an operation needs it, is read from the files as `serve` would read it.
  */
-export async function openAdminApi(loaded: LoadedConfig, opts: { create?: boolean } = {}): Promise<AdminApi> {
+export function stoppedGatewayAdmin(loaded: LoadedConfig, socket: string, opts: { create?: boolean } = {}): AdminApi {
   const { config } = loaded;
-  const socket = controlSocketPath(config.data_dir);
-  if (await gatewayAnswers(socket)) return adminClient(socket);
   let opened: Promise<Store | undefined> | undefined;
   let policy: PolicySet | undefined;
   return new Admin({

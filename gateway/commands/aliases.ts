@@ -31,7 +31,7 @@ export function aliasesCommand(): Command {
       )
       .argument('<name>', 'alias name')
       .action(async (name: string, _opts: unknown, cmd: Command) => {
-        const { config, file } = commandConfig(cmd);
+        const { config, file } = await commandConfig(cmd);
         const alias = knownAlias(config, name);
         if (status === 'active' && alias.status === 'inactive') {
           throw new UsageError(`alias ${name} has status = "inactive" in ${file ?? 'the configuration'}; set status = "active" there to fetch it`);
@@ -51,7 +51,7 @@ export function aliasesCommand(): Command {
     .argument('<name>', 'alias name')
     .option('--json', 'print JSON instead of text')
     .action(async (name: string, opts: { json?: boolean }, cmd: Command) => {
-      const alias = knownAlias(commandConfig(cmd).config, name);
+      const alias = knownAlias((await commandConfig(cmd)).config, name);
       if (!alias.incoming && !alias.outgoing) throw new UsageError(`alias ${name} has neither [alias.incoming] nor [alias.outgoing]: nothing to test`);
       // From where the gateway runs, with its secrets and tokens; or here, when it is stopped.
       const result = await withAdminApi(cmd, (api) => api.testAlias(name));

@@ -1,8 +1,9 @@
 import type { Command } from 'commander';
 import { ageMs } from '../../lib/age.js';
-import { resolveConfig, type LoadedConfig } from '../config/load.js';
+import type { LoadedConfig } from '../config/load.js';
 import type { AliasConfig, Config } from '../config/schema.js';
-import { openAdminApi, type AdminApi } from '../admin/api.js';
+import type { AdminApi } from '../admin/api.js';
+import { openAdminApi } from '../admin/open.js';
 
 /** A command line that makes no sense (bad option value); exits 2 like commander's own errors. */
 export class UsageError extends Error {}
@@ -14,8 +15,10 @@ export class UsageError extends Error {}
  * for them, `serve` with `secrets: 'required'` (all, as loading always did), others with
  * requireSecrets for the ones they use; the rest run with them unset.
  */
-export function commandConfig(cmd: Command, opts: { secrets?: 'required' } = {}): LoadedConfig {
+export async function commandConfig(cmd: Command, opts: { secrets?: 'required' } = {}): Promise<LoadedConfig> {
   const { config } = cmd.optsWithGlobals<{ config?: string }>();
+  // Imported when a command runs, not when the CLI starts: building the schema (zod) is a good part of a start.
+  const { resolveConfig } = await import('../config/load.js');
   return resolveConfig({ file: config, cwd: process.cwd(), secrets: opts.secrets ?? 'deferred' });
 }
 
@@ -51,7 +54,7 @@ export function parsePositive(name: string) {
  * lets go of it after.
  */
 export async function withAdminApi<T>(cmd: Command, run: (api: AdminApi) => Promise<T>, opts: { create?: boolean } = {}): Promise<T> {
-  const api = await openAdminApi(commandConfig(cmd), opts);
+  const api = await openAdminApi(await commandConfig(cmd), opts);
   try {
     return await run(api);
   } finally {

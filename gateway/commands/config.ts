@@ -2,13 +2,8 @@ import { readFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { Writable } from 'node:stream';
 import { Command } from 'commander';
-import { configJsonSchema, resolveConfig } from '../config/load.js';
-import { formatProblem } from '../../lib/config-file/toml.js';
-import { hashPassword } from '../config/password.js';
-import { clearSecrets, MISSING_KEY, sealSecret } from '../config/secrets.js';
-import { readSecretKey, SecretKeyError } from '../../lib/secret-box.js';
+import { formatProblem } from '../../lib/config-file/problems.js';
 import { UsageError } from './common.js';
-import { whoMayRelay } from '../smtp/recipient-rules.js';
 
 export function configCommand(): Command {
   const config = new Command('config').description('check the configuration, print its JSON Schema, hash passwords, seal secrets');
@@ -17,9 +12,12 @@ export function configCommand(): Command {
     .command('check')
     .description('validate a configuration file (default: --config, else ./mailgate.toml); exit 2 when invalid')
     .argument('[file]', 'configuration file')
-    .action((file: string | undefined, _opts: unknown, cmd: Command) => {
+    .action(async (file: string | undefined, _opts: unknown, cmd: Command) => {
       const globalFile = cmd.optsWithGlobals<{ config?: string }>().config;
       const path = file ?? globalFile;
+      const { resolveConfig } = await import('../config/load.js');
+      const { clearSecrets } = await import('../config/secrets.js');
+      const { whoMayRelay } = await import('../smtp/recipient-rules.js');
       // The file is checked, not this shell: secrets are often set only where the gateway runs.
       // Sealed secrets must open, though: the key is part of the setup, as the file is.
       const { config: cfg, file: found, unsetSecrets } = resolveConfig({ file: path, cwd: process.cwd(), secrets: 'check' });
@@ -45,7 +43,8 @@ export function configCommand(): Command {
   config
     .command('schema')
     .description('print the JSON Schema of the configuration file, for editors that validate and complete TOML')
-    .action(() => {
+    .action(async () => {
+      const { configJsonSchema } = await import('../config/load.js');
       process.stdout.write(JSON.stringify(configJsonSchema(), null, 2) + '\n');
     });
 
@@ -55,6 +54,7 @@ export function configCommand(): Command {
     .action(async () => {
       const password = await passwordLine();
       if (password === '') throw new UsageError('config hash-password: the password is empty');
+      const { hashPassword } = await import('../config/password.js');
       process.stdout.write(hashPassword(password) + '\n');
     });
 
@@ -65,6 +65,9 @@ export function configCommand(): Command {
     )
     .action(async (_opts: unknown, cmd: Command) => {
       const file = cmd.optsWithGlobals<{ config?: string }>().config;
+      const { resolveConfig } = await import('../config/load.js');
+      const { MISSING_KEY, sealSecret } = await import('../config/secrets.js');
+      const { readSecretKey, SecretKeyError } = await import('../../lib/secret-box.js');
       // Only secret_key_file is wanted from the file: its own secrets may be unset or sealed here.
       const { config: cfg } = resolveConfig({ file, cwd: process.cwd(), secrets: 'deferred' });
       let key: Buffer;

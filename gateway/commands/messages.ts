@@ -45,7 +45,7 @@ export function messagesCommand(): Command {
       const since = opts.since ? parseSince(opts.since) : undefined;
       const until = opts.until ? parseSince(opts.until, '--until') : undefined;
       // A mistyped alias name would list nothing, which reads as "no mail for it".
-      if (opts.alias !== undefined) knownAlias(commandConfig(cmd).config, opts.alias);
+      if (opts.alias !== undefined) knownAlias((await commandConfig(cmd)).config, opts.alias);
       await withAdminApi(cmd, async (api) => {
         const page = await api.listMessages({
           ...(opts.alias !== undefined ? { alias: opts.alias } : {}),

@@ -1,9 +1,6 @@
 import { createInterface } from 'node:readline';
 import { Command } from 'commander';
-import { errors } from '../../lib/errors.js';
-import { openOwnStore } from '../admin/api.js';
 import { commandConfig, UsageError } from './common.js';
-import { requireSecrets } from '../config/load.js';
 
 /** Redirect URI registered for the app ("Mobile and desktop applications" in Entra ID accepts http://localhost). */
 const DEFAULT_REDIRECT = 'http://localhost';
@@ -20,12 +17,15 @@ export function oauthCommand(): Command {
     .option('--code <code>', 'the authorization code or the whole redirect URL (default: read from stdin)')
     .option('--redirect-uri <uri>', `redirect URI registered for the app (default ${DEFAULT_REDIRECT})`, DEFAULT_REDIRECT)
     .action(async (name: string, opts: { code?: string; redirectUri: string }, cmd: Command) => {
-      const loaded = commandConfig(cmd);
+      const loaded = await commandConfig(cmd);
       const { config, file } = loaded;
       const where = file ?? 'the configuration';
       // msal loads only for this command.
       const { aliasTokenCache, gatewaySecretKey, oauthApp, oauthAppOf } = await import('../oauth/store.js');
       const { DelegatedTokenProvider } = await import('../oauth/tokens.js');
+      const { requireSecrets } = await import('../config/load.js');
+      const { openOwnStore } = await import('../admin/api.js');
+      const { errors } = await import('../../lib/errors.js');
       const alias = config.alias.find((a) => a.name === name);
       if (!alias) throw new UsageError(`no alias named ${JSON.stringify(name)} in ${where}`);
       const app = oauthAppOf(config, alias);

@@ -1,9 +1,7 @@
 import { createReadStream } from 'node:fs';
 import path from 'node:path';
 import { Command, Option } from 'commander';
-import { loadPolicyFile, policyJsonSchema } from '../../policy/policy-file.js';
-import { departmentPolicyWarnings } from '../../policy/policy-set.js';
-import { formatProblem } from '../../lib/config-file/toml.js';
+import { formatProblem } from '../../lib/config-file/problems.js';
 import type { Config } from '../config/schema.js';
 import type { Direction } from '../../policy/chain/stage.js';
 import type { PolicyReport } from '../admin/api.js';
@@ -20,11 +18,13 @@ export function policyCommand(): Command {
     )
     .argument('<file>', 'policy TOML file')
     .option('--partition <file>', 'the partition policy to check a department policy against')
-    .action((file: string, opts: { partition?: string }, cmd: Command) => {
+    .action(async (file: string, opts: { partition?: string }, cmd: Command) => {
+      const { loadPolicyFile } = await import('../../policy/policy-file.js');
+      const { departmentPolicyWarnings } = await import('../../policy/policy-set.js');
       const parsed = loadPolicyFile(file);
       const sections = Object.keys(parsed).filter((k) => parsed[k as keyof typeof parsed] !== undefined);
       process.stdout.write(`${file}: ok (${sections.length ? sections.join(', ') : 'no sections: built-in defaults'})\n`);
-      const partitionFile = opts.partition ?? partitionFor(file, commandConfig(cmd).config);
+      const partitionFile = opts.partition ?? partitionFor(file, (await commandConfig(cmd)).config);
       if (partitionFile === false) return;
       const partition = partitionFile === undefined ? undefined : loadPolicyFile(partitionFile);
       for (const w of departmentPolicyWarnings(file, parsed, partition, partitionFile)) process.stderr.write(`warning: ${formatProblem(w)}\n`);
@@ -38,7 +38,7 @@ export function policyCommand(): Command {
     .addOption(new Option('--direction <direction>', 'which way the message goes').choices(['inbound', 'outbound']).default('inbound'))
     .option('--json', 'print JSON')
     .action(async (file: string, opts: { department?: string; direction: Direction; json?: boolean }, cmd: Command) => {
-      const { config } = commandConfig(cmd);
+      const { config } = await commandConfig(cmd);
       if (opts.department && !config.department.some((d) => d.name === opts.department)) {
         throw new UsageError(
           `--department: no department "${opts.department}" in the configuration (have: ${config.department.map((d) => d.name).join(', ') || 'none'})`,
@@ -55,7 +55,8 @@ export function policyCommand(): Command {
   policy
     .command('schema')
     .description('print the JSON Schema of a policy file, for editors')
-    .action(() => {
+    .action(async () => {
+      const { policyJsonSchema } = await import('../../policy/policy-file.js');
       process.stdout.write(JSON.stringify(policyJsonSchema(), null, 2) + '\n');
     });
 

@@ -2,7 +2,7 @@ import { constants, createReadStream } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
 import type { Readable } from 'node:stream';
 import { Command } from 'commander';
-import MailComposer from 'nodemailer/lib/mail-composer';
+import type MailComposer from 'nodemailer/lib/mail-composer';
 import type { Config } from '../config/schema.js';
 import { aliasOfAddress } from '../config/alias-addresses.js';
 import type { SendRequest } from '../admin/api.js';
@@ -48,14 +48,14 @@ export function sendCommand(): Command {
     .option('--attach <file>', 'attach a file; repeat for more', collect)
     .action(async (given: Partial<SendOptions>, cmd: Command) => {
       const opts: SendOptions = { ...given, to: given.to ?? [], cc: given.cc ?? [], bcc: given.bcc ?? [], attach: given.attach ?? [] };
-      const { config } = commandConfig(cmd);
+      const { config } = await commandConfig(cmd);
       const request = requestFrom(config, opts);
       await checkFiles(opts);
       try {
         await withAdminApi(
           cmd,
           async (api) => {
-            const sent = await api.sendMessage(request, message(request.mailFrom, opts));
+            const sent = await api.sendMessage(request, await message(request.mailFrom, opts));
             process.stdout.write(`queued as ${sent.id} for ${sent.recipients.join(', ')}\n`);
             if (!api.gatewayRunning) process.stderr.write('the gateway is not running: the message is sent when it starts\n');
           },
@@ -134,8 +134,9 @@ async function checkFiles(opts: SendOptions): Promise<void> {
 }
 
 /** The message bytes: the .eml file as it is, or one composed with the alias as From, files streamed as they are read. */
-function message(from: string, opts: SendOptions): Readable {
+async function message(from: string, opts: SendOptions): Promise<Readable> {
   if (opts.eml !== undefined) return createReadStream(opts.eml);
+  const { default: MailComposer } = await import('nodemailer/lib/mail-composer');
   const text = opts.text === '-' ? process.stdin : (opts.text ?? (opts.textFile !== undefined ? { path: opts.textFile } : undefined));
   const mail: MailComposer.Options = {
     from,

@@ -1,13 +1,14 @@
 import { Command } from 'commander';
-import { createLogger } from '../../lib/logger.js';
-import { errors } from '../../lib/errors.js';
-import { openOwnStore } from '../admin/api.js';
 import { commandConfig } from './common.js';
-import { databaseName } from '../../storage/open.js';
 
 export function serveCommand(): Command {
   return new Command('serve').description('run the gateway (SMTP listener and store) until SIGTERM or SIGINT').action(async (_opts: unknown, cmd: Command) => {
-    const { config, file } = commandConfig(cmd, { secrets: 'required' });
+    const { config, file } = await commandConfig(cmd, { secrets: 'required' });
+    // Loaded here, not at the top, as the gateway itself below: every other command would pay for them.
+    const { createLogger } = await import('../../lib/logger.js');
+    const { errors } = await import('../../lib/errors.js');
+    const { openOwnStore } = await import('../admin/api.js');
+    const { databaseName } = await import('../../storage/open.js');
     const logger = createLogger(config.log_level, { node: config.node.name });
     const storeWhere = config.storage ? { postgres: databaseName(config.storage.postgres) } : {};
     logger.info({ config: file ?? 'built-in defaults', data_dir: config.data_dir, ...storeWhere }, 'starting mailgate');

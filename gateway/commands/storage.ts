@@ -9,13 +9,8 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { Command } from 'commander';
-import { errors, storeErrors } from '../../lib/errors.js';
-import { databaseName, isDatabaseUrl, migrateStore, openStore } from '../../storage/open.js';
 import { COUNT_NAMES, compareStores, copyStore, storeContents, type StoreCounts } from '../../storage/copy.js';
 import type { Store } from '../../storage/store.js';
-import { requireSecrets } from '../config/load.js';
-import { configuredStore } from '../config/storage.js';
-import { controlSocketPath, gatewayAnswers } from '../admin/http-client.js';
 import { commandConfig, UsageError } from './common.js';
 
 // Connections a copy's target keeps: a handful of messages and records are written at once.
@@ -29,7 +24,11 @@ export function storageCommand(): Command {
     .description("create or upgrade mailgate's tables in the PostgreSQL database of [storage] postgres (or --url); LevelDB migrates itself")
     .option('--url <url>', 'the database to migrate instead of the configured one (postgres://USER:PASSWORD@HOST:PORT/DB, or PGPASSWORD)')
     .action(async (opts: { url?: string }, cmd: Command) => {
-      const loaded = commandConfig(cmd);
+      const loaded = await commandConfig(cmd);
+      // The PostgreSQL client and the stores: only for the command that runs.
+      const { databaseName, isDatabaseUrl, migrateStore } = await import('../../storage/open.js');
+      const { requireSecrets } = await import('../config/load.js');
+      const { configuredStore } = await import('../config/storage.js');
       const { config } = loaded;
       let url = opts.url;
       if (url === undefined) {
@@ -56,7 +55,12 @@ export function storageCommand(): Command {
     )
     .requiredOption('--to <url-or-dir>', 'the target: postgres://USER:PASSWORD@HOST:PORT/DB (or PGPASSWORD), or a new or empty directory')
     .action(async (opts: { to: string }, cmd: Command) => {
-      const loaded = commandConfig(cmd);
+      const loaded = await commandConfig(cmd);
+      const { errors, storeErrors } = await import('../../lib/errors.js');
+      const { databaseName, isDatabaseUrl, openStore } = await import('../../storage/open.js');
+      const { requireSecrets } = await import('../config/load.js');
+      const { configuredStore } = await import('../config/storage.js');
+      const { controlSocketPath, gatewayAnswers } = await import('../admin/http-client.js');
       const { config } = loaded;
       const settings = configuredStore(config);
       if (await gatewayAnswers(controlSocketPath(config.data_dir))) {

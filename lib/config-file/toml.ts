@@ -5,48 +5,16 @@
 import { parse, TomlError } from 'smol-toml';
 import { z } from 'zod';
 import { keyLocator, keyPath } from './toml-lines.js';
+import type { ConfigProblem } from './problems.js';
 
 export { keyLocator, keyPath };
-
-/** One thing wrong with a TOML file, located as precisely as the file allows. */
-export interface ConfigProblem {
-  /** The file as the user named it. */
-  file: string;
-  /** 1-based line of the key, or of its table header when the key is missing; absent when unknown. */
-  line?: number | undefined;
-  /** Key path such as `alias[1].outgoing.port`; '' for problems with the whole file. */
-  key: string;
-  /** What the key should hold, e.g. `an integer from 1 to 65535`. */
-  expected: string;
-  /** What it holds, e.g. `"abc"`; `nothing` when the key is missing. */
-  given: string;
-  /** The sentence after the key, e.g. `expected an integer from 1 to 65535, got "abc"`. */
-  message: string;
-}
-
-/** `FILE:LINE: KEY: MESSAGE`, leaving out the parts that are not known. */
-export function formatProblem(p: ConfigProblem): string {
-  return `${p.file}${p.line === undefined ? '' : `:${p.line}`}: ${p.key ? `${p.key}: ` : ''}${p.message}`;
-}
+// Kept apart from the parser: the CLI tells a configuration error by its class before it loads any parser.
+export { ConfigError, formatProblem, type ConfigProblem } from './problems.js';
 
 /**
  * What loadToml gives back: the validated value, or every problem found. `unset` lists the
  * `${NAME}` references that `deferUnset` let through unset (empty without it).
  */
-/** The configuration is invalid; `message` has one `FILE:LINE: KEY: ...` line per problem. */
-export class ConfigError extends Error {
-  /** Stable code, as MailgateError has. */
-  readonly code = 'CONFIG_INVALID';
-  /** Each problem found, in file order. */
-  readonly problems: ConfigProblem[];
-
-  constructor(problems: ConfigProblem[]) {
-    super(problems.map(formatProblem).join('\n'));
-    this.name = 'ConfigError';
-    this.problems = problems;
-  }
-}
-
 export type TomlResult<T> = { ok: true; value: T; unset: ConfigProblem[] } | { ok: false; problems: ConfigProblem[] };
 
 export interface LoadTomlOptions {

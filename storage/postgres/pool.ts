@@ -12,6 +12,9 @@
 import pg from 'pg';
 import { isDiskFull } from '../../lib/errors.js';
 import type { StoreLogger } from '../store.js';
+import { databaseName } from './database-name.js';
+
+export { databaseName };
 
 /** Default size of the commits pool; the bytes pool gets half as many. */
 export const DEFAULT_MAX_CONNECTIONS = 10;
@@ -23,18 +26,6 @@ const IDLE_TIMEOUT_MS = 30_000;
 // keepalive gives up (hours): a query that has no answer after this fails as a store failure
 // (the sender retries; a commit that did land meanwhile makes a duplicate, never a loss).
 const QUERY_TIMEOUT_MS = 60_000;
-
-/** URL without its password, to name the database in errors, logs and output. */
-export function databaseName(url: string): string {
-  try {
-    const u = new URL(url);
-    u.password = '';
-    u.search = '';
-    return u.href;
-  } catch {
-    return 'the configured database';
-  }
-}
 
 /** The two pools of a store (see the module comment). */
 export interface Pools {
