@@ -20,7 +20,8 @@ let dovecot: TestDovecot;
 
 before(async () => {
   await ensureDovecot();
-  dovecot = await startDovecot({ users: USERS.map((name) => ({ name, password: `pw-${name}` })) });
+  // Logins fail here on purpose: without the penalty each later login would wait 4 s or more.
+  dovecot = await startDovecot({ users: USERS.map((name) => ({ name, password: `pw-${name}` })), authPenalty: false });
 });
 after(async () => {
   await dovecot?.stop();
@@ -40,7 +41,7 @@ const message = (n: number) =>
 
 /** A retriever for alias NAME (test/helpers/retrieve.ts) that polls, reconnects and retries an inactive alias every second unless told. */
 async function retrieve(t: { after(fn: () => Promise<void>): void }, name: string, incoming: Incoming) {
-  const { store, log, metrics, retriever } = await retrieveFrom(dovecot, t, name, {
+  const { store, log, metrics, retriever, waitForPolls } = await retrieveFrom(dovecot, t, name, {
     poll_interval: 1,
     reconnect_interval: 1,
     health_retry_interval: 1,
@@ -59,7 +60,7 @@ async function retrieve(t: { after(fn: () => Promise<void>): void }, name: strin
       await sleep(50);
     }
   };
-  return { store, log, metrics, retriever, failuresLogged, waitForState };
+  return { store, log, metrics, retriever, failuresLogged, waitForState, waitForPolls };
 }
 
 /** A TCP proxy to TARGET that can be "down" (accepts, then closes at once: the server appears stopped) or "up". */
@@ -174,7 +175,7 @@ test('DNS failure (.invalid) counts as the network: inactive with a retry time',
 
 test('an admin deactivation pauses the worker at once; activation resumes it', async (t) => {
   const r = await retrieve(t, 'pause', {});
-  await sleep(1500); // a poll or two while active
+  await r.waitForPolls(1); // it polls while active
   await r.retriever.setStatus('pause', 'inactive');
   await sleep(300);
   await dovecot.deliver('pause', message(3));

@@ -43,6 +43,13 @@ export interface DovecotOptions {
   extraConfig?: string;
   /** Another address, besides 127.0.0.1, every listener binds too (a non-loopback address of this machine, to be a server "on the local network"). */
   alsoListenOn?: string;
+  /**
+   * Dovecot's auth penalty (anvil, per client IP; default true): after a failed login, every
+   * login from that IP waits 4 s, doubling with each different wrong password up to 15 s.
+   * false turns it off (its socket is made unusable to the auth process, which then skips it),
+   * for tests that fail logins on purpose but do not test the penalty.
+   */
+  authPenalty?: boolean;
 }
 
 /** A Dovecot running for a test, on ephemeral loopback ports, with its own directories. */
@@ -186,7 +193,8 @@ async function startDovecotOnce(opts: DovecotOptions): Promise<TestDovecot> {
     `auth_mechanisms = ${mechanisms}`,
     // Tests check wrong passwords; the failure delay only slows them down. Dovecot's auth penalty
     // (anvil, per client IP) still delays every login from an IP after its failures: tests that
-    // fail logins on purpose connect from their own loopback address (localAddress 127.0.0.N).
+    // fail logins on purpose connect from their own loopback address (localAddress 127.0.0.N), or
+    // start Dovecot with `authPenalty: false`.
     'auth_failure_delay = 0',
     'first_valid_uid = 1',
     'mail_location = maildir:~/Maildir',
@@ -215,6 +223,7 @@ async function startDovecotOnce(opts: DovecotOptions): Promise<TestDovecot> {
     '}',
     'service anvil {',
     '  chroot =',
+    ...(opts.authPenalty === false ? ['  unix_listener anvil-auth-penalty {', '    mode = 0', '  }'] : []),
     '}',
     opts.extraConfig ?? '',
     '',
