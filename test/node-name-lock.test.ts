@@ -5,6 +5,8 @@
  * again at once; CLI commands with the same name keep working (and do not sweep the running
  * node's writes in progress); a lost hold is taken again, and a node whose name another process
  * took meanwhile stops.
+ *
+ * @store-pinned: its nodes name their own PostgreSQL.
  */
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';

@@ -41,11 +41,12 @@ const fullShapes: Shape[] = [
   { size: 102400, reuse: true, messages: 1500, sample: 600 },
   { size: 102400, reuse: false, messages: 500, sample: 300 },
 ];
+// --quick checks that every shape and peer works (the suite's smoke test): a few messages each.
 const quickShapes: Shape[] = [
-  { size: 4096, reuse: true, messages: 200, sample: 40 },
-  { size: 4096, reuse: false, messages: 40, sample: 20 },
-  { size: 102400, reuse: true, messages: 40, sample: 20 },
-  { size: 102400, reuse: false, messages: 20, sample: 20 },
+  { size: 4096, reuse: true, messages: 60, sample: 20 },
+  { size: 4096, reuse: false, messages: 20, sample: 10 },
+  { size: 102400, reuse: true, messages: 20, sample: 10 },
+  { size: 102400, reuse: false, messages: 10, sample: 10 },
 ];
 
 export const shapeName = (s: Shape) => `${s.size / 1024} KB, ${s.reuse ? 'reused connections (-d)' : 'connection per message'}`;
@@ -186,7 +187,7 @@ export async function ingestBench(opts: IngestBenchOptions = {}): Promise<string
       peers.push(await start());
     // Warm-up: JIT, LevelDB, PostgreSQL's caches, Haraka's plugin; then the peak memory is reset so it belongs to the measured runs.
     for (const peer of peers) {
-      const warm = opts.quick ? [40, 20] : [1000, 200];
+      const warm = opts.quick ? [20, 10] : [1000, 200];
       await smtpSourceInto(peer, { size: 4096, reuse: true }, warm[0]!);
       await smtpSourceInto(peer, { size: 102400, reuse: true }, warm[1]!);
       count(peer, warm[0]! + warm[1]!);
