@@ -19,10 +19,10 @@ import { openStore } from '../../storage/open.js';
 import type { AliasState, AliasStatus, AuditEntry, DeliveryResult, MessageMeta, QuarantineRecord, QueueEntry } from '../../storage/records.js';
 import { requireQueueEntry } from '../../storage/queue.js';
 import { isMessageId } from '../../storage/ids.js';
-import { withThreading } from '../../policy/threading/stage.js';
-import { openQuarantinedContent, restoreQuarantined } from '../../policy/attachments/quarantine.js';
-import { PolicySet, policySources } from '../../policy/policy-set.js';
 import type { Stage } from '../../policy/chain/stage.js';
+import type { PolicySet } from '../../policy/policy-set.js';
+import type { StoredAttachment } from './attachment-sizes.js';
+import type { PolicyReport, PolicyTestRequest } from './policy-test.js';
 import { errors, storeErrors } from '../../lib/errors.js';
 import type { ConfigProblem } from '../../lib/config-file/toml.js';
 import { silentLogger } from '../../lib/logger.js';
@@ -36,15 +36,11 @@ import { setAliasStatusInStore } from '../fetch/alias-health.js';
 import type { Retriever } from '../fetch/retriever.js';
 import type { TokenProvider } from '../oauth/tokens.js';
 import type { Dispatcher } from '../dispatch/dispatcher.js';
-import { submitOutbound } from '../dispatch/submit.js';
 import { dropQueued, retryQueued } from '../dispatch/queue-actions.js';
-import { storedAttachments, type StoredAttachment } from './attachment-sizes.js';
 import { quarantineMatcher } from './quarantine-filter.js';
 import { messageTimeline, type TimelineStep } from './timeline.js';
-import { forwardNow } from '../quarantine-forward/forwarding.js';
 import { aliasRow, aliasTestReport, type AliasRow, type AliasTestReport } from './alias-rows.js';
 import { aliasWarnings } from '../oauth/secret-expiry.js';
-import { tryPolicy, type PolicyReport, type PolicyTestRequest } from './policy-test.js';
 import { summarise, SUMMARY_SCAN_LIMIT, type GatewaySummary, type TrafficRow } from './summary.js';
 import { ALIAS_STATUS_NOTICE, QUEUE_RETRY_NOTICE, mailboxHolder, mailboxHolders, tell } from './fleet.js';
 import { sharedConfig, sharedDifferences } from './shared-config.js';
@@ -272,8 +268,13 @@ export interface AdminDeps {
    */
   store(): Promise<Store | undefined>;
   logger: Logger;
-  /** The policy stages for the next message of a department. */
-  stages(department?: string): readonly Stage[];
+  /** The policy stages for the next message of a department (a running gateway's). */
+  stages?: StagesFor;
+  /**
+   * Without `stages`: reads the policy when an operation first needs it (a stopped gateway's
+   * CLI command), so that a command which runs no policy loads none of its code.
+   */
+  loadStages?: () => Promise<StagesFor>;
   /** The running dispatcher: queue changes and sent messages go through it. */
   dispatcher?: Dispatcher;
   /** The running retriever, when there is one: admin status changes go through it. */
@@ -288,13 +289,24 @@ export interface AdminDeps {
   release?: () => Promise<void>;
 }
 
+/** The policy stages for the next message of a department. */
+export type StagesFor = (department?: string) => readonly Stage[];
+
 export class Admin implements AdminApi {
   readonly gatewayRunning: boolean;
   readonly #deps: AdminDeps;
+  #loadedStages: Promise<StagesFor> | undefined;
 
   constructor(deps: AdminDeps) {
     this.#deps = deps;
     this.gatewayRunning = deps.dispatcher !== undefined;
+  }
+
+  #stages(): Promise<StagesFor> {
+    const { stages, loadStages } = this.#deps;
+    if (stages) return Promise.resolve(stages);
+    if (!loadStages) return Promise.reject(new Error('Admin: given neither stages nor loadStages'));
+    return (this.#loadedStages ??= loadStages());
   }
 
   async listMessages(query: MessageQuery): Promise<MessagePage> {
@@ -320,7 +332,9 @@ export class Admin implements AdminApi {
     const stored = await store.getMessage(id);
     if (!stored) throw storeErrors.messageNotFound(id);
     // Whether and when the forward to the quarantine mailbox left is on the forward's own records.
-    const meta = stored.quarantineForward ? { ...stored, quarantineForward: await forwardNow(store, stored.quarantineForward) } : stored;
+    // Loaded only for a message whose quarantine forwarding waits (it sends through nodemailer).
+    const forward = stored.quarantineForward && (await import('../quarantine-forward/forwarding.js')).forwardNow;
+    const meta = forward && stored.quarantineForward ? { ...stored, quarantineForward: await forward(store, stored.quarantineForward) } : stored;
     const attachments = await attachmentDetails(store, meta);
     const timeline = messageTimeline(meta, await store.getQueueEntry(id));
     const thread = meta.conversation ? await store.listMessages({ thread: meta.conversation, limit: CONVERSATION_LIMIT + 1 }) : [];
@@ -363,6 +377,7 @@ export class Admin implements AdminApi {
   }
 
   async restoreQuarantined(id: string): Promise<QuarantineRecord> {
+    const { restoreQuarantined } = await import('../../policy/attachments/quarantine.js');
     return restoreQuarantined(await this.#store(), id);
   }
 
@@ -372,6 +387,7 @@ export class Admin implements AdminApi {
 
   async exportQuarantined(id: string): Promise<Readable> {
     await this.showQuarantined(id);
+    const { openQuarantinedContent } = await import('../../policy/attachments/quarantine.js');
     return openQuarantinedContent(await this.#store(), id);
   }
 
@@ -499,7 +515,8 @@ export class Admin implements AdminApi {
     try {
       const alias = this.#alias(request.alias);
       if (aliasOfAddress(config, request.mailFrom) !== alias) throw errors.sendAsDenied(request.mailFrom);
-      const deps = { store: await this.#store(), logger, config, stages: this.#deps.stages, dispatcher: this.#deps.dispatcher };
+      const deps = { store: await this.#store(), logger, config, stages: await this.#stages(), dispatcher: this.#deps.dispatcher };
+      const { submitOutbound } = await import('../dispatch/submit.js');
       const { meta, entry } = await submitOutbound(deps, message, {
         alias,
         envelope: { mailFrom: request.mailFrom, rcptTo: request.rcptTo },
@@ -522,7 +539,8 @@ export class Admin implements AdminApi {
   async testPolicy(message: Readable, request: PolicyTestRequest): Promise<PolicyReport> {
     const { department } = request;
     if (department !== undefined && !this.#deps.config.department.some((d) => d.name === department)) throw errors.departmentNotConfigured(department);
-    return tryPolicy(message, this.#deps.stages(department), request);
+    const { tryPolicy } = await import('./policy-test.js');
+    return tryPolicy(message, (await this.#stages())(department), request);
   }
 
   async listAudit(query: AuditQuery): Promise<AuditEntry[]> {
@@ -608,6 +626,7 @@ function cursorId(cursor: string): string {
 /** The message read back for its attachments' decoded sizes; a blocked one's size is its quarantine record's. */
 async function attachmentDetails(store: Store, meta: MessageMeta): Promise<AttachmentDetail[]> {
   if (meta.attachments.length === 0) return [];
+  const { storedAttachments } = await import('./attachment-sizes.js');
   const found: AttachmentDetail[] = await storedAttachments(store.openRaw(meta.id));
   for (const a of found) {
     if (a.quarantineId === undefined) continue;
@@ -640,13 +659,17 @@ function withDecodedSizes(meta: MessageMeta, details: AttachmentDetail[]): Messa
 export function stoppedGatewayAdmin(loaded: LoadedConfig, socket: string, opts: { create?: boolean } = {}): AdminApi {
   const { config } = loaded;
   let opened: Promise<Store | undefined> | undefined;
-  let policy: PolicySet | undefined;
   return new Admin({
     config,
     unsetSecrets: loaded.unsetSecrets,
     logger: silentLogger(),
     store: () => (opened ??= openStoppedStore(loaded, socket, opts.create === true)),
-    stages: withThreading(config.partition, (department) => (policy ??= PolicySet.load(policySources(config))).stagesFor(department)),
+    loadStages: async () => {
+      const { withThreading } = await import('../../policy/threading/stage.js');
+      const { PolicySet, policySources } = await import('../../policy/policy-set.js');
+      let policy: PolicySet | undefined;
+      return withThreading(config.partition, (department) => (policy ??= PolicySet.load(policySources(config))).stagesFor(department));
+    },
     release: async () => {
       const store = await opened?.catch(() => undefined);
       await store?.close();
