@@ -306,9 +306,12 @@ async function startDovecotOnce(opts: DovecotOptions): Promise<TestDovecot> {
     },
     async listMessages(user, folder) {
       const target = folderDir(maildirOf(user), folder);
-      const names: string[] = [];
-      for (const sub of ['cur', 'new']) names.push(...(await readdir(path.join(target, sub)).catch(() => [])));
-      return names.sort();
+      // new/ first: Dovecot moves a file from new/ to cur/ (adding ":2,flags") when a session
+      // sees it, and read the other way round a file moving between the two reads was in neither
+      // (a mailbox looked empty while two messages waited). Seen in both, it is counted once.
+      const seen = new Map<string, string>();
+      for (const sub of ['new', 'cur']) for (const name of await readdir(path.join(target, sub)).catch(() => [])) seen.set(name.split(':')[0]!, name);
+      return [...seen.values()].sort();
     },
     readLog,
     stop,
