@@ -139,11 +139,17 @@ export function attachPostgres(url: string): TestDatabases {
   return databasesOn(postgresBin()!, hostname, Number(port), username);
 }
 
+/**
+ * FILE_COPY: copying template1's files is quicker than writing them through the WAL, the
+ * default since PostgreSQL 15, for databases as small as these.
+ */
+function createDatabaseSql(name: string): string {
+  return `CREATE DATABASE "${name}" STRATEGY FILE_COPY`;
+}
+
 function databasesOn(bin: string, host: string, port: number, user: string): TestDatabases {
   const url = (database: string) => `postgres://${user}@${host}:${port}/${database}`;
   // Each -c is a statement of its own: CREATE and DROP DATABASE cannot run in a transaction.
-  // FILE_COPY: copying template1's files is quicker than writing them through the WAL, the
-  // default since PostgreSQL 15, for databases as small as these.
   const psql = (statements: string[]) =>
     execFileSync(path.join(bin, 'psql'), ['-q', '-h', host, '-p', String(port), '-U', user, '-d', 'postgres', ...statements.flatMap((s) => ['-c', s])], {
       stdio: ['ignore', 'ignore', 'pipe'],
@@ -151,7 +157,7 @@ function databasesOn(bin: string, host: string, port: number, user: string): Tes
   return {
     url,
     createDatabaseSync(name) {
-      psql([`CREATE DATABASE "${name}" STRATEGY FILE_COPY`]);
+      psql([createDatabaseSql(name)]);
       return url(name);
     },
     dropDatabasesSync(names) {
@@ -233,7 +239,7 @@ export async function startPostgres(opts: PostgresOptions = {}): Promise<TestPos
   };
   const createDatabase = async (name?: string) => {
     const db = name ?? `t${process.pid}_${++databases}`;
-    await query(`CREATE DATABASE "${db}"`);
+    await query(createDatabaseSql(db));
     return url(db);
   };
   return {
