@@ -7,43 +7,20 @@
  *
  * @store-pinned: its nodes name their own PostgreSQL (test/helpers/fleet.ts).
  */
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { AliasRow, MessageMeta, NodeRow } from '../gateway/admin/api.js';
-import { dovecotIncoming, ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot.js';
+import { dovecotIncoming } from './helpers/dovecot.js';
 import { runCli, spawnServe } from './helpers/gateway.js';
 import { tempDir } from './helpers/paths.js';
 import { waitUntil } from './helpers/wait.js';
-import { startPostgres, type TestPostgres } from './helpers/postgres.js';
+import { deskMessage, deskServers } from './helpers/fleet.js';
 
-let dovecot: TestDovecot;
-let postgres: TestPostgres;
-
-before(async () => {
-  await ensureDovecot();
-  [dovecot, postgres] = await Promise.all([startDovecot({ users: [{ name: 'desk', password: 'pw-desk' }] }), startPostgres({ fsync: false })]);
-});
-after(async () => {
-  await dovecot?.stop();
-  await postgres?.stop();
-});
-
-function message(n: number): Buffer {
-  return Buffer.from(
-    [
-      `From: customer${n}@example.net`,
-      'To: desk@example.com',
-      `Subject: question ${n}`,
-      `Message-ID: <q${n}-${Date.now()}@example.net>`,
-      '',
-      `Body ${n}`,
-      '',
-    ].join('\r\n'),
-  );
-}
+const servers = deskServers();
+const message = (n: number) => deskMessage(n, 'q');
 
 /** A node's mailgate.toml: its own data directory and name, the shared database, the desk alias (and EXTRA). */
 async function nodeConfig(name: string, database: string, extra = ''): Promise<string> {
@@ -63,7 +40,7 @@ async function nodeConfig(name: string, database: string, extra = ''): Promise<s
     '[[alias]]',
     'name = "desk"',
     'address = "desk@example.com"',
-    ...dovecotIncoming(dovecot, 'desk', { password: 'pw-desk' }),
+    ...dovecotIncoming(servers.dovecot, 'desk', { password: 'pw-desk' }),
     'poll_interval = 1',
     'reconnect_interval = 1',
     'idle = false',
@@ -110,14 +87,14 @@ const desk = async (config: string) => (await cli<AliasRow[]>(['aliases', 'list'
 const subjects = async (config: string) => (await cli<MessageMeta[]>(['messages', 'list', '--alias', 'desk', '--config', config])).map((m) => m.subject).sort();
 
 test('deactivate and activate on node A reach node B, which holds the mailbox; both list the same; mailgate nodes lists both; a differing alias list is logged', async (t) => {
-  const database = await postgres.createDatabase();
+  const database = await servers.postgres.createDatabase();
   const configB = await nodeConfig('node-b', database, ['[[alias]]', 'name = "spare"', 'address = "spare@example.com"'].join('\n'));
   const configA = await nodeConfig('node-a', database);
-  await dovecot.deliver('desk', message(1));
+  await servers.dovecot.deliver('desk', message(1));
 
   // B alone takes the mailbox and fetches it; A, joining after, finds it held (one mailbox, B's share).
   const b = await serve(t, configB);
-  await waitUntil('the mailbox emptied', async () => (await dovecot.listMessages('desk')).length === 0);
+  await waitUntil('the mailbox emptied', async () => (await servers.dovecot.listMessages('desk')).length === 0);
   const a = await serve(t, configA);
   assert.equal((await desk(configA)).node, 'node-b', "A's aliases list names the node that fetches the mailbox");
 
@@ -155,15 +132,15 @@ test('deactivate and activate on node A reach node B, which holds the mailbox; b
   }
 
   // Mail arriving while it is inactive waits in the mailbox: B, which polls every second, leaves it.
-  await dovecot.deliver('desk', message(2));
+  await servers.dovecot.deliver('desk', message(2));
   await sleep(2500);
-  assert.equal((await dovecot.listMessages('desk')).length, 1, 'not fetched while inactive');
+  assert.equal((await servers.dovecot.listMessages('desk')).length, 1, 'not fetched while inactive');
 
   // Activated on A: B fetches again.
   const on = await runCli(['aliases', 'activate', 'desk', '--config', configA]);
   assert.equal(on.stdout.toString(), 'alias desk is active; node node-b fetches its mailbox\n');
   await b.waitFor((e) => e.msg === 'alias activated by an admin' && e.alias === 'desk');
-  await waitUntil('the mailbox emptied', async () => (await dovecot.listMessages('desk')).length === 0);
+  await waitUntil('the mailbox emptied', async () => (await servers.dovecot.listMessages('desk')).length === 0);
   assert.deepEqual(await subjects(configA), ['question 1', 'question 2'], 'fetched by B, listed on A');
   assert.equal((await desk(configB)).status, 'active');
   // Each node logged the difference once, for all that happened since.

@@ -9,7 +9,7 @@
  *
  * @store-pinned: its nodes name their own PostgreSQL.
  */
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFile } from 'node:fs/promises';
 import path from 'node:path';
@@ -19,37 +19,14 @@ import type { AliasRow, MessageMeta } from '../gateway/admin/api.js';
 import { loadConfigText } from '../gateway/config/load.js';
 import { AliasHealth, setAliasStatusInStore } from '../gateway/fetch/alias-health.js';
 import { PgStore } from '../storage/postgres/store.js';
-import { dovecotIncoming, ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot.js';
+import { dovecotIncoming } from './helpers/dovecot.js';
 import { capturingLogger, runCli, spawnServe } from './helpers/gateway.js';
 import { tempDir } from './helpers/paths.js';
 import { waitUntil } from './helpers/wait.js';
-import { startPostgres, type TestPostgres } from './helpers/postgres.js';
+import { deskMessage, deskServers } from './helpers/fleet.js';
 
-let dovecot: TestDovecot;
-let postgres: TestPostgres;
-
-before(async () => {
-  await ensureDovecot();
-  [dovecot, postgres] = await Promise.all([startDovecot({ users: [{ name: 'desk', password: 'pw-desk' }] }), startPostgres({ fsync: false })]);
-});
-after(async () => {
-  await dovecot?.stop();
-  await postgres?.stop();
-});
-
-function message(n: number): Buffer {
-  return Buffer.from(
-    [
-      `From: customer${n}@example.net`,
-      'To: desk@example.com',
-      `Subject: question ${n}`,
-      `Message-ID: <r${n}-${Date.now()}@example.net>`,
-      '',
-      `Body ${n}`,
-      '',
-    ].join('\r\n'),
-  );
-}
+const servers = deskServers();
+const message = (n: number) => deskMessage(n, 'r');
 
 /** A node's mailgate.toml on DATABASE (its URL names the role it logs in as). */
 async function nodeConfig(name: string, database: string): Promise<string> {
@@ -67,7 +44,7 @@ async function nodeConfig(name: string, database: string): Promise<string> {
     '[[alias]]',
     'name = "desk"',
     'address = "desk@example.com"',
-    ...dovecotIncoming(dovecot, 'desk', { password: 'pw-desk' }),
+    ...dovecotIncoming(servers.dovecot, 'desk', { password: 'pw-desk' }),
     'poll_interval = 1',
     'reconnect_interval = 1',
     'idle = false',
@@ -84,7 +61,7 @@ async function cli<T>(args: string[]): Promise<T> {
 }
 
 test("node B's LISTEN connection is cut and kept down while an admin on node A deactivates, then activates: B applies each once it listens again", async (t) => {
-  const database = await postgres.createDatabase();
+  const database = await servers.postgres.createDatabase();
   // B's own role (a superuser like the test's, so it may migrate and read everything): made
   // NOLOGIN, it keeps its open connections and cannot open new ones.
   const role = `node_b_${process.pid}_${Date.now()}`;
@@ -97,7 +74,7 @@ test("node B's LISTEN connection is cut and kept down while an admin on node A d
   const configB = await nodeConfig('node-b', asB.toString());
   const configA = await nodeConfig('node-a', database);
 
-  await dovecot.deliver('desk', message(1));
+  await servers.dovecot.deliver('desk', message(1));
   const log: Record<string, unknown>[] = [];
   const b = await spawnServe(configB, {
     onLine: (line) => {
@@ -118,7 +95,7 @@ test("node B's LISTEN connection is cut and kept down while an admin on node A d
       () => `${what}; B's log has: ${log.map((e) => e.msg).join(' | ')}`,
       () => log.some(match),
     );
-  await waitUntil('B fetched the mailbox', async () => (await dovecot.listMessages('desk')).length === 0);
+  await waitUntil('B fetched the mailbox', async () => (await servers.dovecot.listMessages('desk')).length === 0);
 
   /** Cuts B's LISTEN connection and keeps it from coming back while CHANGE runs, then lets it. */
   const whileBCannotHear = async (change: () => Promise<void>) => {
@@ -154,9 +131,9 @@ test("node B's LISTEN connection is cut and kept down while an admin on node A d
   );
 
   // Mail arriving now waits in the mailbox: B, polling every second while active, leaves it.
-  await dovecot.deliver('desk', message(2));
+  await servers.dovecot.deliver('desk', message(2));
   await sleep(3000);
-  assert.equal((await dovecot.listMessages('desk')).length, 1, 'not fetched while inactive');
+  assert.equal((await servers.dovecot.listMessages('desk')).length, 1, 'not fetched while inactive');
 
   // Activated on A while B cannot hear: B fetches again once it listens.
   await whileBCannotHear(async () => {
@@ -167,14 +144,14 @@ test("node B's LISTEN connection is cut and kept down while an admin on node A d
     'the activation applied late',
     (e) => e.msg === 'alias desk activated by an admin on node node-a while its notice was not reaching this node; applied now',
   );
-  await waitUntil('B fetched the waiting message', async () => (await dovecot.listMessages('desk')).length === 0);
+  await waitUntil('B fetched the waiting message', async () => (await servers.dovecot.listMessages('desk')).length === 0);
   const subjects = (await cli<MessageMeta[]>(['messages', 'list', '--alias', 'desk', '--config', configA])).map((m) => m.subject).sort();
   assert.deepEqual(subjects, ['question 1', 'question 2']);
   assert.equal(count('alias desk activated by an admin on node node-a'), 0, 'the notice itself never reached B');
 });
 
 test("node B's worker, recording a failure or a success later, keeps an admin's change from node A that it never heard of", async (t) => {
-  const url = await postgres.createDatabase();
+  const url = await servers.postgres.createDatabase();
   const { dir, cleanup } = await tempDir();
   t.after(cleanup);
   const a = await PgStore.open({ url, dir, node: 'node-a', createIfEmpty: true, maxConnections: 2 });

@@ -17,6 +17,8 @@ import { openStore } from '../../storage/open.js';
 import type { Store } from '../../storage/store.js';
 import { runCli, spawnServe, writeTestConfig, type CliResult } from './gateway.js';
 import { tempDir } from './paths.js';
+import { before, after } from 'node:test';
+import { ensureDovecot, startDovecot, type TestDovecot } from './dovecot.js';
 import { startPostgres, type TestPostgres } from './postgres.js';
 
 /** A log entry of a node, as serve writes it (pino JSON). */
@@ -170,4 +172,40 @@ async function startNode(name: string, configFile: string): Promise<FleetNode> {
     cli: (args) => runCli([...args, '--config', configFile]),
   };
   return node;
+}
+
+/**
+ * The servers of a test of nodes sharing one mailbox: a Dovecot with user `desk` (password
+ * `pw-desk`) and a private PostgreSQL, started in the calling file's `before` and stopped in its
+ * `after`; read them from the object returned, once the tests run.
+ */
+export function deskServers(): { readonly dovecot: TestDovecot; readonly postgres: TestPostgres } {
+  const servers = {} as { dovecot: TestDovecot; postgres: TestPostgres };
+  before(async () => {
+    await ensureDovecot();
+    [servers.dovecot, servers.postgres] = await Promise.all([
+      startDovecot({ users: [{ name: 'desk', password: 'pw-desk' }] }),
+      startPostgres({ fsync: false }),
+    ]);
+  });
+  after(async () => {
+    await servers.dovecot?.stop();
+    await servers.postgres?.stop();
+  });
+  return servers;
+}
+
+/** A customer's question N to desk@example.com; its Message-ID starts with TAG and is new on every run. */
+export function deskMessage(n: number, tag: string): Buffer {
+  return Buffer.from(
+    [
+      `From: customer${n}@example.net`,
+      'To: desk@example.com',
+      `Subject: question ${n}`,
+      `Message-ID: <${tag}${n}-${Date.now()}@example.net>`,
+      '',
+      `Body ${n}`,
+      '',
+    ].join('\r\n'),
+  );
 }
