@@ -5,7 +5,7 @@ import { pathToFileURL } from 'node:url';
 import { projectRoot } from '../helpers/paths.js';
 import { ensureDovecot, startDovecot, type TestDovecot } from '../helpers/dovecot.js';
 import { fixture, tempDir } from '../helpers/paths.js';
-import { startDelayProxy } from './delay-proxy.js';
+import { startDelayProxyProcess } from './delay-proxy.js';
 
 const COUNT = 600;
 
@@ -179,8 +179,8 @@ export async function fetchBench(opts: FetchBenchOptions = {}): Promise<string[]
   const lines: string[] = [];
   try {
     for (const [r, rtt] of rtts.entries()) {
-      const imapProxy = rtt > 0 ? await startDelayProxy(dovecot.imapPort, rtt / 2) : undefined;
-      const popProxy = rtt > 0 ? await startDelayProxy(dovecot.pop3Port, rtt / 2) : undefined;
+      const imapProxy = rtt > 0 ? await startDelayProxyProcess(dovecot.imapPort, rtt / 2) : undefined;
+      const popProxy = rtt > 0 ? await startDelayProxyProcess(dovecot.pop3Port, rtt / 2) : undefined;
       const ports: Ports = { imap: imapProxy?.port ?? dovecot.imapPort, pop3: popProxy?.port ?? dovecot.pop3Port };
       try {
         const base: number[] = [];
