@@ -6,6 +6,9 @@ import { projectRoot } from '../helpers/paths.js';
 import { ensureDovecot, startDovecot, type TestDovecot } from '../helpers/dovecot.js';
 import { fixture, tempDir } from '../helpers/paths.js';
 import { startDelayProxyProcess } from './delay-proxy.js';
+import { openStore } from '../../storage/open.js';
+import { newMessageId } from '../../storage/ids.js';
+import type { MessageMeta } from '../../storage/records.js';
 
 const COUNT = 600;
 
@@ -67,6 +70,68 @@ async function plainImapflow(ports: Ports, user: string): Promise<number> {
   await client.logout();
   if (n !== COUNT) throw new Error(`imapflow fetched ${n} of ${COUNT}`);
   return Number(process.hrtime.bigint() - start) / 1e9;
+}
+
+/**
+ * The floor: the plain download, each message's bytes written to the store as the retriever
+ * writes them (one synced commit each, several in flight so they share the group commit), then
+ * one UID MOVE of all to Processed; no policy, no headers read. What any durable retriever pays
+ * on this machine: the retriever's distance from it is the cost of the policy pipeline.
+ */
+async function floorImapflow(ports: Ports, user: string): Promise<number> {
+  const { dir, cleanup } = await tempDir('mailgate-bench-floor-');
+  const store = await openStore(path.join(dir, 'data'));
+  const client = new ImapFlow({
+    host: '127.0.0.1',
+    port: ports.imap,
+    secure: false,
+    auth: { user, pass: 'pw' },
+    logger: false,
+    tls: { ca: [readFileSync(fixture('tls', 'cert.pem'))] },
+  });
+  try {
+    const start = process.hrtime.bigint();
+    await client.connect();
+    const lock = await client.getMailboxLock('INBOX');
+    const commits: Promise<void>[] = [];
+    try {
+      for await (const msg of client.fetch('1:*', { uid: true, source: true })) {
+        const source = msg.source;
+        if (!source) continue;
+        const id = newMessageId();
+        const writer = store.createMessageWriter(id);
+        const meta: MessageMeta = {
+          id,
+          version: 1,
+          receivedAt: new Date().toISOString(),
+          size: source.length,
+          receivedSize: source.length,
+          envelope: { mailFrom: '', rcptTo: [] },
+          source: { kind: 'imap', alias: user },
+          to: [],
+          cc: [],
+          _AttachmentFileNames: [],
+          attachments: [],
+          findings: {},
+          tags: [],
+        };
+        commits.push(
+          new Promise<void>((resolve, reject) => writer.end(source, (err?: Error | null) => (err ? reject(err) : resolve()))).then(() => writer.commit(meta)),
+        );
+      }
+      await Promise.all(commits);
+      await client.mailboxCreate('Processed').catch(() => undefined);
+      await client.messageMove('1:*', 'Processed');
+    } finally {
+      lock.release();
+    }
+    await client.logout();
+    if (commits.length !== COUNT) throw new Error(`the floor stored ${commits.length} of ${COUNT}`);
+    return Number(process.hrtime.bigint() - start) / 1e9;
+  } finally {
+    await store.close();
+    await cleanup();
+  }
 }
 
 /** A mailgate build whose retriever is measured: ROOT/dist holds its compiled modules (this checkout, or another's for `compare`). */
@@ -174,6 +239,7 @@ export async function fetchBench(opts: FetchBenchOptions = {}): Promise<string[]
       ...rtts.flatMap((_, r) => Array.from({ length: runs }, (_, i) => ({ name: baseUser(r, i), password: 'pw' }))),
       { name: 'imap', password: 'pw' },
       { name: 'pop', password: 'pw' },
+      { name: 'floor', password: 'pw' },
     ],
   });
   const lines: string[] = [];
@@ -184,11 +250,14 @@ export async function fetchBench(opts: FetchBenchOptions = {}): Promise<string[]
       const ports: Ports = { imap: imapProxy?.port ?? dovecot.imapPort, pop3: popProxy?.port ?? dovecot.pop3Port };
       try {
         const base: number[] = [];
+        const floor: number[] = [];
         const imap = builds.map(() => [] as number[]);
         const pop = builds.map(() => [] as number[]);
         for (let i = 0; i < runs; i++) {
           await fill(dovecot, baseUser(r, i));
           base.push(await plainImapflow(ports, baseUser(r, i)));
+          await fill(dovecot, 'floor');
+          floor.push(await floorImapflow(ports, 'floor'));
           for (const [j, build] of builds.entries()) {
             await fill(dovecot, 'imap');
             imap[j]!.push(await retriever(ports, 'imap', 'imap', build));
@@ -200,6 +269,7 @@ export async function fetchBench(opts: FetchBenchOptions = {}): Promise<string[]
         const b = median(base);
         const link = rtt > 0 ? `, ${rtt} ms round trips` : ', loopback';
         lines.push(`plain imapflow download (baseline${link})`.padEnd(66) + `${rate(b)}`);
+        lines.push(`floor (download, store, move; no policy${link})`.padEnd(66) + `${rate(median(floor))}  ratio ${(b / median(floor)).toFixed(2)}`);
         for (const [j, build] of builds.entries()) {
           const who = builds.length > 1 ? `${build.label}: ` : 'mailgate ';
           lines.push(

@@ -70,7 +70,7 @@ if (want('fetch')) {
   const { fetchBench } = await import('./fetch.js');
   const through = rtt !== undefined ? `, on loopback and through ${rtt} ms round trips (a delaying proxy)` : '';
   console.log(
-    `\n# Fetch: 600 messages of 2 to 200 KB (a quarter with a PDF attachment) from a real Dovecot; mailgate's retriever against a plain imapflow download, medians of 3 interleaved runs${through}`,
+    `\n# Fetch: 600 messages of 2 to 200 KB (a quarter with a PDF attachment) from a real Dovecot; mailgate's retriever against a plain imapflow download, and the floor any durable retriever pays (the download, a synced store of each message, one move), medians of 3 interleaved runs${through}`,
   );
   for (const line of await fetchBench({ rtts: rtt !== undefined ? [0, rtt] : [0] })) console.log(line);
 }
