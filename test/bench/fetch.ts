@@ -9,6 +9,8 @@ import { startDelayProxyProcess } from './delay-proxy.js';
 import { openStore } from '../../storage/open.js';
 import { newMessageId } from '../../storage/ids.js';
 import type { MessageMeta } from '../../storage/records.js';
+import { machineCpuTicks } from './proc.js';
+import { availableParallelism } from 'node:os';
 
 const COUNT = 600;
 
@@ -212,6 +214,24 @@ async function retriever(ports: Ports, user: string, type: 'imap' | 'pop3', buil
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? 0;
 
+/** One path's runs: seconds each, and how many of the machine's cores were busy meanwhile (Dovecot, the proxy and the store's threads included). */
+class Runs {
+  readonly seconds: number[] = [];
+  readonly cores: number[] = [];
+  async time(run: () => Promise<number>): Promise<void> {
+    const before = machineCpuTicks();
+    this.seconds.push(await run());
+    const after = machineCpuTicks();
+    this.cores.push(((after.busy - before.busy) / Math.max(1, after.total - before.total)) * availableParallelism());
+  }
+  get median(): number {
+    return median(this.seconds);
+  }
+  busy(): string {
+    return `  machine ${median(this.cores).toFixed(1)} of ${availableParallelism()} cores busy`;
+  }
+}
+
 export interface FetchBenchOptions {
   /** Interleaved runs of each; default 3. */
   runs?: number;
@@ -249,33 +269,31 @@ export async function fetchBench(opts: FetchBenchOptions = {}): Promise<string[]
       const popProxy = rtt > 0 ? await startDelayProxyProcess(dovecot.pop3Port, rtt / 2) : undefined;
       const ports: Ports = { imap: imapProxy?.port ?? dovecot.imapPort, pop3: popProxy?.port ?? dovecot.pop3Port };
       try {
-        const base: number[] = [];
-        const floor: number[] = [];
-        const imap = builds.map(() => [] as number[]);
-        const pop = builds.map(() => [] as number[]);
+        const base = new Runs();
+        const floor = new Runs();
+        const imap = builds.map(() => new Runs());
+        const pop = builds.map(() => new Runs());
         for (let i = 0; i < runs; i++) {
           await fill(dovecot, baseUser(r, i));
-          base.push(await plainImapflow(ports, baseUser(r, i)));
+          await base.time(() => plainImapflow(ports, baseUser(r, i)));
           await fill(dovecot, 'floor');
-          floor.push(await floorImapflow(ports, 'floor'));
+          await floor.time(() => floorImapflow(ports, 'floor'));
           for (const [j, build] of builds.entries()) {
             await fill(dovecot, 'imap');
-            imap[j]!.push(await retriever(ports, 'imap', 'imap', build));
+            await imap[j]!.time(() => retriever(ports, 'imap', 'imap', build));
             await fill(dovecot, 'pop');
-            pop[j]!.push(await retriever(ports, 'pop', 'pop3', build));
+            await pop[j]!.time(() => retriever(ports, 'pop', 'pop3', build));
           }
         }
         const rate = (s: number) => `${(COUNT / s).toFixed(0).padStart(6)} msg/s ${(TOTAL_BYTES / 1e6 / s).toFixed(1).padStart(5)} MB/s`;
-        const b = median(base);
+        const b = base.median;
         const link = rtt > 0 ? `, ${rtt} ms round trips` : ', loopback';
-        lines.push(`plain imapflow download (baseline${link})`.padEnd(66) + `${rate(b)}`);
-        lines.push(`floor (download, store, move; no policy${link})`.padEnd(66) + `${rate(median(floor))}  ratio ${(b / median(floor)).toFixed(2)}`);
+        const row = (label: string, runs: Runs) =>
+          label.padEnd(66) + rate(runs.median) + (runs === base ? '           ' : `  ratio ${(b / runs.median).toFixed(2)}`) + runs.busy();
+        lines.push(row(`plain imapflow download (baseline${link})`, base), row(`floor (download, store, move; no policy${link})`, floor));
         for (const [j, build] of builds.entries()) {
           const who = builds.length > 1 ? `${build.label}: ` : 'mailgate ';
-          lines.push(
-            `${who}retriever, IMAP (store + move${link})`.padEnd(66) + `${rate(median(imap[j]!))}  ratio ${(b / median(imap[j]!)).toFixed(2)}`,
-            `${who}retriever, POP3 (store + DELE${link})`.padEnd(66) + `${rate(median(pop[j]!))}  ratio ${(b / median(pop[j]!)).toFixed(2)}`,
-          );
+          lines.push(row(`${who}retriever, IMAP (store + move${link})`, imap[j]!), row(`${who}retriever, POP3 (store + DELE${link})`, pop[j]!));
         }
       } finally {
         await imapProxy?.close();

@@ -18,3 +18,10 @@ export function resetPeak(pid: number): boolean {
 }
 
 export const mb = (bytes: number) => (bytes / 1024 / 1024).toFixed(1);
+
+/** The machine's CPU time so far, in ticks of all cores (/proc/stat): busy (not idle, not waiting on I/O) and in all. */
+export function machineCpuTicks(): { busy: number; total: number } {
+  const fields = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!.trim().split(/\s+/).slice(1).map(Number);
+  const total = fields.reduce((a, b) => a + b, 0);
+  return { busy: total - (fields[3] ?? 0) - (fields[4] ?? 0), total };
+}
