@@ -57,8 +57,6 @@ const MAX_TIMER_MS = 2 ** 31 - 1;
 const MAX_FRESH = 10_000;
 /** Bytes of new messages kept in memory as stored for their first attempt; beyond this, that attempt reads them from the store. */
 const MAX_FRESH_BYTES = 32 * 1024 * 1024;
-/** Entries in progress (sending, or recorded after sending) at most, as a multiple of `[queue] concurrency`: a store that stalls stops the sending, not only the recording. */
-const IN_PROGRESS_PER_SLOT = 4;
 /** A shared queue's claim lease, as the issue's mailbox `lease_ttl`: long enough for a pause, short enough for a takeover. */
 const CLAIM_LEASE_MS = 30_000;
 const CLAIM_POLL_MS = 3000;
@@ -75,11 +73,6 @@ export class Dispatcher implements QueueWorker {
   readonly #dueNow = new Set<string>();
   #dueNowTurn: NodeJS.Immediate | undefined;
   readonly #active = new Map<string, Promise<void>>();
-  // The entries of #active whose attempt is still talking to servers: `[queue] concurrency`
-  // bounds these. An entry whose attempt is over and is only being recorded gives its slot to
-  // the next one: a synced batch can take longer than a send, and slots held through it left
-  // the pool's connections idle while the queue was full.
-  readonly #sending = new Set<string>();
   // Entries just committed by this process, with their message's metadata: their first attempt
   // needs neither read from the store. Anything that may change an entry in the store (an
   // admin's retry or drop) forgets it here, so the store stays the truth.
@@ -236,11 +229,9 @@ export class Dispatcher implements QueueWorker {
   }
 
   #pump(): void {
-    const { concurrency } = this.#deps.config.queue;
-    while (!this.#stopped && this.#sending.size < concurrency && this.#active.size < concurrency * IN_PROGRESS_PER_SLOT && this.#due.length > 0) {
+    while (!this.#stopped && this.#active.size < this.#deps.config.queue.concurrency && this.#due.length > 0) {
       const id = this.#due.shift()!;
       if (this.#active.has(id)) continue;
-      this.#sending.add(id);
       const run = this.#run(id)
         .catch((err: unknown) => {
           if (hasCode(err, 'QUEUE_CLAIM_LOST')) {
@@ -262,7 +253,6 @@ export class Dispatcher implements QueueWorker {
           );
         })
         .finally(() => {
-          this.#sending.delete(id);
           this.#active.delete(id);
           this.#holding.delete(id);
           this.#retryAsked.delete(id);
@@ -309,9 +299,6 @@ export class Dispatcher implements QueueWorker {
       saveProgress: (e) => this.#save(e, false),
       ...(fresh?.raw ? { raw: fresh.raw } : {}),
     });
-    // Done with the servers: the next entry may start while this one is recorded.
-    this.#sending.delete(id);
-    this.#pump();
     let next = attempt.entry;
     const pending = next.recipients.filter((r) => r.status === 'pending');
     // Saved first, counted and logged after (attempt.ts: the window before the record is the one to keep small).
@@ -494,7 +481,7 @@ export class Dispatcher implements QueueWorker {
   /** Claims as many due entries as there are free slots, and starts them. */
   async #poll(): Promise<void> {
     const claims = this.#claims!;
-    const free = this.#deps.config.queue.concurrency - this.#sending.size - this.#due.length;
+    const free = this.#deps.config.queue.concurrency - this.#active.size - this.#due.length;
     if (free <= 0) return;
     let claimed: Awaited<ReturnType<QueueClaims['claimDue']>>;
     try {
