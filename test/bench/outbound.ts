@@ -99,8 +99,12 @@ async function spawnGateway(
   configFile: string,
   nodeArgs: string[],
   cli = cliPath,
+  env: Record<string, string> = {},
 ): Promise<{ submissionPort: number; child: ChildProcess; exited: Promise<number | null> }> {
-  const child = spawn(process.execPath, [...nodeArgs, cli, 'serve', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [...nodeArgs, cli, 'serve', '--config', configFile], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, ...env },
+  });
   const exited = new Promise<number | null>((resolve) => child.on('exit', resolve));
   let stderr = '';
   child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
@@ -177,7 +181,7 @@ export interface OutboundBenchOptions {
   /** Write a V8 CPU profile of the `mailgate serve` process into this directory (`node --cpu-prof`). */
   cpuProfDir?: string;
   /** The builds measured (`compare`: another checkout's DIR/dist/gateway/cli.js too); default this checkout alone. */
-  builds?: readonly { label: string; cli: string }[];
+  builds?: readonly { label: string; cli: string; env?: Record<string, string> }[];
 }
 
 /**
@@ -214,7 +218,7 @@ ${submissionToml(['support'], '# [queue] defaults: concurrency = 20, connections
       const own = path.join(dir, `build-${j}`);
       await mkdir(own);
       const configFile = await writeTestConfig(own, toml);
-      const gateway = await spawnGateway(configFile, opts.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', opts.cpuProfDir] : [], build.cli);
+      const gateway = await spawnGateway(configFile, opts.cpuProfDir ? ['--cpu-prof', '--cpu-prof-dir', opts.cpuProfDir] : [], build.cli, build.env);
       gateways.push(gateway);
       const submitter = startRole(['client', String(gateway.submissionPort), String(SUBMIT_CONNECTIONS), 'Infinity', SUBMIT_USER, SUBMIT_PASSWORD]);
       children.push(submitter.child);

@@ -128,6 +128,21 @@ if (only[0] === 'compare') {
   }
 }
 
+// Not part of a plain `npm run bench`: only when named (`npm run bench -- outbound-floor`).
+if (only.includes('outbound-floor')) {
+  const { outboundBench } = await import('./outbound.js');
+  const floor = path.join(projectRoot, 'dist', 'test', 'bench', 'outbound-floor.js');
+  console.log(
+    `\n# Outbound floor: the outbound bench through a bare smtp-server, one synced LevelDB batch a message and a pooled nodemailer in one process (outbound-floor.ts), with and without a second synced batch for the outcome, beside mailgate serve`,
+  );
+  const builds = [
+    { label: 'floor (store, send)', cli: floor },
+    { label: 'floor (store, send, record the outcome)', cli: floor, env: { MAILGATE_FLOOR_OUTCOME: '1' } },
+    { label: 'mailgate serve', cli: path.join(projectRoot, 'dist', 'gateway', 'cli.js') },
+  ];
+  for (const line of await outboundBench({ builds, quick })) console.log(line);
+}
+
 // Not part of a plain `npm run bench`: only when named (`npm run bench -- ingest-profile`).
 if (only.includes('ingest-profile')) {
   const { ingestProfile } = await import('./ingest-profile.js');
