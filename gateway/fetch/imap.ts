@@ -43,6 +43,10 @@ export class ImapMailbox implements Mailbox {
       disableAutoIdle: !s.idle,
       // Start IDLE soon after a poll, so mail delivered right after it is seen at once.
       autoIdleDelay: 1000,
+      // No ENABLE CONDSTORE/UTF8=ACCEPT: the retriever uses neither (no CHANGEDSINCE, no
+      // modseq), and the ENABLE cost a round trip at every session's start (two a poll with
+      // the second session); without CONDSTORE no MODSEQ is parsed in each FETCH row either.
+      disableAutoEnable: true,
     });
     client.on('exists', (e: { count: number; prevCount: number }) => {
       if (e.count > e.prevCount) this.#onNewMail();
@@ -144,7 +148,8 @@ export class ImapMailbox implements Mailbox {
     // CCaaS "Deleted emails folder name": a deletion is a move there, so the mailbox owner can still find it.
     const deleted = this.#server.deleted_folder;
     const target = action === 'move' ? folder : deleted;
-    const uid = (Array.isArray(items) ? items : [items]).map((i: MailboxItem) => String(i.ref)).join(',');
+    // Ascending, in runs: the messages of a poll are stored in the order their stores end, and 600 UIDs one by one made a 2.5 KB command.
+    const uid = uidSet((Array.isArray(items) ? items : [items]).map((i: MailboxItem) => i.ref).sort((a, b) => a - b));
     if (target === undefined) {
       await this.#locked((client) => client.messageDelete(uid, { uid: true }));
       return;
