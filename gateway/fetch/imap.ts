@@ -43,6 +43,10 @@ export class ImapMailbox implements Mailbox {
       disableAutoIdle: !s.idle,
       // Start IDLE soon after a poll, so mail delivered right after it is seen at once.
       autoIdleDelay: 1000,
+      // No ENABLE CONDSTORE/UTF8=ACCEPT: the retriever uses neither (no CHANGEDSINCE, no
+      // modseq), and the ENABLE cost a round trip at every session's start (two a poll with
+      // the second session); without CONDSTORE no MODSEQ is parsed in each FETCH row either.
+      disableAutoEnable: true,
     });
     client.on('exists', (e: { count: number; prevCount: number }) => {
       if (e.count > e.prevCount) this.#onNewMail();
@@ -132,7 +136,10 @@ export class ImapMailbox implements Mailbox {
     this.#client = undefined;
     if (!client) return;
     this.#onNewMail = () => {};
-    await client.logout().catch(() => client.close());
+    // LOGOUT is sent, its answer not waited for: every move and deletion was answered before,
+    // so nothing depends on it, and waiting cost a round trip at the end of every poll.
+    // imapflow closes the socket on the answer (or after its own timeout).
+    void client.logout().catch(() => client.close());
   }
 
   // One UID MOVE (or STORE + EXPUNGE) for many messages: a command per message cost more than the download.
@@ -141,12 +148,23 @@ export class ImapMailbox implements Mailbox {
     // CCaaS "Deleted emails folder name": a deletion is a move there, so the mailbox owner can still find it.
     const deleted = this.#server.deleted_folder;
     const target = action === 'move' ? folder : deleted;
-    if (target !== undefined) await this.#ensureFolder(target);
-    await this.#locked(async (client) => {
-      const uid = (Array.isArray(items) ? items : [items]).map((i: MailboxItem) => String(i.ref)).join(',');
-      if (target !== undefined) await client.messageMove(uid, target, { uid: true });
-      else await client.messageDelete(uid, { uid: true });
-    });
+    // Ascending, in runs: the messages of a poll are stored in the order their stores end, and 600 UIDs one by one made a 2.5 KB command.
+    const uid = uidSet((Array.isArray(items) ? items : [items]).map((i: MailboxItem) => i.ref).sort((a, b) => a - b));
+    if (target === undefined) {
+      await this.#locked((client) => client.messageDelete(uid, { uid: true }));
+      return;
+    }
+    // The move first, the folder made only when the move failed (RFC 3501 [TRYCREATE]): the
+    // folder exists at every poll but the first, and a CREATE (and SUBSCRIBE) before each
+    // move cost one or two round trips a poll on a session closed after every poll.
+    // imapflow answers false for a move the server refused.
+    const move = () => this.#locked((client) => client.messageMove(uid, target, { uid: true }));
+    if (!this.#folders.has(target) && (await move())) {
+      this.#folders.add(target);
+      return;
+    }
+    await this.#ensureFolder(target);
+    await move();
   }
 
   async #ensureFolder(folder: string): Promise<void> {

@@ -30,10 +30,23 @@ import { BackfillProgress, type Backfill } from './progress.js';
 import type { GatewayEvents } from '../events.js';
 import { LeaseKeeper } from './lease-keeper.js';
 
+/**
+ * A range (one IMAP UID FETCH, one run of pipelined POP3 RETRs) holds up to this many times the
+ * mailbox's `bytes_in_flight`. The bytes in memory are bounded by the byte budgets whatever the
+ * range's size (imapflow and the POP3 session leave what is not yet taken in the network); a
+ * range's size bounds what a stop or a failure in its middle has to read and throw away before
+ * the session's next command, and how often the session pays a round trip between ranges (at
+ * 40 ms round trips, ranges of 8 MiB cost a tenth of the IMAP fetch's time). While a second
+ * IMAP session takes large messages too, ranges stay at the bound, so the two share them.
+ */
+const RANGE_BOUNDS = 4;
+
 /** What the lanes of one poll share: messages taken and being fetched (for `max_items`), and whether one failed. */
 interface Lanes {
   taken: number;
   inFlight: number;
+  /** Lanes taking messages now: with two, ranges stay at the byte bound so both sessions share the large ones. */
+  running: number;
   failed: boolean;
 }
 
@@ -485,7 +498,7 @@ class MailboxWorker {
     const limit = this.#server.lightweight_size;
     const small = fresh.filter((i) => i.size <= limit);
     const large = fresh.filter((i) => i.size > limit);
-    const lanes: Lanes = { taken: 0, inFlight: 0, failed: false };
+    const lanes: Lanes = { taken: 0, inFlight: 0, failed: false, running: 0 };
     // Stored messages are moved or deleted together, after their keys are durable. A failure
     // or a crash before that leaves them recorded: the next poll only finishes them.
     const stored: MailboxItem[] = [];
@@ -550,8 +563,8 @@ class MailboxWorker {
   /**
    * Fetches on BOX the messages waiting in QUEUES, one queue after the other, taking from the
    * front of each (another lane may take from the same queue), until `max_items` messages are
-   * taken over all lanes of the poll, or another lane failed. Runs of messages that fit the
-   * mailbox's `bytes_in_flight` come in ranges, several on the wire at once (Mailbox.messages),
+   * taken over all lanes of the poll, or another lane failed. Runs of messages each within the
+   * mailbox's `bytes_in_flight` come in ranges (RANGE_BOUNDS), several on the wire at once (Mailbox.messages),
    * and each is stored as it arrives without waiting for the one before, so the store's group
    * commit shares the synced writes (issue 15); a message bigger than the bound, over
    * `max_message_size`, or kept for inactive aliases is handled on its own, as before. Every
@@ -578,6 +591,7 @@ class MailboxWorker {
       result.stored++;
       if (outcome === 'stored') stored.push(item);
     };
+    lanes.running++;
     try {
       for (const queue of queues) {
         const { items } = queue;
@@ -604,15 +618,16 @@ class MailboxWorker {
             counted(item, outcome);
             continue;
           }
-          // The range: the following messages that go in a range, up to the byte bound and max_items.
+          // The range: the following messages that go in a range, up to RANGE_BOUNDS times the byte bound and max_items.
           const range: MailboxItem[] = [];
           let bytes = 0;
+          const rangeBytes = (lanes.running > 1 ? 1 : RANGE_BOUNDS) * this.#server.bytes_in_flight;
           for (let j = queue.next; j < items.length && range.length < allowed(); j++) {
             const candidate = items[j]!;
             // Up to the next message handled on its own: it is read with commands of its own, after this range.
             const waits = this.#held.get(candidate.key);
             if (!this.#inRange(candidate) || (waits && !waits.some(receives))) break;
-            if (range.length && bytes + candidate.size > this.#server.bytes_in_flight) break;
+            if (range.length && bytes + candidate.size > rangeBytes) break;
             range.push(candidate);
             bytes += candidate.size;
           }
@@ -624,6 +639,7 @@ class MailboxWorker {
     } catch (err) {
       run.failure ??= err;
     } finally {
+      lanes.running--;
       await Promise.allSettled(run.pending);
     }
     if (run.failure !== undefined) {

@@ -53,8 +53,12 @@ export class Pop3Mailbox implements Mailbox {
 
   async *messages(items: readonly MailboxItem[]): AsyncIterable<FetchedMessage> {
     // RETRs pipelined where the server offers PIPELINING (RFC 2449), else each sent as the last arrives.
+    // Up to the mailbox's byte bound asked for at once: a window of 1 MiB was one round trip per MiB,
+    // about 25 MB/s at 40 ms, slower than the server sends. Answers not yet read stay in the network
+    // (the session pauses the socket), so memory is still bounded by what the caller takes.
     let index = 0;
-    for await (const answer of this.#session().retrieve(items.map((i) => ({ msgno: i.ref, size: i.size })))) {
+    const asked = items.map((i) => ({ msgno: i.ref, size: i.size }));
+    for await (const answer of this.#session().retrieve(asked, this.#server.bytes_in_flight)) {
       const item = items[index++]!;
       // -ERR: gone since LIST (another session deleted it). Left out; were it still there, the next poll tries again.
       if ('refused' in answer) continue;

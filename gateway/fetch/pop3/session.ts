@@ -31,6 +31,12 @@ export interface Pop3Options {
 }
 
 const MAX_LINE = 64 * 1024;
+/**
+ * Answers received ahead of their reader (pipelined RETRs) are held up to about this many bytes;
+ * beyond it the socket is paused, so the rest waits in the network (TCP pushes back) and the
+ * client can ask for many answers at once without holding them all in memory.
+ */
+const MAX_UNREAD = 256 * 1024;
 
 /** An active multi-line response being read (RETR, TOP). */
 interface BodyReader {
@@ -129,6 +135,8 @@ export class Pop3Session {
     this.#waitingFor = what === 'greeting' ? 'the greeting' : `the answer to ${what}`;
     return new Promise<Buffer>((resolve, reject) => {
       this.#lineWaiter = { resolve, reject };
+      // A reader again: the bytes held back in the network may come.
+      this.#resume();
       this.#deliverLine();
       this.#armTimer();
     }).then((line) => line.toString('utf8'));
@@ -262,6 +270,7 @@ export class Pop3Session {
     } else {
       this.#lines.push(chunk);
       this.#deliverLine();
+      if (this.#lines.size > MAX_UNREAD && !this.#lineWaiter) this.#pause();
     }
     this.#armTimer();
   }

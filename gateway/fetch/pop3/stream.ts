@@ -118,6 +118,7 @@ export class DotDecoder {
  */
 export class LineBuffer {
   #chunks: Buffer[] = [];
+  #bytes = 0;
 
   readonly #maxLine: number;
 
@@ -128,6 +129,12 @@ export class LineBuffer {
   /** Appends bytes received from the server. */
   push(chunk: Buffer): void {
     if (chunk.length > 0) this.#chunks.push(chunk);
+    this.#bytes += chunk.length;
+  }
+
+  /** The bytes held, not yet read. */
+  get size(): number {
+    return this.#bytes;
   }
 
   /** The next complete line without its line end, or null. Throws when a line exceeds the limit. */
@@ -141,6 +148,7 @@ export class LineBuffer {
         const rest = first.subarray(nl + 1);
         if (rest.length > 0) this.#chunks[0] = rest;
         else this.#chunks.shift();
+        this.#bytes -= nl + 1;
         return first.subarray(0, end);
       }
       if (first.length > this.#maxLine) throw new Error(`line longer than ${this.#maxLine} bytes`);
@@ -153,16 +161,20 @@ export class LineBuffer {
 
   /** The next chunk not yet read as lines (for a multi-line decoder), or null. */
   take(): Buffer | null {
-    return this.#chunks.shift() ?? null;
+    const chunk = this.#chunks.shift() ?? null;
+    if (chunk) this.#bytes -= chunk.length;
+    return chunk;
   }
 
   /** Puts bytes back in front (what followed a multi-line response). */
   unshift(bytes: Buffer): void {
     if (bytes.length > 0) this.#chunks.unshift(bytes);
+    this.#bytes += bytes.length;
   }
 
   /** Forgets everything buffered (after STLS: bytes sent in clear before the handshake must not be trusted, RFC 2595 section 4). */
   clear(): void {
     this.#chunks = [];
+    this.#bytes = 0;
   }
 }
