@@ -13,6 +13,7 @@
  * 16 KiB of indented lines; such a message is wrapped, not lost.
  */
 import { Transform, type TransformCallback } from 'node:stream';
+import { Splitter } from '@zone-eu/mailsplit';
 import { UnparsableMessage } from './unparsable.js';
 
 /** Longest Content-Type or Content-Disposition field, folded lines included, in bytes. */
@@ -26,8 +27,17 @@ const isBlank = (byte: number | undefined) => byte === 0x20 || byte === 0x09;
 // Only a line starting with "c" can name the fields.
 const startsName = (byte: number | undefined) => byte === 0x63 || byte === 0x43;
 
-/** Passes bytes through unchanged; fails with `header_too_large` at the first Content-Type or Content-Disposition field over the limit. */
-export class ContentFieldGuard extends Transform {
+const LOWER_C = Buffer.from('\nc', 'latin1');
+const UPPER_C = Buffer.from('\nC', 'latin1');
+
+/** Where the next line starting with `name` (LF and its first byte) after `from` begins, or -1. */
+function nameLine(chunk: Buffer, name: Buffer, from: number): number {
+  const at = chunk.indexOf(name, from);
+  return at < 0 ? -1 : at + 1;
+}
+
+/** Reads a message's bytes in order; finds the first Content-Type or Content-Disposition field over the limit. */
+export class ContentFieldCheck {
   readonly #limit: number;
   /** The start of the current line, while it is too short to tell what it is. */
   #head = Buffer.alloc(0);
@@ -38,13 +48,31 @@ export class ContentFieldGuard extends Transform {
   #fieldBytes = 0;
 
   constructor(limit = MAX_CONTENT_FIELD) {
-    super();
     this.#limit = limit;
   }
 
-  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+  /** Reads the next bytes: `header_too_large` once a field goes over the limit, else undefined. */
+  check(chunk: Buffer): UnparsableMessage | undefined {
     let i = 0;
+    // Where the next lines starting with "c" and "C" begin (the byte after their LF), looked
+    // up again only once passed; -1 when there is none in this chunk.
+    let lower = -2;
+    let upper = -2;
     while (i < chunk.length) {
+      if (this.#field === undefined && this.#head.length === 0 && (this.#inLine || !startsName(chunk[i]))) {
+        // Outside the two fields only a line starting with "c" can matter: skip to the next
+        // one by two native searches instead of a search per line (a 200 KB base64 body has
+        // 2600 lines, about 80 of them starting with "c" or "C").
+        if (lower !== -1 && lower <= i) lower = nameLine(chunk, LOWER_C, i);
+        if (upper !== -1 && upper <= i) upper = nameLine(chunk, UPPER_C, i);
+        const next = lower < 0 ? upper : upper < 0 ? lower : Math.min(lower, upper);
+        if (next < 0) {
+          this.#inLine = chunk[chunk.length - 1] !== LF;
+          break;
+        }
+        i = next;
+        this.#inLine = false;
+      }
       const lf = chunk.indexOf(LF, i);
       const end = lf < 0 ? chunk.length : lf + 1;
       if (!this.#inLine) {
@@ -67,13 +95,13 @@ export class ContentFieldGuard extends Transform {
       if (this.#field !== undefined) {
         this.#fieldBytes += end - i;
         if (this.#fieldBytes > this.#limit) {
-          return done(new UnparsableMessage('header_too_large', `A ${this.#field} field runs to more than ${this.#limit} bytes, over the limit for it`));
+          return new UnparsableMessage('header_too_large', `A ${this.#field} field runs to more than ${this.#limit} bytes, over the limit for it`);
         }
       }
       if (lf >= 0) this.#inLine = false;
       i = end;
     }
-    done(null, chunk);
+    return undefined;
   }
 
   /** A line starts: it continues the current field (folded), starts one of the two fields, or neither. */
@@ -82,5 +110,37 @@ export class ContentFieldGuard extends Transform {
     this.#fieldBytes = 0;
     const name = head && FIELD.exec(head.toString('latin1'))?.[1]?.toLowerCase();
     this.#field = name ? (name === 'content-type' ? 'Content-Type' : 'Content-Disposition') : undefined;
+  }
+}
+
+/** Passes bytes through unchanged; fails with `header_too_large` at the first Content-Type or Content-Disposition field over the limit. */
+export class ContentFieldGuard extends Transform {
+  readonly #check: ContentFieldCheck;
+
+  constructor(limit = MAX_CONTENT_FIELD) {
+    super();
+    this.#check = new ContentFieldCheck(limit);
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    const err = this.#check.check(chunk);
+    if (err) done(err);
+    else done(null, chunk);
+  }
+}
+
+/**
+ * A mailsplit Splitter that reads each write through the check first, as a ContentFieldGuard
+ * in front of it would, without a stream of its own in between: a message's pipeline keeps
+ * one stream hop fewer for every chunk (the guard's Transform cost about 3% of the
+ * retriever's busy time, mostly stream plumbing).
+ */
+export class GuardedSplitter extends Splitter {
+  readonly #check = new ContentFieldCheck();
+
+  override _transform(chunk: Buffer, encoding: BufferEncoding, done: TransformCallback): void {
+    const err = this.#check.check(chunk);
+    if (err) done(err);
+    else super._transform(chunk, encoding, done);
   }
 }
