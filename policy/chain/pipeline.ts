@@ -2,7 +2,7 @@ import type { Readable, Transform, Writable } from 'node:stream';
 import { Joiner, type SplitterChunk } from '@zone-eu/mailsplit';
 import type { MessageContext, Stage } from './stage.js';
 import { SummaryCollector, type MessageSummary } from './summary.js';
-import { GuardedSplitter } from '../mime/content-field-guard.js';
+import { PipelineSplitter } from '../mime/splitter.js';
 import { ChunkStage, StageChain, type NamedHandler } from './stage-chain.js';
 import { UnparsableMessage } from '../mime/unparsable.js';
 
@@ -40,8 +40,8 @@ export async function runPipeline(
   // verdict of a stage on an earlier node (a 2000-deep nesting reported as too many parts or as
   // too deep depending on how the bytes arrived). The splitter keeps ten times the limit, so that
   // one read cannot make it hold an unbounded number of nodes.
-  // The splitter checks the Content-Type and Content-Disposition fields' size first (content-field-guard.ts).
-  const splitter = new GuardedSplitter({ maxHeadSize: limits.maxHeadSize, maxChildNodes: limits.maxChildNodes * 10 });
+  // The splitter checks the Content-Type and Content-Disposition fields' size first, and hands leaf bodies on without reading them line by line (splitter.ts).
+  const splitter = new PipelineSplitter({ maxHeadSize: limits.maxHeadSize, maxChildNodes: limits.maxChildNodes * 10 });
   const handlers: NamedHandler[] = [{ name: 'MIME splitter', handler: new NodeLimit(limits.maxChildNodes) }];
   for (const stage of stages) {
     const handler = stage.create(ctx);
