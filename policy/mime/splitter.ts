@@ -139,7 +139,8 @@ function pieceEnd(chunk: Buffer): number {
   // Not where either of the next two lines starts with CR: read with a line end in front, as
   // the first two lines of a write can be, it would read otherwise (see leafBody).
   while (lf >= 0 && !ordinaryStart(chunk, lf + 1)) lf = chunk.indexOf(LF, lf + 1);
-  return lf < 0 ? chunk.length : lf + 1;
+  // A rest too short to be handed on goes in the same write: a write more is a turn of the event loop more.
+  return lf < 0 || chunk.length - lf - 1 < MIN_BODY ? chunk.length : lf + 1;
 }
 
 function ordinaryStart(chunk: Buffer, at: number): boolean {
