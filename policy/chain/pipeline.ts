@@ -1,8 +1,8 @@
 import type { Readable, Transform, Writable } from 'node:stream';
-import { Splitter, Joiner, type SplitterChunk } from '@zone-eu/mailsplit';
+import { Joiner, type SplitterChunk } from '@zone-eu/mailsplit';
 import type { MessageContext, Stage } from './stage.js';
 import { SummaryCollector, type MessageSummary } from './summary.js';
-import { ContentFieldGuard } from '../mime/content-field-guard.js';
+import { PipelineSplitter } from '../mime/splitter.js';
 import { ChunkStage, StageChain, type NamedHandler } from './stage-chain.js';
 import { UnparsableMessage } from '../mime/unparsable.js';
 
@@ -40,7 +40,8 @@ export async function runPipeline(
   // verdict of a stage on an earlier node (a 2000-deep nesting reported as too many parts or as
   // too deep depending on how the bytes arrived). The splitter keeps ten times the limit, so that
   // one read cannot make it hold an unbounded number of nodes.
-  const splitter = new Splitter({ maxHeadSize: limits.maxHeadSize, maxChildNodes: limits.maxChildNodes * 10 });
+  // The splitter checks the Content-Type and Content-Disposition fields' size first, and hands leaf bodies on without reading them line by line (splitter.ts).
+  const splitter = new PipelineSplitter({ maxHeadSize: limits.maxHeadSize, maxChildNodes: limits.maxChildNodes * 10 });
   const handlers: NamedHandler[] = [{ name: 'MIME splitter', handler: new NodeLimit(limits.maxChildNodes) }];
   for (const stage of stages) {
     const handler = stage.create(ctx);
@@ -50,7 +51,7 @@ export async function runPipeline(
   handlers.push({ name: 'summary', handler: summary });
   const joiner = new Joiner() as unknown as Transform;
   // mailsplit types its streams narrower than Transform; they are Transforms.
-  const connected = connect([input, new ContentFieldGuard(), splitter as unknown as Transform, new StageChain(handlers), joiner, sink]);
+  const connected = connect([input, splitter as unknown as Transform, new StageChain(handlers), joiner, sink]);
   // Once piped: a second 'data' listener then sees each chunk pipe() hands the sink and changes nothing about the flow.
   if (output) joiner.on('data', output);
   await connected;

@@ -26,8 +26,8 @@ const isBlank = (byte: number | undefined) => byte === 0x20 || byte === 0x09;
 // Only a line starting with "c" can name the fields.
 const startsName = (byte: number | undefined) => byte === 0x63 || byte === 0x43;
 
-/** Passes bytes through unchanged; fails with `header_too_large` at the first Content-Type or Content-Disposition field over the limit. */
-export class ContentFieldGuard extends Transform {
+/** Reads a message's bytes in order; finds the first Content-Type or Content-Disposition field over the limit. */
+export class ContentFieldCheck {
   readonly #limit: number;
   /** The start of the current line, while it is too short to tell what it is. */
   #head = Buffer.alloc(0);
@@ -38,11 +38,11 @@ export class ContentFieldGuard extends Transform {
   #fieldBytes = 0;
 
   constructor(limit = MAX_CONTENT_FIELD) {
-    super();
     this.#limit = limit;
   }
 
-  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+  /** Reads the next bytes: `header_too_large` once a field goes over the limit, else undefined. */
+  check(chunk: Buffer): UnparsableMessage | undefined {
     let i = 0;
     while (i < chunk.length) {
       const lf = chunk.indexOf(LF, i);
@@ -67,13 +67,13 @@ export class ContentFieldGuard extends Transform {
       if (this.#field !== undefined) {
         this.#fieldBytes += end - i;
         if (this.#fieldBytes > this.#limit) {
-          return done(new UnparsableMessage('header_too_large', `A ${this.#field} field runs to more than ${this.#limit} bytes, over the limit for it`));
+          return new UnparsableMessage('header_too_large', `A ${this.#field} field runs to more than ${this.#limit} bytes, over the limit for it`);
         }
       }
       if (lf >= 0) this.#inLine = false;
       i = end;
     }
-    done(null, chunk);
+    return undefined;
   }
 
   /** A line starts: it continues the current field (folded), starts one of the two fields, or neither. */
@@ -82,5 +82,21 @@ export class ContentFieldGuard extends Transform {
     this.#fieldBytes = 0;
     const name = head && FIELD.exec(head.toString('latin1'))?.[1]?.toLowerCase();
     this.#field = name ? (name === 'content-type' ? 'Content-Type' : 'Content-Disposition') : undefined;
+  }
+}
+
+/** Passes bytes through unchanged; fails with `header_too_large` at the first Content-Type or Content-Disposition field over the limit. */
+export class ContentFieldGuard extends Transform {
+  readonly #check: ContentFieldCheck;
+
+  constructor(limit = MAX_CONTENT_FIELD) {
+    super();
+    this.#check = new ContentFieldCheck(limit);
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    const err = this.#check.check(chunk);
+    if (err) done(err);
+    else done(null, chunk);
   }
 }
