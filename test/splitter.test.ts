@@ -6,9 +6,13 @@ import assert from 'node:assert/strict';
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { Splitter, type MimeNode, type SplitterChunk } from '@zone-eu/mailsplit';
-import { PipelineSplitter } from '../policy/mime/splitter.js';
+import { PipelineSplitter, bodyFastPath } from '../policy/mime/splitter.js';
 import { fixture } from './helpers/paths.js';
 import { benchMessage } from './bench/fetch.js';
+
+test('the installed mailsplit has the state the body fast path reads (without it the pipeline splits as plain mailsplit, slower)', () => {
+  assert.equal(bodyFastPath, true);
+});
 
 /** What a splitter gave: nodes by their headers, and the data and body bytes of each node in a row joined. */
 type Entry = { node: number; type: 'node' | 'data' | 'body'; bytes: string };
