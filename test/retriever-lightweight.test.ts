@@ -16,7 +16,7 @@ import { ensureDovecot, startDovecot, type TestDovecot } from './helpers/dovecot
 import { retrieveFrom, type Incoming } from './helpers/retrieve.js';
 import { closedPort } from './helpers/upstream.js';
 
-const USERS = ['parallel', 'budget', 'deleted', 'expunged', 'pop3lw'];
+const USERS = ['parallel', 'onerange', 'budget', 'deleted', 'expunged', 'pop3lw'];
 let dovecot: TestDovecot;
 
 before(async () => {
@@ -78,7 +78,7 @@ async function sessionEvents(user: string, protocol: 'imap' | 'pop3'): Promise<(
   });
 }
 
-test('IMAP: small messages are fetched while the large ones download on a second session; each stored exactly once', async (t) => {
+test('IMAP: small messages are fetched first; large ones still waiting after this session took one go over a second session; each stored exactly once', async (t) => {
   // Large ones first in the mailbox: mailbox order must not decide.
   const delivered = await deliverAll(dovecot, 'parallel', [
     ['large-1', 80_000],
@@ -88,27 +88,36 @@ test('IMAP: small messages are fetched while the large ones download on a second
     ['small-3', 300],
     ['small-4', 300],
   ]);
-  // The first small message's post-store step holds its session until a large message is
-  // stored. Fetched one after the other, small ones first, no large one could be stored
-  // meanwhile: the wait would run out and the test fail.
+  // With bytes_in_flight under their size, the large ones are streamed one at a time. The
+  // first small message's post-store step holds its store until a large message is stored,
+  // and the first large one's (its session streams nothing else meanwhile) until the other
+  // large one is stored: only a second session can store it, so a poll on one session would
+  // wait in vain and the test fail.
   const events: string[] = [];
   let largeStored!: () => void;
   const large = new Promise<void>((resolve) => (largeStored = resolve));
-  let waitedInVain = false;
+  let secondLargeStored!: () => void;
+  const secondLarge = new Promise<void>((resolve) => (secondLargeStored = resolve));
+  const waitedInVain: string[] = [];
+  const waitFor = async (what: Promise<void>, name: string) => {
+    const gaveUp = sleep(15_000, undefined, { ref: false }).then(() => waitedInVain.push(name));
+    await Promise.race([what, gaveUp]);
+  };
   const hooks: RetrieverHooks = {
     async afterStore(_alias: string, item: MailboxItem) {
       const kind = item.size > 10_000 ? 'large' : 'small';
       events.push(kind);
-      if (kind === 'large') largeStored();
-      else if (events.filter((e) => e === 'small').length === 1) {
-        const gaveUp = sleep(15_000, undefined, { ref: false }).then(() => (waitedInVain = true));
-        await Promise.race([large, gaveUp]);
-      }
+      const count = events.filter((e) => e === kind).length;
+      if (kind === 'large' && count === 1) {
+        largeStored();
+        await waitFor(secondLarge, 'the second large message');
+      } else if (kind === 'large') secondLargeStored();
+      else if (count === 1) await waitFor(large, 'a large message');
     },
   };
-  const r = await retrieve(t, 'parallel', {}, hooks);
+  const r = await retrieve(t, 'parallel', { bytes_in_flight: 50_000 }, hooks);
   const [poll] = await r.waitForPolls(1, 40_000);
-  assert.equal(waitedInVain, false, `a large message was stored while a small one was in hand; stored in order ${events.join(', ')}`);
+  assert.deepEqual(waitedInVain, [], `stored in order ${events.join(', ')}`);
   assert.deepEqual(poll, { stored: 6, finished: 0, deferred: 0, held: 0 });
   // Exactly once: one message and one fetched key per mailbox message, all moved once.
   assert.deepEqual(await storedSubjects(r.store, 'parallel', delivered), [...delivered.keys()].sort());
@@ -120,37 +129,58 @@ test('IMAP: small messages are fetched while the large ones download on a second
   assert.deepEqual(sessions.slice(0, 2), ['login', 'login'], `Dovecot's sessions: ${sessions.join(', ')}\n${await dovecot.readLog()}`);
 });
 
+test('IMAP: a mailbox one range takes whole needs no second session', async (t) => {
+  const delivered = await deliverAll(dovecot, 'onerange', [
+    ['o-large-1', 40_000],
+    ['o-small-1', 300],
+    ['o-large-2', 40_000],
+    ['o-small-2', 300],
+  ]);
+  const r = await retrieve(t, 'onerange', {});
+  const [poll] = await r.waitForPolls(1);
+  assert.deepEqual(poll, { stored: 4, finished: 0, deferred: 0, held: 0 });
+  assert.deepEqual(await storedSubjects(r.store, 'onerange', delivered), [...delivered.keys()].sort());
+  // Newest first: both small ones came before either large one.
+  const subjects = (await r.store.listMessages({ alias: 'onerange' })).map((m) => m.subject);
+  assert.deepEqual(subjects.slice(2).sort(), ['o-small-1', 'o-small-2'], `stored newest first: ${subjects.join(', ')}`);
+  // LOGOUT is not waited for: its line is awaited in Dovecot's log, then the logins counted.
+  for (let waited = 0; !(await sessionEvents('onerange', 'imap')).includes('logout') && waited < 10_000; waited += 50) await sleep(50);
+  assert.deepEqual(await sessionEvents('onerange', 'imap'), ['login', 'logout'], 'one IMAP session');
+});
+
 test('IMAP: a server that allows one session per user (mail_max_userip_connections = 1) gets the large ones after the small ones on that session', async (t) => {
   const single = await startDovecot({
     users: [{ name: 'single', password: 'pw-single' }],
     extraConfig: 'protocol imap {\n  mail_max_userip_connections = 1\n}',
   });
   t.after(() => single.stop());
+  // Large ones over bytes_in_flight, streamed one at a time: the second waits when the first is taken.
   const delivered = await deliverAll(single, 'single', [
-    ['s-large', 40_000],
+    ['s-large-1', 40_000],
     ['s-small-1', 300],
+    ['s-large-2', 40_000],
     ['s-small-2', 300],
   ]);
   // IDLE keeps the first session logged in after the poll, so the second login is refused
   // whenever it arrives (without IDLE the first may have logged out by then, and the second,
   // opened in parallel and no longer needed, would be let in).
-  const r = await retrieve(t, 'single', { port: single.imapPort, idle: true });
+  const r = await retrieve(t, 'single', { port: single.imapPort, idle: true, bytes_in_flight: 20_000 });
   const [poll] = await r.waitForPolls(1);
-  assert.deepEqual(poll, { stored: 3, finished: 0, deferred: 0, held: 0 });
+  assert.deepEqual(poll, { stored: 4, finished: 0, deferred: 0, held: 0 });
   // The second session is tried in parallel and not waited for once the first took everything,
   // so its refusal may be logged after the poll ended.
   const refusal = () => r.log.entries.find((e) => String(e.msg).startsWith('cannot open a second IMAP session'));
   for (let waited = 0; !refusal() && waited < 10_000; waited += 50) await new Promise((resolve) => setTimeout(resolve, 50));
   assert.ok(refusal(), 'the refusal is logged');
   assert.match(await single.readLog(), /mail_max_userip_connections/, 'Dovecot refused the second session');
-  // Newest first: the large one came last, on the one session.
+  // Newest first: the large ones came last, on the one session.
   assert.deepEqual(
     (await r.store.listMessages({ alias: 'single' })).map((m) => m.subject),
-    ['s-large', 's-small-2', 's-small-1'],
+    ['s-large-2', 's-large-1', 's-small-2', 's-small-1'],
   );
   assert.deepEqual(await storedSubjects(r.store, 'single', delivered), [...delivered.keys()].sort());
-  assert.equal((await fetchedKeys(r.store)).length, 3);
-  assert.equal((await single.listMessages('single', 'Processed')).length, 3);
+  assert.equal((await fetchedKeys(r.store)).length, 4);
+  assert.equal((await single.listMessages('single', 'Processed')).length, 4);
   assert.equal((await r.store.getAliasState('single'))?.failures ?? 0, 0, 'not a failure of the alias');
 });
 

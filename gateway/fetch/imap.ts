@@ -32,6 +32,8 @@ export class ImapMailbox implements Mailbox {
     return this.#server.idle;
   }
 
+  readonly rangeOrder = 'mailbox';
+
   get usable(): boolean {
     return this.#client?.usable ?? false;
   }

@@ -41,6 +41,11 @@ export interface Mailbox {
    * meanwhile. A message gone from the mailbox since `list` is left out.
    */
   messages(items: readonly MailboxItem[]): AsyncIterable<FetchedMessage>;
+  /**
+   * The order `messages` yields a range in: `given` (POP3, the RETRs' order) or `mailbox`
+   * (IMAP: the server answers a UID FETCH in its own order, ascending UIDs in practice).
+   */
+  readonly rangeOrder: 'given' | 'mailbox';
   /** The message's header block only (IMAP `BODY.PEEK[HEADER]`, POP3 `TOP n 0`). */
   headers(item: MailboxItem): Promise<Buffer>;
   /** Applies `on_stored` to messages already recorded as stored: move to the processed folder, delete, or keep; in as few commands as the protocol allows. */

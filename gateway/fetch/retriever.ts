@@ -48,6 +48,8 @@ interface Lanes {
   /** Lanes taking messages now: with two, ranges stay at the byte bound so both sessions share the large ones. */
   running: number;
   failed: boolean;
+  /** Told each time a lane took messages: the poll may then open a second session. */
+  took?: () => void;
 }
 
 /**
@@ -491,10 +493,10 @@ class MailboxWorker {
     const receives = (alias: AliasConfig) => receiving(healths.get(alias.name));
     // The backlog: messages to fetch, less those left for inactive aliases; its count read live as the lanes store.
     this.progress.listed(fresh.filter((i) => this.#held.get(i.key)?.some(receives) ?? true).length, () => result.stored);
-    // CCaaS "Max email LW size": messages up to the lightweight size are downloaded in parallel
-    // with larger ones, so a small one never waits behind a large download. IMAP: the large
-    // ones go over a second session while this one takes the small ones. POP3 gives one session
-    // per mailbox (RFC 1939 section 8, the maildrop lock): there the small ones come first.
+    // CCaaS "Max email LW size": a message up to the lightweight size never waits behind a
+    // large download. The small ones are taken first; IMAP takes large ones still waiting after
+    // that over a second session too (below). POP3 gives one session per mailbox (RFC 1939
+    // section 8, the maildrop lock).
     const limit = this.#server.lightweight_size;
     const small = fresh.filter((i) => i.size <= limit);
     const large = fresh.filter((i) => i.size > limit);
@@ -507,17 +509,25 @@ class MailboxWorker {
     const larges: Waiting = { items: large, next: 0 };
     try {
       if (this.#server.type === 'imap' && small.length && large.length) {
-        const second = this.#openSecondSession();
-        // This session takes the small ones, then helps with the large ones; the second, once
-        // open, takes large ones only, so a small message never waits behind a large download.
+        // This session takes the small ones first, then the large ones. A second session costs
+        // a login (twelve round trips, half a second at 40 ms, and CPU on both sides), so it is
+        // opened only once this one has taken every small message and some large ones and
+        // large ones still wait: then it takes large ones only, and a small message never
+        // waits behind a large download. A mailbox this session takes in one range (up to four
+        // times bytes_in_flight) never needs it: opened at once, it came too late to get
+        // work at 40 ms round trips, and gained nothing measurable on loopback.
         let done = false;
+        let asked = false;
         let heavy: Promise<void> | undefined;
-        // A second session that opens only after this one took everything has nothing to do:
-        // it is closed when it opens, and not waited for (its login costs round trips and CPU).
-        void second.then((box) => {
-          if (box && !done) heavy = lane(box, [larges]).finally(() => box.close());
-          else void box?.close();
-        });
+        lanes.took = () => {
+          if (asked || smalls.next < small.length || larges.next === 0 || larges.next >= large.length) return;
+          asked = true;
+          // Not waited for: a session that opens after this one took everything is closed at once.
+          void this.#openSecondSession().then((box) => {
+            if (box && !done) heavy = lane(box, [larges]).finally(() => box.close());
+            else void box?.close();
+          });
+        };
         const settled = await Promise.allSettled([lane(mailbox, [smalls, larges])]);
         done = true;
         if (heavy) settled.push(...(await Promise.allSettled([heavy])));
@@ -608,6 +618,7 @@ class MailboxWorker {
             // Streamed from the session, one at a time: memory does not grow with the message's size.
             queue.next++;
             lanes.inFlight++;
+            lanes.took?.();
             let outcome;
             try {
               outcome = await this.#fetch(this.#streamed(box, item), item, receives);
@@ -618,21 +629,9 @@ class MailboxWorker {
             counted(item, outcome);
             continue;
           }
-          // The range: the following messages that go in a range, up to RANGE_BOUNDS times the byte bound and max_items.
-          const range: MailboxItem[] = [];
-          let bytes = 0;
-          const rangeBytes = (lanes.running > 1 ? 1 : RANGE_BOUNDS) * this.#server.bytes_in_flight;
-          for (let j = queue.next; j < items.length && range.length < allowed(); j++) {
-            const candidate = items[j]!;
-            // Up to the next message handled on its own: it is read with commands of its own, after this range.
-            const waits = this.#held.get(candidate.key);
-            if (!this.#inRange(candidate) || (waits && !waits.some(receives))) break;
-            if (range.length && bytes + candidate.size > rangeBytes) break;
-            range.push(candidate);
-            bytes += candidate.size;
-          }
           // Taken before the first await, so the other lane goes on after it.
-          queue.next += range.length;
+          const range = this.#nextRange(box, queues.slice(queues.indexOf(queue)), lanes, allowed(), receives);
+          lanes.took?.();
           await this.#range(box, range, lanes, receives, run, counted);
         }
       }
@@ -648,6 +647,38 @@ class MailboxWorker {
     }
     // Messages the ingest refused for good while a range was on the wire: no command could be issued then.
     if (run.refused.length && (await this.#mayMove(run.refused.length))) for (const item of run.refused) await box.markInvalid(item);
+  }
+
+  /**
+   * Takes the following messages that go in one range, from the front of QUEUES: up to
+   * RANGE_BOUNDS times the byte bound (the bound alone while another lane takes messages too)
+   * and ALLOWED messages. At the end of a queue it runs on into the next (the small messages,
+   * then the large): a second command there costs a round trip with nothing on the wire. A
+   * range BOX answers in mailbox order (IMAP) runs on only with messages after every one taken
+   * before, so no small message comes behind a large one. It stops before a message handled on
+   * its own: that one is read with commands of its own.
+   */
+  #nextRange(box: Mailbox, queues: readonly Waiting[], lanes: Lanes, allowed: number, receives: (alias: AliasConfig) => boolean): MailboxItem[] {
+    const range: MailboxItem[] = [];
+    let bytes = 0;
+    let last = -Infinity;
+    const rangeBytes = (lanes.running > 1 ? 1 : RANGE_BOUNDS) * this.#server.bytes_in_flight;
+    for (const [n, queue] of queues.entries()) {
+      const { items } = queue;
+      while (queue.next < items.length && range.length < allowed) {
+        const candidate = items[queue.next]!;
+        const waits = this.#held.get(candidate.key);
+        if (!this.#inRange(candidate) || (waits && !waits.some(receives))) return range;
+        if (range.length && bytes + candidate.size > rangeBytes) return range;
+        if (n > 0 && box.rangeOrder === 'mailbox' && candidate.ref < last) return range;
+        range.push(candidate);
+        bytes += candidate.size;
+        last = Math.max(last, candidate.ref);
+        queue.next++;
+      }
+      if (queue.next < items.length) return range;
+    }
+    return range;
   }
 
   /** Whether ITEM is fetched within a range: not over `max_message_size` (only its headers are read) and within the byte bound. */

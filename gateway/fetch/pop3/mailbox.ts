@@ -13,6 +13,7 @@ import type { TokenProvider } from '../../oauth/tokens.js';
 /** A POP3 mailbox session for the retriever. */
 export class Pop3Mailbox implements Mailbox {
   readonly persistent = false;
+  readonly rangeOrder = 'given';
   #client: Pop3Client | undefined;
 
   /** TOKENS, when the alias sets `oauth2`: the session logs in with SASL XOAUTH2 instead of the password. */
