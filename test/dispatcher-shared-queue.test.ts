@@ -141,7 +141,9 @@ test('a node that lost its claim while it sent does not record over the node tha
   const table = new ClaimTable();
   const a = capturingLogger();
   const b = capturingLogger();
-  const nodeA = new Dispatcher({ store: table.nodeView(store, 'node-a'), config, logger: a.logger, stages: () => [], claimPollMs: 100 });
+  // node-a polls once, at its start: a node paused past its lease does not poll either (polling
+  // every 100 ms, it could find its own expired claim before node-b did and renew it).
+  const nodeA = new Dispatcher({ store: table.nodeView(store, 'node-a'), config, logger: a.logger, stages: () => [], claimPollMs: 600_000 });
   const nodeB = new Dispatcher({ store: table.nodeView(store, 'node-b'), config, logger: b.logger, stages: () => [], claimPollMs: 100 });
   t.after(async () => {
     releaseFirst!();

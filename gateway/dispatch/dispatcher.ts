@@ -491,7 +491,9 @@ export class Dispatcher implements QueueWorker {
       return;
     }
     for (const { entry, tookOverFrom } of claimed) {
-      if (tookOverFrom !== undefined)
+      // An expired claim of this node's own (one it is still attempting, its renewal late) is
+      // only renewed by the poll: no other node is taken over from.
+      if (tookOverFrom !== undefined && !this.#holding.has(entry.id))
         this.#log.warn({ msg_id: entry.id, from_node: tookOverFrom }, 'taking over a queued message whose claim by another node expired');
       this.#unschedule(entry.id);
       this.#holding.set(entry.id, entry);
