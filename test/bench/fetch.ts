@@ -8,7 +8,7 @@ import { fixture, tempDir } from '../helpers/paths.js';
 import { startDelayProxyProcess } from './delay-proxy.js';
 import { openStore } from '../../storage/open.js';
 import { newMessageId } from '../../storage/ids.js';
-import type { MessageMeta } from '../../storage/records.js';
+import { sampleMeta } from '../helpers/store-contract.js';
 import { machineCpuTicks } from './proc.js';
 import { availableParallelism } from 'node:os';
 
@@ -50,9 +50,9 @@ interface Ports {
   pop3: number;
 }
 
-/** The baseline: a plain imapflow download of the whole mailbox (fresh, as the retriever's is), nothing stored. */
-async function plainImapflow(ports: Ports, user: string): Promise<number> {
-  const client = new ImapFlow({
+/** An imapflow client of USER's mailbox, as the plain download and the floor use it (STARTTLS with the test CA). */
+function imapClient(ports: Ports, user: string): ImapFlow {
+  return new ImapFlow({
     host: '127.0.0.1',
     port: ports.imap,
     secure: false,
@@ -60,6 +60,11 @@ async function plainImapflow(ports: Ports, user: string): Promise<number> {
     logger: false,
     tls: { ca: [readFileSync(fixture('tls', 'cert.pem'))] },
   });
+}
+
+/** The baseline: a plain imapflow download of the whole mailbox (fresh, as the retriever's is), nothing stored. */
+async function plainImapflow(ports: Ports, user: string): Promise<number> {
+  const client = imapClient(ports, user);
   const start = process.hrtime.bigint();
   await client.connect();
   const lock = await client.getMailboxLock('INBOX');
@@ -83,14 +88,7 @@ async function plainImapflow(ports: Ports, user: string): Promise<number> {
 async function floorImapflow(ports: Ports, user: string): Promise<number> {
   const { dir, cleanup } = await tempDir('mailgate-bench-floor-');
   const store = await openStore(path.join(dir, 'data'));
-  const client = new ImapFlow({
-    host: '127.0.0.1',
-    port: ports.imap,
-    secure: false,
-    auth: { user, pass: 'pw' },
-    logger: false,
-    tls: { ca: [readFileSync(fixture('tls', 'cert.pem'))] },
-  });
+  const client = imapClient(ports, user);
   try {
     const start = process.hrtime.bigint();
     await client.connect();
@@ -102,21 +100,14 @@ async function floorImapflow(ports: Ports, user: string): Promise<number> {
         if (!source) continue;
         const id = newMessageId();
         const writer = store.createMessageWriter(id);
-        const meta: MessageMeta = {
-          id,
-          version: 1,
+        const meta = sampleMeta(id, {
           receivedAt: new Date().toISOString(),
           size: source.length,
           receivedSize: source.length,
           envelope: { mailFrom: '', rcptTo: [] },
           source: { kind: 'imap', alias: user },
           to: [],
-          cc: [],
-          _AttachmentFileNames: [],
-          attachments: [],
-          findings: {},
-          tags: [],
-        };
+        });
         commits.push(
           new Promise<void>((resolve, reject) => writer.end(source, (err?: Error | null) => (err ? reject(err) : resolve()))).then(() => writer.commit(meta)),
         );
