@@ -110,7 +110,15 @@ export async function startUpstream(opts: UpstreamOptions = {}): Promise<Upstrea
   };
   const server = new SMTPServer(options);
   server.on('error', () => undefined);
-  await new Promise<void>((resolve) => server.listen(opts.port ?? 0, '127.0.0.1', resolve));
+  // A port asked for by number may have been taken meanwhile (closedPort() frees one, and other
+  // test files run at the same time): fail with EADDRINUSE, not wait for ever (a CI run hung so).
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port ?? 0, '127.0.0.1', () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
   const address = server.server.address();
   const port = typeof address === 'object' && address ? address.port : 0;
   return {
