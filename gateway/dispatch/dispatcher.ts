@@ -68,10 +68,6 @@ export class Dispatcher implements QueueWorker {
   readonly #log: Logger;
   readonly #timers = new Map<string, NodeJS.Timeout>();
   readonly #due: string[] = [];
-  // Entries due now (just queued, or retried): made due together on the next turn of the event
-  // loop, not through a timer each (a busy queue takes in hundreds a second).
-  readonly #dueNow = new Set<string>();
-  #dueNowTurn: NodeJS.Immediate | undefined;
   readonly #active = new Map<string, Promise<void>>();
   // Entries just committed by this process, with their message's metadata: their first attempt
   // needs neither read from the store. Anything that may change an entry in the store (an
@@ -143,8 +139,6 @@ export class Dispatcher implements QueueWorker {
     await this.#polling;
     for (const t of this.#timers.values()) clearTimeout(t);
     this.#timers.clear();
-    clearImmediate(this.#dueNowTurn);
-    this.#dueNow.clear();
     this.#fresh.clear();
     this.#freshBytes = 0;
     const settled = Promise.allSettled([...this.#active.values()]);
@@ -199,17 +193,6 @@ export class Dispatcher implements QueueWorker {
     this.#unschedule(entry.id);
     if (entry.held !== undefined && !includeHeld) return;
     const delay = includeHeld && entry.held !== undefined ? 0 : Math.max(0, Date.parse(entry.nextAttemptAt) - Date.now());
-    if (delay === 0) {
-      this.#dueNow.add(entry.id);
-      this.#dueNowTurn ??= setImmediate(() => {
-        this.#dueNowTurn = undefined;
-        // One by one: a restart with a long queue makes every entry due at once, too many for push(...spread).
-        for (const id of this.#dueNow) this.#due.push(id);
-        this.#dueNow.clear();
-        this.#pump();
-      });
-      return;
-    }
     const timer = setTimeout(
       () => {
         this.#timers.delete(entry.id);
@@ -222,7 +205,6 @@ export class Dispatcher implements QueueWorker {
   }
 
   #unschedule(id: string): void {
-    this.#dueNow.delete(id);
     const timer = this.#timers.get(id);
     if (timer) clearTimeout(timer);
     this.#timers.delete(id);
